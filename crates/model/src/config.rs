@@ -1,0 +1,177 @@
+//! The model's configuration (the `[model]` table of a run config), its validation, and `init`.
+//!
+//! Defaults are nanoGPT's CPU recipe: 4 layers, 4 heads, width 128, context 64, GELU MLP of
+//! width 4·d, learned positions, LayerNorm, no dropout, untied head without bias.
+
+use crate::block::{Block, Mlp, Norm, NormKind};
+use crate::lm::{InputLayer, Lm, Model};
+use crate::mixer::{MixerDims, MixerSpec, MixerStack};
+use crate::position::{PositionKind, Positions};
+use crate::linear::FeatureMapKind;
+use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Residual width.
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_layers: usize,
+    /// One attention spec for every layer, or one per layer (see `attnlab variants`).
+    pub mixer: MixerStack,
+    pub positions: PositionKind,
+    pub norm: NormKind,
+    /// MLP hidden width as a multiple of `d_model`; 0 = attention-only blocks (MQAR configs).
+    pub mlp_ratio: usize,
+    pub dropout: f64,
+    /// Share the token embedding with the output head.
+    pub tie_embeddings: bool,
+    /// Longest sequence (context length).
+    pub max_seq_len: usize,
+    /// Causal (language modelling) or bidirectional (classification).
+    pub causal: bool,
+    /// Biases on the attention and MLP projections.
+    pub bias: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            d_model: 128,
+            n_heads: 4,
+            n_layers: 4,
+            mixer: MixerStack::uniform(MixerSpec::Softmax(Default::default())),
+            positions: PositionKind::Learned,
+            norm: NormKind::Layer,
+            mlp_ratio: 4,
+            dropout: 0.0,
+            tie_embeddings: false,
+            max_seq_len: 64,
+            causal: true,
+            bias: true,
+        }
+    }
+}
+
+/// What the task feeds in and reads out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelInput {
+    Tokens { vocab: usize },
+    Vectors { dim: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelIo {
+    pub input: ModelInput,
+    /// Logits per position (vocabulary size) or regression outputs.
+    pub output_dim: usize,
+}
+
+/// A config value that cannot build a model; the message names the key and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    fn dims(&self, layer: usize, seed: u64) -> MixerDims {
+        MixerDims {
+            d_model: self.d_model,
+            n_heads: self.n_heads,
+            max_seq_len: self.max_seq_len,
+            seed,
+            layer,
+            bias: self.bias,
+        }
+    }
+
+    /// Checks every value against the others and the task's input/output.
+    pub fn validate(&self, io: &ModelIo) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        for (key, value) in [("d_model", self.d_model), ("n_heads", self.n_heads), ("n_layers", self.n_layers), ("max_seq_len", self.max_seq_len)] {
+            if value == 0 {
+                return err(format!("model.{key} is 0: it must be at least 1"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return err(format!(
+                "model.d_model ({}) is not divisible by model.n_heads ({}): choose a d_model that is a multiple of n_heads",
+                self.d_model, self.n_heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err(format!("model.dropout ({}) must be in [0, 1)", self.dropout));
+        }
+        if self.tie_embeddings {
+            match io.input {
+                ModelInput::Tokens { vocab } if vocab == io.output_dim => {}
+                _ => return err("model.tie_embeddings needs token inputs and outputs over the same vocabulary; set it to false for this task".into()),
+            }
+        }
+        for layer in 0..self.n_layers {
+            let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ConfigError)?;
+            spec.validate(&self.dims(layer, 0)).map_err(ConfigError)?;
+            let d_qk = self.qk_width(spec);
+            if self.positions == PositionKind::Rope && d_qk != self.head_dim() {
+                return err(format!(
+                    "model.positions = \"rope\" rotates {}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
+                     set feature_dim={} or use other positions",
+                    self.head_dim(),
+                    self.head_dim()
+                ));
+            }
+        }
+        if self.positions == PositionKind::Rope && self.head_dim() % 2 != 0 {
+            return err(format!("model.positions = \"rope\" needs an even head dim, d_model/n_heads is {}", self.head_dim()));
+        }
+        if let ModelInput::Tokens { vocab: 0 } | ModelInput::Vectors { dim: 0 } = io.input {
+            return err("the task's input size is 0".into());
+        }
+        Ok(())
+    }
+
+    fn qk_width(&self, spec: &MixerSpec) -> usize {
+        match spec {
+            MixerSpec::Linear(c) if c.feature_map == FeatureMapKind::Taylor => c.feature_dim,
+            _ => self.head_dim(),
+        }
+    }
+
+    /// Builds the model; `seed` fixes the initial weights (and Performer's random features).
+    pub fn init(&self, io: &ModelIo, seed: u64, device: &Device) -> Result<Model, ConfigError> {
+        self.validate(io)?;
+        Ok(crate::seeding::with_seed(device, seed, || {
+            let model = self.build(io, seed, device);
+            crate::seeding::materialize(&model);
+            model
+        }))
+    }
+
+    fn build(&self, io: &ModelIo, seed: u64, device: &Device) -> Model {
+        let input = match io.input {
+            ModelInput::Tokens { vocab } => InputLayer::Tokens(EmbeddingConfig::new(vocab, self.d_model).init(device)),
+            ModelInput::Vectors { dim } => InputLayer::Vectors(LinearConfig::new(dim, self.d_model).init(device)),
+        };
+        let positions = Positions::new(self.positions, self.max_seq_len, self.d_model, self.head_dim(), device);
+        let dropout = || DropoutConfig::new(self.dropout).init();
+        let blocks = (0..self.n_layers)
+            .map(|layer| {
+                let spec = self.mixer.for_layer(layer, self.n_layers).expect("validated");
+                Block {
+                    norm_mixer: Norm::new(self.norm, self.d_model, device),
+                    mixer: spec.init(&self.dims(layer, seed), device),
+                    norm_mlp: (self.mlp_ratio > 0).then(|| Norm::new(self.norm, self.d_model, device)),
+                    mlp: (self.mlp_ratio > 0).then(|| Mlp::new(self.d_model, self.mlp_ratio, self.bias, device)),
+                    dropout: dropout(),
+                }
+            })
+            .collect();
+        let head = (!self.tie_embeddings).then(|| LinearConfig::new(self.d_model, io.output_dim).with_bias(false).init(device));
+        Lm::from_parts(input, positions, blocks, Norm::new(self.norm, self.d_model, device), head, dropout(), self.causal, self.max_seq_len)
+    }
+}

@@ -1,0 +1,180 @@
+//! Multi-head projections and the masking/diagnostics helpers every attention variant shares.
+//!
+//! All variants project `x` with one fused linear map to queries, keys and values
+//! (`[q | k | v]`, a layout that also lets a trained model swap its attention variant while keeping
+//! these weights), split them into heads `[batch, heads, seq, head_dim]`, mix, then merge the
+//! heads and apply the output projection.
+
+use crate::mixer::{AttentionDiagnostics, MixerDims};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Bool, Device, Tensor};
+
+/// Fused q/k/v projection and output projection.
+#[derive(Module, Debug)]
+pub struct HeadProjection {
+    /// `weight: [d_model, n_heads * (2 * d_qk + d_v)]`, columns laid out `[q | k | v]`,
+    /// each head-major (`head * d + i`).
+    pub qkv: Linear,
+    /// `weight: [n_heads * d_v, d_model]`.
+    pub out: Linear,
+    n_heads: usize,
+    d_qk: usize,
+    d_v: usize,
+}
+
+impl HeadProjection {
+    /// `d_qk` is the per-head query/key width (the head dim, or a smaller feature dim for Based);
+    /// values keep the head dim.
+    pub fn new(dims: &MixerDims, d_qk: usize, device: &Device) -> Self {
+        let d_v = dims.head_dim();
+        let width = dims.n_heads * (2 * d_qk + d_v);
+        Self {
+            qkv: LinearConfig::new(dims.d_model, width).with_bias(dims.bias).init(device),
+            out: LinearConfig::new(dims.n_heads * d_v, dims.d_model).with_bias(dims.bias).init(device),
+            n_heads: dims.n_heads,
+            d_qk,
+            d_v,
+        }
+    }
+
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `q, k`: `[batch, heads, seq, d_qk]`,
+    ///   `v`: `[batch, heads, seq, d_v]`
+    pub fn split(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let [b, t, _] = x.dims();
+        let (h, dqk, dv) = (self.n_heads, self.d_qk, self.d_v);
+        let qkv = self.qkv.forward(x);
+        let heads = |start: usize, d: usize| {
+            qkv.clone()
+                .narrow(2, start, h * d)
+                .reshape([b, t, h, d])
+                .swap_dims(1, 2)
+        };
+        (heads(0, dqk), heads(h * dqk, dqk), heads(2 * h * dqk, dv))
+    }
+
+    /// # Shapes
+    /// - `y`: `[batch, heads, seq, d_v]` -> `[batch, seq, d_model]`
+    pub fn merge(&self, y: Tensor<4>) -> Tensor<3> {
+        let [b, h, t, dv] = y.dims();
+        self.out.forward(y.swap_dims(1, 2).reshape([b, t, h * dv]))
+    }
+}
+
+/// `true` where query `i` (absolute position `q_offset + i`) must not see key `j`: `j > q_offset + i`.
+///
+/// # Shapes
+/// - returns `[seq_q, seq_k]`
+pub fn causal_mask(seq_q: usize, seq_k: usize, q_offset: usize, device: &Device) -> Tensor<2, Bool> {
+    Tensor::<2, Bool>::tril_mask([seq_q, seq_k], q_offset as i64, device)
+}
+
+/// Number of keys each query attends over: `min(q_offset + i + 1, seq_k)` when causal, else `seq_k`.
+///
+/// # Shapes
+/// - returns `[seq_q, 1]`
+pub fn keys_per_query(seq_q: usize, seq_k: usize, q_offset: usize, causal: bool, device: &Device) -> Tensor<2> {
+    let counts: Vec<f32> = (0..seq_q)
+        .map(|i| if causal { (q_offset + i + 1).min(seq_k) } else { seq_k } as f32)
+        .collect();
+    Tensor::<1>::from_floats(counts.as_slice(), device).reshape([seq_q, 1])
+}
+
+/// Softmax over the last axis with `mask == true` entries excluded. NaN-safe: a row whose
+/// entries are all masked gets all-zero weights, not NaN.
+///
+/// # Shapes
+/// - `scores`: `[batch, heads, seq_q, seq_k]`, `mask`: `[seq_q, seq_k]`
+pub fn masked_softmax(scores: Tensor<4>, mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
+    let scores = match mask {
+        Some(mask) => {
+            let [b, h, q, k] = scores.dims();
+            scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, q, k]), f32::NEG_INFINITY)
+        }
+        None => scores,
+    };
+    // Softmax is shift-invariant, so the (detached) row max only guards exp against overflow.
+    // Clamping it keeps an all -inf row at exp(-inf - finite) = 0 instead of exp(NaN).
+    let row_max = scores.clone().max_dim(3).detach().clamp_min(f32::MIN);
+    let e = (scores - row_max).exp();
+    let total = e.clone().sum_dim(3).clamp_min(f32::MIN_POSITIVE);
+    e / total
+}
+
+/// Per-head entropy of attention rows, for monitoring. Works on detached copies.
+///
+/// # Shapes
+/// - `weights`: `[batch, heads, seq_q, seq_k]`, `keys`: `[seq_q, 1]` (from [`keys_per_query`])
+pub fn diagnostics(weights: Tensor<4>, keys: Tensor<2>) -> AttentionDiagnostics {
+    let weights = weights.detach();
+    let [b, h, q, _] = weights.dims();
+    let magnitude = weights.clone().abs();
+    let p = magnitude.clone() / magnitude.sum_dim(3).clamp_min(1e-30);
+    // p ln p -> 0 as p -> 0; the clamp only keeps ln finite.
+    let row_entropy = -(p.clone() * p.clamp_min(1e-30).log()).sum_dim(3).reshape([b, h, q]);
+    let entropy = row_entropy.clone().mean_dim(2).mean_dim(0).reshape([h]);
+
+    let log_n = keys.clone().log().reshape([1, 1, q]);
+    let counted = keys.greater_equal_elem(2.0).float().reshape([1, 1, q]);
+    let rows = counted.clone().sum().into_scalar::<f32>().max(1.0) * b as f32;
+    let normalized = (row_entropy / log_n.clamp_min(1e-12) * counted)
+        .sum_dim(2)
+        .sum_dim(0)
+        .reshape([h])
+        / rows;
+    AttentionDiagnostics { weights, entropy, normalized_entropy: normalized }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, device, values};
+
+    #[test]
+    fn causal_mask_hides_exactly_the_future() {
+        let d = device();
+        let m = causal_mask(2, 4, 1, &d).into_data().try_into_vec::<bool>().unwrap();
+        // query 0 sits at position 1 (sees keys 0,1), query 1 at position 2 (sees 0..=2).
+        assert_eq!(m, vec![false, false, true, true, false, false, false, true]);
+    }
+
+    #[test]
+    fn keys_per_query_counts_the_prefix() {
+        let d = device();
+        assert_eq!(values(keys_per_query(3, 3, 0, true, &d)), vec![1.0, 2.0, 3.0]);
+        assert_eq!(values(keys_per_query(2, 5, 3, true, &d)), vec![4.0, 5.0]);
+        assert_eq!(values(keys_per_query(2, 5, 0, false, &d)), vec![5.0, 5.0]);
+    }
+
+    #[test]
+    fn masked_softmax_matches_the_formula_and_is_nan_safe() {
+        let d = device();
+        let scores = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 0.5, -1.0, 4.0], &d).reshape([1, 1, 2, 3]);
+        let mask = Tensor::<1, Bool>::from_bool(
+            burn::tensor::TensorData::from([false, false, true, true, true, true]),
+            &d,
+        )
+        .reshape([2, 3]);
+        let w = values(masked_softmax(scores, Some(mask)));
+        let z = 1f32.exp() + 2f32.exp();
+        let expect = [1f32.exp() / z, 2f32.exp() / z, 0.0, 0.0, 0.0, 0.0];
+        for (a, b) in w.iter().zip(expect) {
+            assert!(a.is_finite() && (a - b).abs() < 1e-6, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn entropy_of_uniform_and_one_hot_rows() {
+        let d = device();
+        // Row 0: one key (n=1, excluded from the normalised mean); row 1: uniform over 2 keys.
+        let w = Tensor::<1>::from_floats([1.0, 0.0, 0.5, 0.5], &d).reshape([1, 1, 2, 2]);
+        let diag = diagnostics(w, keys_per_query(2, 2, 0, true, &d));
+        assert_close(diag.entropy, Tensor::<1>::from_floats([0.5 * 2f32.ln()], &d), 1e-6, "entropy");
+        assert_close(diag.normalized_entropy, Tensor::<1>::from_floats([1.0], &d), 1e-6, "normalised");
+    }
+}

@@ -1,0 +1,384 @@
+//! Linear (kernelised) attention.
+//!
+//! Katharopoulos et al. 2020, "Transformers are RNNs" (arXiv 2006.16236):
+//! `y_i = φ(q_i)ᵀ Σ_{j≤i} φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_{j≤i} φ(k_j)` with a feature map φ
+//! ([`feature_map`]). The causal sum can be computed three ways, all equal up to rounding:
+//! - [`parallel`]: the masked `T × T` matrix `φ(Q) φ(K)ᵀ` (quadratic; the only form that yields
+//!   attention weights, used for diagnostics),
+//! - [`chunked`] (the training default): quadratic inside chunks of `C` tokens, a running state
+//!   `Σ φ(k) vᵀ` between chunks; time `O(T·C·F + T·F·d_v)`, never a `T × F × d_v` tensor,
+//! - [`recurrent`]: one token at a time, as in decoding.
+//!
+//! `norm=sum` (default) divides by the denominator above; `norm=none` drops it (the numerator
+//! alone, as fla's linear attention does before its output norm). For feature maps that can be
+//! negative (`identity`, seed 1's "linear attention") the denominator can be zero or negative:
+//! [`safe_denominator`] keeps its sign and clamps its magnitude to at least `1e-6`, which is
+//! exactly seed 1's row normalisation wherever that is defined and finite everywhere else.
+
+pub mod chunked;
+pub mod feature_map;
+pub mod parallel;
+pub mod recurrent;
+
+use crate::heads::{HeadProjection, diagnostics, keys_per_query};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo, key_value,
+    parse_number,
+};
+use burn::module::Module;
+use burn::nn::RotaryEncoding;
+use burn::tensor::{Device, Tensor};
+pub use feature_map::{FeatureMap, FeatureMapKind};
+use std::fmt;
+
+/// Smallest magnitude the normaliser may take.
+pub const DENOMINATOR_EPS: f32 = 1e-6;
+
+/// `sign(z) · max(|z|, eps)`, with `sign(0) = +1`.
+pub fn safe_denominator<const D: usize>(z: Tensor<D>) -> Tensor<D> {
+    let sign = z.clone().greater_equal_elem(0.0).float() * 2.0 - 1.0;
+    z.abs().clamp_min(DENOMINATOR_EPS) * sign
+}
+
+/// Running sums of the causal form: everything a linear-attention layer remembers.
+#[derive(Clone, Debug)]
+pub struct LinearState {
+    /// `[batch, heads, F, d_v]`: `Σ_j φ(k_j) v_jᵀ`.
+    pub kv: Tensor<4>,
+    /// `[batch, heads, F]`: `Σ_j φ(k_j)`.
+    pub k_sum: Tensor<3>,
+}
+
+/// How the causal sum is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LinearForm {
+    #[default]
+    Chunked,
+    Parallel,
+    Recurrent,
+}
+
+impl LinearForm {
+    const ALL: [LinearForm; 3] = [Self::Chunked, Self::Parallel, Self::Recurrent];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chunked => "chunked",
+            Self::Parallel => "parallel",
+            Self::Recurrent => "recurrent",
+        }
+    }
+}
+
+pub const DEFAULT_CHUNK: usize = 64;
+pub const DEFAULT_TAYLOR_DIM: usize = 16;
+pub const DEFAULT_PERFORMER_FEATURES: usize = 64;
+
+/// `linear:<map>[:feature_dim=N][:features=N][:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearConfig {
+    pub feature_map: FeatureMapKind,
+    /// Taylor: per-head width `d'` of the q/k projection (φ has `1 + d' + d'²` features).
+    pub feature_dim: usize,
+    /// Performer: number of random features `m`.
+    pub features: usize,
+    pub normalize: bool,
+    pub form: LinearForm,
+    pub chunk: usize,
+}
+
+impl LinearConfig {
+    pub fn new(feature_map: FeatureMapKind) -> Self {
+        Self {
+            feature_map,
+            feature_dim: DEFAULT_TAYLOR_DIM,
+            features: DEFAULT_PERFORMER_FEATURES,
+            normalize: true,
+            form: LinearForm::Chunked,
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+}
+
+impl fmt::Display for LinearConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = Self::new(self.feature_map);
+        f.write_str(self.feature_map.name())?;
+        if self.feature_dim != d.feature_dim {
+            write!(f, ":feature_dim={}", self.feature_dim)?;
+        }
+        if self.features != d.features {
+            write!(f, ":features={}", self.features)?;
+        }
+        if !self.normalize {
+            f.write_str(":norm=none")?;
+        }
+        if self.form != d.form {
+            write!(f, ":form={}", self.form.name())?;
+        }
+        if self.chunk != d.chunk {
+            write!(f, ":chunk={}", self.chunk)?;
+        }
+        Ok(())
+    }
+}
+
+impl MixerFamily for LinearConfig {
+    type Module = LinearAttention;
+
+    fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
+        let names: Vec<_> = FeatureMapKind::ALL.iter().map(|m| m.name()).collect();
+        let Some((map, options)) = parts.split_first() else {
+            return Err(SpecError::new(spec, format!("linear needs a feature map: linear:<{}>", names.join("|"))));
+        };
+        let kind = FeatureMapKind::ALL.into_iter().find(|m| m.name() == *map).ok_or_else(|| {
+            SpecError::new(spec, format!("unknown feature map '{map}', expected one of: {}", names.join(", ")))
+        })?;
+        let mut c = Self::new(kind);
+        for part in options {
+            match key_value(part, spec)? {
+                ("feature_dim", v) if kind == FeatureMapKind::Taylor => c.feature_dim = parse_number(v, "feature_dim", spec)?,
+                ("features", v) if kind == FeatureMapKind::Performer => c.features = parse_number(v, "features", spec)?,
+                ("norm", "sum") => c.normalize = true,
+                ("norm", "none") => c.normalize = false,
+                ("norm", v) => return Err(SpecError::new(spec, format!("norm must be 'sum' or 'none', found '{v}'"))),
+                ("form", v) => {
+                    c.form = LinearForm::ALL.into_iter().find(|f| f.name() == v).ok_or_else(|| {
+                        SpecError::new(spec, format!("form must be chunked, parallel or recurrent, found '{v}'"))
+                    })?
+                }
+                ("chunk", v) => c.chunk = parse_number(v, "chunk", spec)?,
+                (k, _) => {
+                    return Err(SpecError::new(spec, format!(
+                        "unknown option '{k}' for linear:{map}; options: norm=sum|none, form=chunked|parallel|recurrent, \
+                         chunk=N{}",
+                        match kind {
+                            FeatureMapKind::Taylor => ", feature_dim=N",
+                            FeatureMapKind::Performer => ", features=N",
+                            _ => "",
+                        }
+                    )));
+                }
+            }
+        }
+        for (key, value) in [("chunk", c.chunk), ("feature_dim", c.feature_dim), ("features", c.features)] {
+            if value == 0 {
+                return Err(SpecError::new(spec, format!("{key} must be at least 1")));
+            }
+        }
+        Ok(c)
+    }
+
+    fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+        if self.feature_map == FeatureMapKind::Cosformer && dims.max_seq_len == 0 {
+            return Err("linear:cosformer needs model.max_seq_len > 0 (its re-weighting period)".into());
+        }
+        Ok(())
+    }
+
+    fn init(&self, dims: &MixerDims, device: &Device) -> LinearAttention {
+        let d_qk = match self.feature_map {
+            FeatureMapKind::Taylor => self.feature_dim,
+            _ => dims.head_dim(),
+        };
+        LinearAttention {
+            heads: HeadProjection::new(dims, d_qk, device),
+            feature_map: FeatureMap::new(self.feature_map, d_qk, self.features, dims, device),
+            normalize: self.normalize,
+            form: self.form,
+            chunk: self.chunk,
+        }
+    }
+
+    fn catalogue() -> Vec<VariantInfo> {
+        vec![
+            VariantInfo { spec: "linear:identity", formula: "φ(x) = x: seed 1's linear attention (denominator sign-safe)" },
+            VariantInfo { spec: "linear:elu1", formula: "φ(x) = elu(x) + 1 (Katharopoulos et al. 2020)" },
+            VariantInfo { spec: "linear:relu", formula: "φ(x) = max(x, 0)" },
+            VariantInfo { spec: "linear:cosformer", formula: "φ(x_i) = [relu(x_i) cos(πi/2M), relu(x_i) sin(πi/2M)] (Qin et al. 2022)" },
+            VariantInfo { spec: "linear:taylor", formula: "φ(x) = [1, x/d'^¼, x⊗x/√(2d')], d' = 16: φ(q)·φ(k) ≈ exp(q·k/√d') (Based)" },
+            VariantInfo { spec: "linear:performer", formula: "φ(x) = exp(Wx − ‖x‖²/2)/√m, W orthogonal random, x scaled by d^-¼ (FAVOR+)" },
+        ]
+    }
+}
+
+/// Multi-head linear attention.
+#[derive(Module, Debug)]
+pub struct LinearAttention {
+    pub heads: HeadProjection,
+    pub feature_map: FeatureMap,
+    #[module(skip)]
+    normalize: bool,
+    #[module(skip)]
+    form: LinearForm,
+    #[module(skip)]
+    chunk: usize,
+}
+
+/// Decoding state: the running sums plus the number of tokens seen.
+#[derive(Clone, Debug, Default)]
+pub struct LinearDecodeState {
+    pub sums: Option<LinearState>,
+    pub position: usize,
+}
+
+impl LinearAttention {
+    /// Projected, position-encoded and feature-mapped `(φ(q), φ(k), v)` for tokens starting at `offset`.
+    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.heads.split(x);
+        let (q, k) = match rope {
+            Some(r) => (r.apply(q, offset), r.apply(k, offset)),
+            None => (q, k),
+        };
+        (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
+    }
+}
+
+/// Bidirectional linear attention: every query sees every key.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, F]`, `v`: `[batch, heads, seq, d_v]` -> `[batch, heads, seq, d_v]`
+pub fn bidirectional(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, normalize: bool) -> Tensor<4> {
+    let num = q.clone().matmul(k.clone().swap_dims(2, 3).matmul(v));
+    if !normalize {
+        return num;
+    }
+    let den = (q * k.sum_dim(2)).sum_dim(3);
+    num / safe_denominator(den)
+}
+
+impl SequenceMixer for LinearAttention {
+    type State = LinearDecodeState;
+
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        let (q, k, v) = self.features(x, ctx.rope, 0);
+        let seq = q.dims()[2];
+        let device = q.device();
+        let y = match (ctx.causal, self.form) {
+            (false, _) => bidirectional(q.clone(), k.clone(), v, self.normalize),
+            (true, LinearForm::Parallel) => parallel::causal(q.clone(), k.clone(), v, self.normalize),
+            (true, LinearForm::Chunked) => chunked::causal(q.clone(), k.clone(), v, self.chunk, self.normalize, None).0,
+            (true, LinearForm::Recurrent) => recurrent::causal(q.clone(), k.clone(), v, self.normalize, None).0,
+        };
+        let diagnostics = ctx.diagnostics.then(|| {
+            let weights = parallel::weights(q, k, ctx.causal, self.normalize);
+            diagnostics(weights, keys_per_query(seq, seq, 0, ctx.causal, &device))
+        });
+        MixOutput { output: self.heads.merge(y), diagnostics }
+    }
+
+    fn empty_state(&self) -> LinearDecodeState {
+        LinearDecodeState::default()
+    }
+
+    fn step(&self, x: Tensor<3>, state: &mut LinearDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        let seq = x.dims()[1];
+        let (q, k, v) = self.features(x, rope, state.position);
+        let (y, sums) = if seq == 1 {
+            recurrent::causal(q, k, v, self.normalize, state.sums.as_ref())
+        } else {
+            chunked::causal(q, k, v, self.chunk, self.normalize, state.sums.as_ref())
+        };
+        state.sums = Some(sums);
+        state.position += seq;
+        self.heads.merge(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use crate::testing::{assert_close, device, output_and_grads, randn};
+
+    fn dims() -> MixerDims {
+        MixerDims { d_model: 8, n_heads: 2, max_seq_len: 32, seed: 5, layer: 1, bias: true }
+    }
+
+    /// Raw q, k, v for `seq` tokens with head width `d`.
+    fn qkv(seq: usize, d: usize, seed: u64) -> [Tensor<4>; 3] {
+        let dev = device();
+        [randn([2, 2, seq, d], seed, &dev), randn([2, 2, seq, d], seed + 1, &dev), randn([2, 2, seq, 3], seed + 2, &dev)]
+    }
+
+    /// Every feature map, with and without the denominator, causal and bidirectional: the
+    /// chunked (training) path and the bidirectional path against the per-query reference.
+    #[test]
+    fn every_feature_map_matches_the_reference() {
+        for (m, kind) in FeatureMapKind::ALL.into_iter().enumerate() {
+            for normalize in [true, false] {
+                for causal in [true, false] {
+                    let seed = 400 + 20 * m as u64 + 2 * normalize as u64 + causal as u64;
+                    let map = FeatureMap::new(kind, 4, 16, &dims(), &device());
+                    let inputs = qkv(7, 4, seed);
+                    let fast_fn = |x: Vec<Tensor<4>>| {
+                        let (fq, fk) = (map.apply(x[0].clone(), 0), map.apply(x[1].clone(), 0));
+                        if causal {
+                            chunked::causal(fq, fk, x[2].clone(), 3, normalize, None).0
+                        } else {
+                            bidirectional(fq, fk, x[2].clone(), normalize)
+                        }
+                    };
+                    let slow_fn = |x: Vec<Tensor<4>>| {
+                        let (fq, fk) = (map.apply(x[0].clone(), 0), map.apply(x[1].clone(), 0));
+                        reference::linear_attention(&fq, &fk, &x[2], normalize, causal)
+                    };
+                    let what = format!("{} normalize={normalize} causal={causal}", kind.name());
+                    let (fast, fg) = output_and_grads(&inputs, seed + 9, fast_fn);
+                    let (slow, sg) = output_and_grads(&inputs, seed + 9, slow_fn);
+                    assert_close(fast, slow, 1e-4, &format!("{what} output"));
+                    for (i, (f, s)) in fg.into_iter().zip(sg).enumerate() {
+                        assert_close(f, s, 1e-4, &format!("{what} grad {i}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// parallel = chunked = recurrent, outputs and gradients, for chunk sizes that divide the
+    /// sequence (1, 3 of 9, 9), do not (2, 4), or exceed it (16).
+    #[test]
+    fn the_three_causal_forms_agree() {
+        let map = FeatureMap::new(FeatureMapKind::Elu1, 4, 0, &dims(), &device());
+        for normalize in [true, false] {
+            let inputs = qkv(9, 4, 500 + normalize as u64);
+            let run = |form: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+                output_and_grads(&inputs, 77, |x| form(map.apply(x[0].clone(), 0), map.apply(x[1].clone(), 0), x[2].clone()))
+            };
+            let (par, par_g) = run(&|q, k, v| parallel::causal(q, k, v, normalize));
+            let (rec, rec_g) = run(&|q, k, v| recurrent::causal(q, k, v, normalize, None).0);
+            assert_close(rec, par.clone(), 1e-4, "recurrent vs parallel");
+            for (r, p) in rec_g.into_iter().zip(par_g.clone()) {
+                assert_close(r, p, 1e-4, "recurrent vs parallel grad");
+            }
+            for chunk in [1, 2, 3, 4, 9, 16] {
+                let (ch, ch_g) = run(&|q, k, v| chunked::causal(q, k, v, chunk, normalize, None).0);
+                assert_close(ch, par.clone(), 1e-4, &format!("chunk={chunk} vs parallel"));
+                for (c, p) in ch_g.into_iter().zip(par_g.clone()) {
+                    assert_close(c, p, 1e-4, &format!("chunk={chunk} grad"));
+                }
+            }
+        }
+    }
+
+    /// Continuing from a carried state equals running over the concatenated sequence, for the
+    /// chunked and the recurrent form (the decoding path relies on this).
+    #[test]
+    fn carried_state_continues_the_sequence() {
+        let [q, k, v] = qkv(10, 4, 600);
+        let full = parallel::causal(q.clone(), k.clone(), v.clone(), true);
+        let (first, state) = chunked::causal(q.clone().narrow(2, 0, 6), k.clone().narrow(2, 0, 6), v.clone().narrow(2, 0, 6), 4, true, None);
+        let (rest, _) = chunked::causal(q.clone().narrow(2, 6, 4), k.clone().narrow(2, 6, 4), v.clone().narrow(2, 6, 4), 3, true, Some(&state));
+        assert_close(Tensor::cat(vec![first, rest], 2), full.clone(), 1e-4, "chunked with state");
+        let (_, state) = recurrent::causal(q.clone().narrow(2, 0, 6), k.clone().narrow(2, 0, 6), v.clone().narrow(2, 0, 6), true, None);
+        let (rest, _) = recurrent::causal(q.narrow(2, 6, 4), k.narrow(2, 6, 4), v.narrow(2, 6, 4), true, Some(&state));
+        assert_close(rest, full.narrow(2, 6, 4), 1e-4, "recurrent with state");
+    }
+
+    #[test]
+    fn identity_denominator_keeps_its_sign_and_stays_finite() {
+        let dev = device();
+        let z = Tensor::<1>::from_floats([2.0, -3.0, 0.0, 1e-9, -1e-9], &dev);
+        let got = crate::testing::values(safe_denominator(z));
+        assert_eq!(got, vec![2.0, -3.0, DENOMINATOR_EPS, DENOMINATOR_EPS, -DENOMINATOR_EPS]);
+    }
+}

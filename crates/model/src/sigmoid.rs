@@ -1,0 +1,158 @@
+//! Sigmoid attention.
+//!
+//! Ramapuram et al. 2024, "Theory, Analysis, and Best Practices for Sigmoid Self-Attention"
+//! (arXiv 2409.04431): `y_i = Σ_j σ(q_i·k_j/√d + b) v_j`, an element-wise gate with no row
+//! normalisation. The recommended bias is `b = −ln n` with `n` the sequence length; here `n` is the
+//! number of keys query `i` attends over (`i + 1` when causal, the sequence length otherwise), so
+//! the bias, like the output, depends only on the prefix and decoding matches the full forward.
+//! `sigmoid:bias=B` fixes `b = B` instead.
+
+use crate::heads::{HeadProjection, causal_mask, diagnostics, keys_per_query};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo, key_value,
+    parse_number,
+};
+use crate::softmax::KvCache;
+use burn::module::Module;
+use burn::nn::RotaryEncoding;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor};
+use std::fmt;
+
+/// `sigmoid[:bias=B]`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct SigmoidConfig {
+    /// Fixed bias; `None` means `−ln n_i`.
+    pub bias: Option<f32>,
+}
+
+impl fmt::Display for SigmoidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.bias {
+            Some(b) => write!(f, "bias={b}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MixerFamily for SigmoidConfig {
+    type Module = SigmoidAttention;
+
+    fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
+        let mut config = Self::default();
+        for part in parts {
+            match key_value(part, spec)? {
+                ("bias", v) => config.bias = Some(parse_number(v, "bias", spec)?),
+                (k, _) => return Err(SpecError::new(spec, format!("unknown sigmoid option '{k}', expected bias=<number>"))),
+            }
+        }
+        Ok(config)
+    }
+
+    fn init(&self, dims: &MixerDims, device: &Device) -> SigmoidAttention {
+        SigmoidAttention { heads: HeadProjection::new(dims, dims.head_dim(), device), bias: self.bias }
+    }
+
+    fn catalogue() -> Vec<VariantInfo> {
+        vec![
+            VariantInfo { spec: "sigmoid", formula: "σ(q·k/√d − ln n_i) v, no row normalisation (Ramapuram et al.)" },
+            VariantInfo { spec: "sigmoid:bias=-4", formula: "σ(q·k/√d + b) v with a fixed bias b" },
+        ]
+    }
+}
+
+/// Multi-head sigmoid attention.
+#[derive(Module, Debug)]
+pub struct SigmoidAttention {
+    pub heads: HeadProjection,
+    #[module(skip)]
+    bias: Option<f32>,
+}
+
+/// The sigmoid attention kernel; see [`crate::softmax::softmax_attention`] for the layout.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`, `v`: `[batch, heads, seq_k, d_v]`
+/// - returns `[batch, heads, seq_q, d_v]` and the gates `[batch, heads, seq_q, seq_k]`
+pub fn sigmoid_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Option<f32>,
+    causal: bool,
+    q_offset: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let [_, _, seq_q, d] = q.dims();
+    let seq_k = k.dims()[2];
+    let device = q.device();
+    let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
+    let scores = match bias {
+        Some(b) => scores + b,
+        None => scores - keys_per_query(seq_q, seq_k, q_offset, causal, &device).log().unsqueeze::<4>(),
+    };
+    let mut gates = sigmoid(scores);
+    if causal {
+        let [b, h, _, _] = gates.dims();
+        let mask = causal_mask(seq_q, seq_k, q_offset, &device).unsqueeze::<4>().expand([b, h, seq_q, seq_k]);
+        gates = gates.mask_fill(mask, 0.0);
+    }
+    (gates.clone().matmul(v), gates)
+}
+
+impl SequenceMixer for SigmoidAttention {
+    type State = KvCache;
+
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        let (q, k, v) = self.heads.split(x);
+        let (q, k) = match ctx.rope {
+            Some(r) => (r.apply(q, 0), r.apply(k, 0)),
+            None => (q, k),
+        };
+        let (seq, device) = (q.dims()[2], q.device());
+        let (y, gates) = sigmoid_attention(q, k, v, self.bias, ctx.causal, 0);
+        let diagnostics = ctx
+            .diagnostics
+            .then(|| diagnostics(gates, keys_per_query(seq, seq, 0, ctx.causal, &device)));
+        MixOutput { output: self.heads.merge(y), diagnostics }
+    }
+
+    fn empty_state(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn step(&self, x: Tensor<3>, state: &mut KvCache, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        let offset = state.position;
+        let (q, k, v) = self.heads.split(x);
+        let (q, k) = match rope {
+            Some(r) => (r.apply(q, offset), r.apply(k, offset)),
+            None => (q, k),
+        };
+        let (keys, values) = state.append(k, v);
+        let (y, _) = sigmoid_attention(q, keys, values, self.bias, true, offset);
+        self.heads.merge(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use crate::testing::{assert_close, device, output_and_grads, randn};
+
+    #[test]
+    fn matches_the_reference_with_and_without_fixed_bias() {
+        let d = device();
+        for (i, (bias, causal)) in [(None, true), (None, false), (Some(-2.5), true)].into_iter().enumerate() {
+            let seed = 300 + 10 * i as u64;
+            let inputs = [randn([2, 2, 6, 4], seed, &d), randn([2, 2, 6, 4], seed + 1, &d), randn([2, 2, 6, 3], seed + 2, &d)];
+            let (fast, fg) = output_and_grads(&inputs, seed + 3, |x| {
+                sigmoid_attention(x[0].clone(), x[1].clone(), x[2].clone(), bias, causal, 0).0
+            });
+            let (slow, sg) = output_and_grads(&inputs, seed + 3, |x| reference::sigmoid_attention(&x[0], &x[1], &x[2], bias, causal));
+            assert_close(fast, slow, 1e-4, "sigmoid output");
+            for (f, s) in fg.into_iter().zip(sg) {
+                assert_close(f, s, 1e-4, "sigmoid grad");
+            }
+        }
+    }
+}

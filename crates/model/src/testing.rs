@@ -1,0 +1,63 @@
+//! Test helpers: devices, seeded random tensors, and closeness checks with one tolerance rule.
+
+use burn::tensor::{Device, Distribution, Tensor};
+
+/// The plain CPU device the tests run on.
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// The same device with autodiff, for gradient tests.
+pub fn ad_device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// A standard-normal tensor; `seed` makes each test's inputs fresh but repeatable.
+pub fn randn<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    crate::seeding::with_seed(device, seed, || Tensor::random(shape, Distribution::Normal(0.0, 1.0), device))
+}
+
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// Asserts `|a - b| <= tol * max(1, |b|)` elementwise (absolute for small values, relative for
+/// large ones), naming the worst element on failure.
+#[track_caller]
+pub fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, tol: f32, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+    let (a, b) = (values(a), values(b));
+    let mut worst = (0usize, 0f32);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(x.is_finite() && y.is_finite(), "{what}: non-finite value at {i}: {x} vs {y}");
+        let err = (x - y).abs() / y.abs().max(1.0);
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+    assert!(
+        worst.1 <= tol,
+        "{what}: element {} differs: {} vs {} (scaled error {:.2e} > {tol:.0e})",
+        worst.0, a[worst.0], b[worst.0], worst.1
+    );
+}
+
+/// Runs `f` on fresh leaf tensors built from `inputs` and returns the output together with the
+/// gradient of `sum(output * probe)` with respect to each input (a random probe so every output
+/// element contributes with a different weight).
+pub fn output_and_grads<const D: usize, const E: usize>(
+    inputs: &[Tensor<D>],
+    probe_seed: u64,
+    f: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
+) -> (Tensor<E>, Vec<Tensor<D>>) {
+    let ad = ad_device();
+    let leaves: Vec<Tensor<D>> = inputs
+        .iter()
+        .map(|t| Tensor::from_data(t.to_data(), &ad).require_grad())
+        .collect();
+    let out = f(leaves.clone());
+    let probe = randn(out.dims(), probe_seed, &ad);
+    let grads = (out.clone() * probe).sum().backward();
+    let g = leaves.iter().map(|l| l.grad(&grads).expect("input has no gradient")).collect();
+    (Tensor::from_data(out.to_data(), &device()), g)
+}

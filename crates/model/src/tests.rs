@@ -1,0 +1,252 @@
+//! Whole-model properties, checked for every attention variant: incremental decoding equals
+//! the full forward, the causal mask leaks nothing, and backends agree.
+
+use crate::config::{ModelConfig, ModelInput, ModelIo};
+use crate::lm::{LmInput, Model};
+use crate::mixer::{MixerSpec, MixerStack};
+use crate::position::PositionKind;
+use crate::testing::{assert_close, device, values};
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// One spec per variant and option the decoding path treats differently.
+const SPECS: &[&str] = &[
+    "softmax",
+    "softmax:none",
+    "softmax:num_keys",
+    "softmax:sum_key_norms",
+    "softmax:learned",
+    "softmax:qk_norm",
+    "sigmoid",
+    "sigmoid:bias=-3",
+    "linear:identity",
+    "linear:identity:norm=none",
+    "linear:elu1",
+    "linear:relu",
+    "linear:cosformer",
+    "linear:taylor:feature_dim=8",
+    "linear:performer:features=16",
+    "linear:elu1:form=parallel",
+    "linear:elu1:form=recurrent",
+    "linear:elu1:norm=none:chunk=3",
+];
+
+const VOCAB: usize = 11;
+
+fn config(spec: &str, positions: PositionKind) -> ModelConfig {
+    ModelConfig {
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 2,
+        mixer: MixerStack::uniform(spec.parse::<MixerSpec>().unwrap()),
+        positions,
+        max_seq_len: 16,
+        ..ModelConfig::default()
+    }
+}
+
+fn io() -> ModelIo {
+    ModelIo { input: ModelInput::Tokens { vocab: VOCAB }, output_dim: VOCAB }
+}
+
+fn model(cfg: &ModelConfig, device: &Device) -> Model {
+    cfg.init(&io(), 42, device).unwrap()
+}
+
+fn tokens(ids: &[i64], batch: usize, device: &Device) -> Tensor<2, Int> {
+    let seq = ids.len() / batch;
+    Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), device).reshape([batch, seq])
+}
+
+fn random_ids(n: usize, seed: u64) -> Vec<i64> {
+    // A small LCG keeps these tests independent of any RNG crate's stream.
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) % VOCAB as u64) as i64
+        })
+        .collect()
+}
+
+/// Decoding a prompt (prefill of 5 tokens) then one token at a time, and then a 3-token chunk,
+/// gives the same logits as one forward over the whole sequence.
+#[test]
+fn incremental_decoding_equals_the_full_forward_for_every_variant() {
+    let d = device();
+    for positions in [PositionKind::Learned, PositionKind::Rope] {
+        for (i, spec) in SPECS.iter().enumerate() {
+            let m = model(&config(spec, positions), &d);
+            let ids = random_ids(2 * 12, i as u64);
+            let full = m.forward(LmInput::Tokens(tokens(&ids, 2, &d)));
+            let seq: Vec<Vec<i64>> = ids.chunks(12).map(|c| c.to_vec()).collect();
+            let piece = |a: usize, b: usize| {
+                let flat: Vec<i64> = seq.iter().flat_map(|s| s[a..b].to_vec()).collect();
+                LmInput::Tokens(tokens(&flat, 2, &d))
+            };
+            let mut state = m.empty_state();
+            let mut outs = vec![m.step(piece(0, 5), &mut state)];
+            for t in 5..9 {
+                outs.push(m.step(piece(t, t + 1), &mut state));
+            }
+            outs.push(m.step(piece(9, 12), &mut state));
+            assert_eq!(state.position, 12);
+            let what = format!("{spec} ({positions:?}) decode vs forward");
+            assert_close(Tensor::cat(outs, 1), full, 1e-4, &what);
+        }
+    }
+}
+
+/// Changing the tokens after position t leaves every output at positions <= t unchanged.
+#[test]
+fn causal_outputs_ignore_the_future_for_every_variant() {
+    let d = device();
+    for (i, spec) in SPECS.iter().enumerate() {
+        for positions in [PositionKind::Learned, PositionKind::Sinusoidal] {
+            let m = model(&config(spec, positions), &d);
+            let a = random_ids(10, 100 + i as u64);
+            let t = 4;
+            let mut b = a.clone();
+            for (j, x) in b.iter_mut().enumerate().skip(t + 1) {
+                *x = (*x + 1 + j as i64) % VOCAB as i64;
+            }
+            let out_a = m.forward(LmInput::Tokens(tokens(&a, 1, &d)));
+            let out_b = m.forward(LmInput::Tokens(tokens(&b, 1, &d)));
+            assert_close(out_b.clone().narrow(1, 0, t + 1), out_a.clone().narrow(1, 0, t + 1), 1e-5, &format!("{spec}: prefix"));
+            // ...and the suffix does change, so the test would notice a model that ignores input.
+            let diff: f32 = values((out_b.narrow(1, t + 1, 5) - out_a.narrow(1, t + 1, 5)).abs().sum())[0];
+            assert!(diff > 1e-3, "{spec}: outputs after t did not react to new tokens");
+        }
+    }
+}
+
+/// A bidirectional model does see the future (the flag is honoured).
+#[test]
+fn bidirectional_outputs_see_the_future() {
+    let d = device();
+    for spec in ["softmax", "linear:elu1", "sigmoid"] {
+        let cfg = ModelConfig { causal: false, ..config(spec, PositionKind::Learned) };
+        let m = model(&cfg, &d);
+        let a = random_ids(8, 7);
+        let mut b = a.clone();
+        b[7] = (b[7] + 1) % VOCAB as i64;
+        let diff = m.forward(LmInput::Tokens(tokens(&a, 1, &d))) - m.forward(LmInput::Tokens(tokens(&b, 1, &d)));
+        assert!(values(diff.narrow(1, 0, 1).abs().sum())[0] > 1e-4, "{spec}");
+    }
+}
+
+#[test]
+fn hybrid_stack_builds_one_mixer_per_layer() {
+    let cfg = ModelConfig {
+        n_layers: 3,
+        mixer: "softmax,linear:elu1,linear:taylor".parse().unwrap(),
+        ..config("softmax", PositionKind::Learned)
+    };
+    let m = model(&cfg, &device());
+    let families: Vec<_> = m.blocks.iter().map(|b| b.mixer.family()).collect();
+    assert_eq!(families, ["softmax", "linear", "linear"]);
+}
+
+#[test]
+fn same_seed_same_weights_different_seed_different_weights() {
+    let d = device();
+    let cfg = config("linear:performer", PositionKind::Learned);
+    let ids = tokens(&random_ids(8, 3), 1, &d);
+    let run = |seed| cfg.init(&io(), seed, &d).unwrap().forward(LmInput::Tokens(ids.clone()));
+    assert_eq!(values(run(1)), values(run(1)));
+    assert_ne!(values(run(1)), values(run(2)));
+}
+
+#[test]
+fn invalid_configs_are_rejected_with_the_key_named() {
+    let base = config("softmax", PositionKind::Learned);
+    let cases: Vec<(ModelConfig, &str)> = vec![
+        (ModelConfig { d_model: 15, ..base.clone() }, "not divisible by model.n_heads"),
+        (ModelConfig { n_layers: 0, ..base.clone() }, "model.n_layers is 0"),
+        (ModelConfig { dropout: 1.5, ..base.clone() }, "model.dropout"),
+        (ModelConfig { mixer: "softmax,linear:elu1,sigmoid".parse().unwrap(), ..base.clone() }, "one per layer"),
+        (ModelConfig { positions: PositionKind::Rope, ..config("linear:taylor", PositionKind::Rope) }, "feature_dim"),
+    ];
+    for (cfg, needle) in cases {
+        let err = cfg.validate(&io()).unwrap_err().to_string();
+        assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    }
+    let vec_io = ModelIo { input: ModelInput::Vectors { dim: 3 }, output_dim: 1 };
+    let tied = ModelConfig { tie_embeddings: true, ..base };
+    assert!(tied.validate(&vec_io).unwrap_err().to_string().contains("tie_embeddings"));
+}
+
+#[test]
+fn tied_head_reuses_the_embedding() {
+    let d = device();
+    let tied = ModelConfig { tie_embeddings: true, ..config("softmax", PositionKind::Learned) };
+    let untied = config("softmax", PositionKind::Learned);
+    let (mt, mu) = (model(&tied, &d), model(&untied, &d));
+    assert!(mt.head.is_none());
+    assert_eq!(mu.num_params() - mt.num_params(), 16 * VOCAB);
+    let out = mt.forward(LmInput::Tokens(tokens(&random_ids(6, 1), 1, &d)));
+    assert_eq!(out.dims(), [1, 6, VOCAB]);
+}
+
+#[test]
+fn vector_inputs_regress() {
+    let d = device();
+    let cfg = ModelConfig { mlp_ratio: 0, ..config("linear:elu1", PositionKind::None) };
+    let io = ModelIo { input: ModelInput::Vectors { dim: 5 }, output_dim: 1 };
+    let m = cfg.init(&io, 3, &d).unwrap();
+    let x = crate::testing::randn([2, 7, 5], 9, &d);
+    assert_eq!(m.forward(LmInput::Vectors(x.clone())).dims(), [2, 7, 1]);
+    let mut state = m.empty_state();
+    let stepped = m.step(LmInput::Vectors(x.clone()), &mut state);
+    assert_close(stepped, m.forward(LmInput::Vectors(x)), 1e-4, "vector decode");
+}
+
+#[test]
+fn diagnostics_report_weights_and_entropy_per_layer() {
+    let d = device();
+    for spec in ["softmax", "linear:elu1", "sigmoid"] {
+        let m = model(&config(spec, PositionKind::Learned), &d);
+        let (_, diags) = m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));
+        assert_eq!(diags.len(), 2, "{spec}");
+        for diag in diags {
+            assert_eq!(diag.weights.dims(), [2, 2, 6, 6]);
+            let e = values(diag.normalized_entropy);
+            assert!(e.iter().all(|x| (0.0..=1.0 + 1e-5).contains(x)), "{spec}: {e:?}");
+        }
+    }
+    // Softmax rows sum to one.
+    let m = model(&config("softmax", PositionKind::Learned), &d);
+    let (_, diags) = m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(6, 5), 1, &d)));
+    for s in values(diags[0].weights.clone().sum_dim(3)) {
+        assert!((s - 1.0).abs() < 1e-5);
+    }
+}
+
+/// The same weights give the same logits on another backend.
+fn check_backend_agreement(other: Device, tol: f32) {
+    let cpu = device();
+    for spec in ["softmax", "softmax:sum_key_norms", "sigmoid", "linear:elu1", "linear:taylor:feature_dim=4"] {
+        let cfg = config(spec, PositionKind::Learned);
+        let reference = model(&cfg, &cpu);
+        let ids = random_ids(2 * 10, 9);
+        let expected = reference.clone().forward(LmInput::Tokens(tokens(&ids, 2, &cpu)));
+        let moved = model(&cfg, &other).load_record(reference.into_record());
+        let got = moved.forward(LmInput::Tokens(tokens(&ids, 2, &other)));
+        let got = Tensor::<3>::from_data(got.into_data(), &cpu);
+        assert_close(got, expected, tol, &format!("{spec} on {other:?}"));
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn ndarray_matches_flex() {
+    #[allow(deprecated)]
+    check_backend_agreement(Device::ndarray(), 1e-4);
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_matches_flex() {
+    // GPU reductions sum in a different order; 1e-3 is still far below any real bug.
+    check_backend_agreement(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-3);
+}
