@@ -1,1 +1,24 @@
-//! In progress.
+//! attnlab's training library: tasks (where batches come from and how a model is scored), the
+//! run configuration, the training loop, checkpoints and the run directory, sampling, export.
+//!
+//! Depends on `attnlab-model` only; knows nothing of reports or the command line.
+
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod params;
+pub mod progress;
+pub mod run_dir;
+pub mod runs;
+pub mod sample;
+pub mod seed;
+pub mod task;
+pub mod trainer;
+
+pub use config::{ConfigError, RunConfig, TaskConfig, TrainConfig};
+pub use run_dir::RunDir;
+pub use task::{Batch, MainMetric, Target, Task, TaskError};
+pub use trainer::{TrainError, TrainOutcome, Verbosity, train};
+
+/// The Burn release this build is pinned to (recorded in `meta.json`).
+pub const BURN_VERSION: &str = "0.22.1";

@@ -1,0 +1,71 @@
+//! Saving and loading checkpoints: the model (burnpack `model.bpk`), the AdamW moments
+//! (`optim.bpk`) and the loop state (`state.json`, written last). Writes go through a staging
+//! directory that is renamed into place ([`RunDir::publish`]).
+
+use crate::run_dir::{self, RunDir, RunDirError, TrainState};
+use attnlab_model::Model;
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use std::path::Path;
+
+/// Environment variable used by the crash-safety test: abort the process in the middle of
+/// writing the checkpoint of this step (after the model file, before `state.json`).
+pub const CRASH_AT_STEP_ENV: &str = "ATTNLAB_TEST_ABORT_IN_CHECKPOINT";
+
+/// Writes `model` (and `optim`, when given) with `state` to `relative` inside the run.
+pub fn save(run: &RunDir, relative: &str, model: &Model, optim: Option<&ModuleOptimizer>, state: &TrainState) -> Result<(), RunDirError> {
+    let staging = run.staging(&relative.replace('/', "-"))?;
+    let fail = |path: &Path, e: String| RunDirError { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    let model_path = staging.join(run_dir::MODEL_FILE);
+    model.clone().save_file(&model_path).map_err(|e| fail(&model_path, e.to_string()))?;
+    if std::env::var(CRASH_AT_STEP_ENV).ok().and_then(|v| v.parse::<usize>().ok()) == Some(state.step) {
+        eprintln!("test hook {CRASH_AT_STEP_ENV}: aborting while writing the checkpoint of step {}", state.step);
+        std::process::abort();
+    }
+    if let Some(optim) = optim {
+        let optim_path = staging.join(run_dir::OPTIM_FILE);
+        optim.save(&optim_path).map_err(|e| fail(&optim_path, e.to_string()))?;
+    }
+    let state_path = staging.join(run_dir::STATE_FILE);
+    std::fs::write(&state_path, serde_json::to_string_pretty(state).expect("state serialises"))
+        .map_err(|source| RunDirError { path: state_path.clone(), source })?;
+    run.publish(&staging, relative)?;
+    Ok(())
+}
+
+/// A loaded checkpoint.
+pub struct Loaded {
+    pub model: Model,
+    pub optim: Option<ModuleOptimizer>,
+}
+
+/// Loads the weights of checkpoint `dir` into `model` (built from the run's config), and the
+/// optimizer moments into `optim` when given. Errors say which file is missing or mismatched.
+pub fn load(dir: &Path, model: Model, optim: Option<ModuleOptimizer>) -> Result<Loaded, String> {
+    let model_path = dir.join(run_dir::MODEL_FILE);
+    if !model_path.is_file() {
+        return Err(format!("checkpoint {} has no {}: it is incomplete; use another checkpoint", dir.display(), run_dir::MODEL_FILE));
+    }
+    let model = model.try_load_file(&model_path).map_err(|e| {
+        format!(
+            "checkpoint {} does not fit the model its config.toml describes ({}): was config.toml edited? restore it or start a new run",
+            model_path.display(),
+            one_line(&e.to_string())
+        )
+    })?;
+    let optim = match optim {
+        None => None,
+        Some(o) => {
+            let path = dir.join(run_dir::OPTIM_FILE);
+            if !path.is_file() {
+                return Err(format!("checkpoint {} has no optimizer state ({}); resume needs a step-N or final checkpoint", dir.display(), run_dir::OPTIM_FILE));
+            }
+            Some(o.load(&path).map_err(|e| format!("optimizer state {} is unreadable ({}): delete that checkpoint to fall back to an older one", path.display(), one_line(&e.to_string())))?)
+        }
+    };
+    Ok(Loaded { model, optim })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,432 @@
+//! One serde tree for a whole run: `[model]`, `[train]`, `[task]`, plus `seed` and `device`.
+//!
+//! Loaded from a TOML preset, then `--set a.b=c` overrides are applied. Every key is checked:
+//! an unknown key names its valid siblings, an ill-typed value names the key and the type, and
+//! values that parse but cannot work together (width not divisible by heads, chunk size 0, ...)
+//! are rejected by [`RunConfig::validate`] before anything is written.
+
+use attnlab_model::{BackendKind, ModelConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Drives init, data order, dropout and sampling.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_device")]
+    pub device: BackendKind,
+    pub task: TaskConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+fn default_seed() -> u64 {
+    1337
+}
+fn default_device() -> BackendKind {
+    BackendKind::Flex
+}
+
+/// The optimisation schedule (nanoGPT's defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine decay.
+    pub min_lr: f64,
+    /// Linear warmup steps from 0 to `lr`.
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Global gradient-norm clip; 0 = off.
+    pub grad_clip: f64,
+    /// Evaluate every N steps (and at the end); 0 = only at the end.
+    pub eval_every: usize,
+    /// Batches per evaluation.
+    pub eval_batches: usize,
+    /// Print/log a training line every N steps.
+    pub log_every: usize,
+    /// Write a checkpoint every N steps (and at the end); 0 = only at the end.
+    pub checkpoint_every: usize,
+    /// How many `checkpoints/step-N` to keep (plus `best/` and `final/`).
+    pub keep_checkpoints: usize,
+    /// Stop early once the task's main eval metric reaches this value; 0 = off.
+    pub stop_at: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 12,
+            grad_accum: 1,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            grad_clip: 1.0,
+            eval_every: 250,
+            eval_batches: 20,
+            log_every: 10,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            stop_at: 0.0,
+        }
+    }
+}
+
+/// Which task, with its options. `kind` selects the table's shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskConfig {
+    CharLm(TextConfig),
+    BpeLm(BpeConfig),
+    IclRegression(IclConfig),
+    Mqar(MqarConfig),
+    Separation(SeparationConfig),
+}
+
+impl TaskConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskConfig::CharLm(_) => "char_lm",
+            TaskConfig::BpeLm(_) => "bpe_lm",
+            TaskConfig::IclRegression(_) => "icl_regression",
+            TaskConfig::Mqar(_) => "mqar",
+            TaskConfig::Separation(_) => "separation",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextConfig {
+    /// UTF-8 text file (relative paths are relative to the working directory).
+    pub path: PathBuf,
+    /// Last fraction of the text held out for evaluation (nanoGPT: 0.1).
+    pub val_fraction: f64,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("datasets/tinyshakespeare.txt"), val_fraction: 0.1 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BpeConfig {
+    pub path: PathBuf,
+    pub val_fraction: f64,
+    /// Target vocabulary size of the byte-level BPE tokenizer (>= 256 + specials).
+    pub vocab_size: usize,
+}
+
+impl Default for BpeConfig {
+    fn default() -> Self {
+        let t = TextConfig::default();
+        Self { path: t.path, val_fraction: t.val_fraction, vocab_size: 512 }
+    }
+}
+
+/// In-context linear regression (Garg et al. 2022).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IclConfig {
+    /// Dimension d of x and w.
+    pub dim: usize,
+    /// In-context examples per prompt.
+    pub points: usize,
+    /// Curriculum: start with this many active dimensions / points and grow (0 = no curriculum).
+    pub curriculum_start_dim: usize,
+    pub curriculum_start_points: usize,
+    /// Grow by one dimension and two points every N steps.
+    pub curriculum_every: usize,
+    /// Prompts in the fixed evaluation set.
+    pub eval_prompts: usize,
+}
+
+impl Default for IclConfig {
+    fn default() -> Self {
+        Self { dim: 5, points: 11, curriculum_start_dim: 0, curriculum_start_points: 0, curriculum_every: 200, eval_prompts: 256 }
+    }
+}
+
+/// Multi-query associative recall (Arora et al. 2023, zoology).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqarConfig {
+    pub vocab: usize,
+    pub seq_len: usize,
+    pub num_kv_pairs: usize,
+    /// Power-law exponent parameter of the query gaps (zoology: 0.01).
+    pub power_a: f64,
+    /// Sequences in the fixed evaluation set.
+    pub eval_examples: usize,
+}
+
+impl Default for MqarConfig {
+    fn default() -> Self {
+        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512 }
+    }
+}
+
+/// Seed 1's separation task: does the input carry one planted large entry?
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeparationConfig {
+    /// Rows n (sequence length) and columns d of each input matrix.
+    pub rows: usize,
+    pub cols: usize,
+    /// Value of the planted entry in class 1, before the Frobenius renormalisation.
+    pub spike: f64,
+    pub eval_examples: usize,
+}
+
+impl Default for SeparationConfig {
+    fn default() -> Self {
+        Self { rows: 16, cols: 8, spike: 6.0, eval_examples: 512 }
+    }
+}
+
+/// A config that cannot be loaded or cannot work; one line naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source} (check the path; presets live in configs/)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+impl RunConfig {
+    /// Reads a preset and applies `--set key=value` overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_toml(&text, overrides).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text and applies overrides.
+    pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let parsed: RunConfig = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
+        parsed.with_overrides(overrides)
+    }
+
+    /// Applies `key=value` overrides. Keys are dotted paths into the resolved config
+    /// (`train.lr`, `model.mixer`, `task.seq_len`); values are TOML (`3e-4`, `true`,
+    /// `"text"`, `[1, 2]`) or, failing that, a bare string.
+    pub fn with_overrides(self, overrides: &[String]) -> Result<Self, ConfigError> {
+        if overrides.is_empty() {
+            self.validate()?;
+            return Ok(self);
+        }
+        let mut tree = toml::Value::try_from(&self).map_err(|e| invalid(e.to_string()))?;
+        for item in overrides {
+            let (key, raw) = item
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("--set '{item}': expected key=value, e.g. --set train.lr=3e-4")))?;
+            let value = parse_value(raw.trim());
+            set_path(&mut tree, key.trim(), value)?;
+        }
+        let text = toml::to_string(&tree).map_err(|e| invalid(e.to_string()))?;
+        let config: RunConfig = toml::from_str(&text).map_err(|e| invalid(format!("after --set: {}", one_line(&e.to_string()))))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.train;
+        for (key, value) in [("train.steps", t.steps), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.eval_batches", t.eval_batches), ("train.log_every", t.log_every)] {
+            if value == 0 {
+                return Err(invalid(format!("{key} is 0: it must be at least 1")));
+            }
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(invalid(format!("train.lr ({}) must be a positive number", t.lr)));
+        }
+        if !(0.0..=t.lr).contains(&t.min_lr) {
+            return Err(invalid(format!("train.min_lr ({}) must be in [0, train.lr = {}]", t.min_lr, t.lr)));
+        }
+        for (key, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(invalid(format!("{key} ({b}) must be in [0, 1)")));
+            }
+        }
+        if t.grad_clip < 0.0 || t.weight_decay < 0.0 {
+            return Err(invalid("train.grad_clip and train.weight_decay must be >= 0"));
+        }
+        if t.keep_checkpoints == 0 {
+            return Err(invalid("train.keep_checkpoints is 0: keep at least 1 so a resume point exists"));
+        }
+        match &self.task {
+            TaskConfig::CharLm(c) => check_fraction(c.val_fraction)?,
+            TaskConfig::BpeLm(c) => {
+                check_fraction(c.val_fraction)?;
+                if c.vocab_size < 300 {
+                    return Err(invalid(format!("task.vocab_size ({}) must be at least 300 (256 byte symbols + merges)", c.vocab_size)));
+                }
+            }
+            TaskConfig::IclRegression(c) => {
+                if c.dim == 0 || c.points == 0 || c.eval_prompts == 0 {
+                    return Err(invalid("task.dim, task.points and task.eval_prompts must be at least 1"));
+                }
+                if c.curriculum_start_dim > c.dim || c.curriculum_start_points > c.points {
+                    return Err(invalid("task.curriculum_start_dim/points must not exceed task.dim/points"));
+                }
+                if 2 * c.points > self.model.max_seq_len {
+                    return Err(invalid(format!(
+                        "task.points = {} needs 2·points = {} positions but model.max_seq_len is {}: raise model.max_seq_len",
+                        c.points, 2 * c.points, self.model.max_seq_len
+                    )));
+                }
+            }
+            TaskConfig::Mqar(c) => {
+                if c.seq_len % 2 != 0 || 4 * c.num_kv_pairs > c.seq_len || c.vocab <= c.seq_len || c.num_kv_pairs == 0 {
+                    return Err(invalid(format!(
+                        "task (mqar): need an even seq_len ({}), 4·num_kv_pairs ({}) <= seq_len and vocab ({}) > seq_len",
+                        c.seq_len, 4 * c.num_kv_pairs, c.vocab
+                    )));
+                }
+                if c.vocab / 2 <= c.num_kv_pairs {
+                    return Err(invalid("task.vocab must leave more than num_kv_pairs keys (keys use the lower half)"));
+                }
+                if c.seq_len > self.model.max_seq_len {
+                    return Err(invalid(format!("task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len", c.seq_len, self.model.max_seq_len)));
+                }
+            }
+            TaskConfig::Separation(c) => {
+                if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
+                    return Err(invalid("task.rows must be >= 2, task.cols and task.eval_examples >= 1"));
+                }
+                if c.rows > self.model.max_seq_len {
+                    return Err(invalid(format!("task.rows ({}) exceeds model.max_seq_len ({})", c.rows, self.model.max_seq_len)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, as saved in the run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serialises")
+    }
+}
+
+fn check_fraction(f: f64) -> Result<(), ConfigError> {
+    if f > 0.0 && f < 0.5 {
+        Ok(())
+    } else {
+        Err(invalid(format!("task.val_fraction ({f}) must be in (0, 0.5)")))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = tree;
+    for (i, part) in parts.iter().enumerate() {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| invalid(format!("--set {key}: '{}' is not a table", parts[..i].join("."))))?;
+        let last = i + 1 == parts.len();
+        // `task.kind` may switch the task; other keys must already exist.
+        if !table.contains_key(*part) && !(last && part == &"kind") {
+            let mut valid: Vec<&String> = table.keys().collect();
+            valid.sort();
+            let valid: Vec<&str> = valid.iter().map(|s| s.as_str()).collect();
+            let here = if i == 0 { "the top level".to_string() } else { format!("[{}]", parts[..i].join(".")) };
+            return Err(invalid(format!("unknown key '{key}': valid keys in {here} are {}", valid.join(", "))));
+        }
+        if last {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = table.get_mut(*part).expect("checked");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[task]\nkind = \"char_lm\"\n";
+
+    #[test]
+    fn minimal_config_gets_nanogpt_defaults() {
+        let c = RunConfig::from_toml(MINIMAL, &[]).unwrap();
+        assert_eq!(c.seed, 1337);
+        assert_eq!(c.model.d_model, 128);
+        assert_eq!(c.train.batch_size, 12);
+        assert_eq!(c.task.name(), "char_lm");
+    }
+
+    #[test]
+    fn overrides_change_values_of_any_type() {
+        let c = RunConfig::from_toml(MINIMAL, &["train.lr=3e-4".into(), "model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1".into(), "model.causal=true".into(), "seed=7".into()]).unwrap();
+        assert_eq!(c.train.lr, 3e-4);
+        assert_eq!(c.model.mixer.0.len(), 4);
+        assert_eq!(c.seed, 7);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_valid_choices() {
+        let err = RunConfig::from_toml(MINIMAL, &["train.learning_rate=1".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown key 'train.learning_rate'") && err.contains("lr"), "{err}");
+        let err = RunConfig::from_toml("[task]\nkind = \"char_lm\"\n[train]\nlr2 = 1\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("lr2") && err.contains("expected one of"), "{err}");
+        let err = RunConfig::from_toml("[task]\nkind = \"poetry\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("char_lm") && err.contains("mqar"), "{err}");
+    }
+
+    #[test]
+    fn ill_typed_and_unworkable_values_are_errors() {
+        let cases = [
+            ("train.steps=many", "steps"),
+            ("model.mixer=linear:elu1:chunk=0", "chunk"),
+            ("model.mixer=softmax:bogus", "scaling"),
+            ("train.batch_size=0", "train.batch_size is 0"),
+            ("device=tpu", "device"),
+            ("train.min_lr=1", "min_lr"),
+        ];
+        for (set, needle) in cases {
+            let err = RunConfig::from_toml(MINIMAL, &[set.into()]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+            assert!(!err.contains('\n'), "{set}: error spans lines: {err}");
+        }
+    }
+
+    #[test]
+    fn saved_config_round_trips() {
+        let c = RunConfig::from_toml(MINIMAL, &["model.mixer=linear:taylor".into()]).unwrap();
+        assert_eq!(RunConfig::from_toml(&c.to_toml(), &[]).unwrap(), c);
+    }
+}

@@ -1,0 +1,287 @@
+//! The run directory: everything a run leaves behind, written so that a crash at any moment
+//! leaves the previous state loadable.
+//!
+//! ```text
+//! <run>/config.toml           the resolved config (what `--resume` and `eval` reload)
+//! <run>/meta.json             git commit, seed, device, burn version, start time
+//! <run>/metrics.jsonl         one JSON object per logged step and per evaluation
+//! <run>/vocab.json | tokenizer.json   the task's codec, where it has one
+//! <run>/checkpoints/step-N/   model.bpk, optim.bpk, state.json (the last `keep_checkpoints`)
+//! <run>/best/                 the checkpoint with the best main eval metric
+//! <run>/final/                the checkpoint after the last step
+//! ```
+//!
+//! A checkpoint directory is complete once its `state.json` exists; it is first written under a
+//! hidden temporary name and renamed into place, so readers never see half a checkpoint.
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const META_FILE: &str = "meta.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+pub const STATE_FILE: &str = "state.json";
+const CHECKPOINTS: &str = "checkpoints";
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// What a checkpoint needs besides the weights and optimizer moments. The data stream and the
+/// dropout randomness are pure functions of (seed, step), so the step is all the position there is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Best main eval metric so far and the step it was reached at.
+    pub best_metric: Option<f64>,
+    pub best_step: Option<usize>,
+    /// Input positions consumed so far.
+    pub tokens_seen: u64,
+}
+
+/// A run directory on disk.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+/// I/O failure with the path it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct RunDirError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
+    move |source| RunDirError { path: path.to_path_buf(), source }
+}
+
+impl RunDir {
+    /// Opens an existing run directory (for resume, eval, sample, export).
+    pub fn open(path: &Path) -> Result<Self, String> {
+        if !path.join(CONFIG_FILE).is_file() {
+            return Err(format!(
+                "{} is not a run directory (no {CONFIG_FILE}): pass a directory written by `attnlab train`",
+                path.display()
+            ));
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Creates a new run directory; refuses to reuse one that already holds a run.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        if path.join(CONFIG_FILE).exists() {
+            return Err(format!(
+                "{} already holds a run: continue it with `attnlab train --resume {}` or choose another --out",
+                path.display(),
+                path.display()
+            ));
+        }
+        fs::create_dir_all(path).map_err(|e| format!("cannot create run directory {}: {e}", path.display()))?;
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes a small file atomically (temp file + rename).
+    pub fn write_file(&self, name: &str, contents: &str) -> Result<(), RunDirError> {
+        let target = self.file(name);
+        let temp = self.file(&format!("{TEMP_PREFIX}{name}"));
+        fs::write(&temp, contents).map_err(io_err(&temp))?;
+        fs::rename(&temp, &target).map_err(io_err(&target))
+    }
+
+    /// Appends one JSON line to `metrics.jsonl`.
+    pub fn append_metrics(&self, line: &serde_json::Value) -> Result<(), RunDirError> {
+        let path = self.file(METRICS_FILE);
+        let mut f = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        writeln!(f, "{line}").map_err(io_err(&path))
+    }
+
+    /// Drops metric lines logged after `step` (a resumed run re-logs them).
+    pub fn truncate_metrics_after(&self, step: usize) -> Result<(), RunDirError> {
+        let path = self.file(METRICS_FILE);
+        let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s as usize <= step)
+            })
+            .collect();
+        let mut out = kept.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        self.write_file(METRICS_FILE, &out)
+    }
+
+    /// A fresh hidden directory to build a checkpoint in before [`publish`](Self::publish).
+    pub fn staging(&self, label: &str) -> Result<PathBuf, RunDirError> {
+        let dir = self.file(&format!("{TEMP_PREFIX}{label}-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(dir)
+    }
+
+    /// Moves a finished staging directory to `relative` (e.g. `checkpoints/step-500`, `best`),
+    /// replacing what was there. The old copy is renamed away first and removed last, so at
+    /// every instant one complete copy exists.
+    pub fn publish(&self, staging: &Path, relative: &str) -> Result<PathBuf, RunDirError> {
+        let target = self.file(relative);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let old = self.file(&format!("{TEMP_PREFIX}old-{}", relative.replace('/', "-")));
+        if target.exists() {
+            if old.exists() {
+                fs::remove_dir_all(&old).map_err(io_err(&old))?;
+            }
+            fs::rename(&target, &old).map_err(io_err(&target))?;
+        }
+        fs::rename(staging, &target).map_err(io_err(&target))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        Ok(target)
+    }
+
+    /// Complete `checkpoints/step-N` directories, oldest first.
+    pub fn step_checkpoints(&self) -> Vec<(usize, PathBuf)> {
+        let mut found: Vec<(usize, PathBuf)> = fs::read_dir(self.file(CHECKPOINTS))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let step = name.strip_prefix("step-")?.parse().ok()?;
+                e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    pub fn step_checkpoint_name(step: usize) -> String {
+        format!("{CHECKPOINTS}/step-{step:06}")
+    }
+
+    /// Removes all but the newest `keep` step checkpoints.
+    pub fn prune(&self, keep: usize) -> Result<(), RunDirError> {
+        let all = self.step_checkpoints();
+        for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
+            fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint to resume from: the newest complete one among `final/` and `step-N`.
+    pub fn latest_checkpoint(&self) -> Option<(TrainState, PathBuf)> {
+        let mut candidates: Vec<PathBuf> = self.step_checkpoints().into_iter().map(|(_, p)| p).collect();
+        candidates.push(self.file("final"));
+        candidates
+            .into_iter()
+            .filter_map(|dir| read_state(&dir).ok().map(|s| (s, dir)))
+            .max_by_key(|(s, _)| s.step)
+    }
+
+    /// Removes staging leftovers of a run that was killed mid-write.
+    pub fn clean_staging(&self) {
+        for entry in fs::read_dir(&self.path).into_iter().flatten().flatten() {
+            let is_temp = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            if is_temp && entry.path().is_dir() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// Reads `state.json` of a checkpoint directory.
+pub fn read_state(dir: &Path) -> Result<TrainState, String> {
+    let path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read checkpoint {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("checkpoint {} is corrupt ({e}): delete it to fall back to an older one", path.display()))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for run directory names.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + (m <= 2) as i64, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("attnlab-rundir-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn dates_convert() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_507), (2026, 2, 23));
+    }
+
+    #[test]
+    fn publish_replaces_and_incomplete_checkpoints_are_ignored() {
+        let dir = temp_dir("publish");
+        let run = RunDir::create(&dir).unwrap();
+        let state = |step| TrainState { step, best_metric: None, best_step: None, tokens_seen: 0 };
+        for step in [10, 20, 30] {
+            let s = run.staging("ckpt").unwrap();
+            fs::write(s.join(STATE_FILE), serde_json::to_string(&state(step)).unwrap()).unwrap();
+            run.publish(&s, &RunDir::step_checkpoint_name(step)).unwrap();
+        }
+        // A checkpoint killed before its state.json was written does not count.
+        fs::create_dir_all(run.file(&RunDir::step_checkpoint_name(40))).unwrap();
+        assert_eq!(run.latest_checkpoint().unwrap().0.step, 30);
+        run.prune(2).unwrap();
+        let steps: Vec<usize> = run.step_checkpoints().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![20, 30]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn metrics_after_a_step_are_dropped() {
+        let dir = temp_dir("metrics");
+        let run = RunDir::create(&dir).unwrap();
+        for step in 1..=5 {
+            run.append_metrics(&serde_json::json!({ "step": step, "loss": 1.0 })).unwrap();
+        }
+        run.truncate_metrics_after(3).unwrap();
+        let text = fs::read_to_string(run.file(METRICS_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

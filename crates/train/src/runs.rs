@@ -1,0 +1,63 @@
+//! Opening a finished (or interrupted) run again: its resolved config, its task (reusing the
+//! saved vocabulary or tokenizer) and the weights of one of its checkpoints.
+
+use crate::checkpoint;
+use crate::config::RunConfig;
+use crate::run_dir::{self, RunDir};
+use crate::task::{self, Task};
+use attnlab_model::{BackendKind, Model};
+use burn::tensor::Device;
+use std::path::{Path, PathBuf};
+
+/// A run loaded for evaluation, sampling or export (no autodiff).
+pub struct LoadedRun {
+    pub config: RunConfig,
+    pub task: Box<dyn Task>,
+    pub model: Model,
+    pub checkpoint: PathBuf,
+    pub device: Device,
+}
+
+/// `checkpoints/<task>-<mixers>-<timestamp>`, the default place for a new run.
+pub fn default_run_dir(config: &RunConfig) -> PathBuf {
+    let mixers: String = config
+        .model
+        .mixer
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
+        .collect();
+    PathBuf::from("checkpoints").join(format!("{}-{}-{}", config.task.name(), mixers, run_dir::timestamp()))
+}
+
+/// Which checkpoint of a run: `best`, `final`, `latest` (newest complete one) or a path.
+pub fn checkpoint_dir(run: &RunDir, which: &str) -> Result<PathBuf, String> {
+    let dir = match which {
+        "latest" => run.latest_checkpoint().map(|(_, p)| p).ok_or_else(|| {
+            format!("{} has no complete checkpoint yet", run.path.display())
+        })?,
+        "best" | "final" => run.file(which),
+        other => PathBuf::from(other),
+    };
+    if !dir.join(run_dir::STATE_FILE).is_file() {
+        return Err(format!(
+            "no complete checkpoint at {}: use --checkpoint best, final, latest or a checkpoints/step-N directory",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// Loads the run in `dir` with the weights of checkpoint `which`, on `device` (or the device the
+/// run was trained on).
+pub fn load_run(dir: &Path, which: &str, device: Option<BackendKind>) -> Result<LoadedRun, String> {
+    let run = RunDir::open(dir)?;
+    let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[]).map_err(|e| e.to_string())?;
+    let backend = device.unwrap_or(config.device);
+    let device = backend.device().map_err(|e| e.to_string())?;
+    let task = task::build(&config, Some(dir)).map_err(|e| e.to_string())?;
+    let model = config.model.init(&task.io(), config.seed, &device).map_err(|e| e.to_string())?;
+    let checkpoint = checkpoint_dir(&run, which)?;
+    let model = checkpoint::load(&checkpoint, model, None)?.model;
+    Ok(LoadedRun { config, task, model, checkpoint, device })
+}

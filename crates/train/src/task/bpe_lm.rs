@@ -1,0 +1,144 @@
+//! Byte-level BPE language modelling: a tokenizer is trained with the `tokenizers` crate on the
+//! training split (`task.vocab_size` tokens), saved as `tokenizer.json` in the run directory and
+//! reused by resume, eval and sample. Metric: validation loss in nats per token, plus bits per
+//! character (comparable with the char task).
+
+use super::text::{TokenStream, batch_index, read_corpus};
+use super::{Batch, Codec, MainMetric, Task, TaskError};
+use crate::config::BpeConfig;
+use attnlab_model::{Model, ModelInput, ModelIo};
+use burn::tensor::Device;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{Tokenizer, TokenizerBuilder};
+
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+pub struct BpeCodec {
+    tokenizer: Tokenizer,
+}
+
+impl BpeCodec {
+    /// Trains a byte-level BPE tokenizer on `text`.
+    pub fn train(text: &str, vocab_size: usize) -> Result<Self, String> {
+        let mut trainer = BpeTrainerBuilder::new()
+            .show_progress(false)
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        let mut tk = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevelDecoder>::new()
+            .with_model(BPE::default())
+            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+            .with_post_processor(Some(ByteLevel::default()))
+            .with_decoder(Some(ByteLevelDecoder::default()))
+            .build()
+            .map_err(|e| e.to_string())?;
+        tk.train(&mut trainer, text.lines()).map_err(|e| e.to_string())?;
+        let json = tk.to_string(false).map_err(|e| e.to_string())?;
+        let tokenizer = json.parse::<Tokenizer>().map_err(|e| e.to_string())?;
+        Ok(Self { tokenizer })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        Tokenizer::from_file(path).map(|tokenizer| Self { tokenizer }).map_err(|e| format!("cannot load {}: {e}", path.display()))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+}
+
+impl Codec for BpeCodec {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| e.to_string())
+    }
+    fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, false).unwrap_or_default()
+    }
+}
+
+pub struct BpeLm {
+    codec: BpeCodec,
+    stream: TokenStream,
+    /// Characters per token over the validation split, to report bits per character.
+    chars_per_token: f64,
+}
+
+impl BpeLm {
+    pub fn new(config: &BpeConfig, seq_len: usize, seed: u64, run_dir: Option<&Path>) -> Result<Self, TaskError> {
+        let text = read_corpus(&config.path)?;
+        let split = text
+            .char_indices()
+            .nth(((1.0 - config.val_fraction) * text.chars().count() as f64) as usize)
+            .map(|(i, _)| i)
+            .unwrap_or(text.len());
+        let (train_text, val_text) = text.split_at(split);
+        let saved = run_dir.map(|d| d.join(TOKENIZER_FILE)).filter(|p| p.exists());
+        let codec = match saved {
+            Some(p) => BpeCodec::load(&p).map_err(TaskError)?,
+            None => BpeCodec::train(train_text, config.vocab_size).map_err(|e| TaskError(format!("training the BPE tokenizer failed: {e}")))?,
+        };
+        let encode = |t: &str| codec.encode(t).map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())));
+        let (train, val) = (encode(train_text)?, encode(val_text)?);
+        let chars_per_token = val_text.chars().count() as f64 / val.len().max(1) as f64;
+        let n_train = train.len();
+        let mut ids = train;
+        ids.extend(val);
+        let fraction = 1.0 - n_train as f64 / ids.len() as f64;
+        let stream = TokenStream::split(ids, fraction, seq_len, seed, &config.path)?;
+        Ok(Self { codec, stream, chars_per_token })
+    }
+}
+
+impl Task for BpeLm {
+    fn io(&self) -> ModelIo {
+        let vocab = self.codec.vocab_size();
+        ModelIo { input: ModelInput::Tokens { vocab }, output_dim: vocab }
+    }
+    fn main_metric(&self) -> MainMetric {
+        MainMetric { name: "loss", higher_is_better: false }
+    }
+    fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
+        self.stream.train_batch(batch_index(step, micro), batch_size, device)
+    }
+    fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
+        self.stream.eval_batches(batches, batch_size, device)
+    }
+    fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
+        let mut m = super::mean_metrics(model, batches);
+        m.insert("bits_per_char".into(), m["loss"] / std::f64::consts::LN_2 / self.chars_per_token);
+        m
+    }
+    fn codec(&self) -> Option<&dyn Codec> {
+        Some(&self.codec)
+    }
+    fn save_artifacts(&self, run_dir: &Path) -> Result<(), String> {
+        self.codec.tokenizer.save(run_dir.join(TOKENIZER_FILE), false).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_trains_saves_loads_and_round_trips() {
+        let text = "the cat sat on the mat. the cat ate the rat.\n".repeat(50);
+        let codec = BpeCodec::train(&text, 300).unwrap();
+        assert!(codec.vocab_size() > 256 && codec.vocab_size() <= 300, "{}", codec.vocab_size());
+        let ids = codec.encode("the cat sat").unwrap();
+        assert!(ids.len() < "the cat sat".len(), "merges should shorten the text: {ids:?}");
+        assert_eq!(codec.decode(&ids), "the cat sat");
+        let dir = std::env::temp_dir().join(format!("attnlab-bpe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        codec.tokenizer.save(dir.join(TOKENIZER_FILE), false).unwrap();
+        let loaded = BpeCodec::load(&dir.join(TOKENIZER_FILE)).unwrap();
+        assert_eq!(loaded.encode("the cat sat").unwrap(), ids);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

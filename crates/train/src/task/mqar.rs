@@ -1,0 +1,164 @@
+//! Multi-query associative recall (Arora et al. 2023, "Zoology", arXiv 2312.04927).
+//!
+//! A sequence opens with `num_kv_pairs` key-value pairs `k_1 v_1 k_2 v_2 …` (keys from
+//! `[1, vocab/2)`, values from `[vocab/2, vocab)`, distinct within a sequence), then a query
+//! region of zeros in which every key appears once more. Query gaps follow zoology's power law,
+//! `p(g) ∝ g^(a−1)` over `space = (seq_len − 2·kv)/2` slots, drawn without replacement; a query
+//! for key `k_i` sits at `2·kv + 2·g_i`. The model must output the matching value at the query
+//! position; loss and accuracy count only those positions. Training draws fresh sequences every
+//! step (zoology uses a fixed pool of 100k); the evaluation set is fixed by the seed.
+
+use super::text::batch_index;
+use super::{Batch, MainMetric, Target, Task};
+use crate::config::MqarConfig;
+use crate::seed;
+use attnlab_model::{LmInput, ModelInput, ModelIo};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, RngExt};
+
+pub struct Mqar {
+    config: MqarConfig,
+    seed: u64,
+}
+
+/// One sequence: input tokens, target tokens (0 where unscored) and the scoring mask.
+pub struct Example {
+    pub tokens: Vec<i64>,
+    pub targets: Vec<i64>,
+    pub mask: Vec<f32>,
+}
+
+impl Mqar {
+    pub fn new(config: MqarConfig, seed: u64) -> Self {
+        Self { config, seed }
+    }
+
+    pub fn example(&self, rng: &mut impl Rng) -> Example {
+        let c = &self.config;
+        let (kv, len) = (c.num_kv_pairs, c.seq_len);
+        let half = c.vocab / 2;
+        let keys = distinct(rng, 1, half, kv);
+        let values = distinct(rng, half, c.vocab, kv);
+        let mut tokens = vec![0i64; len];
+        let mut targets = vec![0i64; len];
+        let mut mask = vec![0f32; len];
+        for i in 0..kv {
+            tokens[2 * i] = keys[i];
+            tokens[2 * i + 1] = values[i];
+        }
+        let space = (len - 2 * kv) / 2;
+        let weights: Vec<f64> = (1..=space).map(|g| c.power_a * (g as f64).powf(c.power_a - 1.0)).collect();
+        for (i, gap) in weighted_without_replacement(rng, &weights, kv).into_iter().enumerate() {
+            let pos = 2 * kv + 2 * gap;
+            tokens[pos] = keys[i];
+            targets[pos] = values[i];
+            mask[pos] = 1.0;
+        }
+        Example { tokens, targets, mask }
+    }
+
+    fn batch(&self, examples: &[Example], device: &Device) -> Batch {
+        let (b, t) = (examples.len(), self.config.seq_len);
+        let ints = |f: &dyn Fn(&Example) -> &Vec<i64>| {
+            let v: Vec<i64> = examples.iter().flat_map(|e| f(e).iter().copied()).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(v, [b, t]), device)
+        };
+        let mask: Vec<f32> = examples.iter().flat_map(|e| e.mask.iter().copied()).collect();
+        Batch {
+            input: LmInput::Tokens(ints(&|e| &e.tokens)),
+            target: Target::Tokens { ids: ints(&|e| &e.targets), mask: Some(Tensor::<2>::from_data(TensorData::new(mask, [b, t]), device)) },
+            tokens: b * t,
+        }
+    }
+}
+
+/// `n` distinct integers from `lo..hi`.
+fn distinct(rng: &mut impl Rng, lo: usize, hi: usize, n: usize) -> Vec<i64> {
+    let mut pool: Vec<i64> = (lo as i64..hi as i64).collect();
+    for i in 0..n {
+        let j = rng.random_range(i..pool.len());
+        pool.swap(i, j);
+    }
+    pool.truncate(n);
+    pool
+}
+
+/// `n` distinct indices drawn one after another with probability proportional to `weights`
+/// among those not yet drawn (as numpy's `choice(replace=False, p=...)`).
+fn weighted_without_replacement(rng: &mut impl Rng, weights: &[f64], n: usize) -> Vec<usize> {
+    let mut w = weights.to_vec();
+    let mut picked = Vec::with_capacity(n);
+    for _ in 0..n {
+        let total: f64 = w.iter().sum();
+        let mut r = rng.random::<f64>() * total;
+        let mut choice = w.iter().rposition(|&x| x > 0.0).expect("enough slots");
+        for (i, &x) in w.iter().enumerate() {
+            if x > 0.0 && r < x {
+                choice = i;
+                break;
+            }
+            r -= x;
+        }
+        picked.push(choice);
+        w[choice] = 0.0;
+    }
+    picked
+}
+
+impl Task for Mqar {
+    fn io(&self) -> ModelIo {
+        ModelIo { input: ModelInput::Tokens { vocab: self.config.vocab }, output_dim: self.config.vocab }
+    }
+    fn main_metric(&self) -> MainMetric {
+        MainMetric { name: "accuracy", higher_is_better: true }
+    }
+    fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
+        let mut rng = seed::rng(self.seed, "train", batch_index(step, micro));
+        let ex: Vec<Example> = (0..batch_size).map(|_| self.example(&mut rng)).collect();
+        self.batch(&ex, device)
+    }
+    fn eval_batches(&self, _batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
+        let mut rng = seed::rng(self.seed, "eval", 0);
+        let ex: Vec<Example> = (0..self.config.eval_examples).map(|_| self.example(&mut rng)).collect();
+        ex.chunks(batch_size.max(1)).map(|c| self.batch(c, device)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_queried_once_with_its_value_as_target() {
+        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8 };
+        let task = Mqar::new(cfg, 3);
+        let mut rng = seed::rng(3, "test", 0);
+        for _ in 0..50 {
+            let e = task.example(&mut rng);
+            let pairs: Vec<(i64, i64)> = (0..4).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
+            assert!(pairs.iter().all(|(k, v)| (1..32).contains(k) && (32..64).contains(v)));
+            let queries: Vec<usize> = (0..32).filter(|&p| e.mask[p] == 1.0).collect();
+            assert_eq!(queries.len(), 4);
+            for p in queries {
+                assert!(p >= 8 && (p - 8) % 2 == 0);
+                let (_, v) = pairs.iter().find(|(k, _)| *k == e.tokens[p]).expect("query is a key");
+                assert_eq!(e.targets[p], *v);
+            }
+        }
+    }
+
+    #[test]
+    fn power_law_prefers_short_gaps() {
+        let mut rng = seed::rng(1, "test", 0);
+        let w: Vec<f64> = (1..=50).map(|g| 0.01 * (g as f64).powf(-0.99)).collect();
+        let mut first = 0;
+        for _ in 0..2000 {
+            let p = weighted_without_replacement(&mut rng, &w, 3);
+            assert_eq!(p.len(), 3);
+            assert!(p[0] != p[1] && p[1] != p[2] && p[0] != p[2]);
+            first += (p[0] == 0) as usize;
+        }
+        // p(g=1) = 1/H_50(0.99) ≈ 0.22.
+        assert!((300..600).contains(&first), "{first}");
+    }
+}

@@ -1,0 +1,77 @@
+//! Shared language-modelling data: a token stream split into train and validation parts, and
+//! random windows of `seq_len + 1` tokens from each (nanoGPT's `get_batch`).
+
+use super::{Batch, TaskError, Target};
+use crate::seed;
+use attnlab_model::LmInput;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::RngExt;
+use std::path::Path;
+
+pub struct TokenStream {
+    pub train: Vec<u32>,
+    pub val: Vec<u32>,
+    pub seq_len: usize,
+    pub seed: u64,
+}
+
+impl TokenStream {
+    /// Splits `ids` into the first `1 - val_fraction` for training and the rest for validation,
+    /// and checks both are long enough for one window.
+    pub fn split(ids: Vec<u32>, val_fraction: f64, seq_len: usize, seed: u64, path: &Path) -> Result<Self, TaskError> {
+        let n_train = ((1.0 - val_fraction) * ids.len() as f64) as usize;
+        let (train, val) = (ids[..n_train].to_vec(), ids[n_train..].to_vec());
+        let need = seq_len + 1;
+        if train.len() < need || val.len() < need {
+            return Err(TaskError(format!(
+                "corpus {} is too short: {} tokens give {} train / {} validation tokens, each split needs at least {need} \
+                 (model.max_seq_len + 1); use a longer text or a smaller model.max_seq_len",
+                path.display(), ids.len(), train.len(), val.len()
+            )));
+        }
+        Ok(Self { train, val, seq_len, seed })
+    }
+
+    fn windows(&self, data: &[u32], rng: &mut impl rand::Rng, batch_size: usize, device: &Device) -> Batch {
+        let t = self.seq_len;
+        let (mut x, mut y) = (Vec::with_capacity(batch_size * t), Vec::with_capacity(batch_size * t));
+        for _ in 0..batch_size {
+            let start = rng.random_range(0..data.len() - t);
+            x.extend(data[start..start + t].iter().map(|&v| v as i64));
+            y.extend(data[start + 1..start + t + 1].iter().map(|&v| v as i64));
+        }
+        let ids = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [batch_size, t]), device);
+        Batch { input: LmInput::Tokens(ids(x)), target: Target::Tokens { ids: ids(y), mask: None }, tokens: batch_size * t }
+    }
+
+    pub fn train_batch(&self, index: u64, batch_size: usize, device: &Device) -> Batch {
+        self.windows(&self.train, &mut seed::rng(self.seed, "train", index), batch_size, device)
+    }
+
+    pub fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
+        let mut rng = seed::rng(self.seed, "eval", 0);
+        (0..batches).map(|_| self.windows(&self.val, &mut rng, batch_size, device)).collect()
+    }
+}
+
+/// Reads a UTF-8 corpus with one-line errors for the usual mistakes.
+pub fn read_corpus(path: &Path) -> Result<String, TaskError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        TaskError(format!("cannot read corpus {}: {e} (set task.path to a UTF-8 text file)", path.display()))
+    })?;
+    if bytes.is_empty() {
+        return Err(TaskError(format!("corpus {} is empty: point task.path at a text file with content", path.display())));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        TaskError(format!(
+            "corpus {} is not valid UTF-8 (first bad byte at offset {}): convert it to UTF-8 first",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Micro-batches are numbered across steps so every (step, micro) pair is its own stream.
+pub fn batch_index(step: usize, micro: usize) -> u64 {
+    ((step as u64) << 16) | micro as u64
+}

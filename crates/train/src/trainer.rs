@@ -1,0 +1,279 @@
+//! The training loop: AdamW, linear warmup then cosine decay, global-norm clipping, gradient
+//! accumulation, periodic evaluation with attention entropy, checkpoints, a NaN guard, early
+//! stopping, and exact resume.
+//!
+//! Everything random is a pure function of `(seed, step)`: the batch of micro-step `(s, m)` and
+//! the dropout stream of step `s`. With the optimizer moments in the checkpoint, a resumed run
+//! therefore repeats the losses of an uninterrupted one exactly (same device and build).
+
+use crate::checkpoint::{self, Loaded};
+use crate::config::RunConfig;
+use crate::params;
+use crate::progress::Progress;
+use crate::run_dir::{self, RunDir, TrainState};
+use crate::seed;
+use crate::task::{self, Batch, Task};
+use attnlab_model::Model;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How much the loop prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Nothing (used by `compare`, which prints one line per run).
+    Quiet,
+    /// A progress bar on a terminal, plain periodic lines otherwise.
+    Auto,
+    /// Plain periodic lines.
+    Lines,
+}
+
+/// Why a run stopped without finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(
+        "training diverged: the {what} became {value} at step {step}; nothing after the last good checkpoint \
+         was written ({last_good}). Lower train.lr, raise train.warmup_steps or set train.grad_clip"
+    )]
+    NonFinite { step: usize, what: &'static str, value: f64, last_good: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<run_dir::RunDirError> for TrainError {
+    fn from(e: run_dir::RunDirError) -> Self {
+        TrainError::Io(format!("cannot write the run directory: {e}"))
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub steps: usize,
+    /// Metrics of the last evaluation.
+    pub final_metrics: BTreeMap<String, f64>,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<usize>,
+    /// Training loss per logged step `(step, loss)`.
+    pub losses: Vec<(usize, f64)>,
+    /// Eval main metric per evaluation `(step, value)`.
+    pub evals: Vec<(usize, f64)>,
+    pub stopped_early: bool,
+}
+
+/// The learning rate after `step` completed steps: linear warmup from `lr/warmup` to `lr`, then
+/// cosine decay to `min_lr` at the last step (nanoGPT's schedule).
+pub fn learning_rate(t: &crate::config::TrainConfig, step: usize) -> f64 {
+    if step < t.warmup_steps {
+        return t.lr * (step + 1) as f64 / t.warmup_steps as f64;
+    }
+    let span = t.steps.saturating_sub(t.warmup_steps).max(1);
+    let progress = ((step - t.warmup_steps) as f64 / span as f64).min(1.0);
+    t.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (t.lr - t.min_lr)
+}
+
+/// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
+pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome, TrainError> {
+    let device = config.device.device().map_err(|e| TrainError::Setup(e.to_string()))?;
+    let ad = device.clone().autodiff();
+    let task = task::build(config, resume.then_some(run.path.as_path())).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let io = task.io();
+    let fresh = config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let t = &config.train;
+    let fresh_optim = AdamWConfig::new()
+        .with_beta_1(t.beta1 as f32)
+        .with_beta_2(t.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(t.weight_decay as f32)
+        .init();
+
+    let (mut model, mut optim, mut state) = if resume {
+        run.clean_staging();
+        let Some((saved, dir)) = run.latest_checkpoint() else {
+            return Err(TrainError::Setup(format!(
+                "{} has no complete checkpoint to resume from: start a new run instead",
+                run.path.display()
+            )));
+        };
+        let Loaded { model, optim } = checkpoint::load(&dir, fresh, Some(fresh_optim)).map_err(TrainError::Setup)?;
+        run.truncate_metrics_after(saved.step)?;
+        (model, optim.expect("asked for the optimizer"), saved)
+    } else {
+        run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
+        run.write_file(run_dir::META_FILE, &serde_json::to_string_pretty(&meta(config)).unwrap())?;
+        task.save_artifacts(&run.path).map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
+        (fresh, fresh_optim, TrainState { step: 0, best_metric: None, best_step: None, tokens_seen: 0 })
+    };
+
+    let eval_batches = task.eval_batches(t.eval_batches, t.batch_size, &device);
+    let metric = task.main_metric();
+    let progress = Progress::new(verbosity, state.step, t.steps);
+    progress.line(&format!(
+        "{} | {} | {} parameters | {} steps from step {} on {}",
+        config.task.name(),
+        config.model.mixer,
+        params::count(&model),
+        t.steps - state.step.min(t.steps),
+        state.step,
+        config.device
+    ));
+
+    let mut outcome = TrainOutcome {
+        run_dir: run.path.clone(),
+        steps: state.step,
+        final_metrics: BTreeMap::new(),
+        best_metric: state.best_metric,
+        best_step: state.best_step,
+        losses: Vec::new(),
+        evals: Vec::new(),
+        stopped_early: false,
+    };
+    let last_good = |run: &RunDir| {
+        run.latest_checkpoint()
+            .map(|(s, p)| format!("step {} in {}", s.step, p.display()))
+            .unwrap_or_else(|| "none was written yet".into())
+    };
+    let mut window = (Instant::now(), 0u64);
+
+    while state.step < t.steps {
+        let step = state.step;
+        ad.seed(seed::derive(config.seed, "dropout", step as u64));
+        let mut accumulator = GradientsAccumulator::<Model>::new();
+        let mut loss_sum = 0.0;
+        for micro in 0..t.grad_accum {
+            let batch = task.train_batch(step, micro, t.batch_size, &ad);
+            let scored = task::score(&model, &batch);
+            let loss = scored.loss / t.grad_accum as f32;
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            state.tokens_seen += batch.tokens as u64;
+            window.1 += batch.tokens as u64;
+        }
+        if !loss_sum.is_finite() {
+            return Err(TrainError::NonFinite { step: step + 1, what: "loss", value: loss_sum, last_good: last_good(run) });
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = params::clip_global_norm(&model, &mut grads, t.grad_clip);
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite { step: step + 1, what: "gradient norm", value: grad_norm, last_good: last_good(run) });
+        }
+        let lr = learning_rate(t, step);
+        model = optim.step(lr, model, grads);
+        state.step += 1;
+        let step = state.step;
+
+        if step % t.log_every == 0 || step == t.steps {
+            let seconds = window.0.elapsed().as_secs_f64().max(1e-9);
+            let tokens_per_s = window.1 as f64 / seconds;
+            window = (Instant::now(), 0);
+            run.append_metrics(&json!({
+                "step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+            }))?;
+            outcome.losses.push((step, loss_sum));
+            progress.train(step, loss_sum, lr, grad_norm, tokens_per_s);
+        } else {
+            progress.tick(step, loss_sum);
+        }
+
+        let last = step == t.steps;
+        let eval_now = last || (t.eval_every > 0 && step % t.eval_every == 0);
+        let mut stop = false;
+        if eval_now {
+            let valid = model.valid();
+            let metrics = task.evaluate(&valid, &eval_batches);
+            let entropy = layer_entropy(&valid, &eval_batches);
+            let value = metrics.get(metric.name).copied().unwrap_or(f64::NAN);
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite { step, what: "eval metric", value, last_good: last_good(run) });
+            }
+            run.append_metrics(&json!({ "step": step, "eval": metrics, "attention_entropy": entropy }))?;
+            progress.eval(step, metric.name, value, &metrics);
+            outcome.evals.push((step, value));
+            if state.best_metric.is_none_or(|b| metric.better(value, b)) {
+                state.best_metric = Some(value);
+                state.best_step = Some(step);
+                checkpoint::save(run, "best", &model, None, &state)?;
+            }
+            stop = t.stop_at != 0.0 && metric.reached(value, t.stop_at);
+            if stop {
+                progress.line(&format!("{} reached train.stop_at = {} at step {step}: stopping early", metric.name, t.stop_at));
+                outcome.stopped_early = true;
+            }
+            outcome.final_metrics = metrics;
+        }
+        if last || stop || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
+            checkpoint::save(run, &RunDir::step_checkpoint_name(step), &model, Some(&optim), &state)?;
+            run.prune(t.keep_checkpoints)?;
+        }
+        if last || stop {
+            checkpoint::save(run, "final", &model, Some(&optim), &state)?;
+            break;
+        }
+    }
+    progress.finish();
+    outcome.steps = state.step;
+    outcome.best_metric = state.best_metric;
+    outcome.best_step = state.best_step;
+    Ok(outcome)
+}
+
+/// Per-layer attention entropy (normalised by `ln n`, averaged over heads) on the first eval batch.
+pub fn layer_entropy(model: &Model, batches: &[Batch]) -> Vec<f64> {
+    let Some(batch) = batches.first() else { return Vec::new() };
+    let (_, diags) = model.forward_with_diagnostics(batch.input.clone());
+    diags
+        .into_iter()
+        .map(|d| d.normalized_entropy.mean().into_scalar::<f32>() as f64)
+        .collect()
+}
+
+/// What `meta.json` records about a run.
+fn meta(config: &RunConfig) -> serde_json::Value {
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    json!({
+        "git_commit": commit,
+        "seed": config.seed,
+        "device": config.device.name(),
+        "burn_version": crate::BURN_VERSION,
+        "attnlab_version": env!("CARGO_PKG_VERSION"),
+        "started": run_dir::timestamp(),
+    })
+}
+
+/// Evaluates a model on a task's evaluation set with the config's batch settings.
+pub fn evaluate(config: &RunConfig, task: &dyn Task, model: &Model, device: &Device) -> (BTreeMap<String, f64>, Vec<f64>) {
+    let batches = task.eval_batches(config.train.eval_batches, config.train.batch_size, device);
+    (task.evaluate(model, &batches), layer_entropy(model, &batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TrainConfig;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_min_lr() {
+        let t = TrainConfig { steps: 110, warmup_steps: 10, lr: 1e-3, min_lr: 1e-4, ..TrainConfig::default() };
+        assert!((learning_rate(&t, 0) - 1e-4).abs() < 1e-12);
+        assert!((learning_rate(&t, 9) - 1e-3).abs() < 1e-12);
+        assert!((learning_rate(&t, 10) - 1e-3).abs() < 1e-12);
+        assert!((learning_rate(&t, 60) - 5.5e-4).abs() < 1e-12);
+        assert!((learning_rate(&t, 110) - 1e-4).abs() < 1e-12);
+        assert!((learning_rate(&t, 500) - 1e-4).abs() < 1e-12);
+    }
+}
