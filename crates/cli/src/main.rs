@@ -1,1 +1,249 @@
-fn main() {}
+//! `attnlab`: train small transformers with the attention swapped freely, and compare them.
+//!
+//! Thin by design: parse arguments, call one library function per subcommand, print, and turn
+//! any error into one line on stderr with a non-zero exit code.
+
+use anyhow::{Context, Result, bail};
+use attnlab_model::{BackendKind, MixerSpec};
+use attnlab_train::progress::text_chart;
+use attnlab_train::runs::{default_run_dir, load_run};
+use attnlab_train::sample::{SamplingOptions, generate};
+use attnlab_train::{RunConfig, RunDir, Verbosity, run_dir, train};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "attnlab", version, about = "Train small transformers with swappable attention; compare softmax and linear attention.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a preset (or continue a run with --resume).
+    Train(TrainArgs),
+    /// Generate text from a trained language model (KV cache / recurrent state).
+    Sample(SampleArgs),
+    /// Evaluate a checkpoint on its task's evaluation set.
+    Eval(EvalArgs),
+    /// Write a checkpoint's weights and config to a .safetensors file.
+    Export(ExportArgs),
+    /// List the attention variants with their formulas.
+    Variants,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Preset TOML (see configs/).
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Override a config value, e.g. --set train.lr=3e-4 --set model.mixer=linear:elu1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
+    sets: Vec<String>,
+    /// Backend: flex (default CPU), ndarray, wgpu, cuda.
+    #[arg(long, conflicts_with = "resume")]
+    device: Option<String>,
+    /// Seed for init, data order, dropout.
+    #[arg(long, conflicts_with = "resume")]
+    seed: Option<u64>,
+    /// Run directory (default: checkpoints/<task>-<attention>-<timestamp>).
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory from its newest complete checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    resume: Option<PathBuf>,
+    /// Print nothing while training (the final summary is still printed).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Run directory.
+    #[arg(long)]
+    run: PathBuf,
+    /// Text to continue (default: a newline).
+    #[arg(long, default_value = "\n")]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 300)]
+    tokens: usize,
+    /// Softmax temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// best, final, latest, or a checkpoint directory.
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+    /// Run on another backend than the one the run was trained on.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    run: PathBuf,
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[arg(long)]
+    run: PathBuf,
+    /// Output file, ending in .safetensors.
+    #[arg(long)]
+    to: PathBuf,
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+}
+
+fn main() -> ExitCode {
+    // Burn materialises loaded optimizer state on its default device, which would be a GPU
+    // backend whenever one is compiled in; pin it to the CPU unless the user chose otherwise.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: first statement of main, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("error: {}", msg.split_whitespace().collect::<Vec<_>>().join(" "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Sample(a) => cmd_sample(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Export(a) => cmd_export(a),
+        Command::Variants => {
+            for v in MixerSpec::catalogue() {
+                println!("{:<22} {}", v.spec, v.formula);
+            }
+            println!("\noptions: softmax:<scaling>; sigmoid:bias=B; linear:<map>[:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N][:feature_dim=N][:features=N]");
+            println!("per-layer stacks: --set model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1");
+            Ok(())
+        }
+    }
+}
+
+fn parse_device(name: Option<&str>) -> Result<Option<BackendKind>> {
+    name.map(|d| d.parse::<BackendKind>().map_err(anyhow::Error::from)).transpose()
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let verbosity = if a.quiet { Verbosity::Quiet } else { Verbosity::Auto };
+    let (config, run, resume) = match a.resume {
+        Some(dir) => {
+            let run = RunDir::open(&dir).map_err(anyhow::Error::msg)?;
+            let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[])?;
+            (config, run, true)
+        }
+        None => {
+            let path = a.config.expect("clap requires --config without --resume");
+            let mut sets = a.sets;
+            if let Some(d) = a.device {
+                parse_device(Some(&d))?;
+                sets.push(format!("device=\"{d}\""));
+            }
+            if let Some(s) = a.seed {
+                sets.push(format!("seed={s}"));
+            }
+            let config = RunConfig::load(&path, &sets)?;
+            let out = a.out.unwrap_or_else(|| default_run_dir(&config));
+            let run = RunDir::create(&out).map_err(anyhow::Error::msg)?;
+            if verbosity != Verbosity::Quiet {
+                println!("# resolved config (saved to {}/config.toml)\n{}", out.display(), config.to_toml());
+            }
+            (config, run, false)
+        }
+    };
+    let outcome = match train(&config, &run, resume, verbosity) {
+        Ok(o) => o,
+        Err(e) => {
+            if !resume {
+                // A run that failed before writing anything leaves no empty directory behind.
+                let _ = std::fs::remove_dir(&run.path);
+            }
+            bail!(e);
+        }
+    };
+    let chart = text_chart(&outcome.losses, 60, 10);
+    if !chart.is_empty() {
+        println!("\ntraining loss\n{chart}");
+    }
+    if outcome.evals.len() > 1 {
+        println!("eval {}\n{}", config.task.name(), text_chart(&outcome.evals, 60, 6));
+    }
+    let metrics: Vec<String> = outcome
+        .final_metrics
+        .iter()
+        .filter(|(k, _)| !k.contains("_k"))
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    println!("final eval after {} steps: {}", outcome.steps, metrics.join(" | "));
+    if let (Some(b), Some(s)) = (outcome.best_metric, outcome.best_step) {
+        println!("best {b:.4} at step {s}");
+    }
+    let dir = outcome.run_dir.display();
+    println!("checkpoints: {dir}/final (last), {dir}/best (best eval)");
+    if matches!(config.task, attnlab_train::TaskConfig::CharLm(_) | attnlab_train::TaskConfig::BpeLm(_)) {
+        println!("next: attnlab sample --run {dir} --prompt \"ROMEO:\"");
+    } else {
+        println!("next: attnlab eval --run {dir}");
+    }
+    Ok(())
+}
+
+fn cmd_sample(a: SampleArgs) -> Result<()> {
+    let opts = SamplingOptions { tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    opts.validate().map_err(anyhow::Error::msg)?;
+    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?).map_err(anyhow::Error::msg)?;
+    let codec = loaded.task.codec().with_context(|| {
+        format!("the run's task ({}) is not text: sample works on char_lm and bpe_lm runs; use `attnlab eval`", loaded.config.task.name())
+    })?;
+    let prompt = codec.encode(&a.prompt).map_err(anyhow::Error::msg)?;
+    if prompt.is_empty() {
+        bail!("--prompt encodes to no tokens: give at least one character");
+    }
+    let ids = generate(&loaded.model, &prompt, &opts, &loaded.device);
+    println!("{}{}", a.prompt, codec.decode(&ids));
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?).map_err(anyhow::Error::msg)?;
+    let (metrics, entropy) = attnlab_train::trainer::evaluate(&loaded.config, loaded.task.as_ref(), &loaded.model, &loaded.device);
+    println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.config.device);
+    for (k, v) in &metrics {
+        println!("{k:<16} {v:.5}");
+    }
+    let entropy: Vec<String> = entropy.iter().map(|e| format!("{e:.3}")).collect();
+    println!("attention entropy per layer (1 = uniform, 0 = one-hot): {}", entropy.join(" "));
+    Ok(())
+}
+
+fn cmd_export(a: ExportArgs) -> Result<()> {
+    let loaded = load_run(&a.run, &a.checkpoint, None).map_err(anyhow::Error::msg)?;
+    let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, &a.to).map_err(anyhow::Error::msg)?;
+    println!("wrote {n} tensors and the config to {}", a.to.display());
+    Ok(())
+}

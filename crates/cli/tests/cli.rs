@@ -1,0 +1,244 @@
+//! End-to-end tests: run the `attnlab` binary as a user would, on temporary run directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn attnlab(args: &[&str]) -> Output {
+    attnlab_env(args, &[])
+}
+
+fn attnlab_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnlab"));
+    cmd.args(args).current_dir(root());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("attnlab-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}\n{}", stderr(o), stdout(o));
+    stdout(o)
+}
+
+/// A one-line error on stderr containing `needle`, and a failing exit code.
+#[track_caller]
+fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "should fail: {}", stdout(o));
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "expected '{needle}' in: {err}");
+}
+
+/// Training losses `(step, loss)` from a run's metrics.jsonl.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+/// A tiny, fast MQAR setup (a few seconds per run).
+const TINY: &[&str] = &[
+    "--config", "configs/mqar-smoke.toml",
+    "--set", "train.steps=8", "--set", "train.batch_size=8", "--set", "train.log_every=1",
+    "--set", "train.eval_every=4", "--set", "train.checkpoint_every=4", "--set", "task.eval_examples=16",
+];
+
+fn train_tiny(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["train"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--out", out.to_str().unwrap(), "--quiet"]);
+    args.extend_from_slice(extra);
+    attnlab_env(&args, env)
+}
+
+#[test]
+fn char_lm_trains_samples_evaluates_and_exports() {
+    let out = temp("char");
+    let o = attnlab(&[
+        "train", "--config", "configs/shakespeare-char-smoke.toml", "--out", out.to_str().unwrap(),
+        "--set", "model.d_model=64", "--set", "model.n_layers=2", "--set", "model.max_seq_len=32",
+        "--set", "train.steps=40", "--set", "train.eval_every=20", "--set", "train.log_every=10",
+    ]);
+    let text = ok(&o);
+    assert!(text.contains("training loss") && text.contains("attnlab sample --run"), "{text}");
+    for f in ["config.toml", "meta.json", "metrics.jsonl", "vocab.json", "final/model.bpk", "final/optim.bpk", "final/state.json", "best/model.bpk"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let l = losses(&out);
+    assert_eq!(l.len(), 4);
+    assert!(l[0].1 > 3.0 && l[3].1 < l[0].1 - 0.3, "loss should fall from ~4.2: {l:?}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["seed"], 1337);
+    assert_eq!(meta["burn_version"], "0.22.1");
+
+    let s = ok(&attnlab(&["sample", "--run", out.to_str().unwrap(), "--prompt", "ROMEO:", "--tokens", "50", "--seed", "3"]));
+    assert!(s.starts_with("ROMEO:") && s.chars().count() >= 56, "{s}");
+    let again = ok(&attnlab(&["sample", "--run", out.to_str().unwrap(), "--prompt", "ROMEO:", "--tokens", "50", "--seed", "3"]));
+    assert_eq!(s, again, "same seed, same sample");
+
+    let e = ok(&attnlab(&["eval", "--run", out.to_str().unwrap()]));
+    assert!(e.contains("bits_per_char") && e.contains("attention entropy"), "{e}");
+
+    let file = out.join("model.safetensors");
+    let x = ok(&attnlab(&["export", "--run", out.to_str().unwrap(), "--to", file.to_str().unwrap()]));
+    assert!(x.contains("tensors"), "{x}");
+    assert!(file.is_file());
+    python_reads_safetensors(&file);
+
+    fails_with(&attnlab(&["sample", "--run", out.to_str().unwrap(), "--prompt", "ROMEO€"]), "not in this run's vocabulary");
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// The Python `safetensors` package loads the export (checked where Python has it; CI installs it).
+fn python_reads_safetensors(file: &Path) {
+    let has = Command::new("python3").args(["-c", "import safetensors, numpy"]).output().is_ok_and(|o| o.status.success());
+    if !has {
+        eprintln!("python3 with safetensors+numpy not found: the Rust-side export test covers the format");
+        return;
+    }
+    let script = "import sys, json\nfrom safetensors.numpy import load_file\nfrom safetensors import safe_open\n\
+                  t = load_file(sys.argv[1])\nm = safe_open(sys.argv[1], 'np').metadata()\n\
+                  print(len(t), t['head.weight'].shape, 'attnlab_config' in m)";
+    let o = Command::new("python3").args(["-c", script, file.to_str().unwrap()]).output().unwrap();
+    let text = ok(&o);
+    assert!(text.contains("(64, 65) True"), "{text}");
+}
+
+#[test]
+fn resume_repeats_the_losses_of_a_straight_run() {
+    let straight = temp("straight");
+    ok(&train_tiny(&straight, &[], &[]));
+    // The same run, killed while writing its step-8 checkpoint, then resumed from step 4.
+    let interrupted = temp("interrupted");
+    let o = train_tiny(&interrupted, &[], &[("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", "8")]);
+    assert!(!o.status.success(), "the test hook aborts the process");
+    assert!(!interrupted.join("final").exists());
+    ok(&attnlab(&["train", "--resume", interrupted.to_str().unwrap(), "--quiet"]));
+    let (a, b) = (losses(&straight), losses(&interrupted));
+    assert_eq!(a.len(), 8);
+    assert_eq!(a, b, "resumed losses differ from the straight run");
+    assert!(interrupted.join("final/state.json").is_file());
+    // No staging leftovers from the killed write.
+    let leftovers: Vec<_> = std::fs::read_dir(&interrupted).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(interrupted).unwrap();
+}
+
+#[test]
+fn same_seed_same_losses_other_seed_other_losses() {
+    let (a, b, c) = (temp("seed-a"), temp("seed-b"), temp("seed-c"));
+    ok(&train_tiny(&a, &["--seed", "5"], &[]));
+    ok(&train_tiny(&b, &["--seed", "5"], &[]));
+    ok(&train_tiny(&c, &["--seed", "6"], &[]));
+    assert_eq!(losses(&a), losses(&b));
+    assert_ne!(losses(&a), losses(&c));
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
+    let out = temp("nan");
+    // A learning rate of 1e30 overflows f32 within a few steps of the good checkpoint at step 4.
+    let mut args = vec!["train"];
+    args.extend_from_slice(TINY);
+    let out_s = out.to_str().unwrap().to_string();
+    args.extend_from_slice(&["--out", &out_s, "--quiet", "--set", "train.warmup_steps=0", "--set", "train.grad_clip=0", "--set", "train.lr=1e30", "--set", "train.min_lr=1e30", "--set", "train.checkpoint_every=1"]);
+    let o = attnlab(&args);
+    fails_with(&o, "training diverged");
+    let err = stderr(&o);
+    assert!(err.contains("at step") && err.contains("step-"), "{err}");
+    assert!(!out.join("final").exists());
+    let kept: Vec<_> = std::fs::read_dir(out.join("checkpoints")).unwrap().flatten().collect();
+    assert!(!kept.is_empty(), "the last good checkpoint is kept");
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors_and_touch_nothing() {
+    let dir = temp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(dir.join("empty.txt"), "").unwrap();
+    std::fs::write(dir.join("short.txt"), "to be or not").unwrap();
+    std::fs::write(dir.join("latin1.txt"), [b'c', b'a', b'f', 0xE9, b'\n']).unwrap();
+    let char_run = |extra: &[&str]| {
+        let mut a = vec!["train", "--config", "configs/shakespeare-char-smoke.toml", "--quiet", "--set", "train.steps=2"];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| attnlab(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let missing = format!("task.path=\"{}\"", d("nope.txt"));
+    let empty = format!("task.path=\"{}\"", d("empty.txt"));
+    let short = format!("task.path=\"{}\"", d("short.txt"));
+    let latin = format!("task.path=\"{}\"", d("latin1.txt"));
+    let out_new = d("never-created");
+    fails_with(&run(char_run(&["--set", &missing, "--out", &out_new])), "cannot read corpus");
+    fails_with(&run(char_run(&["--set", &empty, "--out", &out_new])), "is empty");
+    fails_with(&run(char_run(&["--set", &short, "--out", &out_new])), "too short");
+    fails_with(&run(char_run(&["--set", &latin, "--out", &out_new])), "not valid UTF-8");
+    assert!(!Path::new(&out_new).exists(), "a failed start leaves no run directory");
+    fails_with(&attnlab(&["train", "--config", "configs/nope.toml"]), "cannot read config");
+    fails_with(&run(char_run(&["--set", "train.learning_rate=1"])), "unknown key 'train.learning_rate'");
+    fails_with(&run(char_run(&["--set", "model.d_model=30"])), "not divisible by model.n_heads");
+    fails_with(&run(char_run(&["--set", "model.mixer=linear:elu1:chunk=0"])), "chunk must be at least 1");
+    fails_with(&run(char_run(&["--device", "tpu"])), "unknown device 'tpu'");
+
+    // An existing run is never overwritten by a new one.
+    let existing = temp("bad-existing");
+    ok(&train_tiny(&existing, &[], &[]));
+    let before = std::fs::read(existing.join("metrics.jsonl")).unwrap();
+    fails_with(&train_tiny(&existing, &[], &[]), "already holds a run");
+    assert_eq!(std::fs::read(existing.join("metrics.jsonl")).unwrap(), before);
+
+    // A corrupt checkpoint and one that does not fit the config.
+    let ex = existing.to_str().unwrap();
+    std::fs::write(existing.join("best/model.bpk"), b"not a burnpack").unwrap();
+    fails_with(&attnlab(&["eval", "--run", ex]), "does not fit the model");
+    let config = std::fs::read_to_string(existing.join("config.toml")).unwrap();
+    std::fs::write(existing.join("config.toml"), config.replace("d_model = 32", "d_model = 48")).unwrap();
+    fails_with(&attnlab(&["eval", "--run", ex, "--checkpoint", "final"]), "does not fit the model");
+    fails_with(&attnlab(&["sample", "--run", ex, "--checkpoint", "final"]), "does not fit the model");
+    fails_with(&attnlab(&["eval", "--run", &d("no-run")]), "is not a run directory");
+    std::fs::remove_dir_all(existing).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn every_preset_loads_and_variants_are_listed() {
+    for entry in std::fs::read_dir(root().join("configs")).unwrap().flatten() {
+        let path = entry.path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        attnlab_train::RunConfig::from_toml(&text, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    let v = ok(&attnlab(&["variants"]));
+    for spec in ["softmax:sum_key_norms", "sigmoid", "linear:taylor", "linear:performer"] {
+        assert!(v.contains(spec), "{v}");
+    }
+}
