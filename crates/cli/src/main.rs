@@ -30,6 +30,12 @@ enum Command {
     Eval(EvalArgs),
     /// Write a checkpoint's weights and config to a .safetensors file.
     Export(ExportArgs),
+    /// A/B-compare attention variants over seeds and learning rates; writes a report.
+    Compare(CompareArgs),
+    /// Run one of the reproductions of the seed papers (no name: list them); writes a report.
+    Reproduce(ReproduceArgs),
+    /// Swap the attention of a trained run in some layers, finetune, and compare with the original.
+    Swap(SwapArgs),
     /// List the attention variants with their formulas.
     Variants,
 }
@@ -97,6 +103,91 @@ struct EvalArgs {
     checkpoint: String,
     #[arg(long)]
     device: Option<String>,
+    /// Evaluation batches (default: the run's train.eval_batches).
+    #[arg(long)]
+    batches: Option<usize>,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Comparison file (see configs/compare/).
+    #[arg(long, conflicts_with_all = ["task", "variants", "preset"])]
+    config: Option<PathBuf>,
+    /// Quick use: a task (mqar, icl_regression, char_lm, bpe_lm, separation); runs its smoke preset.
+    #[arg(long, requires = "variants")]
+    task: Option<String>,
+    /// Quick use: another preset file instead of the task's smoke preset.
+    #[arg(long, requires = "variants")]
+    preset: Option<PathBuf>,
+    /// Quick use: comma-separated attention specs, one arm each; the first is the baseline.
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<String>,
+    /// Quick use: number of seeds (1..=N).
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Quick use: learning rates; each arm is reported at its best.
+    #[arg(long, value_delimiter = ',')]
+    lrs: Vec<f64>,
+    /// Quick use: main-metric threshold for steps-to-target.
+    #[arg(long)]
+    target: Option<f64>,
+    /// Quick use: overrides for every arm (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Report directory (default: reports/compare-<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print only the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ReproduceArgs {
+    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap or separation (omit to list them).
+    name: Option<String>,
+    /// smoke (minutes on 2 CPU cores) or full (the README's numbers).
+    #[arg(long, default_value = "smoke")]
+    size: String,
+    /// Report directory (default: reports/<name>-<size>-<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Exit with an error when an expected effect does not show.
+    #[arg(long)]
+    strict: bool,
+    /// Print only the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct SwapArgs {
+    /// Run directory of the trained model.
+    #[arg(long)]
+    run: PathBuf,
+    /// The attention to swap in (any spec from `attnlab variants`).
+    #[arg(long)]
+    to: String,
+    /// Comma-separated layer indices to swap (default: all).
+    #[arg(long, value_delimiter = ',')]
+    layers: Vec<usize>,
+    /// Finetuning steps for both the swapped model and the unchanged control.
+    #[arg(long)]
+    finetune_steps: usize,
+    /// Seeds (data orders) per arm.
+    #[arg(long, default_value_t = 2)]
+    seeds: usize,
+    /// Finetuning learning rates (default: the run's train.lr); each arm at its best.
+    #[arg(long, value_delimiter = ',')]
+    lrs: Vec<f64>,
+    /// best, final, latest, or a checkpoint directory.
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+    /// Report directory (default: reports/swap-<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -134,6 +225,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample(a) => cmd_sample(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Export(a) => cmd_export(a),
+        Command::Compare(a) => cmd_compare(a),
+        Command::Reproduce(a) => cmd_reproduce(a),
+        Command::Swap(a) => cmd_swap(a),
         Command::Variants => {
             for v in MixerSpec::catalogue() {
                 println!("{:<22} {}", v.spec, v.formula);
@@ -230,7 +324,13 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?).map_err(anyhow::Error::msg)?;
+    let mut loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?).map_err(anyhow::Error::msg)?;
+    if let Some(b) = a.batches {
+        if b == 0 {
+            bail!("--batches must be at least 1");
+        }
+        loaded.config.train.eval_batches = b;
+    }
     let (metrics, entropy) = attnlab_train::trainer::evaluate(&loaded.config, loaded.task.as_ref(), &loaded.model, &loaded.device);
     println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.config.device);
     for (k, v) in &metrics {
@@ -245,5 +345,116 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     let loaded = load_run(&a.run, &a.checkpoint, None).map_err(anyhow::Error::msg)?;
     let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, &a.to).map_err(anyhow::Error::msg)?;
     println!("wrote {n} tensors and the config to {}", a.to.display());
+    Ok(())
+}
+
+fn cmd_compare(a: CompareArgs) -> Result<()> {
+    use attnlab_eval::compare::{CompareSpec, analyse, run_all, task_preset};
+    let (spec, title) = match (a.config, a.task, a.preset) {
+        (Some(path), _, _) => {
+            let spec = CompareSpec::load(&path).map_err(anyhow::Error::msg)?;
+            let title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
+            (spec, title)
+        }
+        (None, task, preset) => {
+            if a.variants.is_empty() {
+                bail!("give --config FILE, or --task NAME (or --preset FILE) with --variants A,B,...");
+            }
+            let preset = match (preset, task) {
+                (Some(p), _) => p,
+                (None, Some(t)) => task_preset(&t).map_err(anyhow::Error::msg)?,
+                (None, None) => bail!("--variants needs --task NAME or --preset FILE"),
+            };
+            if a.seeds == 0 {
+                bail!("--seeds must be at least 1");
+            }
+            let mut spec = CompareSpec::from_variants(preset, &a.variants, a.seeds, a.lrs, a.sets);
+            spec.target = a.target;
+            (spec, format!("attnlab compare: {}", a.variants.join(" vs ")))
+        }
+    };
+    let plan = spec.plan().map_err(anyhow::Error::msg)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("compare-{}", run_dir::timestamp())));
+    fresh_report_dir(&out)?;
+    if !a.quiet {
+        println!("{} runs: {} arms x {} seeds x {} learning rate(s) -> {}", plan.len(), spec.arms.len(), spec.seeds.len(), plan.len() / spec.arms.len() / spec.seeds.len(), out.display());
+    }
+    let records = run_all(&spec, &plan, &out, a.quiet);
+    let results = analyse(&spec, &plan, records, &title);
+    attnlab_eval::report::write(&results, &out).map_err(anyhow::Error::msg)?;
+    println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
+    for v in &results.verdicts {
+        println!("- {v}");
+    }
+    println!("report: {}/report.html (also report.md, results.json, plots/)", out.display());
+    if results.runs.iter().all(|r| r.error.is_some()) {
+        bail!("every run failed; see {}/report.md", out.display());
+    }
+    Ok(())
+}
+
+/// Refuses a report directory that already holds a report, then creates it.
+fn fresh_report_dir(out: &std::path::Path) -> Result<()> {
+    if out.join("results.json").exists() {
+        bail!("{} already holds a report: choose another --out", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
+}
+
+fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
+    use attnlab_eval::reproduce::{REPRODUCTIONS, Size, run};
+    let Some(name) = a.name else {
+        for (name, what) in REPRODUCTIONS {
+            println!("{name:<14} {what}");
+        }
+        println!("\nrun one: attnlab reproduce <name> [--size smoke|full]");
+        return Ok(());
+    };
+    if !REPRODUCTIONS.iter().any(|r| r.0 == name) {
+        let names: Vec<&str> = REPRODUCTIONS.iter().map(|r| r.0).collect();
+        bail!("unknown reproduction '{name}': expected one of {}", names.join(", "));
+    }
+    let size: Size = a.size.parse().map_err(anyhow::Error::msg)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}-{}-{}", a.size, run_dir::timestamp())));
+    fresh_report_dir(&out)?;
+    let started = std::time::Instant::now();
+    let outcome = run(&name, size, &out, a.quiet).map_err(anyhow::Error::msg)?;
+    println!("\n{}", outcome.summary.header.join(" | "));
+    for row in &outcome.summary.rows {
+        println!("{}", row.join(" | "));
+    }
+    println!();
+    for c in &outcome.checks {
+        println!("- {}", c.line());
+    }
+    println!("report: {}/report.html (also report.md, results.json, plots/); {:.0} s", out.display(), started.elapsed().as_secs_f64());
+    let failed = outcome.checks.iter().filter(|c| !c.holds).count();
+    if a.strict && failed > 0 {
+        bail!("{failed} expected effect(s) did not show (see above and {}/report.md)", out.display());
+    }
+    Ok(())
+}
+
+fn cmd_swap(a: SwapArgs) -> Result<()> {
+    use attnlab_eval::swap::{SwapSpec, plan, run};
+    let spec = SwapSpec {
+        run: a.run,
+        checkpoint: a.checkpoint,
+        to: a.to,
+        layers: a.layers,
+        finetune_steps: a.finetune_steps,
+        seeds: a.seeds,
+        lrs: a.lrs,
+    };
+    // Check everything before creating the report directory.
+    plan(&spec).map_err(anyhow::Error::msg)?.0.plan().map_err(anyhow::Error::msg)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("swap-{}", run_dir::timestamp())));
+    fresh_report_dir(&out)?;
+    let results = run(&spec, &out, a.quiet).map_err(anyhow::Error::msg)?;
+    println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
+    for v in &results.verdicts {
+        println!("- {v}");
+    }
+    println!("report: {}/report.html (also report.md, results.json, plots/)", out.display());
     Ok(())
 }

@@ -234,11 +234,109 @@ fn bad_inputs_give_one_line_errors_and_touch_nothing() {
 fn every_preset_loads_and_variants_are_listed() {
     for entry in std::fs::read_dir(root().join("configs")).unwrap().flatten() {
         let path = entry.path();
+        if path.is_dir() {
+            continue;
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         attnlab_train::RunConfig::from_toml(&text, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    // Comparison files: every arm of every run resolves (presets are relative to the root).
+    std::env::set_current_dir(root()).unwrap();
+    for entry in std::fs::read_dir(root().join("configs/compare")).unwrap().flatten() {
+        let spec = attnlab_eval::compare::CompareSpec::load(&entry.path()).unwrap();
+        let plan = spec.plan().unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
+        assert_eq!(plan.len(), spec.arms.len() * spec.seeds.len() * spec.lrs.len().max(1));
     }
     let v = ok(&attnlab(&["variants"]));
     for spec in ["softmax:sum_key_norms", "sigmoid", "linear:taylor", "linear:performer"] {
         assert!(v.contains(spec), "{v}");
     }
+}
+
+#[test]
+fn compare_writes_a_report_whose_numbers_match_results_json() {
+    let out = temp("compare");
+    let o = attnlab(&[
+        "compare", "--task", "mqar", "--variants", "softmax,linear:elu1", "--seeds", "2", "--lrs", "1e-3,3e-3",
+        "--target", "0.01", "--set", "train.steps=6", "--set", "train.batch_size=8", "--set", "train.eval_every=3",
+        "--set", "train.log_every=1", "--set", "task.eval_examples=16", "--out", out.to_str().unwrap(),
+    ]);
+    let text = ok(&o);
+    assert!(text.contains("[8/8]") && text.contains("ETA"), "one line per run with an ETA: {text}");
+    assert!(text.contains("linear:elu1:") && text.contains("monitor"), "{text}");
+    for f in ["results.json", "report.md", "report.html"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    for stem in ["loss", "grad_norm", "eval_metric", "entropy", "final_metric", "steps_to_target"] {
+        let svg = std::fs::read_to_string(out.join(format!("plots/{stem}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>") && !svg.contains("NaN"), "{stem}.svg");
+        let png = std::fs::read(out.join(format!("plots/{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+    }
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["runs"].as_array().unwrap().len(), 8);
+    assert_eq!(results["metric"], "accuracy");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg") && html.trim_end().ends_with("</html>"));
+    for arm in results["arms"].as_array().unwrap() {
+        let mean = arm["summary"]["mean"].as_f64().unwrap();
+        let row = html.lines().find(|l| l.starts_with(&format!("<tr><td>{}</td>", arm["name"].as_str().unwrap()))).expect("a row per arm");
+        assert!(row.contains(&format!("<td>{mean:.4}</td>")), "mean {mean} not in {row}");
+        assert!(row.contains(&format!("<td>{}</td>", arm["params"])), "params not in {row}");
+        if let Some(d) = arm["difference"]["mean"].as_f64() {
+            assert!(row.contains(&format!("<td>{d:.4}</td>")), "difference {d} not in {row}");
+        }
+    }
+    // A bad arm fails before any training; an existing report is not overwritten.
+    fails_with(&attnlab(&["compare", "--task", "mqar", "--variants", "softmax,linear:elu1", "--out", out.to_str().unwrap()]), "already holds a report");
+    fails_with(&attnlab(&["compare", "--task", "mqar", "--variants", "softmax,linear:gelu", "--out", &format!("{}-2", out.display())]), "unknown feature map");
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn swap_finetunes_from_the_run_and_reports_before_and_after() {
+    let run = temp("swap-run");
+    let out = temp("swap-report");
+    let train = attnlab(&[
+        "train", "--config", "configs/mqar-smoke.toml", "--set", "train.steps=20", "--set", "task.eval_examples=32",
+        "--out", run.to_str().unwrap(), "--quiet",
+    ]);
+    ok(&train);
+    let before = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let o = attnlab(&[
+        "swap", "--run", run.to_str().unwrap(), "--to", "linear:elu1", "--layers", "1", "--finetune-steps", "6", "--seeds", "2",
+        "--out", out.to_str().unwrap(),
+    ]);
+    let text = ok(&o);
+    assert!(text.contains("[4/4]") && text.contains("swapped to linear:elu1"), "{text}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["baseline"], "original");
+    for r in results["runs"].as_array().unwrap() {
+        assert!(r["error"].is_null(), "{r}");
+        // Both arms start from the trained weights: the eval curve has a step-0 point.
+        assert_eq!(r["eval_metric"][0][0], 0, "{r}");
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(r["run_dir"].as_str().unwrap()).join("meta.json")).unwrap()).unwrap();
+        let copied = meta["initialised_from"]["copied"].as_array().unwrap();
+        assert!(copied.iter().any(|n| n == "blocks.1.mixer.heads.qkv.weight"), "{meta}");
+    }
+    // Seeds start at the run's own (1337), whose eval set the run was judged on: there the
+    // control's step-0 metric is the run's best eval, since both arms start from that checkpoint.
+    let best = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eval"]["accuracy"].as_f64())
+        .fold(f64::MIN, f64::max);
+    let control = results["runs"].as_array().unwrap().iter().find(|r| r["arm"] == "original" && r["seed"] == 1337).expect("seed 1337");
+    let start = control["eval_metric"][0][1].as_f64().unwrap();
+    assert!((start - best).abs() < 1e-6, "control starts at {start}, the run's best was {best}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("id=\"before_after\"") && html.contains("Way back"));
+    // The original run is untouched.
+    assert_eq!(std::fs::read_to_string(run.join("config.toml")).unwrap(), before);
+    fails_with(&attnlab(&["swap", "--run", run.to_str().unwrap(), "--to", "linear:elu1", "--layers", "5", "--finetune-steps", "2"]), "layer 5 does not exist");
+    fails_with(&attnlab(&["swap", "--run", run.to_str().unwrap(), "--to", "linear:gelu", "--finetune-steps", "2"]), "unknown feature map");
+    fails_with(&attnlab(&["swap", "--run", "/nonexistent", "--to", "linear:elu1", "--finetune-steps", "2"]), "not a run directory");
+    std::fs::remove_dir_all(run).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
 }

@@ -31,7 +31,7 @@
 //!   result a pure function of the inputs and the seed.
 
 /// Descriptive statistics of one variant's metric over seeds.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Number of finite values used.
     pub n: usize,
@@ -106,7 +106,7 @@ pub fn t_quantile_975(df: f64) -> f64 {
 }
 
 /// Result of comparing a treatment against a baseline.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Difference {
     /// Difference of means, treatment − baseline.
     pub mean: f64,
@@ -194,7 +194,8 @@ pub fn bootstrap_difference(
 }
 
 /// Outcome of an A/B comparison at 95 % confidence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The interval excludes zero in the favourable direction.
     Better,

@@ -142,6 +142,21 @@ impl ModelConfig {
         }
     }
 
+    /// Floats one sequence's decoding state holds after `seq_len` tokens, summed over layers:
+    /// a KV cache of `2·seq_len·d_model` per softmax or sigmoid layer (it grows with the
+    /// context), `heads·(F·d_head + F)` per linear layer (fixed; `F` = feature dimension).
+    pub fn decode_state_floats(&self, seq_len: usize) -> usize {
+        (0..self.n_layers)
+            .map(|layer| match self.mixer.for_layer(layer, self.n_layers) {
+                Ok(MixerSpec::Linear(c)) => {
+                    let f = c.feature_map.output_dim(self.qk_width(&MixerSpec::Linear(c.clone())), c.features);
+                    self.n_heads * (f * self.head_dim() + f)
+                }
+                _ => 2 * seq_len * self.d_model,
+            })
+            .sum()
+    }
+
     /// Builds the model; `seed` fixes the initial weights (and Performer's random features).
     pub fn init(&self, io: &ModelIo, seed: u64, device: &Device) -> Result<Model, ConfigError> {
         self.validate(io)?;

@@ -250,3 +250,17 @@ fn wgpu_matches_flex() {
     // GPU reductions sum in a different order; 1e-3 is still far below any real bug.
     check_backend_agreement(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 1e-3);
 }
+
+#[test]
+fn decode_state_size_grows_for_softmax_and_is_fixed_for_linear() {
+    // d_model 16, 2 heads of 8, 2 layers.
+    let soft = config("softmax", PositionKind::Learned);
+    assert_eq!(soft.decode_state_floats(10), 2 * (2 * 10 * 16));
+    assert_eq!(soft.decode_state_floats(20), 2 * (2 * 20 * 16));
+    let elu = config("linear:elu1", PositionKind::Learned);
+    assert_eq!(elu.decode_state_floats(10), 2 * (2 * (8 * 8 + 8)));
+    assert_eq!(elu.decode_state_floats(1000), elu.decode_state_floats(10));
+    // Taylor with d' = 4: F = 1 + 4 + 16 = 21.
+    let taylor = config("linear:taylor:feature_dim=4", PositionKind::Learned);
+    assert_eq!(taylor.decode_state_floats(10), 2 * (2 * (21 * 8 + 21)));
+}

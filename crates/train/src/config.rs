@@ -64,6 +64,11 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Stop early once the task's main eval metric reaches this value; 0 = off.
     pub stop_at: f64,
+    /// Start from this run's weights (every parameter whose name and shape match; see
+    /// `attnlab swap`) instead of a fresh initialisation; "" = off.
+    pub init_run: String,
+    /// Which checkpoint of `init_run`: best, final, latest or a checkpoint directory.
+    pub init_checkpoint: String,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +90,8 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             keep_checkpoints: 2,
             stop_at: 0.0,
+            init_run: String::new(),
+            init_checkpoint: "best".into(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod sample;
 pub mod seed;
 pub mod task;
 pub mod trainer;
+pub mod transfer;
 
 pub use config::{ConfigError, RunConfig, TaskConfig, TrainConfig};
 pub use run_dir::RunDir;

@@ -58,6 +58,10 @@ impl From<run_dir::RunDirError> for TrainError {
 pub struct TrainOutcome {
     pub run_dir: PathBuf,
     pub steps: usize,
+    /// Trainable parameters.
+    pub params: usize,
+    /// The metric the task is judged by (the one in `evals`).
+    pub metric: crate::task::MainMetric,
     /// Metrics of the last evaluation.
     pub final_metrics: BTreeMap<String, f64>,
     pub best_metric: Option<f64>,
@@ -84,10 +88,26 @@ pub fn learning_rate(t: &crate::config::TrainConfig, step: usize) -> f64 {
 pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome, TrainError> {
     let device = config.device.device().map_err(|e| TrainError::Setup(e.to_string()))?;
     let ad = device.clone().autodiff();
-    let task = task::build(config, resume.then_some(run.path.as_path())).map_err(|e| TrainError::Setup(e.to_string()))?;
-    let io = task.io();
-    let fresh = config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
     let t = &config.train;
+    let init_run = (!t.init_run.is_empty()).then(|| PathBuf::from(&t.init_run));
+    // A run started from another reuses its vocabulary or tokenizer, so token ids agree.
+    let artifacts = if resume { Some(run.path.as_path()) } else { init_run.as_deref() };
+    let task = task::build(config, artifacts).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let io = task.io();
+    let mut fresh = config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let mut transferred = None;
+    if let (Some(dir), false) = (&init_run, resume) {
+        let source = crate::runs::load_run(dir, &t.init_checkpoint, Some(config.device)).map_err(|e| TrainError::Setup(format!("train.init_run: {e}")))?;
+        let (model, report) = crate::transfer::transfer(fresh, &crate::transfer::variant_free_tensors(&source.model));
+        if report.copied.is_empty() {
+            return Err(TrainError::Setup(format!(
+                "train.init_run: no parameter of {} matches this model's names and shapes; check model.d_model and the task",
+                dir.display()
+            )));
+        }
+        fresh = model;
+        transferred = Some((source.checkpoint, report));
+    }
     let fresh_optim = AdamWConfig::new()
         .with_beta_1(t.beta1 as f32)
         .with_beta_2(t.beta2 as f32)
@@ -108,7 +128,11 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         (model, optim.expect("asked for the optimizer"), saved)
     } else {
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
-        run.write_file(run_dir::META_FILE, &serde_json::to_string_pretty(&meta(config)).unwrap())?;
+        let mut meta = meta(config);
+        if let Some((from, report)) = &transferred {
+            meta["initialised_from"] = json!({ "checkpoint": from, "copied": report.copied, "fresh": report.fresh });
+        }
+        run.write_file(run_dir::META_FILE, &serde_json::to_string_pretty(&meta).unwrap())?;
         task.save_artifacts(&run.path).map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
         (fresh, fresh_optim, TrainState { step: 0, best_metric: None, best_step: None, tokens_seen: 0 })
     };
@@ -129,6 +153,8 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     let mut outcome = TrainOutcome {
         run_dir: run.path.clone(),
         steps: state.step,
+        params: params::count(&model),
+        metric,
         final_metrics: BTreeMap::new(),
         best_metric: state.best_metric,
         best_step: state.best_step,
@@ -141,6 +167,25 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             .map(|(s, p)| format!("step {} in {}", s.step, p.display()))
             .unwrap_or_else(|| "none was written yet".into())
     };
+    if let Some((from, report)) = &transferred {
+        progress.line(&format!(
+            "initialised from {}: {} tensors copied, {} fresh{}",
+            from.display(),
+            report.copied.len(),
+            report.fresh.len(),
+            if report.fresh.is_empty() { String::new() } else { format!(" ({})", report.fresh.join(", ")) }
+        ));
+        if state.step == 0 {
+            // Where a started-from-weights run begins: the step-0 point of its eval curve.
+            let valid = model.valid();
+            let metrics = task.evaluate(&valid, &eval_batches);
+            let entropy = layer_entropy(&valid, &eval_batches);
+            run.append_metrics(&json!({ "step": 0, "eval": metrics, "attention_entropy": entropy }))?;
+            if let Some(v) = metrics.get(metric.name) {
+                progress.line(&format!("step 0 (before training): {} {v:.4}", metric.name));
+            }
+        }
+    }
     let mut window = (Instant::now(), 0u64);
 
     while state.step < t.steps {

@@ -1,0 +1,68 @@
+//! Each reproduction at its smoke size shows the effect it expects (`--strict` fails the
+//! command otherwise), and writes a complete report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn reproduce(name: &str) -> serde_json::Value {
+    let out = std::env::temp_dir().join(format!("attnlab-reproduce-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(["reproduce", name, "--size", "smoke", "--strict", "--quiet", "--out", out.to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{name}: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("holds:"), "{stdout}");
+    for f in ["results.json", "report.md", "report.html"] {
+        assert!(out.join(f).is_file(), "{name}: missing {f}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg") && html.trim_end().ends_with("</html>"));
+    let plots: Vec<_> = std::fs::read_dir(out.join("plots")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(plots.iter().any(|p| p.extension().is_some_and(|e| e == "png")), "{name}: no PNG");
+    for svg in plots.iter().filter(|p| p.extension().is_some_and(|e| e == "svg")) {
+        let text = std::fs::read_to_string(svg).unwrap();
+        assert!(text.contains("<svg") && text.trim_end().ends_with("</svg>") && !text.contains("NaN"), "{}", svg.display());
+    }
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let checks = results["checks"].as_array().unwrap();
+    assert!(!checks.is_empty());
+    for c in checks {
+        assert_eq!(c["holds"], true, "{name}: {c}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+    results
+}
+
+#[test]
+fn scaling_sim_shows_saturation_without_scaling() {
+    let r = reproduce("scaling-sim");
+    assert_eq!(r["stats"].as_array().unwrap().len(), 8, "2 widths x 4 divisors");
+}
+
+#[test]
+fn scaling_train_sum_of_key_norms_flattens_attention() {
+    reproduce("scaling-train");
+}
+
+#[test]
+fn mqar_gap_softmax_recalls_better() {
+    let r = reproduce("mqar-gap");
+    assert_eq!(r["per_width"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn icl_gap_softmax_learns_in_context() {
+    reproduce("icl-gap");
+}
+
+#[test]
+fn lm_gap_softmax_models_text_better() {
+    reproduce("lm-gap");
+}

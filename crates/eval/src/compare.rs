@@ -1,0 +1,530 @@
+//! A/B comparison of attention variants: every arm is trained over the same seeds (same data
+//! order; same initial weights wherever the arms' parameter shapes agree) and, when several
+//! learning rates are given, each arm is judged at its own best one (as zoology does).
+//!
+//! A comparison is described by a TOML file (`configs/compare/*.toml`):
+//!
+//! ```toml
+//! preset = "configs/mqar-smoke.toml"   # the run every arm starts from
+//! set = ["train.steps=300"]            # overrides for every arm
+//! seeds = [1, 2, 3]
+//! lrs = [1e-3, 3e-3]                   # empty: the preset's train.lr
+//! target = 0.9                         # main-metric threshold for steps-to-target (optional)
+//! baseline = "softmax"                 # default: the first arm
+//!
+//! [[arm]]
+//! name = "softmax"
+//! set = ["model.mixer=softmax"]
+//!
+//! [[arm]]
+//! name = "linear:elu1"
+//! set = ["model.mixer=linear:elu1"]
+//! ```
+
+use crate::stats::{self, Difference, Summary, Verdict};
+use attnlab_train::{RunConfig, RunDir, Verbosity, train};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One arm: a name and the config overrides that make it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSpec {
+    pub name: String,
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// A whole comparison, as read from its TOML file or built from command-line flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    pub preset: PathBuf,
+    #[serde(default)]
+    pub set: Vec<String>,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    #[serde(default)]
+    pub lrs: Vec<f64>,
+    #[serde(default)]
+    pub target: Option<f64>,
+    #[serde(default)]
+    pub baseline: Option<String>,
+    #[serde(rename = "arm")]
+    pub arms: Vec<ArmSpec>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![1, 2, 3]
+}
+
+/// The preset a task name maps to for `attnlab compare --task NAME` (the one-minute presets).
+pub fn task_preset(task: &str) -> Result<PathBuf, String> {
+    let name = match task {
+        "mqar" => "mqar",
+        "icl" | "icl_regression" | "icl-regression" => "icl-regression",
+        "char" | "char_lm" | "shakespeare-char" => "shakespeare-char",
+        "bpe" | "bpe_lm" | "shakespeare-bpe" => "shakespeare-bpe",
+        "separation" => "separation",
+        other => {
+            return Err(format!(
+                "unknown task '{other}': expected mqar, icl_regression, char_lm, bpe_lm or separation (or pass --preset FILE)"
+            ));
+        }
+    };
+    Ok(PathBuf::from(format!("configs/{name}-smoke.toml")))
+}
+
+impl CompareSpec {
+    /// Reads a comparison file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read comparison {}: {e} (see configs/compare/)", path.display()))?;
+        let spec: CompareSpec =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        Ok(spec)
+    }
+
+    /// A comparison of plain variant specs (`softmax,linear:elu1`), one arm each.
+    pub fn from_variants(preset: PathBuf, variants: &[String], seeds: usize, lrs: Vec<f64>, set: Vec<String>) -> Self {
+        let arms = variants
+            .iter()
+            .map(|v| ArmSpec { name: v.clone(), set: vec![format!("model.mixer={v}")] })
+            .collect();
+        Self { preset, set, seeds: (1..=seeds as u64).collect(), lrs, target: None, baseline: None, arms }
+    }
+
+    pub fn baseline_index(&self) -> Result<usize, String> {
+        match &self.baseline {
+            None => Ok(0),
+            Some(name) => self.arms.iter().position(|a| &a.name == name).ok_or_else(|| {
+                let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+                format!("baseline '{name}' is not an arm: expected one of {}", names.join(", "))
+            }),
+        }
+    }
+
+    /// Resolves every run's config up front, so a bad override fails before any training.
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+        if self.arms.is_empty() {
+            return Err("a comparison needs at least one [[arm]]".into());
+        }
+        if self.seeds.is_empty() {
+            return Err("seeds is empty: give at least one seed".into());
+        }
+        let mut names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.arms.len() {
+            return Err("arm names must be distinct".into());
+        }
+        self.baseline_index()?;
+        let mut runs = Vec::new();
+        for (arm, spec) in self.arms.iter().enumerate() {
+            let mut sets = self.set.clone();
+            sets.extend(spec.set.iter().cloned());
+            let base = RunConfig::load(&self.preset, &sets).map_err(|e| format!("arm '{}': {e}", spec.name))?;
+            let lrs = if self.lrs.is_empty() { vec![base.train.lr] } else { self.lrs.clone() };
+            for &lr in &lrs {
+                for &seed in &self.seeds {
+                    let mut extra = sets.clone();
+                    extra.push(format!("train.lr={lr:e}"));
+                    if base.train.min_lr > lr {
+                        extra.push(format!("train.min_lr={lr:e}"));
+                    }
+                    extra.push(format!("seed={seed}"));
+                    let config = RunConfig::load(&self.preset, &extra).map_err(|e| format!("arm '{}': {e}", spec.name))?;
+                    runs.push(PlannedRun { arm, seed, lr, config });
+                }
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// One training run of a comparison.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    pub arm: usize,
+    pub seed: u64,
+    pub lr: f64,
+    pub config: RunConfig,
+}
+
+/// What one finished (or failed) run contributes to the report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub arm: String,
+    pub seed: u64,
+    pub lr: f64,
+    pub run_dir: PathBuf,
+    /// The error message of a failed run; its numbers are empty.
+    pub error: Option<String>,
+    /// Main eval metric after the last step, its name and direction.
+    pub final_metric: Option<f64>,
+    pub metric: String,
+    pub higher_is_better: bool,
+    pub params: usize,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    /// `(step, value)` curves from metrics.jsonl.
+    pub loss: Vec<(usize, f64)>,
+    pub grad_norm: Vec<(usize, f64)>,
+    pub eval_metric: Vec<(usize, f64)>,
+    /// `(step, entropy per layer)` at each evaluation.
+    pub entropy: Vec<(usize, Vec<f64>)>,
+    /// Every metric of the last evaluation (e.g. in-context regression's error per example).
+    #[serde(default)]
+    pub final_eval: std::collections::BTreeMap<String, f64>,
+}
+
+/// Reads the curves of a run from its `metrics.jsonl`.
+pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
+    let Ok(text) = std::fs::read_to_string(run_dir.join(attnlab_train::run_dir::METRICS_FILE)) else { return };
+    let mut speeds = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Some(step) = v.get("step").and_then(|s| s.as_u64()).map(|s| s as usize) else { continue };
+        let num = |key: &str| v.get(key).and_then(|x| x.as_f64());
+        if let Some(loss) = num("loss") {
+            record.loss.push((step, loss));
+        }
+        if let Some(g) = num("grad_norm") {
+            record.grad_norm.push((step, g));
+        }
+        if let Some(t) = num("tokens_per_s") {
+            speeds.push(t);
+        }
+        if let Some(eval) = v.get("eval").and_then(|e| e.as_object()) {
+            if let Some(m) = eval.get(metric).and_then(|x| x.as_f64()) {
+                record.eval_metric.push((step, m));
+            }
+            record.final_eval = eval.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect();
+        }
+        if let Some(e) = v.get("attention_entropy").and_then(|e| e.as_array()) {
+            record.entropy.push((step, e.iter().filter_map(|x| x.as_f64()).collect()));
+        }
+    }
+    // The first logging window includes start-up; the median ignores it.
+    record.tokens_per_s = median(&speeds);
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+/// The `q`-quantile (0..=1) by linear interpolation.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Trains every planned run into `out/runs/`, printing one line per finished run with an
+/// overall ETA; a failed run is recorded and the rest go on.
+pub fn run_all(spec: &CompareSpec, plan: &[PlannedRun], out: &Path, quiet: bool) -> Vec<RunRecord> {
+    let started = Instant::now();
+    let mut records = Vec::with_capacity(plan.len());
+    for (i, run) in plan.iter().enumerate() {
+        let arm = &spec.arms[run.arm].name;
+        let dir = out.join("runs").join(safe_name(arm)).join(format!("lr{:e}-seed{}", run.lr, run.seed));
+        let mut record = RunRecord { arm: arm.clone(), seed: run.seed, lr: run.lr, run_dir: dir.clone(), ..Default::default() };
+        let t0 = Instant::now();
+        let result = RunDir::create(&dir).and_then(|rd| train(&run.config, &rd, false, Verbosity::Quiet).map_err(|e| e.to_string()));
+        record.wall_s = t0.elapsed().as_secs_f64();
+        let metric_name = match &result {
+            Ok(o) => {
+                record.final_metric = o.evals.last().map(|e| e.1);
+                record.params = o.params;
+                record.metric = o.metric.name.to_string();
+                record.higher_is_better = o.metric.higher_is_better;
+                Some(o.metric.name)
+            }
+            Err(e) => {
+                record.error = Some(e.clone());
+                None
+            }
+        };
+        read_curves(&dir, metric_name.unwrap_or("loss"), &mut record);
+        let done = i + 1;
+        let eta = started.elapsed().as_secs_f64() / done as f64 * (plan.len() - done) as f64;
+        if !quiet {
+            let what = match (&record.error, record.final_metric) {
+                (Some(e), _) => format!("FAILED: {e}"),
+                (None, Some(m)) => format!("{} {m:.4}", metric_name.unwrap_or("metric")),
+                (None, None) => "no evaluation".into(),
+            };
+            println!(
+                "[{done}/{}] {arm} lr {:e} seed {}: {what} ({:.1} s) | ETA {}",
+                plan.len(),
+                run.lr,
+                run.seed,
+                record.wall_s,
+                format_duration(eta)
+            );
+        }
+        records.push(record);
+    }
+    records
+}
+
+pub fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn safe_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' }).collect()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Per-arm results at the arm's best learning rate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArmResult {
+    pub name: String,
+    pub is_baseline: bool,
+    pub best_lr: f64,
+    /// `(lr, mean main metric over seeds, finished runs)` for every learning rate tried.
+    pub lr_sweep: Vec<(f64, f64, usize)>,
+    /// Indices into `Results::runs` of the runs at the best learning rate.
+    pub runs: Vec<usize>,
+    pub failed_runs: usize,
+    pub summary: Summary,
+    /// Against the baseline arm (at its own best lr): Welch interval, bootstrap interval, verdict.
+    pub difference: Option<Difference>,
+    pub bootstrap: Option<(f64, f64)>,
+    pub verdict: Option<Verdict>,
+    /// First eval step reaching the target, per seed (`None` = never).
+    pub steps_to_target: Vec<Option<usize>>,
+    pub median_steps_to_target: Option<f64>,
+    pub tokens_per_s: f64,
+    pub params: usize,
+    /// Decoding state (floats per sequence) at the task's context length.
+    pub state_floats: usize,
+    /// Observed ranges over the best-lr runs, for the monitoring advice.
+    pub final_loss_range: (f64, f64),
+    pub grad_norm_p5_p95: (f64, f64),
+    pub entropy_range_per_layer: Vec<(f64, f64)>,
+}
+
+/// Everything a comparison produced; written as `results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    pub title: String,
+    pub task: String,
+    pub metric: String,
+    pub higher_is_better: bool,
+    pub target: Option<f64>,
+    pub seeds: Vec<u64>,
+    pub baseline: String,
+    pub arms: Vec<ArmResult>,
+    pub runs: Vec<RunRecord>,
+    /// One line per arm: the verdict and the monitoring advice.
+    pub verdicts: Vec<String>,
+}
+
+/// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
+pub fn analyse(spec: &CompareSpec, plan: &[PlannedRun], runs: Vec<RunRecord>, title: &str) -> Results {
+    let first = &plan[0].config;
+    let task = first.task.name().to_string();
+    // Every run of a comparison has the same task; any finished one names its metric.
+    let (metric, higher_is_better) = runs
+        .iter()
+        .find(|r| r.error.is_none() && !r.metric.is_empty())
+        .map_or(("loss".to_string(), false), |r| (r.metric.clone(), r.higher_is_better));
+    let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
+    let baseline = spec.baseline_index().unwrap_or(0);
+
+    let mut arms: Vec<ArmResult> = spec
+        .arms
+        .iter()
+        .enumerate()
+        .map(|(a, arm)| {
+            let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].arm == arm.name).collect();
+            let mut lrs: Vec<f64> = mine.iter().map(|&i| runs[i].lr).collect();
+            lrs.sort_by(f64::total_cmp);
+            lrs.dedup();
+            let finals = |lr: f64| -> Vec<f64> {
+                mine.iter().filter(|&&i| runs[i].lr == lr).filter_map(|&i| runs[i].final_metric).filter(|v| v.is_finite()).collect()
+            };
+            let lr_sweep: Vec<(f64, f64, usize)> = lrs
+                .iter()
+                .map(|&lr| {
+                    let v = finals(lr);
+                    (lr, stats::summarize(&v).mean, v.len())
+                })
+                .collect();
+            let best_lr = lr_sweep
+                .iter()
+                .filter(|(_, m, n)| *n > 0 && m.is_finite())
+                .fold(None::<(f64, f64)>, |best, &(lr, m, _)| match best {
+                    Some((_, bm)) if !better(m, bm) => best,
+                    _ => Some((lr, m)),
+                })
+                .map_or(lrs.first().copied().unwrap_or(f64::NAN), |(lr, _)| lr);
+            let at_best: Vec<usize> = mine.iter().copied().filter(|&i| runs[i].lr == best_lr).collect();
+            let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none()).collect();
+            let values = finals(best_lr);
+            let steps_to_target: Vec<Option<usize>> = match spec.target {
+                Some(t) => ok.iter().map(|&i| stats::steps_to_target(&runs[i].eval_metric, t, higher_is_better)).collect(),
+                None => Vec::new(),
+            };
+            let reached: Vec<f64> = steps_to_target.iter().flatten().map(|&s| s as f64).collect();
+            let grad_norms: Vec<f64> = ok
+                .iter()
+                .flat_map(|&i| {
+                    let g = &runs[i].grad_norm;
+                    g[g.len() / 2..].iter().map(|p| p.1).collect::<Vec<_>>()
+                })
+                .collect();
+            let final_losses: Vec<f64> = ok.iter().filter_map(|&i| runs[i].loss.last().map(|p| p.1)).collect();
+            let layers = ok.iter().filter_map(|&i| runs[i].entropy.last().map(|e| e.1.len())).max().unwrap_or(0);
+            let entropy_range_per_layer = (0..layers)
+                .map(|l| {
+                    let v: Vec<f64> = ok.iter().filter_map(|&i| runs[i].entropy.last().and_then(|e| e.1.get(l).copied())).collect();
+                    (quantile(&v, 0.0), quantile(&v, 1.0))
+                })
+                .collect();
+            let config = &plan.iter().find(|p| p.arm == a).expect("every arm is planned").config;
+            ArmResult {
+                name: arm.name.clone(),
+                is_baseline: a == baseline,
+                best_lr,
+                lr_sweep,
+                failed_runs: at_best.len() - ok.len(),
+                runs: at_best,
+                summary: stats::summarize(&values),
+                difference: None,
+                bootstrap: None,
+                verdict: None,
+                median_steps_to_target: (!reached.is_empty()).then(|| median(&reached)),
+                steps_to_target,
+                tokens_per_s: median(&ok.iter().map(|&i| runs[i].tokens_per_s).collect::<Vec<_>>()),
+                params: ok.first().map_or(0, |&i| runs[i].params),
+                state_floats: config.model.decode_state_floats(config.model.max_seq_len),
+                final_loss_range: (quantile(&final_losses, 0.0), quantile(&final_losses, 1.0)),
+                grad_norm_p5_p95: (quantile(&grad_norms, 0.05), quantile(&grad_norms, 0.95)),
+                entropy_range_per_layer,
+            }
+        })
+        .collect();
+
+    let base_values: Vec<f64> = arms[baseline].runs.iter().filter_map(|&i| runs[i].final_metric).collect();
+    let mut verdicts = Vec::new();
+    for a in 0..arms.len() {
+        if a == baseline {
+            verdicts.push(format!("{}: baseline ({metric} {:.4} ± {:.4})", arms[a].name, arms[a].summary.mean, half_width(&arms[a].summary)));
+            continue;
+        }
+        let values: Vec<f64> = arms[a].runs.iter().filter_map(|&i| runs[i].final_metric).collect();
+        arms[a].difference = stats::welch(&base_values, &values);
+        if !base_values.is_empty() && !values.is_empty() {
+            arms[a].bootstrap = Some(stats::bootstrap_difference(&base_values, &values, 2000, 17));
+        }
+        arms[a].verdict = arms[a].difference.as_ref().map(|d| stats::verdict(d, higher_is_better));
+        verdicts.push(advice(&arms[a], &arms[baseline], &metric));
+    }
+    Results {
+        title: title.to_string(),
+        task,
+        metric,
+        higher_is_better,
+        target: spec.target,
+        seeds: spec.seeds.clone(),
+        baseline: arms[baseline].name.clone(),
+        arms,
+        runs,
+        verdicts,
+    }
+}
+
+fn half_width(s: &Summary) -> f64 {
+    0.5 * (s.ci_high - s.ci_low)
+}
+
+/// The verdict line of an arm, with seed 2's "swap with monitoring and a way back" advice:
+/// the ranges this arm showed in the PoC are the alarms to set after a swap.
+fn advice(arm: &ArmResult, base: &ArmResult, metric: &str) -> String {
+    let verdict = match (&arm.difference, arm.verdict) {
+        (Some(d), Some(v)) => format!(
+            "{} than {} at 95% (Δ{metric} {:+.4}, CI [{:+.4}, {:+.4}], p = {:.3})",
+            v.as_str(),
+            base.name,
+            d.mean,
+            d.ci_low,
+            d.ci_high,
+            d.p_value
+        )
+        .replace("indistinguishable than", "indistinguishable from"),
+        _ => format!("not enough finished seeds to compare with {} (need 2 per arm)", base.name),
+    };
+    let entropy: Vec<String> = arm.entropy_range_per_layer.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect();
+    let action = match arm.verdict {
+        Some(Verdict::Worse) => "do not swap".to_string(),
+        Some(Verdict::Better) => "swap candidate".to_string(),
+        _ => "no evidence either way: swap only for a non-quality reason (speed, state size)".to_string(),
+    };
+    format!(
+        "{}: {verdict}; {action}. After a swap, monitor: training loss within {:.3}–{:.3}, gradient norm within {:.3}–{:.3} \
+         (p5–p95 of the second half of training), attention entropy per layer within [{}]; roll back to {} if the loss \
+         leaves that range for long, the gradient norm exceeds twice its p95, or a layer's entropy collapses below half its minimum.",
+        arm.name,
+        arm.final_loss_range.0,
+        arm.final_loss_range.1,
+        arm.grad_norm_p5_p95.0,
+        arm.grad_norm_p5_p95.1,
+        entropy.join(", "),
+        base.name
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_durations() {
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(quantile(&[0.0, 10.0], 0.25), 2.5);
+        assert!(quantile(&[], 0.5).is_nan());
+        assert_eq!(format_duration(59.4), "59s");
+        assert_eq!(format_duration(125.0), "2m05s");
+        assert_eq!(format_duration(3700.0), "1h01m");
+    }
+
+    #[test]
+    fn spec_files_parse_and_task_names_map_to_presets() {
+        let spec: CompareSpec = toml::from_str(
+            "preset = \"configs/mqar-smoke.toml\"\nseeds = [1, 2]\n[[arm]]\nname = \"a\"\nset = [\"model.mixer=softmax\"]\n[[arm]]\nname = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.arms.len(), 2);
+        assert_eq!(spec.baseline_index().unwrap(), 0);
+        assert!(toml::from_str::<CompareSpec>("preset = \"x\"\nbogus = 1\n[[arm]]\nname = \"a\"\n").is_err());
+        assert_eq!(task_preset("icl").unwrap(), PathBuf::from("configs/icl-regression-smoke.toml"));
+        assert!(task_preset("poetry").unwrap_err().contains("mqar"));
+        let bad = CompareSpec { baseline: Some("c".into()), ..spec };
+        assert!(bad.baseline_index().unwrap_err().contains("a, b"));
+    }
+}

@@ -1,0 +1,388 @@
+//! The report directory of a comparison:
+//!
+//! ```text
+//! results.json   every run's final and curve metrics, and the per-arm analysis (machine-readable)
+//! report.md      the summary table, verdicts and plots, for reading in a terminal or a forge
+//! report.html    the same, self-contained: plots inline as SVG
+//! plots/*.svg, plots/*.png   loss, gradient norm, eval metric, attention entropy per layer,
+//!                final metric with 95% intervals, steps to target
+//! ```
+//!
+//! Curves are the mean over seeds at each arm's best learning rate, with the min–max over seeds
+//! as a band. PNGs are rasterised from the same SVGs with resvg.
+
+use crate::compare::{ArmResult, Results, RunRecord};
+use crate::svg::{Series, bar_chart, line_chart};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Mean over curves at the steps all of them have, with the min and max as a band.
+pub fn mean_band(curves: &[&[(usize, f64)]]) -> (Vec<(f64, f64)>, Vec<(f64, f64, f64)>) {
+    let Some(first) = curves.first() else { return (Vec::new(), Vec::new()) };
+    let mut mean = Vec::new();
+    let mut band = Vec::new();
+    for &(step, _) in first.iter() {
+        let values: Vec<f64> = curves.iter().filter_map(|c| c.iter().find(|p| p.0 == step).map(|p| p.1)).collect();
+        if values.len() != curves.len() || values.iter().any(|v| !v.is_finite()) {
+            continue;
+        }
+        let m = values.iter().sum::<f64>() / values.len() as f64;
+        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        mean.push((step as f64, m));
+        band.push((step as f64, lo, hi));
+    }
+    (mean, band)
+}
+
+fn arm_series(results: &Results, arm: &ArmResult, curve: impl Fn(&RunRecord) -> &[(usize, f64)]) -> Series {
+    let curves: Vec<&[(usize, f64)]> = arm.runs.iter().map(|&i| &results.runs[i]).filter(|r| r.error.is_none()).map(&curve).collect();
+    let (mean, band) = mean_band(&curves);
+    Series::new(format!("{} (lr {:e})", arm.name, arm.best_lr), mean).with_band(band)
+}
+
+/// The plots of a report, as `(file stem, title, SVG)`.
+pub fn plots(results: &Results) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let series = |f: &dyn Fn(&RunRecord) -> &[(usize, f64)]| -> Vec<Series> {
+        results.arms.iter().map(|a| arm_series(results, a, f)).collect()
+    };
+    let loss = series(&|r| &r.loss);
+    out.push(("loss".into(), "Training loss".into(), line_chart("Training loss (mean over seeds, band = min–max)", "step", "loss", &loss, false)));
+    let grad = series(&|r| &r.grad_norm);
+    out.push(("grad_norm".into(), "Gradient norm".into(), line_chart("Gradient norm before clipping", "step", "global grad norm", &grad, true)));
+    let metric = series(&|r| &r.eval_metric);
+    let title = format!("Eval {}", results.metric);
+    out.push(("eval_metric".into(), title.clone(), line_chart(&title, "step", &results.metric, &metric, false)));
+
+    let mut entropy = Vec::new();
+    for arm in &results.arms {
+        let layers = arm.entropy_range_per_layer.len();
+        for layer in 0..layers {
+            let curves: Vec<Vec<(usize, f64)>> = arm
+                .runs
+                .iter()
+                .map(|&i| &results.runs[i])
+                .filter(|r| r.error.is_none())
+                .map(|r| r.entropy.iter().filter_map(|(s, e)| e.get(layer).map(|v| (*s, *v))).collect())
+                .collect();
+            let refs: Vec<&[(usize, f64)]> = curves.iter().map(|c| c.as_slice()).collect();
+            let (mean, band) = mean_band(&refs);
+            entropy.push(Series::new(format!("{} layer {layer}", arm.name), mean).with_band(band));
+        }
+    }
+    out.push((
+        "entropy".into(),
+        "Attention entropy per layer".into(),
+        line_chart("Attention entropy per layer (1 = uniform, 0 = one-hot)", "step", "normalised entropy", &entropy, false),
+    ));
+
+    let bars: Vec<(String, f64, f64, f64)> =
+        results.arms.iter().map(|a| (a.name.clone(), a.summary.mean, a.summary.ci_low, a.summary.ci_high)).collect();
+    let title = format!("Final {} (mean, 95% CI over seeds)", results.metric);
+    out.push(("final_metric".into(), title.clone(), bar_chart(&title, &results.metric, &bars)));
+
+    if let Some(target) = results.target {
+        let bars: Vec<(String, f64, f64, f64)> = results
+            .arms
+            .iter()
+            .map(|a| {
+                let reached: Vec<f64> = a.steps_to_target.iter().flatten().map(|&s| s as f64).collect();
+                let lo = reached.iter().copied().fold(f64::NAN, f64::min);
+                let hi = reached.iter().copied().fold(f64::NAN, f64::max);
+                (a.name.clone(), a.median_steps_to_target.unwrap_or(f64::NAN), lo, hi)
+            })
+            .collect();
+        let title = format!("Steps to {} {target} (median, range over seeds that reached it)", results.metric);
+        out.push(("steps_to_target".into(), title.clone(), bar_chart(&title, "steps", &bars)));
+    }
+    out
+}
+
+pub fn fmt(v: f64) -> String {
+    if v.is_finite() { format!("{v:.4}") } else { "–".into() }
+}
+
+/// Summary table rows: the same strings go into report.md and report.html.
+pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let header = vec![
+        "arm", "best lr", "final metric (mean)", "95% CI", "Δ vs baseline", "Δ 95% CI (Welch)", "Δ 95% CI (bootstrap)",
+        "verdict", "steps to target (median; reached)", "tokens/s", "parameters", "decode state (floats)",
+    ];
+    let rows = results
+        .arms
+        .iter()
+        .map(|a| {
+            let s = &a.summary;
+            let reached = a.steps_to_target.iter().filter(|s| s.is_some()).count();
+            vec![
+                a.name.clone(),
+                format!("{:e}", a.best_lr),
+                fmt(s.mean),
+                format!("[{}, {}] (n = {})", fmt(s.ci_low), fmt(s.ci_high), s.n),
+                a.difference.as_ref().map_or("baseline".into(), |d| fmt(d.mean)),
+                a.difference.as_ref().map_or("–".into(), |d| format!("[{}, {}]", fmt(d.ci_low), fmt(d.ci_high))),
+                a.bootstrap.map_or("–".into(), |(lo, hi)| format!("[{}, {}]", fmt(lo), fmt(hi))),
+                a.verdict.map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |v| v.as_str().to_string()),
+                if results.target.is_some() {
+                    format!("{}; {reached}/{}", a.median_steps_to_target.map_or("–".into(), |m| format!("{m:.0}")), a.steps_to_target.len())
+                } else {
+                    "–".into()
+                },
+                format!("{:.0}", a.tokens_per_s),
+                a.params.to_string(),
+                a.state_floats.to_string(),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
+/// A report page: sections of text, tables and bullet lists, then the plots. `compare` and
+/// every reproduction render into one, so all reports look alike.
+#[derive(Clone, Debug, Default)]
+pub struct Document {
+    pub title: String,
+    pub intro: String,
+    pub sections: Vec<Section>,
+    pub plots: Vec<Plot>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Section {
+    pub heading: String,
+    pub paragraphs: Vec<String>,
+    pub table: Option<Table>,
+    pub bullets: Vec<String>,
+}
+
+/// A table; `id` becomes the HTML table's id (the comparison's is `summary`).
+#[derive(Clone, Debug, Default)]
+pub struct Table {
+    pub id: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plot {
+    /// File stem under `plots/`.
+    pub stem: String,
+    pub title: String,
+    pub svg: String,
+}
+
+impl Section {
+    pub fn new(heading: impl Into<String>) -> Self {
+        Self { heading: heading.into(), ..Default::default() }
+    }
+    pub fn text(mut self, p: impl Into<String>) -> Self {
+        self.paragraphs.push(p.into());
+        self
+    }
+    pub fn table(mut self, t: Table) -> Self {
+        self.table = Some(t);
+        self
+    }
+    pub fn bullets(mut self, b: Vec<String>) -> Self {
+        self.bullets = b;
+        self
+    }
+}
+
+impl Table {
+    pub fn new(id: &str, header: Vec<String>, rows: Vec<Vec<String>>) -> Self {
+        Self { id: id.to_string(), header, rows }
+    }
+}
+
+/// The comparison's page: summary table, verdicts, lr sweep, failed runs, plots.
+pub fn document(results: &Results) -> Document {
+    let intro = format!(
+        "Task `{}`; metric: {} ({} is better); seeds {:?}; baseline `{}`. Each arm is reported at its best learning rate.",
+        results.task,
+        results.metric,
+        if results.higher_is_better { "higher" } else { "lower" },
+        results.seeds,
+        results.baseline
+    );
+    let (header, rows) = table(results);
+    let mut sections = vec![
+        Section::new("Summary").table(Table::new("summary", header.into_iter().map(String::from).collect(), rows)),
+        Section::new("Verdicts").bullets(results.verdicts.clone()),
+        Section::new(format!("Learning-rate sweep (mean final {} over seeds)", results.metric)).bullets(
+            results
+                .arms
+                .iter()
+                .map(|a| {
+                    let sweep: Vec<String> = a.lr_sweep.iter().map(|(lr, m, n)| format!("{lr:e}: {} (n = {n})", fmt(*m))).collect();
+                    format!("{}: {}", a.name, sweep.join("; "))
+                })
+                .collect(),
+        ),
+    ];
+    let failed: Vec<String> = results
+        .runs
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| format!("{} lr {:e} seed {}: {}", r.arm, r.lr, r.seed, r.error.as_deref().unwrap_or("")))
+        .collect();
+    if !failed.is_empty() {
+        sections.push(Section::new("Failed runs").bullets(failed));
+    }
+    let plots = plots(results).into_iter().map(|(stem, title, svg)| Plot { stem, title, svg }).collect();
+    Document { title: results.title.clone(), intro, sections, plots }
+}
+
+fn markdown(doc: &Document) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n\n{}\n", doc.title, doc.intro);
+    for s in &doc.sections {
+        let _ = writeln!(md, "## {}\n", s.heading);
+        for p in &s.paragraphs {
+            let _ = writeln!(md, "{p}\n");
+        }
+        if let Some(t) = &s.table {
+            let _ = writeln!(md, "| {} |", t.header.join(" | "));
+            let _ = writeln!(md, "|{}", "---|".repeat(t.header.len()));
+            for row in &t.rows {
+                let _ = writeln!(md, "| {} |", row.join(" | "));
+            }
+            md.push('\n');
+        }
+        for b in &s.bullets {
+            let _ = writeln!(md, "- {b}");
+        }
+        if !s.bullets.is_empty() {
+            md.push('\n');
+        }
+    }
+    let _ = writeln!(md, "## Plots\n");
+    for p in &doc.plots {
+        let _ = writeln!(md, "![{}](plots/{}.svg)", p.title, p.stem);
+    }
+    md
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Markdown-style `code` spans become <code> in HTML.
+fn inline(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in escape(s).split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn html(doc: &Document) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}\
+         table{{border-collapse:collapse;font-size:0.9em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}\
+         td:first-child{{text-align:left}}figure{{display:inline-block;margin:0.5em}}</style></head><body>\n",
+        escape(&doc.title)
+    );
+    let _ = writeln!(h, "<h1>{}</h1>\n<p>{}</p>", escape(&doc.title), inline(&doc.intro));
+    for s in &doc.sections {
+        let _ = writeln!(h, "<h2>{}</h2>", escape(&s.heading));
+        for p in &s.paragraphs {
+            let _ = writeln!(h, "<p>{}</p>", inline(p));
+        }
+        if let Some(t) = &s.table {
+            let _ = write!(h, "<table id=\"{}\"><tr>", escape(&t.id));
+            for c in &t.header {
+                let _ = write!(h, "<th>{}</th>", escape(c));
+            }
+            h.push_str("</tr>\n");
+            for row in &t.rows {
+                h.push_str("<tr>");
+                for c in row {
+                    let _ = write!(h, "<td>{}</td>", escape(c));
+                }
+                h.push_str("</tr>\n");
+            }
+            h.push_str("</table>\n");
+        }
+        if !s.bullets.is_empty() {
+            h.push_str("<ul>\n");
+            for b in &s.bullets {
+                let _ = writeln!(h, "<li>{}</li>", inline(b));
+            }
+            h.push_str("</ul>\n");
+        }
+    }
+    h.push_str("<h2>Plots</h2>\n");
+    for p in &doc.plots {
+        // Inline SVG: drop the XML declaration, if any, so the page stays one document.
+        let body = p.svg.trim_start_matches(|c| c != '<').trim_start();
+        let body = if body.starts_with("<?xml") { body.split_once("?>").map_or(body, |(_, b)| b.trim_start()) } else { body };
+        let _ = writeln!(h, "<figure>{body}<figcaption>{}</figcaption></figure>", escape(&p.title));
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Rasterises an SVG document to PNG bytes (system fonts for the text).
+pub fn svg_to_png(svg: &str, fonts: &std::sync::Arc<resvg::usvg::fontdb::Database>) -> Result<Vec<u8>, String> {
+    let options = resvg::usvg::Options { fontdb: fonts.clone(), ..Default::default() };
+    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(|e| e.to_string())?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("empty image")?;
+    pixmap.fill(resvg::tiny_skia::Color::WHITE);
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| e.to_string())
+}
+
+/// Writes a comparison's report into `dir`: results.json, report.md, report.html, plots/.
+pub fn write(results: &Results, dir: &Path) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
+    write_document(&document(results), &json, dir)
+}
+
+/// Writes `results.json` (the given JSON), `report.md`, `report.html` and every plot as SVG and
+/// PNG into `dir`.
+pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<(), String> {
+    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+    let plot_dir = dir.join("plots");
+    std::fs::create_dir_all(&plot_dir).map_err(|e| io(&plot_dir, e))?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, results_json).map_err(|e| io(&path, e))?;
+    let mut fonts = resvg::usvg::fontdb::Database::new();
+    fonts.load_system_fonts();
+    let fonts = std::sync::Arc::new(fonts);
+    for p in &doc.plots {
+        let path = plot_dir.join(format!("{}.svg", p.stem));
+        std::fs::write(&path, &p.svg).map_err(|e| io(&path, e))?;
+        let png = svg_to_png(&p.svg, &fonts).map_err(|e| format!("cannot render {}.png: {e}", p.stem))?;
+        let path = plot_dir.join(format!("{}.png", p.stem));
+        std::fs::write(&path, png).map_err(|e| io(&path, e))?;
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, markdown(doc)).map_err(|e| io(&path, e))?;
+    let path = dir.join("report.html");
+    std::fs::write(&path, html(doc)).map_err(|e| io(&path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_band_keeps_common_steps_only() {
+        let a = [(1, 1.0), (2, 3.0), (3, 5.0)];
+        let b = [(1, 3.0), (2, 5.0)];
+        let (mean, band) = mean_band(&[&a, &b]);
+        assert_eq!(mean, vec![(1.0, 2.0), (2.0, 4.0)]);
+        assert_eq!(band, vec![(1.0, 1.0, 3.0), (2.0, 3.0, 5.0)]);
+        assert_eq!(mean_band(&[]).0.len(), 0);
+    }
+}

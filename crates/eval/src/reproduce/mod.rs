@@ -1,0 +1,103 @@
+//! `attnlab reproduce <name> [--size smoke|full]`: the experiments behind attnlab's two seed
+//! papers, each a small script over [`compare`](crate::compare) (or pure arithmetic, for
+//! `scaling-sim`) that writes the same report files as `attnlab compare` and states the effect it
+//! expects as [`Check`]s, evaluated on what it measured.
+//!
+//! `smoke` sizes run in minutes on 2 CPU cores (the tests assert their checks); `full` sizes
+//! are the ones whose numbers the README quotes.
+
+mod gaps;
+pub mod scaling_sim;
+
+use crate::compare::{CompareSpec, Results, analyse, run_all};
+use crate::report::Table;
+use serde::Serialize;
+use std::path::Path;
+
+/// How big a reproduction runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Size {
+    /// Minutes on 2 CPU cores; what the tests run.
+    Smoke,
+    /// The README's numbers.
+    Full,
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "smoke" => Ok(Size::Smoke),
+            "full" => Ok(Size::Full),
+            other => Err(format!("unknown size '{other}': expected smoke or full")),
+        }
+    }
+}
+
+/// An effect a reproduction expects, and whether the measurements show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub claim: String,
+    pub holds: bool,
+    /// The measured numbers behind the answer.
+    pub evidence: String,
+}
+
+impl Check {
+    pub fn new(claim: impl Into<String>, holds: bool, evidence: impl Into<String>) -> Self {
+        Self { claim: claim.into(), holds, evidence: evidence.into() }
+    }
+    pub fn line(&self) -> String {
+        format!("{}: {} ({})", if self.holds { "holds" } else { "DOES NOT HOLD" }, self.claim, self.evidence)
+    }
+}
+
+/// What a finished reproduction reports besides its files.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    /// The headline table (also the first table of the report).
+    pub summary: Table,
+}
+
+/// Every reproduction: name and one line on what it shows.
+pub const REPRODUCTIONS: [(&str, &str); 6] = [
+    ("scaling-sim", "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256"),
+    ("scaling-train", "the same divisors inside a trained character LM: loss, gradient norm, attention entropy"),
+    ("mqar-gap", "softmax vs six linear feature maps on associative recall, across model widths"),
+    ("icl-gap", "softmax vs linear attention on in-context linear regression, error per example count"),
+    ("lm-gap", "softmax vs linear attention on Tiny Shakespeare: validation loss curves"),
+    ("separation", "seed 1's construction: one planted large entry; softmax separates, linear does not"),
+];
+
+/// Runs reproduction `name` at `size`, writing its report into `out`.
+pub fn run(name: &str, size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+    match name {
+        "scaling-sim" => scaling_sim::run(out),
+        "scaling-train" => gaps::scaling_train(size, out, quiet),
+        "mqar-gap" => gaps::mqar_gap(size, out, quiet),
+        "icl-gap" => gaps::icl_gap(size, out, quiet),
+        "lm-gap" => gaps::lm_gap(size, out, quiet),
+        "separation" => gaps::separation(size, out, quiet),
+        other => {
+            let names: Vec<&str> = REPRODUCTIONS.iter().map(|r| r.0).collect();
+            Err(format!("unknown reproduction '{other}': expected one of {}", names.join(", ")))
+        }
+    }
+}
+
+/// Trains a comparison into `dir/runs/` and analyses it (the report is written by the caller,
+/// which adds its own sections).
+fn run_compare(spec: &CompareSpec, title: &str, dir: &Path, quiet: bool) -> Result<Results, String> {
+    let plan = spec.plan()?;
+    if !quiet {
+        println!("{title}: {} runs -> {}", plan.len(), dir.display());
+    }
+    let records = run_all(spec, &plan, dir, quiet);
+    if records.iter().all(|r| r.error.is_some()) {
+        return Err(format!("every run of '{title}' failed; first error: {}", records[0].error.as_deref().unwrap_or("")));
+    }
+    let _ = std::fs::write(dir.join("spec.toml"), toml::to_string(spec).unwrap_or_default());
+    Ok(analyse(spec, &plan, records, title))
+}
