@@ -66,3 +66,8 @@ fn icl_gap_softmax_learns_in_context() {
 fn lm_gap_softmax_models_text_better() {
     reproduce("lm-gap");
 }
+
+#[test]
+fn separation_softmax_beats_plain_linear_attention() {
+    reproduce("separation");
+}
