@@ -36,6 +36,8 @@ enum Command {
     Reproduce(ReproduceArgs),
     /// Swap the attention of a trained run in some layers, finetune, and compare with the original.
     Swap(SwapArgs),
+    /// Measure training-step time, attention scaling with length, and decoding latency.
+    Bench(BenchArgs),
     /// List the attention variants with their formulas.
     Variants,
 }
@@ -191,6 +193,42 @@ struct SwapArgs {
 }
 
 #[derive(Args)]
+struct BenchArgs {
+    /// Preset whose model and batch are timed (default: nanoGPT's CPU recipe).
+    #[arg(long, default_value = "configs/shakespeare-char.toml")]
+    config: PathBuf,
+    /// Attention variants for the training-step and decoding sections.
+    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string()])]
+    variants: Vec<String>,
+    /// Timed training steps (median reported) after --warmup untimed ones.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Sequence lengths for the one-layer scaling section (empty: skip it).
+    #[arg(long, value_delimiter = ',', default_values_t = [64usize, 128, 256, 512, 1024, 2048, 4096])]
+    lengths: Vec<usize>,
+    /// Attention specs for the scaling section.
+    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string(), "linear:elu1:form=parallel".to_string(), "linear:elu1:form=recurrent".to_string()])]
+    scaling: Vec<String>,
+    /// Longest sequence the recurrent form is timed at (one token per step is slow).
+    #[arg(long, default_value_t = 1024)]
+    recurrent_max: usize,
+    /// Tokens to decode (0: skip the decoding section).
+    #[arg(long, default_value_t = 1024)]
+    decode_tokens: usize,
+    /// Sections to run: train, scaling, decode.
+    #[arg(long, value_delimiter = ',', default_values_t = ["train".to_string(), "scaling".to_string(), "decode".to_string()])]
+    only: Vec<String>,
+    /// Backend.
+    #[arg(long)]
+    device: Option<String>,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     #[arg(long)]
     run: PathBuf,
@@ -228,6 +266,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compare(a) => cmd_compare(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Swap(a) => cmd_swap(a),
+        Command::Bench(a) => cmd_bench(a),
         Command::Variants => {
             for v in MixerSpec::catalogue() {
                 println!("{:<22} {}", v.spec, v.formula);
@@ -456,5 +495,99 @@ fn cmd_swap(a: SwapArgs) -> Result<()> {
         println!("- {v}");
     }
     println!("report: {}/report.html (also report.md, results.json, plots/)", out.display());
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    use attnlab_eval::bench;
+    for s in &a.only {
+        if !["train", "scaling", "decode"].contains(&s.as_str()) {
+            bail!("--only: unknown section '{s}': expected train, scaling or decode");
+        }
+    }
+    let mut sets = Vec::new();
+    if let Some(d) = &a.device {
+        parse_device(Some(d))?;
+        sets.push(format!("device=\"{d}\""));
+    }
+    let base = RunConfig::load(&a.config, &sets)?;
+    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("attnlab bench | {} | device {} | {threads} hardware threads | {}", a.config.display(), base.device, run_dir::timestamp());
+    let mut json = serde_json::Map::new();
+    let configs = a
+        .variants
+        .iter()
+        .map(|v| {
+            let mut s = sets.clone();
+            s.push(format!("model.mixer={v}"));
+            RunConfig::load(&a.config, &s).map_err(anyhow::Error::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if a.only.iter().any(|s| s == "train") {
+        if a.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        println!("\ntraining step (median of {} after {} warm-up; batch {} x {} tokens)", a.steps, a.warmup, base.train.batch_size, base.model.max_seq_len);
+        println!("{:<28} {:>10} {:>10} {:>12} {:>10}", "attention", "ms/step", "min ms", "tokens/s", "peak MiB");
+        let mut rows = Vec::new();
+        for c in &configs {
+            let r = bench::train_step(c, a.warmup, a.steps).map_err(anyhow::Error::msg)?;
+            println!("{:<28} {:>10.2} {:>10.2} {:>12.0} {:>10.1}", r.variant, r.ms_median, r.ms_min, r.tokens_per_s, r.peak_mib);
+            rows.push(r);
+        }
+        json.insert("train_step".into(), serde_json::to_value(rows)?);
+    }
+    if a.only.iter().any(|s| s == "scaling") && !a.lengths.is_empty() {
+        let device = base.device.device()?;
+        let (d, h) = (base.model.d_model, base.model.n_heads);
+        println!("\none attention layer, forward + backward, batch 1, width {d}, {h} heads (median ms | peak MiB)");
+        let specs = a.scaling.iter().map(|s| s.parse::<MixerSpec>().map_err(anyhow::Error::from)).collect::<Result<Vec<_>>>()?;
+        print!("{:<8}", "T");
+        for s in &specs {
+            print!(" {:>30}", s.to_string());
+        }
+        println!();
+        let mut points = Vec::new();
+        for &t in &a.lengths {
+            print!("{t:<8}");
+            for s in &specs {
+                let recurrent = s.to_string().contains("form=recurrent");
+                if recurrent && t > a.recurrent_max {
+                    print!(" {:>30}", "-");
+                    continue;
+                }
+                let reps = (20 * 64 / t).clamp(3, 20);
+                let p = bench::length_point(s, d, h, t, reps, &device);
+                print!(" {:>30}", format!("{:.2} | {:.1}", p.ms_median, p.peak_mib));
+                points.push(p);
+            }
+            println!();
+        }
+        json.insert("scaling".into(), serde_json::to_value(points)?);
+    }
+    if a.only.iter().any(|s| s == "decode") && a.decode_tokens > 0 {
+        let positions: Vec<usize> = [1usize, 16, 64, 128, 256, 512, 1024, 2048, 4096].into_iter().filter(|&p| p <= a.decode_tokens).collect();
+        println!("\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)");
+        print!("{:<28}", "attention");
+        for p in &positions {
+            print!(" {p:>8}");
+        }
+        println!();
+        let mut all = Vec::new();
+        for c in &configs {
+            let points = bench::decode(c, a.decode_tokens, &positions).map_err(anyhow::Error::msg)?;
+            print!("{:<28}", c.model.mixer.to_string());
+            for p in &points {
+                print!(" {:>8.3}", p.ms_per_token);
+            }
+            println!();
+            all.extend(points);
+        }
+        json.insert("decode".into(), serde_json::to_value(all)?);
+    }
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
     Ok(())
 }

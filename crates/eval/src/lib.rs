@@ -4,6 +4,7 @@
 //!
 //! Builds on `attnlab-train` (which runs each arm) and never touches the command line.
 
+pub mod bench;
 pub mod compare;
 pub mod report;
 pub mod reproduce;

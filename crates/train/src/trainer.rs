@@ -84,6 +84,15 @@ pub fn learning_rate(t: &crate::config::TrainConfig, step: usize) -> f64 {
     t.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (t.lr - t.min_lr)
 }
 
+/// The run's AdamW (nanoGPT's: ε = 1e-8, decoupled weight decay).
+pub fn adamw(t: &crate::config::TrainConfig) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_beta_1(t.beta1 as f32)
+        .with_beta_2(t.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(t.weight_decay as f32)
+}
+
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
 pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome, TrainError> {
     let device = config.device.device().map_err(|e| TrainError::Setup(e.to_string()))?;
@@ -108,12 +117,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         fresh = model;
         transferred = Some((source.checkpoint, report));
     }
-    let fresh_optim = AdamWConfig::new()
-        .with_beta_1(t.beta1 as f32)
-        .with_beta_2(t.beta2 as f32)
-        .with_epsilon(1e-8)
-        .with_weight_decay(t.weight_decay as f32)
-        .init();
+    let fresh_optim = adamw(t).init();
 
     let (mut model, mut optim, mut state) = if resume {
         run.clean_staging();

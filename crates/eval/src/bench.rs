@@ -1,0 +1,182 @@
+//! `attnlab bench`: the numbers behind BENCHMARKS.md.
+//!
+//! 1. **Training step** of a preset (default: nanoGPT's CPU recipe) per attention variant:
+//!    median ms per optimizer step after warm-up (forward, backward, global-norm clipping, AdamW,
+//!    the loss read back; batch building excluded, as in `shared/bench/torch_reference.py`),
+//!    tokens/s and peak resident memory.
+//! 2. **Length scaling** of one attention layer (width 128, 4 heads, batch 1): forward+backward
+//!    time and peak memory for T = 64 … 4096, softmax against each causal linear form.
+//! 3. **Decoding**: per-token latency against position through the KV cache (softmax) and the
+//!    recurrent state (linear), on the preset's model with a longer context.
+//!
+//! Peak memory is the process's high-water mark (`VmHWM`) minus its resident size before the
+//! measurement, with the mark reset through `/proc/self/clear_refs` (Linux; elsewhere NaN).
+
+use attnlab_model::mixer::{MixContext, MixerDims};
+use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
+use attnlab_train::task::{self, Batch};
+use attnlab_train::{RunConfig, params, trainer};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use serde::Serialize;
+use std::time::Instant;
+
+/// Resident and peak resident memory of this process in MiB (NaN off Linux).
+fn memory_mib() -> (f64, f64) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return (f64::NAN, f64::NAN) };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Starts a peak-memory measurement: resets the high-water mark, returns the resident size.
+fn memory_start() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    memory_mib().0
+}
+
+fn memory_peak_since(start: f64) -> f64 {
+    (memory_mib().1 - start).max(0.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainStep {
+    pub variant: String,
+    pub ms_median: f64,
+    pub ms_min: f64,
+    pub tokens_per_s: f64,
+    pub peak_mib: f64,
+}
+
+/// Times `steps` optimizer steps of `config` after `warmup` untimed ones.
+pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<TrainStep, String> {
+    let device = config.device.device().map_err(|e| e.to_string())?;
+    let ad = device.clone().autodiff();
+    let task = task::build(config, None).map_err(|e| e.to_string())?;
+    let mut model = config.model.init(&task.io(), config.seed, &ad).map_err(|e| e.to_string())?;
+    let mut optim = trainer::adamw(&config.train).init();
+    let t = &config.train;
+    let mem = memory_start();
+    let mut times = Vec::with_capacity(steps);
+    let mut tokens = 0;
+    for step in 0..warmup + steps {
+        let batch: Batch = task.train_batch(step, 0, t.batch_size, &ad);
+        tokens = batch.tokens;
+        let started = Instant::now();
+        let loss = task::score(&model, &batch).loss;
+        let loss_value = loss.clone().into_scalar::<f32>();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        params::clip_global_norm(&model, &mut grads, t.grad_clip);
+        model = optim.step(t.lr, model, grads);
+        if !loss_value.is_finite() {
+            return Err(format!("the loss became {loss_value} at bench step {step}"));
+        }
+        if step >= warmup {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let peak = memory_peak_since(mem);
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let ms = median(&mut times);
+    Ok(TrainStep { variant: config.model.mixer.to_string(), ms_median: ms, ms_min: min, tokens_per_s: tokens as f64 / (ms / 1e3), peak_mib: peak })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LengthPoint {
+    pub variant: String,
+    pub seq_len: usize,
+    pub ms_median: f64,
+    pub peak_mib: f64,
+}
+
+/// Forward+backward of one causal attention layer (`[1, T, d_model]`, loss = sum of outputs).
+pub fn length_point(spec: &MixerSpec, d_model: usize, n_heads: usize, seq_len: usize, reps: usize, device: &Device) -> LengthPoint {
+    let ad = device.clone().autodiff();
+    let dims = MixerDims { d_model, n_heads, max_seq_len: seq_len, seed: 1, layer: 0, bias: true };
+    let mixer = spec.init(&dims, &ad);
+    let mem = memory_start();
+    let mut times = Vec::new();
+    for rep in 0..reps + 1 {
+        let x = Tensor::<3>::random([1, seq_len, d_model], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        let started = Instant::now();
+        let y = mixer.forward(x.clone(), MixContext::causal()).output;
+        let grads = y.sum().backward();
+        // Reading a gradient waits for the whole backward pass.
+        let _ = x.grad(&grads).map(|g| g.sum().into_scalar::<f32>());
+        if rep > 0 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    LengthPoint { variant: spec.to_string(), seq_len, ms_median: median(&mut times), peak_mib: memory_peak_since(mem) }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodePoint {
+    pub variant: String,
+    /// Position of the token (tokens already in the cache/state).
+    pub position: usize,
+    /// Mean latency of the tokens in a window ending at `position`.
+    pub ms_per_token: f64,
+}
+
+/// Generates `tokens` tokens one at a time from an untrained model with context `tokens`,
+/// recording the latency around each of `positions`.
+pub fn decode(config: &RunConfig, tokens: usize, positions: &[usize]) -> Result<Vec<DecodePoint>, String> {
+    let device = config.device.device().map_err(|e| e.to_string())?;
+    let mut model_config = config.model.clone();
+    model_config.max_seq_len = tokens + 1;
+    let task = task::build(config, None).map_err(|e| e.to_string())?;
+    let model = model_config.init(&task.io(), config.seed, &device).map_err(|e| e.to_string())?;
+    let mut state = model.empty_state();
+    let mut latencies = Vec::with_capacity(tokens);
+    let mut next = 0i64;
+    for _ in 0..tokens {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![next], [1, 1]), &device);
+        let started = Instant::now();
+        let logits = model.step(LmInput::Tokens(ids), &mut state);
+        let row: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().map_err(|e| format!("{e:?}"))?;
+        latencies.push(started.elapsed().as_secs_f64() * 1e3);
+        next = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64);
+    }
+    Ok(positions
+        .iter()
+        .filter(|&&p| p >= 1 && p <= tokens)
+        .map(|&p| {
+            let window = &latencies[p.saturating_sub(16).max(1) - 1..p];
+            DecodePoint { variant: config.model.mixer.to_string(), position: p, ms_per_token: window.iter().sum::<f64>() / window.len() as f64 }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The measurements run end to end on a tiny model and give finite, positive numbers.
+    #[test]
+    fn every_section_measures_something() {
+        let config = RunConfig::from_toml(
+            "[task]\nkind = \"mqar\"\nvocab = 32\nseq_len = 16\nnum_kv_pairs = 2\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 16\n[train]\nbatch_size = 4\n",
+            &[],
+        )
+        .unwrap();
+        let t = train_step(&config, 1, 3).unwrap();
+        assert!(t.ms_median > 0.0 && t.tokens_per_s > 0.0, "{t:?}");
+        let p = length_point(&"linear:elu1".parse().unwrap(), 16, 2, 32, 2, &Device::flex());
+        assert!(p.ms_median > 0.0 && p.seq_len == 32);
+        let d = decode(&config, 20, &[1, 10, 20, 50]).unwrap();
+        assert_eq!(d.iter().map(|p| p.position).collect::<Vec<_>>(), vec![1, 10, 20]);
+        assert!(d.iter().all(|p| p.ms_per_token > 0.0));
+    }
+}
