@@ -330,6 +330,21 @@ fn html(doc: &Document) -> String {
     h
 }
 
+/// The system's fonts, with the generic `sans-serif` (the charts' fallback after Helvetica and
+/// Arial) pointed at a sans face that exists: fontdb maps it to Arial, which Linux boxes often
+/// lack, and a PNG without its labels is no use.
+pub fn system_fonts() -> resvg::usvg::fontdb::Database {
+    let mut db = resvg::usvg::fontdb::Database::new();
+    db.load_system_fonts();
+    let families: Vec<String> =
+        db.faces().filter(|f| !f.monospaced).filter_map(|f| f.families.first().map(|(name, _)| name.clone())).collect();
+    let preferred = ["Arial", "Helvetica", "DejaVu Sans", "Liberation Sans", "Noto Sans", "FreeSans"];
+    if let Some(name) = preferred.iter().find(|p| families.iter().any(|f| f == *p)).map(|p| p.to_string()).or_else(|| families.first().cloned()) {
+        db.set_sans_serif_family(name);
+    }
+    db
+}
+
 /// Rasterises an SVG document to PNG bytes (system fonts for the text).
 pub fn svg_to_png(svg: &str, fonts: &std::sync::Arc<resvg::usvg::fontdb::Database>) -> Result<Vec<u8>, String> {
     let options = resvg::usvg::Options { fontdb: fonts.clone(), ..Default::default() };
@@ -355,9 +370,7 @@ pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<
     std::fs::create_dir_all(&plot_dir).map_err(|e| io(&plot_dir, e))?;
     let path = dir.join("results.json");
     std::fs::write(&path, results_json).map_err(|e| io(&path, e))?;
-    let mut fonts = resvg::usvg::fontdb::Database::new();
-    fonts.load_system_fonts();
-    let fonts = std::sync::Arc::new(fonts);
+    let fonts = std::sync::Arc::new(system_fonts());
     for p in &doc.plots {
         let path = plot_dir.join(format!("{}.svg", p.stem));
         std::fs::write(&path, &p.svg).map_err(|e| io(&path, e))?;
