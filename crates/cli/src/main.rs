@@ -239,7 +239,12 @@ struct ExportArgs {
     checkpoint: String,
 }
 
+/// Counts heap bytes so `attnlab bench` can report each measurement's own peak memory.
+#[global_allocator]
+static ALLOCATOR: attnlab_eval::bench::CountingAllocator = attnlab_eval::bench::CountingAllocator;
+
 fn main() -> ExitCode {
+    attnlab_eval::bench::CountingAllocator::mark_installed();
     // Burn materialises loaded optimizer state on its default device, which would be a GPU
     // backend whenever one is compiled in; pin it to the CPU unless the user chose otherwise.
     if std::env::var_os("BURN_DEVICE").is_none() {

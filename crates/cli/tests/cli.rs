@@ -345,18 +345,25 @@ fn swap_finetunes_from_the_run_and_reports_before_and_after() {
 fn bench_reports_every_section() {
     let json = temp("bench").with_extension("json");
     let text = ok(&attnlab(&[
-        "bench", "--config", "configs/mqar-smoke.toml", "--steps", "2", "--warmup", "1", "--lengths", "32,64",
+        "bench", "--config", "configs/mqar-smoke.toml", "--steps", "2", "--warmup", "1", "--lengths", "32,256",
         "--recurrent-max", "32", "--decode-tokens", "20", "--json", json.to_str().unwrap(),
     ]));
     assert!(text.contains("ms/step") && text.contains("decoding"), "{text}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["train_step"].as_array().unwrap().len(), 2);
-    // 4 forms at T = 32, the recurrent one skipped at T = 64.
+    // 4 forms at T = 32, the recurrent one skipped at T = 256.
     assert_eq!(v["scaling"].as_array().unwrap().len(), 7);
     assert_eq!(v["decode"].as_array().unwrap().len(), 2 * 2, "positions 1 and 16 per variant");
-    for r in v["train_step"].as_array().unwrap() {
-        assert!(r["ms_median"].as_f64().unwrap() > 0.0);
+    for r in v["train_step"].as_array().unwrap().iter().chain(v["scaling"].as_array().unwrap()) {
+        assert!(r["ms_median"].as_f64().unwrap() > 0.0, "{r}");
+        // The binary counts heap bytes: every forward+backward allocates something.
+        assert!(r["peak_mib"].as_f64().unwrap() > 0.0, "{r}");
     }
+    // Softmax materialises T x T weights: T = 256 needs more than T = 32.
+    let softmax_peak = |t: u64| {
+        v["scaling"].as_array().unwrap().iter().find(|p| p["variant"] == "softmax" && p["seq_len"] == t).unwrap()["peak_mib"].as_f64().unwrap()
+    };
+    assert!(softmax_peak(256) > softmax_peak(32) + 0.2, "{} vs {}", softmax_peak(256), softmax_peak(32));
     fails_with(&attnlab(&["bench", "--only", "gpu"]), "unknown section 'gpu'");
     std::fs::remove_file(json).unwrap();
 }

@@ -9,8 +9,8 @@
 //! 3. **Decoding**: per-token latency against position through the KV cache (softmax) and the
 //!    recurrent state (linear), on the preset's model with a longer context.
 //!
-//! Peak memory is the process's high-water mark (`VmHWM`) minus its resident size before the
-//! measurement, with the mark reset through `/proc/self/clear_refs` (Linux; elsewhere NaN).
+//! Peak memory is the high-water mark of live heap bytes during the measurement above what was
+//! live before it, counted by [`CountingAllocator`] (the `attnlab` binary installs it).
 
 use attnlab_model::mixer::{MixContext, MixerDims};
 use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
@@ -19,30 +19,67 @@ use attnlab_train::{RunConfig, params, trainer};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// Resident and peak resident memory of this process in MiB (NaN off Linux).
-fn memory_mib() -> (f64, f64) {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return (f64::NAN, f64::NAN) };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// A global allocator that counts live heap bytes and their high-water mark, so each
+/// measurement gets its own peak (the process's resident size cannot tell: freed memory stays
+/// mapped and is reused). The `attnlab` binary installs it; elsewhere the counts stay zero.
+pub struct CountingAllocator;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+// SAFETY: every call forwards to the system allocator unchanged; only counters are updated.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
+                PEAK.fetch_max(live, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
 }
 
-/// Starts a peak-memory measurement: resets the high-water mark, returns the resident size.
-fn memory_start() -> f64 {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    memory_mib().0
+impl CountingAllocator {
+    /// Called once by the binary that installed it, so the bench knows its counts are real.
+    pub fn mark_installed() {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
 }
 
-fn memory_peak_since(start: f64) -> f64 {
-    (memory_mib().1 - start).max(0.0)
+/// Starts a peak-memory measurement: the peak is reset to the live bytes now.
+fn memory_start() -> usize {
+    let live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(live, Ordering::Relaxed);
+    live
+}
+
+/// Peak heap MiB above the start (NaN when the counting allocator is not installed).
+fn memory_peak_since(start: usize) -> f64 {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        return f64::NAN;
+    }
+    PEAK.load(Ordering::Relaxed).saturating_sub(start) as f64 / (1024.0 * 1024.0)
 }
 
 fn median(v: &mut [f64]) -> f64 {
