@@ -141,12 +141,8 @@ pub fn lm_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
             2,
             &[],
             None,
-            vec![
-                arm("softmax", "softmax"),
-                arm("linear:elu1", "linear:elu1"),
-                arm("linear:taylor", "linear:taylor"),
-                arm("linear:cosformer", "linear:cosformer"),
-            ],
+            // Taylor is left out at this size: its chunked path is ~4x slower per step here.
+            vec![arm("softmax", "softmax"), arm("linear:elu1", "linear:elu1"), arm("linear:cosformer", "linear:cosformer")],
         ),
     };
     let results = run_compare(&spec, "attnlab reproduce lm-gap: softmax vs linear attention on Tiny Shakespeare", out, quiet)?;
