@@ -245,6 +245,7 @@ static ALLOCATOR: attnlab_eval::bench::CountingAllocator = attnlab_eval::bench::
 
 fn main() -> ExitCode {
     attnlab_eval::bench::CountingAllocator::mark_installed();
+    attnlab_eval::bench::tune_system_allocator();
     // Burn materialises loaded optimizer state on its default device, which would be a GPU
     // backend whenever one is compiled in; pin it to the CPU unless the user chose otherwise.
     if std::env::var_os("BURN_DEVICE").is_none() {
@@ -533,11 +534,18 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             bail!("--steps must be at least 1");
         }
         println!("\ntraining step (median of {} after {} warm-up; batch {} x {} tokens)", a.steps, a.warmup, base.train.batch_size, base.model.max_seq_len);
-        println!("{:<28} {:>10} {:>10} {:>12} {:>10}", "attention", "ms/step", "min ms", "tokens/s", "peak MiB");
+        println!(
+            "{:<28} {:>10} {:>10} {:>12} {:>10}   phases (median ms): forward / backward / clip / AdamW",
+            "attention", "ms/step", "min ms", "tokens/s", "peak MiB"
+        );
         let mut rows = Vec::new();
         for c in &configs {
             let r = bench::train_step(c, a.warmup, a.steps).map_err(anyhow::Error::msg)?;
-            println!("{:<28} {:>10.2} {:>10.2} {:>12.0} {:>10.1}", r.variant, r.ms_median, r.ms_min, r.tokens_per_s, r.peak_mib);
+            let p = r.phases;
+            println!(
+                "{:<28} {:>10.2} {:>10.2} {:>12.0} {:>10.1}   {:.1} / {:.1} / {:.1} / {:.1}",
+                r.variant, r.ms_median, r.ms_min, r.tokens_per_s, r.peak_mib, p.forward_ms, p.backward_ms, p.clip_ms, p.update_ms
+            );
             rows.push(r);
         }
         json.insert("train_step".into(), serde_json::to_value(rows)?);

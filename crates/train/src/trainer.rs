@@ -15,7 +15,7 @@ use crate::seed;
 use crate::task::{self, Batch, Task};
 use attnlab_model::Model;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -91,6 +91,82 @@ pub fn adamw(t: &crate::config::TrainConfig) -> AdamWConfig {
         .with_beta_2(t.beta2 as f32)
         .with_epsilon(1e-8)
         .with_weight_decay(t.weight_decay as f32)
+}
+
+/// Wall time of the phases of one optimizer step, in ms. On an asynchronous (GPU) backend a
+/// phase's work may finish inside a later phase; on the CPU backends they are exact.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct StepPhases {
+    /// Forward pass and loss, read back.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    /// Global gradient norm and clipping.
+    pub clip_ms: f64,
+    /// AdamW update.
+    pub update_ms: f64,
+}
+
+/// What one optimizer step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// Mean loss over the micro-batches.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Input positions processed.
+    pub tokens: usize,
+    pub phases: StepPhases,
+}
+
+/// A step whose loss or gradient norm was not finite; the model was not updated.
+#[derive(Clone, Copy, Debug)]
+pub struct NonFiniteStep {
+    pub what: &'static str,
+    pub value: f64,
+}
+
+/// One optimizer step of `model` on step `step`'s micro-batches: forward, backward (accumulated
+/// over `train.grad_accum` micro-batches), global-norm clipping, AdamW at `lr`. The training loop
+/// and `attnlab bench` both call this, so the benchmark times exactly what training does.
+pub fn optimizer_step(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    task: &dyn Task,
+    step: usize,
+    t: &crate::config::TrainConfig,
+    lr: f64,
+    device: &Device,
+) -> Result<(Model, StepReport), NonFiniteStep> {
+    let mut phases = StepPhases::default();
+    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
+    let mut accumulator = GradientsAccumulator::<Model>::new();
+    let (mut loss, mut tokens) = (0.0, 0);
+    for micro in 0..t.grad_accum {
+        let batch = task.train_batch(step, micro, t.batch_size, device);
+        let started = Instant::now();
+        let scaled = task::score(&model, &batch).loss / t.grad_accum as f32;
+        loss += scaled.clone().into_scalar::<f32>() as f64;
+        phases.forward_ms += ms(started);
+        let started = Instant::now();
+        let grads = GradientsParams::from_grads(scaled.backward(), &model);
+        accumulator.accumulate(&model, grads);
+        phases.backward_ms += ms(started);
+        tokens += batch.tokens;
+    }
+    if !loss.is_finite() {
+        return Err(NonFiniteStep { what: "loss", value: loss });
+    }
+    let started = Instant::now();
+    let mut grads = accumulator.grads();
+    let grad_norm = params::clip_global_norm(&model, &mut grads, t.grad_clip);
+    phases.clip_ms = ms(started);
+    if !grad_norm.is_finite() {
+        return Err(NonFiniteStep { what: "gradient norm", value: grad_norm });
+    }
+    let started = Instant::now();
+    let model = optim.step(lr, model, grads);
+    phases.update_ms = ms(started);
+    Ok((model, StepReport { loss, grad_norm, tokens, phases }))
 }
 
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
@@ -195,28 +271,19 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     while state.step < t.steps {
         let step = state.step;
         ad.seed(seed::derive(config.seed, "dropout", step as u64));
-        let mut accumulator = GradientsAccumulator::<Model>::new();
-        let mut loss_sum = 0.0;
-        for micro in 0..t.grad_accum {
-            let batch = task.train_batch(step, micro, t.batch_size, &ad);
-            let scored = task::score(&model, &batch);
-            let loss = scored.loss / t.grad_accum as f32;
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-            state.tokens_seen += batch.tokens as u64;
-            window.1 += batch.tokens as u64;
-        }
-        if !loss_sum.is_finite() {
-            return Err(TrainError::NonFinite { step: step + 1, what: "loss", value: loss_sum, last_good: last_good(run) });
-        }
-        let mut grads = accumulator.grads();
-        let grad_norm = params::clip_global_norm(&model, &mut grads, t.grad_clip);
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { step: step + 1, what: "gradient norm", value: grad_norm, last_good: last_good(run) });
-        }
         let lr = learning_rate(t, step);
-        model = optim.step(lr, model, grads);
+        let report = match optimizer_step(model, &mut optim, task.as_ref(), step, t, lr, &ad) {
+            Ok((next, report)) => {
+                model = next;
+                report
+            }
+            Err(NonFiniteStep { what, value }) => {
+                return Err(TrainError::NonFinite { step: step + 1, what, value, last_good: last_good(run) });
+            }
+        };
+        let (loss_sum, grad_norm) = (report.loss, report.grad_norm);
+        state.tokens_seen += report.tokens as u64;
+        window.1 += report.tokens as u64;
         state.step += 1;
         let step = state.step;
 
