@@ -2,12 +2,12 @@
 //! `x ← x + Dropout(Mixer(Norm(x)))`, then (optionally) `x ← x + Dropout(MLP(Norm(x)))` with
 //! `MLP(x) = W₂ GELU(W₁ x)` (Radford et al. 2019, GPT-2 layout).
 
+use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
 use burn::module::Module;
 use burn::nn::{
     Dropout, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding,
 };
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
 /// Which normalisation the blocks use.
@@ -61,7 +61,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down.forward(gelu(self.up.forward(x)))
+        self.down.forward(fused::gelu(self.up.forward(x)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`softmax`], [`sigmoid`], [`linear`]: one file per variant family, each opening with its
 //!   paper and formula.
 //! - [`block`], [`position`], [`lm`], [`config`]: the transformer around them.
+//! - [`fused`]: fused CPU kernels (GELU, causal softmax attention) with their own backward.
 //! - [`backend`]: `--device flex|ndarray|wgpu|cuda` at run time.
 //!
 //! No files, printing or command-line parsing here: those live in `attnlab-train` and up.
@@ -12,6 +13,7 @@
 pub mod backend;
 pub mod block;
 pub mod config;
+pub mod fused;
 pub mod heads;
 pub mod linear;
 pub mod lm;
