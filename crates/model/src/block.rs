@@ -61,7 +61,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down.forward(fused::gelu(self.up.forward(x)))
+        fused::linear(&self.down, fused::gelu(fused::linear(&self.up, x)))
     }
 }
 

@@ -5,6 +5,7 @@
 //! these weights), split them into heads `[batch, heads, seq, head_dim]`, mix, then merge the
 //! heads and apply the output projection.
 
+use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixerDims};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -48,7 +49,7 @@ impl HeadProjection {
     pub fn split(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, t, _] = x.dims();
         let (h, dqk, dv) = (self.n_heads, self.d_qk, self.d_v);
-        let qkv = self.qkv.forward(x);
+        let qkv = fused::linear(&self.qkv, x);
         let heads = |start: usize, d: usize| {
             qkv.clone()
                 .narrow(2, start, h * d)
@@ -62,7 +63,7 @@ impl HeadProjection {
     /// - `y`: `[batch, heads, seq, d_v]` -> `[batch, seq, d_model]`
     pub fn merge(&self, y: Tensor<4>) -> Tensor<3> {
         let [b, h, t, dv] = y.dims();
-        self.out.forward(y.swap_dims(1, 2).reshape([b, t, h * dv]))
+        fused::linear(&self.out, y.swap_dims(1, 2).reshape([b, t, h * dv]))
     }
 }
 

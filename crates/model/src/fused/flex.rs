@@ -1,5 +1,6 @@
 //! The glue between the fused kernels and Burn's flex backend and autodiff graph.
 
+use super::matmul::{self, View};
 use super::simd;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -88,5 +89,123 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
             Ok(Tensor::from_primitive::<FlexAd>(out))
         }
         Input::Other(x) => Err(x),
+    }
+}
+
+/// A 2-D flex tensor as a strided matrix view (no copy).
+fn matrix(t: &FlexTensor) -> View<'_> {
+    let layout = t.layout();
+    let shape = layout.shape();
+    assert_eq!(shape.num_dims(), 2, "matrix view of a rank-{} tensor", shape.num_dims());
+    View {
+        data: t.storage::<f32>(),
+        offset: layout.start_offset(),
+        rows: shape[0],
+        cols: shape[1],
+        row_stride: layout.strides()[0],
+        col_stride: layout.strides()[1],
+    }
+}
+
+/// `x · w (+ b)` over the last axis of a contiguous `x`.
+fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
+    let shape = x.layout().shape();
+    let k = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / k.max(1);
+    let wv = matrix(w);
+    let bias = b.map(contiguous);
+    let y = matmul::matmul(View::row_major(slice(x), rows, k), wv, bias.as_ref().map(slice));
+    let mut dims = shape.to_vec();
+    *dims.last_mut().expect("rank >= 1") = wv.cols;
+    from_vec(y, dims.into())
+}
+
+/// Backward of `x · w + b`: `dx = dy·wᵀ`, `dw = xᵀ·dy`, `db = Σ_rows dy`, each only if wanted.
+#[derive(Debug)]
+struct LinearBackward;
+
+/// Inputs kept for the backward pass (both contiguous or, for `w`, the original strided view).
+#[derive(Clone, Debug)]
+struct LinearState {
+    x: FlexTensor,
+    w: FlexTensor,
+}
+
+fn linear_grads(state: &LinearState, dy: &FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
+    let dy = contiguous(dy);
+    let (x_shape, w_shape) = (state.x.layout().shape().clone(), state.w.layout().shape().clone());
+    let (k, n) = (w_shape[0], w_shape[1]);
+    let rows = x_shape.num_elements() / k.max(1);
+    let dy_m = View::row_major(slice(&dy), rows, n);
+    let dx = want[0].then(|| from_vec(matmul::matmul(dy_m, matrix(&state.w).t(), None), x_shape.clone()));
+    let dw = want[1].then(|| from_vec(matmul::matmul(View::row_major(slice(&state.x), rows, k).t(), dy_m, None), w_shape.clone()));
+    let db = want[2].then(|| from_vec(matmul::column_sums(slice(&dy), n), [n].into()));
+    [dx, dw, db]
+}
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<LinearState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let want = ops.parents.each_ref().map(Option::is_some);
+        for (parent, grad) in ops.parents.into_iter().zip(linear_grads(&ops.state, &dy, want)) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearNoBiasBackward;
+
+impl Backward<Flex, 2> for LinearNoBiasBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<LinearState, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        let want = [ops.parents[0].is_some(), ops.parents[1].is_some(), false];
+        let [dx, dw, _] = linear_grads(&ops.state, &dy, want);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, dw]) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// Fused linear map, or the inputs back when they are not all f32 flex tensors of one kind.
+#[allow(clippy::type_complexity)]
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    w: Tensor<2>,
+    b: Option<Tensor<1>>,
+) -> Result<Tensor<D>, (Tensor<D>, Tensor<2>, Option<Tensor<1>>)> {
+    let kinds = (classify(x.clone()), classify(w.clone()), b.clone().map(classify));
+    match kinds {
+        (Input::Plain(x), Input::Plain(w), None) => Ok(Tensor::from_primitive::<Flex>(linear_forward(&contiguous(&x), &w, None))),
+        (Input::Plain(x), Input::Plain(w), Some(Input::Plain(b))) => {
+            Ok(Tensor::from_primitive::<Flex>(linear_forward(&contiguous(&x), &w, Some(&b))))
+        }
+        (Input::Tracked(xt), Input::Tracked(wt), None) => {
+            let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
+            let y = linear_forward(&state.x, &state.w, None);
+            let out = match LinearNoBiasBackward.prepare::<NoCheckpointing>([xt.node(), wt.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(Tensor::from_primitive::<FlexAd>(out))
+        }
+        (Input::Tracked(xt), Input::Tracked(wt), Some(Input::Tracked(bt))) => {
+            let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
+            let y = linear_forward(&state.x, &state.w, Some(bt.primitive()));
+            let out = match LinearBackward.prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(Tensor::from_primitive::<FlexAd>(out))
+        }
+        _ => Err((x, w, b)),
     }
 }

@@ -12,9 +12,31 @@
 
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod matmul;
 pub(crate) mod simd;
 
+use burn::nn::Linear;
 use burn::tensor::Tensor;
+
+/// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
+///
+/// # Shapes
+/// - `x`: `[..., d_in]`, `weight`: `[d_in, d_out]` (any strides), `bias`: `[d_out]`
+/// - returns `[..., d_out]`
+pub fn linear_map<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let (x, weight, bias) = match flex::linear(x, weight, bias) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    burn::tensor::module::linear(x, weight, bias)
+}
+
+/// [`linear_map`] with a `Linear` layer's parameters.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    linear_map(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
+}
 
 /// Exact GELU, `x·Φ(x)`, as `burn::tensor::activation::gelu` but fused on flex.
 ///
@@ -45,6 +67,44 @@ mod tests {
         let (slow, slow_g) = output_and_grads(&[x], 8, |v| burn::tensor::activation::gelu(v[0].clone()));
         assert_close(fast, slow, 1e-6, "gelu output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "gelu gradient");
+    }
+
+    /// The fused linear map equals Burn's on fresh random inputs: outputs and the gradients of
+    /// input, weight and bias, with and without bias, with a transposed (strided) weight.
+    #[test]
+    fn fused_linear_matches_burn_linear() {
+        let d = device();
+        let x = randn([2, 5, 7], 21, &d);
+        let w = randn([7, 4], 22, &d);
+        let wt = randn([4, 7], 23, &d);
+        let b = randn([4], 24, &d);
+        let reference = |x: Tensor<3>, w: Tensor<2>, b: Option<Tensor<1>>| burn::tensor::module::linear(x, w, b);
+        let cases: [(&str, bool, bool); 4] =
+            [("bias", true, false), ("no bias", false, false), ("strided weight", true, true), ("strided, no bias", false, true)];
+        for (name, with_bias, strided) in cases {
+            let weight = if strided { wt.clone() } else { w.clone() };
+            let run = |f: &dyn Fn(Tensor<3>, Tensor<2>, Option<Tensor<1>>) -> Tensor<3>| {
+                // Inputs as 3-D tensors so one closure type covers all three.
+                let inputs = [x.clone(), weight.clone().unsqueeze::<3>(), b.clone().unsqueeze::<3>()];
+                output_and_grads(&inputs, 25, |v| {
+                    let w2: Tensor<2> = v[1].clone().squeeze_dim(0);
+                    let w2 = if strided { w2.transpose() } else { w2 };
+                    let y = f(v[0].clone(), w2, with_bias.then(|| v[2].clone().reshape([4])));
+                    // An unused bias still needs a (zero) gradient for the helper.
+                    y + v[2].clone().sum().reshape([1, 1, 1]) * 0.0
+                })
+            };
+            let (fast, fast_g) = run(&|x, w, b| linear_map(x, w, b));
+            let (slow, slow_g) = run(&|x, w, b| reference(x, w, b));
+            assert_close(fast, slow, 1e-5, &format!("{name}: output"));
+            let parts = if with_bias { 3 } else { 2 };
+            for (i, (f, s)) in fast_g.into_iter().zip(slow_g).take(parts).enumerate() {
+                assert_close(f, s, 1e-5, &format!("{name}: gradient {i}"));
+            }
+        }
+        // Without autodiff.
+        let plain = linear_map(x.clone(), w.clone(), Some(b.clone()));
+        assert_close(plain, reference(x, w, Some(b)), 1e-5, "no autodiff");
     }
 
     /// A strided (transposed) input gives the same values as its contiguous copy.
