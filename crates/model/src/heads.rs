@@ -43,13 +43,30 @@ impl HeadProjection {
         self.n_heads
     }
 
+    /// Per-head query/key width.
+    pub fn d_qk(&self) -> usize {
+        self.d_qk
+    }
+
+    /// The packed projection `[q | k | v]`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, heads·(2·d_qk + d_v)]`
+    pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        fused::linear(&self.qkv, x)
+    }
+
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `q, k`: `[batch, heads, seq, d_qk]`,
     ///   `v`: `[batch, heads, seq, d_v]`
     pub fn split(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let [b, t, _] = x.dims();
+        self.split_packed(self.project(x))
+    }
+
+    /// [`Self::split`] of an already projected `[q | k | v]`.
+    pub fn split_packed(&self, qkv: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let [b, t, _] = qkv.dims();
         let (h, dqk, dv) = (self.n_heads, self.d_qk, self.d_v);
-        let qkv = fused::linear(&self.qkv, x);
         let heads = |start: usize, d: usize| {
             qkv.clone()
                 .narrow(2, start, h * d)
@@ -63,7 +80,15 @@ impl HeadProjection {
     /// - `y`: `[batch, heads, seq, d_v]` -> `[batch, seq, d_model]`
     pub fn merge(&self, y: Tensor<4>) -> Tensor<3> {
         let [b, h, t, dv] = y.dims();
-        fused::linear(&self.out, y.swap_dims(1, 2).reshape([b, t, h * dv]))
+        self.output(y.swap_dims(1, 2).reshape([b, t, h * dv]))
+    }
+
+    /// The output projection of heads already merged.
+    ///
+    /// # Shapes
+    /// - `y`: `[batch, seq, heads·d_v]` -> `[batch, seq, d_model]`
+    pub fn output(&self, y: Tensor<3>) -> Tensor<3> {
+        fused::linear(&self.out, y)
     }
 }
 

@@ -16,6 +16,7 @@
 //! Bernhard's formula. Masking is NaN-safe (see [`masked_softmax`]).
 //! Decoding keeps a KV cache; the divisors are recomputed from the cached keys, which is exact.
 
+use crate::fused;
 use crate::heads::{HeadProjection, causal_mask, diagnostics, keys_per_query, masked_softmax};
 use crate::mixer::{
     MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
@@ -168,8 +169,20 @@ impl SoftmaxAttention {
         self.scaling
     }
 
+    /// The score multiplier when it is a constant (`sqrt_d`, `none`), which the fused kernel takes.
+    fn constant_scale(&self) -> Option<f32> {
+        match self.scaling {
+            Scaling::SqrtD => Some((self.heads.d_qk() as f32).sqrt().recip()),
+            Scaling::None => Some(1.0),
+            _ => None,
+        }
+    }
+
     fn qk(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let (q, k, v) = self.heads.split(x);
+        self.rotate(self.heads.split(x), rope, offset)
+    }
+
+    fn rotate(&self, (q, k, v): (Tensor<4>, Tensor<4>, Tensor<4>), rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         match rope {
             Some(r) => (r.apply(q, offset), r.apply(k, offset), v),
             None => (q, k, v),
@@ -240,7 +253,19 @@ impl SequenceMixer for SoftmaxAttention {
     type State = KvCache;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
-        let (q, k, v) = self.qk(x, ctx.rope, 0);
+        let mut packed = self.heads.project(x);
+        // The fused kernel covers training and evaluation without monitoring; it does not return
+        // the weights, rotate positions or learn a scale.
+        if let Some(scale) = self.constant_scale()
+            && ctx.rope.is_none()
+            && !ctx.diagnostics
+        {
+            match fused::softmax_attention_packed(packed, self.heads.n_heads(), scale, ctx.causal) {
+                Ok(y) => return MixOutput { output: self.heads.output(y), diagnostics: None },
+                Err(qkv) => packed = qkv,
+            }
+        }
+        let (q, k, v) = self.rotate(self.heads.split_packed(packed), ctx.rope, 0);
         let (seq, device) = (q.dims()[2], q.device());
         let scale = self.scale.as_ref().map(|p| p.val());
         let (y, weights) = softmax_attention(q, k, v, self.scaling(), scale, ctx.causal, 0);
@@ -340,6 +365,30 @@ mod tests {
         expect.push(0.0);
         expect.extend(sm(&[1.0, 0.0, 4.0 / 3.0]));
         close(&weights(Scaling::NumKeys, true), &expect);
+    }
+
+    /// The layer's fused path (no monitoring) and its composed path (monitoring on) give the
+    /// same outputs and gradients, so the weights a report shows belong to the model that trained.
+    #[test]
+    fn fused_and_monitored_paths_agree() {
+        use crate::mixer::{MixContext, MixerDims, MixerFamily};
+        let dims = MixerDims { d_model: 24, n_heads: 3, max_seq_len: 16, seed: 1, layer: 0, bias: true };
+        for scaling in [Scaling::SqrtD, Scaling::None] {
+            for causal in [true, false] {
+                let x = randn([2, 11, 24], 60, &device());
+                let layer = SoftmaxConfig { scaling }.init(&dims, &crate::testing::ad_device());
+                let run = |diagnostics: bool| {
+                    output_and_grads(&[x.clone()], 61, |v| {
+                        let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
+                        layer.forward(v[0].clone(), ctx.with_diagnostics(diagnostics)).output
+                    })
+                };
+                let ((fused, fused_g), (composed, composed_g)) = (run(false), run(true));
+                let what = format!("{} causal={causal}", scaling.name());
+                assert_close(fused, composed, 1e-5, &format!("{what}: output"));
+                assert_close(fused_g[0].clone(), composed_g[0].clone(), 1e-5, &format!("{what}: gradient"));
+            }
+        }
     }
 
     fn close(a: &[f32], b: &[f32]) {

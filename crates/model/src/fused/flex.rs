@@ -1,5 +1,6 @@
 //! The glue between the fused kernels and Burn's flex backend and autodiff graph.
 
+use super::attention;
 use super::matmul::{self, View};
 use super::simd;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -207,5 +208,59 @@ pub fn linear<const D: usize>(
             Ok(Tensor::from_primitive::<FlexAd>(out))
         }
         _ => Err((x, w, b)),
+    }
+}
+
+fn packed_attention_dims(qkv: &FlexTensor, heads: usize, scale: f32, causal: bool) -> attention::Dims {
+    let shape = qkv.layout().shape();
+    let (batch, seq, width) = (shape[0], shape[1], shape[2]);
+    assert!(heads > 0 && width % (3 * heads) == 0, "packed qkv width {width} is not 3 x {heads} heads");
+    attention::Dims { batch, seq, heads, d: width / (3 * heads), scale, causal }
+}
+
+#[derive(Debug)]
+struct PackedAttentionBackward;
+
+#[derive(Clone, Debug)]
+struct PackedAttentionState {
+    dims: attention::Dims,
+    /// The (contiguous) packed input and the probabilities of the forward pass.
+    qkv: FlexTensor,
+    p: FlexTensor,
+}
+
+impl Backward<Flex, 1> for PackedAttentionBackward {
+    type State = PackedAttentionState;
+
+    fn backward(self, ops: Ops<PackedAttentionState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let PackedAttentionState { dims, qkv, p } = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
+            let dy = contiguous(&dy);
+            let dqkv = attention::backward(dims, slice(&qkv), slice(&p), slice(&dy));
+            from_vec(dqkv, qkv.layout().shape().clone())
+        });
+    }
+}
+
+/// Fused softmax attention on packed `[q | k | v]`, or the input back when it is not f32 flex.
+pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal: bool) -> Result<Tensor<3>, Tensor<3>> {
+    let forward = |qkv: &FlexTensor| {
+        let dims = packed_attention_dims(qkv, heads, scale, causal);
+        let (y, p) = attention::forward(dims, slice(qkv));
+        let y = from_vec(y, [dims.batch, dims.seq, heads * dims.d].into());
+        (dims, y, from_vec(p, [dims.batch, heads, dims.seq, dims.seq].into()))
+    };
+    match classify(qkv) {
+        Input::Plain(t) => Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&t)).1)),
+        Input::Tracked(t) => {
+            let input = contiguous(t.primitive());
+            let (dims, y, p) = forward(&input);
+            let out = match PackedAttentionBackward.prepare::<NoCheckpointing>([t.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(PackedAttentionState { dims, qkv: input, p }, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(Tensor::from_primitive::<FlexAd>(out))
+        }
+        Input::Other(x) => Err(x),
     }
 }

@@ -11,6 +11,8 @@
 //! composed reference formula, which is also what the tests compare the kernels against.
 
 #[cfg(feature = "flex")]
+mod attention;
+#[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
 mod matmul;
@@ -31,6 +33,21 @@ pub fn linear_map<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<
         Err(inputs) => inputs,
     };
     burn::tensor::module::linear(x, weight, bias)
+}
+
+/// Softmax attention with a constant score multiplier on packed projections, fused on flex.
+///
+/// `qkv` holds each position's queries, keys and values side by side, `[q | k | v]`, each
+/// head-major (the layout of [`crate::heads::HeadProjection`]); the result has the heads merged.
+/// Returns `Err(qkv)` off flex, where the caller runs the composed formula.
+///
+/// # Shapes
+/// - `qkv`: `[batch, seq, 3·heads·d]` -> `[batch, seq, heads·d]`
+pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal: bool) -> Result<Tensor<3>, Tensor<3>> {
+    #[cfg(feature = "flex")]
+    return flex::softmax_attention_packed(qkv, heads, scale, causal);
+    #[cfg(not(feature = "flex"))]
+    Err(qkv)
 }
 
 /// [`linear_map`] with a `Linear` layer's parameters.
@@ -105,6 +122,39 @@ mod tests {
         // Without autodiff.
         let plain = linear_map(x.clone(), w.clone(), Some(b.clone()));
         assert_close(plain, reference(x, w, Some(b)), 1e-5, "no autodiff");
+    }
+
+    /// The composed formula the packed kernel replaces: split, `softmax_attention`, merge.
+    fn composed_attention(qkv: Tensor<3>, heads: usize, scaling: crate::softmax::Scaling, causal: bool) -> Tensor<3> {
+        let [b, t, w] = qkv.dims();
+        let d = w / (3 * heads);
+        let part = |i: usize| qkv.clone().narrow(2, i * heads * d, heads * d).reshape([b, t, heads, d]).swap_dims(1, 2);
+        let (y, _) = crate::softmax::softmax_attention(part(0), part(1), part(2), scaling, None, causal, 0);
+        y.swap_dims(1, 2).reshape([b, t, heads * d])
+    }
+
+    /// Packed fused attention equals the composed formula on fresh random inputs, outputs and
+    /// gradients, causal and bidirectional, for both constant scalings, odd lengths included.
+    #[test]
+    fn fused_packed_attention_matches_the_composed_formula() {
+        use crate::softmax::Scaling;
+        let d = device();
+        for (seed, (b, t, h, dh)) in [(2, 13, 3, 4), (1, 1, 2, 8), (3, 9, 1, 16)].into_iter().enumerate() {
+            for causal in [true, false] {
+                for (scaling, scale) in [(Scaling::SqrtD, (dh as f32).sqrt().recip()), (Scaling::None, 1.0)] {
+                    let qkv = randn([b, t, 3 * h * dh], 40 + seed as u64, &d) * 1.5;
+                    let what = format!("b{b} t{t} h{h} d{dh} causal={causal} {}", scaling.name());
+                    let plain = softmax_attention_packed(qkv.clone(), h, scale, causal).expect("flex");
+                    assert_close(plain, composed_attention(qkv.clone(), h, scaling, causal), 1e-5, &format!("{what}: no autodiff"));
+                    let (fast, fast_g) = output_and_grads(&[qkv.clone()], 50, |v| {
+                        softmax_attention_packed(v[0].clone(), h, scale, causal).expect("flex")
+                    });
+                    let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| composed_attention(v[0].clone(), h, scaling, causal));
+                    assert_close(fast, slow, 1e-5, &format!("{what}: output"));
+                    assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, &format!("{what}: gradient"));
+                }
+            }
+        }
     }
 
     /// A strided (transposed) input gives the same values as its contiguous copy.

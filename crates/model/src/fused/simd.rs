@@ -57,6 +57,7 @@ fn gelu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32]) {
     }
 }
 
+#[cfg(test)]
 #[inline(always)]
 fn exp_body(x: &mut [f32]) {
     for v in x {
@@ -86,6 +87,8 @@ macro_rules! dispatched {
     };
 }
 
+pub(crate) use dispatched;
+
 dispatched!(
     /// `out[i] = gelu(x[i])` (exact-erf GELU). `out` must be as long as `x`.
     gelu => gelu_body(x: &[f32], out: &mut [f32])
@@ -94,6 +97,7 @@ dispatched!(
     /// `out[i] = grad[i] · gelu'(x[i])`.
     gelu_backward => gelu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32])
 );
+#[cfg(test)]
 dispatched!(
     /// `x[i] ← e^{x[i]}` in place.
     exp_in_place => exp_body(x: &mut [f32])

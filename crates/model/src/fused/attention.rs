@@ -1,0 +1,140 @@
+//! Softmax attention over packed `[q | k | v]` rows, forward and backward in one pass per batch
+//! element, parallel over the batch.
+//!
+//! Layout: `qkv` is `[batch, seq, 3·heads·d]` (the output of the fused q/k/v projection, head-major
+//! inside each third), the output `y` is `[batch, seq, heads·d]` (heads merged, ready for the
+//! output projection). The probabilities `P` (`[batch, heads, seq, seq]`, zero above the diagonal
+//! when causal) are kept for the backward pass, as the composed formula keeps them too.
+//!
+//! Forward, per head: `s_ij = c·q_i·k_j` over the keys `j` query `i` sees, `P_ij = softmax_j(s_ij)`,
+//! `y_i = Σ_j P_ij v_j`. Backward, with `dP_ij = dy_i·v_j` and `δ_i = Σ_j P_ij dP_ij`:
+//! `dS_ij = P_ij (dP_ij − δ_i)`, `dq_i = c Σ_j dS_ij k_j`, `dk_j = c Σ_i dS_ij q_i`, `dv_j = Σ_i P_ij dy_i`.
+//!
+//! The six products per head are strided `gemm` calls straight on the packed rows (no split,
+//! no transposed copies); the softmax and its backward are row loops that vectorize.
+
+use super::matmul::{View, matmul_into};
+use super::simd::exp;
+
+/// Shapes of one call.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub d: usize,
+    /// The multiplier `c` of `q·k`.
+    pub scale: f32,
+    pub causal: bool,
+}
+
+impl Dims {
+    fn width(&self) -> usize {
+        3 * self.heads * self.d
+    }
+    /// Keys query `i` attends over.
+    fn keys(&self, i: usize) -> usize {
+        if self.causal { i + 1 } else { self.seq }
+    }
+}
+
+/// One head's `rows × d` block of the packed rows, starting at column `at`.
+fn head<'a>(rows: &'a [f32], at: usize, dims: &Dims) -> View<'a> {
+    View { data: rows, offset: at, rows: dims.seq, cols: dims.d, row_stride: dims.width() as isize, col_stride: 1 }
+}
+
+/// A row-major `seq × seq` block.
+fn square(data: &[f32], seq: usize) -> View<'_> {
+    View::row_major(data, seq, seq)
+}
+
+/// Forward for one batch element: `qkv` `[seq, width]`, writes `y` `[seq, heads·d]` and
+/// `p` `[heads, seq, seq]`.
+#[inline(always)]
+fn forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32]) {
+    let Dims { seq, heads, d, scale, .. } = dims;
+    let hd = heads * d;
+    for h in 0..heads {
+        let p = &mut p[h * seq * seq..(h + 1) * seq * seq];
+        // Scores for every pair (the masked half is cheaper to compute than to skip in gemm).
+        matmul_into(p, 0, seq, head(qkv, h * d, &dims), head(qkv, hd + h * d, &dims).t(), scale, false);
+        for (i, row) in p.chunks_exact_mut(seq).enumerate() {
+            let n = dims.keys(i);
+            let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut total = 0.0;
+            for s in &mut row[..n] {
+                *s = exp(*s - max);
+                total += *s;
+            }
+            let inv = 1.0 / total;
+            for s in &mut row[..n] {
+                *s *= inv;
+            }
+            row[n..].fill(0.0);
+        }
+        matmul_into(y, h * d, hd, square(p, seq), head(qkv, 2 * hd + h * d, &dims), 1.0, false);
+    }
+}
+
+/// Backward for one batch element: from `dy` `[seq, heads·d]` and the saved `p`, writes
+/// `dqkv` `[seq, width]`. `scratch` holds `seq·seq` floats.
+#[inline(always)]
+fn backward_one(dims: Dims, qkv: &[f32], p: &[f32], dy: &[f32], dqkv: &mut [f32], scratch: &mut [f32]) {
+    let Dims { seq, heads, d, scale, .. } = dims;
+    let (width, hd) = (dims.width(), heads * d);
+    let dy_head = |h: usize| View { data: dy, offset: h * d, rows: seq, cols: d, row_stride: hd as isize, col_stride: 1 };
+    for h in 0..heads {
+        let (q_at, k_at, v_at) = (h * d, hd + h * d, 2 * hd + h * d);
+        let p = &p[h * seq * seq..(h + 1) * seq * seq];
+        // dP = dy·vᵀ, then c·dS = c·P ⊙ (dP − δ) in place, δ_i = Σ_j P_ij dP_ij.
+        matmul_into(scratch, 0, seq, dy_head(h), head(qkv, v_at, &dims).t(), 1.0, false);
+        for (i, (ds, prow)) in scratch.chunks_exact_mut(seq).zip(p.chunks_exact(seq)).enumerate() {
+            let n = dims.keys(i);
+            let delta: f32 = prow[..n].iter().zip(&ds[..n]).map(|(a, b)| a * b).sum();
+            for (g, &pij) in ds[..n].iter_mut().zip(&prow[..n]) {
+                *g = scale * pij * (*g - delta);
+            }
+            ds[n..].fill(0.0);
+        }
+        let ds = square(scratch, seq);
+        matmul_into(dqkv, q_at, width, ds, head(qkv, k_at, &dims), 1.0, false);
+        matmul_into(dqkv, k_at, width, ds.t(), head(qkv, q_at, &dims), 1.0, false);
+        matmul_into(dqkv, v_at, width, square(p, seq).t(), dy_head(h), 1.0, false);
+    }
+}
+
+super::simd::dispatched!(
+    forward_dispatch => forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32])
+);
+super::simd::dispatched!(
+    backward_dispatch => backward_one(dims: Dims, qkv: &[f32], p: &[f32], dy: &[f32], dqkv: &mut [f32], scratch: &mut [f32])
+);
+
+/// Forward over the whole batch: returns `(y, p)`.
+pub fn forward(dims: Dims, qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    let Dims { batch, seq, heads, d, .. } = dims;
+    assert_eq!(qkv.len(), batch * seq * dims.width(), "qkv length");
+    let (y_len, p_len) = (seq * heads * d, heads * seq * seq);
+    let mut y = vec![0.0; batch * y_len];
+    let mut p = vec![0.0; batch * p_len];
+    let w = seq * dims.width();
+    y.par_chunks_mut(y_len).zip(p.par_chunks_mut(p_len)).enumerate().for_each(|(b, (y, p))| {
+        forward_dispatch(dims, &qkv[b * w..(b + 1) * w], y, p);
+    });
+    (y, p)
+}
+
+/// Backward over the whole batch: returns `dqkv`.
+pub fn backward(dims: Dims, qkv: &[f32], p: &[f32], dy: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let Dims { batch, seq, heads, d, .. } = dims;
+    let (w, y_len, p_len) = (seq * dims.width(), seq * heads * d, heads * seq * seq);
+    assert_eq!(dy.len(), batch * y_len, "dy length");
+    let mut dqkv = vec![0.0; batch * w];
+    dqkv.par_chunks_mut(w).enumerate().for_each(|(b, g)| {
+        let mut scratch = vec![0.0; seq * seq];
+        backward_dispatch(dims, &qkv[b * w..(b + 1) * w], &p[b * p_len..(b + 1) * p_len], &dy[b * y_len..(b + 1) * y_len], g, &mut scratch);
+    });
+    dqkv
+}
