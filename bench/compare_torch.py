@@ -3,11 +3,13 @@
 reference (shared/bench/torch_reference.py), softmax and linear (elu+1) attention, at each
 thread count; prints ms/step of both and the ratio attnlab / PyTorch (below 1 = attnlab faster).
 
-    python3 bench/compare_torch.py [--threads 1,2] [--steps 30] [--torch-ref PATH] [--attnlab BIN]
+    python3 bench/compare_torch.py [--threads 1,2] [--steps 30] [--rounds 3] [--torch-ref PATH] [--attnlab BIN]
 
 Both run nanoGPT's CPU recipe (4 layers, 4 heads, width 128, context 64, batch 12, vocab 65).
 Thread counts are pinned for both: torch.set_num_threads for PyTorch, RAYON_NUM_THREADS for
-Burn's CPU backend.
+Burn's CPU backend. The two alternate, round after round, and each ratio is the median of the
+per-round ratios: on a shared virtual machine the speed drifts by 10-30% over minutes, and
+alternating keeps both sides under the same conditions.
 """
 import argparse, json, os, re, subprocess, sys, tempfile
 
@@ -15,6 +17,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--threads", default="1,2")
 p.add_argument("--steps", type=int, default=30)
 p.add_argument("--warmup", type=int, default=5)
+p.add_argument("--rounds", type=int, default=3, help="alternating attnlab/PyTorch rounds (median reported)")
 p.add_argument("--torch-ref", default=os.path.join(os.path.dirname(__file__), "../../shared/bench/torch_reference.py"))
 p.add_argument("--attnlab", default=None, help="attnlab binary (default: $CARGO_TARGET_DIR or target/release)")
 p.add_argument("--data", default="datasets/tinyshakespeare.txt")
@@ -42,9 +45,16 @@ def torch(threads, attention):
                          check=True, capture_output=True, text=True).stdout
     return float(re.search(r"ms_per_iter=([0-9.]+)", out).group(1))
 
-print(f"{'threads':>7} {'attention':<12} {'attnlab ms':>11} {'torch ms':>9} {'ratio':>6}")
+import statistics
+print(f"{'threads':>7} {'attention':<12} {'attnlab ms':>11} {'torch ms':>9} {'ratio':>6}   (median of {a.rounds} alternating rounds)")
 for threads in [int(t) for t in a.threads.split(",")]:
-    ours = attnlab(threads)
-    for variant, torch_name in VARIANTS:
-        theirs = torch(threads, torch_name)
-        print(f"{threads:>7} {variant:<12} {ours[variant]:>11.2f} {theirs:>9.2f} {ours[variant] / theirs:>6.2f}")
+    rounds = {v: [] for v, _ in VARIANTS}
+    for r in range(a.rounds):
+        ours = attnlab(threads)
+        for variant, torch_name in VARIANTS:
+            rounds[variant].append((ours[variant], torch(threads, torch_name)))
+    for variant, _ in VARIANTS:
+        pairs = rounds[variant]
+        med = lambda xs: statistics.median(xs)
+        ratio = med([o / t for o, t in pairs])
+        print(f"{threads:>7} {variant:<12} {med([o for o, _ in pairs]):>11.2f} {med([t for _, t in pairs]):>9.2f} {ratio:>6.2f}", flush=True)

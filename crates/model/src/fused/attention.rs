@@ -14,7 +14,7 @@
 //! no transposed copies); the softmax and its backward are row loops that vectorize.
 
 use super::matmul::{View, matmul_into};
-use super::simd::exp;
+use super::simd;
 
 /// Shapes of one call.
 #[derive(Clone, Copy, Debug)]
@@ -60,13 +60,11 @@ fn forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32]) {
         matmul_into(p, 0, seq, head(qkv, h * d, &dims), head(qkv, hd + h * d, &dims).t(), scale, false);
         for (i, row) in p.chunks_exact_mut(seq).enumerate() {
             let n = dims.keys(i);
-            let max = row[..n].iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut total = 0.0;
+            let max = simd::max(&row[..n]);
             for s in &mut row[..n] {
-                *s = exp(*s - max);
-                total += *s;
+                *s = simd::exp(*s - max);
             }
-            let inv = 1.0 / total;
+            let inv = 1.0 / simd::sum(&row[..n]);
             for s in &mut row[..n] {
                 *s *= inv;
             }
@@ -90,7 +88,7 @@ fn backward_one(dims: Dims, qkv: &[f32], p: &[f32], dy: &[f32], dqkv: &mut [f32]
         matmul_into(scratch, 0, seq, dy_head(h), head(qkv, v_at, &dims).t(), 1.0, false);
         for (i, (ds, prow)) in scratch.chunks_exact_mut(seq).zip(p.chunks_exact(seq)).enumerate() {
             let n = dims.keys(i);
-            let delta: f32 = prow[..n].iter().zip(&ds[..n]).map(|(a, b)| a * b).sum();
+            let delta = simd::dot(&prow[..n], &ds[..n]);
             for (g, &pij) in ds[..n].iter_mut().zip(&prow[..n]) {
                 *g = scale * pij * (*g - delta);
             }

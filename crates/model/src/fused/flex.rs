@@ -50,9 +50,21 @@ fn from_vec(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// Runs `f(start, chunk)` over chunks of `out` in parallel when it is large enough to pay for it.
+fn par_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 15;
+    if out.len() >= 2 * CHUNK && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| f(i * CHUNK, chunk));
+    } else {
+        f(0, out);
+    }
+}
+
 fn gelu_forward(x: &FlexTensor) -> FlexTensor {
-    let mut y = vec![0.0; x.layout().shape().num_elements()];
-    simd::gelu(slice(x), &mut y);
+    let x_values = slice(x);
+    let mut y = vec![0.0; x_values.len()];
+    par_chunks(&mut y, |start, out| simd::gelu(&x_values[start..start + out.len()], out));
     from_vec(y, x.layout().shape().clone())
 }
 
@@ -67,9 +79,10 @@ impl Backward<Flex, 1> for GeluBackward {
         let x = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
             let grad = contiguous(&grad);
-            let mut dx = vec![0.0; grad.layout().shape().num_elements()];
-            simd::gelu_backward(slice(&x), slice(&grad), &mut dx);
-            from_vec(dx, x.layout().shape().clone())
+            let (x, g) = (slice(&x), slice(&grad));
+            let mut dx = vec![0.0; g.len()];
+            par_chunks(&mut dx, |start, out| simd::gelu_backward(&x[start..start + out.len()], &g[start..start + out.len()], out));
+            from_vec(dx, grad.layout().shape().clone())
         });
     }
 }

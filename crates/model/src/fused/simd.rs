@@ -23,7 +23,54 @@ pub fn exp(x: f32) -> f32 {
     let n = (x * LOG2_E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2ⁿ: `n + 127` lands in the low mantissa bits of `n + 2²³ + 127`, and the shift moves it into
+    // the exponent field (the high bits fall off). Unlike `n as i32`, this vectorizes.
+    p * f32::from_bits((n + 8_388_735.0).to_bits() << 23)
+}
+
+/// `Σ x`, in eight interleaved partial sums: a plain `fold` is a serial chain of dependent adds
+/// that LLVM may not reorder, so it neither vectorizes nor pipelines.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `Σ a·b` in eight interleaved partial sums (see [`sum`]).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((l, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `max x` (`-inf` for an empty slice; a NaN element may or may not win), eight lanes at a time.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    lanes.iter().fold(tail, |m, &v| m.max(v))
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -163,6 +210,19 @@ mod tests {
             let tol = |w: f64| 3e-7 * w.abs().max(1.0);
             assert!((y[i] as f64 - want).abs() <= tol(want), "gelu({x}) = {}, want {want}", y[i]);
             assert!((dy[i] as f64 - dwant).abs() <= tol(dwant), "gelu'({x}) = {}, want {dwant}", dy[i]);
+        }
+    }
+
+    #[test]
+    fn lane_reductions_match_serial_ones() {
+        for n in [0, 1, 7, 8, 9, 64, 133] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.5).collect();
+            let serial_sum: f64 = a.iter().map(|&x| x as f64).sum();
+            let serial_dot: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((sum(&a) as f64 - serial_sum).abs() < 1e-4, "sum of {n}");
+            assert!((dot(&a, &b) as f64 - serial_dot).abs() < 1e-4, "dot of {n}");
+            assert_eq!(max(&a), a.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)), "max of {n}");
         }
     }
 
