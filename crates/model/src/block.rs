@@ -21,6 +21,9 @@ pub enum NormKind {
     Rms,
 }
 
+/// LayerNorm's ε (GPT-2's and Burn's default).
+const LAYER_NORM_EPSILON: f64 = 1e-5;
+
 #[derive(Module, Debug)]
 pub enum Norm {
     Layer(LayerNorm),
@@ -30,14 +33,14 @@ pub enum Norm {
 impl Norm {
     pub fn new(kind: NormKind, d_model: usize, device: &Device) -> Self {
         match kind {
-            NormKind::Layer => Norm::Layer(LayerNormConfig::new(d_model).init(device)),
+            NormKind::Layer => Norm::Layer(LayerNormConfig::new(d_model).with_epsilon(LAYER_NORM_EPSILON).init(device)),
             NormKind::Rms => Norm::Rms(RmsNormConfig::new(d_model).init(device)),
         }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         match self {
-            Norm::Layer(n) => n.forward(x),
+            Norm::Layer(n) => fused::layer_norm(n, x, LAYER_NORM_EPSILON),
             Norm::Rms(n) => n.forward(x),
         }
     }

@@ -2,6 +2,7 @@
 
 use super::attention;
 use super::matmul::{self, View};
+use super::norm;
 use super::simd;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -275,5 +276,82 @@ pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal
             Ok(Tensor::from_primitive::<FlexAd>(out))
         }
         Input::Other(x) => Err(x),
+    }
+}
+
+/// Backward of layer norm with a bias (`N = 3`: x, γ, β) or without (`N = 2`).
+#[derive(Debug)]
+struct LayerNormBackward;
+
+#[derive(Clone, Debug)]
+struct LayerNormState {
+    /// Normalised input `x̂` and the per-row reciprocal deviation `r`.
+    xhat: FlexTensor,
+    r: FlexTensor,
+    gamma: FlexTensor,
+}
+
+impl LayerNormState {
+    /// `[dx, dγ, dβ]`.
+    fn grads(&self, dy: &FlexTensor) -> [FlexTensor; 3] {
+        let dy = contiguous(dy);
+        let (dx, dgamma, dbeta) = norm::backward(slice(&dy), slice(&self.xhat), slice(&self.r), slice(&self.gamma));
+        let width = dgamma.len();
+        [from_vec(dx, dy.layout().shape().clone()), from_vec(dgamma, [width].into()), from_vec(dbeta, [width].into())]
+    }
+}
+
+impl<const N: usize> Backward<Flex, N> for LayerNormBackward {
+    type State = LayerNormState;
+
+    fn backward(self, ops: Ops<LayerNormState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<Flex>(&ops.node);
+        for (parent, grad) in ops.parents.into_iter().zip(ops.state.grads(&dy)) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// Fused layer norm over the last axis, or the inputs back when they are not all f32 flex
+/// tensors of one kind.
+#[allow(clippy::type_complexity)]
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f32,
+) -> Result<Tensor<D>, (Tensor<D>, Tensor<1>, Option<Tensor<1>>)> {
+    let forward = |x: &FlexTensor, gamma: &FlexTensor, beta: Option<&FlexTensor>| {
+        let shape = x.layout().shape().clone();
+        let width = shape[shape.num_dims() - 1];
+        let beta = beta.map(contiguous);
+        let (y, xhat, r) = norm::forward(slice(x), width, slice(gamma), beta.as_ref().map(slice), epsilon);
+        let rows = r.len();
+        (from_vec(y, shape.clone()), LayerNormState { xhat: from_vec(xhat, shape), r: from_vec(r, [rows].into()), gamma: gamma.clone() })
+    };
+    match (classify(x.clone()), classify(gamma.clone()), beta.clone().map(classify)) {
+        (Input::Plain(x), Input::Plain(g), None) => Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&x), &contiguous(&g), None).0)),
+        (Input::Plain(x), Input::Plain(g), Some(Input::Plain(b))) => {
+            Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&x), &contiguous(&g), Some(&b)).0))
+        }
+        (Input::Tracked(xt), Input::Tracked(gt), None) => {
+            let (y, state) = forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), None);
+            let out = match LayerNormBackward.prepare::<NoCheckpointing>([xt.node(), gt.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(Tensor::from_primitive::<FlexAd>(out))
+        }
+        (Input::Tracked(xt), Input::Tracked(gt), Some(Input::Tracked(bt))) => {
+            let (y, state) = forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), Some(bt.primitive()));
+            let out = match LayerNormBackward.prepare::<NoCheckpointing>([xt.node(), gt.node(), bt.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(Tensor::from_primitive::<FlexAd>(out))
+        }
+        _ => Err((x, gamma, beta)),
     }
 }

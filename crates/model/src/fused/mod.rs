@@ -16,9 +16,11 @@ mod attention;
 mod flex;
 #[cfg(feature = "flex")]
 mod matmul;
+#[cfg(feature = "flex")]
+mod norm;
 pub(crate) mod simd;
 
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
@@ -48,6 +50,29 @@ pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal
     return flex::softmax_attention_packed(qkv, heads, scale, causal);
     #[cfg(not(feature = "flex"))]
     Err(qkv)
+}
+
+/// Layer norm over the last axis, `γ ⊙ (x − μ)/√(σ² + ε) + β`, as `burn::nn::LayerNorm`
+/// computes it, fused on flex. `epsilon` must be the one the layer was configured with (Burn
+/// keeps it private).
+///
+/// # Shapes
+/// - `x`: `[..., d]` -> `[..., d]`
+pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>, epsilon: f64) -> Tensor<D> {
+    layer_norm_with(x, layer.gamma.val(), layer.beta.as_ref().map(|b| b.val()), epsilon)
+}
+
+/// [`layer_norm`] with explicit `γ` and `β`.
+///
+/// # Shapes
+/// - `x`: `[..., d]`, `gamma`, `beta`: `[d]` -> `[..., d]`
+pub fn layer_norm_with<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, epsilon: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let (x, gamma, beta) = match flex::layer_norm(x, gamma, beta, epsilon as f32) {
+        Ok(y) => return y,
+        Err(inputs) => inputs,
+    };
+    burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
 }
 
 /// [`linear_map`] with a `Linear` layer's parameters.
@@ -155,6 +180,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fused layer norm equals Burn's on fresh random inputs (outputs and the gradients of
+    /// input, γ and β), with and without bias and autodiff, over more rows than one task holds.
+    #[test]
+    fn fused_layer_norm_matches_burn_layer_norm() {
+        use burn::nn::LayerNormConfig;
+        let d = device();
+        for bias in [true, false] {
+            let x = randn([3, 50, 20], 70, &d) * 2.0 + 0.5;
+            let inputs = [x, randn([20], 71, &d).reshape([1, 1, 20]), randn([20], 72, &d).reshape([1, 1, 20])];
+            let run = |fused: bool| {
+                output_and_grads(&inputs, 73, |v| {
+                    let (gamma, beta) = (v[1].clone().reshape([20]), bias.then(|| v[2].clone().reshape([20])));
+                    let y = if fused {
+                        layer_norm_with(v[0].clone(), gamma, beta, 1e-5)
+                    } else {
+                        burn::tensor::module::layer_norm(v[0].clone(), gamma, beta, 1e-5)
+                    };
+                    // An unused bias still needs a (zero) gradient for the helper.
+                    y + v[2].clone().sum().reshape([1, 1, 1]) * 0.0
+                })
+            };
+            let ((fast, fast_g), (slow, slow_g)) = (run(true), run(false));
+            assert_close(fast, slow, 1e-5, &format!("bias={bias}: output"));
+            for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {
+                assert_close(f, s, 1e-4, &format!("bias={bias}: gradient {i}"));
+            }
+        }
+        let layer = LayerNormConfig::new(20).init(&d);
+        let x = randn([130, 20], 74, &d);
+        assert_close(layer_norm(&layer, x.clone(), 1e-5), layer.forward(x), 1e-5, "a layer, no autodiff");
     }
 
     /// A strided (transposed) input gives the same values as its contiguous copy.
