@@ -1,6 +1,7 @@
 //! The glue between the fused kernels and Burn's flex backend and autodiff graph.
 
 use super::attention;
+use super::linear_attention;
 use super::matmul::{self, View};
 use super::norm;
 use super::simd;
@@ -62,49 +63,83 @@ fn par_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     }
 }
 
-fn gelu_forward(x: &FlexTensor) -> FlexTensor {
-    let x_values = slice(x);
-    let mut y = vec![0.0; x_values.len()];
-    par_chunks(&mut y, |start, out| simd::gelu(&x_values[start..start + out.len()], out));
-    from_vec(y, x.layout().shape().clone())
+/// Element-wise maps with a hand-written derivative.
+#[derive(Clone, Copy, Debug)]
+enum Unary {
+    /// Exact GELU; the backward needs the input.
+    Gelu,
+    /// `elu(x) + 1`; the backward needs only the output.
+    Elu1,
 }
 
-#[derive(Debug)]
-struct GeluBackward;
+impl Unary {
+    fn apply(self, x: &FlexTensor) -> FlexTensor {
+        let x_values = slice(x);
+        let mut y = vec![0.0; x_values.len()];
+        let kernel = match self {
+            Unary::Gelu => simd::gelu,
+            Unary::Elu1 => simd::elu1,
+        };
+        par_chunks(&mut y, |start, out| kernel(&x_values[start..start + out.len()], out));
+        from_vec(y, x.layout().shape().clone())
+    }
 
-impl Backward<Flex, 1> for GeluBackward {
-    /// The (contiguous) input.
-    type State = FlexTensor;
-
-    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let x = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            let grad = contiguous(&grad);
-            let (x, g) = (slice(&x), slice(&grad));
-            let mut dx = vec![0.0; g.len()];
-            par_chunks(&mut dx, |start, out| simd::gelu_backward(&x[start..start + out.len()], &g[start..start + out.len()], out));
-            from_vec(dx, grad.layout().shape().clone())
-        });
+    /// `dx` from the saved tensor (input or output, see the variants) and `dy`.
+    fn derivative(self, saved: &FlexTensor, dy: &FlexTensor) -> FlexTensor {
+        let (saved, g) = (slice(saved), slice(dy));
+        let mut dx = vec![0.0; g.len()];
+        let kernel = match self {
+            Unary::Gelu => simd::gelu_backward,
+            Unary::Elu1 => simd::elu1_backward,
+        };
+        par_chunks(&mut dx, |start, out| kernel(&saved[start..start + out.len()], &g[start..start + out.len()], out));
+        from_vec(dx, dy.layout().shape().clone())
     }
 }
 
-/// Fused GELU, or the input back when it is not an f32 flex tensor.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+#[derive(Debug)]
+struct UnaryBackward;
+
+impl Backward<Flex, 1> for UnaryBackward {
+    /// The map and the (contiguous) tensor its derivative reads.
+    type State = (Unary, FlexTensor);
+
+    fn backward(self, ops: Ops<(Unary, FlexTensor), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (map, saved) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| map.derivative(&saved, &contiguous(&dy)));
+    }
+}
+
+fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     match classify(x) {
-        Input::Plain(t) => Ok(Tensor::from_primitive::<Flex>(gelu_forward(&contiguous(&t)))),
+        Input::Plain(t) => Ok(Tensor::from_primitive::<Flex>(map.apply(&contiguous(&t)))),
         Input::Tracked(t) => {
-            let out = match GeluBackward.prepare::<NoCheckpointing>([t.node()]).compute_bound().stateful() {
+            let out = match UnaryBackward.prepare::<NoCheckpointing>([t.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => {
                     let input = contiguous(t.primitive());
-                    let y = gelu_forward(&input);
-                    prep.finish(input, y)
+                    let y = map.apply(&input);
+                    let saved = match map {
+                        Unary::Gelu => input,
+                        Unary::Elu1 => y.clone(),
+                    };
+                    prep.finish((map, saved), y)
                 }
-                OpsKind::UnTracked(prep) => prep.finish(gelu_forward(&contiguous(t.primitive()))),
+                OpsKind::UnTracked(prep) => prep.finish(map.apply(&contiguous(t.primitive()))),
             };
             Ok(Tensor::from_primitive::<FlexAd>(out))
         }
         Input::Other(x) => Err(x),
     }
+}
+
+/// Fused GELU, or the input back when it is not an f32 flex tensor.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    unary_op(Unary::Gelu, x)
+}
+
+/// Fused `elu(x) + 1`, or the input back when it is not an f32 flex tensor.
+pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    unary_op(Unary::Elu1, x)
 }
 
 /// A 2-D flex tensor as a strided matrix view (no copy).
@@ -353,5 +388,69 @@ pub fn layer_norm<const D: usize>(
             Ok(Tensor::from_primitive::<FlexAd>(out))
         }
         _ => Err((x, gamma, beta)),
+    }
+}
+
+#[derive(Debug)]
+struct LinearAttentionBackward;
+
+#[derive(Clone, Debug)]
+struct LinearAttentionState {
+    dims: linear_attention::Dims,
+    /// Contiguous `[b, h, t, ·]` inputs.
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    saved: std::sync::Arc<linear_attention::Saved>,
+}
+
+impl Backward<Flex, 3> for LinearAttentionBackward {
+    type State = LinearAttentionState;
+
+    fn backward(self, ops: Ops<LinearAttentionState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let st = ops.state;
+        let (dq, dk, dv) = linear_attention::backward(st.dims, slice(&st.q), slice(&st.k), slice(&st.v), &st.saved, slice(&dy));
+        let shapes = [st.q.layout().shape().clone(), st.k.layout().shape().clone(), st.v.layout().shape().clone()];
+        for ((parent, grad), shape) in ops.parents.into_iter().zip([dq, dk, dv]).zip(shapes) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, from_vec(grad, shape));
+            }
+        }
+    }
+}
+
+/// Fused chunked causal linear attention, or the inputs back when they are not all f32 flex
+/// tensors of one kind.
+#[allow(clippy::type_complexity)]
+pub fn causal_linear_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Tensor<4>)> {
+    let run = |q: &FlexTensor, k: &FlexTensor, v: &FlexTensor| {
+        let [b, h, t, f] = q.layout().shape().dims::<4>();
+        let dv = v.layout().shape()[3];
+        let dims = linear_attention::Dims { bh: b * h, seq: t, f, dv, chunk: chunk.clamp(1, t.max(1)), normalize, eps };
+        let saved = linear_attention::forward(dims, slice(q), slice(k), slice(v));
+        (dims, from_vec(saved.y.clone(), [b, h, t, dv].into()), saved)
+    };
+    match (classify(q.clone()), classify(k.clone()), classify(v.clone())) {
+        (Input::Plain(q), Input::Plain(k), Input::Plain(v)) => {
+            Ok(Tensor::from_primitive::<Flex>(run(&contiguous(&q), &contiguous(&k), &contiguous(&v)).1))
+        }
+        (Input::Tracked(qt), Input::Tracked(kt), Input::Tracked(vt)) => {
+            let (q, k, v) = (contiguous(qt.primitive()), contiguous(kt.primitive()), contiguous(vt.primitive()));
+            let (dims, y, saved) = run(&q, &k, &v);
+            let out = match LinearAttentionBackward.prepare::<NoCheckpointing>([qt.node(), kt.node(), vt.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(LinearAttentionState { dims, q, k, v, saved: std::sync::Arc::new(saved) }, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            };
+            Ok(Tensor::from_primitive::<FlexAd>(out))
+        }
+        _ => Err((q, k, v)),
     }
 }

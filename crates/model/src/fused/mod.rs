@@ -15,6 +15,8 @@ mod attention;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
+mod linear_attention;
+#[cfg(feature = "flex")]
 mod matmul;
 #[cfg(feature = "flex")]
 mod norm;
@@ -52,6 +54,24 @@ pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal
     Err(qkv)
 }
 
+/// `elu(x) + 1` (`x + 1` for `x > 0`, `e^x` otherwise), the feature map of Katharopoulos et al.,
+/// fused on flex.
+///
+/// # Shapes
+/// - any; the output has the input's shape
+pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::elu_plus_one(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    elu_plus_one_composed(x)
+}
+
+fn elu_plus_one_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp()
+}
+
 /// Layer norm over the last axis, `γ ⊙ (x − μ)/√(σ² + ε) + β`, as `burn::nn::LayerNorm`
 /// computes it, fused on flex. `epsilon` must be the one the layer was configured with (Burn
 /// keeps it private).
@@ -73,6 +93,27 @@ pub fn layer_norm_with<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Opt
         Err(inputs) => inputs,
     };
     burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
+}
+
+/// Causal linear attention by chunks of `chunk` tokens from a zero state, fused on flex: the
+/// formula of [`crate::linear::chunked::causal`] (normalised by `safe(φ(q)·Σφ(k))` when
+/// `normalize`). Returns the inputs back off flex, where the caller runs the composed formula.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, F]` (feature-mapped), `v`: `[batch, heads, seq, d_v]`
+///   -> `[batch, heads, seq, d_v]`
+#[allow(clippy::type_complexity)]
+pub fn causal_linear_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Tensor<4>)> {
+    #[cfg(feature = "flex")]
+    return flex::causal_linear_attention(q, k, v, chunk, normalize, crate::linear::DENOMINATOR_EPS);
+    #[cfg(not(feature = "flex"))]
+    Err((q, k, v))
 }
 
 /// [`linear_map`] with a `Linear` layer's parameters.
@@ -212,6 +253,45 @@ mod tests {
         let layer = LayerNormConfig::new(20).init(&d);
         let x = randn([130, 20], 74, &d);
         assert_close(layer_norm(&layer, x.clone(), 1e-5), layer.forward(x), 1e-5, "a layer, no autodiff");
+    }
+
+    /// Fused chunked linear attention equals the composed chunked form on fresh random inputs,
+    /// outputs and all three gradients: normalised or not, chunks that divide the length or not,
+    /// positive features (elu+1) and signed ones (identity, whose denominators cross zero).
+    #[test]
+    fn fused_linear_attention_matches_the_composed_chunked_form() {
+        let d = device();
+        for (seed, (b, h, t, f, dv, chunk)) in [(2, 2, 13, 4, 3, 4), (1, 3, 16, 8, 8, 8), (1, 1, 5, 3, 2, 64)].into_iter().enumerate() {
+            for normalize in [true, false] {
+                for positive in [true, false] {
+                    let feats = |x: Tensor<4>| if positive { burn::tensor::activation::elu(x, 1.0) + 1.0 } else { x };
+                    let inputs = [randn([b, h, t, f], 80 + seed as u64, &d), randn([b, h, t, f], 81 + seed as u64, &d), randn([b, h, t, f.max(dv)], 82, &d)];
+                    let what = format!("b{b} h{h} t{t} f{f} dv{dv} chunk{chunk} normalize={normalize} positive={positive}");
+                    let v_of = |x: &Tensor<4>| x.clone().narrow(3, 0, dv);
+                    let (fast, fast_g) = output_and_grads(&inputs, 83, |x| {
+                        causal_linear_attention(feats(x[0].clone()), feats(x[1].clone()), v_of(&x[2]), chunk, normalize).expect("flex")
+                    });
+                    let (slow, slow_g) = output_and_grads(&inputs, 83, |x| {
+                        crate::linear::chunked::causal(feats(x[0].clone()), feats(x[1].clone()), v_of(&x[2]), chunk, normalize, None).0
+                    });
+                    assert_close(fast, slow, 1e-4, &format!("{what}: output"));
+                    for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {
+                        assert_close(f, s, 1e-3, &format!("{what}: gradient {i}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fused `elu + 1` equals the composed formula on a strided input, outputs and gradients.
+    #[test]
+    fn fused_elu_plus_one_matches_the_composed_formula() {
+        let d = device();
+        let x = randn([4, 9, 33], 90, &d) * 3.0;
+        let (fast, fast_g) = output_and_grads(&[x.clone()], 91, |v| elu_plus_one(v[0].clone().swap_dims(1, 2)));
+        let (slow, slow_g) = output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
+        assert_close(fast, slow, 1e-6, "elu+1 output");
+        assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "elu+1 gradient");
     }
 
     /// A strided (transposed) input gives the same values as its contiguous copy.

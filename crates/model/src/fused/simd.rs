@@ -104,6 +104,22 @@ fn gelu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
+fn elu1_body(x: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        let e = exp(x.min(0.0));
+        *o = if x > 0.0 { x + 1.0 } else { e };
+    }
+}
+
+/// The derivative of `elu(x) + 1` from its output `y`: `1` where `x > 0` (`y > 1`), else `e^x = y`.
+#[inline(always)]
+fn elu1_backward_body(y: &[f32], grad: &[f32], out: &mut [f32]) {
+    for ((o, &y), &g) in out.iter_mut().zip(y).zip(grad) {
+        *o = g * y.min(1.0);
+    }
+}
+
 #[cfg(test)]
 #[inline(always)]
 fn exp_body(x: &mut [f32]) {
@@ -143,6 +159,14 @@ dispatched!(
 dispatched!(
     /// `out[i] = grad[i] · gelu'(x[i])`.
     gelu_backward => gelu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32])
+);
+dispatched!(
+    /// `out[i] = elu(x[i]) + 1` (`x + 1` for `x > 0`, `e^x` otherwise).
+    elu1 => elu1_body(x: &[f32], out: &mut [f32])
+);
+dispatched!(
+    /// `out[i] = grad[i] · d(elu(x) + 1)/dx`, from the forward output `y`.
+    elu1_backward => elu1_backward_body(y: &[f32], grad: &[f32], out: &mut [f32])
 );
 #[cfg(test)]
 dispatched!(

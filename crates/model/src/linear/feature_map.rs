@@ -93,7 +93,7 @@ impl FeatureMap {
         match self.kind {
             FeatureMapKind::Identity => x,
             // elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise.
-            FeatureMapKind::Elu1 => x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp(),
+            FeatureMapKind::Elu1 => crate::fused::elu_plus_one(x),
             FeatureMapKind::Relu => x.clamp_min(0.0),
             FeatureMapKind::Cosformer => {
                 let m = self.max_seq_len.max(1) as f32;

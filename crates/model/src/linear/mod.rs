@@ -256,7 +256,10 @@ impl SequenceMixer for LinearAttention {
         let y = match (ctx.causal, self.form) {
             (false, _) => bidirectional(q.clone(), k.clone(), v, self.normalize),
             (true, LinearForm::Parallel) => parallel::causal(q.clone(), k.clone(), v, self.normalize),
-            (true, LinearForm::Chunked) => chunked::causal(q.clone(), k.clone(), v, self.chunk, self.normalize, None).0,
+            (true, LinearForm::Chunked) => match crate::fused::causal_linear_attention(q.clone(), k.clone(), v, self.chunk, self.normalize) {
+                Ok(y) => y,
+                Err((q, k, v)) => chunked::causal(q, k, v, self.chunk, self.normalize, None).0,
+            },
             (true, LinearForm::Recurrent) => recurrent::causal(q.clone(), k.clone(), v, self.normalize, None).0,
         };
         let diagnostics = ctx.diagnostics.then(|| {
