@@ -447,7 +447,7 @@ fn fresh_report_dir(out: &std::path::Path) -> Result<()> {
 }
 
 fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
-    use attnlab_eval::reproduce::{REPRODUCTIONS, Size, run};
+    use attnlab_eval::reproduce::{REPRODUCTIONS, Size, check_name, run};
     let Some(name) = a.name else {
         for (name, what) in REPRODUCTIONS {
             println!("{name:<14} {what}");
@@ -455,10 +455,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         println!("\nrun one: attnlab reproduce <name> [--size smoke|full]");
         return Ok(());
     };
-    if !REPRODUCTIONS.iter().any(|r| r.0 == name) {
-        let names: Vec<&str> = REPRODUCTIONS.iter().map(|r| r.0).collect();
-        bail!("unknown reproduction '{name}': expected one of {}", names.join(", "));
-    }
+    check_name(&name).map_err(anyhow::Error::msg)?;
     let size: Size = a.size.parse().map_err(anyhow::Error::msg)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}-{}-{}", a.size, run_dir::timestamp())));
     fresh_report_dir(&out)?;

@@ -263,7 +263,8 @@ fn finite_values(values: &[f64]) -> Vec<f64> {
     values.iter().copied().filter(|v| v.is_finite()).collect()
 }
 
-fn mean(xs: &[f64]) -> f64 {
+/// Arithmetic mean; NaN for an empty slice (so a missing value is not read as a zero).
+pub fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
 

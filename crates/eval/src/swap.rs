@@ -110,7 +110,7 @@ pub fn run(spec: &SwapSpec, out: &Path, quiet: bool) -> Result<Results, String> 
                     if first { c.first().filter(|p| p.0 == 0) } else { c.last() }.map(|p| p.1)
                 })
                 .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
+            crate::stats::mean(&v)
         };
         (at(true), at(false))
     };

@@ -5,7 +5,8 @@
 //! - [`softmax`], [`sigmoid`], [`linear`]: one file per variant family, each opening with its
 //!   paper and formula.
 //! - [`block`], [`position`], [`lm`], [`config`]: the transformer around them.
-//! - [`fused`]: fused CPU kernels (GELU, causal softmax attention) with their own backward.
+//! - [`fused`]: fused flex (CPU) kernels with their own backward passes: linear map, GELU, layer
+//!   norm, packed softmax attention, chunked linear attention, elu+1.
 //! - [`backend`]: `--device flex|ndarray|wgpu|cuda` at run time.
 //!
 //! No files, printing or command-line parsing here: those live in `attnlab-train` and up.

@@ -210,7 +210,7 @@ pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
     let k_of = |key: &str| key.trim_start_matches("err_k").parse::<f64>().unwrap_or(f64::NAN);
     let all_runs = |key: &str| -> f64 {
         let v: Vec<f64> = results.runs.iter().filter_map(|r| r.final_eval.get(key).copied()).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
+        crate::stats::mean(&v)
     };
     let mut series: Vec<Series> = results
         .arms
@@ -237,7 +237,7 @@ pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
     // The gap is judged where attention has examples to use: the second half of the prompt.
     let late = |arm: &str| -> f64 {
         let v: Vec<f64> = ks[ks.len() / 2..].iter().map(|k| final_eval_mean(&results, arm, k)).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
+        crate::stats::mean(&v)
     };
     let soft = late("softmax");
     let elu1 = late("linear:elu1");

@@ -71,6 +71,15 @@ pub const REPRODUCTIONS: [(&str, &str); 6] = [
     ("separation", "seed 1's construction: one planted large entry; softmax separates, linear does not"),
 ];
 
+/// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if REPRODUCTIONS.iter().any(|r| r.0 == name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = REPRODUCTIONS.iter().map(|r| r.0).collect();
+    Err(format!("unknown reproduction '{name}': expected one of {}", names.join(", ")))
+}
+
 /// Runs reproduction `name` at `size`, writing its report into `out`.
 pub fn run(name: &str, size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
     match name {
@@ -80,10 +89,7 @@ pub fn run(name: &str, size: Size, out: &Path, quiet: bool) -> Result<Outcome, S
         "icl-gap" => gaps::icl_gap(size, out, quiet),
         "lm-gap" => gaps::lm_gap(size, out, quiet),
         "separation" => gaps::separation(size, out, quiet),
-        other => {
-            let names: Vec<&str> = REPRODUCTIONS.iter().map(|r| r.0).collect();
-            Err(format!("unknown reproduction '{other}': expected one of {}", names.join(", ")))
-        }
+        other => check_name(other).and(Err(format!("reproduction '{other}' has no runner"))),
     }
 }
 
