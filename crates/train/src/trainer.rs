@@ -257,9 +257,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         ));
         if state.step == 0 {
             // Where a started-from-weights run begins: the step-0 point of its eval curve.
-            let valid = model.valid();
-            let metrics = task.evaluate(&valid, &eval_batches);
-            let entropy = layer_entropy(&valid, &eval_batches);
+            let (metrics, entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
             run.append_metrics(&json!({ "step": 0, "eval": metrics, "attention_entropy": entropy }))?;
             if let Some(v) = metrics.get(metric.name) {
                 progress.line(&format!("step 0 (before training): {} {v:.4}", metric.name));
@@ -304,9 +302,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         let eval_now = last || (t.eval_every > 0 && step % t.eval_every == 0);
         let mut stop = false;
         if eval_now {
-            let valid = model.valid();
-            let metrics = task.evaluate(&valid, &eval_batches);
-            let entropy = layer_entropy(&valid, &eval_batches);
+            let (metrics, entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
             let value = metrics.get(metric.name).copied().unwrap_or(f64::NAN);
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, what: "eval metric", value, last_good: last_good(run) });
@@ -374,7 +370,12 @@ fn meta(config: &RunConfig) -> serde_json::Value {
 /// Evaluates a model on a task's evaluation set with the config's batch settings.
 pub fn evaluate(config: &RunConfig, task: &dyn Task, model: &Model, device: &Device) -> (BTreeMap<String, f64>, Vec<f64>) {
     let batches = task.eval_batches(config.train.eval_batches, config.train.batch_size, device);
-    (task.evaluate(model, &batches), layer_entropy(model, &batches))
+    measure(task, model, &batches)
+}
+
+/// The task's metrics and each layer's mean attention entropy on `batches`.
+fn measure(task: &dyn Task, model: &Model, batches: &[Batch]) -> (BTreeMap<String, f64>, Vec<f64>) {
+    (task.evaluate(model, batches), layer_entropy(model, batches))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! reused by resume, eval and sample. Metric: validation loss in nats per token, plus bits per
 //! character (comparable with the char task).
 
-use super::text::{TokenStream, batch_index, read_corpus};
+use super::text::{TokenStream, lm_metrics, read_corpus};
 use super::{Batch, Codec, MainMetric, Task, TaskError};
 use crate::config::BpeConfig;
 use attnlab_model::{Model, ModelInput, ModelIo};
@@ -104,15 +104,13 @@ impl Task for BpeLm {
         MainMetric { name: "loss", higher_is_better: false }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
-        self.stream.train_batch(batch_index(step, micro), batch_size, device)
+        self.stream.train_batch(step, micro, batch_size, device)
     }
     fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         self.stream.eval_batches(batches, batch_size, device)
     }
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
-        let mut m = super::mean_metrics(model, batches);
-        m.insert("bits_per_char".into(), m["loss"] / std::f64::consts::LN_2 / self.chars_per_token);
-        m
+        lm_metrics(model, batches, self.chars_per_token)
     }
     fn codec(&self) -> Option<&dyn Codec> {
         Some(&self.codec)

@@ -2,7 +2,7 @@
 //! the vocabulary is the sorted set of characters, the last `val_fraction` of the text is held
 //! out, and the metric is validation loss in nats per character (and bits per character).
 
-use super::text::{TokenStream, batch_index, read_corpus};
+use super::text::{TokenStream, lm_metrics, read_corpus};
 use super::{Batch, Codec, MainMetric, Task, TaskError};
 use crate::config::TextConfig;
 use attnlab_model::{Model, ModelInput, ModelIo};
@@ -69,15 +69,13 @@ impl Task for CharLm {
         MainMetric { name: "loss", higher_is_better: false }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
-        self.stream.train_batch(batch_index(step, micro), batch_size, device)
+        self.stream.train_batch(step, micro, batch_size, device)
     }
     fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         self.stream.eval_batches(batches, batch_size, device)
     }
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
-        let mut m = super::mean_metrics(model, batches);
-        m.insert("bits_per_char".into(), m["loss"] / std::f64::consts::LN_2);
-        m
+        lm_metrics(model, batches, 1.0)
     }
     fn codec(&self) -> Option<&dyn Codec> {
         Some(&self.codec)

@@ -3,7 +3,8 @@
 
 use super::{Batch, TaskError, Target};
 use crate::seed;
-use attnlab_model::LmInput;
+use attnlab_model::{LmInput, Model};
+use std::collections::BTreeMap;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
 use std::path::Path;
@@ -44,14 +45,23 @@ impl TokenStream {
         Batch { input: LmInput::Tokens(ids(x)), target: Target::Tokens { ids: ids(y), mask: None }, tokens: batch_size * t }
     }
 
-    pub fn train_batch(&self, index: u64, batch_size: usize, device: &Device) -> Batch {
-        self.windows(&self.train, &mut seed::rng(self.seed, "train", index), batch_size, device)
+    /// Micro-batch `micro` of optimizer step `step`.
+    pub fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
+        self.windows(&self.train, &mut seed::rng(self.seed, "train", batch_index(step, micro)), batch_size, device)
     }
 
     pub fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         let mut rng = seed::rng(self.seed, "eval", 0);
         (0..batches).map(|_| self.windows(&self.val, &mut rng, batch_size, device)).collect()
     }
+}
+
+/// The language-modelling metrics: mean loss and accuracy over `batches`, and bits per character
+/// (`chars_per_token` is 1 for a character vocabulary).
+pub fn lm_metrics(model: &Model, batches: &[Batch], chars_per_token: f64) -> BTreeMap<String, f64> {
+    let mut m = super::mean_metrics(model, batches);
+    m.insert("bits_per_char".into(), m["loss"] / std::f64::consts::LN_2 / chars_per_token);
+    m
 }
 
 /// Reads a UTF-8 corpus with one-line errors for the usual mistakes.
