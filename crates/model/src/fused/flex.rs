@@ -193,31 +193,17 @@ fn linear_grads(state: &LinearState, dy: &FlexTensor, want: [bool; 3]) -> [Optio
     [dx, dw, db]
 }
 
-impl Backward<Flex, 3> for LinearBackward {
+/// `N = 3` (x, w, b) with a bias, `N = 2` (x, w) without.
+impl<const N: usize> Backward<Flex, N> for LinearBackward {
     type State = LinearState;
 
-    fn backward(self, ops: Ops<LinearState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<LinearState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<Flex>(&ops.node);
-        let want = ops.parents.each_ref().map(Option::is_some);
-        for (parent, grad) in ops.parents.into_iter().zip(linear_grads(&ops.state, &dy, want)) {
-            if let (Some(node), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(node.id, grad);
-            }
+        let mut want = [false; 3];
+        for (w, parent) in want.iter_mut().zip(&ops.parents) {
+            *w = parent.is_some();
         }
-    }
-}
-
-#[derive(Debug)]
-struct LinearNoBiasBackward;
-
-impl Backward<Flex, 2> for LinearNoBiasBackward {
-    type State = LinearState;
-
-    fn backward(self, ops: Ops<LinearState, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node);
-        let want = [ops.parents[0].is_some(), ops.parents[1].is_some(), false];
-        let [dx, dw, _] = linear_grads(&ops.state, &dy, want);
-        for (parent, grad) in ops.parents.into_iter().zip([dx, dw]) {
+        for (parent, grad) in ops.parents.into_iter().zip(linear_grads(&ops.state, &dy, want)) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<Flex>(node.id, grad);
             }
@@ -241,7 +227,7 @@ pub fn linear<const D: usize>(
         (Input::Tracked(xt), Input::Tracked(wt), None) => {
             let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
             let y = linear_forward(&state.x, &state.w, None);
-            let out = match LinearNoBiasBackward.prepare::<NoCheckpointing>([xt.node(), wt.node()]).compute_bound().stateful() {
+            let out = match LinearBackward.prepare::<NoCheckpointing>([xt.node(), wt.node()]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(state, y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             };
