@@ -8,9 +8,10 @@ use super::simd;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
+use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData};
 
 /// Flex under Burn's default (no) gradient checkpointing, the device `attnlab` trains on.
@@ -21,7 +22,7 @@ enum Input<const D: usize> {
     /// Flex without autodiff (evaluation, sampling).
     Plain(FlexTensor),
     /// Flex under autodiff.
-    Tracked(burn::backend::tensor::FloatTensor<FlexAd>),
+    Tracked(FloatTensor<FlexAd>),
     /// Anything else: the caller runs the composed formula.
     Other(Tensor<D>),
 }
@@ -50,6 +51,40 @@ fn slice(t: &FlexTensor) -> &[f32] {
 
 fn from_vec(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Records `op` in the autodiff graph over `inputs`, with `state` for its backward (dropped when
+/// no input needs a gradient), and returns `output` as a tracked tensor.
+fn record<O, const N: usize, const D: usize>(op: O, inputs: [&FloatTensor<FlexAd>; N], state: O::State, output: FlexTensor) -> Tensor<D>
+where
+    O: Backward<Flex, N>,
+{
+    let out = match op.prepare::<NoCheckpointing>(inputs.map(|t| t.node())).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Tensor::from_primitive::<FlexAd>(out)
+}
+
+/// Every backward pass here: `grads_of(state, dy, wanted)` returns each input's gradient (`dy`
+/// made contiguous; `None` where the input wants none), and each is registered with its input.
+fn run_backward<S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+    grads_of: impl FnOnce(S, &FlexTensor, [bool; N]) -> [Option<FlexTensor>; N],
+) {
+    let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+    let wanted = ops.parents.each_ref().map(Option::is_some);
+    for (parent, grad) in ops.parents.into_iter().zip(grads_of(ops.state, &dy, wanted)) {
+        if let (Some(node), Some(grad)) = (parent, grad) {
+            grads.register::<Flex>(node.id, grad);
+        }
+    }
+}
+
+/// The first `N` of three optional gradients (ops whose third input, a bias, is optional).
+fn first<const N: usize>(mut all: [Option<FlexTensor>; 3]) -> [Option<FlexTensor>; N] {
+    std::array::from_fn(|i| all[i].take())
 }
 
 /// Runs `f(start, chunk)` over chunks of `out` in parallel when it is large enough to pay for it.
@@ -105,8 +140,7 @@ impl Backward<Flex, 1> for UnaryBackward {
     type State = (Unary, FlexTensor);
 
     fn backward(self, ops: Ops<(Unary, FlexTensor), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (map, saved) = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| map.derivative(&saved, &contiguous(&dy)));
+        run_backward(ops, grads, |(map, saved), dy, _| [Some(map.derivative(&saved, dy))]);
     }
 }
 
@@ -114,19 +148,13 @@ fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Tenso
     match classify(x) {
         Input::Plain(t) => Ok(Tensor::from_primitive::<Flex>(map.apply(&contiguous(&t)))),
         Input::Tracked(t) => {
-            let out = match UnaryBackward.prepare::<NoCheckpointing>([t.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => {
-                    let input = contiguous(t.primitive());
-                    let y = map.apply(&input);
-                    let saved = match map {
-                        Unary::Gelu => input,
-                        Unary::Elu1 => y.clone(),
-                    };
-                    prep.finish((map, saved), y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(map.apply(&contiguous(t.primitive()))),
+            let input = contiguous(t.primitive());
+            let y = map.apply(&input);
+            let saved = match map {
+                Unary::Gelu => input,
+                Unary::Elu1 => y.clone(),
             };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            Ok(record(UnaryBackward, [&t], (map, saved), y))
         }
         Input::Other(x) => Err(x),
     }
@@ -181,15 +209,15 @@ struct LinearState {
     w: FlexTensor,
 }
 
+/// `[dx, dw, db]` for a contiguous `dy`, each only if wanted.
 fn linear_grads(state: &LinearState, dy: &FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
-    let dy = contiguous(dy);
     let (x_shape, w_shape) = (state.x.layout().shape().clone(), state.w.layout().shape().clone());
     let (k, n) = (w_shape[0], w_shape[1]);
     let rows = x_shape.num_elements() / k.max(1);
-    let dy_m = View::row_major(slice(&dy), rows, n);
+    let dy_m = View::row_major(slice(dy), rows, n);
     let dx = want[0].then(|| from_vec(matmul::matmul(dy_m, matrix(&state.w).t(), None), x_shape.clone()));
     let dw = want[1].then(|| from_vec(matmul::matmul(View::row_major(slice(&state.x), rows, k).t(), dy_m, None), w_shape.clone()));
-    let db = want[2].then(|| from_vec(matmul::column_sums(slice(&dy), n), [n].into()));
+    let db = want[2].then(|| from_vec(matmul::column_sums(slice(dy), n), [n].into()));
     [dx, dw, db]
 }
 
@@ -198,16 +226,11 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward {
     type State = LinearState;
 
     fn backward(self, ops: Ops<LinearState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node);
-        let mut want = [false; 3];
-        for (w, parent) in want.iter_mut().zip(&ops.parents) {
-            *w = parent.is_some();
-        }
-        for (parent, grad) in ops.parents.into_iter().zip(linear_grads(&ops.state, &dy, want)) {
-            if let (Some(node), Some(grad)) = (parent, grad) {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        run_backward(ops, grads, |state, dy, wanted| {
+            let mut want = [false; 3];
+            want[..N].copy_from_slice(&wanted);
+            first(linear_grads(&state, dy, want))
+        });
     }
 }
 
@@ -227,20 +250,12 @@ pub fn linear<const D: usize>(
         (Input::Tracked(xt), Input::Tracked(wt), None) => {
             let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
             let y = linear_forward(&state.x, &state.w, None);
-            let out = match LinearBackward.prepare::<NoCheckpointing>([xt.node(), wt.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            Ok(record(LinearBackward, [&xt, &wt], state, y))
         }
         (Input::Tracked(xt), Input::Tracked(wt), Some(Input::Tracked(bt))) => {
             let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
             let y = linear_forward(&state.x, &state.w, Some(bt.primitive()));
-            let out = match LinearBackward.prepare::<NoCheckpointing>([xt.node(), wt.node(), bt.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            Ok(record(LinearBackward, [&xt, &wt, &bt], state, y))
         }
         _ => Err((x, w, b)),
     }
@@ -268,11 +283,9 @@ impl Backward<Flex, 1> for PackedAttentionBackward {
     type State = PackedAttentionState;
 
     fn backward(self, ops: Ops<PackedAttentionState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let PackedAttentionState { dims, qkv, p } = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
-            let dy = contiguous(&dy);
-            let dqkv = attention::backward(dims, slice(&qkv), slice(&p), slice(&dy));
-            from_vec(dqkv, qkv.layout().shape().clone())
+        run_backward(ops, grads, |PackedAttentionState { dims, qkv, p }, dy, _| {
+            let dqkv = attention::backward(dims, slice(&qkv), slice(&p), slice(dy));
+            [Some(from_vec(dqkv, qkv.layout().shape().clone()))]
         });
     }
 }
@@ -290,11 +303,7 @@ pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal
         Input::Tracked(t) => {
             let input = contiguous(t.primitive());
             let (dims, y, p) = forward(&input);
-            let out = match PackedAttentionBackward.prepare::<NoCheckpointing>([t.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(PackedAttentionState { dims, qkv: input, p }, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            Ok(record(PackedAttentionBackward, [&t], PackedAttentionState { dims, qkv: input, p }, y))
         }
         Input::Other(x) => Err(x),
     }
@@ -313,12 +322,11 @@ struct LayerNormState {
 }
 
 impl LayerNormState {
-    /// `[dx, dγ, dβ]`.
-    fn grads(&self, dy: &FlexTensor) -> [FlexTensor; 3] {
-        let dy = contiguous(dy);
-        let (dx, dgamma, dbeta) = norm::backward(slice(&dy), slice(&self.xhat), slice(&self.r), slice(&self.gamma));
+    /// `[dx, dγ, dβ]` for a contiguous `dy`.
+    fn grads(&self, dy: &FlexTensor) -> [Option<FlexTensor>; 3] {
+        let (dx, dgamma, dbeta) = norm::backward(slice(dy), slice(&self.xhat), slice(&self.r), slice(&self.gamma));
         let width = dgamma.len();
-        [from_vec(dx, dy.layout().shape().clone()), from_vec(dgamma, [width].into()), from_vec(dbeta, [width].into())]
+        [from_vec(dx, dy.layout().shape().clone()), from_vec(dgamma, [width].into()), from_vec(dbeta, [width].into())].map(Some)
     }
 }
 
@@ -326,12 +334,7 @@ impl<const N: usize> Backward<Flex, N> for LayerNormBackward {
     type State = LayerNormState;
 
     fn backward(self, ops: Ops<LayerNormState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = grads.consume::<Flex>(&ops.node);
-        for (parent, grad) in ops.parents.into_iter().zip(ops.state.grads(&dy)) {
-            if let Some(node) = parent {
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        run_backward(ops, grads, |state, dy, _| first(state.grads(dy)));
     }
 }
 
@@ -359,19 +362,11 @@ pub fn layer_norm<const D: usize>(
         }
         (Input::Tracked(xt), Input::Tracked(gt), None) => {
             let (y, state) = forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), None);
-            let out = match LayerNormBackward.prepare::<NoCheckpointing>([xt.node(), gt.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            Ok(record(LayerNormBackward, [&xt, &gt], state, y))
         }
         (Input::Tracked(xt), Input::Tracked(gt), Some(Input::Tracked(bt))) => {
             let (y, state) = forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), Some(bt.primitive()));
-            let out = match LayerNormBackward.prepare::<NoCheckpointing>([xt.node(), gt.node(), bt.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(state, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            Ok(record(LayerNormBackward, [&xt, &gt, &bt], state, y))
         }
         _ => Err((x, gamma, beta)),
     }
@@ -383,10 +378,11 @@ struct LinearAttentionBackward;
 #[derive(Clone, Debug)]
 struct LinearAttentionState {
     dims: linear_attention::Dims,
-    /// Contiguous `[b, h, t, ·]` inputs.
+    /// Contiguous `[b, h, t, ·]` inputs and the output.
     q: FlexTensor,
     k: FlexTensor,
     v: FlexTensor,
+    y: FlexTensor,
     saved: std::sync::Arc<linear_attention::Saved>,
 }
 
@@ -394,15 +390,11 @@ impl Backward<Flex, 3> for LinearAttentionBackward {
     type State = LinearAttentionState;
 
     fn backward(self, ops: Ops<LinearAttentionState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
-        let st = ops.state;
-        let (dq, dk, dv) = linear_attention::backward(st.dims, slice(&st.q), slice(&st.k), slice(&st.v), &st.saved, slice(&dy));
-        let shapes = [st.q.layout().shape().clone(), st.k.layout().shape().clone(), st.v.layout().shape().clone()];
-        for ((parent, grad), shape) in ops.parents.into_iter().zip([dq, dk, dv]).zip(shapes) {
-            if let Some(node) = parent {
-                grads.register::<Flex>(node.id, from_vec(grad, shape));
-            }
-        }
+        run_backward(ops, grads, |st, dy, _| {
+            let (dq, dk, dv) = linear_attention::backward(st.dims, slice(&st.q), slice(&st.k), slice(&st.v), slice(&st.y), &st.saved, slice(dy));
+            let shape = |t: &FlexTensor| t.layout().shape().clone();
+            [Some(from_vec(dq, shape(&st.q))), Some(from_vec(dk, shape(&st.k))), Some(from_vec(dv, shape(&st.v)))]
+        });
     }
 }
 
@@ -421,8 +413,8 @@ pub fn causal_linear_attention(
         let [b, h, t, f] = q.layout().shape().dims::<4>();
         let dv = v.layout().shape()[3];
         let dims = linear_attention::Dims { bh: b * h, seq: t, f, dv, chunk: chunk.clamp(1, t.max(1)), normalize, eps };
-        let saved = linear_attention::forward(dims, slice(q), slice(k), slice(v));
-        (dims, from_vec(saved.y.clone(), [b, h, t, dv].into()), saved)
+        let (y, saved) = linear_attention::forward(dims, slice(q), slice(k), slice(v));
+        (dims, from_vec(y, [b, h, t, dv].into()), saved)
     };
     match (classify(q.clone()), classify(k.clone()), classify(v.clone())) {
         (Input::Plain(q), Input::Plain(k), Input::Plain(v)) => {
@@ -431,11 +423,8 @@ pub fn causal_linear_attention(
         (Input::Tracked(qt), Input::Tracked(kt), Input::Tracked(vt)) => {
             let (q, k, v) = (contiguous(qt.primitive()), contiguous(kt.primitive()), contiguous(vt.primitive()));
             let (dims, y, saved) = run(&q, &k, &v);
-            let out = match LinearAttentionBackward.prepare::<NoCheckpointing>([qt.node(), kt.node(), vt.node()]).compute_bound().stateful() {
-                OpsKind::Tracked(prep) => prep.finish(LinearAttentionState { dims, q, k, v, saved: std::sync::Arc::new(saved) }, y),
-                OpsKind::UnTracked(prep) => prep.finish(y),
-            };
-            Ok(Tensor::from_primitive::<FlexAd>(out))
+            let state = LinearAttentionState { dims, q, k, v, y: y.clone(), saved: std::sync::Arc::new(saved) };
+            Ok(record(LinearAttentionBackward, [&qt, &kt, &vt], state, y))
         }
         _ => Err((q, k, v)),
     }

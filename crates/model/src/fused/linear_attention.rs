@@ -55,22 +55,22 @@ fn keep_lower(a: &mut [f32], l: usize) {
     }
 }
 
-/// What the forward pass keeps: outputs, raw denominators and the state before each chunk.
+/// What the backward pass needs besides the inputs and the output: raw denominators and the
+/// state before each chunk.
 #[derive(Debug)]
 pub struct Saved {
-    pub y: Vec<f32>,
     pub den: Vec<f32>,
     pub states: Vec<f32>,
     pub sums: Vec<f32>,
 }
 
-pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> Saved {
+/// Returns the output `y` (`[bh, seq, dv]`) and what the backward pass needs.
+pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Saved) {
     let Dims { bh, seq, f, dv, chunk, .. } = dims;
     let n = dims.chunks();
-    let mut saved = Saved { y: vec![0.0; bh * seq * dv], den: vec![0.0; bh * seq], states: vec![0.0; bh * n * f * dv], sums: vec![0.0; bh * n * f] };
-    saved
-        .y
-        .par_chunks_mut(seq * dv)
+    let mut y = vec![0.0; bh * seq * dv];
+    let mut saved = Saved { den: vec![0.0; bh * seq], states: vec![0.0; bh * n * f * dv], sums: vec![0.0; bh * n * f] };
+    y.par_chunks_mut(seq * dv)
         .zip(saved.den.par_chunks_mut(seq))
         .zip(saved.states.par_chunks_mut(n * f * dv))
         .zip(saved.sums.par_chunks_mut(n * f))
@@ -109,18 +109,19 @@ pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> Saved {
                 }
             }
         });
-    saved
+    (y, saved)
 }
 
-/// Returns `(dq, dk, dv)`.
-pub fn backward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], saved: &Saved, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// Returns `(dq, dk, dv)` from the inputs, the forward output `y` and what it saved.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], y: &[f32], saved: &Saved, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims { bh, seq, f, dv, chunk, .. } = dims;
     let n = dims.chunks();
     let (mut dq, mut dk, mut dvv) = (vec![0.0; bh * seq * f], vec![0.0; bh * seq * f], vec![0.0; bh * seq * dv]);
     dq.par_chunks_mut(seq * f).zip(dk.par_chunks_mut(seq * f)).zip(dvv.par_chunks_mut(seq * dv)).enumerate().for_each(|(p, ((dq, dk), dvp))| {
         let qkr = p * seq * f..(p + 1) * seq * f;
         let vr = p * seq * dv..(p + 1) * seq * dv;
-        let (q, k, v, y, g) = (&q[qkr.clone()], &k[qkr], &v[vr.clone()], &saved.y[vr.clone()], &dy[vr]);
+        let (q, k, v, y, g) = (&q[qkr.clone()], &k[qkr], &v[vr.clone()], &y[vr.clone()], &dy[vr]);
         let den = &saved.den[p * seq..(p + 1) * seq];
         let states = &saved.states[p * n * f * dv..(p + 1) * n * f * dv];
         let sums = &saved.sums[p * n * f..(p + 1) * n * f];
