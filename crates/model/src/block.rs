@@ -64,7 +64,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        fused::linear(&self.down, fused::gelu(fused::linear(&self.up, x)))
+        fused::affine(&self.down, fused::gelu(fused::affine(&self.up, x)))
     }
 }
 

@@ -5,9 +5,11 @@
 
 use crate::block::{Block, Mlp, Norm, NormKind};
 use crate::lm::{InputLayer, Lm, Model};
-use crate::mixer::{MixerDims, MixerSpec, MixerStack};
+use crate::families::MixerSpec;
+use crate::families::softmax::SoftmaxAttentionConfig;
+use crate::mixer::MixerDims;
 use crate::position::{PositionKind, Positions};
-use crate::linear::FeatureMapKind;
+use crate::stack::MixerStack;
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -42,7 +44,7 @@ impl Default for ModelConfig {
             d_model: 128,
             n_heads: 4,
             n_layers: 4,
-            mixer: MixerStack::uniform(MixerSpec::Softmax(Default::default())),
+            mixer: MixerStack::uniform(MixerSpec::from(SoftmaxAttentionConfig::default())),
             positions: PositionKind::Learned,
             norm: NormKind::Layer,
             mlp_ratio: 4,
@@ -72,7 +74,7 @@ pub struct ModelIo {
 /// A config value that cannot build a model; the message names the key and the fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
-pub struct ConfigError(pub String);
+pub struct ModelConfigError(pub String);
 
 impl ModelConfig {
     pub fn head_dim(&self) -> usize {
@@ -91,8 +93,8 @@ impl ModelConfig {
     }
 
     /// Checks every value against the others and the task's input/output.
-    pub fn validate(&self, io: &ModelIo) -> Result<(), ConfigError> {
-        let err = |m: String| Err(ConfigError(m));
+    pub fn validate(&self, io: &ModelIo) -> Result<(), ModelConfigError> {
+        let err = |m: String| Err(ModelConfigError(m));
         for (key, value) in [("d_model", self.d_model), ("n_heads", self.n_heads), ("n_layers", self.n_layers), ("max_seq_len", self.max_seq_len)] {
             if value == 0 {
                 return err(format!("model.{key} is 0: it must be at least 1"));
@@ -114,9 +116,9 @@ impl ModelConfig {
             }
         }
         for layer in 0..self.n_layers {
-            let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ConfigError)?;
-            spec.validate(&self.dims(layer, 0)).map_err(ConfigError)?;
-            let d_qk = self.qk_width(spec);
+            let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ModelConfigError)?;
+            spec.validate(&self.dims(layer, 0)).map_err(ModelConfigError)?;
+            let d_qk = spec.qk_width(&self.dims(layer, 0));
             if self.positions == PositionKind::Rope && d_qk != self.head_dim() {
                 return err(format!(
                     "model.positions = \"rope\" rotates {}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
@@ -135,30 +137,20 @@ impl ModelConfig {
         Ok(())
     }
 
-    fn qk_width(&self, spec: &MixerSpec) -> usize {
-        match spec {
-            MixerSpec::Linear(c) if c.feature_map == FeatureMapKind::Taylor => c.feature_dim,
-            _ => self.head_dim(),
-        }
-    }
-
-    /// Floats one sequence's decoding state holds after `seq_len` tokens, summed over layers:
-    /// a KV cache of `2·seq_len·d_model` per softmax or sigmoid layer (it grows with the
-    /// context), `heads·(F·d_head + F)` per linear layer (fixed; `F` = feature dimension).
+    /// Floats one sequence's decoding state holds after `seq_len` tokens, summed over layers,
+    /// each family counting its own (a KV cache grows with the context; linear attention's sums
+    /// do not).
     pub fn decode_state_floats(&self, seq_len: usize) -> usize {
         (0..self.n_layers)
             .map(|layer| match self.mixer.for_layer(layer, self.n_layers) {
-                Ok(MixerSpec::Linear(c)) => {
-                    let f = c.feature_map.output_dim(self.qk_width(&MixerSpec::Linear(c.clone())), c.features);
-                    self.n_heads * (f * self.head_dim() + f)
-                }
-                _ => 2 * seq_len * self.d_model,
+                Ok(spec) => spec.decode_state_floats(&self.dims(layer, 0), seq_len),
+                Err(_) => 0,
             })
             .sum()
     }
 
     /// Builds the model; `seed` fixes the initial weights (and Performer's random features).
-    pub fn init(&self, io: &ModelIo, seed: u64, device: &Device) -> Result<Model, ConfigError> {
+    pub fn init(&self, io: &ModelIo, seed: u64, device: &Device) -> Result<Model, ModelConfigError> {
         self.validate(io)?;
         Ok(crate::seeding::with_seed(device, seed, || {
             let model = self.build(io, seed, device);

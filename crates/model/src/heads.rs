@@ -1,6 +1,7 @@
-//! Multi-head projections and the masking/diagnostics helpers every attention variant shares.
+//! Head mechanics every attention family shares: the packed q/k/v projection, split and merge,
+//! RoPE application, the KV cache, causal masks and attention diagnostics.
 //!
-//! All variants project `x` with one fused linear map to queries, keys and values
+//! All families project `x` with one fused linear map to queries, keys and values
 //! (`[q | k | v]`, a layout that also lets a trained model swap its attention variant while keeping
 //! these weights), split them into heads `[batch, heads, seq, head_dim]`, mix, then merge the
 //! heads and apply the output projection.
@@ -8,10 +9,10 @@
 use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixerDims};
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig, RotaryEncoding};
 use burn::tensor::{Bool, Device, Tensor};
 
-/// Fused q/k/v projection and output projection.
+/// Fused q/k/v projection and output projection (affine maps, Burn's `Linear`).
 #[derive(Module, Debug)]
 pub struct HeadProjection {
     /// `weight: [d_model, n_heads * (2 * d_qk + d_v)]`, columns laid out `[q | k | v]`,
@@ -53,7 +54,7 @@ impl HeadProjection {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, heads·(2·d_qk + d_v)]`
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
-        fused::linear(&self.qkv, x)
+        fused::affine(&self.qkv, x)
     }
 
     /// # Shapes
@@ -76,6 +77,18 @@ impl HeadProjection {
         (heads(0, dqk), heads(h * dqk, dqk), heads(2 * h * dqk, dv))
     }
 
+    /// [`Self::split`] with RoPE applied to queries and keys at positions `offset..`.
+    pub fn split_rotated(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        self.split_packed_rotated(self.project(x), rope, offset)
+    }
+
+    /// [`Self::split_packed`] with RoPE applied to queries and keys at positions `offset..`.
+    pub fn split_packed_rotated(&self, qkv: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.split_packed(qkv);
+        let (q, k) = apply_rope(q, k, rope, offset);
+        (q, k, v)
+    }
+
     /// # Shapes
     /// - `y`: `[batch, heads, seq, d_v]` -> `[batch, seq, d_model]`
     pub fn merge(&self, y: Tensor<4>) -> Tensor<3> {
@@ -88,7 +101,73 @@ impl HeadProjection {
     /// # Shapes
     /// - `y`: `[batch, seq, heads·d_v]` -> `[batch, seq, d_model]`
     pub fn output(&self, y: Tensor<3>) -> Tensor<3> {
-        fused::linear(&self.out, y)
+        fused::affine(&self.out, y)
+    }
+}
+
+/// Rotates queries and keys sitting at absolute positions `offset..` (Su et al. 2021); a no-op
+/// when the model has no RoPE. The one place every family applies positions inside attention.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, d]` -> the same
+pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>) {
+    match rope {
+        Some(r) => (r.apply(q, offset), r.apply(k, offset)),
+        None => (q, k),
+    }
+}
+
+/// KV cache of a softmax-type (growing-state) attention layer.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    /// `[batch, heads, seen, d_head]` keys (after RoPE) and values; `None` before the first token.
+    pub keys: Option<Tensor<4>>,
+    pub values: Option<Tensor<4>>,
+    /// Tokens seen so far (the absolute position of the next token).
+    pub position: usize,
+}
+
+impl KvCache {
+    /// Appends new keys/values and returns the full cache.
+    pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let seq = k.dims()[2];
+        let keys = match self.keys.take() {
+            Some(old) => Tensor::cat(vec![old, k], 2),
+            None => k,
+        };
+        let values = match self.values.take() {
+            Some(old) => Tensor::cat(vec![old, v], 2),
+            None => v,
+        };
+        self.keys = Some(keys.clone());
+        self.values = Some(values.clone());
+        self.position += seq;
+        (keys, values)
+    }
+
+    /// One decoding step of a KV-cache family: project `x` and rotate it at the cache's position,
+    /// append its keys and values, run `attend(q, keys, values, q_offset)` over the whole cache
+    /// (causal, queries at `q_offset..`), and merge the heads.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, S, d_model]` -> `[batch, S, d_model]`; `attend` returns `[batch, heads, S, d_v]`
+    pub fn step(
+        &mut self,
+        heads: &HeadProjection,
+        x: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        attend: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>, usize) -> Tensor<4>,
+    ) -> Tensor<3> {
+        let offset = self.position;
+        let (q, k, v) = heads.split_rotated(x, rope, offset);
+        let (keys, values) = self.append(k, v);
+        heads.merge(attend(q, keys, values, offset))
+    }
+
+    /// Floats a cache holds after `seq_len` tokens: keys and values of every head, `2·d·L`
+    /// (zoology's state size for attention).
+    pub fn floats(dims: &MixerDims, seq_len: usize) -> usize {
+        2 * seq_len * dims.n_heads * dims.head_dim()
     }
 }
 
@@ -130,6 +209,13 @@ pub fn masked_softmax(scores: Tensor<4>, mask: Option<Tensor<2, Bool>>) -> Tenso
     let e = (scores - row_max).exp();
     let total = e.clone().sum_dim(3).clamp_min(f32::MIN_POSITIVE);
     e / total
+}
+
+/// [`diagnostics`] of a full-sequence forward: every query at its own position, over `seq` keys.
+pub fn sequence_diagnostics(weights: Tensor<4>, causal: bool) -> AttentionDiagnostics {
+    let [_, _, seq, _] = weights.dims();
+    let keys = keys_per_query(seq, seq, 0, causal, &weights.device());
+    diagnostics(weights, keys)
 }
 
 /// Per-head entropy of attention rows, for monitoring. Works on detached copies.

@@ -1,12 +1,15 @@
 //! attnlab's model library: a Burn transformer generic over its attention ("sequence mixer").
 //!
-//! - [`mixer`]: the [`SequenceMixer`] interface, spec strings (`softmax:sum_key_norms`,
-//!   `linear:elu1`, ...) and the run-time [`Mixer`] enum.
-//! - [`softmax`], [`sigmoid`], [`linear`]: one file per variant family, each opening with its
-//!   paper and formula.
+//! - [`mixer`]: the interface every attention family implements ([`SequenceMixer`],
+//!   [`mixer::MixerFamily`]), its context, diagnostics and decoding state. A leaf.
+//! - [`heads`]: head mechanics the families share (projection, split/merge, RoPE, KV cache).
+//! - [`families`]: the registry (spec strings like `softmax:sum_key_norms` and `linear:elu1`,
+//!   the run-time [`Mixer`] enum) and one file per family, each opening with its paper and formula.
+//! - [`options`]: a family's `key=value` spec options read into and printed from its serde struct.
+//! - [`stack`]: one spec per layer ([`MixerStack`]).
 //! - [`block`], [`position`], [`lm`], [`config`]: the transformer around them.
-//! - [`fused`]: fused flex (CPU) kernels with their own backward passes: linear map, GELU, layer
-//!   norm, packed softmax attention, chunked linear attention, elu+1.
+//! - [`fused`]: fused flex (CPU) kernels with their own backward passes: affine map, GELU, layer
+//!   norm, packed softmax attention, chunked linear attention, elu+1. Imports no family.
 //! - [`backend`]: `--device flex|ndarray|wgpu|cuda` at run time.
 //!
 //! No files, printing or command-line parsing here: those live in `attnlab-train` and up.
@@ -14,24 +17,24 @@
 pub mod backend;
 pub mod block;
 pub mod config;
+pub mod families;
 pub mod fused;
 pub mod heads;
-pub mod linear;
 pub mod lm;
 pub mod mixer;
+pub mod options;
 pub mod position;
 pub mod seeding;
-pub mod sigmoid;
-pub mod softmax;
+pub mod stack;
 
-#[cfg(test)]
-mod reference;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
 
 pub use backend::{BackendError, BackendKind};
-pub use config::{ConfigError, ModelConfig, ModelInput, ModelIo};
+pub use config::{ModelConfig, ModelConfigError, ModelInput, ModelIo};
+pub use families::{Mixer, MixerSpec};
 pub use lm::{Lm, LmInput, LmState, Model};
-pub use mixer::{AttentionDiagnostics, Mixer, MixerSpec, MixerStack, MixerState, SequenceMixer, SpecError};
+pub use mixer::{AttentionDiagnostics, MixerState, SequenceMixer, SpecError};
+pub use stack::MixerStack;

@@ -13,7 +13,8 @@
 
 use crate::block::{Block, Norm};
 use crate::fused;
-use crate::mixer::{AttentionDiagnostics, MixContext, Mixer, SequenceMixer};
+use crate::families::Mixer;
+use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
 use crate::position::Positions;
 use burn::module::Module;
 use burn::nn::{Dropout, Embedding, Linear};
@@ -142,7 +143,7 @@ impl<M: SequenceMixer> Lm<M> {
     fn embed(&self, input: LmInput, offset: usize) -> Tensor<3> {
         let x = match (&self.input, input) {
             (InputLayer::Tokens(e), LmInput::Tokens(ids)) => e.forward(ids),
-            (InputLayer::Vectors(l), LmInput::Vectors(v)) => fused::linear(l, v),
+            (InputLayer::Vectors(l), LmInput::Vectors(v)) => fused::affine(l, v),
             _ => panic!("input kind does not match the model's input layer"),
         };
         self.dropout.forward(self.positions.add(x, offset))
@@ -151,12 +152,12 @@ impl<M: SequenceMixer> Lm<M> {
     fn project(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self.norm.forward(x);
         match (&self.head, &self.input) {
-            (Some(head), _) => fused::linear(head, x),
+            (Some(head), _) => fused::affine(head, x),
             (None, InputLayer::Tokens(e)) => {
                 let [b, t, d] = x.dims();
                 let w = e.weight.val(); // [vocab, d_model]
                 let vocab = w.dims()[0];
-                fused::linear_map(x.reshape([b * t, d]), w.transpose(), None).reshape([b, t, vocab])
+                fused::affine_map(x.reshape([b * t, d]), w.transpose(), None).reshape([b, t, vocab])
             }
             (None, InputLayer::Vectors(_)) => unreachable!("tied heads need token inputs (checked by the config)"),
         }

@@ -1,27 +1,20 @@
-//! The sequence-mixer interface every attention variant implements, and the run-time choice
-//! between variants.
+//! The sequence-mixer interface: what every attention family implements and what the rest of
+//! the model sees. A leaf: it imports no family (the registry, `families`, imports it).
 //!
 //! A mixer maps `x: [batch, seq, d_model]` to a tensor of the same shape. It has two paths:
 //! the full-sequence [`SequenceMixer::forward`] (training, evaluation) and the incremental
-//! [`SequenceMixer::step`] (decoding), which carries per-variant state between calls: a KV cache
+//! [`SequenceMixer::step`] (decoding), which carries per-family state between calls: a KV cache
 //! for softmax-type attention, the recurrent state `(Σ φ(k) vᵀ, Σ φ(k))` for linear attention.
 //!
-//! Variants are named by a short spec string, valid on the command line and in TOML:
-//! `family[:variant][:key=value]...`, e.g. `softmax`, `softmax:sum_key_norms`, `linear:elu1`,
-//! `linear:taylor:feature_dim=16`, `sigmoid`. [`MixerSpec`] parses and prints it (canonical form,
-//! defaults omitted), and builds the matching [`Mixer`] module.
-//!
-//! Adding a family: write its file (a config type implementing [`MixerFamily`] and a module
-//! implementing [`SequenceMixer`]) and add one line to the `mixer_families!` list at the bottom.
+//! A family's config type implements [`MixerFamily`]: it parses and prints its part of a spec
+//! string (`family[:variant][:key=value]...`), checks itself against the model's shape, reports
+//! its query/key width and its decoding-state size, and builds its module.
 
-use crate::linear::LinearConfig;
-use crate::sigmoid::SigmoidConfig;
-use crate::softmax::SoftmaxConfig;
 use burn::module::{Module, ModuleDisplay};
 use burn::nn::RotaryEncoding;
 use burn::tensor::{Device, Tensor};
+use std::any::Any;
 use std::fmt;
-use std::str::FromStr;
 
 /// What a mixer needs to know besides its input.
 #[derive(Clone, Copy, Debug)]
@@ -97,7 +90,7 @@ pub trait SequenceMixer: Module + ModuleDisplay {
     -> Tensor<3>;
 }
 
-/// Everything a variant needs to build its module.
+/// Everything a family needs to build its module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MixerDims {
     pub d_model: usize,
@@ -138,313 +131,75 @@ pub struct VariantInfo {
     pub formula: &'static str,
 }
 
-/// The config side of a variant family: parse the part of the spec after `family:`, print it
-/// back (canonical, defaults omitted), and build the module.
-pub trait MixerFamily: Sized + Clone + fmt::Debug + PartialEq + fmt::Display {
+/// The config side of an attention family: everything the rest of the model asks of a family
+/// without knowing which one it is.
+pub trait MixerFamily: Sized + Clone + fmt::Debug + PartialEq + fmt::Display + 'static {
+    /// The spec's first part (`softmax`, `linear`, ...).
+    const NAME: &'static str;
     /// The module this config builds.
     type Module: SequenceMixer;
-    /// `parts` are the `:`-separated pieces after the family name (may be empty).
+    /// `parts` are the `:`-separated pieces after the family name (may be empty); `spec` is the
+    /// whole string, for error messages.
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError>;
-    /// Checks the variant against the model's shape (e.g. head dim even for RoPE).
+    /// Checks the options against the model's shape.
     fn validate(&self, _dims: &MixerDims) -> Result<(), String> {
         Ok(())
     }
+    /// Per-head width of queries and keys (what RoPE would rotate).
+    fn qk_width(&self, dims: &MixerDims) -> usize {
+        dims.head_dim()
+    }
+    /// Floats one sequence's decoding state holds after `seq_len` tokens, in zoology's
+    /// definitions (KV cache `2·d·L` for softmax; `heads·d_k·d_v`-type sums for fixed-state maps).
+    fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize;
     fn init(&self, dims: &MixerDims, device: &Device) -> Self::Module;
+    /// Example specs with their formulas, for `attnlab variants`.
     fn catalogue() -> Vec<VariantInfo>;
 }
 
-/// Splits `key=value`; used by every family's parser.
-pub(crate) fn key_value<'a>(part: &'a str, spec: &str) -> Result<(&'a str, &'a str), SpecError> {
-    part.split_once('=').ok_or_else(|| {
-        SpecError::new(spec, format!("expected key=value, found '{part}'"))
-    })
+/// Decoding state of any mixer, type-erased so the model's state needs no list of families.
+/// Each family's [`SequenceMixer::State`] goes in, and comes back out by its own type.
+pub struct MixerState(Box<dyn ErasedState>);
+
+trait ErasedState: Send + fmt::Debug {
+    fn clone_box(&self) -> Box<dyn ErasedState>;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-pub(crate) fn parse_number<T: FromStr>(value: &str, key: &str, spec: &str) -> Result<T, SpecError> {
-    value
-        .parse()
-        .map_err(|_| SpecError::new(spec, format!("'{key}' needs a number, found '{value}'")))
+impl<S: Clone + Send + fmt::Debug + 'static> ErasedState for S {
+    fn clone_box(&self) -> Box<dyn ErasedState> {
+        Box::new(self.clone())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
-macro_rules! mixer_families {
-    ($( $variant:ident : $family:literal => $config:ty ),* $(,)?) => {
-        /// A parsed attention spec: which family, and that family's options.
-        #[derive(Clone, Debug, PartialEq)]
-        pub enum MixerSpec { $( $variant($config), )* }
+impl MixerState {
+    pub fn new<S: Clone + Send + fmt::Debug + 'static>(state: S) -> Self {
+        Self(Box::new(state))
+    }
 
-        /// The run-time selected mixer: one concrete module type for any variant.
-        #[derive(Module, Debug)]
-        pub enum Mixer { $( $variant(<$config as MixerFamily>::Module), )* }
-
-        /// Decoding state of a [`Mixer`].
-        #[derive(Clone, Debug)]
-        pub enum MixerState {
-            $( $variant(<<$config as MixerFamily>::Module as SequenceMixer>::State), )*
-        }
-
-        impl MixerSpec {
-            /// Family names, in listing order.
-            pub const FAMILIES: &'static [&'static str] = &[$( $family, )*];
-
-            pub fn family(&self) -> &'static str {
-                match self { $( Self::$variant(_) => $family, )* }
-            }
-
-            pub fn validate(&self, dims: &MixerDims) -> Result<(), String> {
-                match self { $( Self::$variant(c) => c.validate(dims), )* }
-            }
-
-            pub fn init(&self, dims: &MixerDims, device: &Device) -> Mixer {
-                match self { $( Self::$variant(c) => Mixer::$variant(c.init(dims, device)), )* }
-            }
-
-            /// Every variant with its formula, for `attnlab variants` and the README.
-            pub fn catalogue() -> Vec<VariantInfo> {
-                let mut all = Vec::new();
-                $( all.extend(<$config as MixerFamily>::catalogue()); )*
-                all
-            }
-
-            fn parse_family(family: &str, parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-                match family {
-                    $( $family => Ok(Self::$variant(<$config as MixerFamily>::parse(parts, spec)?)), )*
-                    other => Err(SpecError::new(spec, format!(
-                        "unknown family '{other}', expected one of: {}", Self::FAMILIES.join(", ")))),
-                }
-            }
-
-            fn fmt_options(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let rest = match self { $( Self::$variant(c) => c.to_string(), )* };
-                if rest.is_empty() { f.write_str(self.family()) } else { write!(f, "{}:{rest}", self.family()) }
-            }
-        }
-
-        impl Mixer {
-            /// The family name of this module ("softmax", "linear", ...).
-            pub fn family(&self) -> &'static str {
-                match self { $( Self::$variant(_) => $family, )* }
-            }
-        }
-
-        impl SequenceMixer for Mixer {
-            type State = MixerState;
-
-            fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
-                match self { $( Self::$variant(m) => m.forward(x, ctx), )* }
-            }
-
-            fn empty_state(&self) -> MixerState {
-                match self { $( Self::$variant(m) => MixerState::$variant(m.empty_state()), )* }
-            }
-
-            fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
-                match (self, state) {
-                    $( (Self::$variant(m), MixerState::$variant(s)) => m.step(x, s, rope), )*
-                    #[allow(unreachable_patterns)]
-                    _ => panic!("decoding state belongs to another attention variant"),
-                }
-            }
-        }
-    };
+    /// The family's own state.
+    ///
+    /// # Panics
+    /// When the state was made by a mixer of another family (a caller mixing up layers).
+    pub fn downcast_mut<S: 'static>(&mut self) -> &mut S {
+        self.0
+            .as_any_mut()
+            .downcast_mut::<S>()
+            .expect("decoding state belongs to another attention family")
+    }
 }
 
-mixer_families! {
-    Softmax: "softmax" => SoftmaxConfig,
-    Sigmoid: "sigmoid" => SigmoidConfig,
-    Linear: "linear" => LinearConfig,
+impl Clone for MixerState {
+    fn clone(&self) -> Self {
+        Self(self.0.clone_box())
+    }
 }
 
-impl fmt::Display for MixerSpec {
+impl fmt::Debug for MixerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.fmt_options(f)
-    }
-}
-
-impl FromStr for MixerSpec {
-    type Err = SpecError;
-    fn from_str(spec: &str) -> Result<Self, SpecError> {
-        let spec = spec.trim();
-        let mut parts = spec.split(':');
-        let family = parts.next().unwrap_or_default();
-        if family.is_empty() {
-            return Err(SpecError::new(spec, "empty spec; try 'softmax' or 'linear:elu1'"));
-        }
-        let rest: Vec<&str> = parts.collect();
-        if rest.iter().any(|p| p.is_empty()) {
-            return Err(SpecError::new(spec, "empty ':'-separated part"));
-        }
-        Self::parse_family(family, &rest, spec)
-    }
-}
-
-impl serde::Serialize for MixerSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MixerSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// The mixers of a whole stack: one spec for every layer, or one per layer (hybrids).
-///
-/// Written as a string (`"linear:elu1"`), a comma-separated string (`"softmax,linear:elu1"`),
-/// or a TOML array (`["softmax", "linear:elu1"]`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct MixerStack(pub Vec<MixerSpec>);
-
-impl MixerStack {
-    pub fn uniform(spec: MixerSpec) -> Self {
-        Self(vec![spec])
-    }
-
-    /// The spec of layer `layer` in a stack of `n_layers`, or an error when the list length is
-    /// neither 1 nor `n_layers`.
-    pub fn for_layer(&self, layer: usize, n_layers: usize) -> Result<&MixerSpec, String> {
-        match self.0.len() {
-            1 => Ok(&self.0[0]),
-            n if n == n_layers => Ok(&self.0[layer]),
-            n => Err(format!(
-                "model.mixer lists {n} specs but model.n_layers is {n_layers}: give one spec \
-                 for all layers or exactly one per layer"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for MixerStack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|s| s.to_string()).collect();
-        f.write_str(&parts.join(","))
-    }
-}
-
-impl FromStr for MixerStack {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        let specs = s.split(',').map(str::parse).collect::<Result<Vec<MixerSpec>, _>>()?;
-        Ok(Self(specs))
-    }
-}
-
-impl serde::Serialize for MixerStack {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0.len() == 1 {
-            self.0[0].serialize(s)
-        } else {
-            self.0.serialize(s)
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MixerStack {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
-        }
-        let specs = match OneOrMany::deserialize(d)? {
-            OneOrMany::One(s) => return s.parse().map_err(serde::de::Error::custom),
-            OneOrMany::Many(v) => v,
-        };
-        if specs.is_empty() {
-            return Err(serde::de::Error::custom("model.mixer: empty list; name at least one spec"));
-        }
-        let parsed = specs.iter().map(|s| s.parse()).collect::<Result<Vec<MixerSpec>, _>>();
-        parsed.map(MixerStack).map_err(serde::de::Error::custom)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_specs_round_trip() {
-        for spec in [
-            "softmax",
-            "softmax:none",
-            "softmax:num_keys",
-            "softmax:sum_key_norms",
-            "softmax:learned",
-            "softmax:qk_norm",
-            "sigmoid",
-            "sigmoid:bias=-4",
-            "linear:identity",
-            "linear:elu1",
-            "linear:relu",
-            "linear:cosformer",
-            "linear:taylor",
-            "linear:taylor:feature_dim=8",
-            "linear:performer:features=32",
-            "linear:elu1:norm=none",
-            "linear:elu1:form=recurrent",
-            "linear:elu1:chunk=16",
-        ] {
-            let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(parsed.to_string(), spec);
-        }
-    }
-
-    #[test]
-    fn defaults_are_omitted_when_printing() {
-        let s: MixerSpec = "softmax:sqrt_d".parse().unwrap();
-        assert_eq!(s.to_string(), "softmax");
-        let s: MixerSpec = "linear:elu1:form=chunked:chunk=64:norm=sum".parse().unwrap();
-        assert_eq!(s.to_string(), "linear:elu1");
-    }
-
-    #[test]
-    fn bad_specs_name_the_problem() {
-        let cases = [
-            ("attention", "unknown family"),
-            ("softmax:sqrt", "sqrt_d"),
-            ("linear:gelu", "elu1"),
-            ("linear:elu1:chunk=0", "chunk"),
-            ("linear:elu1:chunk=x", "number"),
-            ("linear:elu1:colour=red", "colour"),
-            ("linear", "feature map"),
-            ("", "empty"),
-        ];
-        for (spec, needle) in cases {
-            let err = spec.parse::<MixerSpec>().unwrap_err().to_string();
-            assert!(err.contains(needle), "{spec}: {err}");
-        }
-    }
-
-    #[test]
-    fn stacks_parse_from_string_list_and_toml() {
-        let s: MixerStack = "softmax,linear:elu1".parse().unwrap();
-        assert_eq!(s.0.len(), 2);
-        assert_eq!(s.to_string(), "softmax,linear:elu1");
-        assert!(s.for_layer(1, 2).is_ok());
-        assert!(s.for_layer(0, 3).unwrap_err().contains("one per layer"));
-
-        #[derive(serde::Deserialize)]
-        struct Wrap {
-            mixer: MixerStack,
-        }
-        let w: Wrap = toml::from_str("mixer = [\"softmax\", \"linear:taylor\"]").unwrap();
-        assert_eq!(w.mixer.to_string(), "softmax,linear:taylor");
-        let w: Wrap = toml::from_str("mixer = \"sigmoid\"").unwrap();
-        assert_eq!(w.mixer.0.len(), 1);
-        assert!(toml::from_str::<Wrap>("mixer = \"softmax:bogus\"").is_err());
-    }
-
-    #[test]
-    fn catalogue_lists_every_family() {
-        let cat = MixerSpec::catalogue();
-        for fam in MixerSpec::FAMILIES {
-            assert!(cat.iter().any(|v| v.spec.starts_with(fam)), "{fam}");
-        }
-        for v in &cat {
-            v.spec.parse::<MixerSpec>().unwrap_or_else(|e| panic!("{e}"));
-        }
+        self.0.fmt(f)
     }
 }

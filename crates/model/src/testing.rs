@@ -61,3 +61,16 @@ pub fn output_and_grads<const D: usize, const E: usize>(
     let g = leaves.iter().map(|l| l.grad(&grads).expect("input has no gradient")).collect();
     (Tensor::from_data(out.to_data(), &device()), g)
 }
+
+/// The rows a naive (per-query) attention oracle walks: for each query `i`, `q_i`
+/// (`[b, h, 1, d]`) with exactly the keys and values it may see (`0..=i` when causal, all
+/// otherwise). Each family's tests build their slow, obviously-right formula on these.
+pub fn visible_rows(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, causal: bool) -> Vec<(Tensor<4>, Tensor<4>, Tensor<4>)> {
+    let t = q.dims()[2];
+    (0..t)
+        .map(|i| {
+            let n = if causal { i + 1 } else { k.dims()[2] };
+            (q.clone().narrow(2, i, 1), k.clone().narrow(2, 0, n), v.clone().narrow(2, 0, n))
+        })
+        .collect()
+}

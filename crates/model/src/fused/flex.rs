@@ -186,7 +186,7 @@ fn matrix(t: &FlexTensor) -> View<'_> {
 }
 
 /// `x · w (+ b)` over the last axis of a contiguous `x`.
-fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
+fn affine_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
     let shape = x.layout().shape();
     let k = shape[shape.num_dims() - 1];
     let rows = shape.num_elements() / k.max(1);
@@ -200,17 +200,17 @@ fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> Fle
 
 /// Backward of `x · w + b`: `dx = dy·wᵀ`, `dw = xᵀ·dy`, `db = Σ_rows dy`, each only if wanted.
 #[derive(Debug)]
-struct LinearBackward;
+struct AffineBackward;
 
 /// Inputs kept for the backward pass (both contiguous or, for `w`, the original strided view).
 #[derive(Clone, Debug)]
-struct LinearState {
+struct AffineSaved {
     x: FlexTensor,
     w: FlexTensor,
 }
 
 /// `[dx, dw, db]` for a contiguous `dy`, each only if wanted.
-fn linear_grads(state: &LinearState, dy: &FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
+fn affine_grads(state: &AffineSaved, dy: &FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
     let (x_shape, w_shape) = (state.x.layout().shape().clone(), state.w.layout().shape().clone());
     let (k, n) = (w_shape[0], w_shape[1]);
     let rows = x_shape.num_elements() / k.max(1);
@@ -222,40 +222,40 @@ fn linear_grads(state: &LinearState, dy: &FlexTensor, want: [bool; 3]) -> [Optio
 }
 
 /// `N = 3` (x, w, b) with a bias, `N = 2` (x, w) without.
-impl<const N: usize> Backward<Flex, N> for LinearBackward {
-    type State = LinearState;
+impl<const N: usize> Backward<Flex, N> for AffineBackward {
+    type State = AffineSaved;
 
-    fn backward(self, ops: Ops<LinearState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<AffineSaved, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         run_backward(ops, grads, |state, dy, wanted| {
             let mut want = [false; 3];
             want[..N].copy_from_slice(&wanted);
-            first(linear_grads(&state, dy, want))
+            first(affine_grads(&state, dy, want))
         });
     }
 }
 
-/// Fused linear map, or the inputs back when they are not all f32 flex tensors of one kind.
+/// Fused affine map `x·W + b`, or the inputs back when they are not all f32 flex tensors of one kind.
 #[allow(clippy::type_complexity)]
-pub fn linear<const D: usize>(
+pub fn affine<const D: usize>(
     x: Tensor<D>,
     w: Tensor<2>,
     b: Option<Tensor<1>>,
 ) -> Result<Tensor<D>, (Tensor<D>, Tensor<2>, Option<Tensor<1>>)> {
     let kinds = (classify(x.clone()), classify(w.clone()), b.clone().map(classify));
     match kinds {
-        (Input::Plain(x), Input::Plain(w), None) => Ok(Tensor::from_primitive::<Flex>(linear_forward(&contiguous(&x), &w, None))),
+        (Input::Plain(x), Input::Plain(w), None) => Ok(Tensor::from_primitive::<Flex>(affine_forward(&contiguous(&x), &w, None))),
         (Input::Plain(x), Input::Plain(w), Some(Input::Plain(b))) => {
-            Ok(Tensor::from_primitive::<Flex>(linear_forward(&contiguous(&x), &w, Some(&b))))
+            Ok(Tensor::from_primitive::<Flex>(affine_forward(&contiguous(&x), &w, Some(&b))))
         }
         (Input::Tracked(xt), Input::Tracked(wt), None) => {
-            let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
-            let y = linear_forward(&state.x, &state.w, None);
-            Ok(record(LinearBackward, [&xt, &wt], state, y))
+            let state = AffineSaved { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
+            let y = affine_forward(&state.x, &state.w, None);
+            Ok(record(AffineBackward, [&xt, &wt], state, y))
         }
         (Input::Tracked(xt), Input::Tracked(wt), Some(Input::Tracked(bt))) => {
-            let state = LinearState { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
-            let y = linear_forward(&state.x, &state.w, Some(bt.primitive()));
-            Ok(record(LinearBackward, [&xt, &wt, &bt], state, y))
+            let state = AffineSaved { x: contiguous(xt.primitive()), w: wt.primitive().clone() };
+            let y = affine_forward(&state.x, &state.w, Some(bt.primitive()));
+            Ok(record(AffineBackward, [&xt, &wt, &bt], state, y))
         }
         _ => Err((x, w, b)),
     }

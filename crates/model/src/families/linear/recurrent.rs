@@ -2,7 +2,7 @@
 //! `S_t = S_{t−1} + φ(k_t) v_tᵀ`, `z_t = z_{t−1} + φ(k_t)`, `y_t = φ(q_t)ᵀ S_t / φ(q_t)ᵀ z_t`.
 //! State `O(F·d_v)` per head, independent of position.
 
-use super::{LinearState, safe_denominator};
+use super::{LinearAttentionSums, safe_denominator};
 use burn::tensor::Tensor;
 
 /// Runs the recurrence over `seq` tokens starting from `state` (zeros when `None`); returns the
@@ -15,8 +15,8 @@ pub fn causal(
     k: Tensor<4>,
     v: Tensor<4>,
     normalize: bool,
-    state: Option<&LinearState>,
-) -> (Tensor<4>, LinearState) {
+    state: Option<&LinearAttentionSums>,
+) -> (Tensor<4>, LinearAttentionSums) {
     let [b, h, t, f] = q.dims();
     let dv = v.dims()[3];
     let device = q.device();
@@ -37,5 +37,5 @@ pub fn causal(
             num
         });
     }
-    (Tensor::cat(outputs, 2), LinearState { kv, k_sum })
+    (Tensor::cat(outputs, 2), LinearAttentionSums { kv, k_sum })
 }

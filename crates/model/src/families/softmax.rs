@@ -17,7 +17,7 @@
 //! Decoding keeps a KV cache; the divisors are recomputed from the cached keys, which is exact.
 
 use crate::fused;
-use crate::heads::{HeadProjection, causal_mask, diagnostics, keys_per_query, masked_softmax};
+use crate::heads::{HeadProjection, KvCache, causal_mask, keys_per_query, masked_softmax, sequence_diagnostics};
 use crate::mixer::{
     MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
 };
@@ -67,11 +67,11 @@ impl Scaling {
 
 /// `softmax[:scaling]`.
 #[derive(Clone, Debug, PartialEq, Default)]
-pub struct SoftmaxConfig {
+pub struct SoftmaxAttentionConfig {
     pub scaling: Scaling,
 }
 
-impl fmt::Display for SoftmaxConfig {
+impl fmt::Display for SoftmaxAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scaling {
             Scaling::SqrtD => Ok(()),
@@ -80,7 +80,8 @@ impl fmt::Display for SoftmaxConfig {
     }
 }
 
-impl MixerFamily for SoftmaxConfig {
+impl MixerFamily for SoftmaxAttentionConfig {
+    const NAME: &'static str = "softmax";
     type Module = SoftmaxAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -96,6 +97,10 @@ impl MixerFamily for SoftmaxConfig {
                 }),
             _ => Err(SpecError::new(spec, "softmax takes one option, the scaling")),
         }
+    }
+
+    fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize {
+        KvCache::floats(dims, seq_len)
     }
 
     fn init(&self, dims: &MixerDims, device: &Device) -> SoftmaxAttention {
@@ -135,35 +140,6 @@ pub struct SoftmaxAttention {
     scaling: Scaling,
 }
 
-/// KV cache of a softmax-type attention layer.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    /// `[batch, heads, seen, d_head]` keys (after RoPE) and values; `None` before the first token.
-    pub keys: Option<Tensor<4>>,
-    pub values: Option<Tensor<4>>,
-    /// Tokens seen so far (the absolute position of the next token).
-    pub position: usize,
-}
-
-impl KvCache {
-    /// Appends new keys/values and returns the full cache.
-    pub fn append(&mut self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let seq = k.dims()[2];
-        let keys = match self.keys.take() {
-            Some(old) => Tensor::cat(vec![old, k], 2),
-            None => k,
-        };
-        let values = match self.values.take() {
-            Some(old) => Tensor::cat(vec![old, v], 2),
-            None => v,
-        };
-        self.keys = Some(keys.clone());
-        self.values = Some(values.clone());
-        self.position += seq;
-        (keys, values)
-    }
-}
-
 impl SoftmaxAttention {
     pub fn scaling(&self) -> Scaling {
         self.scaling
@@ -175,17 +151,6 @@ impl SoftmaxAttention {
             Scaling::SqrtD => Some((self.heads.d_qk() as f32).sqrt().recip()),
             Scaling::None => Some(1.0),
             _ => None,
-        }
-    }
-
-    fn qk(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        self.rotate(self.heads.split(x), rope, offset)
-    }
-
-    fn rotate(&self, (q, k, v): (Tensor<4>, Tensor<4>, Tensor<4>), rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        match rope {
-            Some(r) => (r.apply(q, offset), r.apply(k, offset), v),
-            None => (q, k, v),
         }
     }
 }
@@ -265,13 +230,10 @@ impl SequenceMixer for SoftmaxAttention {
                 Err(qkv) => packed = qkv,
             }
         }
-        let (q, k, v) = self.rotate(self.heads.split_packed(packed), ctx.rope, 0);
-        let (seq, device) = (q.dims()[2], q.device());
+        let (q, k, v) = self.heads.split_packed_rotated(packed, ctx.rope, 0);
         let scale = self.scale.as_ref().map(|p| p.val());
         let (y, weights) = softmax_attention(q, k, v, self.scaling(), scale, ctx.causal, 0);
-        let diagnostics = ctx
-            .diagnostics
-            .then(|| diagnostics(weights, keys_per_query(seq, seq, 0, ctx.causal, &device)));
+        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights, ctx.causal));
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
@@ -280,20 +242,46 @@ impl SequenceMixer for SoftmaxAttention {
     }
 
     fn step(&self, x: Tensor<3>, state: &mut KvCache, rope: Option<&RotaryEncoding>) -> Tensor<3> {
-        let offset = state.position;
-        let (q, k, v) = self.qk(x, rope, offset);
-        let (keys, values) = state.append(k, v);
         let scale = self.scale.as_ref().map(|p| p.val());
-        let (y, _) = softmax_attention(q, keys, values, self.scaling(), scale, true, offset);
-        self.heads.merge(y)
+        state.step(&self.heads, x, rope, |q, keys, values, offset| {
+            softmax_attention(q, keys, values, self.scaling(), scale, true, offset).0
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
-    use crate::testing::{assert_close, device, output_and_grads, randn, values};
+    use crate::testing::{assert_close, device, output_and_grads, randn, values, visible_rows};
+    use burn::tensor::activation::softmax;
+
+    /// The slow, obviously-right oracle: one query at a time over exactly the keys it sees, the
+    /// textbook formula for every [`Scaling`]; `scale` is the per-head multiplier of `learned`
+    /// and `qk_norm`. No masks, no prefix sums.
+    fn naive_softmax_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, scaling: Scaling, scale: Option<&[f32]>, causal: bool) -> Tensor<4> {
+        let d = q.dims()[3] as f32;
+        let per_head = |s: &[f32]| Tensor::<1>::from_floats(s, &q.device()).reshape([1, s.len(), 1, 1]);
+        let out = visible_rows(q, k, v, causal).into_iter().map(|(qi, keys, vals)| {
+            let n = keys.dims()[2] as f32;
+            let dots = |a: Tensor<4>, b: Tensor<4>| a.matmul(b.swap_dims(2, 3)); // [b,h,1,n]
+            let scores = match scaling {
+                Scaling::SqrtD => dots(qi, keys) / d.sqrt(),
+                Scaling::None => dots(qi, keys),
+                Scaling::NumKeys => dots(qi, keys) / n,
+                Scaling::SumKeyNorms => {
+                    let total_norm = keys.clone().powf_scalar(2.0).sum_dim(3).sqrt().sum_dim(2); // [b,h,1,1]
+                    dots(qi, keys) / total_norm
+                }
+                Scaling::Learned => dots(qi, keys) * per_head(scale.unwrap()),
+                Scaling::QkNorm => {
+                    let unit = |x: Tensor<4>| x.clone() / x.powf_scalar(2.0).sum_dim(3).sqrt();
+                    dots(unit(qi), unit(keys)) * per_head(scale.unwrap())
+                }
+            };
+            softmax(scores, 3).matmul(vals)
+        });
+        Tensor::cat(out.collect(), 2)
+    }
 
     fn check_against_reference(scaling: Scaling, causal: bool, seed: u64) {
         let d = device();
@@ -312,7 +300,7 @@ mod tests {
         });
         let (slow, slow_g) = output_and_grads(&inputs, seed + 4, |x| {
             let s = scale.clone().map(|s| values(s));
-            reference::softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), causal)
+            naive_softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), causal)
         });
         let what = format!("{} causal={causal}", scaling.name());
         assert_close(fast, slow, 1e-4, &format!("{what} output"));
@@ -376,7 +364,7 @@ mod tests {
         for scaling in [Scaling::SqrtD, Scaling::None] {
             for causal in [true, false] {
                 let x = randn([2, 11, 24], 60, &device());
-                let layer = SoftmaxConfig { scaling }.init(&dims, &crate::testing::ad_device());
+                let layer = SoftmaxAttentionConfig { scaling }.init(&dims, &crate::testing::ad_device());
                 let run = |diagnostics: bool| {
                     output_and_grads(&[x.clone()], 61, |v| {
                         let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
@@ -387,6 +375,38 @@ mod tests {
                 let what = format!("{} causal={causal}", scaling.name());
                 assert_close(fused, composed, 1e-5, &format!("{what}: output"));
                 assert_close(fused_g[0].clone(), composed_g[0].clone(), 1e-5, &format!("{what}: gradient"));
+            }
+        }
+    }
+
+    /// The composed formula the packed kernel replaces: split, `softmax_attention`, merge.
+    fn composed_attention(qkv: Tensor<3>, heads: usize, scaling: Scaling, causal: bool) -> Tensor<3> {
+        let [b, t, w] = qkv.dims();
+        let d = w / (3 * heads);
+        let part = |i: usize| qkv.clone().narrow(2, i * heads * d, heads * d).reshape([b, t, heads, d]).swap_dims(1, 2);
+        let (y, _) = softmax_attention(part(0), part(1), part(2), scaling, None, causal, 0);
+        y.swap_dims(1, 2).reshape([b, t, heads * d])
+    }
+
+    /// Packed fused attention equals the composed formula on fresh random inputs, outputs and
+    /// gradients, causal and bidirectional, for both constant scalings, odd lengths included.
+    #[test]
+    fn fused_packed_attention_matches_the_composed_formula() {
+        let d = device();
+        for (seed, (b, t, h, dh)) in [(2, 13, 3, 4), (1, 1, 2, 8), (3, 9, 1, 16)].into_iter().enumerate() {
+            for causal in [true, false] {
+                for (scaling, scale) in [(Scaling::SqrtD, (dh as f32).sqrt().recip()), (Scaling::None, 1.0)] {
+                    let qkv = randn([b, t, 3 * h * dh], 40 + seed as u64, &d) * 1.5;
+                    let what = format!("b{b} t{t} h{h} d{dh} causal={causal} {}", scaling.name());
+                    let plain = fused::softmax_attention_packed(qkv.clone(), h, scale, causal).expect("flex");
+                    assert_close(plain, composed_attention(qkv.clone(), h, scaling, causal), 1e-5, &format!("{what}: no autodiff"));
+                    let (fast, fast_g) = output_and_grads(&[qkv.clone()], 50, |v| {
+                        fused::softmax_attention_packed(v[0].clone(), h, scale, causal).expect("flex")
+                    });
+                    let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| composed_attention(v[0].clone(), h, scaling, causal));
+                    assert_close(fast, slow, 1e-5, &format!("{what}: output"));
+                    assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, &format!("{what}: gradient"));
+                }
             }
         }
     }

@@ -20,15 +20,14 @@ pub mod feature_map;
 pub mod parallel;
 pub mod recurrent;
 
-use crate::heads::{HeadProjection, diagnostics, keys_per_query};
-use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo, key_value,
-    parse_number,
-};
+use crate::heads::{HeadProjection, sequence_diagnostics};
+use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::options::{parse_options, print_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
 use burn::tensor::{Device, Tensor};
 pub use feature_map::{FeatureMap, FeatureMapKind};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Smallest magnitude the normaliser may take.
@@ -42,7 +41,7 @@ pub fn safe_denominator<const D: usize>(z: Tensor<D>) -> Tensor<D> {
 
 /// Running sums of the causal form: everything a linear-attention layer remembers.
 #[derive(Clone, Debug)]
-pub struct LinearState {
+pub struct LinearAttentionSums {
     /// `[batch, heads, F, d_v]`: `Σ_j φ(k_j) v_jᵀ`.
     pub kv: Tensor<4>,
     /// `[batch, heads, F]`: `Σ_j φ(k_j)`.
@@ -50,7 +49,8 @@ pub struct LinearState {
 }
 
 /// How the causal sum is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LinearForm {
     #[default]
     Chunked,
@@ -58,15 +58,13 @@ pub enum LinearForm {
     Recurrent,
 }
 
-impl LinearForm {
-    const ALL: [LinearForm; 3] = [Self::Chunked, Self::Parallel, Self::Recurrent];
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Chunked => "chunked",
-            Self::Parallel => "parallel",
-            Self::Recurrent => "recurrent",
-        }
-    }
+/// The row normaliser: `sum` divides by `φ(q_i)·Σ_j φ(k_j)`, `none` keeps the numerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalizer {
+    #[default]
+    Sum,
+    None,
 }
 
 pub const DEFAULT_CHUNK: usize = 64;
@@ -74,55 +72,52 @@ pub const DEFAULT_TAYLOR_DIM: usize = 16;
 pub const DEFAULT_PERFORMER_FEATURES: usize = 64;
 
 /// `linear:<map>[:feature_dim=N][:features=N][:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N]`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LinearConfig {
+/// The options after the map are this struct's fields (see [`crate::options`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinearAttentionConfig {
+    /// The spec's positional part, not an option.
+    #[serde(skip)]
     pub feature_map: FeatureMapKind,
     /// Taylor: per-head width `d'` of the q/k projection (φ has `1 + d' + d'²` features).
     pub feature_dim: usize,
     /// Performer: number of random features `m`.
     pub features: usize,
-    pub normalize: bool,
+    pub norm: Normalizer,
     pub form: LinearForm,
+    /// Tokens per chunk of the chunked form.
     pub chunk: usize,
 }
 
-impl LinearConfig {
+impl LinearAttentionConfig {
     pub fn new(feature_map: FeatureMapKind) -> Self {
         Self {
             feature_map,
             feature_dim: DEFAULT_TAYLOR_DIM,
             features: DEFAULT_PERFORMER_FEATURES,
-            normalize: true,
+            norm: Normalizer::Sum,
             form: LinearForm::Chunked,
             chunk: DEFAULT_CHUNK,
         }
     }
 }
 
-impl fmt::Display for LinearConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = Self::new(self.feature_map);
-        f.write_str(self.feature_map.name())?;
-        if self.feature_dim != d.feature_dim {
-            write!(f, ":feature_dim={}", self.feature_dim)?;
-        }
-        if self.features != d.features {
-            write!(f, ":features={}", self.features)?;
-        }
-        if !self.normalize {
-            f.write_str(":norm=none")?;
-        }
-        if self.form != d.form {
-            write!(f, ":form={}", self.form.name())?;
-        }
-        if self.chunk != d.chunk {
-            write!(f, ":chunk={}", self.chunk)?;
-        }
-        Ok(())
+impl Default for LinearAttentionConfig {
+    fn default() -> Self {
+        Self::new(FeatureMapKind::Elu1)
     }
 }
 
-impl MixerFamily for LinearConfig {
+impl fmt::Display for LinearAttentionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.feature_map.name())?;
+        let options = print_options(self);
+        if options.is_empty() { Ok(()) } else { write!(f, ":{options}") }
+    }
+}
+
+impl MixerFamily for LinearAttentionConfig {
+    const NAME: &'static str = "linear";
     type Module = LinearAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -133,31 +128,14 @@ impl MixerFamily for LinearConfig {
         let kind = FeatureMapKind::ALL.into_iter().find(|m| m.name() == *map).ok_or_else(|| {
             SpecError::new(spec, format!("unknown feature map '{map}', expected one of: {}", names.join(", ")))
         })?;
-        let mut c = Self::new(kind);
-        for part in options {
-            match key_value(part, spec)? {
-                ("feature_dim", v) if kind == FeatureMapKind::Taylor => c.feature_dim = parse_number(v, "feature_dim", spec)?,
-                ("features", v) if kind == FeatureMapKind::Performer => c.features = parse_number(v, "features", spec)?,
-                ("norm", "sum") => c.normalize = true,
-                ("norm", "none") => c.normalize = false,
-                ("norm", v) => return Err(SpecError::new(spec, format!("norm must be 'sum' or 'none', found '{v}'"))),
-                ("form", v) => {
-                    c.form = LinearForm::ALL.into_iter().find(|f| f.name() == v).ok_or_else(|| {
-                        SpecError::new(spec, format!("form must be chunked, parallel or recurrent, found '{v}'"))
-                    })?
-                }
-                ("chunk", v) => c.chunk = parse_number(v, "chunk", spec)?,
-                (k, _) => {
-                    return Err(SpecError::new(spec, format!(
-                        "unknown option '{k}' for linear:{map}; options: norm=sum|none, form=chunked|parallel|recurrent, \
-                         chunk=N{}",
-                        match kind {
-                            FeatureMapKind::Taylor => ", feature_dim=N",
-                            FeatureMapKind::Performer => ", features=N",
-                            _ => "",
-                        }
-                    )));
-                }
+        let c = Self { feature_map: kind, ..parse_options(options, spec)? };
+        // Options that belong to one map are an error on the others, not silently ignored.
+        for (key, owner, given) in [
+            ("feature_dim", FeatureMapKind::Taylor, c.feature_dim != DEFAULT_TAYLOR_DIM),
+            ("features", FeatureMapKind::Performer, c.features != DEFAULT_PERFORMER_FEATURES),
+        ] {
+            if given && kind != owner {
+                return Err(SpecError::new(spec, format!("option '{key}' belongs to linear:{}, not linear:{map}", owner.name())));
             }
         }
         for (key, value) in [("chunk", c.chunk), ("feature_dim", c.feature_dim), ("features", c.features)] {
@@ -175,15 +153,27 @@ impl MixerFamily for LinearConfig {
         Ok(())
     }
 
-    fn init(&self, dims: &MixerDims, device: &Device) -> LinearAttention {
-        let d_qk = match self.feature_map {
+    /// Based (Taylor) projects queries and keys to its own small width `d'`.
+    fn qk_width(&self, dims: &MixerDims) -> usize {
+        match self.feature_map {
             FeatureMapKind::Taylor => self.feature_dim,
             _ => dims.head_dim(),
-        };
+        }
+    }
+
+    /// The sums `Σ φ(k) vᵀ` (`F × d_v`) and `Σ φ(k)` (`F`) per head, fixed in `seq_len`; zoology
+    /// counts `heads·F·d_v + heads·F` for Based, the same formula.
+    fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
+        let f = self.feature_map.output_dim(self.qk_width(dims), self.features);
+        dims.n_heads * (f * dims.head_dim() + f)
+    }
+
+    fn init(&self, dims: &MixerDims, device: &Device) -> LinearAttention {
+        let d_qk = self.qk_width(dims);
         LinearAttention {
             heads: HeadProjection::new(dims, d_qk, device),
             feature_map: FeatureMap::new(self.feature_map, d_qk, self.features, dims, device),
-            normalize: self.normalize,
+            normalize: self.norm == Normalizer::Sum,
             form: self.form,
             chunk: self.chunk,
         }
@@ -217,18 +207,14 @@ pub struct LinearAttention {
 /// Decoding state: the running sums plus the number of tokens seen.
 #[derive(Clone, Debug, Default)]
 pub struct LinearDecodeState {
-    pub sums: Option<LinearState>,
+    pub sums: Option<LinearAttentionSums>,
     pub position: usize,
 }
 
 impl LinearAttention {
     /// Projected, position-encoded and feature-mapped `(φ(q), φ(k), v)` for tokens starting at `offset`.
     fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let (q, k, v) = self.heads.split(x);
-        let (q, k) = match rope {
-            Some(r) => (r.apply(q, offset), r.apply(k, offset)),
-            None => (q, k),
-        };
+        let (q, k, v) = self.heads.split_rotated(x, rope, offset);
         (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
     }
 }
@@ -251,21 +237,16 @@ impl SequenceMixer for LinearAttention {
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
         let (q, k, v) = self.features(x, ctx.rope, 0);
-        let seq = q.dims()[2];
-        let device = q.device();
         let y = match (ctx.causal, self.form) {
             (false, _) => bidirectional(q.clone(), k.clone(), v, self.normalize),
             (true, LinearForm::Parallel) => parallel::causal(q.clone(), k.clone(), v, self.normalize),
-            (true, LinearForm::Chunked) => match crate::fused::causal_linear_attention(q.clone(), k.clone(), v, self.chunk, self.normalize) {
+            (true, LinearForm::Chunked) => match crate::fused::causal_linear_attention(q.clone(), k.clone(), v, self.chunk, self.normalize, DENOMINATOR_EPS) {
                 Ok(y) => y,
                 Err((q, k, v)) => chunked::causal(q, k, v, self.chunk, self.normalize, None).0,
             },
             (true, LinearForm::Recurrent) => recurrent::causal(q.clone(), k.clone(), v, self.normalize, None).0,
         };
-        let diagnostics = ctx.diagnostics.then(|| {
-            let weights = parallel::weights(q, k, ctx.causal, self.normalize);
-            diagnostics(weights, keys_per_query(seq, seq, 0, ctx.causal, &device))
-        });
+        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(parallel::weights(q, k, ctx.causal, self.normalize), ctx.causal));
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
@@ -290,8 +271,18 @@ impl SequenceMixer for LinearAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
-    use crate::testing::{assert_close, device, output_and_grads, randn};
+    use crate::testing::{assert_close, device, output_and_grads, randn, visible_rows};
+
+    /// The slow, obviously-right oracle on feature-mapped queries and keys, one query at a time
+    /// over exactly the keys it sees: `y_i = Σ_j (φq_i·φk_j) v_j / Σ_j φq_i·φk_j`.
+    fn naive_linear_attention(fq: &Tensor<4>, fk: &Tensor<4>, v: &Tensor<4>, normalize: bool, causal: bool) -> Tensor<4> {
+        let out = visible_rows(fq, fk, v, causal).into_iter().map(|(qi, keys, vals)| {
+            let sims = qi.matmul(keys.swap_dims(2, 3)); // [b,h,1,n]
+            let num = sims.clone().matmul(vals);
+            if normalize { num / safe_denominator(sims.sum_dim(3)) } else { num }
+        });
+        Tensor::cat(out.collect(), 2)
+    }
 
     fn dims() -> MixerDims {
         MixerDims { d_model: 8, n_heads: 2, max_seq_len: 32, seed: 5, layer: 1, bias: true }
@@ -323,7 +314,7 @@ mod tests {
                     };
                     let slow_fn = |x: Vec<Tensor<4>>| {
                         let (fq, fk) = (map.apply(x[0].clone(), 0), map.apply(x[1].clone(), 0));
-                        reference::linear_attention(&fq, &fk, &x[2], normalize, causal)
+                        naive_linear_attention(&fq, &fk, &x[2], normalize, causal)
                     };
                     let what = format!("{} normalize={normalize} causal={causal}", kind.name());
                     let (fast, fg) = output_and_grads(&inputs, seed + 9, fast_fn);
@@ -375,6 +366,34 @@ mod tests {
         let (_, state) = recurrent::causal(q.clone().narrow(2, 0, 6), k.clone().narrow(2, 0, 6), v.clone().narrow(2, 0, 6), true, None);
         let (rest, _) = recurrent::causal(q.narrow(2, 6, 4), k.narrow(2, 6, 4), v.narrow(2, 6, 4), true, Some(&state));
         assert_close(rest, full.narrow(2, 6, 4), 1e-4, "recurrent with state");
+    }
+
+    /// Fused chunked linear attention equals the composed chunked form on fresh random inputs,
+    /// outputs and all three gradients: normalised or not, chunks that divide the length or not,
+    /// positive features (elu+1) and signed ones (identity, whose denominators cross zero).
+    #[test]
+    fn fused_linear_attention_matches_the_composed_chunked_form() {
+        let d = device();
+        for (seed, (b, h, t, f, dv, chunk)) in [(2, 2, 13, 4, 3, 4), (1, 3, 16, 8, 8, 8), (1, 1, 5, 3, 2, 64)].into_iter().enumerate() {
+            for normalize in [true, false] {
+                for positive in [true, false] {
+                    let feats = |x: Tensor<4>| if positive { burn::tensor::activation::elu(x, 1.0) + 1.0 } else { x };
+                    let inputs = [randn([b, h, t, f], 80 + seed as u64, &d), randn([b, h, t, f], 81 + seed as u64, &d), randn([b, h, t, f.max(dv)], 82, &d)];
+                    let what = format!("b{b} h{h} t{t} f{f} dv{dv} chunk{chunk} normalize={normalize} positive={positive}");
+                    let v_of = |x: &Tensor<4>| x.clone().narrow(3, 0, dv);
+                    let (fast, fast_g) = output_and_grads(&inputs, 83, |x| {
+                        crate::fused::causal_linear_attention(feats(x[0].clone()), feats(x[1].clone()), v_of(&x[2]), chunk, normalize, DENOMINATOR_EPS).expect("flex")
+                    });
+                    let (slow, slow_g) = output_and_grads(&inputs, 83, |x| {
+                        chunked::causal(feats(x[0].clone()), feats(x[1].clone()), v_of(&x[2]), chunk, normalize, None).0
+                    });
+                    assert_close(fast, slow, 1e-4, &format!("{what}: output"));
+                    for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {
+                        assert_close(f, s, 1e-3, &format!("{what}: gradient {i}"));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! handful of batched matmuls: time `O(T·C·F + T·F·d_v)`, memory `O(T·C + (T/C)·F·d_v)`; no
 //! `T × F × d_v` tensor is ever built.
 
-use super::{LinearState, safe_denominator};
+use super::{LinearAttentionSums, safe_denominator};
 use crate::heads::causal_mask;
 use burn::tensor::Tensor;
 
@@ -23,8 +23,8 @@ pub fn causal(
     v: Tensor<4>,
     chunk: usize,
     normalize: bool,
-    state: Option<&LinearState>,
-) -> (Tensor<4>, LinearState) {
+    state: Option<&LinearAttentionSums>,
+) -> (Tensor<4>, LinearAttentionSums) {
     assert!(chunk > 0, "chunk size must be at least 1");
     let [b, h, t, f] = q.dims();
     let dv = v.dims()[3];
@@ -66,7 +66,7 @@ pub fn causal(
         num
     };
     let y = y.reshape([b, h, n * c, dv]).narrow(2, 0, t);
-    let last = LinearState {
+    let last = LinearAttentionSums {
         kv: kv_incl.narrow(1, n - 1, 1).reshape([b, h, f, dv]),
         k_sum: k_incl.narrow(1, n - 1, 1).reshape([b, h, f]),
     };

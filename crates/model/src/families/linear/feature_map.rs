@@ -20,9 +20,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FeatureMapKind {
     Identity,
+    #[default]
     Elu1,
     Relu,
     Cosformer,

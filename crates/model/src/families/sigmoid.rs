@@ -7,50 +7,43 @@
 //! the bias, like the output, depends only on the prefix and decoding matches the full forward.
 //! `sigmoid:bias=B` fixes `b = B` instead.
 
-use crate::heads::{HeadProjection, causal_mask, diagnostics, keys_per_query};
-use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo, key_value,
-    parse_number,
-};
-use crate::softmax::KvCache;
+use crate::heads::{HeadProjection, KvCache, causal_mask, keys_per_query, sequence_diagnostics};
+use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::options::{parse_options, print_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 use std::fmt;
 
-/// `sigmoid[:bias=B]`.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct SigmoidConfig {
+/// `sigmoid[:bias=B]`; the options are this struct's fields (see [`crate::options`]).
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigmoidAttentionConfig {
     /// Fixed bias; `None` means `−ln n_i`.
-    pub bias: Option<f32>,
+    pub bias: Option<f64>,
 }
 
-impl fmt::Display for SigmoidConfig {
+impl fmt::Display for SigmoidAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.bias {
-            Some(b) => write!(f, "bias={b}"),
-            None => Ok(()),
-        }
+        f.write_str(&print_options(self))
     }
 }
 
-impl MixerFamily for SigmoidConfig {
+impl MixerFamily for SigmoidAttentionConfig {
+    const NAME: &'static str = "sigmoid";
     type Module = SigmoidAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-        let mut config = Self::default();
-        for part in parts {
-            match key_value(part, spec)? {
-                ("bias", v) => config.bias = Some(parse_number(v, "bias", spec)?),
-                (k, _) => return Err(SpecError::new(spec, format!("unknown sigmoid option '{k}', expected bias=<number>"))),
-            }
-        }
-        Ok(config)
+        parse_options(parts, spec)
+    }
+
+    fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize {
+        KvCache::floats(dims, seq_len)
     }
 
     fn init(&self, dims: &MixerDims, device: &Device) -> SigmoidAttention {
-        SigmoidAttention { heads: HeadProjection::new(dims, dims.head_dim(), device), bias: self.bias }
+        SigmoidAttention { heads: HeadProjection::new(dims, dims.head_dim(), device), bias: self.bias.map(|b| b as f32) }
     }
 
     fn catalogue() -> Vec<VariantInfo> {
@@ -69,7 +62,7 @@ pub struct SigmoidAttention {
     bias: Option<f32>,
 }
 
-/// The sigmoid attention kernel; see [`crate::softmax::softmax_attention`] for the layout.
+/// The sigmoid attention kernel, on heads already projected (layout as softmax's kernel).
 ///
 /// # Shapes
 /// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`, `v`: `[batch, heads, seq_k, d_v]`
@@ -103,16 +96,9 @@ impl SequenceMixer for SigmoidAttention {
     type State = KvCache;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
-        let (q, k, v) = self.heads.split(x);
-        let (q, k) = match ctx.rope {
-            Some(r) => (r.apply(q, 0), r.apply(k, 0)),
-            None => (q, k),
-        };
-        let (seq, device) = (q.dims()[2], q.device());
+        let (q, k, v) = self.heads.split_rotated(x, ctx.rope, 0);
         let (y, gates) = sigmoid_attention(q, k, v, self.bias, ctx.causal, 0);
-        let diagnostics = ctx
-            .diagnostics
-            .then(|| diagnostics(gates, keys_per_query(seq, seq, 0, ctx.causal, &device)));
+        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(gates, ctx.causal));
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
@@ -121,23 +107,27 @@ impl SequenceMixer for SigmoidAttention {
     }
 
     fn step(&self, x: Tensor<3>, state: &mut KvCache, rope: Option<&RotaryEncoding>) -> Tensor<3> {
-        let offset = state.position;
-        let (q, k, v) = self.heads.split(x);
-        let (q, k) = match rope {
-            Some(r) => (r.apply(q, offset), r.apply(k, offset)),
-            None => (q, k),
-        };
-        let (keys, values) = state.append(k, v);
-        let (y, _) = sigmoid_attention(q, keys, values, self.bias, true, offset);
-        self.heads.merge(y)
+        state.step(&self.heads, x, rope, |q, keys, values, offset| {
+            sigmoid_attention(q, keys, values, self.bias, true, offset).0
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
-    use crate::testing::{assert_close, device, output_and_grads, randn};
+    use crate::testing::{assert_close, device, output_and_grads, randn, visible_rows};
+
+    /// The slow, obviously-right oracle: `σ(q·k/√d + b)` one query at a time over exactly the
+    /// keys it sees, with `b` fixed or `−ln n`.
+    fn naive_sigmoid_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<f32>, causal: bool) -> Tensor<4> {
+        let d = q.dims()[3] as f32;
+        let out = visible_rows(q, k, v, causal).into_iter().map(|(qi, keys, vals)| {
+            let b = bias.unwrap_or(-(keys.dims()[2] as f32).ln());
+            sigmoid(qi.matmul(keys.swap_dims(2, 3)) / d.sqrt() + b).matmul(vals)
+        });
+        Tensor::cat(out.collect(), 2)
+    }
 
     #[test]
     fn matches_the_reference_with_and_without_fixed_bias() {
@@ -148,7 +138,7 @@ mod tests {
             let (fast, fg) = output_and_grads(&inputs, seed + 3, |x| {
                 sigmoid_attention(x[0].clone(), x[1].clone(), x[2].clone(), bias, causal, 0).0
             });
-            let (slow, sg) = output_and_grads(&inputs, seed + 3, |x| reference::sigmoid_attention(&x[0], &x[1], &x[2], bias, causal));
+            let (slow, sg) = output_and_grads(&inputs, seed + 3, |x| naive_sigmoid_attention(&x[0], &x[1], &x[2], bias, causal));
             assert_close(fast, slow, 1e-4, "sigmoid output");
             for (f, s) in fg.into_iter().zip(sg) {
                 assert_close(f, s, 1e-4, "sigmoid grad");

@@ -1,0 +1,312 @@
+//! The registry: every attention family, one file each, listed once.
+//!
+//! Adding a family is its file (a config implementing [`MixerFamily`], a module implementing
+//! [`SequenceMixer`], its naive oracle and tests) plus two lines here: its `pub mod` and its
+//! line in the `families!` list. Nothing else in the crate names a family: the model asks
+//! [`MixerSpec`] and [`Mixer`], which ask the family through [`MixerFamily`].
+//!
+//! `families!` writes only the enumeration: the [`MixerSpec`] and [`Mixer`] enums (one variant
+//! per line below, e.g. `MixerSpec::Softmax(SoftmaxAttentionConfig)` and
+//! `Mixer::Softmax(SoftmaxAttention)`), their `From` impls, one `match` each that hands out the
+//! family behind a variant as a trait object, and a module's family name. Everything a spec or
+//! a mixer does is plain code below the list, written once for all families.
+
+pub mod linear;
+pub mod sigmoid;
+pub mod softmax;
+
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, MixerState, SequenceMixer, SpecError, VariantInfo,
+};
+use burn::module::Module;
+use burn::nn::RotaryEncoding;
+use burn::tensor::{Device, Tensor};
+use std::fmt;
+use std::str::FromStr;
+
+/// Generates the two enums over the listed families; see the module docs for what it writes.
+macro_rules! families {
+    ($( $variant:ident($config:ty) ),* $(,)?) => {
+        /// A parsed attention spec: which family, and that family's options.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum MixerSpec { $( $variant($config), )* }
+
+        /// The run-time selected mixer: one concrete module type for any family (its variant
+        /// name is part of every parameter's path in checkpoints and exports).
+        #[derive(Module, Debug)]
+        pub enum Mixer { $( $variant(<$config as MixerFamily>::Module), )* }
+
+        $(
+            impl From<$config> for MixerSpec {
+                fn from(config: $config) -> Self { Self::$variant(config) }
+            }
+            impl From<<$config as MixerFamily>::Module> for Mixer {
+                fn from(module: <$config as MixerFamily>::Module) -> Self { Self::$variant(module) }
+            }
+        )*
+
+        /// Parser and catalogue of every family, in listing order.
+        const FAMILY_TABLE: &[FamilyEntry] = &[
+            $( FamilyEntry {
+                name: <$config as MixerFamily>::NAME,
+                parse: parse_as::<$config>,
+                catalogue: <$config as MixerFamily>::catalogue,
+            }, )*
+        ];
+
+        impl MixerSpec {
+            fn family_config(&self) -> &dyn ErasedFamily {
+                match self { $( Self::$variant(config) => config, )* }
+            }
+        }
+
+        impl Mixer {
+            fn module(&self) -> &dyn ErasedMixer {
+                match self { $( Self::$variant(module) => module, )* }
+            }
+
+            /// The family name of this module ("softmax", "linear", ...).
+            pub fn family(&self) -> &'static str {
+                match self { $( Self::$variant(_) => <$config as MixerFamily>::NAME, )* }
+            }
+        }
+    };
+}
+
+families! {
+    Softmax(softmax::SoftmaxAttentionConfig),
+    Sigmoid(sigmoid::SigmoidAttentionConfig),
+    Linear(linear::LinearAttentionConfig),
+}
+
+struct FamilyEntry {
+    name: &'static str,
+    parse: fn(&[&str], &str) -> Result<MixerSpec, SpecError>,
+    catalogue: fn() -> Vec<VariantInfo>,
+}
+
+fn parse_as<C: MixerFamily>(parts: &[&str], spec: &str) -> Result<MixerSpec, SpecError>
+where
+    MixerSpec: From<C>,
+{
+    C::parse(parts, spec).map(MixerSpec::from)
+}
+
+/// [`MixerFamily`] without its associated types, so one `&dyn` serves every family.
+trait ErasedFamily {
+    fn name(&self) -> &'static str;
+    fn options(&self) -> String;
+    fn validate(&self, dims: &MixerDims) -> Result<(), String>;
+    fn qk_width(&self, dims: &MixerDims) -> usize;
+    fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize;
+    fn init(&self, dims: &MixerDims, device: &Device) -> Mixer;
+}
+
+impl<C: MixerFamily> ErasedFamily for C
+where
+    Mixer: From<C::Module>,
+{
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+    fn options(&self) -> String {
+        self.to_string()
+    }
+    fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+        MixerFamily::validate(self, dims)
+    }
+    fn qk_width(&self, dims: &MixerDims) -> usize {
+        MixerFamily::qk_width(self, dims)
+    }
+    fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize {
+        MixerFamily::decode_state_floats(self, dims, seq_len)
+    }
+    fn init(&self, dims: &MixerDims, device: &Device) -> Mixer {
+        MixerFamily::init(self, dims, device).into()
+    }
+}
+
+/// [`SequenceMixer`] with its state behind [`MixerState`], so one `&dyn` serves every family.
+trait ErasedMixer {
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput;
+    fn empty_state(&self) -> MixerState;
+    fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3>;
+}
+
+impl<M: SequenceMixer> ErasedMixer for M
+where
+    M::State: 'static,
+{
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        SequenceMixer::forward(self, x, ctx)
+    }
+    fn empty_state(&self) -> MixerState {
+        MixerState::new(SequenceMixer::empty_state(self))
+    }
+    fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        SequenceMixer::step(self, x, state.downcast_mut::<M::State>(), rope)
+    }
+}
+
+impl MixerSpec {
+    /// Family names, in listing order.
+    pub fn families() -> impl Iterator<Item = &'static str> {
+        FAMILY_TABLE.iter().map(|f| f.name)
+    }
+
+    /// The family name ("softmax", "linear", ...).
+    pub fn family(&self) -> &'static str {
+        self.family_config().name()
+    }
+
+    pub fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+        self.family_config().validate(dims)
+    }
+
+    /// Per-head query/key width (what RoPE rotates).
+    pub fn qk_width(&self, dims: &MixerDims) -> usize {
+        self.family_config().qk_width(dims)
+    }
+
+    /// Floats one sequence's decoding state holds in this layer after `seq_len` tokens.
+    pub fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize {
+        self.family_config().decode_state_floats(dims, seq_len)
+    }
+
+    pub fn init(&self, dims: &MixerDims, device: &Device) -> Mixer {
+        self.family_config().init(dims, device)
+    }
+
+    /// Every variant with its formula, for `attnlab variants` and the README.
+    pub fn catalogue() -> Vec<VariantInfo> {
+        FAMILY_TABLE.iter().flat_map(|f| (f.catalogue)()).collect()
+    }
+}
+
+impl SequenceMixer for Mixer {
+    type State = MixerState;
+
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        self.module().forward(x, ctx)
+    }
+
+    fn empty_state(&self) -> MixerState {
+        self.module().empty_state()
+    }
+
+    fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        self.module().step(x, state, rope)
+    }
+}
+
+impl fmt::Display for MixerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let options = self.family_config().options();
+        if options.is_empty() { f.write_str(self.family()) } else { write!(f, "{}:{options}", self.family()) }
+    }
+}
+
+impl FromStr for MixerSpec {
+    type Err = SpecError;
+    fn from_str(spec: &str) -> Result<Self, SpecError> {
+        let spec = spec.trim();
+        let mut parts = spec.split(':');
+        let family = parts.next().unwrap_or_default();
+        if family.is_empty() {
+            return Err(SpecError::new(spec, "empty spec; try 'softmax' or 'linear:elu1'"));
+        }
+        let rest: Vec<&str> = parts.collect();
+        if rest.iter().any(|p| p.is_empty()) {
+            return Err(SpecError::new(spec, "empty ':'-separated part"));
+        }
+        match FAMILY_TABLE.iter().find(|f| f.name == family) {
+            Some(entry) => (entry.parse)(&rest, spec),
+            None => {
+                let names: Vec<_> = Self::families().collect();
+                Err(SpecError::new(spec, format!("unknown family '{family}', expected one of: {}", names.join(", "))))
+            }
+        }
+    }
+}
+
+impl serde::Serialize for MixerSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MixerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_specs_round_trip() {
+        for spec in [
+            "softmax",
+            "softmax:none",
+            "softmax:num_keys",
+            "softmax:sum_key_norms",
+            "softmax:learned",
+            "softmax:qk_norm",
+            "sigmoid",
+            "sigmoid:bias=-4",
+            "linear:identity",
+            "linear:elu1",
+            "linear:relu",
+            "linear:cosformer",
+            "linear:taylor",
+            "linear:taylor:feature_dim=8",
+            "linear:performer:features=32",
+            "linear:elu1:norm=none",
+            "linear:elu1:form=recurrent",
+            "linear:elu1:chunk=16",
+        ] {
+            let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parsed.to_string(), spec);
+        }
+    }
+
+    #[test]
+    fn defaults_are_omitted_when_printing() {
+        let s: MixerSpec = "softmax:sqrt_d".parse().unwrap();
+        assert_eq!(s.to_string(), "softmax");
+        let s: MixerSpec = "linear:elu1:form=chunked:chunk=64:norm=sum".parse().unwrap();
+        assert_eq!(s.to_string(), "linear:elu1");
+    }
+
+    #[test]
+    fn bad_specs_name_the_problem() {
+        let cases = [
+            ("attention", "unknown family"),
+            ("softmax:sqrt", "sqrt_d"),
+            ("linear:gelu", "elu1"),
+            ("linear:elu1:chunk=0", "chunk"),
+            ("linear:elu1:chunk=x", "number"),
+            ("linear:elu1:colour=red", "colour"),
+            ("linear", "feature map"),
+            ("", "empty"),
+        ];
+        for (spec, needle) in cases {
+            let err = spec.parse::<MixerSpec>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn catalogue_lists_every_family() {
+        let cat = MixerSpec::catalogue();
+        for fam in MixerSpec::families() {
+            assert!(cat.iter().any(|v| v.spec.starts_with(fam)), "{fam}");
+        }
+        for v in &cat {
+            v.spec.parse::<MixerSpec>().unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
