@@ -8,6 +8,7 @@ use attnlab_model::{BackendKind, MixerSpec};
 use attnlab_train::progress::text_chart;
 use attnlab_train::runs::{default_run_dir, load_run};
 use attnlab_train::sample::{SamplingOptions, generate};
+use attnlab_train::util::one_line;
 use attnlab_train::{RunConfig, RunDir, Verbosity, run_dir, train};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -257,7 +258,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}");
-            eprintln!("error: {}", msg.split_whitespace().collect::<Vec<_>>().join(" "));
+            eprintln!("error: {}", one_line(&msg));
             ExitCode::FAILURE
         }
     }

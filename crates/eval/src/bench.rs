@@ -16,6 +16,7 @@ use attnlab_model::mixer::{MixContext, MixerDims};
 use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
 use attnlab_train::task;
 use attnlab_train::trainer::{self, StepPhases};
+use attnlab_train::util::median;
 use attnlab_train::RunConfig;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
@@ -101,11 +102,6 @@ fn memory_peak_since(start: usize) -> f64 {
     PEAK.load(Ordering::Relaxed).saturating_sub(start) as f64 / (1024.0 * 1024.0)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainStep {
     pub variant: String,
@@ -143,8 +139,8 @@ pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<Tra
     }
     let peak = memory_peak_since(mem);
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let ms = median(&mut times);
-    let phase = |f: fn(&StepPhases) -> f64| median(&mut phases.iter().map(f).collect::<Vec<_>>());
+    let ms = median(&times);
+    let phase = |f: fn(&StepPhases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
     let phases = StepPhases {
         forward_ms: phase(|p| p.forward_ms),
         backward_ms: phase(|p| p.backward_ms),
@@ -180,7 +176,7 @@ pub fn length_point(spec: &MixerSpec, d_model: usize, n_heads: usize, seq_len: u
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
-    LengthPoint { variant: spec.to_string(), seq_len, ms_median: median(&mut times), peak_mib: memory_peak_since(mem) }
+    LengthPoint { variant: spec.to_string(), seq_len, ms_median: median(&times), peak_mib: memory_peak_since(mem) }
 }
 
 #[derive(Clone, Debug, Serialize)]

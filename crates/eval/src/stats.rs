@@ -27,8 +27,10 @@
 //! * **Bootstrap** ([`bootstrap_difference`]): each side is resampled with
 //!   replacement, the difference of resampled means is recorded, and the
 //!   2.5th and 97.5th percentiles (linear interpolation between order
-//!   statistics) form the interval. A built-in SplitMix64 generator makes the
-//!   result a pure function of the inputs and the seed.
+//!   statistics) form the interval. A SplitMix64 generator makes the result a
+//!   pure function of the inputs and the seed.
+
+use attnlab_train::util::{SplitMix64, quantile};
 
 /// Descriptive statistics of one variant's metric over seeds.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -183,14 +185,13 @@ pub fn bootstrap_difference(
         let sum: f64 = (0..xs.len()).map(|_| xs[rng.below(xs.len())]).sum();
         sum / xs.len() as f64
     };
-    let mut diffs: Vec<f64> = (0..resamples)
+    let diffs: Vec<f64> = (0..resamples)
         .map(|_| {
             let mb = resampled_mean(&b);
             resampled_mean(&t) - mb
         })
         .collect();
-    diffs.sort_by(f64::total_cmp);
-    (percentile(&diffs, 0.025), percentile(&diffs, 0.975))
+    (quantile(&diffs, 0.025), quantile(&diffs, 0.975))
 }
 
 /// Outcome of an A/B comparison at 95 % confidence.
@@ -272,14 +273,6 @@ pub fn mean(xs: &[f64]) -> f64 {
 /// sum-of-squares shortcut when the mean is large relative to the spread.
 fn sample_variance(xs: &[f64], mean: f64) -> f64 {
     xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64
-}
-
-/// Linear interpolation between order statistics of a sorted, non-empty slice.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
 /// Beyond this many degrees of freedom the t distribution is normal to far
@@ -417,29 +410,6 @@ fn stirling_tail(x: f64) -> f64 {
     // Bernoulli-number coefficients B_{2k} / (2k(2k − 1)).
     inv * (1.0 / 12.0
         + inv2 * (-1.0 / 360.0 + inv2 * (1.0 / 1260.0 + inv2 * (-1.0 / 1680.0 + inv2 / 1188.0))))
-}
-
-/// SplitMix64: tiny, fast, and good enough for resampling indices.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform index in `0..n` via a widening multiply; the bias is at most
-    /// `n / 2^64`, negligible for sample sizes.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
 }
 
 #[cfg(test)]
@@ -689,19 +659,6 @@ mod tests {
         let (a, b) = bootstrap_difference(&[], &[1.0], 10, 0);
         assert!(a.is_nan() && b.is_nan());
         assert!(bootstrap_difference(&[1.0], &[1.0], 0, 0).0.is_nan());
-    }
-
-    #[test]
-    fn splitmix_reference_and_range() {
-        // Reference output of SplitMix64 seeded with 0.
-        let mut rng = SplitMix64::new(0);
-        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
-        let mut counts = [0usize; 3];
-        for _ in 0..3000 {
-            counts[rng.below(3)] += 1;
-        }
-        assert!(counts.iter().all(|&c| c > 900), "{counts:?}");
     }
 
     #[test]
