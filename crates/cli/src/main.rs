@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod alloc;
+
 #[derive(Parser)]
 #[command(name = "attnlab", version, about = "Train small transformers with swappable attention; compare softmax and linear attention.")]
 struct Cli {
@@ -240,13 +242,8 @@ struct ExportArgs {
     checkpoint: String,
 }
 
-/// Counts heap bytes so `attnlab bench` can report each measurement's own peak memory.
-#[global_allocator]
-static ALLOCATOR: attnlab_eval::bench::CountingAllocator = attnlab_eval::bench::CountingAllocator;
-
 fn main() -> ExitCode {
-    attnlab_eval::bench::CountingAllocator::mark_installed();
-    attnlab_eval::bench::tune_system_allocator();
+    alloc::set_up();
     // Burn materialises loaded optimizer state on its default device, which would be a GPU
     // backend whenever one is compiled in; pin it to the CPU unless the user chose otherwise.
     if std::env::var_os("BURN_DEVICE").is_none() {
