@@ -297,14 +297,19 @@ pub fn decode_table(configs: &[RunConfig], tokens: usize, mut emit: impl FnMut(S
 mod tests {
     use super::*;
 
-    /// The measurements run end to end on a tiny model and give finite, positive numbers.
-    #[test]
-    fn every_section_measures_something() {
-        let config = RunConfig::from_toml(
+    /// A one-layer MQAR model small enough to time in milliseconds.
+    fn tiny_config() -> RunConfig {
+        RunConfig::from_toml(
             "[task]\nkind = \"mqar\"\nvocab = 32\nseq_len = 16\nnum_kv_pairs = 2\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 16\n[train]\nbatch_size = 4\n",
             &[],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The measurements run end to end on a tiny model and give finite, positive numbers.
+    #[test]
+    fn every_section_measures_something() {
+        let config = tiny_config();
         let t = train_step(&config, 1, 3).unwrap();
         assert!(t.ms_median > 0.0 && t.tokens_per_s > 0.0, "{t:?}");
         let p = length_point(&"linear:elu1".parse().unwrap(), 16, 2, 32, 2, &Device::flex());
@@ -317,11 +322,7 @@ mod tests {
     /// The tables keep the layout the binary has always printed (bench/ladder.py parses the rows).
     #[test]
     fn tables_keep_their_layout() {
-        let config = RunConfig::from_toml(
-            "[task]\nkind = \"mqar\"\nvocab = 32\nseq_len = 16\nnum_kv_pairs = 2\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 16\n[train]\nbatch_size = 4\n",
-            &[],
-        )
-        .unwrap();
+        let config = tiny_config();
         let mut lines = Vec::new();
         let rows = train_table(&config, std::slice::from_ref(&config), 1, 2, |l| lines.push(l)).unwrap();
         assert_eq!(rows.len(), 1);
