@@ -8,10 +8,13 @@ use attnlab_model::{BackendKind, MixerSpec};
 use attnlab_train::progress::text_chart;
 use attnlab_train::runs::{default_run_dir, load_run};
 use attnlab_train::sample::{SamplingOptions, generate};
+use attnlab_train::util::one_line;
 use attnlab_train::{RunConfig, RunDir, Verbosity, run_dir, train};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod alloc;
 
 #[derive(Parser)]
 #[command(name = "attnlab", version, about = "Train small transformers with swappable attention; compare softmax and linear attention.")]
@@ -239,13 +242,8 @@ struct ExportArgs {
     checkpoint: String,
 }
 
-/// Counts heap bytes so `attnlab bench` can report each measurement's own peak memory.
-#[global_allocator]
-static ALLOCATOR: attnlab_eval::bench::CountingAllocator = attnlab_eval::bench::CountingAllocator;
-
 fn main() -> ExitCode {
-    attnlab_eval::bench::CountingAllocator::mark_installed();
-    attnlab_eval::bench::tune_system_allocator();
+    alloc::set_up();
     // Burn materialises loaded optimizer state on its default device, which would be a GPU
     // backend whenever one is compiled in; pin it to the CPU unless the user chose otherwise.
     if std::env::var_os("BURN_DEVICE").is_none() {
@@ -257,7 +255,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}");
-            eprintln!("error: {}", msg.split_whitespace().collect::<Vec<_>>().join(" "));
+            eprintln!("error: {}", one_line(&msg));
             ExitCode::FAILURE
         }
     }
@@ -526,74 +524,23 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             RunConfig::load(&a.config, &s).map_err(anyhow::Error::from)
         })
         .collect::<Result<Vec<_>>>()?;
+    let print_line = |line: String| println!("{line}");
     if a.only.iter().any(|s| s == "train") {
         if a.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        println!("\ntraining step (median of {} after {} warm-up; batch {} x {} tokens)", a.steps, a.warmup, base.train.batch_size, base.model.max_seq_len);
-        println!(
-            "{:<28} {:>10} {:>10} {:>12} {:>10}   phases (median ms): forward / backward / clip / AdamW",
-            "attention", "ms/step", "min ms", "tokens/s", "peak MiB"
-        );
-        let mut rows = Vec::new();
-        for c in &configs {
-            let r = bench::train_step(c, a.warmup, a.steps).map_err(anyhow::Error::msg)?;
-            let p = r.phases;
-            println!(
-                "{:<28} {:>10.2} {:>10.2} {:>12.0} {:>10.1}   {:.1} / {:.1} / {:.1} / {:.1}",
-                r.variant, r.ms_median, r.ms_min, r.tokens_per_s, r.peak_mib, p.forward_ms, p.backward_ms, p.clip_ms, p.update_ms
-            );
-            rows.push(r);
-        }
+        let rows = bench::train_table(&base, &configs, a.warmup, a.steps, print_line).map_err(anyhow::Error::msg)?;
         json.insert("train_step".into(), serde_json::to_value(rows)?);
     }
     if a.only.iter().any(|s| s == "scaling") && !a.lengths.is_empty() {
         let device = base.device.device()?;
-        let (d, h) = (base.model.d_model, base.model.n_heads);
-        println!("\none attention layer, forward + backward, batch 1, width {d}, {h} heads (median ms | peak MiB)");
         let specs = a.scaling.iter().map(|s| s.parse::<MixerSpec>().map_err(anyhow::Error::from)).collect::<Result<Vec<_>>>()?;
-        print!("{:<8}", "T");
-        for s in &specs {
-            print!(" {:>30}", s.to_string());
-        }
-        println!();
-        let mut points = Vec::new();
-        for &t in &a.lengths {
-            print!("{t:<8}");
-            for s in &specs {
-                let recurrent = s.to_string().contains("form=recurrent");
-                if recurrent && t > a.recurrent_max {
-                    print!(" {:>30}", "-");
-                    continue;
-                }
-                let reps = (20 * 64 / t).clamp(3, 20);
-                let p = bench::length_point(s, d, h, t, reps, &device);
-                print!(" {:>30}", format!("{:.2} | {:.1}", p.ms_median, p.peak_mib));
-                points.push(p);
-            }
-            println!();
-        }
+        let points = bench::scaling_table(&specs, base.model.d_model, base.model.n_heads, &a.lengths, a.recurrent_max, &device, print_line);
         json.insert("scaling".into(), serde_json::to_value(points)?);
     }
     if a.only.iter().any(|s| s == "decode") && a.decode_tokens > 0 {
-        let positions: Vec<usize> = [1usize, 16, 64, 128, 256, 512, 1024, 2048, 4096].into_iter().filter(|&p| p <= a.decode_tokens).collect();
-        println!("\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)");
-        print!("{:<28}", "attention");
-        for p in &positions {
-            print!(" {p:>8}");
-        }
-        println!();
-        let mut all = Vec::new();
-        for c in &configs {
-            let points = bench::decode(c, a.decode_tokens, &positions).map_err(anyhow::Error::msg)?;
-            print!("{:<28}", c.model.mixer.to_string());
-            for p in &points {
-                print!(" {:>8.3}", p.ms_per_token);
-            }
-            println!();
-            all.extend(points);
-        }
-        json.insert("decode".into(), serde_json::to_value(all)?);
+        let points = bench::decode_table(&configs, a.decode_tokens, print_line).map_err(anyhow::Error::msg)?;
+        json.insert("decode".into(), serde_json::to_value(points)?);
     }
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("cannot write {}", path.display()))?;

@@ -11,11 +11,15 @@
 //!
 //! Peak memory is the high-water mark of live heap bytes during the measurement above what was
 //! live before it, counted by [`CountingAllocator`] (the `attnlab` binary installs it).
+//!
+//! [`train_table`], [`scaling_table`] and [`decode_table`] run a section and lay it out as the
+//! binary prints it, a line at a time.
 
 use attnlab_model::mixer::{MixContext, MixerDims};
 use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
 use attnlab_train::task;
 use attnlab_train::trainer::{self, StepPhases};
+use attnlab_train::util::median;
 use attnlab_train::RunConfig;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
@@ -67,25 +71,6 @@ impl CountingAllocator {
     }
 }
 
-/// Keeps freed tensor buffers in the process heap instead of returning them to the kernel.
-///
-/// A training step allocates and frees the same few hundred buffers every step, many above
-/// glibc's default mmap threshold (128 KiB, adapting upward only slowly). Each such buffer was
-/// a fresh `mmap`, page-faulted and zeroed by the kernel on first touch, then unmapped: ~4,800 page
-/// faults per nanoGPT-recipe step. Raising the mmap and trim thresholds lets glibc reuse the
-/// memory; measured on the 2-core box, page faults fell 12x and the step by 8-15% (BENCHMARKS.md).
-/// The cost is resident memory that stays at the step's peak. A no-op off glibc.
-pub fn tune_system_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocation thresholds; it is called before any
-    // thread is spawned.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
-}
-
 /// Starts a peak-memory measurement: the peak is reset to the live bytes now.
 fn memory_start() -> usize {
     let live = LIVE.load(Ordering::Relaxed);
@@ -99,11 +84,6 @@ fn memory_peak_since(start: usize) -> f64 {
         return f64::NAN;
     }
     PEAK.load(Ordering::Relaxed).saturating_sub(start) as f64 / (1024.0 * 1024.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -143,8 +123,8 @@ pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<Tra
     }
     let peak = memory_peak_since(mem);
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let ms = median(&mut times);
-    let phase = |f: fn(&StepPhases) -> f64| median(&mut phases.iter().map(f).collect::<Vec<_>>());
+    let ms = median(&times);
+    let phase = |f: fn(&StepPhases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
     let phases = StepPhases {
         forward_ms: phase(|p| p.forward_ms),
         backward_ms: phase(|p| p.backward_ms),
@@ -180,7 +160,7 @@ pub fn length_point(spec: &MixerSpec, d_model: usize, n_heads: usize, seq_len: u
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
-    LengthPoint { variant: spec.to_string(), seq_len, ms_median: median(&mut times), peak_mib: memory_peak_since(mem) }
+    LengthPoint { variant: spec.to_string(), seq_len, ms_median: median(&times), peak_mib: memory_peak_since(mem) }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -221,18 +201,115 @@ pub fn decode(config: &RunConfig, tokens: usize, positions: &[usize]) -> Result<
         .collect())
 }
 
+// ---------------------------------------------------------------------------
+// The tables `attnlab bench` prints. Each section hands its lines to `emit` as its rows are
+// measured, so a long run shows progress; the caller decides where lines go.
+// ---------------------------------------------------------------------------
+
+/// Times each config's training step: a header naming the settings, then one row per config.
+pub fn train_table(
+    base: &RunConfig,
+    configs: &[RunConfig],
+    warmup: usize,
+    steps: usize,
+    mut emit: impl FnMut(String),
+) -> Result<Vec<TrainStep>, String> {
+    emit(format!("\ntraining step (median of {steps} after {warmup} warm-up; batch {} x {} tokens)", base.train.batch_size, base.model.max_seq_len));
+    emit(format!(
+        "{:<28} {:>10} {:>10} {:>12} {:>10}   phases (median ms): forward / backward / clip / AdamW",
+        "attention", "ms/step", "min ms", "tokens/s", "peak MiB"
+    ));
+    let mut rows = Vec::with_capacity(configs.len());
+    for c in configs {
+        let r = train_step(c, warmup, steps)?;
+        let p = r.phases;
+        emit(format!(
+            "{:<28} {:>10.2} {:>10.2} {:>12.0} {:>10.1}   {:.1} / {:.1} / {:.1} / {:.1}",
+            r.variant, r.ms_median, r.ms_min, r.tokens_per_s, r.peak_mib, p.forward_ms, p.backward_ms, p.clip_ms, p.update_ms
+        ));
+        rows.push(r);
+    }
+    Ok(rows)
+}
+
+/// Times one attention layer per spec at each length: one row per length, `-` where the
+/// recurrent form (one token per step, slow) is past `recurrent_max`.
+pub fn scaling_table(
+    specs: &[MixerSpec],
+    d_model: usize,
+    n_heads: usize,
+    lengths: &[usize],
+    recurrent_max: usize,
+    device: &Device,
+    mut emit: impl FnMut(String),
+) -> Vec<LengthPoint> {
+    emit(format!("\none attention layer, forward + backward, batch 1, width {d_model}, {n_heads} heads (median ms | peak MiB)"));
+    let mut header = format!("{:<8}", "T");
+    for s in specs {
+        header += &format!(" {:>30}", s.to_string());
+    }
+    emit(header);
+    let mut points = Vec::new();
+    for &t in lengths {
+        let mut row = format!("{t:<8}");
+        for s in specs {
+            if s.to_string().contains("form=recurrent") && t > recurrent_max {
+                row += &format!(" {:>30}", "-");
+                continue;
+            }
+            // Short sequences are fast and noisy: more repetitions.
+            let reps = (20 * 64 / t).clamp(3, 20);
+            let p = length_point(s, d_model, n_heads, t, reps, device);
+            row += &format!(" {:>30}", format!("{:.2} | {:.1}", p.ms_median, p.peak_mib));
+            points.push(p);
+        }
+        emit(row);
+    }
+    points
+}
+
+/// Positions at which decoding latency is reported, those up to the tokens decoded.
+const DECODE_POSITIONS: [usize; 9] = [1, 16, 64, 128, 256, 512, 1024, 2048, 4096];
+
+/// Decodes `tokens` tokens with each config: one row per config, a column per position.
+pub fn decode_table(configs: &[RunConfig], tokens: usize, mut emit: impl FnMut(String)) -> Result<Vec<DecodePoint>, String> {
+    let positions: Vec<usize> = DECODE_POSITIONS.into_iter().filter(|&p| p <= tokens).collect();
+    emit("\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)".into());
+    let mut header = format!("{:<28}", "attention");
+    for p in &positions {
+        header += &format!(" {p:>8}");
+    }
+    emit(header);
+    let mut all = Vec::new();
+    for c in configs {
+        let points = decode(c, tokens, &positions)?;
+        let mut row = format!("{:<28}", c.model.mixer.to_string());
+        for p in &points {
+            row += &format!(" {:>8.3}", p.ms_per_token);
+        }
+        emit(row);
+        all.extend(points);
+    }
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The measurements run end to end on a tiny model and give finite, positive numbers.
-    #[test]
-    fn every_section_measures_something() {
-        let config = RunConfig::from_toml(
+    /// A one-layer MQAR model small enough to time in milliseconds.
+    fn tiny_config() -> RunConfig {
+        RunConfig::from_toml(
             "[task]\nkind = \"mqar\"\nvocab = 32\nseq_len = 16\nnum_kv_pairs = 2\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 16\n[train]\nbatch_size = 4\n",
             &[],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The measurements run end to end on a tiny model and give finite, positive numbers.
+    #[test]
+    fn every_section_measures_something() {
+        let config = tiny_config();
         let t = train_step(&config, 1, 3).unwrap();
         assert!(t.ms_median > 0.0 && t.tokens_per_s > 0.0, "{t:?}");
         let p = length_point(&"linear:elu1".parse().unwrap(), 16, 2, 32, 2, &Device::flex());
@@ -240,5 +317,37 @@ mod tests {
         let d = decode(&config, 20, &[1, 10, 20, 50]).unwrap();
         assert_eq!(d.iter().map(|p| p.position).collect::<Vec<_>>(), vec![1, 10, 20]);
         assert!(d.iter().all(|p| p.ms_per_token > 0.0));
+    }
+
+    /// The tables keep the layout the binary has always printed (bench/ladder.py parses the rows).
+    #[test]
+    fn tables_keep_their_layout() {
+        let config = tiny_config();
+        let mut lines = Vec::new();
+        let rows = train_table(&config, std::slice::from_ref(&config), 1, 2, |l| lines.push(l)).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(lines[0], "\ntraining step (median of 2 after 1 warm-up; batch 4 x 16 tokens)");
+        assert_eq!(
+            lines[1],
+            "attention                       ms/step     min ms     tokens/s   peak MiB   phases (median ms): forward / backward / clip / AdamW"
+        );
+        assert!(lines[2].starts_with(&format!("{:<28} ", config.model.mixer.to_string())), "{}", lines[2]);
+        assert_eq!(lines[2].matches(" / ").count(), 3, "{}", lines[2]);
+
+        let specs: Vec<MixerSpec> = ["softmax", "linear:elu1:form=recurrent"].iter().map(|s| s.parse().unwrap()).collect();
+        let mut lines = Vec::new();
+        let points = scaling_table(&specs, 16, 2, &[8, 32], 8, &Device::flex(), |l| lines.push(l));
+        assert_eq!(points.len(), 3, "the recurrent form skipped at T = 32");
+        assert_eq!(lines[0], "\none attention layer, forward + backward, batch 1, width 16, 2 heads (median ms | peak MiB)");
+        assert_eq!(lines[1], format!("T        {:>30} {:>30}", specs[0].to_string(), specs[1].to_string()));
+        assert_eq!(lines[2].len(), 8 + 2 * 31);
+        assert!(lines[3].starts_with("32       ") && lines[3].ends_with(&format!(" {:>30}", "-")), "{}", lines[3]);
+
+        let mut lines = Vec::new();
+        let points = decode_table(std::slice::from_ref(&config), 20, |l| lines.push(l)).unwrap();
+        assert_eq!(points.iter().map(|p| p.position).collect::<Vec<_>>(), vec![1, 16]);
+        assert_eq!(lines[0], "\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)");
+        assert_eq!(lines[1], format!("{:<28} {:>8} {:>8}", "attention", 1, 16));
+        assert_eq!(lines[2].len(), 28 + 2 * 9, "{}", lines[2]);
     }
 }

@@ -23,6 +23,7 @@
 
 use crate::stats::{self, Difference, Summary, Verdict};
 use attnlab_train::{RunConfig, RunDir, Verbosity, train};
+use attnlab_train::util::{median, one_line, quantile};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -210,28 +211,6 @@ pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
     record.tokens_per_s = median(&speeds);
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-}
-
-/// The `q`-quantile (0..=1) by linear interpolation.
-pub fn quantile(v: &[f64], q: f64) -> f64 {
-    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
 /// Trains every planned run into `out/runs/`, printing one line per finished run with an
 /// overall ETA; a failed run is recorded and the rest go on.
 pub fn run_all(spec: &CompareSpec, plan: &[PlannedRun], out: &Path, quiet: bool) -> Vec<RunRecord> {
@@ -293,10 +272,6 @@ pub fn format_duration(seconds: f64) -> String {
 
 fn safe_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' }).collect()
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Per-arm results at the arm's best learning rate.

@@ -3,6 +3,7 @@
 //! directory that is renamed into place ([`RunDir::publish`]).
 
 use crate::run_dir::{self, RunDir, RunDirError, TrainState};
+use crate::util::one_line;
 use attnlab_model::Model;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -64,8 +65,4 @@ pub fn load(dir: &Path, model: Model, optim: Option<ModuleOptimizer>) -> Result<
         }
     };
     Ok(Loaded { model, optim })
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -5,6 +5,7 @@
 //! values that parse but cannot work together (width not divisible by heads, chunk size 0, ...)
 //! are rejected by [`RunConfig::validate`] before anything is written.
 
+use crate::util::one_line;
 use attnlab_model::{BackendKind, ModelConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -343,10 +344,6 @@ fn check_fraction(f: f64) -> Result<(), ConfigError> {
     } else {
         Err(invalid(format!("task.val_fraction ({f}) must be in (0, 0.5)")))
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn parse_value(raw: &str) -> toml::Value {

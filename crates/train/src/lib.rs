@@ -15,6 +15,7 @@ pub mod seed;
 pub mod task;
 pub mod trainer;
 pub mod transfer;
+pub mod util;
 
 pub use config::{ConfigError, RunConfig, TaskConfig, TrainConfig};
 pub use run_dir::RunDir;

@@ -15,6 +15,7 @@
 use super::{Check, Outcome};
 use crate::report::{Document, Plot, Section, Table, fmt};
 use crate::svg::{Series, bar_chart, line_chart};
+use attnlab_train::util::median;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 use std::path::Path;
@@ -65,10 +66,6 @@ pub fn softmax_jacobian_fro(p: &[f64]) -> f64 {
     let s2: f64 = p.iter().map(|v| v * v).sum();
     let s3: f64 = p.iter().map(|v| v * v * v).sum();
     (s2 - 2.0 * s3 + s2 * s2).max(0.0).sqrt()
-}
-
-fn median(v: &[f64]) -> f64 {
-    crate::compare::quantile(v, 0.5)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
