@@ -22,7 +22,7 @@
 //! ```
 
 use crate::stats::{self, Difference, Summary, Verdict};
-use attnlab_train::{RunConfig, RunDir, Verbosity, train};
+use attnlab_train::{MetricsRecord, RunConfig, RunDir, Verbosity, read_metrics, train};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -179,35 +179,34 @@ pub struct RunRecord {
     pub final_eval: std::collections::BTreeMap<String, f64>,
 }
 
-/// Reads the curves of a run from its `metrics.jsonl`.
+/// Reads the curves of a run from its `metrics.jsonl`. Non-finite values (written as `null`)
+/// are left out of the curves.
 pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
-    let Ok(text) = std::fs::read_to_string(run_dir.join(attnlab_train::run_dir::METRICS_FILE)) else { return };
     let mut speeds = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let Some(step) = v.get("step").and_then(|s| s.as_u64()).map(|s| s as usize) else { continue };
-        let num = |key: &str| v.get(key).and_then(|x| x.as_f64());
-        if let Some(loss) = num("loss") {
-            record.loss.push((step, loss));
-        }
-        if let Some(g) = num("grad_norm") {
-            record.grad_norm.push((step, g));
-        }
-        if let Some(t) = num("tokens_per_s") {
-            speeds.push(t);
-        }
-        if let Some(eval) = v.get("eval").and_then(|e| e.as_object()) {
-            if let Some(m) = eval.get(metric).and_then(|x| x.as_f64()) {
-                record.eval_metric.push((step, m));
+    for line in read_metrics(run_dir).unwrap_or_default() {
+        match line {
+            MetricsRecord::Train(t) => {
+                push_finite(&mut record.loss, t.step, t.loss);
+                push_finite(&mut record.grad_norm, t.step, t.grad_norm);
+                speeds.push(t.tokens_per_s);
             }
-            record.final_eval = eval.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect();
-        }
-        if let Some(e) = v.get("attention_entropy").and_then(|e| e.as_array()) {
-            record.entropy.push((step, e.iter().filter_map(|x| x.as_f64()).collect()));
+            MetricsRecord::Eval(e) => {
+                if let Some(&m) = e.eval.get(metric) {
+                    push_finite(&mut record.eval_metric, e.step, m);
+                }
+                record.entropy.push((e.step, e.attention_entropy.into_iter().filter(|v| v.is_finite()).collect()));
+                record.final_eval = e.eval.into_iter().filter(|(_, v)| v.is_finite()).collect();
+            }
         }
     }
     // The first logging window includes start-up; the median ignores it.
     record.tokens_per_s = median(&speeds);
+}
+
+fn push_finite(curve: &mut Vec<(usize, f64)>, step: usize, value: f64) {
+    if value.is_finite() {
+        curve.push((step, value));
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
