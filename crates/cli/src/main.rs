@@ -394,10 +394,10 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
 }
 
 fn cmd_compare(a: CompareArgs) -> Result<()> {
-    use attnlab_eval::compare::{CompareSpec, analyse, run_all, task_preset};
+    use attnlab_eval::compare::{CompareSpec, Comparison, analyse, run_all, task_preset};
     let (spec, title) = match (a.config, a.task, a.preset) {
         (Some(path), _, _) => {
-            let spec = CompareSpec::load(&path).map_err(anyhow::Error::msg)?;
+            let spec = CompareSpec::load(&path).and_then(|s| s.resolve()).map_err(anyhow::Error::msg)?;
             let title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
             (spec, title)
         }
@@ -413,7 +413,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             if a.seeds == 0 {
                 bail!("--seeds must be at least 1");
             }
-            let mut spec = CompareSpec::from_variants(preset, &a.variants, a.seeds, a.lrs, a.sets);
+            let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs, &a.sets).map_err(anyhow::Error::msg)?;
             spec.target = a.target;
             (spec, format!("attnlab compare: {}", a.variants.join(" vs ")))
         }
@@ -425,7 +425,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         println!("{} runs: {} arms x {} seeds x {} learning rate(s) -> {}", plan.len(), spec.arms.len(), spec.seeds.len(), plan.len() / spec.arms.len() / spec.seeds.len(), out.display());
     }
     let records = run_all(&spec, &plan, &out, a.quiet);
-    let results = analyse(&spec, &plan, records, &title);
+    let results = analyse(&spec, records, &title);
     attnlab_eval::report::write(&results, &out).map_err(anyhow::Error::msg)?;
     println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
     for v in &results.verdicts {
