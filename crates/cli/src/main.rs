@@ -298,15 +298,16 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         }
         None => {
             let path = a.config.expect("clap requires --config without --resume");
-            let mut sets = a.sets;
-            if let Some(d) = a.device {
-                parse_device(Some(&d))?;
-                sets.push(format!("device=\"{d}\""));
+            let device = parse_device(a.device.as_deref())?;
+            // --device and --seed win over the same keys in --set.
+            let mut config = RunConfig::load(&path, &a.sets)?;
+            if let Some(d) = device {
+                config.device = d;
             }
             if let Some(s) = a.seed {
-                sets.push(format!("seed={s}"));
+                config.seed = s;
             }
-            let config = RunConfig::load(&path, &sets)?;
+            config.validate()?;
             let out = a.out.unwrap_or_else(|| default_run_dir(&config));
             let run = RunDir::create(&out).map_err(anyhow::Error::msg)?;
             if verbosity != Verbosity::Quiet {
@@ -508,12 +509,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             bail!("--only: unknown section '{s}': expected train, scaling or decode");
         }
     }
-    let mut sets = Vec::new();
-    if let Some(d) = &a.device {
-        parse_device(Some(d))?;
-        sets.push(format!("device=\"{d}\""));
+    let mut base = RunConfig::load(&a.config, &[])?;
+    if let Some(d) = parse_device(a.device.as_deref())? {
+        base.device = d;
     }
-    let base = RunConfig::load(&a.config, &sets)?;
     let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("attnlab bench | {} | device {} | {threads} hardware threads | {}", a.config.display(), base.device, run_dir::timestamp());
     let mut json = serde_json::Map::new();
@@ -521,9 +520,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         .variants
         .iter()
         .map(|v| {
-            let mut s = sets.clone();
-            s.push(format!("model.mixer={v}"));
-            RunConfig::load(&a.config, &s).map_err(anyhow::Error::from)
+            let mut config = base.clone();
+            config.model.mixer = v.parse().with_context(|| format!("--variants {v}"))?;
+            Ok(config)
         })
         .collect::<Result<Vec<_>>>()?;
     if a.only.iter().any(|s| s == "train") {
