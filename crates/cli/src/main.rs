@@ -296,15 +296,16 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         }
         None => {
             let path = a.config.expect("clap requires --config without --resume");
-            let mut sets = a.sets;
-            if let Some(d) = a.device {
-                parse_device(Some(&d))?;
-                sets.push(format!("device=\"{d}\""));
+            let device = parse_device(a.device.as_deref())?;
+            // --device and --seed win over the same keys in --set.
+            let mut config = RunConfig::load(&path, &a.sets)?;
+            if let Some(d) = device {
+                config.device = d;
             }
             if let Some(s) = a.seed {
-                sets.push(format!("seed={s}"));
+                config.seed = s;
             }
-            let config = RunConfig::load(&path, &sets)?;
+            config.validate()?;
             let out = a.out.unwrap_or_else(|| default_run_dir(&config));
             let run = RunDir::create(&out).map_err(anyhow::Error::msg)?;
             if verbosity != Verbosity::Quiet {
@@ -392,10 +393,10 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
 }
 
 fn cmd_compare(a: CompareArgs) -> Result<()> {
-    use attnlab_eval::compare::{CompareSpec, analyse, run_all, task_preset};
+    use attnlab_eval::compare::{CompareSpec, Comparison, analyse, run_all, task_preset};
     let (spec, title) = match (a.config, a.task, a.preset) {
         (Some(path), _, _) => {
-            let spec = CompareSpec::load(&path).map_err(anyhow::Error::msg)?;
+            let spec = CompareSpec::load(&path).and_then(|s| s.resolve()).map_err(anyhow::Error::msg)?;
             let title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
             (spec, title)
         }
@@ -411,7 +412,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             if a.seeds == 0 {
                 bail!("--seeds must be at least 1");
             }
-            let mut spec = CompareSpec::from_variants(preset, &a.variants, a.seeds, a.lrs, a.sets);
+            let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs, &a.sets).map_err(anyhow::Error::msg)?;
             spec.target = a.target;
             (spec, format!("attnlab compare: {}", a.variants.join(" vs ")))
         }
@@ -423,7 +424,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         println!("{} runs: {} arms x {} seeds x {} learning rate(s) -> {}", plan.len(), spec.arms.len(), spec.seeds.len(), plan.len() / spec.arms.len() / spec.seeds.len(), out.display());
     }
     let records = run_all(&spec, &plan, &out, a.quiet);
-    let results = analyse(&spec, &plan, records, &title);
+    let results = analyse(&spec, records, &title);
     attnlab_eval::report::write(&results, &out).map_err(anyhow::Error::msg)?;
     println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
     for v in &results.verdicts {
@@ -506,12 +507,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             bail!("--only: unknown section '{s}': expected train, scaling or decode");
         }
     }
-    let mut sets = Vec::new();
-    if let Some(d) = &a.device {
-        parse_device(Some(d))?;
-        sets.push(format!("device=\"{d}\""));
+    let mut base = RunConfig::load(&a.config, &[])?;
+    if let Some(d) = parse_device(a.device.as_deref())? {
+        base.device = d;
     }
-    let base = RunConfig::load(&a.config, &sets)?;
     let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("attnlab bench | {} | device {} | {threads} hardware threads | {}", a.config.display(), base.device, run_dir::timestamp());
     let mut json = serde_json::Map::new();
@@ -519,9 +518,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         .variants
         .iter()
         .map(|v| {
-            let mut s = sets.clone();
-            s.push(format!("model.mixer={v}"));
-            RunConfig::load(&a.config, &s).map_err(anyhow::Error::from)
+            let mut config = base.clone();
+            config.model.mixer = v.parse().with_context(|| format!("--variants {v}"))?;
+            Ok(config)
         })
         .collect::<Result<Vec<_>>>()?;
     let print_line = |line: String| println!("{line}");

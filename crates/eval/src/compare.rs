@@ -20,10 +20,15 @@
 //! name = "linear:elu1"
 //! set = ["model.mixer=linear:elu1"]
 //! ```
+//!
+//! The `set` strings are the file's boundary: [`CompareSpec::resolve`] reads the preset once and
+//! applies them, giving a typed [`Comparison`] (one [`RunConfig`] per arm). `swap` and
+//! `reproduce` build a `Comparison` directly by editing config fields; [`Comparison::plan`]
+//! sets each run's learning rate and seed the same way.
 
 use crate::stats::{self, Difference, Summary, Verdict};
-use attnlab_train::{RunConfig, RunDir, Verbosity, train};
 use attnlab_train::util::{median, one_line, quantile};
+use attnlab_train::{MetricsRecord, RunConfig, RunDir, Verbosity, read_metrics, train};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -87,15 +92,6 @@ impl CompareSpec {
         Ok(spec)
     }
 
-    /// A comparison of plain variant specs (`softmax,linear:elu1`), one arm each.
-    pub fn from_variants(preset: PathBuf, variants: &[String], seeds: usize, lrs: Vec<f64>, set: Vec<String>) -> Self {
-        let arms = variants
-            .iter()
-            .map(|v| ArmSpec { name: v.clone(), set: vec![format!("model.mixer={v}")] })
-            .collect();
-        Self { preset, set, seeds: (1..=seeds as u64).collect(), lrs, target: None, baseline: None, arms }
-    }
-
     pub fn baseline_index(&self) -> Result<usize, String> {
         match &self.baseline {
             None => Ok(0),
@@ -106,7 +102,74 @@ impl CompareSpec {
         }
     }
 
+    /// Reads the preset once and applies the file's overrides, shared and per arm, to a copy of
+    /// it for each arm (together, so validation sees the finished arm).
+    pub fn resolve(&self) -> Result<Comparison, String> {
+        let baseline = self.baseline_index()?;
+        let preset = RunConfig::read(&self.preset).map_err(|e| e.to_string())?;
+        let arms = self
+            .arms
+            .iter()
+            .map(|arm| {
+                let sets = [&self.set[..], &arm.set[..]].concat();
+                let config = preset.clone().with_overrides(&sets).map_err(|e| format!("arm '{}': {}: {e}", arm.name, self.preset.display()))?;
+                Ok(Arm { name: arm.name.clone(), config })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Comparison { seeds: self.seeds.clone(), lrs: self.lrs.clone(), target: self.target, baseline, arms })
+    }
+
     /// Resolves every run's config up front, so a bad override fails before any training.
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+        self.resolve()?.plan()
+    }
+}
+
+/// A comparison ready to run: every arm's config resolved and typed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub seeds: Vec<u64>,
+    /// Learning rates every arm is trained at; empty: each arm's own `train.lr`.
+    pub lrs: Vec<f64>,
+    /// Main-metric threshold for steps-to-target.
+    pub target: Option<f64>,
+    /// Index into `arms` of the arm the others are judged against.
+    pub baseline: usize,
+    pub arms: Vec<Arm>,
+}
+
+/// One arm of a comparison: its name and the config its runs start from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Arm {
+    pub name: String,
+    pub config: RunConfig,
+}
+
+impl Comparison {
+    /// One arm per attention spec on the same base config: arm `name` is `base` with its
+    /// `model.mixer` set to `mixer`. The first arm is the baseline.
+    pub fn of_mixers(base: &RunConfig, arms: &[(&str, &str)], seeds: Vec<u64>, lrs: Vec<f64>) -> Result<Self, String> {
+        let arms = arms
+            .iter()
+            .map(|&(name, mixer)| {
+                let mut config = base.clone();
+                config.model.mixer = mixer.parse().map_err(|e| format!("arm '{name}': {e}"))?;
+                Ok(Arm { name: name.to_string(), config })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { seeds, lrs, target: None, baseline: 0, arms })
+    }
+
+    /// `attnlab compare --variants a,b`: one arm per variant on `preset` with the `--set`
+    /// overrides, seeds `1..=seeds`.
+    pub fn from_variants(preset: &Path, variants: &[String], seeds: usize, lrs: Vec<f64>, sets: &[String]) -> Result<Self, String> {
+        let base = RunConfig::load(preset, sets).map_err(|e| e.to_string())?;
+        let arms: Vec<(&str, &str)> = variants.iter().map(|v| (v.as_str(), v.as_str())).collect();
+        Self::of_mixers(&base, &arms, (1..=seeds as u64).collect(), lrs)
+    }
+
+    /// Every run's config: each arm's, at each learning rate and seed, validated before any
+    /// training starts.
     pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
         if self.arms.is_empty() {
             return Err("a comparison needs at least one [[arm]]".into());
@@ -120,23 +183,21 @@ impl CompareSpec {
         if names.len() != self.arms.len() {
             return Err("arm names must be distinct".into());
         }
-        self.baseline_index()?;
+        if self.baseline >= self.arms.len() {
+            return Err(format!("baseline arm {} does not exist: there are {} arms", self.baseline, self.arms.len()));
+        }
         let mut runs = Vec::new();
-        for (arm, spec) in self.arms.iter().enumerate() {
-            let mut sets = self.set.clone();
-            sets.extend(spec.set.iter().cloned());
-            let base = RunConfig::load(&self.preset, &sets).map_err(|e| format!("arm '{}': {e}", spec.name))?;
-            let lrs = if self.lrs.is_empty() { vec![base.train.lr] } else { self.lrs.clone() };
+        for (index, arm) in self.arms.iter().enumerate() {
+            let lrs = if self.lrs.is_empty() { vec![arm.config.train.lr] } else { self.lrs.clone() };
             for &lr in &lrs {
                 for &seed in &self.seeds {
-                    let mut extra = sets.clone();
-                    extra.push(format!("train.lr={lr:e}"));
-                    if base.train.min_lr > lr {
-                        extra.push(format!("train.min_lr={lr:e}"));
-                    }
-                    extra.push(format!("seed={seed}"));
-                    let config = RunConfig::load(&self.preset, &extra).map_err(|e| format!("arm '{}': {e}", spec.name))?;
-                    runs.push(PlannedRun { arm, seed, lr, config });
+                    let mut config = arm.config.clone();
+                    config.train.lr = lr;
+                    // The decay floor may not exceed the peak, so a low lr lowers it too.
+                    config.train.min_lr = config.train.min_lr.min(lr);
+                    config.seed = seed;
+                    config.validate().map_err(|e| format!("arm '{}': {e}", arm.name))?;
+                    runs.push(PlannedRun { arm: index, seed, lr, config });
                 }
             }
         }
@@ -180,40 +241,39 @@ pub struct RunRecord {
     pub final_eval: std::collections::BTreeMap<String, f64>,
 }
 
-/// Reads the curves of a run from its `metrics.jsonl`.
+/// Reads the curves of a run from its `metrics.jsonl`. Non-finite values (written as `null`)
+/// are left out of the curves.
 pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
-    let Ok(text) = std::fs::read_to_string(run_dir.join(attnlab_train::run_dir::METRICS_FILE)) else { return };
     let mut speeds = Vec::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let Some(step) = v.get("step").and_then(|s| s.as_u64()).map(|s| s as usize) else { continue };
-        let num = |key: &str| v.get(key).and_then(|x| x.as_f64());
-        if let Some(loss) = num("loss") {
-            record.loss.push((step, loss));
-        }
-        if let Some(g) = num("grad_norm") {
-            record.grad_norm.push((step, g));
-        }
-        if let Some(t) = num("tokens_per_s") {
-            speeds.push(t);
-        }
-        if let Some(eval) = v.get("eval").and_then(|e| e.as_object()) {
-            if let Some(m) = eval.get(metric).and_then(|x| x.as_f64()) {
-                record.eval_metric.push((step, m));
+    for line in read_metrics(run_dir).unwrap_or_default() {
+        match line {
+            MetricsRecord::Train(t) => {
+                push_finite(&mut record.loss, t.step, t.loss);
+                push_finite(&mut record.grad_norm, t.step, t.grad_norm);
+                speeds.push(t.tokens_per_s);
             }
-            record.final_eval = eval.iter().filter_map(|(k, x)| Some((k.clone(), x.as_f64()?))).collect();
-        }
-        if let Some(e) = v.get("attention_entropy").and_then(|e| e.as_array()) {
-            record.entropy.push((step, e.iter().filter_map(|x| x.as_f64()).collect()));
+            MetricsRecord::Eval(e) => {
+                if let Some(&m) = e.eval.get(metric) {
+                    push_finite(&mut record.eval_metric, e.step, m);
+                }
+                record.entropy.push((e.step, e.attention_entropy.into_iter().filter(|v| v.is_finite()).collect()));
+                record.final_eval = e.eval.into_iter().filter(|(_, v)| v.is_finite()).collect();
+            }
         }
     }
     // The first logging window includes start-up; the median ignores it.
     record.tokens_per_s = median(&speeds);
 }
 
+fn push_finite(curve: &mut Vec<(usize, f64)>, step: usize, value: f64) {
+    if value.is_finite() {
+        curve.push((step, value));
+    }
+}
+
 /// Trains every planned run into `out/runs/`, printing one line per finished run with an
 /// overall ETA; a failed run is recorded and the rest go on.
-pub fn run_all(spec: &CompareSpec, plan: &[PlannedRun], out: &Path, quiet: bool) -> Vec<RunRecord> {
+pub fn run_all(spec: &Comparison, plan: &[PlannedRun], out: &Path, quiet: bool) -> Vec<RunRecord> {
     let started = Instant::now();
     let mut records = Vec::with_capacity(plan.len());
     for (i, run) in plan.iter().enumerate() {
@@ -320,16 +380,15 @@ pub struct Results {
 }
 
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
-pub fn analyse(spec: &CompareSpec, plan: &[PlannedRun], runs: Vec<RunRecord>, title: &str) -> Results {
-    let first = &plan[0].config;
-    let task = first.task.name().to_string();
+pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {
+    let task = spec.arms[0].config.task.name().to_string();
     // Every run of a comparison has the same task; any finished one names its metric.
     let (metric, higher_is_better) = runs
         .iter()
         .find(|r| r.error.is_none() && !r.metric.is_empty())
         .map_or(("loss".to_string(), false), |r| (r.metric.clone(), r.higher_is_better));
     let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
-    let baseline = spec.baseline_index().unwrap_or(0);
+    let baseline = spec.baseline;
 
     let mut arms: Vec<ArmResult> = spec
         .arms
@@ -381,7 +440,7 @@ pub fn analyse(spec: &CompareSpec, plan: &[PlannedRun], runs: Vec<RunRecord>, ti
                     (quantile(&v, 0.0), quantile(&v, 1.0))
                 })
                 .collect();
-            let config = &plan.iter().find(|p| p.arm == a).expect("every arm is planned").config;
+            let config = &spec.arms[a].config;
             ArmResult {
                 name: arm.name.clone(),
                 is_baseline: a == baseline,
@@ -501,5 +560,45 @@ mod tests {
         assert!(task_preset("poetry").unwrap_err().contains("mqar"));
         let bad = CompareSpec { baseline: Some("c".into()), ..spec };
         assert!(bad.baseline_index().unwrap_err().contains("a, b"));
+    }
+
+    #[test]
+    fn typed_plan_matches_the_configs_the_override_strings_give() {
+        let preset = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
+        let spec = CompareSpec {
+            preset: preset.clone(),
+            set: vec!["train.steps=7".into(), "train.min_lr=1e-4".into()],
+            seeds: vec![4, 9],
+            lrs: vec![3e-3, 1e-5],
+            target: None,
+            baseline: Some("linear".into()),
+            arms: vec![
+                ArmSpec { name: "softmax".into(), set: vec!["model.mixer=softmax".into()] },
+                ArmSpec { name: "linear".into(), set: vec!["model.mixer=linear:elu1".into()] },
+            ],
+        };
+        let comparison = spec.resolve().unwrap();
+        assert_eq!(comparison.baseline, 1);
+        // reproduce writes what ran as spec.toml.
+        let written = toml::to_string(&comparison).unwrap();
+        assert!(written.contains("[[arms]]") && written.contains("linear:elu1"), "{written}");
+        let plan = comparison.plan().unwrap();
+        assert_eq!(plan.len(), 8);
+        for run in &plan {
+            let arm = &spec.arms[run.arm];
+            // What compare used to do: the preset re-read with every change as a --set string.
+            let mut sets = [&spec.set[..], &arm.set[..]].concat();
+            sets.push(format!("train.lr={:e}", run.lr));
+            if run.lr < 1e-4 {
+                sets.push(format!("train.min_lr={:e}", run.lr));
+            }
+            sets.push(format!("seed={}", run.seed));
+            assert_eq!(run.config, RunConfig::load(&preset, &sets).unwrap(), "{} lr {} seed {}", arm.name, run.lr, run.seed);
+        }
+        let unknown = CompareSpec { arms: vec![ArmSpec { name: "x".into(), set: vec!["model.mixer=linear:gelu".into()] }], baseline: None, ..spec };
+        let err = unknown.plan().unwrap_err();
+        assert!(err.starts_with("arm 'x': ") && err.contains("mqar-smoke.toml"), "{err}");
+        let base = RunConfig::load(&preset, &[]).unwrap();
+        assert!(Comparison::of_mixers(&base, &[("y", "linear:gelu")], vec![1], vec![]).unwrap_err().starts_with("arm 'y': "));
     }
 }

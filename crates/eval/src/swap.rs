@@ -5,7 +5,7 @@
 //! start from the same checkpoint and see the same data (per seed); the report shows the metric
 //! before finetuning (step 0), the recovery curves and a verdict with the alarms to set.
 
-use crate::compare::{ArmSpec, CompareSpec, Results};
+use crate::compare::{Arm, Comparison, Results};
 use crate::report::{self, Section, Table, fmt};
 use attnlab_model::{MixerSpec, MixerStack};
 use attnlab_train::RunConfig;
@@ -25,8 +25,8 @@ pub struct SwapSpec {
     pub lrs: Vec<f64>,
 }
 
-/// The per-layer mixer list after the swap, as a `model.mixer` value.
-pub fn swapped_stack(config: &RunConfig, to: &MixerSpec, layers: &[usize]) -> Result<String, String> {
+/// The per-layer mixers after the swap (one spec when every layer has the same).
+pub fn swapped_stack(config: &RunConfig, to: &MixerSpec, layers: &[usize]) -> Result<MixerStack, String> {
     let n = config.model.n_layers;
     if let Some(&bad) = layers.iter().find(|&&l| l >= n) {
         return Err(format!("--layers: layer {bad} does not exist; the run has layers 0..={}", n - 1));
@@ -35,13 +35,14 @@ pub fn swapped_stack(config: &RunConfig, to: &MixerSpec, layers: &[usize]) -> Re
         .map(|l| if layers.is_empty() || layers.contains(&l) { Ok(to.clone()) } else { config.model.mixer.for_layer(l, n).cloned() })
         .collect::<Result<_, _>>()?;
     if specs.iter().all(|s| s == &specs[0]) {
-        return Ok(specs[0].to_string());
+        return Ok(MixerStack::uniform(specs[0].clone()));
     }
-    Ok(MixerStack(specs).to_string())
+    Ok(MixerStack(specs))
 }
 
-/// Builds the two-arm comparison (control, swapped) that `run` trains.
-pub fn plan(spec: &SwapSpec) -> Result<(CompareSpec, RunConfig, String), String> {
+/// Builds the two-arm comparison (control, swapped) that `run` trains: the run's own config,
+/// changed to finetune from its checkpoint; the swapped arm also gets the new mixers.
+pub fn plan(spec: &SwapSpec) -> Result<(Comparison, RunConfig, MixerStack), String> {
     let config_path = spec.run.join(attnlab_train::run_dir::CONFIG_FILE);
     if !config_path.is_file() {
         return Err(format!("{} is not a run directory (no config.toml): pass the directory `attnlab train` wrote", spec.run.display()));
@@ -56,29 +57,32 @@ pub fn plan(spec: &SwapSpec) -> Result<(CompareSpec, RunConfig, String), String>
         return Err("--seeds must be at least 1".into());
     }
     let stack = swapped_stack(&config, &to, &spec.layers)?;
-    let steps = spec.finetune_steps;
     let run = spec.run.canonicalize().map_err(|e| format!("{}: {e}", spec.run.display()))?;
-    let set = vec![
-        format!("train.init_run=\"{}\"", run.display()),
-        format!("train.init_checkpoint=\"{}\"", spec.checkpoint),
-        format!("train.steps={steps}"),
-        format!("train.warmup_steps={}", (steps / 10).max(1)),
-        format!("train.eval_every={}", (steps / 5).max(1)),
-        format!("train.log_every={}", (steps / 50).max(1)),
-        "train.checkpoint_every=0".into(),
-        "train.stop_at=0".into(),
-    ];
-    let compare = CompareSpec {
-        preset: config_path,
-        set,
+    let run = run.to_str().ok_or_else(|| {
+        format!("{}: the run's path is not valid UTF-8, which config.toml cannot record; move the run to a UTF-8 path", run.display())
+    })?;
+    let steps = spec.finetune_steps;
+    let mut finetune = config.clone();
+    let t = &mut finetune.train;
+    t.init_run = run.to_string();
+    t.init_checkpoint = spec.checkpoint.clone();
+    t.steps = steps;
+    t.warmup_steps = (steps / 10).max(1);
+    t.eval_every = (steps / 5).max(1);
+    t.log_every = (steps / 50).max(1);
+    t.checkpoint_every = 0;
+    t.stop_at = 0.0;
+    let mut swapped = finetune.clone();
+    swapped.model.mixer = stack.clone();
+    let compare = Comparison {
         // The first seed is the run's own, so the control's step-0 eval is the run's own eval.
         seeds: (0..spec.seeds as u64).map(|i| config.seed + i).collect(),
         lrs: spec.lrs.clone(),
         target: None,
-        baseline: Some("original".into()),
+        baseline: 0,
         arms: vec![
-            ArmSpec { name: "original".into(), set: Vec::new() },
-            ArmSpec { name: format!("swapped to {}", spec.to), set: vec![format!("model.mixer={stack}")] },
+            Arm { name: "original".into(), config: finetune },
+            Arm { name: format!("swapped to {}", spec.to), config: swapped },
         ],
     };
     Ok((compare, config, stack))
@@ -96,7 +100,7 @@ pub fn run(spec: &SwapSpec, out: &Path, quiet: bool) -> Result<Results, String> 
     if records.iter().all(|r| r.error.is_some()) {
         return Err(format!("every finetuning run failed: {}", records[0].error.as_deref().unwrap_or("")));
     }
-    let results = crate::compare::analyse(&compare, &plan, records, &title);
+    let results = crate::compare::analyse(&compare, records, &title);
 
     // The metric each arm starts from (step 0, before any finetuning) and ends at.
     let start_end = |arm: &str| -> (f64, f64) {
@@ -165,8 +169,29 @@ mod tests {
     fn swapped_stack_replaces_only_the_chosen_layers() {
         let config = RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nn_layers = 3\nmixer = \"softmax\"\n", &[]).unwrap();
         let to: MixerSpec = "linear:elu1".parse().unwrap();
-        assert_eq!(swapped_stack(&config, &to, &[1]).unwrap(), "softmax,linear:elu1,softmax");
-        assert_eq!(swapped_stack(&config, &to, &[]).unwrap(), "linear:elu1");
+        assert_eq!(swapped_stack(&config, &to, &[1]).unwrap().to_string(), "softmax,linear:elu1,softmax");
+        assert_eq!(swapped_stack(&config, &to, &[]).unwrap().to_string(), "linear:elu1");
         assert!(swapped_stack(&config, &to, &[3]).unwrap_err().contains("0..=2"));
+    }
+
+    #[test]
+    fn a_run_whose_path_holds_a_quote_is_planned_with_that_path() {
+        let run = std::env::temp_dir().join(format!("attnlab-swap-\"quoted\" run-{}", std::process::id()));
+        std::fs::create_dir_all(run.join("best")).unwrap();
+        let canonical = run.canonicalize().unwrap();
+        let config = RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nn_layers = 2\n", &[]).unwrap();
+        std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
+        std::fs::write(run.join("best/state.json"), r#"{"step":5,"best_metric":null,"best_step":null,"tokens_seen":0}"#).unwrap();
+        let spec = SwapSpec { run: run.clone(), checkpoint: "best".into(), to: "linear:elu1".into(), layers: vec![1], finetune_steps: 20, seeds: 2, lrs: vec![] };
+        let (compare, _, stack) = plan(&spec).unwrap();
+        let runs = compare.plan().unwrap();
+        std::fs::remove_dir_all(&run).unwrap();
+        assert_eq!(runs.len(), 4);
+        let swapped = &compare.arms[1].config;
+        assert_eq!(swapped.train.init_run, canonical.to_str().unwrap());
+        assert_eq!((swapped.train.steps, swapped.train.warmup_steps, swapped.train.eval_every), (20, 2, 4));
+        assert_eq!((swapped.model.mixer.clone(), stack.to_string()), (stack.clone(), "softmax,linear:elu1".to_string()));
+        assert_eq!(compare.arms[0].config.model.mixer, config.model.mixer);
+        assert_eq!(runs.iter().map(|r| r.seed).collect::<Vec<_>>(), vec![1337, 1338, 1337, 1338]);
     }
 }

@@ -227,14 +227,24 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 impl RunConfig {
     /// Reads a preset and applies `--set key=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let in_file = |e: ConfigError| invalid(format!("{}: {e}", path.display()));
+        Self::read(path)?.with_overrides(overrides).map_err(in_file)
+    }
+
+    /// Reads a preset without validating it, for callers that change fields (or apply
+    /// overrides) first and validate the result.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml(&text, overrides).map_err(|e| invalid(format!("{}: {e}", path.display())))
+        Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
     }
 
     /// Parses TOML text and applies overrides.
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let parsed: RunConfig = toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))?;
-        parsed.with_overrides(overrides)
+        Self::parse(text)?.with_overrides(overrides)
+    }
+
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))
     }
 
     /// Applies `key=value` overrides. Keys are dotted paths into the resolved config

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod metrics;
 pub mod params;
 pub mod progress;
 pub mod run_dir;
@@ -18,6 +19,7 @@ pub mod transfer;
 pub mod util;
 
 pub use config::{ConfigError, RunConfig, TaskConfig, TrainConfig};
+pub use metrics::{EvalRecord, MetricsRecord, TrainRecord, read_metrics};
 pub use run_dir::RunDir;
 pub use task::{Batch, MainMetric, Target, Task, TaskError};
 pub use trainer::{TrainError, TrainOutcome, Verbosity, train};

@@ -4,7 +4,7 @@
 //! ```text
 //! <run>/config.toml           the resolved config (what `--resume` and `eval` reload)
 //! <run>/meta.json             git commit, seed, device, burn version, start time
-//! <run>/metrics.jsonl         one JSON object per logged step and per evaluation
+//! <run>/metrics.jsonl         one JSON object per logged step and per evaluation (see `metrics`)
 //! <run>/vocab.json | tokenizer.json   the task's codec, where it has one
 //! <run>/checkpoints/step-N/   model.bpk, optim.bpk, state.json (the last `keep_checkpoints`)
 //! <run>/best/                 the checkpoint with the best main eval metric
@@ -14,6 +14,7 @@
 //! A checkpoint directory is complete once its `state.json` exists; it is first written under a
 //! hidden temporary name and renamed into place, so readers never see half a checkpoint.
 
+use crate::metrics::MetricsRecord;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -96,25 +97,21 @@ impl RunDir {
         fs::rename(&temp, &target).map_err(io_err(&target))
     }
 
-    /// Appends one JSON line to `metrics.jsonl`.
-    pub fn append_metrics(&self, line: &serde_json::Value) -> Result<(), RunDirError> {
+    /// Appends one record to `metrics.jsonl`.
+    pub fn append_metrics(&self, record: &MetricsRecord) -> Result<(), RunDirError> {
         let path = self.file(METRICS_FILE);
         let mut f = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        writeln!(f, "{line}").map_err(io_err(&path))
+        writeln!(f, "{}", record.to_line()).map_err(io_err(&path))
     }
 
-    /// Drops metric lines logged after `step` (a resumed run re-logs them).
+    /// Drops metric lines logged after `step` (a resumed run re-logs them), and torn lines. The
+    /// kept lines are kept byte for byte.
     pub fn truncate_metrics_after(&self, step: usize) -> Result<(), RunDirError> {
         let path = self.file(METRICS_FILE);
         let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
         let kept: Vec<&str> = text
             .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                    .is_some_and(|s| s as usize <= step)
-            })
+            .filter(|l| MetricsRecord::parse_line(l).is_some_and(|r| r.step() <= step))
             .collect();
         let mut out = kept.join("\n");
         if !out.is_empty() {
@@ -239,6 +236,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::TrainRecord;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("attnlab-rundir-{name}-{}", std::process::id()));
@@ -277,11 +275,16 @@ mod tests {
         let dir = temp_dir("metrics");
         let run = RunDir::create(&dir).unwrap();
         for step in 1..=5 {
-            run.append_metrics(&serde_json::json!({ "step": step, "loss": 1.0 })).unwrap();
+            let record = TrainRecord { step, loss: 1.0, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 100.0 };
+            run.append_metrics(&record.into()).unwrap();
         }
+        // A line torn by a kill mid-write is dropped too.
+        fs::OpenOptions::new().append(true).open(run.file(METRICS_FILE)).unwrap().write_all(b"{\"step\":2,\"lo").unwrap();
         run.truncate_metrics_after(3).unwrap();
         let text = fs::read_to_string(run.file(METRICS_FILE)).unwrap();
         assert_eq!(text.lines().count(), 3);
+        let steps: Vec<usize> = crate::metrics::read_metrics(&dir).unwrap().iter().map(MetricsRecord::step).collect();
+        assert_eq!(steps, vec![1, 2, 3]);
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::checkpoint::{self, Loaded};
 use crate::config::RunConfig;
+use crate::metrics::{EvalRecord, TrainRecord};
 use crate::params;
 use crate::progress::Progress;
 use crate::run_dir::{self, RunDir, TrainState};
@@ -66,7 +67,8 @@ pub struct TrainOutcome {
     pub final_metrics: BTreeMap<String, f64>,
     pub best_metric: Option<f64>,
     pub best_step: Option<usize>,
-    /// Training loss per logged step `(step, loss)`.
+    /// Training loss per step logged by this call (`(step, loss)`; the CLI charts it). The whole
+    /// run's curves are in `metrics.jsonl`.
     pub losses: Vec<(usize, f64)>,
     /// Eval main metric per evaluation `(step, value)`.
     pub evals: Vec<(usize, f64)>,
@@ -257,8 +259,8 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         ));
         if state.step == 0 {
             // Where a started-from-weights run begins: the step-0 point of its eval curve.
-            let (metrics, entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
-            run.append_metrics(&json!({ "step": 0, "eval": metrics, "attention_entropy": entropy }))?;
+            let (metrics, attention_entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
+            run.append_metrics(&EvalRecord { step: 0, eval: metrics.clone(), attention_entropy }.into())?;
             if let Some(v) = metrics.get(metric.name) {
                 progress.line(&format!("step 0 (before training): {} {v:.4}", metric.name));
             }
@@ -289,9 +291,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             let seconds = window.0.elapsed().as_secs_f64().max(1e-9);
             let tokens_per_s = window.1 as f64 / seconds;
             window = (Instant::now(), 0);
-            run.append_metrics(&json!({
-                "step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
-            }))?;
+            run.append_metrics(&TrainRecord { step, loss: loss_sum, lr, grad_norm, tokens_per_s }.into())?;
             outcome.losses.push((step, loss_sum));
             progress.train(step, loss_sum, lr, grad_norm, tokens_per_s);
         } else {
@@ -302,12 +302,12 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         let eval_now = last || (t.eval_every > 0 && step % t.eval_every == 0);
         let mut stop = false;
         if eval_now {
-            let (metrics, entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
+            let (metrics, attention_entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
             let value = metrics.get(metric.name).copied().unwrap_or(f64::NAN);
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, what: "eval metric", value, last_good: last_good(run) });
             }
-            run.append_metrics(&json!({ "step": step, "eval": metrics, "attention_entropy": entropy }))?;
+            run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy }.into())?;
             progress.eval(step, metric.name, value, &metrics);
             outcome.evals.push((step, value));
             if state.best_metric.is_none_or(|b| metric.better(value, b)) {

@@ -2,25 +2,28 @@
 //! set of arms, plus the tables, plots and checks its question needs.
 
 use super::{Check, Outcome, Size, run_compare};
-use crate::compare::{ArmSpec, CompareSpec, Results};
+use crate::compare::{Comparison, Results};
 use crate::report::{self, Plot, Section, Table, fmt};
 use crate::svg::{Series, line_chart};
-use std::path::{Path, PathBuf};
+use attnlab_train::{RunConfig, TaskConfig};
+use std::path::Path;
 
-fn arm(name: &str, mixer: &str) -> ArmSpec {
-    ArmSpec { name: name.to_string(), set: vec![format!("model.mixer={mixer}")] }
+/// A reproduction's preset, read once; each reproduction then sets its sizes as fields (every
+/// run's config is validated when the comparison is planned).
+fn read_preset(path: &str) -> Result<RunConfig, String> {
+    RunConfig::read(Path::new(path)).map_err(|e| e.to_string())
 }
 
-fn spec(preset: &str, set: &[&str], seeds: u64, lrs: &[f64], target: Option<f64>, arms: Vec<ArmSpec>) -> CompareSpec {
-    CompareSpec {
-        preset: PathBuf::from(preset),
-        set: set.iter().map(|s| s.to_string()).collect(),
-        seeds: (1..=seeds).collect(),
-        lrs: lrs.to_vec(),
-        target,
-        baseline: None,
-        arms,
-    }
+/// A comparison of `(name, mixer)` arms on `base`, over seeds `1..=seeds`.
+fn spec(base: &RunConfig, seeds: u64, lrs: &[f64], target: Option<f64>, arms: &[(&str, &str)]) -> Result<Comparison, String> {
+    let mut comparison = Comparison::of_mixers(base, arms, (1..=seeds).collect(), lrs.to_vec())?;
+    comparison.target = target;
+    Ok(comparison)
+}
+
+/// Arms named after their mixer.
+fn by_mixer<'a>(mixers: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+    mixers.iter().map(|&m| (m, m)).collect()
 }
 
 /// Mean final metric of an arm (at its best lr).
@@ -76,29 +79,39 @@ const LINEAR_MAPS: [(&str, &str); 6] = [
 ];
 
 /// A small character LM for the smoke sizes (a few seconds per run on 2 cores).
-const SMALL_CHAR_LM: [&str; 9] = [
-    "model.d_model=64",
-    "model.n_heads=2",
-    "model.n_layers=2",
-    "train.steps=200",
-    "train.warmup_steps=20",
-    "train.eval_every=50",
-    "train.eval_batches=8",
-    "train.log_every=10",
-    "train.checkpoint_every=0",
-];
+fn small_char_lm(mut config: RunConfig) -> RunConfig {
+    config.model.d_model = 64;
+    config.model.n_heads = 2;
+    config.model.n_layers = 2;
+    let t = &mut config.train;
+    t.steps = 200;
+    t.warmup_steps = 20;
+    t.eval_every = 50;
+    t.eval_batches = 8;
+    t.log_every = 10;
+    t.checkpoint_every = 0;
+    config
+}
+
+/// Evaluates every `steps` steps and keeps no step checkpoints (the full sizes' curves).
+fn eval_every(mut config: RunConfig, steps: usize) -> RunConfig {
+    config.train.eval_every = steps;
+    config.train.checkpoint_every = 0;
+    config
+}
 
 pub fn scaling_train(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
-    let arms = vec![
-        arm("sqrt_d", "softmax"),
-        arm("none", "softmax:none"),
-        arm("sum_key_norms", "softmax:sum_key_norms"),
-        arm("num_keys", "softmax:num_keys"),
-        arm("learned", "softmax:learned"),
+    let arms = [
+        ("sqrt_d", "softmax"),
+        ("none", "softmax:none"),
+        ("sum_key_norms", "softmax:sum_key_norms"),
+        ("num_keys", "softmax:num_keys"),
+        ("learned", "softmax:learned"),
     ];
+    let char_lm = read_preset("configs/shakespeare-char-smoke.toml")?;
     let spec = match size {
-        Size::Smoke => spec("configs/shakespeare-char-smoke.toml", &SMALL_CHAR_LM, 2, &[], None, arms[..3].to_vec()),
-        Size::Full => spec("configs/shakespeare-char-smoke.toml", &["train.eval_every=50", "train.checkpoint_every=0"], 3, &[], None, arms),
+        Size::Smoke => spec(&small_char_lm(char_lm), 2, &[], None, &arms[..3])?,
+        Size::Full => spec(&eval_every(char_lm, 50), 3, &[], None, &arms)?,
     };
     let results = run_compare(&spec, "attnlab reproduce scaling-train: q·k divisors in a trained character LM", out, quiet)?;
     let (e_sqrt, e_sum) = (mean_entropy(&results, "sqrt_d"), mean_entropy(&results, "sum_key_norms"));
@@ -127,23 +140,17 @@ pub fn scaling_train(size: Size, out: &Path, quiet: bool) -> Result<Outcome, Str
 
 pub fn lm_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
     let spec = match size {
-        Size::Smoke => spec(
-            "configs/shakespeare-char-smoke.toml",
-            &[&SMALL_CHAR_LM[..], &["train.steps=600", "train.eval_every=100"]].concat(),
-            2,
-            &[],
-            None,
-            vec![arm("softmax", "softmax"), arm("linear:elu1", "linear:elu1"), arm("linear:taylor", "linear:taylor")],
-        ),
-        Size::Full => spec(
-            "configs/shakespeare-char.toml",
-            &["train.eval_every=100", "train.checkpoint_every=0"],
-            2,
-            &[],
-            None,
+        Size::Smoke => {
+            let mut config = small_char_lm(read_preset("configs/shakespeare-char-smoke.toml")?);
+            config.train.steps = 600;
+            config.train.eval_every = 100;
+            spec(&config, 2, &[], None, &by_mixer(&["softmax", "linear:elu1", "linear:taylor"]))?
+        }
+        Size::Full => {
+            let config = eval_every(read_preset("configs/shakespeare-char.toml")?, 100);
             // Taylor is left out at this size: its chunked path is ~4x slower per step here.
-            vec![arm("softmax", "softmax"), arm("linear:elu1", "linear:elu1"), arm("linear:cosformer", "linear:cosformer")],
-        ),
+            spec(&config, 2, &[], None, &by_mixer(&["softmax", "linear:elu1", "linear:cosformer"]))?
+        }
     };
     let results = run_compare(&spec, "attnlab reproduce lm-gap: softmax vs linear attention on Tiny Shakespeare", out, quiet)?;
     let soft = mean(&results, "softmax");
@@ -157,15 +164,10 @@ pub fn lm_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
 }
 
 pub fn separation(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
-    let arms = vec![
-        arm("softmax", "softmax"),
-        arm("linear:identity", "linear:identity"),
-        arm("linear:elu1", "linear:elu1"),
-        arm("linear:relu", "linear:relu"),
-    ];
+    let arms = by_mixer(&["softmax", "linear:identity", "linear:elu1", "linear:relu"]);
     let spec = match size {
-        Size::Smoke => spec("configs/separation-smoke.toml", &[], 2, &[], None, arms),
-        Size::Full => spec("configs/separation.toml", &[], 3, &[3e-3, 1e-2], None, arms),
+        Size::Smoke => spec(&read_preset("configs/separation-smoke.toml")?, 2, &[], None, &arms)?,
+        Size::Full => spec(&read_preset("configs/separation.toml")?, 3, &[3e-3, 1e-2], None, &arms)?,
     };
     let results = run_compare(&spec, "attnlab reproduce separation: one planted large entry", out, quiet)?;
     let soft = mean(&results, "softmax");
@@ -197,10 +199,18 @@ pub fn separation(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String
 }
 
 pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
-    let arms = vec![arm("softmax", "softmax"), arm("linear:elu1", "linear:elu1"), arm("linear:identity", "linear:identity:norm=none")];
+    let arms = [("softmax", "softmax"), ("linear:elu1", "linear:elu1"), ("linear:identity", "linear:identity:norm=none")];
     let spec = match size {
-        Size::Smoke => spec("configs/icl-regression-smoke.toml", &["task.eval_prompts=512"], 2, &[], None, arms),
-        Size::Full => spec("configs/icl-regression.toml", &["train.eval_every=250", "train.checkpoint_every=0"], 3, &[], None, arms),
+        Size::Smoke => {
+            let path = "configs/icl-regression-smoke.toml";
+            let mut config = read_preset(path)?;
+            let TaskConfig::IclRegression(task) = &mut config.task else {
+                return Err(format!("{path}: icl-gap needs an icl_regression task, the preset has {}", config.task.name()));
+            };
+            task.eval_prompts = 512;
+            spec(&config, 2, &[], None, &arms)?
+        }
+        Size::Full => spec(&eval_every(read_preset("configs/icl-regression.toml")?, 250), 3, &[], None, &arms)?,
     };
     let results = run_compare(&spec, "attnlab reproduce icl-gap: in-context linear regression", out, quiet)?;
     // err_kNN: error of the prediction made after NN in-context examples (normalised by d).
@@ -258,19 +268,22 @@ pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
 }
 
 pub fn mqar_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
-    let (preset, set, widths, seeds, lrs): (&str, Vec<&str>, Vec<usize>, u64, Vec<f64>) = match size {
-        Size::Smoke => ("configs/mqar-smoke.toml", vec![], vec![32], 2, vec![]),
-        Size::Full => ("configs/mqar-smoke.toml", vec!["train.eval_every=100"], vec![16, 32, 64], 2, vec![]),
+    let (preset, eval_steps, widths, seeds, lrs): (&str, Option<usize>, Vec<usize>, u64, Vec<f64>) = match size {
+        Size::Smoke => ("configs/mqar-smoke.toml", None, vec![32], 2, vec![]),
+        Size::Full => ("configs/mqar-smoke.toml", Some(100), vec![16, 32, 64], 2, vec![]),
     };
-    let mut arms = vec![arm("softmax", "softmax")];
-    arms.extend(LINEAR_MAPS.iter().map(|(n, m)| arm(n, m)));
-    let names: Vec<String> = arms.iter().map(|a| a.name.clone()).collect();
+    let mut base = read_preset(preset)?;
+    if let Some(steps) = eval_steps {
+        base.train.eval_every = steps;
+    }
+    let mut arms = vec![("softmax", "softmax")];
+    arms.extend(LINEAR_MAPS);
+    let names: Vec<String> = arms.iter().map(|a| a.0.to_string()).collect();
     let mut per_width = Vec::new();
     for &w in &widths {
-        let mut sets = set.clone();
-        let width = format!("model.d_model={w}");
-        sets.push(&width);
-        let s = spec(preset, &sets, seeds, &lrs, Some(0.9), arms.clone());
+        let mut config = base.clone();
+        config.model.d_model = w;
+        let s = spec(&config, seeds, &lrs, Some(0.9), &arms)?;
         let dir = out.join(format!("width-{w}"));
         let results = run_compare(&s, &format!("attnlab reproduce mqar-gap: width {w}"), &dir, quiet)?;
         report::write(&results, &dir)?;
@@ -345,4 +358,31 @@ pub fn mqar_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> 
     let json = serde_json::json!({ "reproduction": "mqar-gap", "size": size, "widths": widths, "checks": checks, "per_width": per_width });
     report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
     Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("table") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_sizes_match_the_override_strings_they_replace() {
+        let preset = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/shakespeare-char-smoke.toml"));
+        let strings = |sets: &[&str]| RunConfig::load(preset, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let small = [
+            "model.d_model=64",
+            "model.n_heads=2",
+            "model.n_layers=2",
+            "train.steps=200",
+            "train.warmup_steps=20",
+            "train.eval_every=50",
+            "train.eval_batches=8",
+            "train.log_every=10",
+            "train.checkpoint_every=0",
+        ];
+        let read = || RunConfig::read(preset).unwrap();
+        assert_eq!(small_char_lm(read()), strings(&small));
+        assert_eq!(eval_every(read(), 100), strings(&["train.eval_every=100", "train.checkpoint_every=0"]));
+        let arms = spec(&read(), 2, &[], None, &[("identity", "linear:identity:norm=none")]).unwrap();
+        assert_eq!(arms.arms[0].config, strings(&["model.mixer=linear:identity:norm=none"]));
+    }
 }

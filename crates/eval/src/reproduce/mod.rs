@@ -9,7 +9,7 @@
 mod gaps;
 pub mod scaling_sim;
 
-use crate::compare::{CompareSpec, Results, analyse, run_all};
+use crate::compare::{Comparison, Results, analyse, run_all};
 use crate::report::Table;
 use serde::Serialize;
 use std::path::Path;
@@ -95,7 +95,7 @@ pub fn run(name: &str, size: Size, out: &Path, quiet: bool) -> Result<Outcome, S
 
 /// Trains a comparison into `dir/runs/` and analyses it (the report is written by the caller,
 /// which adds its own sections).
-fn run_compare(spec: &CompareSpec, title: &str, dir: &Path, quiet: bool) -> Result<Results, String> {
+fn run_compare(spec: &Comparison, title: &str, dir: &Path, quiet: bool) -> Result<Results, String> {
     let plan = spec.plan()?;
     if !quiet {
         println!("{title}: {} runs -> {}", plan.len(), dir.display());
@@ -104,6 +104,7 @@ fn run_compare(spec: &CompareSpec, title: &str, dir: &Path, quiet: bool) -> Resu
     if records.iter().all(|r| r.error.is_some()) {
         return Err(format!("every run of '{title}' failed; first error: {}", records[0].error.as_deref().unwrap_or("")));
     }
+    // What ran: seeds, learning rates and every arm's resolved config.
     let _ = std::fs::write(dir.join("spec.toml"), toml::to_string(spec).unwrap_or_default());
-    Ok(analyse(spec, &plan, records, title))
+    Ok(analyse(spec, records, title))
 }

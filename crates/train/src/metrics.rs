@@ -1,0 +1,150 @@
+//! `metrics.jsonl`, typed: one [`MetricsRecord`] per line, written by the trainer and read back
+//! by everything that plots or resumes a run.
+//!
+//! ```text
+//! {"step":10,"loss":3.91,"lr":0.001,"grad_norm":0.82,"tokens_per_s":51200.0}     a logged step
+//! {"step":250,"eval":{"accuracy":0.93,"loss":0.21},"attention_entropy":[0.71,0.55]}  an evaluation
+//! ```
+//!
+//! JSON has no NaN: a non-finite number is written as `null` and read back as NaN, so a line
+//! with one odd value still reads. Lines that are not records (a line torn by a kill mid-write)
+//! are skipped.
+
+use crate::run_dir::{METRICS_FILE, RunDirError};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One line of `metrics.jsonl`. Untagged: the keys tell the kinds apart, as they always have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricsRecord {
+    Train(TrainRecord),
+    Eval(EvalRecord),
+}
+
+/// A logged optimizer step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainRecord {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Mean training loss over the step's micro-batches.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub loss: f64,
+    /// Learning rate the step used.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub grad_norm: f64,
+    /// Input positions per second since the previous logged step.
+    #[serde(deserialize_with = "null_as_nan")]
+    pub tokens_per_s: f64,
+}
+
+/// An evaluation on the task's fixed evaluation set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// Optimizer steps completed (0: a run started from another run's weights, before training).
+    pub step: usize,
+    /// Every metric the task reports, by name.
+    #[serde(deserialize_with = "null_as_nan_map")]
+    pub eval: BTreeMap<String, f64>,
+    /// Mean normalised attention entropy per layer (1 = uniform, 0 = one-hot).
+    #[serde(deserialize_with = "null_as_nan_vec")]
+    pub attention_entropy: Vec<f64>,
+}
+
+impl MetricsRecord {
+    pub fn step(&self) -> usize {
+        match self {
+            MetricsRecord::Train(r) => r.step,
+            MetricsRecord::Eval(r) => r.step,
+        }
+    }
+
+    /// The record on one line, or `None` for a line that holds none.
+    pub fn parse_line(line: &str) -> Option<Self> {
+        serde_json::from_str(line).ok()
+    }
+
+    /// The record as one JSON line, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("a metrics record always serialises")
+    }
+}
+
+impl From<TrainRecord> for MetricsRecord {
+    fn from(r: TrainRecord) -> Self {
+        MetricsRecord::Train(r)
+    }
+}
+
+impl From<EvalRecord> for MetricsRecord {
+    fn from(r: EvalRecord) -> Self {
+        MetricsRecord::Eval(r)
+    }
+}
+
+/// Every record of the run in `run_dir`, in file order. A run that never logged (no file yet)
+/// has none; unreadable lines are skipped.
+pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricsRecord>, RunDirError> {
+    let path = run_dir.join(METRICS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().filter_map(MetricsRecord::parse_line).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(RunDirError { path, source }),
+    }
+}
+
+fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn null_as_nan_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+fn null_as_nan_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let map = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_written_before_the_typed_record_still_read() {
+        // Byte for byte what the trainer wrote with `json!` (keys sorted).
+        let train = r#"{"grad_norm":0.5,"loss":4.25,"lr":0.001,"step":10,"tokens_per_s":1234.5}"#;
+        let eval = r#"{"attention_entropy":[0.75,0.5],"eval":{"accuracy":0.25,"loss":2.0},"step":20}"#;
+        let t = MetricsRecord::parse_line(train).unwrap();
+        assert_eq!(t, MetricsRecord::Train(TrainRecord { step: 10, loss: 4.25, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 1234.5 }));
+        let MetricsRecord::Eval(e) = MetricsRecord::parse_line(eval).unwrap() else { panic!("an eval line") };
+        assert_eq!((e.step, e.eval["accuracy"], e.attention_entropy.clone()), (20, 0.25, vec![0.75, 0.5]));
+        // Same keys going out, and back in unchanged.
+        for line in [train, eval] {
+            let record = MetricsRecord::parse_line(line).unwrap();
+            let written: serde_json::Value = serde_json::from_str(&record.to_line()).unwrap();
+            assert_eq!(written, serde_json::from_str::<serde_json::Value>(line).unwrap());
+            assert_eq!(MetricsRecord::parse_line(&record.to_line()).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn non_finite_values_round_trip_as_nan_and_torn_lines_are_skipped() {
+        let record = MetricsRecord::Eval(EvalRecord {
+            step: 3,
+            eval: BTreeMap::from([("err_k1".to_string(), f64::NAN), ("loss".to_string(), 1.5)]),
+            attention_entropy: vec![f64::INFINITY, 0.5],
+        });
+        let line = record.to_line();
+        assert!(line.contains("null"), "{line}");
+        let MetricsRecord::Eval(back) = MetricsRecord::parse_line(&line).unwrap() else { panic!("an eval line") };
+        assert!(back.eval["err_k1"].is_nan() && back.attention_entropy[0].is_nan());
+        assert_eq!((back.eval["loss"], back.attention_entropy[1]), (1.5, 0.5));
+        assert_eq!(MetricsRecord::parse_line(&line[..line.len() / 2]), None);
+        assert_eq!(MetricsRecord::parse_line(r#"{"step":4}"#), None);
+    }
+}
