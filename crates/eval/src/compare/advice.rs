@@ -5,7 +5,12 @@
 use super::analyse::ArmResult;
 use crate::stats::{Summary, Verdict};
 
-pub(super) fn half_width(s: &Summary) -> f64 {
+/// The baseline's line: its mean final metric and the half-width of its 95% interval.
+pub(super) fn baseline_line(arm: &ArmResult, metric: &str) -> String {
+    format!("{}: baseline ({metric} {:.4} ± {:.4})", arm.name, arm.summary.mean, half_width(&arm.summary))
+}
+
+fn half_width(s: &Summary) -> f64 {
     0.5 * (s.ci_high - s.ci_low)
 }
 

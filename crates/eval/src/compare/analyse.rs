@@ -2,7 +2,7 @@
 //! does) with its spread over seeds, steps to target and the ranges its monitoring advice
 //! quotes; then every arm but the baseline is judged against the baseline.
 
-use super::advice::{advice, half_width};
+use super::advice::{advice, baseline_line};
 use super::run::RunRecord;
 use super::spec::Comparison;
 use crate::stats::{self, Difference, Summary, Verdict};
@@ -56,116 +56,182 @@ pub struct Results {
 
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
 pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {
-    let task = spec.arms[0].config.task.name().to_string();
-    // Every run of a comparison has the same task; any finished one names its metric.
-    let (metric, higher_is_better) = runs
-        .iter()
-        .find(|r| r.error.is_none() && !r.metric.is_empty())
-        .map_or(("loss".to_string(), false), |r| (r.metric.clone(), r.higher_is_better));
-    let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
-    let baseline = spec.baseline;
-
-    let mut arms: Vec<ArmResult> = spec
-        .arms
-        .iter()
-        .enumerate()
-        .map(|(a, arm)| {
-            let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].arm == arm.name).collect();
-            let mut lrs: Vec<f64> = mine.iter().map(|&i| runs[i].lr).collect();
-            lrs.sort_by(f64::total_cmp);
-            lrs.dedup();
-            let finals = |lr: f64| -> Vec<f64> {
-                mine.iter().filter(|&&i| runs[i].lr == lr).filter_map(|&i| runs[i].final_metric).filter(|v| v.is_finite()).collect()
-            };
-            let lr_sweep: Vec<(f64, f64, usize)> = lrs
-                .iter()
-                .map(|&lr| {
-                    let v = finals(lr);
-                    (lr, stats::summarize(&v).mean, v.len())
-                })
-                .collect();
-            let best_lr = lr_sweep
-                .iter()
-                .filter(|(_, m, n)| *n > 0 && m.is_finite())
-                .fold(None::<(f64, f64)>, |best, &(lr, m, _)| match best {
-                    Some((_, bm)) if !better(m, bm) => best,
-                    _ => Some((lr, m)),
-                })
-                .map_or(lrs.first().copied().unwrap_or(f64::NAN), |(lr, _)| lr);
-            let at_best: Vec<usize> = mine.iter().copied().filter(|&i| runs[i].lr == best_lr).collect();
-            let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none()).collect();
-            let values = finals(best_lr);
-            let steps_to_target: Vec<Option<usize>> = match spec.target {
-                Some(t) => ok.iter().map(|&i| stats::steps_to_target(&runs[i].eval_metric, t, higher_is_better)).collect(),
-                None => Vec::new(),
-            };
-            let reached: Vec<f64> = steps_to_target.iter().flatten().map(|&s| s as f64).collect();
-            let grad_norms: Vec<f64> = ok
-                .iter()
-                .flat_map(|&i| {
-                    let g = &runs[i].grad_norm;
-                    g[g.len() / 2..].iter().map(|p| p.1).collect::<Vec<_>>()
-                })
-                .collect();
-            let final_losses: Vec<f64> = ok.iter().filter_map(|&i| runs[i].loss.last().map(|p| p.1)).collect();
-            let layers = ok.iter().filter_map(|&i| runs[i].entropy.last().map(|e| e.1.len())).max().unwrap_or(0);
-            let entropy_range_per_layer = (0..layers)
-                .map(|l| {
-                    let v: Vec<f64> = ok.iter().filter_map(|&i| runs[i].entropy.last().and_then(|e| e.1.get(l).copied())).collect();
-                    (quantile(&v, 0.0), quantile(&v, 1.0))
-                })
-                .collect();
-            let config = &spec.arms[a].config;
-            ArmResult {
-                name: arm.name.clone(),
-                is_baseline: a == baseline,
-                best_lr,
-                lr_sweep,
-                failed_runs: at_best.len() - ok.len(),
-                runs: at_best,
-                summary: stats::summarize(&values),
-                difference: None,
-                bootstrap: None,
-                verdict: None,
-                median_steps_to_target: (!reached.is_empty()).then(|| median(&reached)),
-                steps_to_target,
-                tokens_per_s: median(&ok.iter().map(|&i| runs[i].tokens_per_s).collect::<Vec<_>>()),
-                params: ok.first().map_or(0, |&i| runs[i].params),
-                state_floats: config.model.decode_state_floats(config.model.max_seq_len),
-                final_loss_range: (quantile(&final_losses, 0.0), quantile(&final_losses, 1.0)),
-                grad_norm_p5_p95: (quantile(&grad_norms, 0.05), quantile(&grad_norms, 0.95)),
-                entropy_range_per_layer,
-            }
-        })
-        .collect();
-
-    let base_values: Vec<f64> = arms[baseline].runs.iter().filter_map(|&i| runs[i].final_metric).collect();
-    let mut verdicts = Vec::new();
-    for a in 0..arms.len() {
-        if a == baseline {
-            verdicts.push(format!("{}: baseline ({metric} {:.4} ± {:.4})", arms[a].name, arms[a].summary.mean, half_width(&arms[a].summary)));
-            continue;
-        }
-        let values: Vec<f64> = arms[a].runs.iter().filter_map(|&i| runs[i].final_metric).collect();
-        arms[a].difference = stats::welch(&base_values, &values);
-        if !base_values.is_empty() && !values.is_empty() {
-            arms[a].bootstrap = Some(stats::bootstrap_difference(&base_values, &values, 2000, 17));
-        }
-        arms[a].verdict = arms[a].difference.as_ref().map(|d| stats::verdict(d, higher_is_better));
-        verdicts.push(advice(&arms[a], &arms[baseline], &metric));
-    }
+    let (metric, higher_is_better) = main_metric(&runs);
+    let mut arms: Vec<ArmResult> = (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
+    let verdicts = judge_against_baseline(&mut arms, spec.baseline, &runs, &metric, higher_is_better);
     Results {
         title: title.to_string(),
-        task,
+        task: spec.arms[0].config.task.name().to_string(),
         metric,
         higher_is_better,
         target: spec.target,
         seeds: spec.seeds.clone(),
-        baseline: arms[baseline].name.clone(),
+        baseline: arms[spec.baseline].name.clone(),
         arms,
         runs,
         verdicts,
     }
+}
+
+/// The main metric's name and whether higher is better. Every run of a comparison has the same
+/// task, so any finished run names it; with none finished, the loss.
+fn main_metric(runs: &[RunRecord]) -> (String, bool) {
+    runs.iter()
+        .find(|r| r.error.is_none() && !r.metric.is_empty())
+        .map_or(("loss".to_string(), false), |r| (r.metric.clone(), r.higher_is_better))
+}
+
+/// Arm `index` at its best learning rate: its summary over seeds, steps to target, speed, size
+/// and monitoring ranges. The comparison with the baseline is left to [`judge_against_baseline`].
+fn arm_result(spec: &Comparison, index: usize, runs: &[RunRecord], higher_is_better: bool) -> ArmResult {
+    let arm = &spec.arms[index];
+    let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].arm == arm.name).collect();
+    let lr_sweep = lr_sweep(runs, &mine);
+    let best_lr = best_lr(&lr_sweep, higher_is_better);
+    let at_best: Vec<usize> = mine.into_iter().filter(|&i| runs[i].lr == best_lr).collect();
+    let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none()).collect();
+    let summary = stats::summarize(&finite_final_metrics(runs, &at_best));
+    let steps_to_target = steps_to_target(runs, &ok, spec.target, higher_is_better);
+    let model = &arm.config.model;
+    ArmResult {
+        name: arm.name.clone(),
+        is_baseline: index == spec.baseline,
+        best_lr,
+        lr_sweep,
+        failed_runs: at_best.len() - ok.len(),
+        runs: at_best,
+        summary,
+        difference: None,
+        bootstrap: None,
+        verdict: None,
+        median_steps_to_target: median_of_reached(&steps_to_target),
+        steps_to_target,
+        tokens_per_s: median(&ok.iter().map(|&i| runs[i].tokens_per_s).collect::<Vec<_>>()),
+        params: ok.first().map_or(0, |&i| runs[i].params),
+        state_floats: model.decode_state_floats(model.max_seq_len),
+        final_loss_range: final_loss_range(runs, &ok),
+        grad_norm_p5_p95: grad_norm_p5_p95(runs, &ok),
+        entropy_range_per_layer: entropy_range_per_layer(runs, &ok),
+    }
+}
+
+/// The final main metric of each of `runs` (indices into `all`) that recorded one.
+fn final_metrics(all: &[RunRecord], runs: &[usize]) -> Vec<f64> {
+    runs.iter().filter_map(|&i| all[i].final_metric).collect()
+}
+
+/// [`final_metrics`] without the non-finite ones: what an arm's summary and lr sweep average.
+fn finite_final_metrics(all: &[RunRecord], runs: &[usize]) -> Vec<f64> {
+    final_metrics(all, runs).into_iter().filter(|v| v.is_finite()).collect()
+}
+
+/// `(lr, mean final metric, finished runs)` for every learning rate among `runs`, lowest first.
+fn lr_sweep(all: &[RunRecord], runs: &[usize]) -> Vec<(f64, f64, usize)> {
+    let mut lrs: Vec<f64> = runs.iter().map(|&i| all[i].lr).collect();
+    lrs.sort_by(f64::total_cmp);
+    lrs.dedup();
+    lrs.into_iter()
+        .map(|lr| {
+            let at_lr: Vec<usize> = runs.iter().copied().filter(|&i| all[i].lr == lr).collect();
+            let values = finite_final_metrics(all, &at_lr);
+            (lr, stats::summarize(&values).mean, values.len())
+        })
+        .collect()
+}
+
+/// The learning rate of the sweep with the best mean, among those with a finished run (the
+/// lowest of equals); with none, the lowest tried; with no runs at all, NaN.
+fn best_lr(sweep: &[(f64, f64, usize)], higher_is_better: bool) -> f64 {
+    let beats = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
+    let mut best: Option<(f64, f64)> = None;
+    for &(lr, mean, finished) in sweep {
+        if finished > 0 && mean.is_finite() && best.is_none_or(|(_, best_mean)| beats(mean, best_mean)) {
+            best = Some((lr, mean));
+        }
+    }
+    best.map(|(lr, _)| lr).or_else(|| sweep.first().map(|&(lr, _, _)| lr)).unwrap_or(f64::NAN)
+}
+
+/// The first eval step at which each of `runs` reaches `target` (`None`: never); empty without
+/// a target.
+fn steps_to_target(all: &[RunRecord], runs: &[usize], target: Option<f64>, higher_is_better: bool) -> Vec<Option<usize>> {
+    let Some(target) = target else { return Vec::new() };
+    runs.iter().map(|&i| stats::steps_to_target(&all[i].eval_metric, target, higher_is_better)).collect()
+}
+
+/// The median steps to target over the seeds that reached it; `None` when none did.
+fn median_of_reached(steps_to_target: &[Option<usize>]) -> Option<f64> {
+    let reached: Vec<f64> = steps_to_target.iter().flatten().map(|&s| s as f64).collect();
+    (!reached.is_empty()).then(|| median(&reached))
+}
+
+/// Smallest and largest value (NaN for none).
+fn min_max(values: &[f64]) -> (f64, f64) {
+    (quantile(values, 0.0), quantile(values, 1.0))
+}
+
+/// The range of the runs' last training loss.
+fn final_loss_range(all: &[RunRecord], runs: &[usize]) -> (f64, f64) {
+    let last: Vec<f64> = runs.iter().filter_map(|&i| all[i].loss.last().map(|p| p.1)).collect();
+    min_max(&last)
+}
+
+/// The 5th and 95th percentiles of the gradient norm over the second half of the runs' training.
+fn grad_norm_p5_p95(all: &[RunRecord], runs: &[usize]) -> (f64, f64) {
+    let late: Vec<f64> = runs
+        .iter()
+        .flat_map(|&i| {
+            let g = &all[i].grad_norm;
+            g[g.len() / 2..].iter().map(|p| p.1)
+        })
+        .collect();
+    (quantile(&late, 0.05), quantile(&late, 0.95))
+}
+
+/// The range over the runs of each layer's attention entropy at the last evaluation.
+fn entropy_range_per_layer(all: &[RunRecord], runs: &[usize]) -> Vec<(f64, f64)> {
+    let last = |i: usize| all[i].entropy.last().map(|(_, per_layer)| per_layer);
+    let layers = runs.iter().filter_map(|&i| last(i).map(Vec::len)).max().unwrap_or(0);
+    (0..layers)
+        .map(|l| {
+            let v: Vec<f64> = runs.iter().filter_map(|&i| last(i).and_then(|e| e.get(l).copied())).collect();
+            min_max(&v)
+        })
+        .collect()
+}
+
+/// Judges every arm but the baseline against it (see [`judge`]) and returns one verdict line
+/// per arm, in arm order.
+fn judge_against_baseline(
+    arms: &mut [ArmResult],
+    baseline: usize,
+    runs: &[RunRecord],
+    metric: &str,
+    higher_is_better: bool,
+) -> Vec<String> {
+    let base_values = final_metrics(runs, &arms[baseline].runs);
+    let mut verdicts = Vec::with_capacity(arms.len());
+    for a in 0..arms.len() {
+        if a == baseline {
+            verdicts.push(baseline_line(&arms[a], metric));
+            continue;
+        }
+        let values = final_metrics(runs, &arms[a].runs);
+        judge(&mut arms[a], &base_values, &values, higher_is_better);
+        verdicts.push(advice(&arms[a], &arms[baseline], metric));
+    }
+    verdicts
+}
+
+/// Fills in an arm's difference from the baseline, given both sides' final metrics at their
+/// best learning rates: the Welch interval, a bootstrap interval (2000 resamples, seed 17) when
+/// both sides have values, and the verdict.
+fn judge(arm: &mut ArmResult, base_values: &[f64], values: &[f64], higher_is_better: bool) {
+    arm.difference = stats::welch(base_values, values);
+    if !base_values.is_empty() && !values.is_empty() {
+        arm.bootstrap = Some(stats::bootstrap_difference(base_values, values, 2000, 17));
+    }
+    arm.verdict = arm.difference.as_ref().map(|d| stats::verdict(d, higher_is_better));
 }
 
 #[cfg(test)]
