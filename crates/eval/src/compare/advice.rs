@@ -17,30 +17,42 @@ fn half_width(s: &Summary) -> f64 {
 /// The verdict line of an arm, with seed 2's "swap with monitoring and a way back" advice:
 /// the ranges this arm showed in the PoC are the alarms to set after a swap.
 pub(super) fn advice(arm: &ArmResult, base: &ArmResult, metric: &str) -> String {
-    let verdict = match (&arm.difference, arm.verdict) {
+    format!("{}: {}; {}. {}", arm.name, comparison(arm, base, metric), action(arm.verdict), monitoring(arm, base))
+}
+
+/// How the arm compares with the baseline at 95%, with the Welch interval of the difference in
+/// `metric` and its p-value.
+fn comparison(arm: &ArmResult, base: &ArmResult, metric: &str) -> String {
+    match (&arm.difference, arm.verdict) {
         (Some(d), Some(v)) => format!(
-            "{} than {} at 95% (Δ{metric} {:+.4}, CI [{:+.4}, {:+.4}], p = {:.3})",
-            v.as_str(),
+            "{} {} at 95% (Δ{metric} {:+.4}, CI [{:+.4}, {:+.4}], p = {:.3})",
+            v.comparative(),
             base.name,
             d.mean,
             d.ci_low,
             d.ci_high,
             d.p_value
-        )
-        .replace("indistinguishable than", "indistinguishable from"),
+        ),
         _ => format!("not enough finished seeds to compare with {} (need 2 per arm)", base.name),
-    };
+    }
+}
+
+/// What the verdict means for a swap.
+fn action(verdict: Option<Verdict>) -> &'static str {
+    match verdict {
+        Some(Verdict::Worse) => "do not swap",
+        Some(Verdict::Better) => "swap candidate",
+        _ => "no evidence either way: swap only for a non-quality reason (speed, state size)",
+    }
+}
+
+/// The alarms to set after swapping to the arm, and when to roll back to the baseline.
+fn monitoring(arm: &ArmResult, base: &ArmResult) -> String {
     let entropy: Vec<String> = arm.entropy_range_per_layer.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect();
-    let action = match arm.verdict {
-        Some(Verdict::Worse) => "do not swap".to_string(),
-        Some(Verdict::Better) => "swap candidate".to_string(),
-        _ => "no evidence either way: swap only for a non-quality reason (speed, state size)".to_string(),
-    };
     format!(
-        "{}: {verdict}; {action}. After a swap, monitor: training loss within {:.3}–{:.3}, gradient norm within {:.3}–{:.3} \
+        "After a swap, monitor: training loss within {:.3}–{:.3}, gradient norm within {:.3}–{:.3} \
          (p5–p95 of the second half of training), attention entropy per layer within [{}]; roll back to {} if the loss \
          leaves that range for long, the gradient norm exceeds twice its p95, or a layer's entropy collapses below half its minimum.",
-        arm.name,
         arm.final_loss_range.0,
         arm.final_loss_range.1,
         arm.grad_norm_p5_p95.0,
