@@ -6,8 +6,8 @@
 
 pub mod bench;
 pub mod compare;
+pub mod plots;
 pub mod report;
 pub mod reproduce;
 pub mod stats;
-pub mod svg;
 pub mod swap;
