@@ -3,11 +3,23 @@
 //! verdict, and the report writers.
 //!
 //! Builds on `attnlab-train` (which runs each arm) and never touches the command line.
+//!
+//! ```text
+//! compare/     A/B comparisons: spec.rs (the comparison file, the typed Comparison and its plan),
+//!              run.rs (training every run, RunRecord), analyse.rs (each arm at its best lr,
+//!              judged against the baseline), advice.rs (the verdict and monitoring lines)
+//! stats.rs     summaries, Welch and bootstrap intervals, verdicts, steps to target
+//! report.rs    the report document: what a page holds, written as Markdown, HTML and files
+//! plots/       the charts on it: SVG line and bar charts (ticks, axes, canvas), PNG via resvg
+//! reproduce/   the seed papers' experiments
+//! swap.rs      swap an attention variant in, fine-tune, and compare with a control
+//! bench.rs     throughput, scaling and decode benchmarks
+//! ```
 
 pub mod bench;
 pub mod compare;
+pub mod plots;
 pub mod report;
 pub mod reproduce;
 pub mod stats;
-pub mod svg;
 pub mod swap;

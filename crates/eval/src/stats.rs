@@ -234,6 +234,16 @@ impl Verdict {
             Verdict::Indistinguishable => "indistinguishable",
         }
     }
+
+    /// The verdict as a relation to the baseline, for a sentence naming it next:
+    /// `"better than"`, `"worse than"` or `"indistinguishable from"`.
+    pub fn comparative(&self) -> &'static str {
+        match self {
+            Verdict::Better => "better than",
+            Verdict::Worse => "worse than",
+            Verdict::Indistinguishable => "indistinguishable from",
+        }
+    }
 }
 
 /// Classifies a [`Difference`] (treatment − baseline) by whether its 95 %
@@ -569,6 +579,9 @@ mod tests {
         assert_eq!(Verdict::Better.as_str(), "better");
         assert_eq!(Verdict::Worse.as_str(), "worse");
         assert_eq!(Verdict::Indistinguishable.as_str(), "indistinguishable");
+        assert_eq!(Verdict::Better.comparative(), "better than");
+        assert_eq!(Verdict::Worse.comparative(), "worse than");
+        assert_eq!(Verdict::Indistinguishable.comparative(), "indistinguishable from");
     }
 
     #[test]

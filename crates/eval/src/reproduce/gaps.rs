@@ -4,7 +4,7 @@
 use super::{Check, Outcome, Size, run_compare};
 use crate::compare::{Comparison, Results};
 use crate::report::{self, Plot, Section, Table, fmt};
-use crate::svg::{Series, line_chart};
+use crate::plots::{Series, line_chart};
 use attnlab_train::{RunConfig, TaskConfig};
 use std::path::Path;
 

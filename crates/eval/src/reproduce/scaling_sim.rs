@@ -14,7 +14,7 @@
 
 use super::{Check, Outcome};
 use crate::report::{Document, Plot, Section, Table, fmt};
-use crate::svg::{Series, bar_chart, line_chart};
+use crate::plots::{Series, bar_chart, line_chart};
 use attnlab_train::util::median;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;

@@ -1,0 +1,347 @@
+//! From run records to results: each arm is reported at its own best learning rate (as zoology
+//! does) with its spread over seeds, steps to target and the ranges its monitoring advice
+//! quotes; then every arm but the baseline is judged against the baseline.
+
+use super::advice::{advice, baseline_line};
+use super::run::RunRecord;
+use super::spec::Comparison;
+use crate::stats::{self, Difference, Summary, Verdict};
+use attnlab_train::util::{median, quantile};
+use serde::{Deserialize, Serialize};
+
+/// Per-arm results at the arm's best learning rate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArmResult {
+    pub name: String,
+    pub is_baseline: bool,
+    pub best_lr: f64,
+    /// `(lr, mean main metric over seeds, finished runs)` for every learning rate tried.
+    pub lr_sweep: Vec<(f64, f64, usize)>,
+    /// Indices into `Results::runs` of the runs at the best learning rate.
+    pub runs: Vec<usize>,
+    pub failed_runs: usize,
+    pub summary: Summary,
+    /// Against the baseline arm (at its own best lr): Welch interval, bootstrap interval, verdict.
+    pub difference: Option<Difference>,
+    pub bootstrap: Option<(f64, f64)>,
+    pub verdict: Option<Verdict>,
+    /// First eval step reaching the target, per seed (`None` = never).
+    pub steps_to_target: Vec<Option<usize>>,
+    pub median_steps_to_target: Option<f64>,
+    pub tokens_per_s: f64,
+    pub params: usize,
+    /// Decoding state (floats per sequence) at the task's context length.
+    pub state_floats: usize,
+    /// Observed ranges over the best-lr runs, for the monitoring advice.
+    pub final_loss_range: (f64, f64),
+    pub grad_norm_p5_p95: (f64, f64),
+    pub entropy_range_per_layer: Vec<(f64, f64)>,
+}
+
+/// Everything a comparison produced; written as `results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    pub title: String,
+    pub task: String,
+    pub metric: String,
+    pub higher_is_better: bool,
+    pub target: Option<f64>,
+    pub seeds: Vec<u64>,
+    pub baseline: String,
+    pub arms: Vec<ArmResult>,
+    pub runs: Vec<RunRecord>,
+    /// One line per arm: the verdict and the monitoring advice.
+    pub verdicts: Vec<String>,
+}
+
+/// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
+pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {
+    let (metric, higher_is_better) = main_metric(&runs);
+    let mut arms: Vec<ArmResult> = (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
+    let verdicts = judge_against_baseline(&mut arms, spec.baseline, &runs, &metric, higher_is_better);
+    Results {
+        title: title.to_string(),
+        task: spec.arms[0].config.task.name().to_string(),
+        metric,
+        higher_is_better,
+        target: spec.target,
+        seeds: spec.seeds.clone(),
+        baseline: arms[spec.baseline].name.clone(),
+        arms,
+        runs,
+        verdicts,
+    }
+}
+
+/// The main metric's name and whether higher is better. Every run of a comparison has the same
+/// task, so any finished run names it; with none finished, the loss.
+fn main_metric(runs: &[RunRecord]) -> (String, bool) {
+    runs.iter()
+        .find(|r| r.error.is_none() && !r.metric.is_empty())
+        .map_or(("loss".to_string(), false), |r| (r.metric.clone(), r.higher_is_better))
+}
+
+/// Arm `index` at its best learning rate: its summary over seeds, steps to target, speed, size
+/// and monitoring ranges. The comparison with the baseline is left to [`judge_against_baseline`].
+fn arm_result(spec: &Comparison, index: usize, runs: &[RunRecord], higher_is_better: bool) -> ArmResult {
+    let arm = &spec.arms[index];
+    let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].arm == arm.name).collect();
+    let lr_sweep = lr_sweep(runs, &mine);
+    let best_lr = best_lr(&lr_sweep, higher_is_better);
+    let at_best: Vec<usize> = mine.into_iter().filter(|&i| runs[i].lr == best_lr).collect();
+    let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none()).collect();
+    let summary = stats::summarize(&finite_final_metrics(runs, &at_best));
+    let steps_to_target = steps_to_target(runs, &ok, spec.target, higher_is_better);
+    let model = &arm.config.model;
+    ArmResult {
+        name: arm.name.clone(),
+        is_baseline: index == spec.baseline,
+        best_lr,
+        lr_sweep,
+        failed_runs: at_best.len() - ok.len(),
+        runs: at_best,
+        summary,
+        difference: None,
+        bootstrap: None,
+        verdict: None,
+        median_steps_to_target: median_of_reached(&steps_to_target),
+        steps_to_target,
+        tokens_per_s: median(&ok.iter().map(|&i| runs[i].tokens_per_s).collect::<Vec<_>>()),
+        params: ok.first().map_or(0, |&i| runs[i].params),
+        state_floats: model.decode_state_floats(model.max_seq_len),
+        final_loss_range: final_loss_range(runs, &ok),
+        grad_norm_p5_p95: grad_norm_p5_p95(runs, &ok),
+        entropy_range_per_layer: entropy_range_per_layer(runs, &ok),
+    }
+}
+
+/// The final main metric of each of `runs` (indices into `all`) that recorded one.
+fn final_metrics(all: &[RunRecord], runs: &[usize]) -> Vec<f64> {
+    runs.iter().filter_map(|&i| all[i].final_metric).collect()
+}
+
+/// [`final_metrics`] without the non-finite ones: what an arm's summary and lr sweep average.
+fn finite_final_metrics(all: &[RunRecord], runs: &[usize]) -> Vec<f64> {
+    final_metrics(all, runs).into_iter().filter(|v| v.is_finite()).collect()
+}
+
+/// `(lr, mean final metric, finished runs)` for every learning rate among `runs`, lowest first.
+fn lr_sweep(all: &[RunRecord], runs: &[usize]) -> Vec<(f64, f64, usize)> {
+    let mut lrs: Vec<f64> = runs.iter().map(|&i| all[i].lr).collect();
+    lrs.sort_by(f64::total_cmp);
+    lrs.dedup();
+    lrs.into_iter()
+        .map(|lr| {
+            let at_lr: Vec<usize> = runs.iter().copied().filter(|&i| all[i].lr == lr).collect();
+            let values = finite_final_metrics(all, &at_lr);
+            (lr, stats::summarize(&values).mean, values.len())
+        })
+        .collect()
+}
+
+/// The learning rate of the sweep with the best mean, among those with a finished run (the
+/// lowest of equals); with none, the lowest tried; with no runs at all, NaN.
+fn best_lr(sweep: &[(f64, f64, usize)], higher_is_better: bool) -> f64 {
+    let beats = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
+    let mut best: Option<(f64, f64)> = None;
+    for &(lr, mean, finished) in sweep {
+        if finished > 0 && mean.is_finite() && best.is_none_or(|(_, best_mean)| beats(mean, best_mean)) {
+            best = Some((lr, mean));
+        }
+    }
+    best.map(|(lr, _)| lr).or_else(|| sweep.first().map(|&(lr, _, _)| lr)).unwrap_or(f64::NAN)
+}
+
+/// The first eval step at which each of `runs` reaches `target` (`None`: never); empty without
+/// a target.
+fn steps_to_target(all: &[RunRecord], runs: &[usize], target: Option<f64>, higher_is_better: bool) -> Vec<Option<usize>> {
+    let Some(target) = target else { return Vec::new() };
+    runs.iter().map(|&i| stats::steps_to_target(&all[i].eval_metric, target, higher_is_better)).collect()
+}
+
+/// The median steps to target over the seeds that reached it; `None` when none did.
+fn median_of_reached(steps_to_target: &[Option<usize>]) -> Option<f64> {
+    let reached: Vec<f64> = steps_to_target.iter().flatten().map(|&s| s as f64).collect();
+    (!reached.is_empty()).then(|| median(&reached))
+}
+
+/// Smallest and largest value (NaN for none).
+fn min_max(values: &[f64]) -> (f64, f64) {
+    (quantile(values, 0.0), quantile(values, 1.0))
+}
+
+/// The range of the runs' last training loss.
+fn final_loss_range(all: &[RunRecord], runs: &[usize]) -> (f64, f64) {
+    let last: Vec<f64> = runs.iter().filter_map(|&i| all[i].loss.last().map(|p| p.1)).collect();
+    min_max(&last)
+}
+
+/// The 5th and 95th percentiles of the gradient norm over the second half of the runs' training.
+fn grad_norm_p5_p95(all: &[RunRecord], runs: &[usize]) -> (f64, f64) {
+    let late: Vec<f64> = runs
+        .iter()
+        .flat_map(|&i| {
+            let g = &all[i].grad_norm;
+            g[g.len() / 2..].iter().map(|p| p.1)
+        })
+        .collect();
+    (quantile(&late, 0.05), quantile(&late, 0.95))
+}
+
+/// The range over the runs of each layer's attention entropy at the last evaluation.
+fn entropy_range_per_layer(all: &[RunRecord], runs: &[usize]) -> Vec<(f64, f64)> {
+    let last = |i: usize| all[i].entropy.last().map(|(_, per_layer)| per_layer);
+    let layers = runs.iter().filter_map(|&i| last(i).map(Vec::len)).max().unwrap_or(0);
+    (0..layers)
+        .map(|l| {
+            let v: Vec<f64> = runs.iter().filter_map(|&i| last(i).and_then(|e| e.get(l).copied())).collect();
+            min_max(&v)
+        })
+        .collect()
+}
+
+/// Judges every arm but the baseline against it (see [`judge`]) and returns one verdict line
+/// per arm, in arm order.
+fn judge_against_baseline(
+    arms: &mut [ArmResult],
+    baseline: usize,
+    runs: &[RunRecord],
+    metric: &str,
+    higher_is_better: bool,
+) -> Vec<String> {
+    let base_values = final_metrics(runs, &arms[baseline].runs);
+    let mut verdicts = Vec::with_capacity(arms.len());
+    for a in 0..arms.len() {
+        if a == baseline {
+            verdicts.push(baseline_line(&arms[a], metric));
+            continue;
+        }
+        let values = final_metrics(runs, &arms[a].runs);
+        judge(&mut arms[a], &base_values, &values, higher_is_better);
+        verdicts.push(advice(&arms[a], &arms[baseline], metric));
+    }
+    verdicts
+}
+
+/// Fills in an arm's difference from the baseline, given both sides' final metrics at their
+/// best learning rates: the Welch interval, a bootstrap interval (2000 resamples, seed 17) when
+/// both sides have values, and the verdict.
+fn judge(arm: &mut ArmResult, base_values: &[f64], values: &[f64], higher_is_better: bool) {
+    arm.difference = stats::welch(base_values, values);
+    if !base_values.is_empty() && !values.is_empty() {
+        arm.bootstrap = Some(stats::bootstrap_difference(base_values, values, 2000, 17));
+    }
+    arm.verdict = arm.difference.as_ref().map(|d| stats::verdict(d, higher_is_better));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attnlab_train::RunConfig;
+    use std::path::PathBuf;
+
+    /// Synthetic run records of four arms at two learning rates and three seeds: softmax (the
+    /// baseline) is best at 3e-3, linear is worse and best at 1e-3 with one failed seed there,
+    /// sigmoid matches softmax, and every run of broken failed.
+    fn synthetic_comparison() -> (Comparison, Vec<RunRecord>) {
+        let preset = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
+        let base = RunConfig::load(&preset, &[]).unwrap();
+        let arms = [("softmax", "softmax"), ("linear", "linear:elu1"), ("sigmoid", "sigmoid"), ("broken", "softmax")];
+        let mut comparison = Comparison::of_mixers(&base, &arms, vec![1, 2, 3], vec![1e-3, 3e-3]).unwrap();
+        comparison.target = Some(0.75);
+        let finals = |arm: &str, lr: f64| -> [Option<f64>; 3] {
+            match (arm, lr == 1e-3) {
+                ("softmax", true) => [Some(0.80), Some(0.82), Some(0.81)],
+                ("softmax", false) => [Some(0.90), Some(0.92), Some(0.91)],
+                ("linear", true) => [Some(0.60), Some(0.62), None],
+                ("linear", false) => [Some(0.50), Some(0.55), Some(0.52)],
+                ("sigmoid", true) => [Some(0.70), Some(0.71), Some(0.72)],
+                ("sigmoid", false) => [Some(0.93), Some(0.89), Some(0.91)],
+                _ => [None, None, None],
+            }
+        };
+        let mut runs = Vec::new();
+        for (a, &(name, _)) in arms.iter().enumerate() {
+            for lr in [1e-3, 3e-3] {
+                for (s, final_metric) in finals(name, lr).into_iter().enumerate() {
+                    let seed = s as u64 + 1;
+                    let mut record = RunRecord { arm: name.into(), seed, lr, ..Default::default() };
+                    let Some(m) = final_metric else {
+                        record.error = Some(format!("{name} seed {seed} diverged"));
+                        runs.push(record);
+                        continue;
+                    };
+                    let k = (a * 7 + s * 3) as f64;
+                    record.final_metric = Some(m);
+                    record.metric = "accuracy".into();
+                    record.higher_is_better = true;
+                    record.params = 1000 + a;
+                    record.tokens_per_s = 5000.0 + 100.0 * k;
+                    record.loss = (0..10).map(|i| (i * 10, 3.0 / (1.0 + i as f64) + 0.01 * k)).collect();
+                    record.grad_norm = (0..10).map(|i| (i * 10, 1.0 + 0.1 * ((i as f64) + k).sin())).collect();
+                    record.eval_metric = (0..5).map(|i| (i * 20 + 10, m * (i as f64 + 1.0) / 5.0)).collect();
+                    record.entropy = (0..5).map(|i| (i * 20 + 10, vec![0.9 - 0.02 * i as f64 - 0.01 * k, 0.5 + 0.01 * k])).collect();
+                    runs.push(record);
+                }
+            }
+        }
+        (comparison, runs)
+    }
+
+    #[test]
+    fn analyse_picks_each_arms_best_lr_and_judges_it_against_the_baseline() {
+        let (comparison, runs) = synthetic_comparison();
+        let r = analyse(&comparison, runs, "synthetic");
+        assert_eq!((r.task.as_str(), r.metric.as_str(), r.higher_is_better, r.baseline.as_str()), ("mqar", "accuracy", true, "softmax"));
+        let each = |f: &dyn Fn(&ArmResult) -> String| r.arms.iter().map(f).collect::<Vec<_>>().join(" | ");
+        assert_eq!(each(&|a| format!("{:e}", a.best_lr)), "3e-3 | 1e-3 | 3e-3 | 1e-3");
+        assert_eq!(each(&|a| format!("{:?} {}", a.runs, a.failed_runs)), "[3, 4, 5] 0 | [6, 7, 8] 1 | [15, 16, 17] 0 | [18, 19, 20] 3");
+        assert_eq!(
+            each(&|a| a.lr_sweep.iter().map(|(lr, m, n)| format!("{lr:e}:{m:.4}/{n}")).collect::<Vec<_>>().join(",")),
+            "1e-3:0.8100/3,3e-3:0.9100/3 | 1e-3:0.6100/2,3e-3:0.5233/3 | 1e-3:0.7100/3,3e-3:0.9100/3 | 1e-3:NaN/0,3e-3:NaN/0"
+        );
+        assert_eq!(each(&|a| format!("{} {:.4}", a.summary.n, a.summary.mean)), "3 0.9100 | 2 0.6100 | 3 0.9100 | 0 NaN");
+        assert_eq!(
+            each(&|a| format!("{:?} {:?}", a.steps_to_target, a.median_steps_to_target)),
+            "[Some(90), Some(90), Some(90)] Some(90.0) | [None, None] None | [Some(90), Some(90), Some(90)] Some(90.0) | [] None"
+        );
+        assert_eq!(each(&|a| format!("{} {} {}", a.tokens_per_s, a.params, a.state_floats)), "5300 1000 4096 | 5850 1001 2112 | 6700 1002 4096 | NaN 0 4096");
+        assert_eq!(
+            each(&|a| format!("{:.3?} {:.3?} {:.3?}", a.final_loss_range, a.grad_norm_p5_p95, a.entropy_range_per_layer)),
+            "(0.300, 0.360) (0.900, 1.099) [(0.760, 0.820), (0.500, 0.560)] | (0.370, 0.400) (0.913, 1.084) [(0.720, 0.750), (0.570, 0.600)] \
+             | (0.440, 0.500) (0.914, 1.093) [(0.620, 0.680), (0.640, 0.700)] | (NaN, NaN) (NaN, NaN) []"
+        );
+        assert_eq!(
+            each(&|a| format!("{:?} {:.4?} {:?}", a.verdict, a.bootstrap, a.difference.as_ref().map(|d| format!("{:.4}", d.mean)))),
+            "None None None | Some(Worse) Some((-0.3167, -0.2833)) Some(\"-0.3000\") \
+             | Some(Indistinguishable) Some((-0.0200, 0.0200)) Some(\"0.0000\") | None None None"
+        );
+        let monitor = |loss: &str, grad: &str, entropy: &str| {
+            format!(
+                "After a swap, monitor: training loss within {loss}, gradient norm within {grad} (p5–p95 of the second half of \
+                 training), attention entropy per layer within [{entropy}]; roll back to softmax if the loss leaves that range for \
+                 long, the gradient norm exceeds twice its p95, or a layer's entropy collapses below half its minimum."
+            )
+        };
+        assert_eq!(
+            r.verdicts,
+            [
+                "softmax: baseline (accuracy 0.9100 ± 0.0248)".to_string(),
+                format!(
+                    "linear: worse than softmax at 95% (Δaccuracy -0.3000, CI [-0.3598, -0.2402], p = 0.003); do not swap. {}",
+                    monitor("0.370–0.400", "0.913–1.084", "0.72–0.75, 0.57–0.60")
+                ),
+                format!(
+                    "sigmoid: indistinguishable from softmax at 95% (Δaccuracy +0.0000, CI [-0.0416, +0.0416], p = 1.000); no evidence \
+                     either way: swap only for a non-quality reason (speed, state size). {}",
+                    monitor("0.440–0.500", "0.914–1.093", "0.62–0.68, 0.64–0.70")
+                ),
+                format!(
+                    "broken: not enough finished seeds to compare with softmax (need 2 per arm); no evidence either way: swap only \
+                     for a non-quality reason (speed, state size). {}",
+                    monitor("NaN–NaN", "NaN–NaN", "")
+                ),
+            ]
+        );
+    }
+}

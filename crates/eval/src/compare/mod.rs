@@ -1,0 +1,45 @@
+//! A/B comparison of attention variants: every arm is trained over the same seeds (same data
+//! order; same initial weights wherever the arms' parameter shapes agree) and, when several
+//! learning rates are given, each arm is judged at its own best one (as zoology does).
+//!
+//! A comparison is described by a TOML file (`configs/compare/*.toml`):
+//!
+//! ```toml
+//! preset = "configs/mqar-smoke.toml"   # the run every arm starts from
+//! set = ["train.steps=300"]            # overrides for every arm
+//! seeds = [1, 2, 3]
+//! lrs = [1e-3, 3e-3]                   # empty: the preset's train.lr
+//! target = 0.9                         # main-metric threshold for steps-to-target (optional)
+//! baseline = "softmax"                 # default: the first arm
+//!
+//! [[arm]]
+//! name = "softmax"
+//! set = ["model.mixer=softmax"]
+//!
+//! [[arm]]
+//! name = "linear:elu1"
+//! set = ["model.mixer=linear:elu1"]
+//! ```
+//!
+//! The `set` strings are the file's boundary: [`CompareSpec::resolve`] reads the preset once and
+//! applies them, giving a typed [`Comparison`] (one [`RunConfig`](attnlab_train::RunConfig) per
+//! arm). `swap` and `reproduce` build a `Comparison` directly by editing config fields;
+//! [`Comparison::plan`] sets each run's learning rate and seed the same way.
+//!
+//! A comparison goes through four steps, one file each:
+//!
+//! ```text
+//! spec.rs      what to run: the comparison file, task presets, the typed Comparison and its plan
+//! run.rs       running it: every planned run trained, the RunRecord each leaves
+//! analyse.rs   per-arm results at each arm's best learning rate, judged against the baseline
+//! advice.rs    each arm's verdict line: the comparison, the action, what to monitor after a swap
+//! ```
+
+mod advice;
+mod analyse;
+mod run;
+mod spec;
+
+pub use analyse::{ArmResult, Results, analyse};
+pub use run::{RunRecord, format_duration, read_curves, run_all};
+pub use spec::{Arm, ArmSpec, CompareSpec, Comparison, PlannedRun, task_preset};

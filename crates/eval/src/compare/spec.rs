@@ -1,0 +1,249 @@
+//! What a comparison runs: the comparison file ([`CompareSpec`], one [`ArmSpec`] per arm), the
+//! presets behind `--task`, the typed [`Comparison`] a file resolves to, and its plan: one
+//! [`PlannedRun`] per arm, learning rate and seed, each config validated before any training.
+
+use attnlab_train::RunConfig;
+use attnlab_train::util::one_line;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One arm: a name and the config overrides that make it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmSpec {
+    pub name: String,
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// A whole comparison, as read from its TOML file or built from command-line flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    pub preset: PathBuf,
+    #[serde(default)]
+    pub set: Vec<String>,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    #[serde(default)]
+    pub lrs: Vec<f64>,
+    #[serde(default)]
+    pub target: Option<f64>,
+    #[serde(default)]
+    pub baseline: Option<String>,
+    #[serde(rename = "arm")]
+    pub arms: Vec<ArmSpec>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![1, 2, 3]
+}
+
+/// The preset a task name maps to for `attnlab compare --task NAME` (the one-minute presets).
+pub fn task_preset(task: &str) -> Result<PathBuf, String> {
+    let name = match task {
+        "mqar" => "mqar",
+        "icl" | "icl_regression" | "icl-regression" => "icl-regression",
+        "char" | "char_lm" | "shakespeare-char" => "shakespeare-char",
+        "bpe" | "bpe_lm" | "shakespeare-bpe" => "shakespeare-bpe",
+        "separation" => "separation",
+        other => {
+            return Err(format!(
+                "unknown task '{other}': expected mqar, icl_regression, char_lm, bpe_lm or separation (or pass --preset FILE)"
+            ));
+        }
+    };
+    Ok(PathBuf::from(format!("configs/{name}-smoke.toml")))
+}
+
+impl CompareSpec {
+    /// Reads a comparison file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read comparison {}: {e} (see configs/compare/)", path.display()))?;
+        let spec: CompareSpec =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        Ok(spec)
+    }
+
+    pub fn baseline_index(&self) -> Result<usize, String> {
+        match &self.baseline {
+            None => Ok(0),
+            Some(name) => self.arms.iter().position(|a| &a.name == name).ok_or_else(|| {
+                let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+                format!("baseline '{name}' is not an arm: expected one of {}", names.join(", "))
+            }),
+        }
+    }
+
+    /// Reads the preset once and applies the file's overrides, shared and per arm, to a copy of
+    /// it for each arm (together, so validation sees the finished arm).
+    pub fn resolve(&self) -> Result<Comparison, String> {
+        let baseline = self.baseline_index()?;
+        let preset = RunConfig::read(&self.preset).map_err(|e| e.to_string())?;
+        let arms = self
+            .arms
+            .iter()
+            .map(|arm| {
+                let sets = [&self.set[..], &arm.set[..]].concat();
+                let config = preset.clone().with_overrides(&sets).map_err(|e| format!("arm '{}': {}: {e}", arm.name, self.preset.display()))?;
+                Ok(Arm { name: arm.name.clone(), config })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Comparison { seeds: self.seeds.clone(), lrs: self.lrs.clone(), target: self.target, baseline, arms })
+    }
+
+    /// Resolves every run's config up front, so a bad override fails before any training.
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+        self.resolve()?.plan()
+    }
+}
+
+/// A comparison ready to run: every arm's config resolved and typed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub seeds: Vec<u64>,
+    /// Learning rates every arm is trained at; empty: each arm's own `train.lr`.
+    pub lrs: Vec<f64>,
+    /// Main-metric threshold for steps-to-target.
+    pub target: Option<f64>,
+    /// Index into `arms` of the arm the others are judged against.
+    pub baseline: usize,
+    pub arms: Vec<Arm>,
+}
+
+/// One arm of a comparison: its name and the config its runs start from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Arm {
+    pub name: String,
+    pub config: RunConfig,
+}
+
+impl Comparison {
+    /// One arm per attention spec on the same base config: arm `name` is `base` with its
+    /// `model.mixer` set to `mixer`. The first arm is the baseline.
+    pub fn of_mixers(base: &RunConfig, arms: &[(&str, &str)], seeds: Vec<u64>, lrs: Vec<f64>) -> Result<Self, String> {
+        let arms = arms
+            .iter()
+            .map(|&(name, mixer)| {
+                let mut config = base.clone();
+                config.model.mixer = mixer.parse().map_err(|e| format!("arm '{name}': {e}"))?;
+                Ok(Arm { name: name.to_string(), config })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { seeds, lrs, target: None, baseline: 0, arms })
+    }
+
+    /// `attnlab compare --variants a,b`: one arm per variant on `preset` with the `--set`
+    /// overrides, seeds `1..=seeds`.
+    pub fn from_variants(preset: &Path, variants: &[String], seeds: usize, lrs: Vec<f64>, sets: &[String]) -> Result<Self, String> {
+        let base = RunConfig::load(preset, sets).map_err(|e| e.to_string())?;
+        let arms: Vec<(&str, &str)> = variants.iter().map(|v| (v.as_str(), v.as_str())).collect();
+        Self::of_mixers(&base, &arms, (1..=seeds as u64).collect(), lrs)
+    }
+
+    /// Every run's config: each arm's, at each learning rate and seed, validated before any
+    /// training starts.
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+        if self.arms.is_empty() {
+            return Err("a comparison needs at least one [[arm]]".into());
+        }
+        if self.seeds.is_empty() {
+            return Err("seeds is empty: give at least one seed".into());
+        }
+        let mut names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.arms.len() {
+            return Err("arm names must be distinct".into());
+        }
+        if self.baseline >= self.arms.len() {
+            return Err(format!("baseline arm {} does not exist: there are {} arms", self.baseline, self.arms.len()));
+        }
+        let mut runs = Vec::new();
+        for (index, arm) in self.arms.iter().enumerate() {
+            let lrs = if self.lrs.is_empty() { vec![arm.config.train.lr] } else { self.lrs.clone() };
+            for &lr in &lrs {
+                for &seed in &self.seeds {
+                    let mut config = arm.config.clone();
+                    config.train.lr = lr;
+                    // The decay floor may not exceed the peak, so a low lr lowers it too.
+                    config.train.min_lr = config.train.min_lr.min(lr);
+                    config.seed = seed;
+                    config.validate().map_err(|e| format!("arm '{}': {e}", arm.name))?;
+                    runs.push(PlannedRun { arm: index, seed, lr, config });
+                }
+            }
+        }
+        Ok(runs)
+    }
+}
+
+/// One training run of a comparison.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    pub arm: usize,
+    pub seed: u64,
+    pub lr: f64,
+    pub config: RunConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_files_parse_and_task_names_map_to_presets() {
+        let spec: CompareSpec = toml::from_str(
+            "preset = \"configs/mqar-smoke.toml\"\nseeds = [1, 2]\n[[arm]]\nname = \"a\"\nset = [\"model.mixer=softmax\"]\n[[arm]]\nname = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.arms.len(), 2);
+        assert_eq!(spec.baseline_index().unwrap(), 0);
+        assert!(toml::from_str::<CompareSpec>("preset = \"x\"\nbogus = 1\n[[arm]]\nname = \"a\"\n").is_err());
+        assert_eq!(task_preset("icl").unwrap(), PathBuf::from("configs/icl-regression-smoke.toml"));
+        assert!(task_preset("poetry").unwrap_err().contains("mqar"));
+        let bad = CompareSpec { baseline: Some("c".into()), ..spec };
+        assert!(bad.baseline_index().unwrap_err().contains("a, b"));
+    }
+
+    #[test]
+    fn typed_plan_matches_the_configs_the_override_strings_give() {
+        let preset = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
+        let spec = CompareSpec {
+            preset: preset.clone(),
+            set: vec!["train.steps=7".into(), "train.min_lr=1e-4".into()],
+            seeds: vec![4, 9],
+            lrs: vec![3e-3, 1e-5],
+            target: None,
+            baseline: Some("linear".into()),
+            arms: vec![
+                ArmSpec { name: "softmax".into(), set: vec!["model.mixer=softmax".into()] },
+                ArmSpec { name: "linear".into(), set: vec!["model.mixer=linear:elu1".into()] },
+            ],
+        };
+        let comparison = spec.resolve().unwrap();
+        assert_eq!(comparison.baseline, 1);
+        // reproduce writes what ran as spec.toml.
+        let written = toml::to_string(&comparison).unwrap();
+        assert!(written.contains("[[arms]]") && written.contains("linear:elu1"), "{written}");
+        let plan = comparison.plan().unwrap();
+        assert_eq!(plan.len(), 8);
+        for run in &plan {
+            let arm = &spec.arms[run.arm];
+            // What compare used to do: the preset re-read with every change as a --set string.
+            let mut sets = [&spec.set[..], &arm.set[..]].concat();
+            sets.push(format!("train.lr={:e}", run.lr));
+            if run.lr < 1e-4 {
+                sets.push(format!("train.min_lr={:e}", run.lr));
+            }
+            sets.push(format!("seed={}", run.seed));
+            assert_eq!(run.config, RunConfig::load(&preset, &sets).unwrap(), "{} lr {} seed {}", arm.name, run.lr, run.seed);
+        }
+        let unknown = CompareSpec { arms: vec![ArmSpec { name: "x".into(), set: vec!["model.mixer=linear:gelu".into()] }], baseline: None, ..spec };
+        let err = unknown.plan().unwrap_err();
+        assert!(err.starts_with("arm 'x': ") && err.contains("mqar-smoke.toml"), "{err}");
+        let base = RunConfig::load(&preset, &[]).unwrap();
+        assert!(Comparison::of_mixers(&base, &[("y", "linear:gelu")], vec![1], vec![]).unwrap_err().starts_with("arm 'y': "));
+    }
+}
