@@ -6,7 +6,10 @@ commit and thread count. Alternating the binaries keeps them under the same cond
 machine whose speed drifts (BENCHMARKS.md, "How it got there").
 
     python3 bench/ladder.py COMMIT [COMMIT ...] [--rounds 3] [--threads 1,2] [--steps 40]
-        [--variants softmax,linear:elu1]
+        [--variants softmax,linear:elu1] [--keep DIR]
+
+`--keep DIR` keeps each commit's binary as DIR/attnlab-<commit> and reuses one already there, so
+a later run on a quieter machine times the same binaries without building them again.
 
 Run it from the repository root (the bench reads configs/ and datasets/ from there).
 """
@@ -18,12 +21,19 @@ p.add_argument("--rounds", type=int, default=3)
 p.add_argument("--threads", default="1,2")
 p.add_argument("--steps", type=int, default=40)
 p.add_argument("--variants", default="softmax,linear:elu1")
+p.add_argument("--keep", help="folder that keeps (and reuses) the built binaries")
 a = p.parse_args()
 
 target = os.environ.get("CARGO_TARGET_DIR") or os.path.abspath("target")
-keep = tempfile.mkdtemp(prefix="attnlab-ladder-")
+keep = os.path.abspath(a.keep) if a.keep else tempfile.mkdtemp(prefix="attnlab-ladder-")
+os.makedirs(keep, exist_ok=True)
 binaries = []
 for commit in a.commits:
+    binary = os.path.join(keep, f"attnlab-{commit}")
+    if a.keep and os.path.exists(binary):
+        binaries.append((commit, binary))
+        print(f"reusing {binary}", flush=True)
+        continue
     tree = os.path.join(keep, "src")
     subprocess.run(["git", "worktree", "add", "-f", "--detach", tree, commit], check=True, capture_output=True)
     try:
@@ -31,7 +41,6 @@ for commit in a.commits:
         built = subprocess.run(["cargo", "build", "--release"], cwd=tree, env=env, capture_output=True, text=True)
         if built.returncode != 0:
             sys.exit(f"error: building {commit} failed:\n{built.stderr[-2000:]}")
-        binary = os.path.join(keep, f"attnlab-{commit}")
         shutil.copy(os.path.join(target, "release", "attnlab"), binary)
         binaries.append((commit, binary))
         print(f"built {commit}", flush=True)
@@ -56,4 +65,5 @@ print(f"{'commit':<14}" + "".join(f"{v + ' ' + str(t) + ' thr':>22}" for t in th
 for commit, _ in binaries:
     cells = [statistics.median(times[(commit, t, v)]) for t in threads for v in variants]
     print(f"{commit:<14}" + "".join(f"{c:>22.1f}" for c in cells))
-shutil.rmtree(keep, ignore_errors=True)
+if not a.keep:
+    shutil.rmtree(keep, ignore_errors=True)
