@@ -3,6 +3,8 @@
 //! - [`mixer`]: the interface every attention family implements ([`SequenceMixer`],
 //!   [`mixer::MixerFamily`]), its context, diagnostics and decoding state. A leaf.
 //! - [`heads`]: head mechanics the families share (projection, split/merge, RoPE, KV cache).
+//! - [`feature_map`]: what the linear-type families share: the feature maps φ and the sign-safe
+//!   normaliser.
 //! - [`families`]: the registry (spec strings like `softmax:sum_key_norms` and `linear:elu1`,
 //!   the run-time [`Mixer`] enum) and one file per family, each opening with its paper and formula.
 //! - [`options`]: a family's `key=value` spec options read into and printed from its serde struct.
@@ -18,6 +20,7 @@ pub mod backend;
 pub mod block;
 pub mod config;
 pub mod families;
+pub mod feature_map;
 pub mod fused;
 pub mod heads;
 pub mod lm;

@@ -266,8 +266,9 @@ fn decode_state_size_grows_for_softmax_and_is_fixed_for_linear() {
 }
 
 /// The crate's modules import one way: no module imports (through `crate::` paths, tests
-/// included) a module that imports it back, parent/child pairs aside. Read from the sources, so
-/// a new family that reaches into another, or a leaf that starts naming a family, fails here.
+/// included) a module that imports it back, parent/child pairs aside; no family imports another
+/// family. Read from the sources, so a new family that reaches into another, or a leaf that
+/// starts naming a family, fails here.
 #[test]
 fn module_imports_form_no_cycle() {
     use std::collections::{BTreeMap, BTreeSet};
@@ -294,9 +295,27 @@ fn module_imports_form_no_cycle() {
             continue;
         }
         let text = std::fs::read_to_string(file).unwrap();
+        let path_at = |i: usize| -> String { text[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect() };
+        // Absolute paths (`crate::a::b`) and relative ones (`super::b`, `super::super::b`, resolved
+        // against this file's module, so a family cannot reach a sibling through `super::` either).
+        let mut paths: Vec<Vec<String>> = Vec::new();
         for (i, _) in text.match_indices("crate::") {
-            let path: String = text[i + 7..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
-            let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
+            paths.push(path_at(i + 7).split("::").filter(|s| !s.is_empty()).map(String::from).collect());
+        }
+        for (i, _) in text.match_indices("super::") {
+            if text[..i].ends_with("super::") {
+                continue;
+            }
+            let mut base: Vec<String> = me.split("::").map(String::from).collect();
+            let mut rest = &text[i..];
+            while let Some(after) = rest.strip_prefix("super::") {
+                base.pop();
+                rest = after;
+            }
+            base.extend(path_at(text.len() - rest.len()).split("::").filter(|s| !s.is_empty()).map(String::from));
+            paths.push(base);
+        }
+        for segments in paths {
             // The longest prefix of the path that is a module file.
             let target = (1..=segments.len()).rev().map(|n| segments[..n].join("::")).find(|m| modules.contains(m));
             if let Some(target) = target {
@@ -325,6 +344,14 @@ fn module_imports_form_no_cycle() {
     let mut done = BTreeSet::new();
     for m in &modules {
         visit(m, &imports, &mut Vec::new(), &mut done);
+    }
+    // A family imports no other family: what two families share lives outside `families`
+    // (`heads`, `feature_map`). The registry, `families` itself, is the parent and may name them all.
+    let family_of = |m: &str| m.strip_prefix("families::").map(|rest| rest.split("::").next().unwrap_or(rest).to_string());
+    for (m, targets) in &imports {
+        let Some(mine) = family_of(m) else { continue };
+        let others: Vec<_> = targets.iter().filter(|t| family_of(t).is_some_and(|f| f != mine)).collect();
+        assert!(others.is_empty(), "family module {m} imports another family: {others:?}");
     }
     // The interface and the kernels name no family.
     for leaf in ["mixer", "heads", "fused"] {

@@ -11,6 +11,7 @@
 //! family behind a variant as a trait object, and a module's family name. Everything a spec or
 //! a mixer does is plain code below the list, written once for all families.
 
+pub mod decay;
 pub mod linear;
 pub mod sigmoid;
 pub mod softmax;
@@ -77,6 +78,7 @@ families! {
     Softmax(softmax::SoftmaxAttentionConfig),
     Sigmoid(sigmoid::SigmoidAttentionConfig),
     Linear(linear::LinearAttentionConfig),
+    Decay(decay::DecayAttentionConfig),
 }
 
 struct FamilyEntry {

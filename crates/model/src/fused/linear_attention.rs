@@ -5,7 +5,7 @@
 //! Per chunk `c` of `L ≤ C` rows, with `S` (`f × dv`) and `z` (`f`) summing all earlier chunks:
 //! `A = tril(Q_c K_cᵀ)`, `num = A V_c + Q_c S`, `den = rowsum(A) + Q_c z`,
 //! `y = num / safe(den)` (or `num` without normalisation), then `S += K_cᵀ V_c`, `z += Σ_rows K_c`.
-//! `safe(den) = sign(den)·max(|den|, ε)`, as in `linear::safe_denominator`.
+//! `safe(den) = sign(den)·max(|den|, ε)`, as in `feature_map::safe_denominator`.
 //!
 //! Backward, chunks in reverse, with `dŜ`, `dẑ` the gradients of the state summed over later
 //! chunks: `dnum = dy / safe(den)`, `dden = −Σ_e dy⊙y / safe(den)` (zero where clamped),

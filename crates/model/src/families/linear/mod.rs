@@ -2,7 +2,8 @@
 //!
 //! Katharopoulos et al. 2020, "Transformers are RNNs" (arXiv 2006.16236):
 //! `y_i = φ(q_i)ᵀ Σ_{j≤i} φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_{j≤i} φ(k_j)` with a feature map φ
-//! ([`feature_map`]). The causal sum can be computed three ways, all equal up to rounding:
+//! ([`crate::feature_map`], shared with the other linear-type families). The causal sum can be
+//! computed three ways, all equal up to rounding:
 //! - [`parallel`]: the masked `T × T` matrix `φ(Q) φ(K)ᵀ` (quadratic; the only form that yields
 //!   attention weights, used for diagnostics),
 //! - [`chunked`] (the training default): quadratic inside chunks of `C` tokens, a running state
@@ -12,32 +13,24 @@
 //! `norm=sum` (default) divides by the denominator above; `norm=none` drops it (the numerator
 //! alone, as fla's linear attention does before its output norm). For feature maps that can be
 //! negative (`identity`, seed 1's "linear attention") the denominator can be zero or negative:
-//! [`safe_denominator`] keeps its sign and clamps its magnitude to at least `1e-6`, which is
-//! exactly seed 1's row normalisation wherever that is defined and finite everywhere else.
+//! [`safe_denominator`] (also shared) keeps its sign and clamps its magnitude to at least `1e-6`,
+//! which is exactly seed 1's row normalisation wherever that is defined and finite everywhere else.
 
 pub mod chunked;
-pub mod feature_map;
 pub mod parallel;
 pub mod recurrent;
 
+use crate::feature_map::{
+    DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, DENOMINATOR_EPS, FeatureMap, FeatureMapKind, safe_denominator,
+};
 use crate::heads::{HeadProjection, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
 use crate::options::{parse_options, print_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
 use burn::tensor::{Device, Tensor};
-pub use feature_map::{FeatureMap, FeatureMapKind};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// Smallest magnitude the normaliser may take.
-pub const DENOMINATOR_EPS: f32 = 1e-6;
-
-/// `sign(z) · max(|z|, eps)`, with `sign(0) = +1`.
-pub fn safe_denominator<const D: usize>(z: Tensor<D>) -> Tensor<D> {
-    let sign = z.clone().greater_equal_elem(0.0).float() * 2.0 - 1.0;
-    z.abs().clamp_min(DENOMINATOR_EPS) * sign
-}
 
 /// Running sums of the causal form: everything a linear-attention layer remembers.
 #[derive(Clone, Debug)]
@@ -68,8 +61,6 @@ pub enum Normalizer {
 }
 
 pub const DEFAULT_CHUNK: usize = 64;
-pub const DEFAULT_TAYLOR_DIM: usize = 16;
-pub const DEFAULT_PERFORMER_FEATURES: usize = 64;
 
 /// `linear:<map>[:feature_dim=N][:features=N][:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N]`.
 /// The options after the map are this struct's fields (see [`crate::options`]).
@@ -394,13 +385,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn identity_denominator_keeps_its_sign_and_stays_finite() {
-        let dev = device();
-        let z = Tensor::<1>::from_floats([2.0, -3.0, 0.0, 1e-9, -1e-9], &dev);
-        let got = crate::testing::values(safe_denominator(z));
-        assert_eq!(got, vec![2.0, -3.0, DENOMINATOR_EPS, DENOMINATOR_EPS, -DENOMINATOR_EPS]);
     }
 }

@@ -2,7 +2,7 @@
 //! `A = tril(φ(Q) φ(K)ᵀ)`, then `y = A V / rowsum(A)`. Memory `O(T²)` per head; the only form
 //! that materialises the attention weights (used for diagnostics).
 
-use super::safe_denominator;
+use crate::feature_map::safe_denominator;
 use crate::heads::causal_mask;
 use burn::tensor::Tensor;
 

@@ -1,4 +1,7 @@
-//! Feature maps φ for linear attention: `sim(q, k) = φ(q)·φ(k)`.
+//! What every linear-type family (kernelised attention `linear`, decay-gated `decay`, ...) shares:
+//! the feature maps φ, `sim(q, k) = φ(q)·φ(k)`, and the sign-safe row normaliser
+//! [`safe_denominator`]. A module of its own rather than part of one family, so that no family
+//! imports another (the import test in `tests.rs` checks this).
 //!
 //! | map | φ(x) | F (features) | source |
 //! |---|---|---|---|
@@ -12,6 +15,11 @@
 //! cosFormer's `M` is the model's `max_seq_len` (fixed, so decoding equals the full forward) and
 //! `i` the absolute position. Performer's `W` is drawn once from the model seed and the layer
 //! index, stored as a frozen parameter (saved with the weights, never trained, never redrawn).
+//!
+//! The normaliser `φ(q_i)·Σ_j φ(k_j)` can be zero or negative for maps that can be negative
+//! (`identity`): [`safe_denominator`] keeps its sign and clamps its magnitude to at least
+//! [`DENOMINATOR_EPS`], which is seed 1's row normalisation wherever that is defined and finite
+//! everywhere else.
 
 use crate::mixer::MixerDims;
 use burn::module::{Module, Param};
@@ -19,8 +27,26 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Smallest magnitude the normaliser may take.
+pub const DENOMINATOR_EPS: f32 = 1e-6;
+
+/// `sign(z) · max(|z|, eps)`, with `sign(0) = +1`.
+pub fn safe_denominator<const D: usize>(z: Tensor<D>) -> Tensor<D> {
+    let sign = z.clone().greater_equal_elem(0.0).float() * 2.0 - 1.0;
+    z.abs().clamp_min(DENOMINATOR_EPS) * sign
+}
+
+/// Taylor (Based): default per-head width `d'` of the q/k projection.
+pub const DEFAULT_TAYLOR_DIM: usize = 16;
+/// Performer: default number of random features `m`.
+pub const DEFAULT_PERFORMER_FEATURES: usize = 64;
+
+/// Which φ. Serialises as its lowercase name, so a family can take it as a spec option
+/// (`decay:gla:map=elu1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FeatureMapKind {
     Identity,
     #[default]
@@ -230,6 +256,22 @@ mod tests {
             let want = (s / 2.0).exp();
             assert!((g - want).abs() < 0.05 * want, "{g} vs {want}");
         }
+    }
+
+    #[test]
+    fn kinds_serialise_as_their_names() {
+        for kind in FeatureMapKind::ALL {
+            let parsed: FeatureMapKind = serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(kind.name())).unwrap();
+            assert_eq!(parsed, kind);
+        }
+    }
+
+    #[test]
+    fn identity_denominator_keeps_its_sign_and_stays_finite() {
+        let dev = device();
+        let z = Tensor::<1>::from_floats([2.0, -3.0, 0.0, 1e-9, -1e-9], &dev);
+        let got = values(safe_denominator(z));
+        assert_eq!(got, vec![2.0, -3.0, DENOMINATOR_EPS, DENOMINATOR_EPS, -DENOMINATOR_EPS]);
     }
 
     #[test]

@@ -1,0 +1,990 @@
+//! Decay-gated linear attention: one recurrence, three gates.
+//!
+//! Per head, with a feature map φ on queries and keys (default `identity`, any of
+//! [`crate::feature_map`]), a state `S_t ∈ R^{F×d_v}` and a gate `G_t`:
+//!
+//! `S_t = G_t ⊙ S_{t−1} + φ(k_t) v_tᵀ`,  `o_t = S_tᵀ φ(q_t)`
+//!
+//! that is `o_i = Σ_{j≤i} (Σ_f φ(q_i)_f φ(k_j)_f Π_{j<l≤i} G_{l,f}) v_j`: linear attention whose
+//! memory fades. `norm=sum` divides by `φ(q_t)·z_t`, `z_t = G_t ⊙ z_{t−1} + φ(k_t)`, through
+//! [`safe_denominator`]; the default `norm=none` keeps the numerator, as the papers do.
+//!
+//! | gate | `G_t` | parameters | source |
+//! |---|---|---|---|
+//! | `retnet` | scalar `γ_h = 1 − 2^(−5−h)` per head `h = 0..heads−1`, fixed | none | Sun et al. 2023, "Retentive Network" (arXiv 2307.08621) |
+//! | `mamba2` | scalar `a_t = exp(−Δ_t·exp(A_log_h))`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` | `dt`: Linear `d_model → heads` (its bias is `dt_bias`), `a_log: [heads]` | Dao & Gu 2024, "Transformers are SSMs" (Mamba-2 / SSD, arXiv 2405.21060) |
+//! | `gla` | vector `α_t ∈ (0,1)^F` per head, broadcast over `d_v`: `log α_t = logsigmoid(x_t W_α + b_α)/16` | `alpha`: Linear `d_model → heads·F` | Yang et al. 2024, "Gated Linear Attention Transformers" (arXiv 2312.06635) |
+//!
+//! Initialisation (drawn from the model seed and the layer index, like Performer's features,
+//! so it repeats per seed and leaves the backend's generator, and with it every other weight,
+//! untouched): `dt_bias = softplus⁻¹(dt)`, `dt ~ log-uniform[1e-3, 0.1]`; `a_log = ln U(1, 16)`;
+//! the weights of `dt` and `alpha` `U(−1/√d_model, 1/√d_model)` (Burn's `Linear` default);
+//! `b_α = 0`, so at `x W_α = 0` a GLA gate starts at `2^(−1/16) ≈ 0.958`.
+//!
+//! Differences from the reference layers (fla-org/flash-linear-attention, which these follow):
+//! queries are not scaled by `d_k^(−½)` (as in this crate's `linear`; with `norm=sum` it cancels);
+//! there is no output norm or output gate, no short convolution, no xPos (use the model's RoPE);
+//! Mamba-2's input scaling `Δ_t·x_t` and skip `D·x_t` are left out (the recurrence above is fla's
+//! `simple_gla`); GLA's `W_α` is full rank where fla factors it through rank 16.
+//!
+//! **Log space.** Gates enter only as `log G_t ≤ 0`. With `b_i = Σ_{l≤i} log G_l` (a cumulative
+//! sum inside a chunk, or over the sequence), the decay between key `j` and query `i ≥ j` is
+//! `exp(b_i − b_j)`; the chunked and parallel forms exponentiate only such differences with
+//! `j ≤ i` (never `exp(−b_j)` alone, a positive cumulative sum that overflows after a few strong
+//! gates), masking the `j > i` half *before* `exp`. Three forms, equal up to rounding:
+//! - [`parallel`]: the `T × T` weights `A_ij = Σ_f φq_if φk_jf exp(b_if − b_jf)` (the implied
+//!   weights diagnostics report). For a scalar gate one `T × T` decay matrix; for the vector gate
+//!   they are assembled in blocks of `chunk` against a reference point at each block's start
+//!   (diagonal blocks in sub-blocks of [`VECTOR_SUBCHUNK`]), so no `T × T × F` tensor is built.
+//! - [`chunked`] (the training default, `chunk=64`): quadratic inside a chunk, a carried state
+//!   between chunks: `o_i = A^{intra} V + (φq_i ⊙ e^{b_i}) S_{start}`,
+//!   `S_{end} = e^{b_C} ⊙ S_{start} + Σ_j (φk_j ⊙ e^{b_C − b_j}) v_jᵀ` (fla's chunk form). Memory
+//!   `O(T·C)` plus one `F × d_v` state per chunk; never a `T × T` tensor or a state per token.
+//!   The vector gate's exact in-chunk decays `exp(b_if − b_jf)` cost `C × C × F` per chunk, so,
+//!   as fla does, they are built only inside sub-chunks of [`VECTOR_SUBCHUNK`] tokens and
+//!   bridged between sub-chunks by reference points (the block scheme of [`parallel`]).
+//! - [`recurrent`]: one token at a time, as decoding does for single tokens (prompts use the
+//!   chunked form from the carried state).
+//!
+//! `norm=sum` appends a column of ones to `v`: the same sums then carry `z_t` as the state's last
+//! column, so every form gets the denominator for free.
+//!
+//! Bidirectional use (`model.causal = false`) decays both ways:
+//! `A_ij = Σ_f φq_if φk_jf exp(−|b_if − b_jf|)` (RetNet's bidirectional retention for the fixed
+//! gate), computed from the causal weights as `L(q, k) + L(k, q)ᵀ`, the diagonal counted once.
+
+use crate::feature_map::{DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, safe_denominator};
+use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
+use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::options::{parse_options, print_options};
+use burn::module::{Module, Param};
+use burn::nn::{Linear, RotaryEncoding};
+use burn::tensor::activation::{log_sigmoid, softplus};
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// GLA's `gate_logit_normalizer`: `log α = logsigmoid(·)/16`.
+pub const GLA_LOGIT_NORMALIZER: f32 = 16.0;
+pub const DEFAULT_CHUNK: usize = 64;
+/// The vector gate's exact in-chunk decays (`C × C × F` per chunk) are built over sub-chunks of
+/// this many tokens (fla's choice), with reference points between them.
+pub const VECTOR_SUBCHUNK: usize = 16;
+
+/// Which decay (the spec's positional part).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// Fixed scalar per head.
+    #[default]
+    Retnet,
+    /// Data-dependent scalar per head and token.
+    Mamba2,
+    /// Data-dependent vector per head and token, one value per key feature.
+    Gla,
+}
+
+impl Gate {
+    pub const ALL: [Gate; 3] = [Self::Retnet, Self::Mamba2, Self::Gla];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Retnet => "retnet",
+            Self::Mamba2 => "mamba2",
+            Self::Gla => "gla",
+        }
+    }
+}
+
+/// `log γ_h = ln(1 − 2^(−5−h))`, RetNet's fixed decay of head `h`.
+pub fn retnet_log_gamma(head: usize) -> f32 {
+    (-(2f64.powi(-5 - head as i32))).ln_1p() as f32
+}
+
+/// The row normaliser: `none` (default) keeps `S_tᵀ φ(q_t)`, `sum` divides by `φ(q_t)·z_t`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayNorm {
+    #[default]
+    None,
+    Sum,
+}
+
+/// How the causal sum is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecayForm {
+    #[default]
+    Chunked,
+    Parallel,
+    Recurrent,
+}
+
+/// `decay:<gate>[:map=<feature map>][:feature_dim=N][:features=N][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N]`.
+/// The options after the gate are this struct's fields (see [`crate::options`]); `feature_dim`
+/// and `features` belong to `map=taylor` and `map=performer`, as in `linear`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecayAttentionConfig {
+    /// The spec's positional part, not an option.
+    #[serde(skip)]
+    pub gate: Gate,
+    pub map: FeatureMapKind,
+    /// Taylor: per-head width `d'` of the q/k projection.
+    pub feature_dim: usize,
+    /// Performer: number of random features `m`.
+    pub features: usize,
+    pub norm: DecayNorm,
+    pub form: DecayForm,
+    /// Tokens per chunk of the chunked form (and per block of the vector gate's parallel form).
+    pub chunk: usize,
+}
+
+impl DecayAttentionConfig {
+    pub fn new(gate: Gate) -> Self {
+        Self {
+            gate,
+            map: FeatureMapKind::Identity,
+            feature_dim: DEFAULT_TAYLOR_DIM,
+            features: DEFAULT_PERFORMER_FEATURES,
+            norm: DecayNorm::None,
+            form: DecayForm::Chunked,
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+
+    /// Features per head after φ (the state's rows, and GLA's gate width).
+    pub fn feature_count(&self, dims: &MixerDims) -> usize {
+        self.map.output_dim(self.qk_width(dims), self.features)
+    }
+}
+
+impl Default for DecayAttentionConfig {
+    fn default() -> Self {
+        Self::new(Gate::Retnet)
+    }
+}
+
+impl fmt::Display for DecayAttentionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.gate.name())?;
+        let options = print_options(self);
+        if options.is_empty() { Ok(()) } else { write!(f, ":{options}") }
+    }
+}
+
+impl MixerFamily for DecayAttentionConfig {
+    const NAME: &'static str = "decay";
+    type Module = DecayAttention;
+
+    fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
+        let names: Vec<_> = Gate::ALL.iter().map(|g| g.name()).collect();
+        let Some((gate, options)) = parts.split_first() else {
+            return Err(SpecError::new(spec, format!("decay needs a gate: decay:<{}>", names.join("|"))));
+        };
+        let gate = Gate::ALL.into_iter().find(|g| g.name() == *gate).ok_or_else(|| {
+            SpecError::new(spec, format!("unknown gate '{gate}', expected one of: {}", names.join(", ")))
+        })?;
+        let c = Self { gate, ..parse_options(options, spec)? };
+        for (key, owner, given) in [
+            ("feature_dim", FeatureMapKind::Taylor, c.feature_dim != DEFAULT_TAYLOR_DIM),
+            ("features", FeatureMapKind::Performer, c.features != DEFAULT_PERFORMER_FEATURES),
+        ] {
+            if given && c.map != owner {
+                return Err(SpecError::new(spec, format!("option '{key}' belongs to map={}, not map={}", owner.name(), c.map.name())));
+            }
+        }
+        for (key, value) in [("chunk", c.chunk), ("feature_dim", c.feature_dim), ("features", c.features)] {
+            if value == 0 {
+                return Err(SpecError::new(spec, format!("{key} must be at least 1")));
+            }
+        }
+        Ok(c)
+    }
+
+    fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+        if self.map == FeatureMapKind::Cosformer && dims.max_seq_len == 0 {
+            return Err("decay with map=cosformer needs model.max_seq_len > 0 (its re-weighting period)".into());
+        }
+        Ok(())
+    }
+
+    /// `map=taylor` projects queries and keys to its own width `d'`.
+    fn qk_width(&self, dims: &MixerDims) -> usize {
+        match self.map {
+            FeatureMapKind::Taylor => self.feature_dim,
+            _ => dims.head_dim(),
+        }
+    }
+
+    /// The state `S` (`F × d_v` per head), plus `z` (`F` per head) with `norm=sum`; fixed in
+    /// `seq_len` (zoology's `heads·d_k·d_v` for identity features).
+    fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
+        let f = self.feature_count(dims);
+        let z = if self.norm == DecayNorm::Sum { f } else { 0 };
+        dims.n_heads * (f * dims.head_dim() + z)
+    }
+
+    fn init(&self, dims: &MixerDims, device: &Device) -> DecayAttention {
+        let d_qk = self.qk_width(dims);
+        let f = self.feature_count(dims);
+        let (h, d) = (dims.n_heads, dims.d_model);
+        let mut rng = StdRng::seed_from_u64(gate_seed(dims));
+        let mut uniform = move |lo: f64, hi: f64| lo + (hi - lo) * rng.random::<f64>();
+        let bound = 1.0 / (d as f64).sqrt();
+        let (mut dt, mut a_log, mut alpha) = (None, None, None);
+        match self.gate {
+            Gate::Retnet => {}
+            Gate::Mamba2 => {
+                let w: Vec<f32> = (0..d * h).map(|_| uniform(-bound, bound) as f32).collect();
+                // softplus⁻¹(dt) = dt + ln(1 − e^{−dt}), dt log-uniform in [1e-3, 0.1].
+                let bias: Vec<f32> = (0..h)
+                    .map(|_| {
+                        let dt = uniform(1e-3f64.ln(), 0.1f64.ln()).exp();
+                        (dt + (-(-dt).exp_m1()).ln()) as f32
+                    })
+                    .collect();
+                let logs: Vec<f32> = (0..h).map(|_| uniform(1.0, 16.0).ln() as f32).collect();
+                dt = Some(seeded_linear(w, bias, d, h, device));
+                a_log = Some(Param::from_tensor(Tensor::<1>::from_floats(logs.as_slice(), device)));
+            }
+            Gate::Gla => {
+                let w: Vec<f32> = (0..d * h * f).map(|_| uniform(-bound, bound) as f32).collect();
+                alpha = Some(seeded_linear(w, vec![0.0; h * f], d, h * f, device));
+            }
+        }
+        DecayAttention {
+            heads: HeadProjection::new(dims, d_qk, device),
+            feature_map: FeatureMap::new(self.map, d_qk, self.features, dims, device),
+            dt,
+            a_log,
+            alpha,
+            gate: self.gate,
+            normalize: self.norm == DecayNorm::Sum,
+            form: self.form,
+            chunk: self.chunk,
+        }
+    }
+
+    fn catalogue() -> Vec<VariantInfo> {
+        vec![
+            VariantInfo { spec: "decay:retnet", formula: "S_t = γ_h S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t, γ_h = 1 − 2^(−5−h) fixed per head (RetNet)" },
+            VariantInfo { spec: "decay:mamba2", formula: "S_t = a_t S_{t−1} + k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}), Δ_t = softplus(w_h·x_t + b_h) (Mamba-2 / SSD)" },
+            VariantInfo { spec: "decay:gla", formula: "S_t = diag(α_t) S_{t−1} + k_t v_tᵀ, log α_t = logsigmoid(x_t W_α)/16 per key channel (GLA)" },
+        ]
+    }
+}
+
+/// A seeded stream for the gate parameters, distinct per (seed, layer) and from Performer's.
+fn gate_seed(dims: &MixerDims) -> u64 {
+    // SplitMix64's finaliser over the seed, the layer and a tag ("decay_ga").
+    let mut z = dims.seed ^ 0x6465_6361_795f_6761 ^ (dims.layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A Burn `Linear` (`weight: [d_in, d_out]`, row-major) with the given values.
+fn seeded_linear(weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    Linear {
+        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(weight, [d_in, d_out]), device)),
+        bias: Some(Param::from_tensor(Tensor::<1>::from_floats(bias.as_slice(), device))),
+    }
+}
+
+/// Multi-head decay-gated linear attention.
+#[derive(Module, Debug)]
+pub struct DecayAttention {
+    pub heads: HeadProjection,
+    pub feature_map: FeatureMap,
+    /// `mamba2`: `x ↦ w·x + dt_bias`, `weight: [d_model, heads]`.
+    pub dt: Option<Linear>,
+    /// `mamba2`: `[heads]`, the decay rate `exp(A_log)`'s log.
+    pub a_log: Option<Param<Tensor<1>>>,
+    /// `gla`: `x ↦ x W_α + b_α`, `weight: [d_model, heads·F]`, head-major.
+    pub alpha: Option<Linear>,
+    #[module(skip)]
+    gate: Gate,
+    #[module(skip)]
+    normalize: bool,
+    #[module(skip)]
+    form: DecayForm,
+    #[module(skip)]
+    chunk: usize,
+}
+
+/// Decoding state: `S` (with `z` as its last column under `norm=sum`) and the tokens seen.
+#[derive(Clone, Debug, Default)]
+pub struct DecayDecodeState {
+    /// `[batch, heads, F, d_v (+1)]`; `None` before the first token.
+    pub state: Option<Tensor<4>>,
+    pub position: usize,
+}
+
+impl DecayAttention {
+    /// Per-head log gates of the tokens in `x`, all `≤ 0`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, G]`, `G = 1` (scalar gates) or `F` (`gla`)
+    pub fn log_gates(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, t, _] = x.dims();
+        let h = self.heads.n_heads();
+        match self.gate {
+            Gate::Retnet => {
+                let logs: Vec<f32> = (0..h).map(retnet_log_gamma).collect();
+                Tensor::<1>::from_floats(logs.as_slice(), &x.device()).reshape([1, h, 1, 1]).expand([b, h, t, 1])
+            }
+            Gate::Mamba2 => {
+                let (dt, a_log) = (self.dt.as_ref().expect("mamba2 has dt"), self.a_log.as_ref().expect("mamba2 has a_log"));
+                let delta = softplus(crate::fused::affine(dt, x), 1.0); // [b, t, h]
+                let rate = a_log.val().exp().reshape([1, 1, h]);
+                (delta * rate).neg().swap_dims(1, 2).reshape([b, h, t, 1])
+            }
+            Gate::Gla => {
+                let alpha = self.alpha.as_ref().expect("gla has alpha");
+                let logits = crate::fused::affine(alpha, x);
+                let f = logits.dims()[2] / h;
+                (log_sigmoid(logits) / GLA_LOGIT_NORMALIZER).reshape([b, t, h, f]).swap_dims(1, 2)
+            }
+        }
+    }
+
+    /// Projected, position-encoded and feature-mapped `(φ(q), φ(k), v)` for tokens starting at `offset`.
+    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.heads.split_rotated(x, rope, offset);
+        (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
+    }
+}
+
+impl SequenceMixer for DecayAttention {
+    type State = DecayDecodeState;
+
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        let log_g = self.log_gates(x.clone());
+        let (q, k, v) = self.features(x, ctx.rope, 0);
+        let y = match (ctx.causal, self.form) {
+            (false, _) => weights(q.clone(), k.clone(), log_g.clone(), false, self.normalize, self.chunk).matmul(v),
+            (true, DecayForm::Parallel) => parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk),
+            (true, DecayForm::Chunked) => chunked(q.clone(), k.clone(), v, log_g.clone(), self.chunk, self.normalize, None).0,
+            (true, DecayForm::Recurrent) => recurrent(q.clone(), k.clone(), v, log_g.clone(), self.normalize, None).0,
+        };
+        let diagnostics = ctx
+            .diagnostics
+            .then(|| sequence_diagnostics(weights(q, k, log_g, ctx.causal, self.normalize, self.chunk), ctx.causal));
+        MixOutput { output: self.heads.merge(y), diagnostics }
+    }
+
+    fn empty_state(&self) -> DecayDecodeState {
+        DecayDecodeState::default()
+    }
+
+    fn step(&self, x: Tensor<3>, state: &mut DecayDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        let seq = x.dims()[1];
+        let log_g = self.log_gates(x.clone());
+        let (q, k, v) = self.features(x, rope, state.position);
+        let (y, s) = if seq == 1 {
+            recurrent(q, k, v, log_g, self.normalize, state.state.as_ref())
+        } else {
+            chunked(q, k, v, log_g, self.chunk, self.normalize, state.state.as_ref())
+        };
+        state.state = Some(s);
+        state.position += seq;
+        self.heads.merge(y)
+    }
+}
+
+/// `v` with a column of ones appended under `norm=sum`, so the sums also carry `z`.
+fn with_ones(v: Tensor<4>, normalize: bool) -> Tensor<4> {
+    if !normalize {
+        return v;
+    }
+    let [b, h, t, _] = v.dims();
+    let ones = Tensor::<4>::ones([b, h, t, 1], &v.device());
+    Tensor::cat(vec![v, ones], 3)
+}
+
+/// Splits `[num | den]` (from [`with_ones`]) into `num / safe(den)`; the identity without `norm`.
+fn divide_out(y: Tensor<4>, normalize: bool) -> Tensor<4> {
+    if !normalize {
+        return y;
+    }
+    let dv = y.dims()[3] - 1;
+    y.clone().narrow(3, 0, dv) / safe_denominator(y.narrow(3, dv, 1))
+}
+
+/// Causal scores with decay inside one block: `A_ij = Σ_f q_if k_jf exp(b_if − b_jf)` for
+/// `j ≤ i`, zero above the diagonal. `b` holds cumulative log gates along the block; the
+/// differences above the diagonal (positive) are masked before `exp`.
+///
+/// # Shapes
+/// - `q, k`: `[x, n, c, F]`, `b`: `[x, n, c, G]` (G = 1 or F) -> `[x, n, c, c]`
+fn decayed_scores(q: Tensor<4>, k: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let [x, n, c, f] = q.dims();
+    let future = causal_mask(c, c, 0, &q.device());
+    if b.dims()[3] == 1 {
+        let mask = future.unsqueeze::<4>().expand([x, n, c, c]);
+        let diff = b.clone() - b.swap_dims(2, 3); // b_i − b_j
+        let decay = diff.mask_fill(mask.clone(), 0.0).exp().mask_fill(mask, 0.0);
+        q.matmul(k.swap_dims(2, 3)) * decay
+    } else {
+        let mask = future.reshape([1, 1, c, c, 1]).expand([x, n, c, c, f]);
+        let diff = b.clone().unsqueeze_dim::<5>(3) - b.unsqueeze_dim::<5>(2); // [x, n, i, j, f]
+        let decay = diff.mask_fill(mask.clone(), 0.0).exp().mask_fill(mask, 0.0);
+        (q.unsqueeze_dim::<5>(3) * k.unsqueeze_dim::<5>(2) * decay).sum_dim(4).reshape([x, n, c, c])
+    }
+}
+
+/// Zero-pads the sequence axis (2) of `[batch, heads, seq, w]` to `n·c` and cuts it into chunks:
+/// `[batch·heads, n, c, w]`. Padded tokens have zero q, k, v and log gate 0 (gate 1), so they
+/// add nothing and leave the state as the last real token left it.
+fn to_chunks(x: Tensor<4>, n: usize, c: usize) -> Tensor<4> {
+    let [b, h, t, w] = x.dims();
+    let pad = n * c - t;
+    let x = if pad > 0 { x.pad((0, 0, 0, pad), PadMode::Constant(0.0)) } else { x };
+    x.reshape([b * h, n, c, w])
+}
+
+/// The implied attention weights `A_ij = Σ_f φq_if φk_jf exp(b_if − b_jf)` over `j ≤ i`
+/// (causal), or with `exp(−|b_if − b_jf|)` over all `j` (bidirectional); divided by their row
+/// sums (through [`safe_denominator`]) when `normalize`. `block` is the vector gate's block size.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, F]`, `log_g`: `[batch, heads, seq, G]` -> `[batch, heads, seq, seq]`
+pub fn weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, causal: bool, normalize: bool, block: usize) -> Tensor<4> {
+    let lower = causal_weights(q.clone(), k.clone(), log_g.clone(), block);
+    let scores = if causal {
+        lower
+    } else {
+        // The upper half is the lower half with queries and keys swapped; its diagonal repeats.
+        let t = q.dims()[2];
+        let [b, h, _, _] = lower.dims();
+        let not_above = causal_mask(t, t, 0, &q.device()).bool_not().unsqueeze::<4>().expand([b, h, t, t]);
+        lower + causal_weights(k, q, log_g, block).swap_dims(2, 3).mask_fill(not_above, 0.0)
+    };
+    if normalize {
+        let den = scores.clone().sum_dim(3);
+        scores / safe_denominator(den)
+    } else {
+        scores
+    }
+}
+
+/// Causal, unnormalised [`weights`].
+fn causal_weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, block: usize) -> Tensor<4> {
+    let [b, h, t, f] = q.dims();
+    let c = block.max(1).min(t);
+    if log_g.dims()[3] == 1 || t <= c.min(VECTOR_SUBCHUNK) {
+        return decayed_scores(q, k, log_g.cumsum(2));
+    }
+    if c == t {
+        return causal_weights(q, k, log_g, VECTOR_SUBCHUNK);
+    }
+    // Vector gate: a T × T × F decay tensor would not fit at training lengths, so build the
+    // weights block row by block row. Block m's queries see earlier blocks' keys through the
+    // reference point r_m (the cumulative log gate just before the block):
+    // exp(b_i − b_j) = exp(b_i − r_m) · exp(r_m − b_j), both factors ≤ 1. The diagonal blocks
+    // recurse down to sub-blocks of VECTOR_SUBCHUNK, where the exact C × C × F decays are built.
+    let device = q.device();
+    let n = t.div_ceil(c);
+    let tp = n * c;
+    let (qc, kc, gc) = (to_chunks(q, n, c), to_chunks(k, n, c), to_chunks(log_g, n, c));
+    let local = gc.clone().cumsum(2); // b_i − r_m
+    let diagonal = causal_weights(qc.clone(), kc.clone(), gc.clone(), VECTOR_SUBCHUNK); // [bh, n, c, c]
+    let global = gc.reshape([b * h, 1, tp, f]).cumsum(2); // b_j
+    let ends = global.clone().reshape([b * h, n, c, f]).narrow(2, c - 1, 1); // [bh, n, 1, f]
+    let refs = Tensor::cat(vec![Tensor::zeros([b * h, 1, 1, f], &device), ends.narrow(1, 0, n - 1)], 1);
+    // Key j is seen through r_m only from a later block (j < m·c); the rest is masked before exp.
+    let later: Vec<bool> = (0..n).flat_map(|m| (0..tp).map(move |j| j >= m * c)).collect();
+    let hidden = Tensor::<2, Bool>::from_bool(TensorData::new(later, [n, tp]), &device).reshape([1, n, tp, 1]).expand([b * h, n, tp, f]);
+    let decay = (refs - global).mask_fill(hidden.clone(), 0.0).exp().mask_fill(hidden, 0.0); // [bh, n, tp, f]
+    let keys = kc.reshape([b * h, 1, tp, f]) * decay;
+    let cross = (qc * local.exp()).matmul(keys.swap_dims(2, 3)); // [bh, n, c, tp], zero from column m·c on
+    let rows: Vec<Tensor<4>> = (0..n)
+        .map(|m| {
+            let row = cross.clone().narrow(1, m, 1);
+            let mut parts = Vec::with_capacity(3);
+            if m > 0 {
+                parts.push(row.clone().narrow(3, 0, m * c));
+            }
+            parts.push(diagonal.clone().narrow(1, m, 1));
+            if m + 1 < n {
+                parts.push(row.narrow(3, (m + 1) * c, tp - (m + 1) * c));
+            }
+            Tensor::cat(parts, 3)
+        })
+        .collect();
+    Tensor::cat(rows, 1).reshape([b, h, tp, tp]).narrow(2, 0, t).narrow(3, 0, t)
+}
+
+/// The parallel form: `y = A V` with the `T × T` [`weights`].
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, F]`, `v`: `[batch, heads, seq, d_v]`, `log_g`: `[batch, heads, seq, G]`
+///   -> `[batch, heads, seq, d_v]`
+pub fn parallel(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, log_g: Tensor<4>, normalize: bool, block: usize) -> Tensor<4> {
+    weights(q, k, log_g, true, normalize, block).matmul(v)
+}
+
+/// The chunked form from `state` (zeros when `None`); returns the outputs and the state after
+/// the last token (`[batch, heads, F, d_v]`, with `z` as an extra last column when `normalize`).
+/// `chunk` need not divide `seq`.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, F]`, `v`: `[batch, heads, seq, d_v]`, `log_g`: `[batch, heads, seq, G]`
+///   -> `[batch, heads, seq, d_v]`
+pub fn chunked(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    log_g: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+    state: Option<&Tensor<4>>,
+) -> (Tensor<4>, Tensor<4>) {
+    assert!(chunk > 0, "chunk size must be at least 1");
+    let v = with_ones(v, normalize);
+    let [b, h, t, f] = q.dims();
+    let (dv, g) = (v.dims()[3], log_g.dims()[3]);
+    let device = q.device();
+    let c = chunk.min(t);
+    let n = t.div_ceil(c);
+    let (qc, kc, vc, gc) = (to_chunks(q, n, c), to_chunks(k, n, c), to_chunks(v, n, c), to_chunks(log_g, n, c));
+    let cum = gc.clone().cumsum(2); // b_i inside each chunk, ≤ 0
+    let total = cum.clone().narrow(2, c - 1, 1); // b_C: [bh, n, 1, G]
+
+    // Inside chunks: the decayed quadratic form (for the vector gate in sub-chunks, see
+    // `causal_weights`; each chunk is a sequence of its own there).
+    let scores = if g == 1 { decayed_scores(qc.clone(), kc.clone(), cum.clone()) } else { causal_weights(qc.clone(), kc.clone(), gc, VECTOR_SUBCHUNK) };
+    let intra = scores.matmul(vc.clone());
+
+    // Each chunk's own keys as they stand at its end, and its total decay.
+    let contribution = (kc * (total.clone() - cum.clone()).exp()).swap_dims(2, 3).matmul(vc); // [bh, n, F, dv]
+    let carry = total.exp().swap_dims(2, 3); // [bh, n, G, 1], decays the state's rows
+    let mut s = match state {
+        Some(s) => s.clone().reshape([b * h, f, dv]),
+        None => Tensor::zeros([b * h, f, dv], &device),
+    };
+    let mut before = Vec::with_capacity(n);
+    for m in 0..n {
+        before.push(s.clone().unsqueeze_dim::<4>(1));
+        s = s * carry.clone().narrow(1, m, 1).reshape([b * h, g, 1]) + contribution.clone().narrow(1, m, 1).reshape([b * h, f, dv]);
+    }
+    let inter = (qc * cum.exp()).matmul(Tensor::cat(before, 1));
+    let y = (intra + inter).reshape([b, h, n * c, dv]).narrow(2, 0, t);
+    (divide_out(y, normalize), s.reshape([b, h, f, dv]))
+}
+
+/// The recurrence itself, one token at a time from `state` (zeros when `None`); returns the
+/// outputs and the state after the last token, as [`chunked`].
+///
+/// # Shapes
+/// - as [`chunked`]
+pub fn recurrent(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    log_g: Tensor<4>,
+    normalize: bool,
+    state: Option<&Tensor<4>>,
+) -> (Tensor<4>, Tensor<4>) {
+    let v = with_ones(v, normalize);
+    let [b, h, t, f] = q.dims();
+    let dv = v.dims()[3];
+    let mut s = match state {
+        Some(s) => s.clone(),
+        None => Tensor::zeros([b, h, f, dv], &q.device()),
+    };
+    let mut outputs = Vec::with_capacity(t);
+    for i in 0..t {
+        let token = |x: &Tensor<4>| x.clone().narrow(2, i, 1);
+        let gate = token(&log_g).exp().swap_dims(2, 3); // [b, h, G, 1]
+        s = s * gate + token(&k).swap_dims(2, 3).matmul(token(&v));
+        outputs.push(token(&q).matmul(s.clone()));
+    }
+    (divide_out(Tensor::cat(outputs, 2), normalize), s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ad_device, assert_close, device, output_and_grads, randn, values};
+    use burn::nn::RotaryEncodingConfig;
+    use burn::tensor::activation::sigmoid;
+
+    /// The textbook recurrence, in linear (not log) space, one token at a time, with `z` kept
+    /// apart: `S_t = G_t ⊙ S_{t−1} + k_t v_tᵀ`, `z_t = G_t ⊙ z_{t−1} + k_t`,
+    /// `o_t = S_tᵀ q_t (/ q_t·z_t)`. Outer and inner products by broadcasting, not matmul.
+    fn naive_decay_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, log_g: &Tensor<4>, normalize: bool) -> Tensor<4> {
+        let [b, h, t, f] = q.dims();
+        let (dv, g) = (v.dims()[3], log_g.dims()[3]);
+        let dev = q.device();
+        let mut s = Tensor::<4>::zeros([b, h, f, dv], &dev);
+        let mut z = Tensor::<4>::zeros([b, h, f, 1], &dev);
+        let mut out = Vec::new();
+        for i in 0..t {
+            let gate = log_g.clone().narrow(2, i, 1).exp().reshape([b, h, g, 1]);
+            let ki = k.clone().narrow(2, i, 1).reshape([b, h, f, 1]);
+            let vi = v.clone().narrow(2, i, 1); // [b, h, 1, dv]
+            s = gate.clone() * s + ki.clone() * vi;
+            z = gate * z + ki;
+            let qi = q.clone().narrow(2, i, 1).reshape([b, h, f, 1]);
+            let num = (qi.clone() * s.clone()).sum_dim(2); // [b, h, 1, dv]
+            out.push(if normalize { num / safe_denominator((qi * z.clone()).sum_dim(2)) } else { num });
+        }
+        Tensor::cat(out, 2)
+    }
+
+    /// Both-ways decay by brute force: `A_ij = Σ_f q_if k_jf exp(−|b_if − b_jf|)`.
+    fn naive_bidirectional(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, log_g: &Tensor<4>, normalize: bool) -> Tensor<4> {
+        let b = log_g.clone().cumsum(2);
+        let decay = (b.clone().unsqueeze_dim::<5>(3) - b.unsqueeze_dim::<5>(2)).abs().neg().exp();
+        let a = (q.clone().unsqueeze_dim::<5>(3) * k.clone().unsqueeze_dim::<5>(2) * decay).sum_dim(4);
+        let [bb, h, t, _] = q.dims();
+        let a = a.reshape([bb, h, t, t]);
+        let a = if normalize { a.clone() / safe_denominator(a.sum_dim(3)) } else { a };
+        a.matmul(v.clone())
+    }
+
+    /// Log gates in `[−1.5·scale, −0.5·scale]` from a free input, so gradients reach it.
+    fn log_gates_from(raw: Tensor<4>, scale: f32) -> Tensor<4> {
+        (sigmoid(raw) + 0.5) * (-scale)
+    }
+
+    /// q, k (`F = 4`), v (`d_v = 3`) and a raw gate of width `g` for `seq` tokens.
+    fn inputs(seq: usize, g: usize, seed: u64) -> [Tensor<4>; 4] {
+        let dev = device();
+        [
+            randn([2, 2, seq, 4], seed, &dev),
+            randn([2, 2, seq, 4], seed + 1, &dev),
+            randn([2, 2, seq, 3], seed + 2, &dev),
+            randn([2, 2, seq, g], seed + 3, &dev),
+        ]
+    }
+
+    fn check_same(what: &str, (out, grads): (Tensor<4>, Vec<Tensor<4>>), (want, want_grads): &(Tensor<4>, Vec<Tensor<4>>)) {
+        assert_close(out, want.clone(), 1e-4, &format!("{what}: output"));
+        for (i, (g, w)) in grads.into_iter().zip(want_grads.clone()).enumerate() {
+            assert_close(g, w, 1e-4, &format!("{what}: gradient {i}"));
+        }
+    }
+
+    /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
+    /// of q, k, v and the gate: scalar and vector gates; gates near 1 (log ≈ −1e-3, long
+    /// memory), moderate and near 0 (log ≈ −10); norm none and sum; chunks (and the vector gate's
+    /// parallel blocks) that divide the length, do not, are 1, or exceed it.
+    #[test]
+    fn every_form_matches_the_naive_recurrence() {
+        let mut seed = 1000;
+        for g in [1, 4] {
+            for scale in [1e-3, 0.3, 10.0] {
+                for normalize in [false, true] {
+                    for seq in [9, 10] {
+                        seed += 10;
+                        let x = inputs(seq, g, seed);
+                        // Signed features (identity) without the denominator; positive ones
+                        // (elu+1) with it, where signed ones make it ill-conditioned near zero.
+                        let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+                        let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+                            output_and_grads(&x, seed + 7, |x| f(phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), scale)))
+                        };
+                        let want = run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
+                        let what = format!("g={g} log gate≈−{scale} normalize={normalize} T={seq}");
+                        check_same(&format!("{what} recurrent"), run(&|q, k, v, lg| recurrent(q, k, v, lg, normalize, None).0), &want);
+                        for c in [1, 3, 4, 16] {
+                            check_same(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
+                            check_same(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sequences longer than a sub-chunk: the vector gate's in-chunk scores go through
+    /// `VECTOR_SUBCHUNK`-token sub-chunks (a chunk of 20 = 16 + 4, one of 37 = 16 + 16 + 5) and
+    /// the parallel form's diagonal blocks recurse into them.
+    #[test]
+    fn vector_gate_sub_chunks_match_the_naive_recurrence() {
+        for (scale, normalize) in [(0.3, false), (10.0, false), (0.3, true)] {
+            let x = inputs(37, 4, 1100 + normalize as u64 + scale as u64);
+            let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+            let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+                output_and_grads(&x, 1107, |x| f(phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), scale)))
+            };
+            let want = run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
+            let what = format!("T=37 log gate≈−{scale} normalize={normalize}");
+            for c in [20, 64] {
+                check_same(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
+            }
+            for c in [8, 24, 64] {
+                check_same(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
+            }
+        }
+    }
+
+    #[test]
+    fn bidirectional_weights_decay_both_ways() {
+        for (g, normalize) in [(1, false), (1, true), (4, false), (4, true)] {
+            let x = inputs(7, g, 1200 + g as u64 + normalize as u64);
+            let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+            let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+                output_and_grads(&x, 1210, |x| f(phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), 0.3)))
+            };
+            let want = run(&|q, k, v, lg| naive_bidirectional(&q, &k, &v, &lg, normalize));
+            for block in [2, 7] {
+                let got = run(&|q, k, v, lg| weights(q, k, lg, false, normalize, block).matmul(v));
+                check_same(&format!("bidirectional g={g} normalize={normalize} block={block}"), got, &want);
+            }
+        }
+    }
+
+    /// Strong forgetting over long chunks: a naive `exp(−b_j)` factorisation would reach
+    /// `e^{1200}` here; every form stays finite and equal.
+    #[test]
+    fn strong_decay_over_long_chunks_stays_finite() {
+        for g in [1, 4] {
+            let [q, k, v, raw] = inputs(40, g, 1300 + g as u64);
+            let (q, k) = (crate::fused::elu_plus_one(q), crate::fused::elu_plus_one(k));
+            let lg = log_gates_from(raw, 30.0);
+            let want = naive_decay_attention(&q, &k, &v, &lg, true);
+            assert_close(chunked(q.clone(), k.clone(), v.clone(), lg.clone(), 40, true, None).0, want.clone(), 1e-4, "chunked");
+            assert_close(parallel(q.clone(), k.clone(), v.clone(), lg.clone(), true, 8), want.clone(), 1e-4, "parallel");
+            assert_close(recurrent(q, k, v, lg, true, None).0, want, 1e-4, "recurrent");
+        }
+    }
+
+    /// Continuing from a carried state equals running over the whole sequence, for the chunked
+    /// and the recurrent form (decoding relies on this), with and without `z`.
+    #[test]
+    fn carried_state_continues_the_sequence() {
+        for g in [1, 4] {
+            for normalize in [false, true] {
+                let [q, k, v, raw] = inputs(10, g, 1400 + 2 * g as u64 + normalize as u64);
+                let (q, k) = if normalize { (crate::fused::elu_plus_one(q), crate::fused::elu_plus_one(k)) } else { (q, k) };
+                let lg = log_gates_from(raw, 0.3);
+                let full = naive_decay_attention(&q, &k, &v, &lg, normalize);
+                let part = |x: &Tensor<4>, a: usize, n: usize| x.clone().narrow(2, a, n);
+                let what = format!("g={g} normalize={normalize}");
+                let (first, state) = chunked(part(&q, 0, 6), part(&k, 0, 6), part(&v, 0, 6), part(&lg, 0, 6), 4, normalize, None);
+                let (rest, _) = chunked(part(&q, 6, 4), part(&k, 6, 4), part(&v, 6, 4), part(&lg, 6, 4), 3, normalize, Some(&state));
+                assert_close(Tensor::cat(vec![first, rest], 2), full.clone(), 1e-4, &format!("{what}: chunked with state"));
+                let (_, state) = recurrent(part(&q, 0, 6), part(&k, 0, 6), part(&v, 0, 6), part(&lg, 0, 6), normalize, None);
+                let (rest, state) = recurrent(part(&q, 6, 4), part(&k, 6, 4), part(&v, 6, 4), part(&lg, 6, 4), normalize, Some(&state));
+                assert_close(rest, full.narrow(2, 6, 4), 1e-4, &format!("{what}: recurrent with state"));
+                let (_, chunked_state) = chunked(q, k, v, lg, 3, normalize, None);
+                assert_close(state, chunked_state, 1e-4, &format!("{what}: final states"));
+            }
+        }
+    }
+
+    fn dims() -> MixerDims {
+        MixerDims { d_model: 8, n_heads: 2, max_seq_len: 32, seed: 5, layer: 1, bias: true }
+    }
+
+    fn config(spec: &str) -> DecayAttentionConfig {
+        let parts: Vec<&str> = spec.split(':').collect();
+        DecayAttentionConfig::parse(&parts, spec).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The layer of `spec` on `dims()`, every weight drawn now, under the seeded generator's
+    /// lock: lazily initialised weights would draw later, racing other tests' seeded draws.
+    fn layer(spec: &str, device: &Device) -> DecayAttention {
+        crate::seeding::with_seed(device, 9, || {
+            let m = config(spec).init(&dims(), device);
+            crate::seeding::materialize(&m);
+            m
+        })
+    }
+
+    /// Every gate parameter's gradient (empty for retnet).
+    fn gate_grads(m: &DecayAttention, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+        let mut out = Vec::new();
+        for layer in [&m.dt, &m.alpha].into_iter().flatten() {
+            out.push(values(layer.weight.val().grad(grads).expect("weight grad")));
+            out.push(values(layer.bias.as_ref().unwrap().val().grad(grads).expect("bias grad")));
+        }
+        if let Some(a) = &m.a_log {
+            out.push(values(a.val().grad(grads).expect("a_log grad")));
+        }
+        out
+    }
+
+    /// The module end to end, for every gate and both norms: the three forms give the same
+    /// output and the same gradients with respect to the input and to every gate parameter, and
+    /// the output equals the naive recurrence on the module's own features and gates.
+    #[test]
+    fn module_forms_agree_on_outputs_input_and_gate_gradients() {
+        let ad = ad_device();
+        for (s, gate) in Gate::ALL.into_iter().enumerate() {
+            for norm in ["none", "sum"] {
+                let spec = format!("{}:norm={norm}:chunk=3", gate.name());
+                let base = layer(&spec, &ad);
+                let x = randn([2, 7, 8], 1500 + s as u64, &device());
+                let probe = randn([2, 7, 8], 1510 + s as u64, &ad);
+                let run = |form: DecayForm| {
+                    let mut m = base.clone();
+                    m.form = form;
+                    let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+                    let y = m.forward(x.clone(), MixContext::causal()).output;
+                    let grads = (y.clone() * probe.clone()).sum().backward();
+                    (values(y), values(x.grad(&grads).unwrap()), gate_grads(&m, &grads))
+                };
+                let (want, want_x, want_gates) = run(DecayForm::Parallel);
+                assert_eq!(want_gates.len(), [0, 3, 2][s], "{spec}: gate parameters");
+                for form in [DecayForm::Chunked, DecayForm::Recurrent] {
+                    let (y, gx, gates) = run(form);
+                    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+                        let n = a.len();
+                        assert_close(Tensor::<1>::from_floats(a.as_slice(), &device()), Tensor::<1>::from_floats(b.as_slice(), &device()), 1e-4, &format!("{spec} {form:?}: {what} ({n})"));
+                    };
+                    close(y, want.clone(), "output");
+                    close(gx, want_x.clone(), "input gradient");
+                    for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {
+                        close(g, w, &format!("gate parameter gradient {i}"));
+                    }
+                }
+                // Against the oracle, on the module's own projections.
+                let m = layer(&spec, &device());
+                let x = Tensor::<3>::from_data(x.to_data(), &device());
+                let lg = m.log_gates(x.clone());
+                let (q, k, v) = m.features(x.clone(), None, 0);
+                let want = m.heads.merge(naive_decay_attention(&q, &k, &v, &lg, norm == "sum"));
+                assert_close(m.forward(x, MixContext::causal()).output, want, 1e-4, &format!("{spec}: forward vs naive"));
+            }
+        }
+    }
+
+    /// A prompt (chunked from the empty state), single tokens (recurrent) and a 3-token piece
+    /// (chunked from the carried state) give the forward's outputs, under RoPE, for every gate,
+    /// both norms and a non-identity map.
+    #[test]
+    fn step_equals_forward() {
+        let d = device();
+        let rope = RotaryEncodingConfig::new(32, 4).init(&d);
+        for gate in Gate::ALL {
+            // The denominator with positive features only (signed ones make it ill-conditioned).
+            for options in ["", ":map=elu1:norm=sum:chunk=2", ":map=performer:features=8:norm=sum:form=parallel", ":map=cosformer:form=recurrent"] {
+                let spec = format!("{}{options}", gate.name());
+                let m = layer(&spec, &d);
+                let x = randn([2, 10, 8], 1600, &d);
+                let full = m.forward(x.clone(), MixContext::causal().with_rope(Some(&rope))).output;
+                let mut state = m.empty_state();
+                let mut outs = vec![m.step(x.clone().narrow(1, 0, 4), &mut state, Some(&rope))];
+                for t in 4..7 {
+                    outs.push(m.step(x.clone().narrow(1, t, 1), &mut state, Some(&rope)));
+                }
+                outs.push(m.step(x.narrow(1, 7, 3), &mut state, Some(&rope)));
+                assert_eq!(state.position, 10);
+                assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{spec}: decode vs forward"));
+            }
+        }
+    }
+
+    /// The gates are the formulas of the header, computed by hand from the parameters.
+    #[test]
+    fn gates_match_their_formulas() {
+        let d = device();
+        let x = randn([1, 3, 8], 1700, &d);
+        let xs = values(x.clone());
+        let dot = |w: &[f32], cols: usize, col: usize, t: usize| (0..8).map(|i| xs[t * 8 + i] * w[i * cols + col]).sum::<f32>();
+        let softplus = |z: f32| if z > 20.0 { z } else { z.exp().ln_1p() };
+
+        let retnet = layer("retnet", &d);
+        let got = values(retnet.log_gates(x.clone())); // [1, 2, 3, 1]
+        for h in 0..2 {
+            let want = (1.0 - 2f64.powi(-5 - h as i32)).ln() as f32;
+            assert!(got[h * 3..h * 3 + 3].iter().all(|g| (g - want).abs() < 1e-7), "retnet head {h}: {got:?} vs {want}");
+        }
+
+        let mamba = layer("mamba2", &d);
+        let (w, b) = (values(mamba.dt.as_ref().unwrap().weight.val()), values(mamba.dt.as_ref().unwrap().bias.as_ref().unwrap().val()));
+        let a_log = values(mamba.a_log.as_ref().unwrap().val());
+        let got = values(mamba.log_gates(x.clone()));
+        for h in 0..2 {
+            for t in 0..3 {
+                let want = -softplus(dot(&w, 2, h, t) + b[h]) * a_log[h].exp();
+                assert!((got[h * 3 + t] - want).abs() < 1e-5 * want.abs().max(1.0), "mamba2 ({h},{t}): {} vs {want}", got[h * 3 + t]);
+            }
+        }
+
+        let gla = layer("gla", &d);
+        let (w, b) = (values(gla.alpha.as_ref().unwrap().weight.val()), values(gla.alpha.as_ref().unwrap().bias.as_ref().unwrap().val()));
+        let got = values(gla.log_gates(x)); // [1, 2, 3, 4]
+        for h in 0..2 {
+            for t in 0..3 {
+                for f in 0..4 {
+                    let want = -softplus(-(dot(&w, 8, h * 4 + f, t) + b[h * 4 + f])) / 16.0;
+                    let g = got[(h * 3 + t) * 4 + f];
+                    assert!((g - want).abs() < 1e-6, "gla ({h},{t},{f}): {g} vs {want}");
+                }
+            }
+        }
+    }
+
+    /// Mamba-2's initial ranges, repeatable per seed and distinct per layer.
+    #[test]
+    fn mamba2_init_is_in_range_and_seeded() {
+        let d = device();
+        let params = |dims: MixerDims| {
+            let m = config("mamba2").init(&dims, &d);
+            (values(m.dt.as_ref().unwrap().bias.as_ref().unwrap().val()), values(m.a_log.as_ref().unwrap().val()))
+        };
+        let wide = MixerDims { d_model: 64, n_heads: 64, ..dims() };
+        let (bias, a_log) = params(wide);
+        for (b, a) in bias.iter().zip(&a_log) {
+            let dt = b.exp().ln_1p();
+            assert!((0.999e-3..=0.1001).contains(&dt), "dt = softplus(dt_bias) = {dt}");
+            assert!((0.0..=16f32.ln() + 1e-6).contains(a), "A_log = {a}");
+        }
+        assert_eq!(params(wide), params(wide));
+        assert_ne!(params(wide), params(MixerDims { layer: 2, ..wide }));
+        assert_ne!(params(wide), params(MixerDims { seed: 6, ..wide }));
+    }
+
+    #[test]
+    fn specs_parse_print_and_size() {
+        for spec in ["retnet", "mamba2", "gla", "gla:map=elu1:norm=sum", "mamba2:chunk=16:form=recurrent", "retnet:feature_dim=8:map=taylor"] {
+            assert_eq!(config(spec).to_string(), spec);
+        }
+        assert_eq!(config("gla:chunk=64:form=chunked:map=identity:norm=none").to_string(), "gla");
+        for (spec, needle) in [
+            ("", "needs a gate"),
+            ("fast", "unknown gate 'fast'"),
+            ("gla:map=gelu", "'map'"),
+            ("gla:feature_dim=8", "belongs to map=taylor"),
+            ("gla:chunk=0", "chunk must be at least 1"),
+            ("gla:gate=1", "unknown option"),
+        ] {
+            let parts: Vec<&str> = if spec.is_empty() { vec![] } else { spec.split(':').collect() };
+            let err = DecayAttentionConfig::parse(&parts, spec).unwrap_err().to_string();
+            assert!(err.contains(needle), "{spec}: {err}");
+        }
+        // d_model 8, 2 heads of 4: S is 4 × 4 per head, z adds 4 per head; Taylor d' = 2 gives F = 7.
+        let dims = dims();
+        assert_eq!(config("gla").decode_state_floats(&dims, 100), 2 * 16);
+        assert_eq!(config("retnet:norm=sum").decode_state_floats(&dims, 100), 2 * (16 + 4));
+        assert_eq!(config("mamba2:map=taylor:feature_dim=2").decode_state_floats(&dims, 5), 2 * 7 * 4);
+        assert_eq!(config("gla:map=cosformer").init(&dims, &device()).alpha.unwrap().weight.val().dims(), [8, 2 * 8]);
+    }
+
+    /// Diagnostics are the parallel form's weights: under `norm=sum` each row sums to one, and
+    /// weighting `v` by them gives the output.
+    #[test]
+    fn diagnostics_are_the_implied_weights() {
+        let d = device();
+        for gate in Gate::ALL {
+            let m = layer(&format!("{}:norm=sum:map=elu1", gate.name()), &d);
+            let x = randn([1, 6, 8], 1800, &d);
+            let out = m.forward(x, MixContext::causal().with_diagnostics(true));
+            let diag = out.diagnostics.expect("diagnostics");
+            assert_eq!(diag.weights.dims(), [1, 2, 6, 6]);
+            for s in values(diag.weights.clone().sum_dim(3)) {
+                assert!((s - 1.0).abs() < 1e-5, "{}: row sum {s}", gate.name());
+            }
+            let above = values(diag.weights.clone().mask_fill(causal_mask(6, 6, 0, &d).bool_not().unsqueeze::<4>().expand([1, 2, 6, 6]), 0.0).abs().sum());
+            assert_eq!(above, vec![0.0], "{}: weight on future keys", gate.name());
+        }
+    }
+}
