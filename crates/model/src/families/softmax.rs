@@ -82,6 +82,7 @@ impl fmt::Display for SoftmaxAttentionConfig {
 
 impl MixerFamily for SoftmaxAttentionConfig {
     const NAME: &'static str = "softmax";
+    const SYNTAX: &'static str = "softmax[:<scaling>]";
     type Module = SoftmaxAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -364,7 +365,14 @@ mod tests {
         for scaling in [Scaling::SqrtD, Scaling::None] {
             for causal in [true, false] {
                 let x = randn([2, 11, 24], 60, &device());
-                let layer = SoftmaxAttentionConfig { scaling }.init(&dims, &crate::testing::ad_device());
+                // Built and filled under the seeding lock: lazily drawn weights would take numbers
+                // from the shared stream while another test holds it.
+                let ad = crate::testing::ad_device();
+                let layer = crate::seeding::with_seed(&ad, 62, || {
+                    let layer = SoftmaxAttentionConfig { scaling }.init(&dims, &ad);
+                    crate::seeding::materialize(&layer);
+                    layer
+                });
                 let run = |diagnostics: bool| {
                     output_and_grads(&[x.clone()], 61, |v| {
                         let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
