@@ -275,7 +275,10 @@ fn run(cli: Cli) -> Result<()> {
             for v in MixerSpec::catalogue() {
                 println!("{:<22} {}", v.spec, v.formula);
             }
-            println!("\noptions: softmax:<scaling>; sigmoid:bias=B; linear:<map>[:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N][:feature_dim=N][:features=N]");
+            println!();
+            for syntax in MixerSpec::syntax() {
+                println!("{syntax}");
+            }
             println!("per-layer stacks: --set model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1");
             Ok(())
         }

@@ -136,6 +136,8 @@ pub struct VariantInfo {
 pub trait MixerFamily: Sized + Clone + fmt::Debug + PartialEq + fmt::Display + 'static {
     /// The spec's first part (`softmax`, `linear`, ...).
     const NAME: &'static str;
+    /// The family's spec grammar for `attnlab variants`, e.g. `sigmoid[:bias=B]`.
+    const SYNTAX: &'static str;
     /// The module this config builds.
     type Module: SequenceMixer;
     /// `parts` are the `:`-separated pieces after the family name (may be empty); `spec` is the

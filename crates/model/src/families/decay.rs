@@ -177,6 +177,7 @@ impl fmt::Display for DecayAttentionConfig {
 
 impl MixerFamily for DecayAttentionConfig {
     const NAME: &'static str = "decay";
+    const SYNTAX: &'static str = "decay:<retnet|mamba2|gla>[:map=<feature map>][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N]";
     type Module = DecayAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {

@@ -50,6 +50,7 @@ macro_rules! families {
         const FAMILY_TABLE: &[FamilyEntry] = &[
             $( FamilyEntry {
                 name: <$config as MixerFamily>::NAME,
+                syntax: <$config as MixerFamily>::SYNTAX,
                 parse: parse_as::<$config>,
                 catalogue: <$config as MixerFamily>::catalogue,
             }, )*
@@ -83,6 +84,7 @@ families! {
 
 struct FamilyEntry {
     name: &'static str,
+    syntax: &'static str,
     parse: fn(&[&str], &str) -> Result<MixerSpec, SpecError>,
     catalogue: fn() -> Vec<VariantInfo>,
 }
@@ -177,6 +179,11 @@ impl MixerSpec {
 
     pub fn init(&self, dims: &MixerDims, device: &Device) -> Mixer {
         self.family_config().init(dims, device)
+    }
+
+    /// Each family's spec grammar, in listing order.
+    pub fn syntax() -> impl Iterator<Item = &'static str> {
+        FAMILY_TABLE.iter().map(|f| f.syntax)
     }
 
     /// Every variant with its formula, for `attnlab variants` and the README.
@@ -309,6 +316,10 @@ mod tests {
         }
         for v in &cat {
             v.spec.parse::<MixerSpec>().unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Every family states its grammar, starting with its name.
+        for (name, syntax) in MixerSpec::families().zip(MixerSpec::syntax()) {
+            assert!(syntax.starts_with(name), "{name}: {syntax}");
         }
     }
 }

@@ -32,6 +32,7 @@ impl fmt::Display for SigmoidAttentionConfig {
 
 impl MixerFamily for SigmoidAttentionConfig {
     const NAME: &'static str = "sigmoid";
+    const SYNTAX: &'static str = "sigmoid[:bias=B]";
     type Module = SigmoidAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {

@@ -109,6 +109,7 @@ impl fmt::Display for LinearAttentionConfig {
 
 impl MixerFamily for LinearAttentionConfig {
     const NAME: &'static str = "linear";
+    const SYNTAX: &'static str = "linear:<map>[:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N][:feature_dim=N][:features=N]";
     type Module = LinearAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
