@@ -44,6 +44,34 @@ pub fn print_options<T: Serialize + Default>(options: &T) -> String {
     changed.map(|(key, value)| format!("{key}={}", plain(value))).collect::<Vec<_>>().join(":")
 }
 
+/// Splits `parts` into the positional choice that comes first (`linear:<map>`, `decay:<gate>`),
+/// found among `choices` by `name`, and the `key=value` options after it. `what` names the
+/// choice in messages ("feature map", "gate").
+pub fn split_choice<'p, 's, T: Copy>(
+    parts: &'p [&'s str],
+    family: &str,
+    what: &str,
+    choices: &[T],
+    name: impl Fn(T) -> &'static str,
+    spec: &str,
+) -> Result<(T, &'p [&'s str]), SpecError> {
+    let names: Vec<_> = choices.iter().map(|&c| name(c)).collect();
+    let Some((first, options)) = parts.split_first() else {
+        return Err(SpecError::new(spec, format!("{family} needs a {what}: {family}:<{}>", names.join("|"))));
+    };
+    let choice = choices.iter().copied().find(|&c| name(c) == *first).ok_or_else(|| {
+        SpecError::new(spec, format!("unknown {what} '{first}', expected one of: {}", names.join(", ")))
+    })?;
+    Ok((choice, options))
+}
+
+/// Writes `head` (the positional part) followed by the non-default options, as `head:k=v:...`.
+pub fn write_with_options<T: Serialize + Default>(f: &mut fmt::Formatter<'_>, head: &str, options: &T) -> fmt::Result {
+    f.write_str(head)?;
+    let options = print_options(options);
+    if options.is_empty() { Ok(()) } else { write!(f, ":{options}") }
+}
+
 /// A value as the user would type it: strings unquoted, floats in their shortest form.
 fn plain(value: &toml::Value) -> String {
     match value {

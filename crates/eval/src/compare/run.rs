@@ -134,13 +134,9 @@ fn safe_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use attnlab_train::util::quantile;
 
     #[test]
-    fn quantiles_and_durations() {
-        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
-        assert_eq!(quantile(&[0.0, 10.0], 0.25), 2.5);
-        assert!(quantile(&[], 0.5).is_nan());
+    fn durations() {
         assert_eq!(format_duration(59.4), "59s");
         assert_eq!(format_duration(125.0), "2m05s");
         assert_eq!(format_duration(3700.0), "1h01m");

@@ -56,7 +56,7 @@
 use crate::feature_map::{DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, safe_denominator};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
-use crate::options::{parse_options, print_options};
+use crate::options::{parse_options, split_choice, write_with_options};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
 use burn::tensor::activation::{log_sigmoid, softplus};
@@ -169,9 +169,7 @@ impl Default for DecayAttentionConfig {
 
 impl fmt::Display for DecayAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.gate.name())?;
-        let options = print_options(self);
-        if options.is_empty() { Ok(()) } else { write!(f, ":{options}") }
+        write_with_options(f, self.gate.name(), self)
     }
 }
 
@@ -181,13 +179,7 @@ impl MixerFamily for DecayAttentionConfig {
     type Module = DecayAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-        let names: Vec<_> = Gate::ALL.iter().map(|g| g.name()).collect();
-        let Some((gate, options)) = parts.split_first() else {
-            return Err(SpecError::new(spec, format!("decay needs a gate: decay:<{}>", names.join("|"))));
-        };
-        let gate = Gate::ALL.into_iter().find(|g| g.name() == *gate).ok_or_else(|| {
-            SpecError::new(spec, format!("unknown gate '{gate}', expected one of: {}", names.join(", ")))
-        })?;
+        let (gate, options) = split_choice(parts, Self::NAME, "gate", &Gate::ALL, Gate::name, spec)?;
         let c = Self { gate, ..parse_options(options, spec)? };
         for (key, owner, given) in [
             ("feature_dim", FeatureMapKind::Taylor, c.feature_dim != DEFAULT_TAYLOR_DIM),

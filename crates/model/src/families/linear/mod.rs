@@ -25,7 +25,7 @@ use crate::feature_map::{
 };
 use crate::heads::{HeadProjection, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
-use crate::options::{parse_options, print_options};
+use crate::options::{parse_options, split_choice, write_with_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
 use burn::tensor::{Device, Tensor};
@@ -101,9 +101,7 @@ impl Default for LinearAttentionConfig {
 
 impl fmt::Display for LinearAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.feature_map.name())?;
-        let options = print_options(self);
-        if options.is_empty() { Ok(()) } else { write!(f, ":{options}") }
+        write_with_options(f, self.feature_map.name(), self)
     }
 }
 
@@ -113,13 +111,8 @@ impl MixerFamily for LinearAttentionConfig {
     type Module = LinearAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-        let names: Vec<_> = FeatureMapKind::ALL.iter().map(|m| m.name()).collect();
-        let Some((map, options)) = parts.split_first() else {
-            return Err(SpecError::new(spec, format!("linear needs a feature map: linear:<{}>", names.join("|"))));
-        };
-        let kind = FeatureMapKind::ALL.into_iter().find(|m| m.name() == *map).ok_or_else(|| {
-            SpecError::new(spec, format!("unknown feature map '{map}', expected one of: {}", names.join(", ")))
-        })?;
+        let (kind, options) = split_choice(parts, Self::NAME, "feature map", &FeatureMapKind::ALL, FeatureMapKind::name, spec)?;
+        let map = kind.name();
         let c = Self { feature_map: kind, ..parse_options(options, spec)? };
         // Options that belong to one map are an error on the others, not silently ignored.
         for (key, owner, given) in [
