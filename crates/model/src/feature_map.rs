@@ -81,6 +81,35 @@ impl FeatureMapKind {
             Self::Performer => features,
         }
     }
+
+    /// Per-head width of queries and keys: Based (Taylor) projects them to its own `d'`
+    /// (`feature_dim`), every other map keeps the head dim.
+    pub fn qk_width(self, head_dim: usize, feature_dim: usize) -> usize {
+        match self {
+            Self::Taylor => feature_dim,
+            _ => head_dim,
+        }
+    }
+
+    /// Checks the map-specific options of a family that takes a map: `feature_dim` belongs to
+    /// taylor and `features` to performer (an error on the other maps, not silently ignored),
+    /// and neither may be 0. `spelled` is how the message names a map (`linear:taylor`).
+    pub fn check_options(self, feature_dim: usize, features: usize, spelled: impl Fn(FeatureMapKind) -> String) -> Result<(), String> {
+        for (key, owner, given) in [
+            ("feature_dim", Self::Taylor, feature_dim != DEFAULT_TAYLOR_DIM),
+            ("features", Self::Performer, features != DEFAULT_PERFORMER_FEATURES),
+        ] {
+            if given && self != owner {
+                return Err(format!("option '{key}' belongs to {}, not {}", spelled(owner), spelled(self)));
+            }
+        }
+        for (key, value) in [("feature_dim", feature_dim), ("features", features)] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A feature map, with Performer's fixed random projection when it has one.

@@ -181,18 +181,10 @@ impl MixerFamily for DecayAttentionConfig {
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
         let (gate, options) = split_choice(parts, Self::NAME, "gate", &Gate::ALL, Gate::name, spec)?;
         let c = Self { gate, ..parse_options(options, spec)? };
-        for (key, owner, given) in [
-            ("feature_dim", FeatureMapKind::Taylor, c.feature_dim != DEFAULT_TAYLOR_DIM),
-            ("features", FeatureMapKind::Performer, c.features != DEFAULT_PERFORMER_FEATURES),
-        ] {
-            if given && c.map != owner {
-                return Err(SpecError::new(spec, format!("option '{key}' belongs to map={}, not map={}", owner.name(), c.map.name())));
-            }
-        }
-        for (key, value) in [("chunk", c.chunk), ("feature_dim", c.feature_dim), ("features", c.features)] {
-            if value == 0 {
-                return Err(SpecError::new(spec, format!("{key} must be at least 1")));
-            }
+        c.map.check_options(c.feature_dim, c.features, |m| format!("map={}", m.name()))
+            .map_err(|reason| SpecError::new(spec, reason))?;
+        if c.chunk == 0 {
+            return Err(SpecError::new(spec, "chunk must be at least 1"));
         }
         Ok(c)
     }
@@ -206,10 +198,7 @@ impl MixerFamily for DecayAttentionConfig {
 
     /// `map=taylor` projects queries and keys to its own width `d'`.
     fn qk_width(&self, dims: &MixerDims) -> usize {
-        match self.map {
-            FeatureMapKind::Taylor => self.feature_dim,
-            _ => dims.head_dim(),
-        }
+        self.map.qk_width(dims.head_dim(), self.feature_dim)
     }
 
     /// The state `S` (`F × d_v` per head), plus `z` (`F` per head) with `norm=sum`; fixed in

@@ -112,21 +112,11 @@ impl MixerFamily for LinearAttentionConfig {
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
         let (kind, options) = split_choice(parts, Self::NAME, "feature map", &FeatureMapKind::ALL, FeatureMapKind::name, spec)?;
-        let map = kind.name();
         let c = Self { feature_map: kind, ..parse_options(options, spec)? };
-        // Options that belong to one map are an error on the others, not silently ignored.
-        for (key, owner, given) in [
-            ("feature_dim", FeatureMapKind::Taylor, c.feature_dim != DEFAULT_TAYLOR_DIM),
-            ("features", FeatureMapKind::Performer, c.features != DEFAULT_PERFORMER_FEATURES),
-        ] {
-            if given && kind != owner {
-                return Err(SpecError::new(spec, format!("option '{key}' belongs to linear:{}, not linear:{map}", owner.name())));
-            }
-        }
-        for (key, value) in [("chunk", c.chunk), ("feature_dim", c.feature_dim), ("features", c.features)] {
-            if value == 0 {
-                return Err(SpecError::new(spec, format!("{key} must be at least 1")));
-            }
+        kind.check_options(c.feature_dim, c.features, |m| format!("linear:{}", m.name()))
+            .map_err(|reason| SpecError::new(spec, reason))?;
+        if c.chunk == 0 {
+            return Err(SpecError::new(spec, "chunk must be at least 1"));
         }
         Ok(c)
     }
@@ -140,10 +130,7 @@ impl MixerFamily for LinearAttentionConfig {
 
     /// Based (Taylor) projects queries and keys to its own small width `d'`.
     fn qk_width(&self, dims: &MixerDims) -> usize {
-        match self.feature_map {
-            FeatureMapKind::Taylor => self.feature_dim,
-            _ => dims.head_dim(),
-        }
+        self.feature_map.qk_width(dims.head_dim(), self.feature_dim)
     }
 
     /// The sums `Σ φ(k) vᵀ` (`F × d_v`) and `Σ φ(k)` (`F`) per head, fixed in `seq_len`; zoology
