@@ -29,6 +29,32 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+/// How a linear-type family computes its causal sum; every form gives the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinearForm {
+    /// Quadratic inside chunks, a carried state between them (the training default).
+    #[default]
+    Chunked,
+    /// The masked `T × T` matrix (the only form that yields weights, for diagnostics).
+    Parallel,
+    /// One token at a time, as in decoding.
+    Recurrent,
+}
+
+/// The row normaliser option `norm=sum|none`: `sum` divides by `φ(q_i)·z_i` through
+/// [`safe_denominator`], `none` keeps the numerator. Each family picks its own default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalizer {
+    #[default]
+    Sum,
+    None,
+}
+
+/// Tokens per chunk of the chunked form, unless `chunk=N` says otherwise.
+pub const DEFAULT_CHUNK: usize = 64;
+
 /// Smallest magnitude the normaliser may take.
 pub const DENOMINATOR_EPS: f32 = 1e-6;
 

@@ -53,7 +53,10 @@
 //! `A_ij = Σ_f φq_if φk_jf exp(−|b_if − b_jf|)` (RetNet's bidirectional retention for the fixed
 //! gate), computed from the causal weights as `L(q, k) + L(k, q)ᵀ`, the diagonal counted once.
 
-use crate::feature_map::{DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, safe_denominator};
+use crate::feature_map::{
+    DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, LinearForm, Normalizer,
+    safe_denominator,
+};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
 use crate::options::{parse_options, split_choice, write_with_options};
@@ -69,7 +72,6 @@ use std::fmt;
 
 /// GLA's `gate_logit_normalizer`: `log α = logsigmoid(·)/16`.
 pub const GLA_LOGIT_NORMALIZER: f32 = 16.0;
-pub const DEFAULT_CHUNK: usize = 64;
 /// The vector gate's exact in-chunk decays (`C × C × F` per chunk) are built over sub-chunks of
 /// this many tokens (fla's choice), with reference points between them.
 pub const VECTOR_SUBCHUNK: usize = 16;
@@ -103,25 +105,6 @@ pub fn retnet_log_gamma(head: usize) -> f32 {
     (-(2f64.powi(-5 - head as i32))).ln_1p() as f32
 }
 
-/// The row normaliser: `none` (default) keeps `S_tᵀ φ(q_t)`, `sum` divides by `φ(q_t)·z_t`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecayNorm {
-    #[default]
-    None,
-    Sum,
-}
-
-/// How the causal sum is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecayForm {
-    #[default]
-    Chunked,
-    Parallel,
-    Recurrent,
-}
-
 /// `decay:<gate>[:map=<feature map>][:feature_dim=N][:features=N][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N]`.
 /// The options after the gate are this struct's fields (see [`crate::options`]); `feature_dim`
 /// and `features` belong to `map=taylor` and `map=performer`, as in `linear`.
@@ -136,8 +119,9 @@ pub struct DecayAttentionConfig {
     pub feature_dim: usize,
     /// Performer: number of random features `m`.
     pub features: usize,
-    pub norm: DecayNorm,
-    pub form: DecayForm,
+    /// `none` by default here: decay-gated models usually run without the row normaliser.
+    pub norm: Normalizer,
+    pub form: LinearForm,
     /// Tokens per chunk of the chunked form (and per block of the vector gate's parallel form).
     pub chunk: usize,
 }
@@ -149,8 +133,8 @@ impl DecayAttentionConfig {
             map: FeatureMapKind::Identity,
             feature_dim: DEFAULT_TAYLOR_DIM,
             features: DEFAULT_PERFORMER_FEATURES,
-            norm: DecayNorm::None,
-            form: DecayForm::Chunked,
+            norm: Normalizer::None,
+            form: LinearForm::Chunked,
             chunk: DEFAULT_CHUNK,
         }
     }
@@ -205,7 +189,7 @@ impl MixerFamily for DecayAttentionConfig {
     /// `seq_len` (zoology's `heads·d_k·d_v` for identity features).
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let f = self.feature_count(dims);
-        let z = if self.norm == DecayNorm::Sum { f } else { 0 };
+        let z = if self.norm == Normalizer::Sum { f } else { 0 };
         dims.n_heads * (f * dims.head_dim() + z)
     }
 
@@ -244,7 +228,7 @@ impl MixerFamily for DecayAttentionConfig {
             a_log,
             alpha,
             gate: self.gate,
-            normalize: self.norm == DecayNorm::Sum,
+            normalize: self.norm == Normalizer::Sum,
             form: self.form,
             chunk: self.chunk,
         }
@@ -292,7 +276,7 @@ pub struct DecayAttention {
     #[module(skip)]
     normalize: bool,
     #[module(skip)]
-    form: DecayForm,
+    form: LinearForm,
     #[module(skip)]
     chunk: usize,
 }
@@ -348,9 +332,9 @@ impl SequenceMixer for DecayAttention {
         let (q, k, v) = self.features(x, ctx.rope, 0);
         let y = match (ctx.causal, self.form) {
             (false, _) => weights(q.clone(), k.clone(), log_g.clone(), false, self.normalize, self.chunk).matmul(v),
-            (true, DecayForm::Parallel) => parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk),
-            (true, DecayForm::Chunked) => chunked(q.clone(), k.clone(), v, log_g.clone(), self.chunk, self.normalize, None).0,
-            (true, DecayForm::Recurrent) => recurrent(q.clone(), k.clone(), v, log_g.clone(), self.normalize, None).0,
+            (true, LinearForm::Parallel) => parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk),
+            (true, LinearForm::Chunked) => chunked(q.clone(), k.clone(), v, log_g.clone(), self.chunk, self.normalize, None).0,
+            (true, LinearForm::Recurrent) => recurrent(q.clone(), k.clone(), v, log_g.clone(), self.normalize, None).0,
         };
         let diagnostics = ctx
             .diagnostics
@@ -805,7 +789,7 @@ mod tests {
                 let base = layer(&spec, &ad);
                 let x = randn([2, 7, 8], 1500 + s as u64, &device());
                 let probe = randn([2, 7, 8], 1510 + s as u64, &ad);
-                let run = |form: DecayForm| {
+                let run = |form: LinearForm| {
                     let mut m = base.clone();
                     m.form = form;
                     let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
@@ -813,9 +797,9 @@ mod tests {
                     let grads = (y.clone() * probe.clone()).sum().backward();
                     (values(y), values(x.grad(&grads).unwrap()), gate_grads(&m, &grads))
                 };
-                let (want, want_x, want_gates) = run(DecayForm::Parallel);
+                let (want, want_x, want_gates) = run(LinearForm::Parallel);
                 assert_eq!(want_gates.len(), [0, 3, 2][s], "{spec}: gate parameters");
-                for form in [DecayForm::Chunked, DecayForm::Recurrent] {
+                for form in [LinearForm::Chunked, LinearForm::Recurrent] {
                     let (y, gx, gates) = run(form);
                     let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
                         let n = a.len();

@@ -21,7 +21,8 @@ pub mod parallel;
 pub mod recurrent;
 
 use crate::feature_map::{
-    DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, DENOMINATOR_EPS, FeatureMap, FeatureMapKind, safe_denominator,
+    DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, DENOMINATOR_EPS, FeatureMap, FeatureMapKind, LinearForm,
+    Normalizer, safe_denominator,
 };
 use crate::heads::{HeadProjection, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
@@ -41,26 +42,6 @@ pub struct LinearAttentionSums {
     pub k_sum: Tensor<3>,
 }
 
-/// How the causal sum is computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinearForm {
-    #[default]
-    Chunked,
-    Parallel,
-    Recurrent,
-}
-
-/// The row normaliser: `sum` divides by `φ(q_i)·Σ_j φ(k_j)`, `none` keeps the numerator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalizer {
-    #[default]
-    Sum,
-    None,
-}
-
-pub const DEFAULT_CHUNK: usize = 64;
 
 /// `linear:<map>[:feature_dim=N][:features=N][:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N]`.
 /// The options after the map are this struct's fields (see [`crate::options`]).
