@@ -7,6 +7,8 @@
 //!   normaliser.
 //! - [`families`]: the registry (spec strings like `softmax:sum_key_norms` and `linear:elu1`,
 //!   the run-time [`Mixer`] enum) and one file per family, each opening with its paper and formula.
+//! - [`gates`], [`short_conv`], [`chunking`]: what the gated linear-type families share (the
+//!   SSD decay's parameters, the `conv=K` short convolution, chunk bookkeeping).
 //! - [`options`]: a family's `key=value` spec options read into and printed from its serde struct.
 //! - [`stack`]: one spec per layer ([`MixerStack`]).
 //! - [`block`], [`position`], [`lm`], [`config`]: the transformer around them.
@@ -18,16 +20,19 @@
 
 pub mod backend;
 pub mod block;
+pub mod chunking;
 pub mod config;
 pub mod families;
 pub mod feature_map;
 pub mod fused;
+pub mod gates;
 pub mod heads;
 pub mod lm;
 pub mod mixer;
 pub mod options;
 pub mod position;
 pub mod seeding;
+pub mod short_conv;
 pub mod stack;
 
 #[cfg(test)]

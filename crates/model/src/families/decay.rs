@@ -23,7 +23,7 @@
 //!
 //! Differences from the reference layers (fla-org/flash-linear-attention, which these follow):
 //! queries are not scaled by `d_k^(−½)` (as in this crate's `linear`; with `norm=sum` it cancels);
-//! there is no output norm or output gate, no short convolution, no xPos (use the model's RoPE);
+//! there is no output norm or output gate, no xPos (use the model's RoPE);
 //! Mamba-2's input scaling `Δ_t·x_t` and skip `D·x_t` are left out (the recurrence above is fla's
 //! `simple_gla`); GLA's `W_α` is full rank where fla factors it through rank 16.
 //!
@@ -46,6 +46,9 @@
 //! - [`recurrent`]: one token at a time, as decoding does for single tokens (prompts use the
 //!   chunked form from the carried state).
 //!
+//! `conv=K` runs [`ShortConv`] (causal depthwise, then SiLU; fla's `K = 4`) over the projected
+//! `[q | k | v]` before heads are split; off by default so an A/B can isolate it.
+//!
 //! `norm=sum` appends a column of ones to `v`: the same sums then carry `z_t` as the state's last
 //! column, so every form gets the denominator for free.
 //!
@@ -57,16 +60,16 @@ use crate::feature_map::{
     DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, LinearForm, Normalizer,
     safe_denominator,
 };
+use crate::chunking::{causal_decay, to_chunks};
+use crate::gates::{family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
 use crate::options::{parse_options, split_choice, write_with_options};
+use crate::short_conv::{ShortConv, check_kernel};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
-use burn::tensor::activation::{log_sigmoid, softplus};
-use burn::tensor::ops::PadMode;
+use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -105,7 +108,7 @@ pub fn retnet_log_gamma(head: usize) -> f32 {
     (-(2f64.powi(-5 - head as i32))).ln_1p() as f32
 }
 
-/// `decay:<gate>[:map=<feature map>][:feature_dim=N][:features=N][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N]`.
+/// `decay:<gate>[:map=<feature map>][:feature_dim=N][:features=N][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N][:conv=K]`.
 /// The options after the gate are this struct's fields (see [`crate::options`]); `feature_dim`
 /// and `features` belong to `map=taylor` and `map=performer`, as in `linear`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +127,8 @@ pub struct DecayAttentionConfig {
     pub form: LinearForm,
     /// Tokens per chunk of the chunked form (and per block of the vector gate's parallel form).
     pub chunk: usize,
+    /// Kernel of the short convolution on q/k/v (0 = none).
+    pub conv: usize,
 }
 
 impl DecayAttentionConfig {
@@ -136,6 +141,7 @@ impl DecayAttentionConfig {
             norm: Normalizer::None,
             form: LinearForm::Chunked,
             chunk: DEFAULT_CHUNK,
+            conv: 0,
         }
     }
 
@@ -159,7 +165,7 @@ impl fmt::Display for DecayAttentionConfig {
 
 impl MixerFamily for DecayAttentionConfig {
     const NAME: &'static str = "decay";
-    const SYNTAX: &'static str = "decay:<retnet|mamba2|gla>[:map=<feature map>][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N]";
+    const SYNTAX: &'static str = "decay:<retnet|mamba2|gla>[:map=<feature map>][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N][:conv=K]";
     type Module = DecayAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -170,6 +176,7 @@ impl MixerFamily for DecayAttentionConfig {
         if c.chunk == 0 {
             return Err(SpecError::new(spec, "chunk must be at least 1"));
         }
+        check_kernel(c.conv).map_err(|reason| SpecError::new(spec, reason))?;
         Ok(c)
     }
 
@@ -185,48 +192,39 @@ impl MixerFamily for DecayAttentionConfig {
         self.map.qk_width(dims.head_dim(), self.feature_dim)
     }
 
-    /// The state `S` (`F × d_v` per head), plus `z` (`F` per head) with `norm=sum`; fixed in
-    /// `seq_len` (zoology's `heads·d_k·d_v` for identity features).
+    /// The state `S` (`F × d_v` per head), plus `z` (`F` per head) with `norm=sum`, plus the
+    /// convolution's last `K − 1` inputs with `conv=K`; fixed in `seq_len` (zoology's
+    /// `heads·d_k·d_v` for identity features without a convolution).
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let f = self.feature_count(dims);
         let z = if self.norm == Normalizer::Sum { f } else { 0 };
-        dims.n_heads * (f * dims.head_dim() + z)
+        let conv = if self.conv > 0 { ShortConv::state_floats(self.conv, dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim())) } else { 0 };
+        dims.n_heads * (f * dims.head_dim() + z) + conv
     }
 
     fn init(&self, dims: &MixerDims, device: &Device) -> DecayAttention {
         let d_qk = self.qk_width(dims);
         let f = self.feature_count(dims);
         let (h, d) = (dims.n_heads, dims.d_model);
-        let mut rng = StdRng::seed_from_u64(gate_seed(dims));
-        let mut uniform = move |lo: f64, hi: f64| lo + (hi - lo) * rng.random::<f64>();
-        let bound = 1.0 / (d as f64).sqrt();
+        let mut rng = family_rng(dims, GATE_TAG);
         let (mut dt, mut a_log, mut alpha) = (None, None, None);
         match self.gate {
             Gate::Retnet => {}
             Gate::Mamba2 => {
-                let w: Vec<f32> = (0..d * h).map(|_| uniform(-bound, bound) as f32).collect();
-                // softplus⁻¹(dt) = dt + ln(1 − e^{−dt}), dt log-uniform in [1e-3, 0.1].
-                let bias: Vec<f32> = (0..h)
-                    .map(|_| {
-                        let dt = uniform(1e-3f64.ln(), 0.1f64.ln()).exp();
-                        (dt + (-(-dt).exp_m1()).ln()) as f32
-                    })
-                    .collect();
-                let logs: Vec<f32> = (0..h).map(|_| uniform(1.0, 16.0).ln() as f32).collect();
-                dt = Some(seeded_linear(w, bias, d, h, device));
-                a_log = Some(Param::from_tensor(Tensor::<1>::from_floats(logs.as_slice(), device)));
+                let (linear, log_rate) = ssm_decay_params(&mut rng, dims, (1.0, 16.0), device);
+                (dt, a_log) = (Some(linear), Some(log_rate));
             }
-            Gate::Gla => {
-                let w: Vec<f32> = (0..d * h * f).map(|_| uniform(-bound, bound) as f32).collect();
-                alpha = Some(seeded_linear(w, vec![0.0; h * f], d, h * f, device));
-            }
+            Gate::Gla => alpha = Some(uniform_linear(&mut rng, d, h * f, vec![0.0; h * f], device)),
         }
+        // Drawn after the gates, so adding the option leaves the gates of a seed as they were.
+        let conv = (self.conv > 0).then(|| ShortConv::new(h * (2 * d_qk + dims.head_dim()), self.conv, &mut rng, device));
         DecayAttention {
             heads: HeadProjection::new(dims, d_qk, device),
             feature_map: FeatureMap::new(self.map, d_qk, self.features, dims, device),
             dt,
             a_log,
             alpha,
+            conv,
             gate: self.gate,
             normalize: self.norm == Normalizer::Sum,
             form: self.form,
@@ -243,22 +241,8 @@ impl MixerFamily for DecayAttentionConfig {
     }
 }
 
-/// A seeded stream for the gate parameters, distinct per (seed, layer) and from Performer's.
-fn gate_seed(dims: &MixerDims) -> u64 {
-    // SplitMix64's finaliser over the seed, the layer and a tag ("decay_ga").
-    let mut z = dims.seed ^ 0x6465_6361_795f_6761 ^ (dims.layer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A Burn `Linear` (`weight: [d_in, d_out]`, row-major) with the given values.
-fn seeded_linear(weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize, device: &Device) -> Linear {
-    Linear {
-        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(weight, [d_in, d_out]), device)),
-        bias: Some(Param::from_tensor(Tensor::<1>::from_floats(bias.as_slice(), device))),
-    }
-}
+/// The gate parameters' stream tag ("decay_ga"), distinct from every other family's.
+const GATE_TAG: u64 = 0x6465_6361_795f_6761;
 
 /// Multi-head decay-gated linear attention.
 #[derive(Module, Debug)]
@@ -271,6 +255,8 @@ pub struct DecayAttention {
     pub a_log: Option<Param<Tensor<1>>>,
     /// `gla`: `x ↦ x W_α + b_α`, `weight: [d_model, heads·F]`, head-major.
     pub alpha: Option<Linear>,
+    /// `conv=K`: the short convolution on `[q | k | v]` before heads are split.
+    pub conv: Option<ShortConv>,
     #[module(skip)]
     gate: Gate,
     #[module(skip)]
@@ -286,6 +272,8 @@ pub struct DecayAttention {
 pub struct DecayDecodeState {
     /// `[batch, heads, F, d_v (+1)]`; `None` before the first token.
     pub state: Option<Tensor<4>>,
+    /// `conv=K`: the last `K − 1` projected inputs, `[batch, K − 1, channels]`.
+    pub conv: Option<Tensor<3>>,
     pub position: usize,
 }
 
@@ -302,12 +290,7 @@ impl DecayAttention {
                 let logs: Vec<f32> = (0..h).map(retnet_log_gamma).collect();
                 Tensor::<1>::from_floats(logs.as_slice(), &x.device()).reshape([1, h, 1, 1]).expand([b, h, t, 1])
             }
-            Gate::Mamba2 => {
-                let (dt, a_log) = (self.dt.as_ref().expect("mamba2 has dt"), self.a_log.as_ref().expect("mamba2 has a_log"));
-                let delta = softplus(crate::fused::affine(dt, x), 1.0); // [b, t, h]
-                let rate = a_log.val().exp().reshape([1, 1, h]);
-                (delta * rate).neg().swap_dims(1, 2).reshape([b, h, t, 1])
-            }
+            Gate::Mamba2 => ssm_log_gates(self.dt.as_ref().expect("mamba2 has dt"), self.a_log.as_ref().expect("mamba2 has a_log"), x),
             Gate::Gla => {
                 let alpha = self.alpha.as_ref().expect("gla has alpha");
                 let logits = crate::fused::affine(alpha, x);
@@ -317,9 +300,15 @@ impl DecayAttention {
         }
     }
 
-    /// Projected, position-encoded and feature-mapped `(φ(q), φ(k), v)` for tokens starting at `offset`.
-    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let (q, k, v) = self.heads.split_rotated(x, rope, offset);
+    /// Projected (and with `conv=K` convolved), position-encoded and feature-mapped
+    /// `(φ(q), φ(k), v)` for tokens starting at `offset`; `conv_history` is read and advanced.
+    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize, conv_history: &mut Option<Tensor<3>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let mut qkv = self.heads.project(x);
+        if let Some(conv) = &self.conv {
+            let (y, history) = conv.forward(qkv, conv_history.take());
+            (qkv, *conv_history) = (y, Some(history));
+        }
+        let (q, k, v) = self.heads.split_packed_rotated(qkv, rope, offset);
         (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
     }
 }
@@ -329,7 +318,7 @@ impl SequenceMixer for DecayAttention {
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
         let log_g = self.log_gates(x.clone());
-        let (q, k, v) = self.features(x, ctx.rope, 0);
+        let (q, k, v) = self.features(x, ctx.rope, 0, &mut None);
         let y = match (ctx.causal, self.form) {
             (false, _) => weights(q.clone(), k.clone(), log_g.clone(), false, self.normalize, self.chunk).matmul(v),
             (true, LinearForm::Parallel) => parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk),
@@ -349,7 +338,7 @@ impl SequenceMixer for DecayAttention {
     fn step(&self, x: Tensor<3>, state: &mut DecayDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
         let seq = x.dims()[1];
         let log_g = self.log_gates(x.clone());
-        let (q, k, v) = self.features(x, rope, state.position);
+        let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);
         let (y, s) = if seq == 1 {
             recurrent(q, k, v, log_g, self.normalize, state.state.as_ref())
         } else {
@@ -388,28 +377,15 @@ fn divide_out(y: Tensor<4>, normalize: bool) -> Tensor<4> {
 /// - `q, k`: `[x, n, c, F]`, `b`: `[x, n, c, G]` (G = 1 or F) -> `[x, n, c, c]`
 fn decayed_scores(q: Tensor<4>, k: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     let [x, n, c, f] = q.dims();
-    let future = causal_mask(c, c, 0, &q.device());
     if b.dims()[3] == 1 {
-        let mask = future.unsqueeze::<4>().expand([x, n, c, c]);
-        let diff = b.clone() - b.swap_dims(2, 3); // b_i − b_j
-        let decay = diff.mask_fill(mask.clone(), 0.0).exp().mask_fill(mask, 0.0);
-        q.matmul(k.swap_dims(2, 3)) * decay
+        q.matmul(k.swap_dims(2, 3)) * causal_decay(b)
     } else {
+        let future = causal_mask(c, c, 0, &q.device());
         let mask = future.reshape([1, 1, c, c, 1]).expand([x, n, c, c, f]);
         let diff = b.clone().unsqueeze_dim::<5>(3) - b.unsqueeze_dim::<5>(2); // [x, n, i, j, f]
         let decay = diff.mask_fill(mask.clone(), 0.0).exp().mask_fill(mask, 0.0);
         (q.unsqueeze_dim::<5>(3) * k.unsqueeze_dim::<5>(2) * decay).sum_dim(4).reshape([x, n, c, c])
     }
-}
-
-/// Zero-pads the sequence axis (2) of `[batch, heads, seq, w]` to `n·c` and cuts it into chunks:
-/// `[batch·heads, n, c, w]`. Padded tokens have zero q, k, v and log gate 0 (gate 1), so they
-/// add nothing and leave the state as the last real token left it.
-fn to_chunks(x: Tensor<4>, n: usize, c: usize) -> Tensor<4> {
-    let [b, h, t, w] = x.dims();
-    let pad = n * c - t;
-    let x = if pad > 0 { x.pad((0, 0, 0, pad), PadMode::Constant(0.0)) } else { x };
-    x.reshape([b * h, n, c, w])
 }
 
 /// The implied attention weights `A_ij = Σ_f φq_if φk_jf exp(b_if − b_jf)` over `j ≤ i`
@@ -815,7 +791,7 @@ mod tests {
                 let m = layer(&spec, &device());
                 let x = Tensor::<3>::from_data(x.to_data(), &device());
                 let lg = m.log_gates(x.clone());
-                let (q, k, v) = m.features(x.clone(), None, 0);
+                let (q, k, v) = m.features(x.clone(), None, 0, &mut None);
                 let want = m.heads.merge(naive_decay_attention(&q, &k, &v, &lg, norm == "sum"));
                 assert_close(m.forward(x, MixContext::causal()).output, want, 1e-4, &format!("{spec}: forward vs naive"));
             }
@@ -831,7 +807,7 @@ mod tests {
         let rope = RotaryEncodingConfig::new(32, 4).init(&d);
         for gate in Gate::ALL {
             // The denominator with positive features only (signed ones make it ill-conditioned).
-            for options in ["", ":map=elu1:norm=sum:chunk=2", ":map=performer:features=8:norm=sum:form=parallel", ":map=cosformer:form=recurrent"] {
+            for options in ["", ":map=elu1:norm=sum:chunk=2", ":map=performer:features=8:norm=sum:form=parallel", ":map=cosformer:form=recurrent", ":conv=4:chunk=3", ":conv=2:map=elu1:norm=sum:form=recurrent"] {
                 let spec = format!("{}{options}", gate.name());
                 let m = layer(&spec, &d);
                 let x = randn([2, 10, 8], 1600, &d);
@@ -889,24 +865,13 @@ mod tests {
         }
     }
 
-    /// Mamba-2's initial ranges, repeatable per seed and distinct per layer.
+    /// Mamba-2's gate draws A from (1, 16) (its ranges and seeding are tested in `gates`).
     #[test]
-    fn mamba2_init_is_in_range_and_seeded() {
-        let d = device();
-        let params = |dims: MixerDims| {
-            let m = config("mamba2").init(&dims, &d);
-            (values(m.dt.as_ref().unwrap().bias.as_ref().unwrap().val()), values(m.a_log.as_ref().unwrap().val()))
-        };
-        let wide = MixerDims { d_model: 64, n_heads: 64, ..dims() };
-        let (bias, a_log) = params(wide);
-        for (b, a) in bias.iter().zip(&a_log) {
-            let dt = b.exp().ln_1p();
-            assert!((0.999e-3..=0.1001).contains(&dt), "dt = softplus(dt_bias) = {dt}");
-            assert!((0.0..=16f32.ln() + 1e-6).contains(a), "A_log = {a}");
+    fn mamba2_rates_start_in_range() {
+        let m = config("mamba2").init(&MixerDims { d_model: 64, n_heads: 64, ..dims() }, &device());
+        for a in values(m.a_log.as_ref().unwrap().val()) {
+            assert!((0.0..=16f32.ln() + 1e-6).contains(&a), "A_log = {a}");
         }
-        assert_eq!(params(wide), params(wide));
-        assert_ne!(params(wide), params(MixerDims { layer: 2, ..wide }));
-        assert_ne!(params(wide), params(MixerDims { seed: 6, ..wide }));
     }
 
     #[test]
@@ -922,6 +887,7 @@ mod tests {
             ("gla:feature_dim=8", "belongs to map=taylor"),
             ("gla:chunk=0", "chunk must be at least 1"),
             ("gla:gate=1", "unknown option"),
+            ("gla:conv=1", "not a short convolution"),
         ] {
             let parts: Vec<&str> = if spec.is_empty() { vec![] } else { spec.split(':').collect() };
             let err = DecayAttentionConfig::parse(&parts, spec).unwrap_err().to_string();
@@ -933,6 +899,9 @@ mod tests {
         assert_eq!(config("retnet:norm=sum").decode_state_floats(&dims, 100), 2 * (16 + 4));
         assert_eq!(config("mamba2:map=taylor:feature_dim=2").decode_state_floats(&dims, 5), 2 * 7 * 4);
         assert_eq!(config("gla:map=cosformer").init(&dims, &device()).alpha.unwrap().weight.val().dims(), [8, 2 * 8]);
+        // conv=4 keeps the last 3 of q, k, v: 3 · (2 · 8 + 8).
+        assert_eq!(config("gla:conv=4").decode_state_floats(&dims, 100), 2 * 16 + 3 * 24);
+        assert_eq!(config("gla:conv=4").to_string(), "gla:conv=4");
     }
 
     /// Diagnostics are the parallel form's weights: under `norm=sum` each row sums to one, and
