@@ -17,6 +17,10 @@ const EXTRA_SPECS: &[&str] = &[
     "linear:elu1:form=parallel",
     "linear:elu1:form=recurrent",
     "linear:elu1:norm=none:chunk=3",
+    "decay:gla:conv=4:chunk=5",
+    "delta:neg_eigval=true:form=parallel",
+    "delta:gated:form=recurrent",
+    "delta:gated:chunk=5",
 ];
 
 /// Every family's catalogue examples plus [`EXTRA_SPECS`]: a new family is covered by the
@@ -124,7 +128,7 @@ fn causal_outputs_ignore_the_future_for_every_variant() {
 #[test]
 fn bidirectional_outputs_see_the_future() {
     let d = device();
-    for spec in ["softmax", "linear:elu1", "sigmoid"] {
+    for spec in ["softmax", "linear:elu1", "sigmoid", "decay:gla", "delta:gated"] {
         let cfg = ModelConfig { causal: false, ..config(spec, PositionKind::Learned) };
         let m = model(&cfg, &d);
         let a = random_ids(8, 7);

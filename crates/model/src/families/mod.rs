@@ -12,6 +12,7 @@
 //! a mixer does is plain code below the list, written once for all families.
 
 pub mod decay;
+pub mod delta;
 pub mod linear;
 pub mod sigmoid;
 pub mod softmax;
@@ -80,6 +81,7 @@ families! {
     Sigmoid(sigmoid::SigmoidAttentionConfig),
     Linear(linear::LinearAttentionConfig),
     Decay(decay::DecayAttentionConfig),
+    Delta(delta::DeltaAttentionConfig),
 }
 
 struct FamilyEntry {
