@@ -322,7 +322,7 @@ impl SequenceMixer for DecayAttention {
         let y = match (ctx.causal, self.form) {
             (false, _) => weights(q.clone(), k.clone(), log_g.clone(), false, self.normalize, self.chunk).matmul(v),
             (true, LinearForm::Parallel) => parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk),
-            (true, LinearForm::Chunked) => chunked(q.clone(), k.clone(), v, log_g.clone(), self.chunk, self.normalize, None).0,
+            (true, LinearForm::Chunked) => chunked_from_empty(q.clone(), k.clone(), v, log_g.clone(), self.chunk, self.normalize),
             (true, LinearForm::Recurrent) => recurrent(q.clone(), k.clone(), v, log_g.clone(), self.normalize, None).0,
         };
         let diagnostics = ctx
@@ -347,6 +347,16 @@ impl SequenceMixer for DecayAttention {
         state.state = Some(s);
         state.position += seq;
         self.heads.merge(y)
+    }
+}
+
+/// [`chunked`] from the empty state, through the fused recurrence on flex (the same numbers;
+/// its test is `fused_recurrence_matches_the_composed_chunked_form`).
+fn chunked_from_empty(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, log_g: Tensor<4>, chunk: usize, normalize: bool) -> Tensor<4> {
+    let dv = v.dims()[3];
+    match crate::fused::gated_recurrence(q, k, with_ones(v, normalize), log_g, None, chunk) {
+        Ok(y) => divide_out(y, normalize),
+        Err((q, k, v, log_g, _)) => chunked(q, k, v.narrow(3, 0, dv), log_g, chunk, normalize, None).0,
     }
 }
 
@@ -639,6 +649,35 @@ mod tests {
                             check_same(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The fused recurrence (flex) against the composed chunked form, outputs and the gradients
+    /// of q, k, v and the gate, on fresh inputs: scalar and vector gates, both norms, strong and
+    /// weak decay, checkpoint intervals that do and do not divide the length.
+    #[test]
+    fn fused_recurrence_matches_the_composed_chunked_form() {
+        let mut seed = 1900;
+        for g in [1, 4] {
+            for (scale, normalize) in [(1e-3, false), (0.3, true), (10.0, false)] {
+                for c in [1, 3, 16] {
+                    seed += 10;
+                    let x = inputs(10, g, seed);
+                    let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+                    let run = |fused: bool| {
+                        output_and_grads(&x, seed + 7, |x| {
+                            let (q, k, v, lg) = (phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), scale));
+                            if fused {
+                                let y = crate::fused::gated_recurrence(q, k, with_ones(v, normalize), lg, None, c).map_err(|_| "flex").expect("the fused kernel runs on flex");
+                                divide_out(y, normalize)
+                            } else {
+                                chunked(q, k, v, lg, c, normalize, None).0
+                            }
+                        })
+                    };
+                    check_same(&format!("fused g={g} log gate≈−{scale} normalize={normalize} chunk={c}"), run(true), &run(false));
                 }
             }
         }

@@ -242,7 +242,7 @@ impl SequenceMixer for DeltaAttention {
         let (q, k, v) = self.features(x, ctx.rope, 0, &mut None);
         let causal = |q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>| match self.form {
             LinearForm::Parallel => parallel(q, k, v, beta, log_g),
-            LinearForm::Chunked => chunked(q, k, v, beta, log_g, self.chunk, None).0,
+            LinearForm::Chunked => chunked_from_empty(q, k, v, beta, log_g, self.chunk),
             LinearForm::Recurrent => recurrent(q, k, v, beta, log_g, None).0,
         };
         let y = if ctx.causal {
@@ -272,6 +272,15 @@ impl SequenceMixer for DeltaAttention {
         state.state = Some(s);
         state.position += seq;
         self.heads.merge(y)
+    }
+}
+
+/// [`chunked`] from the empty state, through the fused recurrence on flex (the same numbers;
+/// its test is `fused_recurrence_matches_the_composed_chunked_form`).
+fn chunked_from_empty(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>, chunk: usize) -> Tensor<4> {
+    match crate::fused::gated_recurrence(q, k, v, log_g, Some(beta), chunk) {
+        Ok(y) => y,
+        Err((q, k, v, log_g, beta)) => chunked(q, k, v, beta.expect("given"), log_g, chunk, None).0,
     }
 }
 
@@ -528,6 +537,32 @@ mod tests {
                         check_same(&format!("{what} chunk={c}"), run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0), &want);
                     }
                 }
+            }
+        }
+    }
+
+    /// The fused recurrence (flex) against the composed WY chunked form, outputs and the
+    /// gradients of q, k, v, β and the gate, on fresh inputs: ungated and gated (weak, moderate,
+    /// strong decay), β in (0, 1) and near 2, checkpoint intervals that do and do not divide T.
+    #[test]
+    fn fused_recurrence_matches_the_composed_chunked_form() {
+        let mut seed = 3000;
+        for (scale, range) in [(0.0, BetaRange::Unit), (1e-3, BetaRange::NearTwo), (0.3, BetaRange::Unit), (10.0, BetaRange::Small)] {
+            for c in [1, 3, 16] {
+                seed += 10;
+                let x = inputs(10, seed);
+                let run = |fused: bool| {
+                    output_and_grads(&x, seed + 7, |x| {
+                        let (q, k, v) = (l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone());
+                        let (b, g) = (beta_from(x[3].clone(), range), log_gates_from(x[4].clone(), scale));
+                        if fused {
+                            crate::fused::gated_recurrence(q, k, v, g, Some(b), c).map_err(|_| "flex").expect("the fused kernel runs on flex")
+                        } else {
+                            chunked(q, k, v, b, g, c, None).0
+                        }
+                    })
+                };
+                check_same(&format!("fused log gate≈−{scale} β {range:?} chunk={c}"), run(true), &run(false));
             }
         }
     }

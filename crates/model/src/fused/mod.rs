@@ -13,6 +13,7 @@
 //! | [`layer_norm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `norm.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
+//! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` |
 //!
 //! Every function takes and returns ordinary tensors. On flex (with or without autodiff) it
 //! runs the fused kernel; on any other backend, or a dtype other than `f32`, it runs the
@@ -23,6 +24,8 @@
 mod attention;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod gated_recurrence;
 #[cfg(feature = "flex")]
 mod linear_attention;
 #[cfg(feature = "flex")]
@@ -128,6 +131,37 @@ pub fn causal_linear_attention(
     {
         let _ = (chunk, normalize, eps);
         Err((q, k, v))
+    }
+}
+
+/// The inputs of [`gated_recurrence`], handed back off flex.
+pub type GatedRecurrenceInputs = (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>);
+
+/// The gated linear recurrence of the `decay` and (with `beta`) `delta` families, fused on
+/// flex (forward and backward token by token, the state checkpointed every `chunk` tokens):
+/// `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `y_t = S_tᵀ q_t`, `a_t = e^{log_g_t}` scaling the state's
+/// rows (one gate per head, or one per key channel), `u_t = v_t` without `beta`, else
+/// `u_t = β_t (v_t − (a_t ⊙ S_{t−1})ᵀ k_t)`. From the zero state. Returns the inputs back off
+/// flex, where the caller runs its composed form.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, d_k]`, `v`: `[batch, heads, seq, d_v]`,
+///   `log_g`: `[batch, heads, seq, 1 or d_k]`, `beta`: `[batch, heads, seq, 1]`
+///   -> `[batch, heads, seq, d_v]`
+pub fn gated_recurrence(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    log_g: Tensor<4>,
+    beta: Option<Tensor<4>>,
+    chunk: usize,
+) -> Result<Tensor<4>, GatedRecurrenceInputs> {
+    #[cfg(feature = "flex")]
+    return flex::gated_recurrence(q, k, v, log_g, beta, chunk);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = chunk;
+        Err((q, k, v, log_g, beta))
     }
 }
 
