@@ -10,7 +10,6 @@
 //! Initialised as PyTorch's `Conv1d` (depthwise fan-in `K`): `w ~ U(−1/√K, 1/√K)`.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 
@@ -73,13 +72,14 @@ pub fn convolve(x: Tensor<3>, w: Tensor<2>, history: Option<Tensor<3>>) -> (Tens
     for i in 1..k {
         y = y + full.clone().narrow(1, i, t) * w.clone().narrow(0, i, 1).reshape([1, 1, c]);
     }
-    (silu(y), full.narrow(1, t, k - 1))
+    (crate::fused::silu(y), full.narrow(1, t, k - 1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{assert_close, device, output_and_grads, randn, values};
+    use burn::tensor::activation::silu;
     use rand::SeedableRng;
 
     /// The formula by hand, element by element.

@@ -49,7 +49,7 @@ use crate::options::{parse_options, print_options, write_with_options};
 use crate::short_conv::{ShortConv, check_kernel};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -219,7 +219,7 @@ impl DeltaAttention {
                 *conv_history = Some(history);
                 y
             }
-            None => silu(qkv),
+            None => crate::fused::silu(qkv),
         };
         let (q, k, v) = self.heads.split_packed(qkv);
         let d_k = q.dims()[3] as f64;

@@ -106,6 +106,8 @@ enum Unary {
     Gelu,
     /// `elu(x) + 1`; the backward needs only the output.
     Elu1,
+    /// `x·σ(x)`; the backward needs the input.
+    Silu,
 }
 
 impl Unary {
@@ -115,6 +117,7 @@ impl Unary {
         let kernel = match self {
             Unary::Gelu => simd::gelu,
             Unary::Elu1 => simd::elu1,
+            Unary::Silu => simd::silu,
         };
         par_chunks(&mut y, |start, out| kernel(&x_values[start..start + out.len()], out));
         from_vec(y, x.layout().shape().clone())
@@ -127,6 +130,7 @@ impl Unary {
         let kernel = match self {
             Unary::Gelu => simd::gelu_backward,
             Unary::Elu1 => simd::elu1_backward,
+            Unary::Silu => simd::silu_backward,
         };
         par_chunks(&mut dx, |start, out| kernel(&saved[start..start + out.len()], &g[start..start + out.len()], out));
         from_vec(dx, dy.layout().shape().clone())
@@ -152,7 +156,7 @@ fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Tenso
             let input = contiguous(t.primitive());
             let y = map.apply(&input);
             let saved = match map {
-                Unary::Gelu => input,
+                Unary::Gelu | Unary::Silu => input,
                 Unary::Elu1 => y.clone(),
             };
             Ok(record(UnaryBackward, [&t], (map, saved), y))
@@ -169,6 +173,11 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
 /// Fused `elu(x) + 1`, or the input back when it is not an f32 flex tensor.
 pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     unary_op(Unary::Elu1, x)
+}
+
+/// Fused SiLU, or the input back when it is not an f32 flex tensor.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    unary_op(Unary::Silu, x)
 }
 
 /// A 2-D flex tensor as a strided matrix view (no copy).

@@ -113,6 +113,8 @@ fn token_forward(dims: Dims, x: Sequence<'_>, t: usize, s: &mut [f32], y: &mut [
 }
 
 /// The forward pass of one (batch, head): outputs into `y`, chunk-start states into `checkpoints`.
+/// (Inlined into the AVX2+FMA build `dispatched!` makes of it.)
+#[inline(always)]
 fn sequence_forward_body(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]) {
     let x = Sequence { q, k, v, g, beta };
     let (dk, dv) = (dims.dk, dims.dv);
@@ -144,6 +146,7 @@ pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f
 }
 
 /// Gradients of one (batch, head), written into the `d*` slices.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn sequence_backward_body(
     dims: Dims,

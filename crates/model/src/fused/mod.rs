@@ -10,6 +10,7 @@
 //! | [`affine`], [`affine_map`] | `x·W + b` (Burn's `Linear`) | `matmul.rs` (the `gemm` crate, strided) |
 //! | [`gelu`] | `x·Φ(x)` | `simd.rs` |
 //! | [`elu_plus_one`] | `elu(x) + 1` | `simd.rs` |
+//! | [`silu`] | `x·σ(x)` | `simd.rs` |
 //! | [`layer_norm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `norm.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
@@ -82,6 +83,19 @@ pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 fn elu_plus_one_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp()
+}
+
+/// SiLU, `x·σ(x)`, as `burn::tensor::activation::silu` but fused on flex.
+///
+/// # Shapes
+/// - any; the output has the input's shape
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::silu(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::silu(x)
 }
 
 /// Layer norm over the last axis, `γ ⊙ (x − μ)/√(σ² + ε) + β`, as `burn::nn::LayerNorm`
@@ -281,6 +295,19 @@ mod tests {
         let (slow, slow_g) = output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
         assert_close(fast, slow, 1e-6, "elu+1 output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "elu+1 gradient");
+    }
+
+    /// Fused SiLU equals Burn's on fresh random inputs, strided, outputs and gradients, with
+    /// and without autodiff.
+    #[test]
+    fn fused_silu_matches_burn_silu() {
+        let d = device();
+        let x = randn([4, 9, 33], 92, &d) * 4.0;
+        assert_close(silu(x.clone()), burn::tensor::activation::silu(x.clone()), 1e-6, "silu, no autodiff");
+        let (fast, fast_g) = output_and_grads(&[x.clone()], 93, |v| silu(v[0].clone().swap_dims(1, 2)));
+        let (slow, slow_g) = output_and_grads(&[x], 93, |v| burn::tensor::activation::silu(v[0].clone().swap_dims(1, 2)));
+        assert_close(fast, slow, 1e-6, "silu output");
+        assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "silu gradient");
     }
 
     /// A strided (transposed) input gives the same values as its contiguous copy.

@@ -120,6 +120,22 @@ fn elu1_backward_body(y: &[f32], grad: &[f32], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
+fn silu_body(x: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = x / (1.0 + exp(-x));
+    }
+}
+
+/// The derivative of `x·σ(x)`: `σ(x)·(1 + x·(1 − σ(x)))`.
+#[inline(always)]
+fn silu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+        let s = 1.0 / (1.0 + exp(-x));
+        *o = g * s * (1.0 + x * (1.0 - s));
+    }
+}
+
 #[cfg(test)]
 #[inline(always)]
 fn exp_body(x: &mut [f32]) {
@@ -167,6 +183,14 @@ dispatched!(
 dispatched!(
     /// `out[i] = grad[i] · d(elu(x) + 1)/dx`, from the forward output `y`.
     elu1_backward => elu1_backward_body(y: &[f32], grad: &[f32], out: &mut [f32])
+);
+dispatched!(
+    /// `out[i] = silu(x[i]) = x[i]·σ(x[i])`.
+    silu => silu_body(x: &[f32], out: &mut [f32])
+);
+dispatched!(
+    /// `out[i] = grad[i] · silu'(x[i])`.
+    silu_backward => silu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32])
 );
 #[cfg(test)]
 dispatched!(
