@@ -229,7 +229,10 @@ fn diagnostics_report_weights_and_entropy_per_layer() {
 /// The same weights give the same logits on another backend.
 fn check_backend_agreement(other: Device, tol: f32) {
     let cpu = device();
-    for spec in ["softmax", "softmax:sum_key_norms", "sigmoid", "linear:elu1", "linear:taylor:feature_dim=4"] {
+    // The gated families run their composed chunked forms off flex (the WY form for delta, with
+    // the short convolution), against flex's fused recurrence.
+    let specs = ["softmax", "softmax:sum_key_norms", "sigmoid", "linear:elu1", "linear:taylor:feature_dim=4", "decay:gla:chunk=4", "decay:mamba2:conv=4", "delta:gated:chunk=4", "delta:conv=4"];
+    for spec in specs {
         let cfg = config(spec, PositionKind::Learned);
         let reference = model(&cfg, &cpu);
         let ids = random_ids(2 * 10, 9);
