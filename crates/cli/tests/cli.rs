@@ -128,25 +128,42 @@ fn python_reads_safetensors(file: &Path) {
     assert!(text.contains("(64, 65) True"), "{text}");
 }
 
+/// For softmax and for a family with decoding state of its own and gate parameters (Gated
+/// DeltaNet with a short convolution): a run killed mid-checkpoint resumes to the same losses,
+/// and the finished run exports.
 #[test]
 fn resume_repeats_the_losses_of_a_straight_run() {
-    let straight = temp("straight");
-    ok(&train_tiny(&straight, &[], &[]));
-    // The same run, killed while writing its step-8 checkpoint, then resumed from step 4.
-    let interrupted = temp("interrupted");
-    let o = train_tiny(&interrupted, &[], &[("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", "8")]);
-    assert!(!o.status.success(), "the test hook aborts the process");
-    assert!(!interrupted.join("final").exists());
-    ok(&attnlab(&["train", "--resume", interrupted.to_str().unwrap(), "--quiet"]));
-    let (a, b) = (losses(&straight), losses(&interrupted));
-    assert_eq!(a.len(), 8);
-    assert_eq!(a, b, "resumed losses differ from the straight run");
-    assert!(interrupted.join("final/state.json").is_file());
-    // No staging leftovers from the killed write.
-    let leftovers: Vec<_> = std::fs::read_dir(&interrupted).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
-    std::fs::remove_dir_all(straight).unwrap();
-    std::fs::remove_dir_all(interrupted).unwrap();
+    for mixer in ["softmax", "delta:gated:conv=4"] {
+        let set = format!("model.mixer={mixer}");
+        let extra = ["--set", set.as_str()];
+        let straight = temp("straight");
+        ok(&train_tiny(&straight, &extra, &[]));
+        // The same run, killed while writing its step-8 checkpoint, then resumed from step 4.
+        let interrupted = temp("interrupted");
+        let o = train_tiny(&interrupted, &extra, &[("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", "8")]);
+        assert!(!o.status.success(), "{mixer}: the test hook aborts the process");
+        assert!(!interrupted.join("final").exists());
+        ok(&attnlab(&["train", "--resume", interrupted.to_str().unwrap(), "--quiet"]));
+        let (a, b) = (losses(&straight), losses(&interrupted));
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, b, "{mixer}: resumed losses differ from the straight run");
+        assert!(interrupted.join("final/state.json").is_file());
+        // No staging leftovers from the killed write.
+        let leftovers: Vec<_> = std::fs::read_dir(&interrupted).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let file = straight.join("model.safetensors");
+        let x = ok(&attnlab(&["export", "--run", straight.to_str().unwrap(), "--to", file.to_str().unwrap()]));
+        assert!(x.contains("tensors"), "{mixer}: {x}");
+        if mixer.starts_with("delta") {
+            let bytes = std::fs::read(&file).unwrap();
+            let header = String::from_utf8_lossy(&bytes[..bytes.len().min(16384)]);
+            for name in ["blocks.0.mixer.Delta.a_log", "blocks.1.mixer.Delta.beta.weight", "blocks.1.mixer.Delta.conv.weight"] {
+                assert!(header.contains(name), "{mixer}: {name} not exported");
+            }
+        }
+        std::fs::remove_dir_all(straight).unwrap();
+        std::fs::remove_dir_all(interrupted).unwrap();
+    }
 }
 
 #[test]

@@ -129,6 +129,28 @@ mod tests {
         assert!(!grads.is_empty());
     }
 
+    /// Swapping softmax for Gated DeltaNet (with a short convolution) carries q/k/v/o over by
+    /// name and reports exactly the family's own parameters as fresh: β's and the gate's
+    /// projections, `A_log` and the convolution.
+    #[test]
+    fn swapping_to_gated_delta_carries_the_projections_and_names_the_fresh_gates() {
+        let io = ModelIo { input: ModelInput::Tokens { vocab: 11 }, output_dim: 11 };
+        let device = Device::flex();
+        let source = config("softmax").init(&io, 1, &device).unwrap();
+        let target = config("softmax,delta:gated:conv=4").init(&io, 2, &device).unwrap();
+        let source_tensors = variant_free_tensors(&source);
+        let (target, report) = transfer(target, &source_tensors);
+        for name in ["qkv.weight", "qkv.bias", "out.weight", "out.bias"] {
+            let name = format!("blocks.1.mixer.heads.{name}");
+            assert!(report.copied.contains(&name), "{name} not carried: {:?}", report.copied);
+            assert_eq!(variant_free_tensors(&target)[&name], source_tensors[&name], "{name}");
+        }
+        let mut fresh = report.fresh.clone();
+        fresh.sort();
+        let want: Vec<String> = ["a_log", "beta.bias", "beta.weight", "conv.weight", "dt.bias", "dt.weight"].iter().map(|n| format!("blocks.1.mixer.{n}")).collect();
+        assert_eq!(fresh, want);
+    }
+
     /// A source with other shapes leaves the target's fresh weights alone.
     #[test]
     fn mismatched_shapes_stay_fresh() {
