@@ -201,7 +201,7 @@ struct BenchArgs {
     #[arg(long, default_value = "configs/shakespeare-char.toml")]
     config: PathBuf,
     /// Attention variants for the training-step and decoding sections.
-    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string(), "decay:gla".to_string(), "delta:gated".to_string()])]
     variants: Vec<String>,
     /// Timed training steps (median reported) after --warmup untimed ones.
     #[arg(long, default_value_t = 30)]
@@ -212,7 +212,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [64usize, 128, 256, 512, 1024, 2048, 4096])]
     lengths: Vec<usize>,
     /// Attention specs for the scaling section.
-    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string(), "linear:elu1:form=parallel".to_string(), "linear:elu1:form=recurrent".to_string()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string(), "linear:elu1:form=parallel".to_string(), "linear:elu1:form=recurrent".to_string(), "decay:retnet".to_string(), "decay:mamba2".to_string(), "decay:gla".to_string(), "delta".to_string(), "delta:gated".to_string()])]
     scaling: Vec<String>,
     /// Longest sequence the recurrent form is timed at (one token per step is slow).
     #[arg(long, default_value_t = 1024)]

@@ -265,7 +265,61 @@ pub fn scaling_table(
         }
         emit(row);
     }
+    for line in scaling_summary(specs, &points, SCALING_FROM) {
+        emit(line);
+    }
     points
+}
+
+/// The length from which the scaling summary measures growth (shorter runs are dominated by
+/// fixed per-call costs).
+pub const SCALING_FROM: usize = 256;
+
+/// Growth per doubling of `T` from `from` to the longest length measured, time and memory (the
+/// geometric mean over the doublings: 2 is linear, 4 quadratic), and for each spec the shortest
+/// length from which it is faster than the first spec (the baseline, softmax by default) at
+/// every length measured.
+pub fn scaling_summary(specs: &[MixerSpec], points: &[LengthPoint], from: usize) -> Vec<String> {
+    let of = |s: &MixerSpec| -> Vec<&LengthPoint> {
+        let name = s.to_string();
+        points.iter().filter(|p| p.variant == name && p.seq_len >= from).collect()
+    };
+    let mut lines = Vec::new();
+    let Some(baseline) = specs.first() else { return lines };
+    let base = of(baseline);
+    for s in specs {
+        let mine = of(s);
+        let (Some(first), Some(last)) = (mine.first(), mine.last()) else { continue };
+        let doublings = (last.seq_len as f64 / first.seq_len as f64).log2();
+        if doublings < 1.0 {
+            continue;
+        }
+        let per_doubling = |a: f64, b: f64| if a > 0.0 && b > 0.0 { format!("{:.2}", (b / a).powf(1.0 / doublings)) } else { "-".to_string() };
+        let faster = if s == baseline {
+            String::new()
+        } else {
+            // The shortest length from which every measured length is faster than the baseline.
+            let mut from_len = None;
+            for p in mine.iter().rev() {
+                match base.iter().find(|b| b.seq_len == p.seq_len) {
+                    Some(b) if p.ms_median < b.ms_median => from_len = Some(p.seq_len),
+                    _ => break,
+                }
+            }
+            match from_len {
+                Some(t) => format!("; faster than {baseline} from T = {t}"),
+                None => format!("; not faster than {baseline} at T = {}", last.seq_len),
+            }
+        };
+        lines.push(format!(
+            "{s}: per doubling of T from {} to {}: time x{}, memory x{}{faster}",
+            first.seq_len,
+            last.seq_len,
+            per_doubling(first.ms_median, last.ms_median),
+            per_doubling(first.peak_mib, last.peak_mib)
+        ));
+    }
+    lines
 }
 
 /// Positions at which decoding latency is reported, those up to the tokens decoded.
@@ -319,6 +373,23 @@ mod tests {
         assert!(d.iter().all(|p| p.ms_per_token > 0.0));
     }
 
+    /// The scaling summary's growth factors and crossover on hand-made points: a linear arm
+    /// (time and memory double) against a quadratic baseline it overtakes at T = 512.
+    #[test]
+    fn scaling_summary_reports_growth_and_crossover() {
+        let specs: Vec<MixerSpec> = ["softmax", "delta:gated"].iter().map(|s| s.parse().unwrap()).collect();
+        let point = |v: &str, t: usize, ms: f64, mib: f64| LengthPoint { variant: v.into(), seq_len: t, ms_median: ms, peak_mib: mib };
+        let mut points = Vec::new();
+        for (i, t) in [128usize, 256, 512, 1024, 2048].into_iter().enumerate() {
+            let quad = 4f64.powi(i as i32);
+            points.push(point("softmax", t, 0.5 * quad, quad));
+            points.push(point("delta:gated", t, 2f64.powi(i as i32), 2f64.powi(i as i32)));
+        }
+        let lines = scaling_summary(&specs, &points, 256);
+        assert_eq!(lines[0], "softmax: per doubling of T from 256 to 2048: time x4.00, memory x4.00");
+        assert_eq!(lines[1], "delta:gated: per doubling of T from 256 to 2048: time x2.00, memory x2.00; faster than softmax from T = 512");
+    }
+
     /// The tables keep the layout the binary has always printed (bench/ladder.py parses the rows).
     #[test]
     fn tables_keep_their_layout() {
@@ -342,6 +413,9 @@ mod tests {
         assert_eq!(lines[1], format!("T        {:>30} {:>30}", specs[0].to_string(), specs[1].to_string()));
         assert_eq!(lines[2].len(), 8 + 2 * 31);
         assert!(lines[3].starts_with("32       ") && lines[3].ends_with(&format!(" {:>30}", "-")), "{}", lines[3]);
+
+        // No length reaches the summary's start, so it adds no line.
+        assert_eq!(lines.len(), 4);
 
         let mut lines = Vec::new();
         let points = decode_table(std::slice::from_ref(&config), 20, |l| lines.push(l)).unwrap();
