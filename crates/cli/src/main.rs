@@ -378,13 +378,14 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         }
         loaded.config.train.eval_batches = b;
     }
-    let (metrics, entropy) = attnlab_train::trainer::evaluate(&loaded.config, loaded.task.as_ref(), &loaded.model, &loaded.device);
+    let (metrics, layers) = attnlab_train::trainer::evaluate(&loaded.config, loaded.task.as_ref(), &loaded.model, &loaded.device);
     println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.config.device);
     for (k, v) in &metrics {
         println!("{k:<16} {v:.5}");
     }
-    let entropy: Vec<String> = entropy.iter().map(|e| format!("{e:.3}")).collect();
-    println!("attention entropy per layer (1 = uniform, 0 = one-hot): {}", entropy.join(" "));
+    let per_layer = |v: &[f64]| v.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" ");
+    println!("attention entropy per layer (1 = uniform, 0 = one-hot): {}", per_layer(&layers.entropy));
+    println!("sink mass per layer (mean weight on position 0): {}", per_layer(&layers.sink_mass));
     Ok(())
 }
 

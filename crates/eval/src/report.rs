@@ -55,27 +55,39 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
     let title = format!("Eval {}", results.metric);
     out.push(("eval_metric".into(), title.clone(), line_chart(&title, "step", &results.metric, &metric, false)));
 
-    let mut entropy = Vec::new();
-    for arm in &results.arms {
-        let layers = arm.entropy_range_per_layer.len();
-        for layer in 0..layers {
-            let curves: Vec<Vec<(usize, f64)>> = arm
-                .runs
-                .iter()
-                .map(|&i| &results.runs[i])
-                .filter(|r| r.error.is_none())
-                .map(|r| r.entropy.iter().filter_map(|(s, e)| e.get(layer).map(|v| (*s, *v))).collect())
-                .collect();
-            let refs: Vec<&[(usize, f64)]> = curves.iter().map(|c| c.as_slice()).collect();
-            let (mean, band) = mean_band(&refs);
-            entropy.push(Series::new(format!("{} layer {layer}", arm.name), mean).with_band(band));
+    // One series per arm and layer of a per-layer curve (entropy, sink mass).
+    let per_layer = |layers_of: &dyn Fn(&ArmResult) -> usize, curve: &dyn Fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>| -> Vec<Series> {
+        let mut all = Vec::new();
+        for arm in &results.arms {
+            for layer in 0..layers_of(arm) {
+                let curves: Vec<Vec<(usize, f64)>> = arm
+                    .runs
+                    .iter()
+                    .map(|&i| &results.runs[i])
+                    .filter(|r| r.error.is_none())
+                    .map(|r| curve(r).iter().filter_map(|(s, e)| e.get(layer).map(|v| (*s, *v))).collect())
+                    .collect();
+                let refs: Vec<&[(usize, f64)]> = curves.iter().map(|c| c.as_slice()).collect();
+                let (mean, band) = mean_band(&refs);
+                all.push(Series::new(format!("{} layer {layer}", arm.name), mean).with_band(band));
+            }
         }
-    }
+        all
+    };
+    let entropy = per_layer(&|a| a.entropy_range_per_layer.len(), &|r| &r.entropy);
     out.push((
         "entropy".into(),
         "Attention entropy per layer".into(),
         line_chart("Attention entropy per layer (1 = uniform, 0 = one-hot)", "step", "normalised entropy", &entropy, false),
     ));
+    let sink = per_layer(&|a| a.sink_mass_range_per_layer.len(), &|r| &r.sink_mass);
+    if !sink.is_empty() {
+        out.push((
+            "sink_mass".into(),
+            "Sink mass per layer".into(),
+            line_chart("Sink mass per layer (mean attention weight on position 0)", "step", "weight on position 0", &sink, false),
+        ));
+    }
 
     let bars: Vec<(String, f64, f64, f64)> =
         results.arms.iter().map(|a| (a.name.clone(), a.summary.mean, a.summary.ci_low, a.summary.ci_high)).collect();

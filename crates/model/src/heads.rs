@@ -234,12 +234,14 @@ pub fn diagnostics(weights: Tensor<4>, keys: Tensor<2>) -> AttentionDiagnostics 
     let log_n = keys.clone().log().reshape([1, 1, q]);
     let counted = keys.greater_equal_elem(2.0).float().reshape([1, 1, q]);
     let rows = counted.clone().sum().into_scalar::<f32>().max(1.0) * b as f32;
-    let normalized = (row_entropy / log_n.clamp_min(1e-12) * counted)
+    let normalized = (row_entropy / log_n.clamp_min(1e-12) * counted.clone())
         .sum_dim(2)
         .sum_dim(0)
         .reshape([h])
         / rows;
-    AttentionDiagnostics { weights, entropy, normalized_entropy: normalized }
+    let first = weights.clone().narrow(3, 0, 1).abs().reshape([b, h, q]);
+    let sink_mass = (first * counted).sum_dim(2).sum_dim(0).reshape([h]) / rows;
+    AttentionDiagnostics { weights, entropy, normalized_entropy: normalized, sink_mass }
 }
 
 #[cfg(test)]
@@ -288,5 +290,22 @@ mod tests {
         let diag = diagnostics(w, keys_per_query(2, 2, 0, true, &d));
         assert_close(diag.entropy, Tensor::<1>::from_floats([0.5 * 2f32.ln()], &d), 1e-6, "entropy");
         assert_close(diag.normalized_entropy, Tensor::<1>::from_floats([1.0], &d), 1e-6, "normalised");
+        // Sink mass over the one row with two keys: 0.5 on position 0.
+        assert_close(diag.sink_mass, Tensor::<1>::from_floats([0.5], &d), 1e-6, "sink mass");
+    }
+
+    /// Sink mass per head: the mean over batch and rows (n ≥ 2) of the weight on position 0.
+    #[test]
+    fn sink_mass_is_the_mean_weight_on_the_first_position() {
+        let d = device();
+        // 2 heads, 3 causal rows; row 0 (one key) is left out. Head 0: 0.9 and 0.6 on key 0;
+        // head 1: 0.1 and 0.0.
+        let w = Tensor::<1>::from_floats(
+            [1.0, 0.0, 0.0, 0.9, 0.1, 0.0, 0.6, 0.2, 0.2, 1.0, 0.0, 0.0, 0.1, 0.9, 0.0, 0.0, 0.5, 0.5],
+            &d,
+        )
+        .reshape([1, 2, 3, 3]);
+        let diag = diagnostics(w, keys_per_query(3, 3, 0, true, &d));
+        assert_close(diag.sink_mass, Tensor::<1>::from_floats([0.75, 0.05], &d), 1e-6, "sink mass");
     }
 }

@@ -56,6 +56,10 @@ pub struct AttentionDiagnostics {
     /// `[heads]`: the same entropy divided by `ln n` (n = keys the row attends over), averaged
     /// over rows with `n >= 2`; 1 = uniform, 0 = one-hot.
     pub normalized_entropy: Tensor<1>,
+    /// `[heads]`: sink mass, the mean over batch and rows with `n >= 2` of `|w_i0|`, the weight
+    /// on position 0 (the attention-sink papers' metric; for unnormalised linear forms a
+    /// magnitude, not a probability).
+    pub sink_mass: Tensor<1>,
 }
 
 /// Output of a full-sequence forward.

@@ -53,6 +53,10 @@ pub struct EvalRecord {
     /// Mean normalised attention entropy per layer (1 = uniform, 0 = one-hot).
     #[serde(deserialize_with = "null_as_nan_vec")]
     pub attention_entropy: Vec<f64>,
+    /// Sink mass per layer: the mean weight on position 0, averaged over heads (absent in runs
+    /// written before it was recorded).
+    #[serde(default, deserialize_with = "null_as_nan_vec", skip_serializing_if = "Vec::is_empty")]
+    pub sink_mass: Vec<f64>,
 }
 
 impl MetricsRecord {
@@ -138,12 +142,14 @@ mod tests {
             step: 3,
             eval: BTreeMap::from([("err_k1".to_string(), f64::NAN), ("loss".to_string(), 1.5)]),
             attention_entropy: vec![f64::INFINITY, 0.5],
+            sink_mass: vec![0.25, f64::NAN],
         });
         let line = record.to_line();
         assert!(line.contains("null"), "{line}");
         let MetricsRecord::Eval(back) = MetricsRecord::parse_line(&line).unwrap() else { panic!("an eval line") };
         assert!(back.eval["err_k1"].is_nan() && back.attention_entropy[0].is_nan());
         assert_eq!((back.eval["loss"], back.attention_entropy[1]), (1.5, 0.5));
+        assert!(back.sink_mass[0] == 0.25 && back.sink_mass[1].is_nan());
         assert_eq!(MetricsRecord::parse_line(&line[..line.len() / 2]), None);
         assert_eq!(MetricsRecord::parse_line(r#"{"step":4}"#), None);
     }

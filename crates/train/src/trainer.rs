@@ -259,8 +259,8 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         ));
         if state.step == 0 {
             // Where a started-from-weights run begins: the step-0 point of its eval curve.
-            let (metrics, attention_entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
-            run.append_metrics(&EvalRecord { step: 0, eval: metrics.clone(), attention_entropy }.into())?;
+            let (metrics, layers) = measure(task.as_ref(), &model.valid(), &eval_batches);
+            run.append_metrics(&EvalRecord { step: 0, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
             if let Some(v) = metrics.get(metric.name) {
                 progress.line(&format!("step 0 (before training): {} {v:.4}", metric.name));
             }
@@ -302,12 +302,12 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         let eval_now = last || (t.eval_every > 0 && step % t.eval_every == 0);
         let mut stop = false;
         if eval_now {
-            let (metrics, attention_entropy) = measure(task.as_ref(), &model.valid(), &eval_batches);
+            let (metrics, layers) = measure(task.as_ref(), &model.valid(), &eval_batches);
             let value = metrics.get(metric.name).copied().unwrap_or(f64::NAN);
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, what: "eval metric", value, last_good: last_good(run) });
             }
-            run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy }.into())?;
+            run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
             progress.eval(step, metric.name, value, &metrics);
             outcome.evals.push((step, value));
             if state.best_metric.is_none_or(|b| metric.better(value, b)) {
@@ -338,14 +338,22 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     Ok(outcome)
 }
 
-/// Per-layer attention entropy (normalised by `ln n`, averaged over heads) on the first eval batch.
-pub fn layer_entropy(model: &Model, batches: &[Batch]) -> Vec<f64> {
-    let Some(batch) = batches.first() else { return Vec::new() };
+/// Per-layer attention statistics, each averaged over heads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerStats {
+    /// Attention entropy normalised by `ln n` (1 = uniform, 0 = one-hot).
+    pub entropy: Vec<f64>,
+    /// Mean weight on position 0.
+    pub sink_mass: Vec<f64>,
+}
+
+/// [`LayerStats`] on the first eval batch.
+pub fn layer_stats(model: &Model, batches: &[Batch]) -> LayerStats {
+    let Some(batch) = batches.first() else { return LayerStats::default() };
     let (_, diags) = model.forward_with_diagnostics(batch.input.clone());
-    diags
-        .into_iter()
-        .map(|d| d.normalized_entropy.mean().into_scalar::<f32>() as f64)
-        .collect()
+    let mean = |t: burn::tensor::Tensor<1>| t.mean().into_scalar::<f32>() as f64;
+    let (entropy, sink_mass) = diags.into_iter().map(|d| (mean(d.normalized_entropy), mean(d.sink_mass))).unzip();
+    LayerStats { entropy, sink_mass }
 }
 
 /// What `meta.json` records about a run.
@@ -368,14 +376,14 @@ fn meta(config: &RunConfig) -> serde_json::Value {
 }
 
 /// Evaluates a model on a task's evaluation set with the config's batch settings.
-pub fn evaluate(config: &RunConfig, task: &dyn Task, model: &Model, device: &Device) -> (BTreeMap<String, f64>, Vec<f64>) {
+pub fn evaluate(config: &RunConfig, task: &dyn Task, model: &Model, device: &Device) -> (BTreeMap<String, f64>, LayerStats) {
     let batches = task.eval_batches(config.train.eval_batches, config.train.batch_size, device);
     measure(task, model, &batches)
 }
 
-/// The task's metrics and each layer's mean attention entropy on `batches`.
-fn measure(task: &dyn Task, model: &Model, batches: &[Batch]) -> (BTreeMap<String, f64>, Vec<f64>) {
-    (task.evaluate(model, batches), layer_entropy(model, batches))
+/// The task's metrics and each layer's attention statistics on `batches`.
+fn measure(task: &dyn Task, model: &Model, batches: &[Batch]) -> (BTreeMap<String, f64>, LayerStats) {
+    (task.evaluate(model, batches), layer_stats(model, batches))
 }
 
 #[cfg(test)]

@@ -48,16 +48,22 @@ fn action(verdict: Option<Verdict>) -> &'static str {
 
 /// The alarms to set after swapping to the arm, and when to roll back to the baseline.
 fn monitoring(arm: &ArmResult, base: &ArmResult) -> String {
-    let entropy: Vec<String> = arm.entropy_range_per_layer.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect();
+    let ranges = |r: &[(f64, f64)]| r.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect::<Vec<_>>().join(", ");
+    // Runs recorded before sink mass was measured have none; the advice then leaves it out.
+    let (sink_watch, sink_alarm) = if arm.sink_mass_range_per_layer.is_empty() {
+        (String::new(), "")
+    } else {
+        (format!(", sink mass per layer within [{}]", ranges(&arm.sink_mass_range_per_layer)), " a layer's sink mass exceeds twice its maximum,")
+    };
     format!(
         "After a swap, monitor: training loss within {:.3}–{:.3}, gradient norm within {:.3}–{:.3} \
-         (p5–p95 of the second half of training), attention entropy per layer within [{}]; roll back to {} if the loss \
-         leaves that range for long, the gradient norm exceeds twice its p95, or a layer's entropy collapses below half its minimum.",
+         (p5–p95 of the second half of training), attention entropy per layer within [{}]{sink_watch}; roll back to {} if the loss \
+         leaves that range for long, the gradient norm exceeds twice its p95,{sink_alarm} or a layer's entropy collapses below half its minimum.",
         arm.final_loss_range.0,
         arm.final_loss_range.1,
         arm.grad_norm_p5_p95.0,
         arm.grad_norm_p5_p95.1,
-        entropy.join(", "),
+        ranges(&arm.entropy_range_per_layer),
         base.name
     )
 }

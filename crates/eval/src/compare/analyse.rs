@@ -36,6 +36,9 @@ pub struct ArmResult {
     pub final_loss_range: (f64, f64),
     pub grad_norm_p5_p95: (f64, f64),
     pub entropy_range_per_layer: Vec<(f64, f64)>,
+    /// The same for the sink mass (mean weight on position 0).
+    #[serde(default)]
+    pub sink_mass_range_per_layer: Vec<(f64, f64)>,
 }
 
 /// Everything a comparison produced; written as `results.json`.
@@ -111,7 +114,8 @@ fn arm_result(spec: &Comparison, index: usize, runs: &[RunRecord], higher_is_bet
         state_floats: model.decode_state_floats(model.max_seq_len),
         final_loss_range: final_loss_range(runs, &ok),
         grad_norm_p5_p95: grad_norm_p5_p95(runs, &ok),
-        entropy_range_per_layer: entropy_range_per_layer(runs, &ok),
+        entropy_range_per_layer: last_range_per_layer(runs, &ok, |r| &r.entropy),
+        sink_mass_range_per_layer: last_range_per_layer(runs, &ok, |r| &r.sink_mass),
     }
 }
 
@@ -188,9 +192,9 @@ fn grad_norm_p5_p95(all: &[RunRecord], runs: &[usize]) -> (f64, f64) {
     (quantile(&late, 0.05), quantile(&late, 0.95))
 }
 
-/// The range over the runs of each layer's attention entropy at the last evaluation.
-fn entropy_range_per_layer(all: &[RunRecord], runs: &[usize]) -> Vec<(f64, f64)> {
-    let last = |i: usize| all[i].entropy.last().map(|(_, per_layer)| per_layer);
+/// The range over the runs of each layer's value at the last evaluation (entropy, sink mass).
+fn last_range_per_layer(all: &[RunRecord], runs: &[usize], curve: fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>) -> Vec<(f64, f64)> {
+    let last = |i: usize| curve(&all[i]).last().map(|(_, per_layer)| per_layer);
     let layers = runs.iter().filter_map(|&i| last(i).map(Vec::len)).max().unwrap_or(0);
     (0..layers)
         .map(|l| {
@@ -343,5 +347,21 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// Runs that recorded sink mass get it in the advice: its range at the last evaluation per
+    /// layer, and an alarm at twice its maximum.
+    #[test]
+    fn sink_mass_joins_the_monitoring_advice_when_recorded() {
+        let (comparison, mut runs) = synthetic_comparison();
+        for (i, r) in runs.iter_mut().enumerate() {
+            r.sink_mass = vec![(10, vec![0.9, 0.9]), (90, vec![0.2 + 0.01 * (i % 3) as f64, 0.05])];
+        }
+        let r = analyse(&comparison, runs, "synthetic");
+        let linear = r.arms.iter().find(|a| a.name == "linear").unwrap();
+        assert_eq!(format!("{:.3?}", linear.sink_mass_range_per_layer), "[(0.200, 0.210), (0.050, 0.050)]");
+        let verdict = r.verdicts.iter().find(|v| v.starts_with("linear:")).unwrap();
+        assert!(verdict.contains("sink mass per layer within [0.20–0.21, 0.05–0.05]; roll back"), "{verdict}");
+        assert!(verdict.contains("twice its p95, a layer's sink mass exceeds twice its maximum, or a layer's entropy"), "{verdict}");
     }
 }

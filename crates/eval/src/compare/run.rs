@@ -31,6 +31,9 @@ pub struct RunRecord {
     pub eval_metric: Vec<(usize, f64)>,
     /// `(step, entropy per layer)` at each evaluation.
     pub entropy: Vec<(usize, Vec<f64>)>,
+    /// `(step, sink mass per layer)` at each evaluation.
+    #[serde(default)]
+    pub sink_mass: Vec<(usize, Vec<f64>)>,
     /// Every metric of the last evaluation (e.g. in-context regression's error per example).
     #[serde(default)]
     pub final_eval: std::collections::BTreeMap<String, f64>,
@@ -52,6 +55,9 @@ pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
                     push_finite(&mut record.eval_metric, e.step, m);
                 }
                 record.entropy.push((e.step, e.attention_entropy.into_iter().filter(|v| v.is_finite()).collect()));
+                if !e.sink_mass.is_empty() {
+                    record.sink_mass.push((e.step, e.sink_mass.into_iter().filter(|v| v.is_finite()).collect()));
+                }
                 record.final_eval = e.eval.into_iter().filter(|(_, v)| v.is_finite()).collect();
             }
         }
