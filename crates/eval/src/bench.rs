@@ -257,8 +257,9 @@ pub fn scaling_table(
                 row += &format!(" {:>30}", "-");
                 continue;
             }
-            // Short sequences are fast and noisy: more repetitions.
-            let reps = (20 * 64 / t).clamp(3, 20);
+            // Short sequences are fast and noisy: more repetitions; at least 7, because a shared
+            // machine's hiccups make the median of 3 swing by half at mid lengths.
+            let reps = (20 * 64 / t).clamp(7, 20);
             let p = length_point(s, d_model, n_heads, t, reps, device);
             row += &format!(" {:>30}", format!("{:.2} | {:.1}", p.ms_median, p.peak_mib));
             points.push(p);

@@ -68,7 +68,6 @@ use crate::options::{parse_options, split_choice, write_with_options};
 use crate::short_conv::{ShortConv, check_kernel};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
-use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -295,7 +294,7 @@ impl DecayAttention {
                 let alpha = self.alpha.as_ref().expect("gla has alpha");
                 let logits = crate::fused::affine(alpha, x);
                 let f = logits.dims()[2] / h;
-                (log_sigmoid(logits) / GLA_LOGIT_NORMALIZER).reshape([b, t, h, f]).swap_dims(1, 2)
+                (crate::fused::log_sigmoid(logits) / GLA_LOGIT_NORMALIZER).reshape([b, t, h, f]).swap_dims(1, 2)
             }
         }
     }

@@ -43,7 +43,7 @@ use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer,
 use crate::options::{parse_options, print_options};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
-use burn::tensor::activation::{log_sigmoid, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Bool, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -305,7 +305,7 @@ impl SoftmaxAttention {
 
     /// Per-head `ln f_t ≤ 0` of the tokens in `x`, `[batch, heads, seq]`.
     fn log_forget(&self, x: Tensor<3>) -> Option<Tensor<3>> {
-        self.forget.as_ref().map(|f| log_sigmoid(fused::affine(f, x)).swap_dims(1, 2))
+        self.forget.as_ref().map(|f| fused::log_sigmoid(fused::affine(f, x)).swap_dims(1, 2))
     }
 
     /// The terms for queries `x` whose forget sums continue from `c_before` (`[batch, heads, 1]`;
@@ -523,7 +523,7 @@ impl SequenceMixer for SoftmaxAttention {
 mod tests {
     use super::*;
     use crate::testing::{assert_close, device, output_and_grads, randn, values, visible_rows};
-    use burn::tensor::activation::softmax;
+    use burn::tensor::activation::{log_sigmoid, softmax};
 
     /// What the oracle adds to the logits and the normaliser.
     #[derive(Clone, Copy, Default)]

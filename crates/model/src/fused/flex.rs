@@ -108,6 +108,8 @@ enum Unary {
     Elu1,
     /// `x·σ(x)`; the backward needs the input.
     Silu,
+    /// `ln σ(x)`; the backward needs the input.
+    LogSigmoid,
 }
 
 impl Unary {
@@ -118,6 +120,7 @@ impl Unary {
             Unary::Gelu => simd::gelu,
             Unary::Elu1 => simd::elu1,
             Unary::Silu => simd::silu,
+            Unary::LogSigmoid => simd::log_sigmoid,
         };
         par_chunks(&mut y, |start, out| kernel(&x_values[start..start + out.len()], out));
         from_vec(y, x.layout().shape().clone())
@@ -131,6 +134,7 @@ impl Unary {
             Unary::Gelu => simd::gelu_backward,
             Unary::Elu1 => simd::elu1_backward,
             Unary::Silu => simd::silu_backward,
+            Unary::LogSigmoid => simd::log_sigmoid_backward,
         };
         par_chunks(&mut dx, |start, out| kernel(&saved[start..start + out.len()], &g[start..start + out.len()], out));
         from_vec(dx, dy.layout().shape().clone())
@@ -156,7 +160,7 @@ fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Tenso
             let input = contiguous(t.primitive());
             let y = map.apply(&input);
             let saved = match map {
-                Unary::Gelu | Unary::Silu => input,
+                Unary::Gelu | Unary::Silu | Unary::LogSigmoid => input,
                 Unary::Elu1 => y.clone(),
             };
             Ok(record(UnaryBackward, [&t], (map, saved), y))
@@ -178,6 +182,11 @@ pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>
 /// Fused SiLU, or the input back when it is not an f32 flex tensor.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     unary_op(Unary::Silu, x)
+}
+
+/// Fused `ln σ(x)`, or the input back when it is not an f32 flex tensor.
+pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    unary_op(Unary::LogSigmoid, x)
 }
 
 /// A 2-D flex tensor as a strided matrix view (no copy).

@@ -11,6 +11,7 @@
 //! | [`gelu`] | `x·Φ(x)` | `simd.rs` |
 //! | [`elu_plus_one`] | `elu(x) + 1` | `simd.rs` |
 //! | [`silu`] | `x·σ(x)` | `simd.rs` |
+//! | [`log_sigmoid`] | `ln σ(x)` | `simd.rs` |
 //! | [`layer_norm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `norm.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
@@ -83,6 +84,20 @@ pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 fn elu_plus_one_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp()
+}
+
+/// `ln σ(x)`, as `burn::tensor::activation::log_sigmoid` but fused on flex (GLA's and FoX's
+/// gates).
+///
+/// # Shapes
+/// - any; the output has the input's shape
+pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::log_sigmoid(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::log_sigmoid(x)
 }
 
 /// SiLU, `x·σ(x)`, as `burn::tensor::activation::silu` but fused on flex.
@@ -295,6 +310,19 @@ mod tests {
         let (slow, slow_g) = output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
         assert_close(fast, slow, 1e-6, "elu+1 output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "elu+1 gradient");
+    }
+
+    /// Fused `ln σ` equals Burn's on fresh random inputs, strided, large magnitudes included,
+    /// outputs and gradients.
+    #[test]
+    fn fused_log_sigmoid_matches_burn_log_sigmoid() {
+        let d = device();
+        let x = randn([4, 9, 33], 94, &d) * 30.0;
+        assert_close(log_sigmoid(x.clone()), burn::tensor::activation::log_sigmoid(x.clone()), 1e-5, "log σ, no autodiff");
+        let (fast, fast_g) = output_and_grads(&[x.clone()], 95, |v| log_sigmoid(v[0].clone().swap_dims(1, 2)));
+        let (slow, slow_g) = output_and_grads(&[x], 95, |v| burn::tensor::activation::log_sigmoid(v[0].clone().swap_dims(1, 2)));
+        assert_close(fast, slow, 1e-5, "log σ output");
+        assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, "log σ gradient");
     }
 
     /// Fused SiLU equals Burn's on fresh random inputs, strided, outputs and gradients, with

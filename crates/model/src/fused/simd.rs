@@ -136,6 +136,22 @@ fn silu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `ln σ(x) = −ln(1 + e^{−x})`, as `min(x, 0) − ln(1 + e^{−|x|})` so neither tail overflows.
+#[inline(always)]
+fn log_sigmoid_body(x: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = x.min(0.0) - (1.0 + exp(-x.abs())).ln();
+    }
+}
+
+/// The derivative of `ln σ(x)`: `σ(−x) = 1/(1 + e^x)`.
+#[inline(always)]
+fn log_sigmoid_backward_body(x: &[f32], grad: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+        *o = g / (1.0 + exp(x));
+    }
+}
+
 #[cfg(test)]
 #[inline(always)]
 fn exp_body(x: &mut [f32]) {
@@ -191,6 +207,14 @@ dispatched!(
 dispatched!(
     /// `out[i] = grad[i] · silu'(x[i])`.
     silu_backward => silu_backward_body(x: &[f32], grad: &[f32], out: &mut [f32])
+);
+dispatched!(
+    /// `out[i] = ln σ(x[i])`.
+    log_sigmoid => log_sigmoid_body(x: &[f32], out: &mut [f32])
+);
+dispatched!(
+    /// `out[i] = grad[i] · σ(−x[i])`.
+    log_sigmoid_backward => log_sigmoid_backward_body(x: &[f32], grad: &[f32], out: &mut [f32])
 );
 #[cfg(test)]
 dispatched!(
