@@ -364,11 +364,12 @@ fn bench_reports_every_section() {
     let text = ok(&attnlab(&[
         "bench", "--config", "configs/mqar-smoke.toml", "--steps", "2", "--warmup", "1", "--lengths", "32,256",
         "--recurrent-max", "32", "--decode-tokens", "20", "--json", json.to_str().unwrap(),
+        "--variants", "softmax,delta:gated", "--scaling", "softmax,linear:elu1,linear:elu1:form=recurrent,delta:gated",
     ]));
     assert!(text.contains("ms/step") && text.contains("decoding"), "{text}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["train_step"].as_array().unwrap().len(), 2);
-    // 4 forms at T = 32, the recurrent one skipped at T = 256.
+    // 4 specs at T = 32, the recurrent form skipped at T = 256.
     assert_eq!(v["scaling"].as_array().unwrap().len(), 7);
     assert_eq!(v["decode"].as_array().unwrap().len(), 2 * 2, "positions 1 and 16 per variant");
     for r in v["train_step"].as_array().unwrap().iter().chain(v["scaling"].as_array().unwrap()) {

@@ -128,7 +128,7 @@ fn causal_outputs_ignore_the_future_for_every_variant() {
 #[test]
 fn bidirectional_outputs_see_the_future() {
     let d = device();
-    for spec in ["softmax", "linear:elu1", "sigmoid", "decay:gla", "delta:gated"] {
+    for spec in ["softmax", "linear:elu1", "sigmoid", "decay:gla", "delta:gated", "stickbreak", "softmax:forget=true"] {
         let cfg = ModelConfig { causal: false, ..config(spec, PositionKind::Learned) };
         let m = model(&cfg, &d);
         let a = random_ids(8, 7);

@@ -16,6 +16,7 @@ pub mod delta;
 pub mod linear;
 pub mod sigmoid;
 pub mod softmax;
+pub mod stickbreak;
 
 use crate::mixer::{
     MixContext, MixOutput, MixerDims, MixerFamily, MixerState, SequenceMixer, SpecError, VariantInfo,
@@ -82,6 +83,7 @@ families! {
     Linear(linear::LinearAttentionConfig),
     Decay(decay::DecayAttentionConfig),
     Delta(delta::DeltaAttentionConfig),
+    StickBreak(stickbreak::StickBreakingAttentionConfig),
 }
 
 struct FamilyEntry {
