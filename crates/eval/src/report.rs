@@ -89,6 +89,13 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
         ));
     }
 
+    let arms: Vec<(String, Vec<usize>)> = results.arms.iter().map(|a| (a.name.clone(), a.runs.clone())).collect();
+    let by_length = length_series(&results.metric, &arms, &results.runs);
+    if !by_length.is_empty() {
+        let title = format!("Final {} against evaluation length (mean over seeds, band = min–max)", results.metric);
+        out.push(("metric_vs_length".into(), title.clone(), line_chart(&title, "evaluation length (tokens)", &results.metric, &by_length, false)));
+    }
+
     let bars: Vec<(String, f64, f64, f64)> =
         results.arms.iter().map(|a| (a.name.clone(), a.summary.mean, a.summary.ci_low, a.summary.ci_high)).collect();
     let title = format!("Final {} (mean, 95% CI over seeds)", results.metric);
@@ -372,9 +379,54 @@ pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<
     Ok(())
 }
 
+/// Per arm (`(name, its best-lr runs)`), the main metric at each evaluation length its runs
+/// report (`<metric>@<length>`, as MQAR's `task.eval_lengths` writes), averaged over the runs;
+/// empty when no run has any.
+pub fn length_series(metric: &str, arms: &[(String, Vec<usize>)], runs: &[RunRecord]) -> Vec<Series> {
+    let prefix = format!("{metric}@");
+    let mut series = Vec::new();
+    for (name, arm_runs) in arms {
+        let curves: Vec<Vec<(usize, f64)>> = arm_runs
+            .iter()
+            .map(|&i| &runs[i])
+            .filter(|r| r.error.is_none())
+            .map(|r| {
+                let mut points: Vec<(usize, f64)> =
+                    r.final_eval.iter().filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse::<usize>().ok()?, *v))).collect();
+                points.sort_by_key(|p| p.0);
+                points
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
+        if curves.is_empty() {
+            continue;
+        }
+        let refs: Vec<&[(usize, f64)]> = curves.iter().map(|c| c.as_slice()).collect();
+        let (mean, band) = mean_band(&refs);
+        series.push(Series::new(name.clone(), mean).with_band(band));
+    }
+    series
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The length plot's points come from `<metric>@<length>` of each arm's best-lr runs, in
+    /// length order, averaged over seeds; other metrics are ignored.
+    #[test]
+    fn length_series_reads_metric_at_length() {
+        let run = |a64: f64, a128: f64| RunRecord {
+            final_eval: [("accuracy@128", a128), ("accuracy@64", a64), ("loss@64", 9.0), ("accuracy", 1.0)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..Default::default()
+        };
+        let arms = vec![("a".to_string(), vec![0, 1])];
+        let s = length_series("accuracy", &arms, &[run(0.8, 0.4), run(0.6, 0.2)]);
+        assert_eq!(s.len(), 1);
+        let points: Vec<(f64, f64)> = s[0].points.iter().map(|&(x, y)| (x, (y * 1e6).round() / 1e6)).collect();
+        assert_eq!(points, vec![(64.0, 0.7), (128.0, 0.3)]);
+        assert!(length_series("accuracy", &arms, &[RunRecord::default(), RunRecord::default()]).is_empty());
+    }
 
     #[test]
     fn mean_band_keeps_common_steps_only() {

@@ -185,11 +185,24 @@ pub struct MqarConfig {
     pub power_a: f64,
     /// Sequences in the fixed evaluation set.
     pub eval_examples: usize,
+    /// Length generalisation: also evaluate at these lengths (e.g. `[64, 128, 256]` for a model
+    /// trained at 32), with the number of pairs scaled in proportion (`num_kv_pairs·ℓ/seq_len`),
+    /// so a longer sequence holds more pairs at longer gaps, not only more padding. Reported as
+    /// `accuracy@ℓ` and `loss@ℓ`. Empty: off.
+    pub eval_lengths: Vec<usize>,
 }
 
 impl Default for MqarConfig {
     fn default() -> Self {
-        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512 }
+        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512, eval_lengths: Vec::new() }
+    }
+}
+
+impl MqarConfig {
+    /// Key-value pairs in a sequence of `len` tokens: `num_kv_pairs` at the training length,
+    /// in proportion elsewhere (at least one).
+    pub fn pairs_at(&self, len: usize) -> usize {
+        (self.num_kv_pairs * len / self.seq_len.max(1)).max(1)
     }
 }
 
@@ -329,6 +342,30 @@ impl RunConfig {
                 if c.seq_len > self.model.max_seq_len {
                     return Err(invalid(format!("task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len", c.seq_len, self.model.max_seq_len)));
                 }
+                for &len in &c.eval_lengths {
+                    let pairs = c.pairs_at(len);
+                    if len > self.model.max_seq_len {
+                        return Err(invalid(format!("task.eval_lengths: {len} exceeds model.max_seq_len ({}): raise model.max_seq_len to the longest evaluation length", self.model.max_seq_len)));
+                    }
+                    if len % 2 != 0 || 4 * pairs > len {
+                        return Err(invalid(format!("task.eval_lengths: {len} must be even and hold 4·{pairs} pairs' worth of tokens")));
+                    }
+                    if c.vocab / 2 <= pairs {
+                        return Err(invalid(format!(
+                            "task.eval_lengths: length {len} holds {pairs} pairs but task.vocab ({}) leaves only {} keys: raise task.vocab above {}",
+                            c.vocab,
+                            c.vocab / 2 - 1,
+                            2 * pairs + 1
+                        )));
+                    }
+                    if len > c.seq_len && self.model.positions == attnlab_model::position::PositionKind::Learned {
+                        return Err(invalid(format!(
+                            "task.eval_lengths: learned positions past the training length ({}) are never trained, so they cannot extrapolate to {len}: \
+                             set model.positions = \"none\", \"rope\" or \"sinusoidal\"",
+                            c.seq_len
+                        )));
+                    }
+                }
             }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
@@ -436,6 +473,27 @@ mod tests {
             assert!(err.contains(needle), "{set}: {err}");
             assert!(!err.contains('\n'), "{set}: error spans lines: {err}");
         }
+    }
+
+    /// Length generalisation on MQAR: the pairs scale with the length, and the lengths a model
+    /// cannot be evaluated at are refused with the key and the fix named.
+    #[test]
+    fn mqar_eval_lengths_are_checked() {
+        const MQAR: &str = "[task]\nkind = \"mqar\"\nvocab = 128\nseq_len = 32\nnum_kv_pairs = 4\n[model]\nmax_seq_len = 256\npositions = \"none\"\n";
+        let ok = RunConfig::from_toml(MQAR, &["task.eval_lengths=[64, 256]".into()]).unwrap();
+        let TaskConfig::Mqar(c) = &ok.task else { panic!("mqar") };
+        assert_eq!((c.pairs_at(32), c.pairs_at(64), c.pairs_at(256), c.pairs_at(8)), (4, 8, 32, 1));
+        for (set, needle) in [
+            ("task.eval_lengths=[512]", "exceeds model.max_seq_len (256)"),
+            ("task.eval_lengths=[65]", "must be even"),
+            ("model.positions=\"learned\"", "learned positions past the training length (32)"),
+        ] {
+            let overrides = if set.starts_with("task.") { vec![set.to_string()] } else { vec!["task.eval_lengths=[64]".to_string(), set.to_string()] };
+            let err = RunConfig::from_toml(MQAR, &overrides).unwrap_err().to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+        }
+        let err = RunConfig::from_toml(MQAR, &["task.vocab=64".into(), "task.eval_lengths=[256]".into()]).unwrap_err().to_string();
+        assert!(err.contains("holds 32 pairs") && err.contains("raise task.vocab above 65"), "{err}");
     }
 
     #[test]

@@ -9,10 +9,11 @@
 //! step (zoology uses a fixed pool of 100k); the evaluation set is fixed by the seed.
 
 use super::text::batch_index;
-use super::{Batch, MainMetric, Target, Task};
+use super::{Batch, MainMetric, Target, Task, mean_metrics};
 use crate::config::MqarConfig;
 use crate::seed;
-use attnlab_model::{LmInput, ModelInput, ModelIo};
+use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
+use std::collections::BTreeMap;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, RngExt};
 
@@ -33,9 +34,15 @@ impl Mqar {
         Self { config, seed }
     }
 
+    /// A sequence at the training length.
     pub fn example(&self, rng: &mut impl Rng) -> Example {
+        self.example_at(rng, self.config.seq_len)
+    }
+
+    /// A sequence of `len` tokens holding [`MqarConfig::pairs_at`]`(len)` pairs.
+    pub fn example_at(&self, rng: &mut impl Rng, len: usize) -> Example {
         let c = &self.config;
-        let (kv, len) = (c.num_kv_pairs, c.seq_len);
+        let kv = c.pairs_at(len);
         let half = c.vocab / 2;
         let keys = distinct(rng, 1, half, kv);
         let values = distinct(rng, half, c.vocab, kv);
@@ -58,7 +65,7 @@ impl Mqar {
     }
 
     fn batch(&self, examples: &[Example], device: &Device) -> Batch {
-        let (b, t) = (examples.len(), self.config.seq_len);
+        let (b, t) = (examples.len(), examples.first().map_or(0, |e| e.tokens.len()));
         let ints = |f: &dyn Fn(&Example) -> &Vec<i64>| {
             let v: Vec<i64> = examples.iter().flat_map(|e| f(e).iter().copied()).collect();
             Tensor::<2, Int>::from_data(TensorData::new(v, [b, t]), device)
@@ -118,8 +125,30 @@ impl Task for Mqar {
         self.batch(&ex, device)
     }
     fn eval_batches(&self, _batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
-        let mut rng = seed::rng(self.seed, "eval", 0);
-        let ex: Vec<Example> = (0..self.config.eval_examples).map(|_| self.example(&mut rng)).collect();
+        self.eval_set(self.config.seq_len, batch_size, device)
+    }
+    /// The training length's metrics, then `accuracy@ℓ` and `loss@ℓ` at every
+    /// `task.eval_lengths` entry, each on a fixed set of its own.
+    fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
+        let mut metrics = mean_metrics(model, batches);
+        let Some(first) = batches.first() else { return metrics };
+        let LmInput::Tokens(ids) = &first.input else { return metrics };
+        let (device, batch_size) = (ids.device(), ids.dims()[0]);
+        for &len in &self.config.eval_lengths {
+            for (name, value) in mean_metrics(model, &self.eval_set(len, batch_size, &device)) {
+                metrics.insert(format!("{name}@{len}"), value);
+            }
+        }
+        metrics
+    }
+}
+
+impl Mqar {
+    /// The fixed evaluation set at `len` tokens: the training length's is the seed's "eval"
+    /// stream, every other length a stream of its own.
+    fn eval_set(&self, len: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
+        let mut rng = if len == self.config.seq_len { seed::rng(self.seed, "eval", 0) } else { seed::rng(self.seed, "eval-length", len as u64) };
+        let ex: Vec<Example> = (0..self.config.eval_examples).map(|_| self.example_at(&mut rng, len)).collect();
         ex.chunks(batch_size.max(1)).map(|c| self.batch(c, device)).collect()
     }
 }
@@ -130,7 +159,7 @@ mod tests {
 
     #[test]
     fn every_key_is_queried_once_with_its_value_as_target() {
-        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8 };
+        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8, eval_lengths: vec![] };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
         for _ in 0..50 {
@@ -145,6 +174,48 @@ mod tests {
                 assert_eq!(e.targets[p], *v);
             }
         }
+    }
+
+    /// At 4× the training length a sequence holds 4× the pairs, every key queried once with its
+    /// value, and the evaluation reports each length's metrics next to the training length's.
+    #[test]
+    fn longer_sequences_hold_proportionally_more_pairs() {
+        use attnlab_model::position::PositionKind;
+        use attnlab_model::{MixerStack, ModelConfig};
+        let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128] };
+        let task = Mqar::new(cfg, 3);
+        let mut rng = seed::rng(3, "test", 0);
+        for _ in 0..20 {
+            let e = task.example_at(&mut rng, 128);
+            assert_eq!(e.tokens.len(), 128);
+            let pairs: Vec<(i64, i64)> = (0..16).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
+            let queries: Vec<usize> = (0..128).filter(|&p| e.mask[p] == 1.0).collect();
+            assert_eq!(queries.len(), 16);
+            for p in queries {
+                assert!(p >= 32);
+                let (_, v) = pairs.iter().find(|(k, _)| *k == e.tokens[p]).expect("query is a key");
+                assert_eq!(e.targets[p], *v);
+            }
+        }
+        let device = Device::flex();
+        let model_cfg = ModelConfig {
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 1,
+            mixer: "softmax".parse::<MixerStack>().unwrap(),
+            positions: PositionKind::None,
+            max_seq_len: 128,
+            mlp_ratio: 0,
+            ..Default::default()
+        };
+        let model = model_cfg.init(&task.io(), 1, &device).unwrap();
+        let batches = task.eval_batches(1, 4, &device);
+        let m = task.evaluate(&model, &batches);
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["accuracy", "accuracy@128", "accuracy@64", "loss", "loss@128", "loss@64"]);
+        assert!(m.values().all(|v| v.is_finite()), "{m:?}");
+        // The fixed sets repeat: evaluating again gives the same numbers.
+        assert_eq!(task.evaluate(&model, &batches), m);
     }
 
     #[test]
