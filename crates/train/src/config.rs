@@ -190,11 +190,15 @@ pub struct MqarConfig {
     /// so a longer sequence holds more pairs at longer gaps, not only more padding. Reported as
     /// `accuracy@ℓ` and `loss@ℓ`. Empty: off.
     pub eval_lengths: Vec<usize>,
+    /// Forgetting MQAR (zoology's `forgetting_mqar`): this many of the keys are bound again to a
+    /// new value after the first pairs, and their queries expect the latest value, so a mixer
+    /// must overwrite, not only accumulate. Scales with the length like the pairs. 0: off.
+    pub rebind_pairs: usize,
 }
 
 impl Default for MqarConfig {
     fn default() -> Self {
-        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512, eval_lengths: Vec::new() }
+        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512, eval_lengths: Vec::new(), rebind_pairs: 0 }
     }
 }
 
@@ -203,6 +207,16 @@ impl MqarConfig {
     /// in proportion elsewhere (at least one).
     pub fn pairs_at(&self, len: usize) -> usize {
         (self.num_kv_pairs * len / self.seq_len.max(1)).max(1)
+    }
+
+    /// Keys bound a second time in a sequence of `len` tokens (in proportion, at most the pairs).
+    pub fn rebinds_at(&self, len: usize) -> usize {
+        (self.rebind_pairs * len / self.seq_len.max(1)).min(self.pairs_at(len))
+    }
+
+    /// Tokens a sequence of `len` needs: the pairs, the second bindings and a query slot pair per key.
+    fn tokens_needed(&self, len: usize) -> usize {
+        4 * self.pairs_at(len) + 2 * self.rebinds_at(len)
     }
 }
 
@@ -330,14 +344,19 @@ impl RunConfig {
                 }
             }
             TaskConfig::Mqar(c) => {
-                if c.seq_len % 2 != 0 || 4 * c.num_kv_pairs > c.seq_len || c.vocab <= c.seq_len || c.num_kv_pairs == 0 {
+                if c.seq_len % 2 != 0 || c.tokens_needed(c.seq_len) > c.seq_len || c.vocab <= c.seq_len || c.num_kv_pairs == 0 {
                     return Err(invalid(format!(
-                        "task (mqar): need an even seq_len ({}), 4·num_kv_pairs ({}) <= seq_len and vocab ({}) > seq_len",
-                        c.seq_len, 4 * c.num_kv_pairs, c.vocab
+                        "task (mqar): need an even seq_len ({}), 4·num_kv_pairs + 2·rebind_pairs ({}) <= seq_len and vocab ({}) > seq_len",
+                        c.seq_len,
+                        c.tokens_needed(c.seq_len),
+                        c.vocab
                     )));
                 }
-                if c.vocab / 2 <= c.num_kv_pairs {
-                    return Err(invalid("task.vocab must leave more than num_kv_pairs keys (keys use the lower half)"));
+                if c.rebind_pairs > c.num_kv_pairs {
+                    return Err(invalid(format!("task.rebind_pairs ({}) cannot exceed task.num_kv_pairs ({})", c.rebind_pairs, c.num_kv_pairs)));
+                }
+                if c.vocab / 2 <= c.num_kv_pairs + c.rebind_pairs {
+                    return Err(invalid("task.vocab must leave more than num_kv_pairs keys and num_kv_pairs + rebind_pairs values (each uses one half)"));
                 }
                 if c.seq_len > self.model.max_seq_len {
                     return Err(invalid(format!("task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len", c.seq_len, self.model.max_seq_len)));
@@ -347,10 +366,10 @@ impl RunConfig {
                     if len > self.model.max_seq_len {
                         return Err(invalid(format!("task.eval_lengths: {len} exceeds model.max_seq_len ({}): raise model.max_seq_len to the longest evaluation length", self.model.max_seq_len)));
                     }
-                    if len % 2 != 0 || 4 * pairs > len {
+                    if len % 2 != 0 || c.tokens_needed(len) > len {
                         return Err(invalid(format!("task.eval_lengths: {len} must be even and hold 4·{pairs} pairs' worth of tokens")));
                     }
-                    if c.vocab / 2 <= pairs {
+                    if c.vocab / 2 <= pairs + c.rebinds_at(len) {
                         return Err(invalid(format!(
                             "task.eval_lengths: length {len} holds {pairs} pairs but task.vocab ({}) leaves only {} keys: raise task.vocab above {}",
                             c.vocab,
@@ -487,6 +506,7 @@ mod tests {
             ("task.eval_lengths=[512]", "exceeds model.max_seq_len (256)"),
             ("task.eval_lengths=[65]", "must be even"),
             ("model.positions=\"learned\"", "learned positions past the training length (32)"),
+            ("task.rebind_pairs=5", "task.rebind_pairs (5) cannot exceed task.num_kv_pairs (4)"),
         ] {
             let overrides = if set.starts_with("task.") { vec![set.to_string()] } else { vec!["task.eval_lengths=[64]".to_string(), set.to_string()] };
             let err = RunConfig::from_toml(MQAR, &overrides).unwrap_err().to_string();

@@ -42,10 +42,10 @@ impl Mqar {
     /// A sequence of `len` tokens holding [`MqarConfig::pairs_at`]`(len)` pairs.
     pub fn example_at(&self, rng: &mut impl Rng, len: usize) -> Example {
         let c = &self.config;
-        let kv = c.pairs_at(len);
+        let (kv, rebinds) = (c.pairs_at(len), c.rebinds_at(len));
         let half = c.vocab / 2;
         let keys = distinct(rng, 1, half, kv);
-        let values = distinct(rng, half, c.vocab, kv);
+        let values = distinct(rng, half, c.vocab, kv + rebinds);
         let mut tokens = vec![0i64; len];
         let mut targets = vec![0i64; len];
         let mut mask = vec![0f32; len];
@@ -53,12 +53,22 @@ impl Mqar {
             tokens[2 * i] = keys[i];
             tokens[2 * i + 1] = values[i];
         }
-        let space = (len - 2 * kv) / 2;
+        // Forgetting MQAR: keys bound again to fresh values; queries want the latest binding.
+        // (No draws at all without rebinding, so the plain task's stream is unchanged.)
+        let mut latest = values[..kv].to_vec();
+        for (r, &i) in distinct(rng, 0, kv, rebinds).iter().enumerate() {
+            let (i, at) = (i as usize, 2 * (kv + r));
+            tokens[at] = keys[i];
+            tokens[at + 1] = values[kv + r];
+            latest[i] = values[kv + r];
+        }
+        let prefix = 2 * (kv + rebinds);
+        let space = (len - prefix) / 2;
         let weights: Vec<f64> = (1..=space).map(|g| c.power_a * (g as f64).powf(c.power_a - 1.0)).collect();
         for (i, gap) in weighted_without_replacement(rng, &weights, kv).into_iter().enumerate() {
-            let pos = 2 * kv + 2 * gap;
+            let pos = prefix + 2 * gap;
             tokens[pos] = keys[i];
-            targets[pos] = values[i];
+            targets[pos] = latest[i];
             mask[pos] = 1.0;
         }
         Example { tokens, targets, mask }
@@ -159,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_key_is_queried_once_with_its_value_as_target() {
-        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8, eval_lengths: vec![] };
+        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8, ..MqarConfig::default() };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
         for _ in 0..50 {
@@ -182,7 +192,7 @@ mod tests {
     fn longer_sequences_hold_proportionally_more_pairs() {
         use attnlab_model::position::PositionKind;
         use attnlab_model::{MixerStack, ModelConfig};
-        let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128] };
+        let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128], rebind_pairs: 0 };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
         for _ in 0..20 {
@@ -216,6 +226,34 @@ mod tests {
         assert!(m.values().all(|v| v.is_finite()), "{m:?}");
         // The fixed sets repeat: evaluating again gives the same numbers.
         assert_eq!(task.evaluate(&model, &batches), m);
+    }
+
+    /// Forgetting MQAR: the rebound keys appear twice before the queries, with different values,
+    /// and every query wants the value of its key's latest binding.
+    #[test]
+    fn rebound_keys_are_queried_for_their_latest_value() {
+        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8, rebind_pairs: 2, ..MqarConfig::default() };
+        let task = Mqar::new(cfg, 5);
+        let mut rng = seed::rng(5, "test", 0);
+        for _ in 0..50 {
+            let e = task.example(&mut rng);
+            // Pairs 0..4, then 2 rebindings at 8..12; queries from position 12 on.
+            let bindings: Vec<(i64, i64)> = (0..6).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
+            let rebound: Vec<i64> = bindings[4..].iter().map(|b| b.0).collect();
+            assert_ne!(rebound[0], rebound[1]);
+            for &k in &rebound {
+                let values: Vec<i64> = bindings.iter().filter(|b| b.0 == k).map(|b| b.1).collect();
+                assert_eq!(values.len(), 2, "key {k} bound twice");
+                assert_ne!(values[0], values[1]);
+            }
+            let queries: Vec<usize> = (0..32).filter(|&p| e.mask[p] == 1.0).collect();
+            assert_eq!(queries.len(), 4);
+            for p in queries {
+                assert!(p >= 12 && (p - 12) % 2 == 0);
+                let latest = bindings.iter().rev().find(|b| b.0 == e.tokens[p]).expect("query is a key").1;
+                assert_eq!(e.targets[p], latest);
+            }
+        }
     }
 
     #[test]
