@@ -92,7 +92,8 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
     let arms: Vec<(String, Vec<usize>)> = results.arms.iter().map(|a| (a.name.clone(), a.runs.clone())).collect();
     let by_length = length_series(&results.metric, &arms, &results.runs);
     if !by_length.is_empty() {
-        let title = format!("Final {} against evaluation length (mean over seeds, band = min–max)", results.metric);
+        // Short: a longer title runs off the plot's edges.
+        let title = format!("Final {} vs evaluation length", results.metric);
         out.push(("metric_vs_length".into(), title.clone(), line_chart(&title, "evaluation length (tokens)", &results.metric, &by_length, false)));
     }
 
