@@ -74,3 +74,32 @@ pub fn visible_rows(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, causal: bool) -
         })
         .collect()
 }
+
+/// The module `F` builds for `spec` (the parts after the family name, `""` for none) on `dims`,
+/// every weight drawn now under the seeded generator's lock: lazily drawn weights would take
+/// numbers from the shared stream while another test holds it.
+pub fn seeded_layer<F: crate::mixer::MixerFamily>(spec: &str, dims: &crate::mixer::MixerDims, device: &Device) -> F::Module {
+    let parts: Vec<&str> = if spec.is_empty() { vec![] } else { spec.split(':').collect() };
+    let config = F::parse(&parts, spec).unwrap_or_else(|e| panic!("{e}"));
+    crate::seeding::with_seed(device, 9, || {
+        let m = config.init(dims, device);
+        crate::seeding::materialize(&m);
+        m
+    })
+}
+
+/// Decoding `x` (`[batch, 10, d_model]`) as a 4-token prompt, three single tokens and a 3-token
+/// piece gives the causal forward's outputs: the prompt and the piece go through a family's
+/// multi-token step from the carried state, the single tokens through its one-token step.
+#[track_caller]
+pub fn assert_decoding_equals_forward<M: crate::mixer::SequenceMixer>(m: &M, x: Tensor<3>, rope: Option<&burn::nn::RotaryEncoding>, what: &str) {
+    assert_eq!(x.dims()[1], 10, "{what}: the schedule covers 10 tokens");
+    let full = m.forward(x.clone(), crate::mixer::MixContext::causal().with_rope(rope)).output;
+    let mut state = m.empty_state();
+    let mut outs = vec![m.step(x.clone().narrow(1, 0, 4), &mut state, rope)];
+    for t in 4..7 {
+        outs.push(m.step(x.clone().narrow(1, t, 1), &mut state, rope));
+    }
+    outs.push(m.step(x.narrow(1, 7, 3), &mut state, rope));
+    assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{what}: decode vs forward"));
+}

@@ -768,14 +768,8 @@ mod tests {
         DecayAttentionConfig::parse(&parts, spec).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// The layer of `spec` on `dims()`, every weight drawn now, under the seeded generator's
-    /// lock: lazily initialised weights would draw later, racing other tests' seeded draws.
     fn layer(spec: &str, device: &Device) -> DecayAttention {
-        crate::seeding::with_seed(device, 9, || {
-            let m = config(spec).init(&dims(), device);
-            crate::seeding::materialize(&m);
-            m
-        })
+        crate::testing::seeded_layer::<DecayAttentionConfig>(spec, &dims(), device)
     }
 
     /// Every gate parameter's gradient (empty for retnet).
@@ -848,16 +842,7 @@ mod tests {
             for options in ["", ":map=elu1:norm=sum:chunk=2", ":map=performer:features=8:norm=sum:form=parallel", ":map=cosformer:form=recurrent", ":conv=4:chunk=3", ":conv=2:map=elu1:norm=sum:form=recurrent"] {
                 let spec = format!("{}{options}", gate.name());
                 let m = layer(&spec, &d);
-                let x = randn([2, 10, 8], 1600, &d);
-                let full = m.forward(x.clone(), MixContext::causal().with_rope(Some(&rope))).output;
-                let mut state = m.empty_state();
-                let mut outs = vec![m.step(x.clone().narrow(1, 0, 4), &mut state, Some(&rope))];
-                for t in 4..7 {
-                    outs.push(m.step(x.clone().narrow(1, t, 1), &mut state, Some(&rope)));
-                }
-                outs.push(m.step(x.narrow(1, 7, 3), &mut state, Some(&rope)));
-                assert_eq!(state.position, 10);
-                assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{spec}: decode vs forward"));
+                crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 1600, &d), Some(&rope), &spec);
             }
         }
     }

@@ -687,13 +687,8 @@ mod tests {
         DeltaAttentionConfig::parse(&parts, spec).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// The layer of `spec` on `dims()`, every weight drawn now under the seeded generator's lock.
     fn layer(spec: &str, device: &Device) -> DeltaAttention {
-        crate::seeding::with_seed(device, 9, || {
-            let m = config(spec).init(&dims(), device);
-            crate::seeding::materialize(&m);
-            m
-        })
+        crate::testing::seeded_layer::<DeltaAttentionConfig>(spec, &dims(), device)
     }
 
     /// Every gate and convolution parameter's gradient.
@@ -762,16 +757,7 @@ mod tests {
         let rope = RotaryEncodingConfig::new(32, 4).init(&d);
         for spec in ["", "gated", "gated:conv=4:chunk=2", "neg_eigval=true:conv=3:form=parallel", "gated:form=recurrent"] {
             let m = layer(spec, &d);
-            let x = randn([2, 10, 8], 2700, &d);
-            let full = m.forward(x.clone(), MixContext::causal().with_rope(Some(&rope))).output;
-            let mut state = m.empty_state();
-            let mut outs = vec![m.step(x.clone().narrow(1, 0, 4), &mut state, Some(&rope))];
-            for t in 4..7 {
-                outs.push(m.step(x.clone().narrow(1, t, 1), &mut state, Some(&rope)));
-            }
-            outs.push(m.step(x.narrow(1, 7, 3), &mut state, Some(&rope)));
-            assert_eq!(state.position, 10);
-            assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("delta:{spec}: decode vs forward"));
+            crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 2700, &d), Some(&rope), &format!("delta:{spec}"));
         }
     }
 

@@ -205,22 +205,10 @@ mod tests {
         use burn::nn::RotaryEncodingConfig;
         let dev = device();
         let dims = MixerDims { d_model: 8, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: true };
-        let m = crate::seeding::with_seed(&dev, 9, || {
-            let m = StickBreakingAttentionConfig::default().init(&dims, &dev);
-            crate::seeding::materialize(&m);
-            m
-        });
+        let m = crate::testing::seeded_layer::<StickBreakingAttentionConfig>("", &dims, &dev);
         let rope = RotaryEncodingConfig::new(32, 4).init(&dev);
         for rope in [None, Some(&rope)] {
-            let x = randn([2, 10, 8], 530, &dev);
-            let full = m.forward(x.clone(), MixContext::causal().with_rope(rope)).output;
-            let mut state = m.empty_state();
-            let mut outs = vec![m.step(x.clone().narrow(1, 0, 4), &mut state, rope)];
-            for t in 4..7 {
-                outs.push(m.step(x.clone().narrow(1, t, 1), &mut state, rope));
-            }
-            outs.push(m.step(x.narrow(1, 7, 3), &mut state, rope));
-            assert_close(Tensor::cat(outs, 1), full, 1e-4, "decode vs forward");
+            crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 530, &dev), rope, &format!("stickbreak rope={}", rope.is_some()));
         }
     }
 
