@@ -60,6 +60,14 @@ impl ShortConv {
     pub fn forward(&self, x: Tensor<3>, history: Option<Tensor<3>>) -> (Tensor<3>, Tensor<3>) {
         convolve(x, self.weight.val(), history)
     }
+
+    /// [`Self::forward`] reading `history` and leaving the new one in its place (a decoding
+    /// state's field; `None` at the start of a sequence).
+    pub fn continue_from(&self, x: Tensor<3>, history: &mut Option<Tensor<3>>) -> Tensor<3> {
+        let (y, next) = self.forward(x, history.take());
+        *history = Some(next);
+        y
+    }
 }
 
 /// [`ShortConv::forward`] with the weight `[K, channels]` given.

@@ -60,7 +60,7 @@ use crate::feature_map::{
     DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, LinearForm, Normalizer,
     safe_denominator,
 };
-use crate::chunking::{causal_decay, to_chunks};
+use crate::chunking::{RecurrentState, causal_decay, to_chunks};
 use crate::gates::{family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
@@ -266,16 +266,6 @@ pub struct DecayAttention {
     chunk: usize,
 }
 
-/// Decoding state: `S` (with `z` as its last column under `norm=sum`) and the tokens seen.
-#[derive(Clone, Debug, Default)]
-pub struct DecayDecodeState {
-    /// `[batch, heads, F, d_v (+1)]`; `None` before the first token.
-    pub state: Option<Tensor<4>>,
-    /// `conv=K`: the last `K − 1` projected inputs, `[batch, K − 1, channels]`.
-    pub conv: Option<Tensor<3>>,
-    pub position: usize,
-}
-
 impl DecayAttention {
     /// Per-head log gates of the tokens in `x`, all `≤ 0`.
     ///
@@ -302,18 +292,19 @@ impl DecayAttention {
     /// Projected (and with `conv=K` convolved), position-encoded and feature-mapped
     /// `(φ(q), φ(k), v)` for tokens starting at `offset`; `conv_history` is read and advanced.
     fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize, conv_history: &mut Option<Tensor<3>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let mut qkv = self.heads.project(x);
-        if let Some(conv) = &self.conv {
-            let (y, history) = conv.forward(qkv, conv_history.take());
-            (qkv, *conv_history) = (y, Some(history));
-        }
+        let qkv = self.heads.project(x);
+        let qkv = match &self.conv {
+            Some(conv) => conv.continue_from(qkv, conv_history),
+            None => qkv,
+        };
         let (q, k, v) = self.heads.split_packed_rotated(qkv, rope, offset);
         (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
     }
 }
 
 impl SequenceMixer for DecayAttention {
-    type State = DecayDecodeState;
+    /// `S` (with `z` as its last column under `norm=sum`).
+    type State = RecurrentState;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
         let log_g = self.log_gates(x.clone());
@@ -330,11 +321,11 @@ impl SequenceMixer for DecayAttention {
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
-    fn empty_state(&self) -> DecayDecodeState {
-        DecayDecodeState::default()
+    fn empty_state(&self) -> RecurrentState {
+        RecurrentState::default()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut DecayDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(&self, x: Tensor<3>, state: &mut RecurrentState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
         let seq = x.dims()[1];
         let log_g = self.log_gates(x.clone());
         let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);

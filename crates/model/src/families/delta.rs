@@ -40,7 +40,7 @@
 //! The delta rule is a recurrence with a direction; a bidirectional model (`model.causal =
 //! false`) runs it forwards and backwards and adds the two outputs, as a bidirectional RNN does.
 
-use crate::chunking::{causal_decay, to_chunks};
+use crate::chunking::{RecurrentState, causal_decay, to_chunks};
 use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
 use crate::gates::{family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, apply_rope, sequence_diagnostics};
@@ -171,16 +171,6 @@ pub struct DeltaAttention {
     chunk: usize,
 }
 
-/// Decoding state: `S`, the convolution's history and the tokens seen.
-#[derive(Clone, Debug, Default)]
-pub struct DeltaDecodeState {
-    /// `[batch, heads, d_k, d_v]`; `None` before the first token.
-    pub state: Option<Tensor<4>>,
-    /// `conv=K`: the last `K − 1` projected inputs, `[batch, K − 1, 3·d_model]`.
-    pub conv: Option<Tensor<3>>,
-    pub position: usize,
-}
-
 impl DeltaAttention {
     /// Per-head writing strengths `β_t ∈ (0, 1)` (or `(0, 2)`).
     ///
@@ -214,11 +204,7 @@ impl DeltaAttention {
     fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize, conv_history: &mut Option<Tensor<3>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let qkv = self.heads.project(x);
         let qkv = match &self.conv {
-            Some(conv) => {
-                let (y, history) = conv.forward(qkv, conv_history.take());
-                *conv_history = Some(history);
-                y
-            }
+            Some(conv) => conv.continue_from(qkv, conv_history),
             None => crate::fused::silu(qkv),
         };
         let (q, k, v) = self.heads.split_packed(qkv);
@@ -235,7 +221,8 @@ pub fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl SequenceMixer for DeltaAttention {
-    type State = DeltaDecodeState;
+    /// `S`.
+    type State = RecurrentState;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
         let (beta, log_g) = (self.betas(x.clone()), self.log_gates(x.clone()));
@@ -256,11 +243,11 @@ impl SequenceMixer for DeltaAttention {
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
-    fn empty_state(&self) -> DeltaDecodeState {
-        DeltaDecodeState::default()
+    fn empty_state(&self) -> RecurrentState {
+        RecurrentState::default()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut DeltaDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(&self, x: Tensor<3>, state: &mut RecurrentState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
         let seq = x.dims()[1];
         let (beta, log_g) = (self.betas(x.clone()), self.log_gates(x.clone()));
         let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);
