@@ -106,6 +106,7 @@ pub enum TaskConfig {
     IclRegression(IclConfig),
     Mqar(MqarConfig),
     Separation(SeparationConfig),
+    MaxRetrieval(MaxRetrievalConfig),
 }
 
 impl TaskConfig {
@@ -116,6 +117,7 @@ impl TaskConfig {
             TaskConfig::IclRegression(_) => "icl_regression",
             TaskConfig::Mqar(_) => "mqar",
             TaskConfig::Separation(_) => "separation",
+            TaskConfig::MaxRetrieval(_) => "max_retrieval",
         }
     }
 }
@@ -217,6 +219,27 @@ impl MqarConfig {
     /// Tokens a sequence of `len` needs: the pairs, the second bindings and a query slot pair per key.
     fn tokens_needed(&self, len: usize) -> usize {
         4 * self.pairs_at(len) + 2 * self.rebinds_at(len)
+    }
+}
+
+/// Max retrieval (Veličković et al. 2024): output the largest of `n` item tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaxRetrievalConfig {
+    /// Item tokens are `1..vocab`; 0 is the query.
+    pub vocab: usize,
+    /// Training draws `n` uniformly from `min_items..=max_items` per batch.
+    pub min_items: usize,
+    pub max_items: usize,
+    /// Item counts to evaluate at besides `max_items` (`accuracy@n`, `max_weight@n`).
+    pub eval_items: Vec<usize>,
+    /// Sequences in each fixed evaluation set.
+    pub eval_examples: usize,
+}
+
+impl Default for MaxRetrievalConfig {
+    fn default() -> Self {
+        Self { vocab: 64, min_items: 2, max_items: 16, eval_items: vec![16, 32, 64, 128, 256], eval_examples: 256 }
     }
 }
 
@@ -386,6 +409,25 @@ impl RunConfig {
                     }
                 }
             }
+            TaskConfig::MaxRetrieval(c) => {
+                if c.vocab < 3 || c.min_items == 0 || c.min_items > c.max_items || c.eval_examples == 0 {
+                    return Err(invalid("task (max_retrieval): need vocab >= 3, 1 <= min_items <= max_items and eval_examples >= 1"));
+                }
+                let longest = c.eval_items.iter().copied().chain([c.max_items]).max().unwrap_or(0) + 1;
+                if longest > self.model.max_seq_len {
+                    return Err(invalid(format!(
+                        "task (max_retrieval): {} items and the query need {longest} positions but model.max_seq_len is {}: raise model.max_seq_len",
+                        longest - 1,
+                        self.model.max_seq_len
+                    )));
+                }
+                if longest - 1 > c.max_items && self.model.positions == attnlab_model::position::PositionKind::Learned {
+                    return Err(invalid(format!(
+                        "task.eval_items: learned positions past the training length ({} items) are never trained: set model.positions = \"none\" (the items are a set)",
+                        c.max_items
+                    )));
+                }
+            }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
                     return Err(invalid("task.rows must be >= 2, task.cols and task.eval_examples >= 1"));
@@ -514,6 +556,22 @@ mod tests {
         }
         let err = RunConfig::from_toml(MQAR, &["task.vocab=64".into(), "task.eval_lengths=[256]".into()]).unwrap_err().to_string();
         assert!(err.contains("holds 32 pairs") && err.contains("raise task.vocab above 65"), "{err}");
+    }
+
+    /// Max retrieval: item counts past the context or past the training range under learned
+    /// positions are refused, naming the key and the fix.
+    #[test]
+    fn max_retrieval_item_counts_are_checked() {
+        const TASK: &str = "[task]\nkind = \"max_retrieval\"\nmax_items = 8\neval_items = [8, 64]\n[model]\nmax_seq_len = 65\npositions = \"none\"\n";
+        assert_eq!(RunConfig::from_toml(TASK, &[]).unwrap().task.name(), "max_retrieval");
+        for (set, needle) in [
+            ("model.max_seq_len=64", "64 items and the query need 65 positions"),
+            ("model.positions=\"learned\"", "learned positions past the training length (8 items)"),
+            ("task.min_items=9", "min_items <= max_items"),
+        ] {
+            let err = RunConfig::from_toml(TASK, &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+        }
     }
 
     #[test]

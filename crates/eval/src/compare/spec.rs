@@ -47,9 +47,10 @@ pub fn task_preset(task: &str) -> Result<PathBuf, String> {
         "char" | "char_lm" | "shakespeare-char" => "shakespeare-char",
         "bpe" | "bpe_lm" | "shakespeare-bpe" => "shakespeare-bpe",
         "separation" => "separation",
+        "max_retrieval" | "max-retrieval" => "max-retrieval",
         other => {
             return Err(format!(
-                "unknown task '{other}': expected mqar, icl_regression, char_lm, bpe_lm or separation (or pass --preset FILE)"
+                "unknown task '{other}': expected mqar, icl_regression, char_lm, bpe_lm, separation or max_retrieval (or pass --preset FILE)"
             ));
         }
     };

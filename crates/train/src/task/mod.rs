@@ -8,6 +8,7 @@ pub mod char_lm;
 pub mod bpe_lm;
 pub mod icl_regression;
 pub mod mqar;
+pub mod max_retrieval;
 pub mod separation;
 mod text;
 
@@ -170,5 +171,6 @@ pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>
         TaskConfig::IclRegression(c) => Box::new(icl_regression::IclRegression::new(c.clone(), seed)),
         TaskConfig::Mqar(c) => Box::new(mqar::Mqar::new(c.clone(), seed)),
         TaskConfig::Separation(c) => Box::new(separation::Separation::new(c.clone(), seed)),
+        TaskConfig::MaxRetrieval(c) => Box::new(max_retrieval::MaxRetrieval::new(c.clone(), seed)),
     })
 }
