@@ -226,7 +226,8 @@ impl MqarConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaxRetrievalConfig {
-    /// Item tokens are `1..vocab`; 0 is the query.
+    /// Item tokens are `1..vocab` (distinct within a sequence, so `vocab` must exceed the
+    /// largest item count); 0 is the query.
     pub vocab: usize,
     /// Training draws `n` uniformly from `min_items..=max_items` per batch.
     pub min_items: usize,
@@ -239,7 +240,7 @@ pub struct MaxRetrievalConfig {
 
 impl Default for MaxRetrievalConfig {
     fn default() -> Self {
-        Self { vocab: 64, min_items: 2, max_items: 16, eval_items: vec![16, 32, 64, 128, 256], eval_examples: 256 }
+        Self { vocab: 512, min_items: 2, max_items: 16, eval_items: vec![16, 32, 64, 128, 256], eval_examples: 256 }
     }
 }
 
@@ -414,6 +415,13 @@ impl RunConfig {
                     return Err(invalid("task (max_retrieval): need vocab >= 3, 1 <= min_items <= max_items and eval_examples >= 1"));
                 }
                 let longest = c.eval_items.iter().copied().chain([c.max_items]).max().unwrap_or(0) + 1;
+                if longest > c.vocab {
+                    return Err(invalid(format!(
+                        "task (max_retrieval): {} distinct items need task.vocab > {} (items are 1..vocab): raise task.vocab",
+                        longest - 1,
+                        longest - 1
+                    )));
+                }
                 if longest > self.model.max_seq_len {
                     return Err(invalid(format!(
                         "task (max_retrieval): {} items and the query need {longest} positions but model.max_seq_len is {}: raise model.max_seq_len",
@@ -562,12 +570,13 @@ mod tests {
     /// positions are refused, naming the key and the fix.
     #[test]
     fn max_retrieval_item_counts_are_checked() {
-        const TASK: &str = "[task]\nkind = \"max_retrieval\"\nmax_items = 8\neval_items = [8, 64]\n[model]\nmax_seq_len = 65\npositions = \"none\"\n";
+        const TASK: &str = "[task]\nkind = \"max_retrieval\"\nvocab = 128\nmax_items = 8\neval_items = [8, 64]\n[model]\nmax_seq_len = 65\npositions = \"none\"\n";
         assert_eq!(RunConfig::from_toml(TASK, &[]).unwrap().task.name(), "max_retrieval");
         for (set, needle) in [
             ("model.max_seq_len=64", "64 items and the query need 65 positions"),
             ("model.positions=\"learned\"", "learned positions past the training length (8 items)"),
             ("task.min_items=9", "min_items <= max_items"),
+            ("task.vocab=64", "64 distinct items need task.vocab > 64"),
         ] {
             let err = RunConfig::from_toml(TASK, &[set.to_string()]).unwrap_err().to_string();
             assert!(err.contains(needle), "{set}: {err}");

@@ -2,8 +2,8 @@
 //! enough (for sharp out-of-distribution)", arXiv 2410.01104): read `n` items and output the
 //! largest.
 //!
-//! A sequence is `n` item tokens drawn uniformly from `1..vocab` (with repetition), then the
-//! query token 0; the target at the query position is the largest item, and only that position
+//! A sequence is `n` distinct item tokens drawn uniformly from `1..vocab`, then the query token
+//! 0 (distinct, so that the largest item is not simply the top token once `n` is large); the target at the query position is the largest item, and only that position
 //! is scored. Training draws `n` uniformly from `min_items..=max_items` per batch; evaluation
 //! uses `max_items` (the main metric) and every `eval_items` entry, reported as `accuracy@n`,
 //! `loss@n` and `max_weight@n`: the largest attention weight of the query's row in the last
@@ -32,7 +32,13 @@ impl MaxRetrieval {
 
     /// `n` items and the query token; returns the tokens and the target (the largest item).
     pub fn example(&self, rng: &mut impl Rng, n: usize) -> (Vec<i64>, i64) {
-        let mut tokens: Vec<i64> = (0..n).map(|_| rng.random_range(1..self.config.vocab as i64)).collect();
+        // A partial Fisher–Yates shuffle of 1..vocab: n distinct items in random order.
+        let mut pool: Vec<i64> = (1..self.config.vocab as i64).collect();
+        for i in 0..n {
+            let j = rng.random_range(i..pool.len());
+            pool.swap(i, j);
+        }
+        let mut tokens = pool[..n].to_vec();
         let target = *tokens.iter().max().expect("at least one item");
         tokens.push(0);
         (tokens, target)
@@ -118,7 +124,7 @@ mod tests {
     use super::*;
 
     fn config() -> MaxRetrievalConfig {
-        MaxRetrievalConfig { vocab: 32, min_items: 2, max_items: 8, eval_items: vec![8, 32], eval_examples: 10 }
+        MaxRetrievalConfig { vocab: 48, min_items: 2, max_items: 8, eval_items: vec![8, 32], eval_examples: 10 }
     }
 
     #[test]
@@ -129,7 +135,11 @@ mod tests {
             let (tokens, target) = task.example(&mut rng, n);
             assert_eq!(tokens.len(), n + 1);
             assert_eq!(tokens[n], 0, "the query token closes the sequence");
-            assert!(tokens[..n].iter().all(|&x| (1..32).contains(&x)));
+            assert!(tokens[..n].iter().all(|&x| (1..48).contains(&x)));
+            let mut items = tokens[..n].to_vec();
+            items.sort();
+            items.dedup();
+            assert_eq!(items.len(), n, "items are distinct");
             assert_eq!(target, *tokens[..n].iter().max().unwrap());
         }
         let device = Device::flex();
