@@ -13,6 +13,7 @@
 //! |---|---|---|---|
 //! | `retnet` | scalar `γ_h = 1 − 2^(−5−h)` per head `h = 0..heads−1`, fixed | none | Sun et al. 2023, "Retentive Network" (arXiv 2307.08621) |
 //! | `mamba2` | scalar `a_t = exp(−Δ_t·exp(A_log_h))`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` | `dt`: Linear `d_model → heads` (its bias is `dt_bias`), `a_log: [heads]` | Dao & Gu 2024, "Transformers are SSMs" (Mamba-2 / SSD, arXiv 2405.21060) |
+//! | `forget` | scalar `f_t = σ(w_h·x_t + b_h)`, `b_h` initialised to 5 (`f ≈ 0.993`) | `alpha`: Linear `d_model → heads` | FoX's forget gate (Lin et al. 2025, arXiv 2503.02130) on linear attention: the linear side of the {softmax, linear} × {gate, no gate} design |
 //! | `gla` | vector `α_t ∈ (0,1)^F` per head, broadcast over `d_v`: `log α_t = logsigmoid(x_t W_α + b_α)/16` | `alpha`: Linear `d_model → heads·F` | Yang et al. 2024, "Gated Linear Attention Transformers" (arXiv 2312.06635) |
 //!
 //! Initialisation (drawn from the model seed and the layer index, like Performer's features,
@@ -61,7 +62,7 @@ use crate::feature_map::{
     safe_denominator,
 };
 use crate::chunking::{RecurrentState, causal_decay, to_chunks};
-use crate::gates::{family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
+use crate::gates::{FORGET_BIAS_INIT, family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
 use crate::options::{parse_options, split_choice, write_with_options};
@@ -88,16 +89,19 @@ pub enum Gate {
     Mamba2,
     /// Data-dependent vector per head and token, one value per key feature.
     Gla,
+    /// Data-dependent scalar per head and token, a sigmoid: FoX's forget gate on linear attention.
+    Forget,
 }
 
 impl Gate {
-    pub const ALL: [Gate; 3] = [Self::Retnet, Self::Mamba2, Self::Gla];
+    pub const ALL: [Gate; 4] = [Self::Retnet, Self::Mamba2, Self::Gla, Self::Forget];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Retnet => "retnet",
             Self::Mamba2 => "mamba2",
             Self::Gla => "gla",
+            Self::Forget => "forget",
         }
     }
 }
@@ -107,7 +111,7 @@ pub fn retnet_log_gamma(head: usize) -> f32 {
     (-(2f64.powi(-5 - head as i32))).ln_1p() as f32
 }
 
-/// `decay:<gate>[:map=<feature map>][:feature_dim=N][:features=N][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N][:conv=K]`.
+/// `decay:<retnet|mamba2|gla|forget>[:map=<feature map>][:feature_dim=N][:features=N][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N][:conv=K]`.
 /// The options after the gate are this struct's fields (see [`crate::options`]); `feature_dim`
 /// and `features` belong to `map=taylor` and `map=performer`, as in `linear`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,7 +168,7 @@ impl fmt::Display for DecayAttentionConfig {
 
 impl MixerFamily for DecayAttentionConfig {
     const NAME: &'static str = "decay";
-    const SYNTAX: &'static str = "decay:<retnet|mamba2|gla>[:map=<feature map>][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N][:conv=K]";
+    const SYNTAX: &'static str = "decay:<retnet|mamba2|gla|forget>[:map=<feature map>][:norm=none|sum][:form=chunked|parallel|recurrent][:chunk=N][:conv=K]";
     type Module = DecayAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -214,6 +218,7 @@ impl MixerFamily for DecayAttentionConfig {
                 (dt, a_log) = (Some(linear), Some(log_rate));
             }
             Gate::Gla => alpha = Some(uniform_linear(&mut rng, d, h * f, vec![0.0; h * f], device)),
+            Gate::Forget => alpha = Some(uniform_linear(&mut rng, d, h, vec![FORGET_BIAS_INIT; h], device)),
         }
         // Drawn after the gates, so adding the option leaves the gates of a seed as they were.
         let conv = (self.conv > 0).then(|| ShortConv::new(h * (2 * d_qk + dims.head_dim()), self.conv, &mut rng, device));
@@ -236,6 +241,7 @@ impl MixerFamily for DecayAttentionConfig {
             VariantInfo { spec: "decay:retnet", formula: "S_t = γ_h S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t, γ_h = 1 − 2^(−5−h) fixed per head (RetNet)" },
             VariantInfo { spec: "decay:mamba2", formula: "S_t = a_t S_{t−1} + k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}), Δ_t = softplus(w_h·x_t + b_h) (Mamba-2 / SSD)" },
             VariantInfo { spec: "decay:gla", formula: "S_t = diag(α_t) S_{t−1} + k_t v_tᵀ, log α_t = logsigmoid(x_t W_α)/16 per key channel (GLA)" },
+            VariantInfo { spec: "decay:forget", formula: "S_t = f_t S_{t−1} + k_t v_tᵀ, f_t = σ(w_h·x_t + b_h), b_h from 5 (FoX's forget gate on linear attention)" },
         ]
     }
 }
@@ -252,7 +258,8 @@ pub struct DecayAttention {
     pub dt: Option<Linear>,
     /// `mamba2`: `[heads]`, the decay rate `exp(A_log)`'s log.
     pub a_log: Option<Param<Tensor<1>>>,
-    /// `gla`: `x ↦ x W_α + b_α`, `weight: [d_model, heads·F]`, head-major.
+    /// The data-dependent sigmoid gate's projection: `gla` `x ↦ x W_α + b_α`, `weight:
+    /// [d_model, heads·F]`, head-major; `forget` `x ↦ w·x + b`, `weight: [d_model, heads]`.
     pub alpha: Option<Linear>,
     /// `conv=K`: the short convolution on `[q | k | v]` before heads are split.
     pub conv: Option<ShortConv>,
@@ -285,6 +292,10 @@ impl DecayAttention {
                 let logits = crate::fused::affine(alpha, x);
                 let f = logits.dims()[2] / h;
                 (crate::fused::log_sigmoid(logits) / GLA_LOGIT_NORMALIZER).reshape([b, t, h, f]).swap_dims(1, 2)
+            }
+            Gate::Forget => {
+                let forget = self.alpha.as_ref().expect("forget has its gate");
+                crate::fused::log_sigmoid(crate::fused::affine(forget, x)).swap_dims(1, 2).reshape([b, h, t, 1])
             }
         }
     }
@@ -797,7 +808,7 @@ mod tests {
                     (values(y), values(x.grad(&grads).unwrap()), gate_grads(&m, &grads))
                 };
                 let (want, want_x, want_gates) = run(LinearForm::Parallel);
-                assert_eq!(want_gates.len(), [0, 3, 2][s], "{spec}: gate parameters");
+                assert_eq!(want_gates.len(), [0, 3, 2, 2][s], "{spec}: gate parameters");
                 for form in [LinearForm::Chunked, LinearForm::Recurrent] {
                     let (y, gx, gates) = run(form);
                     let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
@@ -875,6 +886,25 @@ mod tests {
                     let g = got[(h * 3 + t) * 4 + f];
                     assert!((g - want).abs() < 1e-6, "gla ({h},{t},{f}): {g} vs {want}");
                 }
+            }
+        }
+    }
+
+    /// `decay:forget`'s gate is `ln σ(w_h·x + b_h)` per head, `b_h` starting at 5.
+    #[test]
+    fn forget_gate_matches_its_formula() {
+        let d = device();
+        let x = randn([1, 3, 8], 1750, &d);
+        let xs = values(x.clone());
+        let m = layer("forget", &d);
+        let (w, b) = (values(m.alpha.as_ref().unwrap().weight.val()), values(m.alpha.as_ref().unwrap().bias.as_ref().unwrap().val()));
+        assert_eq!(b, vec![crate::gates::FORGET_BIAS_INIT; 2]);
+        let got = values(m.log_gates(x)); // [1, 2, 3, 1]
+        for h in 0..2 {
+            for t in 0..3 {
+                let z: f32 = (0..8).map(|i| xs[t * 8 + i] * w[i * 2 + h]).sum::<f32>() + b[h];
+                let want = -(-z).exp().ln_1p();
+                assert!((got[h * 3 + t] - want).abs() < 1e-6, "forget ({h},{t}): {} vs {want}", got[h * 3 + t]);
             }
         }
     }

@@ -37,7 +37,7 @@
 //! ([`crate::gates::family_rng`]), not from the backend's generator.
 
 use crate::fused;
-use crate::gates::{family_rng, uniform_linear};
+use crate::gates::{FORGET_BIAS_INIT, family_rng, uniform_linear};
 use crate::heads::{HeadProjection, KvCache, causal_mask, keys_per_query, masked_softmax, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
 use crate::options::{parse_options, print_options};
@@ -120,8 +120,6 @@ pub const DEFAULT_FLOOR_SCALE: f64 = 8.0;
 pub const DEFAULT_ATTN_SCALE: f64 = 0.1;
 /// Softpick's `ε`.
 pub const SOFTPICK_EPS: f32 = 1e-6;
-/// FoX's initial forget-gate bias: `σ(5) ≈ 0.993`.
-pub const FORGET_BIAS_INIT: f32 = 5.0;
 /// The gate parameters' stream tag ("softmax_").
 const GATE_TAG: u64 = 0x736f_6674_6d61_785f;
 
