@@ -840,6 +840,23 @@ mod tests {
         }
     }
 
+    /// The output gate by hand: the ungated layer's merged heads times `σ(x W_g + b_g)`,
+    /// elementwise, then the output projection (the gated and ungated layers share q/k/v/o).
+    #[test]
+    fn output_gate_multiplies_each_head_channel_before_the_projection() {
+        let d = device();
+        let gated = layer("gate=output", &d);
+        let x = randn([2, 5, 8], 430, &d);
+        let (q, k, v) = gated.heads.split(x.clone());
+        let (y, _) = softmax_attention(q, k, v, Scaling::SqrtD, &ScoreTerms::default(), true, 0);
+        let [b, h, t, dv] = y.dims();
+        let merged = y.swap_dims(1, 2).reshape([b, t, h * dv]);
+        let g = gated.gate.as_ref().unwrap();
+        let gate = burn::tensor::activation::sigmoid(x.clone().matmul(g.weight.val().unsqueeze::<3>()) + g.bias.as_ref().unwrap().val().reshape([1, 1, h * dv]));
+        let want = gated.heads.output(merged * gate);
+        assert_close(gated.forward(x, MixContext::causal()).output, want, 1e-5, "gate=output");
+    }
+
     #[test]
     fn specs_parse_print_and_size() {
         for spec in ["", "none", "ssmax", "forget=true", "gate=output:sink=learned", "log_n_temp:attn_scale=0.2:floor_scale=4", "num_keys:forget=true:sink=zero"] {
