@@ -68,6 +68,12 @@ fn lm_gap_softmax_models_text_better() {
 }
 
 #[test]
+fn length_scaling_ssmax_holds_attention_where_softmax_disperses() {
+    let r = reproduce("length-scaling");
+    assert_eq!(r["checks"].as_array().unwrap().len(), 3);
+}
+
+#[test]
 fn separation_softmax_beats_plain_linear_attention() {
     reproduce("separation");
 }

@@ -386,3 +386,61 @@ mod tests {
         assert_eq!(arms.arms[0].config, strings(&["model.mixer=linear:identity:norm=none"]));
     }
 }
+
+/// Softmax that knows its length, on max retrieval (Veličković et al. 2024): one layer trained on
+/// up to 16 items, evaluated at 16 … 256. The full size runs √d, ÷n (Bernhard), the learned
+/// temperature, SSMax, Llama 4's log-n temperature, FoX and stick-breaking; the smoke size √d
+/// and SSMax, the pair the checks are about.
+pub fn length_scaling(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+    let (preset, mixers): (&str, &[&str]) = match size {
+        Size::Smoke => ("configs/max-retrieval-smoke.toml", &["softmax", "softmax:ssmax"]),
+        Size::Full => (
+            "configs/max-retrieval.toml",
+            &["softmax", "softmax:num_keys", "softmax:learned", "softmax:ssmax", "softmax:log_n_temp", "softmax:forget=true", "stickbreak"],
+        ),
+    };
+    let config = read_preset(preset)?;
+    let TaskConfig::MaxRetrieval(task) = &config.task else {
+        return Err(format!("{preset} is not a max_retrieval preset"));
+    };
+    let counts: Vec<usize> = task.eval_items.clone();
+    let (trained, longest) = (task.max_items, counts.iter().copied().max().unwrap_or(task.max_items));
+    let spec = spec(&config, 2, &[], None, &by_mixer(mixers))?;
+    let results = run_compare(&spec, "attnlab reproduce length-scaling: softmax that knows its length, on max retrieval", out, quiet)?;
+    let at = |arm: &str, key: &str, n: usize| final_eval_mean(&results, arm, &format!("{key}@{n}"));
+
+    let mut header = vec!["attention".to_string()];
+    header.extend(counts.iter().map(|n| format!("{n} items: accuracy / max weight")));
+    let rows: Vec<Vec<String>> = mixers
+        .iter()
+        .map(|&m| {
+            let mut row = vec![m.to_string()];
+            row.extend(counts.iter().map(|&n| format!("{} / {}", fmt(at(m, "accuracy", n)), fmt(at(m, "max_weight", n)))));
+            row
+        })
+        .collect();
+    let series = |key: &str| -> Vec<Series> {
+        mixers.iter().map(|&m| Series::new(m, counts.iter().map(|&n| (n as f64, at(m, key, n))).collect())).collect()
+    };
+    let plots = vec![
+        Plot { stem: "max_weight_vs_items".into(), title: "Query's largest attention weight vs items".into(), svg: line_chart("Largest attention weight vs items", "items", "max weight", &series("max_weight"), false) },
+        Plot { stem: "accuracy_vs_items".into(), title: "Accuracy vs items".into(), svg: line_chart("Accuracy vs items", "items", "accuracy", &series("accuracy"), false) },
+    ];
+
+    // Veličković et al.: with logits that cannot grow, softmax's attention disperses as n grows
+    // past training; SSMax's log-n factor is meant to hold it.
+    let (w_train, w_long) = (at("softmax", "max_weight", trained), at("softmax", "max_weight", longest));
+    let ss_long = at("softmax:ssmax", "max_weight", longest);
+    let (acc_long, ss_acc_long) = (at("softmax", "accuracy", longest), at("softmax:ssmax", "accuracy", longest));
+    let checks = vec![
+        Check::new(
+            format!("√d softmax's largest attention weight falls from {trained} to {longest} items (by more than 0.05)"),
+            w_train - w_long > 0.05,
+            format!("{w_train:.3} -> {w_long:.3}"),
+        ),
+        Check::new(format!("SSMax keeps a larger largest weight than √d at {longest} items"), ss_long > w_long, format!("{ss_long:.3} vs {w_long:.3}")),
+        Check::new(format!("SSMax retrieves the max more often than √d at {longest} items"), ss_acc_long > acc_long, format!("{ss_acc_long:.3} vs {acc_long:.3}")),
+    ];
+    let section = Section::new("Accuracy and the query's largest attention weight per item count (mean over seeds)").table(Table::new("per_items", header, rows));
+    write("length-scaling", size, &results, checks, vec![section], plots, out)
+}

@@ -62,13 +62,14 @@ pub struct Outcome {
 }
 
 /// Every reproduction: name and one line on what it shows.
-pub const REPRODUCTIONS: [(&str, &str); 6] = [
+pub const REPRODUCTIONS: [(&str, &str); 7] = [
     ("scaling-sim", "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256"),
     ("scaling-train", "the same divisors inside a trained character LM: loss, gradient norm, attention entropy"),
     ("mqar-gap", "softmax vs six linear feature maps on associative recall, across model widths"),
     ("icl-gap", "softmax vs linear attention on in-context linear regression, error per example count"),
     ("lm-gap", "softmax vs linear attention on Tiny Shakespeare: validation loss curves"),
     ("separation", "seed 1's construction: one planted large entry; softmax separates, linear does not"),
+    ("length-scaling", "softmax that knows its length (SSMax, log-n temperature, FoX, stick-breaking) on max retrieval past the trained item count"),
 ];
 
 /// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
@@ -89,6 +90,7 @@ pub fn run(name: &str, size: Size, out: &Path, quiet: bool) -> Result<Outcome, S
         "icl-gap" => gaps::icl_gap(size, out, quiet),
         "lm-gap" => gaps::lm_gap(size, out, quiet),
         "separation" => gaps::separation(size, out, quiet),
+        "length-scaling" => gaps::length_scaling(size, out, quiet),
         other => check_name(other).and(Err(format!("reproduction '{other}' has no runner"))),
     }
 }
