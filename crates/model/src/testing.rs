@@ -103,3 +103,21 @@ pub fn assert_decoding_equals_forward<M: crate::mixer::SequenceMixer>(m: &M, x: 
     outs.push(m.step(x.narrow(1, 7, 3), &mut state, rope));
     assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{what}: decode vs forward"));
 }
+
+/// [`assert_close`] on an output and each of its gradients, as [`output_and_grads`] returns
+/// them, against the same from a reference (`1e-4`).
+#[track_caller]
+pub fn assert_output_and_grads_close<const D: usize>(what: &str, (out, grads): (Tensor<D>, Vec<Tensor<D>>), (want, want_grads): &(Tensor<D>, Vec<Tensor<D>>)) {
+    assert_close(out, want.clone(), 1e-4, &format!("{what}: output"));
+    assert_eq!(grads.len(), want_grads.len(), "{what}: number of gradients");
+    for (i, (g, w)) in grads.into_iter().zip(want_grads.clone()).enumerate() {
+        assert_close(g, w, 1e-4, &format!("{what}: gradient {i}"));
+    }
+}
+
+/// [`assert_close`] on values already read out of tensors (`1e-4`), naming their count.
+#[track_caller]
+pub fn assert_values_close(got: &[f32], want: &[f32], what: &str) {
+    let device = device();
+    assert_close(Tensor::<1>::from_floats(got, &device), Tensor::<1>::from_floats(want, &device), 1e-4, &format!("{what} ({})", got.len()));
+}

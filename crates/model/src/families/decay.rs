@@ -562,7 +562,7 @@ pub fn recurrent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ad_device, assert_close, device, output_and_grads, randn, values};
+    use crate::testing::{ad_device, assert_close, assert_output_and_grads_close, assert_values_close, device, output_and_grads, randn, values};
     use burn::nn::RotaryEncodingConfig;
     use burn::tensor::activation::sigmoid;
 
@@ -616,13 +616,6 @@ mod tests {
         ]
     }
 
-    fn check_same(what: &str, (out, grads): (Tensor<4>, Vec<Tensor<4>>), (want, want_grads): &(Tensor<4>, Vec<Tensor<4>>)) {
-        assert_close(out, want.clone(), 1e-4, &format!("{what}: output"));
-        for (i, (g, w)) in grads.into_iter().zip(want_grads.clone()).enumerate() {
-            assert_close(g, w, 1e-4, &format!("{what}: gradient {i}"));
-        }
-    }
-
     /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
     /// of q, k, v and the gate: scalar and vector gates; gates near 1 (log ≈ −1e-3, long
     /// memory), moderate and near 0 (log ≈ −10); norm none and sum; chunks (and the vector gate's
@@ -644,10 +637,10 @@ mod tests {
                         };
                         let want = run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
                         let what = format!("g={g} log gate≈−{scale} normalize={normalize} T={seq}");
-                        check_same(&format!("{what} recurrent"), run(&|q, k, v, lg| recurrent(q, k, v, lg, normalize, None).0), &want);
+                        assert_output_and_grads_close(&format!("{what} recurrent"), run(&|q, k, v, lg| recurrent(q, k, v, lg, normalize, None).0), &want);
                         for c in [1, 3, 4, 16] {
-                            check_same(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
-                            check_same(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
+                            assert_output_and_grads_close(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
+                            assert_output_and_grads_close(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
                         }
                     }
                 }
@@ -678,7 +671,7 @@ mod tests {
                             }
                         })
                     };
-                    check_same(&format!("fused g={g} log gate≈−{scale} normalize={normalize} chunk={c}"), run(true), &run(false));
+                    assert_output_and_grads_close(&format!("fused g={g} log gate≈−{scale} normalize={normalize} chunk={c}"), run(true), &run(false));
                 }
             }
         }
@@ -698,10 +691,10 @@ mod tests {
             let want = run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
             let what = format!("T=37 log gate≈−{scale} normalize={normalize}");
             for c in [20, 64] {
-                check_same(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
+                assert_output_and_grads_close(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
             }
             for c in [8, 24, 64] {
-                check_same(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
+                assert_output_and_grads_close(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
             }
         }
     }
@@ -717,7 +710,7 @@ mod tests {
             let want = run(&|q, k, v, lg| naive_bidirectional(&q, &k, &v, &lg, normalize));
             for block in [2, 7] {
                 let got = run(&|q, k, v, lg| weights(q, k, lg, false, normalize, block).matmul(v));
-                check_same(&format!("bidirectional g={g} normalize={normalize} block={block}"), got, &want);
+                assert_output_and_grads_close(&format!("bidirectional g={g} normalize={normalize} block={block}"), got, &want);
             }
         }
     }
@@ -811,10 +804,7 @@ mod tests {
                 assert_eq!(want_gates.len(), [0, 3, 2, 2][s], "{spec}: gate parameters");
                 for form in [LinearForm::Chunked, LinearForm::Recurrent] {
                     let (y, gx, gates) = run(form);
-                    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-                        let n = a.len();
-                        assert_close(Tensor::<1>::from_floats(a.as_slice(), &device()), Tensor::<1>::from_floats(b.as_slice(), &device()), 1e-4, &format!("{spec} {form:?}: {what} ({n})"));
-                    };
+                    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"));
                     close(y, want.clone(), "output");
                     close(gx, want_x.clone(), "input gradient");
                     for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {

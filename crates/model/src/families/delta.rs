@@ -433,7 +433,7 @@ pub fn recurrent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ad_device, assert_close, device, output_and_grads, randn, values};
+    use crate::testing::{ad_device, assert_close, assert_output_and_grads_close, assert_values_close, device, output_and_grads, randn, values};
     use burn::nn::RotaryEncodingConfig;
 
     /// The textbook recurrence (fla's `naive_recurrent_gated_delta_rule`), one token at a time,
@@ -492,13 +492,6 @@ mod tests {
 
     type Form<'a> = &'a dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>;
 
-    fn check_same(what: &str, (out, grads): (Tensor<4>, Vec<Tensor<4>>), (want, want_grads): &(Tensor<4>, Vec<Tensor<4>>)) {
-        assert_close(out, want.clone(), 1e-4, &format!("{what}: output"));
-        for (i, (g, w)) in grads.into_iter().zip(want_grads.clone()).enumerate() {
-            assert_close(g, w, 1e-4, &format!("{what}: gradient {i}"));
-        }
-    }
-
     /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
     /// of q, k, v, β and the gate: ungated; gates near 1 (log ≈ −1e-3), moderate and near 0
     /// (log ≈ −10); β near 0, in (0, 1) and near 2; chunks that divide the length, do not, are
@@ -518,10 +511,10 @@ mod tests {
                     };
                     let want = run(&|q, k, v, b, g| naive_delta_rule(&q, &k, &v, &b, &g).0);
                     let what = format!("log gate≈−{scale} β {range:?} T={seq}");
-                    check_same(&format!("{what} recurrent"), run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0), &want);
-                    check_same(&format!("{what} parallel"), run(&|q, k, v, b, g| parallel(q, k, v, b, g)), &want);
+                    assert_output_and_grads_close(&format!("{what} recurrent"), run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0), &want);
+                    assert_output_and_grads_close(&format!("{what} parallel"), run(&|q, k, v, b, g| parallel(q, k, v, b, g)), &want);
                     for c in [1, 3, 4, 16] {
-                        check_same(&format!("{what} chunk={c}"), run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0), &want);
+                        assert_output_and_grads_close(&format!("{what} chunk={c}"), run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0), &want);
                     }
                 }
             }
@@ -549,7 +542,7 @@ mod tests {
                         }
                     })
                 };
-                check_same(&format!("fused log gate≈−{scale} β {range:?} chunk={c}"), run(true), &run(false));
+                assert_output_and_grads_close(&format!("fused log gate≈−{scale} β {range:?} chunk={c}"), run(true), &run(false));
             }
         }
     }
@@ -716,10 +709,7 @@ mod tests {
             assert_eq!(want_gates.len(), params, "{spec}: gate parameters");
             for form in [LinearForm::Chunked, LinearForm::Parallel] {
                 let (y, gx, gates) = run(form);
-                let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-                    let n = a.len();
-                    assert_close(Tensor::<1>::from_floats(a.as_slice(), &device()), Tensor::<1>::from_floats(b.as_slice(), &device()), 1e-4, &format!("{spec} {form:?}: {what} ({n})"));
-                };
+                let close = |a: Vec<f32>, b: Vec<f32>, what: &str| assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"));
                 close(y, want.clone(), "output");
                 close(gx, want_x.clone(), "input gradient");
                 for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {

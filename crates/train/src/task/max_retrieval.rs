@@ -157,21 +157,9 @@ mod tests {
     /// (a probability for softmax), on sets that repeat.
     #[test]
     fn evaluation_reports_each_item_count() {
-        use attnlab_model::position::PositionKind;
-        use attnlab_model::{MixerStack, ModelConfig};
         let task = MaxRetrieval::new(config(), 2);
         let device = Device::flex();
-        let model_cfg = ModelConfig {
-            d_model: 16,
-            n_heads: 2,
-            n_layers: 1,
-            mixer: "softmax".parse::<MixerStack>().unwrap(),
-            positions: PositionKind::None,
-            max_seq_len: 33,
-            mlp_ratio: 0,
-            ..Default::default()
-        };
-        let model = model_cfg.init(&task.io(), 1, &device).unwrap();
+        let model = super::super::tiny_model(&task.io(), 33, &device);
         let batches = task.eval_batches(1, 4, &device);
         assert_eq!(batches.iter().map(|b| b.tokens).sum::<usize>(), 10 * 9);
         let m = task.evaluate(&model, &batches);

@@ -174,3 +174,22 @@ pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>
         TaskConfig::MaxRetrieval(c) => Box::new(max_retrieval::MaxRetrieval::new(c.clone(), seed)),
     })
 }
+
+/// A one-layer softmax model (width 16, 2 heads, no positions, no MLP) for the tasks' tests of
+/// their evaluation at other lengths.
+#[cfg(test)]
+pub(crate) fn tiny_model(io: &ModelIo, max_seq_len: usize, device: &Device) -> Model {
+    use attnlab_model::position::PositionKind;
+    use attnlab_model::{MixerStack, ModelConfig};
+    let config = ModelConfig {
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 1,
+        mixer: "softmax".parse::<MixerStack>().unwrap(),
+        positions: PositionKind::None,
+        max_seq_len,
+        mlp_ratio: 0,
+        ..Default::default()
+    };
+    config.init(io, 1, device).unwrap()
+}

@@ -190,8 +190,6 @@ mod tests {
     /// value, and the evaluation reports each length's metrics next to the training length's.
     #[test]
     fn longer_sequences_hold_proportionally_more_pairs() {
-        use attnlab_model::position::PositionKind;
-        use attnlab_model::{MixerStack, ModelConfig};
         let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128], rebind_pairs: 0 };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
@@ -208,17 +206,7 @@ mod tests {
             }
         }
         let device = Device::flex();
-        let model_cfg = ModelConfig {
-            d_model: 16,
-            n_heads: 2,
-            n_layers: 1,
-            mixer: "softmax".parse::<MixerStack>().unwrap(),
-            positions: PositionKind::None,
-            max_seq_len: 128,
-            mlp_ratio: 0,
-            ..Default::default()
-        };
-        let model = model_cfg.init(&task.io(), 1, &device).unwrap();
+        let model = super::super::tiny_model(&task.io(), 128, &device);
         let batches = task.eval_batches(1, 4, &device);
         let m = task.evaluate(&model, &batches);
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
