@@ -68,9 +68,10 @@ fn lm_gap_softmax_models_text_better() {
 }
 
 #[test]
-fn length_scaling_ssmax_holds_attention_where_softmax_disperses() {
+fn length_scaling_ssmax_holds_attention_and_fox_holds_recall_past_the_trained_length() {
     let r = reproduce("length-scaling");
-    assert_eq!(r["checks"].as_array().unwrap().len(), 3);
+    assert_eq!(r["checks"].as_array().unwrap().len(), 5);
+    assert!(r["max_retrieval"]["runs"].is_array() && r["mqar_length"]["runs"].is_array());
 }
 
 #[test]

@@ -387,60 +387,155 @@ mod tests {
     }
 }
 
-/// Softmax that knows its length, on max retrieval (Veličković et al. 2024): one layer trained on
-/// up to 16 items, evaluated at 16 … 256. The full size runs √d, ÷n (Bernhard), the learned
-/// temperature, SSMax, Llama 4's log-n temperature, FoX and stick-breaking; the smoke size √d
-/// and SSMax, the pair the checks are about.
-pub fn length_scaling(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
-    let (preset, mixers): (&str, &[&str]) = match size {
-        Size::Smoke => ("configs/max-retrieval-smoke.toml", &["softmax", "softmax:ssmax"]),
-        Size::Full => (
-            "configs/max-retrieval.toml",
-            &["softmax", "softmax:num_keys", "softmax:learned", "softmax:ssmax", "softmax:log_n_temp", "softmax:forget=true", "stickbreak"],
-        ),
-    };
-    let config = read_preset(preset)?;
-    let TaskConfig::MaxRetrieval(task) = &config.task else {
-        return Err(format!("{preset} is not a max_retrieval preset"));
-    };
-    let counts: Vec<usize> = task.eval_items.clone();
-    let (trained, longest) = (task.max_items, counts.iter().copied().max().unwrap_or(task.max_items));
-    let spec = spec(&config, 2, &[], None, &by_mixer(mixers))?;
-    let results = run_compare(&spec, "attnlab reproduce length-scaling: softmax that knows its length, on max retrieval", out, quiet)?;
-    let at = |arm: &str, key: &str, n: usize| final_eval_mean(&results, arm, &format!("{key}@{n}"));
+/// One half of length-scaling: a comparison evaluated at several lengths (item counts or
+/// tokens), as a table of `key_a / key_b` per length and one plot per key.
+struct LengthStudy {
+    results: Results,
+    mixers: Vec<String>,
+    lengths: Vec<usize>,
+    /// The length whose metrics carry no `@n` (MQAR's training length), if any.
+    plain: Option<usize>,
+}
 
-    let mut header = vec!["attention".to_string()];
-    header.extend(counts.iter().map(|n| format!("{n} items: accuracy / max weight")));
-    let rows: Vec<Vec<String>> = mixers
-        .iter()
-        .map(|&m| {
-            let mut row = vec![m.to_string()];
-            row.extend(counts.iter().map(|&n| format!("{} / {}", fmt(at(m, "accuracy", n)), fmt(at(m, "max_weight", n)))));
-            row
-        })
-        .collect();
-    let series = |key: &str| -> Vec<Series> {
-        mixers.iter().map(|&m| Series::new(m, counts.iter().map(|&n| (n as f64, at(m, key, n))).collect())).collect()
+impl LengthStudy {
+    fn at(&self, arm: &str, key: &str, n: usize) -> f64 {
+        let key = if self.plain == Some(n) { key.to_string() } else { format!("{key}@{n}") };
+        final_eval_mean(&self.results, arm, &key)
+    }
+
+    /// Rows of "a / b" (or "a" alone) per length, one row per mixer.
+    fn table(&self, stem: &str, unit: &str, keys: &[&str]) -> Table {
+        let mut header = vec!["attention".to_string()];
+        header.extend(self.lengths.iter().map(|n| format!("{n} {unit}: {}", keys.join(" / "))));
+        let rows = self
+            .mixers
+            .iter()
+            .map(|m| {
+                let mut row = vec![m.clone()];
+                row.extend(self.lengths.iter().map(|&n| keys.iter().map(|k| fmt(self.at(m, k, n))).collect::<Vec<_>>().join(" / ")));
+                row
+            })
+            .collect();
+        Table::new(stem, header, rows)
+    }
+
+    fn plot(&self, stem: &str, key: &str, unit: &str, title: &str) -> Plot {
+        let series: Vec<Series> =
+            self.mixers.iter().map(|m| Series::new(m.clone(), self.lengths.iter().map(|&n| (n as f64, self.at(m, key, n))).collect())).collect();
+        Plot { stem: stem.into(), title: title.into(), svg: line_chart(title, unit, key, &series, false) }
+    }
+}
+
+/// Trains `mixers` (2 seeds) on `config` into `dir`, writes that comparison's own report there,
+/// and keeps what the length tables need.
+fn length_study(
+    config: &RunConfig,
+    mixers: &[&str],
+    (lengths, plain): (Vec<usize>, Option<usize>),
+    title: &str,
+    dir: &Path,
+    quiet: bool,
+) -> Result<LengthStudy, String> {
+    let results = run_compare(&spec(config, 2, &[], None, &by_mixer(mixers))?, title, dir, quiet)?;
+    report::write(&results, dir)?;
+    Ok(LengthStudy { results, mixers: mixers.iter().map(|m| m.to_string()).collect(), lengths, plain })
+}
+
+/// Softmax that knows its length, past the length it was trained at, on two tasks:
+/// - max retrieval (Veličković et al. 2024): one layer trained on up to 16 items, evaluated at
+///   16 … 256. A set: what matters is how sharp attention stays as n grows.
+/// - MQAR without positions, trained at 32 tokens (4 pairs) and evaluated at 64 … 256 tokens
+///   with proportionally more pairs. A sequence: the token after the key must be found.
+///
+/// The full size runs √d, ÷n (Bernhard), the learned temperature, SSMax, Llama 4's log-n
+/// temperature, FoX and stick-breaking on both; the smoke size the pair each smoke check is
+/// about (√d and SSMax on max retrieval, √d and FoX on MQAR).
+pub fn length_scaling(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+    const ALL: [&str; 7] = ["softmax", "softmax:num_keys", "softmax:learned", "softmax:ssmax", "softmax:log_n_temp", "softmax:forget=true", "stickbreak"];
+    let (retrieval_preset, retrieval_mixers, mqar_mixers): (&str, &[&str], &[&str]) = match size {
+        Size::Smoke => ("configs/max-retrieval-smoke.toml", &["softmax", "softmax:ssmax"], &["softmax", "softmax:forget=true"]),
+        Size::Full => ("configs/max-retrieval.toml", &ALL, &ALL),
     };
-    let plots = vec![
-        Plot { stem: "max_weight_vs_items".into(), title: "Query's largest attention weight vs items".into(), svg: line_chart("Largest attention weight vs items", "items", "max weight", &series("max_weight"), false) },
-        Plot { stem: "accuracy_vs_items".into(), title: "Accuracy vs items".into(), svg: line_chart("Accuracy vs items", "items", "accuracy", &series("accuracy"), false) },
-    ];
+    let retrieval = read_preset(retrieval_preset)?;
+    let TaskConfig::MaxRetrieval(task) = &retrieval.task else {
+        return Err(format!("{retrieval_preset} is not a max_retrieval preset"));
+    };
+    let (counts, fewest) = (task.eval_items.clone(), task.min_items);
+    let (trained, most) = (task.max_items, counts.iter().copied().max().unwrap_or(task.max_items));
+    let mqar_preset = "configs/mqar-length-smoke.toml";
+    let mut mqar = read_preset(mqar_preset)?;
+    let TaskConfig::Mqar(task) = &mqar.task else {
+        return Err(format!("{mqar_preset} is not an mqar preset"));
+    };
+    let mut lengths = vec![task.seq_len];
+    lengths.extend(task.eval_lengths.iter().copied());
+    let (short, long) = (task.seq_len, lengths.iter().copied().max().unwrap_or(task.seq_len));
+    mqar.train.checkpoint_every = 0;
+    if size == Size::Smoke {
+        // 700 steps: both seeds of FoX solve the training length (400 leave one unsolved).
+        mqar.train.steps = 700;
+        mqar.train.eval_every = 350;
+    }
+
+    let title = "attnlab reproduce length-scaling";
+    let retrieval = length_study(&retrieval, retrieval_mixers, (counts, None), &format!("{title}: max retrieval past the trained item count"), &out.join("max-retrieval"), quiet)?;
+    let mqar = length_study(&mqar, mqar_mixers, (lengths, Some(short)), &format!("{title}: MQAR past the trained length"), &out.join("mqar-length"), quiet)?;
+    let mqar_at = |arm: &str, n: usize| mqar.at(arm, "accuracy", n);
 
     // Veličković et al.: with logits that cannot grow, softmax's attention disperses as n grows
     // past training; SSMax's log-n factor is meant to hold it.
-    let (w_train, w_long) = (at("softmax", "max_weight", trained), at("softmax", "max_weight", longest));
-    let ss_long = at("softmax:ssmax", "max_weight", longest);
-    let (acc_long, ss_acc_long) = (at("softmax", "accuracy", longest), at("softmax:ssmax", "accuracy", longest));
-    let checks = vec![
+    let (w_train, w_most) = (retrieval.at("softmax", "max_weight", trained), retrieval.at("softmax", "max_weight", most));
+    let ss_most = retrieval.at("softmax:ssmax", "max_weight", most);
+    let (acc_most, ss_acc_most) = (retrieval.at("softmax", "accuracy", most), retrieval.at("softmax:ssmax", "accuracy", most));
+    // Without positions, √d softmax has no way to find "the token after the key" in a longer
+    // sequence; FoX's forget gate is a learned recency bias that needs no position table.
+    let (soft_short, soft_long) = (mqar_at("softmax", short), mqar_at("softmax", long));
+    let fox_long = mqar_at("softmax:forget=true", long);
+    let mut checks = vec![
         Check::new(
-            format!("√d softmax's largest attention weight falls from {trained} to {longest} items (by more than 0.05)"),
-            w_train - w_long > 0.05,
-            format!("{w_train:.3} -> {w_long:.3}"),
+            format!("max retrieval: √d softmax's largest attention weight falls from {trained} to {most} items (by more than 0.05)"),
+            w_train - w_most > 0.05,
+            format!("{w_train:.3} -> {w_most:.3}"),
         ),
-        Check::new(format!("SSMax keeps a larger largest weight than √d at {longest} items"), ss_long > w_long, format!("{ss_long:.3} vs {w_long:.3}")),
-        Check::new(format!("SSMax retrieves the max more often than √d at {longest} items"), ss_acc_long > acc_long, format!("{ss_acc_long:.3} vs {acc_long:.3}")),
+        Check::new(format!("max retrieval: SSMax keeps a larger largest weight than √d at {most} items"), ss_most > w_most, format!("{ss_most:.3} vs {w_most:.3}")),
+        Check::new(format!("max retrieval: SSMax retrieves the max more often than √d at {most} items"), ss_acc_most > acc_most, format!("{ss_acc_most:.3} vs {acc_most:.3}")),
+        Check::new(
+            format!("MQAR: √d softmax's accuracy falls from {short} to {long} tokens (by more than 0.2)"),
+            soft_short - soft_long > 0.2,
+            format!("{soft_short:.3} -> {soft_long:.3}"),
+        ),
+        Check::new(format!("MQAR: FoX recalls more than √d at {long} tokens"), fox_long > soft_long, format!("{fox_long:.3} vs {soft_long:.3}")),
     ];
-    let section = Section::new("Accuracy and the query's largest attention weight per item count (mean over seeds)").table(Table::new("per_items", header, rows));
-    write("length-scaling", size, &results, checks, vec![section], plots, out)
+    if size == Size::Full {
+        let (sb_long, ss_long) = (mqar_at("stickbreak", long), mqar_at("softmax:ssmax", long));
+        checks.push(Check::new(format!("MQAR: stick-breaking recalls more than √d at {long} tokens"), sb_long > soft_long, format!("{sb_long:.3} vs {soft_long:.3}")));
+        checks.push(Check::new(format!("MQAR: SSMax recalls more than √d at {long} tokens"), ss_long > soft_long, format!("{ss_long:.3} vs {soft_long:.3}")));
+    }
+
+    let mqar_table = mqar.table("mqar_per_length", "tokens", &["accuracy"]);
+    let retrieval_table = retrieval.table("max_retrieval_per_items", "items", &["accuracy", "max_weight"]);
+    let summary = retrieval_table.clone();
+    let sections = vec![
+        Section::new("Max retrieval: accuracy / the query's largest attention weight per item count (mean over 2 seeds)")
+            .table(retrieval_table)
+            .text(format!("Trained on {} to {trained} distinct items; full report `max-retrieval/report.html`.", fewest)),
+        Section::new("MQAR without positions: accuracy per evaluation length (mean over 2 seeds)")
+            .table(mqar_table)
+            .text(format!("Trained at {short} tokens; longer sequences hold proportionally more pairs. Full report `mqar-length/report.html`.")),
+        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
+    ];
+    let plots = vec![
+        retrieval.plot("max_weight_vs_items", "max_weight", "items", "Max retrieval: largest attention weight vs items"),
+        retrieval.plot("accuracy_vs_items", "accuracy", "items", "Max retrieval: accuracy vs items"),
+        mqar.plot("mqar_accuracy_vs_length", "accuracy", "evaluation length (tokens)", "MQAR: accuracy vs length"),
+    ];
+    let doc = report::Document {
+        title: "attnlab reproduce length-scaling: softmax that knows its length".into(),
+        intro: format!("Presets `{retrieval_preset}` and `{mqar_preset}`{}; each arm at the preset's lr.", if size == Size::Smoke { " (MQAR at 700 steps)" } else { "" }),
+        sections,
+        plots,
+    };
+    let json = serde_json::json!({ "reproduction": "length-scaling", "size": size, "checks": checks, "max_retrieval": retrieval.results, "mqar_length": mqar.results });
+    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
+    Ok(Outcome { checks, summary })
 }

@@ -69,7 +69,7 @@ pub const REPRODUCTIONS: [(&str, &str); 7] = [
     ("icl-gap", "softmax vs linear attention on in-context linear regression, error per example count"),
     ("lm-gap", "softmax vs linear attention on Tiny Shakespeare: validation loss curves"),
     ("separation", "seed 1's construction: one planted large entry; softmax separates, linear does not"),
-    ("length-scaling", "softmax that knows its length (SSMax, log-n temperature, FoX, stick-breaking) on max retrieval past the trained item count"),
+    ("length-scaling", "softmax that knows its length (SSMax, log-n temperature, FoX, stick-breaking) on max retrieval and MQAR past the trained size"),
 ];
 
 /// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
