@@ -68,10 +68,12 @@ fn lm_gap_softmax_models_text_better() {
 }
 
 #[test]
-fn length_scaling_ssmax_holds_attention_and_fox_holds_recall_past_the_trained_length() {
+fn length_scaling_ssmax_holds_attention_and_fox_holds_recall_and_loss_past_the_trained_length() {
     let r = reproduce("length-scaling");
-    assert_eq!(r["checks"].as_array().unwrap().len(), 5);
-    assert!(r["max_retrieval"]["runs"].is_array() && r["mqar_length"]["runs"].is_array());
+    assert_eq!(r["checks"].as_array().unwrap().len(), 7);
+    for part in ["max_retrieval", "mqar_length", "char_lm_length"] {
+        assert_eq!(r[part]["runs"].as_array().unwrap().len(), 4, "{part}: 2 arms x 2 seeds");
+    }
 }
 
 #[test]

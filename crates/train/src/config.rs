@@ -129,11 +129,26 @@ pub struct TextConfig {
     pub path: PathBuf,
     /// Last fraction of the text held out for evaluation (nanoGPT: 0.1).
     pub val_fraction: f64,
+    /// Training context in characters (nanoGPT's block_size); unset: `model.max_seq_len`. Set it
+    /// below `model.max_seq_len` to evaluate past the length the model was trained at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+    /// Loss per position bucket, for length generalisation: for lengths ℓ₁ < … < ℓₖ, windows of
+    /// ℓₖ characters are scored and `loss@ℓᵢ` is the mean loss at positions [ℓᵢ₋₁, ℓᵢ) (ℓ₀ = 0).
+    /// `[L, 2L, 4L, 8L]` with L = `seq_len` gives the trained range, then each doubling past it.
+    pub eval_lengths: Vec<usize>,
+}
+
+impl TextConfig {
+    /// The training context, given the model's.
+    pub fn train_len(&self, max_seq_len: usize) -> usize {
+        self.seq_len.unwrap_or(max_seq_len)
+    }
 }
 
 impl Default for TextConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("datasets/tinyshakespeare.txt"), val_fraction: 0.1 }
+        Self { path: PathBuf::from("datasets/tinyshakespeare.txt"), val_fraction: 0.1, seq_len: None, eval_lengths: Vec::new() }
     }
 }
 
@@ -346,7 +361,22 @@ impl RunConfig {
             return Err(invalid("train.keep_checkpoints is 0: keep at least 1 so a resume point exists"));
         }
         match &self.task {
-            TaskConfig::CharLm(c) => check_fraction(c.val_fraction)?,
+            TaskConfig::CharLm(c) => {
+                check_fraction(c.val_fraction)?;
+                let (trained, max) = (c.train_len(self.model.max_seq_len), self.model.max_seq_len);
+                if trained == 0 || trained > max {
+                    return Err(invalid(format!("task.seq_len ({trained}) must be in 1..=model.max_seq_len ({max}): raise model.max_seq_len or lower task.seq_len")));
+                }
+                if !c.eval_lengths.windows(2).all(|w| w[0] < w[1]) || c.eval_lengths.first() == Some(&0) {
+                    return Err(invalid(format!("task.eval_lengths ({:?}) must be positive and increasing, e.g. [{trained}, {}, {}]", c.eval_lengths, 2 * trained, 4 * trained)));
+                }
+                if let Some(&longest) = c.eval_lengths.last() {
+                    if longest > max {
+                        return Err(invalid(format!("task.eval_lengths: {longest} exceeds model.max_seq_len ({max}): raise model.max_seq_len to the longest evaluation length")));
+                    }
+                    self.refuse_learned_positions_past(trained, longest)?;
+                }
+            }
             TaskConfig::BpeLm(c) => {
                 check_fraction(c.val_fraction)?;
                 if c.vocab_size < 300 {
@@ -401,13 +431,7 @@ impl RunConfig {
                             2 * pairs + 1
                         )));
                     }
-                    if len > c.seq_len && self.model.positions == attnlab_model::position::PositionKind::Learned {
-                        return Err(invalid(format!(
-                            "task.eval_lengths: learned positions past the training length ({}) are never trained, so they cannot extrapolate to {len}: \
-                             set model.positions = \"none\", \"rope\" or \"sinusoidal\"",
-                            c.seq_len
-                        )));
-                    }
+                    self.refuse_learned_positions_past(c.seq_len, len)?;
                 }
             }
             TaskConfig::MaxRetrieval(c) => {
@@ -444,6 +468,18 @@ impl RunConfig {
                     return Err(invalid(format!("task.rows ({}) exceeds model.max_seq_len ({})", c.rows, self.model.max_seq_len)));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Learned position embeddings past the training length are never trained: evaluating a
+    /// sequence task there would measure untrained weights, so it is refused.
+    fn refuse_learned_positions_past(&self, trained: usize, len: usize) -> Result<(), ConfigError> {
+        if len > trained && self.model.positions == attnlab_model::position::PositionKind::Learned {
+            return Err(invalid(format!(
+                "task.eval_lengths: learned positions past the training length ({trained}) are never trained, so they cannot extrapolate to {len}: \
+                 set model.positions = \"none\", \"rope\" or \"sinusoidal\""
+            )));
         }
         Ok(())
     }
@@ -564,6 +600,26 @@ mod tests {
         }
         let err = RunConfig::from_toml(MQAR, &["task.vocab=64".into(), "task.eval_lengths=[256]".into()]).unwrap_err().to_string();
         assert!(err.contains("holds 32 pairs") && err.contains("raise task.vocab above 65"), "{err}");
+    }
+
+    /// The character LM trains at `task.seq_len` and scores position buckets up to the longest
+    /// evaluation length; lengths it cannot be evaluated at are refused, naming the fix.
+    #[test]
+    fn char_lm_eval_lengths_are_checked() {
+        const LM: &str = "[task]\nkind = \"char_lm\"\nseq_len = 32\neval_lengths = [32, 64, 128]\n[model]\nmax_seq_len = 128\npositions = \"rope\"\n";
+        let ok = RunConfig::from_toml(LM, &[]).unwrap();
+        let TaskConfig::CharLm(c) = &ok.task else { panic!("char_lm") };
+        assert_eq!((c.train_len(128), TextConfig::default().train_len(128)), (32, 128));
+        assert_eq!(RunConfig::from_toml(&ok.to_toml(), &[]).unwrap(), ok);
+        for (set, needle) in [
+            ("task.seq_len=256", "task.seq_len (256) must be in 1..=model.max_seq_len (128)"),
+            ("task.eval_lengths=[64, 32]", "must be positive and increasing, e.g. [32, 64, 128]"),
+            ("task.eval_lengths=[32, 256]", "256 exceeds model.max_seq_len (128)"),
+            ("model.positions=\"learned\"", "learned positions past the training length (32) are never trained, so they cannot extrapolate to 128"),
+        ] {
+            let err = RunConfig::from_toml(LM, &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+        }
     }
 
     /// Max retrieval: item counts past the context or past the training range under learned

@@ -2,10 +2,10 @@
 //! the vocabulary is the sorted set of characters, the last `val_fraction` of the text is held
 //! out, and the metric is validation loss in nats per character (and bits per character).
 
-use super::text::{TokenStream, lm_metrics, read_corpus};
+use super::text::{TokenStream, lm_metrics, loss_per_position_bucket, read_corpus};
 use super::{Batch, Codec, MainMetric, Task, TaskError};
 use crate::config::TextConfig;
-use attnlab_model::{Model, ModelInput, ModelIo};
+use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
 use burn::tensor::Device;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -41,6 +41,8 @@ impl Codec for CharCodec {
 pub struct CharLm {
     codec: CharCodec,
     stream: TokenStream,
+    /// `task.eval_lengths`: position buckets scored in windows of the longest.
+    eval_lengths: Vec<usize>,
 }
 
 impl CharLm {
@@ -56,7 +58,11 @@ impl CharLm {
         };
         let ids = codec.encode(&text).map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())))?;
         let stream = TokenStream::split(ids, config.val_fraction, seq_len, seed, &config.path)?;
-        Ok(Self { codec, stream })
+        if let Some(&longest) = config.eval_lengths.last() {
+            // Fail at load, not at the first evaluation.
+            stream.check_eval_window(longest)?;
+        }
+        Ok(Self { codec, stream, eval_lengths: config.eval_lengths.clone() })
     }
 }
 
@@ -74,8 +80,16 @@ impl Task for CharLm {
     fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         self.stream.eval_batches(batches, batch_size, device)
     }
+    /// Loss and bits per character at the training length, then `loss@ℓ` per position bucket
+    /// of `task.eval_lengths` (as many windows as the training length's evaluation).
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
-        lm_metrics(model, batches, 1.0)
+        let mut metrics = lm_metrics(model, batches, 1.0);
+        let (Some(&longest), Some(first)) = (self.eval_lengths.last(), batches.first()) else { return metrics };
+        let LmInput::Tokens(ids) = &first.input else { return metrics };
+        let (device, batch_size) = (ids.device(), ids.dims()[0]);
+        let long = self.stream.eval_batches_at(longest, batches.len(), batch_size, &device).expect("checked when the task was built");
+        metrics.extend(loss_per_position_bucket(model, &long, &self.eval_lengths));
+        metrics
     }
     fn codec(&self) -> Option<&dyn Codec> {
         Some(&self.codec)
@@ -97,5 +111,60 @@ mod tests {
         assert_eq!(c.decode(&ids), "low");
         let err = c.encode("hi!").unwrap_err();
         assert!(err.contains("'i'") || err.contains("'!'"), "{err}");
+    }
+
+    /// `loss@ℓ` per position bucket equals the masked mean loss over exactly those positions
+    /// (the slow path: the training loss with a mask), and the first bucket equals the loss of
+    /// the same windows cut to the training length (a causal model cannot see further).
+    #[test]
+    fn loss_per_position_bucket_matches_masked_losses() {
+        use crate::task::{Target, score};
+        use burn::tensor::Tensor;
+        let dir = std::env::temp_dir().join(format!("attnlab-charlm-buckets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("corpus.txt");
+        std::fs::write(&path, "the quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+        let config = TextConfig { path: path.clone(), val_fraction: 0.5, seq_len: Some(8), eval_lengths: vec![8, 16, 32] };
+        let task = CharLm::new(&config, 8, 5, None).unwrap();
+        let device = Device::flex();
+        let model = super::super::tiny_model(&task.io(), 32, &device);
+        let batches = task.eval_batches(2, 3, &device);
+        assert_eq!(batches[0].tokens, 3 * 8, "trained-length windows");
+        let m = task.evaluate(&model, &batches);
+        let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["accuracy", "bits_per_char", "loss", "loss@16", "loss@32", "loss@8"]);
+
+        let long = task.stream.eval_batches_at(32, 2, 3, &device).unwrap();
+        for (start, end) in [(0, 8), (8, 16), (16, 32)] {
+            let (mut sum, mut n) = (0.0, 0.0);
+            for b in &long {
+                let Target::Tokens { ids, .. } = &b.target else { panic!("tokens") };
+                let keep: Vec<f32> = (0..3 * 32).map(|i| if (start..end).contains(&(i % 32)) { 1.0 } else { 0.0 }).collect();
+                let mask = Tensor::<2>::from_data(burn::tensor::TensorData::new(keep, [3, 32]), &device);
+                let masked = crate::task::Batch { input: b.input.clone(), target: Target::Tokens { ids: ids.clone(), mask: Some(mask) }, tokens: b.tokens };
+                sum += score(&model, &masked).loss.into_scalar::<f32>() as f64;
+                n += 1.0;
+            }
+            let got = m[&format!("loss@{end}")];
+            assert!((got - sum / n).abs() < 1e-5, "positions {start}..{end}: {got} vs masked {}", sum / n);
+        }
+        let (mut sum, mut n) = (0.0, 0.0);
+        for b in &long {
+            let (LmInput::Tokens(x), Target::Tokens { ids, .. }) = (&b.input, &b.target) else { panic!("tokens") };
+            let cut = crate::task::Batch {
+                input: LmInput::Tokens(x.clone().narrow(1, 0, 8)),
+                target: Target::Tokens { ids: ids.clone().narrow(1, 0, 8), mask: None },
+                tokens: 24,
+            };
+            sum += score(&model, &cut).loss.into_scalar::<f32>() as f64;
+            n += 1.0;
+        }
+        assert!((m["loss@8"] - sum / n).abs() < 1e-5, "{} vs {}", m["loss@8"], sum / n);
+        assert_eq!(task.evaluate(&model, &batches), m, "the evaluation windows repeat");
+
+        let short = TextConfig { eval_lengths: vec![8, 4096], ..config };
+        let err = CharLm::new(&short, 8, 5, None).err().unwrap().to_string();
+        assert!(err.contains("fewer than one evaluation window of 4096 + 1") && err.contains("lower task.eval_lengths"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -59,7 +59,7 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
         Target::Tokens { ids, mask } => {
             let [b, t, _] = out.dims();
             let predicted = out.clone().argmax(2).reshape([b, t]);
-            let nll = -log_softmax(out, 2).gather(2, ids.clone().unsqueeze_dim::<3>(2)).reshape([b, t]);
+            let nll = token_nll(out, ids);
             let hits = predicted.equal(ids.clone()).float();
             match mask {
                 Some(m) => {
@@ -89,6 +89,13 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
             Scored { loss: nll.mean(), accuracy: Some((hits, n)) }
         }
     }
+}
+
+/// Next-token negative log-likelihood `[batch, seq]` of `ids` under the logits `out`
+/// `[batch, seq, vocab]`.
+pub fn token_nll(out: Tensor<3>, ids: &Tensor<2, Int>) -> Tensor<2> {
+    let [b, t, _] = out.dims();
+    -log_softmax(out, 2).gather(2, ids.clone().unsqueeze_dim::<3>(2)).reshape([b, t])
 }
 
 /// The metric a task is judged by (early stopping, `best/`, compare reports).
@@ -166,7 +173,7 @@ pub struct TaskError(pub String);
 pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>, TaskError> {
     let seed = config.seed;
     Ok(match &config.task {
-        TaskConfig::CharLm(c) => Box::new(char_lm::CharLm::new(c, config.model.max_seq_len, seed, run_dir)?),
+        TaskConfig::CharLm(c) => Box::new(char_lm::CharLm::new(c, c.train_len(config.model.max_seq_len), seed, run_dir)?),
         TaskConfig::BpeLm(c) => Box::new(bpe_lm::BpeLm::new(c, config.model.max_seq_len, seed, run_dir)?),
         TaskConfig::IclRegression(c) => Box::new(icl_regression::IclRegression::new(c.clone(), seed)),
         TaskConfig::Mqar(c) => Box::new(mqar::Mqar::new(c.clone(), seed)),

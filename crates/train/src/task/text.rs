@@ -1,7 +1,7 @@
 //! Shared language-modelling data: a token stream split into train and validation parts, and
 //! random windows of `seq_len + 1` tokens from each (nanoGPT's `get_batch`).
 
-use super::{Batch, TaskError, Target};
+use super::{Batch, TaskError, Target, token_nll};
 use crate::seed;
 use attnlab_model::{LmInput, Model};
 use std::collections::BTreeMap;
@@ -26,15 +26,15 @@ impl TokenStream {
         if train.len() < need || val.len() < need {
             return Err(TaskError(format!(
                 "corpus {} is too short: {} tokens give {} train / {} validation tokens, each split needs at least {need} \
-                 (model.max_seq_len + 1); use a longer text or a smaller model.max_seq_len",
+                 (the training length + 1); use a longer text or a smaller task.seq_len / model.max_seq_len",
                 path.display(), ids.len(), train.len(), val.len()
             )));
         }
         Ok(Self { train, val, seq_len, seed })
     }
 
-    fn windows(&self, data: &[u32], rng: &mut impl rand::Rng, batch_size: usize, device: &Device) -> Batch {
-        let t = self.seq_len;
+    /// `batch_size` random windows of `t` tokens from `data`, each with its next-token targets.
+    fn windows(&self, data: &[u32], t: usize, rng: &mut impl rand::Rng, batch_size: usize, device: &Device) -> Batch {
         let (mut x, mut y) = (Vec::with_capacity(batch_size * t), Vec::with_capacity(batch_size * t));
         for _ in 0..batch_size {
             let start = rng.random_range(0..data.len() - t);
@@ -47,12 +47,31 @@ impl TokenStream {
 
     /// Micro-batch `micro` of optimizer step `step`.
     pub fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
-        self.windows(&self.train, &mut seed::rng(self.seed, "train", batch_index(step, micro)), batch_size, device)
+        self.windows(&self.train, self.seq_len, &mut seed::rng(self.seed, "train", batch_index(step, micro)), batch_size, device)
     }
 
     pub fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         let mut rng = seed::rng(self.seed, "eval", 0);
-        (0..batches).map(|_| self.windows(&self.val, &mut rng, batch_size, device)).collect()
+        (0..batches).map(|_| self.windows(&self.val, self.seq_len, &mut rng, batch_size, device)).collect()
+    }
+
+    /// `Ok` when the validation split holds one window of `len` tokens and its targets.
+    pub fn check_eval_window(&self, len: usize) -> Result<(), TaskError> {
+        if self.val.len() < len + 1 {
+            return Err(TaskError(format!(
+                "the validation split has {} tokens, fewer than one evaluation window of {len} + 1: lower task.eval_lengths or raise task.val_fraction",
+                self.val.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The fixed validation windows of `len` tokens (a stream of their own), or a one-line error
+    /// when the validation split is shorter than one window.
+    pub fn eval_batches_at(&self, len: usize, batches: usize, batch_size: usize, device: &Device) -> Result<Vec<Batch>, TaskError> {
+        self.check_eval_window(len)?;
+        let mut rng = seed::rng(self.seed, "eval-length", len as u64);
+        Ok((0..batches).map(|_| self.windows(&self.val, len, &mut rng, batch_size, device)).collect())
     }
 }
 
@@ -62,6 +81,31 @@ pub fn lm_metrics(model: &Model, batches: &[Batch], chars_per_token: f64) -> BTr
     let mut m = super::mean_metrics(model, batches);
     m.insert("bits_per_char".into(), m["loss"] / std::f64::consts::LN_2 / chars_per_token);
     m
+}
+
+/// Loss per position bucket: for increasing `lengths` ℓ₁ < … < ℓₖ, `loss@ℓᵢ` is the mean
+/// next-token loss at positions [ℓᵢ₋₁, ℓᵢ) (ℓ₀ = 0) of `batches`, windows of ℓₖ tokens.
+pub fn loss_per_position_bucket(model: &Model, batches: &[Batch], lengths: &[usize]) -> BTreeMap<String, f64> {
+    let Some(&longest) = lengths.last() else { return BTreeMap::new() };
+    let mut sum_per_position = vec![0.0f64; longest];
+    let mut rows = 0usize;
+    for batch in batches {
+        let Target::Tokens { ids, .. } = &batch.target else { continue };
+        let nll = token_nll(model.forward(batch.input.clone()), ids);
+        rows += nll.dims()[0];
+        let per_position = nll.sum_dim(0).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 losses");
+        for (s, v) in sum_per_position.iter_mut().zip(per_position) {
+            *s += v as f64;
+        }
+    }
+    let mut start = 0;
+    let mut out = BTreeMap::new();
+    for &end in lengths {
+        let bucket = &sum_per_position[start..end];
+        out.insert(format!("loss@{end}"), bucket.iter().sum::<f64>() / (bucket.len() * rows.max(1)) as f64);
+        start = end;
+    }
+    out
 }
 
 /// Reads a UTF-8 corpus with one-line errors for the usual mistakes.
