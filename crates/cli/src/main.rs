@@ -240,6 +240,9 @@ struct ExportArgs {
     to: PathBuf,
     #[arg(long, default_value = "best")]
     checkpoint: String,
+    /// Replace --to if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 fn main() -> ExitCode {
@@ -293,7 +296,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let verbosity = if a.quiet { Verbosity::Quiet } else { Verbosity::Auto };
     let (config, run, resume) = match a.resume {
         Some(dir) => {
-            let run = RunDir::open(&dir).map_err(anyhow::Error::msg)?;
+            let run = RunDir::open_for_writing(&dir).map_err(anyhow::Error::msg)?;
             let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[])?;
             (config, run, true)
         }
@@ -321,8 +324,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         Ok(o) => o,
         Err(e) => {
             if !resume {
-                // A run that failed before writing anything leaves no empty directory behind.
-                let _ = std::fs::remove_dir(&run.path);
+                // A run that failed before writing anything leaves the path as it found it.
+                run.discard_if_unused();
             }
             bail!(e);
         }
@@ -391,7 +394,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
     let loaded = load_run(&a.run, &a.checkpoint, None).map_err(anyhow::Error::msg)?;
-    let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, &a.to).map_err(anyhow::Error::msg)?;
+    let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, &a.to, a.force).map_err(anyhow::Error::msg)?;
     println!("wrote {n} tensors and the config to {}", a.to.display());
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests: run the `attnlab` binary as a user would, on temporary run directories.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -108,6 +108,11 @@ fn char_lm_trains_samples_evaluates_and_exports() {
     assert!(x.contains("tensors"), "{x}");
     assert!(file.is_file());
     python_reads_safetensors(&file);
+    std::fs::write(&file, b"mine").unwrap();
+    fails_with(&attnlab(&["export", "--run", out.to_str().unwrap(), "--to", file.to_str().unwrap()]), "already exists: pass --force");
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    ok(&attnlab(&["export", "--run", out.to_str().unwrap(), "--to", file.to_str().unwrap(), "--force"]));
+    python_reads_safetensors(&file);
 
     fails_with(&attnlab(&["sample", "--run", out.to_str().unwrap(), "--prompt", "ROMEO€"]), "not in this run's vocabulary");
     std::fs::remove_dir_all(out).unwrap();
@@ -197,6 +202,73 @@ fn divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
+/// One writer per run directory, across processes: two trains started on one `--out` leave
+/// one run (the other is refused), a second train or resume while a run is being written is
+/// refused with the writer's pid, and a writer killed with SIGKILL leaves no lock behind.
+#[test]
+fn a_run_directory_has_one_writer_process() {
+    let race = temp("race");
+    let spawn = |out: &Path, steps: &str| {
+        let mut args: Vec<&str> = vec!["train"];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(&["--set", steps, "--out", out.to_str().unwrap(), "--quiet"]);
+        Command::new(env!("CARGO_BIN_EXE_attnlab")).args(&args).current_dir(root()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let both = [spawn(&race, "train.steps=8"), spawn(&race, "train.steps=8")].map(|c| c.wait_with_output().unwrap());
+    let won: Vec<&Output> = both.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(won.len(), 1, "exactly one writer wins: {} / {}", stderr(&both[0]), stderr(&both[1]));
+    let lost = both.iter().find(|o| !o.status.success()).unwrap();
+    let err = stderr(lost);
+    assert!(err.contains("is being written by another attnlab process") || err.contains("already holds a run"), "{err}");
+    ok(&attnlab(&["eval", "--run", race.to_str().unwrap()]));
+
+    let long = temp("one-writer");
+    let mut writer = spawn(&long, "train.steps=100000");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_dir(long.join("checkpoints")).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("state.json").is_file()))) {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let busy = format!("is being written by another attnlab process (pid {})", writer.id());
+    fails_with(&attnlab(&["train", "--resume", long.to_str().unwrap(), "--quiet"]), &busy);
+    fails_with(&train_tiny(&long, &[], &[]), &busy);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    // Resume after the kill, with a step budget just past the last checkpoint.
+    let last = std::fs::read_dir(long.join("checkpoints")).unwrap().flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse::<usize>().ok()).max().unwrap();
+    let config = std::fs::read_to_string(long.join("config.toml")).unwrap();
+    std::fs::write(long.join("config.toml"), config.replace("steps = 100000", &format!("steps = {}", last + 2))).unwrap();
+    ok(&attnlab(&["train", "--resume", long.to_str().unwrap(), "--quiet"]));
+    assert_eq!(losses(&long).last().unwrap().0, last as u64 + 2);
+    std::fs::remove_dir_all(race).unwrap();
+    std::fs::remove_dir_all(long).unwrap();
+}
+
+/// A run killed after its last step checkpoint but before `final/` is finished by `--resume`
+/// exactly as the uninterrupted run was: the same final evaluation (logged once), the same
+/// `final/` and `best/`; an early-stopped run is finished, not trained on.
+#[test]
+fn resume_finishes_a_run_killed_before_its_final_checkpoint() {
+    for (name, extra) in [("last-step", &[][..]), ("early-stop", &["--set", "train.stop_at=0.001"][..])] {
+        let run = temp(&format!("finish-{name}"));
+        let straight = ok(&train_tiny(&run, extra, &[]));
+        let read = |p: &str| std::fs::read(run.join(p)).unwrap();
+        let (metrics, model, state, best) = (read("metrics.jsonl"), read("final/model.bpk"), read("final/state.json"), read("best/model.bpk"));
+        assert_eq!(String::from_utf8_lossy(&state).contains("\"stopped_early\": true"), name == "early-stop", "{name}");
+        // What a kill between the last step checkpoint and `final/` leaves behind.
+        std::fs::remove_dir_all(run.join("final")).unwrap();
+        let resumed = ok(&attnlab(&["train", "--resume", run.to_str().unwrap(), "--quiet"]));
+        let final_line = |out: &str| out.lines().find(|l| l.starts_with("final eval after")).map(str::to_string);
+        assert_eq!(final_line(&resumed), final_line(&straight), "{name}: {resumed}");
+        assert!(final_line(&resumed).is_some_and(|l| l.contains("accuracy")), "{name}: {resumed}");
+        assert_eq!(read("metrics.jsonl"), metrics, "{name}: nothing trained or logged twice");
+        assert_eq!(read("final/state.json"), state, "{name}");
+        assert_eq!(read("final/model.bpk"), model, "{name}");
+        assert_eq!(read("best/model.bpk"), best, "{name}");
+        std::fs::remove_dir_all(run).unwrap();
+    }
+}
+
 #[test]
 fn bad_inputs_give_one_line_errors_and_touch_nothing() {
     let dir = temp("bad");
@@ -226,6 +298,19 @@ fn bad_inputs_give_one_line_errors_and_touch_nothing() {
     fails_with(&run(char_run(&["--set", "model.d_model=30"])), "not divisible by model.n_heads");
     fails_with(&run(char_run(&["--set", "model.mixer=linear:elu1:chunk=0"])), "chunk must be at least 1");
     fails_with(&run(char_run(&["--device", "tpu"])), "unknown device 'tpu'");
+
+    // A directory of the user's is never written into; an empty one stays after a failed start.
+    let users = dir.join("users");
+    std::fs::create_dir_all(users.join("best")).unwrap();
+    std::fs::write(users.join("meta.json"), "mine").unwrap();
+    let users_out = users.to_str().unwrap().to_string();
+    fails_with(&run(char_run(&["--out", &users_out])), "is not empty and holds no run (it has best, meta.json)");
+    assert_eq!(std::fs::read_to_string(users.join("meta.json")).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(&users).unwrap().count(), 2, "nothing added");
+    let empty_out = d("empty-dir");
+    std::fs::create_dir_all(&empty_out).unwrap();
+    fails_with(&run(char_run(&["--set", &short, "--out", &empty_out])), "too short");
+    assert!(Path::new(&empty_out).is_dir() && std::fs::read_dir(&empty_out).unwrap().next().is_none(), "the user's empty directory stays, empty");
 
     // An existing run is never overwritten by a new one.
     let existing = temp("bad-existing");

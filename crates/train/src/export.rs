@@ -11,10 +11,18 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Writes `model` to `path` (through a temporary file, so a failed export leaves no partial file).
-pub fn export_safetensors(model: &Model, config: &RunConfig, path: &Path) -> Result<usize, String> {
+/// Writes `model` to `path` through a temporary file beside it, renamed into place, so a failed
+/// export leaves neither a partial file nor the temporary one. An existing file is replaced
+/// only with `overwrite` (`--force`); a directory never.
+pub fn export_safetensors(model: &Model, config: &RunConfig, path: &Path, overwrite: bool) -> Result<usize, String> {
     if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         return Err(format!("--to {}: the file name must end in .safetensors", path.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("--to {} is a directory: name a .safetensors file", path.display()));
+    }
+    if path.exists() && !overwrite {
+        return Err(format!("--to {} already exists: pass --force to replace it, or choose another file", path.display()));
     }
     let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = named_tensors(model)
         .into_iter()
@@ -36,10 +44,15 @@ pub fn export_safetensors(model: &Model, config: &RunConfig, path: &Path) -> Res
         ("attnlab_config".to_string(), config.to_toml()),
         ("linear_weight_layout".to_string(), "[d_in, d_out]".to_string()),
     ]);
-    let temp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, Some(metadata), &temp).map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
-    std::fs::rename(&temp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(tensors.len())
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export.safetensors");
+    let temp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let written = safetensors::serialize_to_file(views, Some(metadata), &temp)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .and_then(|_| std::fs::rename(&temp, path).map_err(|e| format!("cannot write {}: {e}", path.display())));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map(|_| tensors.len())
 }
 
 #[cfg(test)]
@@ -55,7 +68,7 @@ mod tests {
         let io = ModelIo { input: ModelInput::Tokens { vocab: 10 }, output_dim: 10 };
         let model = config.model.init(&io, 1, &Device::flex()).unwrap();
         let path = std::env::temp_dir().join(format!("attnlab-export-{}.safetensors", std::process::id()));
-        let n = export_safetensors(&model, &config, &path).unwrap();
+        let n = export_safetensors(&model, &config, &path, false).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let expected = named_tensors(&model);
@@ -72,7 +85,30 @@ mod tests {
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let saved = meta.metadata().as_ref().unwrap()["attnlab_config"].clone();
         assert_eq!(RunConfig::from_toml(&saved, &[]).unwrap(), config);
-        assert!(export_safetensors(&model, &config, &path.with_extension("bin")).unwrap_err().contains(".safetensors"));
+        assert!(export_safetensors(&model, &config, &path.with_extension("bin"), false).unwrap_err().contains(".safetensors"));
+
+        // An existing file is kept unless forced; a directory is refused; nothing is left over.
+        std::fs::write(&path, b"mine").unwrap();
+        let err = export_safetensors(&model, &config, &path, false).unwrap_err();
+        assert!(err.contains("already exists: pass --force"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+        assert_eq!(export_safetensors(&model, &config, &path, true).unwrap(), n);
+        // The same tensors (the metadata's key order may differ between writes).
+        let forced = std::fs::read(&path).unwrap();
+        let (st, again) = (SafeTensors::deserialize(&bytes).unwrap(), SafeTensors::deserialize(&forced).unwrap());
+        for name in st.names() {
+            assert_eq!(st.tensor(name).unwrap().data(), again.tensor(name).unwrap().data(), "{name}");
+        }
+        let dir = path.with_extension("d.safetensors");
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(export_safetensors(&model, &config, &dir, true).unwrap_err().contains("is a directory"));
+        // A write that fails (its directory is missing) leaves no temporary file behind.
+        let missing = std::env::temp_dir().join(format!("attnlab-export-missing-{}", std::process::id())).join("m.safetensors");
+        assert!(export_safetensors(&model, &config, &missing, false).unwrap_err().contains("cannot write"));
+        let parent = path.parent().unwrap();
+        let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&format!(".tmp-{}", std::process::id()))).collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        std::fs::remove_dir(dir).unwrap();
         std::fs::remove_file(path).unwrap();
     }
 }

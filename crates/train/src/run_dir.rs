@@ -9,16 +9,24 @@
 //! <run>/checkpoints/step-N/   model.bpk, optim.bpk, state.json (the last `keep_checkpoints`)
 //! <run>/best/                 the checkpoint with the best main eval metric
 //! <run>/final/                the checkpoint after the last step
+//! <run>/writer.lock           the one-writer lock (holds the writer's pid while it runs)
 //! ```
 //!
 //! A checkpoint directory is complete once its `state.json` exists; it is first written under a
 //! hidden temporary name and renamed into place, so readers never see half a checkpoint.
+//!
+//! One writer: training, resuming and every run a comparison or swap trains take an exclusive
+//! advisory lock on `writer.lock` for the life of the process ([`std::fs::File::try_lock`],
+//! `flock`). The kernel drops it when the process dies however it dies, so a killed run's lock
+//! is never stale: the next writer simply takes it. Readers (`eval`, `sample`, `export`) do
+//! not lock; they read only complete, renamed files.
 
 use crate::metrics::MetricsRecord;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const META_FILE: &str = "meta.json";
@@ -28,6 +36,7 @@ pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
 const CHECKPOINTS: &str = "checkpoints";
 const TEMP_PREFIX: &str = ".tmp-";
+pub const LOCK_FILE: &str = "writer.lock";
 
 /// What a checkpoint needs besides the weights and optimizer moments. The data stream and the
 /// dropout randomness are pure functions of (seed, step), so the step is all the position there is.
@@ -40,12 +49,60 @@ pub struct TrainState {
     pub best_step: Option<usize>,
     /// Input positions consumed so far.
     pub tokens_seen: u64,
+    /// The run reached `train.stop_at` at `step` (a resume finishes it instead of training on).
+    #[serde(default)]
+    pub stopped_early: bool,
 }
 
 /// A run directory on disk.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     pub path: PathBuf,
+    /// The writer lock, for a directory opened to write ([`create`](Self::create),
+    /// [`open_for_writing`](Self::open_for_writing)); released when the last clone is dropped.
+    lock: Option<Arc<WriterLock>>,
+    /// Whether [`create`](Self::create) made the directory (only then may a failed start
+    /// remove it again).
+    created: bool,
+}
+
+/// An exclusive lock on a run directory's `writer.lock`, held until dropped.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: fs::File,
+}
+
+impl WriterLock {
+    /// Takes the lock of the run directory at `dir`, or says which process holds it.
+    fn take(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // The pid is for the message another writer gets; the lock itself is the flock.
+                let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| write!(file, "{}", std::process::id())).and_then(|_| file.flush());
+                Ok(Self { _file: file })
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() { "another attnlab process".to_string() } else { format!("another attnlab process (pid {holder})") };
+                Err(format!(
+                    "{} is being written by {who}: a run directory has one writer; wait for it to finish, or stop it and `attnlab train --resume {}`",
+                    dir.display(),
+                    dir.display()
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        }
+    }
 }
 
 /// I/O failure with the path it concerns.
@@ -61,7 +118,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
 }
 
 impl RunDir {
-    /// Opens an existing run directory (for resume, eval, sample, export).
+    /// Opens an existing run directory to read it (eval, sample, export).
     pub fn open(path: &Path) -> Result<Self, String> {
         if !path.join(CONFIG_FILE).is_file() {
             return Err(format!(
@@ -69,20 +126,79 @@ impl RunDir {
                 path.display()
             ));
         }
-        Ok(Self { path: path.to_path_buf() })
+        Ok(Self { path: path.to_path_buf(), lock: None, created: false })
     }
 
-    /// Creates a new run directory; refuses to reuse one that already holds a run.
+    /// Opens an existing run directory to continue writing it (resume), as its one writer.
+    pub fn open_for_writing(path: &Path) -> Result<Self, String> {
+        let mut run = Self::open(path)?;
+        run.lock = Some(Arc::new(WriterLock::take(path)?));
+        Ok(run)
+    }
+
+    /// Creates a new run directory as its one writer. `path` may be new or an empty directory;
+    /// one that holds a run, or anything else, is refused (attnlab never writes into files it
+    /// did not make).
     pub fn create(path: &Path) -> Result<Self, String> {
-        if path.join(CONFIG_FILE).exists() {
-            return Err(format!(
+        let held_run = || {
+            format!(
                 "{} already holds a run: continue it with `attnlab train --resume {}` or choose another --out",
                 path.display(),
                 path.display()
-            ));
+            )
+        };
+        let created = !path.exists();
+        if !created {
+            if !path.is_dir() {
+                return Err(format!("{} exists and is not a directory: choose another --out", path.display()));
+            }
+            if path.join(CONFIG_FILE).exists() {
+                // Say so if it is being written right now.
+                return Err(WriterLock::take(path).map_or_else(|busy| busy, |_| held_run()));
+            }
+            let mut others: Vec<String> = fs::read_dir(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n != LOCK_FILE)
+                .collect();
+            if !others.is_empty() {
+                others.sort();
+                let shown = others.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+                return Err(format!(
+                    "{} is not empty and holds no run (it has {shown}{}): attnlab writes a run only into a new or empty directory; choose another --out",
+                    path.display(),
+                    if others.len() > 3 { ", …" } else { "" }
+                ));
+            }
         }
         fs::create_dir_all(path).map_err(|e| format!("cannot create run directory {}: {e}", path.display()))?;
-        Ok(Self { path: path.to_path_buf() })
+        let lock = WriterLock::take(path)?;
+        // Checked again under the lock: a writer that started first and has finished by now
+        // left its config behind.
+        if path.join(CONFIG_FILE).exists() {
+            return Err(held_run());
+        }
+        Ok(Self { path: path.to_path_buf(), lock: Some(Arc::new(lock)), created })
+    }
+
+    /// Whether this process holds the directory's writer lock.
+    pub fn is_writer(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// After a start that failed before training wrote anything: removes the lock file, and the
+    /// directory too if [`create`](Self::create) made it, so a failed start leaves the path as
+    /// it found it. A directory holding anything else is left alone. (Unlinking a lock file is
+    /// only safe for its holder, which this is.)
+    pub fn discard_if_unused(&self) {
+        let only_lock = fs::read_dir(&self.path).map(|d| d.flatten().all(|e| e.file_name() == LOCK_FILE)).unwrap_or(false);
+        if self.is_writer() && only_lock {
+            let _ = fs::remove_file(self.path.join(LOCK_FILE));
+            if self.created {
+                let _ = fs::remove_dir(&self.path);
+            }
+        }
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -255,7 +371,7 @@ mod tests {
     fn publish_replaces_and_incomplete_checkpoints_are_ignored() {
         let dir = temp_dir("publish");
         let run = RunDir::create(&dir).unwrap();
-        let state = |step| TrainState { step, best_metric: None, best_step: None, tokens_seen: 0 };
+        let state = |step| TrainState { step, best_metric: None, best_step: None, tokens_seen: 0, stopped_early: false };
         for step in [10, 20, 30] {
             let s = run.staging("ckpt").unwrap();
             fs::write(s.join(STATE_FILE), serde_json::to_string(&state(step)).unwrap()).unwrap();
@@ -267,6 +383,69 @@ mod tests {
         run.prune(2).unwrap();
         let steps: Vec<usize> = run.step_checkpoints().into_iter().map(|(s, _)| s).collect();
         assert_eq!(steps, vec![20, 30]);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// One writer: a second create or resume of a directory being written is refused, naming
+    /// the holder's pid; once the holder is gone (here dropped; a killed process's flock is
+    /// dropped by the kernel) the next writer takes the lock, whatever pid the file still holds.
+    #[test]
+    fn a_run_directory_has_one_writer() {
+        let dir = temp_dir("one-writer");
+        let first = RunDir::create(&dir).unwrap();
+        let pid = std::process::id().to_string();
+        assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).unwrap(), pid);
+        let err = RunDir::create(&dir).unwrap_err();
+        assert!(err.contains(&format!("is being written by another attnlab process (pid {pid})")) && err.contains("one writer"), "{err}");
+        fs::write(dir.join(CONFIG_FILE), "seed = 1\n").unwrap();
+        let err = RunDir::open_for_writing(&dir).unwrap_err();
+        assert!(err.contains("is being written by"), "{err}");
+        assert!(RunDir::open(&dir).is_ok(), "readers do not lock");
+        let clone = first.clone();
+        drop(first);
+        assert!(RunDir::open_for_writing(&dir).is_err(), "a clone still holds the lock");
+        drop(clone);
+        let second = RunDir::open_for_writing(&dir).unwrap();
+        assert!(second.is_writer());
+        drop(second);
+        // A lock file left by a dead writer names a pid nobody holds the lock for.
+        fs::write(dir.join(LOCK_FILE), "999999999").unwrap();
+        assert!(RunDir::open_for_writing(&dir).is_ok());
+        assert!(RunDir::create(&dir).unwrap_err().contains("already holds a run"));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Nothing of the user's is written over: a non-empty directory that is not a run (or a
+    /// file) is refused untouched, an empty one is used, and a failed start leaves each path as
+    /// it found it (a directory it made is removed, the user's empty one stays).
+    #[test]
+    fn only_new_or_empty_directories_become_runs() {
+        let dir = temp_dir("user-dir");
+        fs::create_dir_all(dir.join("best")).unwrap();
+        fs::write(dir.join("meta.json"), "mine").unwrap();
+        let err = RunDir::create(&dir).unwrap_err();
+        assert!(err.contains("is not empty and holds no run (it has best, meta.json)") && err.contains("choose another --out"), "{err}");
+        let mut left: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        left.sort();
+        assert_eq!(left, ["best", "meta.json"], "nothing added");
+        assert_eq!(fs::read_to_string(dir.join("meta.json")).unwrap(), "mine");
+        let file = dir.join("meta.json");
+        assert!(RunDir::create(&file).unwrap_err().contains("is not a directory"));
+
+        let empty = dir.join("empty");
+        fs::create_dir_all(&empty).unwrap();
+        let run = RunDir::create(&empty).unwrap();
+        run.discard_if_unused();
+        assert!(empty.is_dir() && fs::read_dir(&empty).unwrap().next().is_none(), "the user's empty directory stays, empty");
+        let fresh = dir.join("fresh");
+        let run = RunDir::create(&fresh).unwrap();
+        run.discard_if_unused();
+        assert!(!fresh.exists(), "a directory create made is removed again");
+        let kept = dir.join("kept");
+        let run = RunDir::create(&kept).unwrap();
+        fs::write(kept.join(CONFIG_FILE), "seed = 1\n").unwrap();
+        run.discard_if_unused();
+        assert!(kept.join(CONFIG_FILE).is_file() && kept.join(LOCK_FILE).is_file(), "a started run is kept");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -8,7 +8,7 @@
 
 use crate::checkpoint::{self, Loaded};
 use crate::config::RunConfig;
-use crate::metrics::{EvalRecord, TrainRecord};
+use crate::metrics::{EvalRecord, MetricsRecord, TrainRecord};
 use crate::params;
 use crate::progress::Progress;
 use crate::run_dir::{self, RunDir, TrainState};
@@ -173,6 +173,9 @@ pub fn optimizer_step(
 
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
 pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome, TrainError> {
+    if !run.is_writer() {
+        return Err(TrainError::Setup(format!("{} was opened to read: train through RunDir::create or RunDir::open_for_writing", run.path.display())));
+    }
     let device = config.device.device().map_err(|e| TrainError::Setup(e.to_string()))?;
     let ad = device.clone().autodiff();
     let t = &config.train;
@@ -216,7 +219,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         }
         run.write_file(run_dir::META_FILE, &serde_json::to_string_pretty(&meta).unwrap())?;
         task.save_artifacts(&run.path).map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
-        (fresh, fresh_optim, TrainState { step: 0, best_metric: None, best_step: None, tokens_seen: 0 })
+        (fresh, fresh_optim, TrainState { step: 0, best_metric: None, best_step: None, tokens_seen: 0, stopped_early: false })
     };
 
     let eval_batches = task.eval_batches(t.eval_batches, t.batch_size, &device);
@@ -267,8 +270,13 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         }
     }
     let mut window = (Instant::now(), 0u64);
+    // A run killed after its last step checkpoint but before `final/` resumes here finished:
+    // it is finished as the uninterrupted run would have been, not trained further.
+    // An early stop counts while `train.stop_at` is still set (clearing it trains on).
+    state.stopped_early &= t.stop_at != 0.0;
+    let finished_before = state.step >= t.steps || state.stopped_early;
 
-    while state.step < t.steps {
+    while !state.stopped_early && state.step < t.steps {
         let step = state.step;
         ad.seed(seed::derive(config.seed, "dropout", step as u64));
         let lr = learning_rate(t, step);
@@ -316,6 +324,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
                 checkpoint::save(run, "best", &model, None, &state)?;
             }
             stop = t.stop_at != 0.0 && metric.reached(value, t.stop_at);
+            state.stopped_early = stop && !last;
             if stop {
                 progress.line(&format!("{} reached train.stop_at = {} at step {step}: stopping early", metric.name, t.stop_at));
                 outcome.stopped_early = true;
@@ -331,11 +340,42 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             break;
         }
     }
+    if finished_before {
+        finish_resumed(run, task.as_ref(), &model, &optim, &state, &eval_batches, &mut outcome)?;
+    }
     progress.finish();
     outcome.steps = state.step;
     outcome.best_metric = state.best_metric;
     outcome.best_step = state.best_step;
     Ok(outcome)
+}
+
+/// Finishes a run resumed from the checkpoint of its last step: the final evaluation (logged
+/// only if the kill came before it was), then `final/` if it is missing or older. The
+/// evaluation is deterministic, so its numbers are the ones the uninterrupted run printed.
+fn finish_resumed(
+    run: &RunDir,
+    task: &dyn Task,
+    model: &Model,
+    optim: &burn::optim::ModuleOptimizer,
+    state: &TrainState,
+    eval_batches: &[Batch],
+    outcome: &mut TrainOutcome,
+) -> Result<(), TrainError> {
+    let (metrics, layers) = measure(task, &model.valid(), eval_batches);
+    let logged = crate::metrics::read_metrics(&run.path)?.iter().any(|r| matches!(r, MetricsRecord::Eval(e) if e.step == state.step));
+    if !logged {
+        run.append_metrics(&EvalRecord { step: state.step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
+    }
+    if let Some(&value) = metrics.get(outcome.metric.name) {
+        outcome.evals.push((state.step, value));
+    }
+    outcome.final_metrics = metrics;
+    outcome.stopped_early = state.stopped_early;
+    if run_dir::read_state(&run.file("final")).map_or(true, |f| f.step < state.step) {
+        checkpoint::save(run, "final", model, Some(optim), state)?;
+    }
+    Ok(())
 }
 
 /// Per-layer attention statistics, each averaged over heads.
