@@ -368,7 +368,8 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("--prompt encodes to no tokens: give at least one character");
     }
-    let ids = generate(&loaded.model, &prompt, &opts, &loaded.device);
+    let ids = generate(&loaded.model, &prompt, &opts, &loaded.device)
+        .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}; sample an earlier one (--checkpoint step-N)", loaded.checkpoint.display()))?;
     println!("{}{}", a.prompt, codec.decode(&ids));
     Ok(())
 }
@@ -382,6 +383,12 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         loaded.config.train.eval_batches = b;
     }
     let (metrics, layers) = attnlab_train::trainer::evaluate(&loaded.config, loaded.task.as_ref(), &loaded.model, &loaded.device);
+    if let Some((k, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
+        bail!(
+            "checkpoint {} gives a non-finite {k} ({v}): its weights are unusable; evaluate an earlier one (--checkpoint step-N)",
+            loaded.checkpoint.display()
+        );
+    }
     println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.config.device);
     for (k, v) in &metrics {
         println!("{k:<16} {v:.5}");

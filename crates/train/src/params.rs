@@ -31,6 +31,14 @@ pub fn named_tensors<M: Module>(module: &M) -> Vec<(String, TensorData)> {
     c.found
 }
 
+/// The first float parameter holding a NaN or an infinity, and that value, if any.
+pub fn first_non_finite<M: Module>(module: &M) -> Option<(String, f32)> {
+    named_tensors(module).into_iter().find_map(|(name, data)| {
+        let values: Vec<f32> = data.convert::<f32>().try_into_vec().expect("float parameters");
+        values.into_iter().find(|v| !v.is_finite()).map(|v| (name, v))
+    })
+}
+
 /// Number of trainable scalars.
 pub fn count<M: Module>(module: &M) -> usize {
     module.num_params()

@@ -288,6 +288,21 @@ impl RunDir {
         format!("{CHECKPOINTS}/step-{step:06}")
     }
 
+    /// Moves the step checkpoint of `step`, if there is one, to `checkpoints/diverged-step-N`:
+    /// its weights gave a non-finite loss, so it is kept for inspection but is no longer a
+    /// checkpoint to resume from or to call good.
+    pub fn set_aside(&self, step: usize) -> Result<(), RunDirError> {
+        let from = self.file(&Self::step_checkpoint_name(step));
+        if from.is_dir() {
+            let to = self.file(&format!("{CHECKPOINTS}/diverged-step-{step:06}"));
+            if to.exists() {
+                fs::remove_dir_all(&to).map_err(io_err(&to))?;
+            }
+            fs::rename(&from, &to).map_err(io_err(&from))?;
+        }
+        Ok(())
+    }
+
     /// Removes all but the newest `keep` step checkpoints.
     pub fn prune(&self, keep: usize) -> Result<(), RunDirError> {
         let all = self.step_checkpoints();

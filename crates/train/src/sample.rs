@@ -99,8 +99,10 @@ fn tail(tokens: &[u32], keep: usize) -> &[u32] {
     &tokens[tokens.len().saturating_sub(keep)..]
 }
 
-/// Generates `opts.tokens` tokens after `prompt` with the incremental path.
-pub fn generate(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &Device) -> Vec<u32> {
+/// Generates `opts.tokens` tokens after `prompt` with the incremental path, or says at which
+/// token the model's output stopped being finite (a sample from NaN logits would be noise
+/// presented as text).
+pub fn generate(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &Device) -> Result<Vec<u32>, String> {
     assert!(!prompt.is_empty(), "a prompt needs at least one token");
     let max = model.max_seq_len();
     let mut rng = seed::rng(opts.seed, "sample", 0);
@@ -108,7 +110,10 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &
     let mut window = tail(&tokens, max).to_vec();
     let mut state = model.empty_state();
     let mut logits = last_row(model.step(LmInput::Tokens(ids_tensor(&window, device)), &mut state));
-    for _ in 0..opts.tokens {
+    for i in 0..opts.tokens {
+        if let Some(v) = logits.iter().find(|v| !v.is_finite()) {
+            return Err(format!("the model's logits are not finite ({v}) at generated token {i}"));
+        }
         let next = pick(&logits, opts, &mut rng);
         tokens.push(next);
         if window.len() == max {
@@ -120,7 +125,7 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &
             logits = last_row(model.step(LmInput::Tokens(ids_tensor(&[next], device)), &mut state));
         }
     }
-    tokens[prompt.len()..].to_vec()
+    Ok(tokens[prompt.len()..].to_vec())
 }
 
 /// The same generation with a full forward over the window for every token: the slow,
@@ -175,7 +180,7 @@ mod tests {
             let io = ModelIo { input: ModelInput::Tokens { vocab: 7 }, output_dim: 7 };
             let model = cfg.init(&io, 3, &device).unwrap();
             for o in [opts(0.0, 0, 1.0), opts(1.0, 0, 1.0), opts(0.8, 4, 0.9)] {
-                let fast = generate(&model, &[1, 2, 3], &o, &device);
+                let fast = generate(&model, &[1, 2, 3], &o, &device).unwrap();
                 let slow = generate_by_full_forward(&model, &[1, 2, 3], &o, &device);
                 assert_eq!(fast.len(), 40);
                 assert_eq!(fast, slow, "{spec} {o:?}");

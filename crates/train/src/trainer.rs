@@ -43,7 +43,7 @@ pub enum TrainError {
         "training diverged: the {what} became {value} at step {step}; nothing after the last good checkpoint \
          was written ({last_good}). Lower train.lr, raise train.warmup_steps or set train.grad_clip"
     )]
-    NonFinite { step: usize, what: &'static str, value: f64, last_good: String },
+    NonFinite { step: usize, what: String, value: f64, last_good: String },
     #[error("{0}")]
     Io(String),
 }
@@ -286,7 +286,10 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
                 report
             }
             Err(NonFiniteStep { what, value }) => {
-                return Err(TrainError::NonFinite { step: step + 1, what, value, last_good: last_good(run) });
+                // The weights this step started from gave the non-finite value: a checkpoint of
+                // them is not a good one, whatever its own step's loss was.
+                run.set_aside(step)?;
+                return Err(TrainError::NonFinite { step: step + 1, what: what.to_string(), value, last_good: last_good(run) });
             }
         };
         let (loss_sum, grad_norm) = (report.loss, report.grad_norm);
@@ -308,12 +311,17 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
 
         let last = step == t.steps;
         let eval_now = last || (t.eval_every > 0 && step % t.eval_every == 0);
+        // Nothing non-finite is evaluated as a result or saved as a checkpoint.
+        let saving = eval_now || last || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0);
+        if saving && let Some((name, value)) = params::first_non_finite(&model) {
+            return Err(TrainError::NonFinite { step, what: format!("parameter {name}"), value: value as f64, last_good: last_good(run) });
+        }
         let mut stop = false;
         if eval_now {
             let (metrics, layers) = measure(task.as_ref(), &model.valid(), &eval_batches);
             let value = metrics.get(metric.name).copied().unwrap_or(f64::NAN);
             if !value.is_finite() {
-                return Err(TrainError::NonFinite { step, what: "eval metric", value, last_good: last_good(run) });
+                return Err(TrainError::NonFinite { step, what: "eval metric".into(), value, last_good: last_good(run) });
             }
             run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
             progress.eval(step, metric.name, value, &metrics);
