@@ -305,6 +305,24 @@ fn resume_finishes_a_run_killed_before_its_final_checkpoint() {
     }
 }
 
+/// A run stopped before its first checkpoint (here: killed while writing it) cannot be
+/// continued, so `--resume` trains it again from step 0 in place, says so, and ends with the
+/// losses of an uninterrupted run and each step logged once.
+#[test]
+fn resume_restarts_a_run_stopped_before_its_first_checkpoint() {
+    let (straight, stopped) = (temp("restart-straight"), temp("restart-stopped"));
+    ok(&train_tiny(&straight, &[], &[]));
+    let o = train_tiny(&stopped, &[], &[("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", "4")]);
+    assert!(!o.status.success());
+    fails_with(&train_tiny(&stopped, &[], &[]), "already holds a run: continue it with `attnlab train --resume");
+    let resumed = ok(&attnlab(&["train", "--resume", stopped.to_str().unwrap(), "--quiet"]));
+    assert!(resumed.contains("has no checkpoint yet") && resumed.contains("again from step 0"), "{resumed}");
+    assert_eq!(losses(&stopped), losses(&straight));
+    assert_eq!(losses(&stopped).len(), 8, "each step logged once");
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(stopped).unwrap();
+}
+
 #[test]
 fn bad_inputs_give_one_line_errors_and_touch_nothing() {
     let dir = temp("bad");

@@ -160,7 +160,8 @@ impl RunDir {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?
                 .flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n != LOCK_FILE)
+                // A start stopped before its config was renamed into place leaves only these.
+                .filter(|n| n != LOCK_FILE && !n.starts_with(TEMP_PREFIX))
                 .collect();
             if !others.is_empty() {
                 others.sort();
@@ -179,7 +180,9 @@ impl RunDir {
         if path.join(CONFIG_FILE).exists() {
             return Err(held_run());
         }
-        Ok(Self { path: path.to_path_buf(), lock: Some(Arc::new(lock)), created })
+        let run = Self { path: path.to_path_buf(), lock: Some(Arc::new(lock)), created };
+        run.clean_staging();
+        Ok(run)
     }
 
     /// Whether this process holds the directory's writer lock.
@@ -322,12 +325,14 @@ impl RunDir {
             .max_by_key(|(s, _)| s.step)
     }
 
-    /// Removes staging leftovers of a run that was killed mid-write.
+    /// Removes staging leftovers (directories and files) of a run that was killed mid-write.
     pub fn clean_staging(&self) {
         for entry in fs::read_dir(&self.path).into_iter().flatten().flatten() {
             let is_temp = entry.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
             if is_temp && entry.path().is_dir() {
                 let _ = fs::remove_dir_all(entry.path());
+            } else if is_temp {
+                let _ = fs::remove_file(entry.path());
             }
         }
     }

@@ -185,8 +185,16 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     let task = task::build(config, artifacts).map_err(|e| TrainError::Setup(e.to_string()))?;
     let io = task.io();
     let mut fresh = config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let latest = if resume {
+        run.clean_staging();
+        run.latest_checkpoint()
+    } else {
+        None
+    };
+    // Resuming a run killed before its first checkpoint starts it again from step 0, in place.
+    let restart = resume && latest.is_none();
     let mut transferred = None;
-    if let (Some(dir), false) = (&init_run, resume) {
+    if let (Some(dir), None) = (&init_run, &latest) {
         let source = crate::runs::load_run(dir, &t.init_checkpoint, Some(config.device)).map_err(|e| TrainError::Setup(format!("train.init_run: {e}")))?;
         let (model, report) = crate::transfer::transfer(fresh, &crate::transfer::variant_free_tensors(&source.model));
         if report.copied.is_empty() {
@@ -200,18 +208,17 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     }
     let fresh_optim = adamw(t).init();
 
-    let (mut model, mut optim, mut state) = if resume {
-        run.clean_staging();
-        let Some((saved, dir)) = run.latest_checkpoint() else {
-            return Err(TrainError::Setup(format!(
-                "{} has no complete checkpoint to resume from: start a new run instead",
-                run.path.display()
-            )));
-        };
+    let (mut model, mut optim, mut state) = if let Some((saved, dir)) = latest {
         let Loaded { model, optim } = checkpoint::load(&dir, fresh, Some(fresh_optim)).map_err(TrainError::Setup)?;
         run.truncate_metrics_after(saved.step)?;
         (model, optim.expect("asked for the optimizer"), saved)
     } else {
+        if restart {
+            // Said even when quiet: the user asked to resume and gets a restart.
+            println!("{} has no checkpoint yet (it was stopped before its first): training it again from step 0", run.path.display());
+            // Whatever the stopped start logged is replaced by what this one logs.
+            run.write_file(run_dir::METRICS_FILE, "")?;
+        }
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
         let mut meta = meta(config);
         if let Some((from, report)) = &transferred {
