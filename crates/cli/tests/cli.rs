@@ -323,6 +323,33 @@ fn resume_restarts_a_run_stopped_before_its_first_checkpoint() {
     std::fs::remove_dir_all(stopped).unwrap();
 }
 
+/// A resume continues the model and data the run started with: an edit to config.toml that
+/// changes them (even one with the same parameter shapes) is refused, naming the key; a new
+/// step budget is fine.
+#[test]
+fn resume_refuses_a_config_that_changed_the_model_or_data() {
+    let run = temp("identity");
+    ok(&train_tiny(&run, &[], &[]));
+    let path = run.join("config.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
+    let r = run.to_str().unwrap();
+    for (from, to, key) in [
+        ("mixer = \"softmax\"", "mixer = \"softmax:num_keys\"", "model.mixer: \"softmax\" -> \"softmax:num_keys\""),
+        ("seed = 1337", "seed = 7", "seed: 1337 -> 7"),
+        ("batch_size = 8", "batch_size = 16", "train.batch_size: 8 -> 16"),
+    ] {
+        assert!(original.contains(from), "{from} in {original}");
+        std::fs::write(&path, original.replace(from, to)).unwrap();
+        fails_with(&attnlab(&["train", "--resume", r, "--quiet"]), key);
+        assert_eq!(std::fs::read(run.join("metrics.jsonl")).unwrap(), metrics, "nothing written");
+    }
+    std::fs::write(&path, original.replace("steps = 8", "steps = 10")).unwrap();
+    ok(&attnlab(&["train", "--resume", r, "--quiet"]));
+    assert_eq!(losses(&run).last().unwrap().0, 10);
+    std::fs::remove_dir_all(run).unwrap();
+}
+
 #[test]
 fn bad_inputs_give_one_line_errors_and_touch_nothing() {
     let dir = temp("bad");

@@ -484,6 +484,42 @@ impl RunConfig {
         Ok(())
     }
 
+    /// What defines the model and its data (seed, task, model, batch size, accumulation and the
+    /// evaluation set), as JSON: a resume must find it unchanged. The step budget, schedule,
+    /// logging, checkpointing and device may change between sessions of one run.
+    pub fn identity(&self) -> serde_json::Value {
+        let t = &self.train;
+        serde_json::json!({
+            "seed": self.seed,
+            "task": self.task,
+            "model": self.model,
+            "train": { "batch_size": t.batch_size, "grad_accum": t.grad_accum, "eval_batches": t.eval_batches },
+        })
+    }
+
+    /// The keys whose values differ between two [`identity`](Self::identity) values, as
+    /// `key: before -> after`.
+    pub fn identity_changes(before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
+        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix.to_string(), other.to_string());
+                }
+            }
+        }
+        let (mut a, mut b) = (Default::default(), Default::default());
+        flatten("", before, &mut a);
+        flatten("", after, &mut b);
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        let show = |m: &std::collections::BTreeMap<String, String>, k: &String| m.get(k).cloned().unwrap_or_else(|| "(unset)".into());
+        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} -> {}", show(&a, k), show(&b, k))).collect()
+    }
+
     /// The config as TOML, as saved in the run directory.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serialises")

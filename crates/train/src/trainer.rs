@@ -209,6 +209,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     let fresh_optim = adamw(t).init();
 
     let (mut model, mut optim, mut state) = if let Some((saved, dir)) = latest {
+        check_identity(run, config)?;
         let Loaded { model, optim } = checkpoint::load(&dir, fresh, Some(fresh_optim)).map_err(TrainError::Setup)?;
         run.truncate_metrics_after(saved.step)?;
         (model, optim.expect("asked for the optimizer"), saved)
@@ -427,7 +428,30 @@ fn meta(config: &RunConfig) -> serde_json::Value {
         "burn_version": crate::BURN_VERSION,
         "attnlab_version": env!("CARGO_PKG_VERSION"),
         "started": run_dir::timestamp(),
+        "identity": config.identity(),
     })
+}
+
+/// Refuses to resume a run whose config.toml no longer describes the model and data it
+/// started with (a run from before `identity` was recorded is not checked).
+fn check_identity(run: &RunDir, config: &RunConfig) -> Result<(), TrainError> {
+    let Some(started) = std::fs::read_to_string(run.file(run_dir::META_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|meta| meta.get("identity").cloned())
+    else {
+        return Ok(());
+    };
+    let changes = RunConfig::identity_changes(&started, &config.identity());
+    if changes.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Setup(format!(
+        "{}/config.toml changed what defines this run since it started ({}): a resume continues the same model on the same data; \
+         restore the key, or start a new run with `attnlab train --config` (the step budget, schedule and logging may change)",
+        run.path.display(),
+        changes.join("; ")
+    )))
 }
 
 /// Evaluates a model on a task's evaluation set with the config's batch settings.
