@@ -247,6 +247,10 @@ struct ExportArgs {
 
 fn main() -> ExitCode {
     alloc::set_up();
+    // Output piped into `head` and closed early ends the process quietly, as for any Unix
+    // tool, instead of a panic on the failed write (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring a signal's default disposition before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     // Burn materialises loaded optimizer state on its default device, which would be a GPU
     // backend whenever one is compiled in; pin it to the CPU unless the user chose otherwise.
     if std::env::var_os("BURN_DEVICE").is_none() {
@@ -389,7 +393,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             loaded.checkpoint.display()
         );
     }
-    println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.config.device);
+    println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.backend);
     for (k, v) in &metrics {
         println!("{k:<16} {v:.5}");
     }

@@ -375,6 +375,14 @@ fn bad_inputs_give_one_line_errors_and_touch_nothing() {
     fails_with(&run(char_run(&["--set", &latin, "--out", &out_new])), "not valid UTF-8");
     assert!(!Path::new(&out_new).exists(), "a failed start leaves no run directory");
     fails_with(&attnlab(&["train", "--config", "configs/nope.toml"]), "cannot read config");
+    let twice = stderr(&attnlab(&["train", "--config", "configs/nope.toml"]));
+    assert_eq!(twice.matches("os error").count(), 1, "the OS error once: {twice}");
+    fails_with(&run(char_run(&["--set", "train.steps=many"])), "--set train.steps=many: invalid type");
+    // Output closed early (as by `| head -1`) ends the process quietly, not with a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attnlab")).arg("variants").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert!(closed.status.code() != Some(101) && !stderr(&closed).contains("panicked"), "{:?}: {}", closed.status, stderr(&closed));
     fails_with(&run(char_run(&["--set", "train.learning_rate=1"])), "unknown key 'train.learning_rate'");
     fails_with(&run(char_run(&["--set", "model.d_model=30"])), "not divisible by model.n_heads");
     fails_with(&run(char_run(&["--set", "model.mixer=linear:elu1:chunk=0"])), "chunk must be at least 1");

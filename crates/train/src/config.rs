@@ -280,8 +280,9 @@ impl Default for SeparationConfig {
 /// A config that cannot be loaded or cannot work; one line naming the key and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source} (check the path; presets live in configs/)")]
-    Read { path: PathBuf, source: std::io::Error },
+    // `reason`, not `source`: the OS error is said once, here, not again as a cause.
+    #[error("cannot read config {path}: {reason} (check the path; presets live in configs/)")]
+    Read { path: PathBuf, reason: std::io::Error },
     #[error("{0}")]
     Invalid(String),
 }
@@ -300,7 +301,7 @@ impl RunConfig {
     /// Reads a preset without validating it, for callers that change fields (or apply
     /// overrides) first and validate the result.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.into(), reason })?;
         Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
     }
 
@@ -330,7 +331,19 @@ impl RunConfig {
             set_path(&mut tree, key.trim(), value)?;
         }
         let text = toml::to_string(&tree).map_err(|e| invalid(e.to_string()))?;
-        let config: RunConfig = toml::from_str(&text).map_err(|e| invalid(format!("after --set: {}", one_line(&e.to_string()))))?;
+        // The document parsed here is attnlab's own rendering of the config: name the key the
+        // error is at (and the --set that put it there), not a line of that document.
+        let config: RunConfig = toml::from_str(&text).map_err(|e| {
+            let key = e.span().and_then(|span| key_at(&text, span.start));
+            let message = one_line(e.message());
+            match key {
+                Some(key) => match overrides.iter().rev().find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
+                    Some(set) => invalid(format!("--set {set}: {message}")),
+                    None => invalid(format!("{key}: {message}")),
+                },
+                None => invalid(format!("after --set: {message}")),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -526,6 +539,18 @@ impl RunConfig {
     }
 }
 
+/// The dotted key (`train.steps`) of the TOML line holding byte `offset` of `text`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let key = text[line_start..].lines().next()?.split('=').next()?.trim();
+    let table = before[..line_start].lines().rev().find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']').map(str::to_string));
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 fn check_fraction(f: f64) -> Result<(), ConfigError> {
     if f > 0.0 && f < 0.5 {
         Ok(())
@@ -673,6 +698,23 @@ mod tests {
             let err = RunConfig::from_toml(TASK, &[set.to_string()]).unwrap_err().to_string();
             assert!(err.contains(needle), "{set}: {err}");
         }
+    }
+
+    /// A bad --set value is reported at its key and --set, never at a line of the internal
+    /// document the overrides are applied to.
+    #[test]
+    fn bad_set_values_name_their_key() {
+        for (set, needle) in [
+            ("train.steps=many", "--set train.steps=many: invalid type: string \"many\", expected usize"),
+            ("model.mixer=3", "--set model.mixer=3:"),
+            ("model.d_model=-4", "--set model.d_model=-4:"),
+        ] {
+            let err = RunConfig::from_toml(MINIMAL, &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(needle) && !err.contains("line "), "{set}: {err}");
+        }
+        let text = "seed = 1\n[train]\nlr = 0.1\nsteps = 5\n";
+        assert_eq!(key_at(text, text.find("5").unwrap()).as_deref(), Some("train.steps"));
+        assert_eq!(key_at(text, 3).as_deref(), Some("seed"));
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct LoadedRun {
     pub task: Box<dyn Task>,
     pub model: Model,
     pub checkpoint: PathBuf,
+    /// The backend it was loaded on (`--device`, else the one it was trained on).
+    pub backend: BackendKind,
     pub device: Device,
 }
 
@@ -59,5 +61,5 @@ pub fn load_run(dir: &Path, which: &str, device: Option<BackendKind>) -> Result<
     let model = config.model.init(&task.io(), config.seed, &device).map_err(|e| e.to_string())?;
     let checkpoint = checkpoint_dir(&run, which)?;
     let model = checkpoint::load(&checkpoint, model, None)?.model;
-    Ok(LoadedRun { config, task, model, checkpoint, device })
+    Ok(LoadedRun { config, task, model, checkpoint, backend, device })
 }
