@@ -350,6 +350,80 @@ fn resume_refuses_a_config_that_changed_the_model_or_data() {
     std::fs::remove_dir_all(run).unwrap();
 }
 
+/// The step of a run's newest complete step checkpoint (-1 without one).
+fn latest_step(run: &Path) -> i64 {
+    std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("state.json").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse::<i64>().ok())
+        .max()
+        .unwrap_or(-1)
+}
+
+/// Soak: a run killed with SIGKILL at 20 seeded random moments (any phase: start-up, a step,
+/// a metrics line, a checkpoint rename) and resumed each time ends with exactly the metrics of
+/// an uninterrupted run, every checkpoint loads, and no staging leftovers remain.
+#[test]
+fn soak_twenty_random_kills_resume_to_the_uninterrupted_metrics() {
+    let args = ["--set", "train.steps=40", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=5"];
+    let (straight, killed) = (temp("soak-straight"), temp("soak-killed"));
+    let started = std::time::Instant::now();
+    ok(&train_tiny(&straight, &args, &[]));
+    let wall = started.elapsed();
+    let (mut state, mut kills) = (0x2545_f491_4f6c_dd1du64, 0);
+    let mut next_delay = || {
+        // xorshift64: the kill moments repeat from run to run of the test.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        wall.mul_f64((state % 1000) as f64 / 1000.0 / 5.0)
+    };
+    let spawn = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnlab"));
+        if killed.join("config.toml").is_file() {
+            cmd.args(["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
+        } else {
+            cmd.arg("train").args(TINY).args(args).args(["--out", killed.to_str().unwrap(), "--quiet"]);
+        }
+        cmd.current_dir(root()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
+    // The newest complete step checkpoint after each kill: the kills must land across training,
+    // not all in start-up.
+    let mut reached = std::collections::BTreeSet::new();
+    while kills < 20 {
+        let mut child = spawn();
+        std::thread::sleep(next_delay());
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        reached.insert(latest_step(&killed));
+    }
+    assert!(reached.len() >= 3, "kills landed at too few points of training: {reached:?}");
+    eprintln!("soak: newest checkpoint after each kill: {reached:?}");
+    assert!(spawn().wait().unwrap().success(), "the last resume finishes the run");
+    let records = |run: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("tokens_per_s");
+            v
+        }).collect()
+    };
+    assert_eq!(records(&killed), records(&straight), "metrics after {kills} kills");
+    let mut checkpoints: Vec<PathBuf> = std::fs::read_dir(killed.join("checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
+    checkpoints.extend([killed.join("best"), killed.join("final")]);
+    for c in &checkpoints {
+        ok(&attnlab(&["eval", "--run", killed.to_str().unwrap(), "--checkpoint", c.to_str().unwrap()]));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&killed).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(straight).unwrap();
+    std::fs::remove_dir_all(killed).unwrap();
+}
+
 #[test]
 fn bad_inputs_give_one_line_errors_and_touch_nothing() {
     let dir = temp("bad");

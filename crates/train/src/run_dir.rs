@@ -306,11 +306,15 @@ impl RunDir {
         Ok(())
     }
 
-    /// Removes all but the newest `keep` step checkpoints.
+    /// Removes all but the newest `keep` step checkpoints. Each is first renamed to a staging
+    /// name, so a kill during the (non-atomic) removal leaves a leftover that the next start
+    /// cleans, never a half-deleted `step-N`.
     pub fn prune(&self, keep: usize) -> Result<(), RunDirError> {
         let all = self.step_checkpoints();
-        for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
-            fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        for (step, dir) in all.iter().take(all.len().saturating_sub(keep)) {
+            let doomed = self.file(&format!("{TEMP_PREFIX}pruned-step-{step}"));
+            fs::rename(dir, &doomed).map_err(io_err(dir))?;
+            fs::remove_dir_all(&doomed).map_err(io_err(&doomed))?;
         }
         Ok(())
     }
