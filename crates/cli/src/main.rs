@@ -411,7 +411,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
 }
 
 fn cmd_compare(a: CompareArgs) -> Result<()> {
-    use attnlab_eval::compare::{CompareSpec, Comparison, analyse, run_all, task_preset};
+    use attnlab_eval::compare::{CompareSpec, Comparison, analyse, prepare_dir, run_all, task_preset};
     let (spec, title) = match (a.config, a.task, a.preset) {
         (Some(path), _, _) => {
             let spec = CompareSpec::load(&path).and_then(|s| s.resolve()).map_err(anyhow::Error::msg)?;
@@ -437,7 +437,11 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     };
     let plan = spec.plan().map_err(anyhow::Error::msg)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("compare-{}", run_dir::timestamp())));
-    fresh_report_dir(&out)?;
+    let resuming = prepare_dir(&spec, &out).map_err(anyhow::Error::msg)?;
+    if resuming {
+        // Said even when quiet: finished runs are read back, interrupted ones continued.
+        println!("{} holds this comparison already: continuing it (finished runs are kept, interrupted ones resumed)", out.display());
+    }
     if !a.quiet {
         println!("{} runs: {} arms x {} seeds x {} learning rate(s) -> {}", plan.len(), spec.arms.len(), spec.seeds.len(), plan.len() / spec.arms.len() / spec.seeds.len(), out.display());
     }
@@ -449,8 +453,14 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         println!("- {v}");
     }
     println!("report: {}/report.html (also report.md, results.json, plots/)", out.display());
-    if results.runs.iter().all(|r| r.error.is_some()) {
-        bail!("every run failed; see {}/report.md", out.display());
+    let unfinished: Vec<&str> =
+        spec.arms.iter().map(|a| a.name.as_str()).filter(|name| results.runs.iter().all(|r| &r.arm != name || r.error.is_some())).collect();
+    if !unfinished.is_empty() {
+        bail!(
+            "no run of {} finished, so the report cannot judge it; see {}/report.md, then run the same command again to retry",
+            unfinished.join(", "),
+            out.display()
+        );
     }
     Ok(())
 }

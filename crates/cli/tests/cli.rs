@@ -553,9 +553,64 @@ fn compare_writes_a_report_whose_numbers_match_results_json() {
         }
     }
     // A bad arm fails before any training; an existing report is not overwritten.
-    fails_with(&attnlab(&["compare", "--task", "mqar", "--variants", "softmax,linear:elu1", "--out", out.to_str().unwrap()]), "already holds a report");
+    fails_with(&attnlab(&["compare", "--task", "mqar", "--variants", "softmax,linear:elu1", "--out", out.to_str().unwrap()]), "holds another comparison");
     fails_with(&attnlab(&["compare", "--task", "mqar", "--variants", "softmax,linear:gelu", "--out", &format!("{}-2", out.display())]), "unknown feature map");
     std::fs::remove_dir_all(out).unwrap();
+}
+
+/// A comparison killed part-way and run again with the same command continues: finished runs
+/// are kept byte for byte, the interrupted one is resumed, and the report equals an
+/// uninterrupted comparison's. A comparison where an arm has no finished run exits non-zero.
+#[test]
+fn an_interrupted_comparison_continues_when_run_again() {
+    let (straight, killed) = (temp("compare-straight"), temp("compare-killed"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "compare", "--task", "mqar", "--variants", "softmax,linear:elu1", "--seeds", "2", "--set", "train.steps=40", "--set", "train.batch_size=8",
+            "--set", "train.eval_every=10", "--set", "train.checkpoint_every=5", "--set", "task.eval_examples=16", "--quiet", "--out", out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |out: &Path| attnlab(&args(out).iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&run(&straight));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attnlab")).args(args(&killed)).current_dir(root()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Kill it once the first run has finished and the second has written a checkpoint.
+    let first = killed.join("runs/softmax/lr3e-3-seed1");
+    let second = killed.join("runs/softmax/lr3e-3-seed2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !(first.join("final/state.json").is_file() && latest_step(&second) >= 5) {
+        assert!(std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the comparison ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished = std::fs::read(first.join("metrics.jsonl")).unwrap();
+    let again = ok(&run(&killed));
+    assert!(again.contains("continuing it"), "{again}");
+    assert_eq!(std::fs::read(first.join("metrics.jsonl")).unwrap(), finished, "a finished run is kept as it was");
+    let finals = |out: &Path| -> Vec<(String, f64)> {
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+        r["runs"].as_array().unwrap().iter().map(|x| (format!("{} {}", x["arm"], x["seed"]), x["final_metric"].as_f64().unwrap())).collect()
+    };
+    assert_eq!(finals(&killed), finals(&straight));
+    assert!(std::fs::read_dir(&killed).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().starts_with(".tmp")), "no staging left");
+    // The same --out with another comparison is refused, untouched.
+    fails_with(&attnlab(&["compare", "--task", "mqar", "--variants", "softmax", "--out", killed.to_str().unwrap()]), "holds another comparison");
+    // Every arm diverges: the report is written, and the command fails naming the arms.
+    let diverged = temp("compare-diverged");
+    let o = attnlab(&[
+        "compare", "--task", "mqar", "--variants", "softmax,linear:elu1", "--seeds", "1", "--set", "train.steps=6", "--set", "train.batch_size=8",
+        "--set", "train.lr=1e30", "--set", "train.min_lr=1e30", "--set", "train.warmup_steps=0", "--set", "train.grad_clip=0", "--quiet",
+        "--out", diverged.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no run of softmax, linear:elu1 finished"), "{}", stderr(&o));
+    assert!(diverged.join("report.md").is_file());
+    for d in [straight, killed, diverged] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }
 
 #[test]

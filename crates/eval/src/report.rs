@@ -358,13 +358,15 @@ pub fn write(results: &Results, dir: &Path) -> Result<(), String> {
 }
 
 /// Writes `results.json` (the given JSON), `report.md`, `report.html` and every plot as SVG and
-/// PNG into `dir`.
+/// PNG into `dir`. Everything is written into a staging directory first and then moved in,
+/// `results.json` last: a report is complete once its `results.json` exists, and an interrupted
+/// write leaves the old report's other files or none, never half of a new one.
 pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<(), String> {
     let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
-    let plot_dir = dir.join("plots");
+    let staging = dir.join(format!(".tmp-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let plot_dir = staging.join("plots");
     std::fs::create_dir_all(&plot_dir).map_err(|e| io(&plot_dir, e))?;
-    let path = dir.join("results.json");
-    std::fs::write(&path, results_json).map_err(|e| io(&path, e))?;
     let fonts = std::sync::Arc::new(system_fonts());
     for p in &doc.plots {
         let path = plot_dir.join(format!("{}.svg", p.stem));
@@ -373,11 +375,23 @@ pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<
         let path = plot_dir.join(format!("{}.png", p.stem));
         std::fs::write(&path, png).map_err(|e| io(&path, e))?;
     }
-    let path = dir.join("report.md");
-    std::fs::write(&path, markdown(doc)).map_err(|e| io(&path, e))?;
-    let path = dir.join("report.html");
-    std::fs::write(&path, html(doc)).map_err(|e| io(&path, e))?;
-    Ok(())
+    for (name, text) in [("report.md", markdown(doc)), ("report.html", html(doc)), ("results.json", results_json.to_string())] {
+        let path = staging.join(name);
+        std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    }
+    // Publish: the old results.json goes first (the report is now incomplete), then the plots
+    // directory (the old one renamed away, then removed), the pages, and results.json last.
+    let _ = std::fs::remove_file(dir.join("results.json"));
+    let (plots, old_plots) = (dir.join("plots"), dir.join(format!(".tmp-old-plots-{}", std::process::id())));
+    if plots.exists() {
+        std::fs::rename(&plots, &old_plots).map_err(|e| io(&plots, e))?;
+    }
+    std::fs::rename(&plot_dir, &plots).map_err(|e| io(&plots, e))?;
+    let _ = std::fs::remove_dir_all(&old_plots);
+    for name in ["report.md", "report.html", "results.json"] {
+        std::fs::rename(staging.join(name), dir.join(name)).map_err(|e| io(&dir.join(name), e))?;
+    }
+    std::fs::remove_dir(&staging).map_err(|e| io(&staging, e))
 }
 
 /// Per arm (`(name, its best-lr runs)`), the main metric at each evaluation length its runs

@@ -41,5 +41,5 @@ mod run;
 mod spec;
 
 pub use analyse::{ArmResult, Results, analyse};
-pub use run::{RunRecord, format_duration, read_curves, run_all};
+pub use run::{RunRecord, format_duration, prepare_dir, read_curves, run_all};
 pub use spec::{Arm, ArmSpec, CompareSpec, Comparison, PlannedRun, task_preset};

@@ -4,7 +4,7 @@
 
 use super::spec::{Comparison, PlannedRun};
 use attnlab_train::util::median;
-use attnlab_train::{MetricsRecord, RunDir, Verbosity, read_metrics, train};
+use attnlab_train::{MetricsRecord, RunConfig, RunDir, TrainOutcome, Verbosity, read_metrics, train};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -82,7 +82,7 @@ pub fn run_all(spec: &Comparison, plan: &[PlannedRun], out: &Path, quiet: bool) 
         let dir = out.join("runs").join(safe_name(arm)).join(format!("lr{:e}-seed{}", run.lr, run.seed));
         let mut record = RunRecord { arm: arm.clone(), seed: run.seed, lr: run.lr, run_dir: dir.clone(), ..Default::default() };
         let t0 = Instant::now();
-        let result = RunDir::create(&dir).and_then(|rd| train(&run.config, &rd, false, Verbosity::Quiet).map_err(|e| e.to_string()));
+        let result = train_or_resume(run, &dir);
         record.wall_s = t0.elapsed().as_secs_f64();
         let metric_name = match &result {
             Ok(o) => {
@@ -118,6 +118,44 @@ pub fn run_all(spec: &Comparison, plan: &[PlannedRun], out: &Path, quiet: bool) 
         records.push(record);
     }
     records
+}
+
+/// Trains one planned run into `dir`; where `dir` already holds it (a comparison stopped and run
+/// again), resumes it from its newest checkpoint, or, if it finished, only reads it back.
+fn train_or_resume(run: &PlannedRun, dir: &Path) -> Result<TrainOutcome, String> {
+    let config_file = dir.join(attnlab_train::run_dir::CONFIG_FILE);
+    if !config_file.is_file() {
+        let rd = RunDir::create(dir)?;
+        return train(&run.config, &rd, false, Verbosity::Quiet).map_err(|e| e.to_string());
+    }
+    let rd = RunDir::open_for_writing(dir)?;
+    let saved = RunConfig::load(&config_file, &[]).map_err(|e| e.to_string())?;
+    if saved != run.config {
+        return Err(format!("{} holds a run of another config: this --out belongs to another comparison; choose another --out", dir.display()));
+    }
+    train(&run.config, &rd, true, Verbosity::Quiet).map_err(|e| e.to_string())
+}
+
+/// Prepares `out` for `spec`: a new or empty directory gets the comparison's plan
+/// (`comparison.json`); one holding the same plan (an interrupted or finished run of this very
+/// comparison) is resumed, `Ok(true)`; anything else is refused, untouched.
+pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, String> {
+    let plan = serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?;
+    let file = out.join("comparison.json");
+    if let Ok(saved) = std::fs::read_to_string(&file) {
+        if saved != plan {
+            return Err(format!("{} holds another comparison (its comparison.json differs): choose another --out", out.display()));
+        }
+        return Ok(true);
+    }
+    let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if occupied {
+        return Err(format!("{} is not empty and holds no comparison: choose another --out", out.display()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let temp = out.join(".tmp-comparison.json");
+    std::fs::write(&temp, &plan).and_then(|_| std::fs::rename(&temp, &file)).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(false)
 }
 
 /// A duration for the progress line: `59s`, `2m05s`, `1h01m`.
