@@ -261,7 +261,7 @@ fn a_run_directory_has_one_writer_process() {
     let long = temp("one-writer");
     let mut writer = spawn(&long, "train.steps=100000");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !std::fs::read_dir(long.join("checkpoints")).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("state.json").is_file()))) {
+    while latest_step(&long) < 0 {
         assert!(std::time::Instant::now() < deadline, "no checkpoint after 120 s");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -271,7 +271,7 @@ fn a_run_directory_has_one_writer_process() {
     writer.kill().unwrap();
     writer.wait().unwrap();
     // Resume after the kill, with a step budget just past the last checkpoint.
-    let last = std::fs::read_dir(long.join("checkpoints")).unwrap().flatten().filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse::<usize>().ok()).max().unwrap();
+    let last = latest_step(&long) as usize;
     let config = std::fs::read_to_string(long.join("config.toml")).unwrap();
     std::fs::write(long.join("config.toml"), config.replace("steps = 100000", &format!("steps = {}", last + 2))).unwrap();
     ok(&attnlab(&["train", "--resume", long.to_str().unwrap(), "--quiet"]));

@@ -271,7 +271,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         if state.step == 0 {
             // Where a started-from-weights run begins: the step-0 point of its eval curve.
             let (metrics, layers) = measure(task.as_ref(), &model.valid(), &eval_batches);
-            run.append_metrics(&EvalRecord { step: 0, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
+            log_eval(run, 0, &metrics, layers)?;
             if let Some(v) = metrics.get(metric.name) {
                 progress.line(&format!("step 0 (before training): {} {v:.4}", metric.name));
             }
@@ -319,9 +319,10 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
 
         let last = step == t.steps;
         let eval_now = last || (t.eval_every > 0 && step % t.eval_every == 0);
-        // Nothing non-finite is evaluated as a result or saved as a checkpoint.
-        let saving = eval_now || last || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0);
-        if saving && let Some((name, value)) = params::first_non_finite(&model) {
+        let checkpoint_due = t.checkpoint_every > 0 && step % t.checkpoint_every == 0;
+        // Nothing non-finite is evaluated as a result or saved as a checkpoint (an early stop
+        // happens only at an evaluation, the last step is one).
+        if (eval_now || checkpoint_due) && let Some((name, value)) = params::first_non_finite(&model) {
             return Err(TrainError::NonFinite { step, what: format!("parameter {name}"), value: value as f64, last_good: last_good(run) });
         }
         let mut stop = false;
@@ -331,7 +332,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, what: "eval metric".into(), value, last_good: last_good(run) });
             }
-            run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
+            log_eval(run, step, &metrics, layers)?;
             progress.eval(step, metric.name, value, &metrics);
             outcome.evals.push((step, value));
             if state.best_metric.is_none_or(|b| metric.better(value, b)) {
@@ -347,7 +348,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             }
             outcome.final_metrics = metrics;
         }
-        if last || stop || (t.checkpoint_every > 0 && step % t.checkpoint_every == 0) {
+        if last || stop || checkpoint_due {
             checkpoint::save(run, &RunDir::step_checkpoint_name(step), &model, Some(&optim), &state)?;
             run.prune(t.keep_checkpoints)?;
         }
@@ -366,6 +367,11 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     Ok(outcome)
 }
 
+/// Appends an evaluation's line to `metrics.jsonl`.
+fn log_eval(run: &RunDir, step: usize, metrics: &BTreeMap<String, f64>, layers: LayerStats) -> Result<(), run_dir::RunDirError> {
+    run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())
+}
+
 /// Finishes a run resumed from the checkpoint of its last step: the final evaluation (logged
 /// only if the kill came before it was), then `final/` if it is missing or older. The
 /// evaluation is deterministic, so its numbers are the ones the uninterrupted run printed.
@@ -381,7 +387,7 @@ fn finish_resumed(
     let (metrics, layers) = measure(task, &model.valid(), eval_batches);
     let logged = crate::metrics::read_metrics(&run.path)?.iter().any(|r| matches!(r, MetricsRecord::Eval(e) if e.step == state.step));
     if !logged {
-        run.append_metrics(&EvalRecord { step: state.step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())?;
+        log_eval(run, state.step, &metrics, layers)?;
     }
     if let Some(&value) = metrics.get(outcome.metric.name) {
         outcome.evals.push((state.step, value));

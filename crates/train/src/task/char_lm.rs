@@ -3,9 +3,9 @@
 //! out, and the metric is validation loss in nats per character (and bits per character).
 
 use super::text::{TokenStream, lm_metrics, loss_per_position_bucket, read_corpus};
-use super::{Batch, Codec, MainMetric, Task, TaskError};
+use super::{Batch, Codec, MainMetric, Task, TaskError, token_batch_shape};
 use crate::config::TextConfig;
-use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
+use attnlab_model::{Model, ModelInput, ModelIo};
 use burn::tensor::Device;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -84,9 +84,7 @@ impl Task for CharLm {
     /// of `task.eval_lengths` (as many windows as the training length's evaluation).
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
         let mut metrics = lm_metrics(model, batches, 1.0);
-        let (Some(&longest), Some(first)) = (self.eval_lengths.last(), batches.first()) else { return metrics };
-        let LmInput::Tokens(ids) = &first.input else { return metrics };
-        let (device, batch_size) = (ids.device(), ids.dims()[0]);
+        let (Some(&longest), Some((device, batch_size))) = (self.eval_lengths.last(), token_batch_shape(batches)) else { return metrics };
         let long = self.stream.eval_batches_at(longest, batches.len(), batch_size, &device).expect("checked when the task was built");
         metrics.extend(loss_per_position_bucket(model, &long, &self.eval_lengths));
         metrics
@@ -150,9 +148,9 @@ mod tests {
         }
         let (mut sum, mut n) = (0.0, 0.0);
         for b in &long {
-            let (LmInput::Tokens(x), Target::Tokens { ids, .. }) = (&b.input, &b.target) else { panic!("tokens") };
+            let (attnlab_model::LmInput::Tokens(x), Target::Tokens { ids, .. }) = (&b.input, &b.target) else { panic!("tokens") };
             let cut = crate::task::Batch {
-                input: LmInput::Tokens(x.clone().narrow(1, 0, 8)),
+                input: attnlab_model::LmInput::Tokens(x.clone().narrow(1, 0, 8)),
                 target: Target::Tokens { ids: ids.clone().narrow(1, 0, 8), mask: None },
                 tokens: 24,
             };

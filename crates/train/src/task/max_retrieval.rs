@@ -12,7 +12,7 @@
 //! logits), so sharp retrieval fails out of distribution.
 
 use super::text::batch_index;
-use super::{Batch, MainMetric, Target, Task, mean_metrics};
+use super::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use crate::config::MaxRetrievalConfig;
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
@@ -106,8 +106,7 @@ impl Task for MaxRetrieval {
     /// weight at every `eval_items` entry.
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
         let mut metrics = mean_metrics(model, batches);
-        let Some(LmInput::Tokens(ids)) = batches.first().map(|b| &b.input) else { return metrics };
-        let (device, batch_size) = (ids.device(), ids.dims()[0]);
+        let Some((device, batch_size)) = token_batch_shape(batches) else { return metrics };
         for &n in &self.config.eval_items {
             let set = self.eval_set(n, batch_size, &device);
             for (name, value) in mean_metrics(model, &set) {

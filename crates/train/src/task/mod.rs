@@ -143,6 +143,15 @@ pub trait Task: Send + Sync {
     }
 }
 
+/// The device and batch size of a token evaluation set, for building its evaluations at other
+/// lengths beside it; `None` for an empty or non-token set.
+pub fn token_batch_shape(batches: &[Batch]) -> Option<(Device, usize)> {
+    match &batches.first()?.input {
+        LmInput::Tokens(ids) => Some((ids.device(), ids.dims()[0])),
+        _ => None,
+    }
+}
+
 /// `loss` and (where the task has it) `accuracy`, averaged over the batches.
 pub fn mean_metrics(model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
     let (mut loss, mut hits, mut count, mut has_acc) = (0.0, 0.0, 0.0, false);

@@ -9,7 +9,7 @@
 //! step (zoology uses a fixed pool of 100k); the evaluation set is fixed by the seed.
 
 use super::text::batch_index;
-use super::{Batch, MainMetric, Target, Task, mean_metrics};
+use super::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use crate::config::MqarConfig;
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
@@ -141,9 +141,7 @@ impl Task for Mqar {
     /// `task.eval_lengths` entry, each on a fixed set of its own.
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
         let mut metrics = mean_metrics(model, batches);
-        let Some(first) = batches.first() else { return metrics };
-        let LmInput::Tokens(ids) = &first.input else { return metrics };
-        let (device, batch_size) = (ids.device(), ids.dims()[0]);
+        let Some((device, batch_size)) = token_batch_shape(batches) else { return metrics };
         for &len in &self.config.eval_lengths {
             for (name, value) in mean_metrics(model, &self.eval_set(len, batch_size, &device)) {
                 metrics.insert(format!("{name}@{len}"), value);
