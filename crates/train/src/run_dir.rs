@@ -349,6 +349,13 @@ pub fn read_state(dir: &Path) -> Result<TrainState, String> {
     serde_json::from_str(&text).map_err(|e| format!("checkpoint {} is corrupt ({e}): delete it to fall back to an older one", path.display()))
 }
 
+/// The state of the run in `dir` if it has finished (its `final/` checkpoint is of the last step,
+/// or of an early stop); `None` for a run not started, still running, interrupted or failed.
+/// `steps` is the run's `train.steps`.
+pub fn finished_state(dir: &Path, steps: usize) -> Option<TrainState> {
+    read_state(&dir.join("final")).ok().filter(|s| s.step >= steps || s.stopped_early)
+}
+
 /// `YYYYMMDD-HHMMSS` in UTC, for run directory names.
 pub fn timestamp() -> String {
     let secs = std::time::SystemTime::now()

@@ -221,7 +221,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             run.write_file(run_dir::METRICS_FILE, "")?;
         }
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
-        let mut meta = meta(config);
+        let mut meta = meta(config, params::count(&fresh), task.main_metric());
         if let Some((from, report)) = &transferred {
             meta["initialised_from"] = json!({ "checkpoint": from, "copied": report.copied, "fresh": report.fresh });
         }
@@ -418,8 +418,10 @@ pub fn layer_stats(model: &Model, batches: &[Batch]) -> LayerStats {
     LayerStats { entropy, sink_mass }
 }
 
-/// What `meta.json` records about a run.
-fn meta(config: &RunConfig) -> serde_json::Value {
+/// What `meta.json` records when a run starts: provenance, the config identity a resume is
+/// checked against, and what a comparison's analysis reads without building the task or the
+/// model (the parameter count and the main metric).
+fn meta(config: &RunConfig, params: usize, metric: crate::task::MainMetric) -> serde_json::Value {
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -435,6 +437,8 @@ fn meta(config: &RunConfig) -> serde_json::Value {
         "attnlab_version": env!("CARGO_PKG_VERSION"),
         "started": run_dir::timestamp(),
         "identity": config.identity(),
+        "params": params,
+        "main_metric": { "name": metric.name, "higher_is_better": metric.higher_is_better },
     })
 }
 
