@@ -139,12 +139,61 @@ struct CompareArgs {
     /// Quick use: overrides for every arm (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Report directory (default: reports/compare-<timestamp>).
+    /// Report directory (default: reports/compare-<timestamp>). Running the same command on it
+    /// again continues the comparison: finished runs are kept, interrupted ones resumed.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print only the summary.
     #[arg(long)]
     quiet: bool,
+    /// Runs at a time on this machine, the cores divided between them (each run is its own
+    /// worker process when N > 1).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Where the runs execute: local (this machine, --jobs at a time) or slurm (one job array,
+    /// then the analysis as a job that depends on it).
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    executor: String,
+    /// Only write the plan (comparison.json, plan.json) into --out and list it.
+    #[arg(long, conflicts_with_all = ["run_only", "analyse_only"])]
+    plan_only: bool,
+    /// Only run the plan in --out (all of it, or entry --index), without the analysis.
+    #[arg(long, requires = "out", conflicts_with = "analyse_only")]
+    run_only: bool,
+    /// With --run-only: run only this plan entry (what a Slurm array task runs).
+    #[arg(long, requires = "run_only", value_name = "I")]
+    index: Option<usize>,
+    /// Only analyse the run directories in --out and write the report (missing runs are named).
+    #[arg(long, requires = "out")]
+    analyse_only: bool,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+}
+
+/// Options of `--executor slurm`.
+#[derive(Args)]
+struct SlurmArgs {
+    /// Slurm: block until the analysis job has written the report, showing progress.
+    #[arg(long)]
+    wait: bool,
+    /// Slurm: at most M array tasks at once (--array=...%M).
+    #[arg(long, value_name = "M")]
+    slurm_max_parallel: Option<usize>,
+    /// Slurm: CPUs per array task, the run's threads (default 1).
+    #[arg(long, value_name = "C")]
+    slurm_cpus_per_task: Option<usize>,
+    /// Slurm: memory per task (--mem), e.g. 4G.
+    #[arg(long, value_name = "MEM")]
+    slurm_mem: Option<String>,
+    /// Slurm: time limit per task (--time), e.g. 01:00:00.
+    #[arg(long, value_name = "TIME")]
+    slurm_time: Option<String>,
+    /// Slurm: partition (--partition).
+    #[arg(long, value_name = "NAME")]
+    slurm_partition: Option<String>,
+    /// Slurm: an extra #SBATCH option for the array's tasks, e.g. --sbatch=--gres=gpu:1 (repeatable).
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    sbatch: Vec<String>,
 }
 
 #[derive(Args)]
@@ -163,6 +212,9 @@ struct ReproduceArgs {
     /// Print only the summary.
     #[arg(long)]
     quiet: bool,
+    /// Runs at a time, the cores divided between them (see `compare --jobs`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
 }
 
 #[derive(Args)]
@@ -193,6 +245,9 @@ struct SwapArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     quiet: bool,
+    /// Runs at a time, the cores divided between them (see `compare --jobs`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
 }
 
 #[derive(Args)]
@@ -410,51 +465,161 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_compare(a: CompareArgs) -> Result<()> {
-    use attnlab_eval::compare::{CompareSpec, Comparison, analyse, prepare_dir, run_all, task_preset};
-    let (spec, title) = match (a.config, a.task, a.preset) {
-        (Some(path), _, _) => {
-            let spec = CompareSpec::load(&path).and_then(|s| s.resolve()).map_err(anyhow::Error::msg)?;
-            let title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
-            (spec, title)
-        }
-        (None, task, preset) => {
-            if a.variants.is_empty() {
-                bail!("give --config FILE, or --task NAME (or --preset FILE) with --variants A,B,...");
-            }
-            let preset = match (preset, task) {
-                (Some(p), _) => p,
-                (None, Some(t)) => task_preset(&t).map_err(anyhow::Error::msg)?,
-                (None, None) => bail!("--variants needs --task NAME or --preset FILE"),
-            };
-            if a.seeds == 0 {
-                bail!("--seeds must be at least 1");
-            }
-            let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs, &a.sets).map_err(anyhow::Error::msg)?;
-            spec.target = a.target;
-            (spec, format!("attnlab compare: {}", a.variants.join(" vs ")))
-        }
+/// The local executor for `--jobs N`: worker processes of this very binary when N > 1.
+fn local_executor(jobs: usize, quiet: bool) -> Result<attnlab_eval::compare::LocalExecutor> {
+    if jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let worker = if jobs > 1 { Some(std::env::current_exe().context("cannot find the attnlab binary to start workers")?) } else { None };
+    Ok(attnlab_eval::compare::LocalExecutor { jobs, worker, quiet })
+}
+
+/// The comparison the flags describe (`None`: none given, for --run-only / --analyse-only on an
+/// existing report directory), and the `[slurm]` options of its file.
+fn comparison_from_args(a: &CompareArgs) -> Result<(Option<attnlab_eval::compare::Comparison>, attnlab_eval::compare::slurm::SlurmOptions)> {
+    use attnlab_eval::compare::{CompareSpec, Comparison, task_preset};
+    if let Some(path) = &a.config {
+        let file = CompareSpec::load(path).map_err(anyhow::Error::msg)?;
+        let mut spec = file.resolve().map_err(anyhow::Error::msg)?;
+        spec.title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
+        return Ok((Some(spec), file.slurm));
+    }
+    if a.variants.is_empty() {
+        return Ok((None, Default::default()));
+    }
+    let preset = match (&a.preset, &a.task) {
+        (Some(p), _) => p.clone(),
+        (None, Some(t)) => task_preset(t).map_err(anyhow::Error::msg)?,
+        (None, None) => bail!("--variants needs --task NAME or --preset FILE"),
     };
-    let plan = spec.plan().map_err(anyhow::Error::msg)?;
-    let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("compare-{}", run_dir::timestamp())));
-    let resuming = prepare_dir(&spec, &out).map_err(anyhow::Error::msg)?;
-    if resuming {
-        // Said even when quiet: finished runs are read back, interrupted ones continued.
-        println!("{} holds this comparison already: continuing it (finished runs are kept, interrupted ones resumed)", out.display());
+    if a.seeds == 0 {
+        bail!("--seeds must be at least 1");
     }
-    if !a.quiet {
-        println!("{} runs: {} arms x {} seeds x {} learning rate(s) -> {}", plan.len(), spec.arms.len(), spec.seeds.len(), plan.len() / spec.arms.len() / spec.seeds.len(), out.display());
+    let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs.clone(), &a.sets).map_err(anyhow::Error::msg)?;
+    spec.target = a.target;
+    spec.title = format!("attnlab compare: {}", a.variants.join(" vs "));
+    Ok((Some(spec), Default::default()))
+}
+
+fn cmd_compare(a: CompareArgs) -> Result<()> {
+    use attnlab_eval::compare::{execute, prepare_dir, read_comparison, read_plan, run_entry, slurm};
+    let (spec, slurm_file) = comparison_from_args(&a)?;
+    if spec.is_none() && !(a.run_only || a.analyse_only) {
+        bail!("give --config FILE, or --task NAME (or --preset FILE) with --variants A,B,...");
     }
-    let records = run_all(&spec, &plan, &out, a.quiet);
-    let results = analyse(&spec, records, &title);
-    attnlab_eval::report::write(&results, &out).map_err(anyhow::Error::msg)?;
+    let slurm_executor = a.executor == "slurm";
+    let out = match &a.out {
+        Some(out) => out.clone(),
+        None => PathBuf::from("reports").join(format!("compare-{}", run_dir::timestamp())),
+    };
+    // Batch scripts run elsewhere: they need the absolute path.
+    let out = if slurm_executor { slurm::absolute(&out).map_err(anyhow::Error::msg)? } else { out };
+    if let Some(spec) = &spec {
+        spec.plan().map_err(anyhow::Error::msg)?;
+        let resuming = prepare_dir(spec, &out).map_err(anyhow::Error::msg)?;
+        if resuming && !a.run_only && !a.analyse_only {
+            // Said even when quiet: finished runs are read back, interrupted ones continued.
+            println!("{} holds this comparison already: continuing it (finished runs are kept, interrupted ones resumed)", out.display());
+        }
+    }
+    let entries = read_plan(&out).map_err(anyhow::Error::msg)?;
+    let comparison = read_comparison(&out).map_err(anyhow::Error::msg)?;
+    if a.plan_only {
+        for e in &entries {
+            println!("{:>4}  {}  {}  {}", e.index, e.fingerprint, e.id, e.dir.display());
+        }
+        println!("plan: {} runs in {} (plan.json); run it with `attnlab compare --run-only --out {}` (or --index I for one entry), then `--analyse-only`", entries.len(), out.display(), out.display());
+        return Ok(());
+    }
+    if a.run_only {
+        if let Some(i) = a.index {
+            let entry = entries.get(i).with_context(|| format!("--index {i}: the plan in {} has entries 0 to {}", out.display(), entries.len().saturating_sub(1)))?;
+            return match run_entry(&out, entry) {
+                Ok(()) => Ok(()),
+                Err(attnlab_eval::compare::EntryError::Failed(e)) => bail!("{}: {e}", entry.id),
+                Err(attnlab_eval::compare::EntryError::NotTaken(e)) => {
+                    // Exit 2: nothing was recorded (another process holds the run).
+                    eprintln!("error: {}", one_line(&e));
+                    std::process::exit(2);
+                }
+            };
+        }
+        execute(&out, &entries, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+        let unfinished = entries.iter().filter(|e| e.status(&out) != attnlab_eval::compare::RunStatus::Finished).count();
+        println!("{} of {} runs finished in {}; analyse with `attnlab compare --analyse-only --out {}`", entries.len() - unfinished, entries.len(), out.display(), out.display());
+        return Ok(());
+    }
+    let results = if a.analyse_only {
+        analyse_and_report(&comparison, &entries, &out)?
+    } else if slurm_executor {
+        // Each flag overrides the same option of the file's [slurm] table.
+        let options = slurm::SlurmOptions {
+            max_parallel: a.slurm.slurm_max_parallel.or(slurm_file.max_parallel),
+            cpus_per_task: a.slurm.slurm_cpus_per_task.or(slurm_file.cpus_per_task),
+            mem: a.slurm.slurm_mem.clone().or(slurm_file.mem),
+            time: a.slurm.slurm_time.clone().or(slurm_file.time),
+            partition: a.slurm.slurm_partition.clone().or(slurm_file.partition),
+            sbatch: [slurm_file.sbatch, a.slurm.sbatch.clone()].concat(),
+        };
+        let attnlab = std::env::current_exe().context("cannot find the attnlab binary for the batch scripts")?;
+        let Some(submission) = slurm::submit(&out, &entries, &attnlab, &options).map_err(anyhow::Error::msg)? else {
+            println!("every run of the plan has finished: analysing here");
+            return finish_compare(&comparison, &analyse_and_report(&comparison, &entries, &out)?, &out);
+        };
+        println!(
+            "submitted {} run(s) as Slurm array job {} and the analysis as job {} (after it); scripts and jobs.json in {}/slurm/",
+            submission.tasks.len(),
+            submission.array_job,
+            submission.analysis_job,
+            out.display()
+        );
+        if !a.slurm.wait {
+            println!("watch: squeue -j {},{}; the report will be {}/report.html", submission.array_job, submission.analysis_job, out.display());
+            return Ok(());
+        }
+        slurm::wait(&out, &entries, &submission, a.quiet).map_err(anyhow::Error::msg)?;
+        let text = std::fs::read_to_string(out.join("results.json")).with_context(|| format!("the analysis job left no {}/results.json", out.display()))?;
+        serde_json::from_str(&text).context("results.json")?
+    } else {
+        if !a.quiet {
+            let lrs = entries.len() / comparison.arms.len() / comparison.seeds.len();
+            println!("{} runs: {} arms x {} seeds x {lrs} learning rate(s) -> {}", entries.len(), comparison.arms.len(), comparison.seeds.len(), out.display());
+        }
+        execute(&out, &entries, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+        analyse_and_report(&comparison, &entries, &out)?
+    };
+    finish_compare(&comparison, &results, &out)
+}
+
+/// Reads every run directory of the plan, analyses and writes the report.
+fn analyse_and_report(
+    comparison: &attnlab_eval::compare::Comparison,
+    entries: &[attnlab_eval::compare::PlanEntry],
+    out: &std::path::Path,
+) -> Result<attnlab_eval::compare::Results> {
+    let records = attnlab_eval::compare::read_records(out, entries);
+    let title = if comparison.title.is_empty() { format!("attnlab compare: {}", out.display()) } else { comparison.title.clone() };
+    let results = attnlab_eval::compare::analyse(comparison, records, &title);
+    attnlab_eval::report::write(&results, out).map_err(anyhow::Error::msg)?;
+    Ok(results)
+}
+
+/// Prints the verdicts; fails when some arm has no finished run (nothing to judge it by).
+fn finish_compare(comparison: &attnlab_eval::compare::Comparison, results: &attnlab_eval::compare::Results, out: &std::path::Path) -> Result<()> {
     println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
     for v in &results.verdicts {
         println!("- {v}");
     }
+    if !results.missing.is_empty() {
+        println!("{} run(s) not finished: {}; run the same command again to finish them", results.missing.len(), results.missing.join(", "));
+    }
     println!("report: {}/report.html (also report.md, results.json, plots/)", out.display());
-    let unfinished: Vec<&str> =
-        spec.arms.iter().map(|a| a.name.as_str()).filter(|name| results.runs.iter().all(|r| &r.arm != name || r.error.is_some())).collect();
+    let unfinished: Vec<&str> = comparison
+        .arms
+        .iter()
+        .map(|a| a.name.as_str())
+        .filter(|name| results.runs.iter().all(|r| &r.arm != name || r.error.is_some() || r.pending))
+        .collect();
     if !unfinished.is_empty() {
         bail!(
             "no run of {} finished, so the report cannot judge it; see {}/report.md, then run the same command again to retry",
@@ -487,7 +652,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}-{}-{}", a.size, run_dir::timestamp())));
     fresh_report_dir(&out)?;
     let started = std::time::Instant::now();
-    let outcome = run(&name, size, &out, a.quiet).map_err(anyhow::Error::msg)?;
+    let outcome = run(&name, size, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
     println!("\n{}", outcome.summary.header.join(" | "));
     for row in &outcome.summary.rows {
         println!("{}", row.join(" | "));
@@ -519,7 +684,7 @@ fn cmd_swap(a: SwapArgs) -> Result<()> {
     plan(&spec).map_err(anyhow::Error::msg)?.0.plan().map_err(anyhow::Error::msg)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("swap-{}", run_dir::timestamp())));
     fresh_report_dir(&out)?;
-    let results = run(&spec, &out, a.quiet).map_err(anyhow::Error::msg)?;
+    let results = run(&spec, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
     println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
     for v in &results.verdicts {
         println!("- {v}");

@@ -140,7 +140,7 @@ pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 format!("{:e}", a.best_lr),
                 fmt(s.mean),
                 format!("[{}, {}] (n = {})", fmt(s.ci_low), fmt(s.ci_high), s.n),
-                a.difference.as_ref().map_or("baseline".into(), |d| fmt(d.mean)),
+                a.difference.as_ref().map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |d| fmt(d.mean)),
                 a.difference.as_ref().map_or("–".into(), |d| format!("[{}, {}]", fmt(d.ci_low), fmt(d.ci_high))),
                 a.bootstrap.map_or("–".into(), |(lo, hi)| format!("[{}, {}]", fmt(lo), fmt(hi))),
                 a.verdict.map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |v| v.as_str().to_string()),
@@ -227,7 +227,16 @@ pub fn document(results: &Results) -> Document {
         results.baseline
     );
     let (header, rows) = table(results);
-    let mut sections = vec![
+    let mut sections = Vec::new();
+    if !results.missing.is_empty() {
+        // First, so a partial report is not read as a finished one.
+        sections.push(Section::new("Runs not finished").text(format!(
+            "{} planned run(s) have not finished (queued, running or interrupted); arms with any get no verdict. Run the \
+             comparison's command again to finish them.",
+            results.missing.len()
+        )).bullets(results.missing.clone()));
+    }
+    sections.extend([
         Section::new("Summary").table(Table::new("summary", header.into_iter().map(String::from).collect(), rows)),
         Section::new("Verdicts").bullets(results.verdicts.clone()),
         Section::new(format!("Learning-rate sweep (mean final {} over seeds)", results.metric)).bullets(
@@ -240,7 +249,7 @@ pub fn document(results: &Results) -> Document {
                 })
                 .collect(),
         ),
-    ];
+    ]);
     let failed: Vec<String> = results
         .runs
         .iter()

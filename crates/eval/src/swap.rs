@@ -75,28 +75,29 @@ pub fn plan(spec: &SwapSpec) -> Result<(Comparison, RunConfig, MixerStack), Stri
     let mut swapped = finetune.clone();
     swapped.model.mixer = stack.clone();
     let compare = Comparison {
+        title: String::new(),
         // The first seed is the run's own, so the control's step-0 eval is the run's own eval.
         seeds: (0..spec.seeds as u64).map(|i| config.seed + i).collect(),
         lrs: spec.lrs.clone(),
         target: None,
         baseline: 0,
         arms: vec![
-            Arm { name: "original".into(), config: finetune },
-            Arm { name: format!("swapped to {}", spec.to), config: swapped },
+            Arm { name: "original".into(), config: finetune, grid: None },
+            Arm { name: format!("swapped to {}", spec.to), config: swapped, grid: None },
         ],
     };
     Ok((compare, config, stack))
 }
 
 /// Trains both arms and writes the report into `out`.
-pub fn run(spec: &SwapSpec, out: &Path, quiet: bool) -> Result<Results, String> {
+pub fn run(spec: &SwapSpec, out: &Path, exec: &crate::compare::LocalExecutor) -> Result<Results, String> {
     let (compare, config, stack) = plan(spec)?;
     let plan = compare.plan()?;
     let title = format!("attnlab swap: {} -> {stack}", config.model.mixer);
-    if !quiet {
+    if !exec.quiet {
         println!("{title}: {} finetuning runs of {} steps -> {}", plan.len(), spec.finetune_steps, out.display());
     }
-    let records = crate::compare::run_all(&compare, &plan, out, quiet);
+    let records = crate::compare::run_all(&compare, out, exec)?;
     if records.iter().all(|r| r.error.is_some()) {
         return Err(format!("every finetuning run failed: {}", records[0].error.as_deref().unwrap_or("")));
     }

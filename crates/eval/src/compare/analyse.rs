@@ -20,6 +20,9 @@ pub struct ArmResult {
     /// Indices into `Results::runs` of the runs at the best learning rate.
     pub runs: Vec<usize>,
     pub failed_runs: usize,
+    /// Runs of this arm (at any lr) not finished yet; an arm with any gets no verdict.
+    #[serde(default)]
+    pub pending_runs: usize,
     pub summary: Summary,
     /// Against the baseline arm (at its own best lr): Welch interval, bootstrap interval, verdict.
     pub difference: Option<Difference>,
@@ -55,13 +58,18 @@ pub struct Results {
     pub runs: Vec<RunRecord>,
     /// One line per arm: the verdict and the monitoring advice.
     pub verdicts: Vec<String>,
+    /// Ids of the planned runs that have not finished (queued, running or interrupted).
+    #[serde(default)]
+    pub missing: Vec<String>,
 }
 
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
 pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {
     let (metric, higher_is_better) = main_metric(&runs);
     let mut arms: Vec<ArmResult> = (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
-    let verdicts = judge_against_baseline(&mut arms, spec.baseline, &runs, &metric, higher_is_better);
+    let baselines: Vec<usize> = (0..spec.arms.len()).map(|a| spec.baseline_of(a)).collect();
+    let verdicts = judge_against_baseline(&mut arms, &baselines, &runs, &metric, higher_is_better);
+    let missing = runs.iter().filter(|r| r.pending).map(|r| r.id.clone()).collect();
     Results {
         title: title.to_string(),
         task: spec.arms[0].config.task.name().to_string(),
@@ -73,6 +81,7 @@ pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results 
         arms,
         runs,
         verdicts,
+        missing,
     }
 }
 
@@ -89,19 +98,21 @@ fn main_metric(runs: &[RunRecord]) -> (String, bool) {
 fn arm_result(spec: &Comparison, index: usize, runs: &[RunRecord], higher_is_better: bool) -> ArmResult {
     let arm = &spec.arms[index];
     let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].arm == arm.name).collect();
+    let pending = mine.iter().filter(|&&i| runs[i].pending).count();
     let lr_sweep = lr_sweep(runs, &mine);
     let best_lr = best_lr(&lr_sweep, higher_is_better);
     let at_best: Vec<usize> = mine.into_iter().filter(|&i| runs[i].lr == best_lr).collect();
-    let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none()).collect();
+    let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none() && !runs[i].pending).collect();
     let summary = stats::summarize(&finite_final_metrics(runs, &at_best));
     let steps_to_target = steps_to_target(runs, &ok, spec.target, higher_is_better);
     let model = &arm.config.model;
     ArmResult {
         name: arm.name.clone(),
-        is_baseline: index == spec.baseline,
+        is_baseline: index == spec.baseline_of(index),
         best_lr,
         lr_sweep,
-        failed_runs: at_best.len() - ok.len(),
+        failed_runs: at_best.iter().filter(|&&i| runs[i].error.is_some()).count(),
+        pending_runs: pending,
         runs: at_best,
         summary,
         difference: None,
@@ -204,22 +215,36 @@ fn last_range_per_layer(all: &[RunRecord], runs: &[usize], curve: fn(&RunRecord)
         .collect()
 }
 
-/// Judges every arm but the baseline against it (see [`judge`]) and returns one verdict line
-/// per arm, in arm order.
+/// Judges every arm against its baseline (`baselines[a]`; an arm that is its own baseline gets
+/// the baseline line) and returns one verdict line per arm, in arm order. An arm with runs not
+/// finished, or whose baseline has some, is not judged.
 fn judge_against_baseline(
     arms: &mut [ArmResult],
-    baseline: usize,
+    baselines: &[usize],
     runs: &[RunRecord],
     metric: &str,
     higher_is_better: bool,
 ) -> Vec<String> {
-    let base_values = final_metrics(runs, &arms[baseline].runs);
     let mut verdicts = Vec::with_capacity(arms.len());
     for a in 0..arms.len() {
+        let baseline = baselines[a];
+        if arms[a].pending_runs > 0 {
+            verdicts.push(if a == baseline {
+                format!("{}: baseline with {} run(s) not finished yet; no arm is judged against it until they have", arms[a].name, arms[a].pending_runs)
+            } else {
+                format!("{}: {} run(s) not finished yet; no verdict until they have", arms[a].name, arms[a].pending_runs)
+            });
+            continue;
+        }
         if a == baseline {
             verdicts.push(baseline_line(&arms[a], metric));
             continue;
         }
+        if arms[baseline].pending_runs > 0 {
+            verdicts.push(format!("{}: not judged yet: its baseline {} has runs not finished", arms[a].name, arms[baseline].name));
+            continue;
+        }
+        let base_values = final_metrics(runs, &arms[baseline].runs);
         let values = final_metrics(runs, &arms[a].runs);
         judge(&mut arms[a], &base_values, &values, higher_is_better);
         verdicts.push(advice(&arms[a], &arms[baseline], metric));

@@ -26,20 +26,25 @@
 //! arm). `swap` and `reproduce` build a `Comparison` directly by editing config fields;
 //! [`Comparison::plan`] sets each run's learning rate and seed the same way.
 //!
-//! A comparison goes through four steps, one file each:
+//! A comparison goes through these steps, one file each:
 //!
 //! ```text
-//! spec.rs      what to run: the comparison file, task presets, the typed Comparison and its plan
-//! run.rs       running it: every planned run trained, the RunRecord each leaves
+//! spec.rs      what to run: the comparison file, [grid], task presets, the typed Comparison
+//! plan.rs      its plan on disk: every run fully resolved, with an id, a directory, a fingerprint
+//! run.rs       running it: one entry (the worker), the local executor, the RunRecord each leaves
+//! slurm.rs     running it as a Slurm job array, with the analysis as a dependent job
 //! analyse.rs   per-arm results at each arm's best learning rate, judged against the baseline
 //! advice.rs    each arm's verdict line: the comparison, the action, what to monitor after a swap
 //! ```
 
 mod advice;
 mod analyse;
+pub mod plan;
 mod run;
+pub mod slurm;
 mod spec;
 
 pub use analyse::{ArmResult, Results, analyse};
-pub use run::{RunRecord, format_duration, prepare_dir, read_curves, run_all};
-pub use spec::{Arm, ArmSpec, CompareSpec, Comparison, PlannedRun, task_preset};
+pub use plan::{PlanEntry, RunStatus, prepare_dir, read_comparison, read_plan};
+pub use run::{EntryError, LocalExecutor, RunRecord, execute, format_duration, read_curves, read_record, read_records, run_all, run_entry};
+pub use spec::{Arm, ArmSpec, CompareSpec, Comparison, GridPoint, PlannedRun, task_preset};

@@ -1,29 +1,39 @@
-//! Running a comparison: [`run_all`] trains every planned run into its own run directory and
-//! keeps going past a failed one; each run leaves a [`RunRecord`], its final numbers and its
-//! curves read back from the typed `metrics.jsonl` records.
+//! Running a comparison's plan and reading back what its runs left.
+//!
+//! [`run_entry`] trains one [`PlanEntry`] (the worker every executor calls: this process, a
+//! `--jobs N` worker process, a Slurm array task); [`execute`] is the local executor, one run at a
+//! time in this process or N at a time as worker processes; [`read_records`] reads each entry's
+//! [`RunRecord`] from its run directory alone, so the analysis is the same whichever executor
+//! ran the plan, and works on a plan that is only partly run.
 
-use super::spec::{Comparison, PlannedRun};
+use super::plan::{PlanEntry, RunStatus, prepare_dir, write_atomic};
+use super::spec::Comparison;
 use attnlab_train::util::median;
-use attnlab_train::{MetricsRecord, RunConfig, RunDir, TrainOutcome, Verbosity, read_metrics, train};
+use attnlab_train::{MetricsRecord, RunConfig, RunDir, Verbosity, read_metrics, train};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// What one finished (or failed) run contributes to the report.
+/// What one run contributes to the report, read from its run directory.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The plan entry's id (`<arm>/lr<lr>-seed<seed>`).
+    #[serde(default)]
+    pub id: String,
     pub arm: String,
     pub seed: u64,
     pub lr: f64,
     pub run_dir: PathBuf,
     /// The error message of a failed run; its numbers are empty.
     pub error: Option<String>,
-    /// Main eval metric after the last step, its name and direction.
+    /// Not finished yet: queued, running, or interrupted.
+    #[serde(default)]
+    pub pending: bool,
+    /// Main eval metric of the finished run's last evaluation, its name and direction.
     pub final_metric: Option<f64>,
     pub metric: String,
     pub higher_is_better: bool,
     pub params: usize,
-    pub wall_s: f64,
     pub tokens_per_s: f64,
     /// `(step, value)` curves from metrics.jsonl.
     pub loss: Vec<(usize, f64)>,
@@ -39,7 +49,8 @@ pub struct RunRecord {
     pub final_eval: std::collections::BTreeMap<String, f64>,
 }
 
-/// Reads the curves of a run from its `metrics.jsonl`. Non-finite values (written as `null`)
+/// Reads the curves of a run from its `metrics.jsonl`, and the main metric of its last
+/// evaluation as `final_metric` (even when non-finite). Non-finite values (written as `null`)
 /// are left out of the curves.
 pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
     let mut speeds = Vec::new();
@@ -53,6 +64,7 @@ pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
             MetricsRecord::Eval(e) => {
                 if let Some(&m) = e.eval.get(metric) {
                     push_finite(&mut record.eval_metric, e.step, m);
+                    record.final_metric = Some(m);
                 }
                 record.entropy.push((e.step, e.attention_entropy.into_iter().filter(|v| v.is_finite()).collect()));
                 if !e.sink_mass.is_empty() {
@@ -72,90 +84,239 @@ fn push_finite(curve: &mut Vec<(usize, f64)>, step: usize, value: f64) {
     }
 }
 
-/// Trains every planned run into `out/runs/`, printing one line per finished run with an
-/// overall ETA; a failed run is recorded and the rest go on.
-pub fn run_all(spec: &Comparison, plan: &[PlannedRun], out: &Path, quiet: bool) -> Vec<RunRecord> {
-    let started = Instant::now();
-    let mut records = Vec::with_capacity(plan.len());
-    for (i, run) in plan.iter().enumerate() {
-        let arm = &spec.arms[run.arm].name;
-        let dir = out.join("runs").join(safe_name(arm)).join(format!("lr{:e}-seed{}", run.lr, run.seed));
-        let mut record = RunRecord { arm: arm.clone(), seed: run.seed, lr: run.lr, run_dir: dir.clone(), ..Default::default() };
-        let t0 = Instant::now();
-        let result = train_or_resume(run, &dir);
-        record.wall_s = t0.elapsed().as_secs_f64();
-        let metric_name = match &result {
-            Ok(o) => {
-                record.final_metric = o.evals.last().map(|e| e.1);
-                record.params = o.params;
-                record.metric = o.metric.name.to_string();
-                record.higher_is_better = o.metric.higher_is_better;
-                Some(o.metric.name)
-            }
-            Err(e) => {
-                record.error = Some(e.clone());
-                None
-            }
-        };
-        read_curves(&dir, metric_name.unwrap_or("loss"), &mut record);
-        let done = i + 1;
-        let eta = started.elapsed().as_secs_f64() / done as f64 * (plan.len() - done) as f64;
-        if !quiet {
-            let what = match (&record.error, record.final_metric) {
-                (Some(e), _) => format!("FAILED: {e}"),
-                (None, Some(m)) => format!("{} {m:.4}", metric_name.unwrap_or("metric")),
-                (None, None) => "no evaluation".into(),
-            };
-            println!(
-                "[{done}/{}] {arm} lr {:e} seed {}: {what} ({:.1} s) | ETA {}",
-                plan.len(),
-                run.lr,
-                run.seed,
-                record.wall_s,
-                format_duration(eta)
-            );
+/// The record of `entry` as its run directory (under the report directory `out`) shows it:
+/// finished runs with their numbers, failed ones with their error, the rest `pending`.
+pub fn read_record(out: &Path, entry: &PlanEntry) -> RunRecord {
+    let dir = entry.run_dir(out);
+    let mut record = RunRecord { id: entry.id.clone(), arm: entry.arm.clone(), seed: entry.seed, lr: entry.lr, run_dir: dir.clone(), ..Default::default() };
+    let meta = std::fs::read_to_string(dir.join(attnlab_train::run_dir::META_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .unwrap_or_default();
+    record.params = meta["params"].as_u64().unwrap_or(0) as usize;
+    record.metric = meta["main_metric"]["name"].as_str().unwrap_or("loss").to_string();
+    record.higher_is_better = meta["main_metric"]["higher_is_better"].as_bool().unwrap_or(false);
+    read_curves(&dir, &record.metric.clone(), &mut record);
+    match entry.status(out) {
+        RunStatus::Finished => {}
+        RunStatus::Failed(error) => {
+            record.error = Some(error);
+            record.final_metric = None;
         }
-        records.push(record);
+        RunStatus::Queued | RunStatus::Started => {
+            record.pending = true;
+            record.final_metric = None;
+        }
     }
-    records
+    record
 }
 
-/// Trains one planned run into `dir`; where `dir` already holds it (a comparison stopped and run
-/// again), resumes it from its newest checkpoint, or, if it finished, only reads it back.
-fn train_or_resume(run: &PlannedRun, dir: &Path) -> Result<TrainOutcome, String> {
+/// Every entry's record, in plan order.
+pub fn read_records(out: &Path, entries: &[PlanEntry]) -> Vec<RunRecord> {
+    entries.iter().map(|e| read_record(out, e)).collect()
+}
+
+/// Why [`run_entry`] did not finish its run.
+#[derive(Debug)]
+pub enum EntryError {
+    /// Training failed; the error is recorded beside the run directory.
+    Failed(String),
+    /// The run could not be taken (another process is writing it, or the plan entry does not
+    /// match its directory); nothing was recorded.
+    NotTaken(String),
+}
+
+impl std::fmt::Display for EntryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryError::Failed(e) | EntryError::NotTaken(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Trains plan entry `entry` of the comparison in `out` into its run directory, as that
+/// directory's one writer: a new run from the start, a started one resumed from its newest
+/// checkpoint, a finished one only read back. A failure is recorded in the entry's error file
+/// (and cleared by the next attempt).
+pub fn run_entry(out: &Path, entry: &PlanEntry) -> Result<(), EntryError> {
+    if super::plan::fingerprint(&entry.config) != entry.fingerprint {
+        return Err(EntryError::NotTaken(format!("plan entry {} ({}): its config does not match its fingerprint; plan.json was edited", entry.index, entry.id)));
+    }
+    let dir = entry.run_dir(out);
+    let (run, resume) = take_run_dir(&dir, &entry.config).map_err(EntryError::NotTaken)?;
+    let error_file = entry.error_file(out);
+    let _ = std::fs::remove_file(&error_file);
+    train(&entry.config, &run, resume, Verbosity::Quiet).map(|_| ()).map_err(|e| {
+        let message = e.to_string();
+        let _ = write_atomic(&error_file, &message);
+        EntryError::Failed(message)
+    })
+}
+
+/// Opens `dir` as its one writer: created for a new run, reopened to resume one that holds
+/// `config`; a directory holding another config is refused.
+fn take_run_dir(dir: &Path, config: &RunConfig) -> Result<(RunDir, bool), String> {
     let config_file = dir.join(attnlab_train::run_dir::CONFIG_FILE);
     if !config_file.is_file() {
-        let rd = RunDir::create(dir)?;
-        return train(&run.config, &rd, false, Verbosity::Quiet).map_err(|e| e.to_string());
+        return Ok((RunDir::create(dir)?, false));
     }
-    let rd = RunDir::open_for_writing(dir)?;
+    let run = RunDir::open_for_writing(dir)?;
     let saved = RunConfig::load(&config_file, &[]).map_err(|e| e.to_string())?;
-    if saved != run.config {
+    if &saved != config {
         return Err(format!("{} holds a run of another config: this --out belongs to another comparison; choose another --out", dir.display()));
     }
-    train(&run.config, &rd, true, Verbosity::Quiet).map_err(|e| e.to_string())
+    Ok((run, true))
 }
 
-/// Prepares `out` for `spec`: a new or empty directory gets the comparison's plan
-/// (`comparison.json`); one holding the same plan (an interrupted or finished run of this very
-/// comparison) is resumed, `Ok(true)`; anything else is refused, untouched.
-pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, String> {
-    let plan = serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?;
-    let file = out.join("comparison.json");
-    if let Ok(saved) = std::fs::read_to_string(&file) {
-        if saved != plan {
-            return Err(format!("{} holds another comparison (its comparison.json differs): choose another --out", out.display()));
+/// How this machine executes a comparison's plan.
+#[derive(Clone, Debug)]
+pub struct LocalExecutor {
+    /// Runs at a time. 1: one after another in this process; more: that many worker processes,
+    /// the cores divided between them.
+    pub jobs: usize,
+    /// The `attnlab` binary the worker processes run (`None`: this process only, `jobs` 1).
+    pub worker: Option<PathBuf>,
+    /// Print only what must be said.
+    pub quiet: bool,
+}
+
+impl LocalExecutor {
+    /// One run at a time in this process.
+    pub fn in_process(quiet: bool) -> Self {
+        Self { jobs: 1, worker: None, quiet }
+    }
+
+    /// Threads each of `jobs` concurrent runs gets: the hardware threads divided evenly, at least one.
+    pub fn threads_per_job(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.jobs.max(1)).max(1)
+    }
+}
+
+/// Prepares `out` for `spec` (see [`prepare_dir`]), runs every entry not yet finished, and
+/// reads back every record: what `reproduce` and `swap` call.
+pub fn run_all(spec: &Comparison, out: &Path, executor: &LocalExecutor) -> Result<Vec<RunRecord>, String> {
+    prepare_dir(spec, out)?;
+    let entries = super::plan::read_plan(out)?;
+    execute(out, &entries, executor)?;
+    Ok(read_records(out, &entries))
+}
+
+/// Runs every entry of `entries` that has not finished (failed ones are tried again), `jobs` at
+/// a time, printing one line per finished run with the counts of finished, running and queued
+/// runs and an ETA.
+pub fn execute(out: &Path, entries: &[PlanEntry], executor: &LocalExecutor) -> Result<(), String> {
+    let todo: Vec<&PlanEntry> = entries.iter().filter(|e| e.status(out) != RunStatus::Finished).collect();
+    let mut progress = Tally { total: entries.len(), done: entries.len() - todo.len(), started: Instant::now(), finished_here: 0, quiet: executor.quiet };
+    if progress.done > 0 && !executor.quiet {
+        println!("{} of {} runs finished already: kept", progress.done, entries.len());
+    }
+    match (&executor.worker, executor.jobs) {
+        (Some(worker), jobs) if jobs > 1 => run_processes(out, &todo, worker, jobs, executor.threads_per_job(), &mut progress),
+        _ => {
+            for (i, entry) in todo.iter().enumerate() {
+                let t0 = Instant::now();
+                let result = run_entry(out, entry).map_err(|e| e.to_string());
+                progress.report(out, entry, result.err(), t0.elapsed(), 0, todo.len() - i - 1);
+            }
+            Ok(())
         }
-        return Ok(true);
     }
-    let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if occupied {
-        return Err(format!("{} is not empty and holds no comparison: choose another --out", out.display()));
+}
+
+/// The local executor's progress line.
+struct Tally {
+    total: usize,
+    done: usize,
+    started: Instant,
+    /// Runs finished by this invocation (the ETA's rate).
+    finished_here: usize,
+    quiet: bool,
+}
+
+impl Tally {
+    fn report(&mut self, out: &Path, entry: &PlanEntry, error: Option<String>, took: Duration, running: usize, queued: usize) {
+        self.done += 1;
+        self.finished_here += 1;
+        if self.quiet {
+            return;
+        }
+        let record = read_record(out, entry);
+        let what = match (error.or(record.error), record.final_metric) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, Some(m)) => format!("{} {m:.4}", record.metric),
+            (None, None) => "not finished".into(),
+        };
+        // Runs left, at the rate this invocation has finished them.
+        let eta = self.started.elapsed().as_secs_f64() / self.finished_here as f64 * (self.total - self.done) as f64;
+        println!(
+            "[{}/{} done | {running} running | {queued} queued] {}: {what} ({:.1} s) | ETA {}",
+            self.done,
+            self.total,
+            entry.label(),
+            took.as_secs_f64(),
+            format_duration(eta)
+        );
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let temp = out.join(".tmp-comparison.json");
-    std::fs::write(&temp, &plan).and_then(|_| std::fs::rename(&temp, &file)).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    Ok(false)
+}
+
+/// `jobs` worker processes at a time, each `attnlab compare --out OUT --run-only --index I`
+/// with `threads` threads; a worker's stderr goes to `OUT/logs/<index>.log`.
+fn run_processes(out: &Path, todo: &[&PlanEntry], worker: &Path, jobs: usize, threads: usize, progress: &mut Tally) -> Result<(), String> {
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    let mut queue = todo.iter().copied();
+    let mut running: Vec<(&PlanEntry, std::process::Child, Instant)> = Vec::new();
+    loop {
+        while running.len() < jobs {
+            let Some(entry) = queue.next() else { break };
+            let log_path = logs.join(format!("{}.log", entry.index));
+            let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let child = std::process::Command::new(worker)
+                .args(["compare", "--run-only", "--quiet", "--index", &entry.index.to_string(), "--out"])
+                .arg(out)
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start worker {}: {e}", worker.display()))?;
+            running.push((entry, child, Instant::now()));
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut i = 0;
+        while i < running.len() {
+            let Some(status) = running[i].1.try_wait().map_err(|e| format!("cannot wait for a worker: {e}"))? else {
+                i += 1;
+                continue;
+            };
+            let (entry, _, t0) = running.swap_remove(i);
+            let log = logs.join(format!("{}.log", entry.index));
+            let error = (!status.success()).then(|| worker_failure(out, entry, status, &log));
+            if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&log);
+            }
+            progress.report(out, entry, error, t0.elapsed(), running.len(), queue.len());
+        }
+    }
+}
+
+/// What a worker's non-zero exit means. Exit 1 is a failed run (the worker recorded it); a
+/// crash (a panic, a signal) is recorded here, with the last line of its log.
+fn worker_failure(out: &Path, entry: &PlanEntry, status: std::process::ExitStatus, log: &Path) -> String {
+    let last_line = std::fs::read_to_string(log).ok().and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)).unwrap_or_default();
+    if let RunStatus::Failed(error) = entry.status(out) {
+        return error;
+    }
+    let message = format!("worker {status}: {last_line} (log: {})", log.display());
+    if status.code() != Some(2) {
+        // Not recorded by the worker itself (2 is a run it could not take: someone else's).
+        let _ = write_atomic(&entry.error_file(out), &message);
+    }
+    message
 }
 
 /// A duration for the progress line: `59s`, `2m05s`, `1h01m`.
@@ -168,11 +329,6 @@ pub fn format_duration(seconds: f64) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-/// `name` as a directory name: anything but ASCII letters, digits, `_` and `.` becomes `-`.
-fn safe_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' }).collect()
 }
 
 #[cfg(test)]

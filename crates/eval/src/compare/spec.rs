@@ -31,6 +31,16 @@ pub struct CompareSpec {
     pub target: Option<f64>,
     #[serde(default)]
     pub baseline: Option<String>,
+    /// Config keys swept for every arm, each over a list of values: `model.d_model = [32, 64]`
+    /// under `[grid]` makes every `[[arm]]` into one arm per value (every combination, for
+    /// several keys), named `<arm> d_model=32`. Each is judged against the baseline arm at the
+    /// same grid point.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub grid: toml::Table,
+    /// `[slurm]`: resources for `--executor slurm` (its flags override them). Not part of what
+    /// the comparison is, so changing them between submissions is allowed.
+    #[serde(default)]
+    pub slurm: super::slurm::SlurmOptions,
     #[serde(rename = "arm")]
     pub arms: Vec<ArmSpec>,
 }
@@ -67,6 +77,7 @@ impl CompareSpec {
         Ok(spec)
     }
 
+    /// Index of the baseline among the `[[arm]]`s (before the grid expands them).
     pub fn baseline_index(&self) -> Result<usize, String> {
         match &self.baseline {
             None => Ok(0),
@@ -77,21 +88,28 @@ impl CompareSpec {
         }
     }
 
-    /// Reads the preset once and applies the file's overrides, shared and per arm, to a copy of
-    /// it for each arm (together, so validation sees the finished arm).
+    /// Reads the preset once and applies the file's overrides, shared, per arm and per grid
+    /// point, to a copy of it for each arm (together, so validation sees the finished arm).
     pub fn resolve(&self) -> Result<Comparison, String> {
         let baseline = self.baseline_index()?;
+        let points = grid_points(&self.grid)?;
         let preset = RunConfig::read(&self.preset).map_err(|e| e.to_string())?;
-        let arms = self
-            .arms
-            .iter()
-            .map(|arm| {
-                let sets = [&self.set[..], &arm.set[..]].concat();
-                let config = preset.clone().with_overrides(&sets).map_err(|e| format!("arm '{}': {}: {e}", arm.name, self.preset.display()))?;
-                Ok(Arm { name: arm.name.clone(), config })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(Comparison { seeds: self.seeds.clone(), lrs: self.lrs.clone(), target: self.target, baseline, arms })
+        let mut arms = Vec::with_capacity(self.arms.len() * points.len());
+        for arm in &self.arms {
+            for point in &points {
+                let point_sets = point.iter().map(|(key, value)| format!("{key}={value}"));
+                let sets: Vec<String> = self.set.iter().chain(&arm.set).cloned().chain(point_sets).collect();
+                let (name, grid) = if point.is_empty() {
+                    (arm.name.clone(), None)
+                } else {
+                    (format!("{} {}", arm.name, point_label(point)), Some(GridPoint { arm: arm.name.clone(), point: point.clone() }))
+                };
+                let config = preset.clone().with_overrides(&sets).map_err(|e| format!("arm '{name}': {}: {e}", self.preset.display()))?;
+                arms.push(Arm { name, config, grid });
+            }
+        }
+        let baseline = baseline * points.len();
+        Ok(Comparison { title: String::new(), seeds: self.seeds.clone(), lrs: self.lrs.clone(), target: self.target, baseline, arms })
     }
 
     /// Resolves every run's config up front, so a bad override fails before any training.
@@ -101,8 +119,11 @@ impl CompareSpec {
 }
 
 /// A comparison ready to run: every arm's config resolved and typed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Comparison {
+    /// The report's title (empty: the caller names it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
     pub seeds: Vec<u64>,
     /// Learning rates every arm is trained at; empty: each arm's own `train.lr`.
     pub lrs: Vec<f64>,
@@ -114,10 +135,82 @@ pub struct Comparison {
 }
 
 /// One arm of a comparison: its name and the config its runs start from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Arm {
     pub name: String,
     pub config: RunConfig,
+    /// For an arm a `[grid]` made: the `[[arm]]` it came from and its grid point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<GridPoint>,
+}
+
+/// Where an arm sits in a comparison's `[grid]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GridPoint {
+    /// The `[[arm]]` the grid expanded.
+    pub arm: String,
+    /// `(config key, value)` for every grid key, in key order.
+    pub point: Vec<(String, String)>,
+}
+
+/// Every combination of the grid's values (the last key varying fastest), each as
+/// `(key, value)` pairs in key order; one empty point for an empty grid. Nested tables are
+/// dotted keys (`[grid] model.d_model = [..]` is `model.d_model`).
+fn grid_points(grid: &toml::Table) -> Result<Vec<Vec<(String, String)>>, String> {
+    let mut axes: Vec<(String, Vec<String>)> = Vec::new();
+    flatten_grid("", grid, &mut axes)?;
+    let mut points = vec![Vec::new()];
+    for (key, values) in &axes {
+        points = points
+            .into_iter()
+            .flat_map(|point: Vec<(String, String)>| {
+                values.iter().map(move |v| {
+                    let mut next = point.clone();
+                    next.push((key.clone(), v.clone()));
+                    next
+                })
+            })
+            .collect();
+    }
+    Ok(points)
+}
+
+fn flatten_grid(prefix: &str, table: &toml::Table, axes: &mut Vec<(String, Vec<String>)>) -> Result<(), String> {
+    for (key, value) in table {
+        let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => flatten_grid(&key, inner, axes)?,
+            toml::Value::Array(values) if !values.is_empty() => {
+                if key == "seed" || key == "train.lr" {
+                    return Err(format!("[grid] {key}: sweep it with the comparison's `{}` list instead", if key == "seed" { "seeds" } else { "lrs" }));
+                }
+                let values = values
+                    .iter()
+                    .map(|v| match v {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => Ok(v.to_string()),
+                        other => Err(format!("[grid] {key}: values must be strings, numbers or booleans, not {}", other.type_str())),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                axes.push((key, values));
+            }
+            _ => return Err(format!("[grid] {key}: give a non-empty list of values, e.g. {key} = [32, 64]")),
+        }
+    }
+    Ok(())
+}
+
+/// `d_model=64 num_pairs=4`: each grid key by its last part, unless two keys share it.
+fn point_label(point: &[(String, String)]) -> String {
+    let short = |key: &str| key.rsplit('.').next().unwrap_or(key).to_string();
+    point
+        .iter()
+        .map(|(key, value)| {
+            let shared = point.iter().filter(|(other, _)| short(other) == short(key)).count() > 1;
+            format!("{}={value}", if shared { key.clone() } else { short(key) })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Comparison {
@@ -129,10 +222,10 @@ impl Comparison {
             .map(|&(name, mixer)| {
                 let mut config = base.clone();
                 config.model.mixer = mixer.parse().map_err(|e| format!("arm '{name}': {e}"))?;
-                Ok(Arm { name: name.to_string(), config })
+                Ok(Arm { name: name.to_string(), config, grid: None })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { seeds, lrs, target: None, baseline: 0, arms })
+        Ok(Self { title: String::new(), seeds, lrs, target: None, baseline: 0, arms })
     }
 
     /// `attnlab compare --variants a,b`: one arm per variant on `preset` with the `--set`
@@ -141,6 +234,17 @@ impl Comparison {
         let base = RunConfig::load(preset, sets).map_err(|e| e.to_string())?;
         let arms: Vec<(&str, &str)> = variants.iter().map(|v| (v.as_str(), v.as_str())).collect();
         Self::of_mixers(&base, &arms, (1..=seeds as u64).collect(), lrs)
+    }
+
+    /// The arm `arm` is judged against: the baseline, or for an arm of a `[grid]`, the
+    /// baseline's arm at the same grid point.
+    pub fn baseline_of(&self, arm: usize) -> usize {
+        let base = &self.arms[self.baseline];
+        let (Some(mine), Some(theirs)) = (&self.arms[arm].grid, &base.grid) else { return self.baseline };
+        self.arms
+            .iter()
+            .position(|a| a.grid.as_ref().is_some_and(|g| g.arm == theirs.arm && g.point == mine.point))
+            .unwrap_or(self.baseline)
     }
 
     /// Every run's config: each arm's, at each learning rate and seed, validated before any
@@ -218,6 +322,8 @@ mod tests {
             lrs: vec![3e-3, 1e-5],
             target: None,
             baseline: Some("linear".into()),
+            grid: Default::default(),
+            slurm: Default::default(),
             arms: vec![
                 ArmSpec { name: "softmax".into(), set: vec!["model.mixer=softmax".into()] },
                 ArmSpec { name: "linear".into(), set: vec!["model.mixer=linear:elu1".into()] },
@@ -246,5 +352,49 @@ mod tests {
         assert!(err.starts_with("arm 'x': ") && err.contains("mqar-smoke.toml"), "{err}");
         let base = RunConfig::load(&preset, &[]).unwrap();
         assert!(Comparison::of_mixers(&base, &[("y", "linear:gelu")], vec![1], vec![]).unwrap_err().starts_with("arm 'y': "));
+    }
+
+    #[test]
+    fn a_grid_makes_one_arm_per_point_judged_against_the_baseline_at_that_point() {
+        let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml");
+        let file = |grid: &str| {
+            format!(
+                "preset = \"{preset}\"\nseeds = [1]\nbaseline = \"softmax\"\n[grid]\n{grid}\n[[arm]]\nname = \"linear\"\nset = [\"model.mixer=linear:elu1\"]\n[[arm]]\nname = \"softmax\"\n"
+            )
+        };
+        let spec: CompareSpec = toml::from_str(&file("model.d_model = [32, 64]\ntask.num_kv_pairs = [2, 4]")).unwrap();
+        let comparison = spec.resolve().unwrap();
+        let names: Vec<&str> = comparison.arms.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "linear d_model=32 num_kv_pairs=2",
+                "linear d_model=32 num_kv_pairs=4",
+                "linear d_model=64 num_kv_pairs=2",
+                "linear d_model=64 num_kv_pairs=4",
+                "softmax d_model=32 num_kv_pairs=2",
+                "softmax d_model=32 num_kv_pairs=4",
+                "softmax d_model=64 num_kv_pairs=2",
+                "softmax d_model=64 num_kv_pairs=4",
+            ]
+        );
+        let arm = &comparison.arms[2];
+        let attnlab_train::TaskConfig::Mqar(task) = &arm.config.task else { panic!("mqar preset") };
+        assert_eq!((arm.config.model.d_model, task.num_kv_pairs, arm.config.model.mixer.to_string().as_str()), (64, 2, "linear:elu1"));
+        // The baseline is softmax at the first point; each arm is judged against softmax at its own.
+        assert_eq!(comparison.baseline, 4);
+        let baselines: Vec<usize> = (0..8).map(|a| comparison.baseline_of(a)).collect();
+        assert_eq!(baselines, [4, 5, 6, 7, 4, 5, 6, 7]);
+        assert_eq!(comparison.plan().unwrap().len(), 8);
+        // Written and read back (comparison.json) it is the same comparison.
+        let back: Comparison = serde_json::from_str(&serde_json::to_string(&comparison).unwrap()).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&comparison).unwrap());
+
+        let err = |grid: &str| toml::from_str::<CompareSpec>(&file(grid)).unwrap().resolve().unwrap_err();
+        assert!(err("seed = [1, 2]").contains("`seeds` list"), "{}", err("seed = [1, 2]"));
+        assert!(err("train.lr = [1e-3]").contains("`lrs` list"));
+        assert!(err("model.d_model = []").contains("non-empty list"));
+        assert!(err("model.d_model = 32").contains("model.d_model = [32, 64]"));
+        assert!(err("model.bogus = [1]").contains("bogus"), "{}", err("model.bogus = [1]"));
     }
 }

@@ -2,6 +2,7 @@
 //! set of arms, plus the tables, plots and checks its question needs.
 
 use super::{Check, Outcome, Size, run_compare};
+use crate::compare::LocalExecutor;
 use crate::compare::{Comparison, Results};
 use crate::report::{self, Plot, Section, Table, fmt};
 use crate::plots::{Series, line_chart};
@@ -100,7 +101,7 @@ fn eval_every(mut config: RunConfig, steps: usize) -> RunConfig {
     config
 }
 
-pub fn scaling_train(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn scaling_train(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let arms = [
         ("sqrt_d", "softmax"),
         ("none", "softmax:none"),
@@ -113,7 +114,7 @@ pub fn scaling_train(size: Size, out: &Path, quiet: bool) -> Result<Outcome, Str
         Size::Smoke => spec(&small_char_lm(char_lm), 2, &[], None, &arms[..3])?,
         Size::Full => spec(&eval_every(char_lm, 50), 3, &[], None, &arms)?,
     };
-    let results = run_compare(&spec, "attnlab reproduce scaling-train: q·k divisors in a trained character LM", out, quiet)?;
+    let results = run_compare(&spec, "attnlab reproduce scaling-train: q·k divisors in a trained character LM", out, exec)?;
     let (e_sqrt, e_sum) = (mean_entropy(&results, "sqrt_d"), mean_entropy(&results, "sum_key_norms"));
     let checks = vec![Check::new(
         "÷Σ‖k_j‖ leaves trained attention flatter (higher entropy) than ÷√d",
@@ -138,7 +139,7 @@ pub fn scaling_train(size: Size, out: &Path, quiet: bool) -> Result<Outcome, Str
     write("scaling-train", size, &results, checks, vec![Section::new("Per divisor").bullets(findings)], Vec::new(), out)
 }
 
-pub fn lm_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn lm_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let spec = match size {
         Size::Smoke => {
             let mut config = small_char_lm(read_preset("configs/shakespeare-char-smoke.toml")?);
@@ -152,7 +153,7 @@ pub fn lm_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
             spec(&config, 2, &[], None, &by_mixer(&["softmax", "linear:elu1", "linear:cosformer"]))?
         }
     };
-    let results = run_compare(&spec, "attnlab reproduce lm-gap: softmax vs linear attention on Tiny Shakespeare", out, quiet)?;
+    let results = run_compare(&spec, "attnlab reproduce lm-gap: softmax vs linear attention on Tiny Shakespeare", out, exec)?;
     let soft = mean(&results, "softmax");
     let checks = results
         .arms
@@ -163,13 +164,13 @@ pub fn lm_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
     write("lm-gap", size, &results, checks, Vec::new(), Vec::new(), out)
 }
 
-pub fn separation(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let arms = by_mixer(&["softmax", "linear:identity", "linear:elu1", "linear:relu"]);
     let spec = match size {
         Size::Smoke => spec(&read_preset("configs/separation-smoke.toml")?, 2, &[], None, &arms)?,
         Size::Full => spec(&read_preset("configs/separation.toml")?, 3, &[3e-3, 1e-2], None, &arms)?,
     };
-    let results = run_compare(&spec, "attnlab reproduce separation: one planted large entry", out, quiet)?;
+    let results = run_compare(&spec, "attnlab reproduce separation: one planted large entry", out, exec)?;
     let soft = mean(&results, "softmax");
     let plain = mean(&results, "linear:identity");
     // Seed 1's linear attention is the plain kernel q·k; that is the claim checked. The positive
@@ -198,7 +199,7 @@ pub fn separation(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String
     write("separation", size, &results, checks, sections, Vec::new(), out)
 }
 
-pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let arms = [("softmax", "softmax"), ("linear:elu1", "linear:elu1"), ("linear:identity", "linear:identity:norm=none")];
     let spec = match size {
         Size::Smoke => {
@@ -212,7 +213,7 @@ pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
         }
         Size::Full => spec(&eval_every(read_preset("configs/icl-regression.toml")?, 250), 3, &[], None, &arms)?,
     };
-    let results = run_compare(&spec, "attnlab reproduce icl-gap: in-context linear regression", out, quiet)?;
+    let results = run_compare(&spec, "attnlab reproduce icl-gap: in-context linear regression", out, exec)?;
     // err_kNN: error of the prediction made after NN in-context examples (normalised by d).
     let mut ks: Vec<String> = results.runs.iter().flat_map(|r| r.final_eval.keys().filter(|k| k.starts_with("err_k")).cloned()).collect();
     ks.sort();
@@ -267,7 +268,7 @@ pub fn icl_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
     write("icl-gap", size, &results, checks, vec![section], vec![plot], out)
 }
 
-pub fn mqar_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let (preset, eval_steps, widths, seeds, lrs): (&str, Option<usize>, Vec<usize>, u64, Vec<f64>) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", None, vec![32], 2, vec![]),
         Size::Full => ("configs/mqar-smoke.toml", Some(100), vec![16, 32, 64], 2, vec![]),
@@ -285,7 +286,7 @@ pub fn mqar_gap(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> 
         config.model.d_model = w;
         let s = spec(&config, seeds, &lrs, Some(0.9), &arms)?;
         let dir = out.join(format!("width-{w}"));
-        let results = run_compare(&s, &format!("attnlab reproduce mqar-gap: width {w}"), &dir, quiet)?;
+        let results = run_compare(&s, &format!("attnlab reproduce mqar-gap: width {w}"), &dir, exec)?;
         report::write(&results, &dir)?;
         per_width.push(results);
     }
@@ -428,8 +429,8 @@ impl LengthStudy {
 
 /// Trains `comparison` into `dir`, writes its own report there, and keeps what the length
 /// tables need (its arms' names are the tables' rows).
-fn length_study(comparison: &Comparison, (lengths, plain): (Vec<usize>, Option<usize>), title: &str, dir: &Path, quiet: bool) -> Result<LengthStudy, String> {
-    let results = run_compare(comparison, title, dir, quiet)?;
+fn length_study(comparison: &Comparison, (lengths, plain): (Vec<usize>, Option<usize>), title: &str, dir: &Path, exec: &LocalExecutor) -> Result<LengthStudy, String> {
+    let results = run_compare(comparison, title, dir, exec)?;
     report::write(&results, dir)?;
     Ok(LengthStudy { results, mixers: comparison.arms.iter().map(|a| a.name.clone()).collect(), lengths, plain })
 }
@@ -447,7 +448,7 @@ fn length_study(comparison: &Comparison, (lengths, plain): (Vec<usize>, Option<u
 /// learning rates (judged at the training length, as zoology does), and RoPE softmax, softmax
 /// without positions, FoX and stick-breaking on the LM. The smoke size runs the pair each smoke
 /// check is about at the presets' learning rate.
-pub fn length_scaling(size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     const ALL: [&str; 7] = ["softmax", "softmax:num_keys", "softmax:learned", "softmax:ssmax", "softmax:log_n_temp", "softmax:forget=true", "stickbreak"];
     const ROPE: &str = "softmax:rope";
     let full = size == Size::Full;
@@ -507,16 +508,16 @@ pub fn length_scaling(size: Size, out: &Path, quiet: bool) -> Result<Outcome, St
         (counts, None),
         &format!("{title}: max retrieval past the trained item count"),
         &out.join("max-retrieval"),
-        quiet,
+        exec,
     )?;
     let mqar = length_study(
         &spec(&mqar, 2, recall_lrs, None, &by_mixer(mqar_mixers))?,
         (lengths, Some(short)),
         &format!("{title}: MQAR past the trained length"),
         &out.join("mqar-length"),
-        quiet,
+        exec,
     )?;
-    let lm = length_study(&lm_spec, (buckets.clone(), None), &format!("{title}: character LM past the trained context"), &out.join("char-lm-length"), quiet)?;
+    let lm = length_study(&lm_spec, (buckets.clone(), None), &format!("{title}: character LM past the trained context"), &out.join("char-lm-length"), exec)?;
     let mqar_at = |arm: &str, n: usize| mqar.at(arm, "accuracy", n);
     let lm_at = |arm: &str, n: usize| lm.at(arm, "loss", n);
 

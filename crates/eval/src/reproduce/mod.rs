@@ -9,7 +9,7 @@
 mod gaps;
 pub mod scaling_sim;
 
-use crate::compare::{Comparison, Results, analyse, run_all};
+use crate::compare::{Comparison, LocalExecutor, Results, analyse, run_all};
 use crate::report::Table;
 use serde::Serialize;
 use std::path::Path;
@@ -82,27 +82,27 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Runs reproduction `name` at `size`, writing its report into `out`.
-pub fn run(name: &str, size: Size, out: &Path, quiet: bool) -> Result<Outcome, String> {
+pub fn run(name: &str, size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     match name {
         "scaling-sim" => scaling_sim::run(out),
-        "scaling-train" => gaps::scaling_train(size, out, quiet),
-        "mqar-gap" => gaps::mqar_gap(size, out, quiet),
-        "icl-gap" => gaps::icl_gap(size, out, quiet),
-        "lm-gap" => gaps::lm_gap(size, out, quiet),
-        "separation" => gaps::separation(size, out, quiet),
-        "length-scaling" => gaps::length_scaling(size, out, quiet),
+        "scaling-train" => gaps::scaling_train(size, out, exec),
+        "mqar-gap" => gaps::mqar_gap(size, out, exec),
+        "icl-gap" => gaps::icl_gap(size, out, exec),
+        "lm-gap" => gaps::lm_gap(size, out, exec),
+        "separation" => gaps::separation(size, out, exec),
+        "length-scaling" => gaps::length_scaling(size, out, exec),
         other => check_name(other).and(Err(format!("reproduction '{other}' has no runner"))),
     }
 }
 
 /// Trains a comparison into `dir/runs/` and analyses it (the report is written by the caller,
 /// which adds its own sections).
-fn run_compare(spec: &Comparison, title: &str, dir: &Path, quiet: bool) -> Result<Results, String> {
+fn run_compare(spec: &Comparison, title: &str, dir: &Path, exec: &LocalExecutor) -> Result<Results, String> {
     let plan = spec.plan()?;
-    if !quiet {
+    if !exec.quiet {
         println!("{title}: {} runs -> {}", plan.len(), dir.display());
     }
-    let records = run_all(spec, &plan, dir, quiet);
+    let records = run_all(spec, dir, exec)?;
     if records.iter().all(|r| r.error.is_some()) {
         return Err(format!("every run of '{title}' failed; first error: {}", records[0].error.as_deref().unwrap_or("")));
     }

@@ -1,0 +1,267 @@
+//! The Slurm executor: a comparison's plan submitted as one job array (task `i` trains plan
+//! entry `i`) and its analysis as a job that depends on the array (`afterany`, so a report is
+//! written, naming what is missing, even when tasks fail).
+//!
+//! attnlab schedules nothing itself: it writes two batch scripts into `<report>/slurm/` and
+//! calls `sbatch`. A task is `attnlab compare --run-only --index $SLURM_ARRAY_TASK_ID`, which
+//! resumes its run from the newest checkpoint, so a requeued task, or the array submitted again
+//! after a failure (only the entries not finished are), continues where it stopped. The report
+//! directory and the `attnlab` binary must be on a file system every node sees.
+
+use super::plan::{PlanEntry, RunStatus, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Resources and extras for the array's tasks: `[slurm]` in a comparison file, each overridden
+/// by its `--slurm-*` flag.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlurmOptions {
+    /// At most this many array tasks at once (`--array=...%M`).
+    pub max_parallel: Option<usize>,
+    /// CPUs per task (default 1); the run uses that many threads.
+    pub cpus_per_task: Option<usize>,
+    /// `--mem` per task (e.g. `4G`).
+    pub mem: Option<String>,
+    /// `--time` per task (e.g. `01:00:00`).
+    pub time: Option<String>,
+    pub partition: Option<String>,
+    /// Further `#SBATCH` options, passed through as given (e.g. `--gres=gpu:1`, `--account=lab`).
+    pub sbatch: Vec<String>,
+}
+
+/// What one submission sent to Slurm; the list of them is kept in `slurm/jobs.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub array_job: String,
+    pub analysis_job: String,
+    /// Plan entries the array runs (those not finished when it was submitted).
+    pub tasks: Vec<usize>,
+    pub submitted: String,
+}
+
+/// The batch script every array task runs.
+pub fn array_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> String {
+    let mut lines = header(out, &format!("attnlab-{}", job_name(out)), "slurm-%A_%a.log");
+    lines.push(format!("#SBATCH --cpus-per-task={}", options.cpus_per_task.unwrap_or(1).max(1)));
+    // A task preempted or failed on a node is worth running again: it resumes.
+    lines.push("#SBATCH --requeue".into());
+    if let Some(mem) = &options.mem {
+        lines.push(format!("#SBATCH --mem={mem}"));
+    }
+    if let Some(time) = &options.time {
+        lines.push(format!("#SBATCH --time={time}"));
+    }
+    if let Some(partition) = &options.partition {
+        lines.push(format!("#SBATCH --partition={partition}"));
+    }
+    for extra in &options.sbatch {
+        lines.push(format!("#SBATCH {extra}"));
+    }
+    lines.push(format!(
+        "# Written by `attnlab compare --executor slurm`: task i trains entry i of {}/plan.json, resuming it\n\
+         # from its newest checkpoint when it was started before.",
+        out.display()
+    ));
+    lines.push("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"".into());
+    lines.push(format!("exec {} compare --run-only --quiet --out {} --index \"$SLURM_ARRAY_TASK_ID\"", quote(attnlab), quote(out)));
+    lines.join("\n") + "\n"
+}
+
+/// The batch script of the analysis job.
+pub fn analysis_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> String {
+    let mut lines = header(out, &format!("attnlab-{}-analyse", job_name(out)), "slurm-analyse-%j.log");
+    lines.push("#SBATCH --cpus-per-task=1".into());
+    if let Some(partition) = &options.partition {
+        lines.push(format!("#SBATCH --partition={partition}"));
+    }
+    lines.push("# Written by `attnlab compare --executor slurm`: the report, from the run directories alone.".into());
+    lines.push(format!("exec {} compare --analyse-only --quiet --out {}", quote(attnlab), quote(out)));
+    lines.join("\n") + "\n"
+}
+
+fn header(out: &Path, name: &str, log: &str) -> Vec<String> {
+    vec!["#!/bin/bash".into(), format!("#SBATCH --job-name={name}"), format!("#SBATCH --output={}", out.join("logs").join(log).display())]
+}
+
+/// The report directory's name, as a job name.
+fn job_name(out: &Path) -> String {
+    out.file_name().unwrap_or_default().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+}
+
+/// `path` quoted for bash.
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
+}
+
+/// `0-3,5,7-9`: sorted indices as Slurm's `--array` list.
+pub fn array_list(indices: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < indices.len() {
+        let mut j = i;
+        while j + 1 < indices.len() && indices[j + 1] == indices[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { indices[i].to_string() } else { format!("{}-{}", indices[i], indices[j]) });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+/// Submits the entries of `entries` not finished as one array, then the analysis job after it.
+/// `Ok(None)` when every entry has finished (nothing to submit).
+pub fn submit(out: &Path, entries: &[PlanEntry], attnlab: &Path, options: &SlurmOptions) -> Result<Option<Submission>, String> {
+    let tasks: Vec<usize> = entries.iter().filter(|e| e.status(out) != RunStatus::Finished).map(|e| e.index).collect();
+    if tasks.is_empty() {
+        return Ok(None);
+    }
+    let dir = out.join("slurm");
+    for d in [&dir, &out.join("logs")] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let array = dir.join("array.sh");
+    let analysis = dir.join("analyse.sh");
+    write_atomic(&array, &array_script(out, attnlab, options))?;
+    write_atomic(&analysis, &analysis_script(out, attnlab, options))?;
+    let list = match options.max_parallel {
+        Some(m) => format!("{}%{m}", array_list(&tasks)),
+        None => array_list(&tasks),
+    };
+    let array_job = sbatch(&[format!("--array={list}")], &array, out)?;
+    let analysis_job = sbatch(&[format!("--dependency=afterany:{array_job}")], &analysis, out)?;
+    let submission = Submission { array_job, analysis_job, tasks, submitted: attnlab_train::run_dir::timestamp() };
+    let jobs_file = dir.join("jobs.json");
+    let mut all: Vec<Submission> = std::fs::read_to_string(&jobs_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    all.push(submission.clone());
+    write_atomic(&jobs_file, &serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?)?;
+    Ok(Some(submission))
+}
+
+/// `sbatch --parsable ARGS SCRIPT`, run in `cwd`; the job id.
+fn sbatch(args: &[String], script: &Path, cwd: &Path) -> Result<String, String> {
+    let output = Command::new("sbatch")
+        .arg("--parsable")
+        .args(args)
+        .arg(script)
+        .current_dir(cwd)
+        .output()
+        .map_err(|e| format!("cannot run sbatch ({e}): --executor slurm needs Slurm's sbatch on PATH"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("sbatch {} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    // `--parsable` prints `jobid` or `jobid;cluster`.
+    let id = stdout.trim().split(';').next().unwrap_or_default().to_string();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("sbatch printed no job id (\"{}\")", stdout.trim()));
+    }
+    Ok(id)
+}
+
+/// The state of job `id` as `squeue` shows it (`None` once Slurm has forgotten it).
+fn job_state(id: &str) -> Result<Option<String>, String> {
+    let output = Command::new("squeue").args(["-h", "-t", "all", "-j", id, "-o", "%T"]).output().map_err(|e| format!("cannot run squeue: {e}"))?;
+    // squeue fails for a job id it no longer knows.
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|s| !s.is_empty()))
+}
+
+/// Blocks until the submission's analysis job has ended, printing the plan's progress
+/// (finished / started / queued runs, read from the run directories) whenever it changes.
+/// `Err` when the analysis job did not complete.
+pub fn wait(out: &Path, entries: &[PlanEntry], submission: &Submission, quiet: bool) -> Result<(), String> {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        let state = job_state(&submission.analysis_job)?;
+        if !quiet {
+            let counts = counts(out, entries);
+            if last != Some(counts) {
+                let (finished, started_runs, failed, queued) = counts;
+                println!(
+                    "[{}] {finished}/{} finished | {started_runs} running or interrupted | {failed} failed | {queued} queued",
+                    super::run::format_duration(started.elapsed().as_secs_f64()),
+                    entries.len()
+                );
+                last = Some(counts);
+            }
+        }
+        match state.as_deref() {
+            Some("PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "SUSPENDED" | "RESIZING") => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Some("COMPLETED") => return Ok(()),
+            // Forgotten (MinJobAge passed): judged by the report it leaves.
+            None if out.join("results.json").is_file() => return Ok(()),
+            None => return Err(format!("analysis job {} is gone and left no report; see {}/logs/", submission.analysis_job, out.display())),
+            Some(other) => {
+                return Err(format!("analysis job {} ended {other}; see {}/logs/slurm-analyse-{}.log", submission.analysis_job, out.display(), submission.analysis_job));
+            }
+        }
+    }
+}
+
+/// `(finished, started, failed, queued)` runs of the plan.
+fn counts(out: &Path, entries: &[PlanEntry]) -> (usize, usize, usize, usize) {
+    let mut c = (0, 0, 0, 0);
+    for e in entries {
+        match e.status(out) {
+            RunStatus::Finished => c.0 += 1,
+            RunStatus::Started => c.1 += 1,
+            RunStatus::Failed(_) => c.2 += 1,
+            RunStatus::Queued => c.3 += 1,
+        }
+    }
+    c
+}
+
+/// The absolute path of `path` (a report directory must be absolute in a batch script).
+pub fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_lists_compress_runs_of_indices() {
+        assert_eq!(array_list(&[0, 1, 2, 3, 5, 7, 8, 9]), "0-3,5,7-9");
+        assert_eq!(array_list(&[4]), "4");
+        assert_eq!(array_list(&[]), "");
+    }
+
+    #[test]
+    fn scripts_run_the_plan_entry_of_the_task_with_its_resources() {
+        let options = SlurmOptions {
+            max_parallel: Some(4),
+            cpus_per_task: Some(2),
+            mem: Some("4G".into()),
+            time: None,
+            partition: Some("gpu".into()),
+            sbatch: vec!["--account=lab".into()],
+        };
+        let script = array_script(Path::new("/shared/rep ort"), Path::new("/opt/attnlab"), &options);
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[0], "#!/bin/bash");
+        for expected in [
+            "#SBATCH --job-name=attnlab-rep-ort",
+            "#SBATCH --output=/shared/rep ort/logs/slurm-%A_%a.log",
+            "#SBATCH --cpus-per-task=2",
+            "#SBATCH --mem=4G",
+            "#SBATCH --partition=gpu",
+            "#SBATCH --account=lab",
+            "exec '/opt/attnlab' compare --run-only --quiet --out '/shared/rep ort' --index \"$SLURM_ARRAY_TASK_ID\"",
+        ] {
+            assert!(lines.contains(&expected), "{expected} missing from\n{script}");
+        }
+        // Every #SBATCH line comes before the first command (sbatch stops reading them there).
+        let first_command = lines.iter().position(|l| !l.starts_with('#')).unwrap();
+        assert!(lines[first_command..].iter().all(|l| !l.starts_with("#SBATCH")), "{script}");
+        let analysis = analysis_script(Path::new("/r"), Path::new("/opt/it's"), &options);
+        assert!(analysis.ends_with("exec '/opt/it'\\''s' compare --analyse-only --quiet --out '/r'\n"), "{analysis}");
+    }
+}
