@@ -152,7 +152,7 @@ struct CompareArgs {
     jobs: usize,
     /// Where the runs execute: local (this machine, --jobs at a time) or slurm (one job array,
     /// then the analysis as a job that depends on it).
-    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"], conflicts_with_all = ["run_only", "analyse_only"])]
     executor: String,
     /// Only write the plan (comparison.json, plan.json) into --out and list it.
     #[arg(long, conflicts_with_all = ["run_only", "analyse_only"])]
