@@ -15,7 +15,12 @@ if [ "$action" = down ]; then
   if [ -f "$pids_file" ]; then
     squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
     # Stop order: node daemon, controller, munge.
-    tac "$pids_file" | while read -r pid; do alive "$pid" && kill "$pid" || true; done
+    tac "$pids_file" | while read -r pid; do
+      alive "$pid" || continue
+      kill "$pid" || true
+      # The daemons shut down gracefully; wait (at most 10 s each) so a following `up` starts fresh ones.
+      for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
+    done
     rm -f "$pids_file"
   fi
   exit 0

@@ -533,6 +533,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     }
     if a.run_only {
         if let Some(i) = a.index {
+            die_with_executor();
             let entry = entries.get(i).with_context(|| format!("--index {i}: the plan in {} has entries 0 to {}", out.display(), entries.len().saturating_sub(1)))?;
             return match run_entry(&out, entry) {
                 Ok(()) => Ok(()),
@@ -589,6 +590,27 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         analyse_and_report(&comparison, &entries, &out)?
     };
     finish_compare(&comparison, &results, &out)
+}
+
+/// A `--jobs` worker (started with the executor's pid in `EXECUTOR_PID_VAR`) is killed when its
+/// executor dies, so a killed `compare` leaves no runs training on, locked against its rerun.
+/// (Linux only; elsewhere the worker finishes its run, and the rerun waits for nothing: it
+/// reports that run as held by another process.)
+fn die_with_executor() {
+    let Some(executor) = std::env::var(attnlab_eval::compare::EXECUTOR_PID_VAR).ok().and_then(|p| p.parse::<i32>().ok()) else {
+        return;
+    };
+    #[cfg(target_os = "linux")]
+    // SAFETY: two syscalls about this process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The executor died before the prctl took effect: nobody is waiting for this run.
+        if libc::getppid() != executor {
+            libc::_exit(2);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = executor;
 }
 
 /// Reads every run directory of the plan, analyses and writes the report.

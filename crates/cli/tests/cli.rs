@@ -650,8 +650,8 @@ fn run_numbers(out: &Path) -> std::collections::BTreeMap<String, String> {
 }
 
 /// One plan, three ways to execute it: one run at a time in the process, `--jobs 2` worker
-/// processes, and the separate plan / run-entry / analyse steps (with a partial analysis in
-/// between). Same seeds, same numbers, to the bit.
+/// processes (killed midway and continued), and the separate plan / run-entry / analyse steps
+/// (with a partial analysis in between). Same seeds, same numbers, to the bit.
 #[test]
 fn a_grid_sweep_gives_the_same_runs_with_jobs_2_and_in_separate_steps() {
     let dir = temp("sweep");
@@ -663,8 +663,25 @@ fn a_grid_sweep_gives_the_same_runs_with_jobs_2_and_in_separate_steps() {
         attnlab(&args)
     };
     ok(&compare(&straight, &["--quiet"]));
+    // --jobs 2 with its executor killed midway: the workers die with it (none trains on holding
+    // its run's lock), and the same command continues the sweep.
+    let mut executor = Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(["compare", "--config", file.to_str().unwrap(), "--out", parallel.to_str().unwrap(), "--jobs", "2", "--quiet"])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = parallel.join("runs/softmax-d_model-16/lr3e-3-seed1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while latest_step(&first) < 10 {
+        assert!(std::time::Instant::now() < deadline && executor.try_wait().unwrap().is_none(), "the sweep ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    executor.kill().unwrap();
+    executor.wait().unwrap();
     let text = ok(&compare(&parallel, &["--jobs", "2"]));
-    assert!(text.contains("[8/8 done | 0 running | 0 queued]"), "{text}");
+    assert!(text.contains("continuing it") && text.contains("[8/8 done | 0 running | 0 queued]") && !text.contains("FAILED"), "{text}");
     let verdict = text.lines().find(|l| l.starts_with("- linear d_model=32: ")).expect("a verdict per grid arm");
     assert!(verdict.contains("softmax d_model=32") && !verdict.contains("softmax d_model=16"), "judged at its own width: {verdict}");
 

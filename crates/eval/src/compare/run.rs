@@ -168,6 +168,11 @@ fn take_run_dir(dir: &Path, config: &RunConfig) -> Result<(RunDir, bool), String
     Ok((run, true))
 }
 
+/// Set for a `--jobs` worker process: the pid of the executor that started it, which the worker
+/// must not outlive (a killed executor's workers would otherwise train on, holding their runs'
+/// locks against the rerun).
+pub const EXECUTOR_PID_VAR: &str = "ATTNLAB_EXECUTOR_PID";
+
 /// How this machine executes a comparison's plan.
 #[derive(Clone, Debug)]
 pub struct LocalExecutor {
@@ -276,6 +281,8 @@ fn run_processes(out: &Path, todo: &[&PlanEntry], worker: &Path, jobs: usize, th
                 .args(["compare", "--run-only", "--quiet", "--index", &entry.index.to_string(), "--out"])
                 .arg(out)
                 .env("RAYON_NUM_THREADS", threads.to_string())
+                // The worker dies with this process (see the CLI's `die_with_executor`).
+                .env(EXECUTOR_PID_VAR, std::process::id().to_string())
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(log)
