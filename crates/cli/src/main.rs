@@ -198,7 +198,7 @@ struct SlurmArgs {
 
 #[derive(Args)]
 struct ReproduceArgs {
-    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation or length-scaling (omit to list them).
+    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio or recall-frontier (omit to list them).
     name: Option<String>,
     /// smoke (minutes on 2 CPU cores) or full (the README's numbers).
     #[arg(long, default_value = "smoke")]

@@ -80,3 +80,22 @@ fn length_scaling_ssmax_holds_attention_and_fox_holds_recall_and_loss_past_the_t
 fn separation_softmax_beats_plain_linear_attention() {
     reproduce("separation");
 }
+
+#[test]
+fn hybrid_ratio_three_gated_deltanet_layers_to_one_softmax_recover_recall() {
+    let r = reproduce("hybrid-ratio");
+    assert_eq!(r["checks"].as_array().unwrap().len(), 3, "the gap and two hybrids at one width");
+    let runs = r["per_width"][0]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 8, "4 stacks x 2 seeds");
+}
+
+#[test]
+fn recall_frontier_softmax_on_top_and_gated_delta_above_linear() {
+    let r = reproduce("recall-frontier");
+    assert_eq!(r["widths"], serde_json::json!([16, 32]));
+    // Each family's decode state grows with the width: the frontier has two points per family.
+    for family in 0..4 {
+        let state = |w: usize| r["per_width"][w]["arms"][family]["state_floats"].as_u64().unwrap();
+        assert!(state(1) > state(0), "family {family}: {} -> {}", state(0), state(1));
+    }
+}

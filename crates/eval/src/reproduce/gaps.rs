@@ -11,12 +11,12 @@ use std::path::Path;
 
 /// A reproduction's preset, read once; each reproduction then sets its sizes as fields (every
 /// run's config is validated when the comparison is planned).
-fn read_preset(path: &str) -> Result<RunConfig, String> {
+pub(super) fn read_preset(path: &str) -> Result<RunConfig, String> {
     RunConfig::read(Path::new(path)).map_err(|e| e.to_string())
 }
 
 /// A comparison of `(name, mixer)` arms on `base`, over seeds `1..=seeds`.
-fn spec(base: &RunConfig, seeds: u64, lrs: &[f64], target: Option<f64>, arms: &[(&str, &str)]) -> Result<Comparison, String> {
+pub(super) fn spec(base: &RunConfig, seeds: u64, lrs: &[f64], target: Option<f64>, arms: &[(&str, &str)]) -> Result<Comparison, String> {
     let mut comparison = Comparison::of_mixers(base, arms, (1..=seeds).collect(), lrs.to_vec())?;
     comparison.target = target;
     Ok(comparison)
@@ -28,7 +28,7 @@ fn by_mixer<'a>(mixers: &[&'a str]) -> Vec<(&'a str, &'a str)> {
 }
 
 /// Mean final metric of an arm (at its best lr).
-fn mean(results: &Results, arm: &str) -> f64 {
+pub(super) fn mean(results: &Results, arm: &str) -> f64 {
     results.arms.iter().find(|a| a.name == arm).map_or(f64::NAN, |a| a.summary.mean)
 }
 

@@ -6,7 +6,9 @@
 //! `smoke` sizes run in minutes on 2 CPU cores (the tests assert their checks); `full` sizes
 //! are the ones whose numbers the README quotes.
 
+mod frontier;
 mod gaps;
+mod hybrid;
 pub mod scaling_sim;
 
 use crate::compare::{Comparison, LocalExecutor, Results, analyse, run_all};
@@ -62,7 +64,7 @@ pub struct Outcome {
 }
 
 /// Every reproduction: name and one line on what it shows.
-pub const REPRODUCTIONS: [(&str, &str); 7] = [
+pub const REPRODUCTIONS: [(&str, &str); 9] = [
     ("scaling-sim", "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256"),
     ("scaling-train", "the same divisors inside a trained character LM: loss, gradient norm, attention entropy"),
     ("mqar-gap", "softmax vs six linear feature maps on associative recall, across model widths"),
@@ -70,6 +72,8 @@ pub const REPRODUCTIONS: [(&str, &str); 7] = [
     ("lm-gap", "softmax vs linear attention on Tiny Shakespeare: validation loss curves"),
     ("separation", "seed 1's construction: one planted large entry; softmax separates, linear does not"),
     ("length-scaling", "softmax that knows its length (SSMax, log-n temperature, FoX, stick-breaking) on max retrieval and MQAR past the trained size"),
+    ("hybrid-ratio", "4-layer MQAR stacks from all softmax to all Gated DeltaNet: how much softmax recall needs (1:1, 3:1)"),
+    ("recall-frontier", "MQAR accuracy against decoding-state size for softmax, the feature maps and the gated/delta families"),
 ];
 
 /// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
@@ -91,6 +95,8 @@ pub fn run(name: &str, size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         "lm-gap" => gaps::lm_gap(size, out, exec),
         "separation" => gaps::separation(size, out, exec),
         "length-scaling" => gaps::length_scaling(size, out, exec),
+        "hybrid-ratio" => hybrid::hybrid_ratio(size, out, exec),
+        "recall-frontier" => frontier::recall_frontier(size, out, exec),
         other => check_name(other).and(Err(format!("reproduction '{other}' has no runner"))),
     }
 }

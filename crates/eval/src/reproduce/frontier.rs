@@ -1,0 +1,173 @@
+//! `attnlab reproduce recall-frontier`: MQAR accuracy against decoding-state size, zoology's
+//! recall-memory tradeoff (Arora et al. 2023, "Zoology"; Arora et al. 2024, "Simple linear
+//! attention language models balance the recall-throughput tradeoff", Figure 2).
+//!
+//! Every family is trained at several widths; its decode state (floats per sequence after the
+//! task's context, summed over layers, each family counting its own: a KV cache of `2·T·d` for
+//! softmax, `d·f` sums for a linear map of feature size `f`, `d²/h` per layer for the decay and
+//! delta-rule families) grows with the width, so each family traces a curve of accuracy against
+//! state. Expected shape: softmax on top (its state grows with the context); at equal state,
+//! Gated DeltaNet ≳ DeltaNet > GLA > Mamba-2-style decay > ungated linear attention. The gated
+//! and delta-rule families carry a short convolution (`conv=4`) as fla's and zoology's
+//! implementations of them do.
+//!
+//! `smoke`: four families at widths 16 and 32, one seed, lr 3e-3. `full`: softmax, the six
+//! classic feature maps and five decay/delta families at widths 16, 32 and 64, 2 seeds, each
+//! at its best of lr {1e-3, 3e-3, 1e-2}. Task: `configs/mqar-smoke.toml` (length 32, 4 pairs).
+
+use super::gaps::{mean, read_preset, spec};
+use super::{Check, Outcome, Size, run_compare};
+use crate::compare::{LocalExecutor, Results};
+use crate::plots::{Series, line_chart};
+use crate::report::{self, Plot, Section, Table, fmt};
+use std::path::Path;
+
+const SOFTMAX: &str = "softmax";
+const GATED_DELTANET: &str = "delta:gated:conv=4";
+const DELTANET: &str = "delta:conv=4";
+const GLA: &str = "decay:gla:conv=4";
+const MAMBA2: &str = "decay:mamba2:conv=4";
+const LINEAR: &str = "linear:elu1";
+
+fn families(size: Size) -> Vec<&'static str> {
+    match size {
+        Size::Smoke => vec![SOFTMAX, LINEAR, GLA, GATED_DELTANET],
+        Size::Full => vec![
+            SOFTMAX,
+            "linear:identity",
+            LINEAR,
+            "linear:relu",
+            "linear:cosformer",
+            "linear:taylor",
+            "linear:performer",
+            "decay:retnet:conv=4",
+            MAMBA2,
+            GLA,
+            DELTANET,
+            GATED_DELTANET,
+        ],
+    }
+}
+
+/// `(mean accuracy, decode state)` of `family` at each width.
+fn curve(per_width: &[Results], family: &str) -> Vec<(f64, usize)> {
+    per_width
+        .iter()
+        .map(|r| {
+            let a = r.arms.iter().find(|a| a.name == family).expect("every family ran");
+            (a.summary.mean, a.state_floats)
+        })
+        .collect()
+}
+
+/// Mean accuracy over the widths: the area under a family's curve, on equal footing (every
+/// family at the same widths, where the decay and delta families have equal state).
+fn area(per_width: &[Results], family: &str) -> f64 {
+    per_width.iter().map(|r| mean(r, family)).sum::<f64>() / per_width.len() as f64
+}
+
+pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+    let preset = "configs/mqar-smoke.toml";
+    let (widths, seeds, lrs): (Vec<usize>, u64, Vec<f64>) = match size {
+        Size::Smoke => (vec![16, 32], 1, vec![3e-3]),
+        Size::Full => (vec![16, 32, 64], 2, vec![1e-3, 3e-3, 1e-2]),
+    };
+    let families = families(size);
+    let mut base = read_preset(preset)?;
+    base.train.eval_every = 100;
+    let arms: Vec<(&str, &str)> = families.iter().map(|&f| (f, f)).collect();
+    let mut per_width: Vec<Results> = Vec::new();
+    for &w in &widths {
+        let mut config = base.clone();
+        config.model.d_model = w;
+        let s = spec(&config, seeds, &lrs, Some(0.9), &arms)?;
+        let dir = out.join(format!("width-{w}"));
+        let results = run_compare(&s, &format!("attnlab reproduce recall-frontier: width {w}"), &dir, exec)?;
+        report::write(&results, &dir)?;
+        per_width.push(results);
+    }
+
+    // The frontier: accuracy against state on a log axis (log2 of the floats, one family per line).
+    let series: Vec<Series> = families
+        .iter()
+        .map(|&f| Series::new(f, curve(&per_width, f).into_iter().map(|(acc, state)| ((state.max(1) as f64).log2(), acc)).collect()))
+        .collect();
+    let title = "MQAR accuracy vs decode state (best lr per family and width)";
+    let plots = vec![Plot {
+        stem: "recall_frontier".into(),
+        title: title.into(),
+        svg: line_chart(title, "decode state per sequence, log2(floats)", "accuracy", &series, false),
+    }];
+
+    let mut header = vec!["attention".to_string()];
+    header.extend(widths.iter().map(|w| format!("width {w}: accuracy (state)")));
+    header.push("mean over widths".into());
+    let rows: Vec<Vec<String>> = families
+        .iter()
+        .map(|&f| {
+            let mut row = vec![f.to_string()];
+            for (r, (acc, state)) in per_width.iter().zip(curve(&per_width, f)) {
+                let best_lr = r.arms.iter().find(|a| a.name == f).map_or(f64::NAN, |a| a.best_lr);
+                row.push(format!("{} ({state}; lr {best_lr:e})", fmt(acc)));
+            }
+            row.push(fmt(area(&per_width, f)));
+            row
+        })
+        .collect();
+
+    // Softmax on top: at every width no family recalls better (by more than 0.02).
+    let mut checks = Vec::new();
+    let tops: Vec<String> = widths
+        .iter()
+        .zip(&per_width)
+        .map(|(w, r)| {
+            let soft = mean(r, SOFTMAX);
+            let (best, name) = families.iter().filter(|&&f| f != SOFTMAX).map(|&f| (mean(r, f), f)).fold((f64::MIN, ""), |a, b| if b.0 > a.0 { b } else { a });
+            format!("width {w}: softmax {soft:.3}, best other {name} {best:.3}")
+        })
+        .collect();
+    let softmax_on_top = widths.iter().zip(&per_width).all(|(_, r)| {
+        let soft = mean(r, SOFTMAX);
+        families.iter().all(|&f| mean(r, f) <= soft + 0.02)
+    });
+    checks.push(Check::new("softmax is on top: at every width no family recalls better", softmax_on_top, tops.join("; ")));
+    // The ordering at equal state, by the mean over widths.
+    let order: Vec<(&str, &str, f64)> = match size {
+        Size::Smoke => vec![(GATED_DELTANET, LINEAR, 0.0)],
+        Size::Full => vec![(GATED_DELTANET, DELTANET, -0.05), (DELTANET, GLA, 0.0), (GLA, MAMBA2, 0.0), (MAMBA2, LINEAR, 0.0)],
+    };
+    for (better, worse, slack) in order {
+        let (a, b) = (area(&per_width, better), area(&per_width, worse));
+        let relation = if slack < 0.0 { "≳" } else { ">" };
+        checks.push(Check::new(
+            format!("at equal widths, {better} {relation} {worse} (mean accuracy over widths{})", if slack < 0.0 { ", within 0.05" } else { "" }),
+            if slack < 0.0 { a >= b + slack } else { a > b },
+            format!("{a:.3} vs {b:.3}"),
+        ));
+    }
+
+    let mut sections = vec![
+        Section::new("Accuracy and decode state per width").table(Table::new("summary", header, rows)),
+        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
+    ];
+    for (w, r) in widths.iter().zip(&per_width) {
+        sections.push(
+            Section::new(format!("Width {w}"))
+                .text(format!("Full report: `width-{w}/report.html`."))
+                .bullets(r.verdicts.iter().map(|v| v.split("; After").next().unwrap_or(v).to_string()).collect()),
+        );
+    }
+    let doc = report::Document {
+        title: "attnlab reproduce recall-frontier: recall against decoding state".into(),
+        intro: format!(
+            "Preset `{preset}` (MQAR, length 32, 4 key-value pairs, 2 layers, one head, no MLP) at widths {widths:?}, {seeds} \
+             seed(s), learning rates {lrs:?}, each family at its best lr per width. Decode state: floats one sequence's \
+             decoding state holds after 32 tokens, both layers, each family counting its own (zoology's definition)."
+        ),
+        sections,
+        plots,
+    };
+    let json = serde_json::json!({ "reproduction": "recall-frontier", "size": size, "widths": widths, "checks": checks, "per_width": per_width });
+    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
+    Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("table") })
+}
