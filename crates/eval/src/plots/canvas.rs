@@ -17,6 +17,16 @@ pub(super) fn colour(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
+/// The line style of series `i`: solid for the palette's first round, then dashed, then dotted,
+/// so series that share a colour (more than eight) stay apart. An SVG attribute, or empty.
+pub(super) fn dash(i: usize) -> &'static str {
+    match i / PALETTE.len() % 3 {
+        0 => "",
+        1 => " stroke-dasharray=\"7 4\"",
+        _ => " stroke-dasharray=\"2 3\"",
+    }
+}
+
 /// The plot area inside the document, in SVG user units.
 pub(super) struct Frame {
     pub(super) left: f64,
@@ -146,11 +156,12 @@ pub(super) fn draw_legend<'a>(out: &mut String, frame: &Frame, labels: impl Iter
         let row_y = y + 4.0 + ROW * (i as f64 + 0.5);
         w!(
             out,
-            "<line x1=\"{}\" y1=\"{ry}\" x2=\"{}\" y2=\"{ry}\" stroke=\"{}\" stroke-width=\"3\"/>\n\
+            "<line x1=\"{}\" y1=\"{ry}\" x2=\"{}\" y2=\"{ry}\" stroke=\"{}\" stroke-width=\"3\"{}/>\n\
              <text x=\"{}\" y=\"{ry}\" dy=\"0.35em\">{}</text>\n",
             num(x + 6.0),
             num(x + 26.0),
             colour(i),
+            dash(i),
             num(x + 32.0),
             escape(label),
             ry = num(row_y)

@@ -3,7 +3,7 @@
 
 use super::axis::{Axis, Extent};
 use super::canvas::{
-    Frame, colour, draw_axis_lines, draw_legend, draw_x_label, draw_x_ticks, draw_y_axis, escape, no_data, num,
+    Frame, colour, dash, draw_axis_lines, draw_legend, draw_x_label, draw_x_ticks, draw_y_axis, escape, no_data, num,
     open_document, point_list,
 };
 use std::fmt::Write as _;
@@ -133,10 +133,11 @@ pub fn line_chart(
             ),
             _ => w!(
                 out,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" \
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{} \
                  stroke-linejoin=\"round\" stroke-linecap=\"round\"><title>{}</title></polyline>\n",
                 point_list(pts.iter().copied()),
                 colour(i),
+                dash(i),
                 escape(&s.label)
             ),
         }
@@ -184,6 +185,15 @@ mod tests {
                     .collect(),
             ),
         ]
+    }
+
+    #[test]
+    fn series_past_the_palette_are_dashed_in_the_plot_and_the_legend() {
+        let series: Vec<Series> = (0..PALETTE.len() + 2).map(|i| Series::new(format!("s{i}"), vec![(0.0, i as f64), (1.0, i as f64)])).collect();
+        let svg = line_chart("many", "x", "y", &series, false);
+        assert_valid(&svg);
+        // Two dashed polylines and their two legend lines; the first eight stay solid.
+        assert_eq!(svg.matches("stroke-dasharray=\"7 4\"").count(), 4, "{svg}");
     }
 
     #[test]
