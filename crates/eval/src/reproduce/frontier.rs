@@ -15,11 +15,12 @@
 //! classic feature maps and five decay/delta families at widths 16, 32 and 64, 2 seeds, each
 //! at its best of lr {1e-3, 3e-3, 1e-2}. Task: `configs/mqar-smoke.toml` (length 32, 4 pairs).
 
-use super::gaps::{mean, read_preset, spec};
-use super::{Check, Outcome, Size, run_compare};
+use super::gaps::{mean, read_preset};
+use super::widths::{run_each_width, write_joined};
+use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, line_chart};
-use crate::report::{self, Plot, Section, Table, fmt};
+use crate::report::{Plot, Table, fmt};
 use std::path::Path;
 
 const SOFTMAX: &str = "softmax";
@@ -76,16 +77,7 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     let mut base = read_preset(preset)?;
     base.train.eval_every = 100;
     let arms: Vec<(&str, &str)> = families.iter().map(|&f| (f, f)).collect();
-    let mut per_width: Vec<Results> = Vec::new();
-    for &w in &widths {
-        let mut config = base.clone();
-        config.model.d_model = w;
-        let s = spec(&config, seeds, &lrs, Some(0.9), &arms)?;
-        let dir = out.join(format!("width-{w}"));
-        let results = run_compare(&s, &format!("attnlab reproduce recall-frontier: width {w}"), &dir, exec)?;
-        report::write(&results, &dir)?;
-        per_width.push(results);
-    }
+    let per_width = run_each_width("recall-frontier", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;
 
     // The frontier: accuracy against state on a log axis (log2 of the floats, one family per line).
     let series: Vec<Series> = families
@@ -146,28 +138,20 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         ));
     }
 
-    let mut sections = vec![
-        Section::new("Accuracy and decode state per width").table(Table::new("summary", header, rows)),
-        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
-    ];
-    for (w, r) in widths.iter().zip(&per_width) {
-        sections.push(
-            Section::new(format!("Width {w}"))
-                .text(format!("Full report: `width-{w}/report.html`."))
-                .bullets(r.verdicts.iter().map(|v| v.split("; After").next().unwrap_or(v).to_string()).collect()),
-        );
-    }
-    let doc = report::Document {
-        title: "attnlab reproduce recall-frontier: recall against decoding state".into(),
-        intro: format!(
-            "Preset `{preset}` (MQAR, length 32, 4 key-value pairs, 2 layers, one head, no MLP) at widths {widths:?}, {seeds} \
-             seed(s), learning rates {lrs:?}, each family at its best lr per width. Decode state: floats one sequence's \
-             decoding state holds after 32 tokens, both layers, each family counting its own (zoology's definition)."
-        ),
-        sections,
+    let intro = format!(
+        "Preset `{preset}` (MQAR, length 32, 4 key-value pairs, 2 layers, one head, no MLP) at widths {widths:?}, {seeds} \
+         seed(s), learning rates {lrs:?}, each family at its best lr per width. Decode state: floats one sequence's \
+         decoding state holds after 32 tokens, both layers, each family counting its own (zoology's definition)."
+    );
+    write_joined(
+        "recall-frontier",
+        size,
+        ("attnlab reproduce recall-frontier: recall against decoding state", intro),
+        &widths,
+        &per_width,
+        ("Accuracy and decode state per width", Table::new("summary", header, rows)),
+        checks,
         plots,
-    };
-    let json = serde_json::json!({ "reproduction": "recall-frontier", "size": size, "widths": widths, "checks": checks, "per_width": per_width });
-    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
-    Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("table") })
+        out,
+    )
 }

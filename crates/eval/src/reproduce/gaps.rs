@@ -280,16 +280,7 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
     let mut arms = vec![("softmax", "softmax")];
     arms.extend(LINEAR_MAPS);
     let names: Vec<String> = arms.iter().map(|a| a.0.to_string()).collect();
-    let mut per_width = Vec::new();
-    for &w in &widths {
-        let mut config = base.clone();
-        config.model.d_model = w;
-        let s = spec(&config, seeds, &lrs, Some(0.9), &arms)?;
-        let dir = out.join(format!("width-{w}"));
-        let results = run_compare(&s, &format!("attnlab reproduce mqar-gap: width {w}"), &dir, exec)?;
-        report::write(&results, &dir)?;
-        per_width.push(results);
-    }
+    let per_width = super::widths::run_each_width("mqar-gap", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;
     let mut header = vec!["attention".to_string()];
     header.extend(widths.iter().map(|w| format!("accuracy, width {w}")));
     let rows: Vec<Vec<String>> = names
@@ -336,29 +327,21 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
             format!("{soft_avg:.3} vs {linear_avg:.3}"),
         ),
     ];
-    let mut sections = vec![
-        Section::new("Accuracy per width").table(Table::new("summary", header, rows)),
-        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
-    ];
-    for (w, r) in widths.iter().zip(&per_width) {
-        sections.push(
-            Section::new(format!("Width {w}"))
-                .text(format!("Full report: `width-{w}/report.html`."))
-                .bullets(r.verdicts.iter().map(|v| v.split("; After").next().unwrap_or(v).to_string()).collect()),
-        );
-    }
-    let doc = report::Document {
-        title: "attnlab reproduce mqar-gap: softmax vs linear attention on associative recall".into(),
-        intro: format!(
-            "Preset `{preset}` with {seeds} seeds per arm{}; each cell is the mean accuracy at queried positions ± half the 95% CI, at the arm's best lr.",
-            if lrs.is_empty() { String::new() } else { format!(", learning rates {lrs:?}") }
-        ),
-        sections,
+    let intro = format!(
+        "Preset `{preset}` with {seeds} seeds per arm{}; each cell is the mean accuracy at queried positions ± half the 95% CI, at the arm's best lr.",
+        if lrs.is_empty() { String::new() } else { format!(", learning rates {lrs:?}") }
+    );
+    super::widths::write_joined(
+        "mqar-gap",
+        size,
+        ("attnlab reproduce mqar-gap: softmax vs linear attention on associative recall", intro),
+        &widths,
+        &per_width,
+        ("Accuracy per width", Table::new("summary", header, rows)),
+        checks,
         plots,
-    };
-    let json = serde_json::json!({ "reproduction": "mqar-gap", "size": size, "widths": widths, "checks": checks, "per_width": per_width });
-    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
-    Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("table") })
+        out,
+    )
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 //! 1e-2}, each arm at its best. Both on `configs/mqar-smoke.toml` (length 32, 4 pairs, 1000
 //! steps) with 4 layers.
 
-use super::gaps::{mean, read_preset, spec};
-use super::{Check, Outcome, Size, run_compare};
-use crate::compare::{LocalExecutor, Results};
+use super::gaps::{mean, read_preset};
+use super::widths::{run_each_width, write_joined};
+use super::{Check, Outcome, Size};
+use crate::compare::LocalExecutor;
 use crate::plots::{Series, line_chart};
-use crate::report::{self, Plot, Section, Table, fmt};
+use crate::report::{Plot, Table, fmt};
 use std::path::Path;
 
 /// `(name, per-layer stack, softmax layers of 4)`, all softmax first (the baseline).
@@ -34,16 +35,7 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
     base.model.n_layers = 4;
     base.train.eval_every = 100;
     let arms: Vec<(&str, &str)> = STACKS.iter().map(|&(name, stack, _)| (name, stack)).collect();
-    let mut per_width: Vec<Results> = Vec::new();
-    for &w in &widths {
-        let mut config = base.clone();
-        config.model.d_model = w;
-        let s = spec(&config, seeds, &lrs, Some(0.9), &arms)?;
-        let dir = out.join(format!("width-{w}"));
-        let results = run_compare(&s, &format!("attnlab reproduce hybrid-ratio: width {w}"), &dir, exec)?;
-        report::write(&results, &dir)?;
-        per_width.push(results);
-    }
+    let per_width = run_each_width("hybrid-ratio", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;
 
     let mut header = vec!["stack (Gated DeltaNet : softmax)".to_string(), "softmax layers".to_string()];
     header.extend(widths.iter().map(|w| format!("accuracy, width {w}")));
@@ -92,28 +84,20 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
             ));
         }
     }
-    let mut sections = vec![
-        Section::new("Accuracy per stack").table(Table::new("summary", header, rows)),
-        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
-    ];
-    for (w, r) in widths.iter().zip(&per_width) {
-        sections.push(
-            Section::new(format!("Width {w}"))
-                .text(format!("Full report: `width-{w}/report.html`."))
-                .bullets(r.verdicts.iter().map(|v| v.split("; After").next().unwrap_or(v).to_string()).collect()),
-        );
-    }
-    let doc = report::Document {
-        title: "attnlab reproduce hybrid-ratio: how many softmax layers a Gated DeltaNet stack needs to recall".into(),
-        intro: format!(
-            "Preset `{preset}` with 4 layers (MQAR, length 32, 4 key-value pairs), {seeds} seeds per stack, learning rates {lrs:?}; \
-             each cell is the mean accuracy at queried positions ± half the 95% CI, at the stack's best lr. Layers are listed \
-             bottom to top; the hybrids put softmax last (3:1, as Qwen3-Next) or alternate (1:1)."
-        ),
-        sections,
+    let intro = format!(
+        "Preset `{preset}` with 4 layers (MQAR, length 32, 4 key-value pairs), {seeds} seeds per stack, learning rates {lrs:?}; \
+         each cell is the mean accuracy at queried positions ± half the 95% CI, at the stack's best lr. Layers are listed \
+         bottom to top; the hybrids put softmax last (3:1, as Qwen3-Next) or alternate (1:1)."
+    );
+    write_joined(
+        "hybrid-ratio",
+        size,
+        ("attnlab reproduce hybrid-ratio: how many softmax layers a Gated DeltaNet stack needs to recall", intro),
+        &widths,
+        &per_width,
+        ("Accuracy per stack", Table::new("summary", header, rows)),
+        checks,
         plots,
-    };
-    let json = serde_json::json!({ "reproduction": "hybrid-ratio", "size": size, "widths": widths, "checks": checks, "per_width": per_width });
-    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
-    Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("table") })
+        out,
+    )
 }

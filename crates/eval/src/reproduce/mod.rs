@@ -10,6 +10,7 @@ mod frontier;
 mod gaps;
 mod hybrid;
 pub mod scaling_sim;
+mod widths;
 
 use crate::compare::{Comparison, LocalExecutor, Results, analyse, run_all};
 use crate::report::Table;
