@@ -515,7 +515,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     // Batch scripts run elsewhere: they need the absolute path.
     let out = if slurm_executor { slurm::absolute(&out).map_err(anyhow::Error::msg)? } else { out };
     if let Some(spec) = &spec {
-        spec.plan().map_err(anyhow::Error::msg)?;
+        // Validates every run's config before anything is written.
         let resuming = prepare_dir(spec, &out).map_err(anyhow::Error::msg)?;
         if resuming && !a.run_only && !a.analyse_only {
             // Said even when quiet: finished runs are read back, interrupted ones continued.

@@ -207,6 +207,9 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         transferred = Some((source.checkpoint, report));
     }
     let fresh_optim = adamw(t).init();
+    // Loading a checkpoint does not change the model's shapes, so the fresh model's count holds.
+    let param_count = params::count(&fresh);
+    let metric = task.main_metric();
 
     let (mut model, mut optim, mut state) = if let Some((saved, dir)) = latest {
         check_identity(run, config)?;
@@ -221,7 +224,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             run.write_file(run_dir::METRICS_FILE, "")?;
         }
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
-        let mut meta = meta(config, params::count(&fresh), task.main_metric());
+        let mut meta = meta(config, param_count, metric);
         if let Some((from, report)) = &transferred {
             meta["initialised_from"] = json!({ "checkpoint": from, "copied": report.copied, "fresh": report.fresh });
         }
@@ -231,13 +234,12 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     };
 
     let eval_batches = task.eval_batches(t.eval_batches, t.batch_size, &device);
-    let metric = task.main_metric();
     let progress = Progress::new(verbosity, state.step, t.steps);
     progress.line(&format!(
         "{} | {} | {} parameters | {} steps from step {} on {}",
         config.task.name(),
         config.model.mixer,
-        params::count(&model),
+        param_count,
         t.steps - state.step.min(t.steps),
         state.step,
         config.device
@@ -246,7 +248,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     let mut outcome = TrainOutcome {
         run_dir: run.path.clone(),
         steps: state.step,
-        params: params::count(&model),
+        params: param_count,
         metric,
         final_metrics: BTreeMap::new(),
         best_metric: state.best_metric,

@@ -186,11 +186,6 @@ pub struct LocalExecutor {
 }
 
 impl LocalExecutor {
-    /// One run at a time in this process.
-    pub fn in_process(quiet: bool) -> Self {
-        Self { jobs: 1, worker: None, quiet }
-    }
-
     /// Threads each of `jobs` concurrent runs gets: the hardware threads divided evenly, at least one.
     pub fn threads_per_job(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
