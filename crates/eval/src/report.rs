@@ -163,6 +163,9 @@ pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
 #[derive(Clone, Debug, Default)]
 pub struct Document {
     pub title: String,
+    /// The one line to act on (a comparison's adopt / do not adopt / inconclusive), shown
+    /// first, above the introduction.
+    pub decision: Option<String>,
     pub intro: String,
     pub sections: Vec<Section>,
     pub plots: Vec<Plot>,
@@ -260,12 +263,16 @@ pub fn document(results: &Results) -> Document {
         sections.push(Section::new("Failed runs").bullets(failed));
     }
     let plots = plots(results).into_iter().map(|(stem, title, svg)| Plot { stem, title, svg }).collect();
-    Document { title: results.title.clone(), intro, sections, plots }
+    Document { title: results.title.clone(), decision: Some(results.decision.clone()).filter(|d| !d.is_empty()), intro, sections, plots }
 }
 
 fn markdown(doc: &Document) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# {}\n\n{}\n", doc.title, doc.intro);
+    let _ = writeln!(md, "# {}\n", doc.title);
+    if let Some(d) = &doc.decision {
+        let _ = writeln!(md, "**Decision:** {d}\n");
+    }
+    let _ = writeln!(md, "{}\n", doc.intro);
     for s in &doc.sections {
         let _ = writeln!(md, "## {}\n", s.heading);
         for p in &s.paragraphs {
@@ -320,7 +327,11 @@ fn html(doc: &Document) -> String {
          td:first-child{{text-align:left}}figure{{display:inline-block;margin:0.5em}}</style></head><body>\n",
         escape(&doc.title)
     );
-    let _ = writeln!(h, "<h1>{}</h1>\n<p>{}</p>", escape(&doc.title), inline(&doc.intro));
+    let _ = writeln!(h, "<h1>{}</h1>", escape(&doc.title));
+    if let Some(d) = &doc.decision {
+        let _ = writeln!(h, "<p id=\"decision\"><strong>Decision:</strong> {}</p>", inline(d));
+    }
+    let _ = writeln!(h, "<p>{}</p>", inline(&doc.intro));
     for s in &doc.sections {
         let _ = writeln!(h, "<h2>{}</h2>", escape(&s.heading));
         for p in &s.paragraphs {

@@ -67,3 +67,98 @@ fn monitoring(arm: &ArmResult, base: &ArmResult) -> String {
         base.name
     )
 }
+
+/// Seeds per arm below which the report warns that its intervals are unreliable: with fewer,
+/// a bootstrap resamples from a handful of values and a t interval leans on normality.
+pub const RELIABLE_SEEDS: usize = 5;
+
+/// Whether `value` closes less than a tenth of the way from `chance` to a perfect score (1 for
+/// a metric where higher is better, 0 for a loss): a model that learned nothing task-specific.
+pub fn at_chance(value: f64, chance: f64, higher_is_better: bool) -> bool {
+    let perfect = if higher_is_better { 1.0 } else { 0.0 };
+    let closed = (value - chance) / (perfect - chance);
+    !(closed >= 0.1)
+}
+
+/// The report's one-line decision, for someone who reads nothing else: adopt, do not adopt or
+/// inconclusive, and why. `baselines[a]` is the arm `a` is judged against; `chance` is the
+/// task's metric at chance, when it has one.
+pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is_better: bool, chance: Option<f64>, missing: usize) -> String {
+    if missing > 0 {
+        return format!("Inconclusive: {missing} planned run(s) have not finished; run the same command again, then read the verdicts.");
+    }
+    if let Some(chance) = chance {
+        let learned: Vec<&ArmResult> = arms.iter().filter(|a| a.summary.n > 0 && !at_chance(a.summary.mean, chance, higher_is_better)).collect();
+        if learned.is_empty() {
+            return format!(
+                "Inconclusive: no arm learned the task (every {metric} is within a tenth of chance, {chance:.4}); no adoption advice. \
+                 Fix the protocol first: more steps, a learning-rate sweep, warm-up."
+            );
+        }
+        let stuck: Vec<&str> = baselines
+            .iter()
+            .copied()
+            .filter(|&b| arms[b].summary.n == 0 || at_chance(arms[b].summary.mean, chance, higher_is_better))
+            .map(|b| arms[b].name.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !stuck.is_empty() {
+            return format!(
+                "Inconclusive: the baseline {} did not learn the task ({metric} within a tenth of chance, {chance:.4}), so beating it says nothing; \
+                 no adoption advice. Fix the baseline's protocol first.",
+                stuck.join(", ")
+            );
+        }
+    }
+    let candidates: Vec<(usize, &ArmResult)> = arms.iter().enumerate().filter(|(i, _)| baselines[*i] != *i).collect();
+    if candidates.is_empty() {
+        return "Inconclusive: the comparison has only its baseline; add an arm to compare.".to_string();
+    }
+    let fewest = arms.iter().map(|a| a.summary.n).min().unwrap_or(0);
+    let caveat = if fewest < RELIABLE_SEEDS {
+        format!(" Only {fewest} seed(s) in some arm: below {RELIABLE_SEEDS} the 95% intervals (Welch and bootstrap) are unreliable; rerun with at least {RELIABLE_SEEDS} seeds before acting.")
+    } else {
+        String::new()
+    };
+    let named = |v: Verdict| -> Vec<String> {
+        candidates
+            .iter()
+            .filter(|(_, a)| a.verdict == Some(v))
+            .map(|(i, a)| {
+                let d = a.difference.as_ref().map_or(String::new(), |d| format!(" (Δ{metric} {:+.4}, CI [{:+.4}, {:+.4}])", d.mean, d.ci_low, d.ci_high));
+                format!("{} vs {}{d}", a.name, arms[baselines[*i]].name)
+            })
+            .collect()
+    };
+    let (better, worse) = (named(Verdict::Better), named(Verdict::Worse));
+    let line = if !better.is_empty() {
+        let mut s = format!("Adopt: {} better at 95%", better.join("; "));
+        if !worse.is_empty() {
+            s.push_str(&format!("; do not adopt {} (worse)", worse.join("; ")));
+        }
+        s.push_str(". Swap with the monitoring below and keep the baseline as the way back.");
+        s
+    } else if worse.len() == candidates.len() {
+        format!("Do not adopt: {} worse at 95%.", worse.join("; "))
+    } else if !worse.is_empty() {
+        format!("Do not adopt: {} worse at 95%; the other arms are indistinguishable from their baseline (no quality reason to swap).", worse.join("; "))
+    } else {
+        "Inconclusive: no arm differs from its baseline at 95%; swap only for a non-quality reason (speed, state size).".to_string()
+    };
+    format!("{line}{caveat}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_is_judged_from_the_distance_to_a_perfect_score() {
+        // Accuracy: chance 0.25, perfect 1: 0.3 closes 1/15 of the way, 0.4 a fifth.
+        assert!(at_chance(0.3, 0.25, true) && !at_chance(0.4, 0.25, true));
+        // Loss: chance ln 65 ≈ 4.17, perfect 0: 4.0 is at chance, 2.5 is not.
+        assert!(at_chance(4.0, 65f64.ln(), false) && !at_chance(2.5, 65f64.ln(), false));
+        assert!(at_chance(f64::NAN, 0.5, true), "a missing mean learned nothing");
+    }
+}

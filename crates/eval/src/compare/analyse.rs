@@ -61,6 +61,12 @@ pub struct Results {
     /// Ids of the planned runs that have not finished (queued, running or interrupted).
     #[serde(default)]
     pub missing: Vec<String>,
+    /// The main metric at chance, when the task has one.
+    #[serde(default)]
+    pub chance: Option<f64>,
+    /// The report's opening line: adopt, do not adopt or inconclusive, and why.
+    #[serde(default)]
+    pub decision: String,
 }
 
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
@@ -69,7 +75,9 @@ pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results 
     let mut arms: Vec<ArmResult> = (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
     let baselines: Vec<usize> = (0..spec.arms.len()).map(|a| spec.baseline_of(a)).collect();
     let verdicts = judge_against_baseline(&mut arms, &baselines, &runs, &metric, higher_is_better);
-    let missing = runs.iter().filter(|r| r.pending).map(|r| r.id.clone()).collect();
+    let missing: Vec<String> = runs.iter().filter(|r| r.pending).map(|r| r.id.clone()).collect();
+    let chance = runs.iter().find_map(|r| r.chance);
+    let decision = super::advice::decision(&arms, &baselines, &metric, higher_is_better, chance, missing.len());
     Results {
         title: title.to_string(),
         task: spec.arms[0].config.task.name().to_string(),
@@ -82,6 +90,8 @@ pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results 
         runs,
         verdicts,
         missing,
+        chance,
+        decision,
     }
 }
 

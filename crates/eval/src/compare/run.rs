@@ -33,6 +33,9 @@ pub struct RunRecord {
     pub final_metric: Option<f64>,
     pub metric: String,
     pub higher_is_better: bool,
+    /// The main metric at chance (meta.json; absent in runs written before it was recorded).
+    #[serde(default)]
+    pub chance: Option<f64>,
     pub params: usize,
     pub tokens_per_s: f64,
     /// `(step, value)` curves from metrics.jsonl.
@@ -96,6 +99,7 @@ pub fn read_record(out: &Path, entry: &PlanEntry) -> RunRecord {
     record.params = meta["params"].as_u64().unwrap_or(0) as usize;
     record.metric = meta["main_metric"]["name"].as_str().unwrap_or("loss").to_string();
     record.higher_is_better = meta["main_metric"]["higher_is_better"].as_bool().unwrap_or(false);
+    record.chance = meta["main_metric"]["chance"].as_f64();
     read_curves(&dir, &record.metric.clone(), &mut record);
     match entry.status(out) {
         RunStatus::Finished => {}

@@ -573,6 +573,7 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
     ];
     let doc = report::Document {
         title: "attnlab reproduce length-scaling: softmax that knows its length".into(),
+        decision: None,
         intro: format!("Presets `{retrieval_preset}`, `{mqar_preset}` and `{lm_preset}`{}.", if full { "" } else { " at smoke sizes (MQAR 700 steps; the LM at width 64, 2 layers, 300 steps)" }),
         sections,
         plots,

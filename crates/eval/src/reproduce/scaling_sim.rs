@@ -234,6 +234,7 @@ pub fn run(out: &Path) -> Result<Outcome, String> {
     ];
     let doc = Document {
         title: "attnlab reproduce scaling-sim: dividing q·k by 1, √d, Σ‖k_j‖ or n".into(),
+        decision: None,
         intro: format!(
             "Bernhard (arXiv 2311.09406) simulation: one set of {KEYS} keys and {QUERIES} queries with i.i.d. N(0, 1) components \
              (seed {SEED}); attention weights softmax(q·k / divisor) per query. Saturated = largest weight > 0.9. \

@@ -58,7 +58,7 @@ pub(super) fn write_joined(
                 .bullets(r.verdicts.iter().map(|v| v.split("; After").next().unwrap_or(v).to_string()).collect()),
         );
     }
-    let doc = report::Document { title: title.into(), intro, sections, plots };
+    let doc = report::Document { title: title.into(), decision: None, intro, sections, plots };
     let json = serde_json::json!({ "reproduction": name, "size": size, "widths": widths, "checks": checks, "per_width": per_width });
     report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
     Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("the summary has a table") })
