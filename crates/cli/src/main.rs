@@ -102,15 +102,32 @@ struct SampleArgs {
 
 #[derive(Args)]
 struct EvalArgs {
+    /// Run directory (what `attnlab train` printed, e.g. checkpoints/char_lm-softmax-<time>).
     #[arg(long)]
     run: PathBuf,
+    /// best, final, latest, or a checkpoint directory (e.g. DIR/checkpoints/step-200).
     #[arg(long, default_value = "best")]
     checkpoint: String,
+    /// Backend to evaluate on: flex, ndarray, wgpu or cuda (default: the run's own).
     #[arg(long)]
     device: Option<String>,
     /// Evaluation batches (default: the run's train.eval_batches).
     #[arg(long)]
     batches: Option<usize>,
+    /// Print the metrics as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the first evaluation batch's inputs and the model's logits for them to this
+    /// .safetensors file (tensors `tokens` or `vectors`, and `logits`), for a parity check with
+    /// python/attnlab_torch.
+    #[arg(long, value_name = "FILE")]
+    dump_logits: Option<PathBuf>,
+    /// With --dump-logits: sequences to dump (at most the run's batch size).
+    #[arg(long, default_value_t = 4, requires = "dump_logits")]
+    rows: usize,
+    /// With --dump-logits: replace the file if it exists.
+    #[arg(long, requires = "dump_logits")]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -288,13 +305,20 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct ExportArgs {
+    /// Run directory (what `attnlab train` printed).
     #[arg(long)]
     run: PathBuf,
-    /// Output file, ending in .safetensors.
+    /// Output: a file ending in .safetensors (--format attnlab), or a directory (--format hf).
     #[arg(long)]
     to: PathBuf,
+    /// best, final, latest, or a checkpoint directory (e.g. DIR/checkpoints/step-200).
     #[arg(long, default_value = "best")]
     checkpoint: String,
+    /// attnlab: every parameter under its module path, with config and vocabulary as metadata
+    /// (python/attnlab_torch loads it); hf: a Hugging Face GPT-2 directory
+    /// (transformers.GPT2LMHeadModel.from_pretrained), for plain GPT-2 stacks only.
+    #[arg(long, default_value = "attnlab", value_parser = ["attnlab", "hf"])]
+    format: String,
     /// Replace --to if it exists.
     #[arg(long)]
     force: bool,
@@ -448,6 +472,25 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
             loaded.checkpoint.display()
         );
     }
+    let dumped = match &a.dump_logits {
+        Some(path) => Some(
+            attnlab_train::export::dump_logits(&loaded.model, &loaded.config, loaded.task.as_ref(), a.rows, path, a.force, &loaded.device)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    if a.json {
+        let json = serde_json::json!({
+            "checkpoint": loaded.checkpoint.display().to_string(),
+            "task": loaded.config.task.name(),
+            "device": loaded.backend.name(),
+            "metrics": metrics,
+            "entropy_per_layer": layers.entropy,
+            "sink_mass_per_layer": layers.sink_mass,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
     println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.backend);
     for (k, v) in &metrics {
         println!("{k:<16} {v:.5}");
@@ -455,13 +498,21 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let per_layer = |v: &[f64]| v.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" ");
     println!("attention entropy per layer (1 = uniform, 0 = one-hot): {}", per_layer(&layers.entropy));
     println!("sink mass per layer (mean weight on position 0): {}", per_layer(&layers.sink_mass));
+    if let (Some(path), Some([b, t, v])) = (&a.dump_logits, dumped) {
+        println!("wrote inputs and logits [{b}, {t}, {v}] to {}", path.display());
+    }
     Ok(())
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
     let loaded = load_run(&a.run, &a.checkpoint, None).map_err(anyhow::Error::msg)?;
-    let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, &a.to, a.force).map_err(anyhow::Error::msg)?;
-    println!("wrote {n} tensors and the config to {}", a.to.display());
+    if a.format == "hf" {
+        let n = attnlab_train::export::hf::export_gpt2(&loaded.model, &loaded.config, loaded.task.as_ref(), &a.to, a.force).map_err(anyhow::Error::msg)?;
+        println!("wrote a Hugging Face GPT-2 directory ({n} tensors, config.json, tokenizer files) to {}", a.to.display());
+        return Ok(());
+    }
+    let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, loaded.task.as_ref(), &a.to, a.force).map_err(anyhow::Error::msg)?;
+    println!("wrote {n} tensors, the config and the vocabulary to {}", a.to.display());
     Ok(())
 }
 
@@ -628,6 +679,7 @@ fn analyse_and_report(
 
 /// Prints the verdicts; fails when some arm has no finished run (nothing to judge it by).
 fn finish_compare(comparison: &attnlab_eval::compare::Comparison, results: &attnlab_eval::compare::Results, out: &std::path::Path) -> Result<()> {
+    println!("\ndecision: {}", results.decision);
     println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
     for v in &results.verdicts {
         println!("- {v}");
@@ -707,6 +759,7 @@ fn cmd_swap(a: SwapArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("swap-{}", run_dir::timestamp())));
     fresh_report_dir(&out)?;
     let results = run(&spec, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+    println!("\ndecision: {}", results.decision);
     println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
     for v in &results.verdicts {
         println!("- {v}");

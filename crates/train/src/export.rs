@@ -1,49 +1,88 @@
 //! Export of a trained model to safetensors: every parameter under its module path (see
-//! `attnlab_model::lm` for the names), little-endian f32, plus the run's resolved config as
-//! metadata (`attnlab_config`, TOML). Burn's `Linear` stores its weight as `[d_in, d_out]`
-//! (the transpose of PyTorch's `nn.Linear.weight`); the metadata key `linear_weight_layout`
-//! says so, so a loader can transpose.
+//! `attnlab_model::lm` for the names), little-endian f32, plus what a loader needs to rebuild
+//! the model from the file alone, as string metadata:
+//!
+//! | key | value |
+//! |---|---|
+//! | `format`, `format_version` | `attnlab`, [`FORMAT_VERSION`] |
+//! | `attnlab_version` | the crate version that wrote the file |
+//! | `attnlab_config` | the run's resolved config (TOML) |
+//! | `linear_weight_layout` | `[d_in, d_out]`: Burn's `Linear` weight, the transpose of PyTorch's |
+//! | `model_input`, `input_dim`, `output_dim` | `tokens` (vocabulary size) or `vectors` (width); logits or outputs per position |
+//! | `vocabulary` or `tokenizer_json` | text tasks: the characters (JSON list, id i at index i) or the BPE tokenizer file |
+//!
+//! `dump_logits` writes the other half of a parity check: inputs and the logits this build
+//! computes for them, for `python/attnlab_torch` to reproduce.
 
 use crate::config::RunConfig;
 use crate::params::named_tensors;
-use attnlab_model::Model;
+use crate::task::Task;
+use attnlab_model::{LmInput, Model, ModelInput};
+use burn::tensor::Device;
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Writes `model` to `path` through a temporary file beside it, renamed into place, so a failed
-/// export leaves neither a partial file nor the temporary one. An existing file is replaced
-/// only with `overwrite` (`--force`); a directory never.
-pub fn export_safetensors(model: &Model, config: &RunConfig, path: &Path, overwrite: bool) -> Result<usize, String> {
-    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        return Err(format!("--to {}: the file name must end in .safetensors", path.display()));
-    }
-    if path.is_dir() {
-        return Err(format!("--to {} is a directory: name a .safetensors file", path.display()));
-    }
-    if path.exists() && !overwrite {
-        return Err(format!("--to {} already exists: pass --force to replace it, or choose another file", path.display()));
-    }
-    let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = named_tensors(model)
-        .into_iter()
-        .map(|(name, data)| {
-            let shape = data.shape().to_vec();
-            let values: Vec<f32> = data.convert::<f32>().try_into_vec().expect("float parameters");
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, bytes, shape)
-        })
-        .collect();
-    let views = tensors
-        .iter()
-        .map(|(name, bytes, shape)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let metadata = HashMap::from([
+pub mod hf;
+
+/// Version of the export's layout and metadata (1: weights and config only; 2: adds the
+/// vocabulary or tokenizer, the input kind and sizes, and the writer's version).
+pub const FORMAT_VERSION: &str = "2";
+
+/// A tensor to write: name, dtype, shape, little-endian bytes.
+type Entry = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The metadata every export carries (see the module docs).
+pub fn export_metadata(config: &RunConfig, task: &dyn Task) -> HashMap<String, String> {
+    let io = task.io();
+    let (kind, input_dim) = match io.input {
+        ModelInput::Tokens { vocab } => ("tokens", vocab),
+        ModelInput::Vectors { dim } => ("vectors", dim),
+    };
+    let mut meta = HashMap::from([
         ("format".to_string(), "attnlab".to_string()),
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("attnlab_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
         ("attnlab_config".to_string(), config.to_toml()),
         ("linear_weight_layout".to_string(), "[d_in, d_out]".to_string()),
+        ("model_input".to_string(), kind.to_string()),
+        ("input_dim".to_string(), input_dim.to_string()),
+        ("output_dim".to_string(), io.output_dim.to_string()),
     ]);
+    if let Some(codec) = task.codec() {
+        let (key, value) = codec.export_entry();
+        meta.insert(key.to_string(), value);
+    }
+    meta
+}
+
+/// Checks `path` is a `.safetensors` file name that may be written (`overwrite`: `--force`).
+fn check_target(path: &Path, flag: &str, overwrite: bool) -> Result<(), String> {
+    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Err(format!("{flag} {}: the file name must end in .safetensors", path.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("{flag} {} is a directory: name a .safetensors file", path.display()));
+    }
+    if path.exists() && !overwrite {
+        return Err(format!("{flag} {} already exists: pass --force to replace it, or choose another file", path.display()));
+    }
+    Ok(())
+}
+
+/// Writes `tensors` and `metadata` through a temporary file beside `path`, renamed into place,
+/// so a failed write leaves neither a partial file nor the temporary one.
+fn write_atomically(tensors: &[Entry], metadata: HashMap<String, String>, path: &Path) -> Result<(), String> {
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export.safetensors");
     let temp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let written = safetensors::serialize_to_file(views, Some(metadata), &temp)
@@ -52,23 +91,70 @@ pub fn export_safetensors(model: &Model, config: &RunConfig, path: &Path, overwr
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    written.map(|_| tensors.len())
+    written
+}
+
+/// Writes `model` to `path` with [`export_metadata`]. An existing file is replaced only with
+/// `overwrite` (`--force`); a directory never. Returns the number of tensors written.
+pub fn export_safetensors(model: &Model, config: &RunConfig, task: &dyn Task, path: &Path, overwrite: bool) -> Result<usize, String> {
+    check_target(path, "--to", overwrite)?;
+    let tensors: Vec<Entry> = named_tensors(model)
+        .into_iter()
+        .map(|(name, data)| {
+            let shape = data.shape().to_vec();
+            let values: Vec<f32> = data.convert::<f32>().try_into_vec().expect("float parameters");
+            (name, Dtype::F32, shape, f32_bytes(&values))
+        })
+        .collect();
+    write_atomically(&tensors, export_metadata(config, task), path)?;
+    Ok(tensors.len())
+}
+
+/// Writes the first `rows` sequences of the task's first evaluation batch and the logits the
+/// model gives them: `tokens` (i64 `[rows, seq]`) or `vectors` (f32 `[rows, seq, dim]`), and
+/// `logits` (f32 `[rows, seq, output_dim]`), with the export's metadata. Returns the logits' shape.
+pub fn dump_logits(model: &Model, config: &RunConfig, task: &dyn Task, rows: usize, path: &Path, overwrite: bool, device: &Device) -> Result<[usize; 3], String> {
+    check_target(path, "--dump-logits", overwrite)?;
+    if rows == 0 {
+        return Err("--rows must be at least 1".to_string());
+    }
+    let batch = task.eval_batches(1, rows.min(config.train.batch_size), device).remove(0);
+    let logits = model.forward(batch.input.clone());
+    let shape = logits.dims();
+    let input: Entry = match batch.input {
+        LmInput::Tokens(ids) => {
+            let dims = ids.dims().to_vec();
+            let values: Vec<i64> = ids.into_data().convert::<i64>().try_into_vec().expect("int ids");
+            ("tokens".to_string(), Dtype::I64, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+        LmInput::Vectors(v) => {
+            let dims = v.dims().to_vec();
+            let values: Vec<f32> = v.into_data().convert::<f32>().try_into_vec().expect("float inputs");
+            ("vectors".to_string(), Dtype::F32, dims, f32_bytes(&values))
+        }
+    };
+    let values: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().expect("float logits");
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err("the model gives non-finite logits on this input: its weights are unusable; dump an earlier checkpoint (--checkpoint step-N)".to_string());
+    }
+    let tensors = vec![input, ("logits".to_string(), Dtype::F32, shape.to_vec(), f32_bytes(&values))];
+    write_atomically(&tensors, export_metadata(config, task), path)?;
+    Ok(shape)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use attnlab_model::{ModelInput, ModelIo};
     use burn::tensor::Device;
     use safetensors::SafeTensors;
 
     #[test]
     fn exported_tensors_read_back_with_their_names_values_and_config() {
         let config = RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nd_model = 16\nn_heads = 2\nmixer = [\"softmax\", \"linear:elu1\", \"sigmoid\", \"softmax:learned\"]\n", &[]).unwrap();
-        let io = ModelIo { input: ModelInput::Tokens { vocab: 10 }, output_dim: 10 };
-        let model = config.model.init(&io, 1, &Device::flex()).unwrap();
+        let task = crate::task::build(&config, None).unwrap();
+        let model = config.model.init(&task.io(), 1, &Device::flex()).unwrap();
         let path = std::env::temp_dir().join(format!("attnlab-export-{}.safetensors", std::process::id()));
-        let n = export_safetensors(&model, &config, &path, false).unwrap();
+        let n = export_safetensors(&model, &config, task.as_ref(), &path, false).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let expected = named_tensors(&model);
@@ -85,14 +171,19 @@ mod tests {
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let saved = meta.metadata().as_ref().unwrap()["attnlab_config"].clone();
         assert_eq!(RunConfig::from_toml(&saved, &[]).unwrap(), config);
-        assert!(export_safetensors(&model, &config, &path.with_extension("bin"), false).unwrap_err().contains(".safetensors"));
+        let meta = meta.metadata().as_ref().unwrap();
+        assert_eq!(meta["format_version"], FORMAT_VERSION);
+        assert_eq!(meta["model_input"], "tokens");
+        assert_eq!(meta["input_dim"], task.io().output_dim.to_string());
+        assert!(!meta.contains_key("vocabulary"), "MQAR has no text vocabulary");
+        assert!(export_safetensors(&model, &config, task.as_ref(), &path.with_extension("bin"), false).unwrap_err().contains(".safetensors"));
 
         // An existing file is kept unless forced; a directory is refused; nothing is left over.
         std::fs::write(&path, b"mine").unwrap();
-        let err = export_safetensors(&model, &config, &path, false).unwrap_err();
+        let err = export_safetensors(&model, &config, task.as_ref(), &path, false).unwrap_err();
         assert!(err.contains("already exists: pass --force"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
-        assert_eq!(export_safetensors(&model, &config, &path, true).unwrap(), n);
+        assert_eq!(export_safetensors(&model, &config, task.as_ref(), &path, true).unwrap(), n);
         // The same tensors (the metadata's key order may differ between writes).
         let forced = std::fs::read(&path).unwrap();
         let (st, again) = (SafeTensors::deserialize(&bytes).unwrap(), SafeTensors::deserialize(&forced).unwrap());
@@ -101,14 +192,45 @@ mod tests {
         }
         let dir = path.with_extension("d.safetensors");
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(export_safetensors(&model, &config, &dir, true).unwrap_err().contains("is a directory"));
+        assert!(export_safetensors(&model, &config, task.as_ref(), &dir, true).unwrap_err().contains("is a directory"));
         // A write that fails (its directory is missing) leaves no temporary file behind.
         let missing = std::env::temp_dir().join(format!("attnlab-export-missing-{}", std::process::id())).join("m.safetensors");
-        assert!(export_safetensors(&model, &config, &missing, false).unwrap_err().contains("cannot write"));
+        assert!(export_safetensors(&model, &config, task.as_ref(), &missing, false).unwrap_err().contains("cannot write"));
         let parent = path.parent().unwrap();
         let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&format!(".tmp-{}", std::process::id()))).collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         std::fs::remove_dir(dir).unwrap();
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn dumped_logits_are_the_models_on_the_dumped_inputs_and_a_char_vocabulary_is_embedded() {
+        let dir = std::env::temp_dir().join(format!("attnlab-dump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let corpus = dir.join("corpus.txt");
+        std::fs::write(&corpus, "to be or not to be, that is the question.\n".repeat(40)).unwrap();
+        let toml = format!("[task]\nkind = \"char_lm\"\npath = {:?}\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 8\n[train]\nbatch_size = 4\n", corpus.to_str().unwrap());
+        let config = RunConfig::from_toml(&toml, &[]).unwrap();
+        let device = Device::flex();
+        let task = crate::task::build(&config, None).unwrap();
+        let model = config.model.init(&task.io(), 3, &device).unwrap();
+        let path = dir.join("dump.safetensors");
+        let shape = dump_logits(&model, &config, task.as_ref(), 3, &path, false, &device).unwrap();
+        assert_eq!(shape, [3, 8, task.io().output_dim]);
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let tokens = st.tensor("tokens").unwrap();
+        assert_eq!(tokens.dtype(), Dtype::I64);
+        let ids: Vec<i64> = tokens.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [3, 8]), &device);
+        let expected: Vec<f32> = model.forward(LmInput::Tokens(input)).into_data().convert::<f32>().try_into_vec().unwrap();
+        let logits: Vec<f32> = st.tensor("logits").unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(logits, expected);
+        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let vocabulary: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["vocabulary"]).unwrap();
+        assert_eq!(vocabulary.concat(), "\n ,.abehinoqrstu");
+        // The dump is no export: an existing file is kept without --force.
+        assert!(dump_logits(&model, &config, task.as_ref(), 3, &path, false, &device).unwrap_err().contains("--dump-logits"));
+        std::fs::remove_dir_all(dir).ok();
     }
 }

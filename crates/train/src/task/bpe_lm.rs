@@ -60,6 +60,9 @@ impl Codec for BpeCodec {
     fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, false).unwrap_or_default()
     }
+    fn export_entry(&self) -> (&'static str, String) {
+        ("tokenizer_json", self.tokenizer.to_string(false).expect("a loaded tokenizer serialises"))
+    }
 }
 
 pub struct BpeLm {
@@ -101,7 +104,7 @@ impl Task for BpeLm {
         ModelIo { input: ModelInput::Tokens { vocab }, output_dim: vocab }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "loss", higher_is_better: false }
+        MainMetric { name: "loss", higher_is_better: false, chance: Some((self.codec.vocab_size() as f64).ln()) }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         self.stream.train_batch(step, micro, batch_size, device)

@@ -36,6 +36,10 @@ impl Codec for CharCodec {
     fn decode(&self, ids: &[u32]) -> String {
         ids.iter().filter_map(|&i| self.chars.get(i as usize)).collect()
     }
+    fn export_entry(&self) -> (&'static str, String) {
+        let tokens: Vec<String> = self.chars.iter().map(|c| c.to_string()).collect();
+        ("vocabulary", serde_json::to_string(&tokens).expect("strings serialise"))
+    }
 }
 
 pub struct CharLm {
@@ -72,7 +76,7 @@ impl Task for CharLm {
         ModelIo { input: ModelInput::Tokens { vocab }, output_dim: vocab }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "loss", higher_is_better: false }
+        MainMetric { name: "loss", higher_is_better: false, chance: Some((self.codec.chars.len() as f64).ln()) }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         self.stream.train_batch(step, micro, batch_size, device)

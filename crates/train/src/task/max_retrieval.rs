@@ -92,7 +92,12 @@ impl Task for MaxRetrieval {
         ModelIo { input: ModelInput::Tokens { vocab: self.config.vocab }, output_dim: self.config.vocab }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "accuracy", higher_is_better: true }
+        {
+        // Guessing one of the n items in context, n uniform in min_items..=max_items.
+        let (lo, hi) = (self.config.min_items.max(1), self.config.max_items.max(1));
+        let chance = (lo..=hi).map(|n| 1.0 / n as f64).sum::<f64>() / (hi + 1 - lo).max(1) as f64;
+        MainMetric { name: "accuracy", higher_is_better: true, chance: Some(chance) }
+    }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         let mut rng = seed::rng(self.seed, "train", batch_index(step, micro));

@@ -103,6 +103,10 @@ pub fn token_nll(out: Tensor<3>, ids: &Tensor<2, Int>) -> Tensor<2> {
 pub struct MainMetric {
     pub name: &'static str,
     pub higher_is_better: bool,
+    /// The metric of a model that has learned nothing task-specific (uniform guessing over the
+    /// vocabulary for a language model, among the values in context for recall, the mean for
+    /// regression), when the task has one: reports say when no arm got away from it.
+    pub chance: Option<f64>,
 }
 
 impl MainMetric {
@@ -119,6 +123,10 @@ pub trait Codec: Send + Sync {
     /// Token ids of `text`, or an error naming what cannot be encoded.
     fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
     fn decode(&self, ids: &[u32]) -> String;
+    /// What an export embeds so a loader can tokenize without the run directory: the metadata
+    /// key (`vocabulary`, a JSON list of strings with token id i at index i, or
+    /// `tokenizer_json`, a Hugging Face `tokenizers` file) and its value.
+    fn export_entry(&self) -> (&'static str, String);
 }
 
 pub trait Task: Send + Sync {

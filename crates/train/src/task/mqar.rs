@@ -127,7 +127,7 @@ impl Task for Mqar {
         ModelIo { input: ModelInput::Tokens { vocab: self.config.vocab }, output_dim: self.config.vocab }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "accuracy", higher_is_better: true }
+        MainMetric { name: "accuracy", higher_is_better: true, chance: Some(1.0 / self.config.num_kv_pairs.max(1) as f64) }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         let mut rng = seed::rng(self.seed, "train", batch_index(step, micro));

@@ -65,7 +65,7 @@ impl Task for Separation {
         ModelIo { input: ModelInput::Vectors { dim: self.config.cols }, output_dim: 2 }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "accuracy", higher_is_better: true }
+        MainMetric { name: "accuracy", higher_is_better: true, chance: Some(0.5) }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         self.batch(&mut seed::rng(self.seed, "train", batch_index(step, micro)), batch_size, device)
