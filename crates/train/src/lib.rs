@@ -14,6 +14,7 @@ pub mod runs;
 pub mod sample;
 pub mod seed;
 pub mod task;
+pub mod tensorboard;
 pub mod trainer;
 pub mod transfer;
 pub mod util;

@@ -22,6 +22,7 @@
 //! not lock; they read only complete, renamed files.
 
 use crate::metrics::MetricsRecord;
+use crate::tensorboard;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{Read, Seek, Write};
@@ -216,11 +217,40 @@ impl RunDir {
         fs::rename(&temp, &target).map_err(io_err(&target))
     }
 
-    /// Appends one record to `metrics.jsonl`.
+    /// Appends one record to `metrics.jsonl`, and its scalars to the TensorBoard event file.
     pub fn append_metrics(&self, record: &MetricsRecord) -> Result<(), RunDirError> {
         let path = self.file(METRICS_FILE);
         let mut f = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        writeln!(f, "{}", record.to_line()).map_err(io_err(&path))
+        writeln!(f, "{}", record.to_line()).map_err(io_err(&path))?;
+        let events = self.tensorboard_file();
+        if !events.exists() {
+            // First line of a run that has none yet: the file opens with its version event.
+            self.rewrite_tensorboard(&[])?;
+        }
+        let mut f = fs::OpenOptions::new().append(true).open(&events).map_err(io_err(&events))?;
+        f.write_all(&tensorboard::scalars_event(tensorboard::now(), record.step(), &tensorboard::scalars_of(record))).map_err(io_err(&events))
+    }
+
+    /// `tensorboard/events.out.tfevents.0.attnlab`.
+    pub fn tensorboard_file(&self) -> PathBuf {
+        self.path.join(tensorboard::DIR).join(tensorboard::EVENTS_FILE)
+    }
+
+    /// Writes the event file anew (atomically) from `records`: what keeps it equal to
+    /// `metrics.jsonl` whenever that file is rewritten.
+    fn rewrite_tensorboard(&self, records: &[MetricsRecord]) -> Result<(), RunDirError> {
+        let dir = self.path.join(tensorboard::DIR);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let temp = dir.join(format!("{TEMP_PREFIX}{}", tensorboard::EVENTS_FILE));
+        fs::write(&temp, tensorboard::event_file(records, tensorboard::now())).map_err(io_err(&temp))?;
+        let target = self.tensorboard_file();
+        fs::rename(&temp, &target).map_err(io_err(&target))
+    }
+
+    /// Empties `metrics.jsonl` and the event file (a run restarted from step 0).
+    pub fn clear_metrics(&self) -> Result<(), RunDirError> {
+        self.write_file(METRICS_FILE, "")?;
+        self.rewrite_tensorboard(&[])
     }
 
     /// Drops metric lines logged after `step` (a resumed run re-logs them), and torn lines. The
@@ -236,7 +266,9 @@ impl RunDir {
         if !out.is_empty() {
             out.push('\n');
         }
-        self.write_file(METRICS_FILE, &out)
+        self.write_file(METRICS_FILE, &out)?;
+        let records: Vec<MetricsRecord> = kept.iter().filter_map(|l| MetricsRecord::parse_line(l)).collect();
+        self.rewrite_tensorboard(&records)
     }
 
     /// A fresh hidden directory to build a checkpoint in before [`publish`](Self::publish).
@@ -495,6 +527,13 @@ mod tests {
         assert_eq!(text.lines().count(), 3);
         let steps: Vec<usize> = crate::metrics::read_metrics(&dir).unwrap().iter().map(MetricsRecord::step).collect();
         assert_eq!(steps, vec![1, 2, 3]);
+        // The event file mirrors what is kept: the version event and steps 1..=3 (each record
+        // the same length here, wall times aside).
+        let events = fs::read(run.tensorboard_file()).unwrap();
+        let expected = tensorboard::event_file(&crate::metrics::read_metrics(&dir).unwrap(), 0.0);
+        assert_eq!(events.len(), expected.len());
+        let step_tags = events.windows(2).filter(|w| w[0] == 0x10).count();
+        assert!(step_tags >= 3, "{step_tags}");
         fs::remove_dir_all(dir).unwrap();
     }
 }

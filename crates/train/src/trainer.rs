@@ -221,7 +221,7 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             // Said even when quiet: the user asked to resume and gets a restart.
             println!("{} has no checkpoint yet (it was stopped before its first): training it again from step 0", run.path.display());
             // Whatever the stopped start logged is replaced by what this one logs.
-            run.write_file(run_dir::METRICS_FILE, "")?;
+            run.clear_metrics()?;
         }
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
         let mut meta = meta(config, param_count, metric);
@@ -440,7 +440,7 @@ fn meta(config: &RunConfig, params: usize, metric: crate::task::MainMetric) -> s
         "started": run_dir::timestamp(),
         "identity": config.identity(),
         "params": params,
-        "main_metric": { "name": metric.name, "higher_is_better": metric.higher_is_better },
+        "main_metric": { "name": metric.name, "higher_is_better": metric.higher_is_better, "chance": metric.chance },
     })
 }
 
