@@ -1,0 +1,132 @@
+"""``delta[:gated]``: DeltaNet and Gated DeltaNet (mirrors crates/model/src/families/delta.rs).
+
+Per head, a state ``S_t`` ``[d_k, d_v]`` corrected towards each new value at rate ``beta_t``:
+
+    S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = S_t^T q_t
+
+run as ``S <- a_t S``, ``v' = beta_t (v_t - S^T k_t)``, ``S <- S + k_t v'^T``. ``a_t = 1`` for
+``delta``; ``delta:gated`` uses Mamba-2's gate ``log a_t = -softplus(w_h . x + dt_bias_h) *
+exp(A_log_h)``. ``beta_t = sigmoid(w_beta,h . x_t + b_h)``, doubled with ``neg_eigval=true``.
+
+Features: ``[q | k | v]`` projected, then the ``conv=K`` short convolution (which ends in SiLU)
+or plain SiLU; split into heads; q and k L2-normalised per head (``x / sqrt(|x|^2 + 1e-6)``),
+rotated by the model's RoPE, then q scaled by ``d_k^(-1/2)``. Queries and keys are head_dim wide.
+
+Bidirectional (``ctx.causal`` False): the recurrence forwards plus the recurrence over the
+reversed sequence, reversed back (each token's own write counted in both).
+
+This is the recurrent form; attnlab trains with the chunked (WY) form, the same numbers.
+"""
+
+import math
+
+from .. import heads as _heads
+from ._gates import heads_first, linear, ssm_log_gates
+from ._short_conv import short_conv
+
+# fla's l2norm epsilon (delta.rs's L2_EPS), inside the square root.
+L2_EPS = 1e-6
+
+# DeltaAttentionConfig::default().
+DEFAULTS = {"neg_eigval": False, "conv": 0, "form": "chunked", "chunk": 64}
+
+
+def _bool(key, value):
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "on"):
+        return True
+    if value in ("false", "off"):
+        return False
+    raise ValueError(f"delta: '{key}' is true or false, found '{value}'")
+
+
+def options(spec):
+    """The spec's options with the Rust defaults filled in, typed (``spec.parse`` gives typed
+    values; text such as ``{"conv": "4", "neg_eigval": "true"}`` is read as serde reads it)."""
+    opts = dict(DEFAULTS)
+    given = dict(getattr(spec, "options", None) or {})
+    unknown = set(given) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"delta: unknown option(s) {sorted(unknown)}")
+    opts.update(given)
+    opts["neg_eigval"] = _bool("neg_eigval", opts["neg_eigval"])
+    opts["conv"], opts["chunk"] = int(opts["conv"]), int(opts["chunk"])
+    return opts
+
+
+def is_gated(spec):
+    variant = getattr(spec, "variant", None)
+    if variant not in (None, "", "gated"):
+        raise ValueError(f"unknown delta variant '{variant}': use 'delta' or 'delta:gated'")
+    return variant == "gated"
+
+
+def betas(ops, p, x, n_heads, neg_eigval):
+    """``[B, T, d_model]`` -> ``[B, H, T, 1]`` writing strengths in (0, 1), or (0, 2)."""
+    beta = ops.sigmoid(linear(ops, p, "beta", x))
+    if neg_eigval:
+        beta = beta * 2.0
+    return heads_first(ops, beta, n_heads, 1)
+
+
+def l2_normalize(ops, x):
+    """``x / sqrt(sum(x^2) + 1e-6)`` over the last axis."""
+    return x / ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True) + L2_EPS)
+
+
+def features(ops, p, opts, x, ctx):
+    """``(q / sqrt(d_k), k, v)``, each ``[B, H, T, head_dim]``."""
+    d = ctx.head_dim
+    qkv = _heads.project_qkv(ops, p, x)
+    if opts["conv"] > 0:
+        qkv = short_conv(ops, qkv, p["conv.weight"])
+    else:
+        qkv = ops.silu(qkv)
+    q, k, v = _heads.split_packed(ops, qkv, ctx.n_heads, d, d)
+    q, k = l2_normalize(ops, q), l2_normalize(ops, k)
+    if ctx.rope is not None:
+        q, k = ctx.rope(ops, q, 0), ctx.rope(ops, k, 0)
+    return q / math.sqrt(d), k, v
+
+
+def recurrence(ops, q, k, v, beta, log_g):
+    """The gated delta rule token by token from the empty state.
+
+    ``q, k`` ``[B, H, T, d_k]``, ``v`` ``[B, H, T, d_v]``, ``beta, log_g`` ``[B, H, T, 1]`` ->
+    ``[B, H, T, d_v]``.
+    """
+    b, h, t, dk = q.shape
+    dv = v.shape[3]
+    decay = ops.expand_dims(ops.exp(log_g), 4)  # [B, H, T, 1, 1]
+    s = ops.zeros((b, h, dk, dv))
+    outs = []
+    for i in range(t):
+        s = decay[:, :, i] * s
+        key = k[:, :, i]  # [B, H, dk]
+        predicted = ops.sum(ops.expand_dims(key, 3) * s, axis=2)  # S^T k: [B, H, dv]
+        new_value = (v[:, :, i] - predicted) * beta[:, :, i]
+        s = s + ops.expand_dims(key, 3) * ops.expand_dims(new_value, 2)
+        outs.append(ops.sum(ops.expand_dims(q[:, :, i], 3) * s, axis=2))
+    return ops.stack(outs, axis=2)
+
+
+def delta_rule(ops, q, k, v, beta, log_g, causal=True):
+    """The recurrence, and with ``causal=False`` plus the reversed sequence's, reversed back."""
+    y = recurrence(ops, q, k, v, beta, log_g)
+    if causal:
+        return y
+    flip = lambda a: ops.flip(a, 2)  # noqa: E731
+    return y + flip(recurrence(ops, flip(q), flip(k), flip(v), flip(beta), flip(log_g)))
+
+
+def mix(ops, p, spec, x, ctx):
+    """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
+    opts = options(spec)
+    gated = is_gated(spec)
+    b, t = x.shape[0], x.shape[1]
+    beta = betas(ops, p, x, ctx.n_heads, opts["neg_eigval"])
+    log_g = ssm_log_gates(ops, p, x, ctx.n_heads) if gated else ops.zeros((b, ctx.n_heads, t, 1))
+    q, k, v = features(ops, p, opts, x, ctx)
+    y = delta_rule(ops, q, k, v, beta, log_g, ctx.causal)
+    return _heads.merge(ops, p, y)

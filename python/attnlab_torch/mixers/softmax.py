@@ -1,0 +1,116 @@
+"""``softmax[:<scaling>][:forget=true][:gate=output][:sink=learned|zero][:floor_scale=F][:attn_scale=A]``
+(mirrors crates/model/src/families/softmax.rs).
+
+``y_i = Σ_j w_ij v_j``, ``w_i = softmax_j(z_ij)`` over the keys query ``i`` sees (``j <= i`` when
+causal, all otherwise), with ``d`` the head dim and ``n_i`` the number of keys query ``i`` sees
+(``i + 1`` causal, ``T`` bidirectional):
+
+| scaling | ``z_ij`` |
+|---|---|
+| sqrt_d | ``q·k / √d`` |
+| none | ``q·k`` |
+| num_keys | ``q·k / n_i`` |
+| sum_key_norms | ``q·k / max(Σ_{j sees} ‖k_j‖, 1e-12)`` (a prefix sum when causal) |
+| learned | ``scale_h · q·k`` |
+| qk_norm | ``scale_h · q̂·k̂``, ``x̂ = x / max(‖x‖, 1e-6)`` per head |
+| ssmax | ``scale_h · ln(n_i) · q·k`` |
+| log_n_temp | ``τ_i · q·k / √d``, ``τ_i = ln(⌊(i + 1)/F⌋ + 1)·A + 1`` |
+| softpick | ``q·k / √d``, weights ``relu(e^z − 1) / (Σ_j |e^z − 1| + 1e-6)`` instead of softmax |
+
+Options: ``forget=true`` adds ``c_i − c_j`` (bidirectional: ``−|c_i − c_j|``),
+``c_t = Σ_{l≤t} ln σ(x_l W_f + b_f)`` per head (``forget.weight`` ``[d_model, H]``);
+``sink=learned|zero`` adds ``e^{σ_h}`` (``sink`` ``[H]``, or 0) to every row's denominator;
+``gate=output`` multiplies the merged heads by ``σ(x W_g + b_g)`` (``gate.weight``
+``[d_model, H·d]``) before the output projection. ``x`` is the mixer's (normalised) input.
+"""
+
+import math
+
+from ..heads import affine
+from ._common import flat_heads, keys_per_query, scores as qk_scores, split_rotated, visible
+
+SOFTPICK_EPS = 1e-6
+QK_NORM_EPS = 1e-6
+KEY_NORM_FLOOR = 1e-12
+
+
+def l2_normalize(ops, x):
+    return x / ops.maximum(ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True)), QK_NORM_EPS)
+
+
+def logits(ops, p, spec, q, k, x, causal):
+    """``z`` ``[B, H, T, T]`` before masking (the scaling and FoX's bias)."""
+    b, h, t, d = q.shape
+    scaling = spec.variant or "sqrt_d"
+    if scaling == "qk_norm":
+        q, k = l2_normalize(ops, q), l2_normalize(ops, k)
+    z = qk_scores(ops, q, k)
+
+    def per_head():
+        return ops.reshape(p["scale"], (1, h, 1, 1))
+
+    if scaling in ("sqrt_d", "softpick"):
+        z = z / math.sqrt(d)
+    elif scaling == "none":
+        pass
+    elif scaling == "num_keys":
+        z = z / keys_per_query(ops, t, causal)
+    elif scaling == "sum_key_norms":
+        norms = ops.sqrt(ops.sum(k * k, axis=3))  # [B, H, T]
+        if causal:
+            divisor = ops.expand_dims(ops.cumsum(norms, axis=2), 3)  # [B, H, T, 1]
+        else:
+            divisor = ops.reshape(ops.sum(norms, axis=2), (b, h, 1, 1))
+        z = z / ops.maximum(divisor, KEY_NORM_FLOOR)
+    elif scaling in ("learned", "qk_norm"):
+        z = z * per_head()
+    elif scaling == "ssmax":
+        z = z * per_head() * ops.log(keys_per_query(ops, t, causal))
+    elif scaling == "log_n_temp":
+        fs, a = spec["floor_scale"], spec["attn_scale"]
+        tau = [math.log(math.floor((i + 1) / fs) + 1.0) * a + 1.0 for i in range(t)]
+        z = z / math.sqrt(d) * ops.reshape(ops.asarray(tau), (1, 1, t, 1))
+    else:
+        raise ValueError(f"softmax: unknown scaling '{scaling}'")
+
+    if spec["forget"]:
+        lf = ops.logsigmoid(affine(ops, x, p["forget.weight"], p.get("forget.bias")))  # [B, T, H]
+        c = ops.cumsum(ops.swapaxes(lf, 1, 2), axis=2)  # [B, H, T]
+        bias = ops.expand_dims(c, 3) - ops.expand_dims(c, 2)  # c_i - c_j
+        z = z + (bias if causal else -ops.abs(bias))
+    return z
+
+
+def softpick(ops, z, seen):
+    """``relu(e^z − 1) / (Σ_seen |e^z − 1| + ε)`` computed shifted by ``m = max(0, max_j z)``."""
+    hidden = ops.where(seen, z, -math.inf)
+    shift = ops.maximum(ops.max(hidden, axis=3, keepdims=True), 0.0)
+    floor = ops.exp(-shift)
+    t = ops.exp(ops.where(seen, z, 0.0) - shift) - floor
+    t = ops.where(seen, t, 0.0)
+    den = ops.sum(ops.abs(t), axis=3, keepdims=True) + floor * SOFTPICK_EPS
+    return ops.relu(t) / den
+
+
+def weights(ops, p, spec, z, causal):
+    b, h, t, s = z.shape
+    seen = visible(ops, t, causal)
+    if spec.variant == "softpick":
+        return softpick(ops, z, seen)
+    z = ops.where(seen, z, -math.inf)
+    sink = spec["sink"]
+    if sink == "none":
+        return ops.softmax(z, axis=3)
+    sink_logit = p["sink"] if sink == "learned" else ops.zeros((h,))
+    column = ops.reshape(sink_logit, (1, h, 1, 1)) * ops.ones((b, h, t, 1))
+    return ops.softmax(ops.concat([z, column], axis=3), axis=3)[..., :s]
+
+
+def mix(ops, p, spec, x, ctx):
+    q, k, v = split_rotated(ops, p, x, ctx)
+    z = logits(ops, p, spec, q, k, x, ctx.causal)
+    w = weights(ops, p, spec, z, ctx.causal)
+    merged = flat_heads(ops, ops.matmul(w, v))
+    if spec["gate"] == "output":
+        merged = merged * ops.sigmoid(affine(ops, x, p["gate.weight"], p.get("gate.bias")))
+    return affine(ops, merged, p["heads.out.weight"], p.get("heads.out.bias"))

@@ -1,0 +1,81 @@
+"""Synthetic attnlab parameters with the export's names, for tests."""
+
+import numpy as np
+
+from attnlab_torch import spec as S
+
+PATH = {"softmax": "Softmax", "sigmoid": "Sigmoid", "linear": "Linear", "stickbreak": "StickBreak"}
+
+
+def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3):
+    """``p`` for one mixer (prefix removed), float64."""
+    s = S.parse(spec) if isinstance(spec, str) else spec
+    h, dh = n_heads, d_model // n_heads
+    dqk = S.qk_width(s, dh)
+    p = {
+        "heads.qkv.weight": rng.normal(0, scale, (d_model, h * (2 * dqk + dh))),
+        "heads.out.weight": rng.normal(0, scale, (h * dh, d_model)),
+    }
+    if bias:
+        p["heads.qkv.bias"] = rng.normal(0, 0.1, (h * (2 * dqk + dh),))
+        p["heads.out.bias"] = rng.normal(0, 0.1, (d_model,))
+    if s.family == "softmax":
+        if s.variant in ("learned", "qk_norm", "ssmax"):
+            p["scale"] = np.abs(rng.normal(0, 1, (h,))) + 0.2
+        if s["forget"]:
+            p["forget.weight"] = rng.normal(0, 0.5, (d_model, h))
+            p["forget.bias"] = rng.normal(1.0, 0.5, (h,))
+        if s["gate"] == "output":
+            p["gate.weight"] = rng.normal(0, 0.5, (d_model, h * dh))
+            p["gate.bias"] = rng.normal(0, 0.1, (h * dh,))
+        if s["sink"] == "learned":
+            p["sink"] = rng.normal(0, 1, (h,))
+    if s.family == "linear" and s.variant == "performer":
+        p["feature_map.random_features"] = rng.normal(0, 1, (s["features"], dqk))
+    return p
+
+
+def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ratio=2, norm="layer",
+                  positions="learned", tie=False, vectors_dim=None, output_dim=None, bias=True, seed=0):
+    """``(config, tensors)`` of a whole tiny model with ``mixers`` (one spec per layer)."""
+    rng = np.random.default_rng(seed)
+    specs = [S.parse(m) for m in mixers]
+    t = {}
+    if vectors_dim:
+        t["input.Vectors.weight"] = rng.normal(0, 0.5, (vectors_dim, d_model))
+        t["input.Vectors.bias"] = rng.normal(0, 0.1, (d_model,))
+    else:
+        t["input.Tokens.weight"] = rng.normal(0, 1, (vocab, d_model))
+    if positions == "learned":
+        t["positions.learned.weight"] = rng.normal(0, 0.5, (max_seq_len, d_model))
+
+    def add_norm(prefix):
+        if norm == "layer":
+            t[prefix + ".Layer.gamma"] = 1 + rng.normal(0, 0.1, (d_model,))
+            t[prefix + ".Layer.beta"] = rng.normal(0, 0.1, (d_model,))
+        else:
+            t[prefix + ".Rms.gamma"] = 1 + rng.normal(0, 0.1, (d_model,))
+
+    for i, s in enumerate(specs):
+        add_norm(f"blocks.{i}.norm_mixer")
+        for k, v in mixer_params(s, d_model, n_heads, rng, bias).items():
+            t[f"blocks.{i}.mixer.{PATH[s.family]}.{k}"] = v
+        if mlp_ratio:
+            add_norm(f"blocks.{i}.norm_mlp")
+            t[f"blocks.{i}.mlp.up.weight"] = rng.normal(0, 0.3, (d_model, mlp_ratio * d_model))
+            t[f"blocks.{i}.mlp.down.weight"] = rng.normal(0, 0.3, (mlp_ratio * d_model, d_model))
+            if bias:
+                t[f"blocks.{i}.mlp.up.bias"] = rng.normal(0, 0.1, (mlp_ratio * d_model,))
+                t[f"blocks.{i}.mlp.down.bias"] = rng.normal(0, 0.1, (d_model,))
+    add_norm("norm")
+    if not tie:
+        t["head.weight"] = rng.normal(0, 0.5, (d_model, output_dim or vocab))
+    config = {
+        "seed": 1,
+        "model": {
+            "d_model": d_model, "n_heads": n_heads, "n_layers": len(specs), "mixer": list(mixers),
+            "positions": positions, "norm": norm, "mlp_ratio": mlp_ratio, "dropout": 0.0,
+            "tie_embeddings": tie, "max_seq_len": max_seq_len, "causal": True, "bias": bias,
+        },
+    }
+    return config, {k: v.astype(np.float32) for k, v in t.items()}

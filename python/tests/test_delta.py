@@ -1,0 +1,171 @@
+"""delta: the recurrence against the explicit ``(I - beta k k^T)`` matrix product, end to end on
+random parameters, and the delta rule's known answer for orthonormal keys."""
+
+import math
+import types
+import unittest
+
+import numpy as np
+
+from attnlab_torch.context import MixContext
+from attnlab_torch.mixers import delta
+from attnlab_torch.ops import NumpyOps
+
+OPS = NumpyOps()
+
+
+def spec(variant=None, **options):
+    return types.SimpleNamespace(family="delta", variant=variant, options={k: str(v) for k, v in options.items()})
+
+
+def ctx(causal=True):
+    return MixContext(d_model=8, n_heads=2, max_seq_len=16, layer=0, causal=causal, bias=True)
+
+
+def matrix_delta(q, k, v, beta, log_g):
+    """``S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``, ``o_t = S_t^T q_t``, with
+    the transition built as a matrix, per (batch, head)."""
+    b, h, t, dk = q.shape
+    dv = v.shape[3]
+    out = np.zeros((b, h, t, dv))
+    for bi in range(b):
+        for hi in range(h):
+            s = np.zeros((dk, dv))
+            for i in range(t):
+                kk = k[bi, hi, i][:, None]
+                be, a = beta[bi, hi, i, 0], math.exp(log_g[bi, hi, i, 0])
+                s = a * (np.eye(dk) - be * kk @ kk.T) @ s + be * kk @ v[bi, hi, i][None, :]
+                out[bi, hi, i] = s.T @ q[bi, hi, i]
+    return out
+
+
+def unit(x):
+    return x / np.sqrt((x * x).sum(-1, keepdims=True) + 1e-6)
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def random_params(rng, gated, conv, d_model=8, n_heads=2):
+    width = 3 * d_model
+    p = {
+        "heads.qkv.weight": rng.normal(size=(d_model, width)) / math.sqrt(d_model),
+        "heads.qkv.bias": rng.normal(size=width) * 0.1,
+        "heads.out.weight": rng.normal(size=(d_model, d_model)) / math.sqrt(d_model),
+        "heads.out.bias": rng.normal(size=d_model) * 0.1,
+        "beta.weight": rng.normal(size=(d_model, n_heads)),
+        "beta.bias": rng.normal(size=n_heads) * 0.1,
+    }
+    if gated:
+        p["dt.weight"] = rng.normal(size=(d_model, n_heads)) * 0.3
+        p["dt.bias"] = rng.normal(size=n_heads) * 0.5 - 2.0
+        p["a_log"] = np.log(rng.uniform(0.5, 16, size=n_heads))
+    if conv:
+        p["conv.weight"] = rng.uniform(-0.5, 0.5, size=(conv, width))
+    return p
+
+
+def oracle_mix(p, x, gated, neg_eigval, conv, causal, n_heads=2):
+    b, t, d_model = x.shape
+    hd = d_model // n_heads
+    qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
+    if conv:
+        w = p["conv.weight"]
+        out = np.zeros_like(qkv)
+        for s in range(t):
+            for back in range(conv):
+                if s - back >= 0:
+                    out[:, s] += w[conv - 1 - back] * qkv[:, s - back]
+        qkv = out
+    qkv = silu(qkv)
+    split = lambda a: a.reshape(b, t, n_heads, hd).transpose(0, 2, 1, 3)  # noqa: E731
+    q, k, v = split(qkv[..., :d_model]), split(qkv[..., d_model:2 * d_model]), split(qkv[..., 2 * d_model:])
+    q, k = unit(q) / math.sqrt(hd), unit(k)
+    z = x @ p["beta.weight"] + p["beta.bias"]
+    beta = ((2.0 if neg_eigval else 1.0) / (1.0 + np.exp(-z))).transpose(0, 2, 1)[..., None]
+    if gated:
+        zz = x @ p["dt.weight"] + p["dt.bias"]
+        lg = (-np.log1p(np.exp(zz)) * np.exp(p["a_log"])).transpose(0, 2, 1)[..., None]
+    else:
+        lg = np.zeros((b, n_heads, t, 1))
+    y = matrix_delta(q, k, v, beta, lg)
+    if not causal:
+        f = lambda a: a[:, :, ::-1]  # noqa: E731
+        y = y + f(matrix_delta(f(q), f(k), f(v), f(beta), f(lg)))
+    return y.transpose(0, 2, 1, 3).reshape(b, t, d_model) @ p["heads.out.weight"] + p["heads.out.bias"]
+
+
+class RecurrenceTest(unittest.TestCase):
+    def test_recurrence_equals_the_matrix_product(self):
+        rng = np.random.default_rng(0)
+        for scale in (0.0, 0.3, 5.0):
+            for beta_scale in (1.0, 2.0):
+                q, k = unit(rng.normal(size=(2, 2, 9, 4))), unit(rng.normal(size=(2, 2, 9, 4)))
+                v = rng.normal(size=(2, 2, 9, 3))
+                beta = beta_scale / (1 + np.exp(-rng.normal(size=(2, 2, 9, 1))))
+                lg = -scale * rng.uniform(0.5, 1.5, size=(2, 2, 9, 1))
+                got = delta.recurrence(OPS, q, k, v, beta, lg)
+                np.testing.assert_allclose(got, matrix_delta(q, k, v, beta, lg), rtol=1e-10, atol=1e-12)
+
+    def test_orthonormal_keys_retrieve_the_last_value_written(self):
+        writes = [0, 1, 2, 0, 3, 1, 0, 2, 2]
+        t = len(writes)
+        k = np.eye(4)[writes][None, None]  # [1, 1, t, 4]
+        v = np.random.default_rng(1).normal(size=(1, 1, t, 3))
+        beta, lg = np.ones((1, 1, t, 1)), np.zeros((1, 1, t, 1))
+        # Query the key just written: the value just written comes back.
+        np.testing.assert_allclose(delta.recurrence(OPS, k, k, v, beta, lg), v, atol=1e-12)
+        # After all writes, querying each key returns its last value (zero if never written).
+        for key in range(4):
+            q = np.broadcast_to(np.eye(4)[key], (1, 1, t, 4))
+            last = max((i for i, w in enumerate(writes) if w == key), default=None)
+            want = np.zeros(3) if last is None else v[0, 0, last]
+            np.testing.assert_allclose(delta.recurrence(OPS, q, k, v, beta, lg)[0, 0, -1], want, atol=1e-12)
+
+    def test_l2_normalize(self):
+        x = np.array([[3.0, 4.0], [0.0, 0.0]])
+        np.testing.assert_allclose(delta.l2_normalize(OPS, x), [[3 / math.sqrt(25 + 1e-6), 4 / math.sqrt(25 + 1e-6)], [0.0, 0.0]])
+
+
+class MixTest(unittest.TestCase):
+    def test_end_to_end(self):
+        rng = np.random.default_rng(2)
+        for gated in (False, True):
+            for neg in (False, True):
+                for conv in (0, 4):
+                    for causal in (True, False):
+                        p = random_params(rng, gated, conv)
+                        x = rng.normal(size=(2, 7, 8))
+                        opts = {}
+                        if neg:
+                            opts["neg_eigval"] = "true"
+                        if conv:
+                            opts["conv"] = conv
+                        got = delta.mix(OPS, p, spec("gated" if gated else None, **opts), x, ctx(causal))
+                        want = oracle_mix(p, x, gated, neg, conv, causal)
+                        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11, err_msg=f"gated={gated} neg={neg} conv={conv} causal={causal}")
+
+    def test_spec_checks(self):
+        with self.assertRaises(ValueError):
+            delta.mix(OPS, {}, spec("fast"), np.zeros((1, 2, 8)), ctx())
+        with self.assertRaises(ValueError):
+            delta.options(spec(beta="1"))
+        self.assertIs(delta.options(spec())["neg_eigval"], False)
+
+    def test_parsed_specs(self):
+        """``attnlab_torch.spec.parse``'s typed options give what text options give."""
+        try:
+            from attnlab_torch.spec import parse
+        except ImportError:
+            self.skipTest("attnlab_torch.spec not there yet")
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(1, 5, 8))
+        for text, variant, options in (("delta:gated:conv=4", "gated", {"conv": "4"}), ("delta:neg_eigval=true", None, {"neg_eigval": "true"})):
+            parsed = parse(text)
+            p = random_params(rng, variant == "gated", parsed["conv"])
+            np.testing.assert_array_equal(delta.mix(OPS, p, parsed, x, ctx()), delta.mix(OPS, p, spec(variant, **options), x, ctx()))
+
+
+if __name__ == "__main__":
+    unittest.main()

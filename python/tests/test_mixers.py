@@ -1,0 +1,285 @@
+"""Each mixer against a plain per-query loop oracle (numpy, float64, no masks, no prefix sums)."""
+
+import math
+import unittest
+
+import numpy as np
+
+from _synth import mixer_params
+from attnlab_torch.context import MixContext
+from attnlab_torch.mixers import MIXERS
+from attnlab_torch.ops import NumpyOps
+from attnlab_torch.positions import Rope
+from attnlab_torch.spec import parse, qk_width
+
+ops = NumpyOps()
+D, H, T, L = 8, 2, 7, 16
+
+
+def sig(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def per_head(p, x, dqk, dh, rope=None):
+    """q, k, v as [b][h][t] -> vector, by plain matmuls per token."""
+    w, bias = p["heads.qkv.weight"], p.get("heads.qkv.bias")
+    out = x @ w + (0 if bias is None else bias)  # [B, T, W]
+    B, Tn = x.shape[:2]
+    q = np.zeros((B, H, Tn, dqk)); k = np.zeros((B, H, Tn, dqk)); v = np.zeros((B, H, Tn, dh))
+    for b in range(B):
+        for h in range(H):
+            for t in range(Tn):
+                q[b, h, t] = out[b, t, h * dqk:(h + 1) * dqk]
+                k[b, h, t] = out[b, t, H * dqk + h * dqk:H * dqk + (h + 1) * dqk]
+                v[b, h, t] = out[b, t, 2 * H * dqk + h * dh:2 * H * dqk + (h + 1) * dh]
+                if rope:
+                    for vec in (q, k):
+                        r = vec[b, h, t].copy()
+                        for i in range(dqk // 2):
+                            ang = t * 10000 ** (-2 * i / dqk)
+                            c, s = math.cos(ang), math.sin(ang)
+                            vec[b, h, t, 2 * i] = r[2 * i] * c - r[2 * i + 1] * s
+                            vec[b, h, t, 2 * i + 1] = r[2 * i + 1] * c + r[2 * i] * s
+    return q, k, v
+
+
+def output(p, y, x=None, gate=None):
+    """y [B, H, T, dh] -> merged through the (optional) gate and output projection."""
+    B, _, Tn, dh = y.shape
+    merged = np.zeros((B, Tn, H * dh))
+    for b in range(B):
+        for t in range(Tn):
+            for h in range(H):
+                merged[b, t, h * dh:(h + 1) * dh] = y[b, h, t]
+            if gate is not None:
+                g = x[b, t] @ p["gate.weight"] + p["gate.bias"]
+                merged[b, t] *= np.array([sig(z) for z in g])
+    return merged @ p["heads.out.weight"] + p["heads.out.bias"]
+
+
+def keys_of(i, n, causal):
+    return list(range(i + 1)) if causal else list(range(n))
+
+
+def softmax_oracle(p, s, x, causal, rope=False):
+    q, k, v = per_head(p, x, D // H, D // H, rope)
+    B, _, Tn, d = q.shape
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            lf = [math.log(sig(float(x[b, t] @ p["forget.weight"][:, h] + p["forget.bias"][h]))) for t in range(Tn)] if s["forget"] else None
+            for i in range(Tn):
+                js = keys_of(i, Tn, causal)
+                n = len(js)
+                z = []
+                for j in js:
+                    dot = float(q[b, h, i] @ k[b, h, j])
+                    sc = s.variant
+                    if sc in ("sqrt_d", "softpick"):
+                        zz = dot / math.sqrt(d)
+                    elif sc == "none":
+                        zz = dot
+                    elif sc == "num_keys":
+                        zz = dot / n
+                    elif sc == "sum_key_norms":
+                        zz = dot / sum(math.sqrt(float(k[b, h, l] @ k[b, h, l])) for l in js)
+                    elif sc == "learned":
+                        zz = p["scale"][h] * dot
+                    elif sc == "qk_norm":
+                        qn, kn = q[b, h, i] / np.linalg.norm(q[b, h, i]), k[b, h, j] / np.linalg.norm(k[b, h, j])
+                        zz = p["scale"][h] * float(qn @ kn)
+                    elif sc == "ssmax":
+                        zz = p["scale"][h] * math.log(n) * dot
+                    elif sc == "log_n_temp":
+                        tau = math.log(math.floor((i + 1) / s["floor_scale"]) + 1) * s["attn_scale"] + 1
+                        zz = tau * dot / math.sqrt(d)
+                    if lf is not None:
+                        lo, hi = min(i, j), max(i, j)
+                        zz += sum(lf[lo + 1:hi + 1])
+                    z.append(zz)
+                if s.variant == "softpick":
+                    tt = [math.exp(a) - 1 for a in z]
+                    w = [max(a, 0.0) / (sum(abs(c) for c in tt) + 1e-6) for a in tt]
+                elif s["sink"] != "none":
+                    sink = p["sink"][h] if s["sink"] == "learned" else 0.0
+                    e = [math.exp(a) for a in z]
+                    w = [a / (sum(e) + math.exp(sink)) for a in e]
+                else:
+                    e = [math.exp(a) for a in z]
+                    w = [a / sum(e) for a in e]
+                y[b, h, i] = sum(wj * v[b, h, j] for wj, j in zip(w, js))
+    return output(p, y, x, "gate" if s["gate"] == "output" else None)
+
+
+def sigmoid_oracle(p, s, x, causal, rope=False):
+    q, k, v = per_head(p, x, D // H, D // H, rope)
+    B, _, Tn, d = q.shape
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tn):
+                js = keys_of(i, Tn, causal)
+                bias = s["bias"] if s["bias"] is not None else -math.log(len(js))
+                y[b, h, i] = sum(sig(float(q[b, h, i] @ k[b, h, j]) / math.sqrt(d) + bias) * v[b, h, j] for j in js)
+    return output(p, y)
+
+
+def stickbreak_oracle(p, s, x, causal, rope=False):
+    q, k, v = per_head(p, x, D // H, D // H, rope)
+    B, _, Tn, d = q.shape
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            beta = lambda i, j: sig(float(q[b, h, i] @ k[b, h, j]) / math.sqrt(d))
+            for i in range(Tn):
+                for j in range(Tn):
+                    if j < i:
+                        between = range(j + 1, i)
+                    elif j > i and not causal:
+                        between = range(i + 1, j)
+                    else:
+                        continue
+                    a = beta(i, j)
+                    for l in between:
+                        a *= 1 - beta(i, l)
+                    y[b, h, i] += a * v[b, h, j]
+    return output(p, y)
+
+
+def phi(name, vec, pos, p, m_len):
+    d = len(vec)
+    if name == "identity":
+        return vec.copy()
+    if name == "elu1":
+        return np.array([a + 1 if a > 0 else math.exp(a) for a in vec])
+    if name == "relu":
+        return np.array([max(a, 0.0) for a in vec])
+    if name == "cosformer":
+        ang = math.pi * pos / (2 * m_len)
+        r = [max(a, 0.0) for a in vec]
+        return np.array([a * math.cos(ang) for a in r] + [a * math.sin(ang) for a in r])
+    if name == "taylor":
+        out = [1.0] + [a / d ** 0.25 for a in vec]
+        out += [vec[i] * vec[j] / math.sqrt(2 * d) for i in range(d) for j in range(d)]
+        return np.array(out)
+    if name == "performer":
+        w = p["feature_map.random_features"]
+        xs = vec / d ** 0.25
+        return np.array([math.exp(float(row @ xs) - float(xs @ xs) / 2) for row in w]) / math.sqrt(len(w))
+    raise ValueError(name)
+
+
+def linear_oracle(p, s, x, causal, rope=False):
+    dqk = qk_width(s, D // H)
+    q, k, v = per_head(p, x, dqk, D // H, rope)
+    B, _, Tn, _ = q.shape
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            fq = [phi(s.variant, q[b, h, t], t, p, L) for t in range(Tn)]
+            fk = [phi(s.variant, k[b, h, t], t, p, L) for t in range(Tn)]
+            for i in range(Tn):
+                js = keys_of(i, Tn, causal)
+                sims = [float(fq[i] @ fk[j]) for j in js]
+                num = sum(sm * v[b, h, j] for sm, j in zip(sims, js))
+                if s["norm"] == "sum":
+                    den = sum(sims)
+                    den = (1 if den >= 0 else -1) * max(abs(den), 1e-6)
+                    num = num / den
+                y[b, h, i] = num
+    return output(p, y)
+
+
+ORACLES = {"softmax": softmax_oracle, "sigmoid": sigmoid_oracle, "stickbreak": stickbreak_oracle, "linear": linear_oracle}
+
+
+def run(spec, seed, causal, rope=False, batch=2):
+    s = parse(spec)
+    rng = np.random.default_rng(seed)
+    p = mixer_params(s, D, H, rng, scale=0.6)
+    x = rng.normal(0, 1, (batch, T, D))
+    ctx = MixContext(d_model=D, n_heads=H, max_seq_len=L, layer=0, causal=causal, bias=True, rope=Rope(D // H) if rope else None)
+    got = MIXERS[s.family][1].mix(ops, {k: ops.asarray(v) for k, v in p.items()}, s, x, ctx)
+    want = ORACLES[s.family](p, s, x, causal, rope=rope)
+    return got, want
+
+
+class MixerOracleTests(unittest.TestCase):
+    def check(self, spec, causal, seed, rope=False, tol=1e-10):
+        got, want = run(spec, seed, causal, rope)
+        self.assertEqual(got.shape, want.shape)
+        self.assertTrue(np.all(np.isfinite(got)), spec)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{spec} causal={causal}")
+
+    def test_softmax_every_scaling(self):
+        seed = 100
+        for sc in ["sqrt_d", "none", "num_keys", "sum_key_norms", "learned", "qk_norm", "ssmax", "log_n_temp", "softpick",
+                   "log_n_temp:floor_scale=2:attn_scale=0.5"]:
+            for causal in (True, False):
+                seed += 1
+                self.check(f"softmax:{sc}", causal, seed)
+
+    def test_softmax_options(self):
+        seed = 200
+        for scaling in ["sqrt_d", "none", "num_keys", "sum_key_norms", "learned", "qk_norm", "ssmax", "log_n_temp", "softpick"]:
+            for opts in ["forget=true", "gate=output", "sink=learned", "sink=zero", "forget=true:gate=output:sink=learned"]:
+                if scaling == "softpick" and "sink" in opts:
+                    continue
+                for causal in (True, False):
+                    seed += 1
+                    self.check(f"softmax:{scaling}:{opts}", causal, seed)
+
+    def test_sigmoid(self):
+        for i, spec in enumerate(["sigmoid", "sigmoid:bias=-2.5", "sigmoid:bias=1"]):
+            for causal in (True, False):
+                self.check(spec, causal, 300 + 2 * i + causal)
+
+    def test_stickbreak(self):
+        for causal in (True, False):
+            self.check("stickbreak", causal, 400 + causal)
+
+    def test_linear_every_map(self):
+        seed = 500
+        for m in ["identity", "elu1", "relu", "cosformer", "taylor:feature_dim=2", "performer:features=5"]:
+            for norm in ("sum", "none"):
+                for causal in (True, False):
+                    seed += 1
+                    self.check(f"linear:{m}:norm={norm}", causal, seed, tol=1e-8)
+
+    def test_forms_do_not_change_numbers(self):
+        a, _ = run("linear:elu1:form=recurrent:chunk=3", 600, True)
+        b, _ = run("linear:elu1", 600, True)
+        np.testing.assert_array_equal(a, b)
+
+    def test_rope_inside_attention(self):
+        for spec in ["softmax", "softmax:qk_norm", "sigmoid", "stickbreak", "linear:elu1"]:
+            for causal in (True, False):
+                self.check(spec, causal, 700, rope=True, tol=1e-5)
+
+    def test_causal_outputs_ignore_the_future(self):
+        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity"]:
+            s = parse(spec)
+            rng = np.random.default_rng(800)
+            p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng).items()}
+            x = rng.normal(0, 1, (1, T, D))
+            ctx = MixContext(d_model=D, n_heads=H, max_seq_len=L, layer=0, causal=True, bias=True)
+            y = MIXERS[s.family][1].mix(ops, p, s, x, ctx)
+            x2 = x.copy()
+            x2[0, 4:] += rng.normal(0, 1, (T - 4, D))
+            y2 = MIXERS[s.family][1].mix(ops, p, s, x2, ctx)
+            np.testing.assert_allclose(y[0, :4], y2[0, :4], rtol=1e-12, atol=1e-12, err_msg=spec)
+            self.assertFalse(np.allclose(y[0, 4:], y2[0, 4:]), spec)
+
+    def test_large_logits_stay_finite(self):
+        for spec in ["softmax", "softmax:softpick", "softmax:sink=zero", "softmax:forget=true", "stickbreak", "sigmoid"]:
+            s = parse(spec)
+            rng = np.random.default_rng(900)
+            p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng, scale=3.0).items()}
+            x = rng.normal(0, 30, (1, 32, D))
+            for causal in (True, False):
+                ctx = MixContext(d_model=D, n_heads=H, max_seq_len=L, layer=0, causal=causal, bias=True)
+                self.assertTrue(np.all(np.isfinite(MIXERS[s.family][1].mix(ops, p, s, x, ctx))), spec)
+
+
+if __name__ == "__main__":
+    unittest.main()
