@@ -4,7 +4,7 @@ Runs the inputs of ``DUMP`` (written by ``attnlab eval --dump-logits``: ``tokens
 ``vectors`` F32 ``[B, T, dim]``, and ``logits`` F32 ``[B, T, out]``) through the model of
 ``EXPORT`` (``attnlab export``) and compares the logits elementwise with attnlab's:
 ``|mine − ref| <= tol · max(1, |ref|)`` (the Rust tests' scaled tolerance). Prints one line and
-exits 1 when any element fails, 0 otherwise.
+exits 1 when any element fails, 0 otherwise (2 when the files cannot be compared).
 """
 
 import argparse
@@ -26,7 +26,10 @@ def compare(export, dump, tol=1e-4, use_torch=False):
         raise ValueError(f"{dump}: neither 'tokens' nor 'vectors' (tensors: {sorted(ref)})")
     want = ref["logits"].astype(np.float64)
     if use_torch:
-        import torch
+        try:
+            import torch
+        except ImportError:
+            raise ValueError("--torch needs torch installed (pip install torch); without it, leave --torch off") from None
 
         module = load(export)
         with torch.no_grad():
@@ -34,6 +37,9 @@ def compare(export, dump, tol=1e-4, use_torch=False):
         summary = module.model.spec_summary()
     else:
         model = load_numpy(export)
+        kind = "tokens" if "tokens" in ref else "vectors"
+        if kind != model.input_kind:
+            raise ValueError(f"{dump} holds {kind} but {export} is a model of {model.input_kind}: a dump of another run?")
         got = np.asarray(model.forward(inputs), dtype=np.float64)
         summary = model.spec_summary()
     if got.shape != want.shape:
@@ -59,7 +65,11 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--torch", action="store_true", help="use the torch module (float32) instead of numpy (float64)")
     a = ap.parse_args(argv)
-    line, ok, _, _ = compare(a.export, a.dump, a.tol, a.torch)
+    try:
+        line, ok, _, _ = compare(a.export, a.dump, a.tol, a.torch)
+    except (ValueError, KeyError, OSError) as e:
+        print(f"parity: error: {e}", file=sys.stderr)
+        return 2
     print(line)
     return 0 if ok else 1
 

@@ -77,12 +77,14 @@ class Spec:
       (``"true"``, ``"64"``, ``"-4"``, ``"output"``), defaults not filled in;
     - ``values``: every option of the family, typed (bool, int, float, None or the choice's
       name), defaults filled in; ``spec[key]`` reads one.
+
+    Two specs are equal when they mean the same (``softmax:forget=false == softmax``).
     """
 
     family: str
     variant: object = None
-    options: dict = field(default_factory=dict)
-    values: dict = field(default_factory=dict, compare=False, repr=False)
+    options: dict = field(default_factory=dict, compare=False)
+    values: dict = field(default_factory=dict, repr=False)
 
     def __getitem__(self, key):
         return self.values[key]
