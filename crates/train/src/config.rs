@@ -125,7 +125,8 @@ impl TaskConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TextConfig {
-    /// UTF-8 text file (relative paths are relative to the working directory).
+    /// UTF-8 text file; a relative path is read relative to the config file (or, when nothing
+    /// is there, the working directory).
     pub path: PathBuf,
     /// Last fraction of the text held out for evaluation (nanoGPT: 0.1).
     pub val_fraction: f64,
@@ -300,9 +301,19 @@ impl RunConfig {
 
     /// Reads a preset without validating it, for callers that change fields (or apply
     /// overrides) first and validate the result.
+    ///
+    /// A relative data path (`task.path`) is resolved against the preset's directory when the
+    /// file is there (see [`crate::util::resolve_beside`]), so runs started outside the
+    /// repository find their data.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.into(), reason })?;
-        Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
+        let mut config = Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        match &mut config.task {
+            TaskConfig::CharLm(t) => t.path = crate::util::resolve_beside(path, &t.path),
+            TaskConfig::BpeLm(t) => t.path = crate::util::resolve_beside(path, &t.path),
+            _ => {}
+        }
+        Ok(config)
     }
 
     /// Parses TOML text and applies overrides.
@@ -721,5 +732,24 @@ mod tests {
     fn saved_config_round_trips() {
         let c = RunConfig::from_toml(MINIMAL, &["model.mixer=linear:taylor".into()]).unwrap();
         assert_eq!(RunConfig::from_toml(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    /// A preset's data path is read beside the preset, from any working directory; with nothing
+    /// there it stays as written (the working directory's, as older presets and runs mean it).
+    #[test]
+    fn data_paths_resolve_beside_the_preset() {
+        let dir = std::env::temp_dir().join(format!("attnlab-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("presets")).unwrap();
+        std::fs::write(dir.join("corpus.txt"), "hello").unwrap();
+        let preset = dir.join("presets/p.toml");
+        std::fs::write(&preset, "[task]\nkind = \"char_lm\"\npath = \"../corpus.txt\"\n").unwrap();
+        let c = RunConfig::load(&preset, &[]).unwrap();
+        let TaskConfig::CharLm(t) = &c.task else { panic!("char_lm") };
+        assert!(t.path.is_absolute(), "{}", t.path.display());
+        assert_eq!(std::fs::read_to_string(&t.path).unwrap(), "hello");
+        std::fs::write(&preset, "[task]\nkind = \"bpe_lm\"\npath = \"datasets/elsewhere.txt\"\n").unwrap();
+        let TaskConfig::BpeLm(t) = RunConfig::load(&preset, &[]).unwrap().task else { panic!("bpe_lm") };
+        assert_eq!(t.path, PathBuf::from("datasets/elsewhere.txt"));
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -72,8 +72,10 @@ impl CompareSpec {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read comparison {}: {e} (see configs/compare/)", path.display()))?;
-        let spec: CompareSpec =
+        let mut spec: CompareSpec =
             toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        // Relative to the comparison file, so it runs from any working directory.
+        spec.preset = attnlab_train::util::resolve_beside(path, &spec.preset);
         Ok(spec)
     }
 
