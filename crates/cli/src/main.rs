@@ -72,12 +72,19 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct SampleArgs {
-    /// Run directory.
+    /// Run directory (what `attnlab train` printed).
     #[arg(long)]
     run: PathBuf,
     /// Text to continue (default: a newline).
-    #[arg(long, default_value = "\n")]
+    #[arg(long, default_value = "\n", conflicts_with = "prompt_file")]
     prompt: String,
+    /// Read the text to continue from this file (UTF-8) instead of --prompt.
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// Independent samples to draw; sample i uses seed --seed + i (so the first is the one a
+    /// single sample gives), printed one after another under a `--- sample i (seed s) ---` line.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    num_samples: usize,
     /// Tokens to generate.
     #[arg(long, default_value_t = 300)]
     tokens: usize,
@@ -90,12 +97,13 @@ struct SampleArgs {
     /// Nucleus sampling mass (1 = off).
     #[arg(long, default_value_t = 1.0)]
     top_p: f64,
+    /// Seed of the sampling draws (same seed, same text).
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// best, final, latest, or a checkpoint directory.
+    /// best, final, latest, or a checkpoint directory (e.g. DIR/checkpoints/step-200).
     #[arg(long, default_value = "best")]
     checkpoint: String,
-    /// Run on another backend than the one the run was trained on.
+    /// Backend to sample on: flex, ndarray, wgpu or cuda (default: the run's own).
     #[arg(long)]
     device: Option<String>,
 }
@@ -260,6 +268,7 @@ struct SwapArgs {
     /// Report directory (default: reports/swap-<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Print only the summary.
     #[arg(long)]
     quiet: bool,
     /// Runs at a time, the cores divided between them (see `compare --jobs`).
@@ -447,13 +456,26 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
     let codec = loaded.task.codec().with_context(|| {
         format!("the run's task ({}) is not text: sample works on char_lm and bpe_lm runs; use `attnlab eval`", loaded.config.task.name())
     })?;
-    let prompt = codec.encode(&a.prompt).map_err(anyhow::Error::msg)?;
+    let text = match &a.prompt_file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--prompt-file {}: cannot read it as UTF-8 text", path.display()))?,
+        None => a.prompt.clone(),
+    };
+    let prompt = codec.encode(&text).map_err(anyhow::Error::msg)?;
     if prompt.is_empty() {
-        bail!("--prompt encodes to no tokens: give at least one character");
+        bail!("the prompt encodes to no tokens: give at least one character");
     }
-    let ids = generate(&loaded.model, &prompt, &opts, &loaded.device)
-        .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}; sample an earlier one (--checkpoint step-N)", loaded.checkpoint.display()))?;
-    println!("{}{}", a.prompt, codec.decode(&ids));
+    if a.num_samples == 0 {
+        bail!("--num-samples must be at least 1");
+    }
+    for i in 0..a.num_samples {
+        let seed = opts.seed.wrapping_add(i as u64);
+        let ids = generate(&loaded.model, &prompt, &SamplingOptions { seed, ..opts.clone() }, &loaded.device)
+            .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}; sample an earlier one (--checkpoint step-N)", loaded.checkpoint.display()))?;
+        if a.num_samples > 1 {
+            println!("--- sample {i} (seed {seed}) ---");
+        }
+        println!("{text}{}", codec.decode(&ids));
+    }
     Ok(())
 }
 

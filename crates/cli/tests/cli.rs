@@ -847,3 +847,25 @@ fn bench_reports_every_section() {
     fails_with(&attnlab(&["bench", "--only", "gpu"]), "unknown section 'gpu'");
     std::fs::remove_file(json).unwrap();
 }
+
+/// `-h` of every subcommand describes every flag (a flag without a doc comment prints its name
+/// alone on its line).
+#[test]
+fn every_flag_of_every_subcommand_has_help_text() {
+    let mut blank = Vec::new();
+    for sub in ["train", "sample", "eval", "export", "compare", "reproduce", "swap", "bench", "variants"] {
+        let help = ok(&attnlab(&[sub, "-h"]));
+        let options = help.split("Options:").nth(1).unwrap_or_else(|| panic!("{sub}: no Options section:\n{help}"));
+        let lines: Vec<&str> = options.lines().collect();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.trim_start().starts_with('-')) {
+            // "  -h, --help   Print help": the flag, its value name, two or more spaces, the text;
+            // or, when a flag is long, the text alone on the next line.
+            let same_line = line.trim_start().split_once("  ").is_some_and(|(_, text)| !text.trim().is_empty());
+            let next_line = lines.get(i + 1).is_some_and(|n| !n.trim().is_empty() && !n.trim_start().starts_with('-'));
+            if !same_line && !next_line {
+                blank.push(format!("attnlab {sub} {}", line.trim()));
+            }
+        }
+    }
+    assert!(blank.is_empty(), "flags without help text:\n{}", blank.join("\n"));
+}
