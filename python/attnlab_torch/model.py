@@ -32,6 +32,8 @@ MODEL_DEFAULTS = {
     "max_seq_len": 64,
     "causal": True,
     "bias": True,
+    # How the weights started (burn | gpt2): no effect on the forward of trained weights.
+    "init": "burn",
 }
 
 

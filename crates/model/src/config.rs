@@ -6,6 +6,7 @@
 use crate::block::{Block, Mlp, Norm, NormKind};
 use crate::lm::{InputLayer, Lm, Model};
 use crate::families::MixerSpec;
+use crate::init::InitScheme;
 use crate::families::softmax::SoftmaxAttentionConfig;
 use crate::mixer::MixerDims;
 use crate::position::{PositionKind, Positions};
@@ -36,6 +37,11 @@ pub struct ModelConfig {
     pub causal: bool,
     /// Biases on the attention and MLP projections.
     pub bias: bool,
+    /// How the weights start: `burn` (Burn's defaults) or `gpt2` (N(0, 0.02), nanoGPT's and
+    /// zoology's); see `init.rs`. Left out of saved configs when `burn`, so runs made before
+    /// the key existed resume unchanged.
+    #[serde(skip_serializing_if = "InitScheme::is_default")]
+    pub init: InitScheme,
 }
 
 impl Default for ModelConfig {
@@ -53,6 +59,7 @@ impl Default for ModelConfig {
             max_seq_len: 64,
             causal: true,
             bias: true,
+            init: InitScheme::Burn,
         }
     }
 }
@@ -155,7 +162,10 @@ impl ModelConfig {
         Ok(crate::seeding::with_seed(device, seed, || {
             let model = self.build(io, seed, device);
             crate::seeding::materialize(&model);
-            model
+            match self.init {
+                InitScheme::Burn => model,
+                InitScheme::Gpt2 => crate::init::apply_gpt2(model, self.n_layers),
+            }
         }))
     }
 

@@ -27,6 +27,7 @@ pub mod feature_map;
 pub mod fused;
 pub mod gates;
 pub mod heads;
+pub mod init;
 pub mod lm;
 pub mod mixer;
 pub mod options;
