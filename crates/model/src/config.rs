@@ -38,9 +38,7 @@ pub struct ModelConfig {
     /// Biases on the attention and MLP projections.
     pub bias: bool,
     /// How the weights start: `burn` (Burn's defaults) or `gpt2` (N(0, 0.02), nanoGPT's and
-    /// zoology's); see `init.rs`. Left out of saved configs when `burn`, so runs made before
-    /// the key existed resume unchanged.
-    #[serde(skip_serializing_if = "InitScheme::is_default")]
+    /// zoology's); see `init.rs`.
     pub init: InitScheme,
 }
 

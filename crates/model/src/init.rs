@@ -71,14 +71,19 @@ pub fn apply_gpt2<M: Module>(module: M, n_layers: usize) -> M {
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let rule = gpt2_rule(&self.path.join("."), self.n_layers);
-            param.map(|t| {
+            if rule == Redraw::Keep {
+                return param;
+            }
+            let redrawn = param.map(|t| {
                 let (shape, device) = (t.shape(), t.device());
                 match rule {
-                    Redraw::Keep => t,
-                    Redraw::Zero => Tensor::zeros(shape, &device),
                     Redraw::Normal(std) => Tensor::random(shape, Distribution::Normal(0.0, std), &device),
+                    _ => Tensor::zeros(shape, &device),
                 }
-            })
+            });
+            // A fresh tensor is a constant until marked: without this the optimizer would never
+            // move it (every parameter of a freshly built model is trainable).
+            redrawn.set_require_grad(true)
         }
     }
     module.map(&mut Gpt2 { path: Vec::new(), n_layers })

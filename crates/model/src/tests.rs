@@ -404,7 +404,16 @@ fn gpt2_init_draws_the_documented_scales_and_keeps_family_parameters() {
     assert_eq!(g["blocks.0.mixer.Decay.a_log"], base["blocks.0.mixer.Decay.a_log"], "gates keep their own init");
     assert_eq!(g["blocks.0.norm_mixer.Layer.gamma"], base["blocks.0.norm_mixer.Layer.gamma"]);
     assert_eq!(params(&gpt2), g, "same seed, same weights");
-    // The default is left out of saved configs (so older runs' identities still match).
-    assert!(!toml::to_string(&cfg).unwrap().contains("init"));
+    // Redrawn parameters stay trainable on an autodiff device (a fresh tensor would be a
+    // constant the optimizer never moves): the loss has a gradient for each.
+    let ad = crate::testing::ad_device();
+    let m = gpt2.init(&io(), 7, &ad).unwrap();
+    let grads = m.forward(LmInput::Tokens(tokens(&random_ids(8, 3), 1, &ad))).sum().backward();
+    let crate::lm::InputLayer::Tokens(e) = &m.input else { panic!("token input") };
+    assert!(e.weight.val().grad(&grads).is_some(), "embedding");
+    assert!(m.positions.learned.as_ref().unwrap().weight.val().grad(&grads).is_some(), "positions");
+    assert!(m.blocks[1].mlp.as_ref().unwrap().down.weight.val().grad(&grads).is_some(), "mlp.down");
+    assert!(m.head.as_ref().unwrap().weight.val().grad(&grads).is_some(), "head");
+    assert!(toml::to_string(&cfg).unwrap().contains("init = \"burn\""));
     assert!(toml::to_string(&gpt2).unwrap().contains("init = \"gpt2\""));
 }

@@ -513,10 +513,15 @@ impl RunConfig {
     /// logging, checkpointing and device may change between sessions of one run.
     pub fn identity(&self) -> serde_json::Value {
         let t = &self.train;
+        let mut model = serde_json::to_value(&self.model).expect("the model config serialises");
+        // Runs started before `model.init` existed recorded no such key and mean the default.
+        if self.model.init.is_default() {
+            model.as_object_mut().map(|m| m.remove("init"));
+        }
         serde_json::json!({
             "seed": self.seed,
             "task": self.task,
-            "model": self.model,
+            "model": model,
             "train": { "batch_size": t.batch_size, "grad_accum": t.grad_accum, "eval_batches": t.eval_batches },
         })
     }
@@ -751,5 +756,16 @@ mod tests {
         let TaskConfig::BpeLm(t) = RunConfig::load(&preset, &[]).unwrap().task else { panic!("bpe_lm") };
         assert_eq!(t.path, PathBuf::from("datasets/elsewhere.txt"));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A run started before `model.init` existed recorded an identity without it; the default
+    /// init must give that same identity, so such runs still resume, and gpt2 must not.
+    #[test]
+    fn the_default_init_keeps_older_identities() {
+        let c = RunConfig::from_toml(MINIMAL, &[]).unwrap();
+        assert!(c.identity()["model"].get("init").is_none());
+        assert!(c.to_toml().contains("init = \"burn\""));
+        let g = RunConfig::from_toml(MINIMAL, &["model.init=gpt2".into()]).unwrap();
+        assert_eq!(RunConfig::identity_changes(&c.identity(), &g.identity()).len(), 1);
     }
 }
