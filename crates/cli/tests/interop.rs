@@ -190,3 +190,33 @@ fn tensorboard_reads_every_scalar_of_a_run() {
     assert!(checked >= 10, "{checked}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `attnlab_torch.generate` writes what `attnlab sample` writes, greedy and seeded (with top-k
+/// and top-p), past the context length (where both restart their window).
+#[test]
+fn the_python_reference_samples_what_attnlab_samples() {
+    let dir = temp("sample");
+    let (run, export, _) = tiny_run(&dir, "char", CHAR, SMALL_CHAR);
+    if !python_has("numpy, safetensors") {
+        return;
+    }
+    let script = "import sys, attnlab_torch as a\n\
+                  m = a.load_numpy(sys.argv[1]); v = m.vocabulary\n\
+                  ids = [v.index(c) for c in sys.argv[2]]\n\
+                  out = a.generate(m, ids, int(sys.argv[3]), temperature=float(sys.argv[4]), top_k=int(sys.argv[5]), top_p=float(sys.argv[6]), seed=int(sys.argv[7]))\n\
+                  sys.stdout.write(sys.argv[2] + ''.join(v[i] for i in out) + '\\n')";
+    for (temperature, top_k, top_p, seed) in [("0", "0", "1", "1"), ("0.8", "0", "1", "7"), ("1", "10", "0.9", "1337")] {
+        let rust = ok(&attnlab(&[
+            "sample", "--run", run.to_str().unwrap(), "--prompt", "ROMEO:", "--tokens", "45", "--temperature", temperature,
+            "--top-k", top_k, "--top-p", top_p, "--seed", seed,
+        ]));
+        let o = Command::new("python3")
+            .args(["-c", script, export.to_str().unwrap(), "ROMEO:", "45", temperature, top_k, top_p, seed])
+            .env("PYTHONPATH", root().join("python"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), rust, "temperature {temperature}, top-k {top_k}, top-p {top_p}, seed {seed}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
