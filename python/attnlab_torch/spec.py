@@ -295,3 +295,15 @@ def qk_width(spec, head_dim):
     if spec.family == "decay" and spec["map"] == "taylor":
         return spec["feature_dim"]
     return head_dim
+
+
+def with_defaults(spec, defaults, family):
+    """The options a spec gives, over its family's ``defaults`` (text as written, e.g.
+    ``{"conv": "4"}``); an option the family does not have is a ValueError naming it."""
+    opts = dict(defaults)
+    given = dict(getattr(spec, "options", None) or {})
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"{family}: unknown option(s) {sorted(unknown)}")
+    opts.update(given)
+    return opts

@@ -218,10 +218,7 @@ class MixTest(unittest.TestCase):
 
     def test_parsed_specs(self):
         """``attnlab_torch.spec.parse``'s typed options give what text options give."""
-        try:
-            from attnlab_torch.spec import parse
-        except ImportError:
-            self.skipTest("attnlab_torch.spec not there yet")
+        from attnlab_torch.spec import parse
         rng = np.random.default_rng(7)
         x = rng.normal(size=(1, 5, 8))
         for text, options in (("decay:gla:conv=4", {"conv": "4"}), ("decay:forget:map=elu1:norm=sum", {"map": "elu1", "norm": "sum"})):

@@ -155,10 +155,7 @@ class MixTest(unittest.TestCase):
 
     def test_parsed_specs(self):
         """``attnlab_torch.spec.parse``'s typed options give what text options give."""
-        try:
-            from attnlab_torch.spec import parse
-        except ImportError:
-            self.skipTest("attnlab_torch.spec not there yet")
+        from attnlab_torch.spec import parse
         rng = np.random.default_rng(3)
         x = rng.normal(size=(1, 5, 8))
         for text, variant, options in (("delta:gated:conv=4", "gated", {"conv": "4"}), ("delta:neg_eigval=true", None, {"neg_eigval": "true"})):

@@ -28,6 +28,7 @@ recurrence plus a backward one over the keys strictly after each query.
 
 from .. import feature_maps as _feature_maps
 from .. import heads as _heads
+from ..spec import with_defaults
 from ._gates import GLA_LOGIT_NORMALIZER, heads_first, linear, retnet_log_gamma, ssm_log_gates
 from ._short_conv import short_conv
 
@@ -49,12 +50,7 @@ _NUMBERS = ("feature_dim", "features", "chunk", "conv")
 def options(spec):
     """The spec's options with the Rust defaults filled in; numbers as ints whether the spec
     holds them as text (``{"conv": "4"}``) or parsed (``spec.parse``'s typed values)."""
-    opts = dict(DEFAULTS)
-    given = dict(getattr(spec, "options", None) or {})
-    unknown = set(given) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"decay: unknown option(s) {sorted(unknown)}")
-    opts.update(given)
+    opts = with_defaults(spec, DEFAULTS, "decay")
     for key in _NUMBERS:
         opts[key] = int(opts[key])
     if opts["norm"] not in ("none", "sum"):

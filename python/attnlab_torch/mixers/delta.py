@@ -21,6 +21,7 @@ This is the recurrent form; attnlab trains with the chunked (WY) form, the same 
 import math
 
 from .. import heads as _heads
+from ..spec import with_defaults
 from ._gates import heads_first, linear, ssm_log_gates
 from ._short_conv import short_conv
 
@@ -44,12 +45,7 @@ def _bool(key, value):
 def options(spec):
     """The spec's options with the Rust defaults filled in, typed (``spec.parse`` gives typed
     values; text such as ``{"conv": "4", "neg_eigval": "true"}`` is read as serde reads it)."""
-    opts = dict(DEFAULTS)
-    given = dict(getattr(spec, "options", None) or {})
-    unknown = set(given) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"delta: unknown option(s) {sorted(unknown)}")
-    opts.update(given)
+    opts = with_defaults(spec, DEFAULTS, "delta")
     opts["neg_eigval"] = _bool("neg_eigval", opts["neg_eigval"])
     opts["conv"], opts["chunk"] = int(opts["conv"]), int(opts["chunk"])
     return opts
