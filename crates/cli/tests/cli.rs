@@ -534,6 +534,12 @@ fn compare_writes_a_report_whose_numbers_match_results_json() {
     for f in ["results.json", "report.md", "report.html"] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
+    // Six steps teach MQAR nothing: the report opens by saying so, with no adoption advice.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let decision = md.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#')).unwrap();
+    assert!(decision.starts_with("**Decision:** Inconclusive: no arm learned the task") && decision.contains("no adoption advice"), "{md}");
+    assert!(text.contains("decision: Inconclusive: no arm learned"), "{text}");
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<p id=\"decision\"><strong>Decision:</strong> Inconclusive"));
     for stem in ["loss", "grad_norm", "eval_metric", "entropy", "final_metric", "steps_to_target"] {
         let svg = std::fs::read_to_string(out.join(format!("plots/{stem}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>") && !svg.contains("NaN"), "{stem}.svg");

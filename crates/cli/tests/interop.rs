@@ -154,6 +154,9 @@ fn tensorboard_reads_every_scalar_of_a_run() {
     let dir = temp("tensorboard");
     let (run, _, _) = tiny_run(&dir, "char", CHAR, SMALL_CHAR);
     assert!(run.join("tensorboard/events.out.tfevents.0.attnlab").is_file());
+    // eval --json is one JSON object with the metrics (the same run, read by a program).
+    let json: serde_json::Value = serde_json::from_str(&ok(&attnlab(&["eval", "--run", run.to_str().unwrap(), "--json"]))).unwrap();
+    assert!(json["metrics"]["loss"].as_f64().is_some_and(f64::is_finite) && json["task"] == "char_lm", "{json}");
     if !python_has("tensorboard") {
         return;
     }
