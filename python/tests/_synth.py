@@ -79,3 +79,16 @@ def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ra
         },
     }
     return config, {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def conv_by_sums(qkv, w):
+    """The short causal depthwise convolution written as explicit sums (no SiLU): output ``s``
+    adds the input ``back`` steps before it, weighed by row ``K - 1 - back`` of ``w`` ``[K, C]``.
+    The oracle the decay and delta tests both check ``conv=K`` against."""
+    k, t = w.shape[0], qkv.shape[1]
+    out = np.zeros_like(qkv)
+    for s in range(t):
+        for back in range(k):
+            if s - back >= 0:
+                out[:, s] += w[k - 1 - back] * qkv[:, s - back]
+    return out

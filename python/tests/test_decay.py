@@ -11,6 +11,7 @@ from attnlab_torch.context import MixContext
 from attnlab_torch.mixers import decay
 from attnlab_torch.mixers._short_conv import short_conv
 from attnlab_torch.ops import NumpyOps
+from _synth import conv_by_sums
 
 OPS = NumpyOps()
 
@@ -72,12 +73,7 @@ def oracle_mix(p, gate, x, n_heads, normalize, causal, conv, phi):
     hd = d_model // n_heads
     qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
     if conv:
-        w = p["conv.weight"]
-        out = np.zeros_like(qkv)
-        for s in range(t):
-            for back in range(conv):  # input `back` steps before s, weighed by row K-1-back
-                if s - back >= 0:
-                    out[:, s] += w[conv - 1 - back] * qkv[:, s - back]
+        out = conv_by_sums(qkv, p["conv.weight"])
         qkv = out / (1.0 + np.exp(-out))
     q = qkv[..., : n_heads * hd].reshape(b, t, n_heads, hd).transpose(0, 2, 1, 3)
     k = qkv[..., n_heads * hd: 2 * n_heads * hd].reshape(b, t, n_heads, hd).transpose(0, 2, 1, 3)

@@ -10,6 +10,7 @@ import numpy as np
 from attnlab_torch.context import MixContext
 from attnlab_torch.mixers import delta
 from attnlab_torch.ops import NumpyOps
+from _synth import conv_by_sums
 
 OPS = NumpyOps()
 
@@ -71,13 +72,7 @@ def oracle_mix(p, x, gated, neg_eigval, conv, causal, n_heads=2):
     hd = d_model // n_heads
     qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
     if conv:
-        w = p["conv.weight"]
-        out = np.zeros_like(qkv)
-        for s in range(t):
-            for back in range(conv):
-                if s - back >= 0:
-                    out[:, s] += w[conv - 1 - back] * qkv[:, s - back]
-        qkv = out
+        qkv = conv_by_sums(qkv, p["conv.weight"])
     qkv = silu(qkv)
     split = lambda a: a.reshape(b, t, n_heads, hd).transpose(0, 2, 1, 3)  # noqa: E731
     q, k, v = split(qkv[..., :d_model]), split(qkv[..., d_model:2 * d_model]), split(qkv[..., 2 * d_model:])

@@ -88,8 +88,7 @@ pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is
         return format!("Inconclusive: {missing} planned run(s) have not finished; run the same command again, then read the verdicts.");
     }
     if let Some(chance) = chance {
-        let learned: Vec<&ArmResult> = arms.iter().filter(|a| a.summary.n > 0 && !at_chance(a.summary.mean, chance, higher_is_better)).collect();
-        if learned.is_empty() {
+        if !arms.iter().any(|a| a.summary.n > 0 && !at_chance(a.summary.mean, chance, higher_is_better)) {
             return format!(
                 "Inconclusive: no arm learned the task (every {metric} is within a tenth of chance, {chance:.4}); no adoption advice. \
                  Fix the protocol first: more steps, a learning-rate sweep, warm-up."

@@ -23,7 +23,7 @@ use attnlab_model::block::NormKind;
 use attnlab_model::position::PositionKind;
 use attnlab_model::{Model, ModelInput};
 use burn::tensor::TensorData;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -105,14 +105,8 @@ fn write_dir(model: &Model, config: &RunConfig, task: &dyn Task, dir: &Path) -> 
         return Ok(n);
     }
     let tensors = gpt2_tensors(model, config)?;
-    let views = tensors
-        .iter()
-        .map(|(name, dtype, shape, bytes)| TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
     // transformers refuses a safetensors file whose metadata lacks format = pt.
-    let st_meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, Some(st_meta), &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    super::write_atomically(&tensors, HashMap::from([("format".to_string(), "pt".to_string())]), &dir.join("model.safetensors"))?;
     write("config.json", serde_json::to_string_pretty(&gpt2_config(config, task)).expect("json"))?;
     Ok(tensors.len())
 }
