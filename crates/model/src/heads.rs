@@ -112,8 +112,66 @@ impl HeadProjection {
 /// - `q, k`: `[batch, heads, seq, d]` -> the same
 pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>) {
     match rope {
-        Some(r) => (r.apply(q, offset), r.apply(k, offset)),
+        Some(r) => {
+            let t = q.dims()[2];
+            let (cos, sin) = rotation(r, offset, t);
+            let (cos, sin) = (cos.unsqueeze::<4>(), sin.unsqueeze::<4>());
+            (rotate(q, &cos, &sin), rotate(k, &cos, &sin))
+        }
         None => (q, k),
+    }
+}
+
+/// RoPE's factors for positions `offset..offset + len`, read from the encoding's table
+/// (`freq_complex[t, 2i + m] = (cos, sin)` of pair i's angle, for both members m): the cosine
+/// for each dimension, and the sine signed for the member it multiplies (−sin for x₀, +sin for x₁).
+///
+/// # Shapes
+/// - returns `[len, d]` twice
+fn rotation(rope: &RotaryEncoding, offset: usize, len: usize) -> (Tensor<2>, Tensor<2>) {
+    let [_, d, _] = rope.freq_complex.dims();
+    let table = rope.freq_complex.clone().slice([offset..offset + len]);
+    let cos = table.clone().slice([0..len, 0..d, 0..1]).reshape([len, d]);
+    let sin = table.slice([0..len, 0..d, 1..2]).reshape([len, d / 2, 2]);
+    let sign = Tensor::<1>::from_floats([-1.0, 1.0], &sin.device()).reshape([1, 1, 2]);
+    (cos, (sin * sign).reshape([len, d]))
+}
+
+/// Rotates each pair `(x₀, x₁)` of `x`'s last dimension by its angle: `(x₀·cos − x₁·sin,
+/// x₁·cos + x₀·sin)`, as `x·cos + swap(x)·signed_sin` where `swap` exchanges the members. The
+/// same numbers as Burn's `RotaryEncoding::apply` (the test below) in four elementwise ops
+/// instead of a `[.., 2] × [2, 4]` matmul per pair.
+///
+/// # Shapes
+/// - `x`: `[a, b, c, d]`; `cos`, `signed_sin`: `[d]`-last, broadcastable to `x` -> `x`'s shape
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, signed_sin: &Tensor<4>) -> Tensor<4> {
+    let [a, b, c, d] = x.dims();
+    let swapped = x.clone().reshape([a * b * c, d / 2, 2]).flip([2]).reshape([a, b, c, d]);
+    x * cos.clone() + swapped * signed_sin.clone()
+}
+
+impl HeadProjection {
+    /// RoPE applied inside packed `[q | k | v]` (queries and keys rotated, values as they are),
+    /// for kernels that take the packed layout; the input itself without RoPE.
+    ///
+    /// # Shapes
+    /// - `qkv`: `[batch, seq, (2·d_qk + d_v)·heads]` -> the same
+    pub fn rotate_packed(&self, qkv: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> Tensor<3> {
+        let Some(rope) = rope else { return qkv };
+        match fused::rope_packed(qkv, rope, offset, 2 * self.n_heads() * self.d_qk(), self.d_qk()) {
+            Ok(rotated) => rotated,
+            Err(qkv) => self.rotate_packed_composed(qkv, rope, offset),
+        }
+    }
+
+    /// [`Self::rotate_packed`] by tensor ops: what runs off flex, and the fused kernel's reference.
+    fn rotate_packed_composed(&self, qkv: Tensor<3>, rope: &RotaryEncoding, offset: usize) -> Tensor<3> {
+        let [b, t, w] = qkv.dims();
+        let (h, dqk) = (self.n_heads(), self.d_qk());
+        let (cos, sin) = rotation(rope, offset, t);
+        let (cos, sin) = (cos.reshape([1, t, 1, dqk]), sin.reshape([1, t, 1, dqk]));
+        let part = |i: usize| rotate(qkv.clone().narrow(2, i * h * dqk, h * dqk).reshape([b, t, h, dqk]), &cos, &sin).reshape([b, t, h * dqk]);
+        Tensor::cat(vec![part(0), part(1), qkv.clone().narrow(2, 2 * h * dqk, w - 2 * h * dqk)], 2)
     }
 }
 
@@ -248,6 +306,46 @@ pub fn diagnostics(weights: Tensor<4>, keys: Tensor<2>) -> AttentionDiagnostics 
 mod tests {
     use super::*;
     use crate::testing::{assert_close, device, values};
+
+    #[test]
+    fn elementwise_rope_matches_burns_rotary_encoding_in_values_and_gradients() {
+        use crate::testing::{assert_output_and_grads_close, output_and_grads, randn};
+        use burn::nn::RotaryEncodingConfig;
+        let d = device();
+        let ad = crate::testing::ad_device();
+        let rope = RotaryEncodingConfig::new(16, 8).init(&ad);
+        for (offset, t) in [(0, 7), (5, 3), (15, 1)] {
+            let x = randn([2, 3, t, 8], 40 + offset as u64, &d);
+            let fast = output_and_grads(&[x.clone()], 7, |v| {
+                let (cos, sin) = rotation(&rope, offset, t);
+                rotate(v[0].clone(), &cos.unsqueeze(), &sin.unsqueeze())
+            });
+            let reference = output_and_grads(&[x], 7, |v| rope.apply(v[0].clone(), offset));
+            assert_output_and_grads_close(&format!("offset {offset}, {t} positions"), fast, &reference);
+        }
+    }
+
+    /// The fused packed RoPE equals the composed one on fresh random inputs, outputs and
+    /// gradients, at offsets 0 and past it, two heads with values wider than the keys.
+    #[test]
+    fn fused_packed_rope_matches_the_composed_rotation() {
+        use crate::testing::{assert_output_and_grads_close, output_and_grads, randn};
+        use burn::nn::RotaryEncodingConfig;
+        let d = device();
+        let ad = crate::testing::ad_device();
+        let rope = RotaryEncodingConfig::new(16, 4).init(&ad);
+        let dims = MixerDims { d_model: 12, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: false };
+        let heads = HeadProjection::new(&dims, 4, &ad);
+        for (offset, t) in [(0, 9), (6, 5)] {
+            let qkv = randn([3, t, 2 * 2 * 4 + 2 * 6], 90 + offset as u64, &d);
+            let fused = output_and_grads(&[qkv.clone()], 91, |v| heads.rotate_packed(v[0].clone(), Some(&rope), offset));
+            let composed = output_and_grads(&[qkv.clone()], 91, |v| heads.rotate_packed_composed(v[0].clone(), &rope, offset));
+            assert_output_and_grads_close(&format!("offset {offset}"), fused, &composed);
+            // Without autodiff (evaluation) too.
+            let rope_plain = RotaryEncodingConfig::new(16, 4).init(&d);
+            assert_close(heads.rotate_packed(qkv.clone(), Some(&rope_plain), offset), heads.rotate_packed_composed(qkv, &rope_plain, offset), 1e-6, "plain");
+        }
+    }
 
     #[test]
     fn causal_mask_hides_exactly_the_future() {

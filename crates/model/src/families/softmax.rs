@@ -467,19 +467,19 @@ impl SequenceMixer for SoftmaxAttention {
     type State = SoftmaxDecodeState;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
-        let mut packed = self.heads.project(x.clone());
+        let packed = self.heads.project(x.clone());
         // The fused kernel covers training and evaluation without monitoring; it does not return
-        // the weights, rotate positions, learn a scale, forget, or add a sink.
-        if let Some(scale) = self.constant_scale()
-            && ctx.rope.is_none()
+        // the weights, learn a scale, forget, or add a sink. RoPE is applied before it.
+        let (q, k, v) = if let Some(scale) = self.constant_scale()
             && !ctx.diagnostics
         {
-            match fused::softmax_attention_packed(packed, self.heads.n_heads(), scale, ctx.causal) {
+            match fused::softmax_attention_packed(self.heads.rotate_packed(packed, ctx.rope, 0), self.heads.n_heads(), scale, ctx.causal) {
                 Ok(y) => return MixOutput { output: self.finish(y, x), diagnostics: None },
-                Err(qkv) => packed = qkv,
+                Err(rotated) => self.heads.split_packed(rotated),
             }
-        }
-        let (q, k, v) = self.heads.split_packed_rotated(packed, ctx.rope, 0);
+        } else {
+            self.heads.split_packed_rotated(packed, ctx.rope, 0)
+        };
         let c = self.log_forget(x.clone()).map(|lf| lf.cumsum(2));
         let (y, weights) = softmax_attention(q, k, v, self.scaling, &self.terms(c, None), ctx.causal, 0);
         let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights, ctx.causal));
@@ -701,7 +701,13 @@ mod tests {
     fn fused_and_monitored_paths_agree() {
         use crate::mixer::{MixContext, MixerDims, MixerFamily};
         let dims = MixerDims { d_model: 24, n_heads: 3, max_seq_len: 16, seed: 1, layer: 0, bias: true };
-        for (scaling, gate) in [(Scaling::SqrtD, OutputGate::None), (Scaling::None, OutputGate::None), (Scaling::SqrtD, OutputGate::Output)] {
+        let rope = burn::nn::RotaryEncodingConfig::new(16, 8).init(&crate::testing::ad_device());
+        for (scaling, gate, rope) in [
+            (Scaling::SqrtD, OutputGate::None, None),
+            (Scaling::None, OutputGate::None, None),
+            (Scaling::SqrtD, OutputGate::Output, None),
+            (Scaling::SqrtD, OutputGate::None, Some(&rope)),
+        ] {
             for causal in [true, false] {
                 let x = randn([2, 11, 24], 60, &device());
                 // Built and filled under the seeding lock: lazily drawn weights would take numbers
@@ -715,11 +721,11 @@ mod tests {
                 let run = |diagnostics: bool| {
                     output_and_grads(&[x.clone()], 61, |v| {
                         let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-                        layer.forward(v[0].clone(), ctx.with_diagnostics(diagnostics)).output
+                        layer.forward(v[0].clone(), ctx.with_rope(rope).with_diagnostics(diagnostics)).output
                     })
                 };
                 let ((fused, fused_g), (composed, composed_g)) = (run(false), run(true));
-                let what = format!("{} {gate:?} causal={causal}", scaling.name());
+                let what = format!("{} {gate:?} rope={} causal={causal}", scaling.name(), rope.is_some());
                 assert_close(fused, composed, 1e-5, &format!("{what}: output"));
                 assert_close(fused_g[0].clone(), composed_g[0].clone(), 1e-5, &format!("{what}: gradient"));
             }

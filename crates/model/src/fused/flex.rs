@@ -5,6 +5,7 @@ use super::gated_recurrence as gated;
 use super::linear_attention;
 use super::matmul::{self, View};
 use super::norm;
+use super::rope;
 use super::simd;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -323,6 +324,49 @@ pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal
             let input = contiguous(t.primitive());
             let (dims, y, p) = forward(&input);
             Ok(record(PackedAttentionBackward, [&t], PackedAttentionState { dims, qkv: input, p }, y))
+        }
+        Input::Other(x) => Err(x),
+    }
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl Backward<Flex, 1> for RopeBackward {
+    /// The dims and the `[seq, d/2]` cosines and sines of the forward pass.
+    type State = (rope::Dims, Vec<f32>, Vec<f32>);
+
+    fn backward(self, ops: Ops<(rope::Dims, Vec<f32>, Vec<f32>), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        run_backward(ops, grads, |(dims, cos, sin), dy, _| [Some(from_vec(rope::rotate(dims, slice(dy), &cos, &sin, -1.0), dy.layout().shape().clone()))]);
+    }
+}
+
+/// Fused RoPE on packed `[q | k | v]`, or the input back when it is not f32 flex.
+pub fn rope_packed(qkv: Tensor<3>, encoding: &burn::nn::RotaryEncoding, offset: usize, rotated: usize, d: usize) -> Result<Tensor<3>, Tensor<3>> {
+    let [_, seq, width] = qkv.dims();
+    // The cosines and sines of the encoding's own table (`[pos, 2i + m, (cos, sin)]`, the same
+    // for both members m of pair i), so the fused path uses exactly the composed path's numbers.
+    let tables = || {
+        let table = encoding.freq_complex.clone().slice([offset..offset + seq, 0..d]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 table");
+        let (mut cos, mut sin) = (Vec::with_capacity(seq * d / 2), Vec::with_capacity(seq * d / 2));
+        for pair in table.chunks_exact(4) {
+            cos.push(pair[0]);
+            sin.push(pair[1]);
+        }
+        (cos, sin)
+    };
+    let dims = rope::Dims { seq, width, rotated, d };
+    match classify(qkv) {
+        Input::Plain(t) => {
+            let (cos, sin) = tables();
+            let y = rope::rotate(dims, slice(&contiguous(&t)), &cos, &sin, 1.0);
+            Ok(Tensor::from_primitive::<Flex>(from_vec(y, t.layout().shape().clone())))
+        }
+        Input::Tracked(t) => {
+            let (cos, sin) = tables();
+            let input = contiguous(t.primitive());
+            let y = from_vec(rope::rotate(dims, slice(&input), &cos, &sin, 1.0), input.layout().shape().clone());
+            Ok(record(RopeBackward, [&t], (dims, cos, sin), y))
         }
         Input::Other(x) => Err(x),
     }

@@ -13,6 +13,7 @@
 //! | [`silu`] | `x·σ(x)` | `simd.rs` |
 //! | [`log_sigmoid`] | `ln σ(x)` | `simd.rs` |
 //! | [`layer_norm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `norm.rs` |
+//! | [`rope_packed`] | RoPE on the `q`, `k` of `[q|k|v]` rows: `(x₀cos − x₁sin, x₁cos + x₀sin)` per pair | `rope.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` |
@@ -34,6 +35,8 @@ mod linear_attention;
 mod matmul;
 #[cfg(feature = "flex")]
 mod norm;
+#[cfg(feature = "flex")]
+mod rope;
 pub(crate) mod simd;
 
 use burn::nn::{LayerNorm, Linear};
@@ -51,6 +54,23 @@ pub fn affine_map<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<
         Err(inputs) => inputs,
     };
     burn::tensor::module::linear(x, weight, bias)
+}
+
+/// Rotary position encoding of the queries and keys in packed `[q | k | v]` rows (the first
+/// `rotated` values of each row, heads `d` wide) at positions `offset..`, fused on flex.
+/// Returns `Err(qkv)` off flex, where the caller runs the composed formula
+/// (`heads::HeadProjection::rotate_packed`, which the tests compare this with).
+///
+/// # Shapes
+/// - `qkv`: `[batch, seq, width]` -> the same
+pub fn rope_packed(qkv: Tensor<3>, rope: &burn::nn::RotaryEncoding, offset: usize, rotated: usize, d: usize) -> Result<Tensor<3>, Tensor<3>> {
+    #[cfg(feature = "flex")]
+    return flex::rope_packed(qkv, rope, offset, rotated, d);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (rope, offset, rotated, d);
+        Err(qkv)
+    }
 }
 
 /// Softmax attention with a constant score multiplier on packed projections, fused on flex.
