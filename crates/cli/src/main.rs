@@ -153,15 +153,15 @@ struct CompareArgs {
     #[arg(long, value_delimiter = ',')]
     variants: Vec<String>,
     /// Quick use: number of seeds (1..=N).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "config")]
     seeds: usize,
     /// Quick use: learning rates; each arm is reported at its best.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "config")]
     lrs: Vec<f64>,
     /// Quick use: main-metric threshold for steps-to-target.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     target: Option<f64>,
-    /// Quick use: overrides for every arm (repeatable).
+    /// Overrides for every arm (repeatable); with --config, applied after the file's own `set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Report directory (default: reports/compare-<timestamp>). Running the same command on it
@@ -345,7 +345,18 @@ fn main() -> ExitCode {
         // SAFETY: first statement of main, before any other thread exists.
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        // Bad flags get one line, like every other error: clap's message without its usage block.
+        Err(e) => {
+            let text = e.to_string();
+            let what: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:")).filter(|l| !l.is_empty()).collect();
+            let what = what.join(" ");
+            eprintln!("{} (see --help)", what.trim_end_matches('.'));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -552,7 +563,8 @@ fn local_executor(jobs: usize, quiet: bool) -> Result<attnlab_eval::compare::Loc
 fn comparison_from_args(a: &CompareArgs) -> Result<(Option<attnlab_eval::compare::Comparison>, attnlab_eval::compare::slurm::SlurmOptions)> {
     use attnlab_eval::compare::{CompareSpec, Comparison, task_preset};
     if let Some(path) = &a.config {
-        let file = CompareSpec::load(path).map_err(anyhow::Error::msg)?;
+        let mut file = CompareSpec::load(path).map_err(anyhow::Error::msg)?;
+        file.set.extend(a.sets.iter().cloned());
         let mut spec = file.resolve().map_err(anyhow::Error::msg)?;
         spec.title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
         return Ok((Some(spec), file.slurm));

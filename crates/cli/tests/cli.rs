@@ -637,6 +637,31 @@ fn sweep_file(dir: &Path, steps: usize) -> PathBuf {
     file
 }
 
+/// `--set` with `--config` applies on top of the file's own overrides (it changes what runs, so
+/// the plan differs); the quick-use flags a file already fixes are refused with one line.
+#[test]
+fn compare_set_applies_over_a_comparison_file_and_its_quick_flags_are_refused() {
+    let dir = temp("set-over-file");
+    let file = sweep_file(&dir, 60);
+    let plan = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["compare", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--plan-only"];
+        args.extend_from_slice(extra);
+        ok(&attnlab(&args));
+        let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+        p["runs"].as_array().unwrap().clone()
+    };
+    let (plain, set) = (plan(&dir.join("plain"), &[]), plan(&dir.join("set"), &["--set", "train.steps=7"]));
+    assert_eq!(plain.len(), set.len());
+    let steps = |runs: &[serde_json::Value]| runs.iter().map(|r| r["config"]["train"]["steps"].as_u64().unwrap()).collect::<Vec<_>>();
+    assert!(steps(&plain).iter().all(|&s| s == 60) && steps(&set).iter().all(|&s| s == 7), "{:?} {:?}", steps(&plain), steps(&set));
+    for flag in [["--seeds", "2"], ["--lrs", "1e-3"], ["--target", "0.5"]] {
+        let out = dir.join("refused");
+        let o = attnlab(&["compare", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap(), "--plan-only", flag[0], flag[1]]);
+        fails_with(&o, "cannot be used with");
+        assert!(!out.exists(), "{flag:?}: nothing written");
+    }
+}
+
 /// Every run's numbers in a report directory's results.json, by plan id: what must not depend
 /// on the executor (timings and paths may).
 fn run_numbers(out: &Path) -> std::collections::BTreeMap<String, String> {
