@@ -55,6 +55,9 @@ fn scaling_train_sum_of_key_norms_flattens_attention() {
 fn mqar_gap_softmax_recalls_better() {
     let r = reproduce("mqar-gap");
     assert_eq!(r["per_width"].as_array().unwrap().len(), 1);
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "softmax on every seed, the gap where it solves, the average");
+    assert!(checks[0]["claim"].as_str().unwrap().contains("on every seed"), "{}", checks[0]);
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //! at its best of lr {1e-3, 3e-3, 1e-2}. Task: `configs/mqar-smoke.toml` (length 32, 4 pairs).
 
 use super::gaps::{mean, read_preset};
-use super::widths::{run_each_width, write_joined};
+use super::widths::{Cell, run_each_width, write_joined};
 use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, line_chart};
@@ -147,7 +147,7 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         "recall-frontier",
         size,
         ("attnlab reproduce recall-frontier: recall against decoding state", intro),
-        &widths,
+        &Cell::widths(&widths),
         &per_width,
         ("Accuracy and decode state per width", Table::new("summary", header, rows)),
         checks,

@@ -10,7 +10,7 @@
 //! steps) with 4 layers.
 
 use super::gaps::{mean, read_preset};
-use super::widths::{run_each_width, write_joined};
+use super::widths::{Cell, run_each_width, write_joined};
 use super::{Check, Outcome, Size};
 use crate::compare::LocalExecutor;
 use crate::plots::{Series, line_chart};
@@ -93,7 +93,7 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
         "hybrid-ratio",
         size,
         ("attnlab reproduce hybrid-ratio: how many softmax layers a Gated DeltaNet stack needs to recall", intro),
-        &widths,
+        &Cell::widths(&widths),
         &per_width,
         ("Accuracy per stack", Table::new("summary", header, rows)),
         checks,
