@@ -165,6 +165,11 @@ impl RunDir {
                 .filter(|n| n != LOCK_FILE && !n.starts_with(TEMP_PREFIX))
                 .collect();
             if !others.is_empty() {
+                if path.join(CONFIG_FILE).exists() {
+                    // A writer started here between the two looks (its config is the first file
+                    // it puts in place): it is that run, not someone else's files.
+                    return Err(WriterLock::take(path).map_or_else(|busy| busy, |_| held_run()));
+                }
                 others.sort();
                 let shown = others.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
                 return Err(format!(
