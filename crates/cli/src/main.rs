@@ -225,9 +225,15 @@ struct SlurmArgs {
 struct ReproduceArgs {
     /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio or recall-frontier (omit to list them).
     name: Option<String>,
-    /// smoke (minutes on 2 CPU cores) or full (the README's numbers).
+    /// smoke (minutes on 2 CPU cores), full (the README's numbers) or paper (the published configuration: a GPU or a cluster).
     #[arg(long, default_value = "smoke")]
     size: String,
+    /// Train every run on this backend (flex, ndarray, wgpu, cuda), whatever its preset says.
+    #[arg(long)]
+    device: Option<String>,
+    /// List the comparisons, runs and steps the reproduction would train, and the effects it checks; train nothing, write nothing.
+    #[arg(long)]
+    plan: bool,
     /// Report directory (default: reports/<name>-<size>-<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -555,7 +561,7 @@ fn local_executor(jobs: usize, quiet: bool) -> Result<attnlab_eval::compare::Loc
         bail!("--jobs must be at least 1");
     }
     let worker = if jobs > 1 { Some(std::env::current_exe().context("cannot find the attnlab binary to start workers")?) } else { None };
-    Ok(attnlab_eval::compare::LocalExecutor { jobs, worker, quiet })
+    Ok(attnlab_eval::compare::LocalExecutor { jobs, worker, ..attnlab_eval::compare::LocalExecutor::sequential(quiet) })
 }
 
 /// The comparison the flags describe (`None`: none given, for --run-only / --analyse-only on an
@@ -752,15 +758,38 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         for (name, what) in REPRODUCTIONS {
             println!("{name:<14} {what}");
         }
-        println!("\nrun one: attnlab reproduce <name> [--size smoke|full]");
+        println!("\nrun one: attnlab reproduce <name> [--size smoke|full|paper] [--plan]");
         return Ok(());
     };
     check_name(&name).map_err(anyhow::Error::msg)?;
     let size: Size = a.size.parse().map_err(anyhow::Error::msg)?;
+    let mut exec = local_executor(a.jobs, a.quiet)?;
+    exec.device = parse_device(a.device.as_deref())?;
+    let missing_backend = exec.device.filter(|d| !d.is_compiled()).map(attnlab_model::BackendError::NotCompiled);
+    if a.plan {
+        exec.plan_only = true;
+        // The runner writes its (unmeasured) pages; they go to a scratch directory, removed after.
+        let scratch = std::env::temp_dir().join(format!("attnlab-plan-{}", std::process::id()));
+        let outcome = run(&name, size, &scratch, &exec);
+        let _ = std::fs::remove_dir_all(&scratch);
+        let outcome = outcome.map_err(anyhow::Error::msg)?;
+        let (runs, steps) = exec.planned.get();
+        println!("\n{name} --size {}: {runs} runs, {steps} optimizer steps in all; the effects it checks:", size.name());
+        for c in &outcome.checks {
+            println!("- {}", c.claim);
+        }
+        if let Some(e) = missing_backend {
+            println!("note: to run it, {e}");
+        }
+        return Ok(());
+    }
+    if let Some(e) = missing_backend {
+        bail!(e);
+    }
     let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}-{}-{}", a.size, run_dir::timestamp())));
     fresh_report_dir(&out)?;
     let started = std::time::Instant::now();
-    let outcome = run(&name, size, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+    let outcome = run(&name, size, &out, &exec).map_err(anyhow::Error::msg)?;
     println!("\n{}", outcome.summary.header.join(" | "));
     for row in &outcome.summary.rows {
         println!("{}", row.join(" | "));

@@ -102,3 +102,41 @@ fn recall_frontier_softmax_on_top_and_gated_delta_above_linear() {
         assert!(state(1) > state(0), "family {family}: {} -> {}", state(0), state(1));
     }
 }
+
+/// Every reproduction's paper size is a valid plan (each run's config resolves and validates),
+/// of the published size, without training anything or writing into the repository.
+#[test]
+fn every_paper_size_plans_without_training() {
+    // (name, runs and optimizer steps in all; None for length-scaling, whose paper size is its
+    // full size of three studies, sized by that size's own code)
+    let expected: [(&str, Option<(usize, usize)>); 9] = [
+        ("scaling-sim", Some((0, 0))),
+        // 5 divisors x 3 seeds of nanoGPT's 5000-step GPU recipe.
+        ("scaling-train", Some((15, 15 * 5000))),
+        // zoology's Figure 2: 3 task sizes x 4 widths x 7 arms x 3 seeds x 4 lrs, 12 500 steps each.
+        ("mqar-gap", Some((1008, 1008 * 12_500))),
+        // Garg et al.: 3 arms x 3 seeds of 500 000 steps.
+        ("icl-gap", Some((9, 9 * 500_000))),
+        ("lm-gap", Some((12, 12 * 5000))),
+        // No published trained configuration: the full size.
+        ("separation", Some((24, 24 * 3000))),
+        ("length-scaling", None),
+        // configs/compare/hybrid-ratio-paper.toml's 96 runs.
+        ("hybrid-ratio", Some((96, 96 * 12_500))),
+        // 3 widths x 12 families x 3 seeds x 4 lrs.
+        ("recall-frontier", Some((432, 432 * 12_500))),
+    ];
+    for (name, expected) in expected {
+        let o = Command::new(env!("CARGO_BIN_EXE_attnlab")).args(["reproduce", name, "--size", "paper", "--plan"]).current_dir(root()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{name}: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+        let total = stdout.lines().find(|l| l.starts_with(&format!("{name} --size paper: "))).unwrap_or_else(|| panic!("{name}: no total line\n{stdout}"));
+        let numbers: Vec<usize> = total.split(' ').filter_map(|w| w.parse().ok()).collect();
+        match expected {
+            Some((runs, steps)) => assert_eq!(numbers, [runs, steps], "{name}: {total}"),
+            None => assert!(numbers.len() == 2 && numbers[0] > 0 && numbers[1] > 0, "{total}"),
+        }
+        assert!(stdout.contains("the effects it checks:\n- "), "{name}: {stdout}");
+        assert!(!stdout.contains("report:"), "{name} --plan trained or wrote a report: {stdout}");
+    }
+}

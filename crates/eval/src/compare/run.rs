@@ -187,9 +187,20 @@ pub struct LocalExecutor {
     pub worker: Option<PathBuf>,
     /// Print only what must be said.
     pub quiet: bool,
+    /// Every run on this backend, whatever its config says (`reproduce --device`).
+    pub device: Option<attnlab_model::BackendKind>,
+    /// Plan every comparison and train none (`reproduce --plan`): each reads back as pending.
+    pub plan_only: bool,
+    /// Runs and optimizer steps planned so far (what `--plan` totals).
+    pub planned: std::cell::Cell<(usize, usize)>,
 }
 
 impl LocalExecutor {
+    /// One run at a time in this process, on each config's own device.
+    pub fn sequential(quiet: bool) -> Self {
+        Self { jobs: 1, worker: None, quiet, device: None, plan_only: false, planned: Default::default() }
+    }
+
     /// Threads each of `jobs` concurrent runs gets: the hardware threads divided evenly, at least one.
     pub fn threads_per_job(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

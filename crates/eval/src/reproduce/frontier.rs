@@ -14,6 +14,8 @@
 //! `smoke`: four families at widths 16 and 32, one seed, lr 3e-3. `full`: softmax, the six
 //! classic feature maps and five decay/delta families at widths 16, 32 and 64, 2 seeds, each
 //! at its best of lr {1e-3, 3e-3, 1e-2}. Task: `configs/mqar-smoke.toml` (length 32, 4 pairs).
+//! `paper`: every family on zoology's vocabulary-8192 task at length 256 with 16 pairs
+//! (`configs/mqar-paper.toml`), widths 64/128/256, its four learning rates, 3 seeds.
 
 use super::gaps::{mean, read_preset};
 use super::widths::{Cell, run_each_width, write_joined};
@@ -33,7 +35,7 @@ const LINEAR: &str = "linear:elu1";
 fn families(size: Size) -> Vec<&'static str> {
     match size {
         Size::Smoke => vec![SOFTMAX, LINEAR, GLA, GATED_DELTANET],
-        Size::Full => vec![
+        Size::Full | Size::Paper => vec![
             SOFTMAX,
             "linear:identity",
             LINEAR,
@@ -68,13 +70,22 @@ fn area(per_width: &[Results], family: &str) -> f64 {
 }
 
 pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
-    let preset = "configs/mqar-smoke.toml";
-    let (widths, seeds, lrs): (Vec<usize>, u64, Vec<f64>) = match size {
-        Size::Smoke => (vec![16, 32], 1, vec![3e-3]),
-        Size::Full => (vec![16, 32, 64], 2, vec![1e-3, 3e-3, 1e-2]),
+    let (preset, widths, seeds, lrs): (&str, Vec<usize>, u64, Vec<f64>) = match size {
+        Size::Smoke => ("configs/mqar-smoke.toml", vec![16, 32], 1, vec![3e-3]),
+        Size::Full => ("configs/mqar-smoke.toml", vec![16, 32, 64], 2, vec![1e-3, 3e-3, 1e-2]),
+        Size::Paper => ("configs/mqar-paper.toml", vec![64, 128, 256], 3, super::gaps::ZOOLOGY_LRS.to_vec()),
     };
     let families = families(size);
     let mut base = read_preset(preset)?;
+    if size == Size::Paper {
+        // The longest cell of zoology's Figure 2, where fixed states bind: length 256, 16 pairs
+        // (zoology's own frontier trains on a mixture of lengths, which this task does not draw).
+        let attnlab_train::TaskConfig::Mqar(task) = &mut base.task else { return Err(format!("{preset} is not an mqar preset")) };
+        task.seq_len = 256;
+        task.num_kv_pairs = 16;
+        base.model.max_seq_len = 256;
+        base.train.batch_size = 256;
+    }
     base.train.eval_every = 100;
     let arms: Vec<(&str, &str)> = families.iter().map(|&f| (f, f)).collect();
     let per_width = run_each_width("recall-frontier", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;
@@ -126,7 +137,7 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     // The ordering at equal state, by the mean over widths.
     let order: Vec<(&str, &str, f64)> = match size {
         Size::Smoke => vec![(GATED_DELTANET, LINEAR, 0.0)],
-        Size::Full => vec![(GATED_DELTANET, DELTANET, -0.05), (DELTANET, GLA, 0.0), (GLA, MAMBA2, 0.0), (MAMBA2, LINEAR, 0.0)],
+        Size::Full | Size::Paper => vec![(GATED_DELTANET, DELTANET, -0.05), (DELTANET, GLA, 0.0), (GLA, MAMBA2, 0.0), (MAMBA2, LINEAR, 0.0)],
     };
     for (better, worse, slack) in order {
         let (a, b) = (area(&per_width, better), area(&per_width, worse));
@@ -139,9 +150,10 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     }
 
     let intro = format!(
-        "Preset `{preset}` (MQAR, length 32, 4 key-value pairs, 2 layers, one head, no MLP) at widths {widths:?}, {seeds} \
+        "Preset `{preset}` (MQAR, {}, 2 layers, one head, no MLP) at widths {widths:?}, {seeds} \
          seed(s), learning rates {lrs:?}, each family at its best lr per width. Decode state: floats one sequence's \
-         decoding state holds after 32 tokens, both layers, each family counting its own (zoology's definition)."
+         decoding state holds after the whole sequence, both layers, each family counting its own (zoology's definition).",
+        super::mqar_task_words(&base)
     );
     write_joined(
         "recall-frontier",

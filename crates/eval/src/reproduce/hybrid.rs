@@ -7,7 +7,8 @@
 //!
 //! `smoke`: width 32, 2 seeds, lr 3e-3. `full`: widths 32 and 64, 3 seeds, lrs {1e-3, 3e-3,
 //! 1e-2}, each arm at its best. Both on `configs/mqar-smoke.toml` (length 32, 4 pairs, 1000
-//! steps) with 4 layers.
+//! steps) with 4 layers. `paper`: zoology's Figure 2 task (`configs/mqar-paper.toml`, vocab 8192,
+//! length 64, 4 pairs) at widths 64 and 128, its four learning rates, 3 seeds.
 
 use super::gaps::{mean, read_preset};
 use super::widths::{Cell, run_each_width, write_joined};
@@ -26,14 +27,15 @@ const STACKS: [(&str, &str, usize); 4] = [
 ];
 
 pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
-    let preset = "configs/mqar-smoke.toml";
-    let (widths, seeds, lrs): (Vec<usize>, u64, Vec<f64>) = match size {
-        Size::Smoke => (vec![32], 2, vec![3e-3]),
-        Size::Full => (vec![32, 64], 3, vec![1e-3, 3e-3, 1e-2]),
+    let (preset, widths, seeds, lrs): (&str, Vec<usize>, u64, Vec<f64>) = match size {
+        Size::Smoke => ("configs/mqar-smoke.toml", vec![32], 2, vec![3e-3]),
+        Size::Full => ("configs/mqar-smoke.toml", vec![32, 64], 3, vec![1e-3, 3e-3, 1e-2]),
+        // configs/compare/hybrid-ratio-paper.toml as a reproduction.
+        Size::Paper => ("configs/mqar-paper.toml", vec![64, 128], 3, super::gaps::ZOOLOGY_LRS.to_vec()),
     };
     let mut base = read_preset(preset)?;
     base.model.n_layers = 4;
-    base.train.eval_every = 100;
+    base.train.eval_every = base.train.eval_every.min(100);
     let arms: Vec<(&str, &str)> = STACKS.iter().map(|&(name, stack, _)| (name, stack)).collect();
     let per_width = run_each_width("hybrid-ratio", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;
 
@@ -85,9 +87,10 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
         }
     }
     let intro = format!(
-        "Preset `{preset}` with 4 layers (MQAR, length 32, 4 key-value pairs), {seeds} seeds per stack, learning rates {lrs:?}; \
+        "Preset `{preset}` with 4 layers (MQAR, {}), {seeds} seeds per stack, learning rates {lrs:?}; \
          each cell is the mean accuracy at queried positions ± half the 95% CI, at the stack's best lr. Layers are listed \
-         bottom to top; the hybrids put softmax last (3:1, as Qwen3-Next) or alternate (1:1)."
+         bottom to top; the hybrids put softmax last (3:1, as Qwen3-Next) or alternate (1:1).",
+        super::mqar_task_words(&base)
     );
     write_joined(
         "hybrid-ratio",
