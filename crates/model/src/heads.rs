@@ -122,19 +122,32 @@ pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, off
     }
 }
 
-/// RoPE's factors for positions `offset..offset + len`, read from the encoding's table
-/// (`freq_complex[t, 2i + m] = (cos, sin)` of pair i's angle, for both members m): the cosine
+/// RoPE's angle of each pair at positions `offset..offset + len`, as its cosine and sine: the one
+/// place that reads the layout of Burn's table (`freq_complex[t, 2i + m] = (cos, sin)` of pair
+/// i's angle, the same for both members m). The composed rotation and the fused kernel both
+/// start from it, so they rotate by the same numbers.
+///
+/// # Shapes
+/// - returns `[len, d/2]` twice
+pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize) -> (Tensor<2>, Tensor<2>) {
+    let [_, d, _] = rope.freq_complex.dims();
+    let first_members = rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, d / 2, 4]);
+    let cos = first_members.clone().slice([0..len, 0..d / 2, 0..1]).reshape([len, d / 2]);
+    let sin = first_members.slice([0..len, 0..d / 2, 1..2]).reshape([len, d / 2]);
+    (cos, sin)
+}
+
+/// RoPE's factors for positions `offset..offset + len` (see [`rope_pair_angles`]): the cosine
 /// for each dimension, and the sine signed for the member it multiplies (−sin for x₀, +sin for x₁).
 ///
 /// # Shapes
 /// - returns `[len, d]` twice
 fn rotation(rope: &RotaryEncoding, offset: usize, len: usize) -> (Tensor<2>, Tensor<2>) {
-    let [_, d, _] = rope.freq_complex.dims();
-    let table = rope.freq_complex.clone().slice([offset..offset + len]);
-    let cos = table.clone().slice([0..len, 0..d, 0..1]).reshape([len, d]);
-    let sin = table.slice([0..len, 0..d, 1..2]).reshape([len, d / 2, 2]);
+    let (cos, sin) = rope_pair_angles(rope, offset, len);
+    let [_, pairs] = cos.dims();
+    let both_members = |x: Tensor<2>| x.unsqueeze_dim::<3>(2).repeat_dim(2, 2);
     let sign = Tensor::<1>::from_floats([-1.0, 1.0], &sin.device()).reshape([1, 1, 2]);
-    (cos, (sin * sign).reshape([len, d]))
+    (both_members(cos).reshape([len, 2 * pairs]), (both_members(sin) * sign).reshape([len, 2 * pairs]))
 }
 
 /// Rotates each pair `(x₀, x₁)` of `x`'s last dimension by its angle: `(x₀·cos − x₁·sin,

@@ -344,16 +344,12 @@ impl Backward<Flex, 1> for RopeBackward {
 /// Fused RoPE on packed `[q | k | v]`, or the input back when it is not f32 flex.
 pub fn rope_packed(qkv: Tensor<3>, encoding: &burn::nn::RotaryEncoding, offset: usize, rotated: usize, d: usize) -> Result<Tensor<3>, Tensor<3>> {
     let [_, seq, width] = qkv.dims();
-    // The cosines and sines of the encoding's own table (`[pos, 2i + m, (cos, sin)]`, the same
-    // for both members m of pair i), so the fused path uses exactly the composed path's numbers.
+    // The composed path's own angles (one reader of Burn's table layout), so the fused path
+    // rotates by exactly its numbers.
     let tables = || {
-        let table = encoding.freq_complex.clone().slice([offset..offset + seq, 0..d]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 table");
-        let (mut cos, mut sin) = (Vec::with_capacity(seq * d / 2), Vec::with_capacity(seq * d / 2));
-        for pair in table.chunks_exact(4) {
-            cos.push(pair[0]);
-            sin.push(pair[1]);
-        }
-        (cos, sin)
+        let (cos, sin) = crate::heads::rope_pair_angles(encoding, offset, seq);
+        let to_vec = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 table");
+        (to_vec(cos), to_vec(sin))
     };
     let dims = rope::Dims { seq, width, rotated, d };
     match classify(qkv) {
