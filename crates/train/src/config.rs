@@ -212,11 +212,20 @@ pub struct MqarConfig {
     /// new value after the first pairs, and their queries expect the latest value, so a mixer
     /// must overwrite, not only accumulate. Scales with the length like the pairs. 0: off.
     pub rebind_pairs: usize,
+    /// A fixed training pool of this many sequences, which every batch samples (zoology trains
+    /// 64 epochs over 100k); 0: a fresh sequence every draw. Left out of the saved config at 0,
+    /// so runs from before it existed resume.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub train_examples: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for MqarConfig {
     fn default() -> Self {
-        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512, eval_lengths: Vec::new(), rebind_pairs: 0 }
+        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512, eval_lengths: Vec::new(), rebind_pairs: 0, train_examples: 0 }
     }
 }
 

@@ -5,8 +5,10 @@
 //! region of zeros in which every key appears once more. Query gaps follow zoology's power law,
 //! `p(g) ∝ g^(a−1)` over `space = (seq_len − 2·kv)/2` slots, drawn without replacement; a query
 //! for key `k_i` sits at `2·kv + 2·g_i`. The model must output the matching value at the query
-//! position; loss and accuracy count only those positions. Training draws fresh sequences every
-//! step (zoology uses a fixed pool of 100k); the evaluation set is fixed by the seed.
+//! position; loss and accuracy count only those positions. Training draws a fresh sequence for
+//! every slot of every batch, or with `train_examples = N` samples a fixed pool of N (zoology
+//! trains on 100k; it shuffles whole epochs, attnlab draws from the pool with replacement, which
+//! shows each sequence as often on average); the evaluation set is fixed by the seed.
 
 use super::text::batch_index;
 use super::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
@@ -74,6 +76,12 @@ impl Mqar {
         Example { tokens, targets, mask }
     }
 
+    /// Sequence `i` of the fixed training pool: a pure function of the seed and `i`, in its own
+    /// stream (the evaluation set draws from another).
+    pub fn pool_example(&self, i: usize) -> Example {
+        self.example(&mut seed::rng(self.seed, "train-pool", i as u64))
+    }
+
     fn batch(&self, examples: &[Example], device: &Device) -> Batch {
         let (b, t) = (examples.len(), examples.first().map_or(0, |e| e.tokens.len()));
         let ints = |f: &dyn Fn(&Example) -> &Vec<i64>| {
@@ -131,7 +139,10 @@ impl Task for Mqar {
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         let mut rng = seed::rng(self.seed, "train", batch_index(step, micro));
-        let ex: Vec<Example> = (0..batch_size).map(|_| self.example(&mut rng)).collect();
+        let ex: Vec<Example> = match self.config.train_examples {
+            0 => (0..batch_size).map(|_| self.example(&mut rng)).collect(),
+            pool => (0..batch_size).map(|_| self.pool_example(rng.random_range(0..pool))).collect(),
+        };
         self.batch(&ex, device)
     }
     fn eval_batches(&self, _batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
@@ -184,11 +195,45 @@ mod tests {
         }
     }
 
+    /// With `train_examples = N` every training sequence is one of the pool's N (each a pure
+    /// function of seed and index, drawn from a stream apart from the evaluation set), and a
+    /// few batches see all of a small pool; without it every draw is fresh.
+    #[test]
+    fn a_fixed_training_pool_is_all_batches_draw_from() {
+        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, eval_examples: 8, train_examples: 5, ..MqarConfig::default() };
+        let task = Mqar::new(cfg.clone(), 9);
+        let device = Device::flex();
+        let tokens = |task: &Mqar, step: usize| -> Vec<Vec<i64>> {
+            let LmInput::Tokens(t) = task.train_batch(step, 0, 16, &device).input else { panic!("tokens") };
+            let v: Vec<i64> = t.into_data().convert::<i64>().try_into_vec().unwrap();
+            v.chunks(32).map(|c| c.to_vec()).collect()
+        };
+        let pool: Vec<Vec<i64>> = (0..5).map(|i| task.pool_example(i).tokens).collect();
+        assert_eq!(pool[2], Mqar::new(cfg.clone(), 9).pool_example(2).tokens, "the pool is fixed by the seed");
+        assert_ne!(pool[2], Mqar::new(cfg.clone(), 10).pool_example(2).tokens);
+        let mut seen = std::collections::BTreeSet::new();
+        for step in 0..4 {
+            for seq in tokens(&task, step) {
+                seen.insert(pool.iter().position(|p| *p == seq).expect("a pool sequence"));
+            }
+        }
+        assert_eq!(seen.len(), 5, "64 draws from a pool of 5 see every sequence");
+        let eval = task.eval_batches(1, 8, &device);
+        let LmInput::Tokens(e) = &eval[0].input else { panic!("tokens") };
+        let e: Vec<i64> = e.to_data().convert::<i64>().try_into_vec().unwrap();
+        assert!(e.chunks(32).all(|seq| !pool.iter().any(|p| p == seq)), "evaluation sequences are not the pool's");
+
+        let fresh = Mqar::new(MqarConfig { train_examples: 0, ..cfg }, 9);
+        let batch = tokens(&fresh, 0);
+        let distinct: std::collections::BTreeSet<&Vec<i64>> = batch.iter().collect();
+        assert_eq!(distinct.len(), 16, "fresh draws repeat no sequence");
+    }
+
     /// At 4× the training length a sequence holds 4× the pairs, every key queried once with its
     /// value, and the evaluation reports each length's metrics next to the training length's.
     #[test]
     fn longer_sequences_hold_proportionally_more_pairs() {
-        let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128], rebind_pairs: 0 };
+        let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128], rebind_pairs: 0, train_examples: 0 };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
         for _ in 0..20 {
