@@ -232,7 +232,7 @@ struct ReproduceArgs {
     #[arg(long)]
     device: Option<String>,
     /// List the comparisons, runs and steps the reproduction would train, and the effects it checks; train nothing, write nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["out", "strict", "jobs"])]
     plan: bool,
     /// Report directory (default: reports/<name>-<size>-<timestamp>).
     #[arg(long)]

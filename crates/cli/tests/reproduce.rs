@@ -139,4 +139,11 @@ fn every_paper_size_plans_without_training() {
         assert!(stdout.contains("the effects it checks:\n- "), "{name}: {stdout}");
         assert!(!stdout.contains("report:"), "{name} --plan trained or wrote a report: {stdout}");
     }
+    // --plan writes nothing, so a report directory beside it is a mistake, said in one line.
+    let o = Command::new(env!("CARGO_BIN_EXE_attnlab")).args(["reproduce", "icl-gap", "--plan", "--out", "somewhere"]).current_dir(root()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--plan") && stderr.contains("--out"), "{stderr}");
+    assert!(!root().join("somewhere").exists());
 }

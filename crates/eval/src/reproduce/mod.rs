@@ -1,4 +1,4 @@
-//! `attnlab reproduce <name> [--size smoke|full]`: the experiments behind attnlab's two seed
+//! `attnlab reproduce <name> [--size smoke|full|paper] [--plan]`: the experiments behind attnlab's two seed
 //! papers, each a small script over [`compare`](crate::compare) (or pure arithmetic, for
 //! `scaling-sim`) that writes the same report files as `attnlab compare` and states the effect it
 //! expects as [`Check`]s, evaluated on what it measured.
