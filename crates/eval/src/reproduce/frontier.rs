@@ -17,7 +17,7 @@
 //! `paper`: every family on zoology's vocabulary-8192 task at length 256 with 16 pairs
 //! (`configs/mqar-paper.toml`), widths 64/128/256, its four learning rates, 3 seeds.
 
-use super::gaps::{mean, read_preset};
+use super::gaps::{MqarSize, mean, read_preset, with_size};
 use super::widths::{Cell, run_each_width, write_joined};
 use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
@@ -76,16 +76,11 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         Size::Paper => ("configs/mqar-paper.toml", vec![64, 128, 256], 3, super::gaps::ZOOLOGY_LRS.to_vec()),
     };
     let families = families(size);
-    let mut base = read_preset(preset)?;
-    if size == Size::Paper {
-        // The longest cell of zoology's Figure 2, where fixed states bind: length 256, 16 pairs
-        // (zoology's own frontier trains on a mixture of lengths, which this task does not draw).
-        let attnlab_train::TaskConfig::Mqar(task) = &mut base.task else { return Err(format!("{preset} is not an mqar preset")) };
-        task.seq_len = 256;
-        task.num_kv_pairs = 16;
-        base.model.max_seq_len = 256;
-        base.train.batch_size = 256;
-    }
+    // Paper: the longest cell of zoology's Figure 2, where fixed states bind: length 256, 16
+    // pairs, batch 256 (zoology's own frontier trains on a mixture of lengths, which this task
+    // does not draw).
+    let longest = (size == Size::Paper).then_some(MqarSize { pairs: 16, length_and_batch: Some((256, 256)) });
+    let mut base = with_size(&read_preset(preset)?, longest, preset)?;
     base.train.eval_every = 100;
     let arms: Vec<(&str, &str)> = families.iter().map(|&f| (f, f)).collect();
     let per_width = run_each_width("recall-frontier", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;

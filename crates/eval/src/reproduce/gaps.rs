@@ -348,13 +348,13 @@ fn worst_seed(results: &Results, arm: &str) -> f64 {
 /// One MQAR task size of mqar-gap: key-value pairs, and where it differs from the preset's, the
 /// sequence length and batch size (zoology halves the batch at length 256).
 #[derive(Clone, Copy, Debug)]
-struct MqarSize {
-    pairs: usize,
-    length_and_batch: Option<(usize, usize)>,
+pub(super) struct MqarSize {
+    pub pairs: usize,
+    pub length_and_batch: Option<(usize, usize)>,
 }
 
 /// `base` at task size `size` (as it is for `None`).
-fn with_size(base: &RunConfig, size: Option<MqarSize>, preset: &str) -> Result<RunConfig, String> {
+pub(super) fn with_size(base: &RunConfig, size: Option<MqarSize>, preset: &str) -> Result<RunConfig, String> {
     let mut config = base.clone();
     if let Some(s) = size {
         let TaskConfig::Mqar(task) = &mut config.task else { return Err(format!("{preset} is not an mqar preset")) };
