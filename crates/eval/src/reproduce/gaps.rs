@@ -236,11 +236,10 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
         Size::Paper => spec(&read_preset("configs/icl-regression-paper.toml")?, 3, &[], None, &arms)?,
     };
     let results = run_compare(&spec, "attnlab reproduce icl-gap: in-context linear regression", out, exec)?;
-    // err_kNN: error of the prediction made after NN in-context examples (normalised by d).
-    let mut ks: Vec<String> = results.runs.iter().flat_map(|r| r.final_eval.keys().filter(|k| k.starts_with("err_k")).cloned()).collect();
+    // Every (k, err_kNN key) the runs report, in order of k.
+    let mut ks: Vec<(usize, String)> = results.runs.iter().flat_map(|r| r.final_eval.keys().filter_map(|key| Some((examples_of(key)?, key.clone())))).collect();
     ks.sort();
     ks.dedup();
-    let k_of = |key: &str| key.trim_start_matches("err_k").parse::<f64>().unwrap_or(f64::NAN);
     let all_runs = |key: &str| -> f64 {
         let v: Vec<f64> = results.runs.iter().filter_map(|r| r.final_eval.get(key).copied()).collect();
         crate::stats::mean(&v)
@@ -248,11 +247,11 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
     let mut series: Vec<Series> = results
         .arms
         .iter()
-        .map(|a| Series::new(a.name.clone(), ks.iter().map(|k| (k_of(k), final_eval_mean(&results, &a.name, k))).collect()))
+        .map(|a| Series::new(a.name.clone(), ks.iter().map(|(n, k)| (*n as f64, final_eval_mean(&results, &a.name, k))).collect()))
         .collect();
-    series.push(Series::new("least squares", ks.iter().map(|k| (k_of(k), all_runs(&k.replace("err_", "lsq_")))).collect()));
+    series.push(Series::new("least squares", ks.iter().map(|(n, k)| (*n as f64, all_runs(&k.replace("err_", "lsq_")))).collect()));
     let zero = all_runs("zero");
-    series.push(Series::new("zero predictor", ks.iter().map(|k| (k_of(k), zero)).collect()));
+    series.push(Series::new("zero predictor", ks.iter().map(|(n, _)| (*n as f64, zero)).collect()));
     let title = "Error vs number of in-context examples (squared error / d, mean over seeds)";
     let plot = Plot { stem: "error_vs_examples".into(), title: title.into(), svg: line_chart(title, "in-context examples", "error", &series, true) };
 
@@ -261,15 +260,15 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
     let rows: Vec<Vec<String>> = ks
         .iter()
         .enumerate()
-        .map(|(i, k)| {
-            let mut row = vec![format!("{}", k_of(k))];
+        .map(|(i, (n, _))| {
+            let mut row = vec![n.to_string()];
             row.extend(series.iter().map(|s| fmt(s.points[i].1)));
             row
         })
         .collect();
     // The gap is judged where attention has examples to use: the second half of the prompt.
     let late = |arm: &str| -> f64 {
-        let v: Vec<f64> = ks[ks.len() / 2..].iter().map(|k| final_eval_mean(&results, arm, k)).collect();
+        let v: Vec<f64> = ks[ks.len() / 2..].iter().map(|(_, k)| final_eval_mean(&results, arm, k)).collect();
         crate::stats::mean(&v)
     };
     let soft = late("softmax");
@@ -304,6 +303,12 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
     write("icl-gap", size, &results, checks, vec![section], vec![plot], out)
 }
 
+/// The number of in-context examples k of an `err_kNN` key (the error of the prediction made
+/// after k examples, ÷ d); `None` for every other metric.
+fn examples_of(key: &str) -> Option<usize> {
+    key.strip_prefix("err_k")?.parse().ok()
+}
+
 /// The largest final `err_kNN` over an arm's best-lr runs and every k >= `from_k`: the value,
 /// its k and how many runs were read (NaN while a run is unfinished or failed).
 fn worst_seed_error(results: &Results, arm: &str, from_k: usize) -> (f64, usize, usize) {
@@ -323,7 +328,7 @@ fn worst_error(evals: &[&BTreeMap<String, f64>], from_k: usize) -> (f64, usize) 
     for eval in evals {
         let errors: Vec<(usize, f64)> = eval
             .iter()
-            .filter_map(|(key, &v)| Some((key.strip_prefix("err_k")?.parse::<usize>().ok()?, v)))
+            .filter_map(|(key, &v)| Some((examples_of(key)?, v)))
             .filter(|&(k, _)| k >= from_k)
             .collect();
         if errors.is_empty() {
@@ -515,6 +520,7 @@ mod tests {
         let (worst, _) = worst_error(&[&a, &eval(&[(3, 0.1)])], 7);
         assert!(worst.is_nan());
         assert!(worst_error(&[], 7).0.is_nan());
+        assert_eq!([examples_of("err_k07"), examples_of("err_k10"), examples_of("lsq_k07"), examples_of("err_kx")], [Some(7), Some(10), None, None]);
     }
 
     #[test]
