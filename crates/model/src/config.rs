@@ -124,12 +124,13 @@ impl ModelConfig {
             let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ModelConfigError)?;
             spec.validate(&self.dims(layer, 0)).map_err(ModelConfigError)?;
             let d_qk = spec.qk_width(&self.dims(layer, 0));
-            if self.positions == PositionKind::Rope && d_qk != self.head_dim() {
+            // A narrower query gets the RoPE of its own width, read from the head-wide table
+            // (heads::rope_pair_angles), which needs a width that divides the head's.
+            let head = self.head_dim();
+            if self.positions == PositionKind::Rope && (d_qk > head || d_qk % 2 != 0 || head % d_qk != 0) {
                 return err(format!(
-                    "model.positions = \"rope\" rotates {}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
-                     set feature_dim={} or use other positions",
-                    self.head_dim(),
-                    self.head_dim()
+                    "model.positions = \"rope\" rotates {head}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
+                     set feature_dim to an even divisor of {head} or use other positions"
                 ));
             }
         }

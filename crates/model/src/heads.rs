@@ -113,8 +113,8 @@ impl HeadProjection {
 pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>) {
     match rope {
         Some(r) => {
-            let t = q.dims()[2];
-            let (cos, sin) = rotation(r, offset, t);
+            let [_, _, t, width] = q.dims();
+            let (cos, sin) = rotation(r, offset, t, width);
             let (cos, sin) = (cos.unsqueeze::<4>(), sin.unsqueeze::<4>());
             (rotate(q, &cos, &sin), rotate(k, &cos, &sin))
         }
@@ -122,18 +122,25 @@ pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, off
     }
 }
 
-/// RoPE's angle of each pair at positions `offset..offset + len`, as its cosine and sine: the one
-/// place that reads the layout of Burn's table (`freq_complex[t, 2i + m] = (cos, sin)` of pair
-/// i's angle, the same for both members m). The composed rotation and the fused kernel both
-/// start from it, so they rotate by the same numbers.
+/// RoPE's angle of each pair of a `width`-wide vector at positions `offset..offset + len`, as its
+/// cosine and sine: the one place that reads the layout of Burn's table (`freq_complex[t, 2i +
+/// m] = (cos, sin)` of pair i's angle, the same for both members m). The composed rotation and
+/// the fused kernel both start from it, so they rotate by the same numbers.
+///
+/// The table is built for the head width `D`; a narrower query (Based's `feature_dim`) of a
+/// width that divides `D` gets its own standard RoPE: its pair i turns at `θ^(−2i/width)`,
+/// which is the table's pair `i·D/width`.
 ///
 /// # Shapes
-/// - returns `[len, d/2]` twice
-pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize) -> (Tensor<2>, Tensor<2>) {
+/// - returns `[len, width/2]` twice
+pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize, width: usize) -> (Tensor<2>, Tensor<2>) {
     let [_, d, _] = rope.freq_complex.dims();
-    let first_members = rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, d / 2, 4]);
-    let cos = first_members.clone().slice([0..len, 0..d / 2, 0..1]).reshape([len, d / 2]);
-    let sin = first_members.slice([0..len, 0..d / 2, 1..2]).reshape([len, d / 2]);
+    debug_assert!(width % 2 == 0 && d % width == 0, "RoPE of width {width} from a {d}-wide table");
+    let (pairs, stride) = (width / 2, d / width);
+    let table = rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, pairs, stride, 4]);
+    let first_members = table.slice([0..len, 0..pairs, 0..1, 0..4]).reshape([len, pairs, 4]);
+    let cos = first_members.clone().slice([0..len, 0..pairs, 0..1]).reshape([len, pairs]);
+    let sin = first_members.slice([0..len, 0..pairs, 1..2]).reshape([len, pairs]);
     (cos, sin)
 }
 
@@ -141,9 +148,9 @@ pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize)
 /// for each dimension, and the sine signed for the member it multiplies (−sin for x₀, +sin for x₁).
 ///
 /// # Shapes
-/// - returns `[len, d]` twice
-fn rotation(rope: &RotaryEncoding, offset: usize, len: usize) -> (Tensor<2>, Tensor<2>) {
-    let (cos, sin) = rope_pair_angles(rope, offset, len);
+/// - returns `[len, width]` twice
+fn rotation(rope: &RotaryEncoding, offset: usize, len: usize, width: usize) -> (Tensor<2>, Tensor<2>) {
+    let (cos, sin) = rope_pair_angles(rope, offset, len, width);
     let [_, pairs] = cos.dims();
     let both_members = |x: Tensor<2>| x.unsqueeze_dim::<3>(2).repeat_dim(2, 2);
     let sign = Tensor::<1>::from_floats([-1.0, 1.0], &sin.device()).reshape([1, 1, 2]);
@@ -181,7 +188,7 @@ impl HeadProjection {
     fn rotate_packed_composed(&self, qkv: Tensor<3>, rope: &RotaryEncoding, offset: usize) -> Tensor<3> {
         let [b, t, w] = qkv.dims();
         let (h, dqk) = (self.n_heads(), self.d_qk());
-        let (cos, sin) = rotation(rope, offset, t);
+        let (cos, sin) = rotation(rope, offset, t, dqk);
         let (cos, sin) = (cos.reshape([1, t, 1, dqk]), sin.reshape([1, t, 1, dqk]));
         let part = |i: usize| rotate(qkv.clone().narrow(2, i * h * dqk, h * dqk).reshape([b, t, h, dqk]), &cos, &sin).reshape([b, t, h * dqk]);
         Tensor::cat(vec![part(0), part(1), qkv.clone().narrow(2, 2 * h * dqk, w - 2 * h * dqk)], 2)
@@ -330,7 +337,7 @@ mod tests {
         for (offset, t) in [(0, 7), (5, 3), (15, 1)] {
             let x = randn([2, 3, t, 8], 40 + offset as u64, &d);
             let fast = output_and_grads(&[x.clone()], 7, |v| {
-                let (cos, sin) = rotation(&rope, offset, t);
+                let (cos, sin) = rotation(&rope, offset, t, 8);
                 rotate(v[0].clone(), &cos.unsqueeze(), &sin.unsqueeze())
             });
             let reference = output_and_grads(&[x], 7, |v| rope.apply(v[0].clone(), offset));
@@ -357,6 +364,28 @@ mod tests {
             // Without autodiff (evaluation) too.
             let rope_plain = RotaryEncodingConfig::new(16, 4).init(&d);
             assert_close(heads.rotate_packed(qkv.clone(), Some(&rope_plain), offset), heads.rotate_packed_composed(qkv, &rope_plain, offset), 1e-6, "plain");
+        }
+    }
+
+    /// A query narrower than the head (Based's feature_dim) is rotated by the standard RoPE of
+    /// its own width: the same angles as a table built at that width, at every position.
+    #[test]
+    fn a_narrower_query_gets_the_rope_of_its_own_width() {
+        use burn::nn::RotaryEncodingConfig;
+        let d = device();
+        let wide = RotaryEncodingConfig::new(12, 16).init(&d);
+        for width in [16, 8, 4, 2] {
+            let own = RotaryEncodingConfig::new(12, width).init(&d);
+            for (offset, len) in [(0, 12), (5, 4)] {
+                let (cos, sin) = rope_pair_angles(&wide, offset, len, width);
+                let (cos_own, sin_own) = rope_pair_angles(&own, offset, len, width);
+                assert_close(cos, cos_own, 1e-6, &format!("cos, width {width}, offset {offset}"));
+                assert_close(sin, sin_own, 1e-6, &format!("sin, width {width}, offset {offset}"));
+            }
+            // And the rotation it builds is the one Burn applies at that width.
+            let x = crate::testing::randn([1, 2, 5, width], 3 + width as u64, &d);
+            let (cos, sin) = rotation(&wide, 2, 5, width);
+            assert_close(rotate(x.clone(), &cos.unsqueeze(), &sin.unsqueeze()), own.apply(x, 2), 1e-5, &format!("rotation, width {width}"));
         }
     }
 

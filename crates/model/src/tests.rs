@@ -21,6 +21,8 @@ const EXTRA_SPECS: &[&str] = &[
     "delta:neg_eigval=true:form=parallel",
     "delta:gated:form=recurrent",
     "delta:gated:chunk=5",
+    // Queries narrower than the head: under RoPE they get the rotation of their own width.
+    "linear:taylor:feature_dim=8",
 ];
 
 /// Every family's catalogue examples plus [`EXTRA_SPECS`]: a new family is covered by the
