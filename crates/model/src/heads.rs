@@ -137,10 +137,10 @@ pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize,
     let [_, d, _] = rope.freq_complex.dims();
     debug_assert!(width % 2 == 0 && d % width == 0, "RoPE of width {width} from a {d}-wide table");
     let (pairs, stride) = (width / 2, d / width);
+    // [t, pair of width, stride, (cos, sin) of member 0 | of member 1]: the first of each stride.
     let table = rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, pairs, stride, 4]);
-    let first_members = table.slice([0..len, 0..pairs, 0..1, 0..4]).reshape([len, pairs, 4]);
-    let cos = first_members.clone().slice([0..len, 0..pairs, 0..1]).reshape([len, pairs]);
-    let sin = first_members.slice([0..len, 0..pairs, 1..2]).reshape([len, pairs]);
+    let cos = table.clone().slice([0..len, 0..pairs, 0..1, 0..1]).reshape([len, pairs]);
+    let sin = table.slice([0..len, 0..pairs, 0..1, 1..2]).reshape([len, pairs]);
     (cos, sin)
 }
 
