@@ -97,8 +97,10 @@ impl ModelConfig {
         }
     }
 
-    /// Checks every value against the others and the task's input/output.
-    pub fn validate(&self, io: &ModelIo) -> Result<(), ModelConfigError> {
+    /// Checks every value against the others, without the task: the sizes, dropout, and each
+    /// layer's mixer against the widths it gets (RoPE's included). A run config calls this when
+    /// it is read, so a comparison refuses an arm when it is planned, before anything trains.
+    pub fn validate_shape(&self) -> Result<(), ModelConfigError> {
         let err = |m: String| Err(ModelConfigError(m));
         for (key, value) in [("d_model", self.d_model), ("n_heads", self.n_heads), ("n_layers", self.n_layers), ("max_seq_len", self.max_seq_len)] {
             if value == 0 {
@@ -113,12 +115,6 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("model.dropout ({}) must be in [0, 1)", self.dropout));
-        }
-        if self.tie_embeddings {
-            match io.input {
-                ModelInput::Tokens { vocab } if vocab == io.output_dim => {}
-                _ => return err("model.tie_embeddings needs token inputs and outputs over the same vocabulary; set it to false for this task".into()),
-            }
         }
         for layer in 0..self.n_layers {
             let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ModelConfigError)?;
@@ -136,6 +132,20 @@ impl ModelConfig {
         }
         if self.positions == PositionKind::Rope && self.head_dim() % 2 != 0 {
             return err(format!("model.positions = \"rope\" needs an even head dim, d_model/n_heads is {}", self.head_dim()));
+        }
+        Ok(())
+    }
+
+    /// [`validate_shape`](Self::validate_shape), then the values that depend on the task's
+    /// input and output (a char LM's vocabulary is only known once its data is read).
+    pub fn validate(&self, io: &ModelIo) -> Result<(), ModelConfigError> {
+        self.validate_shape()?;
+        let err = |m: String| Err(ModelConfigError(m));
+        if self.tie_embeddings {
+            match io.input {
+                ModelInput::Tokens { vocab } if vocab == io.output_dim => {}
+                _ => return err("model.tie_embeddings needs token inputs and outputs over the same vocabulary; set it to false for this task".into()),
+            }
         }
         if let ModelInput::Tokens { vocab: 0 } | ModelInput::Vectors { dim: 0 } = io.input {
             return err("the task's input size is 0".into());

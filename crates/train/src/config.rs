@@ -393,6 +393,7 @@ impl RunConfig {
         if t.keep_checkpoints == 0 {
             return Err(invalid("train.keep_checkpoints is 0: keep at least 1 so a resume point exists"));
         }
+        self.model.validate_shape().map_err(|e| invalid(e.0))?;
         match &self.task {
             TaskConfig::CharLm(c) => {
                 check_fraction(c.val_fraction)?;
@@ -664,6 +665,29 @@ mod tests {
             assert!(err.contains(needle), "{set}: {err}");
             assert!(!err.contains('\n'), "{set}: error spans lines: {err}");
         }
+    }
+
+    /// A model that cannot be built is refused when its config is read, not when its run starts:
+    /// a comparison plans every arm through `validate`, so a bad arm costs one line, not a failed
+    /// run after the others trained.
+    #[test]
+    fn models_that_cannot_be_built_are_refused_when_read() {
+        let cases: [&[&str]; 3] = [
+            &["model.n_heads=3"],
+            &["model.mixer=softmax,linear:elu1"],
+            &["model.positions=rope", "model.mixer=linear:taylor:feature_dim=6"],
+        ];
+        let needles = ["n_heads", "n_layers", "feature_dim"];
+        for (sets, needle) in cases.iter().zip(needles) {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let err = RunConfig::from_toml(MINIMAL, &sets).unwrap_err().to_string();
+            assert!(err.contains(needle), "{sets:?}: {err}");
+            assert!(!err.contains('\n'), "{sets:?}: error spans lines: {err}");
+        }
+        // The narrower query Based projects to is rotated by its own width's RoPE when that
+        // width divides the head's (32 here).
+        let ok = RunConfig::from_toml(MINIMAL, &["model.positions=rope".into(), "model.mixer=linear:taylor:feature_dim=8".into()]);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     /// Length generalisation on MQAR: the pairs scale with the length, and the lengths a model
