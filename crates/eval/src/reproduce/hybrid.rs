@@ -22,6 +22,9 @@ use crate::plots::{Series, line_chart};
 use crate::report::{Plot, Table, fmt};
 use std::path::Path;
 
+/// The recall gap between all softmax and all Gated DeltaNet that counts as marked (accuracy).
+const MARKED_GAP: f64 = 0.2;
+
 /// `(name, per-layer stack, softmax layers of 4)`, all softmax first (the baseline).
 const STACKS: [(&str, &str, usize); 4] = [
     ("all softmax", "softmax", 4),
@@ -82,18 +85,22 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
     for (w, r) in widths.iter().zip(&per_width) {
         let (soft, linear) = (mean(r, "all softmax"), mean(r, "all delta:gated"));
         let gap = soft - linear;
+        let marked = gap >= MARKED_GAP;
         checks.push(Check::new(
-            format!("width {w}: all-Gated-DeltaNet recalls markedly worse than all-softmax (by at least 0.2)"),
-            gap >= 0.2,
+            format!("width {w}: all-Gated-DeltaNet recalls markedly worse than all-softmax (by at least {MARKED_GAP})"),
+            marked,
             format!("accuracy {soft:.3} vs {linear:.3}"),
         ));
         for hybrid in ["3:1", "1:1"] {
             let h = mean(r, hybrid);
-            checks.push(Check::new(
-                format!("width {w}: the {hybrid} hybrid recovers at least half of that gap"),
-                h - linear >= 0.5 * gap,
-                format!("{hybrid} {h:.3}: {:.0}% of the gap recovered", 100.0 * (h - linear) / gap),
-            ));
+            // "Recall recovers" presupposes a gap: half of a gap within the seeds' noise is no
+            // evidence for it, so without a marked gap the check does not hold.
+            let detail = if marked {
+                format!("{hybrid} {h:.3}: {:.0}% of the gap recovered", 100.0 * (h - linear) / gap)
+            } else {
+                format!("{hybrid} {h:.3}, all Gated DeltaNet {linear:.3}: no marked gap to recover")
+            };
+            checks.push(Check::new(format!("width {w}: the {hybrid} hybrid recovers at least half of that gap"), marked && h - linear >= 0.5 * gap, detail));
         }
     }
     let intro = format!(
