@@ -13,9 +13,10 @@
 //!
 //! `smoke`: four families at widths 16 and 32, one seed, lr 3e-3, on `configs/mqar-smoke.toml`
 //! (length 32, 4 pairs, 1000 steps). `full`: softmax, the six classic feature maps and five
-//! decay/delta families at widths 16, 32 and 64, 2 seeds, each at its best of lr {1e-3, 3e-3,
-//! 1e-2}, on `configs/mqar-short.toml`: the same task under the protocol on which softmax
-//! solves it (rotary positions, a 3000-step schedule, early stopping at 0.99).
+//! decay/delta families at widths 32, 64 and 128, 2 seeds, each at its best of lr {1e-3, 3e-3,
+//! 1e-2}, on `configs/mqar-short.toml` (the same task under the protocol on which softmax
+//! solves it: rotary positions, a 3000-step schedule, early stopping at 0.99) with 8 pairs,
+//! which bind the ungated maps' state at width 32.
 //! `paper`: every family on zoology's vocabulary-8192 task at length 256 with 16 pairs
 //! (`configs/mqar-paper.toml`), widths 64/128/256, its four learning rates, 3 seeds.
 
@@ -74,15 +75,21 @@ fn area(per_width: &[Results], family: &str) -> f64 {
 pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let (preset, widths, seeds, lrs): (&str, Vec<usize>, u64, Vec<f64>) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![16, 32], 1, vec![3e-3]),
-        Size::Full => ("configs/mqar-short.toml", vec![16, 32, 64], 2, vec![1e-3, 3e-3, 1e-2]),
+        Size::Full => ("configs/mqar-short.toml", vec![32, 64, 128], 2, vec![1e-3, 3e-3, 1e-2]),
         Size::Paper => ("configs/mqar-paper.toml", vec![64, 128, 256], 3, super::gaps::ZOOLOGY_LRS.to_vec()),
     };
     let families = families(size);
-    // Paper: the longest cell of zoology's Figure 2, where fixed states bind: length 256, 16
-    // pairs, batch 256 (zoology's own frontier trains on a mixture of lengths, which this task
-    // does not draw).
-    let longest = (size == Size::Paper).then_some(MqarSize { pairs: 16, length_and_batch: Some((256, 256)) });
-    let mut base = with_size(&read_preset(preset)?, longest, preset)?;
+    let task_size = match size {
+        Size::Smoke => None,
+        // Full: 8 pairs in the 32 tokens, twice the preset's, so that width 32 binds the
+        // ungated maps (with 4 pairs only width 16 does, where softmax fails seeds).
+        Size::Full => Some(MqarSize { pairs: 8, length_and_batch: None }),
+        // Paper: the longest cell of zoology's Figure 2, where fixed states bind: length 256, 16
+        // pairs, batch 256 (zoology's own frontier trains on a mixture of lengths, which this
+        // task does not draw).
+        Size::Paper => Some(MqarSize { pairs: 16, length_and_batch: Some((256, 256)) }),
+    };
+    let mut base = with_size(&read_preset(preset)?, task_size, preset)?;
     base.train.eval_every = 100;
     let arms: Vec<(&str, &str)> = families.iter().map(|&f| (f, f)).collect();
     let per_width = run_each_width("recall-frontier", &base, &widths, (seeds, &lrs, Some(0.9)), &arms, out, exec)?;
