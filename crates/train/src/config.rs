@@ -672,13 +672,12 @@ mod tests {
     /// run after the others trained.
     #[test]
     fn models_that_cannot_be_built_are_refused_when_read() {
-        let cases: [&[&str]; 3] = [
-            &["model.n_heads=3"],
-            &["model.mixer=softmax,linear:elu1"],
-            &["model.positions=rope", "model.mixer=linear:taylor:feature_dim=6"],
+        let cases: [(&[&str], &str); 3] = [
+            (&["model.n_heads=3"], "n_heads"),
+            (&["model.mixer=softmax,linear:elu1"], "n_layers"),
+            (&["model.positions=rope", "model.mixer=linear:taylor:feature_dim=6"], "feature_dim"),
         ];
-        let needles = ["n_heads", "n_layers", "feature_dim"];
-        for (sets, needle) in cases.iter().zip(needles) {
+        for (sets, needle) in cases {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
             let err = RunConfig::from_toml(MINIMAL, &sets).unwrap_err().to_string();
             assert!(err.contains(needle), "{sets:?}: {err}");
