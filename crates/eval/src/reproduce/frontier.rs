@@ -7,9 +7,10 @@
 //! softmax, `d·f` sums for a linear map of feature size `f`, `d²/h` per layer for the decay and
 //! delta-rule families) grows with the width, so each family traces a curve of accuracy against
 //! state. Expected shape: softmax on top (its state grows with the context); at equal state,
-//! Gated DeltaNet ≳ DeltaNet > GLA > Mamba-2-style decay > ungated linear attention. The gated
-//! and delta-rule families carry a short convolution (`conv=4`) as fla's and zoology's
-//! implementations of them do.
+//! Gated DeltaNet ≳ DeltaNet > GLA > Mamba-2-style decay > ungated linear attention, where each
+//! `>` holds only by more than the two families' seed spread (families that all recall order
+//! nothing). The gated and delta-rule families carry a short convolution (`conv=4`) as fla's
+//! and zoology's implementations of them do.
 //!
 //! `smoke`: four families at widths 16 and 32, one seed, lr 3e-3, on `configs/mqar-smoke.toml`
 //! (length 32, 4 pairs, 1000 steps). `full`: softmax, the six classic feature maps and five
@@ -22,6 +23,7 @@
 
 use super::gaps::{MqarSize, mean, read_preset, with_size};
 use super::widths::{Cell, run_each_width, write_joined};
+use super::order::{Relation, half_range};
 use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, line_chart};
@@ -70,6 +72,11 @@ fn curve(per_width: &[Results], family: &str) -> Vec<(f64, usize)> {
 /// family at the same widths, where the decay and delta families have equal state).
 fn area(per_width: &[Results], family: &str) -> f64 {
     per_width.iter().map(|r| mean(r, family)).sum::<f64>() / per_width.len() as f64
+}
+
+/// The seeds' spread of a family (see [`half_range`]), averaged over widths.
+fn spread(per_width: &[Results], family: &str) -> f64 {
+    per_width.iter().map(|r| half_range(r, family)).sum::<f64>() / per_width.len().max(1) as f64
 }
 
 pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
@@ -138,19 +145,22 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         families.iter().all(|&f| mean(r, f) <= soft + 0.02)
     });
     checks.push(Check::new("softmax is on top: at every width no family recalls better", softmax_on_top, tops.join("; ")));
-    // The ordering at equal state, by the mean over widths.
-    let order: Vec<(&str, &str, f64)> = match size {
-        Size::Smoke => vec![(GATED_DELTANET, LINEAR, 0.0)],
-        Size::Full | Size::Paper => vec![(GATED_DELTANET, DELTANET, -0.05), (DELTANET, GLA, 0.0), (GLA, MAMBA2, 0.0), (MAMBA2, LINEAR, 0.0)],
+    // The ordering at equal state, by the mean over widths. "a > b" needs evidence: the
+    // difference must exceed the seeds' spread, so two families that both recall (or both fail)
+    // within their seeds' noise are not ordered either way, and the check does not hold.
+    let order: Vec<(&str, &str, Relation)> = match size {
+        Size::Smoke => vec![(GATED_DELTANET, LINEAR, Relation::Above)],
+        Size::Full | Size::Paper => vec![
+            (GATED_DELTANET, DELTANET, Relation::NotBelow),
+            (DELTANET, GLA, Relation::Above),
+            (GLA, MAMBA2, Relation::Above),
+            (MAMBA2, LINEAR, Relation::Above),
+        ],
     };
-    for (better, worse, slack) in order {
+    for (better, worse, relation) in order {
         let (a, b) = (area(&per_width, better), area(&per_width, worse));
-        let relation = if slack < 0.0 { "≳" } else { ">" };
-        checks.push(Check::new(
-            format!("at equal widths, {better} {relation} {worse} (mean accuracy over widths{})", if slack < 0.0 { ", within 0.05" } else { "" }),
-            if slack < 0.0 { a >= b + slack } else { a > b },
-            format!("{a:.3} vs {b:.3}"),
-        ));
+        let (holds, detail) = relation.judge(a, b, spread(&per_width, better) + spread(&per_width, worse));
+        checks.push(Check::new(format!("at equal widths, {better} {} {worse} (mean accuracy over widths{})", relation.symbol(), relation.words()), holds, detail));
     }
 
     let intro = format!(

@@ -2,6 +2,7 @@
 //! set of arms, plus the tables, plots and checks its question needs.
 
 use super::widths::Cell;
+use super::order::{Relation, half_range};
 use super::{Check, Outcome, Size, run_compare};
 use crate::compare::LocalExecutor;
 use crate::compare::{Comparison, Results};
@@ -75,7 +76,10 @@ fn write(
 }
 
 /// mqar-gap's full size: seeds per arm and the learning rates each arm is swept over.
-const MQAR_FULL_SEEDS: u64 = 3;
+const MQAR_FULL_SEEDS: u64 = 2;
+/// mqar-gap's paper size: seeds per arm (zoology reports one run per cell; three tell a failed
+/// seed from a failed family).
+const MQAR_PAPER_SEEDS: u64 = 3;
 const MQAR_FULL_LRS: [f64; 3] = [1e-3, 3e-3, 1e-2];
 
 /// Zoology's learning rates, `logspace(-4, -2, 4)`, as the paper sizes sweep them.
@@ -375,20 +379,22 @@ pub(super) fn with_size(base: &RunConfig, size: Option<MqarSize>, preset: &str) 
 
 /// Softmax vs the six linear feature maps on MQAR at several widths (and, at the larger sizes,
 /// several task sizes). `smoke`: `configs/mqar-smoke.toml` (length 32, 4 pairs) at width 32.
-/// `full`: `configs/mqar.toml` (length 64) with 4 and 8 pairs at widths 32, 64 and 128, each arm
-/// at its best learning rate per cell, zoology's protocol (Figure 2). `paper`: Figure 2 itself,
+/// `full`: `configs/mqar-short.toml` (length 32, rotary positions, 3000 steps, early stop at
+/// 0.99) with 4 and 8 pairs at widths 32, 64 and 128, 2 seeds, each arm at its best learning rate
+/// per cell, as zoology reports Figure 2. The same grid at length 64 and batch 256
+/// (`configs/compare/mqar-gap-length64.toml`) is two days on 2 cores: a GPU's or Slurm's job. `paper`: Figure 2 itself,
 /// `configs/mqar-paper.toml` (vocab 8192) at lengths 64/128/256 with 4/8/16 pairs, widths 64 to
 /// 512, zoology's four learning rates.
 pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
-    let pairs_at_64 = |pairs| Some(MqarSize { pairs, length_and_batch: None });
+    let pairs = |pairs| Some(MqarSize { pairs, length_and_batch: None });
     let (preset, task_sizes, widths, seeds, lrs, solve_from): (&str, Vec<Option<MqarSize>>, Vec<usize>, u64, Vec<f64>, usize) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![None], vec![32], 2, vec![], 32),
-        Size::Full => ("configs/mqar.toml", vec![pairs_at_64(4), pairs_at_64(8)], vec![32, 64, 128], MQAR_FULL_SEEDS, MQAR_FULL_LRS.to_vec(), 64),
+        Size::Full => ("configs/mqar-short.toml", vec![pairs(4), pairs(8)], vec![32, 64, 128], MQAR_FULL_SEEDS, MQAR_FULL_LRS.to_vec(), 64),
         Size::Paper => (
             "configs/mqar-paper.toml",
             ZOOLOGY_FIGURE2.iter().map(|&(length, pairs, batch)| Some(MqarSize { pairs, length_and_batch: Some((length, batch)) })).collect(),
             vec![64, 128, 256, 512],
-            MQAR_FULL_SEEDS,
+            MQAR_PAPER_SEEDS,
             ZOOLOGY_LRS.to_vec(),
             64,
         ),
@@ -447,18 +453,21 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
             Some((w, r)) => {
                 let soft = mean(r, "softmax");
                 let best = LINEAR_MAPS.iter().map(|(n, _)| (mean(r, n), *n)).fold((f64::MIN, ""), |a, b| if b.0 > a.0 { b } else { a });
+                // Worse by more than the seeds' spread: a map that also solves is no gap.
+                let (holds, numbers) = Relation::Above.judge(soft, best.0, half_range(r, "softmax") + half_range(r, best.1));
                 Check::new(
-                    format!("at width {w}, the smallest where softmax solves MQAR{task}, every linear feature map recalls worse"),
-                    soft > best.0,
-                    format!("softmax {soft:.3} vs best linear {} {:.3}", best.1, best.0),
+                    format!("at width {w}, the smallest where softmax solves MQAR{task}, every linear feature map recalls worse (by more than the seeds' spread)"),
+                    holds,
+                    format!("softmax vs best linear {}: {numbers}", best.1),
                 )
             }
             None => Check::new(format!("softmax solves MQAR{task} (accuracy >= 0.9) at some width"), false, "no width reached 0.9".to_string()),
         });
-        let over_widths = |n: &str| at.iter().map(|(_, r)| mean(r, n)).sum::<f64>() / at.len() as f64;
-        let soft_avg = over_widths("softmax");
-        let linear_avg = LINEAR_MAPS.iter().map(|(n, _)| over_widths(n)).sum::<f64>() / LINEAR_MAPS.len() as f64;
-        checks.push(Check::new(format!("averaged over widths{task}, softmax beats the linear maps' average"), soft_avg > linear_avg, format!("{soft_avg:.3} vs {linear_avg:.3}")));
+        let over_widths = |f: &dyn Fn(&Results, &str) -> f64, n: &str| at.iter().map(|(_, r)| f(r, n)).sum::<f64>() / at.len() as f64;
+        let over_maps = |f: &dyn Fn(&Results, &str) -> f64| LINEAR_MAPS.iter().map(|(n, _)| over_widths(f, n)).sum::<f64>() / LINEAR_MAPS.len() as f64;
+        let (soft_avg, linear_avg) = (over_widths(&mean, "softmax"), over_maps(&mean));
+        let (holds, numbers) = Relation::Above.judge(soft_avg, linear_avg, over_widths(&half_range, "softmax") + over_maps(&half_range));
+        checks.push(Check::new(format!("averaged over widths{task}, softmax beats the linear maps' average (by more than the seeds' spread)"), holds, numbers));
     }
     let intro = format!(
         "Preset `{preset}` with {seeds} seeds per arm{}; each cell is the mean accuracy at queried positions ± half the 95% CI, at the arm's best lr.",
@@ -481,11 +490,11 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
 mod tests {
     use super::*;
 
-    /// Every run of mqar-gap's full size is a valid config (63 per pair count and width: seven
-    /// arms × three seeds × three lrs), planned before any of them trains.
+    /// Every run of mqar-gap's full size is a valid config (42 per pair count and width: seven
+    /// arms × two seeds × three lrs), planned before any of them trains.
     #[test]
     fn mqar_gap_full_plans_every_cell() {
-        let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar.toml");
+        let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-short.toml");
         let base = read_preset(preset).unwrap();
         let mut arms = vec![("softmax", "softmax")];
         arms.extend(LINEAR_MAPS);
@@ -497,7 +506,7 @@ mod tests {
                 let mut config = config.clone();
                 config.model.d_model = width;
                 let plan = spec(&config, MQAR_FULL_SEEDS, &MQAR_FULL_LRS, Some(0.9), &arms).unwrap().plan().unwrap();
-                assert_eq!(plan.len(), 63, "{pairs} pairs, width {width}");
+                assert_eq!(plan.len(), 42, "{pairs} pairs, width {width}");
             }
         }
     }

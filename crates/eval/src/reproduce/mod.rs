@@ -14,6 +14,7 @@
 mod frontier;
 mod gaps;
 mod hybrid;
+mod order;
 pub mod scaling_sim;
 mod widths;
 
