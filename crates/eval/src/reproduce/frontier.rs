@@ -22,7 +22,7 @@
 //! (`configs/mqar-paper.toml`), widths 64/128/256, its four learning rates, 3 seeds.
 
 use super::gaps::{MqarSize, mean, read_preset, with_size};
-use super::widths::{Cell, run_each_width, write_joined};
+use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use super::order::{Relation, half_range};
 use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
@@ -125,13 +125,7 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
             let mut row = vec![f.to_string()];
             for (r, (acc, state)) in per_width.iter().zip(curve(&per_width, f)) {
                 let a = r.arms.iter().find(|a| a.name == f).expect("every family ran");
-                // Where every family recalls, how soon it does is what still orders them.
-                let reached = a.steps_to_target.iter().flatten().count();
-                let steps = match a.median_steps_to_target {
-                    Some(s) => format!("{TARGET} by step {s:.0}, {reached} of {} seeds", a.steps_to_target.len()),
-                    None => format!("never {TARGET}"),
-                };
-                row.push(format!("{} ({state}; lr {:e}; {steps})", fmt(acc), a.best_lr));
+                row.push(format!("{} ({state}; lr {:e}; {})", fmt(acc), a.best_lr, steps_to_target_words(a, TARGET)));
             }
             row.push(fmt(area(&per_width, f)));
             row

@@ -382,9 +382,9 @@ pub(super) fn with_size(base: &RunConfig, size: Option<MqarSize>, preset: &str) 
 /// `full`: `configs/mqar-short.toml` (length 32, rotary positions, 3000 steps, early stop at
 /// 0.99) with 4 and 8 pairs at widths 32, 64 and 128, 2 seeds, each arm at its best learning rate
 /// per cell, as zoology reports Figure 2. The same grid at length 64 and batch 256
-/// (`configs/compare/mqar-gap-length64.toml`) is two days on 2 cores: a GPU's or Slurm's job. `paper`: Figure 2 itself,
-/// `configs/mqar-paper.toml` (vocab 8192) at lengths 64/128/256 with 4/8/16 pairs, widths 64 to
-/// 512, zoology's four learning rates.
+/// (`configs/compare/mqar-gap-length64.toml`) is two days on 2 cores: a GPU's or Slurm's job.
+/// `paper`: Figure 2 itself, `configs/mqar-paper.toml` (vocab 8192) at lengths 64/128/256 with
+/// 4/8/16 pairs, widths 64 to 512, zoology's four learning rates.
 pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let pairs = |pairs| Some(MqarSize { pairs, length_and_batch: None });
     let (preset, task_sizes, widths, seeds, lrs, solve_from): (&str, Vec<Option<MqarSize>>, Vec<usize>, u64, Vec<f64>, usize) = match size {

@@ -15,7 +15,7 @@
 //! separates the stacks there is the steps to 0.9, which the summary reports (README).
 
 use super::gaps::{mean, read_preset};
-use super::widths::{Cell, run_each_width, write_joined};
+use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use super::{Check, Outcome, Size};
 use crate::compare::LocalExecutor;
 use crate::plots::{Series, line_chart};
@@ -58,11 +58,7 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
             let mut row = vec![name.to_string(), format!("{softmax_layers} of 4")];
             for r in &per_width {
                 let a = r.arms.iter().find(|a| a.name == name).expect("every arm ran");
-                let reached = a.steps_to_target.iter().flatten().count();
-                let steps = match a.median_steps_to_target {
-                    Some(s) => format!("{TARGET} by step {s:.0}, {reached} of {} seeds", a.steps_to_target.len()),
-                    None => format!("never {TARGET}"),
-                };
+                let steps = steps_to_target_words(a, TARGET);
                 row.push(format!("{} ± {} (lr {:e}; {steps})", fmt(a.summary.mean), fmt(0.5 * (a.summary.ci_high - a.summary.ci_low)), a.best_lr));
             }
             row

@@ -5,9 +5,9 @@
 use crate::compare::Results;
 
 /// The smallest difference in mean accuracy read as an order, even where the seeds agree.
-pub(super) const MIN_SEPARATION: f64 = 0.02;
+const MIN_SEPARATION: f64 = 0.02;
 /// How far below the other family a "≳" family may fall.
-pub(super) const NOT_BELOW_SLACK: f64 = 0.05;
+const NOT_BELOW_SLACK: f64 = 0.05;
 
 /// An expected relation between two families' mean accuracies.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -6,10 +6,20 @@
 
 use super::gaps::spec;
 use super::{Check, Outcome, Size, run_compare};
-use crate::compare::{LocalExecutor, Results};
+use crate::compare::{ArmResult, LocalExecutor, Results};
 use crate::report::{self, Plot, Section, Table};
 use attnlab_train::RunConfig;
 use std::path::Path;
+
+/// "0.9 by step 450, 2 of 2 seeds" (the median over the seeds that reached `target`), or
+/// "never 0.9": where every arm recalls in the end, how soon it does still tells them apart.
+pub(super) fn steps_to_target_words(arm: &ArmResult, target: f64) -> String {
+    let reached = arm.steps_to_target.iter().flatten().count();
+    match arm.median_steps_to_target {
+        Some(s) => format!("{target} by step {s:.0}, {reached} of {} seeds", arm.steps_to_target.len()),
+        None => format!("never {target}"),
+    }
+}
 
 /// The arms `(name, mixer)` on `base` at each width (`model.d_model`), one comparison each with
 /// its own report in `out/width-<w>/`.
