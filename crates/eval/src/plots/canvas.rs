@@ -56,6 +56,16 @@ impl Frame {
     }
 }
 
+/// The title's font size: 15 where it fits the document's width, smaller for a long title (a
+/// reproduction's titles name the task, the sweep and the selection rule), so that neither end
+/// is cut off. Bold sans-serif glyphs average about 0.6 em; never below 9.
+pub(super) fn title_font_size(title: &str) -> f64 {
+    const LARGEST: f64 = 15.0;
+    let room = WIDTH - 16.0;
+    let chars = title.chars().count().max(1) as f64;
+    (room / (0.6 * chars)).clamp(9.0, LARGEST)
+}
+
 pub(super) fn open_document(out: &mut String, title: &str) {
     w!(
         out,
@@ -63,9 +73,10 @@ pub(super) fn open_document(out: &mut String, title: &str) {
          viewBox=\"0 0 {WIDTH} {HEIGHT}\" font-family=\"Helvetica, Arial, sans-serif\" \
          font-size=\"12\">\n<title>{t}</title>\n\
          <rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\" \
+         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"{}\" \
          font-weight=\"bold\">{t}</text>\n",
         WIDTH / 2.0,
+        num(title_font_size(title)),
         t = escape(title)
     );
 }
@@ -230,5 +241,20 @@ mod tests {
         assert_eq!(num(f64::NAN), "0");
         assert_eq!(escape("a<b>&'\"c"), "a&lt;b&gt;&amp;&apos;&quot;c");
         assert_eq!(colour(0), colour(PALETTE.len()));
+    }
+
+    #[test]
+    fn a_long_title_shrinks_to_the_width_and_a_short_one_keeps_its_size() {
+        assert_eq!(title_font_size("Training loss"), 15.0);
+        // hybrid-ratio's title: 85 characters, cut off at both ends at size 15.
+        let long = "MQAR accuracy vs softmax layers in a 4-layer Gated DeltaNet stack (best lr per stack)";
+        let size = title_font_size(long);
+        assert!(size < 15.0 && size >= 9.0, "{size}");
+        assert!(0.6 * size * long.chars().count() as f64 <= WIDTH - 16.0 + 1e-9, "{size}");
+        let mut svg = String::new();
+        open_document(&mut svg, long);
+        assert!(svg.contains(&format!("font-size=\"{}\"", num(size))), "{svg}");
+        // Past the floor the size stays readable rather than vanishing.
+        assert_eq!(title_font_size(&"x".repeat(500)), 9.0);
     }
 }

@@ -49,10 +49,25 @@ pub fn line_chart(
     series: &[Series],
     log_y: bool,
 ) -> String {
+    chart(title, x_label, y_label, series, log_y, &[])
+}
+
+/// A line chart of accuracies (or any fraction): its linear y axis always spans 0 to 1, so that
+/// arms that all recall draw as the flat line they are rather than a gap the axis stretched
+/// out of seed noise.
+pub fn accuracy_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, y_label, series, false, &[0.0, 1.0])
+}
+
+/// `line_chart` whose y axis also covers the values `y_covers` (e.g. a fraction's 0 and 1).
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool, y_covers: &[f64]) -> String {
     let y_ok = |y: f64| y.is_finite() && (!log_y || y > 0.0);
 
     let mut xs = Extent::default();
     let mut ys = Extent::default();
+    for &y in y_covers.iter().filter(|&&y| y_ok(y)) {
+        ys.add(y);
+    }
     for s in series {
         for &(x, y) in &s.points {
             if x.is_finite() && y_ok(y) {
@@ -229,6 +244,36 @@ mod tests {
                 assert!(y >= frame.top - 1e-9 && y <= frame.bottom + 1e-9, "{y}");
             }
         }
+    }
+
+    /// The y coordinates (SVG units) of every polyline vertex.
+    fn polyline_ys(svg: &str) -> Vec<f64> {
+        svg.split("<polyline points=\"")
+            .skip(1)
+            .flat_map(|poly| {
+                let pts = &poly[..poly.find('"').unwrap()];
+                pts.split(' ').map(|p| p.split_once(',').unwrap().1.parse::<f64>().unwrap()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn accuracy_chart_spans_zero_to_one_where_line_chart_zooms_in() {
+        // hybrid-ratio's width-32 line: 0.994 to 0.999, a flat line at this scale.
+        let series = [Series::new("width 32", vec![(0.0, 0.9938), (1.0, 0.9971), (2.0, 0.9987), (4.0, 0.9977)])];
+        let frame = Frame::default();
+        let plot_height = frame.bottom - frame.top;
+        let spread = |ys: Vec<f64>| ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - ys.iter().cloned().fold(f64::INFINITY, f64::min);
+
+        let zoomed = line_chart("t", "x", "accuracy", &series, false);
+        let full = accuracy_chart("t", "x", "accuracy", &series);
+        assert_valid(&full);
+        // Zoomed, the 0.005 range fills over half the plot; on 0..1 it is under 1% of it.
+        assert!(spread(polyline_ys(&zoomed)) > 0.5 * plot_height);
+        assert!(spread(polyline_ys(&full)) < 0.01 * plot_height);
+        // The axis is exactly 0..1: accuracy 0.9987 sits 0.13% of the plot below its top edge.
+        let top_of_line = polyline_ys(&full).into_iter().fold(f64::INFINITY, f64::min);
+        assert!((top_of_line - (frame.top + (1.0 - 0.9987) * plot_height)).abs() < 0.01, "{top_of_line}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! * [`line_chart`]: one polyline per [`Series`] (e.g. loss against step), with
 //!   an optional shaded band per series (min–max over seeds or a confidence
-//!   interval), linear or logarithmic y axis, and a legend.
+//!   interval), linear or logarithmic y axis, and a legend; [`accuracy_chart`] is one whose y
+//!   axis spans 0 to 1.
 //! * [`bar_chart`]: one bar per variant with a 95 % error bar.
 //!
 //! Axis ticks come from the classic "nice numbers" scheme ([`nice_ticks`]):
@@ -48,6 +49,6 @@ mod ticks;
 mod well_formed;
 
 pub use bar::bar_chart;
-pub use line::{Series, line_chart};
+pub use line::{Series, accuracy_chart, line_chart};
 pub use png::{svg_to_png, system_fonts};
 pub use ticks::nice_ticks;

@@ -26,7 +26,7 @@ use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use super::order::{Relation, half_range};
 use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
-use crate::plots::{Series, line_chart};
+use crate::plots::{Series, accuracy_chart};
 use crate::report::{Plot, Table, fmt};
 use std::path::Path;
 
@@ -113,7 +113,7 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     let plots = vec![Plot {
         stem: "recall_frontier".into(),
         title: title.into(),
-        svg: line_chart(title, "decode state per sequence, log2(floats)", "accuracy", &series, false),
+        svg: accuracy_chart(title, "decode state per sequence, log2(floats)", "accuracy", &series),
     }];
 
     let mut header = vec!["attention".to_string()];

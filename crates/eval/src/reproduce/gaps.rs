@@ -7,7 +7,7 @@ use super::{Check, Outcome, Size, run_compare};
 use crate::compare::LocalExecutor;
 use crate::compare::{Comparison, Results};
 use crate::report::{self, Plot, Section, Table, fmt};
-use crate::plots::{Series, line_chart};
+use crate::plots::{Series, accuracy_chart, line_chart};
 use attnlab_train::{RunConfig, TaskConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -434,7 +434,7 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
             Some(p) => (format!("accuracy_vs_width_{p}_pairs"), format!("MQAR with {p} pairs: accuracy vs model width (mean over seeds, best lr per arm)")),
             None => ("accuracy_vs_width".to_string(), "MQAR accuracy vs model width (mean over seeds, best lr per arm)".to_string()),
         };
-        plots.push(Plot { svg: line_chart(&title, "d_model", "accuracy", &series, false), stem, title });
+        plots.push(Plot { svg: accuracy_chart(&title, "d_model", "accuracy", &series), stem, title });
 
         let task = match task_sizes.iter().flatten().find(|s| Some(s.pairs) == pairs) {
             Some(MqarSize { pairs, length_and_batch: Some((length, _)) }) => format!(" with {pairs} pairs at length {length}"),

@@ -18,7 +18,7 @@ use super::gaps::{mean, read_preset};
 use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use super::{Check, Outcome, Size};
 use crate::compare::LocalExecutor;
-use crate::plots::{Series, line_chart};
+use crate::plots::{Series, accuracy_chart};
 use crate::report::{Plot, Table, fmt};
 use std::path::Path;
 
@@ -77,7 +77,7 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
     let plots = vec![Plot {
         stem: "accuracy_vs_softmax_layers".into(),
         title: title.into(),
-        svg: line_chart(title, "softmax layers of 4 (0 = all Gated DeltaNet)", "accuracy", &series, false),
+        svg: accuracy_chart(title, "softmax layers of 4 (0 = all Gated DeltaNet)", "accuracy", &series),
     }];
 
     let mut checks = Vec::new();
