@@ -231,30 +231,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn line_chart_coordinates_stay_in_the_plot() {
-        let svg = line_chart("t", "x", "y", &sample_series(), false);
-        let frame = Frame::default();
-        for poly in svg.split("<polyline points=\"").skip(1) {
-            let pts = &poly[..poly.find('"').unwrap()];
-            for pair in pts.split(' ') {
-                let (x, y) = pair.split_once(',').unwrap();
-                let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
-                assert!(x >= frame.left - 1e-9 && x <= frame.right + 1e-9, "{x}");
-                assert!(y >= frame.top - 1e-9 && y <= frame.bottom + 1e-9, "{y}");
-            }
-        }
-    }
-
-    /// The y coordinates (SVG units) of every polyline vertex.
-    fn polyline_ys(svg: &str) -> Vec<f64> {
+    /// Every polyline vertex `(x, y)` of a chart, in SVG units.
+    fn polyline_points(svg: &str) -> Vec<(f64, f64)> {
         svg.split("<polyline points=\"")
             .skip(1)
             .flat_map(|poly| {
                 let pts = &poly[..poly.find('"').unwrap()];
-                pts.split(' ').map(|p| p.split_once(',').unwrap().1.parse::<f64>().unwrap()).collect::<Vec<_>>()
+                pts.split(' ')
+                    .map(|pair| {
+                        let (x, y) = pair.split_once(',').unwrap();
+                        (x.parse::<f64>().unwrap(), y.parse::<f64>().unwrap())
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    #[test]
+    fn line_chart_coordinates_stay_in_the_plot() {
+        let svg = line_chart("t", "x", "y", &sample_series(), false);
+        let frame = Frame::default();
+        for (x, y) in polyline_points(&svg) {
+            assert!(x >= frame.left - 1e-9 && x <= frame.right + 1e-9, "{x}");
+            assert!(y >= frame.top - 1e-9 && y <= frame.bottom + 1e-9, "{y}");
+        }
     }
 
     #[test]
@@ -263,16 +263,17 @@ mod tests {
         let series = [Series::new("width 32", vec![(0.0, 0.9938), (1.0, 0.9971), (2.0, 0.9987), (4.0, 0.9977)])];
         let frame = Frame::default();
         let plot_height = frame.bottom - frame.top;
+        let ys = |svg: &str| polyline_points(svg).into_iter().map(|(_, y)| y).collect::<Vec<f64>>();
         let spread = |ys: Vec<f64>| ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - ys.iter().cloned().fold(f64::INFINITY, f64::min);
 
         let zoomed = line_chart("t", "x", "accuracy", &series, false);
         let full = accuracy_chart("t", "x", "accuracy", &series);
         assert_valid(&full);
         // Zoomed, the 0.005 range fills over half the plot; on 0..1 it is under 1% of it.
-        assert!(spread(polyline_ys(&zoomed)) > 0.5 * plot_height);
-        assert!(spread(polyline_ys(&full)) < 0.01 * plot_height);
+        assert!(spread(ys(&zoomed)) > 0.5 * plot_height);
+        assert!(spread(ys(&full)) < 0.01 * plot_height);
         // The axis is exactly 0..1: accuracy 0.9987 sits 0.13% of the plot below its top edge.
-        let top_of_line = polyline_ys(&full).into_iter().fold(f64::INFINITY, f64::min);
+        let top_of_line = ys(&full).into_iter().fold(f64::INFINITY, f64::min);
         assert!((top_of_line - (frame.top + (1.0 - 0.9987) * plot_height)).abs() < 0.01, "{top_of_line}");
     }
 
