@@ -17,7 +17,11 @@ use std::process::ExitCode;
 mod alloc;
 
 #[derive(Parser)]
-#[command(name = "attnlab", version, about = "Train small transformers with swappable attention; compare softmax and linear attention.")]
+#[command(
+    name = "attnlab",
+    version,
+    about = "Train small transformers with swappable attention; compare softmax and linear attention."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -357,7 +361,12 @@ fn main() -> ExitCode {
         // Bad flags get one line, like every other error: clap's message without its usage block.
         Err(e) => {
             let text = e.to_string();
-            let what: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.starts_with("Usage:")).filter(|l| !l.is_empty()).collect();
+            let what: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty())
+                .collect();
             let what = what.join(" ");
             eprintln!("{} (see --help)", what.trim_end_matches('.'));
             return ExitCode::from(2);
@@ -391,7 +400,9 @@ fn run(cli: Cli) -> Result<()> {
             for syntax in MixerSpec::syntax() {
                 println!("{syntax}");
             }
-            println!("per-layer stacks: --set model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1");
+            println!(
+                "per-layer stacks: --set model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1"
+            );
             Ok(())
         }
     }
@@ -424,7 +435,11 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             let out = a.out.unwrap_or_else(|| default_run_dir(&config));
             let run = RunDir::create(&out).map_err(anyhow::Error::msg)?;
             if verbosity != Verbosity::Quiet {
-                println!("# resolved config (saved to {}/config.toml)\n{}", out.display(), config.to_toml());
+                println!(
+                    "# resolved config (saved to {}/config.toml)\n{}",
+                    out.display(),
+                    config.to_toml()
+                );
             }
             (config, run, false)
         }
@@ -458,7 +473,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     }
     let dir = outcome.run_dir.display();
     println!("checkpoints: {dir}/final (last), {dir}/best (best eval)");
-    if matches!(config.task, attnlab_train::TaskConfig::CharLm(_) | attnlab_train::TaskConfig::BpeLm(_)) {
+    if matches!(
+        config.task,
+        attnlab_train::TaskConfig::CharLm(_) | attnlab_train::TaskConfig::BpeLm(_)
+    ) {
         println!("next: attnlab sample --run {dir} --prompt \"ROMEO:\"");
     } else {
         println!("next: attnlab eval --run {dir}");
@@ -467,14 +485,23 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 }
 
 fn cmd_sample(a: SampleArgs) -> Result<()> {
-    let opts = SamplingOptions { tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    let opts = SamplingOptions {
+        tokens: a.tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
     opts.validate().map_err(anyhow::Error::msg)?;
-    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?).map_err(anyhow::Error::msg)?;
+    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)
+        .map_err(anyhow::Error::msg)?;
     let codec = loaded.task.codec().with_context(|| {
         format!("the run's task ({}) is not text: sample works on char_lm and bpe_lm runs; use `attnlab eval`", loaded.config.task.name())
     })?;
     let text = match &a.prompt_file {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--prompt-file {}: cannot read it as UTF-8 text", path.display()))?,
+        Some(path) => std::fs::read_to_string(path).with_context(|| {
+            format!("--prompt-file {}: cannot read it as UTF-8 text", path.display())
+        })?,
         None => a.prompt.clone(),
     };
     let prompt = codec.encode(&text).map_err(anyhow::Error::msg)?;
@@ -486,8 +513,18 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
     }
     for i in 0..a.num_samples {
         let seed = opts.seed.wrapping_add(i as u64);
-        let ids = generate(&loaded.model, &prompt, &SamplingOptions { seed, ..opts.clone() }, &loaded.device)
-            .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}; sample an earlier one (--checkpoint step-N)", loaded.checkpoint.display()))?;
+        let ids = generate(
+            &loaded.model,
+            &prompt,
+            &SamplingOptions { seed, ..opts.clone() },
+            &loaded.device,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "checkpoint {}: {e}; sample an earlier one (--checkpoint step-N)",
+                loaded.checkpoint.display()
+            )
+        })?;
         if a.num_samples > 1 {
             println!("--- sample {i} (seed {seed}) ---");
         }
@@ -497,14 +534,20 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let mut loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?).map_err(anyhow::Error::msg)?;
+    let mut loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)
+        .map_err(anyhow::Error::msg)?;
     if let Some(b) = a.batches {
         if b == 0 {
             bail!("--batches must be at least 1");
         }
         loaded.config.train.eval_batches = b;
     }
-    let (metrics, layers) = attnlab_train::trainer::evaluate(&loaded.config, loaded.task.as_ref(), &loaded.model, &loaded.device);
+    let (metrics, layers) = attnlab_train::trainer::evaluate(
+        &loaded.config,
+        loaded.task.as_ref(),
+        &loaded.model,
+        &loaded.device,
+    );
     if let Some((k, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
         bail!(
             "checkpoint {} gives a non-finite {k} ({v}): its weights are unusable; evaluate an earlier one (--checkpoint step-N)",
@@ -513,8 +556,16 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     }
     let dumped = match &a.dump_logits {
         Some(path) => Some(
-            attnlab_train::export::dump_logits(&loaded.model, &loaded.config, loaded.task.as_ref(), a.rows, path, a.force, &loaded.device)
-                .map_err(anyhow::Error::msg)?,
+            attnlab_train::export::dump_logits(
+                &loaded.model,
+                &loaded.config,
+                loaded.task.as_ref(),
+                a.rows,
+                path,
+                a.force,
+                &loaded.device,
+            )
+            .map_err(anyhow::Error::msg)?,
         ),
         None => None,
     };
@@ -530,12 +581,20 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
-    println!("checkpoint {} ({} on {})", loaded.checkpoint.display(), loaded.config.task.name(), loaded.backend);
+    println!(
+        "checkpoint {} ({} on {})",
+        loaded.checkpoint.display(),
+        loaded.config.task.name(),
+        loaded.backend
+    );
     for (k, v) in &metrics {
         println!("{k:<16} {v:.5}");
     }
     let per_layer = |v: &[f64]| v.iter().map(|e| format!("{e:.3}")).collect::<Vec<_>>().join(" ");
-    println!("attention entropy per layer (1 = uniform, 0 = one-hot): {}", per_layer(&layers.entropy));
+    println!(
+        "attention entropy per layer (1 = uniform, 0 = one-hot): {}",
+        per_layer(&layers.entropy)
+    );
     println!("sink mass per layer (mean weight on position 0): {}", per_layer(&layers.sink_mass));
     if let (Some(path), Some([b, t, v])) = (&a.dump_logits, dumped) {
         println!("wrote inputs and logits [{b}, {t}, {v}] to {}", path.display());
@@ -546,11 +605,28 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 fn cmd_export(a: ExportArgs) -> Result<()> {
     let loaded = load_run(&a.run, &a.checkpoint, None).map_err(anyhow::Error::msg)?;
     if a.format == "hf" {
-        let n = attnlab_train::export::hf::export_gpt2(&loaded.model, &loaded.config, loaded.task.as_ref(), &a.to, a.force).map_err(anyhow::Error::msg)?;
-        println!("wrote a Hugging Face GPT-2 directory ({n} tensors, config.json, tokenizer files) to {}", a.to.display());
+        let n = attnlab_train::export::hf::export_gpt2(
+            &loaded.model,
+            &loaded.config,
+            loaded.task.as_ref(),
+            &a.to,
+            a.force,
+        )
+        .map_err(anyhow::Error::msg)?;
+        println!(
+            "wrote a Hugging Face GPT-2 directory ({n} tensors, config.json, tokenizer files) to {}",
+            a.to.display()
+        );
         return Ok(());
     }
-    let n = attnlab_train::export::export_safetensors(&loaded.model, &loaded.config, loaded.task.as_ref(), &a.to, a.force).map_err(anyhow::Error::msg)?;
+    let n = attnlab_train::export::export_safetensors(
+        &loaded.model,
+        &loaded.config,
+        loaded.task.as_ref(),
+        &a.to,
+        a.force,
+    )
+    .map_err(anyhow::Error::msg)?;
     println!("wrote {n} tensors, the config and the vocabulary to {}", a.to.display());
     Ok(())
 }
@@ -560,19 +636,31 @@ fn local_executor(jobs: usize, quiet: bool) -> Result<attnlab_eval::compare::Loc
     if jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let worker = if jobs > 1 { Some(std::env::current_exe().context("cannot find the attnlab binary to start workers")?) } else { None };
-    Ok(attnlab_eval::compare::LocalExecutor { jobs, worker, ..attnlab_eval::compare::LocalExecutor::sequential(quiet) })
+    let worker = if jobs > 1 {
+        Some(std::env::current_exe().context("cannot find the attnlab binary to start workers")?)
+    } else {
+        None
+    };
+    Ok(attnlab_eval::compare::LocalExecutor {
+        jobs,
+        worker,
+        ..attnlab_eval::compare::LocalExecutor::sequential(quiet)
+    })
 }
 
 /// The comparison the flags describe (`None`: none given, for --run-only / --analyse-only on an
 /// existing report directory), and the `[slurm]` options of its file.
-fn comparison_from_args(a: &CompareArgs) -> Result<(Option<attnlab_eval::compare::Comparison>, attnlab_eval::compare::slurm::SlurmOptions)> {
+fn comparison_from_args(
+    a: &CompareArgs,
+) -> Result<(Option<attnlab_eval::compare::Comparison>, attnlab_eval::compare::slurm::SlurmOptions)>
+{
     use attnlab_eval::compare::{CompareSpec, Comparison, task_preset};
     if let Some(path) = &a.config {
         let mut file = CompareSpec::load(path).map_err(anyhow::Error::msg)?;
         file.set.extend(a.sets.iter().cloned());
         let mut spec = file.resolve().map_err(anyhow::Error::msg)?;
-        spec.title = format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
+        spec.title =
+            format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
         return Ok((Some(spec), file.slurm));
     }
     if a.variants.is_empty() {
@@ -586,14 +674,17 @@ fn comparison_from_args(a: &CompareArgs) -> Result<(Option<attnlab_eval::compare
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs.clone(), &a.sets).map_err(anyhow::Error::msg)?;
+    let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs.clone(), &a.sets)
+        .map_err(anyhow::Error::msg)?;
     spec.target = a.target;
     spec.title = format!("attnlab compare: {}", a.variants.join(" vs "));
     Ok((Some(spec), Default::default()))
 }
 
 fn cmd_compare(a: CompareArgs) -> Result<()> {
-    use attnlab_eval::compare::{execute, prepare_dir, read_comparison, read_plan, run_entry, slurm};
+    use attnlab_eval::compare::{
+        execute, prepare_dir, read_comparison, read_plan, run_entry, slurm,
+    };
     let (spec, slurm_file) = comparison_from_args(&a)?;
     if spec.is_none() && !(a.run_only || a.analyse_only) {
         bail!("give --config FILE, or --task NAME (or --preset FILE) with --variants A,B,...");
@@ -610,7 +701,10 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         let resuming = prepare_dir(spec, &out).map_err(anyhow::Error::msg)?;
         if resuming && !a.run_only && !a.analyse_only {
             // Said even when quiet: finished runs are read back, interrupted ones continued.
-            println!("{} holds this comparison already: continuing it (finished runs are kept, interrupted ones resumed)", out.display());
+            println!(
+                "{} holds this comparison already: continuing it (finished runs are kept, interrupted ones resumed)",
+                out.display()
+            );
         }
     }
     let entries = read_plan(&out).map_err(anyhow::Error::msg)?;
@@ -619,13 +713,24 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         for e in &entries {
             println!("{:>4}  {}  {}  {}", e.index, e.fingerprint, e.id, e.dir.display());
         }
-        println!("plan: {} runs in {} (plan.json); run it with `attnlab compare --run-only --out {}` (or --index I for one entry), then `--analyse-only`", entries.len(), out.display(), out.display());
+        println!(
+            "plan: {} runs in {} (plan.json); run it with `attnlab compare --run-only --out {}` (or --index I for one entry), then `--analyse-only`",
+            entries.len(),
+            out.display(),
+            out.display()
+        );
         return Ok(());
     }
     if a.run_only {
         if let Some(i) = a.index {
             die_with_executor();
-            let entry = entries.get(i).with_context(|| format!("--index {i}: the plan in {} has entries 0 to {}", out.display(), entries.len().saturating_sub(1)))?;
+            let entry = entries.get(i).with_context(|| {
+                format!(
+                    "--index {i}: the plan in {} has entries 0 to {}",
+                    out.display(),
+                    entries.len().saturating_sub(1)
+                )
+            })?;
             return match run_entry(&out, entry) {
                 Ok(()) => Ok(()),
                 Err(attnlab_eval::compare::EntryError::Failed(e)) => bail!("{}: {e}", entry.id),
@@ -637,8 +742,17 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             };
         }
         execute(&out, &entries, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
-        let unfinished = entries.iter().filter(|e| e.status(&out) != attnlab_eval::compare::RunStatus::Finished).count();
-        println!("{} of {} runs finished in {}; analyse with `attnlab compare --analyse-only --out {}`", entries.len() - unfinished, entries.len(), out.display(), out.display());
+        let unfinished = entries
+            .iter()
+            .filter(|e| e.status(&out) != attnlab_eval::compare::RunStatus::Finished)
+            .count();
+        println!(
+            "{} of {} runs finished in {}; analyse with `attnlab compare --analyse-only --out {}`",
+            entries.len() - unfinished,
+            entries.len(),
+            out.display(),
+            out.display()
+        );
         return Ok(());
     }
     let results = if a.analyse_only {
@@ -653,10 +767,17 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             partition: a.slurm.slurm_partition.clone().or(slurm_file.partition),
             sbatch: [slurm_file.sbatch, a.slurm.sbatch.clone()].concat(),
         };
-        let attnlab = std::env::current_exe().context("cannot find the attnlab binary for the batch scripts")?;
-        let Some(submission) = slurm::submit(&out, &entries, &attnlab, &options).map_err(anyhow::Error::msg)? else {
+        let attnlab = std::env::current_exe()
+            .context("cannot find the attnlab binary for the batch scripts")?;
+        let Some(submission) =
+            slurm::submit(&out, &entries, &attnlab, &options).map_err(anyhow::Error::msg)?
+        else {
             println!("every run of the plan has finished: analysing here");
-            return finish_compare(&comparison, &analyse_and_report(&comparison, &entries, &out)?, &out);
+            return finish_compare(
+                &comparison,
+                &analyse_and_report(&comparison, &entries, &out)?,
+                &out,
+            );
         };
         println!(
             "submitted {} run(s) as Slurm array job {} and the analysis as job {} (after it); scripts and jobs.json in {}/slurm/",
@@ -666,16 +787,28 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             out.display()
         );
         if !a.slurm.wait {
-            println!("watch: squeue -j {},{}; the report will be {}/report.html", submission.array_job, submission.analysis_job, out.display());
+            println!(
+                "watch: squeue -j {},{}; the report will be {}/report.html",
+                submission.array_job,
+                submission.analysis_job,
+                out.display()
+            );
             return Ok(());
         }
         slurm::wait(&out, &entries, &submission, a.quiet).map_err(anyhow::Error::msg)?;
-        let text = std::fs::read_to_string(out.join("results.json")).with_context(|| format!("the analysis job left no {}/results.json", out.display()))?;
+        let text = std::fs::read_to_string(out.join("results.json"))
+            .with_context(|| format!("the analysis job left no {}/results.json", out.display()))?;
         serde_json::from_str(&text).context("results.json")?
     } else {
         if !a.quiet {
             let lrs = entries.len() / comparison.arms.len() / comparison.seeds.len();
-            println!("{} runs: {} arms x {} seeds x {lrs} learning rate(s) -> {}", entries.len(), comparison.arms.len(), comparison.seeds.len(), out.display());
+            println!(
+                "{} runs: {} arms x {} seeds x {lrs} learning rate(s) -> {}",
+                entries.len(),
+                comparison.arms.len(),
+                comparison.seeds.len(),
+                out.display()
+            );
         }
         execute(&out, &entries, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
         analyse_and_report(&comparison, &entries, &out)?
@@ -688,7 +821,10 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
 /// (Linux only; elsewhere the worker finishes its run, and the rerun waits for nothing: it
 /// reports that run as held by another process.)
 fn die_with_executor() {
-    let Some(executor) = std::env::var(attnlab_eval::compare::EXECUTOR_PID_VAR).ok().and_then(|p| p.parse::<i32>().ok()) else {
+    let Some(executor) = std::env::var(attnlab_eval::compare::EXECUTOR_PID_VAR)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
         return;
     };
     #[cfg(target_os = "linux")]
@@ -711,28 +847,46 @@ fn analyse_and_report(
     out: &std::path::Path,
 ) -> Result<attnlab_eval::compare::Results> {
     let records = attnlab_eval::compare::read_records(out, entries);
-    let title = if comparison.title.is_empty() { format!("attnlab compare: {}", out.display()) } else { comparison.title.clone() };
+    let title = if comparison.title.is_empty() {
+        format!("attnlab compare: {}", out.display())
+    } else {
+        comparison.title.clone()
+    };
     let results = attnlab_eval::compare::analyse(comparison, records, &title);
     attnlab_eval::report::write(&results, out).map_err(anyhow::Error::msg)?;
     Ok(results)
 }
 
 /// Prints the verdicts; fails when some arm has no finished run (nothing to judge it by).
-fn finish_compare(comparison: &attnlab_eval::compare::Comparison, results: &attnlab_eval::compare::Results, out: &std::path::Path) -> Result<()> {
+fn finish_compare(
+    comparison: &attnlab_eval::compare::Comparison,
+    results: &attnlab_eval::compare::Results,
+    out: &std::path::Path,
+) -> Result<()> {
     println!("\ndecision: {}", results.decision);
-    println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
+    println!(
+        "\n{} ({} is better), each arm at its best lr:",
+        results.metric,
+        if results.higher_is_better { "higher" } else { "lower" }
+    );
     for v in &results.verdicts {
         println!("- {v}");
     }
     if !results.missing.is_empty() {
-        println!("{} run(s) not finished: {}; run the same command again to finish them", results.missing.len(), results.missing.join(", "));
+        println!(
+            "{} run(s) not finished: {}; run the same command again to finish them",
+            results.missing.len(),
+            results.missing.join(", ")
+        );
     }
     println!("report: {}/report.html (also report.md, results.json, plots/)", out.display());
     let unfinished: Vec<&str> = comparison
         .arms
         .iter()
         .map(|a| a.name.as_str())
-        .filter(|name| results.runs.iter().all(|r| &r.arm != name || r.error.is_some() || r.pending))
+        .filter(|name| {
+            results.runs.iter().all(|r| &r.arm != name || r.error.is_some() || r.pending)
+        })
         .collect();
     if !unfinished.is_empty() {
         bail!(
@@ -765,7 +919,8 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     let size: Size = a.size.parse().map_err(anyhow::Error::msg)?;
     let mut exec = local_executor(a.jobs, a.quiet)?;
     exec.device = parse_device(a.device.as_deref())?;
-    let missing_backend = exec.device.filter(|d| !d.is_compiled()).map(attnlab_model::BackendError::NotCompiled);
+    let missing_backend =
+        exec.device.filter(|d| !d.is_compiled()).map(attnlab_model::BackendError::NotCompiled);
     if a.plan {
         exec.plan_only = true;
         // The runner writes its (unmeasured) pages; they go to a scratch directory, removed after.
@@ -774,7 +929,10 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         let _ = std::fs::remove_dir_all(&scratch);
         let outcome = outcome.map_err(anyhow::Error::msg)?;
         let (runs, steps) = exec.planned.get();
-        println!("\n{name} --size {}: {runs} runs, {steps} optimizer steps in all; the effects it checks:", size.name());
+        println!(
+            "\n{name} --size {}: {runs} runs, {steps} optimizer steps in all; the effects it checks:",
+            size.name()
+        );
         for c in &outcome.checks {
             println!("- {}", c.claim);
         }
@@ -786,7 +944,9 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     if let Some(e) = missing_backend {
         bail!(e);
     }
-    let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("{name}-{}-{}", a.size, run_dir::timestamp())));
+    let out = a.out.unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{name}-{}-{}", a.size, run_dir::timestamp()))
+    });
     fresh_report_dir(&out)?;
     let started = std::time::Instant::now();
     let outcome = run(&name, size, &out, &exec).map_err(anyhow::Error::msg)?;
@@ -798,10 +958,17 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     for c in &outcome.checks {
         println!("- {}", c.line());
     }
-    println!("report: {}/report.html (also report.md, results.json, plots/); {:.0} s", out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "report: {}/report.html (also report.md, results.json, plots/); {:.0} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
     let failed = outcome.checks.iter().filter(|c| !c.holds).count();
     if a.strict && failed > 0 {
-        bail!("{failed} expected effect(s) did not show (see above and {}/report.md)", out.display());
+        bail!(
+            "{failed} expected effect(s) did not show (see above and {}/report.md)",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -819,11 +986,18 @@ fn cmd_swap(a: SwapArgs) -> Result<()> {
     };
     // Check everything before creating the report directory.
     plan(&spec).map_err(anyhow::Error::msg)?.0.plan().map_err(anyhow::Error::msg)?;
-    let out = a.out.unwrap_or_else(|| PathBuf::from("reports").join(format!("swap-{}", run_dir::timestamp())));
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("reports").join(format!("swap-{}", run_dir::timestamp())));
     fresh_report_dir(&out)?;
-    let results = run(&spec, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+    let results =
+        run(&spec, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
     println!("\ndecision: {}", results.decision);
-    println!("\n{} ({} is better), each arm at its best lr:", results.metric, if results.higher_is_better { "higher" } else { "lower" });
+    println!(
+        "\n{} ({} is better), each arm at its best lr:",
+        results.metric,
+        if results.higher_is_better { "higher" } else { "lower" }
+    );
     for v in &results.verdicts {
         println!("- {v}");
     }
@@ -843,7 +1017,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         base.device = d;
     }
     let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("attnlab bench | {} | device {} | {threads} hardware threads | {}", a.config.display(), base.device, run_dir::timestamp());
+    println!(
+        "attnlab bench | {} | device {} | {threads} hardware threads | {}",
+        a.config.display(),
+        base.device,
+        run_dir::timestamp()
+    );
     let mut json = serde_json::Map::new();
     let configs = a
         .variants
@@ -859,21 +1038,36 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         if a.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        let rows = bench::train_table(&base, &configs, a.warmup, a.steps, print_line).map_err(anyhow::Error::msg)?;
+        let rows = bench::train_table(&base, &configs, a.warmup, a.steps, print_line)
+            .map_err(anyhow::Error::msg)?;
         json.insert("train_step".into(), serde_json::to_value(rows)?);
     }
     if a.only.iter().any(|s| s == "scaling") && !a.lengths.is_empty() {
         let device = base.device.device()?;
-        let specs = a.scaling.iter().map(|s| s.parse::<MixerSpec>().map_err(anyhow::Error::from)).collect::<Result<Vec<_>>>()?;
-        let points = bench::scaling_table(&specs, base.model.d_model, base.model.n_heads, &a.lengths, a.recurrent_max, &device, print_line);
+        let specs = a
+            .scaling
+            .iter()
+            .map(|s| s.parse::<MixerSpec>().map_err(anyhow::Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        let points = bench::scaling_table(
+            &specs,
+            base.model.d_model,
+            base.model.n_heads,
+            &a.lengths,
+            a.recurrent_max,
+            &device,
+            print_line,
+        );
         json.insert("scaling".into(), serde_json::to_value(points)?);
     }
     if a.only.iter().any(|s| s == "decode") && a.decode_tokens > 0 {
-        let points = bench::decode_table(&configs, a.decode_tokens, print_line).map_err(anyhow::Error::msg)?;
+        let points = bench::decode_table(&configs, a.decode_tokens, print_line)
+            .map_err(anyhow::Error::msg)?;
         json.insert("decode".into(), serde_json::to_value(points)?);
     }
     if let Some(path) = a.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         println!("\nwrote {}", path.display());
     }
     Ok(())

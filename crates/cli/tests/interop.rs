@@ -13,12 +13,21 @@ fn root() -> PathBuf {
 }
 
 fn attnlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attnlab")).args(args).current_dir(root()).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
 }
 
 #[track_caller]
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -31,14 +40,26 @@ fn temp(name: &str) -> PathBuf {
 
 /// `python3 -m <module> args...` with the reference package on the path.
 fn python(module_and_args: &[&str]) -> Output {
-    Command::new("python3").arg("-m").args(module_and_args).env("PYTHONPATH", root().join("python")).current_dir(root()).output().expect("python3 runs")
+    Command::new("python3")
+        .arg("-m")
+        .args(module_and_args)
+        .env("PYTHONPATH", root().join("python"))
+        .current_dir(root())
+        .output()
+        .expect("python3 runs")
 }
 
 /// Whether python3 can import `modules`; in CI it must.
 fn python_has(modules: &str) -> bool {
-    let has = Command::new("python3").args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
+    let has = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !has {
-        assert!(std::env::var_os("CI").is_none(), "CI must have python3 with {modules} (.ci/run installs them)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have python3 with {modules} (.ci/run installs them)"
+        );
         eprintln!("note: python3 with {modules} not found; skipping the Python side of this test");
     }
     has
@@ -48,22 +69,38 @@ fn python_has(modules: &str) -> bool {
 /// directory, the export and the dump.
 fn tiny_run(dir: &Path, name: &str, preset: &str, sets: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     let run = dir.join(name);
-    let mut args = vec!["train", "--config", preset, "--out", run.to_str().unwrap(), "--quiet", "--seed", "7"];
-    for s in ["train.steps=6", "train.eval_every=6", "train.checkpoint_every=6", "train.log_every=3"].iter().chain(sets) {
+    let mut args =
+        vec!["train", "--config", preset, "--out", run.to_str().unwrap(), "--quiet", "--seed", "7"];
+    for s in
+        ["train.steps=6", "train.eval_every=6", "train.checkpoint_every=6", "train.log_every=3"]
+            .iter()
+            .chain(sets)
+    {
         args.extend(["--set", s]);
     }
     ok(&attnlab(&args));
     let export = dir.join(format!("{name}.safetensors"));
     ok(&attnlab(&["export", "--run", run.to_str().unwrap(), "--to", export.to_str().unwrap()]));
     let dump = dir.join(format!("{name}-logits.safetensors"));
-    let e = ok(&attnlab(&["eval", "--run", run.to_str().unwrap(), "--dump-logits", dump.to_str().unwrap(), "--rows", "3", "--batches", "1"]));
+    let e = ok(&attnlab(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--dump-logits",
+        dump.to_str().unwrap(),
+        "--rows",
+        "3",
+        "--batches",
+        "1",
+    ]));
     assert!(e.contains("wrote inputs and logits"), "{e}");
     (run, export, dump)
 }
 
 const MQAR: &str = "configs/mqar-smoke.toml";
 const CHAR: &str = "configs/shakespeare-char-smoke.toml";
-const SMALL_CHAR: &[&str] = &["model.d_model=32", "model.n_layers=2", "model.max_seq_len=32", "train.batch_size=8"];
+const SMALL_CHAR: &[&str] =
+    &["model.d_model=32", "model.n_layers=2", "model.max_seq_len=32", "train.batch_size=8"];
 
 #[test]
 fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
@@ -72,9 +109,26 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
     // hybrid stack, bidirectional and vector-input models.
     let cases: Vec<(&str, &str, Vec<&str>)> = vec![
         ("char-softmax", CHAR, SMALL_CHAR.to_vec()),
-        ("char-tied-rms-rope", CHAR, [SMALL_CHAR, &["model.tie_embeddings=true", "model.norm=rms", "model.positions=rope", "model.mixer=softmax:qk_norm"]].concat()),
+        (
+            "char-tied-rms-rope",
+            CHAR,
+            [
+                SMALL_CHAR,
+                &[
+                    "model.tie_embeddings=true",
+                    "model.norm=rms",
+                    "model.positions=rope",
+                    "model.mixer=softmax:qk_norm",
+                ],
+            ]
+            .concat(),
+        ),
         ("ssmax-forget-sink", MQAR, vec!["model.mixer=softmax:ssmax:forget=true:sink=learned"]),
-        ("softpick-gate", MQAR, vec!["model.mixer=softmax:softpick:gate=output", "model.positions=sinusoidal"]),
+        (
+            "softpick-gate",
+            MQAR,
+            vec!["model.mixer=softmax:softpick:gate=output", "model.positions=sinusoidal"],
+        ),
         ("sum-key-norms", MQAR, vec!["model.mixer=softmax:sum_key_norms"]),
         ("sigmoid", MQAR, vec!["model.mixer=sigmoid", "model.positions=rope"]),
         ("linear-elu1", MQAR, vec!["model.mixer=linear:elu1"]),
@@ -88,7 +142,11 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
         ("delta-neg-eigval", MQAR, vec!["model.mixer=delta:neg_eigval=true"]),
         ("stickbreak", MQAR, vec!["model.mixer=stickbreak", "model.positions=none"]),
         ("hybrid", MQAR, vec!["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
-        ("separation-bidirectional", "configs/separation-smoke.toml", vec!["model.mixer=decay:gla"]),
+        (
+            "separation-bidirectional",
+            "configs/separation-smoke.toml",
+            vec!["model.mixer=decay:gla"],
+        ),
         ("icl-vectors", "configs/icl-regression-smoke.toml", vec![]),
     ];
     let mut dumps = Vec::new();
@@ -101,8 +159,15 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
     }
     let mut failures = Vec::new();
     for (name, export, dump) in &dumps {
-        let o = python(&["attnlab_torch.parity", export.to_str().unwrap(), dump.to_str().unwrap(), "--tol", "1e-4"]);
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let o = python(&[
+            "attnlab_torch.parity",
+            export.to_str().unwrap(),
+            dump.to_str().unwrap(),
+            "--tol",
+            "1e-4",
+        ]);
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         eprintln!("{name}: {}", text.trim());
         if !o.status.success() {
             failures.push(format!("{name}: {}", text.trim()));
@@ -117,7 +182,11 @@ fn the_python_reference_packages_unit_tests_pass() {
     if !python_has("numpy, safetensors") {
         return;
     }
-    let o = Command::new("python3").args(["-m", "unittest", "discover", "-s", "tests"]).current_dir(root().join("python")).output().unwrap();
+    let o = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .current_dir(root().join("python"))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("\nOK"), "{err}");
 }
@@ -126,24 +195,63 @@ fn the_python_reference_packages_unit_tests_pass() {
 fn a_gpt2_stack_exports_to_hugging_face_names_with_the_same_logits() {
     let dir = temp("hf");
     // A plain GPT-2, and one without biases or MLP and with a tied head (zero-filled in GPT-2's layout).
-    for (name, sets) in [("gpt2", SMALL_CHAR.to_vec()), ("gpt2-bare", [SMALL_CHAR, &["model.bias=false", "model.mlp_ratio=0", "model.tie_embeddings=true"]].concat())] {
+    for (name, sets) in [
+        ("gpt2", SMALL_CHAR.to_vec()),
+        (
+            "gpt2-bare",
+            [SMALL_CHAR, &["model.bias=false", "model.mlp_ratio=0", "model.tie_embeddings=true"]]
+                .concat(),
+        ),
+    ] {
         let (run, _, dump) = tiny_run(&dir, name, CHAR, &sets);
         let hf = dir.join(format!("{name}-hf"));
-        let x = ok(&attnlab(&["export", "--run", run.to_str().unwrap(), "--to", hf.to_str().unwrap(), "--format", "hf"]));
+        let x = ok(&attnlab(&[
+            "export",
+            "--run",
+            run.to_str().unwrap(),
+            "--to",
+            hf.to_str().unwrap(),
+            "--format",
+            "hf",
+        ]));
         assert!(x.contains("Hugging Face GPT-2"), "{x}");
-        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "attnlab.json"] {
+        for f in [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "attnlab.json",
+        ] {
             assert!(hf.join(f).is_file(), "{name}: {f} missing");
         }
         if python_has("numpy, safetensors") {
-            let o = python(&["attnlab_torch.hf_gpt2", hf.to_str().unwrap(), dump.to_str().unwrap(), "--tol", "1e-4"]);
+            let o = python(&[
+                "attnlab_torch.hf_gpt2",
+                hf.to_str().unwrap(),
+                dump.to_str().unwrap(),
+                "--tol",
+                "1e-4",
+            ]);
             let text = String::from_utf8_lossy(&o.stdout);
-            assert!(o.status.success() && text.contains(" ok"), "{name}: {text}{}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success() && text.contains(" ok"),
+                "{name}: {text}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
     // Another stack gets the attnlab export and a README that says why, and no config.json.
     let (run, _, _) = tiny_run(&dir, "linear", MQAR, &["model.mixer=linear:elu1"]);
     let hf = dir.join("linear-hf");
-    ok(&attnlab(&["export", "--run", run.to_str().unwrap(), "--to", hf.to_str().unwrap(), "--format", "hf"]));
+    ok(&attnlab(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--to",
+        hf.to_str().unwrap(),
+        "--format",
+        "hf",
+    ]));
     assert!(!hf.join("config.json").exists() && hf.join("attnlab.safetensors").is_file());
     assert!(std::fs::read_to_string(hf.join("README.md")).unwrap().contains("attnlab_torch"));
     std::fs::remove_dir_all(dir).ok();
@@ -155,8 +263,13 @@ fn tensorboard_reads_every_scalar_of_a_run() {
     let (run, _, _) = tiny_run(&dir, "char", CHAR, SMALL_CHAR);
     assert!(run.join("tensorboard/events.out.tfevents.0.attnlab").is_file());
     // eval --json is one JSON object with the metrics (the same run, read by a program).
-    let json: serde_json::Value = serde_json::from_str(&ok(&attnlab(&["eval", "--run", run.to_str().unwrap(), "--json"]))).unwrap();
-    assert!(json["metrics"]["loss"].as_f64().is_some_and(f64::is_finite) && json["task"] == "char_lm", "{json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&attnlab(&["eval", "--run", run.to_str().unwrap(), "--json"])))
+            .unwrap();
+    assert!(
+        json["metrics"]["loss"].as_f64().is_some_and(f64::is_finite) && json["task"] == "char_lm",
+        "{json}"
+    );
     if !python_has("tensorboard") {
         return;
     }
@@ -164,7 +277,10 @@ fn tensorboard_reads_every_scalar_of_a_run() {
                   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
                   ea = EventAccumulator(sys.argv[1]); ea.Reload()\n\
                   print(json.dumps({t: [[e.step, e.value] for e in ea.Scalars(t)] for t in ea.Tags()['scalars']}))";
-    let o = Command::new("python3").args(["-c", script, run.join("tensorboard").to_str().unwrap()]).output().unwrap();
+    let o = Command::new("python3")
+        .args(["-c", script, run.join("tensorboard").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let tb: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // Every number of metrics.jsonl, at its step, to f32 precision.
@@ -184,8 +300,15 @@ fn tensorboard_reads_every_scalar_of_a_run() {
             }
         }
         for (tag, x) in expect {
-            let points = tb[&tag].as_array().unwrap_or_else(|| panic!("{tag} missing from TensorBoard: {tb}"));
-            let got = points.iter().find(|p| p[0].as_u64() == Some(step)).unwrap_or_else(|| panic!("{tag} has no step {step}"))[1].as_f64().unwrap();
+            let points = tb[&tag]
+                .as_array()
+                .unwrap_or_else(|| panic!("{tag} missing from TensorBoard: {tb}"));
+            let got = points
+                .iter()
+                .find(|p| p[0].as_u64() == Some(step))
+                .unwrap_or_else(|| panic!("{tag} has no step {step}"))[1]
+                .as_f64()
+                .unwrap();
             assert!((got - x).abs() <= 1e-6 * x.abs().max(1.0), "{tag}@{step}: {got} vs {x}");
             checked += 1;
         }
@@ -208,18 +331,47 @@ fn the_python_reference_samples_what_attnlab_samples() {
                   ids = [v.index(c) for c in sys.argv[2]]\n\
                   out = a.generate(m, ids, int(sys.argv[3]), temperature=float(sys.argv[4]), top_k=int(sys.argv[5]), top_p=float(sys.argv[6]), seed=int(sys.argv[7]))\n\
                   sys.stdout.write(sys.argv[2] + ''.join(v[i] for i in out) + '\\n')";
-    for (temperature, top_k, top_p, seed) in [("0", "0", "1", "1"), ("0.8", "0", "1", "7"), ("1", "10", "0.9", "1337")] {
+    for (temperature, top_k, top_p, seed) in
+        [("0", "0", "1", "1"), ("0.8", "0", "1", "7"), ("1", "10", "0.9", "1337")]
+    {
         let rust = ok(&attnlab(&[
-            "sample", "--run", run.to_str().unwrap(), "--prompt", "ROMEO:", "--tokens", "45", "--temperature", temperature,
-            "--top-k", top_k, "--top-p", top_p, "--seed", seed,
+            "sample",
+            "--run",
+            run.to_str().unwrap(),
+            "--prompt",
+            "ROMEO:",
+            "--tokens",
+            "45",
+            "--temperature",
+            temperature,
+            "--top-k",
+            top_k,
+            "--top-p",
+            top_p,
+            "--seed",
+            seed,
         ]));
         let o = Command::new("python3")
-            .args(["-c", script, export.to_str().unwrap(), "ROMEO:", "45", temperature, top_k, top_p, seed])
+            .args([
+                "-c",
+                script,
+                export.to_str().unwrap(),
+                "ROMEO:",
+                "45",
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            ])
             .env("PYTHONPATH", root().join("python"))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(String::from_utf8_lossy(&o.stdout), rust, "temperature {temperature}, top-k {top_k}, top-p {top_p}, seed {seed}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            rust,
+            "temperature {temperature}, top-k {top_k}, top-p {top_p}, seed {seed}"
+        );
     }
     std::fs::remove_dir_all(dir).ok();
 }

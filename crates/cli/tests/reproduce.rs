@@ -12,7 +12,16 @@ fn reproduce(name: &str) -> serde_json::Value {
     let out = std::env::temp_dir().join(format!("attnlab-reproduce-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))
-        .args(["reproduce", name, "--size", "smoke", "--strict", "--quiet", "--out", out.to_str().unwrap()])
+        .args([
+            "reproduce",
+            name,
+            "--size",
+            "smoke",
+            "--strict",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .current_dir(root())
         .output()
         .unwrap();
@@ -23,14 +32,24 @@ fn reproduce(name: &str) -> serde_json::Value {
         assert!(out.join(f).is_file(), "{name}: missing {f}");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg") && html.trim_end().ends_with("</html>"));
-    let plots: Vec<_> = std::fs::read_dir(out.join("plots")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(
+        html.starts_with("<!DOCTYPE html>")
+            && html.contains("<svg")
+            && html.trim_end().ends_with("</html>")
+    );
+    let plots: Vec<_> =
+        std::fs::read_dir(out.join("plots")).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(plots.iter().any(|p| p.extension().is_some_and(|e| e == "png")), "{name}: no PNG");
     for svg in plots.iter().filter(|p| p.extension().is_some_and(|e| e == "svg")) {
         let text = std::fs::read_to_string(svg).unwrap();
-        assert!(text.contains("<svg") && text.trim_end().ends_with("</svg>") && !text.contains("NaN"), "{}", svg.display());
+        assert!(
+            text.contains("<svg") && text.trim_end().ends_with("</svg>") && !text.contains("NaN"),
+            "{}",
+            svg.display()
+        );
     }
-    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let checks = results["checks"].as_array().unwrap();
     assert!(!checks.is_empty());
     for c in checks {
@@ -127,10 +146,17 @@ fn every_paper_size_plans_without_training() {
         ("recall-frontier", Some((432, 432 * 12_500))),
     ];
     for (name, expected) in expected {
-        let o = Command::new(env!("CARGO_BIN_EXE_attnlab")).args(["reproduce", name, "--size", "paper", "--plan"]).current_dir(root()).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))
+            .args(["reproduce", name, "--size", "paper", "--plan"])
+            .current_dir(root())
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{name}: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
-        let total = stdout.lines().find(|l| l.starts_with(&format!("{name} --size paper: "))).unwrap_or_else(|| panic!("{name}: no total line\n{stdout}"));
+        let total = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} --size paper: ")))
+            .unwrap_or_else(|| panic!("{name}: no total line\n{stdout}"));
         let numbers: Vec<usize> = total.split(' ').filter_map(|w| w.parse().ok()).collect();
         match expected {
             Some((runs, steps)) => assert_eq!(numbers, [runs, steps], "{name}: {total}"),
@@ -140,7 +166,11 @@ fn every_paper_size_plans_without_training() {
         assert!(!stdout.contains("report:"), "{name} --plan trained or wrote a report: {stdout}");
     }
     // --plan writes nothing, so a report directory beside it is a mistake, said in one line.
-    let o = Command::new(env!("CARGO_BIN_EXE_attnlab")).args(["reproduce", "icl-gap", "--plan", "--out", "somewhere"]).current_dir(root()).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(["reproduce", "icl-gap", "--plan", "--out", "somewhere"])
+        .current_dir(root())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

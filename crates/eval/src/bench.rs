@@ -17,10 +17,10 @@
 
 use attnlab_model::mixer::{MixContext, MixerDims};
 use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
+use attnlab_train::RunConfig;
 use attnlab_train::task;
 use attnlab_train::trainer::{self, StepPhases};
 use attnlab_train::util::median;
-use attnlab_train::RunConfig;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -54,7 +54,8 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {
-                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
+                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
+                    - layout.size();
                 PEAK.fetch_max(live, Ordering::Relaxed);
             } else {
                 LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
@@ -110,8 +111,9 @@ pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<Tra
     let mut phases = Vec::with_capacity(steps);
     let mut tokens = 0;
     for step in 0..warmup + steps {
-        let (next, report) = trainer::optimizer_step(model, &mut optim, task.as_ref(), step, t, t.lr, &ad)
-            .map_err(|e| format!("the {} became {} at bench step {step}", e.what, e.value))?;
+        let (next, report) =
+            trainer::optimizer_step(model, &mut optim, task.as_ref(), step, t, t.lr, &ad)
+                .map_err(|e| format!("the {} became {} at bench step {step}", e.what, e.value))?;
         model = next;
         tokens = report.tokens;
         if step >= warmup {
@@ -131,7 +133,14 @@ pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<Tra
         clip_ms: phase(|p| p.clip_ms),
         update_ms: phase(|p| p.update_ms),
     };
-    Ok(TrainStep { variant: config.model.mixer.to_string(), ms_median: ms, ms_min: min, tokens_per_s: tokens as f64 / (ms / 1e3), peak_mib: peak, phases })
+    Ok(TrainStep {
+        variant: config.model.mixer.to_string(),
+        ms_median: ms,
+        ms_min: min,
+        tokens_per_s: tokens as f64 / (ms / 1e3),
+        peak_mib: peak,
+        phases,
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -143,14 +152,22 @@ pub struct LengthPoint {
 }
 
 /// Forward+backward of one causal attention layer (`[1, T, d_model]`, loss = sum of outputs).
-pub fn length_point(spec: &MixerSpec, d_model: usize, n_heads: usize, seq_len: usize, reps: usize, device: &Device) -> LengthPoint {
+pub fn length_point(
+    spec: &MixerSpec,
+    d_model: usize,
+    n_heads: usize,
+    seq_len: usize,
+    reps: usize,
+    device: &Device,
+) -> LengthPoint {
     let ad = device.clone().autodiff();
     let dims = MixerDims { d_model, n_heads, max_seq_len: seq_len, seed: 1, layer: 0, bias: true };
     let mixer = spec.init(&dims, &ad);
     let mem = memory_start();
     let mut times = Vec::new();
     for rep in 0..reps + 1 {
-        let x = Tensor::<3>::random([1, seq_len, d_model], Distribution::Normal(0.0, 1.0), &ad).require_grad();
+        let x = Tensor::<3>::random([1, seq_len, d_model], Distribution::Normal(0.0, 1.0), &ad)
+            .require_grad();
         let started = Instant::now();
         let y = mixer.forward(x.clone(), MixContext::causal()).output;
         let grads = y.sum().backward();
@@ -160,7 +177,12 @@ pub fn length_point(spec: &MixerSpec, d_model: usize, n_heads: usize, seq_len: u
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
-    LengthPoint { variant: spec.to_string(), seq_len, ms_median: median(&times), peak_mib: memory_peak_since(mem) }
+    LengthPoint {
+        variant: spec.to_string(),
+        seq_len,
+        ms_median: median(&times),
+        peak_mib: memory_peak_since(mem),
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -174,7 +196,11 @@ pub struct DecodePoint {
 
 /// Generates `tokens` tokens one at a time from an untrained model with context `tokens`,
 /// recording the latency around each of `positions`.
-pub fn decode(config: &RunConfig, tokens: usize, positions: &[usize]) -> Result<Vec<DecodePoint>, String> {
+pub fn decode(
+    config: &RunConfig,
+    tokens: usize,
+    positions: &[usize],
+) -> Result<Vec<DecodePoint>, String> {
     let device = config.device.device().map_err(|e| e.to_string())?;
     let mut model_config = config.model.clone();
     model_config.max_seq_len = tokens + 1;
@@ -187,16 +213,22 @@ pub fn decode(config: &RunConfig, tokens: usize, positions: &[usize]) -> Result<
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![next], [1, 1]), &device);
         let started = Instant::now();
         let logits = model.step(LmInput::Tokens(ids), &mut state);
-        let row: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().map_err(|e| format!("{e:?}"))?;
+        let row: Vec<f32> =
+            logits.into_data().convert::<f32>().try_into_vec().map_err(|e| format!("{e:?}"))?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
-        next = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64);
+        next =
+            row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64);
     }
     Ok(positions
         .iter()
         .filter(|&&p| p >= 1 && p <= tokens)
         .map(|&p| {
             let window = &latencies[p.saturating_sub(16).max(1) - 1..p];
-            DecodePoint { variant: config.model.mixer.to_string(), position: p, ms_per_token: window.iter().sum::<f64>() / window.len() as f64 }
+            DecodePoint {
+                variant: config.model.mixer.to_string(),
+                position: p,
+                ms_per_token: window.iter().sum::<f64>() / window.len() as f64,
+            }
         })
         .collect())
 }
@@ -214,7 +246,10 @@ pub fn train_table(
     steps: usize,
     mut emit: impl FnMut(String),
 ) -> Result<Vec<TrainStep>, String> {
-    emit(format!("\ntraining step (median of {steps} after {warmup} warm-up; batch {} x {} tokens)", base.train.batch_size, base.model.max_seq_len));
+    emit(format!(
+        "\ntraining step (median of {steps} after {warmup} warm-up; batch {} x {} tokens)",
+        base.train.batch_size, base.model.max_seq_len
+    ));
     emit(format!(
         "{:<28} {:>10} {:>10} {:>12} {:>10}   phases (median ms): forward / backward / clip / AdamW",
         "attention", "ms/step", "min ms", "tokens/s", "peak MiB"
@@ -225,7 +260,15 @@ pub fn train_table(
         let p = r.phases;
         emit(format!(
             "{:<28} {:>10.2} {:>10.2} {:>12.0} {:>10.1}   {:.1} / {:.1} / {:.1} / {:.1}",
-            r.variant, r.ms_median, r.ms_min, r.tokens_per_s, r.peak_mib, p.forward_ms, p.backward_ms, p.clip_ms, p.update_ms
+            r.variant,
+            r.ms_median,
+            r.ms_min,
+            r.tokens_per_s,
+            r.peak_mib,
+            p.forward_ms,
+            p.backward_ms,
+            p.clip_ms,
+            p.update_ms
         ));
         rows.push(r);
     }
@@ -243,7 +286,9 @@ pub fn scaling_table(
     device: &Device,
     mut emit: impl FnMut(String),
 ) -> Vec<LengthPoint> {
-    emit(format!("\none attention layer, forward + backward, batch 1, width {d_model}, {n_heads} heads (median ms | peak MiB)"));
+    emit(format!(
+        "\none attention layer, forward + backward, batch 1, width {d_model}, {n_heads} heads (median ms | peak MiB)"
+    ));
     let mut header = format!("{:<8}", "T");
     for s in specs {
         header += &format!(" {:>30}", s.to_string());
@@ -295,7 +340,13 @@ pub fn scaling_summary(specs: &[MixerSpec], points: &[LengthPoint], from: usize)
         if doublings < 1.0 {
             continue;
         }
-        let per_doubling = |a: f64, b: f64| if a > 0.0 && b > 0.0 { format!("{:.2}", (b / a).powf(1.0 / doublings)) } else { "-".to_string() };
+        let per_doubling = |a: f64, b: f64| {
+            if a > 0.0 && b > 0.0 {
+                format!("{:.2}", (b / a).powf(1.0 / doublings))
+            } else {
+                "-".to_string()
+            }
+        };
         let faster = if s == baseline {
             String::new()
         } else {
@@ -327,9 +378,16 @@ pub fn scaling_summary(specs: &[MixerSpec], points: &[LengthPoint], from: usize)
 const DECODE_POSITIONS: [usize; 9] = [1, 16, 64, 128, 256, 512, 1024, 2048, 4096];
 
 /// Decodes `tokens` tokens with each config: one row per config, a column per position.
-pub fn decode_table(configs: &[RunConfig], tokens: usize, mut emit: impl FnMut(String)) -> Result<Vec<DecodePoint>, String> {
+pub fn decode_table(
+    configs: &[RunConfig],
+    tokens: usize,
+    mut emit: impl FnMut(String),
+) -> Result<Vec<DecodePoint>, String> {
     let positions: Vec<usize> = DECODE_POSITIONS.into_iter().filter(|&p| p <= tokens).collect();
-    emit("\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)".into());
+    emit(
+        "\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)"
+            .into(),
+    );
     let mut header = format!("{:<28}", "attention");
     for p in &positions {
         header += &format!(" {p:>8}");
@@ -378,8 +436,14 @@ mod tests {
     /// (time and memory double) against a quadratic baseline it overtakes at T = 512.
     #[test]
     fn scaling_summary_reports_growth_and_crossover() {
-        let specs: Vec<MixerSpec> = ["softmax", "delta:gated"].iter().map(|s| s.parse().unwrap()).collect();
-        let point = |v: &str, t: usize, ms: f64, mib: f64| LengthPoint { variant: v.into(), seq_len: t, ms_median: ms, peak_mib: mib };
+        let specs: Vec<MixerSpec> =
+            ["softmax", "delta:gated"].iter().map(|s| s.parse().unwrap()).collect();
+        let point = |v: &str, t: usize, ms: f64, mib: f64| LengthPoint {
+            variant: v.into(),
+            seq_len: t,
+            ms_median: ms,
+            peak_mib: mib,
+        };
         let mut points = Vec::new();
         for (i, t) in [128usize, 256, 512, 1024, 2048].into_iter().enumerate() {
             let quad = 4f64.powi(i as i32);
@@ -387,8 +451,14 @@ mod tests {
             points.push(point("delta:gated", t, 2f64.powi(i as i32), 2f64.powi(i as i32)));
         }
         let lines = scaling_summary(&specs, &points, 256);
-        assert_eq!(lines[0], "softmax: per doubling of T from 256 to 2048: time x4.00, memory x4.00");
-        assert_eq!(lines[1], "delta:gated: per doubling of T from 256 to 2048: time x2.00, memory x2.00; faster than softmax from T = 512");
+        assert_eq!(
+            lines[0],
+            "softmax: per doubling of T from 256 to 2048: time x4.00, memory x4.00"
+        );
+        assert_eq!(
+            lines[1],
+            "delta:gated: per doubling of T from 256 to 2048: time x2.00, memory x2.00; faster than softmax from T = 512"
+        );
     }
 
     /// The tables keep the layout the binary has always printed (bench/ladder.py parses the rows).
@@ -396,24 +466,40 @@ mod tests {
     fn tables_keep_their_layout() {
         let config = tiny_config();
         let mut lines = Vec::new();
-        let rows = train_table(&config, std::slice::from_ref(&config), 1, 2, |l| lines.push(l)).unwrap();
+        let rows =
+            train_table(&config, std::slice::from_ref(&config), 1, 2, |l| lines.push(l)).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(lines[0], "\ntraining step (median of 2 after 1 warm-up; batch 4 x 16 tokens)");
         assert_eq!(
             lines[1],
             "attention                       ms/step     min ms     tokens/s   peak MiB   phases (median ms): forward / backward / clip / AdamW"
         );
-        assert!(lines[2].starts_with(&format!("{:<28} ", config.model.mixer.to_string())), "{}", lines[2]);
+        assert!(
+            lines[2].starts_with(&format!("{:<28} ", config.model.mixer.to_string())),
+            "{}",
+            lines[2]
+        );
         assert_eq!(lines[2].matches(" / ").count(), 3, "{}", lines[2]);
 
-        let specs: Vec<MixerSpec> = ["softmax", "linear:elu1:form=recurrent"].iter().map(|s| s.parse().unwrap()).collect();
+        let specs: Vec<MixerSpec> =
+            ["softmax", "linear:elu1:form=recurrent"].iter().map(|s| s.parse().unwrap()).collect();
         let mut lines = Vec::new();
         let points = scaling_table(&specs, 16, 2, &[8, 32], 8, &Device::flex(), |l| lines.push(l));
         assert_eq!(points.len(), 3, "the recurrent form skipped at T = 32");
-        assert_eq!(lines[0], "\none attention layer, forward + backward, batch 1, width 16, 2 heads (median ms | peak MiB)");
-        assert_eq!(lines[1], format!("T        {:>30} {:>30}", specs[0].to_string(), specs[1].to_string()));
+        assert_eq!(
+            lines[0],
+            "\none attention layer, forward + backward, batch 1, width 16, 2 heads (median ms | peak MiB)"
+        );
+        assert_eq!(
+            lines[1],
+            format!("T        {:>30} {:>30}", specs[0].to_string(), specs[1].to_string())
+        );
         assert_eq!(lines[2].len(), 8 + 2 * 31);
-        assert!(lines[3].starts_with("32       ") && lines[3].ends_with(&format!(" {:>30}", "-")), "{}", lines[3]);
+        assert!(
+            lines[3].starts_with("32       ") && lines[3].ends_with(&format!(" {:>30}", "-")),
+            "{}",
+            lines[3]
+        );
 
         // No length reaches the summary's start, so it adds no line.
         assert_eq!(lines.len(), 4);
@@ -421,7 +507,10 @@ mod tests {
         let mut lines = Vec::new();
         let points = decode_table(std::slice::from_ref(&config), 20, |l| lines.push(l)).unwrap();
         assert_eq!(points.iter().map(|p| p.position).collect::<Vec<_>>(), vec![1, 16]);
-        assert_eq!(lines[0], "\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)");
+        assert_eq!(
+            lines[0],
+            "\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)"
+        );
         assert_eq!(lines[1], format!("{:<28} {:>8} {:>8}", "attention", 1, 16));
         assert_eq!(lines[2].len(), 28 + 2 * 9, "{}", lines[2]);
     }

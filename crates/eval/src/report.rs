@@ -23,20 +23,32 @@ pub fn mean_band(curves: &[&[(usize, f64)]]) -> (Vec<(f64, f64)>, Vec<(f64, f64,
     let mut mean = Vec::new();
     let mut band = Vec::new();
     for &(step, _) in first.iter() {
-        let values: Vec<f64> = curves.iter().filter_map(|c| c.iter().find(|p| p.0 == step).map(|p| p.1)).collect();
+        let values: Vec<f64> =
+            curves.iter().filter_map(|c| c.iter().find(|p| p.0 == step).map(|p| p.1)).collect();
         if values.len() != curves.len() || values.iter().any(|v| !v.is_finite()) {
             continue;
         }
         let m = values.iter().sum::<f64>() / values.len() as f64;
-        let (lo, hi) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) =
+            values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         mean.push((step as f64, m));
         band.push((step as f64, lo, hi));
     }
     (mean, band)
 }
 
-fn arm_series(results: &Results, arm: &ArmResult, curve: impl Fn(&RunRecord) -> &[(usize, f64)]) -> Series {
-    let curves: Vec<&[(usize, f64)]> = arm.runs.iter().map(|&i| &results.runs[i]).filter(|r| r.error.is_none()).map(&curve).collect();
+fn arm_series(
+    results: &Results,
+    arm: &ArmResult,
+    curve: impl Fn(&RunRecord) -> &[(usize, f64)],
+) -> Series {
+    let curves: Vec<&[(usize, f64)]> = arm
+        .runs
+        .iter()
+        .map(|&i| &results.runs[i])
+        .filter(|r| r.error.is_none())
+        .map(&curve)
+        .collect();
     let (mean, band) = mean_band(&curves);
     Series::new(format!("{} (lr {:e})", arm.name, arm.best_lr), mean).with_band(band)
 }
@@ -48,15 +60,29 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
         results.arms.iter().map(|a| arm_series(results, a, f)).collect()
     };
     let loss = series(&|r| &r.loss);
-    out.push(("loss".into(), "Training loss".into(), line_chart("Training loss (mean over seeds, band = min–max)", "step", "loss", &loss, false)));
+    out.push((
+        "loss".into(),
+        "Training loss".into(),
+        line_chart("Training loss (mean over seeds, band = min–max)", "step", "loss", &loss, false),
+    ));
     let grad = series(&|r| &r.grad_norm);
-    out.push(("grad_norm".into(), "Gradient norm".into(), line_chart("Gradient norm before clipping", "step", "global grad norm", &grad, true)));
+    out.push((
+        "grad_norm".into(),
+        "Gradient norm".into(),
+        line_chart("Gradient norm before clipping", "step", "global grad norm", &grad, true),
+    ));
     let metric = series(&|r| &r.eval_metric);
     let title = format!("Eval {}", results.metric);
-    out.push(("eval_metric".into(), title.clone(), line_chart(&title, "step", &results.metric, &metric, false)));
+    out.push((
+        "eval_metric".into(),
+        title.clone(),
+        line_chart(&title, "step", &results.metric, &metric, false),
+    ));
 
     // One series per arm and layer of a per-layer curve (entropy, sink mass).
-    let per_layer = |layers_of: &dyn Fn(&ArmResult) -> usize, curve: &dyn Fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>| -> Vec<Series> {
+    let per_layer = |layers_of: &dyn Fn(&ArmResult) -> usize,
+                     curve: &dyn Fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>|
+     -> Vec<Series> {
         let mut all = Vec::new();
         for arm in &results.arms {
             for layer in 0..layers_of(arm) {
@@ -65,7 +91,12 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
                     .iter()
                     .map(|&i| &results.runs[i])
                     .filter(|r| r.error.is_none())
-                    .map(|r| curve(r).iter().filter_map(|(s, e)| e.get(layer).map(|v| (*s, *v))).collect())
+                    .map(|r| {
+                        curve(r)
+                            .iter()
+                            .filter_map(|(s, e)| e.get(layer).map(|v| (*s, *v)))
+                            .collect()
+                    })
                     .collect();
                 let refs: Vec<&[(usize, f64)]> = curves.iter().map(|c| c.as_slice()).collect();
                 let (mean, band) = mean_band(&refs);
@@ -78,27 +109,47 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
     out.push((
         "entropy".into(),
         "Attention entropy per layer".into(),
-        line_chart("Attention entropy per layer (1 = uniform, 0 = one-hot)", "step", "normalised entropy", &entropy, false),
+        line_chart(
+            "Attention entropy per layer (1 = uniform, 0 = one-hot)",
+            "step",
+            "normalised entropy",
+            &entropy,
+            false,
+        ),
     ));
     let sink = per_layer(&|a| a.sink_mass_range_per_layer.len(), &|r| &r.sink_mass);
     if !sink.is_empty() {
         out.push((
             "sink_mass".into(),
             "Sink mass per layer".into(),
-            line_chart("Sink mass per layer (mean attention weight on position 0)", "step", "weight on position 0", &sink, false),
+            line_chart(
+                "Sink mass per layer (mean attention weight on position 0)",
+                "step",
+                "weight on position 0",
+                &sink,
+                false,
+            ),
         ));
     }
 
-    let arms: Vec<(String, Vec<usize>)> = results.arms.iter().map(|a| (a.name.clone(), a.runs.clone())).collect();
+    let arms: Vec<(String, Vec<usize>)> =
+        results.arms.iter().map(|a| (a.name.clone(), a.runs.clone())).collect();
     let by_length = length_series(&results.metric, &arms, &results.runs);
     if !by_length.is_empty() {
         // Short: a longer title runs off the plot's edges.
         let title = format!("Final {} vs evaluation length", results.metric);
-        out.push(("metric_vs_length".into(), title.clone(), line_chart(&title, "evaluation length (tokens)", &results.metric, &by_length, false)));
+        out.push((
+            "metric_vs_length".into(),
+            title.clone(),
+            line_chart(&title, "evaluation length (tokens)", &results.metric, &by_length, false),
+        ));
     }
 
-    let bars: Vec<(String, f64, f64, f64)> =
-        results.arms.iter().map(|a| (a.name.clone(), a.summary.mean, a.summary.ci_low, a.summary.ci_high)).collect();
+    let bars: Vec<(String, f64, f64, f64)> = results
+        .arms
+        .iter()
+        .map(|a| (a.name.clone(), a.summary.mean, a.summary.ci_low, a.summary.ci_high))
+        .collect();
     let title = format!("Final {} (mean, 95% CI over seeds)", results.metric);
     out.push(("final_metric".into(), title.clone(), bar_chart(&title, &results.metric, &bars)));
 
@@ -107,13 +158,17 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
             .arms
             .iter()
             .map(|a| {
-                let reached: Vec<f64> = a.steps_to_target.iter().flatten().map(|&s| s as f64).collect();
+                let reached: Vec<f64> =
+                    a.steps_to_target.iter().flatten().map(|&s| s as f64).collect();
                 let lo = reached.iter().copied().fold(f64::NAN, f64::min);
                 let hi = reached.iter().copied().fold(f64::NAN, f64::max);
                 (a.name.clone(), a.median_steps_to_target.unwrap_or(f64::NAN), lo, hi)
             })
             .collect();
-        let title = format!("Steps to {} {target} (median, range over seeds that reached it)", results.metric);
+        let title = format!(
+            "Steps to {} {target} (median, range over seeds that reached it)",
+            results.metric
+        );
         out.push(("steps_to_target".into(), title.clone(), bar_chart(&title, "steps", &bars)));
     }
     out
@@ -126,8 +181,18 @@ pub fn fmt(v: f64) -> String {
 /// Summary table rows: the same strings go into report.md and report.html.
 pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
     let header = vec![
-        "arm", "best lr", "final metric (mean)", "95% CI", "Δ vs baseline", "Δ 95% CI (Welch)", "Δ 95% CI (bootstrap)",
-        "verdict", "steps to target (median; reached)", "tokens/s", "parameters", "decode state (floats)",
+        "arm",
+        "best lr",
+        "final metric (mean)",
+        "95% CI",
+        "Δ vs baseline",
+        "Δ 95% CI (Welch)",
+        "Δ 95% CI (bootstrap)",
+        "verdict",
+        "steps to target (median; reached)",
+        "tokens/s",
+        "parameters",
+        "decode state (floats)",
     ];
     let rows = results
         .arms
@@ -140,12 +205,22 @@ pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 format!("{:e}", a.best_lr),
                 fmt(s.mean),
                 format!("[{}, {}] (n = {})", fmt(s.ci_low), fmt(s.ci_high), s.n),
-                a.difference.as_ref().map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |d| fmt(d.mean)),
-                a.difference.as_ref().map_or("–".into(), |d| format!("[{}, {}]", fmt(d.ci_low), fmt(d.ci_high))),
+                a.difference
+                    .as_ref()
+                    .map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |d| fmt(d.mean)),
+                a.difference
+                    .as_ref()
+                    .map_or("–".into(), |d| format!("[{}, {}]", fmt(d.ci_low), fmt(d.ci_high))),
                 a.bootstrap.map_or("–".into(), |(lo, hi)| format!("[{}, {}]", fmt(lo), fmt(hi))),
-                a.verdict.map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |v| v.as_str().to_string()),
+                a.verdict.map_or(if a.is_baseline { "baseline" } else { "–" }.into(), |v| {
+                    v.as_str().to_string()
+                }),
                 if results.target.is_some() {
-                    format!("{}; {reached}/{}", a.median_steps_to_target.map_or("–".into(), |m| format!("{m:.0}")), a.steps_to_target.len())
+                    format!(
+                        "{}; {reached}/{}",
+                        a.median_steps_to_target.map_or("–".into(), |m| format!("{m:.0}")),
+                        a.steps_to_target.len()
+                    )
                 } else {
                     "–".into()
                 },
@@ -240,30 +315,48 @@ pub fn document(results: &Results) -> Document {
         )).bullets(results.missing.clone()));
     }
     sections.extend([
-        Section::new("Summary").table(Table::new("summary", header.into_iter().map(String::from).collect(), rows)),
+        Section::new("Summary").table(Table::new(
+            "summary",
+            header.into_iter().map(String::from).collect(),
+            rows,
+        )),
         Section::new("Verdicts").bullets(results.verdicts.clone()),
-        Section::new(format!("Learning-rate sweep (mean final {} over seeds)", results.metric)).bullets(
-            results
-                .arms
-                .iter()
-                .map(|a| {
-                    let sweep: Vec<String> = a.lr_sweep.iter().map(|(lr, m, n)| format!("{lr:e}: {} (n = {n})", fmt(*m))).collect();
-                    format!("{}: {}", a.name, sweep.join("; "))
-                })
-                .collect(),
-        ),
+        Section::new(format!("Learning-rate sweep (mean final {} over seeds)", results.metric))
+            .bullets(
+                results
+                    .arms
+                    .iter()
+                    .map(|a| {
+                        let sweep: Vec<String> = a
+                            .lr_sweep
+                            .iter()
+                            .map(|(lr, m, n)| format!("{lr:e}: {} (n = {n})", fmt(*m)))
+                            .collect();
+                        format!("{}: {}", a.name, sweep.join("; "))
+                    })
+                    .collect(),
+            ),
     ]);
     let failed: Vec<String> = results
         .runs
         .iter()
         .filter(|r| r.error.is_some())
-        .map(|r| format!("{} lr {:e} seed {}: {}", r.arm, r.lr, r.seed, r.error.as_deref().unwrap_or("")))
+        .map(|r| {
+            format!("{} lr {:e} seed {}: {}", r.arm, r.lr, r.seed, r.error.as_deref().unwrap_or(""))
+        })
         .collect();
     if !failed.is_empty() {
         sections.push(Section::new("Failed runs").bullets(failed));
     }
-    let plots = plots(results).into_iter().map(|(stem, title, svg)| Plot { stem, title, svg }).collect();
-    Document { title: results.title.clone(), decision: Some(results.decision.clone()).filter(|d| !d.is_empty()), intro, sections, plots }
+    let plots =
+        plots(results).into_iter().map(|(stem, title, svg)| Plot { stem, title, svg }).collect();
+    Document {
+        title: results.title.clone(),
+        decision: Some(results.decision.clone()).filter(|d| !d.is_empty()),
+        intro,
+        sections,
+        plots,
+    }
 }
 
 fn markdown(doc: &Document) -> String {
@@ -364,7 +457,11 @@ fn html(doc: &Document) -> String {
     for p in &doc.plots {
         // Inline SVG: drop the XML declaration, if any, so the page stays one document.
         let body = p.svg.trim_start_matches(|c| c != '<').trim_start();
-        let body = if body.starts_with("<?xml") { body.split_once("?>").map_or(body, |(_, b)| b.trim_start()) } else { body };
+        let body = if body.starts_with("<?xml") {
+            body.split_once("?>").map_or(body, |(_, b)| b.trim_start())
+        } else {
+            body
+        };
         let _ = writeln!(h, "<figure>{body}<figcaption>{}</figcaption></figure>", escape(&p.title));
     }
     h.push_str("</body></html>\n");
@@ -391,18 +488,24 @@ pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<
     for p in &doc.plots {
         let path = plot_dir.join(format!("{}.svg", p.stem));
         std::fs::write(&path, &p.svg).map_err(|e| io(&path, e))?;
-        let png = svg_to_png(&p.svg, &fonts).map_err(|e| format!("cannot render {}.png: {e}", p.stem))?;
+        let png =
+            svg_to_png(&p.svg, &fonts).map_err(|e| format!("cannot render {}.png: {e}", p.stem))?;
         let path = plot_dir.join(format!("{}.png", p.stem));
         std::fs::write(&path, png).map_err(|e| io(&path, e))?;
     }
-    for (name, text) in [("report.md", markdown(doc)), ("report.html", html(doc)), ("results.json", results_json.to_string())] {
+    for (name, text) in [
+        ("report.md", markdown(doc)),
+        ("report.html", html(doc)),
+        ("results.json", results_json.to_string()),
+    ] {
         let path = staging.join(name);
         std::fs::write(&path, text).map_err(|e| io(&path, e))?;
     }
     // Publish: the old results.json goes first (the report is now incomplete), then the plots
     // directory (the old one renamed away, then removed), the pages, and results.json last.
     let _ = std::fs::remove_file(dir.join("results.json"));
-    let (plots, old_plots) = (dir.join("plots"), dir.join(format!(".tmp-old-plots-{}", std::process::id())));
+    let (plots, old_plots) =
+        (dir.join("plots"), dir.join(format!(".tmp-old-plots-{}", std::process::id())));
     if plots.exists() {
         std::fs::rename(&plots, &old_plots).map_err(|e| io(&plots, e))?;
     }
@@ -417,7 +520,11 @@ pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<
 /// Per arm (`(name, its best-lr runs)`), the main metric at each evaluation length its runs
 /// report (`<metric>@<length>`, as MQAR's `task.eval_lengths` writes), averaged over the runs;
 /// empty when no run has any.
-pub fn length_series(metric: &str, arms: &[(String, Vec<usize>)], runs: &[RunRecord]) -> Vec<Series> {
+pub fn length_series(
+    metric: &str,
+    arms: &[(String, Vec<usize>)],
+    runs: &[RunRecord],
+) -> Vec<Series> {
     let prefix = format!("{metric}@");
     let mut series = Vec::new();
     for (name, arm_runs) in arms {
@@ -426,8 +533,13 @@ pub fn length_series(metric: &str, arms: &[(String, Vec<usize>)], runs: &[RunRec
             .map(|&i| &runs[i])
             .filter(|r| r.error.is_none())
             .map(|r| {
-                let mut points: Vec<(usize, f64)> =
-                    r.final_eval.iter().filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse::<usize>().ok()?, *v))).collect();
+                let mut points: Vec<(usize, f64)> = r
+                    .final_eval
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.strip_prefix(&prefix)?.parse::<usize>().ok()?, *v))
+                    })
+                    .collect();
                 points.sort_by_key(|p| p.0);
                 points
             })
@@ -452,15 +564,27 @@ mod tests {
     #[test]
     fn length_series_reads_metric_at_length() {
         let run = |a64: f64, a128: f64| RunRecord {
-            final_eval: [("accuracy@128", a128), ("accuracy@64", a64), ("loss@64", 9.0), ("accuracy", 1.0)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            final_eval: [
+                ("accuracy@128", a128),
+                ("accuracy@64", a64),
+                ("loss@64", 9.0),
+                ("accuracy", 1.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
             ..Default::default()
         };
         let arms = vec![("a".to_string(), vec![0, 1])];
         let s = length_series("accuracy", &arms, &[run(0.8, 0.4), run(0.6, 0.2)]);
         assert_eq!(s.len(), 1);
-        let points: Vec<(f64, f64)> = s[0].points.iter().map(|&(x, y)| (x, (y * 1e6).round() / 1e6)).collect();
+        let points: Vec<(f64, f64)> =
+            s[0].points.iter().map(|&(x, y)| (x, (y * 1e6).round() / 1e6)).collect();
         assert_eq!(points, vec![(64.0, 0.7), (128.0, 0.3)]);
-        assert!(length_series("accuracy", &arms, &[RunRecord::default(), RunRecord::default()]).is_empty());
+        assert!(
+            length_series("accuracy", &arms, &[RunRecord::default(), RunRecord::default()])
+                .is_empty()
+        );
     }
 
     #[test]

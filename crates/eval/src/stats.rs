@@ -83,10 +83,7 @@ pub fn summarize(values: &[f64]) -> Summary {
         (0.0, 0.0)
     } else {
         let std = sample_variance(&finite, mean).sqrt();
-        (
-            std,
-            t_quantile_975((n - 1) as f64) * std / (n as f64).sqrt(),
-        )
+        (std, t_quantile_975((n - 1) as f64) * std / (n as f64).sqrt())
     };
     Summary {
         n,
@@ -274,12 +271,7 @@ pub fn steps_to_target(
     curve
         .iter()
         .filter(|&&(_, v)| {
-            v.is_finite()
-                && if higher_is_better {
-                    v >= target
-                } else {
-                    v <= target
-                }
+            v.is_finite() && if higher_is_better { v >= target } else { v <= target }
         })
         .map(|&(step, _)| step)
         .min()
@@ -336,10 +328,7 @@ mod tests {
 
     #[track_caller]
     fn assert_close(actual: f64, expected: f64, tol: f64) {
-        assert!(
-            close(actual, expected, tol),
-            "{actual} vs {expected} (tol {tol})"
-        );
+        assert!(close(actual, expected, tol), "{actual} vs {expected} (tol {tol})");
     }
 
     // Student t quantiles from standard tables.
@@ -367,16 +356,8 @@ mod tests {
     fn t_quantile_high_precision_and_limits() {
         // Closed forms: df=1 is Cauchy, tan(0.475π); df=2 solves t/sqrt(2+t²) = 0.95,
         // i.e. t = 0.95·sqrt(2/(1 − 0.95²)) = 4.302652729...
-        assert_close(
-            t_quantile_975(1.0),
-            (0.475 * std::f64::consts::PI).tan(),
-            1e-9,
-        );
-        assert_close(
-            t_quantile_975(2.0),
-            0.95 * (2.0f64 / (1.0 - 0.95 * 0.95)).sqrt(),
-            1e-9,
-        );
+        assert_close(t_quantile_975(1.0), (0.475 * std::f64::consts::PI).tan(), 1e-9);
+        assert_close(t_quantile_975(2.0), 0.95 * (2.0f64 / (1.0 - 0.95 * 0.95)).sqrt(), 1e-9);
         // Huge df tends to the normal quantile 1.959963985.
         assert_close(t_quantile_975(1e9), 1.959_963_985, 1e-6);
         assert_close(t_quantile_975(1e6), 1.959_966_3, 1e-6);
@@ -396,7 +377,8 @@ mod tests {
     #[test]
     fn t_quantile_large_df_follows_expansion() {
         let z: f64 = 1.959_963_984_540;
-        let (g1, g2) = ((z.powi(3) + z) / 4.0, (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / 96.0);
+        let (g1, g2) =
+            ((z.powi(3) + z) / 4.0, (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / 96.0);
         for df in [1e4, 1e5, 1e6] {
             assert_close(t_quantile_975(df), z + g1 / df + g2 / (df * df), 1e-9);
         }
@@ -426,17 +408,9 @@ mod tests {
         assert_close(ln_gamma(1.0), 0.0, 1e-13);
         assert_close(ln_gamma(0.5), 0.5 * std::f64::consts::PI.ln(), 1e-13);
         assert_close(ln_gamma(5.0), 24f64.ln(), 1e-13);
-        assert_close(
-            ln_gamma(30.0),
-            (1..30).map(|k| (k as f64).ln()).sum(),
-            1e-11,
-        );
+        assert_close(ln_gamma(30.0), (1..30).map(|k| (k as f64).ln()).sum(), 1e-11);
         // ln B agrees with its definition through ln Γ.
-        assert_close(
-            ln_beta(12.5, 0.5),
-            ln_gamma(12.5) + ln_gamma(0.5) - ln_gamma(13.0),
-            1e-12,
-        );
+        assert_close(ln_beta(12.5, 0.5), ln_gamma(12.5) + ln_gamma(0.5) - ln_gamma(13.0), 1e-12);
     }
 
     #[test]
@@ -463,10 +437,7 @@ mod tests {
 
         let one = summarize(&[7.5, f64::NAN]);
         assert_eq!((one.n, one.dropped), (1, 1));
-        assert_eq!(
-            (one.mean, one.std, one.ci_low, one.ci_high),
-            (7.5, 0.0, 7.5, 7.5)
-        );
+        assert_eq!((one.mean, one.std, one.ci_low, one.ci_high), (7.5, 0.0, 7.5, 7.5));
 
         let none = summarize(&[f64::NAN]);
         assert_eq!((none.n, none.dropped), (0, 1));
@@ -510,20 +481,12 @@ mod tests {
         assert!(welch(&[1.0, f64::NAN], &[1.0, 2.0]).is_none());
 
         let same = welch(&[2.0, 2.0], &[2.0, 2.0, 2.0]).unwrap();
-        assert_eq!(
-            (same.mean, same.ci_low, same.ci_high, same.p_value),
-            (0.0, 0.0, 0.0, 1.0)
-        );
+        assert_eq!((same.mean, same.ci_low, same.ci_high, same.p_value), (0.0, 0.0, 0.0, 1.0));
         assert_eq!(same.df, 3.0);
 
         let shifted = welch(&[2.0, 2.0], &[3.0, 3.0]).unwrap();
         assert_eq!(
-            (
-                shifted.mean,
-                shifted.ci_low,
-                shifted.ci_high,
-                shifted.p_value
-            ),
+            (shifted.mean, shifted.ci_low, shifted.ci_high, shifted.p_value),
             (1.0, 1.0, 1.0, 0.0)
         );
 
@@ -538,9 +501,7 @@ mod tests {
         let mut rng = SplitMix64::new(seed);
         (0..n)
             .map(|_| {
-                let u: f64 = (0..12)
-                    .map(|_| rng.next_u64() as f64 / u64::MAX as f64)
-                    .sum();
+                let u: f64 = (0..12).map(|_| rng.next_u64() as f64 / u64::MAX as f64).sum();
                 center + spread * (u - 6.0)
             })
             .collect()
@@ -602,13 +563,7 @@ mod tests {
 
     #[test]
     fn steps_to_target_cases() {
-        let acc = [
-            (0, 0.1),
-            (100, 0.5),
-            (200, f64::NAN),
-            (300, 0.8),
-            (400, 0.9),
-        ];
+        let acc = [(0, 0.1), (100, 0.5), (200, f64::NAN), (300, 0.8), (400, 0.9)];
         assert_eq!(steps_to_target(&acc, 0.8, true), Some(300));
         assert_eq!(steps_to_target(&acc, 0.5, true), Some(100));
         assert_eq!(steps_to_target(&acc, 0.95, true), None);

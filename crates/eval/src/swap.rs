@@ -26,13 +26,26 @@ pub struct SwapSpec {
 }
 
 /// The per-layer mixers after the swap (one spec when every layer has the same).
-pub fn swapped_stack(config: &RunConfig, to: &MixerSpec, layers: &[usize]) -> Result<MixerStack, String> {
+pub fn swapped_stack(
+    config: &RunConfig,
+    to: &MixerSpec,
+    layers: &[usize],
+) -> Result<MixerStack, String> {
     let n = config.model.n_layers;
     if let Some(&bad) = layers.iter().find(|&&l| l >= n) {
-        return Err(format!("--layers: layer {bad} does not exist; the run has layers 0..={}", n - 1));
+        return Err(format!(
+            "--layers: layer {bad} does not exist; the run has layers 0..={}",
+            n - 1
+        ));
     }
     let specs: Vec<MixerSpec> = (0..n)
-        .map(|l| if layers.is_empty() || layers.contains(&l) { Ok(to.clone()) } else { config.model.mixer.for_layer(l, n).cloned() })
+        .map(|l| {
+            if layers.is_empty() || layers.contains(&l) {
+                Ok(to.clone())
+            } else {
+                config.model.mixer.for_layer(l, n).cloned()
+            }
+        })
         .collect::<Result<_, _>>()?;
     if specs.iter().all(|s| s == &specs[0]) {
         return Ok(MixerStack::uniform(specs[0].clone()));
@@ -45,11 +58,18 @@ pub fn swapped_stack(config: &RunConfig, to: &MixerSpec, layers: &[usize]) -> Re
 pub fn plan(spec: &SwapSpec) -> Result<(Comparison, RunConfig, MixerStack), String> {
     let config_path = spec.run.join(attnlab_train::run_dir::CONFIG_FILE);
     if !config_path.is_file() {
-        return Err(format!("{} is not a run directory (no config.toml): pass the directory `attnlab train` wrote", spec.run.display()));
+        return Err(format!(
+            "{} is not a run directory (no config.toml): pass the directory `attnlab train` wrote",
+            spec.run.display()
+        ));
     }
     let config = RunConfig::load(&config_path, &[]).map_err(|e| e.to_string())?;
-    attnlab_train::runs::checkpoint_dir(&attnlab_train::RunDir::open(&spec.run)?, &spec.checkpoint)?;
-    let to: MixerSpec = spec.to.parse().map_err(|e: attnlab_model::SpecError| format!("--to: {e}"))?;
+    attnlab_train::runs::checkpoint_dir(
+        &attnlab_train::RunDir::open(&spec.run)?,
+        &spec.checkpoint,
+    )?;
+    let to: MixerSpec =
+        spec.to.parse().map_err(|e: attnlab_model::SpecError| format!("--to: {e}"))?;
     if spec.finetune_steps == 0 {
         return Err("--finetune-steps must be at least 1".into());
     }
@@ -90,16 +110,28 @@ pub fn plan(spec: &SwapSpec) -> Result<(Comparison, RunConfig, MixerStack), Stri
 }
 
 /// Trains both arms and writes the report into `out`.
-pub fn run(spec: &SwapSpec, out: &Path, exec: &crate::compare::LocalExecutor) -> Result<Results, String> {
+pub fn run(
+    spec: &SwapSpec,
+    out: &Path,
+    exec: &crate::compare::LocalExecutor,
+) -> Result<Results, String> {
     let (compare, config, stack) = plan(spec)?;
     let plan = compare.plan()?;
     let title = format!("attnlab swap: {} -> {stack}", config.model.mixer);
     if !exec.quiet {
-        println!("{title}: {} finetuning runs of {} steps -> {}", plan.len(), spec.finetune_steps, out.display());
+        println!(
+            "{title}: {} finetuning runs of {} steps -> {}",
+            plan.len(),
+            spec.finetune_steps,
+            out.display()
+        );
     }
     let records = crate::compare::run_all(&compare, out, exec)?;
     if records.iter().all(|r| r.error.is_some()) {
-        return Err(format!("every finetuning run failed: {}", records[0].error.as_deref().unwrap_or("")));
+        return Err(format!(
+            "every finetuning run failed: {}",
+            records[0].error.as_deref().unwrap_or("")
+        ));
     }
     let results = crate::compare::analyse(&compare, records, &title);
 
@@ -127,13 +159,22 @@ pub fn run(spec: &SwapSpec, out: &Path, exec: &crate::compare::LocalExecutor) ->
             vec![a.name.clone(), fmt(s), fmt(e), fmt(e - s)]
         })
         .collect();
-    let header = ["arm", &format!("{} at step 0", results.metric), &format!("{} after finetuning", results.metric), "change"]
-        .map(String::from)
-        .to_vec();
+    let header = [
+        "arm",
+        &format!("{} at step 0", results.metric),
+        &format!("{} after finetuning", results.metric),
+        "change",
+    ]
+    .map(String::from)
+    .to_vec();
     let swapped = results.arms.iter().find(|a| !a.is_baseline).expect("two arms");
     let decision = match swapped.verdict {
-        Some(crate::stats::Verdict::Worse) => "keep the original attention: after finetuning the swapped model is still worse at 95%",
-        Some(crate::stats::Verdict::Better) => "swap: after finetuning the swapped model is better at 95%; deploy with the monitoring below",
+        Some(crate::stats::Verdict::Worse) => {
+            "keep the original attention: after finetuning the swapped model is still worse at 95%"
+        }
+        Some(crate::stats::Verdict::Better) => {
+            "swap: after finetuning the swapped model is better at 95%; deploy with the monitoring below"
+        }
         Some(crate::stats::Verdict::Indistinguishable) => {
             "swap if it buys something else (speed, decode state): after finetuning the two are indistinguishable at 95%"
         }
@@ -168,30 +209,57 @@ mod tests {
 
     #[test]
     fn swapped_stack_replaces_only_the_chosen_layers() {
-        let config = RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nn_layers = 3\nmixer = \"softmax\"\n", &[]).unwrap();
+        let config = RunConfig::from_toml(
+            "[task]\nkind = \"mqar\"\n[model]\nn_layers = 3\nmixer = \"softmax\"\n",
+            &[],
+        )
+        .unwrap();
         let to: MixerSpec = "linear:elu1".parse().unwrap();
-        assert_eq!(swapped_stack(&config, &to, &[1]).unwrap().to_string(), "softmax,linear:elu1,softmax");
+        assert_eq!(
+            swapped_stack(&config, &to, &[1]).unwrap().to_string(),
+            "softmax,linear:elu1,softmax"
+        );
         assert_eq!(swapped_stack(&config, &to, &[]).unwrap().to_string(), "linear:elu1");
         assert!(swapped_stack(&config, &to, &[3]).unwrap_err().contains("0..=2"));
     }
 
     #[test]
     fn a_run_whose_path_holds_a_quote_is_planned_with_that_path() {
-        let run = std::env::temp_dir().join(format!("attnlab-swap-\"quoted\" run-{}", std::process::id()));
+        let run = std::env::temp_dir()
+            .join(format!("attnlab-swap-\"quoted\" run-{}", std::process::id()));
         std::fs::create_dir_all(run.join("best")).unwrap();
         let canonical = run.canonicalize().unwrap();
-        let config = RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nn_layers = 2\n", &[]).unwrap();
+        let config =
+            RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nn_layers = 2\n", &[]).unwrap();
         std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
-        std::fs::write(run.join("best/state.json"), r#"{"step":5,"best_metric":null,"best_step":null,"tokens_seen":0}"#).unwrap();
-        let spec = SwapSpec { run: run.clone(), checkpoint: "best".into(), to: "linear:elu1".into(), layers: vec![1], finetune_steps: 20, seeds: 2, lrs: vec![] };
+        std::fs::write(
+            run.join("best/state.json"),
+            r#"{"step":5,"best_metric":null,"best_step":null,"tokens_seen":0}"#,
+        )
+        .unwrap();
+        let spec = SwapSpec {
+            run: run.clone(),
+            checkpoint: "best".into(),
+            to: "linear:elu1".into(),
+            layers: vec![1],
+            finetune_steps: 20,
+            seeds: 2,
+            lrs: vec![],
+        };
         let (compare, _, stack) = plan(&spec).unwrap();
         let runs = compare.plan().unwrap();
         std::fs::remove_dir_all(&run).unwrap();
         assert_eq!(runs.len(), 4);
         let swapped = &compare.arms[1].config;
         assert_eq!(swapped.train.init_run, canonical.to_str().unwrap());
-        assert_eq!((swapped.train.steps, swapped.train.warmup_steps, swapped.train.eval_every), (20, 2, 4));
-        assert_eq!((swapped.model.mixer.clone(), stack.to_string()), (stack.clone(), "softmax,linear:elu1".to_string()));
+        assert_eq!(
+            (swapped.train.steps, swapped.train.warmup_steps, swapped.train.eval_every),
+            (20, 2, 4)
+        );
+        assert_eq!(
+            (swapped.model.mixer.clone(), stack.to_string()),
+            (stack.clone(), "softmax,linear:elu1".to_string())
+        );
         assert_eq!(compare.arms[0].config.model.mixer, config.model.mixer);
         assert_eq!(runs.iter().map(|r| r.seed).collect::<Vec<_>>(), vec![1337, 1338, 1337, 1338]);
     }

@@ -6,7 +6,8 @@ use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
 use burn::module::Module;
 use burn::nn::{
-    Dropout, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding,
+    Dropout, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig,
+    RotaryEncoding,
 };
 use burn::tensor::{Device, Tensor};
 
@@ -33,7 +34,9 @@ pub enum Norm {
 impl Norm {
     pub fn new(kind: NormKind, d_model: usize, device: &Device) -> Self {
         match kind {
-            NormKind::Layer => Norm::Layer(LayerNormConfig::new(d_model).with_epsilon(LAYER_NORM_EPSILON).init(device)),
+            NormKind::Layer => Norm::Layer(
+                LayerNormConfig::new(d_model).with_epsilon(LAYER_NORM_EPSILON).init(device),
+            ),
             NormKind::Rms => Norm::Rms(RmsNormConfig::new(d_model).init(device)),
         }
     }
@@ -80,21 +83,32 @@ pub struct Block<M: SequenceMixer> {
 impl<M: SequenceMixer> Block<M> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> (Tensor<3>, Option<AttentionDiagnostics>) {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        ctx: MixContext<'_>,
+    ) -> (Tensor<3>, Option<AttentionDiagnostics>) {
         let mixed = self.mixer.forward(self.norm_mixer.forward(x.clone()), ctx);
         let x = x + self.dropout.forward(mixed.output);
         (self.feed_forward(x), mixed.diagnostics)
     }
 
     /// Incremental forward over the next tokens; see [`SequenceMixer::step`].
-    pub fn step(&self, x: Tensor<3>, state: &mut M::State, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    pub fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut M::State,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         let mixed = self.mixer.step(self.norm_mixer.forward(x.clone()), state, rope);
         self.feed_forward(x + mixed)
     }
 
     fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
         match (&self.norm_mlp, &self.mlp) {
-            (Some(norm), Some(mlp)) => x.clone() + self.dropout.forward(mlp.forward(norm.forward(x))),
+            (Some(norm), Some(mlp)) => {
+                x.clone() + self.dropout.forward(mlp.forward(norm.forward(x)))
+            }
             _ => x,
         }
     }

@@ -4,10 +4,10 @@
 //! width 4·d, learned positions, LayerNorm, no dropout, untied head without bias.
 
 use crate::block::{Block, Mlp, Norm, NormKind};
-use crate::lm::{InputLayer, Lm, Model};
 use crate::families::MixerSpec;
-use crate::init::InitScheme;
 use crate::families::softmax::SoftmaxAttentionConfig;
+use crate::init::InitScheme;
+use crate::lm::{InputLayer, Lm, Model};
 use crate::mixer::MixerDims;
 use crate::position::{PositionKind, Positions};
 use crate::stack::MixerStack;
@@ -102,7 +102,12 @@ impl ModelConfig {
     /// it is read, so a comparison refuses an arm when it is planned, before anything trains.
     pub fn validate_shape(&self) -> Result<(), ModelConfigError> {
         let err = |m: String| Err(ModelConfigError(m));
-        for (key, value) in [("d_model", self.d_model), ("n_heads", self.n_heads), ("n_layers", self.n_layers), ("max_seq_len", self.max_seq_len)] {
+        for (key, value) in [
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("n_layers", self.n_layers),
+            ("max_seq_len", self.max_seq_len),
+        ] {
             if value == 0 {
                 return err(format!("model.{key} is 0: it must be at least 1"));
             }
@@ -123,7 +128,9 @@ impl ModelConfig {
             // A narrower query gets the RoPE of its own width, read from the head-wide table
             // (heads::rope_pair_angles), which needs a width that divides the head's.
             let head = self.head_dim();
-            if self.positions == PositionKind::Rope && (d_qk > head || d_qk % 2 != 0 || head % d_qk != 0) {
+            if self.positions == PositionKind::Rope
+                && (d_qk > head || d_qk % 2 != 0 || head % d_qk != 0)
+            {
                 return err(format!(
                     "model.positions = \"rope\" rotates {head}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
                      set feature_dim to an even divisor of {head} or use other positions"
@@ -131,7 +138,10 @@ impl ModelConfig {
             }
         }
         if self.positions == PositionKind::Rope && self.head_dim() % 2 != 0 {
-            return err(format!("model.positions = \"rope\" needs an even head dim, d_model/n_heads is {}", self.head_dim()));
+            return err(format!(
+                "model.positions = \"rope\" needs an even head dim, d_model/n_heads is {}",
+                self.head_dim()
+            ));
         }
         Ok(())
     }
@@ -166,7 +176,12 @@ impl ModelConfig {
     }
 
     /// Builds the model; `seed` fixes the initial weights (and Performer's random features).
-    pub fn init(&self, io: &ModelIo, seed: u64, device: &Device) -> Result<Model, ModelConfigError> {
+    pub fn init(
+        &self,
+        io: &ModelIo,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Model, ModelConfigError> {
         self.validate(io)?;
         Ok(crate::seeding::with_seed(device, seed, || {
             let model = self.build(io, seed, device);
@@ -180,10 +195,15 @@ impl ModelConfig {
 
     fn build(&self, io: &ModelIo, seed: u64, device: &Device) -> Model {
         let input = match io.input {
-            ModelInput::Tokens { vocab } => InputLayer::Tokens(EmbeddingConfig::new(vocab, self.d_model).init(device)),
-            ModelInput::Vectors { dim } => InputLayer::Vectors(LinearConfig::new(dim, self.d_model).init(device)),
+            ModelInput::Tokens { vocab } => {
+                InputLayer::Tokens(EmbeddingConfig::new(vocab, self.d_model).init(device))
+            }
+            ModelInput::Vectors { dim } => {
+                InputLayer::Vectors(LinearConfig::new(dim, self.d_model).init(device))
+            }
         };
-        let positions = Positions::new(self.positions, self.max_seq_len, self.d_model, self.head_dim(), device);
+        let positions =
+            Positions::new(self.positions, self.max_seq_len, self.d_model, self.head_dim(), device);
         let dropout = || DropoutConfig::new(self.dropout).init();
         let blocks = (0..self.n_layers)
             .map(|layer| {
@@ -191,13 +211,25 @@ impl ModelConfig {
                 Block {
                     norm_mixer: Norm::new(self.norm, self.d_model, device),
                     mixer: spec.init(&self.dims(layer, seed), device),
-                    norm_mlp: (self.mlp_ratio > 0).then(|| Norm::new(self.norm, self.d_model, device)),
-                    mlp: (self.mlp_ratio > 0).then(|| Mlp::new(self.d_model, self.mlp_ratio, self.bias, device)),
+                    norm_mlp: (self.mlp_ratio > 0)
+                        .then(|| Norm::new(self.norm, self.d_model, device)),
+                    mlp: (self.mlp_ratio > 0)
+                        .then(|| Mlp::new(self.d_model, self.mlp_ratio, self.bias, device)),
                     dropout: dropout(),
                 }
             })
             .collect();
-        let head = (!self.tie_embeddings).then(|| LinearConfig::new(self.d_model, io.output_dim).with_bias(false).init(device));
-        Lm::from_parts(input, positions, blocks, Norm::new(self.norm, self.d_model, device), head, dropout(), self.causal, self.max_seq_len)
+        let head = (!self.tie_embeddings)
+            .then(|| LinearConfig::new(self.d_model, io.output_dim).with_bias(false).init(device));
+        Lm::from_parts(
+            input,
+            positions,
+            blocks,
+            Norm::new(self.norm, self.d_model, device),
+            head,
+            dropout(),
+            self.causal,
+            self.max_seq_len,
+        )
     }
 }

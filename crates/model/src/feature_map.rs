@@ -120,13 +120,22 @@ impl FeatureMapKind {
     /// Checks the map-specific options of a family that takes a map: `feature_dim` belongs to
     /// taylor and `features` to performer (an error on the other maps, not silently ignored),
     /// and neither may be 0. `spelled` is how the message names a map (`linear:taylor`).
-    pub fn check_options(self, feature_dim: usize, features: usize, spelled: impl Fn(FeatureMapKind) -> String) -> Result<(), String> {
+    pub fn check_options(
+        self,
+        feature_dim: usize,
+        features: usize,
+        spelled: impl Fn(FeatureMapKind) -> String,
+    ) -> Result<(), String> {
         for (key, owner, given) in [
             ("feature_dim", Self::Taylor, feature_dim != DEFAULT_TAYLOR_DIM),
             ("features", Self::Performer, features != DEFAULT_PERFORMER_FEATURES),
         ] {
             if given && self != owner {
-                return Err(format!("option '{key}' belongs to {}, not {}", spelled(owner), spelled(self)));
+                return Err(format!(
+                    "option '{key}' belongs to {}, not {}",
+                    spelled(owner),
+                    spelled(self)
+                ));
             }
         }
         for (key, value) in [("feature_dim", feature_dim), ("features", features)] {
@@ -151,7 +160,13 @@ pub struct FeatureMap {
 
 impl FeatureMap {
     /// `d` is the per-head q/k width the map is applied to.
-    pub fn new(kind: FeatureMapKind, d: usize, features: usize, dims: &MixerDims, device: &Device) -> Self {
+    pub fn new(
+        kind: FeatureMapKind,
+        d: usize,
+        features: usize,
+        dims: &MixerDims,
+        device: &Device,
+    ) -> Self {
         let random_features = (kind == FeatureMapKind::Performer).then(|| {
             // Distinct per layer, repeatable per seed.
             let seed = dims.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(dims.layer as u64 + 1));
@@ -182,7 +197,8 @@ impl FeatureMap {
                 let angles: Vec<f32> = (offset..offset + t)
                     .map(|i| std::f32::consts::FRAC_PI_2 * i as f32 / m)
                     .collect();
-                let angle = Tensor::<1>::from_floats(angles.as_slice(), &x.device()).reshape([1, 1, t, 1]);
+                let angle =
+                    Tensor::<1>::from_floats(angles.as_slice(), &x.device()).reshape([1, 1, t, 1]);
                 let r = x.clamp_min(0.0);
                 Tensor::cat(vec![r.clone() * angle.clone().cos(), r * angle.sin()], 3)
             }
@@ -190,7 +206,12 @@ impl FeatureMap {
                 let dd = d as f32;
                 let ones = Tensor::<4>::ones([b, h, t, 1], &x.device());
                 let linear = x.clone() / dd.powf(0.25);
-                let outer = (x.clone().unsqueeze_dim::<5>(4) * x.unsqueeze_dim::<5>(3)).reshape([b, h, t, d * d]);
+                let outer = (x.clone().unsqueeze_dim::<5>(4) * x.unsqueeze_dim::<5>(3)).reshape([
+                    b,
+                    h,
+                    t,
+                    d * d,
+                ]);
                 Tensor::cat(vec![ones, linear, outer / (2.0 * dd).sqrt()], 3)
             }
             FeatureMapKind::Performer => {
@@ -247,7 +268,10 @@ mod tests {
     }
 
     fn dot_rows(a: &[f32], b: &[f32], f: usize) -> Vec<f32> {
-        a.chunks(f).zip(b.chunks(f)).map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum()).collect()
+        a.chunks(f)
+            .zip(b.chunks(f))
+            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum())
+            .collect()
     }
 
     #[test]
@@ -260,7 +284,13 @@ mod tests {
             for (g, v) in got.iter().zip(&xs) {
                 let want = match kind {
                     FeatureMapKind::Identity => *v,
-                    FeatureMapKind::Elu1 => if *v > 0.0 { v + 1.0 } else { v.exp() },
+                    FeatureMapKind::Elu1 => {
+                        if *v > 0.0 {
+                            v + 1.0
+                        } else {
+                            v.exp()
+                        }
+                    }
                     _ => v.max(0.0),
                 };
                 assert!((g - want).abs() < 1e-6, "{}: {g} vs {want}", kind.name());
@@ -290,8 +320,16 @@ mod tests {
         let (qs, ks) = (values(q.clamp_min(0.0)), values(k.clamp_min(0.0)));
         for i in 0..5 {
             for j in 0..5 {
-                let got: f32 = fq[i * 8..i * 8 + 8].iter().zip(&fk[j * 8..j * 8 + 8]).map(|(a, b)| a * b).sum();
-                let base: f32 = qs[i * 4..i * 4 + 4].iter().zip(&ks[j * 4..j * 4 + 4]).map(|(a, b)| a * b).sum();
+                let got: f32 = fq[i * 8..i * 8 + 8]
+                    .iter()
+                    .zip(&fk[j * 8..j * 8 + 8])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                let base: f32 = qs[i * 4..i * 4 + 4]
+                    .iter()
+                    .zip(&ks[j * 4..j * 4 + 4])
+                    .map(|(a, b)| a * b)
+                    .sum();
                 let dist = (3 + i) as f32 - j as f32;
                 let want = base * (std::f32::consts::FRAC_PI_2 * dist / 16.0).cos();
                 assert!((got - want).abs() < 1e-5, "({i},{j}): {got} vs {want}");
@@ -306,7 +344,8 @@ mod tests {
         let d = device();
         let (q, k) = (randn([1, 1, 4, 4], 16, &d) * 0.5, randn([1, 1, 4, 4], 17, &d) * 0.5);
         let map = FeatureMap::new(FeatureMapKind::Performer, 4, 4096, &dims(), &d);
-        let got = dot_rows(&values(map.apply(q.clone(), 0)), &values(map.apply(k.clone(), 0)), 4096);
+        let got =
+            dot_rows(&values(map.apply(q.clone(), 0)), &values(map.apply(k.clone(), 0)), 4096);
         for (g, s) in got.iter().zip(dot_rows(&values(q), &values(k), 4)) {
             let want = (s / 2.0).exp();
             assert!((g - want).abs() < 0.05 * want, "{g} vs {want}");
@@ -316,7 +355,11 @@ mod tests {
     #[test]
     fn kinds_serialise_as_their_names() {
         for kind in FeatureMapKind::ALL {
-            let parsed: FeatureMapKind = serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(kind.name())).unwrap();
+            let parsed: FeatureMapKind =
+                serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+                    serde::de::value::Error,
+                >::new(kind.name()))
+                .unwrap();
             assert_eq!(parsed, kind);
         }
     }

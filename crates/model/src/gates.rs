@@ -34,11 +34,20 @@ pub fn uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
 
 /// A Burn `Linear` `d_in → d_out` (`weight: [d_in, d_out]`) with weights `U(−1/√d_in, 1/√d_in)`
 /// (Burn's and PyTorch's default range) drawn from `rng`, and the given bias.
-pub fn uniform_linear(rng: &mut StdRng, d_in: usize, d_out: usize, bias: Vec<f32>, device: &Device) -> Linear {
+pub fn uniform_linear(
+    rng: &mut StdRng,
+    d_in: usize,
+    d_out: usize,
+    bias: Vec<f32>,
+    device: &Device,
+) -> Linear {
     let bound = 1.0 / (d_in as f64).sqrt();
     let weight: Vec<f32> = (0..d_in * d_out).map(|_| uniform(rng, -bound, bound) as f32).collect();
     Linear {
-        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(weight, [d_in, d_out]), device)),
+        weight: Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(weight, [d_in, d_out]),
+            device,
+        )),
         bias: Some(Param::from_tensor(Tensor::<1>::from_floats(bias.as_slice(), device))),
     }
 }
@@ -46,7 +55,12 @@ pub fn uniform_linear(rng: &mut StdRng, d_in: usize, d_out: usize, bias: Vec<f32
 /// The SSD decay's parameters for `dims.n_heads` heads: `dt` (`d_model → heads`, its bias
 /// `dt_bias = softplus⁻¹(dt₀)`, `dt₀ ~ log-uniform[1e-3, 0.1]`) and `A_log = ln U(a_range)`.
 /// Mamba-2 draws `A` from `(1, 16)`, Gated DeltaNet from `(0, 16)`.
-pub fn ssm_decay_params(rng: &mut StdRng, dims: &MixerDims, a_range: (f64, f64), device: &Device) -> (Linear, Param<Tensor<1>>) {
+pub fn ssm_decay_params(
+    rng: &mut StdRng,
+    dims: &MixerDims,
+    a_range: (f64, f64),
+    device: &Device,
+) -> (Linear, Param<Tensor<1>>) {
     let (d, h) = (dims.d_model, dims.n_heads);
     let bound = 1.0 / (d as f64).sqrt();
     // Drawn in this order (weights, bias, A) so a seed gives the same gates as it always has.
@@ -58,7 +72,9 @@ pub fn ssm_decay_params(rng: &mut StdRng, dims: &MixerDims, a_range: (f64, f64),
             (dt + (-(-dt).exp_m1()).ln()) as f32
         })
         .collect();
-    let logs: Vec<f32> = (0..h).map(|_| uniform(rng, a_range.0, a_range.1).max(f64::MIN_POSITIVE).ln() as f32).collect();
+    let logs: Vec<f32> = (0..h)
+        .map(|_| uniform(rng, a_range.0, a_range.1).max(f64::MIN_POSITIVE).ln() as f32)
+        .collect();
     let dt = Linear {
         weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(w, [d, h]), device)),
         bias: Some(Param::from_tensor(Tensor::<1>::from_floats(bias.as_slice(), device))),
@@ -101,7 +117,12 @@ mod tests {
             for (b, a) in bias.iter().zip(&a_log) {
                 let dt = b.exp().ln_1p();
                 assert!((0.999e-3..=0.1001).contains(&dt), "dt = softplus(dt_bias) = {dt}");
-                assert!(a.is_finite() && *a <= 16f32.ln() + 1e-6 && *a >= (range.0.max(f64::MIN_POSITIVE)).ln() as f32, "A_log = {a}");
+                assert!(
+                    a.is_finite()
+                        && *a <= 16f32.ln() + 1e-6
+                        && *a >= (range.0.max(f64::MIN_POSITIVE)).ln() as f32,
+                    "A_log = {a}"
+                );
             }
         }
         assert_eq!(draw(wide, 1, (1.0, 16.0)), draw(wide, 1, (1.0, 16.0)));
@@ -118,14 +139,19 @@ mod tests {
         let (dt, a_log) = ssm_decay_params(&mut family_rng(&d, 7), &d, (1.0, 16.0), &dev);
         let x = randn([1, 3, 8], 11, &dev);
         let xs = values(x.clone());
-        let (w, b, a) = (values(dt.weight.val()), values(dt.bias.clone().unwrap().val()), values(a_log.val()));
+        let (w, b, a) =
+            (values(dt.weight.val()), values(dt.bias.clone().unwrap().val()), values(a_log.val()));
         let got = values(ssm_log_gates(&dt, &a_log, x)); // [1, 2, 3, 1]
         let softplus = |z: f32| if z > 20.0 { z } else { z.exp().ln_1p() };
         for h in 0..2 {
             for t in 0..3 {
                 let z: f32 = (0..8).map(|i| xs[t * 8 + i] * w[i * 2 + h]).sum::<f32>() + b[h];
                 let want = -softplus(z) * a[h].exp();
-                assert!((got[h * 3 + t] - want).abs() < 1e-5 * want.abs().max(1.0), "({h},{t}): {} vs {want}", got[h * 3 + t]);
+                assert!(
+                    (got[h * 3 + t] - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "({h},{t}): {} vs {want}",
+                    got[h * 3 + t]
+                );
             }
         }
     }

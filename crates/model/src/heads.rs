@@ -33,7 +33,9 @@ impl HeadProjection {
         let width = dims.n_heads * (2 * d_qk + d_v);
         Self {
             qkv: LinearConfig::new(dims.d_model, width).with_bias(dims.bias).init(device),
-            out: LinearConfig::new(dims.n_heads * d_v, dims.d_model).with_bias(dims.bias).init(device),
+            out: LinearConfig::new(dims.n_heads * d_v, dims.d_model)
+                .with_bias(dims.bias)
+                .init(device),
             n_heads: dims.n_heads,
             d_qk,
             d_v,
@@ -69,21 +71,28 @@ impl HeadProjection {
         let [b, t, _] = qkv.dims();
         let (h, dqk, dv) = (self.n_heads, self.d_qk, self.d_v);
         let heads = |start: usize, d: usize| {
-            qkv.clone()
-                .narrow(2, start, h * d)
-                .reshape([b, t, h, d])
-                .swap_dims(1, 2)
+            qkv.clone().narrow(2, start, h * d).reshape([b, t, h, d]).swap_dims(1, 2)
         };
         (heads(0, dqk), heads(h * dqk, dqk), heads(2 * h * dqk, dv))
     }
 
     /// [`Self::split`] with RoPE applied to queries and keys at positions `offset..`.
-    pub fn split_rotated(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    pub fn split_rotated(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         self.split_packed_rotated(self.project(x), rope, offset)
     }
 
     /// [`Self::split_packed`] with RoPE applied to queries and keys at positions `offset..`.
-    pub fn split_packed_rotated(&self, qkv: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    pub fn split_packed_rotated(
+        &self,
+        qkv: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let (q, k, v) = self.split_packed(qkv);
         let (q, k) = apply_rope(q, k, rope, offset);
         (q, k, v)
@@ -110,7 +119,12 @@ impl HeadProjection {
 ///
 /// # Shapes
 /// - `q, k`: `[batch, heads, seq, d]` -> the same
-pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>) {
+pub fn apply_rope(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    rope: Option<&RotaryEncoding>,
+    offset: usize,
+) -> (Tensor<4>, Tensor<4>) {
     match rope {
         Some(r) => {
             let [_, _, t, width] = q.dims();
@@ -133,12 +147,18 @@ pub fn apply_rope(q: Tensor<4>, k: Tensor<4>, rope: Option<&RotaryEncoding>, off
 ///
 /// # Shapes
 /// - returns `[len, width/2]` twice
-pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize, width: usize) -> (Tensor<2>, Tensor<2>) {
+pub(crate) fn rope_pair_angles(
+    rope: &RotaryEncoding,
+    offset: usize,
+    len: usize,
+    width: usize,
+) -> (Tensor<2>, Tensor<2>) {
     let [_, d, _] = rope.freq_complex.dims();
     debug_assert!(width % 2 == 0 && d % width == 0, "RoPE of width {width} from a {d}-wide table");
     let (pairs, stride) = (width / 2, d / width);
     // [t, pair of width, stride, (cos, sin) of member 0 | of member 1]: the first of each stride.
-    let table = rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, pairs, stride, 4]);
+    let table =
+        rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, pairs, stride, 4]);
     let cos = table.clone().slice([0..len, 0..pairs, 0..1, 0..1]).reshape([len, pairs]);
     let sin = table.slice([0..len, 0..pairs, 0..1, 1..2]).reshape([len, pairs]);
     (cos, sin)
@@ -149,12 +169,20 @@ pub(crate) fn rope_pair_angles(rope: &RotaryEncoding, offset: usize, len: usize,
 ///
 /// # Shapes
 /// - returns `[len, width]` twice
-fn rotation(rope: &RotaryEncoding, offset: usize, len: usize, width: usize) -> (Tensor<2>, Tensor<2>) {
+fn rotation(
+    rope: &RotaryEncoding,
+    offset: usize,
+    len: usize,
+    width: usize,
+) -> (Tensor<2>, Tensor<2>) {
     let (cos, sin) = rope_pair_angles(rope, offset, len, width);
     let [_, pairs] = cos.dims();
     let both_members = |x: Tensor<2>| x.unsqueeze_dim::<3>(2).repeat_dim(2, 2);
     let sign = Tensor::<1>::from_floats([-1.0, 1.0], &sin.device()).reshape([1, 1, 2]);
-    (both_members(cos).reshape([len, 2 * pairs]), (both_members(sin) * sign).reshape([len, 2 * pairs]))
+    (
+        both_members(cos).reshape([len, 2 * pairs]),
+        (both_members(sin) * sign).reshape([len, 2 * pairs]),
+    )
 }
 
 /// Rotates each pair `(x₀, x₁)` of `x`'s last dimension by its angle: `(x₀·cos − x₁·sin,
@@ -176,7 +204,12 @@ impl HeadProjection {
     ///
     /// # Shapes
     /// - `qkv`: `[batch, seq, (2·d_qk + d_v)·heads]` -> the same
-    pub fn rotate_packed(&self, qkv: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> Tensor<3> {
+    pub fn rotate_packed(
+        &self,
+        qkv: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+    ) -> Tensor<3> {
         let Some(rope) = rope else { return qkv };
         match fused::rope_packed(qkv, rope, offset, 2 * self.n_heads() * self.d_qk(), self.d_qk()) {
             Ok(rotated) => rotated,
@@ -185,12 +218,20 @@ impl HeadProjection {
     }
 
     /// [`Self::rotate_packed`] by tensor ops: what runs off flex, and the fused kernel's reference.
-    fn rotate_packed_composed(&self, qkv: Tensor<3>, rope: &RotaryEncoding, offset: usize) -> Tensor<3> {
+    fn rotate_packed_composed(
+        &self,
+        qkv: Tensor<3>,
+        rope: &RotaryEncoding,
+        offset: usize,
+    ) -> Tensor<3> {
         let [b, t, w] = qkv.dims();
         let (h, dqk) = (self.n_heads(), self.d_qk());
         let (cos, sin) = rotation(rope, offset, t, dqk);
         let (cos, sin) = (cos.reshape([1, t, 1, dqk]), sin.reshape([1, t, 1, dqk]));
-        let part = |i: usize| rotate(qkv.clone().narrow(2, i * h * dqk, h * dqk).reshape([b, t, h, dqk]), &cos, &sin).reshape([b, t, h * dqk]);
+        let part = |i: usize| {
+            rotate(qkv.clone().narrow(2, i * h * dqk, h * dqk).reshape([b, t, h, dqk]), &cos, &sin)
+                .reshape([b, t, h * dqk])
+        };
         Tensor::cat(vec![part(0), part(1), qkv.clone().narrow(2, 2 * h * dqk, w - 2 * h * dqk)], 2)
     }
 }
@@ -253,7 +294,12 @@ impl KvCache {
 ///
 /// # Shapes
 /// - returns `[seq_q, seq_k]`
-pub fn causal_mask(seq_q: usize, seq_k: usize, q_offset: usize, device: &Device) -> Tensor<2, Bool> {
+pub fn causal_mask(
+    seq_q: usize,
+    seq_k: usize,
+    q_offset: usize,
+    device: &Device,
+) -> Tensor<2, Bool> {
     Tensor::<2, Bool>::tril_mask([seq_q, seq_k], q_offset as i64, device)
 }
 
@@ -261,7 +307,13 @@ pub fn causal_mask(seq_q: usize, seq_k: usize, q_offset: usize, device: &Device)
 ///
 /// # Shapes
 /// - returns `[seq_q, 1]`
-pub fn keys_per_query(seq_q: usize, seq_k: usize, q_offset: usize, causal: bool, device: &Device) -> Tensor<2> {
+pub fn keys_per_query(
+    seq_q: usize,
+    seq_k: usize,
+    q_offset: usize,
+    causal: bool,
+    device: &Device,
+) -> Tensor<2> {
     let counts: Vec<f32> = (0..seq_q)
         .map(|i| if causal { (q_offset + i + 1).min(seq_k) } else { seq_k } as f32)
         .collect();
@@ -312,11 +364,9 @@ pub fn diagnostics(weights: Tensor<4>, keys: Tensor<2>) -> AttentionDiagnostics 
     let log_n = keys.clone().log().reshape([1, 1, q]);
     let counted = keys.greater_equal_elem(2.0).float().reshape([1, 1, q]);
     let rows = counted.clone().sum().into_scalar::<f32>().max(1.0) * b as f32;
-    let normalized = (row_entropy / log_n.clamp_min(1e-12) * counted.clone())
-        .sum_dim(2)
-        .sum_dim(0)
-        .reshape([h])
-        / rows;
+    let normalized =
+        (row_entropy / log_n.clamp_min(1e-12) * counted.clone()).sum_dim(2).sum_dim(0).reshape([h])
+            / rows;
     let first = weights.clone().narrow(3, 0, 1).abs().reshape([b, h, q]);
     let sink_mass = (first * counted).sum_dim(2).sum_dim(0).reshape([h]) / rows;
     AttentionDiagnostics { weights, entropy, normalized_entropy: normalized, sink_mass }
@@ -341,7 +391,11 @@ mod tests {
                 rotate(v[0].clone(), &cos.unsqueeze(), &sin.unsqueeze())
             });
             let reference = output_and_grads(&[x], 7, |v| rope.apply(v[0].clone(), offset));
-            assert_output_and_grads_close(&format!("offset {offset}, {t} positions"), fast, &reference);
+            assert_output_and_grads_close(
+                &format!("offset {offset}, {t} positions"),
+                fast,
+                &reference,
+            );
         }
     }
 
@@ -354,16 +408,26 @@ mod tests {
         let d = device();
         let ad = crate::testing::ad_device();
         let rope = RotaryEncodingConfig::new(16, 4).init(&ad);
-        let dims = MixerDims { d_model: 12, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: false };
+        let dims =
+            MixerDims { d_model: 12, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: false };
         let heads = HeadProjection::new(&dims, 4, &ad);
         for (offset, t) in [(0, 9), (6, 5)] {
             let qkv = randn([3, t, 2 * 2 * 4 + 2 * 6], 90 + offset as u64, &d);
-            let fused = output_and_grads(&[qkv.clone()], 91, |v| heads.rotate_packed(v[0].clone(), Some(&rope), offset));
-            let composed = output_and_grads(&[qkv.clone()], 91, |v| heads.rotate_packed_composed(v[0].clone(), &rope, offset));
+            let fused = output_and_grads(&[qkv.clone()], 91, |v| {
+                heads.rotate_packed(v[0].clone(), Some(&rope), offset)
+            });
+            let composed = output_and_grads(&[qkv.clone()], 91, |v| {
+                heads.rotate_packed_composed(v[0].clone(), &rope, offset)
+            });
             assert_output_and_grads_close(&format!("offset {offset}"), fused, &composed);
             // Without autodiff (evaluation) too.
             let rope_plain = RotaryEncodingConfig::new(16, 4).init(&d);
-            assert_close(heads.rotate_packed(qkv.clone(), Some(&rope_plain), offset), heads.rotate_packed_composed(qkv, &rope_plain, offset), 1e-6, "plain");
+            assert_close(
+                heads.rotate_packed(qkv.clone(), Some(&rope_plain), offset),
+                heads.rotate_packed_composed(qkv, &rope_plain, offset),
+                1e-6,
+                "plain",
+            );
         }
     }
 
@@ -385,7 +449,12 @@ mod tests {
             // And the rotation it builds is the one Burn applies at that width.
             let x = crate::testing::randn([1, 2, 5, width], 3 + width as u64, &d);
             let (cos, sin) = rotation(&wide, 2, 5, width);
-            assert_close(rotate(x.clone(), &cos.unsqueeze(), &sin.unsqueeze()), own.apply(x, 2), 1e-5, &format!("rotation, width {width}"));
+            assert_close(
+                rotate(x.clone(), &cos.unsqueeze(), &sin.unsqueeze()),
+                own.apply(x, 2),
+                1e-5,
+                &format!("rotation, width {width}"),
+            );
         }
     }
 
@@ -408,7 +477,8 @@ mod tests {
     #[test]
     fn masked_softmax_matches_the_formula_and_is_nan_safe() {
         let d = device();
-        let scores = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 0.5, -1.0, 4.0], &d).reshape([1, 1, 2, 3]);
+        let scores =
+            Tensor::<1>::from_floats([1.0, 2.0, 3.0, 0.5, -1.0, 4.0], &d).reshape([1, 1, 2, 3]);
         let mask = Tensor::<1, Bool>::from_bool(
             burn::tensor::TensorData::from([false, false, true, true, true, true]),
             &d,
@@ -428,8 +498,18 @@ mod tests {
         // Row 0: one key (n=1, excluded from the normalised mean); row 1: uniform over 2 keys.
         let w = Tensor::<1>::from_floats([1.0, 0.0, 0.5, 0.5], &d).reshape([1, 1, 2, 2]);
         let diag = diagnostics(w, keys_per_query(2, 2, 0, true, &d));
-        assert_close(diag.entropy, Tensor::<1>::from_floats([0.5 * 2f32.ln()], &d), 1e-6, "entropy");
-        assert_close(diag.normalized_entropy, Tensor::<1>::from_floats([1.0], &d), 1e-6, "normalised");
+        assert_close(
+            diag.entropy,
+            Tensor::<1>::from_floats([0.5 * 2f32.ln()], &d),
+            1e-6,
+            "entropy",
+        );
+        assert_close(
+            diag.normalized_entropy,
+            Tensor::<1>::from_floats([1.0], &d),
+            1e-6,
+            "normalised",
+        );
         // Sink mass over the one row with two keys: 0.5 on position 0.
         assert_close(diag.sink_mass, Tensor::<1>::from_floats([0.5], &d), 1e-6, "sink mass");
     }
@@ -441,7 +521,10 @@ mod tests {
         // 2 heads, 3 causal rows; row 0 (one key) is left out. Head 0: 0.9 and 0.6 on key 0;
         // head 1: 0.1 and 0.0.
         let w = Tensor::<1>::from_floats(
-            [1.0, 0.0, 0.0, 0.9, 0.1, 0.0, 0.6, 0.2, 0.2, 1.0, 0.0, 0.0, 0.1, 0.9, 0.0, 0.0, 0.5, 0.5],
+            [
+                1.0, 0.0, 0.0, 0.9, 0.1, 0.0, 0.6, 0.2, 0.2, 1.0, 0.0, 0.0, 0.1, 0.9, 0.0, 0.0,
+                0.5, 0.5,
+            ],
             &d,
         )
         .reshape([1, 2, 3, 3]);

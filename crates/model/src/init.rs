@@ -39,7 +39,12 @@ pub enum Redraw {
 /// The rule for one parameter path under `gpt2` in a stack of `n_layers`.
 pub fn gpt2_rule(path: &str, n_layers: usize) -> Redraw {
     let residual_std = GPT2_STD / (2.0 * n_layers.max(1) as f64).sqrt();
-    let projection = |p: &str| ["heads.qkv", "heads.out", "mlp.up", "mlp.down", "input.Vectors"].iter().any(|m| p.ends_with(m)) || p == "head";
+    let projection = |p: &str| {
+        ["heads.qkv", "heads.out", "mlp.up", "mlp.down", "input.Vectors"]
+            .iter()
+            .any(|m| p.ends_with(m))
+            || p == "head"
+    };
     if path == "input.Tokens.weight" || path == "positions.learned.weight" {
         return Redraw::Normal(GPT2_STD);
     }
@@ -49,7 +54,9 @@ pub fn gpt2_rule(path: &str, n_layers: usize) -> Redraw {
     }
     match leaf {
         "bias" => Redraw::Zero,
-        "weight" if module.ends_with("heads.out") || module.ends_with("mlp.down") => Redraw::Normal(residual_std),
+        "weight" if module.ends_with("heads.out") || module.ends_with("mlp.down") => {
+            Redraw::Normal(residual_std)
+        }
         "weight" => Redraw::Normal(GPT2_STD),
         _ => Redraw::Keep,
     }
@@ -77,7 +84,9 @@ pub fn apply_gpt2<M: Module>(module: M, n_layers: usize) -> M {
             let redrawn = param.map(|t| {
                 let (shape, device) = (t.shape(), t.device());
                 match rule {
-                    Redraw::Normal(std) => Tensor::random(shape, Distribution::Normal(0.0, std), &device),
+                    Redraw::Normal(std) => {
+                        Tensor::random(shape, Distribution::Normal(0.0, std), &device)
+                    }
                     _ => Tensor::zeros(shape, &device),
                 }
             });
@@ -104,7 +113,15 @@ mod tests {
         assert_eq!(r("blocks.0.mlp.down.weight"), Redraw::Normal(0.01));
         assert_eq!(r("blocks.0.mlp.up.weight"), Redraw::Normal(0.02));
         assert_eq!(r("head.weight"), Redraw::Normal(0.02));
-        for kept in ["blocks.0.norm_mixer.Layer.gamma", "blocks.0.mixer.Softmax.scale", "blocks.0.mixer.Decay.dt.weight", "blocks.0.mixer.Decay.a_log", "blocks.0.mixer.Delta.beta.weight", "blocks.0.mixer.Linear.feature_map.random_features", "norm.Layer.beta"] {
+        for kept in [
+            "blocks.0.norm_mixer.Layer.gamma",
+            "blocks.0.mixer.Softmax.scale",
+            "blocks.0.mixer.Decay.dt.weight",
+            "blocks.0.mixer.Decay.a_log",
+            "blocks.0.mixer.Delta.beta.weight",
+            "blocks.0.mixer.Linear.feature_map.random_features",
+            "norm.Layer.beta",
+        ] {
             assert_eq!(r(kept), Redraw::Keep, "{kept}");
         }
     }

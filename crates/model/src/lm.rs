@@ -12,8 +12,8 @@
 //! `blocks.<i>.mlp.{up,down}.{weight,bias}`, `norm.*`, `head.weight`.
 
 use crate::block::{Block, Norm};
-use crate::fused;
 use crate::families::Mixer;
+use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
 use crate::position::Positions;
 use burn::module::Module;
@@ -102,14 +102,22 @@ impl<M: SequenceMixer> Lm<M> {
     }
 
     /// Forward that also returns each layer's attention diagnostics.
-    pub fn forward_with_diagnostics(&self, input: LmInput) -> (Tensor<3>, Vec<AttentionDiagnostics>) {
+    pub fn forward_with_diagnostics(
+        &self,
+        input: LmInput,
+    ) -> (Tensor<3>, Vec<AttentionDiagnostics>) {
         let (out, diags) = self.run(input, true);
         (out, diags.into_iter().flatten().collect())
     }
 
-    fn run(&self, input: LmInput, diagnostics: bool) -> (Tensor<3>, Vec<Option<AttentionDiagnostics>>) {
+    fn run(
+        &self,
+        input: LmInput,
+        diagnostics: bool,
+    ) -> (Tensor<3>, Vec<Option<AttentionDiagnostics>>) {
         let mut x = self.embed(input, 0);
-        let ctx = MixContext { causal: self.causal, rope: self.positions.rope.as_ref(), diagnostics };
+        let ctx =
+            MixContext { causal: self.causal, rope: self.positions.rope.as_ref(), diagnostics };
         let mut diags = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
             let (y, d) = block.forward(x, ctx);
@@ -159,7 +167,9 @@ impl<M: SequenceMixer> Lm<M> {
                 let vocab = w.dims()[0];
                 fused::affine_map(x.reshape([b * t, d]), w.transpose(), None).reshape([b, t, vocab])
             }
-            (None, InputLayer::Vectors(_)) => unreachable!("tied heads need token inputs (checked by the config)"),
+            (None, InputLayer::Vectors(_)) => {
+                unreachable!("tied heads need token inputs (checked by the config)")
+            }
         }
     }
 }

@@ -90,8 +90,12 @@ pub trait SequenceMixer: Module + ModuleDisplay {
     ///
     /// # Shapes
     /// - `x`: `[batch, S, d_model]` -> `[batch, S, d_model]`
-    fn step(&self, x: Tensor<3>, state: &mut Self::State, rope: Option<&RotaryEncoding>)
-    -> Tensor<3>;
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut Self::State,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3>;
 }
 
 /// Everything a family needs to build its module.

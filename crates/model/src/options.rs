@@ -7,8 +7,8 @@
 //! `linear:elu1:form=chunked:chunk=64` prints as `linear:elu1`.
 
 use crate::mixer::SpecError;
-use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde::Serialize;
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use std::fmt;
 
 /// Reads `key=value` parts into `T`; keys not given keep `T::default()`'s values (`T` needs
@@ -57,16 +57,26 @@ pub fn split_choice<'p, 's, T: Copy>(
 ) -> Result<(T, &'p [&'s str]), SpecError> {
     let names: Vec<_> = choices.iter().map(|&c| name(c)).collect();
     let Some((first, options)) = parts.split_first() else {
-        return Err(SpecError::new(spec, format!("{family} needs a {what}: {family}:<{}>", names.join("|"))));
+        return Err(SpecError::new(
+            spec,
+            format!("{family} needs a {what}: {family}:<{}>", names.join("|")),
+        ));
     };
     let choice = choices.iter().copied().find(|&c| name(c) == *first).ok_or_else(|| {
-        SpecError::new(spec, format!("unknown {what} '{first}', expected one of: {}", names.join(", ")))
+        SpecError::new(
+            spec,
+            format!("unknown {what} '{first}', expected one of: {}", names.join(", ")),
+        )
     })?;
     Ok((choice, options))
 }
 
 /// Writes `head` (the positional part) followed by the non-default options, as `head:k=v:...`.
-pub fn write_with_options<T: Serialize + Default>(f: &mut fmt::Formatter<'_>, head: &str, options: &T) -> fmt::Result {
+pub fn write_with_options<T: Serialize + Default>(
+    f: &mut fmt::Formatter<'_>,
+    head: &str,
+    options: &T,
+) -> fmt::Result {
     f.write_str(head)?;
     let options = print_options(options);
     if options.is_empty() { Ok(()) } else { write!(f, ":{options}") }
@@ -102,7 +112,11 @@ impl std::error::Error for OptionError {}
 impl de::Error for OptionError {
     fn custom<M: fmt::Display>(msg: M) -> Self {
         // serde says "unknown field `x`, expected one of ..."; spec options are "options".
-        Self(msg.to_string().replace("unknown field", "unknown option").replace("unknown variant", "unknown value"))
+        Self(
+            msg.to_string()
+                .replace("unknown field", "unknown option")
+                .replace("unknown variant", "unknown value"),
+        )
     }
 }
 
@@ -115,7 +129,9 @@ impl<'de> IntoDeserializer<'de, OptionError> for OptionValue<'de> {
 
 impl<'de> OptionValue<'de> {
     fn number<T: std::str::FromStr>(&self) -> Result<T, OptionError> {
-        self.value.parse().map_err(|_| OptionError(format!("'{}' needs a number, found '{}'", self.key, self.value)))
+        self.value.parse().map_err(|_| {
+            OptionError(format!("'{}' needs a number, found '{}'", self.key, self.value))
+        })
     }
 }
 
@@ -217,7 +233,10 @@ mod tests {
     #[test]
     fn bad_options_name_the_key_and_the_choices() {
         let cases = [
-            (&["colour=red"][..], "unknown option `colour`, expected one of `width`, `bias`, `gate`, `mode`"),
+            (
+                &["colour=red"][..],
+                "unknown option `colour`, expected one of `width`, `bias`, `gate`, `mode`",
+            ),
             (&["width=x"][..], "'width' needs a number, found 'x'"),
             (&["width=-1"][..], "'width' needs a number, found '-1'"),
             (&["mode=slow"][..], "'mode': unknown value `slow`, expected `fast` or `exact`"),

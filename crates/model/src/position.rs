@@ -30,10 +30,18 @@ pub struct Positions {
 
 impl Positions {
     /// `rope_dim` is the per-head width RoPE rotates.
-    pub fn new(kind: PositionKind, max_seq_len: usize, d_model: usize, rope_dim: usize, device: &Device) -> Self {
+    pub fn new(
+        kind: PositionKind,
+        max_seq_len: usize,
+        d_model: usize,
+        rope_dim: usize,
+        device: &Device,
+    ) -> Self {
         Self {
-            learned: (kind == PositionKind::Learned).then(|| EmbeddingConfig::new(max_seq_len, d_model).init(device)),
-            rope: (kind == PositionKind::Rope).then(|| RotaryEncodingConfig::new(max_seq_len, rope_dim).init(device)),
+            learned: (kind == PositionKind::Learned)
+                .then(|| EmbeddingConfig::new(max_seq_len, d_model).init(device)),
+            rope: (kind == PositionKind::Rope)
+                .then(|| RotaryEncodingConfig::new(max_seq_len, rope_dim).init(device)),
             kind,
         }
     }
@@ -51,7 +59,8 @@ impl Positions {
         let device = x.device();
         match self.kind {
             PositionKind::Learned => {
-                let ids = Tensor::<1, Int>::arange(offset as i64..(offset + t) as i64, &device).reshape([1, t]);
+                let ids = Tensor::<1, Int>::arange(offset as i64..(offset + t) as i64, &device)
+                    .reshape([1, t]);
                 x + self.learned.as_ref().expect("learned positions").forward(ids)
             }
             PositionKind::Sinusoidal => x + sinusoidal(offset, t, d, &device).unsqueeze::<3>(),

@@ -20,7 +20,9 @@ pub const MAX_KERNEL: usize = 64;
 pub fn check_kernel(kernel: usize) -> Result<(), String> {
     match kernel {
         0 | 2..=MAX_KERNEL => Ok(()),
-        _ => Err(format!("conv={kernel} is not a short convolution: use 0 (none) or a kernel from 2 to {MAX_KERNEL}, e.g. conv=4")),
+        _ => Err(format!(
+            "conv={kernel} is not a short convolution: use 0 (none) or a kernel from 2 to {MAX_KERNEL}, e.g. conv=4"
+        )),
     }
 }
 
@@ -36,9 +38,14 @@ impl ShortConv {
     pub fn new(channels: usize, kernel: usize, rng: &mut StdRng, device: &Device) -> Self {
         assert!(kernel >= 2, "a short convolution needs a kernel of at least 2");
         let bound = 1.0 / (kernel as f64).sqrt();
-        let w: Vec<f32> = (0..kernel * channels).map(|_| crate::gates::uniform(rng, -bound, bound) as f32).collect();
+        let w: Vec<f32> = (0..kernel * channels)
+            .map(|_| crate::gates::uniform(rng, -bound, bound) as f32)
+            .collect();
         Self {
-            weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(w, [kernel, channels]), device)),
+            weight: Param::from_tensor(Tensor::<2>::from_data(
+                TensorData::new(w, [kernel, channels]),
+                device,
+            )),
         }
     }
 
@@ -101,7 +108,10 @@ mod tests {
         for b in 0..2 {
             for t in 0..7 {
                 for c in 0..3 {
-                    let z: f32 = (0..4).filter(|&i| t + i >= 3).map(|i| w[i * 3 + c] * xs[(b * 7 + t + i - 3) * 3 + c]).sum();
+                    let z: f32 = (0..4)
+                        .filter(|&i| t + i >= 3)
+                        .map(|i| w[i * 3 + c] * xs[(b * 7 + t + i - 3) * 3 + c])
+                        .sum();
                     let want = z / (1.0 + (-z).exp());
                     let got = ys[(b * 7 + t) * 3 + c];
                     assert!((got - want).abs() < 1e-6, "({b},{t},{c}): {got} vs {want}");
@@ -128,11 +138,18 @@ mod tests {
         let w = randn([3, 2], 4, &dev);
         let reference = |x: Tensor<3>, w: Tensor<3>| {
             let padded = Tensor::cat(vec![Tensor::zeros([1, 2, 2], &x.device()), x], 1);
-            let parts: Vec<Tensor<3>> = (0..3).map(|i| padded.clone().narrow(1, i, 5) * w.clone().narrow(1, i, 1)).collect();
+            let parts: Vec<Tensor<3>> = (0..3)
+                .map(|i| padded.clone().narrow(1, i, 5) * w.clone().narrow(1, i, 1))
+                .collect();
             silu(Tensor::stack::<4>(parts, 0).sum_dim(0).reshape([1, 5, 2]))
         };
-        let (want, want_grads) = output_and_grads(&[x.clone(), w.clone().reshape([1, 3, 2])], 5, |v| reference(v[0].clone(), v[1].clone()));
-        let (got, got_grads) = output_and_grads(&[x, w.reshape([1, 3, 2])], 5, |v| convolve(v[0].clone(), v[1].clone().reshape([3, 2]), None).0);
+        let (want, want_grads) =
+            output_and_grads(&[x.clone(), w.clone().reshape([1, 3, 2])], 5, |v| {
+                reference(v[0].clone(), v[1].clone())
+            });
+        let (got, got_grads) = output_and_grads(&[x, w.reshape([1, 3, 2])], 5, |v| {
+            convolve(v[0].clone(), v[1].clone().reshape([3, 2]), None).0
+        });
         assert_close(got, want, 1e-6, "output");
         for (i, (g, w)) in got_grads.into_iter().zip(want_grads).enumerate() {
             assert_close(g, w, 1e-6, &format!("gradient {i}"));

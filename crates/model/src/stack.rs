@@ -49,11 +49,7 @@ impl FromStr for MixerStack {
 
 impl serde::Serialize for MixerStack {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0.len() == 1 {
-            self.0[0].serialize(s)
-        } else {
-            self.0.serialize(s)
-        }
+        if self.0.len() == 1 { self.0[0].serialize(s) } else { self.0.serialize(s) }
     }
 }
 
@@ -70,7 +66,9 @@ impl<'de> serde::Deserialize<'de> for MixerStack {
             OneOrMany::Many(v) => v,
         };
         if specs.is_empty() {
-            return Err(serde::de::Error::custom("model.mixer: empty list; name at least one spec"));
+            return Err(serde::de::Error::custom(
+                "model.mixer: empty list; name at least one spec",
+            ));
         }
         let parsed = specs.iter().map(|s| s.parse()).collect::<Result<Vec<MixerSpec>, _>>();
         parsed.map(MixerStack).map_err(serde::de::Error::custom)
@@ -99,5 +97,4 @@ mod tests {
         assert_eq!(w.mixer.0.len(), 1);
         assert!(toml::from_str::<Wrap>("mixer = \"softmax:bogus\"").is_err());
     }
-
 }

@@ -14,7 +14,9 @@ pub fn ad_device() -> Device {
 
 /// A standard-normal tensor; `seed` makes each test's inputs fresh but repeatable.
 pub fn randn<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
-    crate::seeding::with_seed(device, seed, || Tensor::random(shape, Distribution::Normal(0.0, 1.0), device))
+    crate::seeding::with_seed(device, seed, || {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    })
 }
 
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -38,7 +40,10 @@ pub fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, tol: f32, what: 
     assert!(
         worst.1 <= tol,
         "{what}: element {} differs: {} vs {} (scaled error {:.2e} > {tol:.0e})",
-        worst.0, a[worst.0], b[worst.0], worst.1
+        worst.0,
+        a[worst.0],
+        b[worst.0],
+        worst.1
     );
 }
 
@@ -51,10 +56,8 @@ pub fn output_and_grads<const D: usize, const E: usize>(
     f: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
 ) -> (Tensor<E>, Vec<Tensor<D>>) {
     let ad = ad_device();
-    let leaves: Vec<Tensor<D>> = inputs
-        .iter()
-        .map(|t| Tensor::from_data(t.to_data(), &ad).require_grad())
-        .collect();
+    let leaves: Vec<Tensor<D>> =
+        inputs.iter().map(|t| Tensor::from_data(t.to_data(), &ad).require_grad()).collect();
     let out = f(leaves.clone());
     let probe = randn(out.dims(), probe_seed, &ad);
     let grads = (out.clone() * probe).sum().backward();
@@ -65,7 +68,12 @@ pub fn output_and_grads<const D: usize, const E: usize>(
 /// The rows a naive (per-query) attention oracle walks: for each query `i`, `q_i`
 /// (`[b, h, 1, d]`) with exactly the keys and values it may see (`0..=i` when causal, all
 /// otherwise). Each family's tests build their slow, obviously-right formula on these.
-pub fn visible_rows(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, causal: bool) -> Vec<(Tensor<4>, Tensor<4>, Tensor<4>)> {
+pub fn visible_rows(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    causal: bool,
+) -> Vec<(Tensor<4>, Tensor<4>, Tensor<4>)> {
     let t = q.dims()[2];
     (0..t)
         .map(|i| {
@@ -78,7 +86,11 @@ pub fn visible_rows(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, causal: bool) -
 /// The module `F` builds for `spec` (the parts after the family name, `""` for none) on `dims`,
 /// every weight drawn now under the seeded generator's lock: lazily drawn weights would take
 /// numbers from the shared stream while another test holds it.
-pub fn seeded_layer<F: crate::mixer::MixerFamily>(spec: &str, dims: &crate::mixer::MixerDims, device: &Device) -> F::Module {
+pub fn seeded_layer<F: crate::mixer::MixerFamily>(
+    spec: &str,
+    dims: &crate::mixer::MixerDims,
+    device: &Device,
+) -> F::Module {
     let parts: Vec<&str> = if spec.is_empty() { vec![] } else { spec.split(':').collect() };
     let config = F::parse(&parts, spec).unwrap_or_else(|e| panic!("{e}"));
     crate::seeding::with_seed(device, 9, || {
@@ -92,7 +104,12 @@ pub fn seeded_layer<F: crate::mixer::MixerFamily>(spec: &str, dims: &crate::mixe
 /// piece gives the causal forward's outputs: the prompt and the piece go through a family's
 /// multi-token step from the carried state, the single tokens through its one-token step.
 #[track_caller]
-pub fn assert_decoding_equals_forward<M: crate::mixer::SequenceMixer>(m: &M, x: Tensor<3>, rope: Option<&burn::nn::RotaryEncoding>, what: &str) {
+pub fn assert_decoding_equals_forward<M: crate::mixer::SequenceMixer>(
+    m: &M,
+    x: Tensor<3>,
+    rope: Option<&burn::nn::RotaryEncoding>,
+    what: &str,
+) {
     assert_eq!(x.dims()[1], 10, "{what}: the schedule covers 10 tokens");
     let full = m.forward(x.clone(), crate::mixer::MixContext::causal().with_rope(rope)).output;
     let mut state = m.empty_state();
@@ -107,7 +124,11 @@ pub fn assert_decoding_equals_forward<M: crate::mixer::SequenceMixer>(m: &M, x: 
 /// [`assert_close`] on an output and each of its gradients, as [`output_and_grads`] returns
 /// them, against the same from a reference (`1e-4`).
 #[track_caller]
-pub fn assert_output_and_grads_close<const D: usize>(what: &str, (out, grads): (Tensor<D>, Vec<Tensor<D>>), (want, want_grads): &(Tensor<D>, Vec<Tensor<D>>)) {
+pub fn assert_output_and_grads_close<const D: usize>(
+    what: &str,
+    (out, grads): (Tensor<D>, Vec<Tensor<D>>),
+    (want, want_grads): &(Tensor<D>, Vec<Tensor<D>>),
+) {
     assert_close(out, want.clone(), 1e-4, &format!("{what}: output"));
     assert_eq!(grads.len(), want_grads.len(), "{what}: number of gradients");
     for (i, (g, w)) in grads.into_iter().zip(want_grads.clone()).enumerate() {
@@ -119,5 +140,10 @@ pub fn assert_output_and_grads_close<const D: usize>(what: &str, (out, grads): (
 #[track_caller]
 pub fn assert_values_close(got: &[f32], want: &[f32], what: &str) {
     let device = device();
-    assert_close(Tensor::<1>::from_floats(got, &device), Tensor::<1>::from_floats(want, &device), 1e-4, &format!("{what} ({})", got.len()));
+    assert_close(
+        Tensor::<1>::from_floats(got, &device),
+        Tensor::<1>::from_floats(want, &device),
+        1e-4,
+        &format!("{what} ({})", got.len()),
+    );
 }

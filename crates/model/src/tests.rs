@@ -2,10 +2,10 @@
 //! the full forward, the causal mask leaks nothing, and backends agree.
 
 use crate::config::{ModelConfig, ModelInput, ModelIo};
-use crate::lm::{LmInput, Model};
 use crate::families::MixerSpec;
-use crate::stack::MixerStack;
+use crate::lm::{LmInput, Model};
 use crate::position::PositionKind;
+use crate::stack::MixerStack;
 use crate::testing::{assert_close, device, values};
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -61,7 +61,8 @@ fn model(cfg: &ModelConfig, device: &Device) -> Model {
 
 fn tokens(ids: &[i64], batch: usize, device: &Device) -> Tensor<2, Int> {
     let seq = ids.len() / batch;
-    Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), device).reshape([batch, seq])
+    Tensor::<1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), device)
+        .reshape([batch, seq])
 }
 
 fn random_ids(n: usize, seed: u64) -> Vec<i64> {
@@ -118,9 +119,15 @@ fn causal_outputs_ignore_the_future_for_every_variant() {
             }
             let out_a = m.forward(LmInput::Tokens(tokens(&a, 1, &d)));
             let out_b = m.forward(LmInput::Tokens(tokens(&b, 1, &d)));
-            assert_close(out_b.clone().narrow(1, 0, t + 1), out_a.clone().narrow(1, 0, t + 1), 1e-5, &format!("{spec}: prefix"));
+            assert_close(
+                out_b.clone().narrow(1, 0, t + 1),
+                out_a.clone().narrow(1, 0, t + 1),
+                1e-5,
+                &format!("{spec}: prefix"),
+            );
             // ...and the suffix does change, so the test would notice a model that ignores input.
-            let diff: f32 = values((out_b.narrow(1, t + 1, 5) - out_a.narrow(1, t + 1, 5)).abs().sum())[0];
+            let diff: f32 =
+                values((out_b.narrow(1, t + 1, 5) - out_a.narrow(1, t + 1, 5)).abs().sum())[0];
             assert!(diff > 1e-3, "{spec}: outputs after t did not react to new tokens");
         }
     }
@@ -130,13 +137,22 @@ fn causal_outputs_ignore_the_future_for_every_variant() {
 #[test]
 fn bidirectional_outputs_see_the_future() {
     let d = device();
-    for spec in ["softmax", "linear:elu1", "sigmoid", "decay:gla", "delta:gated", "stickbreak", "softmax:forget=true"] {
+    for spec in [
+        "softmax",
+        "linear:elu1",
+        "sigmoid",
+        "decay:gla",
+        "delta:gated",
+        "stickbreak",
+        "softmax:forget=true",
+    ] {
         let cfg = ModelConfig { causal: false, ..config(spec, PositionKind::Learned) };
         let m = model(&cfg, &d);
         let a = random_ids(8, 7);
         let mut b = a.clone();
         b[7] = (b[7] + 1) % VOCAB as i64;
-        let diff = m.forward(LmInput::Tokens(tokens(&a, 1, &d))) - m.forward(LmInput::Tokens(tokens(&b, 1, &d)));
+        let diff = m.forward(LmInput::Tokens(tokens(&a, 1, &d)))
+            - m.forward(LmInput::Tokens(tokens(&b, 1, &d)));
         assert!(values(diff.narrow(1, 0, 1).abs().sum())[0] > 1e-4, "{spec}");
     }
 }
@@ -170,8 +186,17 @@ fn invalid_configs_are_rejected_with_the_key_named() {
         (ModelConfig { d_model: 15, ..base.clone() }, "not divisible by model.n_heads"),
         (ModelConfig { n_layers: 0, ..base.clone() }, "model.n_layers is 0"),
         (ModelConfig { dropout: 1.5, ..base.clone() }, "model.dropout"),
-        (ModelConfig { mixer: "softmax,linear:elu1,sigmoid".parse().unwrap(), ..base.clone() }, "one per layer"),
-        (ModelConfig { positions: PositionKind::Rope, ..config("linear:taylor", PositionKind::Rope) }, "feature_dim"),
+        (
+            ModelConfig { mixer: "softmax,linear:elu1,sigmoid".parse().unwrap(), ..base.clone() },
+            "one per layer",
+        ),
+        (
+            ModelConfig {
+                positions: PositionKind::Rope,
+                ..config("linear:taylor", PositionKind::Rope)
+            },
+            "feature_dim",
+        ),
     ];
     for (cfg, needle) in cases {
         let err = cfg.validate(&io()).unwrap_err().to_string();
@@ -212,7 +237,8 @@ fn diagnostics_report_weights_and_entropy_per_layer() {
     let d = device();
     for spec in ["softmax", "linear:elu1", "sigmoid"] {
         let m = model(&config(spec, PositionKind::Learned), &d);
-        let (_, diags) = m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));
+        let (_, diags) =
+            m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));
         assert_eq!(diags.len(), 2, "{spec}");
         for diag in diags {
             assert_eq!(diag.weights.dims(), [2, 2, 6, 6]);
@@ -234,7 +260,17 @@ fn check_backend_agreement(other: Device, tol: f32) {
     let cpu = device();
     // The gated families run their composed chunked forms off flex (the WY form for delta, with
     // the short convolution), against flex's fused recurrence.
-    let specs = ["softmax", "softmax:sum_key_norms", "sigmoid", "linear:elu1", "linear:taylor:feature_dim=4", "decay:gla:chunk=4", "decay:mamba2:conv=4", "delta:gated:chunk=4", "delta:conv=4"];
+    let specs = [
+        "softmax",
+        "softmax:sum_key_norms",
+        "sigmoid",
+        "linear:elu1",
+        "linear:taylor:feature_dim=4",
+        "decay:gla:chunk=4",
+        "decay:mamba2:conv=4",
+        "delta:gated:chunk=4",
+        "delta:conv=4",
+    ];
     for spec in specs {
         let cfg = config(spec, PositionKind::Learned);
         let reference = model(&cfg, &cpu);
@@ -285,7 +321,11 @@ fn module_imports_form_no_cycle() {
     fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_dir() { walk(&path, files) } else if path.extension().is_some_and(|e| e == "rs") { files.push(path) }
+            if path.is_dir() {
+                walk(&path, files)
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path)
+            }
         }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -294,10 +334,12 @@ fn module_imports_form_no_cycle() {
     // "families/linear/mod.rs" -> "families::linear"; "lib.rs" is the crate root, left out.
     let module_of = |p: &std::path::Path| {
         let rel = p.strip_prefix(&root).unwrap().with_extension("");
-        let parts: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).filter(|s| s != "mod").collect();
+        let parts: Vec<String> =
+            rel.iter().map(|s| s.to_string_lossy().into_owned()).filter(|s| s != "mod").collect();
         parts.join("::")
     };
-    let modules: BTreeSet<String> = files.iter().map(|p| module_of(p)).filter(|m| m != "lib").collect();
+    let modules: BTreeSet<String> =
+        files.iter().map(|p| module_of(p)).filter(|m| m != "lib").collect();
     let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in &files {
         let me = module_of(file);
@@ -305,12 +347,19 @@ fn module_imports_form_no_cycle() {
             continue;
         }
         let text = std::fs::read_to_string(file).unwrap();
-        let path_at = |i: usize| -> String { text[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect() };
+        let path_at = |i: usize| -> String {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect()
+        };
         // Absolute paths (`crate::a::b`) and relative ones (`super::b`, `super::super::b`, resolved
         // against this file's module, so a family cannot reach a sibling through `super::` either).
         let mut paths: Vec<Vec<String>> = Vec::new();
         for (i, _) in text.match_indices("crate::") {
-            paths.push(path_at(i + 7).split("::").filter(|s| !s.is_empty()).map(String::from).collect());
+            paths.push(
+                path_at(i + 7).split("::").filter(|s| !s.is_empty()).map(String::from).collect(),
+            );
         }
         for (i, _) in text.match_indices("super::") {
             if text[..i].ends_with("super::") {
@@ -322,14 +371,24 @@ fn module_imports_form_no_cycle() {
                 base.pop();
                 rest = after;
             }
-            base.extend(path_at(text.len() - rest.len()).split("::").filter(|s| !s.is_empty()).map(String::from));
+            base.extend(
+                path_at(text.len() - rest.len())
+                    .split("::")
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
             paths.push(base);
         }
         for segments in paths {
             // The longest prefix of the path that is a module file.
-            let target = (1..=segments.len()).rev().map(|n| segments[..n].join("::")).find(|m| modules.contains(m));
+            let target = (1..=segments.len())
+                .rev()
+                .map(|n| segments[..n].join("::"))
+                .find(|m| modules.contains(m));
             if let Some(target) = target {
-                let related = target.starts_with(&format!("{me}::")) || me.starts_with(&format!("{target}::")) || target == me;
+                let related = target.starts_with(&format!("{me}::"))
+                    || me.starts_with(&format!("{target}::"))
+                    || target == me;
                 if !related {
                     imports.entry(me.clone()).or_default().insert(target);
                 }
@@ -337,7 +396,12 @@ fn module_imports_form_no_cycle() {
         }
     }
     // Depth-first search for a cycle.
-    fn visit(m: &str, imports: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, done: &mut BTreeSet<String>) {
+    fn visit(
+        m: &str,
+        imports: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
         if done.contains(m) {
             return;
         }
@@ -357,15 +421,22 @@ fn module_imports_form_no_cycle() {
     }
     // A family imports no other family: what two families share lives outside `families`
     // (`heads`, `feature_map`). The registry, `families` itself, is the parent and may name them all.
-    let family_of = |m: &str| m.strip_prefix("families::").map(|rest| rest.split("::").next().unwrap_or(rest).to_string());
+    let family_of = |m: &str| {
+        m.strip_prefix("families::").map(|rest| rest.split("::").next().unwrap_or(rest).to_string())
+    };
     for (m, targets) in &imports {
         let Some(mine) = family_of(m) else { continue };
-        let others: Vec<_> = targets.iter().filter(|t| family_of(t).is_some_and(|f| f != mine)).collect();
+        let others: Vec<_> =
+            targets.iter().filter(|t| family_of(t).is_some_and(|f| f != mine)).collect();
         assert!(others.is_empty(), "family module {m} imports another family: {others:?}");
     }
     // The interface and the kernels name no family.
     for leaf in ["mixer", "heads", "fused"] {
-        let named: Vec<_> = imports.iter().filter(|(m, _)| *m == leaf || m.starts_with(&format!("{leaf}::"))).flat_map(|(_, t)| t.iter().filter(|t| t.starts_with("families"))).collect();
+        let named: Vec<_> = imports
+            .iter()
+            .filter(|(m, _)| *m == leaf || m.starts_with(&format!("{leaf}::")))
+            .flat_map(|(_, t)| t.iter().filter(|t| t.starts_with("families")))
+            .collect();
         assert!(named.is_empty(), "{leaf} imports a family: {named:?}");
     }
 }
@@ -377,7 +448,8 @@ fn module_imports_form_no_cycle() {
 fn gpt2_init_draws_the_documented_scales_and_keeps_family_parameters() {
     use crate::init::InitScheme;
     let d = device();
-    let cfg = ModelConfig { d_model: 64, mlp_ratio: 4, ..config("decay:mamba2", PositionKind::Learned) };
+    let cfg =
+        ModelConfig { d_model: 64, mlp_ratio: 4, ..config("decay:mamba2", PositionKind::Learned) };
     let gpt2 = ModelConfig { init: InitScheme::Gpt2, ..cfg.clone() };
     let params = |c: &ModelConfig| -> std::collections::BTreeMap<String, Vec<f32>> {
         struct Collect(Vec<String>, std::collections::BTreeMap<String, Vec<f32>>);
@@ -389,21 +461,32 @@ fn gpt2_init_draws_the_documented_scales_and_keeps_family_parameters() {
                 self.0.pop();
             }
             fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
-                self.1.insert(self.0.join("."), p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap());
+                self.1.insert(
+                    self.0.join("."),
+                    p.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap(),
+                );
             }
         }
         let mut v = Collect(Vec::new(), Default::default());
         c.init(&io(), 7, &d).unwrap().visit(&mut v);
         v.1
     };
-    let std = |v: &[f32]| (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+    let std =
+        |v: &[f32]| (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
     let (base, g) = (params(&cfg), params(&gpt2));
-    assert!((std(&g["input.Tokens.weight"]) - 0.02).abs() < 0.004, "{}", std(&g["input.Tokens.weight"]));
+    assert!(
+        (std(&g["input.Tokens.weight"]) - 0.02).abs() < 0.004,
+        "{}",
+        std(&g["input.Tokens.weight"])
+    );
     assert!((std(&base["input.Tokens.weight"]) - 1.0).abs() < 0.2, "Burn's default is N(0, 1)");
     assert!((std(&g["blocks.0.mlp.up.weight"]) - 0.02).abs() < 0.002);
     assert!((std(&g["blocks.1.mixer.Decay.heads.out.weight"]) - 0.01).abs() < 0.002, "0.02/√(2·2)");
     assert!(g["blocks.0.mixer.Decay.heads.qkv.bias"].iter().all(|&b| b == 0.0));
-    assert_eq!(g["blocks.0.mixer.Decay.a_log"], base["blocks.0.mixer.Decay.a_log"], "gates keep their own init");
+    assert_eq!(
+        g["blocks.0.mixer.Decay.a_log"], base["blocks.0.mixer.Decay.a_log"],
+        "gates keep their own init"
+    );
     assert_eq!(g["blocks.0.norm_mixer.Layer.gamma"], base["blocks.0.norm_mixer.Layer.gamma"]);
     assert_eq!(params(&gpt2), g, "same seed, same weights");
     // Redrawn parameters stay trainable on an autodiff device (a fresh tensor would be a

@@ -14,13 +14,27 @@ use std::path::Path;
 pub const CRASH_AT_STEP_ENV: &str = "ATTNLAB_TEST_ABORT_IN_CHECKPOINT";
 
 /// Writes `model` (and `optim`, when given) with `state` to `relative` inside the run.
-pub fn save(run: &RunDir, relative: &str, model: &Model, optim: Option<&ModuleOptimizer>, state: &TrainState) -> Result<(), RunDirError> {
+pub fn save(
+    run: &RunDir,
+    relative: &str,
+    model: &Model,
+    optim: Option<&ModuleOptimizer>,
+    state: &TrainState,
+) -> Result<(), RunDirError> {
     let staging = run.staging(&relative.replace('/', "-"))?;
-    let fail = |path: &Path, e: String| RunDirError { path: path.to_path_buf(), source: std::io::Error::other(e) };
+    let fail = |path: &Path, e: String| RunDirError {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    };
     let model_path = staging.join(run_dir::MODEL_FILE);
     model.clone().save_file(&model_path).map_err(|e| fail(&model_path, e.to_string()))?;
-    if std::env::var(CRASH_AT_STEP_ENV).ok().and_then(|v| v.parse::<usize>().ok()) == Some(state.step) {
-        eprintln!("test hook {CRASH_AT_STEP_ENV}: aborting while writing the checkpoint of step {}", state.step);
+    if std::env::var(CRASH_AT_STEP_ENV).ok().and_then(|v| v.parse::<usize>().ok())
+        == Some(state.step)
+    {
+        eprintln!(
+            "test hook {CRASH_AT_STEP_ENV}: aborting while writing the checkpoint of step {}",
+            state.step
+        );
         std::process::abort();
     }
     if let Some(optim) = optim {
@@ -45,7 +59,11 @@ pub struct Loaded {
 pub fn load(dir: &Path, model: Model, optim: Option<ModuleOptimizer>) -> Result<Loaded, String> {
     let model_path = dir.join(run_dir::MODEL_FILE);
     if !model_path.is_file() {
-        return Err(format!("checkpoint {} has no {}: it is incomplete; use another checkpoint", dir.display(), run_dir::MODEL_FILE));
+        return Err(format!(
+            "checkpoint {} has no {}: it is incomplete; use another checkpoint",
+            dir.display(),
+            run_dir::MODEL_FILE
+        ));
     }
     let model = model.try_load_file(&model_path).map_err(|e| {
         format!(
@@ -59,7 +77,11 @@ pub fn load(dir: &Path, model: Model, optim: Option<ModuleOptimizer>) -> Result<
         Some(o) => {
             let path = dir.join(run_dir::OPTIM_FILE);
             if !path.is_file() {
-                return Err(format!("checkpoint {} has no optimizer state ({}); resume needs a step-N or final checkpoint", dir.display(), run_dir::OPTIM_FILE));
+                return Err(format!(
+                    "checkpoint {} has no optimizer state ({}); resume needs a step-N or final checkpoint",
+                    dir.display(),
+                    run_dir::OPTIM_FILE
+                ));
             }
             Some(o.load(&path).map_err(|e| format!("optimizer state {} is unreadable ({}): delete that checkpoint to fall back to an older one", path.display(), one_line(&e.to_string())))?)
         }

@@ -149,7 +149,12 @@ impl TextConfig {
 
 impl Default for TextConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("datasets/tinyshakespeare.txt"), val_fraction: 0.1, seq_len: None, eval_lengths: Vec::new() }
+        Self {
+            path: PathBuf::from("datasets/tinyshakespeare.txt"),
+            val_fraction: 0.1,
+            seq_len: None,
+            eval_lengths: Vec::new(),
+        }
     }
 }
 
@@ -188,7 +193,14 @@ pub struct IclConfig {
 
 impl Default for IclConfig {
     fn default() -> Self {
-        Self { dim: 5, points: 11, curriculum_start_dim: 0, curriculum_start_points: 0, curriculum_every: 200, eval_prompts: 256 }
+        Self {
+            dim: 5,
+            points: 11,
+            curriculum_start_dim: 0,
+            curriculum_start_points: 0,
+            curriculum_every: 200,
+            eval_prompts: 256,
+        }
     }
 }
 
@@ -225,7 +237,16 @@ fn is_zero(n: &usize) -> bool {
 
 impl Default for MqarConfig {
     fn default() -> Self {
-        Self { vocab: 256, seq_len: 64, num_kv_pairs: 4, power_a: 0.01, eval_examples: 512, eval_lengths: Vec::new(), rebind_pairs: 0, train_examples: 0 }
+        Self {
+            vocab: 256,
+            seq_len: 64,
+            num_kv_pairs: 4,
+            power_a: 0.01,
+            eval_examples: 512,
+            eval_lengths: Vec::new(),
+            rebind_pairs: 0,
+            train_examples: 0,
+        }
     }
 }
 
@@ -265,7 +286,13 @@ pub struct MaxRetrievalConfig {
 
 impl Default for MaxRetrievalConfig {
     fn default() -> Self {
-        Self { vocab: 512, min_items: 2, max_items: 16, eval_items: vec![16, 32, 64, 128, 256], eval_examples: 256 }
+        Self {
+            vocab: 512,
+            min_items: 2,
+            max_items: 16,
+            eval_items: vec![16, 32, 64, 128, 256],
+            eval_examples: 256,
+        }
     }
 }
 
@@ -315,8 +342,10 @@ impl RunConfig {
     /// file is there (see [`crate::util::resolve_beside`]), so runs started outside the
     /// repository find their data.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read { path: path.into(), reason })?;
-        let mut config = Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|reason| ConfigError::Read { path: path.into(), reason })?;
+        let mut config =
+            Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         match &mut config.task {
             TaskConfig::CharLm(t) => t.path = crate::util::resolve_beside(path, &t.path),
             TaskConfig::BpeLm(t) => t.path = crate::util::resolve_beside(path, &t.path),
@@ -344,9 +373,9 @@ impl RunConfig {
         }
         let mut tree = toml::Value::try_from(&self).map_err(|e| invalid(e.to_string()))?;
         for item in overrides {
-            let (key, raw) = item
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("--set '{item}': expected key=value, e.g. --set train.lr=3e-4")))?;
+            let (key, raw) = item.split_once('=').ok_or_else(|| {
+                invalid(format!("--set '{item}': expected key=value, e.g. --set train.lr=3e-4"))
+            })?;
             let value = parse_value(raw.trim());
             set_path(&mut tree, key.trim(), value)?;
         }
@@ -357,7 +386,11 @@ impl RunConfig {
             let key = e.span().and_then(|span| key_at(&text, span.start));
             let message = one_line(e.message());
             match key {
-                Some(key) => match overrides.iter().rev().find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
+                Some(key) => match overrides
+                    .iter()
+                    .rev()
+                    .find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+                {
                     Some(set) => invalid(format!("--set {set}: {message}")),
                     None => invalid(format!("{key}: {message}")),
                 },
@@ -371,7 +404,13 @@ impl RunConfig {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = &self.train;
-        for (key, value) in [("train.steps", t.steps), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum), ("train.eval_batches", t.eval_batches), ("train.log_every", t.log_every)] {
+        for (key, value) in [
+            ("train.steps", t.steps),
+            ("train.batch_size", t.batch_size),
+            ("train.grad_accum", t.grad_accum),
+            ("train.eval_batches", t.eval_batches),
+            ("train.log_every", t.log_every),
+        ] {
             if value == 0 {
                 return Err(invalid(format!("{key} is 0: it must be at least 1")));
             }
@@ -380,7 +419,10 @@ impl RunConfig {
             return Err(invalid(format!("train.lr ({}) must be a positive number", t.lr)));
         }
         if !(0.0..=t.lr).contains(&t.min_lr) {
-            return Err(invalid(format!("train.min_lr ({}) must be in [0, train.lr = {}]", t.min_lr, t.lr)));
+            return Err(invalid(format!(
+                "train.min_lr ({}) must be in [0, train.lr = {}]",
+                t.min_lr, t.lr
+            )));
         }
         for (key, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -391,7 +433,9 @@ impl RunConfig {
             return Err(invalid("train.grad_clip and train.weight_decay must be >= 0"));
         }
         if t.keep_checkpoints == 0 {
-            return Err(invalid("train.keep_checkpoints is 0: keep at least 1 so a resume point exists"));
+            return Err(invalid(
+                "train.keep_checkpoints is 0: keep at least 1 so a resume point exists",
+            ));
         }
         self.model.validate_shape().map_err(|e| invalid(e.0))?;
         match &self.task {
@@ -399,14 +443,25 @@ impl RunConfig {
                 check_fraction(c.val_fraction)?;
                 let (trained, max) = (c.train_len(self.model.max_seq_len), self.model.max_seq_len);
                 if trained == 0 || trained > max {
-                    return Err(invalid(format!("task.seq_len ({trained}) must be in 1..=model.max_seq_len ({max}): raise model.max_seq_len or lower task.seq_len")));
+                    return Err(invalid(format!(
+                        "task.seq_len ({trained}) must be in 1..=model.max_seq_len ({max}): raise model.max_seq_len or lower task.seq_len"
+                    )));
                 }
-                if !c.eval_lengths.windows(2).all(|w| w[0] < w[1]) || c.eval_lengths.first() == Some(&0) {
-                    return Err(invalid(format!("task.eval_lengths ({:?}) must be positive and increasing, e.g. [{trained}, {}, {}]", c.eval_lengths, 2 * trained, 4 * trained)));
+                if !c.eval_lengths.windows(2).all(|w| w[0] < w[1])
+                    || c.eval_lengths.first() == Some(&0)
+                {
+                    return Err(invalid(format!(
+                        "task.eval_lengths ({:?}) must be positive and increasing, e.g. [{trained}, {}, {}]",
+                        c.eval_lengths,
+                        2 * trained,
+                        4 * trained
+                    )));
                 }
                 if let Some(&longest) = c.eval_lengths.last() {
                     if longest > max {
-                        return Err(invalid(format!("task.eval_lengths: {longest} exceeds model.max_seq_len ({max}): raise model.max_seq_len to the longest evaluation length")));
+                        return Err(invalid(format!(
+                            "task.eval_lengths: {longest} exceeds model.max_seq_len ({max}): raise model.max_seq_len to the longest evaluation length"
+                        )));
                     }
                     self.refuse_learned_positions_past(trained, longest)?;
                 }
@@ -414,25 +469,38 @@ impl RunConfig {
             TaskConfig::BpeLm(c) => {
                 check_fraction(c.val_fraction)?;
                 if c.vocab_size < 300 {
-                    return Err(invalid(format!("task.vocab_size ({}) must be at least 300 (256 byte symbols + merges)", c.vocab_size)));
+                    return Err(invalid(format!(
+                        "task.vocab_size ({}) must be at least 300 (256 byte symbols + merges)",
+                        c.vocab_size
+                    )));
                 }
             }
             TaskConfig::IclRegression(c) => {
                 if c.dim == 0 || c.points == 0 || c.eval_prompts == 0 {
-                    return Err(invalid("task.dim, task.points and task.eval_prompts must be at least 1"));
+                    return Err(invalid(
+                        "task.dim, task.points and task.eval_prompts must be at least 1",
+                    ));
                 }
                 if c.curriculum_start_dim > c.dim || c.curriculum_start_points > c.points {
-                    return Err(invalid("task.curriculum_start_dim/points must not exceed task.dim/points"));
+                    return Err(invalid(
+                        "task.curriculum_start_dim/points must not exceed task.dim/points",
+                    ));
                 }
                 if 2 * c.points > self.model.max_seq_len {
                     return Err(invalid(format!(
                         "task.points = {} needs 2·points = {} positions but model.max_seq_len is {}: raise model.max_seq_len",
-                        c.points, 2 * c.points, self.model.max_seq_len
+                        c.points,
+                        2 * c.points,
+                        self.model.max_seq_len
                     )));
                 }
             }
             TaskConfig::Mqar(c) => {
-                if c.seq_len % 2 != 0 || c.tokens_needed(c.seq_len) > c.seq_len || c.vocab <= c.seq_len || c.num_kv_pairs == 0 {
+                if c.seq_len % 2 != 0
+                    || c.tokens_needed(c.seq_len) > c.seq_len
+                    || c.vocab <= c.seq_len
+                    || c.num_kv_pairs == 0
+                {
                     return Err(invalid(format!(
                         "task (mqar): need an even seq_len ({}), 4·num_kv_pairs + 2·rebind_pairs ({}) <= seq_len and vocab ({}) > seq_len",
                         c.seq_len,
@@ -441,21 +509,34 @@ impl RunConfig {
                     )));
                 }
                 if c.rebind_pairs > c.num_kv_pairs {
-                    return Err(invalid(format!("task.rebind_pairs ({}) cannot exceed task.num_kv_pairs ({})", c.rebind_pairs, c.num_kv_pairs)));
+                    return Err(invalid(format!(
+                        "task.rebind_pairs ({}) cannot exceed task.num_kv_pairs ({})",
+                        c.rebind_pairs, c.num_kv_pairs
+                    )));
                 }
                 if c.vocab / 2 <= c.num_kv_pairs + c.rebind_pairs {
-                    return Err(invalid("task.vocab must leave more than num_kv_pairs keys and num_kv_pairs + rebind_pairs values (each uses one half)"));
+                    return Err(invalid(
+                        "task.vocab must leave more than num_kv_pairs keys and num_kv_pairs + rebind_pairs values (each uses one half)",
+                    ));
                 }
                 if c.seq_len > self.model.max_seq_len {
-                    return Err(invalid(format!("task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len", c.seq_len, self.model.max_seq_len)));
+                    return Err(invalid(format!(
+                        "task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len",
+                        c.seq_len, self.model.max_seq_len
+                    )));
                 }
                 for &len in &c.eval_lengths {
                     let pairs = c.pairs_at(len);
                     if len > self.model.max_seq_len {
-                        return Err(invalid(format!("task.eval_lengths: {len} exceeds model.max_seq_len ({}): raise model.max_seq_len to the longest evaluation length", self.model.max_seq_len)));
+                        return Err(invalid(format!(
+                            "task.eval_lengths: {len} exceeds model.max_seq_len ({}): raise model.max_seq_len to the longest evaluation length",
+                            self.model.max_seq_len
+                        )));
                     }
                     if len % 2 != 0 || c.tokens_needed(len) > len {
-                        return Err(invalid(format!("task.eval_lengths: {len} must be even and hold 4·{pairs} pairs' worth of tokens")));
+                        return Err(invalid(format!(
+                            "task.eval_lengths: {len} must be even and hold 4·{pairs} pairs' worth of tokens"
+                        )));
                     }
                     if c.vocab / 2 <= pairs + c.rebinds_at(len) {
                         return Err(invalid(format!(
@@ -469,10 +550,17 @@ impl RunConfig {
                 }
             }
             TaskConfig::MaxRetrieval(c) => {
-                if c.vocab < 3 || c.min_items == 0 || c.min_items > c.max_items || c.eval_examples == 0 {
-                    return Err(invalid("task (max_retrieval): need vocab >= 3, 1 <= min_items <= max_items and eval_examples >= 1"));
+                if c.vocab < 3
+                    || c.min_items == 0
+                    || c.min_items > c.max_items
+                    || c.eval_examples == 0
+                {
+                    return Err(invalid(
+                        "task (max_retrieval): need vocab >= 3, 1 <= min_items <= max_items and eval_examples >= 1",
+                    ));
                 }
-                let longest = c.eval_items.iter().copied().chain([c.max_items]).max().unwrap_or(0) + 1;
+                let longest =
+                    c.eval_items.iter().copied().chain([c.max_items]).max().unwrap_or(0) + 1;
                 if longest > c.vocab {
                     return Err(invalid(format!(
                         "task (max_retrieval): {} distinct items need task.vocab > {} (items are 1..vocab): raise task.vocab",
@@ -487,7 +575,9 @@ impl RunConfig {
                         self.model.max_seq_len
                     )));
                 }
-                if longest - 1 > c.max_items && self.model.positions == attnlab_model::position::PositionKind::Learned {
+                if longest - 1 > c.max_items
+                    && self.model.positions == attnlab_model::position::PositionKind::Learned
+                {
                     return Err(invalid(format!(
                         "task.eval_items: learned positions past the training length ({} items) are never trained: set model.positions = \"none\" (the items are a set)",
                         c.max_items
@@ -496,10 +586,15 @@ impl RunConfig {
             }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
-                    return Err(invalid("task.rows must be >= 2, task.cols and task.eval_examples >= 1"));
+                    return Err(invalid(
+                        "task.rows must be >= 2, task.cols and task.eval_examples >= 1",
+                    ));
                 }
                 if c.rows > self.model.max_seq_len {
-                    return Err(invalid(format!("task.rows ({}) exceeds model.max_seq_len ({})", c.rows, self.model.max_seq_len)));
+                    return Err(invalid(format!(
+                        "task.rows ({}) exceeds model.max_seq_len ({})",
+                        c.rows, self.model.max_seq_len
+                    )));
                 }
             }
         }
@@ -539,11 +634,19 @@ impl RunConfig {
     /// The keys whose values differ between two [`identity`](Self::identity) values, as
     /// `key: before -> after`.
     pub fn identity_changes(before: &serde_json::Value, after: &serde_json::Value) -> Vec<String> {
-        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut std::collections::BTreeMap<String, String>) {
+        fn flatten(
+            prefix: &str,
+            v: &serde_json::Value,
+            out: &mut std::collections::BTreeMap<String, String>,
+        ) {
             match v {
                 serde_json::Value::Object(map) => {
                     for (k, v) in map {
-                        flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                        flatten(
+                            &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") },
+                            v,
+                            out,
+                        );
                     }
                 }
                 other => {
@@ -555,8 +658,13 @@ impl RunConfig {
         flatten("", before, &mut a);
         flatten("", after, &mut b);
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-        let show = |m: &std::collections::BTreeMap<String, String>, k: &String| m.get(k).cloned().unwrap_or_else(|| "(unset)".into());
-        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} -> {}", show(&a, k), show(&b, k))).collect()
+        let show = |m: &std::collections::BTreeMap<String, String>, k: &String| {
+            m.get(k).cloned().unwrap_or_else(|| "(unset)".into())
+        };
+        keys.into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k}: {} -> {}", show(&a, k), show(&b, k)))
+            .collect()
     }
 
     /// The config as TOML, as saved in the run directory.
@@ -570,7 +678,10 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let before = text.get(..offset)?;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let key = text[line_start..].lines().next()?.split('=').next()?.trim();
-    let table = before[..line_start].lines().rev().find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']').map(str::to_string));
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[')?.strip_suffix(']').map(str::to_string));
     Some(match table {
         Some(t) => format!("{t}.{key}"),
         None => key.to_string(),
@@ -596,17 +707,24 @@ fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(),
     let parts: Vec<&str> = key.split('.').collect();
     let mut node = tree;
     for (i, part) in parts.iter().enumerate() {
-        let table = node
-            .as_table_mut()
-            .ok_or_else(|| invalid(format!("--set {key}: '{}' is not a table", parts[..i].join("."))))?;
+        let table = node.as_table_mut().ok_or_else(|| {
+            invalid(format!("--set {key}: '{}' is not a table", parts[..i].join(".")))
+        })?;
         let last = i + 1 == parts.len();
         // `task.kind` may switch the task; other keys must already exist.
         if !table.contains_key(*part) && !(last && part == &"kind") {
             let mut valid: Vec<&String> = table.keys().collect();
             valid.sort();
             let valid: Vec<&str> = valid.iter().map(|s| s.as_str()).collect();
-            let here = if i == 0 { "the top level".to_string() } else { format!("[{}]", parts[..i].join(".")) };
-            return Err(invalid(format!("unknown key '{key}': valid keys in {here} are {}", valid.join(", "))));
+            let here = if i == 0 {
+                "the top level".to_string()
+            } else {
+                format!("[{}]", parts[..i].join("."))
+            };
+            return Err(invalid(format!(
+                "unknown key '{key}': valid keys in {here} are {}",
+                valid.join(", ")
+            )));
         }
         if last {
             table.insert(part.to_string(), value);
@@ -634,7 +752,16 @@ mod tests {
 
     #[test]
     fn overrides_change_values_of_any_type() {
-        let c = RunConfig::from_toml(MINIMAL, &["train.lr=3e-4".into(), "model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1".into(), "model.causal=true".into(), "seed=7".into()]).unwrap();
+        let c = RunConfig::from_toml(
+            MINIMAL,
+            &[
+                "train.lr=3e-4".into(),
+                "model.mixer=softmax,linear:elu1,linear:elu1,linear:elu1".into(),
+                "model.causal=true".into(),
+                "seed=7".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.train.lr, 3e-4);
         assert_eq!(c.model.mixer.0.len(), 4);
         assert_eq!(c.seed, 7);
@@ -642,9 +769,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_the_valid_choices() {
-        let err = RunConfig::from_toml(MINIMAL, &["train.learning_rate=1".into()]).unwrap_err().to_string();
+        let err = RunConfig::from_toml(MINIMAL, &["train.learning_rate=1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown key 'train.learning_rate'") && err.contains("lr"), "{err}");
-        let err = RunConfig::from_toml("[task]\nkind = \"char_lm\"\n[train]\nlr2 = 1\n", &[]).unwrap_err().to_string();
+        let err = RunConfig::from_toml("[task]\nkind = \"char_lm\"\n[train]\nlr2 = 1\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lr2") && err.contains("expected one of"), "{err}");
         let err = RunConfig::from_toml("[task]\nkind = \"poetry\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("char_lm") && err.contains("mqar"), "{err}");
@@ -685,7 +816,10 @@ mod tests {
         }
         // The narrower query Based projects to is rotated by its own width's RoPE when that
         // width divides the head's (32 here).
-        let ok = RunConfig::from_toml(MINIMAL, &["model.positions=rope".into(), "model.mixer=linear:taylor:feature_dim=8".into()]);
+        let ok = RunConfig::from_toml(
+            MINIMAL,
+            &["model.positions=rope".into(), "model.mixer=linear:taylor:feature_dim=8".into()],
+        );
         assert!(ok.is_ok(), "{ok:?}");
     }
 
@@ -703,12 +837,22 @@ mod tests {
             ("model.positions=\"learned\"", "learned positions past the training length (32)"),
             ("task.rebind_pairs=5", "task.rebind_pairs (5) cannot exceed task.num_kv_pairs (4)"),
         ] {
-            let overrides = if set.starts_with("task.") { vec![set.to_string()] } else { vec!["task.eval_lengths=[64]".to_string(), set.to_string()] };
+            let overrides = if set.starts_with("task.") {
+                vec![set.to_string()]
+            } else {
+                vec!["task.eval_lengths=[64]".to_string(), set.to_string()]
+            };
             let err = RunConfig::from_toml(MQAR, &overrides).unwrap_err().to_string();
             assert!(err.contains(needle), "{set}: {err}");
         }
-        let err = RunConfig::from_toml(MQAR, &["task.vocab=64".into(), "task.eval_lengths=[256]".into()]).unwrap_err().to_string();
-        assert!(err.contains("holds 32 pairs") && err.contains("raise task.vocab above 65"), "{err}");
+        let err =
+            RunConfig::from_toml(MQAR, &["task.vocab=64".into(), "task.eval_lengths=[256]".into()])
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("holds 32 pairs") && err.contains("raise task.vocab above 65"),
+            "{err}"
+        );
     }
 
     /// The character LM trains at `task.seq_len` and scores position buckets up to the longest
@@ -724,7 +868,10 @@ mod tests {
             ("task.seq_len=256", "task.seq_len (256) must be in 1..=model.max_seq_len (128)"),
             ("task.eval_lengths=[64, 32]", "must be positive and increasing, e.g. [32, 64, 128]"),
             ("task.eval_lengths=[32, 256]", "256 exceeds model.max_seq_len (128)"),
-            ("model.positions=\"learned\"", "learned positions past the training length (32) are never trained, so they cannot extrapolate to 128"),
+            (
+                "model.positions=\"learned\"",
+                "learned positions past the training length (32) are never trained, so they cannot extrapolate to 128",
+            ),
         ] {
             let err = RunConfig::from_toml(LM, &[set.to_string()]).unwrap_err().to_string();
             assert!(err.contains(needle), "{set}: {err}");
@@ -753,7 +900,10 @@ mod tests {
     #[test]
     fn bad_set_values_name_their_key() {
         for (set, needle) in [
-            ("train.steps=many", "--set train.steps=many: invalid type: string \"many\", expected usize"),
+            (
+                "train.steps=many",
+                "--set train.steps=many: invalid type: string \"many\", expected usize",
+            ),
             ("model.mixer=3", "--set model.mixer=3:"),
             ("model.d_model=-4", "--set model.d_model=-4:"),
         ] {
@@ -784,8 +934,11 @@ mod tests {
         let TaskConfig::CharLm(t) = &c.task else { panic!("char_lm") };
         assert!(t.path.is_absolute(), "{}", t.path.display());
         assert_eq!(std::fs::read_to_string(&t.path).unwrap(), "hello");
-        std::fs::write(&preset, "[task]\nkind = \"bpe_lm\"\npath = \"datasets/elsewhere.txt\"\n").unwrap();
-        let TaskConfig::BpeLm(t) = RunConfig::load(&preset, &[]).unwrap().task else { panic!("bpe_lm") };
+        std::fs::write(&preset, "[task]\nkind = \"bpe_lm\"\npath = \"datasets/elsewhere.txt\"\n")
+            .unwrap();
+        let TaskConfig::BpeLm(t) = RunConfig::load(&preset, &[]).unwrap().task else {
+            panic!("bpe_lm")
+        };
         assert_eq!(t.path, PathBuf::from("datasets/elsewhere.txt"));
         std::fs::remove_dir_all(dir).ok();
     }

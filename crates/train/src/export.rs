@@ -69,25 +69,37 @@ fn check_target(path: &Path, flag: &str, overwrite: bool) -> Result<(), String> 
         return Err(format!("{flag} {} is a directory: name a .safetensors file", path.display()));
     }
     if path.exists() && !overwrite {
-        return Err(format!("{flag} {} already exists: pass --force to replace it, or choose another file", path.display()));
+        return Err(format!(
+            "{flag} {} already exists: pass --force to replace it, or choose another file",
+            path.display()
+        ));
     }
     Ok(())
 }
 
 /// Writes `tensors` and `metadata` through a temporary file beside `path`, renamed into place,
 /// so a failed write leaves neither a partial file nor the temporary one.
-fn write_atomically(tensors: &[Entry], metadata: HashMap<String, String>, path: &Path) -> Result<(), String> {
+fn write_atomically(
+    tensors: &[Entry],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<(), String> {
     let views = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| e.to_string())
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export.safetensors");
     let temp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let written = safetensors::serialize_to_file(views, Some(metadata), &temp)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
-        .and_then(|_| std::fs::rename(&temp, path).map_err(|e| format!("cannot write {}: {e}", path.display())));
+        .and_then(|_| {
+            std::fs::rename(&temp, path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        });
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
@@ -96,7 +108,13 @@ fn write_atomically(tensors: &[Entry], metadata: HashMap<String, String>, path: 
 
 /// Writes `model` to `path` with [`export_metadata`]. An existing file is replaced only with
 /// `overwrite` (`--force`); a directory never. Returns the number of tensors written.
-pub fn export_safetensors(model: &Model, config: &RunConfig, task: &dyn Task, path: &Path, overwrite: bool) -> Result<usize, String> {
+pub fn export_safetensors(
+    model: &Model,
+    config: &RunConfig,
+    task: &dyn Task,
+    path: &Path,
+    overwrite: bool,
+) -> Result<usize, String> {
     check_target(path, "--to", overwrite)?;
     let tensors: Vec<Entry> = named_tensors(model)
         .into_iter()
@@ -113,7 +131,15 @@ pub fn export_safetensors(model: &Model, config: &RunConfig, task: &dyn Task, pa
 /// Writes the first `rows` sequences of the task's first evaluation batch and the logits the
 /// model gives them: `tokens` (i64 `[rows, seq]`) or `vectors` (f32 `[rows, seq, dim]`), and
 /// `logits` (f32 `[rows, seq, output_dim]`), with the export's metadata. Returns the logits' shape.
-pub fn dump_logits(model: &Model, config: &RunConfig, task: &dyn Task, rows: usize, path: &Path, overwrite: bool, device: &Device) -> Result<[usize; 3], String> {
+pub fn dump_logits(
+    model: &Model,
+    config: &RunConfig,
+    task: &dyn Task,
+    rows: usize,
+    path: &Path,
+    overwrite: bool,
+    device: &Device,
+) -> Result<[usize; 3], String> {
     check_target(path, "--dump-logits", overwrite)?;
     if rows == 0 {
         return Err("--rows must be at least 1".to_string());
@@ -124,20 +150,29 @@ pub fn dump_logits(model: &Model, config: &RunConfig, task: &dyn Task, rows: usi
     let input: Entry = match batch.input {
         LmInput::Tokens(ids) => {
             let dims = ids.dims().to_vec();
-            let values: Vec<i64> = ids.into_data().convert::<i64>().try_into_vec().expect("int ids");
-            ("tokens".to_string(), Dtype::I64, dims, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            let values: Vec<i64> =
+                ids.into_data().convert::<i64>().try_into_vec().expect("int ids");
+            (
+                "tokens".to_string(),
+                Dtype::I64,
+                dims,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         }
         LmInput::Vectors(v) => {
             let dims = v.dims().to_vec();
-            let values: Vec<f32> = v.into_data().convert::<f32>().try_into_vec().expect("float inputs");
+            let values: Vec<f32> =
+                v.into_data().convert::<f32>().try_into_vec().expect("float inputs");
             ("vectors".to_string(), Dtype::F32, dims, f32_bytes(&values))
         }
     };
-    let values: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec().expect("float logits");
+    let values: Vec<f32> =
+        logits.into_data().convert::<f32>().try_into_vec().expect("float logits");
     if values.iter().any(|v| !v.is_finite()) {
         return Err("the model gives non-finite logits on this input: its weights are unusable; dump an earlier checkpoint (--checkpoint step-N)".to_string());
     }
-    let tensors = vec![input, ("logits".to_string(), Dtype::F32, shape.to_vec(), f32_bytes(&values))];
+    let tensors =
+        vec![input, ("logits".to_string(), Dtype::F32, shape.to_vec(), f32_bytes(&values))];
     write_atomically(&tensors, export_metadata(config, task), path)?;
     Ok(shape)
 }
@@ -153,7 +188,8 @@ mod tests {
         let config = RunConfig::from_toml("[task]\nkind = \"mqar\"\n[model]\nd_model = 16\nn_heads = 2\nmixer = [\"softmax\", \"linear:elu1\", \"sigmoid\", \"softmax:learned\"]\n", &[]).unwrap();
         let task = crate::task::build(&config, None).unwrap();
         let model = config.model.init(&task.io(), 1, &Device::flex()).unwrap();
-        let path = std::env::temp_dir().join(format!("attnlab-export-{}.safetensors", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("attnlab-export-{}.safetensors", std::process::id()));
         let n = export_safetensors(&model, &config, task.as_ref(), &path, false).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -163,10 +199,15 @@ mod tests {
         for (name, data) in expected {
             let view = st.tensor(&name).unwrap_or_else(|_| panic!("{name} missing"));
             assert_eq!(view.shape(), &data.shape().to_vec()[..], "{name}");
-            let values: Vec<f32> = view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let values: Vec<f32> =
+                view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
             assert_eq!(values, data.convert::<f32>().try_into_vec::<f32>().unwrap(), "{name}");
         }
-        assert!(st.names().contains(&"blocks.0.mixer.Softmax.heads.qkv.weight"), "{:?}", st.names());
+        assert!(
+            st.names().contains(&"blocks.0.mixer.Softmax.heads.qkv.weight"),
+            "{:?}",
+            st.names()
+        );
         assert!(st.names().contains(&"blocks.3.mixer.Softmax.scale"), "{:?}", st.names());
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let saved = meta.metadata().as_ref().unwrap()["attnlab_config"].clone();
@@ -176,7 +217,11 @@ mod tests {
         assert_eq!(meta["model_input"], "tokens");
         assert_eq!(meta["input_dim"], task.io().output_dim.to_string());
         assert!(!meta.contains_key("vocabulary"), "MQAR has no text vocabulary");
-        assert!(export_safetensors(&model, &config, task.as_ref(), &path.with_extension("bin"), false).unwrap_err().contains(".safetensors"));
+        assert!(
+            export_safetensors(&model, &config, task.as_ref(), &path.with_extension("bin"), false)
+                .unwrap_err()
+                .contains(".safetensors")
+        );
 
         // An existing file is kept unless forced; a directory is refused; nothing is left over.
         std::fs::write(&path, b"mine").unwrap();
@@ -186,18 +231,39 @@ mod tests {
         assert_eq!(export_safetensors(&model, &config, task.as_ref(), &path, true).unwrap(), n);
         // The same tensors (the metadata's key order may differ between writes).
         let forced = std::fs::read(&path).unwrap();
-        let (st, again) = (SafeTensors::deserialize(&bytes).unwrap(), SafeTensors::deserialize(&forced).unwrap());
+        let (st, again) =
+            (SafeTensors::deserialize(&bytes).unwrap(), SafeTensors::deserialize(&forced).unwrap());
         for name in st.names() {
-            assert_eq!(st.tensor(name).unwrap().data(), again.tensor(name).unwrap().data(), "{name}");
+            assert_eq!(
+                st.tensor(name).unwrap().data(),
+                again.tensor(name).unwrap().data(),
+                "{name}"
+            );
         }
         let dir = path.with_extension("d.safetensors");
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(export_safetensors(&model, &config, task.as_ref(), &dir, true).unwrap_err().contains("is a directory"));
+        assert!(
+            export_safetensors(&model, &config, task.as_ref(), &dir, true)
+                .unwrap_err()
+                .contains("is a directory")
+        );
         // A write that fails (its directory is missing) leaves no temporary file behind.
-        let missing = std::env::temp_dir().join(format!("attnlab-export-missing-{}", std::process::id())).join("m.safetensors");
-        assert!(export_safetensors(&model, &config, task.as_ref(), &missing, false).unwrap_err().contains("cannot write"));
+        let missing = std::env::temp_dir()
+            .join(format!("attnlab-export-missing-{}", std::process::id()))
+            .join("m.safetensors");
+        assert!(
+            export_safetensors(&model, &config, task.as_ref(), &missing, false)
+                .unwrap_err()
+                .contains("cannot write")
+        );
         let parent = path.parent().unwrap();
-        let leftovers: Vec<_> = std::fs::read_dir(parent).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(&format!(".tmp-{}", std::process::id()))).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name().to_string_lossy().contains(&format!(".tmp-{}", std::process::id()))
+            })
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         std::fs::remove_dir(dir).unwrap();
         std::fs::remove_file(path).unwrap();
@@ -209,7 +275,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let corpus = dir.join("corpus.txt");
         std::fs::write(&corpus, "to be or not to be, that is the question.\n".repeat(40)).unwrap();
-        let toml = format!("[task]\nkind = \"char_lm\"\npath = {:?}\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 8\n[train]\nbatch_size = 4\n", corpus.to_str().unwrap());
+        let toml = format!(
+            "[task]\nkind = \"char_lm\"\npath = {:?}\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nmax_seq_len = 8\n[train]\nbatch_size = 4\n",
+            corpus.to_str().unwrap()
+        );
         let config = RunConfig::from_toml(&toml, &[]).unwrap();
         let device = Device::flex();
         let task = crate::task::build(&config, None).unwrap();
@@ -221,16 +290,36 @@ mod tests {
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let tokens = st.tensor("tokens").unwrap();
         assert_eq!(tokens.dtype(), Dtype::I64);
-        let ids: Vec<i64> = tokens.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-        let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [3, 8]), &device);
-        let expected: Vec<f32> = model.forward(LmInput::Tokens(input)).into_data().convert::<f32>().try_into_vec().unwrap();
-        let logits: Vec<f32> = st.tensor("logits").unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let ids: Vec<i64> =
+            tokens.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(ids, [3, 8]),
+            &device,
+        );
+        let expected: Vec<f32> = model
+            .forward(LmInput::Tokens(input))
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        let logits: Vec<f32> = st
+            .tensor("logits")
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(logits, expected);
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let vocabulary: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["vocabulary"]).unwrap();
+        let vocabulary: Vec<String> =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()["vocabulary"]).unwrap();
         assert_eq!(vocabulary.concat(), "\n ,.abehinoqrstu");
         // The dump is no export: an existing file is kept without --force.
-        assert!(dump_logits(&model, &config, task.as_ref(), 3, &path, false, &device).unwrap_err().contains("--dump-logits"));
+        assert!(
+            dump_logits(&model, &config, task.as_ref(), 3, &path, false, &device)
+                .unwrap_err()
+                .contains("--dump-logits")
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -122,11 +122,26 @@ mod tests {
     fn lines_written_before_the_typed_record_still_read() {
         // Byte for byte what the trainer wrote with `json!` (keys sorted).
         let train = r#"{"grad_norm":0.5,"loss":4.25,"lr":0.001,"step":10,"tokens_per_s":1234.5}"#;
-        let eval = r#"{"attention_entropy":[0.75,0.5],"eval":{"accuracy":0.25,"loss":2.0},"step":20}"#;
+        let eval =
+            r#"{"attention_entropy":[0.75,0.5],"eval":{"accuracy":0.25,"loss":2.0},"step":20}"#;
         let t = MetricsRecord::parse_line(train).unwrap();
-        assert_eq!(t, MetricsRecord::Train(TrainRecord { step: 10, loss: 4.25, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 1234.5 }));
-        let MetricsRecord::Eval(e) = MetricsRecord::parse_line(eval).unwrap() else { panic!("an eval line") };
-        assert_eq!((e.step, e.eval["accuracy"], e.attention_entropy.clone()), (20, 0.25, vec![0.75, 0.5]));
+        assert_eq!(
+            t,
+            MetricsRecord::Train(TrainRecord {
+                step: 10,
+                loss: 4.25,
+                lr: 1e-3,
+                grad_norm: 0.5,
+                tokens_per_s: 1234.5
+            })
+        );
+        let MetricsRecord::Eval(e) = MetricsRecord::parse_line(eval).unwrap() else {
+            panic!("an eval line")
+        };
+        assert_eq!(
+            (e.step, e.eval["accuracy"], e.attention_entropy.clone()),
+            (20, 0.25, vec![0.75, 0.5])
+        );
         // Same keys going out, and back in unchanged.
         for line in [train, eval] {
             let record = MetricsRecord::parse_line(line).unwrap();
@@ -146,7 +161,9 @@ mod tests {
         });
         let line = record.to_line();
         assert!(line.contains("null"), "{line}");
-        let MetricsRecord::Eval(back) = MetricsRecord::parse_line(&line).unwrap() else { panic!("an eval line") };
+        let MetricsRecord::Eval(back) = MetricsRecord::parse_line(&line).unwrap() else {
+            panic!("an eval line")
+        };
         assert!(back.eval["err_k1"].is_nan() && back.attention_entropy[0].is_nan());
         assert_eq!((back.eval["loss"], back.attention_entropy[1]), (1.5, 0.5));
         assert!(back.sink_mass[0] == 0.25 && back.sink_mass[1].is_nan());

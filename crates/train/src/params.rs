@@ -115,25 +115,40 @@ mod tests {
     #[test]
     fn global_norm_and_clipping_match_the_definition() {
         let device = Device::flex().autodiff();
-        let model = Two { a: LinearConfig::new(3, 4).init(&device), b: LinearConfig::new(4, 2).init(&device) };
+        let model = Two {
+            a: LinearConfig::new(3, 4).init(&device),
+            b: LinearConfig::new(4, 2).init(&device),
+        };
         let mut grads = grads_of(&model, &device);
         let flat: Vec<f32> = [
             grads.get::<2>(model.a.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap(),
-            grads.get::<1>(model.a.bias.as_ref().unwrap().id).unwrap().into_data().try_into_vec::<f32>().unwrap(),
+            grads
+                .get::<1>(model.a.bias.as_ref().unwrap().id)
+                .unwrap()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap(),
             grads.get::<2>(model.b.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap(),
-            grads.get::<1>(model.b.bias.as_ref().unwrap().id).unwrap().into_data().try_into_vec::<f32>().unwrap(),
+            grads
+                .get::<1>(model.b.bias.as_ref().unwrap().id)
+                .unwrap()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap(),
         ]
         .concat();
         let expect = flat.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
         let norm = global_grad_norm(&model, &grads);
         assert!((norm - expect).abs() < 1e-5 * expect.max(1.0), "{norm} vs {expect}");
 
-        let before = grads.get::<2>(model.a.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
+        let before =
+            grads.get::<2>(model.a.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
         let reported = clip_global_norm(&model, &mut grads, norm / 4.0);
         assert_eq!(reported, norm);
         let after_norm = global_grad_norm(&model, &grads);
         assert!((after_norm - norm / 4.0).abs() < 1e-4 * norm, "{after_norm}");
-        let after = grads.get::<2>(model.a.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
+        let after =
+            grads.get::<2>(model.a.weight.id).unwrap().into_data().try_into_vec::<f32>().unwrap();
         for (a, b) in after.iter().zip(&before) {
             assert!((a * 4.0 - b).abs() < 1e-4 * b.abs().max(1.0));
         }
@@ -142,7 +157,10 @@ mod tests {
     #[test]
     fn names_follow_the_module_path() {
         let device = Device::flex();
-        let model = Two { a: LinearConfig::new(3, 4).init(&device), b: LinearConfig::new(4, 2).init(&device) };
+        let model = Two {
+            a: LinearConfig::new(3, 4).init(&device),
+            b: LinearConfig::new(4, 2).init(&device),
+        };
         let names: Vec<String> = named_tensors(&model).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["a.weight", "a.bias", "b.weight", "b.bias"]);
     }

@@ -35,7 +35,9 @@ impl Progress {
     }
 
     pub fn train(&self, step: usize, loss: f64, lr: f64, grad_norm: f64, tokens_per_s: f64) {
-        let text = format!("step {step:>6} | loss {loss:.4} | lr {lr:.2e} | grad norm {grad_norm:.3} | {tokens_per_s:.0} tok/s");
+        let text = format!(
+            "step {step:>6} | loss {loss:.4} | lr {lr:.2e} | grad norm {grad_norm:.3} | {tokens_per_s:.0} tok/s"
+        );
         match &self.bar {
             Some(bar) => {
                 bar.set_position(step as u64);
@@ -74,7 +76,8 @@ pub fn text_chart(points: &[(usize, f64)], width: usize, height: usize) -> Strin
     if points.is_empty() || width == 0 || height < 2 {
         return String::new();
     }
-    let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &(_, y)| (lo.min(y), hi.max(y)));
+    let (lo, hi) =
+        points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &(_, y)| (lo.min(y), hi.max(y)));
     let span = (hi - lo).max(1e-12);
     let columns = width.min(points.len());
     let mut grid = vec![vec![' '; columns]; height];
@@ -98,7 +101,12 @@ pub fn text_chart(points: &[(usize, f64)], width: usize, height: usize) -> Strin
         out.push('\n');
     }
     let (first, last) = (points[0].0, points[points.len() - 1].0);
-    out.push_str(&format!("{:>8} +{}\n{:>10}step {first} .. {last}\n", "", "-".repeat(columns), ""));
+    out.push_str(&format!(
+        "{:>8} +{}\n{:>10}step {first} .. {last}\n",
+        "",
+        "-".repeat(columns),
+        ""
+    ));
     out
 }
 

@@ -87,14 +87,22 @@ impl WriterLock {
         match file.try_lock() {
             Ok(()) => {
                 // The pid is for the message another writer gets; the lock itself is the flock.
-                let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| write!(file, "{}", std::process::id())).and_then(|_| file.flush());
+                let _ = file
+                    .set_len(0)
+                    .and_then(|_| file.rewind())
+                    .and_then(|_| write!(file, "{}", std::process::id()))
+                    .and_then(|_| file.flush());
                 Ok(Self { _file: file })
             }
             Err(fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let who = if holder.is_empty() { "another attnlab process".to_string() } else { format!("another attnlab process (pid {holder})") };
+                let who = if holder.is_empty() {
+                    "another attnlab process".to_string()
+                } else {
+                    format!("another attnlab process (pid {holder})")
+                };
                 Err(format!(
                     "{} is being written by {who}: a run directory has one writer; wait for it to finish, or stop it and `attnlab train --resume {}`",
                     dir.display(),
@@ -151,7 +159,10 @@ impl RunDir {
         let created = !path.exists();
         if !created {
             if !path.is_dir() {
-                return Err(format!("{} exists and is not a directory: choose another --out", path.display()));
+                return Err(format!(
+                    "{} exists and is not a directory: choose another --out",
+                    path.display()
+                ));
             }
             if path.join(CONFIG_FILE).exists() {
                 // Say so if it is being written right now.
@@ -179,7 +190,8 @@ impl RunDir {
                 ));
             }
         }
-        fs::create_dir_all(path).map_err(|e| format!("cannot create run directory {}: {e}", path.display()))?;
+        fs::create_dir_all(path)
+            .map_err(|e| format!("cannot create run directory {}: {e}", path.display()))?;
         let lock = WriterLock::take(path)?;
         // Checked again under the lock: a writer that started first and has finished by now
         // left its config behind.
@@ -201,7 +213,9 @@ impl RunDir {
     /// it found it. A directory holding anything else is left alone. (Unlinking a lock file is
     /// only safe for its holder, which this is.)
     pub fn discard_if_unused(&self) {
-        let only_lock = fs::read_dir(&self.path).map(|d| d.flatten().all(|e| e.file_name() == LOCK_FILE)).unwrap_or(false);
+        let only_lock = fs::read_dir(&self.path)
+            .map(|d| d.flatten().all(|e| e.file_name() == LOCK_FILE))
+            .unwrap_or(false);
         if self.is_writer() && only_lock {
             let _ = fs::remove_file(self.path.join(LOCK_FILE));
             if self.created {
@@ -225,7 +239,8 @@ impl RunDir {
     /// Appends one record to `metrics.jsonl`, and its scalars to the TensorBoard event file.
     pub fn append_metrics(&self, record: &MetricsRecord) -> Result<(), RunDirError> {
         let path = self.file(METRICS_FILE);
-        let mut f = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let mut f =
+            fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         writeln!(f, "{}", record.to_line()).map_err(io_err(&path))?;
         let events = self.tensorboard_file();
         if !events.exists() {
@@ -233,7 +248,12 @@ impl RunDir {
             self.rewrite_tensorboard(&[])?;
         }
         let mut f = fs::OpenOptions::new().append(true).open(&events).map_err(io_err(&events))?;
-        f.write_all(&tensorboard::scalars_event(tensorboard::now(), record.step(), &tensorboard::scalars_of(record))).map_err(io_err(&events))
+        f.write_all(&tensorboard::scalars_event(
+            tensorboard::now(),
+            record.step(),
+            &tensorboard::scalars_of(record),
+        ))
+        .map_err(io_err(&events))
     }
 
     /// `tensorboard/events.out.tfevents.0.attnlab`.
@@ -247,7 +267,8 @@ impl RunDir {
         let dir = self.path.join(tensorboard::DIR);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let temp = dir.join(format!("{TEMP_PREFIX}{}", tensorboard::EVENTS_FILE));
-        fs::write(&temp, tensorboard::event_file(records, tensorboard::now())).map_err(io_err(&temp))?;
+        fs::write(&temp, tensorboard::event_file(records, tensorboard::now()))
+            .map_err(io_err(&temp))?;
         let target = self.tensorboard_file();
         fs::rename(&temp, &target).map_err(io_err(&target))
     }
@@ -272,7 +293,8 @@ impl RunDir {
             out.push('\n');
         }
         self.write_file(METRICS_FILE, &out)?;
-        let records: Vec<MetricsRecord> = kept.iter().filter_map(|l| MetricsRecord::parse_line(l)).collect();
+        let records: Vec<MetricsRecord> =
+            kept.iter().filter_map(|l| MetricsRecord::parse_line(l)).collect();
         self.rewrite_tensorboard(&records)
     }
 
@@ -358,7 +380,8 @@ impl RunDir {
 
     /// The checkpoint to resume from: the newest complete one among `final/` and `step-N`.
     pub fn latest_checkpoint(&self) -> Option<(TrainState, PathBuf)> {
-        let mut candidates: Vec<PathBuf> = self.step_checkpoints().into_iter().map(|(_, p)| p).collect();
+        let mut candidates: Vec<PathBuf> =
+            self.step_checkpoints().into_iter().map(|(_, p)| p).collect();
         candidates.push(self.file("final"));
         candidates
             .into_iter()
@@ -382,8 +405,14 @@ impl RunDir {
 /// Reads `state.json` of a checkpoint directory.
 pub fn read_state(dir: &Path) -> Result<TrainState, String> {
     let path = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read checkpoint {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("checkpoint {} is corrupt ({e}): delete it to fall back to an older one", path.display()))
+    let text = fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read checkpoint {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "checkpoint {} is corrupt ({e}): delete it to fall back to an older one",
+            path.display()
+        )
+    })
 }
 
 /// The state of the run in `dir` if it has finished (its `final/` checkpoint is of the last step,
@@ -423,7 +452,8 @@ mod tests {
     use crate::metrics::TrainRecord;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("attnlab-rundir-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("attnlab-rundir-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -439,7 +469,13 @@ mod tests {
     fn publish_replaces_and_incomplete_checkpoints_are_ignored() {
         let dir = temp_dir("publish");
         let run = RunDir::create(&dir).unwrap();
-        let state = |step| TrainState { step, best_metric: None, best_step: None, tokens_seen: 0, stopped_early: false };
+        let state = |step| TrainState {
+            step,
+            best_metric: None,
+            best_step: None,
+            tokens_seen: 0,
+            stopped_early: false,
+        };
         for step in [10, 20, 30] {
             let s = run.staging("ckpt").unwrap();
             fs::write(s.join(STATE_FILE), serde_json::to_string(&state(step)).unwrap()).unwrap();
@@ -464,7 +500,11 @@ mod tests {
         let pid = std::process::id().to_string();
         assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).unwrap(), pid);
         let err = RunDir::create(&dir).unwrap_err();
-        assert!(err.contains(&format!("is being written by another attnlab process (pid {pid})")) && err.contains("one writer"), "{err}");
+        assert!(
+            err.contains(&format!("is being written by another attnlab process (pid {pid})"))
+                && err.contains("one writer"),
+            "{err}"
+        );
         fs::write(dir.join(CONFIG_FILE), "seed = 1\n").unwrap();
         let err = RunDir::open_for_writing(&dir).unwrap_err();
         assert!(err.contains("is being written by"), "{err}");
@@ -492,8 +532,13 @@ mod tests {
         fs::create_dir_all(dir.join("best")).unwrap();
         fs::write(dir.join("meta.json"), "mine").unwrap();
         let err = RunDir::create(&dir).unwrap_err();
-        assert!(err.contains("is not empty and holds no run (it has best, meta.json)") && err.contains("choose another --out"), "{err}");
-        let mut left: Vec<_> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(
+            err.contains("is not empty and holds no run (it has best, meta.json)")
+                && err.contains("choose another --out"),
+            "{err}"
+        );
+        let mut left: Vec<_> =
+            fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
         left.sort();
         assert_eq!(left, ["best", "meta.json"], "nothing added");
         assert_eq!(fs::read_to_string(dir.join("meta.json")).unwrap(), "mine");
@@ -504,7 +549,10 @@ mod tests {
         fs::create_dir_all(&empty).unwrap();
         let run = RunDir::create(&empty).unwrap();
         run.discard_if_unused();
-        assert!(empty.is_dir() && fs::read_dir(&empty).unwrap().next().is_none(), "the user's empty directory stays, empty");
+        assert!(
+            empty.is_dir() && fs::read_dir(&empty).unwrap().next().is_none(),
+            "the user's empty directory stays, empty"
+        );
         let fresh = dir.join("fresh");
         let run = RunDir::create(&fresh).unwrap();
         run.discard_if_unused();
@@ -513,7 +561,10 @@ mod tests {
         let run = RunDir::create(&kept).unwrap();
         fs::write(kept.join(CONFIG_FILE), "seed = 1\n").unwrap();
         run.discard_if_unused();
-        assert!(kept.join(CONFIG_FILE).is_file() && kept.join(LOCK_FILE).is_file(), "a started run is kept");
+        assert!(
+            kept.join(CONFIG_FILE).is_file() && kept.join(LOCK_FILE).is_file(),
+            "a started run is kept"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -522,15 +573,22 @@ mod tests {
         let dir = temp_dir("metrics");
         let run = RunDir::create(&dir).unwrap();
         for step in 1..=5 {
-            let record = TrainRecord { step, loss: 1.0, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 100.0 };
+            let record =
+                TrainRecord { step, loss: 1.0, lr: 1e-3, grad_norm: 0.5, tokens_per_s: 100.0 };
             run.append_metrics(&record.into()).unwrap();
         }
         // A line torn by a kill mid-write is dropped too.
-        fs::OpenOptions::new().append(true).open(run.file(METRICS_FILE)).unwrap().write_all(b"{\"step\":2,\"lo").unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(run.file(METRICS_FILE))
+            .unwrap()
+            .write_all(b"{\"step\":2,\"lo")
+            .unwrap();
         run.truncate_metrics_after(3).unwrap();
         let text = fs::read_to_string(run.file(METRICS_FILE)).unwrap();
         assert_eq!(text.lines().count(), 3);
-        let steps: Vec<usize> = crate::metrics::read_metrics(&dir).unwrap().iter().map(MetricsRecord::step).collect();
+        let steps: Vec<usize> =
+            crate::metrics::read_metrics(&dir).unwrap().iter().map(MetricsRecord::step).collect();
         assert_eq!(steps, vec![1, 2, 3]);
         // The event file mirrors what is kept: the version event and steps 1..=3 (each record
         // the same length here, wall times aside).

@@ -29,15 +29,21 @@ pub fn default_run_dir(config: &RunConfig) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
         .collect();
-    PathBuf::from("checkpoints").join(format!("{}-{}-{}", config.task.name(), mixers, run_dir::timestamp()))
+    PathBuf::from("checkpoints").join(format!(
+        "{}-{}-{}",
+        config.task.name(),
+        mixers,
+        run_dir::timestamp()
+    ))
 }
 
 /// Which checkpoint of a run: `best`, `final`, `latest` (newest complete one) or a path.
 pub fn checkpoint_dir(run: &RunDir, which: &str) -> Result<PathBuf, String> {
     let dir = match which {
-        "latest" => run.latest_checkpoint().map(|(_, p)| p).ok_or_else(|| {
-            format!("{} has no complete checkpoint yet", run.path.display())
-        })?,
+        "latest" => run
+            .latest_checkpoint()
+            .map(|(_, p)| p)
+            .ok_or_else(|| format!("{} has no complete checkpoint yet", run.path.display()))?,
         "best" | "final" => run.file(which),
         other => PathBuf::from(other),
     };
@@ -54,7 +60,8 @@ pub fn checkpoint_dir(run: &RunDir, which: &str) -> Result<PathBuf, String> {
 /// run was trained on).
 pub fn load_run(dir: &Path, which: &str, device: Option<BackendKind>) -> Result<LoadedRun, String> {
     let run = RunDir::open(dir)?;
-    let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[]).map_err(|e| e.to_string())?;
+    let config =
+        RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[]).map_err(|e| e.to_string())?;
     let backend = device.unwrap_or(config.device);
     let device = backend.device().map_err(|e| e.to_string())?;
     let task = task::build(&config, Some(dir)).map_err(|e| e.to_string())?;

@@ -50,7 +50,8 @@ pub fn pick(logits: &[f32], opts: &SamplingOptions, rng: &mut StdRng) -> u32 {
         order.truncate(opts.top_k);
     }
     let max = logits[order[0]] as f64;
-    let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - max) / opts.temperature).exp()).collect();
+    let mut probs: Vec<f64> =
+        order.iter().map(|&i| ((logits[i] as f64 - max) / opts.temperature).exp()).collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if opts.top_p < 1.0 {
@@ -91,7 +92,13 @@ fn ids_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
 
 fn last_row(logits: Tensor<3>) -> Vec<f32> {
     let [_, t, v] = logits.dims();
-    logits.narrow(1, t - 1, 1).reshape([v]).into_data().convert::<f32>().try_into_vec().expect("f32 logits")
+    logits
+        .narrow(1, t - 1, 1)
+        .reshape([v])
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("f32 logits")
 }
 
 /// The newest `keep` tokens of `tokens`.
@@ -102,7 +109,12 @@ fn tail(tokens: &[u32], keep: usize) -> &[u32] {
 /// Generates `opts.tokens` tokens after `prompt` with the incremental path, or says at which
 /// token the model's output stopped being finite (a sample from NaN logits would be noise
 /// presented as text).
-pub fn generate(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &Device) -> Result<Vec<u32>, String> {
+pub fn generate(
+    model: &Model,
+    prompt: &[u32],
+    opts: &SamplingOptions,
+    device: &Device,
+) -> Result<Vec<u32>, String> {
     assert!(!prompt.is_empty(), "a prompt needs at least one token");
     let max = model.max_seq_len();
     let mut rng = seed::rng(opts.seed, "sample", 0);
@@ -130,7 +142,12 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &
 
 /// The same generation with a full forward over the window for every token: the slow,
 /// obviously-right reference for [`generate`].
-pub fn generate_by_full_forward(model: &Model, prompt: &[u32], opts: &SamplingOptions, device: &Device) -> Vec<u32> {
+pub fn generate_by_full_forward(
+    model: &Model,
+    prompt: &[u32],
+    opts: &SamplingOptions,
+    device: &Device,
+) -> Vec<u32> {
     let max = model.max_seq_len();
     let mut rng = seed::rng(opts.seed, "sample", 0);
     let mut tokens = prompt.to_vec();
@@ -175,8 +192,16 @@ mod tests {
     #[test]
     fn incremental_sampling_equals_full_recompute() {
         let device = Device::flex();
-        for spec in ["softmax", "linear:elu1", "softmax:sum_key_norms,linear:taylor:feature_dim=4"] {
-            let cfg = ModelConfig { d_model: 16, n_heads: 2, n_layers: 2, max_seq_len: 12, mixer: spec.parse().unwrap(), ..ModelConfig::default() };
+        for spec in ["softmax", "linear:elu1", "softmax:sum_key_norms,linear:taylor:feature_dim=4"]
+        {
+            let cfg = ModelConfig {
+                d_model: 16,
+                n_heads: 2,
+                n_layers: 2,
+                max_seq_len: 12,
+                mixer: spec.parse().unwrap(),
+                ..ModelConfig::default()
+            };
             let io = ModelIo { input: ModelInput::Tokens { vocab: 7 }, output_dim: 7 };
             let model = cfg.init(&io, 3, &device).unwrap();
             for o in [opts(0.0, 0, 1.0), opts(1.0, 0, 1.0), opts(0.8, 4, 0.9)] {

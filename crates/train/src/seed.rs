@@ -8,7 +8,9 @@ use rand::rngs::StdRng;
 
 /// A 64-bit seed for `(seed, stream, index)`.
 pub fn derive(seed: u64, stream: &str, index: u64) -> u64 {
-    let s = stream.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+    let s = stream
+        .bytes()
+        .fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
     mix(mix(mix(seed) ^ s) ^ index)
 }
 

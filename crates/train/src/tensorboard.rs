@@ -120,9 +120,17 @@ pub fn scalars_of(record: &MetricsRecord) -> Vec<(String, f64)> {
             ("train/tokens_per_s".into(), t.tokens_per_s),
         ],
         MetricsRecord::Eval(e) => {
-            let mut s: Vec<(String, f64)> = e.eval.iter().map(|(k, v)| (format!("eval/{k}"), *v)).collect();
-            s.extend(e.attention_entropy.iter().enumerate().map(|(i, v)| (format!("attention_entropy/layer{i}"), *v)));
-            s.extend(e.sink_mass.iter().enumerate().map(|(i, v)| (format!("sink_mass/layer{i}"), *v)));
+            let mut s: Vec<(String, f64)> =
+                e.eval.iter().map(|(k, v)| (format!("eval/{k}"), *v)).collect();
+            s.extend(
+                e.attention_entropy
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("attention_entropy/layer{i}"), *v)),
+            );
+            s.extend(
+                e.sink_mass.iter().enumerate().map(|(i, v)| (format!("sink_mass/layer{i}"), *v)),
+            );
             s
         }
     }
@@ -130,7 +138,9 @@ pub fn scalars_of(record: &MetricsRecord) -> Vec<(String, f64)> {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A whole event file for `records` (the file-version event, then one event per record).
@@ -164,7 +174,10 @@ mod tests {
             let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
             assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), masked_crc(len_bytes));
             let payload = &bytes[12..12 + len];
-            assert_eq!(u32::from_le_bytes(bytes[12 + len..16 + len].try_into().unwrap()), masked_crc(payload));
+            assert_eq!(
+                u32::from_le_bytes(bytes[12 + len..16 + len].try_into().unwrap()),
+                masked_crc(payload)
+            );
             out.push(payload.to_vec());
             bytes = &bytes[16 + len..];
         }
@@ -174,8 +187,19 @@ mod tests {
     #[test]
     fn events_frame_and_encode_the_scalars_and_drop_non_finite_ones() {
         let records = vec![
-            MetricsRecord::Train(TrainRecord { step: 300, loss: 2.5, lr: 1e-3, grad_norm: f64::NAN, tokens_per_s: 10.0 }),
-            MetricsRecord::Eval(EvalRecord { step: 300, eval: BTreeMap::from([("loss".to_string(), 1.25)]), attention_entropy: vec![0.5], sink_mass: vec![] }),
+            MetricsRecord::Train(TrainRecord {
+                step: 300,
+                loss: 2.5,
+                lr: 1e-3,
+                grad_norm: f64::NAN,
+                tokens_per_s: 10.0,
+            }),
+            MetricsRecord::Eval(EvalRecord {
+                step: 300,
+                eval: BTreeMap::from([("loss".to_string(), 1.25)]),
+                attention_entropy: vec![0.5],
+                sink_mass: vec![],
+            }),
         ];
         let file = event_file(&records, 1.5);
         let events = read_records(&file);
@@ -188,7 +212,10 @@ mod tests {
         assert_eq!(&events[1][9..12], &[0x10, 0xac, 0x02]);
         assert_eq!(events[1][12], 0x2a);
         let text = String::from_utf8_lossy(&events[1]);
-        assert!(text.contains("train/loss") && text.contains("train/lr") && !text.contains("grad_norm"), "{text}");
+        assert!(
+            text.contains("train/loss") && text.contains("train/lr") && !text.contains("grad_norm"),
+            "{text}"
+        );
         // The value: tag 0x15 then the f32 little-endian.
         let at = events[1].windows(4).position(|w| w == 2.5f32.to_le_bytes()).unwrap();
         assert_eq!(events[1][at - 1], 0x15);

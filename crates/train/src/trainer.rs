@@ -172,9 +172,17 @@ pub fn optimizer_step(
 }
 
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
-pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosity) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    config: &RunConfig,
+    run: &RunDir,
+    resume: bool,
+    verbosity: Verbosity,
+) -> Result<TrainOutcome, TrainError> {
     if !run.is_writer() {
-        return Err(TrainError::Setup(format!("{} was opened to read: train through RunDir::create or RunDir::open_for_writing", run.path.display())));
+        return Err(TrainError::Setup(format!(
+            "{} was opened to read: train through RunDir::create or RunDir::open_for_writing",
+            run.path.display()
+        )));
     }
     let device = config.device.device().map_err(|e| TrainError::Setup(e.to_string()))?;
     let ad = device.clone().autodiff();
@@ -184,7 +192,8 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     let artifacts = if resume { Some(run.path.as_path()) } else { init_run.as_deref() };
     let task = task::build(config, artifacts).map_err(|e| TrainError::Setup(e.to_string()))?;
     let io = task.io();
-    let mut fresh = config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let mut fresh =
+        config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
     let latest = if resume {
         run.clean_staging();
         run.latest_checkpoint()
@@ -195,8 +204,10 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
     let restart = resume && latest.is_none();
     let mut transferred = None;
     if let (Some(dir), None) = (&init_run, &latest) {
-        let source = crate::runs::load_run(dir, &t.init_checkpoint, Some(config.device)).map_err(|e| TrainError::Setup(format!("train.init_run: {e}")))?;
-        let (model, report) = crate::transfer::transfer(fresh, &crate::transfer::variant_free_tensors(&source.model));
+        let source = crate::runs::load_run(dir, &t.init_checkpoint, Some(config.device))
+            .map_err(|e| TrainError::Setup(format!("train.init_run: {e}")))?;
+        let (model, report) =
+            crate::transfer::transfer(fresh, &crate::transfer::variant_free_tensors(&source.model));
         if report.copied.is_empty() {
             return Err(TrainError::Setup(format!(
                 "train.init_run: no parameter of {} matches this model's names and shapes; check model.d_model and the task",
@@ -213,24 +224,40 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
 
     let (mut model, mut optim, mut state) = if let Some((saved, dir)) = latest {
         check_identity(run, config)?;
-        let Loaded { model, optim } = checkpoint::load(&dir, fresh, Some(fresh_optim)).map_err(TrainError::Setup)?;
+        let Loaded { model, optim } =
+            checkpoint::load(&dir, fresh, Some(fresh_optim)).map_err(TrainError::Setup)?;
         run.truncate_metrics_after(saved.step)?;
         (model, optim.expect("asked for the optimizer"), saved)
     } else {
         if restart {
             // Said even when quiet: the user asked to resume and gets a restart.
-            println!("{} has no checkpoint yet (it was stopped before its first): training it again from step 0", run.path.display());
+            println!(
+                "{} has no checkpoint yet (it was stopped before its first): training it again from step 0",
+                run.path.display()
+            );
             // Whatever the stopped start logged is replaced by what this one logs.
             run.clear_metrics()?;
         }
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
         let mut meta = meta(config, param_count, metric);
         if let Some((from, report)) = &transferred {
-            meta["initialised_from"] = json!({ "checkpoint": from, "copied": report.copied, "fresh": report.fresh });
+            meta["initialised_from"] =
+                json!({ "checkpoint": from, "copied": report.copied, "fresh": report.fresh });
         }
         run.write_file(run_dir::META_FILE, &serde_json::to_string_pretty(&meta).unwrap())?;
-        task.save_artifacts(&run.path).map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
-        (fresh, fresh_optim, TrainState { step: 0, best_metric: None, best_step: None, tokens_seen: 0, stopped_early: false })
+        task.save_artifacts(&run.path)
+            .map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
+        (
+            fresh,
+            fresh_optim,
+            TrainState {
+                step: 0,
+                best_metric: None,
+                best_step: None,
+                tokens_seen: 0,
+                stopped_early: false,
+            },
+        )
     };
 
     let eval_batches = task.eval_batches(t.eval_batches, t.batch_size, &device);
@@ -268,7 +295,11 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             from.display(),
             report.copied.len(),
             report.fresh.len(),
-            if report.fresh.is_empty() { String::new() } else { format!(" ({})", report.fresh.join(", ")) }
+            if report.fresh.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", report.fresh.join(", "))
+            }
         ));
         if state.step == 0 {
             // Where a started-from-weights run begins: the step-0 point of its eval curve.
@@ -299,7 +330,12 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
                 // The weights this step started from gave the non-finite value: a checkpoint of
                 // them is not a good one, whatever its own step's loss was.
                 run.set_aside(step)?;
-                return Err(TrainError::NonFinite { step: step + 1, what: what.to_string(), value, last_good: last_good(run) });
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    what: what.to_string(),
+                    value,
+                    last_good: last_good(run),
+                });
             }
         };
         let (loss_sum, grad_norm) = (report.loss, report.grad_norm);
@@ -312,7 +348,9 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             let seconds = window.0.elapsed().as_secs_f64().max(1e-9);
             let tokens_per_s = window.1 as f64 / seconds;
             window = (Instant::now(), 0);
-            run.append_metrics(&TrainRecord { step, loss: loss_sum, lr, grad_norm, tokens_per_s }.into())?;
+            run.append_metrics(
+                &TrainRecord { step, loss: loss_sum, lr, grad_norm, tokens_per_s }.into(),
+            )?;
             outcome.losses.push((step, loss_sum));
             progress.train(step, loss_sum, lr, grad_norm, tokens_per_s);
         } else {
@@ -324,15 +362,27 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
         let checkpoint_due = t.checkpoint_every > 0 && step % t.checkpoint_every == 0;
         // Nothing non-finite is evaluated as a result or saved as a checkpoint (an early stop
         // happens only at an evaluation, the last step is one).
-        if (eval_now || checkpoint_due) && let Some((name, value)) = params::first_non_finite(&model) {
-            return Err(TrainError::NonFinite { step, what: format!("parameter {name}"), value: value as f64, last_good: last_good(run) });
+        if (eval_now || checkpoint_due)
+            && let Some((name, value)) = params::first_non_finite(&model)
+        {
+            return Err(TrainError::NonFinite {
+                step,
+                what: format!("parameter {name}"),
+                value: value as f64,
+                last_good: last_good(run),
+            });
         }
         let mut stop = false;
         if eval_now {
             let (metrics, layers) = measure(task.as_ref(), &model.valid(), &eval_batches);
             let value = metrics.get(metric.name).copied().unwrap_or(f64::NAN);
             if !value.is_finite() {
-                return Err(TrainError::NonFinite { step, what: "eval metric".into(), value, last_good: last_good(run) });
+                return Err(TrainError::NonFinite {
+                    step,
+                    what: "eval metric".into(),
+                    value,
+                    last_good: last_good(run),
+                });
             }
             log_eval(run, step, &metrics, layers)?;
             progress.eval(step, metric.name, value, &metrics);
@@ -345,13 +395,22 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
             stop = t.stop_at != 0.0 && metric.reached(value, t.stop_at);
             state.stopped_early = stop && !last;
             if stop {
-                progress.line(&format!("{} reached train.stop_at = {} at step {step}: stopping early", metric.name, t.stop_at));
+                progress.line(&format!(
+                    "{} reached train.stop_at = {} at step {step}: stopping early",
+                    metric.name, t.stop_at
+                ));
                 outcome.stopped_early = true;
             }
             outcome.final_metrics = metrics;
         }
         if last || stop || checkpoint_due {
-            checkpoint::save(run, &RunDir::step_checkpoint_name(step), &model, Some(&optim), &state)?;
+            checkpoint::save(
+                run,
+                &RunDir::step_checkpoint_name(step),
+                &model,
+                Some(&optim),
+                &state,
+            )?;
             run.prune(t.keep_checkpoints)?;
         }
         if last || stop {
@@ -370,8 +429,21 @@ pub fn train(config: &RunConfig, run: &RunDir, resume: bool, verbosity: Verbosit
 }
 
 /// Appends an evaluation's line to `metrics.jsonl`.
-fn log_eval(run: &RunDir, step: usize, metrics: &BTreeMap<String, f64>, layers: LayerStats) -> Result<(), run_dir::RunDirError> {
-    run.append_metrics(&EvalRecord { step, eval: metrics.clone(), attention_entropy: layers.entropy, sink_mass: layers.sink_mass }.into())
+fn log_eval(
+    run: &RunDir,
+    step: usize,
+    metrics: &BTreeMap<String, f64>,
+    layers: LayerStats,
+) -> Result<(), run_dir::RunDirError> {
+    run.append_metrics(
+        &EvalRecord {
+            step,
+            eval: metrics.clone(),
+            attention_entropy: layers.entropy,
+            sink_mass: layers.sink_mass,
+        }
+        .into(),
+    )
 }
 
 /// Finishes a run resumed from the checkpoint of its last step: the final evaluation (logged
@@ -387,7 +459,9 @@ fn finish_resumed(
     outcome: &mut TrainOutcome,
 ) -> Result<(), TrainError> {
     let (metrics, layers) = measure(task, &model.valid(), eval_batches);
-    let logged = crate::metrics::read_metrics(&run.path)?.iter().any(|r| matches!(r, MetricsRecord::Eval(e) if e.step == state.step));
+    let logged = crate::metrics::read_metrics(&run.path)?
+        .iter()
+        .any(|r| matches!(r, MetricsRecord::Eval(e) if e.step == state.step));
     if !logged {
         log_eval(run, state.step, &metrics, layers)?;
     }
@@ -416,7 +490,8 @@ pub fn layer_stats(model: &Model, batches: &[Batch]) -> LayerStats {
     let Some(batch) = batches.first() else { return LayerStats::default() };
     let (_, diags) = model.forward_with_diagnostics(batch.input.clone());
     let mean = |t: burn::tensor::Tensor<1>| t.mean().into_scalar::<f32>() as f64;
-    let (entropy, sink_mass) = diags.into_iter().map(|d| (mean(d.normalized_entropy), mean(d.sink_mass))).unzip();
+    let (entropy, sink_mass) =
+        diags.into_iter().map(|d| (mean(d.normalized_entropy), mean(d.sink_mass))).unzip();
     LayerStats { entropy, sink_mass }
 }
 
@@ -467,13 +542,22 @@ fn check_identity(run: &RunDir, config: &RunConfig) -> Result<(), TrainError> {
 }
 
 /// Evaluates a model on a task's evaluation set with the config's batch settings.
-pub fn evaluate(config: &RunConfig, task: &dyn Task, model: &Model, device: &Device) -> (BTreeMap<String, f64>, LayerStats) {
+pub fn evaluate(
+    config: &RunConfig,
+    task: &dyn Task,
+    model: &Model,
+    device: &Device,
+) -> (BTreeMap<String, f64>, LayerStats) {
     let batches = task.eval_batches(config.train.eval_batches, config.train.batch_size, device);
     measure(task, model, &batches)
 }
 
 /// The task's metrics and each layer's attention statistics on `batches`.
-fn measure(task: &dyn Task, model: &Model, batches: &[Batch]) -> (BTreeMap<String, f64>, LayerStats) {
+fn measure(
+    task: &dyn Task,
+    model: &Model,
+    batches: &[Batch],
+) -> (BTreeMap<String, f64>, LayerStats) {
     (task.evaluate(model, batches), layer_stats(model, batches))
 }
 
@@ -484,7 +568,13 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_min_lr() {
-        let t = TrainConfig { steps: 110, warmup_steps: 10, lr: 1e-3, min_lr: 1e-4, ..TrainConfig::default() };
+        let t = TrainConfig {
+            steps: 110,
+            warmup_steps: 10,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            ..TrainConfig::default()
+        };
         assert!((learning_rate(&t, 0) - 1e-4).abs() < 1e-12);
         assert!((learning_rate(&t, 9) - 1e-3).abs() < 1e-12);
         assert!((learning_rate(&t, 10) - 1e-3).abs() < 1e-12);

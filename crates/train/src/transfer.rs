@@ -59,7 +59,10 @@ pub fn variant_free_tensors<M: Module>(module: &M) -> BTreeMap<String, TensorDat
 }
 
 /// Copies every matching parameter of `source` into `target`.
-pub fn transfer<M: Module>(target: M, source: &BTreeMap<String, TensorData>) -> (M, TransferReport) {
+pub fn transfer<M: Module>(
+    target: M,
+    source: &BTreeMap<String, TensorData>,
+) -> (M, TransferReport) {
     struct Copy<'a> {
         path: Path,
         source: &'a BTreeMap<String, TensorData>,
@@ -101,7 +104,14 @@ mod tests {
     use burn::tensor::Device;
 
     fn config(mixers: &str) -> ModelConfig {
-        ModelConfig { d_model: 16, n_heads: 2, n_layers: 2, mixer: mixers.parse::<MixerStack>().unwrap(), max_seq_len: 8, ..Default::default() }
+        ModelConfig {
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            mixer: mixers.parse::<MixerStack>().unwrap(),
+            max_seq_len: 8,
+            ..Default::default()
+        }
     }
 
     /// Swapping layer 1 to linear attention keeps every weight but that layer's own extras:
@@ -116,7 +126,11 @@ mod tests {
         let source_tensors = variant_free_tensors(&source);
         let (target, report) = transfer(target, &source_tensors);
         assert_eq!(report.copied.len() + report.fresh.len(), names_before);
-        assert!(report.copied.contains(&"blocks.1.mixer.heads.qkv.weight".to_string()), "{:?}", report.copied);
+        assert!(
+            report.copied.contains(&"blocks.1.mixer.heads.qkv.weight".to_string()),
+            "{:?}",
+            report.copied
+        );
         assert!(report.fresh.is_empty(), "elu1 has no parameters of its own: {:?}", report.fresh);
         let after = variant_free_tensors(&target);
         for name in &report.copied {
@@ -147,7 +161,11 @@ mod tests {
         }
         let mut fresh = report.fresh.clone();
         fresh.sort();
-        let want: Vec<String> = ["a_log", "beta.bias", "beta.weight", "conv.weight", "dt.bias", "dt.weight"].iter().map(|n| format!("blocks.1.mixer.{n}")).collect();
+        let want: Vec<String> =
+            ["a_log", "beta.bias", "beta.weight", "conv.weight", "dt.bias", "dt.weight"]
+                .iter()
+                .map(|n| format!("blocks.1.mixer.{n}"))
+                .collect();
         assert_eq!(fresh, want);
     }
 
@@ -159,7 +177,11 @@ mod tests {
         let source = config("softmax").init(&io, 1, &device).unwrap();
         let target = config("softmax,linear:taylor:feature_dim=4").init(&io, 2, &device).unwrap();
         let (_, report) = transfer(target, &variant_free_tensors(&source));
-        assert!(report.fresh.contains(&"blocks.1.mixer.heads.qkv.weight".to_string()), "{:?}", report.fresh);
+        assert!(
+            report.fresh.contains(&"blocks.1.mixer.heads.qkv.weight".to_string()),
+            "{:?}",
+            report.fresh
+        );
         assert!(report.copied.contains(&"blocks.0.mixer.heads.qkv.weight".to_string()));
     }
 }

@@ -7,7 +7,12 @@ use crate::stats::{Summary, Verdict};
 
 /// The baseline's line: its mean final metric and the half-width of its 95% interval.
 pub(super) fn baseline_line(arm: &ArmResult, metric: &str) -> String {
-    format!("{}: baseline ({metric} {:.4} ± {:.4})", arm.name, arm.summary.mean, half_width(&arm.summary))
+    format!(
+        "{}: baseline ({metric} {:.4} ± {:.4})",
+        arm.name,
+        arm.summary.mean,
+        half_width(&arm.summary)
+    )
 }
 
 fn half_width(s: &Summary) -> f64 {
@@ -17,7 +22,13 @@ fn half_width(s: &Summary) -> f64 {
 /// The verdict line of an arm, with seed 2's "swap with monitoring and a way back" advice:
 /// the ranges this arm showed in the PoC are the alarms to set after a swap.
 pub(super) fn advice(arm: &ArmResult, base: &ArmResult, metric: &str) -> String {
-    format!("{}: {}; {}. {}", arm.name, comparison(arm, base, metric), action(arm.verdict), monitoring(arm, base))
+    format!(
+        "{}: {}; {}. {}",
+        arm.name,
+        comparison(arm, base, metric),
+        action(arm.verdict),
+        monitoring(arm, base)
+    )
 }
 
 /// How the arm compares with the baseline at 95%, with the Welch interval of the difference in
@@ -48,12 +59,17 @@ fn action(verdict: Option<Verdict>) -> &'static str {
 
 /// The alarms to set after swapping to the arm, and when to roll back to the baseline.
 fn monitoring(arm: &ArmResult, base: &ArmResult) -> String {
-    let ranges = |r: &[(f64, f64)]| r.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect::<Vec<_>>().join(", ");
+    let ranges = |r: &[(f64, f64)]| {
+        r.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect::<Vec<_>>().join(", ")
+    };
     // Runs recorded before sink mass was measured have none; the advice then leaves it out.
     let (sink_watch, sink_alarm) = if arm.sink_mass_range_per_layer.is_empty() {
         (String::new(), "")
     } else {
-        (format!(", sink mass per layer within [{}]", ranges(&arm.sink_mass_range_per_layer)), " a layer's sink mass exceeds twice its maximum,")
+        (
+            format!(", sink mass per layer within [{}]", ranges(&arm.sink_mass_range_per_layer)),
+            " a layer's sink mass exceeds twice its maximum,",
+        )
     };
     format!(
         "After a swap, monitor: training loss within {:.3}–{:.3}, gradient norm within {:.3}–{:.3} \
@@ -83,12 +99,24 @@ pub fn at_chance(value: f64, chance: f64, higher_is_better: bool) -> bool {
 /// The report's one-line decision, for someone who reads nothing else: adopt, do not adopt or
 /// inconclusive, and why. `baselines[a]` is the arm `a` is judged against; `chance` is the
 /// task's metric at chance, when it has one.
-pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is_better: bool, chance: Option<f64>, missing: usize) -> String {
+pub fn decision(
+    arms: &[ArmResult],
+    baselines: &[usize],
+    metric: &str,
+    higher_is_better: bool,
+    chance: Option<f64>,
+    missing: usize,
+) -> String {
     if missing > 0 {
-        return format!("Inconclusive: {missing} planned run(s) have not finished; run the same command again, then read the verdicts.");
+        return format!(
+            "Inconclusive: {missing} planned run(s) have not finished; run the same command again, then read the verdicts."
+        );
     }
     if let Some(chance) = chance {
-        if !arms.iter().any(|a| a.summary.n > 0 && !at_chance(a.summary.mean, chance, higher_is_better)) {
+        if !arms
+            .iter()
+            .any(|a| a.summary.n > 0 && !at_chance(a.summary.mean, chance, higher_is_better))
+        {
             return format!(
                 "Inconclusive: no arm learned the task (every {metric} is within a tenth of chance, {chance:.4}); no adoption advice. \
                  Fix the protocol first: more steps, a learning-rate sweep, warm-up."
@@ -97,7 +125,9 @@ pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is
         let stuck: Vec<&str> = baselines
             .iter()
             .copied()
-            .filter(|&b| arms[b].summary.n == 0 || at_chance(arms[b].summary.mean, chance, higher_is_better))
+            .filter(|&b| {
+                arms[b].summary.n == 0 || at_chance(arms[b].summary.mean, chance, higher_is_better)
+            })
             .map(|b| arms[b].name.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -110,13 +140,17 @@ pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is
             );
         }
     }
-    let candidates: Vec<(usize, &ArmResult)> = arms.iter().enumerate().filter(|(i, _)| baselines[*i] != *i).collect();
+    let candidates: Vec<(usize, &ArmResult)> =
+        arms.iter().enumerate().filter(|(i, _)| baselines[*i] != *i).collect();
     if candidates.is_empty() {
-        return "Inconclusive: the comparison has only its baseline; add an arm to compare.".to_string();
+        return "Inconclusive: the comparison has only its baseline; add an arm to compare."
+            .to_string();
     }
     let fewest = arms.iter().map(|a| a.summary.n).min().unwrap_or(0);
     let caveat = if fewest < RELIABLE_SEEDS {
-        format!(" Only {fewest} seed(s) in some arm: below {RELIABLE_SEEDS} the 95% intervals (Welch and bootstrap) are unreliable; rerun with at least {RELIABLE_SEEDS} seeds before acting.")
+        format!(
+            " Only {fewest} seed(s) in some arm: below {RELIABLE_SEEDS} the 95% intervals (Welch and bootstrap) are unreliable; rerun with at least {RELIABLE_SEEDS} seeds before acting."
+        )
     } else {
         String::new()
     };
@@ -125,7 +159,9 @@ pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is
             .iter()
             .filter(|(_, a)| a.verdict == Some(v))
             .map(|(i, a)| {
-                let d = a.difference.as_ref().map_or(String::new(), |d| format!(" (Δ{metric} {:+.4}, CI [{:+.4}, {:+.4}])", d.mean, d.ci_low, d.ci_high));
+                let d = a.difference.as_ref().map_or(String::new(), |d| {
+                    format!(" (Δ{metric} {:+.4}, CI [{:+.4}, {:+.4}])", d.mean, d.ci_low, d.ci_high)
+                });
                 format!("{} vs {}{d}", a.name, arms[baselines[*i]].name)
             })
             .collect()
@@ -141,7 +177,10 @@ pub fn decision(arms: &[ArmResult], baselines: &[usize], metric: &str, higher_is
     } else if worse.len() == candidates.len() {
         format!("Do not adopt: {} worse at 95%.", worse.join("; "))
     } else if !worse.is_empty() {
-        format!("Do not adopt: {} worse at 95%; the other arms are indistinguishable from their baseline (no quality reason to swap).", worse.join("; "))
+        format!(
+            "Do not adopt: {} worse at 95%; the other arms are indistinguishable from their baseline (no quality reason to swap).",
+            worse.join("; ")
+        )
     } else {
         "Inconclusive: no arm differs from its baseline at 95%; swap only for a non-quality reason (speed, state size).".to_string()
     };

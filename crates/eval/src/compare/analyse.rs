@@ -72,12 +72,20 @@ pub struct Results {
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
 pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {
     let (metric, higher_is_better) = main_metric(&runs);
-    let mut arms: Vec<ArmResult> = (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
+    let mut arms: Vec<ArmResult> =
+        (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
     let baselines: Vec<usize> = (0..spec.arms.len()).map(|a| spec.baseline_of(a)).collect();
     let verdicts = judge_against_baseline(&mut arms, &baselines, &runs, &metric, higher_is_better);
     let missing: Vec<String> = runs.iter().filter(|r| r.pending).map(|r| r.id.clone()).collect();
     let chance = runs.iter().find_map(|r| r.chance);
-    let decision = super::advice::decision(&arms, &baselines, &metric, higher_is_better, chance, missing.len());
+    let decision = super::advice::decision(
+        &arms,
+        &baselines,
+        &metric,
+        higher_is_better,
+        chance,
+        missing.len(),
+    );
     Results {
         title: title.to_string(),
         task: spec.arms[0].config.task.name().to_string(),
@@ -105,14 +113,20 @@ fn main_metric(runs: &[RunRecord]) -> (String, bool) {
 
 /// Arm `index` at its best learning rate: its summary over seeds, steps to target, speed, size
 /// and monitoring ranges. The comparison with the baseline is left to [`judge_against_baseline`].
-fn arm_result(spec: &Comparison, index: usize, runs: &[RunRecord], higher_is_better: bool) -> ArmResult {
+fn arm_result(
+    spec: &Comparison,
+    index: usize,
+    runs: &[RunRecord],
+    higher_is_better: bool,
+) -> ArmResult {
     let arm = &spec.arms[index];
     let mine: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].arm == arm.name).collect();
     let pending = mine.iter().filter(|&&i| runs[i].pending).count();
     let lr_sweep = lr_sweep(runs, &mine);
     let best_lr = best_lr(&lr_sweep, higher_is_better);
     let at_best: Vec<usize> = mine.into_iter().filter(|&i| runs[i].lr == best_lr).collect();
-    let ok: Vec<usize> = at_best.iter().copied().filter(|&i| runs[i].error.is_none() && !runs[i].pending).collect();
+    let ok: Vec<usize> =
+        at_best.iter().copied().filter(|&i| runs[i].error.is_none() && !runs[i].pending).collect();
     let summary = stats::summarize(&finite_final_metrics(runs, &at_best));
     let steps_to_target = steps_to_target(runs, &ok, spec.target, higher_is_better);
     let model = &arm.config.model;
@@ -170,7 +184,10 @@ fn best_lr(sweep: &[(f64, f64, usize)], higher_is_better: bool) -> f64 {
     let beats = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
     let mut best: Option<(f64, f64)> = None;
     for &(lr, mean, finished) in sweep {
-        if finished > 0 && mean.is_finite() && best.is_none_or(|(_, best_mean)| beats(mean, best_mean)) {
+        if finished > 0
+            && mean.is_finite()
+            && best.is_none_or(|(_, best_mean)| beats(mean, best_mean))
+        {
             best = Some((lr, mean));
         }
     }
@@ -179,9 +196,16 @@ fn best_lr(sweep: &[(f64, f64, usize)], higher_is_better: bool) -> f64 {
 
 /// The first eval step at which each of `runs` reaches `target` (`None`: never); empty without
 /// a target.
-fn steps_to_target(all: &[RunRecord], runs: &[usize], target: Option<f64>, higher_is_better: bool) -> Vec<Option<usize>> {
+fn steps_to_target(
+    all: &[RunRecord],
+    runs: &[usize],
+    target: Option<f64>,
+    higher_is_better: bool,
+) -> Vec<Option<usize>> {
     let Some(target) = target else { return Vec::new() };
-    runs.iter().map(|&i| stats::steps_to_target(&all[i].eval_metric, target, higher_is_better)).collect()
+    runs.iter()
+        .map(|&i| stats::steps_to_target(&all[i].eval_metric, target, higher_is_better))
+        .collect()
 }
 
 /// The median steps to target over the seeds that reached it; `None` when none did.
@@ -214,12 +238,17 @@ fn grad_norm_p5_p95(all: &[RunRecord], runs: &[usize]) -> (f64, f64) {
 }
 
 /// The range over the runs of each layer's value at the last evaluation (entropy, sink mass).
-fn last_range_per_layer(all: &[RunRecord], runs: &[usize], curve: fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>) -> Vec<(f64, f64)> {
+fn last_range_per_layer(
+    all: &[RunRecord],
+    runs: &[usize],
+    curve: fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>,
+) -> Vec<(f64, f64)> {
     let last = |i: usize| curve(&all[i]).last().map(|(_, per_layer)| per_layer);
     let layers = runs.iter().filter_map(|&i| last(i).map(Vec::len)).max().unwrap_or(0);
     (0..layers)
         .map(|l| {
-            let v: Vec<f64> = runs.iter().filter_map(|&i| last(i).and_then(|e| e.get(l).copied())).collect();
+            let v: Vec<f64> =
+                runs.iter().filter_map(|&i| last(i).and_then(|e| e.get(l).copied())).collect();
             min_max(&v)
         })
         .collect()
@@ -251,7 +280,10 @@ fn judge_against_baseline(
             continue;
         }
         if arms[baseline].pending_runs > 0 {
-            verdicts.push(format!("{}: not judged yet: its baseline {} has runs not finished", arms[a].name, arms[baseline].name));
+            verdicts.push(format!(
+                "{}: not judged yet: its baseline {} has runs not finished",
+                arms[a].name, arms[baseline].name
+            ));
             continue;
         }
         let base_values = final_metrics(runs, &arms[baseline].runs);
@@ -283,10 +315,17 @@ mod tests {
     /// baseline) is best at 3e-3, linear is worse and best at 1e-3 with one failed seed there,
     /// sigmoid matches softmax, and every run of broken failed.
     fn synthetic_comparison() -> (Comparison, Vec<RunRecord>) {
-        let preset = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
+        let preset =
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
         let base = RunConfig::load(&preset, &[]).unwrap();
-        let arms = [("softmax", "softmax"), ("linear", "linear:elu1"), ("sigmoid", "sigmoid"), ("broken", "softmax")];
-        let mut comparison = Comparison::of_mixers(&base, &arms, vec![1, 2, 3], vec![1e-3, 3e-3]).unwrap();
+        let arms = [
+            ("softmax", "softmax"),
+            ("linear", "linear:elu1"),
+            ("sigmoid", "sigmoid"),
+            ("broken", "softmax"),
+        ];
+        let mut comparison =
+            Comparison::of_mixers(&base, &arms, vec![1, 2, 3], vec![1e-3, 3e-3]).unwrap();
         comparison.target = Some(0.75);
         let finals = |arm: &str, lr: f64| -> [Option<f64>; 3] {
             match (arm, lr == 1e-3) {
@@ -316,10 +355,17 @@ mod tests {
                     record.higher_is_better = true;
                     record.params = 1000 + a;
                     record.tokens_per_s = 5000.0 + 100.0 * k;
-                    record.loss = (0..10).map(|i| (i * 10, 3.0 / (1.0 + i as f64) + 0.01 * k)).collect();
-                    record.grad_norm = (0..10).map(|i| (i * 10, 1.0 + 0.1 * ((i as f64) + k).sin())).collect();
-                    record.eval_metric = (0..5).map(|i| (i * 20 + 10, m * (i as f64 + 1.0) / 5.0)).collect();
-                    record.entropy = (0..5).map(|i| (i * 20 + 10, vec![0.9 - 0.02 * i as f64 - 0.01 * k, 0.5 + 0.01 * k])).collect();
+                    record.loss =
+                        (0..10).map(|i| (i * 10, 3.0 / (1.0 + i as f64) + 0.01 * k)).collect();
+                    record.grad_norm =
+                        (0..10).map(|i| (i * 10, 1.0 + 0.1 * ((i as f64) + k).sin())).collect();
+                    record.eval_metric =
+                        (0..5).map(|i| (i * 20 + 10, m * (i as f64 + 1.0) / 5.0)).collect();
+                    record.entropy = (0..5)
+                        .map(|i| {
+                            (i * 20 + 10, vec![0.9 - 0.02 * i as f64 - 0.01 * k, 0.5 + 0.01 * k])
+                        })
+                        .collect();
                     runs.push(record);
                 }
             }
@@ -331,27 +377,53 @@ mod tests {
     fn analyse_picks_each_arms_best_lr_and_judges_it_against_the_baseline() {
         let (comparison, runs) = synthetic_comparison();
         let r = analyse(&comparison, runs, "synthetic");
-        assert_eq!((r.task.as_str(), r.metric.as_str(), r.higher_is_better, r.baseline.as_str()), ("mqar", "accuracy", true, "softmax"));
-        let each = |f: &dyn Fn(&ArmResult) -> String| r.arms.iter().map(f).collect::<Vec<_>>().join(" | ");
-        assert_eq!(each(&|a| format!("{:e}", a.best_lr)), "3e-3 | 1e-3 | 3e-3 | 1e-3");
-        assert_eq!(each(&|a| format!("{:?} {}", a.runs, a.failed_runs)), "[3, 4, 5] 0 | [6, 7, 8] 1 | [15, 16, 17] 0 | [18, 19, 20] 3");
         assert_eq!(
-            each(&|a| a.lr_sweep.iter().map(|(lr, m, n)| format!("{lr:e}:{m:.4}/{n}")).collect::<Vec<_>>().join(",")),
+            (r.task.as_str(), r.metric.as_str(), r.higher_is_better, r.baseline.as_str()),
+            ("mqar", "accuracy", true, "softmax")
+        );
+        let each =
+            |f: &dyn Fn(&ArmResult) -> String| r.arms.iter().map(f).collect::<Vec<_>>().join(" | ");
+        assert_eq!(each(&|a| format!("{:e}", a.best_lr)), "3e-3 | 1e-3 | 3e-3 | 1e-3");
+        assert_eq!(
+            each(&|a| format!("{:?} {}", a.runs, a.failed_runs)),
+            "[3, 4, 5] 0 | [6, 7, 8] 1 | [15, 16, 17] 0 | [18, 19, 20] 3"
+        );
+        assert_eq!(
+            each(&|a| a
+                .lr_sweep
+                .iter()
+                .map(|(lr, m, n)| format!("{lr:e}:{m:.4}/{n}"))
+                .collect::<Vec<_>>()
+                .join(",")),
             "1e-3:0.8100/3,3e-3:0.9100/3 | 1e-3:0.6100/2,3e-3:0.5233/3 | 1e-3:0.7100/3,3e-3:0.9100/3 | 1e-3:NaN/0,3e-3:NaN/0"
         );
-        assert_eq!(each(&|a| format!("{} {:.4}", a.summary.n, a.summary.mean)), "3 0.9100 | 2 0.6100 | 3 0.9100 | 0 NaN");
+        assert_eq!(
+            each(&|a| format!("{} {:.4}", a.summary.n, a.summary.mean)),
+            "3 0.9100 | 2 0.6100 | 3 0.9100 | 0 NaN"
+        );
         assert_eq!(
             each(&|a| format!("{:?} {:?}", a.steps_to_target, a.median_steps_to_target)),
             "[Some(90), Some(90), Some(90)] Some(90.0) | [None, None] None | [Some(90), Some(90), Some(90)] Some(90.0) | [] None"
         );
-        assert_eq!(each(&|a| format!("{} {} {}", a.tokens_per_s, a.params, a.state_floats)), "5300 1000 4096 | 5850 1001 2112 | 6700 1002 4096 | NaN 0 4096");
         assert_eq!(
-            each(&|a| format!("{:.3?} {:.3?} {:.3?}", a.final_loss_range, a.grad_norm_p5_p95, a.entropy_range_per_layer)),
+            each(&|a| format!("{} {} {}", a.tokens_per_s, a.params, a.state_floats)),
+            "5300 1000 4096 | 5850 1001 2112 | 6700 1002 4096 | NaN 0 4096"
+        );
+        assert_eq!(
+            each(&|a| format!(
+                "{:.3?} {:.3?} {:.3?}",
+                a.final_loss_range, a.grad_norm_p5_p95, a.entropy_range_per_layer
+            )),
             "(0.300, 0.360) (0.900, 1.099) [(0.760, 0.820), (0.500, 0.560)] | (0.370, 0.400) (0.913, 1.084) [(0.720, 0.750), (0.570, 0.600)] \
              | (0.440, 0.500) (0.914, 1.093) [(0.620, 0.680), (0.640, 0.700)] | (NaN, NaN) (NaN, NaN) []"
         );
         assert_eq!(
-            each(&|a| format!("{:?} {:.4?} {:?}", a.verdict, a.bootstrap, a.difference.as_ref().map(|d| format!("{:.4}", d.mean)))),
+            each(&|a| format!(
+                "{:?} {:.4?} {:?}",
+                a.verdict,
+                a.bootstrap,
+                a.difference.as_ref().map(|d| format!("{:.4}", d.mean))
+            )),
             "None None None | Some(Worse) Some((-0.3167, -0.2833)) Some(\"-0.3000\") \
              | Some(Indistinguishable) Some((-0.0200, 0.0200)) Some(\"0.0000\") | None None None"
         );
@@ -394,9 +466,20 @@ mod tests {
         }
         let r = analyse(&comparison, runs, "synthetic");
         let linear = r.arms.iter().find(|a| a.name == "linear").unwrap();
-        assert_eq!(format!("{:.3?}", linear.sink_mass_range_per_layer), "[(0.200, 0.210), (0.050, 0.050)]");
+        assert_eq!(
+            format!("{:.3?}", linear.sink_mass_range_per_layer),
+            "[(0.200, 0.210), (0.050, 0.050)]"
+        );
         let verdict = r.verdicts.iter().find(|v| v.starts_with("linear:")).unwrap();
-        assert!(verdict.contains("sink mass per layer within [0.20–0.21, 0.05–0.05]; roll back"), "{verdict}");
-        assert!(verdict.contains("twice its p95, a layer's sink mass exceeds twice its maximum, or a layer's entropy"), "{verdict}");
+        assert!(
+            verdict.contains("sink mass per layer within [0.20–0.21, 0.05–0.05]; roll back"),
+            "{verdict}"
+        );
+        assert!(
+            verdict.contains(
+                "twice its p95, a layer's sink mass exceeds twice its maximum, or a layer's entropy"
+            ),
+            "{verdict}"
+        );
     }
 }

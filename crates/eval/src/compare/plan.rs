@@ -78,7 +78,11 @@ impl PlanEntry {
         if let Ok(error) = std::fs::read_to_string(self.error_file(out)) {
             return RunStatus::Failed(error.trim().to_string());
         }
-        if dir.join(attnlab_train::run_dir::CONFIG_FILE).is_file() { RunStatus::Started } else { RunStatus::Queued }
+        if dir.join(attnlab_train::run_dir::CONFIG_FILE).is_file() {
+            RunStatus::Started
+        } else {
+            RunStatus::Queued
+        }
     }
 
     /// `softmax lr 1e-3 seed 2`, for progress lines.
@@ -96,13 +100,25 @@ pub fn entries(spec: &Comparison) -> Result<Vec<PlanEntry>, String> {
         .map(|(index, run)| {
             let arm = spec.arms[run.arm].name.clone();
             let id = format!("{}/lr{:e}-seed{}", safe_name(&arm), run.lr, run.seed);
-            PlanEntry { index, dir: Path::new("runs").join(&id), id, arm, seed: run.seed, lr: run.lr, fingerprint: fingerprint(&run.config), config: run.config }
+            PlanEntry {
+                index,
+                dir: Path::new("runs").join(&id),
+                id,
+                arm,
+                seed: run.seed,
+                lr: run.lr,
+                fingerprint: fingerprint(&run.config),
+                config: run.config,
+            }
         })
         .collect();
     let mut ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     ids.sort_unstable();
     if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!("two arms share the run directory runs/{}: name the arms so they differ in more than punctuation", pair[0]));
+        return Err(format!(
+            "two arms share the run directory runs/{}: name the arms so they differ in more than punctuation",
+            pair[0]
+        ));
     }
     Ok(entries)
 }
@@ -110,7 +126,10 @@ pub fn entries(spec: &Comparison) -> Result<Vec<PlanEntry>, String> {
 /// 64-bit FNV-1a of the config's TOML, as 16 hex digits: equal configs, equal fingerprints,
 /// on every machine and build (unlike `std`'s hasher, whose algorithm may change).
 pub fn fingerprint(config: &RunConfig) -> String {
-    let hash = config.to_toml().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
+    let hash = config
+        .to_toml()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3));
     format!("{hash:016x}")
 }
 
@@ -119,19 +138,28 @@ pub fn fingerprint(config: &RunConfig) -> String {
 /// of this very comparison) is continued, `Ok(true)`; anything else is refused, untouched.
 pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, String> {
     let comparison = serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?;
-    let plan = serde_json::to_string_pretty(&PlanFile { format: PLAN_FORMAT, runs: entries(spec)? }).map_err(|e| e.to_string())?;
+    let plan =
+        serde_json::to_string_pretty(&PlanFile { format: PLAN_FORMAT, runs: entries(spec)? })
+            .map_err(|e| e.to_string())?;
     let file = out.join(COMPARISON_FILE);
     let resuming = match std::fs::read_to_string(&file) {
         Ok(saved) if saved != comparison => {
-            return Err(format!("{} holds another comparison (its {COMPARISON_FILE} differs): choose another --out", out.display()));
+            return Err(format!(
+                "{} holds another comparison (its {COMPARISON_FILE} differs): choose another --out",
+                out.display()
+            ));
         }
         Ok(_) => true,
         Err(_) => {
             let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
             if occupied {
-                return Err(format!("{} is not empty and holds no comparison: choose another --out", out.display()));
+                return Err(format!(
+                    "{} is not empty and holds no comparison: choose another --out",
+                    out.display()
+                ));
             }
-            std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+            std::fs::create_dir_all(out)
+                .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
             write_atomic(&file, &comparison)?;
             false
         }
@@ -148,7 +176,12 @@ pub fn read_comparison(out: &Path) -> Result<Comparison, String> {
     let path = out.join(COMPARISON_FILE);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} ({e}): is {} a comparison's report directory? `attnlab compare --plan-only` writes one", path.display(), out.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is corrupt ({e}): run the comparison's command again to rewrite it", path.display()))
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is corrupt ({e}): run the comparison's command again to rewrite it",
+            path.display()
+        )
+    })
 }
 
 /// The plan of the comparison in `out`.
@@ -156,9 +189,18 @@ pub fn read_plan(out: &Path) -> Result<Vec<PlanEntry>, String> {
     let path = out.join(PLAN_FILE);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {} ({e}): is {} a comparison's report directory? `attnlab compare --plan-only` writes one", path.display(), out.display()))?;
-    let file: PlanFile = serde_json::from_str(&text).map_err(|e| format!("{} is corrupt ({e}): run the comparison's command again to rewrite it", path.display()))?;
+    let file: PlanFile = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is corrupt ({e}): run the comparison's command again to rewrite it",
+            path.display()
+        )
+    })?;
     if file.format != PLAN_FORMAT {
-        return Err(format!("{} is plan format {}, this attnlab reads format {PLAN_FORMAT}: use the attnlab that wrote it", path.display(), file.format));
+        return Err(format!(
+            "{} is plan format {}, this attnlab reads format {PLAN_FORMAT}: use the attnlab that wrote it",
+            path.display(),
+            file.format
+        ));
     }
     Ok(file.runs)
 }
@@ -178,7 +220,9 @@ pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
 
 /// `name` as a directory name: anything but ASCII letters, digits, `_` and `.` becomes `-`.
 fn safe_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' }).collect()
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '-' })
+        .collect()
 }
 
 #[cfg(test)]
@@ -186,7 +230,8 @@ mod tests {
     use super::*;
 
     fn comparison(arms: &[(&str, &str)]) -> Comparison {
-        let preset = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
+        let preset =
+            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
         let base = RunConfig::load(preset, &[]).unwrap();
         Comparison::of_mixers(&base, arms, vec![1, 2], vec![1e-3]).unwrap()
     }
@@ -196,11 +241,30 @@ mod tests {
         let spec = comparison(&[("soft max", "softmax"), ("linear", "linear:elu1")]);
         let plan = entries(&spec).unwrap();
         let ids: Vec<&str> = plan.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["soft-max/lr1e-3-seed1", "soft-max/lr1e-3-seed2", "linear/lr1e-3-seed1", "linear/lr1e-3-seed2"]);
-        assert!(plan.iter().enumerate().all(|(i, e)| e.index == i && e.dir == Path::new("runs").join(&e.id)));
-        assert_eq!(plan[1].error_file(Path::new("/r")), Path::new("/r/runs/soft-max/lr1e-3-seed2.error"));
+        assert_eq!(
+            ids,
+            [
+                "soft-max/lr1e-3-seed1",
+                "soft-max/lr1e-3-seed2",
+                "linear/lr1e-3-seed1",
+                "linear/lr1e-3-seed2"
+            ]
+        );
+        assert!(
+            plan.iter()
+                .enumerate()
+                .all(|(i, e)| e.index == i && e.dir == Path::new("runs").join(&e.id))
+        );
+        assert_eq!(
+            plan[1].error_file(Path::new("/r")),
+            Path::new("/r/runs/soft-max/lr1e-3-seed2.error")
+        );
         // A fingerprint is a function of the config alone: 16 hex digits, equal for equal configs.
-        assert!(plan.iter().all(|e| e.fingerprint.len() == 16 && e.fingerprint == fingerprint(&e.config.clone())));
+        assert!(
+            plan.iter()
+                .all(|e| e.fingerprint.len() == 16
+                    && e.fingerprint == fingerprint(&e.config.clone()))
+        );
         assert_ne!(plan[0].fingerprint, plan[1].fingerprint, "the seed is part of the config");
         assert_eq!(entries(&spec).unwrap(), plan, "the same comparison, the same plan");
         let clash = entries(&comparison(&[("a b", "softmax"), ("a-b", "sigmoid")])).unwrap_err();
@@ -216,7 +280,10 @@ mod tests {
         assert!(prepare_dir(&spec, &out).unwrap(), "the same comparison continues");
         let plan = read_plan(&out).unwrap();
         assert_eq!(plan, entries(&spec).unwrap());
-        assert_eq!(serde_json::to_string(&read_comparison(&out).unwrap()).unwrap(), serde_json::to_string(&spec).unwrap());
+        assert_eq!(
+            serde_json::to_string(&read_comparison(&out).unwrap()).unwrap(),
+            serde_json::to_string(&spec).unwrap()
+        );
         let other = comparison(&[("sigmoid", "sigmoid")]);
         assert!(prepare_dir(&other, &out).unwrap_err().contains("holds another comparison"));
         // A deleted plan.json is written again from comparison.json.
@@ -229,9 +296,11 @@ mod tests {
         write_atomic(&plan[0].error_file(&out), "diverged at step 3\n").unwrap();
         assert_eq!(plan[0].status(&out), RunStatus::Failed("diverged at step 3".into()));
         std::fs::remove_file(plan[0].error_file(&out)).unwrap();
-        std::fs::write(plan[0].run_dir(&out).join("config.toml"), plan[0].config.to_toml()).unwrap();
+        std::fs::write(plan[0].run_dir(&out).join("config.toml"), plan[0].config.to_toml())
+            .unwrap();
         assert_eq!(plan[0].status(&out), RunStatus::Started);
-        let empty = std::env::temp_dir().join(format!("attnlab-plan-occupied-{}", std::process::id()));
+        let empty =
+            std::env::temp_dir().join(format!("attnlab-plan-occupied-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
         std::fs::write(empty.join("notes.txt"), "mine").unwrap();
         assert!(prepare_dir(&spec, &empty).unwrap_err().contains("holds no comparison"));

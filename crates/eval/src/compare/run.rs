@@ -69,9 +69,15 @@ pub fn read_curves(run_dir: &Path, metric: &str, record: &mut RunRecord) {
                     push_finite(&mut record.eval_metric, e.step, m);
                     record.final_metric = Some(m);
                 }
-                record.entropy.push((e.step, e.attention_entropy.into_iter().filter(|v| v.is_finite()).collect()));
+                record.entropy.push((
+                    e.step,
+                    e.attention_entropy.into_iter().filter(|v| v.is_finite()).collect(),
+                ));
                 if !e.sink_mass.is_empty() {
-                    record.sink_mass.push((e.step, e.sink_mass.into_iter().filter(|v| v.is_finite()).collect()));
+                    record.sink_mass.push((
+                        e.step,
+                        e.sink_mass.into_iter().filter(|v| v.is_finite()).collect(),
+                    ));
                 }
                 record.final_eval = e.eval.into_iter().filter(|(_, v)| v.is_finite()).collect();
             }
@@ -91,7 +97,14 @@ fn push_finite(curve: &mut Vec<(usize, f64)>, step: usize, value: f64) {
 /// finished runs with their numbers, failed ones with their error, the rest `pending`.
 pub fn read_record(out: &Path, entry: &PlanEntry) -> RunRecord {
     let dir = entry.run_dir(out);
-    let mut record = RunRecord { id: entry.id.clone(), arm: entry.arm.clone(), seed: entry.seed, lr: entry.lr, run_dir: dir.clone(), ..Default::default() };
+    let mut record = RunRecord {
+        id: entry.id.clone(),
+        arm: entry.arm.clone(),
+        seed: entry.seed,
+        lr: entry.lr,
+        run_dir: dir.clone(),
+        ..Default::default()
+    };
     let meta = std::fs::read_to_string(dir.join(attnlab_train::run_dir::META_FILE))
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
@@ -144,7 +157,10 @@ impl std::fmt::Display for EntryError {
 /// (and cleared by the next attempt).
 pub fn run_entry(out: &Path, entry: &PlanEntry) -> Result<(), EntryError> {
     if super::plan::fingerprint(&entry.config) != entry.fingerprint {
-        return Err(EntryError::NotTaken(format!("plan entry {} ({}): its config does not match its fingerprint; plan.json was edited", entry.index, entry.id)));
+        return Err(EntryError::NotTaken(format!(
+            "plan entry {} ({}): its config does not match its fingerprint; plan.json was edited",
+            entry.index, entry.id
+        )));
     }
     let dir = entry.run_dir(out);
     let (run, resume) = take_run_dir(&dir, &entry.config).map_err(EntryError::NotTaken)?;
@@ -167,7 +183,10 @@ fn take_run_dir(dir: &Path, config: &RunConfig) -> Result<(RunDir, bool), String
     let run = RunDir::open_for_writing(dir)?;
     let saved = RunConfig::load(&config_file, &[]).map_err(|e| e.to_string())?;
     if &saved != config {
-        return Err(format!("{} holds a run of another config: this --out belongs to another comparison; choose another --out", dir.display()));
+        return Err(format!(
+            "{} holds a run of another config: this --out belongs to another comparison; choose another --out",
+            dir.display()
+        ));
     }
     Ok((run, true))
 }
@@ -198,7 +217,14 @@ pub struct LocalExecutor {
 impl LocalExecutor {
     /// One run at a time in this process, on each config's own device.
     pub fn sequential(quiet: bool) -> Self {
-        Self { jobs: 1, worker: None, quiet, device: None, plan_only: false, planned: Default::default() }
+        Self {
+            jobs: 1,
+            worker: None,
+            quiet,
+            device: None,
+            plan_only: false,
+            planned: Default::default(),
+        }
     }
 
     /// Threads each of `jobs` concurrent runs gets: the hardware threads divided evenly, at least one.
@@ -210,7 +236,11 @@ impl LocalExecutor {
 
 /// Prepares `out` for `spec` (see [`prepare_dir`]), runs every entry not yet finished, and
 /// reads back every record: what `reproduce` and `swap` call.
-pub fn run_all(spec: &Comparison, out: &Path, executor: &LocalExecutor) -> Result<Vec<RunRecord>, String> {
+pub fn run_all(
+    spec: &Comparison,
+    out: &Path,
+    executor: &LocalExecutor,
+) -> Result<Vec<RunRecord>, String> {
     prepare_dir(spec, out)?;
     let entries = super::plan::read_plan(out)?;
     execute(out, &entries, executor)?;
@@ -221,13 +251,22 @@ pub fn run_all(spec: &Comparison, out: &Path, executor: &LocalExecutor) -> Resul
 /// a time, printing one line per finished run with the counts of finished, running and queued
 /// runs and an ETA.
 pub fn execute(out: &Path, entries: &[PlanEntry], executor: &LocalExecutor) -> Result<(), String> {
-    let todo: Vec<&PlanEntry> = entries.iter().filter(|e| e.status(out) != RunStatus::Finished).collect();
-    let mut progress = Tally { total: entries.len(), done: entries.len() - todo.len(), started: Instant::now(), finished_here: 0, quiet: executor.quiet };
+    let todo: Vec<&PlanEntry> =
+        entries.iter().filter(|e| e.status(out) != RunStatus::Finished).collect();
+    let mut progress = Tally {
+        total: entries.len(),
+        done: entries.len() - todo.len(),
+        started: Instant::now(),
+        finished_here: 0,
+        quiet: executor.quiet,
+    };
     if progress.done > 0 && !executor.quiet {
         println!("{} of {} runs finished already: kept", progress.done, entries.len());
     }
     match (&executor.worker, executor.jobs) {
-        (Some(worker), jobs) if jobs > 1 => run_processes(out, &todo, worker, jobs, executor.threads_per_job(), &mut progress),
+        (Some(worker), jobs) if jobs > 1 => {
+            run_processes(out, &todo, worker, jobs, executor.threads_per_job(), &mut progress)
+        }
         _ => {
             for (i, entry) in todo.iter().enumerate() {
                 let t0 = Instant::now();
@@ -250,7 +289,15 @@ struct Tally {
 }
 
 impl Tally {
-    fn report(&mut self, out: &Path, entry: &PlanEntry, error: Option<String>, took: Duration, running: usize, queued: usize) {
+    fn report(
+        &mut self,
+        out: &Path,
+        entry: &PlanEntry,
+        error: Option<String>,
+        took: Duration,
+        running: usize,
+        queued: usize,
+    ) {
         self.done += 1;
         self.finished_here += 1;
         if self.quiet {
@@ -263,7 +310,8 @@ impl Tally {
             (None, None) => "not finished".into(),
         };
         // Runs left, at the rate this invocation has finished them.
-        let eta = self.started.elapsed().as_secs_f64() / self.finished_here as f64 * (self.total - self.done) as f64;
+        let eta = self.started.elapsed().as_secs_f64() / self.finished_here as f64
+            * (self.total - self.done) as f64;
         println!(
             "[{}/{} done | {running} running | {queued} queued] {}: {what} ({:.1} s) | ETA {}",
             self.done,
@@ -277,7 +325,14 @@ impl Tally {
 
 /// `jobs` worker processes at a time, each `attnlab compare --out OUT --run-only --index I`
 /// with `threads` threads; a worker's stderr goes to `OUT/logs/<index>.log`.
-fn run_processes(out: &Path, todo: &[&PlanEntry], worker: &Path, jobs: usize, threads: usize, progress: &mut Tally) -> Result<(), String> {
+fn run_processes(
+    out: &Path,
+    todo: &[&PlanEntry],
+    worker: &Path,
+    jobs: usize,
+    threads: usize,
+    progress: &mut Tally,
+) -> Result<(), String> {
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
     let mut queue = todo.iter().copied();
@@ -286,9 +341,17 @@ fn run_processes(out: &Path, todo: &[&PlanEntry], worker: &Path, jobs: usize, th
         while running.len() < jobs {
             let Some(entry) = queue.next() else { break };
             let log_path = logs.join(format!("{}.log", entry.index));
-            let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
             let child = std::process::Command::new(worker)
-                .args(["compare", "--run-only", "--quiet", "--index", &entry.index.to_string(), "--out"])
+                .args([
+                    "compare",
+                    "--run-only",
+                    "--quiet",
+                    "--index",
+                    &entry.index.to_string(),
+                    "--out",
+                ])
                 .arg(out)
                 .env("RAYON_NUM_THREADS", threads.to_string())
                 // The worker dies with this process (see the CLI's `die_with_executor`).
@@ -306,7 +369,9 @@ fn run_processes(out: &Path, todo: &[&PlanEntry], worker: &Path, jobs: usize, th
         std::thread::sleep(Duration::from_millis(100));
         let mut i = 0;
         while i < running.len() {
-            let Some(status) = running[i].1.try_wait().map_err(|e| format!("cannot wait for a worker: {e}"))? else {
+            let Some(status) =
+                running[i].1.try_wait().map_err(|e| format!("cannot wait for a worker: {e}"))?
+            else {
                 i += 1;
                 continue;
             };
@@ -323,8 +388,16 @@ fn run_processes(out: &Path, todo: &[&PlanEntry], worker: &Path, jobs: usize, th
 
 /// What a worker's non-zero exit means. Exit 1 is a failed run (the worker recorded it); a
 /// crash (a panic, a signal) is recorded here, with the last line of its log.
-fn worker_failure(out: &Path, entry: &PlanEntry, status: std::process::ExitStatus, log: &Path) -> String {
-    let last_line = std::fs::read_to_string(log).ok().and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)).unwrap_or_default();
+fn worker_failure(
+    out: &Path,
+    entry: &PlanEntry,
+    status: std::process::ExitStatus,
+    log: &Path,
+) -> String {
+    let last_line = std::fs::read_to_string(log)
+        .ok()
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_default();
     if let RunStatus::Failed(error) = entry.status(out) {
         return error;
     }

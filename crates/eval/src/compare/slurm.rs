@@ -66,29 +66,47 @@ pub fn array_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> Strin
         out.display()
     ));
     lines.push("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"".into());
-    lines.push(format!("exec {} compare --run-only --quiet --out {} --index \"$SLURM_ARRAY_TASK_ID\"", quote(attnlab), quote(out)));
+    lines.push(format!(
+        "exec {} compare --run-only --quiet --out {} --index \"$SLURM_ARRAY_TASK_ID\"",
+        quote(attnlab),
+        quote(out)
+    ));
     lines.join("\n") + "\n"
 }
 
 /// The batch script of the analysis job.
 pub fn analysis_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> String {
-    let mut lines = header(out, &format!("attnlab-{}-analyse", job_name(out)), "slurm-analyse-%j.log");
+    let mut lines =
+        header(out, &format!("attnlab-{}-analyse", job_name(out)), "slurm-analyse-%j.log");
     lines.push("#SBATCH --cpus-per-task=1".into());
     if let Some(partition) = &options.partition {
         lines.push(format!("#SBATCH --partition={partition}"));
     }
     lines.push("# Written by `attnlab compare --executor slurm`: the report, from the run directories alone.".into());
-    lines.push(format!("exec {} compare --analyse-only --quiet --out {}", quote(attnlab), quote(out)));
+    lines.push(format!(
+        "exec {} compare --analyse-only --quiet --out {}",
+        quote(attnlab),
+        quote(out)
+    ));
     lines.join("\n") + "\n"
 }
 
 fn header(out: &Path, name: &str, log: &str) -> Vec<String> {
-    vec!["#!/bin/bash".into(), format!("#SBATCH --job-name={name}"), format!("#SBATCH --output={}", out.join("logs").join(log).display())]
+    vec![
+        "#!/bin/bash".into(),
+        format!("#SBATCH --job-name={name}"),
+        format!("#SBATCH --output={}", out.join("logs").join(log).display()),
+    ]
 }
 
 /// The report directory's name, as a job name.
 fn job_name(out: &Path) -> String {
-    out.file_name().unwrap_or_default().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect()
+    out.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect()
 }
 
 /// `path` quoted for bash.
@@ -105,7 +123,11 @@ pub fn array_list(indices: &[usize]) -> String {
         while j + 1 < indices.len() && indices[j + 1] == indices[j] + 1 {
             j += 1;
         }
-        parts.push(if i == j { indices[i].to_string() } else { format!("{}-{}", indices[i], indices[j]) });
+        parts.push(if i == j {
+            indices[i].to_string()
+        } else {
+            format!("{}-{}", indices[i], indices[j])
+        });
         i = j + 1;
     }
     parts.join(",")
@@ -113,8 +135,14 @@ pub fn array_list(indices: &[usize]) -> String {
 
 /// Submits the entries of `entries` not finished as one array, then the analysis job after it.
 /// `Ok(None)` when every entry has finished (nothing to submit).
-pub fn submit(out: &Path, entries: &[PlanEntry], attnlab: &Path, options: &SlurmOptions) -> Result<Option<Submission>, String> {
-    let tasks: Vec<usize> = entries.iter().filter(|e| e.status(out) != RunStatus::Finished).map(|e| e.index).collect();
+pub fn submit(
+    out: &Path,
+    entries: &[PlanEntry],
+    attnlab: &Path,
+    options: &SlurmOptions,
+) -> Result<Option<Submission>, String> {
+    let tasks: Vec<usize> =
+        entries.iter().filter(|e| e.status(out) != RunStatus::Finished).map(|e| e.index).collect();
     if tasks.is_empty() {
         return Ok(None);
     }
@@ -132,9 +160,17 @@ pub fn submit(out: &Path, entries: &[PlanEntry], attnlab: &Path, options: &Slurm
     };
     let array_job = sbatch(&[format!("--array={list}")], &array, out)?;
     let analysis_job = sbatch(&[format!("--dependency=afterany:{array_job}")], &analysis, out)?;
-    let submission = Submission { array_job, analysis_job, tasks, submitted: attnlab_train::run_dir::timestamp() };
+    let submission = Submission {
+        array_job,
+        analysis_job,
+        tasks,
+        submitted: attnlab_train::run_dir::timestamp(),
+    };
     let jobs_file = dir.join("jobs.json");
-    let mut all: Vec<Submission> = std::fs::read_to_string(&jobs_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let mut all: Vec<Submission> = std::fs::read_to_string(&jobs_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
     all.push(submission.clone());
     write_atomic(&jobs_file, &serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?)?;
     Ok(Some(submission))
@@ -148,10 +184,16 @@ fn sbatch(args: &[String], script: &Path, cwd: &Path) -> Result<String, String> 
         .arg(script)
         .current_dir(cwd)
         .output()
-        .map_err(|e| format!("cannot run sbatch ({e}): --executor slurm needs Slurm's sbatch on PATH"))?;
+        .map_err(|e| {
+            format!("cannot run sbatch ({e}): --executor slurm needs Slurm's sbatch on PATH")
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        return Err(format!("sbatch {} failed: {}", script.display(), String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!(
+            "sbatch {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     // `--parsable` prints `jobid` or `jobid;cluster`.
     let id = stdout.trim().split(';').next().unwrap_or_default().to_string();
@@ -163,7 +205,10 @@ fn sbatch(args: &[String], script: &Path, cwd: &Path) -> Result<String, String> 
 
 /// The state of job `id` as `squeue` shows it (`None` once Slurm has forgotten it).
 fn job_state(id: &str) -> Result<Option<String>, String> {
-    let output = Command::new("squeue").args(["-h", "-t", "all", "-j", id, "-o", "%T"]).output().map_err(|e| format!("cannot run squeue: {e}"))?;
+    let output = Command::new("squeue")
+        .args(["-h", "-t", "all", "-j", id, "-o", "%T"])
+        .output()
+        .map_err(|e| format!("cannot run squeue: {e}"))?;
     // squeue fails for a job id it no longer knows.
     let text = String::from_utf8_lossy(&output.stdout);
     Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|s| !s.is_empty()))
@@ -172,7 +217,12 @@ fn job_state(id: &str) -> Result<Option<String>, String> {
 /// Blocks until the submission's analysis job has ended, printing the plan's progress
 /// (finished / started / queued runs, read from the run directories) whenever it changes.
 /// `Err` when the analysis job did not complete.
-pub fn wait(out: &Path, entries: &[PlanEntry], submission: &Submission, quiet: bool) -> Result<(), String> {
+pub fn wait(
+    out: &Path,
+    entries: &[PlanEntry],
+    submission: &Submission,
+    quiet: bool,
+) -> Result<(), String> {
     let started = Instant::now();
     let mut last = None;
     loop {
@@ -190,15 +240,29 @@ pub fn wait(out: &Path, entries: &[PlanEntry], submission: &Submission, quiet: b
             }
         }
         match state.as_deref() {
-            Some("PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "SUSPENDED" | "RESIZING") => {
+            Some(
+                "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" | "REQUEUE_HOLD"
+                | "REQUEUE_FED" | "SUSPENDED" | "RESIZING",
+            ) => {
                 std::thread::sleep(Duration::from_millis(500));
             }
             Some("COMPLETED") => return Ok(()),
             // Forgotten (MinJobAge passed): judged by the report it leaves.
             None if out.join("results.json").is_file() => return Ok(()),
-            None => return Err(format!("analysis job {} is gone and left no report; see {}/logs/", submission.analysis_job, out.display())),
+            None => {
+                return Err(format!(
+                    "analysis job {} is gone and left no report; see {}/logs/",
+                    submission.analysis_job,
+                    out.display()
+                ));
+            }
             Some(other) => {
-                return Err(format!("analysis job {} ended {other}; see {}/logs/slurm-analyse-{}.log", submission.analysis_job, out.display(), submission.analysis_job));
+                return Err(format!(
+                    "analysis job {} ended {other}; see {}/logs/slurm-analyse-{}.log",
+                    submission.analysis_job,
+                    out.display(),
+                    submission.analysis_job
+                ));
             }
         }
     }
@@ -244,7 +308,8 @@ mod tests {
             partition: Some("gpu".into()),
             sbatch: vec!["--account=lab".into()],
         };
-        let script = array_script(Path::new("/shared/rep ort"), Path::new("/opt/attnlab"), &options);
+        let script =
+            array_script(Path::new("/shared/rep ort"), Path::new("/opt/attnlab"), &options);
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines[0], "#!/bin/bash");
         for expected in [
@@ -262,6 +327,9 @@ mod tests {
         let first_command = lines.iter().position(|l| !l.starts_with('#')).unwrap();
         assert!(lines[first_command..].iter().all(|l| !l.starts_with("#SBATCH")), "{script}");
         let analysis = analysis_script(Path::new("/r"), Path::new("/opt/it's"), &options);
-        assert!(analysis.ends_with("exec '/opt/it'\\''s' compare --analyse-only --quiet --out '/r'\n"), "{analysis}");
+        assert!(
+            analysis.ends_with("exec '/opt/it'\\''s' compare --analyse-only --quiet --out '/r'\n"),
+            "{analysis}"
+        );
     }
 }

@@ -70,10 +70,11 @@ pub fn task_preset(task: &str) -> Result<PathBuf, String> {
 impl CompareSpec {
     /// Reads a comparison file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read comparison {}: {e} (see configs/compare/)", path.display()))?;
-        let mut spec: CompareSpec =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!("cannot read comparison {}: {e} (see configs/compare/)", path.display())
+        })?;
+        let mut spec: CompareSpec = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
         // Relative to the comparison file, so it runs from any working directory.
         spec.preset = attnlab_train::util::resolve_beside(path, &spec.preset);
         Ok(spec)
@@ -100,18 +101,32 @@ impl CompareSpec {
         for arm in &self.arms {
             for point in &points {
                 let point_sets = point.iter().map(|(key, value)| format!("{key}={value}"));
-                let sets: Vec<String> = self.set.iter().chain(&arm.set).cloned().chain(point_sets).collect();
+                let sets: Vec<String> =
+                    self.set.iter().chain(&arm.set).cloned().chain(point_sets).collect();
                 let (name, grid) = if point.is_empty() {
                     (arm.name.clone(), None)
                 } else {
-                    (format!("{} {}", arm.name, point_label(point)), Some(GridPoint { arm: arm.name.clone(), point: point.clone() }))
+                    (
+                        format!("{} {}", arm.name, point_label(point)),
+                        Some(GridPoint { arm: arm.name.clone(), point: point.clone() }),
+                    )
                 };
-                let config = preset.clone().with_overrides(&sets).map_err(|e| format!("arm '{name}': {}: {e}", self.preset.display()))?;
+                let config = preset
+                    .clone()
+                    .with_overrides(&sets)
+                    .map_err(|e| format!("arm '{name}': {}: {e}", self.preset.display()))?;
                 arms.push(Arm { name, config, grid });
             }
         }
         let baseline = baseline * points.len();
-        Ok(Comparison { title: String::new(), seeds: self.seeds.clone(), lrs: self.lrs.clone(), target: self.target, baseline, arms })
+        Ok(Comparison {
+            title: String::new(),
+            seeds: self.seeds.clone(),
+            lrs: self.lrs.clone(),
+            target: self.target,
+            baseline,
+            arms,
+        })
     }
 
     /// Resolves every run's config up front, so a bad override fails before any training.
@@ -177,26 +192,42 @@ fn grid_points(grid: &toml::Table) -> Result<Vec<Vec<(String, String)>>, String>
     Ok(points)
 }
 
-fn flatten_grid(prefix: &str, table: &toml::Table, axes: &mut Vec<(String, Vec<String>)>) -> Result<(), String> {
+fn flatten_grid(
+    prefix: &str,
+    table: &toml::Table,
+    axes: &mut Vec<(String, Vec<String>)>,
+) -> Result<(), String> {
     for (key, value) in table {
         let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match value {
             toml::Value::Table(inner) => flatten_grid(&key, inner, axes)?,
             toml::Value::Array(values) if !values.is_empty() => {
                 if key == "seed" || key == "train.lr" {
-                    return Err(format!("[grid] {key}: sweep it with the comparison's `{}` list instead", if key == "seed" { "seeds" } else { "lrs" }));
+                    return Err(format!(
+                        "[grid] {key}: sweep it with the comparison's `{}` list instead",
+                        if key == "seed" { "seeds" } else { "lrs" }
+                    ));
                 }
                 let values = values
                     .iter()
                     .map(|v| match v {
                         toml::Value::String(s) => Ok(s.clone()),
-                        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => Ok(v.to_string()),
-                        other => Err(format!("[grid] {key}: values must be strings, numbers or booleans, not {}", other.type_str())),
+                        toml::Value::Integer(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::Boolean(_) => Ok(v.to_string()),
+                        other => Err(format!(
+                            "[grid] {key}: values must be strings, numbers or booleans, not {}",
+                            other.type_str()
+                        )),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 axes.push((key, values));
             }
-            _ => return Err(format!("[grid] {key}: give a non-empty list of values, e.g. {key} = [32, 64]")),
+            _ => {
+                return Err(format!(
+                    "[grid] {key}: give a non-empty list of values, e.g. {key} = [32, 64]"
+                ));
+            }
         }
     }
     Ok(())
@@ -218,7 +249,12 @@ fn point_label(point: &[(String, String)]) -> String {
 impl Comparison {
     /// One arm per attention spec on the same base config: arm `name` is `base` with its
     /// `model.mixer` set to `mixer`. The first arm is the baseline.
-    pub fn of_mixers(base: &RunConfig, arms: &[(&str, &str)], seeds: Vec<u64>, lrs: Vec<f64>) -> Result<Self, String> {
+    pub fn of_mixers(
+        base: &RunConfig,
+        arms: &[(&str, &str)],
+        seeds: Vec<u64>,
+        lrs: Vec<f64>,
+    ) -> Result<Self, String> {
         let arms = arms
             .iter()
             .map(|&(name, mixer)| {
@@ -232,7 +268,13 @@ impl Comparison {
 
     /// `attnlab compare --variants a,b`: one arm per variant on `preset` with the `--set`
     /// overrides, seeds `1..=seeds`.
-    pub fn from_variants(preset: &Path, variants: &[String], seeds: usize, lrs: Vec<f64>, sets: &[String]) -> Result<Self, String> {
+    pub fn from_variants(
+        preset: &Path,
+        variants: &[String],
+        seeds: usize,
+        lrs: Vec<f64>,
+        sets: &[String],
+    ) -> Result<Self, String> {
         let base = RunConfig::load(preset, sets).map_err(|e| e.to_string())?;
         let arms: Vec<(&str, &str)> = variants.iter().map(|v| (v.as_str(), v.as_str())).collect();
         Self::of_mixers(&base, &arms, (1..=seeds as u64).collect(), lrs)
@@ -242,10 +284,14 @@ impl Comparison {
     /// baseline's arm at the same grid point.
     pub fn baseline_of(&self, arm: usize) -> usize {
         let base = &self.arms[self.baseline];
-        let (Some(mine), Some(theirs)) = (&self.arms[arm].grid, &base.grid) else { return self.baseline };
+        let (Some(mine), Some(theirs)) = (&self.arms[arm].grid, &base.grid) else {
+            return self.baseline;
+        };
         self.arms
             .iter()
-            .position(|a| a.grid.as_ref().is_some_and(|g| g.arm == theirs.arm && g.point == mine.point))
+            .position(|a| {
+                a.grid.as_ref().is_some_and(|g| g.arm == theirs.arm && g.point == mine.point)
+            })
             .unwrap_or(self.baseline)
     }
 
@@ -265,11 +311,16 @@ impl Comparison {
             return Err("arm names must be distinct".into());
         }
         if self.baseline >= self.arms.len() {
-            return Err(format!("baseline arm {} does not exist: there are {} arms", self.baseline, self.arms.len()));
+            return Err(format!(
+                "baseline arm {} does not exist: there are {} arms",
+                self.baseline,
+                self.arms.len()
+            ));
         }
         let mut runs = Vec::new();
         for (index, arm) in self.arms.iter().enumerate() {
-            let lrs = if self.lrs.is_empty() { vec![arm.config.train.lr] } else { self.lrs.clone() };
+            let lrs =
+                if self.lrs.is_empty() { vec![arm.config.train.lr] } else { self.lrs.clone() };
             for &lr in &lrs {
                 for &seed in &self.seeds {
                     let mut config = arm.config.clone();
@@ -307,7 +358,10 @@ mod tests {
         .unwrap();
         assert_eq!(spec.arms.len(), 2);
         assert_eq!(spec.baseline_index().unwrap(), 0);
-        assert!(toml::from_str::<CompareSpec>("preset = \"x\"\nbogus = 1\n[[arm]]\nname = \"a\"\n").is_err());
+        assert!(
+            toml::from_str::<CompareSpec>("preset = \"x\"\nbogus = 1\n[[arm]]\nname = \"a\"\n")
+                .is_err()
+        );
         assert_eq!(task_preset("icl").unwrap(), PathBuf::from("configs/icl-regression-smoke.toml"));
         assert!(task_preset("poetry").unwrap_err().contains("mqar"));
         let bad = CompareSpec { baseline: Some("c".into()), ..spec };
@@ -316,7 +370,8 @@ mod tests {
 
     #[test]
     fn typed_plan_matches_the_configs_the_override_strings_give() {
-        let preset = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
+        let preset =
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-smoke.toml"));
         let spec = CompareSpec {
             preset: preset.clone(),
             set: vec!["train.steps=7".into(), "train.min_lr=1e-4".into()],
@@ -347,13 +402,28 @@ mod tests {
                 sets.push(format!("train.min_lr={:e}", run.lr));
             }
             sets.push(format!("seed={}", run.seed));
-            assert_eq!(run.config, RunConfig::load(&preset, &sets).unwrap(), "{} lr {} seed {}", arm.name, run.lr, run.seed);
+            assert_eq!(
+                run.config,
+                RunConfig::load(&preset, &sets).unwrap(),
+                "{} lr {} seed {}",
+                arm.name,
+                run.lr,
+                run.seed
+            );
         }
-        let unknown = CompareSpec { arms: vec![ArmSpec { name: "x".into(), set: vec!["model.mixer=linear:gelu".into()] }], baseline: None, ..spec };
+        let unknown = CompareSpec {
+            arms: vec![ArmSpec { name: "x".into(), set: vec!["model.mixer=linear:gelu".into()] }],
+            baseline: None,
+            ..spec
+        };
         let err = unknown.plan().unwrap_err();
         assert!(err.starts_with("arm 'x': ") && err.contains("mqar-smoke.toml"), "{err}");
         let base = RunConfig::load(&preset, &[]).unwrap();
-        assert!(Comparison::of_mixers(&base, &[("y", "linear:gelu")], vec![1], vec![]).unwrap_err().starts_with("arm 'y': "));
+        assert!(
+            Comparison::of_mixers(&base, &[("y", "linear:gelu")], vec![1], vec![])
+                .unwrap_err()
+                .starts_with("arm 'y': ")
+        );
     }
 
     #[test]
@@ -364,7 +434,8 @@ mod tests {
                 "preset = \"{preset}\"\nseeds = [1]\nbaseline = \"softmax\"\n[grid]\n{grid}\n[[arm]]\nname = \"linear\"\nset = [\"model.mixer=linear:elu1\"]\n[[arm]]\nname = \"softmax\"\n"
             )
         };
-        let spec: CompareSpec = toml::from_str(&file("model.d_model = [32, 64]\ntask.num_kv_pairs = [2, 4]")).unwrap();
+        let spec: CompareSpec =
+            toml::from_str(&file("model.d_model = [32, 64]\ntask.num_kv_pairs = [2, 4]")).unwrap();
         let comparison = spec.resolve().unwrap();
         let names: Vec<&str> = comparison.arms.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(
@@ -382,17 +453,29 @@ mod tests {
         );
         let arm = &comparison.arms[2];
         let attnlab_train::TaskConfig::Mqar(task) = &arm.config.task else { panic!("mqar preset") };
-        assert_eq!((arm.config.model.d_model, task.num_kv_pairs, arm.config.model.mixer.to_string().as_str()), (64, 2, "linear:elu1"));
+        assert_eq!(
+            (
+                arm.config.model.d_model,
+                task.num_kv_pairs,
+                arm.config.model.mixer.to_string().as_str()
+            ),
+            (64, 2, "linear:elu1")
+        );
         // The baseline is softmax at the first point; each arm is judged against softmax at its own.
         assert_eq!(comparison.baseline, 4);
         let baselines: Vec<usize> = (0..8).map(|a| comparison.baseline_of(a)).collect();
         assert_eq!(baselines, [4, 5, 6, 7, 4, 5, 6, 7]);
         assert_eq!(comparison.plan().unwrap().len(), 8);
         // Written and read back (comparison.json) it is the same comparison.
-        let back: Comparison = serde_json::from_str(&serde_json::to_string(&comparison).unwrap()).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&comparison).unwrap());
+        let back: Comparison =
+            serde_json::from_str(&serde_json::to_string(&comparison).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&comparison).unwrap()
+        );
 
-        let err = |grid: &str| toml::from_str::<CompareSpec>(&file(grid)).unwrap().resolve().unwrap_err();
+        let err =
+            |grid: &str| toml::from_str::<CompareSpec>(&file(grid)).unwrap().resolve().unwrap_err();
         assert!(err("seed = [1, 2]").contains("`seeds` list"), "{}", err("seed = [1, 2]"));
         assert!(err("train.lr = [1e-3]").contains("`lrs` list"));
         assert!(err("model.d_model = []").contains("non-empty list"));

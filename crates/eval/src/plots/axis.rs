@@ -12,10 +12,7 @@ pub(super) struct Extent {
 
 impl Default for Extent {
     fn default() -> Self {
-        Self {
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
+        Self { min: f64::INFINITY, max: f64::NEG_INFINITY }
     }
 }
 
@@ -40,11 +37,7 @@ pub(super) struct Axis {
 
 impl Axis {
     pub(super) fn linear(extent: Extent) -> Self {
-        let (min, max) = if extent.is_empty() {
-            (0.0, 1.0)
-        } else {
-            (extent.min, extent.max)
-        };
+        let (min, max) = if extent.is_empty() { (0.0, 1.0) } else { (extent.min, extent.max) };
         let ticks = nice_ticks(min, max, 5);
         let labels = linear_labels(&ticks);
         Self {
@@ -57,19 +50,10 @@ impl Axis {
 
     /// Log axis over a positive extent.
     pub(super) fn log(extent: Extent) -> Self {
-        let (min, max) = if extent.is_empty() {
-            (1.0, 10.0)
-        } else {
-            (extent.min, extent.max)
-        };
+        let (min, max) = if extent.is_empty() { (1.0, 10.0) } else { (extent.min, extent.max) };
         let (lo, hi, ticks) = log_ticks(min, max);
         let ticks = ticks.into_iter().map(|t| (t, format_value(t))).collect();
-        Self {
-            lo,
-            hi,
-            log: true,
-            ticks,
-        }
+        Self { lo, hi, log: true, ticks }
     }
 
     /// Position of `v` along the axis, 0 at `lo` and 1 at `hi`.

@@ -1,7 +1,9 @@
 //! Bar charts: one bar per variant, anchored at zero, with a 95 % error bar.
 
 use super::axis::{Axis, Extent};
-use super::canvas::{Frame, colour, draw_axis_lines, draw_y_axis, escape, no_data, num, open_document};
+use super::canvas::{
+    Frame, colour, draw_axis_lines, draw_y_axis, escape, no_data, num, open_document,
+};
 use super::ticks::format_value;
 use std::fmt::Write as _;
 
@@ -134,7 +136,9 @@ impl LabelLayout {
             Self::Level => 0.0,
             // 52 px are below the plot already; the slanted text drops longest·sin θ from 12 px.
             // The text's own height (its 14 px line, leaning) comes on top of its length.
-            Self::Slanted { longest } => (12.0 + longest * SLANT_DEGREES.to_radians().sin() + 16.0 - 52.0).clamp(0.0, 170.0),
+            Self::Slanted { longest } => {
+                (12.0 + longest * SLANT_DEGREES.to_radians().sin() + 16.0 - 52.0).clamp(0.0, 170.0)
+            }
         }
     }
 }
@@ -151,13 +155,19 @@ mod tests {
     /// spacing (slot · sin θ) exceeds a line's height, and the plot makes room for their length.
     #[test]
     fn long_labels_are_slanted_apart_and_get_room_below_the_axis() {
-        let short: Vec<(String, f64, f64, f64)> = ["softmax", "linear", "taylor"].iter().map(|l| (l.to_string(), 0.5, 0.4, 0.6)).collect();
+        let short: Vec<(String, f64, f64, f64)> = ["softmax", "linear", "taylor"]
+            .iter()
+            .map(|l| (l.to_string(), 0.5, 0.4, 0.6))
+            .collect();
         let svg = bar_chart("short", "y", &short);
         assert!(!svg.contains("rotate(-40"), "three short labels fit level");
         // scaling-sim's saturated.png: 12 labels like "d=16 sum_key_norms" in 548 px.
         let long: Vec<(String, f64, f64, f64)> = [16, 64, 256]
             .iter()
-            .flat_map(|d| ["1", "sqrt_d", "sum_key_norms", "num_keys"].map(move |v| (format!("d={d} {v}"), 0.3, f64::NAN, f64::NAN)))
+            .flat_map(|d| {
+                ["1", "sqrt_d", "sum_key_norms", "num_keys"]
+                    .map(move |v| (format!("d={d} {v}"), 0.3, f64::NAN, f64::NAN))
+            })
             .collect();
         let svg = bar_chart("long", "fraction", &long);
         assert_valid(&svg);
@@ -167,7 +177,10 @@ mod tests {
         let layout = LabelLayout::for_labels(long.iter().map(|b| b.0.as_str()), slot);
         let LabelLayout::Slanted { longest } = layout else { panic!("long labels are slanted") };
         assert!(longest > slot, "they would overlap level");
-        assert!(slot * SLANT_DEGREES.to_radians().sin() >= LINE_HEIGHT, "slanted lines {slot} apart touch");
+        assert!(
+            slot * SLANT_DEGREES.to_radians().sin() >= LINE_HEIGHT,
+            "slanted lines {slot} apart touch"
+        );
         // The slanted labels end above the document's bottom edge (400 px).
         let bottom = base.bottom - layout.extra_bottom();
         assert!(bottom + 12.0 + longest * SLANT_DEGREES.to_radians().sin() <= 400.0, "{bottom}");
@@ -189,22 +202,15 @@ mod tests {
         assert_eq!(svg.matches("stroke=\"#222\"").count(), 2); // error bars
 
         // Negative values draw a zero line; empty and all-NaN inputs still work.
-        let mixed = vec![
-            ("gain".to_string(), 0.3, 0.1, 0.5),
-            ("loss".to_string(), -0.4, -0.6, -0.2),
-        ];
+        let mixed =
+            vec![("gain".to_string(), 0.3, 0.1, 0.5), ("loss".to_string(), -0.4, -0.6, -0.2)];
         let svg = bar_chart("delta", "Δ", &mixed);
         assert_valid(&svg);
         assert!(svg.contains("stroke=\"#555\""));
         let svg = bar_chart("", "", &[]);
         assert_valid(&svg);
         assert!(svg.contains("no data"));
-        assert_valid(&bar_chart(
-            "nan",
-            "y",
-            &[("x".to_string(), f64::NAN, 0.0, 1.0)],
-        ));
+        assert_valid(&bar_chart("nan", "y", &[("x".to_string(), f64::NAN, 0.0, 1.0)]));
         assert_valid(&bar_chart("one", "y", &[("x".to_string(), 0.0, 0.0, 0.0)]));
     }
-
 }

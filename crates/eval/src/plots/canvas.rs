@@ -9,9 +9,8 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 400.0;
 
 /// Okabe–Ito colours; yellow comes last because it is faint on white.
-pub(super) const PALETTE: [&str; 8] = [
-    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442",
-];
+pub(super) const PALETTE: [&str; 8] =
+    ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"];
 
 pub(super) fn colour(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
@@ -37,12 +36,7 @@ pub(super) struct Frame {
 
 impl Default for Frame {
     fn default() -> Self {
-        Self {
-            left: 72.0,
-            right: WIDTH - 20.0,
-            top: 40.0,
-            bottom: HEIGHT - 52.0,
-        }
+        Self { left: 72.0, right: WIDTH - 20.0, top: 40.0, bottom: HEIGHT - 52.0 }
     }
 }
 
@@ -143,7 +137,11 @@ pub(super) fn draw_axis_lines(out: &mut String, frame: &Frame) {
 }
 
 /// Legend box in the top-right corner of the plot area.
-pub(super) fn draw_legend<'a>(out: &mut String, frame: &Frame, labels: impl Iterator<Item = &'a str>) {
+pub(super) fn draw_legend<'a>(
+    out: &mut String,
+    frame: &Frame,
+    labels: impl Iterator<Item = &'a str>,
+) {
     let labels: Vec<&str> = labels.collect();
     if labels.is_empty() {
         return;
@@ -247,7 +245,8 @@ mod tests {
     fn a_long_title_shrinks_to_the_width_and_a_short_one_keeps_its_size() {
         assert_eq!(title_font_size("Training loss"), 15.0);
         // hybrid-ratio's title: 85 characters, cut off at both ends at size 15.
-        let long = "MQAR accuracy vs softmax layers in a 4-layer Gated DeltaNet stack (best lr per stack)";
+        let long =
+            "MQAR accuracy vs softmax layers in a 4-layer Gated DeltaNet stack (best lr per stack)";
         let size = title_font_size(long);
         assert!(size < 15.0 && size >= 9.0, "{size}");
         assert!(0.6 * size * long.chars().count() as f64 <= WIDTH - 16.0 + 1e-9, "{size}");

@@ -3,8 +3,8 @@
 
 use super::axis::{Axis, Extent};
 use super::canvas::{
-    Frame, colour, dash, draw_axis_lines, draw_legend, draw_x_label, draw_x_ticks, draw_y_axis, escape, no_data, num,
-    open_document, point_list,
+    Frame, colour, dash, draw_axis_lines, draw_legend, draw_x_label, draw_x_ticks, draw_y_axis,
+    escape, no_data, num, open_document, point_list,
 };
 use std::fmt::Write as _;
 
@@ -23,11 +23,7 @@ pub struct Series {
 impl Series {
     /// A series without a band.
     pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
-        Self {
-            label: label.into(),
-            points,
-            band: None,
-        }
+        Self { label: label.into(), points, band: None }
     }
 
     /// Adds a shaded `(x, low, high)` band.
@@ -60,7 +56,14 @@ pub fn accuracy_chart(title: &str, x_label: &str, y_label: &str, series: &[Serie
 }
 
 /// `line_chart` whose y axis also covers the values `y_covers` (e.g. a fraction's 0 and 1).
-fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bool, y_covers: &[f64]) -> String {
+fn chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+    y_covers: &[f64],
+) -> String {
     let y_ok = |y: f64| y.is_finite() && (!log_y || y > 0.0);
 
     let mut xs = Extent::default();
@@ -88,11 +91,7 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bo
         }
     }
     let x_axis = Axis::linear(xs);
-    let y_axis = if log_y {
-        Axis::log(ys)
-    } else {
-        Axis::linear(ys)
-    };
+    let y_axis = if log_y { Axis::log(ys) } else { Axis::linear(ys) };
     let frame = Frame::default();
 
     let mut out = String::new();
@@ -111,13 +110,9 @@ fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], log_y: bo
         if band.is_empty() {
             continue;
         }
-        let upper = band
-            .iter()
-            .map(|&&(x, _, hi)| (frame.x(&x_axis, x), frame.y(&y_axis, hi)));
-        let lower = band
-            .iter()
-            .rev()
-            .map(|&&(x, lo, _)| (frame.x(&x_axis, x), frame.y(&y_axis, lo)));
+        let upper = band.iter().map(|&&(x, _, hi)| (frame.x(&x_axis, x), frame.y(&y_axis, hi)));
+        let lower =
+            band.iter().rev().map(|&&(x, lo, _)| (frame.x(&x_axis, x), frame.y(&y_axis, lo)));
         let points = point_list(upper.chain(lower));
         w!(
             out,
@@ -178,10 +173,7 @@ mod tests {
         vec![
             Series::new(
                 "softmax <baseline> & \"friends\"",
-                steps
-                    .clone()
-                    .map(|s| (s, 5.0 * (-s / 2000.0).exp() + 1.0))
-                    .collect(),
+                steps.clone().map(|s| (s, 5.0 * (-s / 2000.0).exp() + 1.0)).collect(),
             )
             .with_band(
                 steps
@@ -204,7 +196,9 @@ mod tests {
 
     #[test]
     fn series_past_the_palette_are_dashed_in_the_plot_and_the_legend() {
-        let series: Vec<Series> = (0..PALETTE.len() + 2).map(|i| Series::new(format!("s{i}"), vec![(0.0, i as f64), (1.0, i as f64)])).collect();
+        let series: Vec<Series> = (0..PALETTE.len() + 2)
+            .map(|i| Series::new(format!("s{i}"), vec![(0.0, i as f64), (1.0, i as f64)]))
+            .collect();
         let svg = line_chart("many", "x", "y", &series, false);
         assert_valid(&svg);
         // Two dashed polylines and their two legend lines; the first eight stay solid.
@@ -214,13 +208,7 @@ mod tests {
     #[test]
     fn line_chart_is_well_formed_and_labelled() {
         for log_y in [false, true] {
-            let svg = line_chart(
-                "Loss & <perplexity>",
-                "step",
-                "loss",
-                &sample_series(),
-                log_y,
-            );
+            let svg = line_chart("Loss & <perplexity>", "step", "loss", &sample_series(), log_y);
             assert_valid(&svg);
             assert!(svg.contains("softmax &lt;baseline&gt; &amp; &quot;friends&quot;"));
             assert!(svg.contains("linear&apos;attn"));
@@ -260,11 +248,17 @@ mod tests {
     #[test]
     fn accuracy_chart_spans_zero_to_one_where_line_chart_zooms_in() {
         // hybrid-ratio's width-32 line: 0.994 to 0.999, a flat line at this scale.
-        let series = [Series::new("width 32", vec![(0.0, 0.9938), (1.0, 0.9971), (2.0, 0.9987), (4.0, 0.9977)])];
+        let series = [Series::new(
+            "width 32",
+            vec![(0.0, 0.9938), (1.0, 0.9971), (2.0, 0.9987), (4.0, 0.9977)],
+        )];
         let frame = Frame::default();
         let plot_height = frame.bottom - frame.top;
         let ys = |svg: &str| polyline_points(svg).into_iter().map(|(_, y)| y).collect::<Vec<f64>>();
-        let spread = |ys: Vec<f64>| ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - ys.iter().cloned().fold(f64::INFINITY, f64::min);
+        let spread = |ys: Vec<f64>| {
+            ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+                - ys.iter().cloned().fold(f64::INFINITY, f64::min)
+        };
 
         let zoomed = line_chart("t", "x", "accuracy", &series, false);
         let full = accuracy_chart("t", "x", "accuracy", &series);
@@ -274,7 +268,10 @@ mod tests {
         assert!(spread(ys(&full)) < 0.01 * plot_height);
         // The axis is exactly 0..1: accuracy 0.9987 sits 0.13% of the plot below its top edge.
         let top_of_line = ys(&full).into_iter().fold(f64::INFINITY, f64::min);
-        assert!((top_of_line - (frame.top + (1.0 - 0.9987) * plot_height)).abs() < 0.01, "{top_of_line}");
+        assert!(
+            (top_of_line - (frame.top + (1.0 - 0.9987) * plot_height)).abs() < 0.01,
+            "{top_of_line}"
+        );
     }
 
     #[test]
@@ -287,10 +284,7 @@ mod tests {
 
         // A series with nothing finite, and one with an empty band.
         let junk = [
-            Series::new(
-                "nan only",
-                vec![(f64::NAN, f64::NAN), (1.0, f64::NEG_INFINITY)],
-            ),
+            Series::new("nan only", vec![(f64::NAN, f64::NAN), (1.0, f64::NEG_INFINITY)]),
             Series::new("empty band", vec![]).with_band(vec![]),
         ];
         for log_y in [false, true] {
@@ -308,11 +302,8 @@ mod tests {
         }
 
         // Zero and negative values on a log axis are skipped or clamped.
-        let signed = [Series::new(
-            "signed",
-            vec![(0.0, -1.0), (1.0, 0.0), (2.0, 0.5), (3.0, 2.0)],
-        )
-        .with_band(vec![(2.0, -0.5, 1.0), (3.0, 1.0, 3.0)])];
+        let signed = [Series::new("signed", vec![(0.0, -1.0), (1.0, 0.0), (2.0, 0.5), (3.0, 2.0)])
+            .with_band(vec![(2.0, -0.5, 1.0), (3.0, 1.0, 3.0)])];
         let svg = line_chart("signed", "x", "y", &signed, true);
         assert_valid(&svg);
         // Constant series on a linear axis.
@@ -324,5 +315,4 @@ mod tests {
         assert_valid(&svg);
         assert!(!svg.contains('\u{7}') && !svg.contains('\u{0}'));
     }
-
 }

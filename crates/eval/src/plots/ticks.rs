@@ -20,9 +20,7 @@ pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     // from adding an empty tick at either end.
     let first = (lo / step + 1e-9).floor() as i64;
     let last = ((hi / step - 1e-9).ceil() as i64).max(first + 1);
-    (first..=last)
-        .map(|k| tick_value(k, mantissa, exp))
-        .collect()
+    (first..=last).map(|k| tick_value(k, mantissa, exp)).collect()
 }
 
 /// Domain and ticks for a log axis covering `[min, max]`, both positive.
@@ -44,32 +42,17 @@ pub(super) fn log_ticks(min: f64, max: f64) -> (f64, f64, Vec<f64>) {
         return (pow10(lo_e), pow10(hi_e), ticks);
     }
     // One or two decades: 1–2–5 values read better than two bare powers.
-    let mut candidates: Vec<f64> = (lo_e..hi_e)
-        .flat_map(|e| [1, 2, 5].map(|m| tick_value(m, 1, e)))
-        .collect();
+    let mut candidates: Vec<f64> =
+        (lo_e..hi_e).flat_map(|e| [1, 2, 5].map(|m| tick_value(m, 1, e))).collect();
     candidates.push(pow10(hi_e));
-    let lo = candidates
-        .iter()
-        .copied()
-        .filter(|&c| c <= min)
-        .fold(pow10(lo_e), f64::max);
-    let hi = candidates
-        .iter()
-        .copied()
-        .filter(|&c| c >= max)
-        .fold(pow10(hi_e), f64::min);
-    let ticks: Vec<f64> = candidates
-        .into_iter()
-        .filter(|&c| c >= lo && c <= hi)
-        .collect();
+    let lo = candidates.iter().copied().filter(|&c| c <= min).fold(pow10(lo_e), f64::max);
+    let hi = candidates.iter().copied().filter(|&c| c >= max).fold(pow10(hi_e), f64::min);
+    let ticks: Vec<f64> = candidates.into_iter().filter(|&c| c >= lo && c <= hi).collect();
     if ticks.len() >= 3 {
         return (lo, hi, ticks);
     }
     // Data within a narrow band (say 2.1–3.5): linear nice values instead.
-    let ticks: Vec<f64> = nice_ticks(min, max, 5)
-        .into_iter()
-        .filter(|&t| t > 0.0)
-        .collect();
+    let ticks: Vec<f64> = nice_ticks(min, max, 5).into_iter().filter(|&t| t > 0.0).collect();
     let lo = ticks[0].min(min);
     let hi = ticks[ticks.len() - 1].max(max);
     (lo, hi, ticks)
@@ -124,19 +107,11 @@ fn nice_step(x: f64) -> (i64, i32) {
 /// like 0.6 come out correctly rounded (3·2/10, not 3·0.2).
 fn tick_value(k: i64, mantissa: i64, exp: i32) -> f64 {
     let n = (k * mantissa) as f64;
-    if exp >= 0 {
-        n * pow10(exp)
-    } else {
-        n / pow10(-exp)
-    }
+    if exp >= 0 { n * pow10(exp) } else { n / pow10(-exp) }
 }
 
 fn pow10(exp: i32) -> f64 {
-    if exp >= 0 {
-        10f64.powi(exp)
-    } else {
-        1.0 / 10f64.powi(-exp)
-    }
+    if exp >= 0 { 10f64.powi(exp) } else { 1.0 / 10f64.powi(-exp) }
 }
 
 /// Labels for evenly spaced ticks, all with the step's number of decimals.
@@ -153,10 +128,7 @@ pub(super) fn linear_labels(ticks: &[f64]) -> Vec<String> {
         .map(|&t| {
             let s = format!("{:.*}", decimals, t);
             // Avoid "-0" / "-0.0" for ticks that are zero up to rounding.
-            if s.trim_start_matches('-')
-                .chars()
-                .all(|c| c == '0' || c == '.')
-            {
+            if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
                 s.trim_start_matches('-').to_string()
             } else {
                 s
@@ -214,17 +186,11 @@ mod tests {
 
     #[test]
     fn nice_ticks_other_ranges() {
-        assert_eq!(
-            nice_ticks(0.0, 100.0, 5),
-            vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
-        );
+        assert_eq!(nice_ticks(0.0, 100.0, 5), vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
         assert_eq!(nice_ticks(3.2, 7.9, 5), vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
         assert_eq!(nice_ticks(-1.0, 1.0, 5), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
         assert_eq!(nice_ticks(2.1, 3.5, 5), vec![2.0, 2.5, 3.0, 3.5]);
-        assert_eq!(
-            nice_ticks(0.0, 1000.0, 5),
-            vec![0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]
-        );
+        assert_eq!(nice_ticks(0.0, 1000.0, 5), vec![0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]);
         // Reversed, degenerate and non-finite input.
         assert_eq!(nice_ticks(1.0, 0.0, 5), nice_ticks(0.0, 1.0, 5));
         let single = nice_ticks(5.0, 5.0, 5);
@@ -233,21 +199,13 @@ mod tests {
         assert!(zero[0] <= -1.0 && *zero.last().unwrap() >= 1.0);
         assert_eq!(nice_ticks(f64::NAN, 1.0, 5), nice_ticks(0.0, 1.0, 5));
         // Ticks always enclose the range with a 1/2/5 step.
-        for (lo, hi) in [
-            (0.013, 0.0171),
-            (-37.0, 912.0),
-            (1e-7, 3e-7),
-            (12345.0, 12399.0),
-        ] {
+        for (lo, hi) in [(0.013, 0.0171), (-37.0, 912.0), (1e-7, 3e-7), (12345.0, 12399.0)] {
             let t = nice_ticks(lo, hi, 5);
             assert!(t[0] <= lo && *t.last().unwrap() >= hi, "{lo}..{hi}: {t:?}");
             assert!((3..=11).contains(&t.len()), "{lo}..{hi}: {t:?}");
             let step = t[1] - t[0];
             let mant = step / pow10(step.log10().floor() as i32);
-            assert!(
-                [1.0, 2.0, 5.0].iter().any(|m| (mant - m).abs() < 1e-6),
-                "{step}"
-            );
+            assert!([1.0, 2.0, 5.0].iter().any(|m| (mant - m).abs() < 1e-6), "{step}");
         }
     }
 
@@ -257,10 +215,7 @@ mod tests {
             linear_labels(&nice_ticks(0.0, 1.0, 5)),
             ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
         );
-        assert_eq!(
-            linear_labels(&nice_ticks(-1.0, 1.0, 5)),
-            ["-1.0", "-0.5", "0.0", "0.5", "1.0"]
-        );
+        assert_eq!(linear_labels(&nice_ticks(-1.0, 1.0, 5)), ["-1.0", "-0.5", "0.0", "0.5", "1.0"]);
         assert_eq!(linear_labels(&[0.0, 500.0, 1000.0]), ["0", "500", "1000"]);
         assert_eq!(linear_labels(&[0.0, 2e6, 4e6]), ["0", "2e6", "4e6"]);
         assert_eq!(format_value(0.0001), "1e-4");
@@ -271,9 +226,7 @@ mod tests {
     /// True if `v` is 1, 2 or 5 times a power of ten.
     fn is_one_two_five(v: f64) -> bool {
         let mant = v / pow10(v.log10().floor() as i32);
-        [1.0, 2.0, 5.0, 10.0]
-            .iter()
-            .any(|m| (mant - m).abs() < 1e-9)
+        [1.0, 2.0, 5.0, 10.0].iter().any(|m| (mant - m).abs() < 1e-9)
     }
 
     fn is_power_of_ten(v: f64) -> bool {
@@ -287,10 +240,7 @@ mod tests {
         assert!(t.iter().all(|&v| is_power_of_ten(v)), "{t:?}");
         assert!(lo <= 3e-4 && hi >= 42.0 && is_power_of_ten(lo) && is_power_of_ten(hi));
         let (lo, hi, wide) = log_ticks(1e-12, 3e11);
-        assert!(
-            wide.len() <= 9 && wide.iter().all(|&v| is_power_of_ten(v)),
-            "{wide:?}"
-        );
+        assert!(wide.len() <= 9 && wide.iter().all(|&v| is_power_of_ten(v)), "{wide:?}");
         // The domain starts and ends on a labelled tick.
         assert_eq!((lo, hi), (wide[0], wide[wide.len() - 1]));
         assert!(lo <= 1e-12 && hi >= 3e11);
@@ -298,10 +248,7 @@ mod tests {
         // A decade or two: 1–2–5 values.
         let (lo, hi, t) = log_ticks(1.5, 40.0);
         assert_eq!((lo, hi), (1.0, 50.0));
-        assert!(
-            t.len() >= 3 && t.iter().all(|&v| is_one_two_five(v)),
-            "{t:?}"
-        );
+        assert!(t.len() >= 3 && t.iter().all(|&v| is_one_two_five(v)), "{t:?}");
 
         // Narrow band: linear nice values, evenly spaced with a 1/2/5 step.
         let (lo, hi, t) = log_ticks(2.1, 3.5);
@@ -317,10 +264,7 @@ mod tests {
         for v in [100.0, 7.0, 3e-5] {
             let (lo, hi, t) = log_ticks(v, v);
             assert!(0.0 < lo && lo < v && v < hi, "{v}: {lo}..{hi}");
-            assert!(
-                t.len() >= 2 && t.iter().all(|&x| x >= lo && x <= hi),
-                "{v}: {t:?}"
-            );
+            assert!(t.len() >= 2 && t.iter().all(|&x| x >= lo && x <= hi), "{v}: {t:?}");
         }
     }
 }

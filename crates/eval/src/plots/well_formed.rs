@@ -102,9 +102,7 @@ fn check_well_formed(doc: &str) -> Result<(), String> {
                         return Err(format!("unquoted attribute {attr}"));
                     }
                     let v0 = i + 2;
-                    let len = doc[v0..]
-                        .find(quote as char)
-                        .ok_or("unterminated attribute")?;
+                    let len = doc[v0..].find(quote as char).ok_or("unterminated attribute")?;
                     check_text(&doc[v0..v0 + len])?;
                     i = v0 + len + 1;
                 }

@@ -22,8 +22,8 @@
 //! (`configs/mqar-paper.toml`), widths 64/128/256, its four learning rates, 3 seeds.
 
 use super::gaps::{MqarSize, mean, read_preset, with_size};
-use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use super::order::{Relation, half_range};
+use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, accuracy_chart};
@@ -86,7 +86,9 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     let (preset, widths, seeds, lrs): (&str, Vec<usize>, u64, Vec<f64>) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![16, 32], 1, vec![3e-3]),
         Size::Full => ("configs/mqar-short.toml", vec![32, 64, 128], 2, vec![1e-3, 3e-3, 1e-2]),
-        Size::Paper => ("configs/mqar-paper.toml", vec![64, 128, 256], 3, super::gaps::ZOOLOGY_LRS.to_vec()),
+        Size::Paper => {
+            ("configs/mqar-paper.toml", vec![64, 128, 256], 3, super::gaps::ZOOLOGY_LRS.to_vec())
+        }
     };
     let families = families(size);
     let task_size = match size {
@@ -102,12 +104,28 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     let mut base = with_size(&read_preset(preset)?, task_size, preset)?;
     base.train.eval_every = 100;
     let arms: Vec<(&str, &str)> = families.iter().map(|&f| (f, f)).collect();
-    let per_width = run_each_width("recall-frontier", &base, &widths, (seeds, &lrs, Some(TARGET)), &arms, out, exec)?;
+    let per_width = run_each_width(
+        "recall-frontier",
+        &base,
+        &widths,
+        (seeds, &lrs, Some(TARGET)),
+        &arms,
+        out,
+        exec,
+    )?;
 
     // The frontier: accuracy against state on a log axis (log2 of the floats, one family per line).
     let series: Vec<Series> = families
         .iter()
-        .map(|&f| Series::new(f, curve(&per_width, f).into_iter().map(|(acc, state)| ((state.max(1) as f64).log2(), acc)).collect()))
+        .map(|&f| {
+            Series::new(
+                f,
+                curve(&per_width, f)
+                    .into_iter()
+                    .map(|(acc, state)| ((state.max(1) as f64).log2(), acc))
+                    .collect(),
+            )
+        })
         .collect();
     let title = "MQAR accuracy vs decode state (best lr per family and width)";
     let plots = vec![Plot {
@@ -117,7 +135,11 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     }];
 
     let mut header = vec!["attention".to_string()];
-    header.extend(widths.iter().map(|w| format!("width {w}: accuracy (state; best lr; median step to {TARGET})")));
+    header.extend(
+        widths
+            .iter()
+            .map(|w| format!("width {w}: accuracy (state; best lr; median step to {TARGET})")),
+    );
     header.push("mean over widths".into());
     let rows: Vec<Vec<String>> = families
         .iter()
@@ -125,7 +147,12 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
             let mut row = vec![f.to_string()];
             for (r, (acc, state)) in per_width.iter().zip(curve(&per_width, f)) {
                 let a = r.arms.iter().find(|a| a.name == f).expect("every family ran");
-                row.push(format!("{} ({state}; lr {:e}; {})", fmt(acc), a.best_lr, steps_to_target_words(a, TARGET)));
+                row.push(format!(
+                    "{} ({state}; lr {:e}; {})",
+                    fmt(acc),
+                    a.best_lr,
+                    steps_to_target_words(a, TARGET)
+                ));
             }
             row.push(fmt(area(&per_width, f)));
             row
@@ -139,7 +166,11 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         .zip(&per_width)
         .map(|(w, r)| {
             let soft = mean(r, SOFTMAX);
-            let (best, name) = families.iter().filter(|&&f| f != SOFTMAX).map(|&f| (mean(r, f), f)).fold((f64::MIN, ""), |a, b| if b.0 > a.0 { b } else { a });
+            let (best, name) = families
+                .iter()
+                .filter(|&&f| f != SOFTMAX)
+                .map(|&f| (mean(r, f), f))
+                .fold((f64::MIN, ""), |a, b| if b.0 > a.0 { b } else { a });
             format!("width {w}: softmax {soft:.3}, best other {name} {best:.3}")
         })
         .collect();
@@ -147,7 +178,11 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         let soft = mean(r, SOFTMAX);
         families.iter().all(|&f| mean(r, f) <= soft + 0.02)
     });
-    checks.push(Check::new("softmax is on top: at every width no family recalls better", softmax_on_top, tops.join("; ")));
+    checks.push(Check::new(
+        "softmax is on top: at every width no family recalls better",
+        softmax_on_top,
+        tops.join("; "),
+    ));
     // The ordering at equal state, by the mean over widths. "a > b" needs evidence: the
     // difference must exceed the seeds' spread, so two families that both recall (or both fail)
     // within their seeds' noise are not ordered either way, and the check does not hold.
@@ -162,8 +197,17 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
     };
     for (better, worse, relation) in order {
         let (a, b) = (area(&per_width, better), area(&per_width, worse));
-        let (holds, detail) = relation.judge(a, b, spread(&per_width, better) + spread(&per_width, worse));
-        checks.push(Check::new(format!("at equal widths, {better} {} {worse} (mean accuracy over widths{})", relation.symbol(), relation.words()), holds, detail));
+        let (holds, detail) =
+            relation.judge(a, b, spread(&per_width, better) + spread(&per_width, worse));
+        checks.push(Check::new(
+            format!(
+                "at equal widths, {better} {} {worse} (mean accuracy over widths{})",
+                relation.symbol(),
+                relation.words()
+            ),
+            holds,
+            detail,
+        ));
     }
 
     let intro = format!(

@@ -1,13 +1,13 @@
 //! The training reproductions: each is one or more comparisons (see `compare`) with a fixed
 //! set of arms, plus the tables, plots and checks its question needs.
 
-use super::widths::Cell;
 use super::order::{Relation, half_range};
+use super::widths::Cell;
 use super::{Check, Outcome, Size, run_compare};
 use crate::compare::LocalExecutor;
 use crate::compare::{Comparison, Results};
-use crate::report::{self, Plot, Section, Table, fmt};
 use crate::plots::{Series, accuracy_chart, line_chart};
+use crate::report::{self, Plot, Section, Table, fmt};
 use attnlab_train::{RunConfig, TaskConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +19,13 @@ pub(super) fn read_preset(path: &str) -> Result<RunConfig, String> {
 }
 
 /// A comparison of `(name, mixer)` arms on `base`, over seeds `1..=seeds`.
-pub(super) fn spec(base: &RunConfig, seeds: u64, lrs: &[f64], target: Option<f64>, arms: &[(&str, &str)]) -> Result<Comparison, String> {
+pub(super) fn spec(
+    base: &RunConfig,
+    seeds: u64,
+    lrs: &[f64],
+    target: Option<f64>,
+    arms: &[(&str, &str)],
+) -> Result<Comparison, String> {
     let mut comparison = Comparison::of_mixers(base, arms, (1..=seeds).collect(), lrs.to_vec())?;
     comparison.target = target;
     Ok(comparison)
@@ -38,7 +44,8 @@ pub(super) fn mean(results: &Results, arm: &str) -> f64 {
 /// Mean over an arm's best-lr runs of one metric of their last evaluation.
 fn final_eval_mean(results: &Results, arm: &str, key: &str) -> f64 {
     let Some(a) = results.arms.iter().find(|a| a.name == arm) else { return f64::NAN };
-    let v: Vec<f64> = a.runs.iter().filter_map(|&i| results.runs[i].final_eval.get(key).copied()).collect();
+    let v: Vec<f64> =
+        a.runs.iter().filter_map(|&i| results.runs[i].final_eval.get(key).copied()).collect();
     if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
 }
 
@@ -65,13 +72,23 @@ fn write(
     out: &Path,
 ) -> Result<Outcome, String> {
     let mut doc = report::document(results);
-    doc.sections.insert(1, Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()));
+    doc.sections.insert(
+        1,
+        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
+    );
     doc.sections.extend(extra);
     doc.plots.extend(extra_plots);
     let json = serde_json::json!({ "reproduction": name, "size": size, "checks": checks, "results": results });
-    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
+    report::write_document(
+        &doc,
+        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        out,
+    )?;
     // A comparison with nothing finished (`--plan`) has no summary table yet.
-    let summary = doc.sections[0].table.clone().unwrap_or_else(|| Table::new("summary", vec![name.to_string()], Vec::new()));
+    let summary = doc.sections[0]
+        .table
+        .clone()
+        .unwrap_or_else(|| Table::new("summary", vec![name.to_string()], Vec::new()));
     Ok(Outcome { checks, summary })
 }
 
@@ -131,10 +148,18 @@ pub fn scaling_train(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Out
         Size::Smoke => spec(&small_char_lm(char_lm), 2, &[], None, &arms[..3])?,
         Size::Full => spec(&eval_every(char_lm, 50), 3, &[], None, &arms)?,
         // Bernhard's proof of concept is a nanoGPT-sized model; this is nanoGPT's GPU recipe.
-        Size::Paper => spec(&read_preset("configs/shakespeare-char-paper.toml")?, 3, &[], None, &arms)?,
+        Size::Paper => {
+            spec(&read_preset("configs/shakespeare-char-paper.toml")?, 3, &[], None, &arms)?
+        }
     };
-    let results = run_compare(&spec, "attnlab reproduce scaling-train: q·k divisors in a trained character LM", out, exec)?;
-    let (e_sqrt, e_sum) = (mean_entropy(&results, "sqrt_d"), mean_entropy(&results, "sum_key_norms"));
+    let results = run_compare(
+        &spec,
+        "attnlab reproduce scaling-train: q·k divisors in a trained character LM",
+        out,
+        exec,
+    )?;
+    let (e_sqrt, e_sum) =
+        (mean_entropy(&results, "sqrt_d"), mean_entropy(&results, "sum_key_norms"));
     let checks = vec![Check::new(
         "÷Σ‖k_j‖ leaves trained attention flatter (higher entropy) than ÷√d",
         e_sum > e_sqrt,
@@ -155,7 +180,15 @@ pub fn scaling_train(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Out
             )
         })
         .collect();
-    write("scaling-train", size, &results, checks, vec![Section::new("Per divisor").bullets(findings)], Vec::new(), out)
+    write(
+        "scaling-train",
+        size,
+        &results,
+        checks,
+        vec![Section::new("Per divisor").bullets(findings)],
+        Vec::new(),
+        out,
+    )
 }
 
 pub fn lm_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
@@ -173,16 +206,33 @@ pub fn lm_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, S
         }
         Size::Paper => {
             let config = read_preset("configs/shakespeare-char-paper.toml")?;
-            spec(&config, 3, &[], None, &by_mixer(&["softmax", "linear:elu1", "linear:cosformer", "linear:taylor"]))?
+            spec(
+                &config,
+                3,
+                &[],
+                None,
+                &by_mixer(&["softmax", "linear:elu1", "linear:cosformer", "linear:taylor"]),
+            )?
         }
     };
-    let results = run_compare(&spec, "attnlab reproduce lm-gap: softmax vs linear attention on Tiny Shakespeare", out, exec)?;
+    let results = run_compare(
+        &spec,
+        "attnlab reproduce lm-gap: softmax vs linear attention on Tiny Shakespeare",
+        out,
+        exec,
+    )?;
     let soft = mean(&results, "softmax");
     let checks = results
         .arms
         .iter()
         .filter(|a| a.name != "softmax")
-        .map(|a| Check::new(format!("softmax reaches a lower val loss than {}", a.name), soft < a.summary.mean, format!("{soft:.4} vs {:.4}", a.summary.mean)))
+        .map(|a| {
+            Check::new(
+                format!("softmax reaches a lower val loss than {}", a.name),
+                soft < a.summary.mean,
+                format!("{soft:.4} vs {:.4}", a.summary.mean),
+            )
+        })
         .collect();
     write("lm-gap", size, &results, checks, Vec::new(), Vec::new(), out)
 }
@@ -193,9 +243,12 @@ pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcom
         Size::Smoke => spec(&read_preset("configs/separation-smoke.toml")?, 2, &[], None, &arms)?,
         // Seed 1 proves the separation and trains nothing: no published configuration to run,
         // so the paper size is the full one.
-        Size::Full | Size::Paper => spec(&read_preset("configs/separation.toml")?, 3, &[3e-3, 1e-2], None, &arms)?,
+        Size::Full | Size::Paper => {
+            spec(&read_preset("configs/separation.toml")?, 3, &[3e-3, 1e-2], None, &arms)?
+        }
     };
-    let results = run_compare(&spec, "attnlab reproduce separation: one planted large entry", out, exec)?;
+    let results =
+        run_compare(&spec, "attnlab reproduce separation: one planted large entry", out, exec)?;
     let soft = mean(&results, "softmax");
     let plain = mean(&results, "linear:identity");
     // Seed 1's linear attention is the plain kernel q·k; that is the claim checked. The positive
@@ -209,7 +262,14 @@ pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcom
         .arms
         .iter()
         .filter(|a| a.name != "softmax")
-        .map(|a| format!("{}: accuracy {:.3} vs softmax {soft:.3} ({})", a.name, a.summary.mean, if a.summary.mean < soft { "below softmax" } else { "not below softmax" }))
+        .map(|a| {
+            format!(
+                "{}: accuracy {:.3} vs softmax {soft:.3} ({})",
+                a.name,
+                a.summary.mean,
+                if a.summary.mean < soft { "below softmax" } else { "not below softmax" }
+            )
+        })
         .collect();
     let text = "Construction (crates/train/src/task/separation.rs): class 0 is a rows × cols matrix of i.i.d. N(0, 1) \
                 entries; class 1 is the same with one random entry set to +spike; every matrix is rescaled to \
@@ -219,45 +279,81 @@ pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcom
                 a linear kernel's weights grow only polynomially with the spike, so its signal is averaged away.";
     let sections = vec![
         Section::new("Construction").text(text),
-        Section::new("Every linear map against softmax (observed, not asserted)").bullets(observations),
+        Section::new("Every linear map against softmax (observed, not asserted)")
+            .bullets(observations),
     ];
     write("separation", size, &results, checks, sections, Vec::new(), out)
 }
 
 pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
-    let arms = [("softmax", "softmax"), ("linear:elu1", "linear:elu1"), ("linear:identity", "linear:identity:norm=none")];
+    let arms = [
+        ("softmax", "softmax"),
+        ("linear:elu1", "linear:elu1"),
+        ("linear:identity", "linear:identity:norm=none"),
+    ];
     let spec = match size {
         Size::Smoke => {
             let path = "configs/icl-regression-smoke.toml";
             let mut config = read_preset(path)?;
             let TaskConfig::IclRegression(task) = &mut config.task else {
-                return Err(format!("{path}: icl-gap needs an icl_regression task, the preset has {}", config.task.name()));
+                return Err(format!(
+                    "{path}: icl-gap needs an icl_regression task, the preset has {}",
+                    config.task.name()
+                ));
             };
             task.eval_prompts = 512;
             spec(&config, 2, &[], None, &arms)?
         }
-        Size::Full => spec(&eval_every(read_preset("configs/icl-regression.toml")?, 250), 3, &[], None, &arms)?,
-        Size::Paper => spec(&read_preset("configs/icl-regression-paper.toml")?, 3, &[], None, &arms)?,
+        Size::Full => spec(
+            &eval_every(read_preset("configs/icl-regression.toml")?, 250),
+            3,
+            &[],
+            None,
+            &arms,
+        )?,
+        Size::Paper => {
+            spec(&read_preset("configs/icl-regression-paper.toml")?, 3, &[], None, &arms)?
+        }
     };
-    let results = run_compare(&spec, "attnlab reproduce icl-gap: in-context linear regression", out, exec)?;
+    let results =
+        run_compare(&spec, "attnlab reproduce icl-gap: in-context linear regression", out, exec)?;
     // Every (k, err_kNN key) the runs report, in order of k.
-    let mut ks: Vec<(usize, String)> = results.runs.iter().flat_map(|r| r.final_eval.keys().filter_map(|key| Some((examples_of(key)?, key.clone())))).collect();
+    let mut ks: Vec<(usize, String)> = results
+        .runs
+        .iter()
+        .flat_map(|r| r.final_eval.keys().filter_map(|key| Some((examples_of(key)?, key.clone()))))
+        .collect();
     ks.sort();
     ks.dedup();
     let all_runs = |key: &str| -> f64 {
-        let v: Vec<f64> = results.runs.iter().filter_map(|r| r.final_eval.get(key).copied()).collect();
+        let v: Vec<f64> =
+            results.runs.iter().filter_map(|r| r.final_eval.get(key).copied()).collect();
         crate::stats::mean(&v)
     };
     let mut series: Vec<Series> = results
         .arms
         .iter()
-        .map(|a| Series::new(a.name.clone(), ks.iter().map(|(n, k)| (*n as f64, final_eval_mean(&results, &a.name, k))).collect()))
+        .map(|a| {
+            Series::new(
+                a.name.clone(),
+                ks.iter()
+                    .map(|(n, k)| (*n as f64, final_eval_mean(&results, &a.name, k)))
+                    .collect(),
+            )
+        })
         .collect();
-    series.push(Series::new("least squares", ks.iter().map(|(n, k)| (*n as f64, all_runs(&k.replace("err_", "lsq_")))).collect()));
+    series.push(Series::new(
+        "least squares",
+        ks.iter().map(|(n, k)| (*n as f64, all_runs(&k.replace("err_", "lsq_")))).collect(),
+    ));
     let zero = all_runs("zero");
     series.push(Series::new("zero predictor", ks.iter().map(|(n, _)| (*n as f64, zero)).collect()));
     let title = "Error vs number of in-context examples (squared error / d, mean over seeds)";
-    let plot = Plot { stem: "error_vs_examples".into(), title: title.into(), svg: line_chart(title, "in-context examples", "error", &series, true) };
+    let plot = Plot {
+        stem: "error_vs_examples".into(),
+        title: title.into(),
+        svg: line_chart(title, "in-context examples", "error", &series, true),
+    };
 
     let mut header = vec!["in-context examples".to_string()];
     header.extend(series.iter().map(|s| s.label.clone()));
@@ -272,7 +368,8 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
         .collect();
     // The gap is judged where attention has examples to use: the second half of the prompt.
     let late = |arm: &str| -> f64 {
-        let v: Vec<f64> = ks[ks.len() / 2..].iter().map(|(_, k)| final_eval_mean(&results, arm, k)).collect();
+        let v: Vec<f64> =
+            ks[ks.len() / 2..].iter().map(|(_, k)| final_eval_mean(&results, arm, k)).collect();
         crate::stats::mean(&v)
     };
     let soft = late("softmax");
@@ -282,8 +379,16 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
     // reported, not asserted: one layer of it can express a step of gradient descent on the
     // prompt's least-squares loss (von Oswald et al. 2023), and at the full size it beats softmax.
     let mut checks = vec![
-        Check::new("softmax's error over the later in-context examples is below linear:elu1's", soft < elu1, format!("{soft:.4} vs {elu1:.4}")),
-        Check::new("softmax beats the zero predictor", soft < zero, format!("{soft:.4} vs {zero:.4}")),
+        Check::new(
+            "softmax's error over the later in-context examples is below linear:elu1's",
+            soft < elu1,
+            format!("{soft:.4} vs {elu1:.4}"),
+        ),
+        Check::new(
+            "softmax beats the zero predictor",
+            soft < zero,
+            format!("{soft:.4} vs {zero:.4}"),
+        ),
     ];
     if size != Size::Smoke {
         // Garg et al.: the trained Transformer tracks least squares, whose error is 0 from k = d
@@ -303,7 +408,9 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
         "Unnormalised linear attention (φ = identity, no normaliser) over the later examples: {plain:.4} against softmax's {soft:.4} ({}).",
         if plain < soft { "below softmax" } else { "not below softmax" }
     );
-    let section = Section::new("Error per number of in-context examples").table(Table::new("per_example", header, rows)).text(observation);
+    let section = Section::new("Error per number of in-context examples")
+        .table(Table::new("per_example", header, rows))
+        .text(observation);
     write("icl-gap", size, &results, checks, vec![section], vec![plot], out)
 }
 
@@ -320,7 +427,8 @@ fn worst_seed_error(results: &Results, arm: &str, from_k: usize) -> (f64, usize,
     if a.runs.is_empty() || a.failed_runs + a.pending_runs > 0 {
         return (f64::NAN, 0, a.runs.len());
     }
-    let evals: Vec<&BTreeMap<String, f64>> = a.runs.iter().map(|&i| &results.runs[i].final_eval).collect();
+    let evals: Vec<&BTreeMap<String, f64>> =
+        a.runs.iter().map(|&i| &results.runs[i].final_eval).collect();
     let (worst, k) = worst_error(&evals, from_k);
     (worst, k, a.runs.len())
 }
@@ -350,8 +458,13 @@ fn worst_error(evals: &[&BTreeMap<String, f64>], from_k: usize) -> (f64, usize) 
 /// Lowest final accuracy over an arm's best-lr seeds (NaN where one has none: unfinished or failed).
 fn worst_seed(results: &Results, arm: &str) -> f64 {
     let Some(a) = results.arms.iter().find(|a| a.name == arm) else { return f64::NAN };
-    let finals: Vec<f64> = a.runs.iter().map(|&i| results.runs[i].final_metric.unwrap_or(f64::NAN)).collect();
-    if finals.is_empty() || a.failed_runs + a.pending_runs > 0 { f64::NAN } else { finals.iter().copied().fold(f64::INFINITY, f64::min) }
+    let finals: Vec<f64> =
+        a.runs.iter().map(|&i| results.runs[i].final_metric.unwrap_or(f64::NAN)).collect();
+    if finals.is_empty() || a.failed_runs + a.pending_runs > 0 {
+        f64::NAN
+    } else {
+        finals.iter().copied().fold(f64::INFINITY, f64::min)
+    }
 }
 
 /// One MQAR task size of mqar-gap: key-value pairs, and where it differs from the preset's, the
@@ -363,10 +476,16 @@ pub(super) struct MqarSize {
 }
 
 /// `base` at task size `size` (as it is for `None`).
-pub(super) fn with_size(base: &RunConfig, size: Option<MqarSize>, preset: &str) -> Result<RunConfig, String> {
+pub(super) fn with_size(
+    base: &RunConfig,
+    size: Option<MqarSize>,
+    preset: &str,
+) -> Result<RunConfig, String> {
     let mut config = base.clone();
     if let Some(s) = size {
-        let TaskConfig::Mqar(task) = &mut config.task else { return Err(format!("{preset} is not an mqar preset")) };
+        let TaskConfig::Mqar(task) = &mut config.task else {
+            return Err(format!("{preset} is not an mqar preset"));
+        };
         task.num_kv_pairs = s.pairs;
         if let Some((length, batch)) = s.length_and_batch {
             task.seq_len = length;
@@ -387,12 +506,31 @@ pub(super) fn with_size(base: &RunConfig, size: Option<MqarSize>, preset: &str) 
 /// 4/8/16 pairs, widths 64 to 512, zoology's four learning rates.
 pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let pairs = |pairs| Some(MqarSize { pairs, length_and_batch: None });
-    let (preset, task_sizes, widths, seeds, lrs, solve_from): (&str, Vec<Option<MqarSize>>, Vec<usize>, u64, Vec<f64>, usize) = match size {
+    let (preset, task_sizes, widths, seeds, lrs, solve_from): (
+        &str,
+        Vec<Option<MqarSize>>,
+        Vec<usize>,
+        u64,
+        Vec<f64>,
+        usize,
+    ) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![None], vec![32], 2, vec![], 32),
-        Size::Full => ("configs/mqar-short.toml", vec![pairs(4), pairs(8)], vec![32, 64, 128], MQAR_FULL_SEEDS, MQAR_FULL_LRS.to_vec(), 64),
+        Size::Full => (
+            "configs/mqar-short.toml",
+            vec![pairs(4), pairs(8)],
+            vec![32, 64, 128],
+            MQAR_FULL_SEEDS,
+            MQAR_FULL_LRS.to_vec(),
+            64,
+        ),
         Size::Paper => (
             "configs/mqar-paper.toml",
-            ZOOLOGY_FIGURE2.iter().map(|&(length, pairs, batch)| Some(MqarSize { pairs, length_and_batch: Some((length, batch)) })).collect(),
+            ZOOLOGY_FIGURE2
+                .iter()
+                .map(|&(length, pairs, batch)| {
+                    Some(MqarSize { pairs, length_and_batch: Some((length, batch)) })
+                })
+                .collect(),
             vec![64, 128, 256, 512],
             MQAR_PAPER_SEEDS,
             ZOOLOGY_LRS.to_vec(),
@@ -410,7 +548,15 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
     for (&task_size, &pairs) in task_sizes.iter().zip(&pair_counts) {
         let config = with_size(&base, task_size, preset)?;
         let dir = pairs.map_or(out.to_path_buf(), |p| out.join(format!("pairs-{p}")));
-        per_cell.extend(super::widths::run_each_width("mqar-gap", &config, &widths, (seeds, &lrs, Some(0.9)), &arms, &dir, exec)?);
+        per_cell.extend(super::widths::run_each_width(
+            "mqar-gap",
+            &config,
+            &widths,
+            (seeds, &lrs, Some(0.9)),
+            &arms,
+            &dir,
+            exec,
+        )?);
         cells.extend(widths.iter().map(|&width| Cell { width, pairs }));
     }
     let mut header = vec!["attention".to_string()];
@@ -421,30 +567,64 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
             let mut row = vec![n.clone()];
             for r in &per_cell {
                 let a = r.arms.iter().find(|a| &a.name == n).expect("every arm ran");
-                row.push(format!("{} ± {} (lr {:e})", fmt(a.summary.mean), fmt(0.5 * (a.summary.ci_high - a.summary.ci_low)), a.best_lr));
+                row.push(format!(
+                    "{} ± {} (lr {:e})",
+                    fmt(a.summary.mean),
+                    fmt(0.5 * (a.summary.ci_high - a.summary.ci_low)),
+                    a.best_lr
+                ));
             }
             row
         })
         .collect();
     let (mut plots, mut checks) = (Vec::new(), Vec::new());
     for &pairs in &pair_counts {
-        let at: Vec<(usize, &Results)> = cells.iter().zip(&per_cell).filter(|(c, _)| c.pairs == pairs).map(|(c, r)| (c.width, r)).collect();
-        let series: Vec<Series> = names.iter().map(|n| Series::new(n.clone(), at.iter().map(|&(w, r)| (w as f64, mean(r, n))).collect())).collect();
+        let at: Vec<(usize, &Results)> = cells
+            .iter()
+            .zip(&per_cell)
+            .filter(|(c, _)| c.pairs == pairs)
+            .map(|(c, r)| (c.width, r))
+            .collect();
+        let series: Vec<Series> = names
+            .iter()
+            .map(|n| {
+                Series::new(n.clone(), at.iter().map(|&(w, r)| (w as f64, mean(r, n))).collect())
+            })
+            .collect();
         let (stem, title) = match pairs {
-            Some(p) => (format!("accuracy_vs_width_{p}_pairs"), format!("MQAR with {p} pairs: accuracy vs model width (mean over seeds, best lr per arm)")),
-            None => ("accuracy_vs_width".to_string(), "MQAR accuracy vs model width (mean over seeds, best lr per arm)".to_string()),
+            Some(p) => (
+                format!("accuracy_vs_width_{p}_pairs"),
+                format!(
+                    "MQAR with {p} pairs: accuracy vs model width (mean over seeds, best lr per arm)"
+                ),
+            ),
+            None => (
+                "accuracy_vs_width".to_string(),
+                "MQAR accuracy vs model width (mean over seeds, best lr per arm)".to_string(),
+            ),
         };
-        plots.push(Plot { svg: accuracy_chart(&title, "d_model", "accuracy", &series), stem, title });
+        plots.push(Plot {
+            svg: accuracy_chart(&title, "d_model", "accuracy", &series),
+            stem,
+            title,
+        });
 
         let task = match task_sizes.iter().flatten().find(|s| Some(s.pairs) == pairs) {
-            Some(MqarSize { pairs, length_and_batch: Some((length, _)) }) => format!(" with {pairs} pairs at length {length}"),
+            Some(MqarSize { pairs, length_and_batch: Some((length, _)) }) => {
+                format!(" with {pairs} pairs at length {length}")
+            }
             Some(s) => format!(" with {} pairs", s.pairs),
             None => String::new(),
         };
         // Zoology's Figure 2: attention solves MQAR at every width it trains. The baseline must
         // do so here on every seed before any gap is read off it.
-        let worst: Vec<(usize, f64)> = at.iter().filter(|(w, _)| *w >= solve_from).map(|&(w, r)| (w, worst_seed(r, "softmax"))).collect();
-        let evidence: Vec<String> = worst.iter().map(|(w, acc)| format!("width {w}: worst seed {acc:.3}")).collect();
+        let worst: Vec<(usize, f64)> = at
+            .iter()
+            .filter(|(w, _)| *w >= solve_from)
+            .map(|&(w, r)| (w, worst_seed(r, "softmax")))
+            .collect();
+        let evidence: Vec<String> =
+            worst.iter().map(|(w, acc)| format!("width {w}: worst seed {acc:.3}")).collect();
         let every_seed = worst.iter().all(|&(_, acc)| acc >= 0.97);
         checks.push(Check::new(format!("softmax solves MQAR{task} (accuracy >= 0.97) on every seed at width >= {solve_from}"), every_seed, evidence.join("; ")));
         // Zoology's claim: softmax solves recall at a width where linear attention cannot. Judge
@@ -463,10 +643,19 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
             }
             None => Check::new(format!("softmax solves MQAR{task} (accuracy >= 0.9) at some width"), false, "no width reached 0.9".to_string()),
         });
-        let over_widths = |f: &dyn Fn(&Results, &str) -> f64, n: &str| at.iter().map(|(_, r)| f(r, n)).sum::<f64>() / at.len() as f64;
-        let over_maps = |f: &dyn Fn(&Results, &str) -> f64| LINEAR_MAPS.iter().map(|(n, _)| over_widths(f, n)).sum::<f64>() / LINEAR_MAPS.len() as f64;
+        let over_widths = |f: &dyn Fn(&Results, &str) -> f64, n: &str| {
+            at.iter().map(|(_, r)| f(r, n)).sum::<f64>() / at.len() as f64
+        };
+        let over_maps = |f: &dyn Fn(&Results, &str) -> f64| {
+            LINEAR_MAPS.iter().map(|(n, _)| over_widths(f, n)).sum::<f64>()
+                / LINEAR_MAPS.len() as f64
+        };
         let (soft_avg, linear_avg) = (over_widths(&mean, "softmax"), over_maps(&mean));
-        let (holds, numbers) = Relation::Above.judge(soft_avg, linear_avg, over_widths(&half_range, "softmax") + over_maps(&half_range));
+        let (holds, numbers) = Relation::Above.judge(
+            soft_avg,
+            linear_avg,
+            over_widths(&half_range, "softmax") + over_maps(&half_range),
+        );
         checks.push(Check::new(format!("averaged over widths{task}, softmax beats the linear maps' average (by more than the seeds' spread)"), holds, numbers));
     }
     let intro = format!(
@@ -499,13 +688,17 @@ mod tests {
         let mut arms = vec![("softmax", "softmax")];
         arms.extend(LINEAR_MAPS);
         for pairs in [4, 8] {
-            let config = with_size(&base, Some(MqarSize { pairs, length_and_batch: None }), preset).unwrap();
+            let config =
+                with_size(&base, Some(MqarSize { pairs, length_and_batch: None }), preset).unwrap();
             let TaskConfig::Mqar(task) = &config.task else { panic!("mqar") };
             assert_eq!(task.num_kv_pairs, pairs);
             for width in [32, 64, 128] {
                 let mut config = config.clone();
                 config.model.d_model = width;
-                let plan = spec(&config, MQAR_FULL_SEEDS, &MQAR_FULL_LRS, Some(0.9), &arms).unwrap().plan().unwrap();
+                let plan = spec(&config, MQAR_FULL_SEEDS, &MQAR_FULL_LRS, Some(0.9), &arms)
+                    .unwrap()
+                    .plan()
+                    .unwrap();
                 assert_eq!(plan.len(), 42, "{pairs} pairs, width {width}");
             }
         }
@@ -514,7 +707,8 @@ mod tests {
     #[test]
     fn worst_error_is_the_largest_late_error_over_every_seed() {
         let eval = |errs: &[(usize, f64)]| -> BTreeMap<String, f64> {
-            let mut m: BTreeMap<String, f64> = errs.iter().map(|&(k, v)| (format!("err_k{k:02}"), v)).collect();
+            let mut m: BTreeMap<String, f64> =
+                errs.iter().map(|&(k, v)| (format!("err_k{k:02}"), v)).collect();
             m.insert("lsq_k09".into(), 5.0);
             m.insert("loss".into(), 7.0);
             m
@@ -529,13 +723,27 @@ mod tests {
         let (worst, _) = worst_error(&[&a, &eval(&[(3, 0.1)])], 7);
         assert!(worst.is_nan());
         assert!(worst_error(&[], 7).0.is_nan());
-        assert_eq!([examples_of("err_k07"), examples_of("err_k10"), examples_of("lsq_k07"), examples_of("err_kx")], [Some(7), Some(10), None, None]);
+        assert_eq!(
+            [
+                examples_of("err_k07"),
+                examples_of("err_k10"),
+                examples_of("lsq_k07"),
+                examples_of("err_kx")
+            ],
+            [Some(7), Some(10), None, None]
+        );
     }
 
     #[test]
     fn typed_sizes_match_the_override_strings_they_replace() {
-        let preset = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/shakespeare-char-smoke.toml"));
-        let strings = |sets: &[&str]| RunConfig::load(preset, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let preset = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/shakespeare-char-smoke.toml"
+        ));
+        let strings = |sets: &[&str]| {
+            RunConfig::load(preset, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+        };
         let small = [
             "model.d_model=64",
             "model.n_heads=2",
@@ -549,8 +757,12 @@ mod tests {
         ];
         let read = || RunConfig::read(preset).unwrap();
         assert_eq!(small_char_lm(read()), strings(&small));
-        assert_eq!(eval_every(read(), 100), strings(&["train.eval_every=100", "train.checkpoint_every=0"]));
-        let arms = spec(&read(), 2, &[], None, &[("identity", "linear:identity:norm=none")]).unwrap();
+        assert_eq!(
+            eval_every(read(), 100),
+            strings(&["train.eval_every=100", "train.checkpoint_every=0"])
+        );
+        let arms =
+            spec(&read(), 2, &[], None, &[("identity", "linear:identity:norm=none")]).unwrap();
         assert_eq!(arms.arms[0].config, strings(&["model.mixer=linear:identity:norm=none"]));
     }
 }
@@ -580,7 +792,9 @@ impl LengthStudy {
             .iter()
             .map(|m| {
                 let mut row = vec![m.clone()];
-                row.extend(self.lengths.iter().map(|&n| keys.iter().map(|k| fmt(self.at(m, k, n))).collect::<Vec<_>>().join(" / ")));
+                row.extend(self.lengths.iter().map(|&n| {
+                    keys.iter().map(|k| fmt(self.at(m, k, n))).collect::<Vec<_>>().join(" / ")
+                }));
                 row
             })
             .collect();
@@ -588,18 +802,41 @@ impl LengthStudy {
     }
 
     fn plot(&self, stem: &str, key: &str, unit: &str, title: &str) -> Plot {
-        let series: Vec<Series> =
-            self.mixers.iter().map(|m| Series::new(m.clone(), self.lengths.iter().map(|&n| (n as f64, self.at(m, key, n))).collect())).collect();
-        Plot { stem: stem.into(), title: title.into(), svg: line_chart(title, unit, key, &series, false) }
+        let series: Vec<Series> = self
+            .mixers
+            .iter()
+            .map(|m| {
+                Series::new(
+                    m.clone(),
+                    self.lengths.iter().map(|&n| (n as f64, self.at(m, key, n))).collect(),
+                )
+            })
+            .collect();
+        Plot {
+            stem: stem.into(),
+            title: title.into(),
+            svg: line_chart(title, unit, key, &series, false),
+        }
     }
 }
 
 /// Trains `comparison` into `dir`, writes its own report there, and keeps what the length
 /// tables need (its arms' names are the tables' rows).
-fn length_study(comparison: &Comparison, (lengths, plain): (Vec<usize>, Option<usize>), title: &str, dir: &Path, exec: &LocalExecutor) -> Result<LengthStudy, String> {
+fn length_study(
+    comparison: &Comparison,
+    (lengths, plain): (Vec<usize>, Option<usize>),
+    title: &str,
+    dir: &Path,
+    exec: &LocalExecutor,
+) -> Result<LengthStudy, String> {
     let results = run_compare(comparison, title, dir, exec)?;
     report::write(&results, dir)?;
-    Ok(LengthStudy { results, mixers: comparison.arms.iter().map(|a| a.name.clone()).collect(), lengths, plain })
+    Ok(LengthStudy {
+        results,
+        mixers: comparison.arms.iter().map(|a| a.name.clone()).collect(),
+        lengths,
+        plain,
+    })
 }
 
 /// Softmax that knows its length, past the length it was trained at, on three tasks:
@@ -616,14 +853,37 @@ fn length_study(comparison: &Comparison, (lengths, plain): (Vec<usize>, Option<u
 /// without positions, FoX and stick-breaking on the LM. The smoke size runs the pair each smoke
 /// check is about at the presets' learning rate.
 pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
-    const ALL: [&str; 7] = ["softmax", "softmax:num_keys", "softmax:learned", "softmax:ssmax", "softmax:log_n_temp", "softmax:forget=true", "stickbreak"];
+    const ALL: [&str; 7] = [
+        "softmax",
+        "softmax:num_keys",
+        "softmax:learned",
+        "softmax:ssmax",
+        "softmax:log_n_temp",
+        "softmax:forget=true",
+        "stickbreak",
+    ];
     const ROPE: &str = "softmax:rope";
     // The length-aware softmax papers publish 100M+-parameter language models, not a toy
     // configuration: the paper size is the full one.
     let full = size != Size::Smoke;
-    let (retrieval_preset, retrieval_mixers, mqar_mixers, lm_mixers): (&str, &[&str], &[&str], &[&str]) = match size {
-        Size::Smoke => ("configs/max-retrieval-smoke.toml", &["softmax", "softmax:ssmax"], &["softmax", "softmax:forget=true"], &["softmax", "softmax:forget=true"]),
-        Size::Full | Size::Paper => ("configs/max-retrieval.toml", &ALL, &ALL, &["softmax", "softmax", "softmax:forget=true", "stickbreak"]),
+    let (retrieval_preset, retrieval_mixers, mqar_mixers, lm_mixers): (
+        &str,
+        &[&str],
+        &[&str],
+        &[&str],
+    ) = match size {
+        Size::Smoke => (
+            "configs/max-retrieval-smoke.toml",
+            &["softmax", "softmax:ssmax"],
+            &["softmax", "softmax:forget=true"],
+            &["softmax", "softmax:forget=true"],
+        ),
+        Size::Full | Size::Paper => (
+            "configs/max-retrieval.toml",
+            &ALL,
+            &ALL,
+            &["softmax", "softmax", "softmax:forget=true", "stickbreak"],
+        ),
     };
     // Without a sweep the max-retrieval SSMax-vs-√d accuracy comparison is a tie at 256 items
     // (0.768 each at lr 3e-3); at each arm's best lr SSMax's lead shows, as published.
@@ -657,7 +917,8 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
         return Err(format!("{lm_preset} is not a char_lm preset"));
     };
     let buckets = task.eval_lengths.clone();
-    let (window, last) = (task.train_len(lm.model.max_seq_len), buckets.last().copied().unwrap_or(0));
+    let (window, last) =
+        (task.train_len(lm.model.max_seq_len), buckets.last().copied().unwrap_or(0));
     if !full {
         lm = small_char_lm(lm);
         lm.train.steps = 300;
@@ -686,56 +947,113 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
         &out.join("mqar-length"),
         exec,
     )?;
-    let lm = length_study(&lm_spec, (buckets.clone(), None), &format!("{title}: character LM past the trained context"), &out.join("char-lm-length"), exec)?;
+    let lm = length_study(
+        &lm_spec,
+        (buckets.clone(), None),
+        &format!("{title}: character LM past the trained context"),
+        &out.join("char-lm-length"),
+        exec,
+    )?;
     let mqar_at = |arm: &str, n: usize| mqar.at(arm, "accuracy", n);
     let lm_at = |arm: &str, n: usize| lm.at(arm, "loss", n);
 
     // Veličković et al.: with logits that cannot grow, softmax's attention disperses as n grows
     // past training; SSMax's log-n factor is meant to hold it.
-    let (w_train, w_most) = (retrieval.at("softmax", "max_weight", trained), retrieval.at("softmax", "max_weight", most));
+    let (w_train, w_most) = (
+        retrieval.at("softmax", "max_weight", trained),
+        retrieval.at("softmax", "max_weight", most),
+    );
     let ss_most = retrieval.at("softmax:ssmax", "max_weight", most);
-    let (acc_most, ss_acc_most) = (retrieval.at("softmax", "accuracy", most), retrieval.at("softmax:ssmax", "accuracy", most));
+    let (acc_most, ss_acc_most) = (
+        retrieval.at("softmax", "accuracy", most),
+        retrieval.at("softmax:ssmax", "accuracy", most),
+    );
     // Without positions, √d softmax has no way to find "the token after the key" in a longer
     // sequence; FoX's forget gate is a learned recency bias that needs no position table.
     let (soft_short, soft_long) = (mqar_at("softmax", short), mqar_at("softmax", long));
     let fox_long = mqar_at("softmax:forget=true", long);
     // Lin et al. 2025 (FoX), length extrapolation: RoPE softmax's per-position loss rises past
     // the training context; FoX's keeps falling with more context.
-    let (rope_in, rope_out, fox_in, fox_out) = (lm_at(ROPE, window), lm_at(ROPE, last), lm_at("softmax:forget=true", window), lm_at("softmax:forget=true", last));
+    let (rope_in, rope_out, fox_in, fox_out) = (
+        lm_at(ROPE, window),
+        lm_at(ROPE, last),
+        lm_at("softmax:forget=true", window),
+        lm_at("softmax:forget=true", last),
+    );
     let last_bucket = format!("positions {}-{}", last / 2, last - 1);
     let mut checks = vec![
         Check::new(
-            format!("max retrieval: √d softmax's largest attention weight falls from {trained} to {most} items (by more than 0.05)"),
+            format!(
+                "max retrieval: √d softmax's largest attention weight falls from {trained} to {most} items (by more than 0.05)"
+            ),
             w_train - w_most > 0.05,
             format!("{w_train:.3} -> {w_most:.3}"),
         ),
-        Check::new(format!("max retrieval: SSMax keeps a larger largest weight than √d at {most} items"), ss_most > w_most, format!("{ss_most:.3} vs {w_most:.3}")),
-        Check::new(format!("max retrieval: SSMax retrieves the max more often than √d at {most} items"), ss_acc_most > acc_most, format!("{ss_acc_most:.3} vs {acc_most:.3}")),
         Check::new(
-            format!("MQAR: √d softmax's accuracy falls from {short} to {long} tokens (by more than 0.2)"),
+            format!("max retrieval: SSMax keeps a larger largest weight than √d at {most} items"),
+            ss_most > w_most,
+            format!("{ss_most:.3} vs {w_most:.3}"),
+        ),
+        Check::new(
+            format!("max retrieval: SSMax retrieves the max more often than √d at {most} items"),
+            ss_acc_most > acc_most,
+            format!("{ss_acc_most:.3} vs {acc_most:.3}"),
+        ),
+        Check::new(
+            format!(
+                "MQAR: √d softmax's accuracy falls from {short} to {long} tokens (by more than 0.2)"
+            ),
             soft_short - soft_long > 0.2,
             format!("{soft_short:.3} -> {soft_long:.3}"),
         ),
-        Check::new(format!("MQAR: FoX recalls more than √d at {long} tokens"), fox_long > soft_long, format!("{fox_long:.3} vs {soft_long:.3}")),
         Check::new(
-            format!("char LM: RoPE softmax's loss at {last_bucket} exceeds its loss in the trained range (0-{}) by more than 0.1", window - 1),
+            format!("MQAR: FoX recalls more than √d at {long} tokens"),
+            fox_long > soft_long,
+            format!("{fox_long:.3} vs {soft_long:.3}"),
+        ),
+        Check::new(
+            format!(
+                "char LM: RoPE softmax's loss at {last_bucket} exceeds its loss in the trained range (0-{}) by more than 0.1",
+                window - 1
+            ),
             rope_out - rope_in > 0.1,
             format!("{rope_in:.3} -> {rope_out:.3}"),
         ),
-        Check::new(format!("char LM: FoX's loss at {last_bucket} is below RoPE softmax's"), fox_out < rope_out, format!("{fox_out:.3} vs {rope_out:.3}")),
+        Check::new(
+            format!("char LM: FoX's loss at {last_bucket} is below RoPE softmax's"),
+            fox_out < rope_out,
+            format!("{fox_out:.3} vs {rope_out:.3}"),
+        ),
     ];
     if full {
         let (sb_long, ss_long) = (mqar_at("stickbreak", long), mqar_at("softmax:ssmax", long));
-        checks.push(Check::new(format!("MQAR: stick-breaking recalls more than √d at {long} tokens"), sb_long > soft_long, format!("{sb_long:.3} vs {soft_long:.3}")));
-        checks.push(Check::new(format!("MQAR: SSMax recalls more than √d at {long} tokens"), ss_long > soft_long, format!("{ss_long:.3} vs {soft_long:.3}")));
+        checks.push(Check::new(
+            format!("MQAR: stick-breaking recalls more than √d at {long} tokens"),
+            sb_long > soft_long,
+            format!("{sb_long:.3} vs {soft_long:.3}"),
+        ));
+        checks.push(Check::new(
+            format!("MQAR: SSMax recalls more than √d at {long} tokens"),
+            ss_long > soft_long,
+            format!("{ss_long:.3} vs {soft_long:.3}"),
+        ));
         checks.push(Check::new(format!("char LM: FoX's loss does not rise past the trained context ({last_bucket} vs 0-{})", window - 1), fox_out <= fox_in, format!("{fox_in:.3} -> {fox_out:.3}")));
         let sb_out = lm_at("stickbreak", last);
-        checks.push(Check::new(format!("char LM: stick-breaking's loss at {last_bucket} is below RoPE softmax's"), sb_out < rope_out, format!("{sb_out:.3} vs {rope_out:.3}")));
+        checks.push(Check::new(
+            format!("char LM: stick-breaking's loss at {last_bucket} is below RoPE softmax's"),
+            sb_out < rope_out,
+            format!("{sb_out:.3} vs {rope_out:.3}"),
+        ));
     }
 
-    let retrieval_table = retrieval.table("max_retrieval_per_items", "items", &["accuracy", "max_weight"]);
+    let retrieval_table =
+        retrieval.table("max_retrieval_per_items", "items", &["accuracy", "max_weight"]);
     let summary = retrieval_table.clone();
-    let lr_note = if full { "each arm at its best learning rate of 1e-3, 3e-3 and 1e-2 (by training-range accuracy)" } else { "the preset's learning rate" };
+    let lr_note = if full {
+        "each arm at its best learning rate of 1e-3, 3e-3 and 1e-2 (by training-range accuracy)"
+    } else {
+        "the preset's learning rate"
+    };
     let sections = vec![
         Section::new("Max retrieval: accuracy / the query's largest attention weight per item count (mean over 2 seeds)")
             .table(retrieval_table)
@@ -752,15 +1070,42 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
         Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
     ];
     let plots = vec![
-        retrieval.plot("max_weight_vs_items", "max_weight", "items", "Max retrieval: largest attention weight vs items"),
-        retrieval.plot("accuracy_vs_items", "accuracy", "items", "Max retrieval: accuracy vs items"),
-        mqar.plot("mqar_accuracy_vs_length", "accuracy", "evaluation length (tokens)", "MQAR: accuracy vs length"),
-        lm.plot("char_lm_loss_vs_position", "loss", "position bucket end (characters)", "Char LM: loss per position bucket"),
+        retrieval.plot(
+            "max_weight_vs_items",
+            "max_weight",
+            "items",
+            "Max retrieval: largest attention weight vs items",
+        ),
+        retrieval.plot(
+            "accuracy_vs_items",
+            "accuracy",
+            "items",
+            "Max retrieval: accuracy vs items",
+        ),
+        mqar.plot(
+            "mqar_accuracy_vs_length",
+            "accuracy",
+            "evaluation length (tokens)",
+            "MQAR: accuracy vs length",
+        ),
+        lm.plot(
+            "char_lm_loss_vs_position",
+            "loss",
+            "position bucket end (characters)",
+            "Char LM: loss per position bucket",
+        ),
     ];
     let doc = report::Document {
         title: "attnlab reproduce length-scaling: softmax that knows its length".into(),
         decision: None,
-        intro: format!("Presets `{retrieval_preset}`, `{mqar_preset}` and `{lm_preset}`{}.", if full { "" } else { " at smoke sizes (MQAR 700 steps; the LM at width 64, 2 layers, 300 steps)" }),
+        intro: format!(
+            "Presets `{retrieval_preset}`, `{mqar_preset}` and `{lm_preset}`{}.",
+            if full {
+                ""
+            } else {
+                " at smoke sizes (MQAR 700 steps; the LM at width 64, 2 layers, 300 steps)"
+            }
+        ),
         sections,
         plots,
     };
@@ -768,6 +1113,10 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
         "reproduction": "length-scaling", "size": size, "checks": checks,
         "max_retrieval": retrieval.results, "mqar_length": mqar.results, "char_lm_length": lm.results,
     });
-    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
+    report::write_document(
+        &doc,
+        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        out,
+    )?;
     Ok(Outcome { checks, summary })
 }

@@ -42,15 +42,26 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
         Size::Smoke => ("configs/mqar-smoke.toml", vec![32], 2, vec![3e-3]),
         Size::Full => ("configs/mqar-short.toml", vec![32, 64], 3, vec![1e-3, 3e-3, 1e-2]),
         // configs/compare/hybrid-ratio-paper.toml as a reproduction.
-        Size::Paper => ("configs/mqar-paper.toml", vec![64, 128], 3, super::gaps::ZOOLOGY_LRS.to_vec()),
+        Size::Paper => {
+            ("configs/mqar-paper.toml", vec![64, 128], 3, super::gaps::ZOOLOGY_LRS.to_vec())
+        }
     };
     let mut base = read_preset(preset)?;
     base.model.n_layers = 4;
     base.train.eval_every = base.train.eval_every.min(100);
     let arms: Vec<(&str, &str)> = STACKS.iter().map(|&(name, stack, _)| (name, stack)).collect();
-    let per_width = run_each_width("hybrid-ratio", &base, &widths, (seeds, &lrs, Some(TARGET)), &arms, out, exec)?;
+    let per_width = run_each_width(
+        "hybrid-ratio",
+        &base,
+        &widths,
+        (seeds, &lrs, Some(TARGET)),
+        &arms,
+        out,
+        exec,
+    )?;
 
-    let mut header = vec!["stack (Gated DeltaNet : softmax)".to_string(), "softmax layers".to_string()];
+    let mut header =
+        vec!["stack (Gated DeltaNet : softmax)".to_string(), "softmax layers".to_string()];
     header.extend(widths.iter().map(|w| format!("accuracy, width {w}")));
     let rows: Vec<Vec<String>> = STACKS
         .iter()
@@ -59,7 +70,12 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
             for r in &per_width {
                 let a = r.arms.iter().find(|a| a.name == name).expect("every arm ran");
                 let steps = steps_to_target_words(a, TARGET);
-                row.push(format!("{} ± {} (lr {:e}; {steps})", fmt(a.summary.mean), fmt(0.5 * (a.summary.ci_high - a.summary.ci_low)), a.best_lr));
+                row.push(format!(
+                    "{} ± {} (lr {:e}; {steps})",
+                    fmt(a.summary.mean),
+                    fmt(0.5 * (a.summary.ci_high - a.summary.ci_low)),
+                    a.best_lr
+                ));
             }
             row
         })
@@ -68,16 +84,23 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
         .iter()
         .zip(&per_width)
         .map(|(w, r)| {
-            let mut points: Vec<(f64, f64)> = STACKS.iter().map(|&(name, _, k)| (k as f64, mean(r, name))).collect();
+            let mut points: Vec<(f64, f64)> =
+                STACKS.iter().map(|&(name, _, k)| (k as f64, mean(r, name))).collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Series::new(format!("width {w}"), points)
         })
         .collect();
-    let title = "MQAR accuracy vs softmax layers in a 4-layer Gated DeltaNet stack (best lr per stack)";
+    let title =
+        "MQAR accuracy vs softmax layers in a 4-layer Gated DeltaNet stack (best lr per stack)";
     let plots = vec![Plot {
         stem: "accuracy_vs_softmax_layers".into(),
         title: title.into(),
-        svg: accuracy_chart(title, "softmax layers of 4 (0 = all Gated DeltaNet)", "accuracy", &series),
+        svg: accuracy_chart(
+            title,
+            "softmax layers of 4 (0 = all Gated DeltaNet)",
+            "accuracy",
+            &series,
+        ),
     }];
 
     let mut checks = Vec::new();
@@ -99,7 +122,11 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
             } else {
                 format!("{hybrid} {h:.3}, all Gated DeltaNet {linear:.3}: no marked gap to recover")
             };
-            checks.push(Check::new(format!("width {w}: the {hybrid} hybrid recovers at least half of that gap"), marked && h - linear >= 0.5 * gap, detail));
+            checks.push(Check::new(
+                format!("width {w}: the {hybrid} hybrid recovers at least half of that gap"),
+                marked && h - linear >= 0.5 * gap,
+                detail,
+            ));
         }
     }
     let intro = format!(
@@ -112,7 +139,10 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
     write_joined(
         "hybrid-ratio",
         size,
-        ("attnlab reproduce hybrid-ratio: how many softmax layers a Gated DeltaNet stack needs to recall", intro),
+        (
+            "attnlab reproduce hybrid-ratio: how many softmax layers a Gated DeltaNet stack needs to recall",
+            intro,
+        ),
         &Cell::widths(&widths),
         &per_width,
         ("Accuracy per stack", Table::new("summary", header, rows)),

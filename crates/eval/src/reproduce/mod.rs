@@ -71,7 +71,12 @@ impl Check {
         Self { claim: claim.into(), holds, evidence: evidence.into() }
     }
     pub fn line(&self) -> String {
-        format!("{}: {} ({})", if self.holds { "holds" } else { "DOES NOT HOLD" }, self.claim, self.evidence)
+        format!(
+            "{}: {} ({})",
+            if self.holds { "holds" } else { "DOES NOT HOLD" },
+            self.claim,
+            self.evidence
+        )
     }
 }
 
@@ -85,15 +90,36 @@ pub struct Outcome {
 
 /// Every reproduction: name and one line on what it shows.
 pub const REPRODUCTIONS: [(&str, &str); 9] = [
-    ("scaling-sim", "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256"),
-    ("scaling-train", "the same divisors inside a trained character LM: loss, gradient norm, attention entropy"),
+    (
+        "scaling-sim",
+        "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256",
+    ),
+    (
+        "scaling-train",
+        "the same divisors inside a trained character LM: loss, gradient norm, attention entropy",
+    ),
     ("mqar-gap", "softmax vs six linear feature maps on associative recall, across model widths"),
-    ("icl-gap", "softmax vs linear attention on in-context linear regression, error per example count"),
+    (
+        "icl-gap",
+        "softmax vs linear attention on in-context linear regression, error per example count",
+    ),
     ("lm-gap", "softmax vs linear attention on Tiny Shakespeare: validation loss curves"),
-    ("separation", "seed 1's construction: one planted large entry; softmax separates, linear does not"),
-    ("length-scaling", "softmax that knows its length (SSMax, log-n temperature, FoX, stick-breaking) on max retrieval and MQAR past the trained size"),
-    ("hybrid-ratio", "4-layer MQAR stacks from all softmax to all Gated DeltaNet: how much softmax recall needs (1:1, 3:1)"),
-    ("recall-frontier", "MQAR accuracy against decoding-state size for softmax, the feature maps and the gated/delta families"),
+    (
+        "separation",
+        "seed 1's construction: one planted large entry; softmax separates, linear does not",
+    ),
+    (
+        "length-scaling",
+        "softmax that knows its length (SSMax, log-n temperature, FoX, stick-breaking) on max retrieval and MQAR past the trained size",
+    ),
+    (
+        "hybrid-ratio",
+        "4-layer MQAR stacks from all softmax to all Gated DeltaNet: how much softmax recall needs (1:1, 3:1)",
+    ),
+    (
+        "recall-frontier",
+        "MQAR accuracy against decoding-state size for softmax, the feature maps and the gated/delta families",
+    ),
 ];
 
 /// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
@@ -124,14 +150,21 @@ pub fn run(name: &str, size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
 /// "length 64, 4 key-value pairs, vocab 8192": an MQAR config's task in words, for the intros.
 fn mqar_task_words(config: &attnlab_train::RunConfig) -> String {
     match &config.task {
-        attnlab_train::TaskConfig::Mqar(t) => format!("length {}, {} key-value pairs, vocab {}", t.seq_len, t.num_kv_pairs, t.vocab),
+        attnlab_train::TaskConfig::Mqar(t) => {
+            format!("length {}, {} key-value pairs, vocab {}", t.seq_len, t.num_kv_pairs, t.vocab)
+        }
         other => other.name().to_string(),
     }
 }
 
 /// Trains a comparison into `dir/runs/` and analyses it (the report is written by the caller,
 /// which adds its own sections).
-fn run_compare(spec: &Comparison, title: &str, dir: &Path, exec: &LocalExecutor) -> Result<Results, String> {
+fn run_compare(
+    spec: &Comparison,
+    title: &str,
+    dir: &Path,
+    exec: &LocalExecutor,
+) -> Result<Results, String> {
     let mut spec = spec.clone();
     if let Some(device) = exec.device {
         for arm in &mut spec.arms {
@@ -158,7 +191,15 @@ fn run_compare(spec: &Comparison, title: &str, dir: &Path, exec: &LocalExecutor)
         let entries = crate::compare::plan::entries(spec)?;
         let records = entries
             .iter()
-            .map(|e| RunRecord { id: e.id.clone(), arm: e.arm.clone(), seed: e.seed, lr: e.lr, run_dir: dir.join(&e.dir), pending: true, ..Default::default() })
+            .map(|e| RunRecord {
+                id: e.id.clone(),
+                arm: e.arm.clone(),
+                seed: e.seed,
+                lr: e.lr,
+                run_dir: dir.join(&e.dir),
+                pending: true,
+                ..Default::default()
+            })
             .collect();
         return Ok(analyse(spec, records, title));
     }
@@ -167,7 +208,10 @@ fn run_compare(spec: &Comparison, title: &str, dir: &Path, exec: &LocalExecutor)
     }
     let records = run_all(spec, dir, exec)?;
     if records.iter().all(|r| r.error.is_some()) {
-        return Err(format!("every run of '{title}' failed; first error: {}", records[0].error.as_deref().unwrap_or("")));
+        return Err(format!(
+            "every run of '{title}' failed; first error: {}",
+            records[0].error.as_deref().unwrap_or("")
+        ));
     }
     // What ran: seeds, learning rates and every arm's resolved config.
     let _ = std::fs::write(dir.join("spec.toml"), toml::to_string(spec).unwrap_or_default());

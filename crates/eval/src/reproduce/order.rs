@@ -28,7 +28,9 @@ impl Relation {
 
     pub(super) fn words(self) -> String {
         match self {
-            Relation::Above => format!(", by more than the seeds' spread and at least {MIN_SEPARATION}"),
+            Relation::Above => {
+                format!(", by more than the seeds' spread and at least {MIN_SEPARATION}")
+            }
             Relation::NotBelow => format!(", within {NOT_BELOW_SLACK}"),
         }
     }
@@ -40,7 +42,11 @@ impl Relation {
             Relation::Above => {
                 let margin = spread.max(MIN_SEPARATION);
                 let holds = a - b > margin;
-                let why = if holds || a <= b { String::new() } else { format!(": a difference within the seeds' spread ({margin:.3}) orders nothing") };
+                let why = if holds || a <= b {
+                    String::new()
+                } else {
+                    format!(": a difference within the seeds' spread ({margin:.3}) orders nothing")
+                };
                 (holds, format!("{a:.3} vs {b:.3}{why}"))
             }
             Relation::NotBelow => (a >= b - NOT_BELOW_SLACK, format!("{a:.3} vs {b:.3}")),
@@ -51,7 +57,9 @@ impl Relation {
 /// Half the range of an arm's final metric over its best-lr seeds (0 for one seed or a missing arm).
 pub(super) fn half_range(results: &Results, arm: &str) -> f64 {
     match results.arms.iter().find(|a| a.name == arm) {
-        Some(a) if a.summary.n > 1 && a.summary.max.is_finite() && a.summary.min.is_finite() => 0.5 * (a.summary.max - a.summary.min),
+        Some(a) if a.summary.n > 1 && a.summary.max.is_finite() && a.summary.min.is_finite() => {
+            0.5 * (a.summary.max - a.summary.min)
+        }
         _ => 0.0,
     }
 }

@@ -13,8 +13,8 @@
 //! saturated rows (largest weight > 0.9). Pure arithmetic in f64: it needs no model.
 
 use super::{Check, Outcome};
-use crate::report::{Document, Plot, Section, Table, fmt};
 use crate::plots::{Series, bar_chart, line_chart};
+use crate::report::{Document, Plot, Section, Table, fmt};
 use attnlab_train::util::median;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
@@ -86,7 +86,8 @@ pub fn draw(d: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
 /// The statistics of every divisor at width `d`, and the raw dot products q_i·k_1.
 pub fn simulate(d: usize, seed: u64) -> (Vec<DivisorStats>, Vec<f64>) {
     let (keys, queries) = draw(d, seed);
-    let dots: Vec<Vec<f64>> = queries.iter().map(|q| keys.iter().map(|k| dot(q, k)).collect()).collect();
+    let dots: Vec<Vec<f64>> =
+        queries.iter().map(|q| keys.iter().map(|k| dot(q, k)).collect()).collect();
     let stats = DIVISORS
         .iter()
         .map(|&name| {
@@ -97,8 +98,12 @@ pub fn simulate(d: usize, seed: u64) -> (Vec<DivisorStats>, Vec<f64>) {
                 "num_keys" => KEYS as f64,
                 _ => unreachable!("every divisor is listed"),
             };
-            let rows: Vec<Vec<f64>> = dots.iter().map(|row| softmax(&row.iter().map(|x| x / s).collect::<Vec<_>>())).collect();
-            let max: Vec<f64> = rows.iter().map(|p| p.iter().copied().fold(0.0, f64::max)).collect();
+            let rows: Vec<Vec<f64>> = dots
+                .iter()
+                .map(|row| softmax(&row.iter().map(|x| x / s).collect::<Vec<_>>()))
+                .collect();
+            let max: Vec<f64> =
+                rows.iter().map(|p| p.iter().copied().fold(0.0, f64::max)).collect();
             let entropy: Vec<f64> = rows.iter().map(|p| normalized_entropy(p)).collect();
             let jac: Vec<f64> = rows.iter().map(|p| softmax_jacobian_fro(p)).collect();
             DivisorStats {
@@ -109,7 +114,8 @@ pub fn simulate(d: usize, seed: u64) -> (Vec<DivisorStats>, Vec<f64>) {
                 median_normalized_entropy: median(&entropy),
                 median_jacobian_fro: median(&jac),
                 median_jacobian_fro_raw: median(&jac) / s,
-                saturated_fraction: max.iter().filter(|&&m| m > 0.9).count() as f64 / rows.len() as f64,
+                saturated_fraction: max.iter().filter(|&&m| m > 0.9).count() as f64
+                    / rows.len() as f64,
                 first_weights: rows.iter().map(|p| p[0]).collect(),
             }
         })
@@ -166,32 +172,69 @@ pub fn run(out: &Path) -> Result<Outcome, String> {
             .map(|s| {
                 let dens = density(&s.first_weights, &grid, Some((0.0, 1.0)));
                 // Log axis: floor the empty regions so every curve stays drawn.
-                Series::new(label(&s.divisor, d), grid.iter().zip(dens).map(|(&x, y)| (x, y.max(1e-3))).collect())
+                Series::new(
+                    label(&s.divisor, d),
+                    grid.iter().zip(dens).map(|(&x, y)| (x, y.max(1e-3))).collect(),
+                )
             })
             .collect();
-        let title = format!("Density of the first attention weight α₁ over {QUERIES} queries, d = {d}, n = {KEYS}");
-        plots.push(Plot { stem: format!("alpha1_density_d{d}"), title: title.clone(), svg: line_chart(&title, "α₁", "density", &series, true) });
+        let title = format!(
+            "Density of the first attention weight α₁ over {QUERIES} queries, d = {d}, n = {KEYS}"
+        );
+        plots.push(Plot {
+            stem: format!("alpha1_density_d{d}"),
+            title: title.clone(),
+            svg: line_chart(&title, "α₁", "density", &series, true),
+        });
         let lo = dots.iter().copied().fold(f64::MAX, f64::min);
         let hi = dots.iter().copied().fold(f64::MIN, f64::max);
         let grid: Vec<f64> = (0..=200).map(|i| lo + (hi - lo) * i as f64 / 200.0).collect();
-        dot_series.push(Series::new(format!("d = {d}"), grid.iter().copied().zip(density(&dots, &grid, None)).collect()));
+        dot_series.push(Series::new(
+            format!("d = {d}"),
+            grid.iter().copied().zip(density(&dots, &grid, None)).collect(),
+        ));
         all.extend(stats);
     }
     let title = "Density of the unscaled dot product q·k₁".to_string();
-    plots.push(Plot { stem: "dot_density".into(), title: title.clone(), svg: line_chart(&title, "q·k₁", "density", &dot_series, false) });
+    plots.push(Plot {
+        stem: "dot_density".into(),
+        title: title.clone(),
+        svg: line_chart(&title, "q·k₁", "density", &dot_series, false),
+    });
     let bars = |f: fn(&DivisorStats) -> f64| -> Vec<(String, f64, f64, f64)> {
         all.iter().map(|s| (format!("d={} {}", s.d, s.divisor), f(s), f64::NAN, f64::NAN)).collect()
     };
     let title = "Fraction of saturated rows (max weight > 0.9)".to_string();
-    plots.push(Plot { stem: "saturated".into(), title: title.clone(), svg: bar_chart(&title, "fraction of queries", &bars(|s| s.saturated_fraction)) });
+    plots.push(Plot {
+        stem: "saturated".into(),
+        title: title.clone(),
+        svg: bar_chart(&title, "fraction of queries", &bars(|s| s.saturated_fraction)),
+    });
     let title = "Median normalised attention entropy".to_string();
-    plots.push(Plot { stem: "entropy".into(), title: title.clone(), svg: bar_chart(&title, "entropy / ln n", &bars(|s| s.median_normalized_entropy)) });
+    plots.push(Plot {
+        stem: "entropy".into(),
+        title: title.clone(),
+        svg: bar_chart(&title, "entropy / ln n", &bars(|s| s.median_normalized_entropy)),
+    });
     let title = "Median ‖softmax Jacobian‖_F with respect to q·k".to_string();
-    plots.push(Plot { stem: "jacobian".into(), title: title.clone(), svg: bar_chart(&title, "‖J‖_F / divisor", &bars(|s| s.median_jacobian_fro_raw)) });
+    plots.push(Plot {
+        stem: "jacobian".into(),
+        title: title.clone(),
+        svg: bar_chart(&title, "‖J‖_F / divisor", &bars(|s| s.median_jacobian_fro_raw)),
+    });
 
-    let header = ["d", "divisor", "divisor value", "median max weight", "median entropy / ln n", "median ‖J‖_F", "median ‖J‖_F / divisor", "saturated rows"]
-        .map(String::from)
-        .to_vec();
+    let header = [
+        "d",
+        "divisor",
+        "divisor value",
+        "median max weight",
+        "median entropy / ln n",
+        "median ‖J‖_F",
+        "median ‖J‖_F / divisor",
+        "saturated rows",
+    ]
+    .map(String::from)
+    .to_vec();
     let rows = all
         .iter()
         .map(|s| {
@@ -208,8 +251,11 @@ pub fn run(out: &Path) -> Result<Outcome, String> {
         })
         .collect();
 
-    let get = |d: usize, name: &str| all.iter().find(|s| s.d == d && s.divisor == name).expect("simulated");
-    let (none, sqrt, sum, keys) = (get(256, "none"), get(256, "sqrt_d"), get(256, "sum_key_norms"), get(256, "num_keys"));
+    let get = |d: usize, name: &str| {
+        all.iter().find(|s| s.d == d && s.divisor == name).expect("simulated")
+    };
+    let (none, sqrt, sum, keys) =
+        (get(256, "none"), get(256, "sqrt_d"), get(256, "sum_key_norms"), get(256, "num_keys"));
     let checks = vec![
         Check::new(
             "at d = 256, unscaled softmax saturates more rows than ÷√d",
@@ -218,8 +264,14 @@ pub fn run(out: &Path) -> Result<Outcome, String> {
         ),
         Check::new(
             "at d = 256, ÷Σ‖k_j‖ keeps attention flatter than ÷√d, which is flatter than ÷1 (median entropy)",
-            sum.median_normalized_entropy > sqrt.median_normalized_entropy && sqrt.median_normalized_entropy > none.median_normalized_entropy,
-            format!("{:.3} > {:.3} > {:.3}", sum.median_normalized_entropy, sqrt.median_normalized_entropy, none.median_normalized_entropy),
+            sum.median_normalized_entropy > sqrt.median_normalized_entropy
+                && sqrt.median_normalized_entropy > none.median_normalized_entropy,
+            format!(
+                "{:.3} > {:.3} > {:.3}",
+                sum.median_normalized_entropy,
+                sqrt.median_normalized_entropy,
+                none.median_normalized_entropy
+            ),
         ),
         Check::new(
             "at d = 256, the unscaled softmax's Jacobian vanishes next to ÷√d's (vanishing gradients)",

@@ -16,7 +16,9 @@ use std::path::Path;
 pub(super) fn steps_to_target_words(arm: &ArmResult, target: f64) -> String {
     let reached = arm.steps_to_target.iter().flatten().count();
     match arm.median_steps_to_target {
-        Some(s) => format!("{target} by step {s:.0}, {reached} of {} seeds", arm.steps_to_target.len()),
+        Some(s) => {
+            format!("{target} by step {s:.0}, {reached} of {} seeds", arm.steps_to_target.len())
+        }
         None => format!("never {target}"),
     }
 }
@@ -39,7 +41,12 @@ pub(super) fn run_each_width(
             config.model.d_model = w;
             let comparison = spec(&config, seeds, lrs, target, arms)?;
             let dir = out.join(format!("width-{w}"));
-            let results = run_compare(&comparison, &format!("attnlab reproduce {name}: width {w}"), &dir, exec)?;
+            let results = run_compare(
+                &comparison,
+                &format!("attnlab reproduce {name}: width {w}"),
+                &dir,
+                exec,
+            )?;
             report::write(&results, &dir)?;
             Ok(results)
         })
@@ -88,12 +95,20 @@ pub(super) fn write_joined(
     plots: Vec<Plot>,
     out: &Path,
 ) -> Result<Outcome, String> {
-    let mut sections = vec![Section::new(heading).table(summary), Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect())];
+    let mut sections = vec![
+        Section::new(heading).table(summary),
+        Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
+    ];
     for (cell, r) in cells.iter().zip(per_width) {
         sections.push(
             Section::new(cell.heading())
                 .text(format!("Full report: `{}/report.html`.", cell.dir()))
-                .bullets(r.verdicts.iter().map(|v| v.split("; After").next().unwrap_or(v).to_string()).collect()),
+                .bullets(
+                    r.verdicts
+                        .iter()
+                        .map(|v| v.split("; After").next().unwrap_or(v).to_string())
+                        .collect(),
+                ),
         );
     }
     let doc = report::Document { title: title.into(), decision: None, intro, sections, plots };
@@ -102,7 +117,11 @@ pub(super) fn write_joined(
     if cells.iter().any(|c| c.pairs.is_some()) {
         json["num_kv_pairs"] = serde_json::json!(cells.iter().map(|c| c.pairs).collect::<Vec<_>>());
     }
-    report::write_document(&doc, &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?, out)?;
+    report::write_document(
+        &doc,
+        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        out,
+    )?;
     Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("the summary has a table") })
 }
 
@@ -113,8 +132,14 @@ mod tests {
     #[test]
     fn a_cell_names_its_directory_and_heading() {
         let plain = Cell::widths(&[16, 32]);
-        assert_eq!((plain[1].dir(), plain[1].heading()), ("width-32".to_string(), "Width 32".to_string()));
+        assert_eq!(
+            (plain[1].dir(), plain[1].heading()),
+            ("width-32".to_string(), "Width 32".to_string())
+        );
         let sized = Cell { width: 64, pairs: Some(8) };
-        assert_eq!((sized.dir(), sized.heading()), ("pairs-8/width-64".to_string(), "8 pairs, width 64".to_string()));
+        assert_eq!(
+            (sized.dir(), sized.heading()),
+            ("pairs-8/width-64".to_string(), "8 pairs, width 64".to_string())
+        );
     }
 }

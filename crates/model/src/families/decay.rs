@@ -57,14 +57,16 @@
 //! `A_ij = Σ_f φq_if φk_jf exp(−|b_if − b_jf|)` (RetNet's bidirectional retention for the fixed
 //! gate), computed from the causal weights as `L(q, k) + L(k, q)ᵀ`, the diagonal counted once.
 
-use crate::feature_map::{
-    DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind, LinearForm, Normalizer,
-    safe_denominator,
-};
 use crate::chunking::{RecurrentState, causal_decay, to_chunks};
+use crate::feature_map::{
+    DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, FeatureMap, FeatureMapKind,
+    LinearForm, Normalizer, safe_denominator,
+};
 use crate::gates::{FORGET_BIAS_INIT, family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
-use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+};
 use crate::options::{parse_options, split_choice, write_with_options};
 use crate::short_conv::{ShortConv, check_kernel};
 use burn::module::{Module, Param};
@@ -172,9 +174,11 @@ impl MixerFamily for DecayAttentionConfig {
     type Module = DecayAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-        let (gate, options) = split_choice(parts, Self::NAME, "gate", &Gate::ALL, Gate::name, spec)?;
+        let (gate, options) =
+            split_choice(parts, Self::NAME, "gate", &Gate::ALL, Gate::name, spec)?;
         let c = Self { gate, ..parse_options(options, spec)? };
-        c.map.check_options(c.feature_dim, c.features, |m| format!("map={}", m.name()))
+        c.map
+            .check_options(c.feature_dim, c.features, |m| format!("map={}", m.name()))
             .map_err(|reason| SpecError::new(spec, reason))?;
         if c.chunk == 0 {
             return Err(SpecError::new(spec, "chunk must be at least 1"));
@@ -185,7 +189,10 @@ impl MixerFamily for DecayAttentionConfig {
 
     fn validate(&self, dims: &MixerDims) -> Result<(), String> {
         if self.map == FeatureMapKind::Cosformer && dims.max_seq_len == 0 {
-            return Err("decay with map=cosformer needs model.max_seq_len > 0 (its re-weighting period)".into());
+            return Err(
+                "decay with map=cosformer needs model.max_seq_len > 0 (its re-weighting period)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -201,7 +208,14 @@ impl MixerFamily for DecayAttentionConfig {
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let f = self.feature_count(dims);
         let z = if self.norm == Normalizer::Sum { f } else { 0 };
-        let conv = if self.conv > 0 { ShortConv::state_floats(self.conv, dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim())) } else { 0 };
+        let conv = if self.conv > 0 {
+            ShortConv::state_floats(
+                self.conv,
+                dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim()),
+            )
+        } else {
+            0
+        };
         dims.n_heads * (f * dims.head_dim() + z) + conv
     }
 
@@ -218,10 +232,13 @@ impl MixerFamily for DecayAttentionConfig {
                 (dt, a_log) = (Some(linear), Some(log_rate));
             }
             Gate::Gla => alpha = Some(uniform_linear(&mut rng, d, h * f, vec![0.0; h * f], device)),
-            Gate::Forget => alpha = Some(uniform_linear(&mut rng, d, h, vec![FORGET_BIAS_INIT; h], device)),
+            Gate::Forget => {
+                alpha = Some(uniform_linear(&mut rng, d, h, vec![FORGET_BIAS_INIT; h], device))
+            }
         }
         // Drawn after the gates, so adding the option leaves the gates of a seed as they were.
-        let conv = (self.conv > 0).then(|| ShortConv::new(h * (2 * d_qk + dims.head_dim()), self.conv, &mut rng, device));
+        let conv = (self.conv > 0)
+            .then(|| ShortConv::new(h * (2 * d_qk + dims.head_dim()), self.conv, &mut rng, device));
         DecayAttention {
             heads: HeadProjection::new(dims, d_qk, device),
             feature_map: FeatureMap::new(self.map, d_qk, self.features, dims, device),
@@ -238,10 +255,22 @@ impl MixerFamily for DecayAttentionConfig {
 
     fn catalogue() -> Vec<VariantInfo> {
         vec![
-            VariantInfo { spec: "decay:retnet", formula: "S_t = γ_h S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t, γ_h = 1 − 2^(−5−h) fixed per head (RetNet)" },
-            VariantInfo { spec: "decay:mamba2", formula: "S_t = a_t S_{t−1} + k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}), Δ_t = softplus(w_h·x_t + b_h) (Mamba-2 / SSD)" },
-            VariantInfo { spec: "decay:gla", formula: "S_t = diag(α_t) S_{t−1} + k_t v_tᵀ, log α_t = logsigmoid(x_t W_α)/16 per key channel (GLA)" },
-            VariantInfo { spec: "decay:forget", formula: "S_t = f_t S_{t−1} + k_t v_tᵀ, f_t = σ(w_h·x_t + b_h), b_h from 5 (FoX's forget gate on linear attention)" },
+            VariantInfo {
+                spec: "decay:retnet",
+                formula: "S_t = γ_h S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t, γ_h = 1 − 2^(−5−h) fixed per head (RetNet)",
+            },
+            VariantInfo {
+                spec: "decay:mamba2",
+                formula: "S_t = a_t S_{t−1} + k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}), Δ_t = softplus(w_h·x_t + b_h) (Mamba-2 / SSD)",
+            },
+            VariantInfo {
+                spec: "decay:gla",
+                formula: "S_t = diag(α_t) S_{t−1} + k_t v_tᵀ, log α_t = logsigmoid(x_t W_α)/16 per key channel (GLA)",
+            },
+            VariantInfo {
+                spec: "decay:forget",
+                formula: "S_t = f_t S_{t−1} + k_t v_tᵀ, f_t = σ(w_h·x_t + b_h), b_h from 5 (FoX's forget gate on linear attention)",
+            },
         ]
     }
 }
@@ -284,25 +313,41 @@ impl DecayAttention {
         match self.gate {
             Gate::Retnet => {
                 let logs: Vec<f32> = (0..h).map(retnet_log_gamma).collect();
-                Tensor::<1>::from_floats(logs.as_slice(), &x.device()).reshape([1, h, 1, 1]).expand([b, h, t, 1])
+                Tensor::<1>::from_floats(logs.as_slice(), &x.device())
+                    .reshape([1, h, 1, 1])
+                    .expand([b, h, t, 1])
             }
-            Gate::Mamba2 => ssm_log_gates(self.dt.as_ref().expect("mamba2 has dt"), self.a_log.as_ref().expect("mamba2 has a_log"), x),
+            Gate::Mamba2 => ssm_log_gates(
+                self.dt.as_ref().expect("mamba2 has dt"),
+                self.a_log.as_ref().expect("mamba2 has a_log"),
+                x,
+            ),
             Gate::Gla => {
                 let alpha = self.alpha.as_ref().expect("gla has alpha");
                 let logits = crate::fused::affine(alpha, x);
                 let f = logits.dims()[2] / h;
-                (crate::fused::log_sigmoid(logits) / GLA_LOGIT_NORMALIZER).reshape([b, t, h, f]).swap_dims(1, 2)
+                (crate::fused::log_sigmoid(logits) / GLA_LOGIT_NORMALIZER)
+                    .reshape([b, t, h, f])
+                    .swap_dims(1, 2)
             }
             Gate::Forget => {
                 let forget = self.alpha.as_ref().expect("forget has its gate");
-                crate::fused::log_sigmoid(crate::fused::affine(forget, x)).swap_dims(1, 2).reshape([b, h, t, 1])
+                crate::fused::log_sigmoid(crate::fused::affine(forget, x))
+                    .swap_dims(1, 2)
+                    .reshape([b, h, t, 1])
             }
         }
     }
 
     /// Projected (and with `conv=K` convolved), position-encoded and feature-mapped
     /// `(φ(q), φ(k), v)` for tokens starting at `offset`; `conv_history` is read and advanced.
-    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize, conv_history: &mut Option<Tensor<3>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    fn features(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+        conv_history: &mut Option<Tensor<3>>,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let qkv = self.heads.project(x);
         let qkv = match &self.conv {
             Some(conv) => conv.continue_from(qkv, conv_history),
@@ -321,14 +366,31 @@ impl SequenceMixer for DecayAttention {
         let log_g = self.log_gates(x.clone());
         let (q, k, v) = self.features(x, ctx.rope, 0, &mut None);
         let y = match (ctx.causal, self.form) {
-            (false, _) => weights(q.clone(), k.clone(), log_g.clone(), false, self.normalize, self.chunk).matmul(v),
-            (true, LinearForm::Parallel) => parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk),
-            (true, LinearForm::Chunked) => chunked_from_empty(q.clone(), k.clone(), v, log_g.clone(), self.chunk, self.normalize),
-            (true, LinearForm::Recurrent) => recurrent(q.clone(), k.clone(), v, log_g.clone(), self.normalize, None).0,
+            (false, _) => {
+                weights(q.clone(), k.clone(), log_g.clone(), false, self.normalize, self.chunk)
+                    .matmul(v)
+            }
+            (true, LinearForm::Parallel) => {
+                parallel(q.clone(), k.clone(), v, log_g.clone(), self.normalize, self.chunk)
+            }
+            (true, LinearForm::Chunked) => chunked_from_empty(
+                q.clone(),
+                k.clone(),
+                v,
+                log_g.clone(),
+                self.chunk,
+                self.normalize,
+            ),
+            (true, LinearForm::Recurrent) => {
+                recurrent(q.clone(), k.clone(), v, log_g.clone(), self.normalize, None).0
+            }
         };
-        let diagnostics = ctx
-            .diagnostics
-            .then(|| sequence_diagnostics(weights(q, k, log_g, ctx.causal, self.normalize, self.chunk), ctx.causal));
+        let diagnostics = ctx.diagnostics.then(|| {
+            sequence_diagnostics(
+                weights(q, k, log_g, ctx.causal, self.normalize, self.chunk),
+                ctx.causal,
+            )
+        });
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
@@ -336,7 +398,12 @@ impl SequenceMixer for DecayAttention {
         RecurrentState::default()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut RecurrentState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut RecurrentState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         let seq = x.dims()[1];
         let log_g = self.log_gates(x.clone());
         let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);
@@ -353,11 +420,20 @@ impl SequenceMixer for DecayAttention {
 
 /// [`chunked`] from the empty state, through the fused recurrence on flex (the same numbers;
 /// its test is `fused_recurrence_matches_the_composed_chunked_form`).
-fn chunked_from_empty(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, log_g: Tensor<4>, chunk: usize, normalize: bool) -> Tensor<4> {
+fn chunked_from_empty(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    log_g: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+) -> Tensor<4> {
     let dv = v.dims()[3];
     match crate::fused::gated_recurrence(q, k, with_ones(v, normalize), log_g, None, chunk) {
         Ok(y) => divide_out(y, normalize),
-        Err((q, k, v, log_g, _)) => chunked(q, k, v.narrow(3, 0, dv), log_g, chunk, normalize, None).0,
+        Err((q, k, v, log_g, _)) => {
+            chunked(q, k, v.narrow(3, 0, dv), log_g, chunk, normalize, None).0
+        }
     }
 }
 
@@ -405,7 +481,14 @@ fn decayed_scores(q: Tensor<4>, k: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
 ///
 /// # Shapes
 /// - `q, k`: `[batch, heads, seq, F]`, `log_g`: `[batch, heads, seq, G]` -> `[batch, heads, seq, seq]`
-pub fn weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, causal: bool, normalize: bool, block: usize) -> Tensor<4> {
+pub fn weights(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    log_g: Tensor<4>,
+    causal: bool,
+    normalize: bool,
+    block: usize,
+) -> Tensor<4> {
     let lower = causal_weights(q.clone(), k.clone(), log_g.clone(), block);
     let scores = if causal {
         lower
@@ -413,7 +496,8 @@ pub fn weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, causal: bool, norma
         // The upper half is the lower half with queries and keys swapped; its diagonal repeats.
         let t = q.dims()[2];
         let [b, h, _, _] = lower.dims();
-        let not_above = causal_mask(t, t, 0, &q.device()).bool_not().unsqueeze::<4>().expand([b, h, t, t]);
+        let not_above =
+            causal_mask(t, t, 0, &q.device()).bool_not().unsqueeze::<4>().expand([b, h, t, t]);
         lower + causal_weights(k, q, log_g, block).swap_dims(2, 3).mask_fill(not_above, 0.0)
     };
     if normalize {
@@ -447,10 +531,13 @@ fn causal_weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, block: usize) ->
     let diagonal = causal_weights(qc.clone(), kc.clone(), gc.clone(), VECTOR_SUBCHUNK); // [bh, n, c, c]
     let global = gc.reshape([b * h, 1, tp, f]).cumsum(2); // b_j
     let ends = global.clone().reshape([b * h, n, c, f]).narrow(2, c - 1, 1); // [bh, n, 1, f]
-    let refs = Tensor::cat(vec![Tensor::zeros([b * h, 1, 1, f], &device), ends.narrow(1, 0, n - 1)], 1);
+    let refs =
+        Tensor::cat(vec![Tensor::zeros([b * h, 1, 1, f], &device), ends.narrow(1, 0, n - 1)], 1);
     // Key j is seen through r_m only from a later block (j < m·c); the rest is masked before exp.
     let later: Vec<bool> = (0..n).flat_map(|m| (0..tp).map(move |j| j >= m * c)).collect();
-    let hidden = Tensor::<2, Bool>::from_bool(TensorData::new(later, [n, tp]), &device).reshape([1, n, tp, 1]).expand([b * h, n, tp, f]);
+    let hidden = Tensor::<2, Bool>::from_bool(TensorData::new(later, [n, tp]), &device)
+        .reshape([1, n, tp, 1])
+        .expand([b * h, n, tp, f]);
     let decay = (refs - global).mask_fill(hidden.clone(), 0.0).exp().mask_fill(hidden, 0.0); // [bh, n, tp, f]
     let keys = kc.reshape([b * h, 1, tp, f]) * decay;
     let cross = (qc * local.exp()).matmul(keys.swap_dims(2, 3)); // [bh, n, c, tp], zero from column m·c on
@@ -476,7 +563,14 @@ fn causal_weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, block: usize) ->
 /// # Shapes
 /// - `q, k`: `[batch, heads, seq, F]`, `v`: `[batch, heads, seq, d_v]`, `log_g`: `[batch, heads, seq, G]`
 ///   -> `[batch, heads, seq, d_v]`
-pub fn parallel(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, log_g: Tensor<4>, normalize: bool, block: usize) -> Tensor<4> {
+pub fn parallel(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    log_g: Tensor<4>,
+    normalize: bool,
+    block: usize,
+) -> Tensor<4> {
     weights(q, k, log_g, true, normalize, block).matmul(v)
 }
 
@@ -503,13 +597,18 @@ pub fn chunked(
     let device = q.device();
     let c = chunk.min(t);
     let n = t.div_ceil(c);
-    let (qc, kc, vc, gc) = (to_chunks(q, n, c), to_chunks(k, n, c), to_chunks(v, n, c), to_chunks(log_g, n, c));
+    let (qc, kc, vc, gc) =
+        (to_chunks(q, n, c), to_chunks(k, n, c), to_chunks(v, n, c), to_chunks(log_g, n, c));
     let cum = gc.clone().cumsum(2); // b_i inside each chunk, ≤ 0
     let total = cum.clone().narrow(2, c - 1, 1); // b_C: [bh, n, 1, G]
 
     // Inside chunks: the decayed quadratic form (for the vector gate in sub-chunks, see
     // `causal_weights`; each chunk is a sequence of its own there).
-    let scores = if g == 1 { decayed_scores(qc.clone(), kc.clone(), cum.clone()) } else { causal_weights(qc.clone(), kc.clone(), gc, VECTOR_SUBCHUNK) };
+    let scores = if g == 1 {
+        decayed_scores(qc.clone(), kc.clone(), cum.clone())
+    } else {
+        causal_weights(qc.clone(), kc.clone(), gc, VECTOR_SUBCHUNK)
+    };
     let intra = scores.matmul(vc.clone());
 
     // Each chunk's own keys as they stand at its end, and its total decay.
@@ -522,7 +621,8 @@ pub fn chunked(
     let mut before = Vec::with_capacity(n);
     for m in 0..n {
         before.push(s.clone().unsqueeze_dim::<4>(1));
-        s = s * carry.clone().narrow(1, m, 1).reshape([b * h, g, 1]) + contribution.clone().narrow(1, m, 1).reshape([b * h, f, dv]);
+        s = s * carry.clone().narrow(1, m, 1).reshape([b * h, g, 1])
+            + contribution.clone().narrow(1, m, 1).reshape([b * h, f, dv]);
     }
     let inter = (qc * cum.exp()).matmul(Tensor::cat(before, 1));
     let y = (intra + inter).reshape([b, h, n * c, dv]).narrow(2, 0, t);
@@ -562,14 +662,23 @@ pub fn recurrent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ad_device, assert_close, assert_output_and_grads_close, assert_values_close, device, output_and_grads, randn, values};
+    use crate::testing::{
+        ad_device, assert_close, assert_output_and_grads_close, assert_values_close, device,
+        output_and_grads, randn, values,
+    };
     use burn::nn::RotaryEncodingConfig;
     use burn::tensor::activation::sigmoid;
 
     /// The textbook recurrence, in linear (not log) space, one token at a time, with `z` kept
     /// apart: `S_t = G_t ⊙ S_{t−1} + k_t v_tᵀ`, `z_t = G_t ⊙ z_{t−1} + k_t`,
     /// `o_t = S_tᵀ q_t (/ q_t·z_t)`. Outer and inner products by broadcasting, not matmul.
-    fn naive_decay_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, log_g: &Tensor<4>, normalize: bool) -> Tensor<4> {
+    fn naive_decay_attention(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        log_g: &Tensor<4>,
+        normalize: bool,
+    ) -> Tensor<4> {
         let [b, h, t, f] = q.dims();
         let (dv, g) = (v.dims()[3], log_g.dims()[3]);
         let dev = q.device();
@@ -584,16 +693,27 @@ mod tests {
             z = gate * z + ki;
             let qi = q.clone().narrow(2, i, 1).reshape([b, h, f, 1]);
             let num = (qi.clone() * s.clone()).sum_dim(2); // [b, h, 1, dv]
-            out.push(if normalize { num / safe_denominator((qi * z.clone()).sum_dim(2)) } else { num });
+            out.push(if normalize {
+                num / safe_denominator((qi * z.clone()).sum_dim(2))
+            } else {
+                num
+            });
         }
         Tensor::cat(out, 2)
     }
 
     /// Both-ways decay by brute force: `A_ij = Σ_f q_if k_jf exp(−|b_if − b_jf|)`.
-    fn naive_bidirectional(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, log_g: &Tensor<4>, normalize: bool) -> Tensor<4> {
+    fn naive_bidirectional(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        log_g: &Tensor<4>,
+        normalize: bool,
+    ) -> Tensor<4> {
         let b = log_g.clone().cumsum(2);
         let decay = (b.clone().unsqueeze_dim::<5>(3) - b.unsqueeze_dim::<5>(2)).abs().neg().exp();
-        let a = (q.clone().unsqueeze_dim::<5>(3) * k.clone().unsqueeze_dim::<5>(2) * decay).sum_dim(4);
+        let a =
+            (q.clone().unsqueeze_dim::<5>(3) * k.clone().unsqueeze_dim::<5>(2) * decay).sum_dim(4);
         let [bb, h, t, _] = q.dims();
         let a = a.reshape([bb, h, t, t]);
         let a = if normalize { a.clone() / safe_denominator(a.sum_dim(3)) } else { a };
@@ -631,16 +751,43 @@ mod tests {
                         let x = inputs(seq, g, seed);
                         // Signed features (identity) without the denominator; positive ones
                         // (elu+1) with it, where signed ones make it ill-conditioned near zero.
-                        let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
-                        let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
-                            output_and_grads(&x, seed + 7, |x| f(phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), scale)))
+                        let phi = |x: Tensor<4>| {
+                            if normalize { crate::fused::elu_plus_one(x) } else { x }
                         };
-                        let want = run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
+                        let run = |f: &dyn Fn(
+                            Tensor<4>,
+                            Tensor<4>,
+                            Tensor<4>,
+                            Tensor<4>,
+                        ) -> Tensor<4>| {
+                            output_and_grads(&x, seed + 7, |x| {
+                                f(
+                                    phi(x[0].clone()),
+                                    phi(x[1].clone()),
+                                    x[2].clone(),
+                                    log_gates_from(x[3].clone(), scale),
+                                )
+                            })
+                        };
+                        let want =
+                            run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
                         let what = format!("g={g} log gate≈−{scale} normalize={normalize} T={seq}");
-                        assert_output_and_grads_close(&format!("{what} recurrent"), run(&|q, k, v, lg| recurrent(q, k, v, lg, normalize, None).0), &want);
+                        assert_output_and_grads_close(
+                            &format!("{what} recurrent"),
+                            run(&|q, k, v, lg| recurrent(q, k, v, lg, normalize, None).0),
+                            &want,
+                        );
                         for c in [1, 3, 4, 16] {
-                            assert_output_and_grads_close(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
-                            assert_output_and_grads_close(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
+                            assert_output_and_grads_close(
+                                &format!("{what} chunk={c}"),
+                                run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0),
+                                &want,
+                            );
+                            assert_output_and_grads_close(
+                                &format!("{what} parallel block={c}"),
+                                run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)),
+                                &want,
+                            );
                         }
                     }
                 }
@@ -659,19 +806,38 @@ mod tests {
                 for c in [1, 3, 16] {
                     seed += 10;
                     let x = inputs(10, g, seed);
-                    let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+                    let phi =
+                        |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
                     let run = |fused: bool| {
                         output_and_grads(&x, seed + 7, |x| {
-                            let (q, k, v, lg) = (phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), scale));
+                            let (q, k, v, lg) = (
+                                phi(x[0].clone()),
+                                phi(x[1].clone()),
+                                x[2].clone(),
+                                log_gates_from(x[3].clone(), scale),
+                            );
                             if fused {
-                                let y = crate::fused::gated_recurrence(q, k, with_ones(v, normalize), lg, None, c).map_err(|_| "flex").expect("the fused kernel runs on flex");
+                                let y = crate::fused::gated_recurrence(
+                                    q,
+                                    k,
+                                    with_ones(v, normalize),
+                                    lg,
+                                    None,
+                                    c,
+                                )
+                                .map_err(|_| "flex")
+                                .expect("the fused kernel runs on flex");
                                 divide_out(y, normalize)
                             } else {
                                 chunked(q, k, v, lg, c, normalize, None).0
                             }
                         })
                     };
-                    assert_output_and_grads_close(&format!("fused g={g} log gate≈−{scale} normalize={normalize} chunk={c}"), run(true), &run(false));
+                    assert_output_and_grads_close(
+                        &format!("fused g={g} log gate≈−{scale} normalize={normalize} chunk={c}"),
+                        run(true),
+                        &run(false),
+                    );
                 }
             }
         }
@@ -686,15 +852,30 @@ mod tests {
             let x = inputs(37, 4, 1100 + normalize as u64 + scale as u64);
             let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
             let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
-                output_and_grads(&x, 1107, |x| f(phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), scale)))
+                output_and_grads(&x, 1107, |x| {
+                    f(
+                        phi(x[0].clone()),
+                        phi(x[1].clone()),
+                        x[2].clone(),
+                        log_gates_from(x[3].clone(), scale),
+                    )
+                })
             };
             let want = run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
             let what = format!("T=37 log gate≈−{scale} normalize={normalize}");
             for c in [20, 64] {
-                assert_output_and_grads_close(&format!("{what} chunk={c}"), run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0), &want);
+                assert_output_and_grads_close(
+                    &format!("{what} chunk={c}"),
+                    run(&|q, k, v, lg| chunked(q, k, v, lg, c, normalize, None).0),
+                    &want,
+                );
             }
             for c in [8, 24, 64] {
-                assert_output_and_grads_close(&format!("{what} parallel block={c}"), run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)), &want);
+                assert_output_and_grads_close(
+                    &format!("{what} parallel block={c}"),
+                    run(&|q, k, v, lg| parallel(q, k, v, lg, normalize, c)),
+                    &want,
+                );
             }
         }
     }
@@ -705,12 +886,23 @@ mod tests {
             let x = inputs(7, g, 1200 + g as u64 + normalize as u64);
             let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
             let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
-                output_and_grads(&x, 1210, |x| f(phi(x[0].clone()), phi(x[1].clone()), x[2].clone(), log_gates_from(x[3].clone(), 0.3)))
+                output_and_grads(&x, 1210, |x| {
+                    f(
+                        phi(x[0].clone()),
+                        phi(x[1].clone()),
+                        x[2].clone(),
+                        log_gates_from(x[3].clone(), 0.3),
+                    )
+                })
             };
             let want = run(&|q, k, v, lg| naive_bidirectional(&q, &k, &v, &lg, normalize));
             for block in [2, 7] {
                 let got = run(&|q, k, v, lg| weights(q, k, lg, false, normalize, block).matmul(v));
-                assert_output_and_grads_close(&format!("bidirectional g={g} normalize={normalize} block={block}"), got, &want);
+                assert_output_and_grads_close(
+                    &format!("bidirectional g={g} normalize={normalize} block={block}"),
+                    got,
+                    &want,
+                );
             }
         }
     }
@@ -724,8 +916,18 @@ mod tests {
             let (q, k) = (crate::fused::elu_plus_one(q), crate::fused::elu_plus_one(k));
             let lg = log_gates_from(raw, 30.0);
             let want = naive_decay_attention(&q, &k, &v, &lg, true);
-            assert_close(chunked(q.clone(), k.clone(), v.clone(), lg.clone(), 40, true, None).0, want.clone(), 1e-4, "chunked");
-            assert_close(parallel(q.clone(), k.clone(), v.clone(), lg.clone(), true, 8), want.clone(), 1e-4, "parallel");
+            assert_close(
+                chunked(q.clone(), k.clone(), v.clone(), lg.clone(), 40, true, None).0,
+                want.clone(),
+                1e-4,
+                "chunked",
+            );
+            assert_close(
+                parallel(q.clone(), k.clone(), v.clone(), lg.clone(), true, 8),
+                want.clone(),
+                1e-4,
+                "parallel",
+            );
             assert_close(recurrent(q, k, v, lg, true, None).0, want, 1e-4, "recurrent");
         }
     }
@@ -737,17 +939,61 @@ mod tests {
         for g in [1, 4] {
             for normalize in [false, true] {
                 let [q, k, v, raw] = inputs(10, g, 1400 + 2 * g as u64 + normalize as u64);
-                let (q, k) = if normalize { (crate::fused::elu_plus_one(q), crate::fused::elu_plus_one(k)) } else { (q, k) };
+                let (q, k) = if normalize {
+                    (crate::fused::elu_plus_one(q), crate::fused::elu_plus_one(k))
+                } else {
+                    (q, k)
+                };
                 let lg = log_gates_from(raw, 0.3);
                 let full = naive_decay_attention(&q, &k, &v, &lg, normalize);
                 let part = |x: &Tensor<4>, a: usize, n: usize| x.clone().narrow(2, a, n);
                 let what = format!("g={g} normalize={normalize}");
-                let (first, state) = chunked(part(&q, 0, 6), part(&k, 0, 6), part(&v, 0, 6), part(&lg, 0, 6), 4, normalize, None);
-                let (rest, _) = chunked(part(&q, 6, 4), part(&k, 6, 4), part(&v, 6, 4), part(&lg, 6, 4), 3, normalize, Some(&state));
-                assert_close(Tensor::cat(vec![first, rest], 2), full.clone(), 1e-4, &format!("{what}: chunked with state"));
-                let (_, state) = recurrent(part(&q, 0, 6), part(&k, 0, 6), part(&v, 0, 6), part(&lg, 0, 6), normalize, None);
-                let (rest, state) = recurrent(part(&q, 6, 4), part(&k, 6, 4), part(&v, 6, 4), part(&lg, 6, 4), normalize, Some(&state));
-                assert_close(rest, full.narrow(2, 6, 4), 1e-4, &format!("{what}: recurrent with state"));
+                let (first, state) = chunked(
+                    part(&q, 0, 6),
+                    part(&k, 0, 6),
+                    part(&v, 0, 6),
+                    part(&lg, 0, 6),
+                    4,
+                    normalize,
+                    None,
+                );
+                let (rest, _) = chunked(
+                    part(&q, 6, 4),
+                    part(&k, 6, 4),
+                    part(&v, 6, 4),
+                    part(&lg, 6, 4),
+                    3,
+                    normalize,
+                    Some(&state),
+                );
+                assert_close(
+                    Tensor::cat(vec![first, rest], 2),
+                    full.clone(),
+                    1e-4,
+                    &format!("{what}: chunked with state"),
+                );
+                let (_, state) = recurrent(
+                    part(&q, 0, 6),
+                    part(&k, 0, 6),
+                    part(&v, 0, 6),
+                    part(&lg, 0, 6),
+                    normalize,
+                    None,
+                );
+                let (rest, state) = recurrent(
+                    part(&q, 6, 4),
+                    part(&k, 6, 4),
+                    part(&v, 6, 4),
+                    part(&lg, 6, 4),
+                    normalize,
+                    Some(&state),
+                );
+                assert_close(
+                    rest,
+                    full.narrow(2, 6, 4),
+                    1e-4,
+                    &format!("{what}: recurrent with state"),
+                );
                 let (_, chunked_state) = chunked(q, k, v, lg, 3, normalize, None);
                 assert_close(state, chunked_state, 1e-4, &format!("{what}: final states"));
             }
@@ -804,7 +1050,9 @@ mod tests {
                 assert_eq!(want_gates.len(), [0, 3, 2, 2][s], "{spec}: gate parameters");
                 for form in [LinearForm::Chunked, LinearForm::Recurrent] {
                     let (y, gx, gates) = run(form);
-                    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"));
+                    let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+                        assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"))
+                    };
                     close(y, want.clone(), "output");
                     close(gx, want_x.clone(), "input gradient");
                     for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {
@@ -817,7 +1065,12 @@ mod tests {
                 let lg = m.log_gates(x.clone());
                 let (q, k, v) = m.features(x.clone(), None, 0, &mut None);
                 let want = m.heads.merge(naive_decay_attention(&q, &k, &v, &lg, norm == "sum"));
-                assert_close(m.forward(x, MixContext::causal()).output, want, 1e-4, &format!("{spec}: forward vs naive"));
+                assert_close(
+                    m.forward(x, MixContext::causal()).output,
+                    want,
+                    1e-4,
+                    &format!("{spec}: forward vs naive"),
+                );
             }
         }
     }
@@ -831,10 +1084,22 @@ mod tests {
         let rope = RotaryEncodingConfig::new(32, 4).init(&d);
         for gate in Gate::ALL {
             // The denominator with positive features only (signed ones make it ill-conditioned).
-            for options in ["", ":map=elu1:norm=sum:chunk=2", ":map=performer:features=8:norm=sum:form=parallel", ":map=cosformer:form=recurrent", ":conv=4:chunk=3", ":conv=2:map=elu1:norm=sum:form=recurrent"] {
+            for options in [
+                "",
+                ":map=elu1:norm=sum:chunk=2",
+                ":map=performer:features=8:norm=sum:form=parallel",
+                ":map=cosformer:form=recurrent",
+                ":conv=4:chunk=3",
+                ":conv=2:map=elu1:norm=sum:form=recurrent",
+            ] {
                 let spec = format!("{}{options}", gate.name());
                 let m = layer(&spec, &d);
-                crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 1600, &d), Some(&rope), &spec);
+                crate::testing::assert_decoding_equals_forward(
+                    &m,
+                    randn([2, 10, 8], 1600, &d),
+                    Some(&rope),
+                    &spec,
+                );
             }
         }
     }
@@ -845,29 +1110,44 @@ mod tests {
         let d = device();
         let x = randn([1, 3, 8], 1700, &d);
         let xs = values(x.clone());
-        let dot = |w: &[f32], cols: usize, col: usize, t: usize| (0..8).map(|i| xs[t * 8 + i] * w[i * cols + col]).sum::<f32>();
+        let dot = |w: &[f32], cols: usize, col: usize, t: usize| {
+            (0..8).map(|i| xs[t * 8 + i] * w[i * cols + col]).sum::<f32>()
+        };
         let softplus = |z: f32| if z > 20.0 { z } else { z.exp().ln_1p() };
 
         let retnet = layer("retnet", &d);
         let got = values(retnet.log_gates(x.clone())); // [1, 2, 3, 1]
         for h in 0..2 {
             let want = (1.0 - 2f64.powi(-5 - h as i32)).ln() as f32;
-            assert!(got[h * 3..h * 3 + 3].iter().all(|g| (g - want).abs() < 1e-7), "retnet head {h}: {got:?} vs {want}");
+            assert!(
+                got[h * 3..h * 3 + 3].iter().all(|g| (g - want).abs() < 1e-7),
+                "retnet head {h}: {got:?} vs {want}"
+            );
         }
 
         let mamba = layer("mamba2", &d);
-        let (w, b) = (values(mamba.dt.as_ref().unwrap().weight.val()), values(mamba.dt.as_ref().unwrap().bias.as_ref().unwrap().val()));
+        let (w, b) = (
+            values(mamba.dt.as_ref().unwrap().weight.val()),
+            values(mamba.dt.as_ref().unwrap().bias.as_ref().unwrap().val()),
+        );
         let a_log = values(mamba.a_log.as_ref().unwrap().val());
         let got = values(mamba.log_gates(x.clone()));
         for h in 0..2 {
             for t in 0..3 {
                 let want = -softplus(dot(&w, 2, h, t) + b[h]) * a_log[h].exp();
-                assert!((got[h * 3 + t] - want).abs() < 1e-5 * want.abs().max(1.0), "mamba2 ({h},{t}): {} vs {want}", got[h * 3 + t]);
+                assert!(
+                    (got[h * 3 + t] - want).abs() < 1e-5 * want.abs().max(1.0),
+                    "mamba2 ({h},{t}): {} vs {want}",
+                    got[h * 3 + t]
+                );
             }
         }
 
         let gla = layer("gla", &d);
-        let (w, b) = (values(gla.alpha.as_ref().unwrap().weight.val()), values(gla.alpha.as_ref().unwrap().bias.as_ref().unwrap().val()));
+        let (w, b) = (
+            values(gla.alpha.as_ref().unwrap().weight.val()),
+            values(gla.alpha.as_ref().unwrap().bias.as_ref().unwrap().val()),
+        );
         let got = values(gla.log_gates(x)); // [1, 2, 3, 4]
         for h in 0..2 {
             for t in 0..3 {
@@ -887,14 +1167,21 @@ mod tests {
         let x = randn([1, 3, 8], 1750, &d);
         let xs = values(x.clone());
         let m = layer("forget", &d);
-        let (w, b) = (values(m.alpha.as_ref().unwrap().weight.val()), values(m.alpha.as_ref().unwrap().bias.as_ref().unwrap().val()));
+        let (w, b) = (
+            values(m.alpha.as_ref().unwrap().weight.val()),
+            values(m.alpha.as_ref().unwrap().bias.as_ref().unwrap().val()),
+        );
         assert_eq!(b, vec![crate::gates::FORGET_BIAS_INIT; 2]);
         let got = values(m.log_gates(x)); // [1, 2, 3, 1]
         for h in 0..2 {
             for t in 0..3 {
                 let z: f32 = (0..8).map(|i| xs[t * 8 + i] * w[i * 2 + h]).sum::<f32>() + b[h];
                 let want = -(-z).exp().ln_1p();
-                assert!((got[h * 3 + t] - want).abs() < 1e-6, "forget ({h},{t}): {} vs {want}", got[h * 3 + t]);
+                assert!(
+                    (got[h * 3 + t] - want).abs() < 1e-6,
+                    "forget ({h},{t}): {} vs {want}",
+                    got[h * 3 + t]
+                );
             }
         }
     }
@@ -910,7 +1197,14 @@ mod tests {
 
     #[test]
     fn specs_parse_print_and_size() {
-        for spec in ["retnet", "mamba2", "gla", "gla:map=elu1:norm=sum", "mamba2:chunk=16:form=recurrent", "retnet:feature_dim=8:map=taylor"] {
+        for spec in [
+            "retnet",
+            "mamba2",
+            "gla",
+            "gla:map=elu1:norm=sum",
+            "mamba2:chunk=16:form=recurrent",
+            "retnet:feature_dim=8:map=taylor",
+        ] {
             assert_eq!(config(spec).to_string(), spec);
         }
         assert_eq!(config("gla:chunk=64:form=chunked:map=identity:norm=none").to_string(), "gla");
@@ -931,8 +1225,14 @@ mod tests {
         let dims = dims();
         assert_eq!(config("gla").decode_state_floats(&dims, 100), 2 * 16);
         assert_eq!(config("retnet:norm=sum").decode_state_floats(&dims, 100), 2 * (16 + 4));
-        assert_eq!(config("mamba2:map=taylor:feature_dim=2").decode_state_floats(&dims, 5), 2 * 7 * 4);
-        assert_eq!(config("gla:map=cosformer").init(&dims, &device()).alpha.unwrap().weight.val().dims(), [8, 2 * 8]);
+        assert_eq!(
+            config("mamba2:map=taylor:feature_dim=2").decode_state_floats(&dims, 5),
+            2 * 7 * 4
+        );
+        assert_eq!(
+            config("gla:map=cosformer").init(&dims, &device()).alpha.unwrap().weight.val().dims(),
+            [8, 2 * 8]
+        );
         // conv=4 keeps the last 3 of q, k, v: 3 · (2 · 8 + 8).
         assert_eq!(config("gla:conv=4").decode_state_floats(&dims, 100), 2 * 16 + 3 * 24);
         assert_eq!(config("gla:conv=4").to_string(), "gla:conv=4");
@@ -952,7 +1252,16 @@ mod tests {
             for s in values(diag.weights.clone().sum_dim(3)) {
                 assert!((s - 1.0).abs() < 1e-5, "{}: row sum {s}", gate.name());
             }
-            let above = values(diag.weights.clone().mask_fill(causal_mask(6, 6, 0, &d).bool_not().unsqueeze::<4>().expand([1, 2, 6, 6]), 0.0).abs().sum());
+            let above = values(
+                diag.weights
+                    .clone()
+                    .mask_fill(
+                        causal_mask(6, 6, 0, &d).bool_not().unsqueeze::<4>().expand([1, 2, 6, 6]),
+                        0.0,
+                    )
+                    .abs()
+                    .sum(),
+            );
             assert_eq!(above, vec![0.0], "{}: weight on future keys", gate.name());
         }
     }

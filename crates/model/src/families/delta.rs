@@ -44,7 +44,9 @@ use crate::chunking::{RecurrentState, causal_decay, to_chunks};
 use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
 use crate::gates::{family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, apply_rope, sequence_diagnostics};
-use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+};
 use crate::options::{parse_options, print_options, write_with_options};
 use crate::short_conv::{ShortConv, check_kernel};
 use burn::module::{Module, Param};
@@ -80,26 +82,42 @@ pub struct DeltaAttentionConfig {
 
 impl Default for DeltaAttentionConfig {
     fn default() -> Self {
-        Self { gated: false, neg_eigval: false, conv: 0, form: LinearForm::Chunked, chunk: DEFAULT_CHUNK }
+        Self {
+            gated: false,
+            neg_eigval: false,
+            conv: 0,
+            form: LinearForm::Chunked,
+            chunk: DEFAULT_CHUNK,
+        }
     }
 }
 
 impl fmt::Display for DeltaAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.gated { write_with_options(f, "gated", self) } else { f.write_str(&print_options(self)) }
+        if self.gated {
+            write_with_options(f, "gated", self)
+        } else {
+            f.write_str(&print_options(self))
+        }
     }
 }
 
 impl MixerFamily for DeltaAttentionConfig {
     const NAME: &'static str = "delta";
-    const SYNTAX: &'static str = "delta[:gated][:neg_eigval=true][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
+    const SYNTAX: &'static str =
+        "delta[:gated][:neg_eigval=true][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
     type Module = DeltaAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
         let (gated, options) = match parts.split_first() {
             Some((&"gated", rest)) => (true, rest),
             Some((first, _)) if !first.contains('=') => {
-                return Err(SpecError::new(spec, format!("unknown delta variant '{first}': use 'delta' or 'delta:gated', then key=value options")));
+                return Err(SpecError::new(
+                    spec,
+                    format!(
+                        "unknown delta variant '{first}': use 'delta' or 'delta:gated', then key=value options"
+                    ),
+                ));
             }
             _ => (false, parts),
         };
@@ -115,7 +133,8 @@ impl MixerFamily for DeltaAttentionConfig {
     /// convolution's last `K − 1` inputs; fixed in `seq_len`.
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let d = dims.head_dim();
-        let conv = if self.conv > 0 { ShortConv::state_floats(self.conv, 3 * dims.d_model) } else { 0 };
+        let conv =
+            if self.conv > 0 { ShortConv::state_floats(self.conv, 3 * dims.d_model) } else { 0 };
         dims.n_heads * d * d + conv
     }
 
@@ -144,9 +163,18 @@ impl MixerFamily for DeltaAttentionConfig {
 
     fn catalogue() -> Vec<VariantInfo> {
         vec![
-            VariantInfo { spec: "delta", formula: "S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t, β_t = σ(w_β·x_t), q, k L2-normalised (DeltaNet)" },
-            VariantInfo { spec: "delta:gated", formula: "S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}) as Mamba-2 (Gated DeltaNet)" },
-            VariantInfo { spec: "delta:gated:conv=4", formula: "Gated DeltaNet after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's layer)" },
+            VariantInfo {
+                spec: "delta",
+                formula: "S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t, β_t = σ(w_β·x_t), q, k L2-normalised (DeltaNet)",
+            },
+            VariantInfo {
+                spec: "delta:gated",
+                formula: "S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}) as Mamba-2 (Gated DeltaNet)",
+            },
+            VariantInfo {
+                spec: "delta:gated:conv=4",
+                formula: "Gated DeltaNet after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's layer)",
+            },
         ]
     }
 }
@@ -201,7 +229,13 @@ impl DeltaAttention {
     /// `(q/√d_k, k, v)` for tokens starting at `offset`: projected, convolved (`conv=K`) or
     /// passed through SiLU, split into heads, `q` and `k` L2-normalised and rotated;
     /// `conv_history` is read and advanced.
-    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize, conv_history: &mut Option<Tensor<3>>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    fn features(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+        conv_history: &mut Option<Tensor<3>>,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let qkv = self.heads.project(x);
         let qkv = match &self.conv {
             Some(conv) => conv.continue_from(qkv, conv_history),
@@ -227,7 +261,11 @@ impl SequenceMixer for DeltaAttention {
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
         let (beta, log_g) = (self.betas(x.clone()), self.log_gates(x.clone()));
         let (q, k, v) = self.features(x, ctx.rope, 0, &mut None);
-        let causal = |q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>| match self.form {
+        let causal = |q: Tensor<4>,
+                      k: Tensor<4>,
+                      v: Tensor<4>,
+                      beta: Tensor<4>,
+                      log_g: Tensor<4>| match self.form {
             LinearForm::Parallel => parallel(q, k, v, beta, log_g),
             LinearForm::Chunked => chunked_from_empty(q, k, v, beta, log_g, self.chunk),
             LinearForm::Recurrent => recurrent(q, k, v, beta, log_g, None).0,
@@ -239,7 +277,9 @@ impl SequenceMixer for DeltaAttention {
             causal(q.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone())
                 + causal(flip(&q), flip(&k), flip(&v), flip(&beta), flip(&log_g)).flip([2])
         };
-        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights(q, k, beta, log_g, ctx.causal), ctx.causal));
+        let diagnostics = ctx
+            .diagnostics
+            .then(|| sequence_diagnostics(weights(q, k, beta, log_g, ctx.causal), ctx.causal));
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
@@ -247,7 +287,12 @@ impl SequenceMixer for DeltaAttention {
         RecurrentState::default()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut RecurrentState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut RecurrentState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         let seq = x.dims()[1];
         let (beta, log_g) = (self.betas(x.clone()), self.log_gates(x.clone()));
         let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);
@@ -264,7 +309,14 @@ impl SequenceMixer for DeltaAttention {
 
 /// [`chunked`] from the empty state, through the fused recurrence on flex (the same numbers;
 /// its test is `fused_recurrence_matches_the_composed_chunked_form`).
-fn chunked_from_empty(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>, chunk: usize) -> Tensor<4> {
+fn chunked_from_empty(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+    chunk: usize,
+) -> Tensor<4> {
     match crate::fused::gated_recurrence(q, k, v, log_g, Some(beta), chunk) {
         Ok(y) => y,
         Err((q, k, v, log_g, beta)) => chunked(q, k, v, beta.expect("given"), log_g, chunk, None).0,
@@ -293,9 +345,15 @@ pub fn unit_lower_inverse(a: Tensor<4>) -> Tensor<4> {
         let (w, pairs) = (2 * s, p / (2 * s));
         // The w×w diagonal blocks of `a` (block m spans rows and columns m·w..(m+1)·w), picked
         // out by multiplying with a block identity and summing the column-block axis.
-        let eye: Vec<f32> = (0..pairs * pairs).map(|i| if i / pairs == i % pairs { 1.0 } else { 0.0 }).collect();
-        let eye = Tensor::<2>::from_data(TensorData::new(eye, [pairs, pairs]), &device).reshape([1, pairs, 1, pairs, 1]);
-        let blocks = (a.clone().reshape([r, pairs, w, pairs, w]) * eye).sum_dim(3).reshape([r * pairs, w, w]);
+        let eye: Vec<f32> =
+            (0..pairs * pairs).map(|i| if i / pairs == i % pairs { 1.0 } else { 0.0 }).collect();
+        let eye = Tensor::<2>::from_data(TensorData::new(eye, [pairs, pairs]), &device)
+            .reshape([1, pairs, 1, pairs, 1]);
+        let blocks = (a.clone().reshape([r, pairs, w, pairs, w]) * eye).sum_dim(3).reshape([
+            r * pairs,
+            w,
+            w,
+        ]);
         let below = blocks.narrow(1, s, s).narrow(2, 0, s); // A₂₁
         let halves = inverses.reshape([r * pairs, 2, s, s]);
         let t1 = halves.clone().narrow(1, 0, 1).reshape([r * pairs, s, s]);
@@ -338,7 +396,13 @@ pub fn chunked(
     let n = t.div_ceil(c);
     let bh = b * h;
     // Padded tokens have k = 0 and β = 0, so they write nothing (their rows of T are e_i).
-    let (qc, kc, vc, bc, gc) = (to_chunks(q, n, c), to_chunks(k, n, c), to_chunks(v, n, c), to_chunks(beta, n, c), to_chunks(log_g, n, c));
+    let (qc, kc, vc, bc, gc) = (
+        to_chunks(q, n, c),
+        to_chunks(k, n, c),
+        to_chunks(v, n, c),
+        to_chunks(beta, n, c),
+        to_chunks(log_g, n, c),
+    );
     let cum = gc.cumsum(2); // b_i inside each chunk, ≤ 0
     let decay = causal_decay(cum.clone()); // L ⊙ M, diagonal included
     let strict = diagonal_and_above(c, &device).unsqueeze::<4>().expand([bh, n, c, c]);
@@ -360,10 +424,12 @@ pub fn chunked(
         let piece = |x: &Tensor<4>, w: usize| x.clone().narrow(1, m, 1).reshape([bh, c, w]);
         before.push(s.clone().unsqueeze_dim::<4>(1));
         let new_values = piece(&u, dv) - piece(&w, dk).matmul(s.clone()); // V' = U − W S
-        s = s * carry.clone().narrow(1, m, 1).reshape([bh, 1, 1]) + piece(&keys_at_end, dk).swap_dims(1, 2).matmul(new_values.clone());
+        s = s * carry.clone().narrow(1, m, 1).reshape([bh, 1, 1])
+            + piece(&keys_at_end, dk).swap_dims(1, 2).matmul(new_values.clone());
         written.push(new_values.unsqueeze_dim::<4>(1));
     }
-    let y = (qc * cum.exp()).matmul(Tensor::cat(before, 1)) + scores.matmul(Tensor::cat(written, 1));
+    let y =
+        (qc * cum.exp()).matmul(Tensor::cat(before, 1)) + scores.matmul(Tensor::cat(written, 1));
     (y.reshape([b, h, n * c, dv]).narrow(2, 0, t), s.reshape([b, h, dk, dv]))
 }
 
@@ -373,7 +439,13 @@ pub fn chunked(
 ///
 /// # Shapes
 /// - `q, k`: `[batch, heads, seq, d_k]`, `beta, log_g`: `[batch, heads, seq, 1]` -> `[batch, heads, seq, seq]`
-pub fn weights(q: Tensor<4>, k: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>, causal: bool) -> Tensor<4> {
+pub fn weights(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+    causal: bool,
+) -> Tensor<4> {
     let forward = causal_weights(q.clone(), k.clone(), beta.clone(), log_g.clone());
     if causal {
         return forward;
@@ -395,7 +467,13 @@ fn causal_weights(q: Tensor<4>, k: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>)
 ///
 /// # Shapes
 /// - as [`chunked`], without the state
-pub fn parallel(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>) -> Tensor<4> {
+pub fn parallel(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+) -> Tensor<4> {
     weights(q, k, beta, log_g, true).matmul(v)
 }
 
@@ -433,13 +511,22 @@ pub fn recurrent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{ad_device, assert_close, assert_output_and_grads_close, assert_values_close, device, output_and_grads, randn, values};
+    use crate::testing::{
+        ad_device, assert_close, assert_output_and_grads_close, assert_values_close, device,
+        output_and_grads, randn, values,
+    };
     use burn::nn::RotaryEncodingConfig;
 
     /// The textbook recurrence (fla's `naive_recurrent_gated_delta_rule`), one token at a time,
     /// products by broadcasting: `S ← a S`, `v' = β (v − Σ_i k_i S_i·)`, `S ← S + k v'ᵀ`,
     /// `o = Σ_i q_i S_i·`. Returns the outputs and the final state.
-    fn naive_delta_rule(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, beta: &Tensor<4>, log_g: &Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    fn naive_delta_rule(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        beta: &Tensor<4>,
+        log_g: &Tensor<4>,
+    ) -> (Tensor<4>, Tensor<4>) {
         let [b, h, t, dk] = q.dims();
         let dv = v.dims()[3];
         let mut s = Tensor::<4>::zeros([b, h, dk, dv], &q.device());
@@ -506,15 +593,33 @@ mod tests {
                     let x = inputs(seq, seed);
                     let run = |f: Form<'_>| {
                         output_and_grads(&x, seed + 7, |x| {
-                            f(l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone(), beta_from(x[3].clone(), range), log_gates_from(x[4].clone(), scale))
+                            f(
+                                l2_normalize(x[0].clone()),
+                                l2_normalize(x[1].clone()),
+                                x[2].clone(),
+                                beta_from(x[3].clone(), range),
+                                log_gates_from(x[4].clone(), scale),
+                            )
                         })
                     };
                     let want = run(&|q, k, v, b, g| naive_delta_rule(&q, &k, &v, &b, &g).0);
                     let what = format!("log gate≈−{scale} β {range:?} T={seq}");
-                    assert_output_and_grads_close(&format!("{what} recurrent"), run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0), &want);
-                    assert_output_and_grads_close(&format!("{what} parallel"), run(&|q, k, v, b, g| parallel(q, k, v, b, g)), &want);
+                    assert_output_and_grads_close(
+                        &format!("{what} recurrent"),
+                        run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0),
+                        &want,
+                    );
+                    assert_output_and_grads_close(
+                        &format!("{what} parallel"),
+                        run(&|q, k, v, b, g| parallel(q, k, v, b, g)),
+                        &want,
+                    );
                     for c in [1, 3, 4, 16] {
-                        assert_output_and_grads_close(&format!("{what} chunk={c}"), run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0), &want);
+                        assert_output_and_grads_close(
+                            &format!("{what} chunk={c}"),
+                            run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0),
+                            &want,
+                        );
                     }
                 }
             }
@@ -527,22 +632,35 @@ mod tests {
     #[test]
     fn fused_recurrence_matches_the_composed_chunked_form() {
         let mut seed = 3000;
-        for (scale, range) in [(0.0, BetaRange::Unit), (1e-3, BetaRange::NearTwo), (0.3, BetaRange::Unit), (10.0, BetaRange::Small)] {
+        for (scale, range) in [
+            (0.0, BetaRange::Unit),
+            (1e-3, BetaRange::NearTwo),
+            (0.3, BetaRange::Unit),
+            (10.0, BetaRange::Small),
+        ] {
             for c in [1, 3, 16] {
                 seed += 10;
                 let x = inputs(10, seed);
                 let run = |fused: bool| {
                     output_and_grads(&x, seed + 7, |x| {
-                        let (q, k, v) = (l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone());
-                        let (b, g) = (beta_from(x[3].clone(), range), log_gates_from(x[4].clone(), scale));
+                        let (q, k, v) =
+                            (l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone());
+                        let (b, g) =
+                            (beta_from(x[3].clone(), range), log_gates_from(x[4].clone(), scale));
                         if fused {
-                            crate::fused::gated_recurrence(q, k, v, g, Some(b), c).map_err(|_| "flex").expect("the fused kernel runs on flex")
+                            crate::fused::gated_recurrence(q, k, v, g, Some(b), c)
+                                .map_err(|_| "flex")
+                                .expect("the fused kernel runs on flex")
                         } else {
                             chunked(q, k, v, b, g, c, None).0
                         }
                     })
                 };
-                assert_output_and_grads_close(&format!("fused log gate≈−{scale} β {range:?} chunk={c}"), run(true), &run(false));
+                assert_output_and_grads_close(
+                    &format!("fused log gate≈−{scale} β {range:?} chunk={c}"),
+                    run(true),
+                    &run(false),
+                );
             }
         }
     }
@@ -554,8 +672,15 @@ mod tests {
     fn unit_lower_inverse_is_forward_substitution() {
         for c in [1, 2, 3, 5, 8, 17, 64] {
             for repeated in [false, true] {
-                let a = if repeated { Tensor::<4>::ones([1, 2, c, c], &device()) } else { randn([1, 2, c, c], 2100 + c as u64, &device()) * 0.5 };
-                let a = a.mask_fill(diagonal_and_above(c, &device()).unsqueeze::<4>().expand([1, 2, c, c]), 0.0);
+                let a = if repeated {
+                    Tensor::<4>::ones([1, 2, c, c], &device())
+                } else {
+                    randn([1, 2, c, c], 2100 + c as u64, &device()) * 0.5
+                };
+                let a = a.mask_fill(
+                    diagonal_and_above(c, &device()).unsqueeze::<4>().expand([1, 2, c, c]),
+                    0.0,
+                );
                 let got = values(unit_lower_inverse(a.clone()));
                 let a = values(a);
                 for m in 0..2 {
@@ -574,7 +699,11 @@ mod tests {
                     for i in 0..c {
                         for j in 0..c {
                             let g = got[(m * c + i) * c + j] as f64;
-                            assert!((g - t[i][j]).abs() <= 1e-4 * t[i][j].abs().max(1.0), "c={c} repeated={repeated} ({i},{j}): {g} vs {}", t[i][j]);
+                            assert!(
+                                (g - t[i][j]).abs() <= 1e-4 * t[i][j].abs().max(1.0),
+                                "c={c} repeated={repeated} ({i},{j}): {g} vs {}",
+                                t[i][j]
+                            );
                         }
                     }
                 }
@@ -590,13 +719,17 @@ mod tests {
         let dev = device();
         let writes = [0usize, 1, 2, 0, 3, 1, 0, 2, 2];
         let t = writes.len();
-        let keys: Vec<f32> = writes.iter().flat_map(|&w| (0..4).map(move |i| if i == w { 1.0 } else { 0.0 })).collect();
+        let keys: Vec<f32> = writes
+            .iter()
+            .flat_map(|&w| (0..4).map(move |i| if i == w { 1.0 } else { 0.0 }))
+            .collect();
         let k = Tensor::<1>::from_floats(keys.as_slice(), &dev).reshape([1, 1, t, 4]);
         let v = randn([1, 1, t, 3], 2200, &dev);
         let beta = Tensor::<4>::ones([1, 1, t, 1], &dev);
         let log_g = Tensor::<4>::zeros([1, 1, t, 1], &dev);
         // Query the key written at each step: the output is the value just written.
-        let (y, state) = recurrent(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), None);
+        let (y, state) =
+            recurrent(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), None);
         assert_close(y, v.clone(), 1e-6, "recurrent: read back");
         let vs = values(v.clone());
         for key in 0..4 {
@@ -608,21 +741,42 @@ mod tests {
             }
         }
         for c in [2, 4, 9] {
-            let (y, s) = chunked(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), c, None);
+            let (y, s) =
+                chunked(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), c, None);
             assert_close(y, v.clone(), 1e-5, &format!("chunk={c}: read back"));
             assert_close(s, state.clone(), 1e-5, &format!("chunk={c}: state"));
         }
-        assert_close(parallel(k.clone(), k, v.clone(), beta, log_g), v, 1e-5, "parallel: read back");
+        assert_close(
+            parallel(k.clone(), k, v.clone(), beta, log_g),
+            v,
+            1e-5,
+            "parallel: read back",
+        );
     }
 
     /// Strong forgetting (log gates ≈ −30 per token) over a 40-token chunk stays finite and equal.
     #[test]
     fn strong_decay_over_long_chunks_stays_finite() {
         let [q, k, v, b, g] = inputs(40, 2300);
-        let (q, k, b, g) = (l2_normalize(q), l2_normalize(k), beta_from(b, BetaRange::Unit), log_gates_from(g, 30.0));
+        let (q, k, b, g) = (
+            l2_normalize(q),
+            l2_normalize(k),
+            beta_from(b, BetaRange::Unit),
+            log_gates_from(g, 30.0),
+        );
         let (want, _) = naive_delta_rule(&q, &k, &v, &b, &g);
-        assert_close(chunked(q.clone(), k.clone(), v.clone(), b.clone(), g.clone(), 40, None).0, want.clone(), 1e-4, "chunked");
-        assert_close(parallel(q.clone(), k.clone(), v.clone(), b.clone(), g.clone()), want.clone(), 1e-4, "parallel");
+        assert_close(
+            chunked(q.clone(), k.clone(), v.clone(), b.clone(), g.clone(), 40, None).0,
+            want.clone(),
+            1e-4,
+            "chunked",
+        );
+        assert_close(
+            parallel(q.clone(), k.clone(), v.clone(), b.clone(), g.clone()),
+            want.clone(),
+            1e-4,
+            "parallel",
+        );
         assert_close(recurrent(q, k, v, b, g, None).0, want, 1e-4, "recurrent");
     }
 
@@ -632,17 +786,30 @@ mod tests {
     fn carried_state_continues_the_sequence() {
         for scale in [0.0, 0.3] {
             let [q, k, v, b, g] = inputs(10, 2400 + scale as u64);
-            let (q, k, b, g) = (l2_normalize(q), l2_normalize(k), beta_from(b, BetaRange::Unit), log_gates_from(g, scale));
+            let (q, k, b, g) = (
+                l2_normalize(q),
+                l2_normalize(k),
+                beta_from(b, BetaRange::Unit),
+                log_gates_from(g, scale),
+            );
             let (full, final_state) = naive_delta_rule(&q, &k, &v, &b, &g);
             let part = |x: &Tensor<4>, a: usize, n: usize| x.clone().narrow(2, a, n);
             let first = |x: &Tensor<4>| part(x, 0, 6);
             let rest = |x: &Tensor<4>| part(x, 6, 4);
-            let (head, state) = chunked(first(&q), first(&k), first(&v), first(&b), first(&g), 4, None);
-            let (tail, end) = chunked(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), 3, Some(&state));
-            assert_close(Tensor::cat(vec![head, tail], 2), full.clone(), 1e-4, "chunked with state");
+            let (head, state) =
+                chunked(first(&q), first(&k), first(&v), first(&b), first(&g), 4, None);
+            let (tail, end) =
+                chunked(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), 3, Some(&state));
+            assert_close(
+                Tensor::cat(vec![head, tail], 2),
+                full.clone(),
+                1e-4,
+                "chunked with state",
+            );
             assert_close(end, final_state.clone(), 1e-4, "chunked final state");
             let (_, state) = recurrent(first(&q), first(&k), first(&v), first(&b), first(&g), None);
-            let (tail, end) = recurrent(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), Some(&state));
+            let (tail, end) =
+                recurrent(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), Some(&state));
             assert_close(tail, full.narrow(2, 6, 4), 1e-4, "recurrent with state");
             assert_close(end, final_state, 1e-4, "recurrent final state");
         }
@@ -652,9 +819,15 @@ mod tests {
     #[test]
     fn bidirectional_runs_both_ways() {
         let [q, k, v, b, g] = inputs(7, 2500);
-        let (q, k, b, g) = (l2_normalize(q), l2_normalize(k), beta_from(b, BetaRange::Unit), log_gates_from(g, 0.3));
+        let (q, k, b, g) = (
+            l2_normalize(q),
+            l2_normalize(k),
+            beta_from(b, BetaRange::Unit),
+            log_gates_from(g, 0.3),
+        );
         let flip = |x: &Tensor<4>| x.clone().flip([2]);
-        let want = naive_delta_rule(&q, &k, &v, &b, &g).0 + naive_delta_rule(&flip(&q), &flip(&k), &flip(&v), &flip(&b), &flip(&g)).0.flip([2]);
+        let want = naive_delta_rule(&q, &k, &v, &b, &g).0
+            + naive_delta_rule(&flip(&q), &flip(&k), &flip(&v), &flip(&b), &flip(&g)).0.flip([2]);
         assert_close(weights(q, k, b, g, false).matmul(v), want, 1e-4, "bidirectional");
     }
 
@@ -693,7 +866,11 @@ mod tests {
     #[test]
     fn module_forms_agree_on_outputs_input_and_gate_gradients() {
         let ad = ad_device();
-        for (s, (spec, params)) in [("chunk=3", 2), ("gated:chunk=3", 5), ("gated:neg_eigval=true:conv=4:chunk=3", 6)].into_iter().enumerate() {
+        for (s, (spec, params)) in
+            [("chunk=3", 2), ("gated:chunk=3", 5), ("gated:neg_eigval=true:conv=4:chunk=3", 6)]
+                .into_iter()
+                .enumerate()
+        {
             let base = layer(spec, &ad);
             let x = randn([2, 7, 8], 2600 + s as u64, &device());
             let probe = randn([2, 7, 8], 2610 + s as u64, &ad);
@@ -709,7 +886,9 @@ mod tests {
             assert_eq!(want_gates.len(), params, "{spec}: gate parameters");
             for form in [LinearForm::Chunked, LinearForm::Parallel] {
                 let (y, gx, gates) = run(form);
-                let close = |a: Vec<f32>, b: Vec<f32>, what: &str| assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"));
+                let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+                    assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"))
+                };
                 close(y, want.clone(), "output");
                 close(gx, want_x.clone(), "input gradient");
                 for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {
@@ -721,7 +900,12 @@ mod tests {
             let (beta, log_g) = (m.betas(x.clone()), m.log_gates(x.clone()));
             let (q, k, v) = m.features(x.clone(), None, 0, &mut None);
             let want = m.heads.merge(naive_delta_rule(&q, &k, &v, &beta, &log_g).0);
-            assert_close(m.forward(x, MixContext::causal()).output, want, 1e-4, &format!("{spec}: forward vs naive"));
+            assert_close(
+                m.forward(x, MixContext::causal()).output,
+                want,
+                1e-4,
+                &format!("{spec}: forward vs naive"),
+            );
         }
     }
 
@@ -732,9 +916,20 @@ mod tests {
     fn step_equals_forward() {
         let d = device();
         let rope = RotaryEncodingConfig::new(32, 4).init(&d);
-        for spec in ["", "gated", "gated:conv=4:chunk=2", "neg_eigval=true:conv=3:form=parallel", "gated:form=recurrent"] {
+        for spec in [
+            "",
+            "gated",
+            "gated:conv=4:chunk=2",
+            "neg_eigval=true:conv=3:form=parallel",
+            "gated:form=recurrent",
+        ] {
             let m = layer(spec, &d);
-            crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 2700, &d), Some(&rope), &format!("delta:{spec}"));
+            crate::testing::assert_decoding_equals_forward(
+                &m,
+                randn([2, 10, 8], 2700, &d),
+                Some(&rope),
+                &format!("delta:{spec}"),
+            );
         }
     }
 
@@ -752,7 +947,11 @@ mod tests {
                 for t in 0..3 {
                     let z: f32 = (0..8).map(|i| xs[t * 8 + i] * w[i * 2 + h]).sum::<f32>() + b[h];
                     let want = scale / (1.0 + (-z).exp());
-                    assert!((got[h * 3 + t] - want).abs() < 1e-6, "{spec} β ({h},{t}): {} vs {want}", got[h * 3 + t]);
+                    assert!(
+                        (got[h * 3 + t] - want).abs() < 1e-6,
+                        "{spec} β ({h},{t}): {} vs {want}",
+                        got[h * 3 + t]
+                    );
                 }
             }
             assert_eq!(values(m.log_gates(x.clone())), vec![0.0; 6], "ungated");
@@ -770,10 +969,20 @@ mod tests {
 
     #[test]
     fn specs_parse_print_and_size() {
-        for spec in ["", "gated", "gated:conv=4", "neg_eigval=true", "chunk=16:conv=2:form=recurrent:neg_eigval=true", "gated:form=parallel"] {
+        for spec in [
+            "",
+            "gated",
+            "gated:conv=4",
+            "neg_eigval=true",
+            "chunk=16:conv=2:form=recurrent:neg_eigval=true",
+            "gated:form=parallel",
+        ] {
             assert_eq!(config(spec).to_string(), spec);
         }
-        assert_eq!(config("gated:chunk=64:conv=0:form=chunked:neg_eigval=false").to_string(), "gated");
+        assert_eq!(
+            config("gated:chunk=64:conv=0:form=chunked:neg_eigval=false").to_string(),
+            "gated"
+        );
         for (spec, needle) in [
             ("fast", "unknown delta variant 'fast'"),
             ("gated:beta=1", "unknown option"),
@@ -781,7 +990,9 @@ mod tests {
             ("gated:conv=1", "not a short convolution"),
             ("neg_eigval=maybe", "neg_eigval"),
         ] {
-            let err = DeltaAttentionConfig::parse(&spec.split(':').collect::<Vec<_>>(), spec).unwrap_err().to_string();
+            let err = DeltaAttentionConfig::parse(&spec.split(':').collect::<Vec<_>>(), spec)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{spec}: {err}");
         }
         // d_model 8, 2 heads of 4: S is 4 × 4 per head; conv=4 keeps the last 3 of q, k, v (24 wide).
@@ -796,10 +1007,18 @@ mod tests {
         for spec in ["", "gated:neg_eigval=true"] {
             let m = layer(spec, &d);
             let x = randn([1, 6, 8], 2900, &d);
-            let diag = m.forward(x.clone(), MixContext::causal().with_diagnostics(true)).diagnostics.expect("diagnostics");
+            let diag = m
+                .forward(x.clone(), MixContext::causal().with_diagnostics(true))
+                .diagnostics
+                .expect("diagnostics");
             let (q, k, v) = m.features(x.clone(), None, 0, &mut None);
             let (beta, log_g) = (m.betas(x.clone()), m.log_gates(x));
-            assert_close(diag.weights.matmul(v.clone()), naive_delta_rule(&q, &k, &v, &beta, &log_g).0, 1e-4, &format!("delta:{spec}"));
+            assert_close(
+                diag.weights.matmul(v.clone()),
+                naive_delta_rule(&q, &k, &v, &beta, &log_g).0,
+                1e-4,
+                &format!("delta:{spec}"),
+            );
         }
     }
 }

@@ -19,7 +19,8 @@ pub mod softmax;
 pub mod stickbreak;
 
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, MixerState, SequenceMixer, SpecError, VariantInfo,
+    MixContext, MixOutput, MixerDims, MixerFamily, MixerState, SequenceMixer, SpecError,
+    VariantInfo,
 };
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
@@ -138,7 +139,12 @@ where
 trait ErasedMixer {
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput;
     fn empty_state(&self) -> MixerState;
-    fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3>;
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut MixerState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3>;
 }
 
 impl<M: SequenceMixer> ErasedMixer for M
@@ -151,7 +157,12 @@ where
     fn empty_state(&self) -> MixerState {
         MixerState::new(SequenceMixer::empty_state(self))
     }
-    fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut MixerState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         SequenceMixer::step(self, x, state.downcast_mut::<M::State>(), rope)
     }
 }
@@ -207,7 +218,12 @@ impl SequenceMixer for Mixer {
         self.module().empty_state()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut MixerState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut MixerState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         self.module().step(x, state, rope)
     }
 }
@@ -215,7 +231,11 @@ impl SequenceMixer for Mixer {
 impl fmt::Display for MixerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let options = self.family_config().options();
-        if options.is_empty() { f.write_str(self.family()) } else { write!(f, "{}:{options}", self.family()) }
+        if options.is_empty() {
+            f.write_str(self.family())
+        } else {
+            write!(f, "{}:{options}", self.family())
+        }
     }
 }
 
@@ -236,7 +256,10 @@ impl FromStr for MixerSpec {
             Some(entry) => (entry.parse)(&rest, spec),
             None => {
                 let names: Vec<_> = Self::families().collect();
-                Err(SpecError::new(spec, format!("unknown family '{family}', expected one of: {}", names.join(", "))))
+                Err(SpecError::new(
+                    spec,
+                    format!("unknown family '{family}', expected one of: {}", names.join(", ")),
+                ))
             }
         }
     }

@@ -8,7 +8,9 @@
 //! `sigmoid:bias=B` fixes `b = B` instead.
 
 use crate::heads::{HeadProjection, KvCache, causal_mask, keys_per_query, sequence_diagnostics};
-use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+};
 use crate::options::{parse_options, print_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
@@ -44,13 +46,21 @@ impl MixerFamily for SigmoidAttentionConfig {
     }
 
     fn init(&self, dims: &MixerDims, device: &Device) -> SigmoidAttention {
-        SigmoidAttention { heads: HeadProjection::new(dims, dims.head_dim(), device), bias: self.bias.map(|b| b as f32) }
+        SigmoidAttention {
+            heads: HeadProjection::new(dims, dims.head_dim(), device),
+            bias: self.bias.map(|b| b as f32),
+        }
     }
 
     fn catalogue() -> Vec<VariantInfo> {
         vec![
-            VariantInfo { spec: "sigmoid", formula: "σ(q·k/√d − ln n_i) v, no row normalisation (Ramapuram et al.)" },
-            VariantInfo { spec: "sigmoid:bias=-4", formula: "σ(q·k/√d + b) v with a fixed bias b" },
+            VariantInfo {
+                spec: "sigmoid",
+                formula: "σ(q·k/√d − ln n_i) v, no row normalisation (Ramapuram et al.)",
+            },
+            VariantInfo {
+                spec: "sigmoid:bias=-4", formula: "σ(q·k/√d + b) v with a fixed bias b"
+            },
         ]
     }
 }
@@ -82,12 +92,16 @@ pub fn sigmoid_attention(
     let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
     let scores = match bias {
         Some(b) => scores + b,
-        None => scores - keys_per_query(seq_q, seq_k, q_offset, causal, &device).log().unsqueeze::<4>(),
+        None => {
+            scores - keys_per_query(seq_q, seq_k, q_offset, causal, &device).log().unsqueeze::<4>()
+        }
     };
     let mut gates = sigmoid(scores);
     if causal {
         let [b, h, _, _] = gates.dims();
-        let mask = causal_mask(seq_q, seq_k, q_offset, &device).unsqueeze::<4>().expand([b, h, seq_q, seq_k]);
+        let mask = causal_mask(seq_q, seq_k, q_offset, &device)
+            .unsqueeze::<4>()
+            .expand([b, h, seq_q, seq_k]);
         gates = gates.mask_fill(mask, 0.0);
     }
     (gates.clone().matmul(v), gates)
@@ -121,7 +135,13 @@ mod tests {
 
     /// The slow, obviously-right oracle: `σ(q·k/√d + b)` one query at a time over exactly the
     /// keys it sees, with `b` fixed or `−ln n`.
-    fn naive_sigmoid_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<f32>, causal: bool) -> Tensor<4> {
+    fn naive_sigmoid_attention(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        bias: Option<f32>,
+        causal: bool,
+    ) -> Tensor<4> {
         let d = q.dims()[3] as f32;
         let out = visible_rows(q, k, v, causal).into_iter().map(|(qi, keys, vals)| {
             let b = bias.unwrap_or(-(keys.dims()[2] as f32).ln());
@@ -133,13 +153,21 @@ mod tests {
     #[test]
     fn matches_the_reference_with_and_without_fixed_bias() {
         let d = device();
-        for (i, (bias, causal)) in [(None, true), (None, false), (Some(-2.5), true)].into_iter().enumerate() {
+        for (i, (bias, causal)) in
+            [(None, true), (None, false), (Some(-2.5), true)].into_iter().enumerate()
+        {
             let seed = 300 + 10 * i as u64;
-            let inputs = [randn([2, 2, 6, 4], seed, &d), randn([2, 2, 6, 4], seed + 1, &d), randn([2, 2, 6, 3], seed + 2, &d)];
+            let inputs = [
+                randn([2, 2, 6, 4], seed, &d),
+                randn([2, 2, 6, 4], seed + 1, &d),
+                randn([2, 2, 6, 3], seed + 2, &d),
+            ];
             let (fast, fg) = output_and_grads(&inputs, seed + 3, |x| {
                 sigmoid_attention(x[0].clone(), x[1].clone(), x[2].clone(), bias, causal, 0).0
             });
-            let (slow, sg) = output_and_grads(&inputs, seed + 3, |x| naive_sigmoid_attention(&x[0], &x[1], &x[2], bias, causal));
+            let (slow, sg) = output_and_grads(&inputs, seed + 3, |x| {
+                naive_sigmoid_attention(&x[0], &x[1], &x[2], bias, causal)
+            });
             assert_close(fast, slow, 1e-4, "sigmoid output");
             for (f, s) in fg.into_iter().zip(sg) {
                 assert_close(f, s, 1e-4, "sigmoid grad");

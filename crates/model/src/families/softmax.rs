@@ -38,8 +38,12 @@
 
 use crate::fused;
 use crate::gates::{FORGET_BIAS_INIT, family_rng, uniform_linear};
-use crate::heads::{HeadProjection, KvCache, causal_mask, keys_per_query, masked_softmax, sequence_diagnostics};
-use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::heads::{
+    HeadProjection, KvCache, causal_mask, keys_per_query, masked_softmax, sequence_diagnostics,
+};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+};
 use crate::options::{parse_options, print_options};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
@@ -139,7 +143,14 @@ pub struct SoftmaxAttentionConfig {
 
 impl Default for SoftmaxAttentionConfig {
     fn default() -> Self {
-        Self { scaling: Scaling::SqrtD, forget: false, gate: OutputGate::None, sink: Sink::None, floor_scale: DEFAULT_FLOOR_SCALE, attn_scale: DEFAULT_ATTN_SCALE }
+        Self {
+            scaling: Scaling::SqrtD,
+            forget: false,
+            gate: OutputGate::None,
+            sink: Sink::None,
+            floor_scale: DEFAULT_FLOOR_SCALE,
+            attn_scale: DEFAULT_ATTN_SCALE,
+        }
     }
 }
 
@@ -152,10 +163,13 @@ impl SoftmaxAttentionConfig {
 impl fmt::Display for SoftmaxAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let options = print_options(self);
-        let parts: Vec<&str> = [(self.scaling != Scaling::SqrtD).then(|| self.scaling.name()), (!options.is_empty()).then_some(options.as_str())]
-            .into_iter()
-            .flatten()
-            .collect();
+        let parts: Vec<&str> = [
+            (self.scaling != Scaling::SqrtD).then(|| self.scaling.name()),
+            (!options.is_empty()).then_some(options.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         f.write_str(&parts.join(":"))
     }
 }
@@ -168,24 +182,42 @@ impl MixerFamily for SoftmaxAttentionConfig {
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
         let (scaling, options) = match parts.split_first() {
             Some((first, rest)) if !first.contains('=') => {
-                let scaling = Scaling::ALL.into_iter().find(|s| s.name() == *first).ok_or_else(|| {
-                    let names: Vec<_> = Scaling::ALL.iter().map(|s| s.name()).collect();
-                    SpecError::new(spec, format!("unknown scaling '{first}', expected one of: {}", names.join(", ")))
-                })?;
+                let scaling =
+                    Scaling::ALL.into_iter().find(|s| s.name() == *first).ok_or_else(|| {
+                        let names: Vec<_> = Scaling::ALL.iter().map(|s| s.name()).collect();
+                        SpecError::new(
+                            spec,
+                            format!(
+                                "unknown scaling '{first}', expected one of: {}",
+                                names.join(", ")
+                            ),
+                        )
+                    })?;
                 (scaling, rest)
             }
             _ => (Scaling::SqrtD, parts),
         };
         let c = Self { scaling, ..parse_options(options, spec)? };
         let default = Self::default();
-        if scaling != Scaling::LogNTemp && (c.floor_scale != default.floor_scale || c.attn_scale != default.attn_scale) {
-            return Err(SpecError::new(spec, "floor_scale and attn_scale belong to softmax:log_n_temp"));
+        if scaling != Scaling::LogNTemp
+            && (c.floor_scale != default.floor_scale || c.attn_scale != default.attn_scale)
+        {
+            return Err(SpecError::new(
+                spec,
+                "floor_scale and attn_scale belong to softmax:log_n_temp",
+            ));
         }
         if !(c.floor_scale >= 1.0 && c.floor_scale.is_finite()) || !c.attn_scale.is_finite() {
-            return Err(SpecError::new(spec, "floor_scale must be a finite number ≥ 1 and attn_scale finite"));
+            return Err(SpecError::new(
+                spec,
+                "floor_scale must be a finite number ≥ 1 and attn_scale finite",
+            ));
         }
         if scaling == Scaling::Softpick && c.sink != Sink::None {
-            return Err(SpecError::new(spec, "softpick has no softmax denominator to add a sink to: drop sink="));
+            return Err(SpecError::new(
+                spec,
+                "softpick has no softmax denominator to add a sink to: drop sink=",
+            ));
         }
         Ok(c)
     }
@@ -206,10 +238,13 @@ impl MixerFamily for SoftmaxAttentionConfig {
         .map(|init| Param::from_tensor(Tensor::<1>::full([dims.n_heads], init, device)));
         let (h, d) = (dims.n_heads, dims.d_model);
         let mut rng = family_rng(dims, GATE_TAG);
-        let forget = self.forget.then(|| uniform_linear(&mut rng, d, h, vec![FORGET_BIAS_INIT; h], device));
+        let forget =
+            self.forget.then(|| uniform_linear(&mut rng, d, h, vec![FORGET_BIAS_INIT; h], device));
         let width = h * dims.head_dim();
-        let gate = (self.gate == OutputGate::Output).then(|| uniform_linear(&mut rng, d, width, vec![0.0; width], device));
-        let sink = (self.sink == Sink::Learned).then(|| Param::from_tensor(Tensor::<1>::zeros([h], device)));
+        let gate = (self.gate == OutputGate::Output)
+            .then(|| uniform_linear(&mut rng, d, width, vec![0.0; width], device));
+        let sink = (self.sink == Sink::Learned)
+            .then(|| Param::from_tensor(Tensor::<1>::zeros([h], device)));
         SoftmaxAttention {
             heads: HeadProjection::new(dims, dims.head_dim(), device),
             scale,
@@ -226,17 +261,50 @@ impl MixerFamily for SoftmaxAttentionConfig {
         vec![
             VariantInfo { spec: "softmax", formula: "softmax(q·k/√d) v" },
             VariantInfo { spec: "softmax:none", formula: "softmax(q·k) v" },
-            VariantInfo { spec: "softmax:num_keys", formula: "softmax(q·k/n_i) v, n_i = keys seen by query i" },
-            VariantInfo { spec: "softmax:sum_key_norms", formula: "softmax(q·k/Σ_j‖k_j‖) v over the keys query i sees (Bernhard)" },
-            VariantInfo { spec: "softmax:learned", formula: "softmax(τ_h q·k) v, τ_h learned, init 1/√d" },
-            VariantInfo { spec: "softmax:qk_norm", formula: "softmax(g_h q̂·k̂) v, q̂ = q/‖q‖, g_h learned, init √d" },
-            VariantInfo { spec: "softmax:ssmax", formula: "softmax(s_h ln(n_i) q·k) v, s_h learned, init 1/(√d ln L) (Scalable-Softmax)" },
-            VariantInfo { spec: "softmax:log_n_temp", formula: "softmax(τ(p_i) q·k/√d) v, τ(p) = ln(⌊(p+1)/8⌋ + 1)·0.1 + 1 (Llama 4 NoPE layers)" },
-            VariantInfo { spec: "softmax:softpick", formula: "relu(e^z − 1)/Σ|e^z − 1| in place of softmax, z = q·k/√d (Softpick)" },
-            VariantInfo { spec: "softmax:forget=true", formula: "softmax(q·k/√d + c_i − c_j) v, c = cumsum ln σ(w_f·x + b_f) per head (FoX)" },
-            VariantInfo { spec: "softmax:gate=output", formula: "(softmax(q·k/√d) v) ⊙ σ(x W_g) per head, before the output projection (gated attention)" },
-            VariantInfo { spec: "softmax:sink=learned", formula: "e^{z_ij}/(e^{σ_h} + Σ_j e^{z_ij}), σ_h learned per head (attention sink)" },
-            VariantInfo { spec: "softmax:sink=zero", formula: "e^{z_ij}/(1 + Σ_j e^{z_ij}) (softmax-plus-one)" },
+            VariantInfo {
+                spec: "softmax:num_keys",
+                formula: "softmax(q·k/n_i) v, n_i = keys seen by query i",
+            },
+            VariantInfo {
+                spec: "softmax:sum_key_norms",
+                formula: "softmax(q·k/Σ_j‖k_j‖) v over the keys query i sees (Bernhard)",
+            },
+            VariantInfo {
+                spec: "softmax:learned",
+                formula: "softmax(τ_h q·k) v, τ_h learned, init 1/√d",
+            },
+            VariantInfo {
+                spec: "softmax:qk_norm",
+                formula: "softmax(g_h q̂·k̂) v, q̂ = q/‖q‖, g_h learned, init √d",
+            },
+            VariantInfo {
+                spec: "softmax:ssmax",
+                formula: "softmax(s_h ln(n_i) q·k) v, s_h learned, init 1/(√d ln L) (Scalable-Softmax)",
+            },
+            VariantInfo {
+                spec: "softmax:log_n_temp",
+                formula: "softmax(τ(p_i) q·k/√d) v, τ(p) = ln(⌊(p+1)/8⌋ + 1)·0.1 + 1 (Llama 4 NoPE layers)",
+            },
+            VariantInfo {
+                spec: "softmax:softpick",
+                formula: "relu(e^z − 1)/Σ|e^z − 1| in place of softmax, z = q·k/√d (Softpick)",
+            },
+            VariantInfo {
+                spec: "softmax:forget=true",
+                formula: "softmax(q·k/√d + c_i − c_j) v, c = cumsum ln σ(w_f·x + b_f) per head (FoX)",
+            },
+            VariantInfo {
+                spec: "softmax:gate=output",
+                formula: "(softmax(q·k/√d) v) ⊙ σ(x W_g) per head, before the output projection (gated attention)",
+            },
+            VariantInfo {
+                spec: "softmax:sink=learned",
+                formula: "e^{z_ij}/(e^{σ_h} + Σ_j e^{z_ij}), σ_h learned per head (attention sink)",
+            },
+            VariantInfo {
+                spec: "softmax:sink=zero",
+                formula: "e^{z_ij}/(1 + Σ_j e^{z_ij}) (softmax-plus-one)",
+            },
         ]
     }
 }
@@ -319,7 +387,12 @@ impl SoftmaxAttention {
             let keys = keys_c.unwrap_or_else(|| c.clone());
             (c, keys)
         });
-        ScoreTerms { scale: self.scale.as_ref().map(|p| p.val()), forget, sink, log_n_temp: self.log_n_temp }
+        ScoreTerms {
+            scale: self.scale.as_ref().map(|p| p.val()),
+            forget,
+            sink,
+            log_n_temp: self.log_n_temp,
+        }
     }
 
     /// Merged heads (`[batch, seq, heads·d_v]`) through the output gate (if any) and projection.
@@ -362,8 +435,15 @@ pub fn softmax_attention(
         Scaling::QkNorm => (l2_normalize(q), l2_normalize(k)),
         _ => (q, k),
     };
-    let per_head = |name: &str| terms.scale.clone().unwrap_or_else(|| panic!("{name} scaling needs its parameter")).reshape([1, h, 1, 1]);
-    let key_norms = matches!(scaling, Scaling::SumKeyNorms).then(|| k.clone().powi_scalar(2).sum_dim(3).sqrt());
+    let per_head = |name: &str| {
+        terms
+            .scale
+            .clone()
+            .unwrap_or_else(|| panic!("{name} scaling needs its parameter"))
+            .reshape([1, h, 1, 1])
+    };
+    let key_norms =
+        matches!(scaling, Scaling::SumKeyNorms).then(|| k.clone().powi_scalar(2).sum_dim(3).sqrt());
     let scores = q.matmul(k.swap_dims(2, 3));
     let scores = match scaling {
         Scaling::SqrtD | Scaling::Softpick => scores / (d as f32).sqrt(),
@@ -391,9 +471,13 @@ pub fn softmax_attention(
         Scaling::LogNTemp => {
             let (floor_scale, attn_scale) = terms.log_n_temp;
             let tau: Vec<f32> = (0..seq_q)
-                .map(|i| (((((q_offset + i + 1) as f64) / floor_scale).floor() + 1.0).ln() * attn_scale + 1.0) as f32)
+                .map(|i| {
+                    (((((q_offset + i + 1) as f64) / floor_scale).floor() + 1.0).ln() * attn_scale
+                        + 1.0) as f32
+                })
                 .collect();
-            scores / (d as f32).sqrt() * Tensor::<1>::from_floats(tau.as_slice(), &device).reshape([1, 1, seq_q, 1])
+            scores / (d as f32).sqrt()
+                * Tensor::<1>::from_floats(tau.as_slice(), &device).reshape([1, 1, seq_q, 1])
         }
     };
     let scores = match &terms.forget {
@@ -419,10 +503,16 @@ pub fn softmax_attention(
 ///
 /// # Shapes
 /// - `scores`: `[batch, heads, seq_q, seq_k]`, `sink`: `[heads]` -> `[batch, heads, seq_q, seq_k]`
-pub fn softmax_with_sink(scores: Tensor<4>, mask: Option<Tensor<2, Bool>>, sink: Tensor<1>) -> Tensor<4> {
+pub fn softmax_with_sink(
+    scores: Tensor<4>,
+    mask: Option<Tensor<2, Bool>>,
+    sink: Tensor<1>,
+) -> Tensor<4> {
     let [b, h, q, k] = scores.dims();
     let scores = match mask {
-        Some(mask) => scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, q, k]), f32::NEG_INFINITY),
+        Some(mask) => {
+            scores.mask_fill(mask.unsqueeze::<4>().expand([b, h, q, k]), f32::NEG_INFINITY)
+        }
         None => scores,
     };
     let sink = sink.reshape([1, h, 1, 1]).expand([b, h, q, 1]);
@@ -473,7 +563,12 @@ impl SequenceMixer for SoftmaxAttention {
         let (q, k, v) = if let Some(scale) = self.constant_scale()
             && !ctx.diagnostics
         {
-            match fused::softmax_attention_packed(self.heads.rotate_packed(packed, ctx.rope, 0), self.heads.n_heads(), scale, ctx.causal) {
+            match fused::softmax_attention_packed(
+                self.heads.rotate_packed(packed, ctx.rope, 0),
+                self.heads.n_heads(),
+                scale,
+                ctx.causal,
+            ) {
                 Ok(y) => return MixOutput { output: self.finish(y, x), diagnostics: None },
                 Err(rotated) => self.heads.split_packed(rotated),
             }
@@ -481,7 +576,8 @@ impl SequenceMixer for SoftmaxAttention {
             self.heads.split_packed_rotated(packed, ctx.rope, 0)
         };
         let c = self.log_forget(x.clone()).map(|lf| lf.cumsum(2));
-        let (y, weights) = softmax_attention(q, k, v, self.scaling, &self.terms(c, None), ctx.causal, 0);
+        let (y, weights) =
+            softmax_attention(q, k, v, self.scaling, &self.terms(c, None), ctx.causal, 0);
         let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights, ctx.causal));
         MixOutput { output: self.finish(merge_heads(y), x), diagnostics }
     }
@@ -490,7 +586,12 @@ impl SequenceMixer for SoftmaxAttention {
         SoftmaxDecodeState::default()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut SoftmaxDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut SoftmaxDecodeState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         let offset = state.cache.position;
         let (q, k, v) = self.heads.split_rotated(x.clone(), rope, offset);
         let (keys, values) = state.cache.append(k, v);
@@ -512,7 +613,8 @@ impl SequenceMixer for SoftmaxAttention {
             c
         });
         let keys_c = c.as_ref().and(state.forget.clone());
-        let (y, _) = softmax_attention(q, keys, values, self.scaling, &self.terms(c, keys_c), true, offset);
+        let (y, _) =
+            softmax_attention(q, keys, values, self.scaling, &self.terms(c, keys_c), true, offset);
         self.finish(merge_heads(y), x)
     }
 }
@@ -536,65 +638,89 @@ mod tests {
     /// textbook formula for every [`Scaling`]; `scale` is the per-head multiplier of `learned`,
     /// `qk_norm` and `ssmax`. FoX's bias is summed token by token over the span between query and
     /// key; the sink is an explicit extra term in the denominator. No masks, no prefix sums.
-    fn naive_softmax_attention(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, scaling: Scaling, scale: Option<&[f32]>, extras: Extras<'_>, causal: bool) -> Tensor<4> {
+    fn naive_softmax_attention(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        scaling: Scaling,
+        scale: Option<&[f32]>,
+        extras: Extras<'_>,
+        causal: bool,
+    ) -> Tensor<4> {
         let [b, h, _, d] = q.dims();
         let d = d as f32;
         let dev = q.device();
         let per_head = |s: &[f32]| Tensor::<1>::from_floats(s, &dev).reshape([1, s.len(), 1, 1]);
-        let out = visible_rows(q, k, v, causal).into_iter().enumerate().map(|(i, (qi, keys, vals))| {
-            let n = keys.dims()[2];
-            let dots = |a: Tensor<4>, b: Tensor<4>| a.matmul(b.swap_dims(2, 3)); // [b,h,1,n]
-            let scores = match scaling {
-                Scaling::SqrtD | Scaling::Softpick => dots(qi, keys) / d.sqrt(),
-                Scaling::None => dots(qi, keys),
-                Scaling::NumKeys => dots(qi, keys) / n as f32,
-                Scaling::SumKeyNorms => {
-                    let total_norm = keys.clone().powf_scalar(2.0).sum_dim(3).sqrt().sum_dim(2); // [b,h,1,1]
-                    dots(qi, keys) / total_norm
-                }
-                Scaling::Learned => dots(qi, keys) * per_head(scale.unwrap()),
-                Scaling::QkNorm => {
-                    let unit = |x: Tensor<4>| x.clone() / x.powf_scalar(2.0).sum_dim(3).sqrt();
-                    dots(unit(qi), unit(keys)) * per_head(scale.unwrap())
-                }
-                Scaling::Ssmax => dots(qi, keys) * per_head(scale.unwrap()) * (n as f32).ln(),
-                Scaling::LogNTemp => {
-                    let tau = (((i + 1) as f64 / DEFAULT_FLOOR_SCALE).floor() + 1.0).ln() * DEFAULT_ATTN_SCALE + 1.0;
-                    dots(qi, keys) / d.sqrt() * tau as f32
-                }
-            };
-            let scores = match extras.log_forget {
-                // Σ ln f over the tokens strictly after the earlier of (i, j), up to the later.
-                Some(lf) => {
-                    let bias: Vec<Tensor<4>> = (0..n)
-                        .map(|j| {
-                            let (lo, hi) = (i.min(j), i.max(j));
-                            if hi == lo { Tensor::zeros([b, h, 1, 1], &dev) } else { lf.clone().narrow(2, lo + 1, hi - lo).sum_dim(2).reshape([b, h, 1, 1]) }
-                        })
-                        .collect();
-                    scores + Tensor::cat(bias, 3)
-                }
-                None => scores,
-            };
-            let weights = match (scaling, extras.sink) {
-                (Scaling::Softpick, _) => {
-                    let t = scores.exp() - 1.0;
-                    t.clone().clamp_min(0.0) / (t.abs().sum_dim(3) + SOFTPICK_EPS)
-                }
-                (_, Some(sink)) => {
-                    let e = scores.exp();
-                    e.clone() / (e.sum_dim(3) + sink.clone().exp())
-                }
-                _ => softmax(scores, 3),
-            };
-            weights.matmul(vals)
-        });
+        let out =
+            visible_rows(q, k, v, causal).into_iter().enumerate().map(|(i, (qi, keys, vals))| {
+                let n = keys.dims()[2];
+                let dots = |a: Tensor<4>, b: Tensor<4>| a.matmul(b.swap_dims(2, 3)); // [b,h,1,n]
+                let scores = match scaling {
+                    Scaling::SqrtD | Scaling::Softpick => dots(qi, keys) / d.sqrt(),
+                    Scaling::None => dots(qi, keys),
+                    Scaling::NumKeys => dots(qi, keys) / n as f32,
+                    Scaling::SumKeyNorms => {
+                        let total_norm = keys.clone().powf_scalar(2.0).sum_dim(3).sqrt().sum_dim(2); // [b,h,1,1]
+                        dots(qi, keys) / total_norm
+                    }
+                    Scaling::Learned => dots(qi, keys) * per_head(scale.unwrap()),
+                    Scaling::QkNorm => {
+                        let unit = |x: Tensor<4>| x.clone() / x.powf_scalar(2.0).sum_dim(3).sqrt();
+                        dots(unit(qi), unit(keys)) * per_head(scale.unwrap())
+                    }
+                    Scaling::Ssmax => dots(qi, keys) * per_head(scale.unwrap()) * (n as f32).ln(),
+                    Scaling::LogNTemp => {
+                        let tau = (((i + 1) as f64 / DEFAULT_FLOOR_SCALE).floor() + 1.0).ln()
+                            * DEFAULT_ATTN_SCALE
+                            + 1.0;
+                        dots(qi, keys) / d.sqrt() * tau as f32
+                    }
+                };
+                let scores = match extras.log_forget {
+                    // Σ ln f over the tokens strictly after the earlier of (i, j), up to the later.
+                    Some(lf) => {
+                        let bias: Vec<Tensor<4>> = (0..n)
+                            .map(|j| {
+                                let (lo, hi) = (i.min(j), i.max(j));
+                                if hi == lo {
+                                    Tensor::zeros([b, h, 1, 1], &dev)
+                                } else {
+                                    lf.clone()
+                                        .narrow(2, lo + 1, hi - lo)
+                                        .sum_dim(2)
+                                        .reshape([b, h, 1, 1])
+                                }
+                            })
+                            .collect();
+                        scores + Tensor::cat(bias, 3)
+                    }
+                    None => scores,
+                };
+                let weights = match (scaling, extras.sink) {
+                    (Scaling::Softpick, _) => {
+                        let t = scores.exp() - 1.0;
+                        t.clone().clamp_min(0.0) / (t.abs().sum_dim(3) + SOFTPICK_EPS)
+                    }
+                    (_, Some(sink)) => {
+                        let e = scores.exp();
+                        e.clone() / (e.sum_dim(3) + sink.clone().exp())
+                    }
+                    _ => softmax(scores, 3),
+                };
+                weights.matmul(vals)
+            });
         Tensor::cat(out.collect(), 2)
     }
 
     /// The kernel against the oracle on fresh inputs: outputs and the gradients of q, k, v, the
     /// forget gates' input and the sink logit.
-    fn check_against_reference(scaling: Scaling, forget: bool, sink: bool, causal: bool, seed: u64) {
+    fn check_against_reference(
+        scaling: Scaling,
+        forget: bool,
+        sink: bool,
+        causal: bool,
+        seed: u64,
+    ) {
         let d = device();
         let (b, h, t, dh) = (2, 3, 7, 4);
         let inputs = [
@@ -616,14 +742,17 @@ mod tests {
             };
             // Unused inputs still need a (zero) gradient for the helper.
             let unused = (x[3].clone().sum() + x[4].clone().sum()).reshape([1, 1, 1, 1]) * 0.0;
-            softmax_attention(x[0].clone(), x[1].clone(), x[2].clone(), scaling, &terms, causal, 0).0 + unused
+            softmax_attention(x[0].clone(), x[1].clone(), x[2].clone(), scaling, &terms, causal, 0)
+                .0
+                + unused
         });
         let (slow, slow_g) = output_and_grads(&inputs, seed + 6, |x| {
             let s = scale.clone().map(values);
             let lf = log_forget(&x[3]);
             let extras = Extras { log_forget: forget.then_some(&lf), sink: sink.then_some(&x[4]) };
             let unused = (x[3].clone().sum() + x[4].clone().sum()).reshape([1, 1, 1, 1]) * 0.0;
-            naive_softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), extras, causal) + unused
+            naive_softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), extras, causal)
+                + unused
         });
         let what = format!("{} forget={forget} sink={sink} causal={causal}", scaling.name());
         assert_close(fast, slow, 1e-4, &format!("{what} output"));
@@ -671,7 +800,20 @@ mod tests {
         let q = Tensor::<1>::from_floats([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], &d).reshape([1, 1, 3, 2]);
         let v = Tensor::<1>::from_floats([1.0, 0.0, 0.0, 1.0, 0.0, 0.0], &d).reshape([1, 1, 3, 2]);
         // q·k = [3, 0, 4] for every query.
-        let weights = |scaling, causal| values(softmax_attention(q.clone(), k.clone(), v.clone(), scaling, &ScoreTerms::default(), causal, 0).1);
+        let weights = |scaling, causal| {
+            values(
+                softmax_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    scaling,
+                    &ScoreTerms::default(),
+                    causal,
+                    0,
+                )
+                .1,
+            )
+        };
         let sm = |z: &[f32]| {
             let m: f32 = z.iter().map(|x| x.exp()).sum();
             z.iter().map(|x| x.exp() / m).collect::<Vec<_>>()
@@ -700,7 +842,8 @@ mod tests {
     #[test]
     fn fused_and_monitored_paths_agree() {
         use crate::mixer::{MixContext, MixerDims, MixerFamily};
-        let dims = MixerDims { d_model: 24, n_heads: 3, max_seq_len: 16, seed: 1, layer: 0, bias: true };
+        let dims =
+            MixerDims { d_model: 24, n_heads: 3, max_seq_len: 16, seed: 1, layer: 0, bias: true };
         let rope = burn::nn::RotaryEncodingConfig::new(16, 8).init(&crate::testing::ad_device());
         for (scaling, gate, rope) in [
             (Scaling::SqrtD, OutputGate::None, None),
@@ -714,30 +857,62 @@ mod tests {
                 // from the shared stream while another test holds it.
                 let ad = crate::testing::ad_device();
                 let layer = crate::seeding::with_seed(&ad, 62, || {
-                    let layer = SoftmaxAttentionConfig { gate, ..SoftmaxAttentionConfig::new(scaling) }.init(&dims, &ad);
+                    let layer =
+                        SoftmaxAttentionConfig { gate, ..SoftmaxAttentionConfig::new(scaling) }
+                            .init(&dims, &ad);
                     crate::seeding::materialize(&layer);
                     layer
                 });
                 let run = |diagnostics: bool| {
                     output_and_grads(&[x.clone()], 61, |v| {
-                        let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-                        layer.forward(v[0].clone(), ctx.with_rope(rope).with_diagnostics(diagnostics)).output
+                        let ctx =
+                            if causal { MixContext::causal() } else { MixContext::bidirectional() };
+                        layer
+                            .forward(
+                                v[0].clone(),
+                                ctx.with_rope(rope).with_diagnostics(diagnostics),
+                            )
+                            .output
                     })
                 };
                 let ((fused, fused_g), (composed, composed_g)) = (run(false), run(true));
-                let what = format!("{} {gate:?} rope={} causal={causal}", scaling.name(), rope.is_some());
+                let what =
+                    format!("{} {gate:?} rope={} causal={causal}", scaling.name(), rope.is_some());
                 assert_close(fused, composed, 1e-5, &format!("{what}: output"));
-                assert_close(fused_g[0].clone(), composed_g[0].clone(), 1e-5, &format!("{what}: gradient"));
+                assert_close(
+                    fused_g[0].clone(),
+                    composed_g[0].clone(),
+                    1e-5,
+                    &format!("{what}: gradient"),
+                );
             }
         }
     }
 
     /// The composed formula the packed kernel replaces: split, `softmax_attention`, merge.
-    fn composed_attention(qkv: Tensor<3>, heads: usize, scaling: Scaling, causal: bool) -> Tensor<3> {
+    fn composed_attention(
+        qkv: Tensor<3>,
+        heads: usize,
+        scaling: Scaling,
+        causal: bool,
+    ) -> Tensor<3> {
         let [b, t, w] = qkv.dims();
         let d = w / (3 * heads);
-        let part = |i: usize| qkv.clone().narrow(2, i * heads * d, heads * d).reshape([b, t, heads, d]).swap_dims(1, 2);
-        let (y, _) = softmax_attention(part(0), part(1), part(2), scaling, &ScoreTerms::default(), causal, 0);
+        let part = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * heads * d, heads * d)
+                .reshape([b, t, heads, d])
+                .swap_dims(1, 2)
+        };
+        let (y, _) = softmax_attention(
+            part(0),
+            part(1),
+            part(2),
+            scaling,
+            &ScoreTerms::default(),
+            causal,
+            0,
+        );
         y.swap_dims(1, 2).reshape([b, t, heads * d])
     }
 
@@ -746,19 +921,37 @@ mod tests {
     #[test]
     fn fused_packed_attention_matches_the_composed_formula() {
         let d = device();
-        for (seed, (b, t, h, dh)) in [(2, 13, 3, 4), (1, 1, 2, 8), (3, 9, 1, 16)].into_iter().enumerate() {
+        for (seed, (b, t, h, dh)) in
+            [(2, 13, 3, 4), (1, 1, 2, 8), (3, 9, 1, 16)].into_iter().enumerate()
+        {
             for causal in [true, false] {
-                for (scaling, scale) in [(Scaling::SqrtD, (dh as f32).sqrt().recip()), (Scaling::None, 1.0)] {
+                for (scaling, scale) in
+                    [(Scaling::SqrtD, (dh as f32).sqrt().recip()), (Scaling::None, 1.0)]
+                {
                     let qkv = randn([b, t, 3 * h * dh], 40 + seed as u64, &d) * 1.5;
                     let what = format!("b{b} t{t} h{h} d{dh} causal={causal} {}", scaling.name());
-                    let plain = fused::softmax_attention_packed(qkv.clone(), h, scale, causal).expect("flex");
-                    assert_close(plain, composed_attention(qkv.clone(), h, scaling, causal), 1e-5, &format!("{what}: no autodiff"));
+                    let plain = fused::softmax_attention_packed(qkv.clone(), h, scale, causal)
+                        .expect("flex");
+                    assert_close(
+                        plain,
+                        composed_attention(qkv.clone(), h, scaling, causal),
+                        1e-5,
+                        &format!("{what}: no autodiff"),
+                    );
                     let (fast, fast_g) = output_and_grads(&[qkv.clone()], 50, |v| {
-                        fused::softmax_attention_packed(v[0].clone(), h, scale, causal).expect("flex")
+                        fused::softmax_attention_packed(v[0].clone(), h, scale, causal)
+                            .expect("flex")
                     });
-                    let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| composed_attention(v[0].clone(), h, scaling, causal));
+                    let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| {
+                        composed_attention(v[0].clone(), h, scaling, causal)
+                    });
                     assert_close(fast, slow, 1e-5, &format!("{what}: output"));
-                    assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, &format!("{what}: gradient"));
+                    assert_close(
+                        fast_g[0].clone(),
+                        slow_g[0].clone(),
+                        1e-5,
+                        &format!("{what}: gradient"),
+                    );
                 }
             }
         }
@@ -777,7 +970,16 @@ mod tests {
         crate::testing::seeded_layer::<SoftmaxAttentionConfig>(spec, &dims(), device)
     }
 
-    const LENGTH_AWARE: [&str; 8] = ["ssmax", "log_n_temp", "softpick", "forget=true", "gate=output", "sink=learned", "sink=zero", "num_keys:forget=true:gate=output:sink=zero"];
+    const LENGTH_AWARE: [&str; 8] = [
+        "ssmax",
+        "log_n_temp",
+        "softpick",
+        "forget=true",
+        "gate=output",
+        "sink=learned",
+        "sink=zero",
+        "num_keys:forget=true:gate=output:sink=zero",
+    ];
 
     /// A prompt, single tokens and a 3-token piece through the KV cache (and FoX's carried
     /// `c_t`) give the forward's outputs, under RoPE, for every new scaling and option.
@@ -788,7 +990,12 @@ mod tests {
         let rope = RotaryEncodingConfig::new(32, 4).init(&d);
         for spec in LENGTH_AWARE {
             let m = layer(spec, &d);
-            crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 400, &d), Some(&rope), &format!("softmax:{spec}"));
+            crate::testing::assert_decoding_equals_forward(
+                &m,
+                randn([2, 10, 8], 400, &d),
+                Some(&rope),
+                &format!("softmax:{spec}"),
+            );
         }
     }
 
@@ -805,8 +1012,15 @@ mod tests {
                 let out = m.forward(x.clone(), ctx.with_diagnostics(true));
                 let y = out.output;
                 let g = x.grad(&y.clone().sum().backward()).expect("input gradient");
-                for (what, v) in [("output", values(y)), ("gradient", values(g)), ("weights", values(out.diagnostics.unwrap().weights))] {
-                    assert!(v.iter().all(|x| x.is_finite()), "softmax:{spec} causal={causal}: non-finite {what}");
+                for (what, v) in [
+                    ("output", values(y)),
+                    ("gradient", values(g)),
+                    ("weights", values(out.diagnostics.unwrap().weights)),
+                ] {
+                    assert!(
+                        v.iter().all(|x| x.is_finite()),
+                        "softmax:{spec} causal={causal}: non-finite {what}"
+                    );
                 }
             }
         }
@@ -818,10 +1032,15 @@ mod tests {
     fn length_aware_known_answers() {
         let d = device();
         let dims = dims(); // L = 16, head dim 4
-        let (q, k, v) = (randn([1, 2, 16, 4], 420, &d), randn([1, 2, 16, 4], 421, &d), randn([1, 2, 16, 4], 422, &d));
+        let (q, k, v) = (
+            randn([1, 2, 16, 4], 420, &d),
+            randn([1, 2, 16, 4], 421, &d),
+            randn([1, 2, 16, 4], 422, &d),
+        );
         let ssmax = SoftmaxAttentionConfig::new(Scaling::Ssmax).init(&dims, &d);
         let terms = ssmax.terms(None, None);
-        let (_, w) = softmax_attention(q.clone(), k.clone(), v.clone(), Scaling::Ssmax, &terms, true, 0);
+        let (_, w) =
+            softmax_attention(q.clone(), k.clone(), v.clone(), Scaling::Ssmax, &terms, true, 0);
         let (_, w0) = softmax_attention(q, k, v, Scaling::SqrtD, &ScoreTerms::default(), true, 0);
         assert_close(w.narrow(2, 15, 1), w0.narrow(2, 15, 1), 1e-5, "ssmax at n = L vs sqrt_d");
 
@@ -837,7 +1056,15 @@ mod tests {
         // With d = 1, q = k = 1 and two keys per row (bidirectional over 2 keys) the weights stay
         // uniform; use q·k differences instead: key 0 = 1, key 1 = 0.
         let keys = Tensor::<1>::from_floats([1.0, 0.0], &d).reshape([1, 1, 2, 1]);
-        let (_, w) = softmax_attention(one, keys, Tensor::zeros([1, 1, 2, 1], &d), Scaling::LogNTemp, &terms, false, 0);
+        let (_, w) = softmax_attention(
+            one,
+            keys,
+            Tensor::zeros([1, 1, 2, 1], &d),
+            Scaling::LogNTemp,
+            &terms,
+            false,
+            0,
+        );
         let w = values(w);
         for p in 0..9 {
             let tau = if p >= 7 { 2f32.ln() * 0.1 + 1.0 } else { 1.0 };
@@ -858,14 +1085,25 @@ mod tests {
         let [b, h, t, dv] = y.dims();
         let merged = y.swap_dims(1, 2).reshape([b, t, h * dv]);
         let g = gated.gate.as_ref().unwrap();
-        let gate = burn::tensor::activation::sigmoid(x.clone().matmul(g.weight.val().unsqueeze::<3>()) + g.bias.as_ref().unwrap().val().reshape([1, 1, h * dv]));
+        let gate = burn::tensor::activation::sigmoid(
+            x.clone().matmul(g.weight.val().unsqueeze::<3>())
+                + g.bias.as_ref().unwrap().val().reshape([1, 1, h * dv]),
+        );
         let want = gated.heads.output(merged * gate);
         assert_close(gated.forward(x, MixContext::causal()).output, want, 1e-5, "gate=output");
     }
 
     #[test]
     fn specs_parse_print_and_size() {
-        for spec in ["", "none", "ssmax", "forget=true", "gate=output:sink=learned", "log_n_temp:attn_scale=0.2:floor_scale=4", "num_keys:forget=true:sink=zero"] {
+        for spec in [
+            "",
+            "none",
+            "ssmax",
+            "forget=true",
+            "gate=output:sink=learned",
+            "log_n_temp:attn_scale=0.2:floor_scale=4",
+            "num_keys:forget=true:sink=zero",
+        ] {
             assert_eq!(config(spec).to_string(), spec);
         }
         assert_eq!(config("sqrt_d:forget=false:gate=none:sink=none").to_string(), "");
@@ -878,14 +1116,19 @@ mod tests {
             ("gate=input", "gate"),
             ("ssmax:bias=1", "unknown option"),
         ] {
-            let err = SoftmaxAttentionConfig::parse(&spec.split(':').collect::<Vec<_>>(), spec).unwrap_err().to_string();
+            let err = SoftmaxAttentionConfig::parse(&spec.split(':').collect::<Vec<_>>(), spec)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{spec}: {err}");
         }
         // d_model 8, 2 heads of 4: the cache holds 2·8 floats per token, FoX one more per head.
         assert_eq!(config("").decode_state_floats(&dims(), 10), 160);
         assert_eq!(config("forget=true").decode_state_floats(&dims(), 10), 160 + 20);
         let m = config("forget=true:gate=output:sink=learned").init(&dims(), &device());
-        assert_eq!(values(m.forget.as_ref().unwrap().bias.as_ref().unwrap().val()), vec![FORGET_BIAS_INIT; 2]);
+        assert_eq!(
+            values(m.forget.as_ref().unwrap().bias.as_ref().unwrap().val()),
+            vec![FORGET_BIAS_INIT; 2]
+        );
         assert_eq!(m.gate.as_ref().unwrap().weight.dims(), [8, 8]);
         assert_eq!(values(m.sink.as_ref().unwrap().val()), vec![0.0; 2]);
     }

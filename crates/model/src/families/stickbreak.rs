@@ -19,7 +19,9 @@
 //! the two. Decoding keeps a KV cache (`2·d·L`); each new query's row is recomputed over it.
 
 use crate::heads::{HeadProjection, KvCache, sequence_diagnostics};
-use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+};
 use crate::options::{parse_options, print_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
@@ -81,13 +83,19 @@ fn not_before(seq_q: usize, seq_k: usize, q_offset: usize, device: &Device) -> T
 pub fn causal_weights(q: Tensor<4>, k: Tensor<4>, q_offset: usize) -> Tensor<4> {
     let [b, h, seq_q, d] = q.dims();
     let seq_k = k.dims()[2];
-    let hidden = not_before(seq_q, seq_k, q_offset, &q.device()).unsqueeze::<4>().expand([b, h, seq_q, seq_k]);
+    let hidden = not_before(seq_q, seq_k, q_offset, &q.device())
+        .unsqueeze::<4>()
+        .expand([b, h, seq_q, seq_k]);
     let z = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
     let log_beta = crate::fused::log_sigmoid(z.clone());
     let log_rest = crate::fused::log_sigmoid(z.neg()).mask_fill(hidden.clone(), 0.0); // ln(1 − β_il), visible l only
     // Σ_{l>j} ln(1 − β_il): the reverse cumulative sum shifted one key to the left.
     let from_right = log_rest.flip([3]).cumsum(3).flip([3]);
-    let after = if seq_k > 1 { from_right.narrow(3, 1, seq_k - 1).pad((0, 1, 0, 0), PadMode::Constant(0.0)) } else { from_right * 0.0 };
+    let after = if seq_k > 1 {
+        from_right.narrow(3, 1, seq_k - 1).pad((0, 1, 0, 0), PadMode::Constant(0.0))
+    } else {
+        from_right * 0.0
+    };
     (log_beta + after).mask_fill(hidden.clone(), 0.0).exp().mask_fill(hidden, 0.0)
 }
 
@@ -121,7 +129,9 @@ impl SequenceMixer for StickBreakingAttention {
     }
 
     fn step(&self, x: Tensor<3>, state: &mut KvCache, rope: Option<&RotaryEncoding>) -> Tensor<3> {
-        state.step(&self.heads, x, rope, |q, keys, values, offset| causal_weights(q, keys, offset).matmul(values))
+        state.step(&self.heads, x, rope, |q, keys, values, offset| {
+            causal_weights(q, keys, offset).matmul(values)
+        })
     }
 }
 
@@ -134,7 +144,12 @@ mod tests {
     /// The textbook formula, one query and one key at a time in linear space:
     /// `A_ij = β_ij Π_{j<l<i}(1 − β_il)` over `j < i` (causal), plus the same from the right
     /// (`j > i`, product over `i < l < j`) when bidirectional.
-    fn naive_stick_breaking(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, causal: bool) -> Tensor<4> {
+    fn naive_stick_breaking(
+        q: &Tensor<4>,
+        k: &Tensor<4>,
+        v: &Tensor<4>,
+        causal: bool,
+    ) -> Tensor<4> {
         let [b, h, t, d] = q.dims();
         let beta = sigmoid(q.clone().matmul(k.clone().swap_dims(2, 3)) / (d as f32).sqrt()); // [b,h,t,t]
         let at = |i: usize, j: usize| beta.clone().narrow(2, i, 1).narrow(3, j, 1); // [b,h,1,1]
@@ -142,7 +157,13 @@ mod tests {
             .map(|i| {
                 let mut row = Tensor::<4>::zeros([b, h, 1, v.dims()[3]], &q.device());
                 for j in 0..t {
-                    let between: Vec<usize> = if j < i { (j + 1..i).collect() } else if j > i && !causal { (i + 1..j).collect() } else { continue };
+                    let between: Vec<usize> = if j < i {
+                        (j + 1..i).collect()
+                    } else if j > i && !causal {
+                        (i + 1..j).collect()
+                    } else {
+                        continue;
+                    };
                     let mut a = at(i, j);
                     for l in between {
                         a = a * (at(i, l).neg() + 1.0);
@@ -159,9 +180,17 @@ mod tests {
     fn matches_the_textbook_formula_causal_and_bidirectional() {
         let dev = device();
         for (n, causal) in [(0u64, true), (1, false)] {
-            let inputs = [randn([2, 2, 7, 4], 500 + 10 * n, &dev) * 2.0, randn([2, 2, 7, 4], 501 + 10 * n, &dev), randn([2, 2, 7, 3], 502 + 10 * n, &dev)];
-            let (fast, fg) = output_and_grads(&inputs, 503 + 10 * n, |x| weights(x[0].clone(), x[1].clone(), causal).matmul(x[2].clone()));
-            let (slow, sg) = output_and_grads(&inputs, 503 + 10 * n, |x| naive_stick_breaking(&x[0], &x[1], &x[2], causal));
+            let inputs = [
+                randn([2, 2, 7, 4], 500 + 10 * n, &dev) * 2.0,
+                randn([2, 2, 7, 4], 501 + 10 * n, &dev),
+                randn([2, 2, 7, 3], 502 + 10 * n, &dev),
+            ];
+            let (fast, fg) = output_and_grads(&inputs, 503 + 10 * n, |x| {
+                weights(x[0].clone(), x[1].clone(), causal).matmul(x[2].clone())
+            });
+            let (slow, sg) = output_and_grads(&inputs, 503 + 10 * n, |x| {
+                naive_stick_breaking(&x[0], &x[1], &x[2], causal)
+            });
             assert_close(fast, slow, 1e-4, &format!("causal={causal}: output"));
             for (i, (f, s)) in fg.into_iter().zip(sg).enumerate() {
                 assert_close(f, s, 1e-4, &format!("causal={causal}: gradient {i}"));
@@ -180,7 +209,11 @@ mod tests {
         for i in 0..5 {
             for j in 0..5 {
                 let want = if j < i { 0.5f32.powi((i - j) as i32) } else { 0.0 };
-                assert!((w[i * 5 + j] - want).abs() < 1e-6, "({i},{j}): {} vs {want}", w[i * 5 + j]);
+                assert!(
+                    (w[i * 5 + j] - want).abs() < 1e-6,
+                    "({i},{j}): {} vs {want}",
+                    w[i * 5 + j]
+                );
             }
         }
     }
@@ -189,9 +222,15 @@ mod tests {
     #[test]
     fn long_inputs_with_large_logits_stay_finite() {
         let dev = device();
-        let inputs = [randn([1, 2, 128, 4], 520, &dev) * 30.0, randn([1, 2, 128, 4], 521, &dev) * 30.0, randn([1, 2, 128, 4], 522, &dev)];
+        let inputs = [
+            randn([1, 2, 128, 4], 520, &dev) * 30.0,
+            randn([1, 2, 128, 4], 521, &dev) * 30.0,
+            randn([1, 2, 128, 4], 522, &dev),
+        ];
         for causal in [true, false] {
-            let (y, g) = output_and_grads(&inputs, 523, |x| weights(x[0].clone(), x[1].clone(), causal).matmul(x[2].clone()));
+            let (y, g) = output_and_grads(&inputs, 523, |x| {
+                weights(x[0].clone(), x[1].clone(), causal).matmul(x[2].clone())
+            });
             assert!(values(y).iter().all(|v| v.is_finite()), "causal={causal}: output");
             for g in g {
                 assert!(values(g).iter().all(|v| v.is_finite()), "causal={causal}: gradient");
@@ -204,18 +243,26 @@ mod tests {
     fn step_equals_forward() {
         use burn::nn::RotaryEncodingConfig;
         let dev = device();
-        let dims = MixerDims { d_model: 8, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: true };
+        let dims =
+            MixerDims { d_model: 8, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: true };
         let m = crate::testing::seeded_layer::<StickBreakingAttentionConfig>("", &dims, &dev);
         let rope = RotaryEncodingConfig::new(32, 4).init(&dev);
         for rope in [None, Some(&rope)] {
-            crate::testing::assert_decoding_equals_forward(&m, randn([2, 10, 8], 530, &dev), rope, &format!("stickbreak rope={}", rope.is_some()));
+            crate::testing::assert_decoding_equals_forward(
+                &m,
+                randn([2, 10, 8], 530, &dev),
+                rope,
+                &format!("stickbreak rope={}", rope.is_some()),
+            );
         }
     }
 
     #[test]
     fn spec_parses_and_prints() {
         assert_eq!(StickBreakingAttentionConfig::parse(&[], "stickbreak").unwrap().to_string(), "");
-        let err = StickBreakingAttentionConfig::parse(&["scale=2"], "stickbreak:scale=2").unwrap_err().to_string();
+        let err = StickBreakingAttentionConfig::parse(&["scale=2"], "stickbreak:scale=2")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown option"), "{err}");
     }
 }

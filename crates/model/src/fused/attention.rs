@@ -40,7 +40,14 @@ impl Dims {
 
 /// One head's `rows × d` block of the packed rows, starting at column `at`.
 fn head<'a>(rows: &'a [f32], at: usize, dims: &Dims) -> View<'a> {
-    View { data: rows, offset: at, rows: dims.seq, cols: dims.d, row_stride: dims.width() as isize, col_stride: 1 }
+    View {
+        data: rows,
+        offset: at,
+        rows: dims.seq,
+        cols: dims.d,
+        row_stride: dims.width() as isize,
+        col_stride: 1,
+    }
 }
 
 /// A row-major `seq × seq` block.
@@ -57,7 +64,15 @@ fn forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32]) {
     for h in 0..heads {
         let p = &mut p[h * seq * seq..(h + 1) * seq * seq];
         // Scores for every pair (the masked half is cheaper to compute than to skip in gemm).
-        matmul_into(p, 0, seq, head(qkv, h * d, &dims), head(qkv, hd + h * d, &dims).t(), scale, false);
+        matmul_into(
+            p,
+            0,
+            seq,
+            head(qkv, h * d, &dims),
+            head(qkv, hd + h * d, &dims).t(),
+            scale,
+            false,
+        );
         for (i, row) in p.chunks_exact_mut(seq).enumerate() {
             let n = dims.keys(i);
             let max = simd::max(&row[..n]);
@@ -77,10 +92,24 @@ fn forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32]) {
 /// Backward for one batch element: from `dy` `[seq, heads·d]` and the saved `p`, writes
 /// `dqkv` `[seq, width]`. `scratch` holds `seq·seq` floats.
 #[inline(always)]
-fn backward_one(dims: Dims, qkv: &[f32], p: &[f32], dy: &[f32], dqkv: &mut [f32], scratch: &mut [f32]) {
+fn backward_one(
+    dims: Dims,
+    qkv: &[f32],
+    p: &[f32],
+    dy: &[f32],
+    dqkv: &mut [f32],
+    scratch: &mut [f32],
+) {
     let Dims { seq, heads, d, scale, .. } = dims;
     let (width, hd) = (dims.width(), heads * d);
-    let dy_head = |h: usize| View { data: dy, offset: h * d, rows: seq, cols: d, row_stride: hd as isize, col_stride: 1 };
+    let dy_head = |h: usize| View {
+        data: dy,
+        offset: h * d,
+        rows: seq,
+        cols: d,
+        row_stride: hd as isize,
+        col_stride: 1,
+    };
     for h in 0..heads {
         let (q_at, k_at, v_at) = (h * d, hd + h * d, 2 * hd + h * d);
         let p = &p[h * seq * seq..(h + 1) * seq * seq];
@@ -132,7 +161,14 @@ pub fn backward(dims: Dims, qkv: &[f32], p: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dqkv = vec![0.0; batch * w];
     dqkv.par_chunks_mut(w).enumerate().for_each(|(b, g)| {
         let mut scratch = vec![0.0; seq * seq];
-        backward_dispatch(dims, &qkv[b * w..(b + 1) * w], &p[b * p_len..(b + 1) * p_len], &dy[b * y_len..(b + 1) * y_len], g, &mut scratch);
+        backward_dispatch(
+            dims,
+            &qkv[b * w..(b + 1) * w],
+            &p[b * p_len..(b + 1) * p_len],
+            &dy[b * y_len..(b + 1) * y_len],
+            g,
+            &mut scratch,
+        );
     });
     dqkv
 }

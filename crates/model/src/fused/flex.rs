@@ -12,8 +12,8 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
 
 /// Flex under Burn's default (no) gradient checkpointing, the device `attnlab` trains on.
@@ -57,14 +57,20 @@ fn from_vec(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
 
 /// Records `op` in the autodiff graph over `inputs`, with `state` for its backward (dropped when
 /// no input needs a gradient), and returns `output` as a tracked tensor.
-fn record<O, const N: usize, const D: usize>(op: O, inputs: [&FloatTensor<FlexAd>; N], state: O::State, output: FlexTensor) -> Tensor<D>
+fn record<O, const N: usize, const D: usize>(
+    op: O,
+    inputs: [&FloatTensor<FlexAd>; N],
+    state: O::State,
+    output: FlexTensor,
+) -> Tensor<D>
 where
     O: Backward<Flex, N>,
 {
-    let out = match op.prepare::<NoCheckpointing>(inputs.map(|t| t.node())).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => prep.finish(state, output),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
+    let out =
+        match op.prepare::<NoCheckpointing>(inputs.map(|t| t.node())).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        };
     Tensor::from_primitive::<FlexAd>(out)
 }
 
@@ -137,7 +143,9 @@ impl Unary {
             Unary::Silu => simd::silu_backward,
             Unary::LogSigmoid => simd::log_sigmoid_backward,
         };
-        par_chunks(&mut dx, |start, out| kernel(&saved[start..start + out.len()], &g[start..start + out.len()], out));
+        par_chunks(&mut dx, |start, out| {
+            kernel(&saved[start..start + out.len()], &g[start..start + out.len()], out)
+        });
         from_vec(dx, dy.layout().shape().clone())
     }
 }
@@ -149,7 +157,12 @@ impl Backward<Flex, 1> for UnaryBackward {
     /// The map and the (contiguous) tensor its derivative reads.
     type State = (Unary, FlexTensor);
 
-    fn backward(self, ops: Ops<(Unary, FlexTensor), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<(Unary, FlexTensor), 1>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
         run_backward(ops, grads, |(map, saved), dy, _| [Some(map.derivative(&saved, dy))]);
     }
 }
@@ -235,8 +248,14 @@ fn affine_grads(state: &AffineSaved, dy: &FlexTensor, want: [bool; 3]) -> [Optio
     let (k, n) = (w_shape[0], w_shape[1]);
     let rows = x_shape.num_elements() / k.max(1);
     let dy_m = View::row_major(slice(dy), rows, n);
-    let dx = want[0].then(|| from_vec(matmul::matmul(dy_m, matrix(&state.w).t(), None), x_shape.clone()));
-    let dw = want[1].then(|| from_vec(matmul::matmul(View::row_major(slice(&state.x), rows, k).t(), dy_m, None), w_shape.clone()));
+    let dx = want[0]
+        .then(|| from_vec(matmul::matmul(dy_m, matrix(&state.w).t(), None), x_shape.clone()));
+    let dw = want[1].then(|| {
+        from_vec(
+            matmul::matmul(View::row_major(slice(&state.x), rows, k).t(), dy_m, None),
+            w_shape.clone(),
+        )
+    });
     let db = want[2].then(|| from_vec(matmul::column_sums(slice(dy), n), [n].into()));
     [dx, dw, db]
 }
@@ -263,7 +282,9 @@ pub fn affine<const D: usize>(
 ) -> Result<Tensor<D>, (Tensor<D>, Tensor<2>, Option<Tensor<1>>)> {
     let kinds = (classify(x.clone()), classify(w.clone()), b.clone().map(classify));
     match kinds {
-        (Input::Plain(x), Input::Plain(w), None) => Ok(Tensor::from_primitive::<Flex>(affine_forward(&contiguous(&x), &w, None))),
+        (Input::Plain(x), Input::Plain(w), None) => {
+            Ok(Tensor::from_primitive::<Flex>(affine_forward(&contiguous(&x), &w, None)))
+        }
         (Input::Plain(x), Input::Plain(w), Some(Input::Plain(b))) => {
             Ok(Tensor::from_primitive::<Flex>(affine_forward(&contiguous(&x), &w, Some(&b))))
         }
@@ -281,10 +302,18 @@ pub fn affine<const D: usize>(
     }
 }
 
-fn packed_attention_dims(qkv: &FlexTensor, heads: usize, scale: f32, causal: bool) -> attention::Dims {
+fn packed_attention_dims(
+    qkv: &FlexTensor,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+) -> attention::Dims {
     let shape = qkv.layout().shape();
     let (batch, seq, width) = (shape[0], shape[1], shape[2]);
-    assert!(heads > 0 && width % (3 * heads) == 0, "packed qkv width {width} is not 3 x {heads} heads");
+    assert!(
+        heads > 0 && width % (3 * heads) == 0,
+        "packed qkv width {width} is not 3 x {heads} heads"
+    );
     attention::Dims { batch, seq, heads, d: width / (3 * heads), scale, causal }
 }
 
@@ -302,7 +331,12 @@ struct PackedAttentionState {
 impl Backward<Flex, 1> for PackedAttentionBackward {
     type State = PackedAttentionState;
 
-    fn backward(self, ops: Ops<PackedAttentionState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<PackedAttentionState, 1>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
         run_backward(ops, grads, |PackedAttentionState { dims, qkv, p }, dy, _| {
             let dqkv = attention::backward(dims, slice(&qkv), slice(&p), slice(dy));
             [Some(from_vec(dqkv, qkv.layout().shape().clone()))]
@@ -311,7 +345,12 @@ impl Backward<Flex, 1> for PackedAttentionBackward {
 }
 
 /// Fused softmax attention on packed `[q | k | v]`, or the input back when it is not f32 flex.
-pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal: bool) -> Result<Tensor<3>, Tensor<3>> {
+pub fn softmax_attention_packed(
+    qkv: Tensor<3>,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+) -> Result<Tensor<3>, Tensor<3>> {
     let forward = |qkv: &FlexTensor| {
         let dims = packed_attention_dims(qkv, heads, scale, causal);
         let (y, p) = attention::forward(dims, slice(qkv));
@@ -323,7 +362,12 @@ pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal
         Input::Tracked(t) => {
             let input = contiguous(t.primitive());
             let (dims, y, p) = forward(&input);
-            Ok(record(PackedAttentionBackward, [&t], PackedAttentionState { dims, qkv: input, p }, y))
+            Ok(record(
+                PackedAttentionBackward,
+                [&t],
+                PackedAttentionState { dims, qkv: input, p },
+                y,
+            ))
         }
         Input::Other(x) => Err(x),
     }
@@ -336,19 +380,36 @@ impl Backward<Flex, 1> for RopeBackward {
     /// The dims and the `[seq, d/2]` cosines and sines of the forward pass.
     type State = (rope::Dims, Vec<f32>, Vec<f32>);
 
-    fn backward(self, ops: Ops<(rope::Dims, Vec<f32>, Vec<f32>), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        run_backward(ops, grads, |(dims, cos, sin), dy, _| [Some(from_vec(rope::rotate(dims, slice(dy), &cos, &sin, -1.0), dy.layout().shape().clone()))]);
+    fn backward(
+        self,
+        ops: Ops<(rope::Dims, Vec<f32>, Vec<f32>), 1>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        run_backward(ops, grads, |(dims, cos, sin), dy, _| {
+            [Some(from_vec(
+                rope::rotate(dims, slice(dy), &cos, &sin, -1.0),
+                dy.layout().shape().clone(),
+            ))]
+        });
     }
 }
 
 /// Fused RoPE on packed `[q | k | v]`, or the input back when it is not f32 flex.
-pub fn rope_packed(qkv: Tensor<3>, encoding: &burn::nn::RotaryEncoding, offset: usize, rotated: usize, d: usize) -> Result<Tensor<3>, Tensor<3>> {
+pub fn rope_packed(
+    qkv: Tensor<3>,
+    encoding: &burn::nn::RotaryEncoding,
+    offset: usize,
+    rotated: usize,
+    d: usize,
+) -> Result<Tensor<3>, Tensor<3>> {
     let [_, seq, width] = qkv.dims();
     // The composed path's own angles (one reader of Burn's table layout), so the fused path
     // rotates by exactly its numbers.
     let tables = || {
         let (cos, sin) = crate::heads::rope_pair_angles(encoding, offset, seq, d);
-        let to_vec = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 table");
+        let to_vec =
+            |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 table");
         (to_vec(cos), to_vec(sin))
     };
     let dims = rope::Dims { seq, width, rotated, d };
@@ -361,7 +422,10 @@ pub fn rope_packed(qkv: Tensor<3>, encoding: &burn::nn::RotaryEncoding, offset: 
         Input::Tracked(t) => {
             let (cos, sin) = tables();
             let input = contiguous(t.primitive());
-            let y = from_vec(rope::rotate(dims, slice(&input), &cos, &sin, 1.0), input.layout().shape().clone());
+            let y = from_vec(
+                rope::rotate(dims, slice(&input), &cos, &sin, 1.0),
+                input.layout().shape().clone(),
+            );
             Ok(record(RopeBackward, [&t], (dims, cos, sin), y))
         }
         Input::Other(x) => Err(x),
@@ -383,9 +447,15 @@ struct LayerNormState {
 impl LayerNormState {
     /// `[dx, dγ, dβ]` for a contiguous `dy`.
     fn grads(&self, dy: &FlexTensor) -> [Option<FlexTensor>; 3] {
-        let (dx, dgamma, dbeta) = norm::backward(slice(dy), slice(&self.xhat), slice(&self.r), slice(&self.gamma));
+        let (dx, dgamma, dbeta) =
+            norm::backward(slice(dy), slice(&self.xhat), slice(&self.r), slice(&self.gamma));
         let width = dgamma.len();
-        [from_vec(dx, dy.layout().shape().clone()), from_vec(dgamma, [width].into()), from_vec(dbeta, [width].into())].map(Some)
+        [
+            from_vec(dx, dy.layout().shape().clone()),
+            from_vec(dgamma, [width].into()),
+            from_vec(dbeta, [width].into()),
+        ]
+        .map(Some)
     }
 }
 
@@ -410,21 +480,38 @@ pub fn layer_norm<const D: usize>(
         let shape = x.layout().shape().clone();
         let width = shape[shape.num_dims() - 1];
         let beta = beta.map(contiguous);
-        let (y, xhat, r) = norm::forward(slice(x), width, slice(gamma), beta.as_ref().map(slice), epsilon);
+        let (y, xhat, r) =
+            norm::forward(slice(x), width, slice(gamma), beta.as_ref().map(slice), epsilon);
         let rows = r.len();
-        (from_vec(y, shape.clone()), LayerNormState { xhat: from_vec(xhat, shape), r: from_vec(r, [rows].into()), gamma: gamma.clone() })
+        (
+            from_vec(y, shape.clone()),
+            LayerNormState {
+                xhat: from_vec(xhat, shape),
+                r: from_vec(r, [rows].into()),
+                gamma: gamma.clone(),
+            },
+        )
     };
     match (classify(x.clone()), classify(gamma.clone()), beta.clone().map(classify)) {
-        (Input::Plain(x), Input::Plain(g), None) => Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&x), &contiguous(&g), None).0)),
+        (Input::Plain(x), Input::Plain(g), None) => {
+            Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&x), &contiguous(&g), None).0))
+        }
         (Input::Plain(x), Input::Plain(g), Some(Input::Plain(b))) => {
-            Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&x), &contiguous(&g), Some(&b)).0))
+            Ok(Tensor::from_primitive::<Flex>(
+                forward(&contiguous(&x), &contiguous(&g), Some(&b)).0,
+            ))
         }
         (Input::Tracked(xt), Input::Tracked(gt), None) => {
-            let (y, state) = forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), None);
+            let (y, state) =
+                forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), None);
             Ok(record(LayerNormBackward, [&xt, &gt], state, y))
         }
         (Input::Tracked(xt), Input::Tracked(gt), Some(Input::Tracked(bt))) => {
-            let (y, state) = forward(&contiguous(xt.primitive()), &contiguous(gt.primitive()), Some(bt.primitive()));
+            let (y, state) = forward(
+                &contiguous(xt.primitive()),
+                &contiguous(gt.primitive()),
+                Some(bt.primitive()),
+            );
             Ok(record(LayerNormBackward, [&xt, &gt, &bt], state, y))
         }
         _ => Err((x, gamma, beta)),
@@ -448,11 +535,28 @@ struct LinearAttentionState {
 impl Backward<Flex, 3> for LinearAttentionBackward {
     type State = LinearAttentionState;
 
-    fn backward(self, ops: Ops<LinearAttentionState, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<LinearAttentionState, 3>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
         run_backward(ops, grads, |st, dy, _| {
-            let (dq, dk, dv) = linear_attention::backward(st.dims, slice(&st.q), slice(&st.k), slice(&st.v), slice(&st.y), &st.saved, slice(dy));
+            let (dq, dk, dv) = linear_attention::backward(
+                st.dims,
+                slice(&st.q),
+                slice(&st.k),
+                slice(&st.v),
+                slice(&st.y),
+                &st.saved,
+                slice(dy),
+            );
             let shape = |t: &FlexTensor| t.layout().shape().clone();
-            [Some(from_vec(dq, shape(&st.q))), Some(from_vec(dk, shape(&st.k))), Some(from_vec(dv, shape(&st.v)))]
+            [
+                Some(from_vec(dq, shape(&st.q))),
+                Some(from_vec(dk, shape(&st.k))),
+                Some(from_vec(dv, shape(&st.v))),
+            ]
         });
     }
 }
@@ -471,18 +575,37 @@ pub fn causal_linear_attention(
     let run = |q: &FlexTensor, k: &FlexTensor, v: &FlexTensor| {
         let [b, h, t, f] = q.layout().shape().dims::<4>();
         let dv = v.layout().shape()[3];
-        let dims = linear_attention::Dims { bh: b * h, seq: t, f, dv, chunk: chunk.clamp(1, t.max(1)), normalize, eps };
+        let dims = linear_attention::Dims {
+            bh: b * h,
+            seq: t,
+            f,
+            dv,
+            chunk: chunk.clamp(1, t.max(1)),
+            normalize,
+            eps,
+        };
         let (y, saved) = linear_attention::forward(dims, slice(q), slice(k), slice(v));
         (dims, from_vec(y, [b, h, t, dv].into()), saved)
     };
     match (classify(q.clone()), classify(k.clone()), classify(v.clone())) {
-        (Input::Plain(q), Input::Plain(k), Input::Plain(v)) => {
-            Ok(Tensor::from_primitive::<Flex>(run(&contiguous(&q), &contiguous(&k), &contiguous(&v)).1))
-        }
+        (Input::Plain(q), Input::Plain(k), Input::Plain(v)) => Ok(Tensor::from_primitive::<Flex>(
+            run(&contiguous(&q), &contiguous(&k), &contiguous(&v)).1,
+        )),
         (Input::Tracked(qt), Input::Tracked(kt), Input::Tracked(vt)) => {
-            let (q, k, v) = (contiguous(qt.primitive()), contiguous(kt.primitive()), contiguous(vt.primitive()));
+            let (q, k, v) = (
+                contiguous(qt.primitive()),
+                contiguous(kt.primitive()),
+                contiguous(vt.primitive()),
+            );
             let (dims, y, saved) = run(&q, &k, &v);
-            let state = LinearAttentionState { dims, q, k, v, y: y.clone(), saved: std::sync::Arc::new(saved) };
+            let state = LinearAttentionState {
+                dims,
+                q,
+                k,
+                v,
+                y: y.clone(),
+                saved: std::sync::Arc::new(saved),
+            };
             Ok(record(LinearAttentionBackward, [&qt, &kt, &vt], state, y))
         }
         _ => Err((q, k, v)),
@@ -507,10 +630,24 @@ struct GatedRecurrenceState {
 impl<const N: usize> Backward<Flex, N> for GatedRecurrenceBackward {
     type State = GatedRecurrenceState;
 
-    fn backward(self, ops: Ops<GatedRecurrenceState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<GatedRecurrenceState, N>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
         run_backward(ops, grads, |st, dy, _| {
             let beta = st.beta.as_ref().map_or(&[][..], slice);
-            let g = gated::backward(st.dims, slice(&st.q), slice(&st.k), slice(&st.v), slice(&st.g), beta, &st.saved, slice(dy));
+            let g = gated::backward(
+                st.dims,
+                slice(&st.q),
+                slice(&st.k),
+                slice(&st.v),
+                slice(&st.g),
+                beta,
+                &st.saved,
+                slice(dy),
+            );
             let shape = |t: &FlexTensor| t.layout().shape().clone();
             let mut all = [
                 Some(from_vec(g.dq, shape(&st.q))),
@@ -539,32 +676,99 @@ pub fn gated_recurrence(
     if t == 0 || b * h == 0 {
         return Err((q, k, v, log_g, beta));
     }
-    let dims = gated::Dims { bh: b * h, seq: t, dk, dv, gate_width, delta: beta.is_some(), chunk: chunk.clamp(1, t) };
-    let run = |q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, g: &FlexTensor, beta: Option<&FlexTensor>| {
-        let (y, saved) = gated::forward(dims, slice(q), slice(k), slice(v), slice(g), beta.map_or(&[][..], slice));
+    let dims = gated::Dims {
+        bh: b * h,
+        seq: t,
+        dk,
+        dv,
+        gate_width,
+        delta: beta.is_some(),
+        chunk: chunk.clamp(1, t),
+    };
+    let run = |q: &FlexTensor,
+               k: &FlexTensor,
+               v: &FlexTensor,
+               g: &FlexTensor,
+               beta: Option<&FlexTensor>| {
+        let (y, saved) = gated::forward(
+            dims,
+            slice(q),
+            slice(k),
+            slice(v),
+            slice(g),
+            beta.map_or(&[][..], slice),
+        );
         (from_vec(y, [b, h, t, dv].into()), saved)
     };
-    let inputs = (classify(q.clone()), classify(k.clone()), classify(v.clone()), classify(log_g.clone()), beta.clone().map(classify));
+    let inputs = (
+        classify(q.clone()),
+        classify(k.clone()),
+        classify(v.clone()),
+        classify(log_g.clone()),
+        beta.clone().map(classify),
+    );
     match inputs {
-        (Input::Plain(q), Input::Plain(k), Input::Plain(v), Input::Plain(g), beta @ (None | Some(Input::Plain(_)))) => {
+        (
+            Input::Plain(q),
+            Input::Plain(k),
+            Input::Plain(v),
+            Input::Plain(g),
+            beta @ (None | Some(Input::Plain(_))),
+        ) => {
             let beta = match beta {
                 Some(Input::Plain(b)) => Some(contiguous(&b)),
                 _ => None,
             };
-            Ok(Tensor::from_primitive::<Flex>(run(&contiguous(&q), &contiguous(&k), &contiguous(&v), &contiguous(&g), beta.as_ref()).0))
+            Ok(Tensor::from_primitive::<Flex>(
+                run(
+                    &contiguous(&q),
+                    &contiguous(&k),
+                    &contiguous(&v),
+                    &contiguous(&g),
+                    beta.as_ref(),
+                )
+                .0,
+            ))
         }
-        (Input::Tracked(qt), Input::Tracked(kt), Input::Tracked(vt), Input::Tracked(gt), beta @ (None | Some(Input::Tracked(_)))) => {
-            let (q, k, v, g) = (contiguous(qt.primitive()), contiguous(kt.primitive()), contiguous(vt.primitive()), contiguous(gt.primitive()));
+        (
+            Input::Tracked(qt),
+            Input::Tracked(kt),
+            Input::Tracked(vt),
+            Input::Tracked(gt),
+            beta @ (None | Some(Input::Tracked(_))),
+        ) => {
+            let (q, k, v, g) = (
+                contiguous(qt.primitive()),
+                contiguous(kt.primitive()),
+                contiguous(vt.primitive()),
+                contiguous(gt.primitive()),
+            );
             match beta {
                 Some(Input::Tracked(bt)) => {
                     let b = contiguous(bt.primitive());
                     let (y, saved) = run(&q, &k, &v, &g, Some(&b));
-                    let state = GatedRecurrenceState { dims, q, k, v, g, beta: Some(b), saved: std::sync::Arc::new(saved) };
+                    let state = GatedRecurrenceState {
+                        dims,
+                        q,
+                        k,
+                        v,
+                        g,
+                        beta: Some(b),
+                        saved: std::sync::Arc::new(saved),
+                    };
                     Ok(record(GatedRecurrenceBackward, [&qt, &kt, &vt, &gt, &bt], state, y))
                 }
                 _ => {
                     let (y, saved) = run(&q, &k, &v, &g, None);
-                    let state = GatedRecurrenceState { dims, q, k, v, g, beta: None, saved: std::sync::Arc::new(saved) };
+                    let state = GatedRecurrenceState {
+                        dims,
+                        q,
+                        k,
+                        v,
+                        g,
+                        beta: None,
+                        saved: std::sync::Arc::new(saved),
+                    };
                     Ok(record(GatedRecurrenceBackward, [&qt, &kt, &vt, &gt], state, y))
                 }
             }

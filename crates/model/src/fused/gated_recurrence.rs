@@ -62,7 +62,15 @@ struct Sequence<'a> {
 }
 
 impl<'a> Sequence<'a> {
-    fn of(dims: Dims, p: usize, q: &'a [f32], k: &'a [f32], v: &'a [f32], g: &'a [f32], beta: &'a [f32]) -> Self {
+    fn of(
+        dims: Dims,
+        p: usize,
+        q: &'a [f32],
+        k: &'a [f32],
+        v: &'a [f32],
+        g: &'a [f32],
+        beta: &'a [f32],
+    ) -> Self {
         let (t, dk, dv, gw) = (dims.seq, dims.dk, dims.dv, dims.gate_width);
         Self {
             q: &q[p * t * dk..(p + 1) * t * dk],
@@ -80,7 +88,9 @@ fn gates_at(dims: Dims, g: &[f32], t: usize, a: &mut [f32]) {
     if dims.gate_width == 1 {
         a.fill(g[t].exp());
     } else {
-        a.iter_mut().zip(&g[t * dims.gate_width..(t + 1) * dims.gate_width]).for_each(|(a, &g)| *a = g.exp());
+        a.iter_mut()
+            .zip(&g[t * dims.gate_width..(t + 1) * dims.gate_width])
+            .for_each(|(a, &g)| *a = g.exp());
     }
 }
 
@@ -88,9 +98,19 @@ fn gates_at(dims: Dims, g: &[f32], t: usize, a: &mut [f32]) {
 /// `a` is scratch for the gates.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn token_forward(dims: Dims, x: Sequence<'_>, t: usize, s: &mut [f32], y: &mut [f32], u: &mut [f32], r: &mut [f32], a: &mut [f32]) {
+fn token_forward(
+    dims: Dims,
+    x: Sequence<'_>,
+    t: usize,
+    s: &mut [f32],
+    y: &mut [f32],
+    u: &mut [f32],
+    r: &mut [f32],
+    a: &mut [f32],
+) {
     let (dk, dv) = (dims.dk, dims.dv);
-    let (qt, kt, vt) = (&x.q[t * dk..(t + 1) * dk], &x.k[t * dk..(t + 1) * dk], &x.v[t * dv..(t + 1) * dv]);
+    let (qt, kt, vt) =
+        (&x.q[t * dk..(t + 1) * dk], &x.k[t * dk..(t + 1) * dk], &x.v[t * dv..(t + 1) * dv]);
     gates_at(dims, x.g, t, a);
     for (row, &a) in s.chunks_exact_mut(dv).zip(a.iter()) {
         row.iter_mut().for_each(|e| *e *= a);
@@ -115,7 +135,16 @@ fn token_forward(dims: Dims, x: Sequence<'_>, t: usize, s: &mut [f32], y: &mut [
 /// The forward pass of one (batch, head): outputs into `y`, chunk-start states into `checkpoints`.
 /// (Inlined into the AVX2+FMA build `dispatched!` makes of it.)
 #[inline(always)]
-fn sequence_forward_body(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]) {
+fn sequence_forward_body(
+    dims: Dims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    checkpoints: &mut [f32],
+) {
     let x = Sequence { q, k, v, g, beta };
     let (dk, dv) = (dims.dk, dims.dv);
     let mut s = vec![0.0; dk * dv];
@@ -133,15 +162,24 @@ dispatched!(sequence_forward => sequence_forward_body(dims: Dims, q: &[f32], k: 
 
 /// Returns `y` (`[bh, seq, dv]`) and the checkpoints. `beta` is `[bh, seq]` (empty without the
 /// delta rule), `g` is `[bh, seq, gate_width]`.
-pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32]) -> (Vec<f32>, Saved) {
+pub fn forward(
+    dims: Dims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+) -> (Vec<f32>, Saved) {
     let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
     let n = dims.chunks();
     let mut y = vec![0.0; dims.bh * t * dv];
     let mut checkpoints = vec![0.0; dims.bh * n * dk * dv];
-    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(|(p, (y, cp))| {
-        let x = Sequence::of(dims, p, q, k, v, g, beta);
-        sequence_forward(dims, x.q, x.k, x.v, x.g, x.beta, y, cp);
-    });
+    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
+        |(p, (y, cp))| {
+            let x = Sequence::of(dims, p, q, k, v, g, beta);
+            sequence_forward(dims, x.q, x.k, x.v, x.g, x.beta, y, cp);
+        },
+    );
     (y, Saved { checkpoints })
 }
 
@@ -206,7 +244,8 @@ fn sequence_backward_body(
                 dbeta[t] = dot(&du, r);
                 dvt.iter_mut().zip(&du).for_each(|(o, &d)| *o = b * d);
                 dp.iter_mut().zip(&du).for_each(|(o, &d)| *o = -b * d);
-                for (i, (row, drow)) in sp.chunks_exact(dv).zip(ds.chunks_exact_mut(dv)).enumerate() {
+                for (i, (row, drow)) in sp.chunks_exact(dv).zip(ds.chunks_exact_mut(dv)).enumerate()
+                {
                     dk_out[t * dk + i] += a[i] * dot(row, &dp);
                     drow.iter_mut().zip(&dp).for_each(|(d, &e)| *d += kt[i] * e);
                 }
@@ -240,7 +279,16 @@ pub struct Grads {
 
 /// The backward pass from the inputs, the checkpoints and the output gradient `dy`.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], saved: &Saved, dy: &[f32]) -> Grads {
+pub fn backward(
+    dims: Dims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    saved: &Saved,
+    dy: &[f32],
+) -> Grads {
     let (t, dk, dv, gw) = (dims.seq, dims.dk, dims.dv, dims.gate_width);
     let n = dims.chunks();
     let bh = dims.bh;
@@ -253,7 +301,8 @@ pub fn backward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[
     };
     // Without the delta rule there is no β: hand every sequence an empty slice.
     let mut no_beta: Vec<&mut [f32]> = (0..bh).map(|_| <&mut [f32]>::default()).collect();
-    let dbeta: Vec<&mut [f32]> = if dims.delta { out.dbeta.chunks_mut(t).collect() } else { std::mem::take(&mut no_beta) };
+    let dbeta: Vec<&mut [f32]> =
+        if dims.delta { out.dbeta.chunks_mut(t).collect() } else { std::mem::take(&mut no_beta) };
     out.dq
         .par_chunks_mut(t * dk)
         .zip(out.dk.par_chunks_mut(t * dk))
@@ -264,7 +313,21 @@ pub fn backward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[
         .for_each(|(p, ((((dq, dkp), dvp), dg), db))| {
             let x = Sequence::of(dims, p, q, k, v, g, beta);
             let cp = &saved.checkpoints[p * n * dk * dv..(p + 1) * n * dk * dv];
-            sequence_backward(dims, x.q, x.k, x.v, x.g, x.beta, cp, &dy[p * t * dv..(p + 1) * t * dv], dq, dkp, dvp, dg, db);
+            sequence_backward(
+                dims,
+                x.q,
+                x.k,
+                x.v,
+                x.g,
+                x.beta,
+                cp,
+                &dy[p * t * dv..(p + 1) * t * dv],
+                dq,
+                dkp,
+                dvp,
+                dg,
+                db,
+            );
         });
     out
 }

@@ -69,14 +69,22 @@ pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Saved)
     let Dims { bh, seq, f, dv, chunk, .. } = dims;
     let n = dims.chunks();
     let mut y = vec![0.0; bh * seq * dv];
-    let mut saved = Saved { den: vec![0.0; bh * seq], states: vec![0.0; bh * n * f * dv], sums: vec![0.0; bh * n * f] };
+    let mut saved = Saved {
+        den: vec![0.0; bh * seq],
+        states: vec![0.0; bh * n * f * dv],
+        sums: vec![0.0; bh * n * f],
+    };
     y.par_chunks_mut(seq * dv)
         .zip(saved.den.par_chunks_mut(seq))
         .zip(saved.states.par_chunks_mut(n * f * dv))
         .zip(saved.sums.par_chunks_mut(n * f))
         .enumerate()
         .for_each(|(p, (((y, den), states), sums))| {
-            let (q, k, v) = (&q[p * seq * f..(p + 1) * seq * f], &k[p * seq * f..(p + 1) * seq * f], &v[p * seq * dv..(p + 1) * seq * dv]);
+            let (q, k, v) = (
+                &q[p * seq * f..(p + 1) * seq * f],
+                &k[p * seq * f..(p + 1) * seq * f],
+                &v[p * seq * dv..(p + 1) * seq * dv],
+            );
             let (mut s, mut z) = (vec![0.0; f * dv], vec![0.0; f]);
             let mut a = vec![0.0; chunk * chunk];
             for c in 0..n {
@@ -93,7 +101,8 @@ pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Saved)
                 if dims.normalize {
                     for i in 0..l {
                         let qi = &q[(r0 + i) * f..(r0 + i + 1) * f];
-                        let d: f32 = a[i * l..(i + 1) * l].iter().sum::<f32>() + qi.iter().zip(&z).map(|(x, y)| x * y).sum::<f32>();
+                        let d: f32 = a[i * l..(i + 1) * l].iter().sum::<f32>()
+                            + qi.iter().zip(&z).map(|(x, y)| x * y).sum::<f32>();
                         den[r0 + i] = d;
                         let inv = 1.0 / safe(d, dims.eps).0;
                         for e in &mut y[(r0 + i) * dv..(r0 + i + 1) * dv] {
@@ -114,75 +123,104 @@ pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<f32>, Saved)
 
 /// Returns `(dq, dk, dv)` from the inputs, the forward output `y` and what it saved.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], y: &[f32], saved: &Saved, dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn backward(
+    dims: Dims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    y: &[f32],
+    saved: &Saved,
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let Dims { bh, seq, f, dv, chunk, .. } = dims;
     let n = dims.chunks();
-    let (mut dq, mut dk, mut dvv) = (vec![0.0; bh * seq * f], vec![0.0; bh * seq * f], vec![0.0; bh * seq * dv]);
-    dq.par_chunks_mut(seq * f).zip(dk.par_chunks_mut(seq * f)).zip(dvv.par_chunks_mut(seq * dv)).enumerate().for_each(|(p, ((dq, dk), dvp))| {
-        let qkr = p * seq * f..(p + 1) * seq * f;
-        let vr = p * seq * dv..(p + 1) * seq * dv;
-        let (q, k, v, y, g) = (&q[qkr.clone()], &k[qkr], &v[vr.clone()], &y[vr.clone()], &dy[vr]);
-        let den = &saved.den[p * seq..(p + 1) * seq];
-        let states = &saved.states[p * n * f * dv..(p + 1) * n * f * dv];
-        let sums = &saved.sums[p * n * f..(p + 1) * n * f];
-        let (mut ds_acc, mut dz_acc) = (vec![0.0; f * dv], vec![0.0; f]);
-        let (mut a, mut da) = (vec![0.0; chunk * chunk], vec![0.0; chunk * chunk]);
-        let (mut dnum, mut dden) = (vec![0.0; chunk * dv], vec![0.0; chunk]);
-        for c in (0..n).rev() {
-            let (r0, r1) = dims.rows(c);
-            let l = r1 - r0;
-            let (qc, kc, vc) = (block(q, r0, l, f), block(k, r0, l, f), block(v, r0, l, dv));
-            let (s, z) = (View::row_major(&states[c * f * dv..(c + 1) * f * dv], f, dv), &sums[c * f..(c + 1) * f]);
-            let (dnum, dden) = (&mut dnum[..l * dv], &mut dden[..l]);
-            for i in 0..l {
-                let (gi, yi) = (&g[(r0 + i) * dv..(r0 + i + 1) * dv], &y[(r0 + i) * dv..(r0 + i + 1) * dv]);
-                let out = &mut dnum[i * dv..(i + 1) * dv];
-                if dims.normalize {
-                    let (d, clamped) = safe(den[r0 + i], dims.eps);
-                    for (o, &x) in out.iter_mut().zip(gi) {
-                        *o = x / d;
+    let (mut dq, mut dk, mut dvv) =
+        (vec![0.0; bh * seq * f], vec![0.0; bh * seq * f], vec![0.0; bh * seq * dv]);
+    dq.par_chunks_mut(seq * f)
+        .zip(dk.par_chunks_mut(seq * f))
+        .zip(dvv.par_chunks_mut(seq * dv))
+        .enumerate()
+        .for_each(|(p, ((dq, dk), dvp))| {
+            let qkr = p * seq * f..(p + 1) * seq * f;
+            let vr = p * seq * dv..(p + 1) * seq * dv;
+            let (q, k, v, y, g) =
+                (&q[qkr.clone()], &k[qkr], &v[vr.clone()], &y[vr.clone()], &dy[vr]);
+            let den = &saved.den[p * seq..(p + 1) * seq];
+            let states = &saved.states[p * n * f * dv..(p + 1) * n * f * dv];
+            let sums = &saved.sums[p * n * f..(p + 1) * n * f];
+            let (mut ds_acc, mut dz_acc) = (vec![0.0; f * dv], vec![0.0; f]);
+            let (mut a, mut da) = (vec![0.0; chunk * chunk], vec![0.0; chunk * chunk]);
+            let (mut dnum, mut dden) = (vec![0.0; chunk * dv], vec![0.0; chunk]);
+            for c in (0..n).rev() {
+                let (r0, r1) = dims.rows(c);
+                let l = r1 - r0;
+                let (qc, kc, vc) = (block(q, r0, l, f), block(k, r0, l, f), block(v, r0, l, dv));
+                let (s, z) = (
+                    View::row_major(&states[c * f * dv..(c + 1) * f * dv], f, dv),
+                    &sums[c * f..(c + 1) * f],
+                );
+                let (dnum, dden) = (&mut dnum[..l * dv], &mut dden[..l]);
+                for i in 0..l {
+                    let (gi, yi) = (
+                        &g[(r0 + i) * dv..(r0 + i + 1) * dv],
+                        &y[(r0 + i) * dv..(r0 + i + 1) * dv],
+                    );
+                    let out = &mut dnum[i * dv..(i + 1) * dv];
+                    if dims.normalize {
+                        let (d, clamped) = safe(den[r0 + i], dims.eps);
+                        for (o, &x) in out.iter_mut().zip(gi) {
+                            *o = x / d;
+                        }
+                        dden[i] = if clamped {
+                            0.0
+                        } else {
+                            -gi.iter().zip(yi).map(|(a, b)| a * b).sum::<f32>() / d
+                        };
+                    } else {
+                        out.copy_from_slice(gi);
+                        dden[i] = 0.0;
                     }
-                    dden[i] = if clamped { 0.0 } else { -gi.iter().zip(yi).map(|(a, b)| a * b).sum::<f32>() / d };
-                } else {
-                    out.copy_from_slice(gi);
-                    dden[i] = 0.0;
+                }
+                let dnum_v = View::row_major(dnum, l, dv);
+                let (a, da) = (&mut a[..l * l], &mut da[..l * l]);
+                matmul_into(a, 0, l, qc, kc.t(), 1.0, false);
+                keep_lower(a, l);
+                matmul_into(da, 0, l, dnum_v, vc.t(), 1.0, false);
+                for (i, row) in da.chunks_exact_mut(l).enumerate() {
+                    for x in &mut row[..=i] {
+                        *x += dden[i];
+                    }
+                    row[i + 1..].fill(0.0);
+                }
+                let (a_v, da_v) = (View::row_major(a, l, l), View::row_major(da, l, l));
+                // dQ_c = dA K_c + dnum Sᵀ + dden zᵀ
+                matmul_into(dq, r0 * f, f, da_v, kc, 1.0, false);
+                matmul_into(dq, r0 * f, f, dnum_v, s.t(), 1.0, true);
+                // dK_c = dAᵀ Q_c + V_c dŜᵀ + 1 dẑᵀ ; dV_c = Aᵀ dnum + K_c dŜ
+                matmul_into(dk, r0 * f, f, da_v.t(), qc, 1.0, false);
+                matmul_into(dk, r0 * f, f, vc, View::row_major(&ds_acc, f, dv).t(), 1.0, true);
+                matmul_into(dvp, r0 * dv, dv, a_v.t(), dnum_v, 1.0, false);
+                matmul_into(dvp, r0 * dv, dv, kc, View::row_major(&ds_acc, f, dv), 1.0, true);
+                for i in 0..l {
+                    let (dqi, dki) = (
+                        &mut dq[(r0 + i) * f..(r0 + i + 1) * f],
+                        &mut dk[(r0 + i) * f..(r0 + i + 1) * f],
+                    );
+                    for ((dq, dk), (&zz, &dz)) in
+                        dqi.iter_mut().zip(dki.iter_mut()).zip(z.iter().zip(&dz_acc))
+                    {
+                        *dq += dden[i] * zz;
+                        *dk += dz;
+                    }
+                }
+                // The state before this chunk collects from this chunk's queries.
+                matmul_into(&mut ds_acc, 0, dv, qc.t(), dnum_v, 1.0, true);
+                for i in 0..l {
+                    for (dz, &x) in dz_acc.iter_mut().zip(&q[(r0 + i) * f..(r0 + i + 1) * f]) {
+                        *dz += dden[i] * x;
+                    }
                 }
             }
-            let dnum_v = View::row_major(dnum, l, dv);
-            let (a, da) = (&mut a[..l * l], &mut da[..l * l]);
-            matmul_into(a, 0, l, qc, kc.t(), 1.0, false);
-            keep_lower(a, l);
-            matmul_into(da, 0, l, dnum_v, vc.t(), 1.0, false);
-            for (i, row) in da.chunks_exact_mut(l).enumerate() {
-                for x in &mut row[..=i] {
-                    *x += dden[i];
-                }
-                row[i + 1..].fill(0.0);
-            }
-            let (a_v, da_v) = (View::row_major(a, l, l), View::row_major(da, l, l));
-            // dQ_c = dA K_c + dnum Sᵀ + dden zᵀ
-            matmul_into(dq, r0 * f, f, da_v, kc, 1.0, false);
-            matmul_into(dq, r0 * f, f, dnum_v, s.t(), 1.0, true);
-            // dK_c = dAᵀ Q_c + V_c dŜᵀ + 1 dẑᵀ ; dV_c = Aᵀ dnum + K_c dŜ
-            matmul_into(dk, r0 * f, f, da_v.t(), qc, 1.0, false);
-            matmul_into(dk, r0 * f, f, vc, View::row_major(&ds_acc, f, dv).t(), 1.0, true);
-            matmul_into(dvp, r0 * dv, dv, a_v.t(), dnum_v, 1.0, false);
-            matmul_into(dvp, r0 * dv, dv, kc, View::row_major(&ds_acc, f, dv), 1.0, true);
-            for i in 0..l {
-                let (dqi, dki) = (&mut dq[(r0 + i) * f..(r0 + i + 1) * f], &mut dk[(r0 + i) * f..(r0 + i + 1) * f]);
-                for ((dq, dk), (&zz, &dz)) in dqi.iter_mut().zip(dki.iter_mut()).zip(z.iter().zip(&dz_acc)) {
-                    *dq += dden[i] * zz;
-                    *dk += dz;
-                }
-            }
-            // The state before this chunk collects from this chunk's queries.
-            matmul_into(&mut ds_acc, 0, dv, qc.t(), dnum_v, 1.0, true);
-            for i in 0..l {
-                for (dz, &x) in dz_acc.iter_mut().zip(&q[(r0 + i) * f..(r0 + i + 1) * f]) {
-                    *dz += dden[i] * x;
-                }
-            }
-        }
-    });
+        });
     (dq, dk, dvv)
 }

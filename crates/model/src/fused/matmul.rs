@@ -23,7 +23,13 @@ impl<'a> View<'a> {
 
     /// The transpose, without copying.
     pub fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 
     /// Checks that every element the view can address lies inside `data`.
@@ -49,7 +55,14 @@ const PARALLEL_MIN: usize = 192 * 192 * 192;
 /// # Safety
 /// `a` and `b` are bounds-checked views; `dst` must be valid for writes (and reads, with
 /// `accumulate`) of the `a.rows × b.cols` window, which no one else touches meanwhile.
-unsafe fn gemm_raw(dst: *mut f32, dst_rs: usize, a: View<'_>, b: View<'_>, c: f32, accumulate: bool) {
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: View<'_>,
+    b: View<'_>,
+    c: f32,
+    accumulate: bool,
+) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if m == 0 || n == 0 {
         return;
@@ -118,16 +131,28 @@ pub fn matmul(a: View<'_>, b: View<'_>, init: Option<&[f32]>) -> Vec<f32> {
     };
     let threads = rayon::current_num_threads();
     let forward_strides = a.row_stride >= 0 && b.col_stride >= 0;
-    let parts = if m * n * k >= PARALLEL_MIN && forward_strides { threads.min(m.max(n) / 16).max(1) } else { 1 };
+    let parts = if m * n * k >= PARALLEL_MIN && forward_strides {
+        threads.min(m.max(n) / 16).max(1)
+    } else {
+        1
+    };
     let dst = SharedOut(out.as_mut_ptr());
     let block = move |part: usize| {
         let by_rows = m >= n;
         let len = if by_rows { m } else { n };
         let (start, end) = (part * len / parts, (part + 1) * len / parts);
         let (a, b, at) = if by_rows {
-            (View { offset: a.offset + start * a.row_stride as usize, rows: end - start, ..a }, b, start * n)
+            (
+                View { offset: a.offset + start * a.row_stride as usize, rows: end - start, ..a },
+                b,
+                start * n,
+            )
         } else {
-            (a, View { offset: b.offset + start * b.col_stride as usize, cols: end - start, ..b }, start)
+            (
+                a,
+                View { offset: b.offset + start * b.col_stride as usize, cols: end - start, ..b },
+                start,
+            )
         };
         // SAFETY: the views stay inside the checked ones (non-negative strides: `start` only
         // moves forward along an axis whose stride is the one added); blocks cover disjoint rows
@@ -149,7 +174,15 @@ pub fn matmul(a: View<'_>, b: View<'_>, init: Option<&[f32]>) -> Vec<f32> {
 /// `dst ← c·(a · b)`, or `dst ← dst + c·(a · b)` with `accumulate`, into a strided
 /// `a.rows × b.cols` window of `dst` (row stride `dst_row_stride`, unit column stride, starting at
 /// `dst_offset`). Serial: meant for the many small products inside an already parallel kernel.
-pub fn matmul_into(dst: &mut [f32], dst_offset: usize, dst_row_stride: usize, a: View<'_>, b: View<'_>, c: f32, accumulate: bool) {
+pub fn matmul_into(
+    dst: &mut [f32],
+    dst_offset: usize,
+    dst_row_stride: usize,
+    a: View<'_>,
+    b: View<'_>,
+    c: f32,
+    accumulate: bool,
+) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     a.check();
     b.check();
@@ -158,7 +191,10 @@ pub fn matmul_into(dst: &mut [f32], dst_offset: usize, dst_row_stride: usize, a:
         return;
     }
     assert!(n <= dst_row_stride || m == 1, "destination rows overlap");
-    assert!(dst_offset + (m - 1) * dst_row_stride + n <= dst.len(), "destination window out of bounds");
+    assert!(
+        dst_offset + (m - 1) * dst_row_stride + n <= dst.len(),
+        "destination window out of bounds"
+    );
     // SAFETY: all three windows were bounds-checked above, and the destination rows are disjoint.
     unsafe { gemm_raw(dst.as_mut_ptr().add(dst_offset), dst_row_stride, a, b, c, accumulate) };
 }
@@ -179,18 +215,29 @@ mod tests {
     use super::*;
 
     fn naive(a: &View, b: &View) -> Vec<f32> {
-        let at = |v: &View, i: usize, j: usize| v.data[(v.offset as isize + i as isize * v.row_stride + j as isize * v.col_stride) as usize];
+        let at = |v: &View, i: usize, j: usize| {
+            v.data[(v.offset as isize + i as isize * v.row_stride + j as isize * v.col_stride)
+                as usize]
+        };
         let mut out = vec![0.0; a.rows * b.cols];
         for i in 0..a.rows {
             for j in 0..b.cols {
-                out[i * b.cols + j] = (0..a.cols).map(|p| at(a, i, p) as f64 * at(b, p, j) as f64).sum::<f64>() as f32;
+                out[i * b.cols + j] = (0..a.cols)
+                    .map(|p| at(a, i, p) as f64 * at(b, p, j) as f64)
+                    .sum::<f64>() as f32;
             }
         }
         out
     }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32) - 0.5).collect()
+        (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
+                    / (1 << 24) as f32)
+                    - 0.5
+            })
+            .collect()
     }
 
     /// Row-major, transposed and bias-initialised products equal the triple loop.
@@ -206,8 +253,16 @@ mod tests {
             let with_bias = matmul(a_view, b_view, Some(&bias));
             for i in 0..m * n {
                 let tol = 1e-5 * (k as f32).sqrt();
-                assert!((got[i] - want[i]).abs() <= tol, "{m}x{k}x{n} element {i}: {} vs {}", got[i], want[i]);
-                assert!((with_bias[i] - want[i] - bias[i % n]).abs() <= tol, "bias {m}x{k}x{n} element {i}");
+                assert!(
+                    (got[i] - want[i]).abs() <= tol,
+                    "{m}x{k}x{n} element {i}: {} vs {}",
+                    got[i],
+                    want[i]
+                );
+                assert!(
+                    (with_bias[i] - want[i] - bias[i % n]).abs() <= tol,
+                    "bias {m}x{k}x{n} element {i}"
+                );
             }
         }
     }

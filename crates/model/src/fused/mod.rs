@@ -47,7 +47,11 @@ use burn::tensor::Tensor;
 /// # Shapes
 /// - `x`: `[..., d_in]`, `weight`: `[d_in, d_out]` (any strides), `bias`: `[d_out]`
 /// - returns `[..., d_out]`
-pub fn affine_map<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+pub fn affine_map<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     #[cfg(feature = "flex")]
     let (x, weight, bias) = match flex::affine(x, weight, bias) {
         Ok(y) => return y,
@@ -63,7 +67,13 @@ pub fn affine_map<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<
 ///
 /// # Shapes
 /// - `qkv`: `[batch, seq, width]` -> the same
-pub fn rope_packed(qkv: Tensor<3>, rope: &burn::nn::RotaryEncoding, offset: usize, rotated: usize, d: usize) -> Result<Tensor<3>, Tensor<3>> {
+pub fn rope_packed(
+    qkv: Tensor<3>,
+    rope: &burn::nn::RotaryEncoding,
+    offset: usize,
+    rotated: usize,
+    d: usize,
+) -> Result<Tensor<3>, Tensor<3>> {
     #[cfg(feature = "flex")]
     return flex::rope_packed(qkv, rope, offset, rotated, d);
     #[cfg(not(feature = "flex"))]
@@ -81,7 +91,12 @@ pub fn rope_packed(qkv: Tensor<3>, rope: &burn::nn::RotaryEncoding, offset: usiz
 ///
 /// # Shapes
 /// - `qkv`: `[batch, seq, 3·heads·d]` -> `[batch, seq, heads·d]`
-pub fn softmax_attention_packed(qkv: Tensor<3>, heads: usize, scale: f32, causal: bool) -> Result<Tensor<3>, Tensor<3>> {
+pub fn softmax_attention_packed(
+    qkv: Tensor<3>,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+) -> Result<Tensor<3>, Tensor<3>> {
     #[cfg(feature = "flex")]
     return flex::softmax_attention_packed(qkv, heads, scale, causal);
     #[cfg(not(feature = "flex"))]
@@ -147,7 +162,12 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>, epsilon: f64)
 ///
 /// # Shapes
 /// - `x`: `[..., d]`, `gamma`, `beta`: `[d]` -> `[..., d]`
-pub fn layer_norm_with<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Option<Tensor<1>>, epsilon: f64) -> Tensor<D> {
+pub fn layer_norm_with<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+) -> Tensor<D> {
     #[cfg(feature = "flex")]
     let (x, gamma, beta) = match flex::layer_norm(x, gamma, beta, epsilon as f32) {
         Ok(y) => return y,
@@ -244,9 +264,15 @@ mod tests {
     fn fused_gelu_matches_burn_gelu() {
         let d = device();
         let x = randn([3, 17, 40], 7, &d) * 3.0;
-        assert_close(gelu(x.clone()), burn::tensor::activation::gelu(x.clone()), 1e-6, "gelu, no autodiff");
+        assert_close(
+            gelu(x.clone()),
+            burn::tensor::activation::gelu(x.clone()),
+            1e-6,
+            "gelu, no autodiff",
+        );
         let (fast, fast_g) = output_and_grads(&[x.clone()], 8, |v| gelu(v[0].clone()));
-        let (slow, slow_g) = output_and_grads(&[x], 8, |v| burn::tensor::activation::gelu(v[0].clone()));
+        let (slow, slow_g) =
+            output_and_grads(&[x], 8, |v| burn::tensor::activation::gelu(v[0].clone()));
         assert_close(fast, slow, 1e-6, "gelu output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "gelu gradient");
     }
@@ -260,14 +286,21 @@ mod tests {
         let w = randn([7, 4], 22, &d);
         let wt = randn([4, 7], 23, &d);
         let b = randn([4], 24, &d);
-        let reference = |x: Tensor<3>, w: Tensor<2>, b: Option<Tensor<1>>| burn::tensor::module::linear(x, w, b);
-        let cases: [(&str, bool, bool); 4] =
-            [("bias", true, false), ("no bias", false, false), ("strided weight", true, true), ("strided, no bias", false, true)];
+        let reference = |x: Tensor<3>, w: Tensor<2>, b: Option<Tensor<1>>| {
+            burn::tensor::module::linear(x, w, b)
+        };
+        let cases: [(&str, bool, bool); 4] = [
+            ("bias", true, false),
+            ("no bias", false, false),
+            ("strided weight", true, true),
+            ("strided, no bias", false, true),
+        ];
         for (name, with_bias, strided) in cases {
             let weight = if strided { wt.clone() } else { w.clone() };
             let run = |f: &dyn Fn(Tensor<3>, Tensor<2>, Option<Tensor<1>>) -> Tensor<3>| {
                 // Inputs as 3-D tensors so one closure type covers all three.
-                let inputs = [x.clone(), weight.clone().unsqueeze::<3>(), b.clone().unsqueeze::<3>()];
+                let inputs =
+                    [x.clone(), weight.clone().unsqueeze::<3>(), b.clone().unsqueeze::<3>()];
                 output_and_grads(&inputs, 25, |v| {
                     let w2: Tensor<2> = v[1].clone().squeeze_dim(0);
                     let w2 = if strided { w2.transpose() } else { w2 };
@@ -297,10 +330,15 @@ mod tests {
         let d = device();
         for bias in [true, false] {
             let x = randn([3, 50, 20], 70, &d) * 2.0 + 0.5;
-            let inputs = [x, randn([20], 71, &d).reshape([1, 1, 20]), randn([20], 72, &d).reshape([1, 1, 20])];
+            let inputs = [
+                x,
+                randn([20], 71, &d).reshape([1, 1, 20]),
+                randn([20], 72, &d).reshape([1, 1, 20]),
+            ];
             let run = |fused: bool| {
                 output_and_grads(&inputs, 73, |v| {
-                    let (gamma, beta) = (v[1].clone().reshape([20]), bias.then(|| v[2].clone().reshape([20])));
+                    let (gamma, beta) =
+                        (v[1].clone().reshape([20]), bias.then(|| v[2].clone().reshape([20])));
                     let y = if fused {
                         layer_norm_with(v[0].clone(), gamma, beta, 1e-5)
                     } else {
@@ -318,7 +356,12 @@ mod tests {
         }
         let layer = LayerNormConfig::new(20).init(&d);
         let x = randn([130, 20], 74, &d);
-        assert_close(layer_norm(&layer, x.clone(), 1e-5), layer.forward(x), 1e-5, "a layer, no autodiff");
+        assert_close(
+            layer_norm(&layer, x.clone(), 1e-5),
+            layer.forward(x),
+            1e-5,
+            "a layer, no autodiff",
+        );
     }
 
     /// Fused `elu + 1` equals the composed formula on a strided input, outputs and gradients.
@@ -326,8 +369,10 @@ mod tests {
     fn fused_elu_plus_one_matches_the_composed_formula() {
         let d = device();
         let x = randn([4, 9, 33], 90, &d) * 3.0;
-        let (fast, fast_g) = output_and_grads(&[x.clone()], 91, |v| elu_plus_one(v[0].clone().swap_dims(1, 2)));
-        let (slow, slow_g) = output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
+        let (fast, fast_g) =
+            output_and_grads(&[x.clone()], 91, |v| elu_plus_one(v[0].clone().swap_dims(1, 2)));
+        let (slow, slow_g) =
+            output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
         assert_close(fast, slow, 1e-6, "elu+1 output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "elu+1 gradient");
     }
@@ -338,9 +383,17 @@ mod tests {
     fn fused_log_sigmoid_matches_burn_log_sigmoid() {
         let d = device();
         let x = randn([4, 9, 33], 94, &d) * 30.0;
-        assert_close(log_sigmoid(x.clone()), burn::tensor::activation::log_sigmoid(x.clone()), 1e-5, "log σ, no autodiff");
-        let (fast, fast_g) = output_and_grads(&[x.clone()], 95, |v| log_sigmoid(v[0].clone().swap_dims(1, 2)));
-        let (slow, slow_g) = output_and_grads(&[x], 95, |v| burn::tensor::activation::log_sigmoid(v[0].clone().swap_dims(1, 2)));
+        assert_close(
+            log_sigmoid(x.clone()),
+            burn::tensor::activation::log_sigmoid(x.clone()),
+            1e-5,
+            "log σ, no autodiff",
+        );
+        let (fast, fast_g) =
+            output_and_grads(&[x.clone()], 95, |v| log_sigmoid(v[0].clone().swap_dims(1, 2)));
+        let (slow, slow_g) = output_and_grads(&[x], 95, |v| {
+            burn::tensor::activation::log_sigmoid(v[0].clone().swap_dims(1, 2))
+        });
         assert_close(fast, slow, 1e-5, "log σ output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, "log σ gradient");
     }
@@ -351,9 +404,17 @@ mod tests {
     fn fused_silu_matches_burn_silu() {
         let d = device();
         let x = randn([4, 9, 33], 92, &d) * 4.0;
-        assert_close(silu(x.clone()), burn::tensor::activation::silu(x.clone()), 1e-6, "silu, no autodiff");
-        let (fast, fast_g) = output_and_grads(&[x.clone()], 93, |v| silu(v[0].clone().swap_dims(1, 2)));
-        let (slow, slow_g) = output_and_grads(&[x], 93, |v| burn::tensor::activation::silu(v[0].clone().swap_dims(1, 2)));
+        assert_close(
+            silu(x.clone()),
+            burn::tensor::activation::silu(x.clone()),
+            1e-6,
+            "silu, no autodiff",
+        );
+        let (fast, fast_g) =
+            output_and_grads(&[x.clone()], 93, |v| silu(v[0].clone().swap_dims(1, 2)));
+        let (slow, slow_g) = output_and_grads(&[x], 93, |v| {
+            burn::tensor::activation::silu(v[0].clone().swap_dims(1, 2))
+        });
         assert_close(fast, slow, 1e-6, "silu output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "silu gradient");
     }

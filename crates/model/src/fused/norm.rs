@@ -12,7 +12,13 @@ use rayon::prelude::*;
 const ROWS_PER_TASK: usize = 64;
 
 /// Returns `(y, x̂, r)` for `x` of `rows × width` (row-major).
-pub fn forward(x: &[f32], width: usize, gamma: &[f32], beta: Option<&[f32]>, epsilon: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn forward(
+    x: &[f32],
+    width: usize,
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    epsilon: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(gamma.len(), width, "gamma length");
     let rows = x.len() / width;
     let (mut y, mut xhat, mut r) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; rows]);
@@ -23,7 +29,12 @@ pub fn forward(x: &[f32], width: usize, gamma: &[f32], beta: Option<&[f32]>, eps
         .enumerate()
         .for_each(|(task, ((y, xhat), r))| {
             let x = &x[task * chunk..task * chunk + y.len()];
-            for (((x, y), xhat), r) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)).zip(xhat.chunks_exact_mut(width)).zip(r) {
+            for (((x, y), xhat), r) in x
+                .chunks_exact(width)
+                .zip(y.chunks_exact_mut(width))
+                .zip(xhat.chunks_exact_mut(width))
+                .zip(r)
+            {
                 let mean = simd::sum(x) / width as f32;
                 for (h, &v) in xhat.iter_mut().zip(x) {
                     *h = v - mean;
@@ -35,7 +46,9 @@ pub fn forward(x: &[f32], width: usize, gamma: &[f32], beta: Option<&[f32]>, eps
                 }
                 match beta {
                     Some(beta) => {
-                        for (((y, &h), &g), &b) in y.iter_mut().zip(xhat.iter()).zip(gamma).zip(beta) {
+                        for (((y, &h), &g), &b) in
+                            y.iter_mut().zip(xhat.iter()).zip(gamma).zip(beta)
+                        {
                             *y = h * g + b;
                         }
                     }
@@ -51,7 +64,12 @@ pub fn forward(x: &[f32], width: usize, gamma: &[f32], beta: Option<&[f32]>, eps
 }
 
 /// Returns `(dx, dγ, dβ)` from the saved `x̂`, `r` and the output gradient `dy`.
-pub fn backward(dy: &[f32], xhat: &[f32], r: &[f32], gamma: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn backward(
+    dy: &[f32],
+    xhat: &[f32],
+    r: &[f32],
+    gamma: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let width = gamma.len();
     let mut dx = vec![0.0; dy.len()];
     let chunk = ROWS_PER_TASK * width;
@@ -64,9 +82,14 @@ pub fn backward(dy: &[f32], xhat: &[f32], r: &[f32], gamma: &[f32]) -> (Vec<f32>
             let (dy, xhat) = (&dy[start..start + dx.len()], &xhat[start..start + dx.len()]);
             let (mut dgamma, mut dbeta) = (vec![0.0; width], vec![0.0; width]);
             let mut g = vec![0.0; width];
-            let rows = dx.chunks_exact_mut(width).zip(dy.chunks_exact(width)).zip(xhat.chunks_exact(width));
+            let rows = dx
+                .chunks_exact_mut(width)
+                .zip(dy.chunks_exact(width))
+                .zip(xhat.chunks_exact(width));
             for (row, ((dx, dy), xhat)) in rows.enumerate() {
-                for ((((g, &d), &h), dg), db) in g.iter_mut().zip(dy).zip(xhat).zip(dgamma.iter_mut()).zip(dbeta.iter_mut()) {
+                for ((((g, &d), &h), dg), db) in
+                    g.iter_mut().zip(dy).zip(xhat).zip(dgamma.iter_mut()).zip(dbeta.iter_mut())
+                {
                     *dg += d * h;
                     *db += d;
                     *g = d;

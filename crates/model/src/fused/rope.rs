@@ -27,7 +27,11 @@ pub struct Dims {
 pub fn rotate(dims: Dims, x: &[f32], cos: &[f32], sin: &[f32], sign: f32) -> Vec<f32> {
     let Dims { seq, width, rotated, d } = dims;
     let half = d / 2;
-    assert!(d % 2 == 0 && rotated % d == 0 && rotated <= width && x.len() % (width * seq) == 0, "rope dims {dims:?} for {} values", x.len());
+    assert!(
+        d % 2 == 0 && rotated % d == 0 && rotated <= width && x.len() % (width * seq) == 0,
+        "rope dims {dims:?} for {} values",
+        x.len()
+    );
     assert_eq!((cos.len(), sin.len()), (seq * half, seq * half), "rope tables");
     let mut y = x.to_vec();
     y.par_chunks_mut(ROWS_PER_TASK * width).enumerate().for_each(|(task, rows)| {

@@ -22,7 +22,10 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2_E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2ⁿ: `n + 127` lands in the low mantissa bits of `n + 2²³ + 127`, and the shift moves it into
     // the exponent field (the high bits fall off). Unlike `n as i32`, this vectorizes.
     p * f32::from_bits((n + 8_388_735.0).to_bits() << 23)
@@ -82,7 +85,9 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     let e = exp(-0.5 * x * x);
     let z = x.abs() * FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
     // ½·(1 − erf(|x|/√2)): the upper tail, computed without cancellation.
     let tail = 0.5 * poly * e;
     let cdf = if x >= 0.0 { 1.0 - tail } else { tail };
@@ -281,7 +286,11 @@ mod tests {
             let (want, dwant) = (x64 * cdf, cdf + x64 * pdf);
             let tol = |w: f64| 3e-7 * w.abs().max(1.0);
             assert!((y[i] as f64 - want).abs() <= tol(want), "gelu({x}) = {}, want {want}", y[i]);
-            assert!((dy[i] as f64 - dwant).abs() <= tol(dwant), "gelu'({x}) = {}, want {dwant}", dy[i]);
+            assert!(
+                (dy[i] as f64 - dwant).abs() <= tol(dwant),
+                "gelu'({x}) = {}, want {dwant}",
+                dy[i]
+            );
         }
     }
 

@@ -34,12 +34,19 @@ pub const MARKER_FILE: &str = "attnlab.json";
 pub fn gpt2_mismatches(config: &RunConfig, task: &dyn Task) -> Vec<String> {
     let m = &config.model;
     let mut why = Vec::new();
-    let plain: Vec<String> = m.mixer.0.iter().map(|s| s.to_string()).filter(|s| s != "softmax").collect();
+    let plain: Vec<String> =
+        m.mixer.0.iter().map(|s| s.to_string()).filter(|s| s != "softmax").collect();
     if !plain.is_empty() {
-        why.push(format!("its attention is {} (GPT-2 has plain `softmax`, 1/√d per head, in every layer)", plain.join(", ")));
+        why.push(format!(
+            "its attention is {} (GPT-2 has plain `softmax`, 1/√d per head, in every layer)",
+            plain.join(", ")
+        ));
     }
     if m.positions != PositionKind::Learned {
-        why.push(format!("its positions are {:?} (GPT-2 learns absolute positions)", m.positions).to_lowercase());
+        why.push(
+            format!("its positions are {:?} (GPT-2 learns absolute positions)", m.positions)
+                .to_lowercase(),
+        );
     }
     if m.norm != NormKind::Layer {
         why.push("it uses RMSNorm (GPT-2 uses LayerNorm)".to_string());
@@ -56,26 +63,47 @@ pub fn gpt2_mismatches(config: &RunConfig, task: &dyn Task) -> Vec<String> {
 /// Writes the directory `to` (see the module docs); returns the number of tensors written.
 /// An existing `to` is replaced only with `overwrite` and only when it holds an attnlab
 /// export ([`MARKER_FILE`]): a directory of the user's is never touched.
-pub fn export_gpt2(model: &Model, config: &RunConfig, task: &dyn Task, to: &Path, overwrite: bool) -> Result<usize, String> {
+pub fn export_gpt2(
+    model: &Model,
+    config: &RunConfig,
+    task: &dyn Task,
+    to: &Path,
+    overwrite: bool,
+) -> Result<usize, String> {
     if to.exists() {
         if !overwrite {
-            return Err(format!("--to {} already exists: pass --force to replace it, or choose another directory", to.display()));
+            return Err(format!(
+                "--to {} already exists: pass --force to replace it, or choose another directory",
+                to.display()
+            ));
         }
         if !to.join(MARKER_FILE).is_file() {
-            return Err(format!("--to {} exists and is not an attnlab export (no {MARKER_FILE}): choose another directory", to.display()));
+            return Err(format!(
+                "--to {} exists and is not an attnlab export (no {MARKER_FILE}): choose another directory",
+                to.display()
+            ));
         }
     }
-    let name = to.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("--to {}: name a directory", to.display()))?;
+    let name = to
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("--to {}: name a directory", to.display()))?;
     let stage = to.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&stage);
-    let written = write_dir(model, config, task, &stage).and_then(|n| replace_dir(&stage, to).map(|_| n));
+    let written =
+        write_dir(model, config, task, &stage).and_then(|n| replace_dir(&stage, to).map(|_| n));
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&stage);
     }
     written
 }
 
-fn write_dir(model: &Model, config: &RunConfig, task: &dyn Task, dir: &Path) -> Result<usize, String> {
+fn write_dir(
+    model: &Model,
+    config: &RunConfig,
+    task: &dyn Task,
+    dir: &Path,
+) -> Result<usize, String> {
     let io_err = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let write = |file: &str, text: String| {
@@ -92,7 +120,9 @@ fn write_dir(model: &Model, config: &RunConfig, task: &dyn Task, dir: &Path) -> 
     write(MARKER_FILE, serde_json::to_string_pretty(&marker).expect("json"))?;
     if let Some(codec) = task.codec() {
         let tokenizer = match codec.export_entry() {
-            ("vocabulary", list) => char_tokenizer_json(&serde_json::from_str::<Vec<String>>(&list).expect("a JSON list")),
+            ("vocabulary", list) => char_tokenizer_json(
+                &serde_json::from_str::<Vec<String>>(&list).expect("a JSON list"),
+            ),
             (_, json) => json,
         };
         write("tokenizer.json", tokenizer)?;
@@ -100,13 +130,23 @@ fn write_dir(model: &Model, config: &RunConfig, task: &dyn Task, dir: &Path) -> 
     }
     let why = gpt2_mismatches(config, task);
     if !why.is_empty() {
-        let n = super::export_safetensors(model, config, task, &dir.join("attnlab.safetensors"), false)?;
+        let n = super::export_safetensors(
+            model,
+            config,
+            task,
+            &dir.join("attnlab.safetensors"),
+            false,
+        )?;
         write("README.md", not_gpt2_readme(&why))?;
         return Ok(n);
     }
     let tensors = gpt2_tensors(model, config)?;
     // transformers refuses a safetensors file whose metadata lacks format = pt.
-    super::write_atomically(&tensors, HashMap::from([("format".to_string(), "pt".to_string())]), &dir.join("model.safetensors"))?;
+    super::write_atomically(
+        &tensors,
+        HashMap::from([("format".to_string(), "pt".to_string())]),
+        &dir.join("model.safetensors"),
+    )?;
     write("config.json", serde_json::to_string_pretty(&gpt2_config(config, task)).expect("json"))?;
     Ok(tensors.len())
 }
@@ -161,17 +201,29 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Str
     let params: BTreeMap<String, TensorData> = named_tensors(model).into_iter().collect();
     let values = |name: &str| -> Result<(Vec<usize>, Vec<f32>), String> {
         let data = params.get(name).ok_or_else(|| format!("the model has no parameter {name}"))?;
-        Ok((data.shape().to_vec(), data.clone().convert::<f32>().try_into_vec().expect("float parameters")))
+        Ok((
+            data.shape().to_vec(),
+            data.clone().convert::<f32>().try_into_vec().expect("float parameters"),
+        ))
     };
     let mut out: Vec<Entry> = Vec::new();
-    let mut put = |name: String, shape: Vec<usize>, v: Vec<f32>| out.push((name, Dtype::F32, shape, f32_bytes(&v)));
-    let copy = |put: &mut dyn FnMut(String, Vec<usize>, Vec<f32>), to: String, from: &str| -> Result<(), String> {
+    let mut put = |name: String, shape: Vec<usize>, v: Vec<f32>| {
+        out.push((name, Dtype::F32, shape, f32_bytes(&v)))
+    };
+    let copy = |put: &mut dyn FnMut(String, Vec<usize>, Vec<f32>),
+                to: String,
+                from: &str|
+     -> Result<(), String> {
         let (shape, v) = values(from)?;
         put(to, shape, v);
         Ok(())
     };
     // A bias attnlab does not have (model.bias = false) is zero in GPT-2's layout.
-    let bias_or_zero = |put: &mut dyn FnMut(String, Vec<usize>, Vec<f32>), to: String, from: &str, width: usize| -> Result<(), String> {
+    let bias_or_zero = |put: &mut dyn FnMut(String, Vec<usize>, Vec<f32>),
+                        to: String,
+                        from: &str,
+                        width: usize|
+     -> Result<(), String> {
         match params.contains_key(from) {
             true => copy(put, to, from),
             false => {
@@ -189,16 +241,31 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Str
         copy(&mut put, format!("{dst}.ln_1.bias"), &format!("{src}.norm_mixer.Layer.beta"))?;
         let attn = format!("{src}.mixer.Softmax.heads");
         copy(&mut put, format!("{dst}.attn.c_attn.weight"), &format!("{attn}.qkv.weight"))?;
-        bias_or_zero(&mut put, format!("{dst}.attn.c_attn.bias"), &format!("{attn}.qkv.bias"), 3 * d)?;
+        bias_or_zero(
+            &mut put,
+            format!("{dst}.attn.c_attn.bias"),
+            &format!("{attn}.qkv.bias"),
+            3 * d,
+        )?;
         copy(&mut put, format!("{dst}.attn.c_proj.weight"), &format!("{attn}.out.weight"))?;
         bias_or_zero(&mut put, format!("{dst}.attn.c_proj.bias"), &format!("{attn}.out.bias"), d)?;
         if m.mlp_ratio > 0 {
             copy(&mut put, format!("{dst}.ln_2.weight"), &format!("{src}.norm_mlp.Layer.gamma"))?;
             copy(&mut put, format!("{dst}.ln_2.bias"), &format!("{src}.norm_mlp.Layer.beta"))?;
             copy(&mut put, format!("{dst}.mlp.c_fc.weight"), &format!("{src}.mlp.up.weight"))?;
-            bias_or_zero(&mut put, format!("{dst}.mlp.c_fc.bias"), &format!("{src}.mlp.up.bias"), m.mlp_ratio * d)?;
+            bias_or_zero(
+                &mut put,
+                format!("{dst}.mlp.c_fc.bias"),
+                &format!("{src}.mlp.up.bias"),
+                m.mlp_ratio * d,
+            )?;
             copy(&mut put, format!("{dst}.mlp.c_proj.weight"), &format!("{src}.mlp.down.weight"))?;
-            bias_or_zero(&mut put, format!("{dst}.mlp.c_proj.bias"), &format!("{src}.mlp.down.bias"), d)?;
+            bias_or_zero(
+                &mut put,
+                format!("{dst}.mlp.c_proj.bias"),
+                &format!("{src}.mlp.down.bias"),
+                d,
+            )?;
         } else {
             // No MLP: a zero one of width 1 adds exactly nothing to the residual stream.
             put(format!("{dst}.ln_2.weight"), vec![d], vec![1.0; d]);
@@ -215,7 +282,10 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Str
         // attnlab's head is [d_model, vocab]; nn.Linear wants [vocab, d_model].
         let (shape, v) = values("head.weight")?;
         let (rows, cols) = (shape[0], shape[1]);
-        let transposed: Vec<f32> = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| v[r * cols + c]).collect();
+        let transposed: Vec<f32> = (0..cols)
+            .flat_map(|c| (0..rows).map(move |r| (r, c)))
+            .map(|(r, c)| v[r * cols + c])
+            .collect();
         put("lm_head.weight".into(), vec![cols, rows], transposed);
     }
     Ok(out)
@@ -224,7 +294,8 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Str
 /// A `tokenizers` file for a character vocabulary: every character is its own token
 /// (WordLevel over a split into single characters, decoded by concatenation).
 pub fn char_tokenizer_json(chars: &[String]) -> String {
-    let vocab: serde_json::Map<String, serde_json::Value> = chars.iter().enumerate().map(|(i, c)| (c.clone(), serde_json::json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        chars.iter().enumerate().map(|(i, c)| (c.clone(), serde_json::json!(i))).collect();
     let unk = chars.first().cloned().unwrap_or_default();
     serde_json::to_string_pretty(&serde_json::json!({
         "version": "1.0",
@@ -258,11 +329,15 @@ mod tests {
     use safetensors::SafeTensors;
 
     fn setup(extra: &str) -> (RunConfig, Box<dyn Task>, Model, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("attnlab-hf-{}-{}", std::process::id(), extra.len()));
+        let dir =
+            std::env::temp_dir().join(format!("attnlab-hf-{}-{}", std::process::id(), extra.len()));
         std::fs::create_dir_all(&dir).unwrap();
         let corpus = dir.join("corpus.txt");
         std::fs::write(&corpus, "first citizen: we are accounted poor.\n".repeat(30)).unwrap();
-        let toml = format!("[task]\nkind = \"char_lm\"\npath = {:?}\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 2\nmax_seq_len = 8\n{extra}", corpus.to_str().unwrap());
+        let toml = format!(
+            "[task]\nkind = \"char_lm\"\npath = {:?}\n[model]\nd_model = 16\nn_heads = 2\nn_layers = 2\nmax_seq_len = 8\n{extra}",
+            corpus.to_str().unwrap()
+        );
         let config = RunConfig::from_toml(&toml, &[]).unwrap();
         let task = crate::task::build(&config, None).unwrap();
         let model = config.model.init(&task.io(), 5, &Device::flex()).unwrap();
@@ -295,9 +370,17 @@ mod tests {
         // lm_head is the transpose of attnlab's head.
         let params: BTreeMap<String, TensorData> = named_tensors(&model).into_iter().collect();
         let head: Vec<f32> = params["head.weight"].clone().convert::<f32>().try_into_vec().unwrap();
-        let lm: Vec<f32> = st.tensor("lm_head.weight").unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let lm: Vec<f32> = st
+            .tensor("lm_head.weight")
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(lm[3 * 16 + 5], head[5 * v + 3]);
-        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(to.join("config.json")).unwrap()).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(to.join("config.json")).unwrap())
+                .unwrap();
         assert_eq!(cfg["activation_function"], "gelu");
         assert_eq!(cfg["n_inner"], 64);
         assert_eq!(cfg["vocab_size"], v);
@@ -308,19 +391,28 @@ mod tests {
         assert_eq!(enc.get_ids(), &codec.encode("we are poor.\n").unwrap()[..]);
         assert_eq!(tk.decode(enc.get_ids(), false).unwrap(), "we are poor.\n");
         // Kept without --force; replaced with it; a user's directory is never replaced.
-        assert!(export_gpt2(&model, &config, task.as_ref(), &to, false).unwrap_err().contains("--force"));
+        assert!(
+            export_gpt2(&model, &config, task.as_ref(), &to, false)
+                .unwrap_err()
+                .contains("--force")
+        );
         assert_eq!(export_gpt2(&model, &config, task.as_ref(), &to, true).unwrap(), n);
         let mine = dir.join("mine");
         std::fs::create_dir_all(&mine).unwrap();
         std::fs::write(mine.join("notes.txt"), "keep").unwrap();
-        assert!(export_gpt2(&model, &config, task.as_ref(), &mine, true).unwrap_err().contains("not an attnlab export"));
+        assert!(
+            export_gpt2(&model, &config, task.as_ref(), &mine, true)
+                .unwrap_err()
+                .contains("not an attnlab export")
+        );
         assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep");
         std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
     fn other_stacks_get_the_attnlab_export_and_a_readme_saying_why() {
-        let (config, task, model, dir) = setup("mixer = \"linear:elu1\"\npositions = \"rope\"\nmlp_ratio = 0\nbias = false\n");
+        let (config, task, model, dir) =
+            setup("mixer = \"linear:elu1\"\npositions = \"rope\"\nmlp_ratio = 0\nbias = false\n");
         let why = gpt2_mismatches(&config, task.as_ref());
         assert_eq!(why.len(), 2, "{why:?}");
         let to = dir.join("hf-linear");
@@ -328,15 +420,22 @@ mod tests {
         assert!(!to.join("config.json").exists());
         assert!(to.join("attnlab.safetensors").is_file());
         let readme = std::fs::read_to_string(to.join("README.md")).unwrap();
-        assert!(readme.contains("linear:elu1") && readme.contains("rope") && readme.contains("attnlab_torch.load"), "{readme}");
+        assert!(
+            readme.contains("linear:elu1")
+                && readme.contains("rope")
+                && readme.contains("attnlab_torch.load"),
+            "{readme}"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
     fn a_stack_without_biases_or_mlp_gets_zero_ones() {
-        let (config, _task, model, dir) = setup("mlp_ratio = 0\nbias = false\ntie_embeddings = true\n");
+        let (config, _task, model, dir) =
+            setup("mlp_ratio = 0\nbias = false\ntie_embeddings = true\n");
         let tensors = gpt2_tensors(&model, &config).unwrap();
-        let get = |name: &str| tensors.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("{name}"));
+        let get =
+            |name: &str| tensors.iter().find(|t| t.0 == name).unwrap_or_else(|| panic!("{name}"));
         assert_eq!(get("transformer.h.0.attn.c_attn.bias").2, vec![48]);
         assert!(get("transformer.h.0.attn.c_attn.bias").3.iter().all(|&b| b == 0));
         assert_eq!(get("transformer.h.1.mlp.c_fc.weight").2, vec![16, 1]);

@@ -31,13 +31,19 @@ impl BpeCodec {
             .min_frequency(2)
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
-        let mut tk = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevelDecoder>::new()
-            .with_model(BPE::default())
-            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
-            .with_post_processor(Some(ByteLevel::default()))
-            .with_decoder(Some(ByteLevelDecoder::default()))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut tk = TokenizerBuilder::<
+            BPE,
+            NormalizerWrapper,
+            ByteLevel,
+            ByteLevel,
+            ByteLevelDecoder,
+        >::new()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_post_processor(Some(ByteLevel::default()))
+        .with_decoder(Some(ByteLevelDecoder::default()))
+        .build()
+        .map_err(|e| e.to_string())?;
         tk.train(&mut trainer, text.lines()).map_err(|e| e.to_string())?;
         let json = tk.to_string(false).map_err(|e| e.to_string())?;
         let tokenizer = json.parse::<Tokenizer>().map_err(|e| e.to_string())?;
@@ -45,7 +51,9 @@ impl BpeCodec {
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
-        Tokenizer::from_file(path).map(|tokenizer| Self { tokenizer }).map_err(|e| format!("cannot load {}: {e}", path.display()))
+        Tokenizer::from_file(path)
+            .map(|tokenizer| Self { tokenizer })
+            .map_err(|e| format!("cannot load {}: {e}", path.display()))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -73,7 +81,12 @@ pub struct BpeLm {
 }
 
 impl BpeLm {
-    pub fn new(config: &BpeConfig, seq_len: usize, seed: u64, run_dir: Option<&Path>) -> Result<Self, TaskError> {
+    pub fn new(
+        config: &BpeConfig,
+        seq_len: usize,
+        seed: u64,
+        run_dir: Option<&Path>,
+    ) -> Result<Self, TaskError> {
         let text = read_corpus(&config.path)?;
         let split = text
             .char_indices()
@@ -84,9 +97,12 @@ impl BpeLm {
         let saved = run_dir.map(|d| d.join(TOKENIZER_FILE)).filter(|p| p.exists());
         let codec = match saved {
             Some(p) => BpeCodec::load(&p).map_err(TaskError)?,
-            None => BpeCodec::train(train_text, config.vocab_size).map_err(|e| TaskError(format!("training the BPE tokenizer failed: {e}")))?,
+            None => BpeCodec::train(train_text, config.vocab_size)
+                .map_err(|e| TaskError(format!("training the BPE tokenizer failed: {e}")))?,
         };
-        let encode = |t: &str| codec.encode(t).map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())));
+        let encode = |t: &str| {
+            codec.encode(t).map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())))
+        };
         let (train, val) = (encode(train_text)?, encode(val_text)?);
         let chars_per_token = val_text.chars().count() as f64 / val.len().max(1) as f64;
         let n_train = train.len();
@@ -104,7 +120,11 @@ impl Task for BpeLm {
         ModelIo { input: ModelInput::Tokens { vocab }, output_dim: vocab }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "loss", higher_is_better: false, chance: Some((self.codec.vocab_size() as f64).ln()) }
+        MainMetric {
+            name: "loss",
+            higher_is_better: false,
+            chance: Some((self.codec.vocab_size() as f64).ln()),
+        }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         self.stream.train_batch(step, micro, batch_size, device)

@@ -50,17 +50,26 @@ pub struct CharLm {
 }
 
 impl CharLm {
-    pub fn new(config: &TextConfig, seq_len: usize, seed: u64, run_dir: Option<&Path>) -> Result<Self, TaskError> {
+    pub fn new(
+        config: &TextConfig,
+        seq_len: usize,
+        seed: u64,
+        run_dir: Option<&Path>,
+    ) -> Result<Self, TaskError> {
         let text = read_corpus(&config.path)?;
         let saved = run_dir.map(|d| d.join(CharCodec::FILE)).filter(|p| p.exists());
         let codec = match saved {
             Some(p) => {
-                let raw = std::fs::read_to_string(&p).map_err(|e| TaskError(format!("cannot read {}: {e}", p.display())))?;
-                serde_json::from_str(&raw).map_err(|e| TaskError(format!("{} is corrupt: {e}", p.display())))?
+                let raw = std::fs::read_to_string(&p)
+                    .map_err(|e| TaskError(format!("cannot read {}: {e}", p.display())))?;
+                serde_json::from_str(&raw)
+                    .map_err(|e| TaskError(format!("{} is corrupt: {e}", p.display())))?
             }
             None => CharCodec::from_text(&text),
         };
-        let ids = codec.encode(&text).map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())))?;
+        let ids = codec
+            .encode(&text)
+            .map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())))?;
         let stream = TokenStream::split(ids, config.val_fraction, seq_len, seed, &config.path)?;
         if let Some(&longest) = config.eval_lengths.last() {
             // Fail at load, not at the first evaluation.
@@ -76,7 +85,11 @@ impl Task for CharLm {
         ModelIo { input: ModelInput::Tokens { vocab }, output_dim: vocab }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "loss", higher_is_better: false, chance: Some((self.codec.chars.len() as f64).ln()) }
+        MainMetric {
+            name: "loss",
+            higher_is_better: false,
+            chance: Some((self.codec.chars.len() as f64).ln()),
+        }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         self.stream.train_batch(step, micro, batch_size, device)
@@ -88,8 +101,15 @@ impl Task for CharLm {
     /// of `task.eval_lengths` (as many windows as the training length's evaluation).
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
         let mut metrics = lm_metrics(model, batches, 1.0);
-        let (Some(&longest), Some((device, batch_size))) = (self.eval_lengths.last(), token_batch_shape(batches)) else { return metrics };
-        let long = self.stream.eval_batches_at(longest, batches.len(), batch_size, &device).expect("checked when the task was built");
+        let (Some(&longest), Some((device, batch_size))) =
+            (self.eval_lengths.last(), token_batch_shape(batches))
+        else {
+            return metrics;
+        };
+        let long = self
+            .stream
+            .eval_batches_at(longest, batches.len(), batch_size, &device)
+            .expect("checked when the task was built");
         metrics.extend(loss_per_position_bucket(model, &long, &self.eval_lengths));
         metrics
     }
@@ -122,11 +142,17 @@ mod tests {
     fn loss_per_position_bucket_matches_masked_losses() {
         use crate::task::{Target, score};
         use burn::tensor::Tensor;
-        let dir = std::env::temp_dir().join(format!("attnlab-charlm-buckets-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("attnlab-charlm-buckets-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("corpus.txt");
         std::fs::write(&path, "the quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
-        let config = TextConfig { path: path.clone(), val_fraction: 0.5, seq_len: Some(8), eval_lengths: vec![8, 16, 32] };
+        let config = TextConfig {
+            path: path.clone(),
+            val_fraction: 0.5,
+            seq_len: Some(8),
+            eval_lengths: vec![8, 16, 32],
+        };
         let task = CharLm::new(&config, 8, 5, None).unwrap();
         let device = Device::flex();
         let model = super::super::tiny_model(&task.io(), 32, &device);
@@ -141,18 +167,33 @@ mod tests {
             let (mut sum, mut n) = (0.0, 0.0);
             for b in &long {
                 let Target::Tokens { ids, .. } = &b.target else { panic!("tokens") };
-                let keep: Vec<f32> = (0..3 * 32).map(|i| if (start..end).contains(&(i % 32)) { 1.0 } else { 0.0 }).collect();
-                let mask = Tensor::<2>::from_data(burn::tensor::TensorData::new(keep, [3, 32]), &device);
-                let masked = crate::task::Batch { input: b.input.clone(), target: Target::Tokens { ids: ids.clone(), mask: Some(mask) }, tokens: b.tokens };
+                let keep: Vec<f32> = (0..3 * 32)
+                    .map(|i| if (start..end).contains(&(i % 32)) { 1.0 } else { 0.0 })
+                    .collect();
+                let mask =
+                    Tensor::<2>::from_data(burn::tensor::TensorData::new(keep, [3, 32]), &device);
+                let masked = crate::task::Batch {
+                    input: b.input.clone(),
+                    target: Target::Tokens { ids: ids.clone(), mask: Some(mask) },
+                    tokens: b.tokens,
+                };
                 sum += score(&model, &masked).loss.into_scalar::<f32>() as f64;
                 n += 1.0;
             }
             let got = m[&format!("loss@{end}")];
-            assert!((got - sum / n).abs() < 1e-5, "positions {start}..{end}: {got} vs masked {}", sum / n);
+            assert!(
+                (got - sum / n).abs() < 1e-5,
+                "positions {start}..{end}: {got} vs masked {}",
+                sum / n
+            );
         }
         let (mut sum, mut n) = (0.0, 0.0);
         for b in &long {
-            let (attnlab_model::LmInput::Tokens(x), Target::Tokens { ids, .. }) = (&b.input, &b.target) else { panic!("tokens") };
+            let (attnlab_model::LmInput::Tokens(x), Target::Tokens { ids, .. }) =
+                (&b.input, &b.target)
+            else {
+                panic!("tokens")
+            };
             let cut = crate::task::Batch {
                 input: attnlab_model::LmInput::Tokens(x.clone().narrow(1, 0, 8)),
                 target: Target::Tokens { ids: ids.clone().narrow(1, 0, 8), mask: None },
@@ -166,7 +207,11 @@ mod tests {
 
         let short = TextConfig { eval_lengths: vec![8, 4096], ..config };
         let err = CharLm::new(&short, 8, 5, None).err().unwrap().to_string();
-        assert!(err.contains("fewer than one evaluation window of 4096 + 1") && err.contains("lower task.eval_lengths"), "{err}");
+        assert!(
+            err.contains("fewer than one evaluation window of 4096 + 1")
+                && err.contains("lower task.eval_lengths"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

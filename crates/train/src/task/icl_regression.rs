@@ -59,7 +59,13 @@ impl IclRegression {
         Prompt { xs, ys }
     }
 
-    fn batch(&self, prompts: &[Prompt], points: usize, active_dim: usize, device: &Device) -> Batch {
+    fn batch(
+        &self,
+        prompts: &[Prompt],
+        points: usize,
+        active_dim: usize,
+        device: &Device,
+    ) -> Batch {
         let d = self.config.dim;
         let (b, t) = (prompts.len(), 2 * points);
         let mut input = vec![0f32; b * t * (d + 1)];
@@ -76,7 +82,10 @@ impl IclRegression {
         }
         let tensor2 = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, t]), device);
         Batch {
-            input: LmInput::Vectors(Tensor::<3>::from_data(TensorData::new(input, [b, t, d + 1]), device)),
+            input: LmInput::Vectors(Tensor::<3>::from_data(
+                TensorData::new(input, [b, t, d + 1]),
+                device,
+            )),
             target: Target::Values { y: tensor2(y), mask: tensor2(mask), scale: active_dim as f32 },
             tokens: b * t,
         }
@@ -94,13 +103,15 @@ impl Task for IclRegression {
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         let (dim, points) = self.curriculum(step);
         let mut rng = seed::rng(self.seed, "train", super::text::batch_index(step, micro));
-        let prompts: Vec<Prompt> = (0..batch_size).map(|_| self.prompt(&mut rng, dim, points)).collect();
+        let prompts: Vec<Prompt> =
+            (0..batch_size).map(|_| self.prompt(&mut rng, dim, points)).collect();
         self.batch(&prompts, points, dim, device)
     }
     fn eval_batches(&self, _batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         let c = &self.config;
         let mut rng = seed::rng(self.seed, "eval", 0);
-        let prompts: Vec<Prompt> = (0..c.eval_prompts).map(|_| self.prompt(&mut rng, c.dim, c.points)).collect();
+        let prompts: Vec<Prompt> =
+            (0..c.eval_prompts).map(|_| self.prompt(&mut rng, c.dim, c.points)).collect();
         prompts.chunks(batch_size.max(1)).map(|p| self.batch(p, c.points, c.dim, device)).collect()
     }
 
@@ -114,7 +125,10 @@ impl Task for IclRegression {
         let mut zero_err = 0f64;
         let mut n = 0usize;
         for batch in batches {
-            let (LmInput::Vectors(input), Target::Values { y, .. }) = (&batch.input, &batch.target) else { continue };
+            let (LmInput::Vectors(input), Target::Values { y, .. }) = (&batch.input, &batch.target)
+            else {
+                continue;
+            };
             let [b, t, _] = input.dims();
             let pred = model.forward(batch.input.clone()).narrow(2, 0, 1).reshape([b, t]);
             let pred: Vec<f32> = pred.into_data().convert::<f32>().try_into_vec().unwrap();
@@ -163,7 +177,9 @@ pub fn least_squares(rows: &[&[f32]], y: &[f64], d: usize) -> Vec<f64> {
     }
     // Elimination with partial pivoting on the symmetric positive definite system.
     for col in 0..d {
-        let pivot = (col..d).max_by(|&r, &s| a[r * d + col].abs().total_cmp(&a[s * d + col].abs())).unwrap();
+        let pivot = (col..d)
+            .max_by(|&r, &s| a[r * d + col].abs().total_cmp(&a[s * d + col].abs()))
+            .unwrap();
         if pivot != col {
             for j in 0..d {
                 a.swap(col * d + j, pivot * d + j);
@@ -193,8 +209,14 @@ mod tests {
     #[test]
     fn least_squares_recovers_w_once_there_are_enough_examples() {
         let w = [1.5f64, -2.0, 0.5];
-        let xs: Vec<Vec<f32>> = vec![vec![1.0, 0.0, 2.0], vec![0.0, 1.0, 1.0], vec![3.0, 1.0, 0.0], vec![1.0, 1.0, 1.0]];
-        let ys: Vec<f64> = xs.iter().map(|x| x.iter().zip(&w).map(|(a, b)| *a as f64 * b).sum()).collect();
+        let xs: Vec<Vec<f32>> = vec![
+            vec![1.0, 0.0, 2.0],
+            vec![0.0, 1.0, 1.0],
+            vec![3.0, 1.0, 0.0],
+            vec![1.0, 1.0, 1.0],
+        ];
+        let ys: Vec<f64> =
+            xs.iter().map(|x| x.iter().zip(&w).map(|(a, b)| *a as f64 * b).sum()).collect();
         let rows: Vec<&[f32]> = xs.iter().map(|x| x.as_slice()).collect();
         let fit = least_squares(&rows, &ys, 3);
         for (a, b) in fit.iter().zip(w) {
@@ -210,7 +232,14 @@ mod tests {
 
     #[test]
     fn prompts_interleave_x_and_y_and_curriculum_grows() {
-        let cfg = IclConfig { dim: 3, points: 4, curriculum_start_dim: 1, curriculum_start_points: 2, curriculum_every: 10, eval_prompts: 4 };
+        let cfg = IclConfig {
+            dim: 3,
+            points: 4,
+            curriculum_start_dim: 1,
+            curriculum_start_points: 2,
+            curriculum_every: 10,
+            eval_prompts: 4,
+        };
         let task = IclRegression::new(cfg, 1);
         assert_eq!(task.curriculum(0), (1, 2));
         assert_eq!(task.curriculum(10), (2, 4));

@@ -46,7 +46,8 @@ impl MaxRetrieval {
 
     fn batch(&self, rng: &mut impl Rng, size: usize, n: usize, device: &Device) -> Batch {
         let t = n + 1;
-        let (mut tokens, mut targets, mut mask) = (Vec::with_capacity(size * t), vec![0i64; size * t], vec![0f32; size * t]);
+        let (mut tokens, mut targets, mut mask) =
+            (Vec::with_capacity(size * t), vec![0i64; size * t], vec![0f32; size * t]);
         for e in 0..size {
             let (x, target) = self.example(rng, n);
             tokens.extend(x);
@@ -56,7 +57,10 @@ impl MaxRetrieval {
         let ints = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [size, t]), device);
         Batch {
             input: LmInput::Tokens(ints(tokens)),
-            target: Target::Tokens { ids: ints(targets), mask: Some(Tensor::<2>::from_data(TensorData::new(mask, [size, t]), device)) },
+            target: Target::Tokens {
+                ids: ints(targets),
+                mask: Some(Tensor::<2>::from_data(TensorData::new(mask, [size, t]), device)),
+            },
             tokens: size * t,
         }
     }
@@ -81,7 +85,10 @@ fn query_max_weight(model: &Model, batches: &[Batch]) -> f64 {
         let (_, diags) = model.forward_with_diagnostics(batch.input.clone());
         if let Some(last) = diags.last() {
             let t = last.weights.dims()[2];
-            values.push(last.weights.clone().narrow(2, t - 1, 1).max_dim(3).mean().into_scalar::<f32>() as f64);
+            values.push(
+                last.weights.clone().narrow(2, t - 1, 1).max_dim(3).mean().into_scalar::<f32>()
+                    as f64,
+            );
         }
     }
     if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 }
@@ -89,15 +96,19 @@ fn query_max_weight(model: &Model, batches: &[Batch]) -> f64 {
 
 impl Task for MaxRetrieval {
     fn io(&self) -> ModelIo {
-        ModelIo { input: ModelInput::Tokens { vocab: self.config.vocab }, output_dim: self.config.vocab }
+        ModelIo {
+            input: ModelInput::Tokens { vocab: self.config.vocab },
+            output_dim: self.config.vocab,
+        }
     }
     fn main_metric(&self) -> MainMetric {
         {
-        // Guessing one of the n items in context, n uniform in min_items..=max_items.
-        let (lo, hi) = (self.config.min_items.max(1), self.config.max_items.max(1));
-        let chance = (lo..=hi).map(|n| 1.0 / n as f64).sum::<f64>() / (hi + 1 - lo).max(1) as f64;
-        MainMetric { name: "accuracy", higher_is_better: true, chance: Some(chance) }
-    }
+            // Guessing one of the n items in context, n uniform in min_items..=max_items.
+            let (lo, hi) = (self.config.min_items.max(1), self.config.max_items.max(1));
+            let chance =
+                (lo..=hi).map(|n| 1.0 / n as f64).sum::<f64>() / (hi + 1 - lo).max(1) as f64;
+            MainMetric { name: "accuracy", higher_is_better: true, chance: Some(chance) }
+        }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         let mut rng = seed::rng(self.seed, "train", batch_index(step, micro));
@@ -128,7 +139,13 @@ mod tests {
     use super::*;
 
     fn config() -> MaxRetrievalConfig {
-        MaxRetrievalConfig { vocab: 48, min_items: 2, max_items: 8, eval_items: vec![8, 32], eval_examples: 10 }
+        MaxRetrievalConfig {
+            vocab: 48,
+            min_items: 2,
+            max_items: 8,
+            eval_items: vec![8, 32],
+            eval_examples: 10,
+        }
     }
 
     #[test]
@@ -148,7 +165,9 @@ mod tests {
         }
         let device = Device::flex();
         let b = task.train_batch(3, 0, 4, &device);
-        let Target::Tokens { mask: Some(mask), .. } = &b.target else { panic!("masked token targets") };
+        let Target::Tokens { mask: Some(mask), .. } = &b.target else {
+            panic!("masked token targets")
+        };
         let [rows, t] = mask.dims();
         assert!((3..=9).contains(&t) && rows == 4, "n in 2..=8 plus the query: {t}");
         let m: Vec<f32> = mask.clone().into_data().try_to_vec::<f32>().unwrap();
@@ -168,7 +187,19 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.tokens).sum::<usize>(), 10 * 9);
         let m = task.evaluate(&model, &batches);
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["accuracy", "accuracy@32", "accuracy@8", "loss", "loss@32", "loss@8", "max_weight@32", "max_weight@8"]);
+        assert_eq!(
+            keys,
+            [
+                "accuracy",
+                "accuracy@32",
+                "accuracy@8",
+                "loss",
+                "loss@32",
+                "loss@8",
+                "max_weight@32",
+                "max_weight@8"
+            ]
+        );
         for n in [8, 32] {
             let w = m[&format!("max_weight@{n}")];
             assert!(w > 1.0 / (n + 1) as f64 - 1e-6 && w <= 1.0 + 1e-6, "max weight at {n}: {w}");

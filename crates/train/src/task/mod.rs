@@ -4,11 +4,11 @@
 //! derived streams for training and evaluation ([`crate::seed`]). Training batch `(step, micro)`
 //! is a pure function of the seed, so a resumed run sees exactly the batches a straight run does.
 
-pub mod char_lm;
 pub mod bpe_lm;
+pub mod char_lm;
 pub mod icl_regression;
-pub mod mqar;
 pub mod max_retrieval;
+pub mod mqar;
 pub mod separation;
 mod text;
 
@@ -65,7 +65,10 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
                 Some(m) => {
                     let count = m.clone().sum();
                     let loss = (nll * m.clone()).sum() / count.clone().clamp_min(1.0);
-                    Scored { loss, accuracy: Some(((hits * m.clone()).sum().detach(), count.detach())) }
+                    Scored {
+                        loss,
+                        accuracy: Some(((hits * m.clone()).sum().detach(), count.detach())),
+                    }
                 }
                 None => {
                     let n = Tensor::<1>::from_floats([(b * t) as f32], &hits.device());
@@ -83,7 +86,9 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
             let [b, _, c] = out.dims();
             let logits = out.mean_dim(1).reshape([b, c]);
             let predicted = logits.clone().argmax(1).reshape([b]);
-            let nll = -log_softmax(logits, 1).gather(1, labels.clone().unsqueeze_dim::<2>(1)).reshape([b]);
+            let nll = -log_softmax(logits, 1)
+                .gather(1, labels.clone().unsqueeze_dim::<2>(1))
+                .reshape([b]);
             let hits = predicted.equal(labels.clone()).float().sum().detach();
             let n = Tensor::<1>::from_floats([b as f32], &hits.device());
             Scored { loss: nll.mean(), accuracy: Some((hits, n)) }
@@ -190,9 +195,15 @@ pub struct TaskError(pub String);
 pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>, TaskError> {
     let seed = config.seed;
     Ok(match &config.task {
-        TaskConfig::CharLm(c) => Box::new(char_lm::CharLm::new(c, c.train_len(config.model.max_seq_len), seed, run_dir)?),
-        TaskConfig::BpeLm(c) => Box::new(bpe_lm::BpeLm::new(c, config.model.max_seq_len, seed, run_dir)?),
-        TaskConfig::IclRegression(c) => Box::new(icl_regression::IclRegression::new(c.clone(), seed)),
+        TaskConfig::CharLm(c) => {
+            Box::new(char_lm::CharLm::new(c, c.train_len(config.model.max_seq_len), seed, run_dir)?)
+        }
+        TaskConfig::BpeLm(c) => {
+            Box::new(bpe_lm::BpeLm::new(c, config.model.max_seq_len, seed, run_dir)?)
+        }
+        TaskConfig::IclRegression(c) => {
+            Box::new(icl_regression::IclRegression::new(c.clone(), seed))
+        }
         TaskConfig::Mqar(c) => Box::new(mqar::Mqar::new(c.clone(), seed)),
         TaskConfig::Separation(c) => Box::new(separation::Separation::new(c.clone(), seed)),
         TaskConfig::MaxRetrieval(c) => Box::new(max_retrieval::MaxRetrieval::new(c.clone(), seed)),

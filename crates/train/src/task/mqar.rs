@@ -15,9 +15,9 @@ use super::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use crate::config::MqarConfig;
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
-use std::collections::BTreeMap;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, RngExt};
+use std::collections::BTreeMap;
 
 pub struct Mqar {
     config: MqarConfig,
@@ -66,7 +66,8 @@ impl Mqar {
         }
         let prefix = 2 * (kv + rebinds);
         let space = (len - prefix) / 2;
-        let weights: Vec<f64> = (1..=space).map(|g| c.power_a * (g as f64).powf(c.power_a - 1.0)).collect();
+        let weights: Vec<f64> =
+            (1..=space).map(|g| c.power_a * (g as f64).powf(c.power_a - 1.0)).collect();
         for (i, gap) in weighted_without_replacement(rng, &weights, kv).into_iter().enumerate() {
             let pos = prefix + 2 * gap;
             tokens[pos] = keys[i];
@@ -91,7 +92,10 @@ impl Mqar {
         let mask: Vec<f32> = examples.iter().flat_map(|e| e.mask.iter().copied()).collect();
         Batch {
             input: LmInput::Tokens(ints(&|e| &e.tokens)),
-            target: Target::Tokens { ids: ints(&|e| &e.targets), mask: Some(Tensor::<2>::from_data(TensorData::new(mask, [b, t]), device)) },
+            target: Target::Tokens {
+                ids: ints(&|e| &e.targets),
+                mask: Some(Tensor::<2>::from_data(TensorData::new(mask, [b, t]), device)),
+            },
             tokens: b * t,
         }
     }
@@ -132,10 +136,17 @@ fn weighted_without_replacement(rng: &mut impl Rng, weights: &[f64], n: usize) -
 
 impl Task for Mqar {
     fn io(&self) -> ModelIo {
-        ModelIo { input: ModelInput::Tokens { vocab: self.config.vocab }, output_dim: self.config.vocab }
+        ModelIo {
+            input: ModelInput::Tokens { vocab: self.config.vocab },
+            output_dim: self.config.vocab,
+        }
     }
     fn main_metric(&self) -> MainMetric {
-        MainMetric { name: "accuracy", higher_is_better: true, chance: Some(1.0 / self.config.num_kv_pairs.max(1) as f64) }
+        MainMetric {
+            name: "accuracy",
+            higher_is_better: true,
+            chance: Some(1.0 / self.config.num_kv_pairs.max(1) as f64),
+        }
     }
     fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
         let mut rng = seed::rng(self.seed, "train", batch_index(step, micro));
@@ -166,8 +177,13 @@ impl Mqar {
     /// The fixed evaluation set at `len` tokens: the training length's is the seed's "eval"
     /// stream, every other length a stream of its own.
     fn eval_set(&self, len: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
-        let mut rng = if len == self.config.seq_len { seed::rng(self.seed, "eval", 0) } else { seed::rng(self.seed, "eval-length", len as u64) };
-        let ex: Vec<Example> = (0..self.config.eval_examples).map(|_| self.example_at(&mut rng, len)).collect();
+        let mut rng = if len == self.config.seq_len {
+            seed::rng(self.seed, "eval", 0)
+        } else {
+            seed::rng(self.seed, "eval-length", len as u64)
+        };
+        let ex: Vec<Example> =
+            (0..self.config.eval_examples).map(|_| self.example_at(&mut rng, len)).collect();
         ex.chunks(batch_size.max(1)).map(|c| self.batch(c, device)).collect()
     }
 }
@@ -178,12 +194,20 @@ mod tests {
 
     #[test]
     fn every_key_is_queried_once_with_its_value_as_target() {
-        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8, ..MqarConfig::default() };
+        let cfg = MqarConfig {
+            vocab: 64,
+            seq_len: 32,
+            num_kv_pairs: 4,
+            power_a: 0.01,
+            eval_examples: 8,
+            ..MqarConfig::default()
+        };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
         for _ in 0..50 {
             let e = task.example(&mut rng);
-            let pairs: Vec<(i64, i64)> = (0..4).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
+            let pairs: Vec<(i64, i64)> =
+                (0..4).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
             assert!(pairs.iter().all(|(k, v)| (1..32).contains(k) && (32..64).contains(v)));
             let queries: Vec<usize> = (0..32).filter(|&p| e.mask[p] == 1.0).collect();
             assert_eq!(queries.len(), 4);
@@ -200,16 +224,29 @@ mod tests {
     /// few batches see all of a small pool; without it every draw is fresh.
     #[test]
     fn a_fixed_training_pool_is_all_batches_draw_from() {
-        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, eval_examples: 8, train_examples: 5, ..MqarConfig::default() };
+        let cfg = MqarConfig {
+            vocab: 64,
+            seq_len: 32,
+            num_kv_pairs: 4,
+            eval_examples: 8,
+            train_examples: 5,
+            ..MqarConfig::default()
+        };
         let task = Mqar::new(cfg.clone(), 9);
         let device = Device::flex();
         let tokens = |task: &Mqar, step: usize| -> Vec<Vec<i64>> {
-            let LmInput::Tokens(t) = task.train_batch(step, 0, 16, &device).input else { panic!("tokens") };
+            let LmInput::Tokens(t) = task.train_batch(step, 0, 16, &device).input else {
+                panic!("tokens")
+            };
             let v: Vec<i64> = t.into_data().convert::<i64>().try_into_vec().unwrap();
             v.chunks(32).map(|c| c.to_vec()).collect()
         };
         let pool: Vec<Vec<i64>> = (0..5).map(|i| task.pool_example(i).tokens).collect();
-        assert_eq!(pool[2], Mqar::new(cfg.clone(), 9).pool_example(2).tokens, "the pool is fixed by the seed");
+        assert_eq!(
+            pool[2],
+            Mqar::new(cfg.clone(), 9).pool_example(2).tokens,
+            "the pool is fixed by the seed"
+        );
         assert_ne!(pool[2], Mqar::new(cfg.clone(), 10).pool_example(2).tokens);
         let mut seen = std::collections::BTreeSet::new();
         for step in 0..4 {
@@ -221,7 +258,10 @@ mod tests {
         let eval = task.eval_batches(1, 8, &device);
         let LmInput::Tokens(e) = &eval[0].input else { panic!("tokens") };
         let e: Vec<i64> = e.to_data().convert::<i64>().try_into_vec().unwrap();
-        assert!(e.chunks(32).all(|seq| !pool.iter().any(|p| p == seq)), "evaluation sequences are not the pool's");
+        assert!(
+            e.chunks(32).all(|seq| !pool.iter().any(|p| p == seq)),
+            "evaluation sequences are not the pool's"
+        );
 
         let fresh = Mqar::new(MqarConfig { train_examples: 0, ..cfg }, 9);
         let batch = tokens(&fresh, 0);
@@ -233,13 +273,23 @@ mod tests {
     /// value, and the evaluation reports each length's metrics next to the training length's.
     #[test]
     fn longer_sequences_hold_proportionally_more_pairs() {
-        let cfg = MqarConfig { vocab: 128, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 6, eval_lengths: vec![64, 128], rebind_pairs: 0, train_examples: 0 };
+        let cfg = MqarConfig {
+            vocab: 128,
+            seq_len: 32,
+            num_kv_pairs: 4,
+            power_a: 0.01,
+            eval_examples: 6,
+            eval_lengths: vec![64, 128],
+            rebind_pairs: 0,
+            train_examples: 0,
+        };
         let task = Mqar::new(cfg, 3);
         let mut rng = seed::rng(3, "test", 0);
         for _ in 0..20 {
             let e = task.example_at(&mut rng, 128);
             assert_eq!(e.tokens.len(), 128);
-            let pairs: Vec<(i64, i64)> = (0..16).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
+            let pairs: Vec<(i64, i64)> =
+                (0..16).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
             let queries: Vec<usize> = (0..128).filter(|&p| e.mask[p] == 1.0).collect();
             assert_eq!(queries.len(), 16);
             for p in queries {
@@ -253,7 +303,10 @@ mod tests {
         let batches = task.eval_batches(1, 4, &device);
         let m = task.evaluate(&model, &batches);
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["accuracy", "accuracy@128", "accuracy@64", "loss", "loss@128", "loss@64"]);
+        assert_eq!(
+            keys,
+            ["accuracy", "accuracy@128", "accuracy@64", "loss", "loss@128", "loss@64"]
+        );
         assert!(m.values().all(|v| v.is_finite()), "{m:?}");
         // The fixed sets repeat: evaluating again gives the same numbers.
         assert_eq!(task.evaluate(&model, &batches), m);
@@ -263,13 +316,22 @@ mod tests {
     /// and every query wants the value of its key's latest binding.
     #[test]
     fn rebound_keys_are_queried_for_their_latest_value() {
-        let cfg = MqarConfig { vocab: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01, eval_examples: 8, rebind_pairs: 2, ..MqarConfig::default() };
+        let cfg = MqarConfig {
+            vocab: 64,
+            seq_len: 32,
+            num_kv_pairs: 4,
+            power_a: 0.01,
+            eval_examples: 8,
+            rebind_pairs: 2,
+            ..MqarConfig::default()
+        };
         let task = Mqar::new(cfg, 5);
         let mut rng = seed::rng(5, "test", 0);
         for _ in 0..50 {
             let e = task.example(&mut rng);
             // Pairs 0..4, then 2 rebindings at 8..12; queries from position 12 on.
-            let bindings: Vec<(i64, i64)> = (0..6).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
+            let bindings: Vec<(i64, i64)> =
+                (0..6).map(|i| (e.tokens[2 * i], e.tokens[2 * i + 1])).collect();
             let rebound: Vec<i64> = bindings[4..].iter().map(|b| b.0).collect();
             assert_ne!(rebound[0], rebound[1]);
             for &k in &rebound {
@@ -281,7 +343,8 @@ mod tests {
             assert_eq!(queries.len(), 4);
             for p in queries {
                 assert!(p >= 12 && (p - 12) % 2 == 0);
-                let latest = bindings.iter().rev().find(|b| b.0 == e.tokens[p]).expect("query is a key").1;
+                let latest =
+                    bindings.iter().rev().find(|b| b.0 == e.tokens[p]).expect("query is a key").1;
                 assert_eq!(e.targets[p], latest);
             }
         }

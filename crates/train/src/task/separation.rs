@@ -53,8 +53,14 @@ impl Separation {
             labels.push(label as i64);
         }
         Batch {
-            input: LmInput::Vectors(Tensor::<3>::from_data(TensorData::new(data, [size, n, d]), device)),
-            target: Target::Class(Tensor::<1, Int>::from_data(TensorData::new(labels, [size]), device)),
+            input: LmInput::Vectors(Tensor::<3>::from_data(
+                TensorData::new(data, [size, n, d]),
+                device,
+            )),
+            target: Target::Class(Tensor::<1, Int>::from_data(
+                TensorData::new(labels, [size]),
+                device,
+            )),
             tokens: size * n,
         }
     }
@@ -74,7 +80,9 @@ impl Task for Separation {
         let mut rng = seed::rng(self.seed, "eval", 0);
         let total = self.config.eval_examples;
         let size = batch_size.max(1);
-        (0..total.div_ceil(size)).map(|i| self.batch(&mut rng, size.min(total - i * size), device)).collect()
+        (0..total.div_ceil(size))
+            .map(|i| self.batch(&mut rng, size.min(total - i * size), device))
+            .collect()
     }
 }
 
@@ -84,7 +92,10 @@ mod tests {
 
     #[test]
     fn both_classes_have_the_same_energy_and_class_one_has_the_spike() {
-        let task = Separation::new(SeparationConfig { rows: 8, cols: 4, spike: 10.0, eval_examples: 4 }, 1);
+        let task = Separation::new(
+            SeparationConfig { rows: 8, cols: 4, spike: 10.0, eval_examples: 4 },
+            1,
+        );
         let mut rng = seed::rng(1, "test", 0);
         for label in [false, true] {
             let x = task.example(&mut rng, label);

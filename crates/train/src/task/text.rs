@@ -1,12 +1,12 @@
 //! Shared language-modelling data: a token stream split into train and validation parts, and
 //! random windows of `seq_len + 1` tokens from each (nanoGPT's `get_batch`).
 
-use super::{Batch, TaskError, Target, token_nll};
+use super::{Batch, Target, TaskError, token_nll};
 use crate::seed;
 use attnlab_model::{LmInput, Model};
-use std::collections::BTreeMap;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub struct TokenStream {
@@ -19,7 +19,13 @@ pub struct TokenStream {
 impl TokenStream {
     /// Splits `ids` into the first `1 - val_fraction` for training and the rest for validation,
     /// and checks both are long enough for one window.
-    pub fn split(ids: Vec<u32>, val_fraction: f64, seq_len: usize, seed: u64, path: &Path) -> Result<Self, TaskError> {
+    pub fn split(
+        ids: Vec<u32>,
+        val_fraction: f64,
+        seq_len: usize,
+        seed: u64,
+        path: &Path,
+    ) -> Result<Self, TaskError> {
         let n_train = ((1.0 - val_fraction) * ids.len() as f64) as usize;
         let (train, val) = (ids[..n_train].to_vec(), ids[n_train..].to_vec());
         let need = seq_len + 1;
@@ -27,32 +33,62 @@ impl TokenStream {
             return Err(TaskError(format!(
                 "corpus {} is too short: {} tokens give {} train / {} validation tokens, each split needs at least {need} \
                  (the training length + 1); use a longer text or a smaller task.seq_len / model.max_seq_len",
-                path.display(), ids.len(), train.len(), val.len()
+                path.display(),
+                ids.len(),
+                train.len(),
+                val.len()
             )));
         }
         Ok(Self { train, val, seq_len, seed })
     }
 
     /// `batch_size` random windows of `t` tokens from `data`, each with its next-token targets.
-    fn windows(&self, data: &[u32], t: usize, rng: &mut impl rand::Rng, batch_size: usize, device: &Device) -> Batch {
-        let (mut x, mut y) = (Vec::with_capacity(batch_size * t), Vec::with_capacity(batch_size * t));
+    fn windows(
+        &self,
+        data: &[u32],
+        t: usize,
+        rng: &mut impl rand::Rng,
+        batch_size: usize,
+        device: &Device,
+    ) -> Batch {
+        let (mut x, mut y) =
+            (Vec::with_capacity(batch_size * t), Vec::with_capacity(batch_size * t));
         for _ in 0..batch_size {
             let start = rng.random_range(0..data.len() - t);
             x.extend(data[start..start + t].iter().map(|&v| v as i64));
             y.extend(data[start + 1..start + t + 1].iter().map(|&v| v as i64));
         }
-        let ids = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [batch_size, t]), device);
-        Batch { input: LmInput::Tokens(ids(x)), target: Target::Tokens { ids: ids(y), mask: None }, tokens: batch_size * t }
+        let ids =
+            |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [batch_size, t]), device);
+        Batch {
+            input: LmInput::Tokens(ids(x)),
+            target: Target::Tokens { ids: ids(y), mask: None },
+            tokens: batch_size * t,
+        }
     }
 
     /// Micro-batch `micro` of optimizer step `step`.
-    pub fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch {
-        self.windows(&self.train, self.seq_len, &mut seed::rng(self.seed, "train", batch_index(step, micro)), batch_size, device)
+    pub fn train_batch(
+        &self,
+        step: usize,
+        micro: usize,
+        batch_size: usize,
+        device: &Device,
+    ) -> Batch {
+        self.windows(
+            &self.train,
+            self.seq_len,
+            &mut seed::rng(self.seed, "train", batch_index(step, micro)),
+            batch_size,
+            device,
+        )
     }
 
     pub fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
         let mut rng = seed::rng(self.seed, "eval", 0);
-        (0..batches).map(|_| self.windows(&self.val, self.seq_len, &mut rng, batch_size, device)).collect()
+        (0..batches)
+            .map(|_| self.windows(&self.val, self.seq_len, &mut rng, batch_size, device))
+            .collect()
     }
 
     /// `Ok` when the validation split holds one window of `len` tokens and its targets.
@@ -68,10 +104,18 @@ impl TokenStream {
 
     /// The fixed validation windows of `len` tokens (a stream of their own), or a one-line error
     /// when the validation split is shorter than one window.
-    pub fn eval_batches_at(&self, len: usize, batches: usize, batch_size: usize, device: &Device) -> Result<Vec<Batch>, TaskError> {
+    pub fn eval_batches_at(
+        &self,
+        len: usize,
+        batches: usize,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<Batch>, TaskError> {
         self.check_eval_window(len)?;
         let mut rng = seed::rng(self.seed, "eval-length", len as u64);
-        Ok((0..batches).map(|_| self.windows(&self.val, len, &mut rng, batch_size, device)).collect())
+        Ok((0..batches)
+            .map(|_| self.windows(&self.val, len, &mut rng, batch_size, device))
+            .collect())
     }
 }
 
@@ -85,7 +129,11 @@ pub fn lm_metrics(model: &Model, batches: &[Batch], chars_per_token: f64) -> BTr
 
 /// Loss per position bucket: for increasing `lengths` ℓ₁ < … < ℓₖ, `loss@ℓᵢ` is the mean
 /// next-token loss at positions [ℓᵢ₋₁, ℓᵢ) (ℓ₀ = 0) of `batches`, windows of ℓₖ tokens.
-pub fn loss_per_position_bucket(model: &Model, batches: &[Batch], lengths: &[usize]) -> BTreeMap<String, f64> {
+pub fn loss_per_position_bucket(
+    model: &Model,
+    batches: &[Batch],
+    lengths: &[usize],
+) -> BTreeMap<String, f64> {
     let Some(&longest) = lengths.last() else { return BTreeMap::new() };
     let mut sum_per_position = vec![0.0f64; longest];
     let mut rows = 0usize;
@@ -93,7 +141,8 @@ pub fn loss_per_position_bucket(model: &Model, batches: &[Batch], lengths: &[usi
         let Target::Tokens { ids, .. } = &batch.target else { continue };
         let nll = token_nll(model.forward(batch.input.clone()), ids);
         rows += nll.dims()[0];
-        let per_position = nll.sum_dim(0).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 losses");
+        let per_position =
+            nll.sum_dim(0).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 losses");
         for (s, v) in sum_per_position.iter_mut().zip(per_position) {
             *s += v as f64;
         }
@@ -102,7 +151,10 @@ pub fn loss_per_position_bucket(model: &Model, batches: &[Batch], lengths: &[usi
     let mut out = BTreeMap::new();
     for &end in lengths {
         let bucket = &sum_per_position[start..end];
-        out.insert(format!("loss@{end}"), bucket.iter().sum::<f64>() / (bucket.len() * rows.max(1)) as f64);
+        out.insert(
+            format!("loss@{end}"),
+            bucket.iter().sum::<f64>() / (bucket.len() * rows.max(1)) as f64,
+        );
         start = end;
     }
     out
@@ -111,10 +163,16 @@ pub fn loss_per_position_bucket(model: &Model, batches: &[Batch], lengths: &[usi
 /// Reads a UTF-8 corpus with one-line errors for the usual mistakes.
 pub fn read_corpus(path: &Path) -> Result<String, TaskError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        TaskError(format!("cannot read corpus {}: {e} (set task.path to a UTF-8 text file)", path.display()))
+        TaskError(format!(
+            "cannot read corpus {}: {e} (set task.path to a UTF-8 text file)",
+            path.display()
+        ))
     })?;
     if bytes.is_empty() {
-        return Err(TaskError(format!("corpus {} is empty: point task.path at a text file with content", path.display())));
+        return Err(TaskError(format!(
+            "corpus {} is empty: point task.path at a text file with content",
+            path.display()
+        )));
     }
     String::from_utf8(bytes).map_err(|e| {
         TaskError(format!(

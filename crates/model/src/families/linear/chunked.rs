@@ -34,7 +34,11 @@ pub fn causal(
     let n = t.div_ceil(c);
     let pad = n * c - t;
     let to_chunks = |x: Tensor<4>, width: usize| {
-        let x = if pad > 0 { x.pad((0, 0, 0, pad), burn::tensor::ops::PadMode::Constant(0.0)) } else { x };
+        let x = if pad > 0 {
+            x.pad((0, 0, 0, pad), burn::tensor::ops::PadMode::Constant(0.0))
+        } else {
+            x
+        };
         x.reshape([b * h, n, c, width])
     };
     let (qc, kc, vc) = (to_chunks(q, f), to_chunks(k, f), to_chunks(v, dv));
@@ -48,8 +52,12 @@ pub fn causal(
     let chunk_kv = kc.clone().swap_dims(2, 3).matmul(vc); // [bh, n, f, dv]
     let chunk_k = kc.sum_dim(2); // [bh, n, 1, f]
     let (kv0, k0) = match state {
-        Some(s) => (s.kv.clone().reshape([b * h, 1, f, dv]), s.k_sum.clone().reshape([b * h, 1, 1, f])),
-        None => (Tensor::zeros([b * h, 1, f, dv], &device), Tensor::zeros([b * h, 1, 1, f], &device)),
+        Some(s) => {
+            (s.kv.clone().reshape([b * h, 1, f, dv]), s.k_sum.clone().reshape([b * h, 1, 1, f]))
+        }
+        None => {
+            (Tensor::zeros([b * h, 1, f, dv], &device), Tensor::zeros([b * h, 1, 1, f], &device))
+        }
     };
     let kv_incl = chunk_kv.cumsum(1) + kv0.clone();
     let k_incl = chunk_k.cumsum(1) + k0.clone();

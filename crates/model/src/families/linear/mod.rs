@@ -21,11 +21,13 @@ pub mod parallel;
 pub mod recurrent;
 
 use crate::feature_map::{
-    DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, DENOMINATOR_EPS, FeatureMap, FeatureMapKind, LinearForm,
-    Normalizer, safe_denominator,
+    DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, DENOMINATOR_EPS, FeatureMap,
+    FeatureMapKind, LinearForm, Normalizer, safe_denominator,
 };
 use crate::heads::{HeadProjection, sequence_diagnostics};
-use crate::mixer::{MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo};
+use crate::mixer::{
+    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+};
 use crate::options::{parse_options, split_choice, write_with_options};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
@@ -41,7 +43,6 @@ pub struct LinearAttentionSums {
     /// `[batch, heads, F]`: `Σ_j φ(k_j)`.
     pub k_sum: Tensor<3>,
 }
-
 
 /// `linear:<map>[:feature_dim=N][:features=N][:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N]`.
 /// The options after the map are this struct's fields (see [`crate::options`]).
@@ -92,7 +93,14 @@ impl MixerFamily for LinearAttentionConfig {
     type Module = LinearAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-        let (kind, options) = split_choice(parts, Self::NAME, "feature map", &FeatureMapKind::ALL, FeatureMapKind::name, spec)?;
+        let (kind, options) = split_choice(
+            parts,
+            Self::NAME,
+            "feature map",
+            &FeatureMapKind::ALL,
+            FeatureMapKind::name,
+            spec,
+        )?;
         let c = Self { feature_map: kind, ..parse_options(options, spec)? };
         kind.check_options(c.feature_dim, c.features, |m| format!("linear:{}", m.name()))
             .map_err(|reason| SpecError::new(spec, reason))?;
@@ -104,7 +112,9 @@ impl MixerFamily for LinearAttentionConfig {
 
     fn validate(&self, dims: &MixerDims) -> Result<(), String> {
         if self.feature_map == FeatureMapKind::Cosformer && dims.max_seq_len == 0 {
-            return Err("linear:cosformer needs model.max_seq_len > 0 (its re-weighting period)".into());
+            return Err(
+                "linear:cosformer needs model.max_seq_len > 0 (its re-weighting period)".into()
+            );
         }
         Ok(())
     }
@@ -134,12 +144,27 @@ impl MixerFamily for LinearAttentionConfig {
 
     fn catalogue() -> Vec<VariantInfo> {
         vec![
-            VariantInfo { spec: "linear:identity", formula: "φ(x) = x: seed 1's linear attention (denominator sign-safe)" },
-            VariantInfo { spec: "linear:elu1", formula: "φ(x) = elu(x) + 1 (Katharopoulos et al. 2020)" },
+            VariantInfo {
+                spec: "linear:identity",
+                formula: "φ(x) = x: seed 1's linear attention (denominator sign-safe)",
+            },
+            VariantInfo {
+                spec: "linear:elu1",
+                formula: "φ(x) = elu(x) + 1 (Katharopoulos et al. 2020)",
+            },
             VariantInfo { spec: "linear:relu", formula: "φ(x) = max(x, 0)" },
-            VariantInfo { spec: "linear:cosformer", formula: "φ(x_i) = [relu(x_i) cos(πi/2M), relu(x_i) sin(πi/2M)] (Qin et al. 2022)" },
-            VariantInfo { spec: "linear:taylor", formula: "φ(x) = [1, x/d'^¼, x⊗x/√(2d')], d' = 16: φ(q)·φ(k) ≈ exp(q·k/√d') (Based)" },
-            VariantInfo { spec: "linear:performer", formula: "φ(x) = exp(Wx − ‖x‖²/2)/√m, W orthogonal random, x scaled by d^-¼ (FAVOR+)" },
+            VariantInfo {
+                spec: "linear:cosformer",
+                formula: "φ(x_i) = [relu(x_i) cos(πi/2M), relu(x_i) sin(πi/2M)] (Qin et al. 2022)",
+            },
+            VariantInfo {
+                spec: "linear:taylor",
+                formula: "φ(x) = [1, x/d'^¼, x⊗x/√(2d')], d' = 16: φ(q)·φ(k) ≈ exp(q·k/√d') (Based)",
+            },
+            VariantInfo {
+                spec: "linear:performer",
+                formula: "φ(x) = exp(Wx − ‖x‖²/2)/√m, W orthogonal random, x scaled by d^-¼ (FAVOR+)",
+            },
         ]
     }
 }
@@ -166,7 +191,12 @@ pub struct LinearDecodeState {
 
 impl LinearAttention {
     /// Projected, position-encoded and feature-mapped `(φ(q), φ(k), v)` for tokens starting at `offset`.
-    fn features(&self, x: Tensor<3>, rope: Option<&RotaryEncoding>, offset: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    fn features(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let (q, k, v) = self.heads.split_rotated(x, rope, offset);
         (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
     }
@@ -192,14 +222,27 @@ impl SequenceMixer for LinearAttention {
         let (q, k, v) = self.features(x, ctx.rope, 0);
         let y = match (ctx.causal, self.form) {
             (false, _) => bidirectional(q.clone(), k.clone(), v, self.normalize),
-            (true, LinearForm::Parallel) => parallel::causal(q.clone(), k.clone(), v, self.normalize),
-            (true, LinearForm::Chunked) => match crate::fused::causal_linear_attention(q.clone(), k.clone(), v, self.chunk, self.normalize, DENOMINATOR_EPS) {
+            (true, LinearForm::Parallel) => {
+                parallel::causal(q.clone(), k.clone(), v, self.normalize)
+            }
+            (true, LinearForm::Chunked) => match crate::fused::causal_linear_attention(
+                q.clone(),
+                k.clone(),
+                v,
+                self.chunk,
+                self.normalize,
+                DENOMINATOR_EPS,
+            ) {
                 Ok(y) => y,
                 Err((q, k, v)) => chunked::causal(q, k, v, self.chunk, self.normalize, None).0,
             },
-            (true, LinearForm::Recurrent) => recurrent::causal(q.clone(), k.clone(), v, self.normalize, None).0,
+            (true, LinearForm::Recurrent) => {
+                recurrent::causal(q.clone(), k.clone(), v, self.normalize, None).0
+            }
         };
-        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(parallel::weights(q, k, ctx.causal, self.normalize), ctx.causal));
+        let diagnostics = ctx.diagnostics.then(|| {
+            sequence_diagnostics(parallel::weights(q, k, ctx.causal, self.normalize), ctx.causal)
+        });
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 
@@ -207,7 +250,12 @@ impl SequenceMixer for LinearAttention {
         LinearDecodeState::default()
     }
 
-    fn step(&self, x: Tensor<3>, state: &mut LinearDecodeState, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut LinearDecodeState,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
         let seq = x.dims()[1];
         let (q, k, v) = self.features(x, rope, state.position);
         let (y, sums) = if seq == 1 {
@@ -228,7 +276,13 @@ mod tests {
 
     /// The slow, obviously-right oracle on feature-mapped queries and keys, one query at a time
     /// over exactly the keys it sees: `y_i = Σ_j (φq_i·φk_j) v_j / Σ_j φq_i·φk_j`.
-    fn naive_linear_attention(fq: &Tensor<4>, fk: &Tensor<4>, v: &Tensor<4>, normalize: bool, causal: bool) -> Tensor<4> {
+    fn naive_linear_attention(
+        fq: &Tensor<4>,
+        fk: &Tensor<4>,
+        v: &Tensor<4>,
+        normalize: bool,
+        causal: bool,
+    ) -> Tensor<4> {
         let out = visible_rows(fq, fk, v, causal).into_iter().map(|(qi, keys, vals)| {
             let sims = qi.matmul(keys.swap_dims(2, 3)); // [b,h,1,n]
             let num = sims.clone().matmul(vals);
@@ -244,7 +298,11 @@ mod tests {
     /// Raw q, k, v for `seq` tokens with head width `d`.
     fn qkv(seq: usize, d: usize, seed: u64) -> [Tensor<4>; 3] {
         let dev = device();
-        [randn([2, 2, seq, d], seed, &dev), randn([2, 2, seq, d], seed + 1, &dev), randn([2, 2, seq, 3], seed + 2, &dev)]
+        [
+            randn([2, 2, seq, d], seed, &dev),
+            randn([2, 2, seq, d], seed + 1, &dev),
+            randn([2, 2, seq, 3], seed + 2, &dev),
+        ]
     }
 
     /// Every feature map, with and without the denominator, causal and bidirectional: the
@@ -289,7 +347,9 @@ mod tests {
         for normalize in [true, false] {
             let inputs = qkv(9, 4, 500 + normalize as u64);
             let run = |form: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
-                output_and_grads(&inputs, 77, |x| form(map.apply(x[0].clone(), 0), map.apply(x[1].clone(), 0), x[2].clone()))
+                output_and_grads(&inputs, 77, |x| {
+                    form(map.apply(x[0].clone(), 0), map.apply(x[1].clone(), 0), x[2].clone())
+                })
             };
             let (par, par_g) = run(&|q, k, v| parallel::causal(q, k, v, normalize));
             let (rec, rec_g) = run(&|q, k, v| recurrent::causal(q, k, v, normalize, None).0);
@@ -313,11 +373,37 @@ mod tests {
     fn carried_state_continues_the_sequence() {
         let [q, k, v] = qkv(10, 4, 600);
         let full = parallel::causal(q.clone(), k.clone(), v.clone(), true);
-        let (first, state) = chunked::causal(q.clone().narrow(2, 0, 6), k.clone().narrow(2, 0, 6), v.clone().narrow(2, 0, 6), 4, true, None);
-        let (rest, _) = chunked::causal(q.clone().narrow(2, 6, 4), k.clone().narrow(2, 6, 4), v.clone().narrow(2, 6, 4), 3, true, Some(&state));
+        let (first, state) = chunked::causal(
+            q.clone().narrow(2, 0, 6),
+            k.clone().narrow(2, 0, 6),
+            v.clone().narrow(2, 0, 6),
+            4,
+            true,
+            None,
+        );
+        let (rest, _) = chunked::causal(
+            q.clone().narrow(2, 6, 4),
+            k.clone().narrow(2, 6, 4),
+            v.clone().narrow(2, 6, 4),
+            3,
+            true,
+            Some(&state),
+        );
         assert_close(Tensor::cat(vec![first, rest], 2), full.clone(), 1e-4, "chunked with state");
-        let (_, state) = recurrent::causal(q.clone().narrow(2, 0, 6), k.clone().narrow(2, 0, 6), v.clone().narrow(2, 0, 6), true, None);
-        let (rest, _) = recurrent::causal(q.narrow(2, 6, 4), k.narrow(2, 6, 4), v.narrow(2, 6, 4), true, Some(&state));
+        let (_, state) = recurrent::causal(
+            q.clone().narrow(2, 0, 6),
+            k.clone().narrow(2, 0, 6),
+            v.clone().narrow(2, 0, 6),
+            true,
+            None,
+        );
+        let (rest, _) = recurrent::causal(
+            q.narrow(2, 6, 4),
+            k.narrow(2, 6, 4),
+            v.narrow(2, 6, 4),
+            true,
+            Some(&state),
+        );
         assert_close(rest, full.narrow(2, 6, 4), 1e-4, "recurrent with state");
     }
 
@@ -327,18 +413,44 @@ mod tests {
     #[test]
     fn fused_linear_attention_matches_the_composed_chunked_form() {
         let d = device();
-        for (seed, (b, h, t, f, dv, chunk)) in [(2, 2, 13, 4, 3, 4), (1, 3, 16, 8, 8, 8), (1, 1, 5, 3, 2, 64)].into_iter().enumerate() {
+        for (seed, (b, h, t, f, dv, chunk)) in
+            [(2, 2, 13, 4, 3, 4), (1, 3, 16, 8, 8, 8), (1, 1, 5, 3, 2, 64)].into_iter().enumerate()
+        {
             for normalize in [true, false] {
                 for positive in [true, false] {
-                    let feats = |x: Tensor<4>| if positive { burn::tensor::activation::elu(x, 1.0) + 1.0 } else { x };
-                    let inputs = [randn([b, h, t, f], 80 + seed as u64, &d), randn([b, h, t, f], 81 + seed as u64, &d), randn([b, h, t, f.max(dv)], 82, &d)];
-                    let what = format!("b{b} h{h} t{t} f{f} dv{dv} chunk{chunk} normalize={normalize} positive={positive}");
+                    let feats = |x: Tensor<4>| {
+                        if positive { burn::tensor::activation::elu(x, 1.0) + 1.0 } else { x }
+                    };
+                    let inputs = [
+                        randn([b, h, t, f], 80 + seed as u64, &d),
+                        randn([b, h, t, f], 81 + seed as u64, &d),
+                        randn([b, h, t, f.max(dv)], 82, &d),
+                    ];
+                    let what = format!(
+                        "b{b} h{h} t{t} f{f} dv{dv} chunk{chunk} normalize={normalize} positive={positive}"
+                    );
                     let v_of = |x: &Tensor<4>| x.clone().narrow(3, 0, dv);
                     let (fast, fast_g) = output_and_grads(&inputs, 83, |x| {
-                        crate::fused::causal_linear_attention(feats(x[0].clone()), feats(x[1].clone()), v_of(&x[2]), chunk, normalize, DENOMINATOR_EPS).expect("flex")
+                        crate::fused::causal_linear_attention(
+                            feats(x[0].clone()),
+                            feats(x[1].clone()),
+                            v_of(&x[2]),
+                            chunk,
+                            normalize,
+                            DENOMINATOR_EPS,
+                        )
+                        .expect("flex")
                     });
                     let (slow, slow_g) = output_and_grads(&inputs, 83, |x| {
-                        chunked::causal(feats(x[0].clone()), feats(x[1].clone()), v_of(&x[2]), chunk, normalize, None).0
+                        chunked::causal(
+                            feats(x[0].clone()),
+                            feats(x[1].clone()),
+                            v_of(&x[2]),
+                            chunk,
+                            normalize,
+                            None,
+                        )
+                        .0
                     });
                     assert_close(fast, slow, 1e-4, &format!("{what}: output"));
                     for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {

@@ -27,7 +27,8 @@ pub fn causal(
     };
     let mut outputs = Vec::with_capacity(t);
     for i in 0..t {
-        let (qi, ki, vi) = (q.clone().narrow(2, i, 1), k.clone().narrow(2, i, 1), v.clone().narrow(2, i, 1));
+        let (qi, ki, vi) =
+            (q.clone().narrow(2, i, 1), k.clone().narrow(2, i, 1), v.clone().narrow(2, i, 1));
         kv = kv + ki.clone().swap_dims(2, 3).matmul(vi);
         k_sum = k_sum + ki.reshape([b, h, f]);
         let num = qi.clone().matmul(kv.clone());
