@@ -12,13 +12,16 @@
 //! as a band. This file decides what a page holds and writes it out; the charts themselves are
 //! drawn, and rasterised to PNG, by `crate::plots`.
 
-use crate::compare::{ArmResult, Results, RunRecord};
+use crate::compare::{ArmResult, LayerCurve, Results, RunRecord};
 use crate::plots::{Series, bar_chart, line_chart, svg_to_png, system_fonts};
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// A mean curve `(x, y)` and its band `(x, min, max)`.
+pub type MeanBand = (Vec<(f64, f64)>, Vec<(f64, f64, f64)>);
+
 /// Mean over curves at the steps all of them have, with the min and max as a band.
-pub fn mean_band(curves: &[&[(usize, f64)]]) -> (Vec<(f64, f64)>, Vec<(f64, f64, f64)>) {
+pub fn mean_band(curves: &[&[(usize, f64)]]) -> MeanBand {
     let Some(first) = curves.first() else { return (Vec::new(), Vec::new()) };
     let mut mean = Vec::new();
     let mut band = Vec::new();
@@ -81,7 +84,7 @@ pub fn plots(results: &Results) -> Vec<(String, String, String)> {
 
     // One series per arm and layer of a per-layer curve (entropy, sink mass).
     let per_layer = |layers_of: &dyn Fn(&ArmResult) -> usize,
-                     curve: &dyn Fn(&RunRecord) -> &Vec<(usize, Vec<f64>)>|
+                     curve: &dyn Fn(&RunRecord) -> &LayerCurve|
      -> Vec<Series> {
         let mut all = Vec::new();
         for arm in &results.arms {

@@ -712,7 +712,8 @@ fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(),
         })?;
         let last = i + 1 == parts.len();
         // `task.kind` may switch the task; other keys must already exist.
-        if !table.contains_key(*part) && !(last && part == &"kind") {
+        let switches_task = last && *part == "kind";
+        if !table.contains_key(*part) && !switches_task {
             let mut valid: Vec<&String> = table.keys().collect();
             valid.sort();
             let valid: Vec<&str> = valid.iter().map(|s| s.as_str()).collect();

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod io_error;
 pub mod metrics;
 pub mod params;
 pub mod progress;
@@ -21,9 +22,10 @@ pub mod util;
 
 pub use config::{ConfigError, RunConfig, TaskConfig, TrainConfig};
 pub use metrics::{EvalRecord, MetricsRecord, TrainRecord, read_metrics};
+pub use progress::Verbosity;
 pub use run_dir::RunDir;
 pub use task::{Batch, MainMetric, Target, Task, TaskError};
-pub use trainer::{TrainError, TrainOutcome, Verbosity, train};
+pub use trainer::{TrainError, TrainOutcome, train};
 
 /// The Burn release this build is pinned to (recorded in `meta.json`).
 pub const BURN_VERSION: &str = "0.22.1";

@@ -10,10 +10,13 @@
 //! with one odd value still reads. Lines that are not records (a line torn by a kill mid-write)
 //! are skipped.
 
-use crate::run_dir::{METRICS_FILE, RunDirError};
+use crate::io_error::RunDirError;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The run directory's metrics log, one JSON record per line.
+pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// One line of `metrics.jsonl`. Untagged: the keys tell the kinds apart, as they always have.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

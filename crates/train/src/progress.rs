@@ -1,10 +1,20 @@
 //! What the training loop prints: a progress bar with loss and ETA on a terminal, plain
 //! periodic lines when stdout is a file or a pipe (CI logs, `| tee`), nothing when quiet.
 
-use crate::trainer::Verbosity;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+
+/// How much the loop prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Nothing (used by `compare`, which prints one line per run).
+    Quiet,
+    /// A progress bar on a terminal, plain periodic lines otherwise.
+    Auto,
+    /// Plain periodic lines.
+    Lines,
+}
 
 pub struct Progress {
     verbosity: Verbosity,
@@ -81,12 +91,14 @@ pub fn text_chart(points: &[(usize, f64)], width: usize, height: usize) -> Strin
     let span = (hi - lo).max(1e-12);
     let columns = width.min(points.len());
     let mut grid = vec![vec![' '; columns]; height];
-    for col in 0..columns {
-        // Each column shows the mean of the points that fall in it.
+    // Each column shows the mean of the points that fall in it.
+    let column_rows = (0..columns).map(|col| {
         let from = col * points.len() / columns;
         let to = ((col + 1) * points.len() / columns).max(from + 1);
         let mean = points[from..to].iter().map(|p| p.1).sum::<f64>() / (to - from) as f64;
-        let row = ((hi - mean) / span * (height - 1) as f64).round() as usize;
+        ((hi - mean) / span * (height - 1) as f64).round() as usize
+    });
+    for (col, row) in column_rows.enumerate() {
         grid[row.min(height - 1)][col] = '*';
     }
     let mut out = String::new();

@@ -21,6 +21,7 @@
 //! is never stale: the next writer simply takes it. Readers (`eval`, `sample`, `export`) do
 //! not lock; they read only complete, renamed files.
 
+pub use crate::io_error::RunDirError;
 use crate::metrics::MetricsRecord;
 use crate::tensorboard;
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 pub const CONFIG_FILE: &str = "config.toml";
 pub const META_FILE: &str = "meta.json";
-pub const METRICS_FILE: &str = "metrics.jsonl";
+pub use crate::metrics::METRICS_FILE;
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
@@ -112,14 +113,6 @@ impl WriterLock {
             Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
         }
     }
-}
-
-/// I/O failure with the path it concerns.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct RunDirError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {

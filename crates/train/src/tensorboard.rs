@@ -46,7 +46,7 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 
 fn masked_crc(bytes: &[u8]) -> u32 {
     let c = crc32c(bytes);
-    ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// One TFRecord: length, its CRC, the payload, its CRC.

@@ -10,7 +10,7 @@ use crate::checkpoint::{self, Loaded};
 use crate::config::RunConfig;
 use crate::metrics::{EvalRecord, MetricsRecord, TrainRecord};
 use crate::params;
-use crate::progress::Progress;
+use crate::progress::{Progress, Verbosity};
 use crate::run_dir::{self, RunDir, TrainState};
 use crate::seed;
 use crate::task::{self, Batch, Task};
@@ -22,17 +22,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// How much the loop prints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verbosity {
-    /// Nothing (used by `compare`, which prints one line per run).
-    Quiet,
-    /// A progress bar on a terminal, plain periodic lines otherwise.
-    Auto,
-    /// Plain periodic lines.
-    Lines,
-}
 
 /// Why a run stopped without finishing.
 #[derive(Debug, thiserror::Error)]

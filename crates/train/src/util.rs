@@ -56,6 +56,22 @@ pub fn splitmix64(z: u64) -> u64 {
     SplitMix64::new(z).next_u64()
 }
 
+/// A path written in the file `base_file`, resolved the way a user expects: an absolute path as
+/// it is; a relative one against the directory of `base_file` (so a preset works from any
+/// working directory), made absolute, when something exists there; otherwise as written,
+/// against the working directory (how presets and run directories from before this rule name
+/// their files).
+pub fn resolve_beside(base_file: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let beside = base_file.parent().unwrap_or(std::path::Path::new("")).join(path);
+    match beside.exists() {
+        true => beside.canonicalize().unwrap_or(beside),
+        false => path.to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,21 +112,5 @@ mod tests {
             counts[rng.below(3)] += 1;
         }
         assert!(counts.iter().all(|&c| c > 900), "{counts:?}");
-    }
-}
-
-/// A path written in the file `base_file`, resolved the way a user expects: an absolute path as
-/// it is; a relative one against the directory of `base_file` (so a preset works from any
-/// working directory), made absolute, when something exists there; otherwise as written,
-/// against the working directory (how presets and run directories from before this rule name
-/// their files).
-pub fn resolve_beside(base_file: &std::path::Path, path: &std::path::Path) -> std::path::PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    let beside = base_file.parent().unwrap_or(std::path::Path::new("")).join(path);
-    match beside.exists() {
-        true => beside.canonicalize().unwrap_or(beside),
-        false => path.to_path_buf(),
     }
 }

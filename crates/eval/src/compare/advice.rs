@@ -2,7 +2,7 @@
 //! "swap with monitoring and a way back" advice, whose alarms are the ranges the arm showed in
 //! the comparison.
 
-use super::analyse::ArmResult;
+use super::results::ArmResult;
 use crate::stats::{Summary, Verdict};
 
 /// The baseline's line: its mean final metric and the half-width of its 95% interval.
@@ -93,7 +93,8 @@ pub const RELIABLE_SEEDS: usize = 5;
 pub fn at_chance(value: f64, chance: f64, higher_is_better: bool) -> bool {
     let perfect = if higher_is_better { 1.0 } else { 0.0 };
     let closed = (value - chance) / (perfect - chance);
-    !(closed >= 0.1)
+    // NaN (no chance level to close from) counts as at chance.
+    closed.is_nan() || closed < 0.1
 }
 
 /// The report's one-line decision, for someone who reads nothing else: adopt, do not adopt or

@@ -40,14 +40,16 @@
 mod advice;
 mod analyse;
 pub mod plan;
+mod results;
 mod run;
 pub mod slurm;
 mod spec;
 
-pub use analyse::{ArmResult, Results, analyse};
+pub use analyse::analyse;
 pub use plan::{PlanEntry, RunStatus, prepare_dir, read_comparison, read_plan};
+pub use results::{ArmResult, Results};
 pub use run::{
-    EXECUTOR_PID_VAR, EntryError, LocalExecutor, RunRecord, execute, format_duration, read_curves,
-    read_record, read_records, run_all, run_entry,
+    EXECUTOR_PID_VAR, EntryError, LayerCurve, LocalExecutor, RunRecord, execute, format_duration,
+    read_curves, read_record, read_records, run_all, run_entry,
 };
 pub use spec::{Arm, ArmSpec, CompareSpec, Comparison, GridPoint, PlannedRun, task_preset};

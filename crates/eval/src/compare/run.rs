@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What one run contributes to the report, read from its run directory.
+/// A per-layer value at each evaluation: `(step, one value per layer)`.
+pub type LayerCurve = Vec<(usize, Vec<f64>)>;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunRecord {
     /// The plan entry's id (`<arm>/lr<lr>-seed<seed>`).
@@ -43,10 +46,10 @@ pub struct RunRecord {
     pub grad_norm: Vec<(usize, f64)>,
     pub eval_metric: Vec<(usize, f64)>,
     /// `(step, entropy per layer)` at each evaluation.
-    pub entropy: Vec<(usize, Vec<f64>)>,
+    pub entropy: LayerCurve,
     /// `(step, sink mass per layer)` at each evaluation.
     #[serde(default)]
-    pub sink_mass: Vec<(usize, Vec<f64>)>,
+    pub sink_mass: LayerCurve,
     /// Every metric of the last evaluation (e.g. in-context regression's error per example).
     #[serde(default)]
     pub final_eval: std::collections::BTreeMap<String, f64>,

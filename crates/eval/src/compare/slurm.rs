@@ -14,23 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Resources and extras for the array's tasks: `[slurm]` in a comparison file, each overridden
-/// by its `--slurm-*` flag.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SlurmOptions {
-    /// At most this many array tasks at once (`--array=...%M`).
-    pub max_parallel: Option<usize>,
-    /// CPUs per task (default 1); the run uses that many threads.
-    pub cpus_per_task: Option<usize>,
-    /// `--mem` per task (e.g. `4G`).
-    pub mem: Option<String>,
-    /// `--time` per task (e.g. `01:00:00`).
-    pub time: Option<String>,
-    pub partition: Option<String>,
-    /// Further `#SBATCH` options, passed through as given (e.g. `--gres=gpu:1`, `--account=lab`).
-    pub sbatch: Vec<String>,
-}
+pub use super::spec::SlurmOptions;
 
 /// What one submission sent to Slurm; the list of them is kept in `slurm/jobs.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -40,7 +40,7 @@ pub struct CompareSpec {
     /// `[slurm]`: resources for `--executor slurm` (its flags override them). Not part of what
     /// the comparison is, so changing them between submissions is allowed.
     #[serde(default)]
-    pub slurm: super::slurm::SlurmOptions,
+    pub slurm: SlurmOptions,
     #[serde(rename = "arm")]
     pub arms: Vec<ArmSpec>,
 }
@@ -344,6 +344,24 @@ pub struct PlannedRun {
     pub seed: u64,
     pub lr: f64,
     pub config: RunConfig,
+}
+
+/// Resources and extras for the array's tasks: `[slurm]` in a comparison file, each overridden
+/// by its `--slurm-*` flag.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlurmOptions {
+    /// At most this many array tasks at once (`--array=...%M`).
+    pub max_parallel: Option<usize>,
+    /// CPUs per task (default 1); the run uses that many threads.
+    pub cpus_per_task: Option<usize>,
+    /// `--mem` per task (e.g. `4G`).
+    pub mem: Option<String>,
+    /// `--time` per task (e.g. `01:00:00`).
+    pub time: Option<String>,
+    pub partition: Option<String>,
+    /// Further `#SBATCH` options, passed through as given (e.g. `--gres=gpu:1`, `--account=lab`).
+    pub sbatch: Vec<String>,
 }
 
 #[cfg(test)]

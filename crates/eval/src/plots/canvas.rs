@@ -248,7 +248,7 @@ mod tests {
         let long =
             "MQAR accuracy vs softmax layers in a 4-layer Gated DeltaNet stack (best lr per stack)";
         let size = title_font_size(long);
-        assert!(size < 15.0 && size >= 9.0, "{size}");
+        assert!((9.0..15.0).contains(&size), "{size}");
         assert!(0.6 * size * long.chars().count() as f64 <= WIDTH - 16.0 + 1e-9, "{size}");
         let mut svg = String::new();
         open_document(&mut svg, long);

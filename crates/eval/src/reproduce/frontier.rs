@@ -21,10 +21,11 @@
 //! `paper`: every family on zoology's vocabulary-8192 task at length 256 with 16 pairs
 //! (`configs/mqar-paper.toml`), widths 64/128/256, its four learning rates, 3 seeds.
 
-use super::gaps::{MqarSize, mean, read_preset, with_size};
+use super::gaps::{MqarSize, mean, with_size};
+use super::harness::read_preset;
+use super::harness::{Check, Outcome, Size};
 use super::order::{Relation, half_range};
 use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
-use super::{Check, Outcome, Size};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, accuracy_chart};
 use crate::report::{Plot, Table, fmt};
@@ -214,7 +215,7 @@ pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         "Preset `{preset}` (MQAR, {}, 2 layers, one head, no MLP) at widths {widths:?}, {seeds} \
          seed(s), learning rates {lrs:?}, each family at its best lr per width. Decode state: floats one sequence's \
          decoding state holds after the whole sequence, both layers, each family counting its own (zoology's definition).",
-        super::mqar_task_words(&base)
+        super::harness::mqar_task_words(&base)
     );
     write_joined(
         "recall-frontier",

@@ -1,9 +1,9 @@
 //! The training reproductions: each is one or more comparisons (see `compare`) with a fixed
 //! set of arms, plus the tables, plots and checks its question needs.
 
+use super::harness::{Check, Outcome, Size, read_preset, run_compare, spec};
 use super::order::{Relation, half_range};
 use super::widths::Cell;
-use super::{Check, Outcome, Size, run_compare};
 use crate::compare::LocalExecutor;
 use crate::compare::{Comparison, Results};
 use crate::plots::{Series, accuracy_chart, line_chart};
@@ -11,25 +11,6 @@ use crate::report::{self, Plot, Section, Table, fmt};
 use attnlab_train::{RunConfig, TaskConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// A reproduction's preset, read once; each reproduction then sets its sizes as fields (every
-/// run's config is validated when the comparison is planned).
-pub(super) fn read_preset(path: &str) -> Result<RunConfig, String> {
-    RunConfig::read(Path::new(path)).map_err(|e| e.to_string())
-}
-
-/// A comparison of `(name, mixer)` arms on `base`, over seeds `1..=seeds`.
-pub(super) fn spec(
-    base: &RunConfig,
-    seeds: u64,
-    lrs: &[f64],
-    target: Option<f64>,
-    arms: &[(&str, &str)],
-) -> Result<Comparison, String> {
-    let mut comparison = Comparison::of_mixers(base, arms, (1..=seeds).collect(), lrs.to_vec())?;
-    comparison.target = target;
-    Ok(comparison)
-}
 
 /// Arms named after their mixer.
 fn by_mixer<'a>(mixers: &[&'a str]) -> Vec<(&'a str, &'a str)> {
@@ -506,14 +487,9 @@ pub(super) fn with_size(
 /// 4/8/16 pairs, widths 64 to 512, zoology's four learning rates.
 pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
     let pairs = |pairs| Some(MqarSize { pairs, length_and_batch: None });
-    let (preset, task_sizes, widths, seeds, lrs, solve_from): (
-        &str,
-        Vec<Option<MqarSize>>,
-        Vec<usize>,
-        u64,
-        Vec<f64>,
-        usize,
-    ) = match size {
+    // (preset, task sizes, widths, seeds, lrs, the width from which softmax must solve)
+    type Grid = (&'static str, Vec<Option<MqarSize>>, Vec<usize>, u64, Vec<f64>, usize);
+    let (preset, task_sizes, widths, seeds, lrs, solve_from): Grid = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![None], vec![32], 2, vec![], 32),
         Size::Full => (
             "configs/mqar-short.toml",
@@ -673,98 +649,6 @@ pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome,
         plots,
         out,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every run of mqar-gap's full size is a valid config (42 per pair count and width: seven
-    /// arms × two seeds × three lrs), planned before any of them trains.
-    #[test]
-    fn mqar_gap_full_plans_every_cell() {
-        let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-short.toml");
-        let base = read_preset(preset).unwrap();
-        let mut arms = vec![("softmax", "softmax")];
-        arms.extend(LINEAR_MAPS);
-        for pairs in [4, 8] {
-            let config =
-                with_size(&base, Some(MqarSize { pairs, length_and_batch: None }), preset).unwrap();
-            let TaskConfig::Mqar(task) = &config.task else { panic!("mqar") };
-            assert_eq!(task.num_kv_pairs, pairs);
-            for width in [32, 64, 128] {
-                let mut config = config.clone();
-                config.model.d_model = width;
-                let plan = spec(&config, MQAR_FULL_SEEDS, &MQAR_FULL_LRS, Some(0.9), &arms)
-                    .unwrap()
-                    .plan()
-                    .unwrap();
-                assert_eq!(plan.len(), 42, "{pairs} pairs, width {width}");
-            }
-        }
-    }
-
-    #[test]
-    fn worst_error_is_the_largest_late_error_over_every_seed() {
-        let eval = |errs: &[(usize, f64)]| -> BTreeMap<String, f64> {
-            let mut m: BTreeMap<String, f64> =
-                errs.iter().map(|&(k, v)| (format!("err_k{k:02}"), v)).collect();
-            m.insert("lsq_k09".into(), 5.0);
-            m.insert("loss".into(), 7.0);
-            m
-        };
-        let a = eval(&[(3, 0.9), (7, 0.05), (8, 0.02), (10, 0.01)]);
-        let b = eval(&[(6, 0.5), (7, 0.04), (9, 0.08), (10, 0.03)]);
-        // k = 3 and 6 are before the threshold; lsq_ and loss are not errors of the model.
-        assert_eq!(worst_error(&[&a, &b], 7), (0.08, 9));
-        assert_eq!(worst_error(&[&a, &b], 10), (0.03, 10));
-        assert_eq!(worst_error(&[&a], 3), (0.9, 3));
-        // A run with no error past the threshold (diverged, or too few points) is no evidence.
-        let (worst, _) = worst_error(&[&a, &eval(&[(3, 0.1)])], 7);
-        assert!(worst.is_nan());
-        assert!(worst_error(&[], 7).0.is_nan());
-        assert_eq!(
-            [
-                examples_of("err_k07"),
-                examples_of("err_k10"),
-                examples_of("lsq_k07"),
-                examples_of("err_kx")
-            ],
-            [Some(7), Some(10), None, None]
-        );
-    }
-
-    #[test]
-    fn typed_sizes_match_the_override_strings_they_replace() {
-        let preset = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../configs/shakespeare-char-smoke.toml"
-        ));
-        let strings = |sets: &[&str]| {
-            RunConfig::load(preset, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap()
-        };
-        let small = [
-            "model.d_model=64",
-            "model.n_heads=2",
-            "model.n_layers=2",
-            "train.steps=200",
-            "train.warmup_steps=20",
-            "train.eval_every=50",
-            "train.eval_batches=8",
-            "train.log_every=10",
-            "train.checkpoint_every=0",
-        ];
-        let read = || RunConfig::read(preset).unwrap();
-        assert_eq!(small_char_lm(read()), strings(&small));
-        assert_eq!(
-            eval_every(read(), 100),
-            strings(&["train.eval_every=100", "train.checkpoint_every=0"])
-        );
-        let arms =
-            spec(&read(), 2, &[], None, &[("identity", "linear:identity:norm=none")]).unwrap();
-        assert_eq!(arms.arms[0].config, strings(&["model.mixer=linear:identity:norm=none"]));
-    }
 }
 
 /// One half of length-scaling: a comparison evaluated at several lengths (item counts or
@@ -1119,4 +1003,96 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
         out,
     )?;
     Ok(Outcome { checks, summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every run of mqar-gap's full size is a valid config (42 per pair count and width: seven
+    /// arms × two seeds × three lrs), planned before any of them trains.
+    #[test]
+    fn mqar_gap_full_plans_every_cell() {
+        let preset = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/mqar-short.toml");
+        let base = read_preset(preset).unwrap();
+        let mut arms = vec![("softmax", "softmax")];
+        arms.extend(LINEAR_MAPS);
+        for pairs in [4, 8] {
+            let config =
+                with_size(&base, Some(MqarSize { pairs, length_and_batch: None }), preset).unwrap();
+            let TaskConfig::Mqar(task) = &config.task else { panic!("mqar") };
+            assert_eq!(task.num_kv_pairs, pairs);
+            for width in [32, 64, 128] {
+                let mut config = config.clone();
+                config.model.d_model = width;
+                let plan = spec(&config, MQAR_FULL_SEEDS, &MQAR_FULL_LRS, Some(0.9), &arms)
+                    .unwrap()
+                    .plan()
+                    .unwrap();
+                assert_eq!(plan.len(), 42, "{pairs} pairs, width {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn worst_error_is_the_largest_late_error_over_every_seed() {
+        let eval = |errs: &[(usize, f64)]| -> BTreeMap<String, f64> {
+            let mut m: BTreeMap<String, f64> =
+                errs.iter().map(|&(k, v)| (format!("err_k{k:02}"), v)).collect();
+            m.insert("lsq_k09".into(), 5.0);
+            m.insert("loss".into(), 7.0);
+            m
+        };
+        let a = eval(&[(3, 0.9), (7, 0.05), (8, 0.02), (10, 0.01)]);
+        let b = eval(&[(6, 0.5), (7, 0.04), (9, 0.08), (10, 0.03)]);
+        // k = 3 and 6 are before the threshold; lsq_ and loss are not errors of the model.
+        assert_eq!(worst_error(&[&a, &b], 7), (0.08, 9));
+        assert_eq!(worst_error(&[&a, &b], 10), (0.03, 10));
+        assert_eq!(worst_error(&[&a], 3), (0.9, 3));
+        // A run with no error past the threshold (diverged, or too few points) is no evidence.
+        let (worst, _) = worst_error(&[&a, &eval(&[(3, 0.1)])], 7);
+        assert!(worst.is_nan());
+        assert!(worst_error(&[], 7).0.is_nan());
+        assert_eq!(
+            [
+                examples_of("err_k07"),
+                examples_of("err_k10"),
+                examples_of("lsq_k07"),
+                examples_of("err_kx")
+            ],
+            [Some(7), Some(10), None, None]
+        );
+    }
+
+    #[test]
+    fn typed_sizes_match_the_override_strings_they_replace() {
+        let preset = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../configs/shakespeare-char-smoke.toml"
+        ));
+        let strings = |sets: &[&str]| {
+            RunConfig::load(preset, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap()
+        };
+        let small = [
+            "model.d_model=64",
+            "model.n_heads=2",
+            "model.n_layers=2",
+            "train.steps=200",
+            "train.warmup_steps=20",
+            "train.eval_every=50",
+            "train.eval_batches=8",
+            "train.log_every=10",
+            "train.checkpoint_every=0",
+        ];
+        let read = || RunConfig::read(preset).unwrap();
+        assert_eq!(small_char_lm(read()), strings(&small));
+        assert_eq!(
+            eval_every(read(), 100),
+            strings(&["train.eval_every=100", "train.checkpoint_every=0"])
+        );
+        let arms =
+            spec(&read(), 2, &[], None, &[("identity", "linear:identity:norm=none")]).unwrap();
+        assert_eq!(arms.arms[0].config, strings(&["model.mixer=linear:identity:norm=none"]));
+    }
 }

@@ -14,9 +14,10 @@
 //! the gap checks do not hold: four Gated DeltaNet layers store 4 pairs in 32 × 32 states; what
 //! separates the stacks there is the steps to 0.9, which the summary reports (README).
 
-use super::gaps::{mean, read_preset};
+use super::gaps::mean;
+use super::harness::read_preset;
+use super::harness::{Check, Outcome, Size};
 use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
-use super::{Check, Outcome, Size};
 use crate::compare::LocalExecutor;
 use crate::plots::{Series, accuracy_chart};
 use crate::report::{Plot, Table, fmt};
@@ -134,7 +135,7 @@ pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outc
          each cell is the mean accuracy at queried positions ± half the 95% CI at the stack's best lr, and the median step at which \
          the seeds that reached accuracy {TARGET} first did. Layers are listed \
          bottom to top; the hybrids put softmax last (3:1, as Qwen3-Next) or alternate (1:1).",
-        super::mqar_task_words(&base)
+        super::harness::mqar_task_words(&base)
     );
     write_joined(
         "hybrid-ratio",

@@ -13,82 +13,17 @@
 
 mod frontier;
 mod gaps;
+mod harness;
 mod hybrid;
 mod order;
 pub mod scaling_sim;
 mod widths;
 
-use crate::compare::{Comparison, LocalExecutor, Results, RunRecord, analyse, run_all};
-use crate::report::Table;
-use serde::Serialize;
+pub use harness::{Check, Outcome, Size};
+
+use crate::compare::LocalExecutor;
 use std::path::Path;
 
-/// How big a reproduction runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Size {
-    /// Minutes on 2 CPU cores; what the tests run.
-    Smoke,
-    /// The README's numbers.
-    Full,
-    /// The published configuration (a GPU or a cluster).
-    Paper,
-}
-
-impl Size {
-    pub fn name(self) -> &'static str {
-        match self {
-            Size::Smoke => "smoke",
-            Size::Full => "full",
-            Size::Paper => "paper",
-        }
-    }
-}
-
-impl std::str::FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "smoke" => Ok(Size::Smoke),
-            "full" => Ok(Size::Full),
-            "paper" => Ok(Size::Paper),
-            other => Err(format!("unknown size '{other}': expected smoke, full or paper")),
-        }
-    }
-}
-
-/// An effect a reproduction expects, and whether the measurements show it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub claim: String,
-    pub holds: bool,
-    /// The measured numbers behind the answer.
-    pub evidence: String,
-}
-
-impl Check {
-    pub fn new(claim: impl Into<String>, holds: bool, evidence: impl Into<String>) -> Self {
-        Self { claim: claim.into(), holds, evidence: evidence.into() }
-    }
-    pub fn line(&self) -> String {
-        format!(
-            "{}: {} ({})",
-            if self.holds { "holds" } else { "DOES NOT HOLD" },
-            self.claim,
-            self.evidence
-        )
-    }
-}
-
-/// What a finished reproduction reports besides its files.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub checks: Vec<Check>,
-    /// The headline table (also the first table of the report).
-    pub summary: Table,
-}
-
-/// Every reproduction: name and one line on what it shows.
 pub const REPRODUCTIONS: [(&str, &str); 9] = [
     (
         "scaling-sim",
@@ -145,75 +80,4 @@ pub fn run(name: &str, size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         "recall-frontier" => frontier::recall_frontier(size, out, exec),
         other => check_name(other).and(Err(format!("reproduction '{other}' has no runner"))),
     }
-}
-
-/// "length 64, 4 key-value pairs, vocab 8192": an MQAR config's task in words, for the intros.
-fn mqar_task_words(config: &attnlab_train::RunConfig) -> String {
-    match &config.task {
-        attnlab_train::TaskConfig::Mqar(t) => {
-            format!("length {}, {} key-value pairs, vocab {}", t.seq_len, t.num_kv_pairs, t.vocab)
-        }
-        other => other.name().to_string(),
-    }
-}
-
-/// Trains a comparison into `dir/runs/` and analyses it (the report is written by the caller,
-/// which adds its own sections).
-fn run_compare(
-    spec: &Comparison,
-    title: &str,
-    dir: &Path,
-    exec: &LocalExecutor,
-) -> Result<Results, String> {
-    let mut spec = spec.clone();
-    if let Some(device) = exec.device {
-        for arm in &mut spec.arms {
-            arm.config.device = device;
-        }
-    }
-    let spec = &spec;
-    let plan = spec.plan()?;
-    if exec.plan_only {
-        let steps: usize = plan.iter().map(|r| r.config.train.steps).sum();
-        let (runs, total) = exec.planned.get();
-        exec.planned.set((runs + plan.len(), total + steps));
-        let device = plan.first().map_or(String::new(), |r| r.config.device.to_string());
-        println!(
-            "{title}: {} runs ({} arms x {} lrs x {} seeds), {} steps in all, on {device}",
-            plan.len(),
-            spec.arms.len(),
-            spec.lrs.len().max(1),
-            spec.seeds.len(),
-            steps
-        );
-        // Nothing trains and nothing is read: every run is pending, so the checks come out
-        // unmeasured and the caller's report shows the plan.
-        let entries = crate::compare::plan::entries(spec)?;
-        let records = entries
-            .iter()
-            .map(|e| RunRecord {
-                id: e.id.clone(),
-                arm: e.arm.clone(),
-                seed: e.seed,
-                lr: e.lr,
-                run_dir: dir.join(&e.dir),
-                pending: true,
-                ..Default::default()
-            })
-            .collect();
-        return Ok(analyse(spec, records, title));
-    }
-    if !exec.quiet {
-        println!("{title}: {} runs -> {}", plan.len(), dir.display());
-    }
-    let records = run_all(spec, dir, exec)?;
-    if records.iter().all(|r| r.error.is_some()) {
-        return Err(format!(
-            "every run of '{title}' failed; first error: {}",
-            records[0].error.as_deref().unwrap_or("")
-        ));
-    }
-    // What ran: seeds, learning rates and every arm's resolved config.
-    let _ = std::fs::write(dir.join("spec.toml"), toml::to_string(spec).unwrap_or_default());
-    Ok(analyse(spec, records, title))
 }

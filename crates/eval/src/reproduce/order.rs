@@ -74,15 +74,15 @@ mod tests {
         let (holds, why) = Relation::Above.judge(0.999, 0.996, 0.004);
         assert!(!holds && why.contains("orders nothing"), "{why}");
         // A clear difference, wider than the spread, is an order.
-        assert_eq!(Relation::Above.judge(0.95, 0.40, 0.10).0, true);
+        assert!(Relation::Above.judge(0.95, 0.40, 0.10).0);
         // The difference must also beat the spread when the seeds disagree widely.
-        assert_eq!(Relation::Above.judge(0.60, 0.30, 0.40).0, false);
+        assert!(!Relation::Above.judge(0.60, 0.30, 0.40).0);
         // A reversed order is simply false, with no talk of spread.
         let (holds, why) = Relation::Above.judge(0.30, 0.60, 0.0);
         assert!(!holds && why == "0.300 vs 0.600", "{why}");
         // Equal seeds still need MIN_SEPARATION.
-        assert_eq!(Relation::Above.judge(0.515, 0.50, 0.0).0, false);
-        assert_eq!(Relation::Above.judge(0.53, 0.50, 0.0).0, true);
+        assert!(!Relation::Above.judge(0.515, 0.50, 0.0).0);
+        assert!(Relation::Above.judge(0.53, 0.50, 0.0).0);
     }
 
     #[test]

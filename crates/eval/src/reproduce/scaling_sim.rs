@@ -12,7 +12,7 @@
 //! scaled logits, and divided by s, with respect to the raw dot products), plus the fraction of
 //! saturated rows (largest weight > 0.9). Pure arithmetic in f64: it needs no model.
 
-use super::{Check, Outcome};
+use super::harness::{Check, Outcome};
 use crate::plots::{Series, bar_chart, line_chart};
 use crate::report::{Document, Plot, Section, Table, fmt};
 use attnlab_train::util::median;

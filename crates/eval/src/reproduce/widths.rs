@@ -4,8 +4,7 @@
 //! `results.json` holding every cell's results). A cell is a width, or a width at one of several
 //! task sizes (mqar-gap's pair counts, in `pairs-<n>/width-<w>/`).
 
-use super::gaps::spec;
-use super::{Check, Outcome, Size, run_compare};
+use super::harness::{Check, Outcome, Size, run_compare, spec};
 use crate::compare::{ArmResult, LocalExecutor, Results};
 use crate::report::{self, Plot, Section, Table};
 use attnlab_train::RunConfig;

@@ -3,8 +3,8 @@
 //! reused by resume, eval and sample. Metric: validation loss in nats per token, plus bits per
 //! character (comparable with the char task).
 
+use super::interface::{Batch, Codec, MainMetric, Task, TaskError};
 use super::text::{TokenStream, lm_metrics, read_corpus};
-use super::{Batch, Codec, MainMetric, Task, TaskError};
 use crate::config::BpeConfig;
 use attnlab_model::{Model, ModelInput, ModelIo};
 use burn::tensor::Device;

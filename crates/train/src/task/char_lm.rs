@@ -2,8 +2,8 @@
 //! the vocabulary is the sorted set of characters, the last `val_fraction` of the text is held
 //! out, and the metric is validation loss in nats per character (and bits per character).
 
+use super::interface::{Batch, Codec, MainMetric, Task, TaskError, token_batch_shape};
 use super::text::{TokenStream, lm_metrics, loss_per_position_bucket, read_corpus};
-use super::{Batch, Codec, MainMetric, Task, TaskError, token_batch_shape};
 use crate::config::TextConfig;
 use attnlab_model::{Model, ModelInput, ModelIo};
 use burn::tensor::Device;
@@ -140,7 +140,7 @@ mod tests {
     /// the same windows cut to the training length (a causal model cannot see further).
     #[test]
     fn loss_per_position_bucket_matches_masked_losses() {
-        use crate::task::{Target, score};
+        use crate::task::interface::{Target, score};
         use burn::tensor::Tensor;
         let dir =
             std::env::temp_dir().join(format!("attnlab-charlm-buckets-{}", std::process::id()));
@@ -155,7 +155,7 @@ mod tests {
         };
         let task = CharLm::new(&config, 8, 5, None).unwrap();
         let device = Device::flex();
-        let model = super::super::tiny_model(&task.io(), 32, &device);
+        let model = super::super::interface::tiny_model(&task.io(), 32, &device);
         let batches = task.eval_batches(2, 3, &device);
         assert_eq!(batches[0].tokens, 3 * 8, "trained-length windows");
         let m = task.evaluate(&model, &batches);
@@ -172,7 +172,7 @@ mod tests {
                     .collect();
                 let mask =
                     Tensor::<2>::from_data(burn::tensor::TensorData::new(keep, [3, 32]), &device);
-                let masked = crate::task::Batch {
+                let masked = crate::task::interface::Batch {
                     input: b.input.clone(),
                     target: Target::Tokens { ids: ids.clone(), mask: Some(mask) },
                     tokens: b.tokens,
@@ -194,7 +194,7 @@ mod tests {
             else {
                 panic!("tokens")
             };
-            let cut = crate::task::Batch {
+            let cut = crate::task::interface::Batch {
                 input: attnlab_model::LmInput::Tokens(x.clone().narrow(1, 0, 8)),
                 target: Target::Tokens { ids: ids.clone().narrow(1, 0, 8), mask: None },
                 tokens: 24,

@@ -8,7 +8,7 @@
 //! `curriculum_every` steps. Evaluation reports the error per number of in-context examples next
 //! to least squares (min-norm, via a tiny ridge) and the zero predictor.
 
-use super::{Batch, MainMetric, Target, Task};
+use super::interface::{Batch, MainMetric, Target, Task};
 use crate::config::IclConfig;
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
@@ -118,7 +118,7 @@ impl Task for IclRegression {
     /// Adds `err_k<i>` (model), `lsq_k<i>` (least squares) per number `i` of in-context
     /// examples, and `zero` (the zero predictor), all divided by d.
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
-        let mut m = super::mean_metrics(model, batches);
+        let mut m = super::interface::mean_metrics(model, batches);
         let (d, k) = (self.config.dim, self.config.points);
         let mut model_err = vec![0f64; k];
         let mut lsq_err = vec![0f64; k];

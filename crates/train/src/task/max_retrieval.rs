@@ -11,8 +11,8 @@
 //! disperses as `n` grows past the training range (the max weight falls like `1/n` for fixed
 //! logits), so sharp retrieval fails out of distribution.
 
+use super::interface::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use super::text::batch_index;
-use super::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use crate::config::MaxRetrievalConfig;
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
@@ -182,7 +182,7 @@ mod tests {
     fn evaluation_reports_each_item_count() {
         let task = MaxRetrieval::new(config(), 2);
         let device = Device::flex();
-        let model = super::super::tiny_model(&task.io(), 33, &device);
+        let model = super::super::interface::tiny_model(&task.io(), 33, &device);
         let batches = task.eval_batches(1, 4, &device);
         assert_eq!(batches.iter().map(|b| b.tokens).sum::<usize>(), 10 * 9);
         let m = task.evaluate(&model, &batches);

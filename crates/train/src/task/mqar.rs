@@ -10,8 +10,8 @@
 //! trains on 100k; it shuffles whole epochs, attnlab draws from the pool with replacement, which
 //! shows each sequence as often on average); the evaluation set is fixed by the seed.
 
+use super::interface::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use super::text::batch_index;
-use super::{Batch, MainMetric, Target, Task, mean_metrics, token_batch_shape};
 use crate::config::MqarConfig;
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
@@ -299,7 +299,7 @@ mod tests {
             }
         }
         let device = Device::flex();
-        let model = super::super::tiny_model(&task.io(), 128, &device);
+        let model = super::super::interface::tiny_model(&task.io(), 128, &device);
         let batches = task.eval_batches(1, 4, &device);
         let m = task.evaluate(&model, &batches);
         let keys: Vec<&str> = m.keys().map(String::as_str).collect();

@@ -10,8 +10,8 @@
 //! almost all weight on the spiked row (exp amplifies the one large logit); a linear kernel's
 //! weights grow only polynomially with it, which is the gap seed 1 proves.
 
+use super::interface::{Batch, MainMetric, Target, Task};
 use super::text::batch_index;
-use super::{Batch, MainMetric, Target, Task};
 use crate::config::SeparationConfig;
 use crate::seed;
 use attnlab_model::{LmInput, ModelInput, ModelIo};

@@ -1,7 +1,7 @@
 //! Shared language-modelling data: a token stream split into train and validation parts, and
 //! random windows of `seq_len + 1` tokens from each (nanoGPT's `get_batch`).
 
-use super::{Batch, Target, TaskError, token_nll};
+use super::interface::{Batch, Target, TaskError, token_nll};
 use crate::seed;
 use attnlab_model::{LmInput, Model};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -122,7 +122,7 @@ impl TokenStream {
 /// The language-modelling metrics: mean loss and accuracy over `batches`, and bits per character
 /// (`chars_per_token` is 1 for a character vocabulary).
 pub fn lm_metrics(model: &Model, batches: &[Batch], chars_per_token: f64) -> BTreeMap<String, f64> {
-    let mut m = super::mean_metrics(model, batches);
+    let mut m = super::interface::mean_metrics(model, batches);
     m.insert("bits_per_char".into(), m["loss"] / std::f64::consts::LN_2 / chars_per_token);
     m
 }

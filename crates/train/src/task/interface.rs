@@ -1,0 +1,199 @@
+//! What every task implements and what the trainer sees: batches and their targets, scoring a
+//! model on them, the main metric, and the [`Task`] and [`Codec`] traits. A leaf of `task`:
+//! each task's module imports it, and `task` (which builds a task from its config) re-exports it.
+
+use attnlab_model::{LmInput, Model, ModelIo};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What the loss compares the model's output with.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Next-token ids `[batch, seq]`; `mask` `[batch, seq]` (1 = scored) or every position.
+    Tokens { ids: Tensor<2, Int>, mask: Option<Tensor<2>> },
+    /// Regression targets `[batch, seq]` read from output channel 0 where `mask` is 1; the
+    /// squared error is divided by `scale` (in-context regression: the dimension d).
+    Values { y: Tensor<2>, mask: Tensor<2>, scale: f32 },
+    /// One class per sequence `[batch]`, predicted from the mean of the outputs over positions.
+    Class(Tensor<1, Int>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub input: LmInput,
+    pub target: Target,
+    /// Input positions in the batch (for tokens/s).
+    pub tokens: usize,
+}
+
+/// The scalar loss of a batch and, where the task has one, the number of correct predictions.
+pub struct Scored {
+    /// `[1]`, differentiable.
+    pub loss: Tensor<1>,
+    /// `(correct, scored)` counts, computed without gradient.
+    pub accuracy: Option<(Tensor<1>, Tensor<1>)>,
+}
+
+/// Computes a batch's loss with the model's output.
+pub fn score(model: &Model, batch: &Batch) -> Scored {
+    let out = model.forward(batch.input.clone());
+    score_output(out, &batch.target)
+}
+
+/// The loss of a given output tensor `[batch, seq, out]` against `target`.
+pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
+    match target {
+        Target::Tokens { ids, mask } => {
+            let [b, t, _] = out.dims();
+            let predicted = out.clone().argmax(2).reshape([b, t]);
+            let nll = token_nll(out, ids);
+            let hits = predicted.equal(ids.clone()).float();
+            match mask {
+                Some(m) => {
+                    let count = m.clone().sum();
+                    let loss = (nll * m.clone()).sum() / count.clone().clamp_min(1.0);
+                    Scored {
+                        loss,
+                        accuracy: Some(((hits * m.clone()).sum().detach(), count.detach())),
+                    }
+                }
+                None => {
+                    let n = Tensor::<1>::from_floats([(b * t) as f32], &hits.device());
+                    Scored { loss: nll.mean(), accuracy: Some((hits.sum().detach(), n)) }
+                }
+            }
+        }
+        Target::Values { y, mask, scale } => {
+            let [b, t, _] = out.dims();
+            let pred = out.narrow(2, 0, 1).reshape([b, t]);
+            let se = (pred - y.clone()).powi_scalar(2) * mask.clone();
+            Scored { loss: se.sum() / mask.clone().sum().clamp_min(1.0) / *scale, accuracy: None }
+        }
+        Target::Class(labels) => {
+            let [b, _, c] = out.dims();
+            let logits = out.mean_dim(1).reshape([b, c]);
+            let predicted = logits.clone().argmax(1).reshape([b]);
+            let nll = -log_softmax(logits, 1)
+                .gather(1, labels.clone().unsqueeze_dim::<2>(1))
+                .reshape([b]);
+            let hits = predicted.equal(labels.clone()).float().sum().detach();
+            let n = Tensor::<1>::from_floats([b as f32], &hits.device());
+            Scored { loss: nll.mean(), accuracy: Some((hits, n)) }
+        }
+    }
+}
+
+/// Next-token negative log-likelihood `[batch, seq]` of `ids` under the logits `out`
+/// `[batch, seq, vocab]`.
+pub fn token_nll(out: Tensor<3>, ids: &Tensor<2, Int>) -> Tensor<2> {
+    let [b, t, _] = out.dims();
+    -log_softmax(out, 2).gather(2, ids.clone().unsqueeze_dim::<3>(2)).reshape([b, t])
+}
+
+/// The metric a task is judged by (early stopping, `best/`, compare reports).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MainMetric {
+    pub name: &'static str,
+    pub higher_is_better: bool,
+    /// The metric of a model that has learned nothing task-specific (uniform guessing over the
+    /// vocabulary for a language model, among the values in context for recall, the mean for
+    /// regression), when the task has one: reports say when no arm got away from it.
+    pub chance: Option<f64>,
+}
+
+impl MainMetric {
+    pub fn better(&self, a: f64, b: f64) -> bool {
+        if self.higher_is_better { a > b } else { a < b }
+    }
+    pub fn reached(&self, value: f64, target: f64) -> bool {
+        if self.higher_is_better { value >= target } else { value <= target }
+    }
+}
+
+/// Encoding and decoding text for sampling.
+pub trait Codec: Send + Sync {
+    /// Token ids of `text`, or an error naming what cannot be encoded.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
+    fn decode(&self, ids: &[u32]) -> String;
+    /// What an export embeds so a loader can tokenize without the run directory: the metadata
+    /// key (`vocabulary`, a JSON list of strings with token id i at index i, or
+    /// `tokenizer_json`, a Hugging Face `tokenizers` file) and its value.
+    fn export_entry(&self) -> (&'static str, String);
+}
+
+pub trait Task: Send + Sync {
+    fn io(&self) -> ModelIo;
+    fn main_metric(&self) -> MainMetric;
+    /// Micro-batch `micro` of optimizer step `step`.
+    fn train_batch(&self, step: usize, micro: usize, batch_size: usize, device: &Device) -> Batch;
+    /// The fixed evaluation set, `batches` batches of `batch_size`.
+    fn eval_batches(&self, batches: usize, batch_size: usize, device: &Device) -> Vec<Batch>;
+    /// Evaluates the model on the fixed evaluation set. The default averages loss (and accuracy
+    /// where scored); tasks add their own metrics.
+    fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
+        mean_metrics(model, batches)
+    }
+    /// Text codec, for language-modelling tasks.
+    fn codec(&self) -> Option<&dyn Codec> {
+        None
+    }
+    /// Files the task wants kept in the run directory (e.g. `tokenizer.json`).
+    fn save_artifacts(&self, _run_dir: &Path) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The device and batch size of a token evaluation set, for building its evaluations at other
+/// lengths beside it; `None` for an empty or non-token set.
+pub fn token_batch_shape(batches: &[Batch]) -> Option<(Device, usize)> {
+    match &batches.first()?.input {
+        LmInput::Tokens(ids) => Some((ids.device(), ids.dims()[0])),
+        _ => None,
+    }
+}
+
+/// `loss` and (where the task has it) `accuracy`, averaged over the batches.
+pub fn mean_metrics(model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
+    let (mut loss, mut hits, mut count, mut has_acc) = (0.0, 0.0, 0.0, false);
+    for batch in batches {
+        let s = score(model, batch);
+        loss += s.loss.into_scalar::<f32>() as f64;
+        if let Some((h, c)) = s.accuracy {
+            has_acc = true;
+            hits += h.into_scalar::<f32>() as f64;
+            count += c.into_scalar::<f32>() as f64;
+        }
+    }
+    let mut m = BTreeMap::new();
+    m.insert("loss".to_string(), loss / batches.len().max(1) as f64);
+    if has_acc {
+        m.insert("accuracy".to_string(), hits / count.max(1.0));
+    }
+    m
+}
+
+/// A task load failure: one line naming the file or value and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TaskError(pub String);
+
+/// A one-layer softmax model (width 16, 2 heads, no positions, no MLP) for the tasks' tests of
+/// their evaluation at other lengths.
+#[cfg(test)]
+pub(crate) fn tiny_model(io: &ModelIo, max_seq_len: usize, device: &Device) -> Model {
+    use attnlab_model::position::PositionKind;
+    use attnlab_model::{MixerStack, ModelConfig};
+    let config = ModelConfig {
+        d_model: 16,
+        n_heads: 2,
+        n_layers: 1,
+        mixer: "softmax".parse::<MixerStack>().unwrap(),
+        positions: PositionKind::None,
+        max_seq_len,
+        mlp_ratio: 0,
+        ..Default::default()
+    };
+    config.init(io, 1, device).unwrap()
+}
