@@ -3,7 +3,7 @@
 (in a temporary git worktree, sharing the cargo target directory), then runs every binary's
 `attnlab bench --only train` in turn, round after round, and prints the median ms per step of each
 commit and thread count. Alternating the binaries keeps them under the same conditions on a
-machine whose speed drifts (BENCHMARKS.md, "How it got there").
+machine whose speed drifts (docs/benchmarks.md, "How it got there").
 
     python3 bench/ladder.py COMMIT [COMMIT ...] [--rounds 3] [--threads 1,2] [--steps 40]
         [--variants softmax,linear:elu1] [--keep DIR]

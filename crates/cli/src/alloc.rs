@@ -20,7 +20,7 @@ pub fn set_up() {
 /// glibc's default mmap threshold (128 KiB, adapting upward only slowly). Each such buffer was
 /// a fresh `mmap`, page-faulted and zeroed by the kernel on first touch, then unmapped: ~4,800 page
 /// faults per nanoGPT-recipe step. Raising the mmap and trim thresholds lets glibc reuse the
-/// memory; measured on the 2-core box, page faults fell 12x and the step by 8-15% (BENCHMARKS.md).
+/// memory; measured on the 2-core box, page faults fell 12x and the step by 8-15% (docs/benchmarks.md).
 /// The cost is resident memory that stays at the step's peak. A no-op off glibc.
 fn tune_system_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

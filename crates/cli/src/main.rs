@@ -229,7 +229,7 @@ struct SlurmArgs {
 struct ReproduceArgs {
     /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio or recall-frontier (omit to list them).
     name: Option<String>,
-    /// smoke (minutes on 2 CPU cores), full (the README's numbers) or paper (the published configuration: a GPU or a cluster).
+    /// smoke (minutes on 2 CPU cores), full (the numbers in docs/reproductions.md) or paper (the published configuration: a GPU or a cluster).
     #[arg(long, default_value = "smoke")]
     size: String,
     /// Train every run on this backend (flex, ndarray, wgpu, cuda), whatever its preset says.

@@ -1,4 +1,4 @@
-//! `attnlab bench`: the numbers behind BENCHMARKS.md.
+//! `attnlab bench`: the numbers behind docs/benchmarks.md.
 //!
 //! 1. **Training step** of a preset (default: nanoGPT's CPU recipe) per attention variant:
 //!    median ms per optimizer step after warm-up (forward, backward, global-norm clipping, AdamW,

@@ -13,7 +13,7 @@ use std::path::Path;
 pub enum Size {
     /// Minutes on 2 CPU cores; what the tests run.
     Smoke,
-    /// The README's numbers.
+    /// The numbers in docs/reproductions.md.
     Full,
     /// The published configuration (a GPU or a cluster).
     Paper,

@@ -12,7 +12,7 @@
 //! zoology's Figure 2 task (`configs/mqar-paper.toml`, vocab 8192, length 64, 4 pairs) at widths
 //! 64 and 128, its four learning rates, 3 seeds. On `full` every stack converges to ≥ 0.99 and
 //! the gap checks do not hold: four Gated DeltaNet layers store 4 pairs in 32 × 32 states; what
-//! separates the stacks there is the steps to 0.9, which the summary reports (README).
+//! separates the stacks there is the steps to 0.9, which the summary reports (docs/reproductions.md).
 
 use super::gaps::mean;
 use super::harness::read_preset;

@@ -4,7 +4,7 @@
 //! expects as [`Check`]s, evaluated on what it measured.
 //!
 //! `smoke` sizes run in minutes on 2 CPU cores (the tests assert their checks); `full` sizes
-//! are the ones whose numbers the README quotes; `paper` sizes are the published
+//! are the ones whose numbers docs/reproductions.md quotes; `paper` sizes are the published
 //! configurations, for a GPU (`--device cuda`) or a cluster: runnable and planned by the tests
 //! (`--plan` lists their runs without training), never trained in CI. Where a paper published
 //! no trained configuration (seed 1's separation theorem, seed 2's simulation) or only
