@@ -13,7 +13,9 @@ crates/model/src/feature_map.rs). Shared by ``linear`` and ``decay``.
 
 import math
 
-DENOMINATOR_EPS = 1e-6
+from . import registry as _registry
+
+DENOMINATOR_EPS = _registry.convention("linear", "denominator_eps")
 
 
 def safe_denominator(ops, z):

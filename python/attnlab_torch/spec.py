@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from . import registry as _registry
+
 FEATURE_MAPS = ("identity", "elu1", "relu", "cosformer", "taylor", "performer")
 SCALINGS = ("sqrt_d", "none", "num_keys", "sum_key_norms", "learned", "qk_norm", "ssmax", "log_n_temp", "softpick")
 DECAY_GATES = ("retnet", "mamba2", "gla", "forget")
@@ -63,7 +65,7 @@ _SCHEMAS = {
     "stickbreak": {},
 }
 
-FAMILIES = ("softmax", "sigmoid", "linear", "decay", "delta", "stickbreak")
+FAMILIES = tuple(_registry.families())
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,18 @@ enum Command {
     /// Measure training-step time, attention scaling with length, and decoding latency.
     Bench(BenchArgs),
     /// List the attention variants with their formulas.
-    Variants,
+    Variants(VariantsArgs),
+}
+
+#[derive(Args)]
+struct VariantsArgs {
+    /// The registry as JSON: every family's grammar, options with defaults, conventions and
+    /// catalogue (python/attnlab_torch/registry.json is this output).
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// The variants and families as markdown tables (docs/architecture.md holds this output).
+    #[arg(long)]
+    markdown: bool,
 }
 
 #[derive(Args)]
@@ -392,7 +403,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Swap(a) => cmd_swap(a),
         Command::Bench(a) => cmd_bench(a),
-        Command::Variants => {
+        Command::Variants(a) if a.json => {
+            println!("{}", MixerSpec::registry_json());
+            Ok(())
+        }
+        Command::Variants(a) if a.markdown => {
+            print!("{}", MixerSpec::catalogue_markdown());
+            Ok(())
+        }
+        Command::Variants(_) => {
             for v in MixerSpec::catalogue() {
                 println!("{:<22} {}", v.spec, v.formula);
             }

@@ -8,7 +8,7 @@ use crate::families::MixerSpec;
 use crate::families::softmax::SoftmaxAttentionConfig;
 use crate::init::InitScheme;
 use crate::lm::{InputLayer, Lm, Model};
-use crate::mixer::MixerDims;
+use crate::mixer::{MixerDescription, MixerDims};
 use crate::position::{PositionKind, Positions};
 use crate::stack::MixerStack;
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig};
@@ -161,6 +161,16 @@ impl ModelConfig {
             return err("the task's input size is 0".into());
         }
         Ok(())
+    }
+
+    /// Each layer's mixer fully resolved (see [`MixerDescription`]), for exports.
+    pub fn describe_mixers(&self) -> Result<Vec<MixerDescription>, ModelConfigError> {
+        (0..self.n_layers)
+            .map(|layer| {
+                let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ModelConfigError)?;
+                Ok(spec.describe(&self.dims(layer, 0)))
+            })
+            .collect()
     }
 
     /// Floats one sequence's decoding state holds after `seq_len` tokens, summed over layers,

@@ -43,7 +43,9 @@ mod tests;
 
 pub use backend::{BackendError, BackendKind};
 pub use config::{ModelConfig, ModelConfigError, ModelInput, ModelIo};
-pub use families::{Mixer, MixerSpec};
+pub use families::{FamilyInfo, Mixer, MixerSpec};
 pub use lm::{Lm, LmInput, LmState, Model};
-pub use mixer::{AttentionDiagnostics, MixerState, SequenceMixer, SpecError};
+pub use mixer::{
+    AttentionDiagnostics, Convention, MixerDescription, MixerState, SequenceMixer, SpecError,
+};
 pub use stack::MixerStack;

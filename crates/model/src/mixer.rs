@@ -133,19 +133,70 @@ impl SpecError {
 }
 
 /// One line of the `attnlab variants` listing.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct VariantInfo {
     pub spec: &'static str,
     pub formula: &'static str,
 }
 
+/// A constant or convention a reimplementation needs that the options do not say: an ε, the
+/// order of two steps, a tensor layout, a parameter's name. `value` is what code reads
+/// (a number, a string, a list); `doc` says what it means.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Convention {
+    pub value: serde_json::Value,
+    pub doc: String,
+}
+
+impl Convention {
+    pub fn new(value: impl Into<serde_json::Value>, doc: impl Into<String>) -> Self {
+        Self { value: value.into(), doc: doc.into() }
+    }
+
+    /// An `f32` constant written as its shortest decimal (`1e-6`, not `9.99999997e-7`).
+    pub fn number(value: f32, doc: impl Into<String>) -> Self {
+        let shortest: f64 = value.to_string().parse().expect("a float prints as a float");
+        Self::new(shortest, doc)
+    }
+}
+
+/// One layer's mixer fully resolved: what a reimplementation (`python/attnlab_torch`) builds the
+/// layer from, with no spec parser and no default table of its own. Written per layer into
+/// every export (`attnlab_mixers`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MixerDescription {
+    /// The canonical spec string (`decay:gla:conv=4`).
+    pub spec: String,
+    pub family: String,
+    /// The name in parameter paths: `blocks.<i>.mixer.<module>.…`.
+    pub module: String,
+    /// The spec's positional part (scaling, feature map, gate, `gated`) with a default spelled
+    /// out (`sqrt_d`); `None` where the family has none or the plain form was chosen.
+    pub variant: Option<String>,
+    /// Every option, typed, defaults filled in (an absent optional value is `null`).
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// Per-head query/key width (what RoPE rotates).
+    pub qk_width: usize,
+    /// Constants and conventions by name.
+    pub conventions: std::collections::BTreeMap<String, Convention>,
+    /// The layer's parameters (path below `blocks.<i>.mixer.`) and their shapes; filled by the
+    /// exporter, which holds the weights.
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, Vec<usize>>,
+}
+
 /// The config side of an attention family: everything the rest of the model asks of a family
 /// without knowing which one it is.
-pub trait MixerFamily: Sized + Clone + fmt::Debug + PartialEq + fmt::Display + 'static {
+pub trait MixerFamily:
+    Sized + Clone + fmt::Debug + PartialEq + fmt::Display + Default + serde::Serialize + 'static
+{
     /// The spec's first part (`softmax`, `linear`, ...).
     const NAME: &'static str;
     /// The family's spec grammar for `attnlab variants`, e.g. `sigmoid[:bias=B]`.
     const SYNTAX: &'static str;
+    /// Whether the positional part must be given (`linear:<map>`); when it may be left out,
+    /// [`MixerFamily::variant`] of the default config says what leaving it out means.
+    const VARIANT_REQUIRED: bool = false;
     /// The module this config builds.
     type Module: SequenceMixer;
     /// `parts` are the `:`-separated pieces after the family name (may be empty); `spec` is the
@@ -165,6 +216,18 @@ pub trait MixerFamily: Sized + Clone + fmt::Debug + PartialEq + fmt::Display + '
     fn init(&self, dims: &MixerDims, device: &Device) -> Self::Module;
     /// Example specs with their formulas, for `attnlab variants`.
     fn catalogue() -> Vec<VariantInfo>;
+    /// The choices of the spec's positional part, if the family has one.
+    fn variants() -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// The positional part this config stands for, defaults spelled out.
+    fn variant(&self) -> Option<&'static str> {
+        None
+    }
+    /// Constants and conventions a reimplementation of this config needs beyond its options.
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        Vec::new()
+    }
 }
 
 /// Decoding state of any mixer, type-erased so the model's state needs no list of families.

@@ -10,6 +10,7 @@
 //! | `linear_weight_layout` | `[d_in, d_out]`: Burn's `Linear` weight, the transpose of PyTorch's |
 //! | `model_input`, `input_dim`, `output_dim` | `tokens` (vocabulary size) or `vectors` (width); logits or outputs per position |
 //! | `vocabulary` or `tokenizer_json` | text tasks: the characters (JSON list, id i at index i) or the BPE tokenizer file |
+//! | `attnlab_mixers` | JSON list, one [`attnlab_model::MixerDescription`] per layer: family, variant, every option with its default, the constants a reimplementation needs, and (in a weights export) the layer's parameter names and shapes |
 //!
 //! `dump_logits` writes the other half of a parity check: inputs and the logits this build
 //! computes for them, for `python/attnlab_torch` to reproduce.
@@ -26,8 +27,26 @@ use std::path::Path;
 pub mod hf;
 
 /// Version of the export's layout and metadata (1: weights and config only; 2: adds the
-/// vocabulary or tokenizer, the input kind and sizes, and the writer's version).
-pub const FORMAT_VERSION: &str = "2";
+/// vocabulary or tokenizer, the input kind and sizes, and the writer's version; 3: adds
+/// `attnlab_mixers`, each layer's resolved mixer).
+pub const FORMAT_VERSION: &str = "3";
+
+/// Metadata key of the per-layer mixer descriptions.
+pub const MIXERS_KEY: &str = "attnlab_mixers";
+
+/// Each layer's [`attnlab_model::MixerDescription`] as JSON; with `tensors`, each lists its layer's parameters.
+fn mixer_descriptions(config: &RunConfig, tensors: &[Entry]) -> String {
+    let mut layers = config.model.describe_mixers().expect("a validated run config");
+    for (i, layer) in layers.iter_mut().enumerate() {
+        let prefix = format!("blocks.{i}.mixer.");
+        for (name, _, shape, _) in tensors {
+            if let Some(path) = name.strip_prefix(&prefix) {
+                layer.parameters.insert(path.to_string(), shape.clone());
+            }
+        }
+    }
+    serde_json::to_string(&layers).expect("descriptions serialise")
+}
 
 /// A tensor to write: name, dtype, shape, little-endian bytes.
 type Entry = (String, Dtype, Vec<usize>, Vec<u8>);
@@ -52,6 +71,7 @@ pub fn export_metadata(config: &RunConfig, task: &dyn Task) -> HashMap<String, S
         ("model_input".to_string(), kind.to_string()),
         ("input_dim".to_string(), input_dim.to_string()),
         ("output_dim".to_string(), io.output_dim.to_string()),
+        (MIXERS_KEY.to_string(), mixer_descriptions(config, &[])),
     ]);
     if let Some(codec) = task.codec() {
         let (key, value) = codec.export_entry();
@@ -124,7 +144,9 @@ pub fn export_safetensors(
             (name, Dtype::F32, shape, f32_bytes(&values))
         })
         .collect();
-    write_atomically(&tensors, export_metadata(config, task), path)?;
+    let mut metadata = export_metadata(config, task);
+    metadata.insert(MIXERS_KEY.to_string(), mixer_descriptions(config, &tensors));
+    write_atomically(&tensors, metadata, path)?;
     Ok(tensors.len())
 }
 
@@ -180,6 +202,7 @@ pub fn dump_logits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use attnlab_model::MixerDescription;
     use burn::tensor::Device;
     use safetensors::SafeTensors;
 
@@ -217,6 +240,22 @@ mod tests {
         assert_eq!(meta["model_input"], "tokens");
         assert_eq!(meta["input_dim"], task.io().output_dim.to_string());
         assert!(!meta.contains_key("vocabulary"), "MQAR has no text vocabulary");
+        // Each layer's mixer, resolved: variant spelled out, defaults filled in, conventions
+        // and the layer's own parameters with their shapes.
+        let mixers: Vec<MixerDescription> = serde_json::from_str(&meta[MIXERS_KEY]).unwrap();
+        assert_eq!(mixers.len(), 4);
+        assert_eq!(
+            (mixers[0].family.as_str(), mixers[0].variant.as_deref()),
+            ("softmax", Some("sqrt_d"))
+        );
+        assert_eq!(mixers[0].options["forget"], serde_json::json!(false));
+        assert_eq!(mixers[0].conventions["softpick_eps"].value, serde_json::json!(1e-6));
+        assert_eq!(mixers[1].spec, "linear:elu1");
+        assert_eq!(mixers[1].options["chunk"], serde_json::json!(64));
+        assert_eq!(mixers[2].options["bias"], serde_json::Value::Null);
+        assert_eq!(mixers[3].parameters["Softmax.scale"], vec![2]);
+        assert_eq!(mixers[1].parameters["Linear.heads.qkv.weight"], vec![16, 48]);
+        assert!(mixers[1].parameters.keys().all(|k| k.starts_with("Linear.")));
         assert!(
             export_safetensors(&model, &config, task.as_ref(), &path.with_extension("bin"), false)
                 .unwrap_err()

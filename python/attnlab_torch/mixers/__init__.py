@@ -4,53 +4,40 @@ Every module defines ``mix(ops, p, spec, x, ctx)``: ``p`` the layer's mixer para
 ``blocks.<i>.mixer.<Family>.`` prefix removed, ``spec`` a :class:`attnlab_torch.spec.Spec`,
 ``x`` the normalised block input ``[B, T, d_model]``, ``ctx`` a
 :class:`attnlab_torch.context.MixContext`; it returns ``[B, T, d_model]``.
+
+The families and their path names come from the Rust registry (``registry.json``); each needs a
+module here named after it. A family without one, or a module that fails to import, fails the
+package's import, loudly: a reimplementation that silently lacks a family is no reference.
 """
 
 import importlib
 
-# Family -> the Rust enum variant (`families!` in crates/model/src/families/mod.rs), which names
-# the parameters (`blocks.<i>.mixer.<Variant>.…`).
-PATH_NAMES = {
-    "softmax": "Softmax",
-    "sigmoid": "Sigmoid",
-    "linear": "Linear",
-    "decay": "Decay",
-    "delta": "Delta",
-    "stickbreak": "StickBreak",
-}
+from .. import registry as _registry
 
-
-class _Missing:
-    """Stands in for a family module that cannot be imported; using it says why."""
-
-    def __init__(self, family, error):
-        self.family, self.error = family, error
-
-    def mix(self, *args, **kwargs):
-        raise NotImplementedError(f"the '{self.family}' mixer is not available in attnlab_torch ({self.error})")
-
-
-# Written separately; a missing or broken module disables its family only.
-_OPTIONAL = ("decay", "delta")
+# Family -> the Rust enum variant that names its parameters (`blocks.<i>.mixer.<Variant>.…`).
+PATH_NAMES = {name: _registry.family(name)["module"] for name in _registry.families()}
 
 
 def _load(family):
-    if family not in _OPTIONAL:
-        return importlib.import_module(f"{__name__}.{family}")
     try:
-        return importlib.import_module(f"{__name__}.{family}")
-    except Exception as e:  # ImportError, or a module still being written
-        return _Missing(family, f"{type(e).__name__}: {e}")
+        module = importlib.import_module(f"{__name__}.{family}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{family}":
+            raise
+        raise ImportError(
+            f"attnlab's registry has the family '{family}' but attnlab_torch has no mixer for it: "
+            f"add python/attnlab_torch/mixers/{family}.py defining mix(ops, p, spec, x, ctx)"
+        ) from e
+    if not callable(getattr(module, "mix", None)):
+        raise ImportError(f"attnlab_torch.mixers.{family} defines no mix(ops, p, spec, x, ctx)")
+    return module
 
 
 MIXERS = {family: (path, _load(family)) for family, path in PATH_NAMES.items()}
 
 
 def mixer(family):
-    """``(path_name, module)`` of a family, or ``NotImplementedError``/``ValueError``."""
+    """``(path_name, module)`` of a family, or ``ValueError`` naming the known ones."""
     if family not in MIXERS:
         raise ValueError(f"unknown attention family '{family}', expected one of: {', '.join(MIXERS)}")
-    path, module = MIXERS[family]
-    if isinstance(module, _Missing):
-        module.mix()
-    return path, module
+    return MIXERS[family]

@@ -6,10 +6,11 @@ for a scalar gate per head, ``F`` for GLA's vector gate).
 
 import math
 
+from .. import registry as _registry
 from ..heads import affine
 
 # decay.rs: GLA's gate_logit_normalizer, log alpha = logsigmoid(.) / 16.
-GLA_LOGIT_NORMALIZER = 16.0
+GLA_LOGIT_NORMALIZER = _registry.convention("decay", "gla_logit_normalizer")
 
 
 def retnet_log_gamma(head):

@@ -28,22 +28,15 @@ recurrence plus a backward one over the keys strictly after each query.
 
 from .. import feature_maps as _feature_maps
 from .. import heads as _heads
+from .. import registry as _registry
 from ..spec import with_defaults
 from ._gates import GLA_LOGIT_NORMALIZER, heads_first, linear, retnet_log_gamma, ssm_log_gates
 from ._short_conv import short_conv
 
-GATES = ("retnet", "mamba2", "gla", "forget")
+GATES = tuple(_registry.family("decay")["variants"])
 
-# DecayAttentionConfig::new's defaults (note map=identity and norm=none here, unlike `linear`).
-DEFAULTS = {
-    "map": "identity",
-    "feature_dim": 16,
-    "features": 64,
-    "norm": "none",
-    "form": "chunked",
-    "chunk": 64,
-    "conv": 0,
-}
+# DecayAttentionConfig's defaults, from the registry (map=identity and norm=none, unlike `linear`).
+DEFAULTS = _registry.defaults("decay")
 _NUMBERS = ("feature_dim", "features", "chunk", "conv")
 
 

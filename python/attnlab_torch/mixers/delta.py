@@ -22,14 +22,15 @@ import math
 
 from .. import heads as _heads
 from ..spec import with_defaults
+from .. import registry as _registry
 from ._gates import heads_first, linear, ssm_log_gates
 from ._short_conv import short_conv
 
-# fla's l2norm epsilon (delta.rs's L2_EPS), inside the square root.
-L2_EPS = 1e-6
+# fla's l2norm epsilon, inside the square root (the registry's `l2_eps`).
+L2_EPS = _registry.convention("delta", "l2_eps")
 
-# DeltaAttentionConfig::default().
-DEFAULTS = {"neg_eigval": False, "conv": 0, "form": "chunked", "chunk": 64}
+# DeltaAttentionConfig::default(), from the registry.
+DEFAULTS = _registry.defaults("delta")
 
 
 def _bool(key, value):

@@ -26,12 +26,13 @@ Options: ``forget=true`` adds ``c_i − c_j`` (bidirectional: ``−|c_i − c_j|
 
 import math
 
+from .. import registry as _registry
 from ..heads import affine
 from ._common import flat_heads, keys_per_query, scores as qk_scores, split_rotated, visible
 
-SOFTPICK_EPS = 1e-6
-QK_NORM_EPS = 1e-6
-KEY_NORM_FLOOR = 1e-12
+SOFTPICK_EPS = _registry.convention("softmax", "softpick_eps")
+QK_NORM_EPS = _registry.convention("softmax", "qk_norm_eps")
+KEY_NORM_FLOOR = _registry.convention("softmax", "key_norm_floor")
 
 
 def l2_normalize(ops, x):

@@ -65,7 +65,8 @@ use crate::feature_map::{
 use crate::gates::{FORGET_BIAS_INIT, family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, causal_mask, sequence_diagnostics};
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+    Convention, MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError,
+    VariantInfo,
 };
 use crate::options::{parse_options, split_choice, write_with_options};
 use crate::short_conv::{ShortConv, check_kernel};
@@ -251,6 +252,64 @@ impl MixerFamily for DecayAttentionConfig {
             form: self.form,
             chunk: self.chunk,
         }
+    }
+
+    const VARIANT_REQUIRED: bool = true;
+
+    fn variants() -> Vec<&'static str> {
+        Gate::ALL.iter().map(|g| g.name()).collect()
+    }
+
+    fn variant(&self) -> Option<&'static str> {
+        Some(self.gate.name())
+    }
+
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        vec![
+            (
+                "order",
+                Convention::new(
+                    serde_json::json!(["conv", "rope", "feature_map"]),
+                    "q and k pass the short convolution (conv=K), then RoPE, then the feature map",
+                ),
+            ),
+            (
+                "denominator_eps",
+                Convention::number(
+                    crate::feature_map::DENOMINATOR_EPS,
+                    "norm=sum: the denominator z becomes sign(z)·max(|z|, ε), sign(0) = +1",
+                ),
+            ),
+            (
+                "gla_logit_normalizer",
+                Convention::number(
+                    GLA_LOGIT_NORMALIZER,
+                    "gla: log a = log σ(x W_a) / this constant (fla's GLA)",
+                ),
+            ),
+            (
+                "gla_gate_width",
+                Convention::new("heads × feature width", "gla: the gate projection's output width"),
+            ),
+            (
+                "forget_gate_parameter",
+                Convention::new("alpha", "forget: its gate's projection is stored as Decay.alpha"),
+            ),
+            (
+                "gate_bias",
+                Convention::new(
+                    true,
+                    "gate projections keep their biases even under model.bias = false",
+                ),
+            ),
+            (
+                "conv_layout",
+                Convention::new(
+                    "[K, 3·width], no bias, tap K−1 on the current token, one SiLU after",
+                    "the short convolution's weight over the packed q|k|v channels",
+                ),
+            ),
+        ]
     }
 
     fn catalogue() -> Vec<VariantInfo> {

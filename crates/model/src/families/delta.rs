@@ -45,7 +45,8 @@ use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
 use crate::gates::{family_rng, ssm_decay_params, ssm_log_gates, uniform_linear};
 use crate::heads::{HeadProjection, apply_rope, sequence_diagnostics};
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+    Convention, MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError,
+    VariantInfo,
 };
 use crate::options::{parse_options, print_options, write_with_options};
 use crate::short_conv::{ShortConv, check_kernel};
@@ -159,6 +160,44 @@ impl MixerFamily for DeltaAttentionConfig {
             form: self.form,
             chunk: self.chunk,
         }
+    }
+
+    fn variants() -> Vec<&'static str> {
+        vec!["gated"]
+    }
+
+    fn variant(&self) -> Option<&'static str> {
+        self.gated.then_some("gated")
+    }
+
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        vec![
+            (
+                "l2_eps",
+                Convention::number(
+                    L2_EPS,
+                    "q and k are L2-normalised per head as x / sqrt(Σ x² + ε) (fla's l2norm)",
+                ),
+            ),
+            (
+                "beta_range",
+                Convention::new(
+                    if self.neg_eigval { 2.0 } else { 1.0 },
+                    "β_t = this · σ(x w_β): (0, 1), or (0, 2) with neg_eigval",
+                ),
+            ),
+            (
+                "gate_bias",
+                Convention::new(true, "β, Δ and A keep their biases even under model.bias = false"),
+            ),
+            (
+                "conv_layout",
+                Convention::new(
+                    "[K, 3·width], no bias, tap K−1 on the current token, one SiLU after",
+                    "the short convolution's weight over the packed q|k|v channels",
+                ),
+            ),
+        ]
     }
 
     fn catalogue() -> Vec<VariantInfo> {

@@ -19,12 +19,13 @@ pub mod softmax;
 pub mod stickbreak;
 
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, MixerState, SequenceMixer, SpecError,
-    VariantInfo,
+    Convention, MixContext, MixOutput, MixerDescription, MixerDims, MixerFamily, MixerState,
+    SequenceMixer, SpecError, VariantInfo,
 };
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
 use burn::tensor::{Device, Tensor};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -53,13 +54,20 @@ macro_rules! families {
         const FAMILY_TABLE: &[FamilyEntry] = &[
             $( FamilyEntry {
                 name: <$config as MixerFamily>::NAME,
+                module: stringify!($variant),
                 syntax: <$config as MixerFamily>::SYNTAX,
                 parse: parse_as::<$config>,
                 catalogue: <$config as MixerFamily>::catalogue,
+                info: family_info::<$config>,
             }, )*
         ];
 
         impl MixerSpec {
+            /// The name in parameter paths (`Softmax`, `StickBreak`, ...).
+            pub fn module_name(&self) -> &'static str {
+                match self { $( Self::$variant(_) => stringify!($variant), )* }
+            }
+
             fn family_config(&self) -> &dyn ErasedFamily {
                 match self { $( Self::$variant(config) => config, )* }
             }
@@ -89,9 +97,54 @@ families! {
 
 struct FamilyEntry {
     name: &'static str,
+    module: &'static str,
     syntax: &'static str,
     parse: fn(&[&str], &str) -> Result<MixerSpec, SpecError>,
     catalogue: fn() -> Vec<VariantInfo>,
+    info: fn(&'static str, &'static str) -> FamilyInfo,
+}
+
+/// A family as the registry declares it: name, grammar, the choices of its positional part,
+/// every option with its default, its conventions and its catalogue. `attnlab variants --json`
+/// writes the list; `python/attnlab_torch/registry.json` is that file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FamilyInfo {
+    pub name: &'static str,
+    /// The name in parameter paths: `blocks.<i>.mixer.<module>.…`.
+    pub module: &'static str,
+    pub syntax: &'static str,
+    pub variants: Vec<&'static str>,
+    pub variant_required: bool,
+    /// What leaving the positional part out means (`sqrt_d` for softmax), when it may be.
+    pub default_variant: Option<&'static str>,
+    /// Every option with its default.
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// The default config's conventions.
+    pub conventions: BTreeMap<String, Convention>,
+    pub catalogue: Vec<VariantInfo>,
+}
+
+fn family_info<C: MixerFamily>(name: &'static str, module: &'static str) -> FamilyInfo {
+    let default = C::default();
+    FamilyInfo {
+        name,
+        module,
+        syntax: C::SYNTAX,
+        variants: C::variants(),
+        variant_required: C::VARIANT_REQUIRED,
+        default_variant: if C::VARIANT_REQUIRED { None } else { default.variant() },
+        options: options_of(&default),
+        conventions: default.conventions().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        catalogue: C::catalogue(),
+    }
+}
+
+/// A config's options as a JSON object (the positional part is not an option).
+fn options_of<C: serde::Serialize>(config: &C) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(config) {
+        Ok(serde_json::Value::Object(map)) => map,
+        other => panic!("a family's options serialise to a table, got {other:?}"),
+    }
 }
 
 fn parse_as<C: MixerFamily>(parts: &[&str], spec: &str) -> Result<MixerSpec, SpecError>
@@ -109,6 +162,14 @@ trait ErasedFamily {
     fn qk_width(&self, dims: &MixerDims) -> usize;
     fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize;
     fn init(&self, dims: &MixerDims, device: &Device) -> Mixer;
+    fn describe(
+        &self,
+        dims: &MixerDims,
+    ) -> (
+        Option<&'static str>,
+        serde_json::Map<String, serde_json::Value>,
+        Vec<(&'static str, Convention)>,
+    );
 }
 
 impl<C: MixerFamily> ErasedFamily for C
@@ -132,6 +193,16 @@ where
     }
     fn init(&self, dims: &MixerDims, device: &Device) -> Mixer {
         MixerFamily::init(self, dims, device).into()
+    }
+    fn describe(
+        &self,
+        _dims: &MixerDims,
+    ) -> (
+        Option<&'static str>,
+        serde_json::Map<String, serde_json::Value>,
+        Vec<(&'static str, Convention)>,
+    ) {
+        (self.variant(), options_of(self), self.conventions())
     }
 }
 
@@ -201,9 +272,64 @@ impl MixerSpec {
         FAMILY_TABLE.iter().map(|f| f.syntax)
     }
 
-    /// Every variant with its formula, for `attnlab variants` and the README.
+    /// Every variant with its formula, for `attnlab variants` and docs/architecture.md.
     pub fn catalogue() -> Vec<VariantInfo> {
         FAMILY_TABLE.iter().flat_map(|f| (f.catalogue)()).collect()
+    }
+
+    /// Every family as the registry declares it, in listing order.
+    pub fn registry() -> Vec<FamilyInfo> {
+        FAMILY_TABLE.iter().map(|f| (f.info)(f.name, f.module)).collect()
+    }
+
+    /// `attnlab variants --json`: the registry, pretty-printed so the checked-in copy
+    /// (`python/attnlab_torch/registry.json`) diffs well.
+    pub fn registry_json() -> String {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "generated_by": "attnlab variants --json",
+            "families": Self::registry(),
+        }))
+        .expect("the registry serialises")
+    }
+
+    /// The variants and families as markdown tables, for docs/architecture.md (a test keeps
+    /// the file's copy current).
+    pub fn catalogue_markdown() -> String {
+        let cell = |s: &str| s.replace('|', "\\|");
+        let mut out = String::from("| spec | formula |\n|---|---|\n");
+        for v in Self::catalogue() {
+            out += &format!("| `{}` | {} |\n", v.spec, cell(v.formula));
+        }
+        out += "\n| family | grammar | options (default) | parameters under |\n|---|---|---|---|\n";
+        for f in Self::registry() {
+            let options: Vec<String> =
+                f.options.iter().map(|(k, v)| format!("`{k}` ({v})")).collect();
+            let options = if options.is_empty() { "none".to_string() } else { options.join(", ") };
+            out += &format!(
+                "| {} | `{}` | {} | `mixer.{}.` |\n",
+                f.name,
+                cell(f.syntax),
+                cell(&options),
+                f.module
+            );
+        }
+        out
+    }
+
+    /// This layer's mixer fully resolved (see [`MixerDescription`]); `parameters` is left for
+    /// the exporter to fill.
+    pub fn describe(&self, dims: &MixerDims) -> MixerDescription {
+        let (variant, options, conventions) = self.family_config().describe(dims);
+        MixerDescription {
+            spec: self.to_string(),
+            family: self.family().to_string(),
+            module: self.module_name().to_string(),
+            variant: variant.map(String::from),
+            options,
+            qk_width: self.qk_width(dims),
+            conventions: conventions.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            parameters: BTreeMap::new(),
+        }
     }
 }
 
@@ -333,6 +459,30 @@ mod tests {
             let err = spec.parse::<MixerSpec>().unwrap_err().to_string();
             assert!(err.contains(needle), "{spec}: {err}");
         }
+    }
+
+    /// The generated copies are current: the Python package's registry and the docs' tables
+    /// are this registry's output, so a family changed here without regenerating them fails.
+    #[test]
+    fn generated_registry_and_docs_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let registry = std::fs::read_to_string(root.join("python/attnlab_torch/registry.json"))
+            .expect("python/attnlab_torch/registry.json");
+        assert!(
+            registry.trim_end() == MixerSpec::registry_json(),
+            "python/attnlab_torch/registry.json is stale: run \
+             `attnlab variants --json > python/attnlab_torch/registry.json`"
+        );
+        let docs = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+        let begin = "<!-- BEGIN generated by: attnlab variants --markdown -->\n";
+        let start = docs.find(begin).expect("docs/architecture.md has the variants markers");
+        let body = &docs[start + begin.len()..];
+        let table = &body[..body.find("<!-- END generated -->").expect("an END marker")];
+        assert!(
+            table == MixerSpec::catalogue_markdown(),
+            "docs/architecture.md's variants tables are stale: replace the lines between the \
+             markers with `attnlab variants --markdown`"
+        );
     }
 
     #[test]

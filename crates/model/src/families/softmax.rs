@@ -42,7 +42,8 @@ use crate::heads::{
     HeadProjection, KvCache, causal_mask, keys_per_query, masked_softmax, sequence_diagnostics,
 };
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+    Convention, MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError,
+    VariantInfo,
 };
 use crate::options::{parse_options, print_options};
 use burn::module::{Module, Param};
@@ -124,6 +125,10 @@ pub const DEFAULT_FLOOR_SCALE: f64 = 8.0;
 pub const DEFAULT_ATTN_SCALE: f64 = 0.1;
 /// Softpick's `ε`.
 pub const SOFTPICK_EPS: f32 = 1e-6;
+/// `qk_norm`: `x̂ = x / max(‖x‖, ε)`.
+pub const QK_NORM_EPS: f32 = 1e-6;
+/// `sum_key_norms`: the divisor's floor.
+pub const KEY_NORM_FLOOR: f32 = 1e-12;
 /// The gate parameters' stream tag ("softmax_").
 const GATE_TAG: u64 = 0x736f_6674_6d61_785f;
 
@@ -255,6 +260,44 @@ impl MixerFamily for SoftmaxAttentionConfig {
             zero_sink: self.sink == Sink::Zero,
             log_n_temp: (self.floor_scale, self.attn_scale),
         }
+    }
+
+    fn variants() -> Vec<&'static str> {
+        Scaling::ALL.iter().map(|s| s.name()).collect()
+    }
+
+    fn variant(&self) -> Option<&'static str> {
+        Some(self.scaling.name())
+    }
+
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        vec![
+            (
+                "softpick_eps",
+                Convention::number(
+                    SOFTPICK_EPS,
+                    "softpick's denominator: Σ_j |e^z − 1| + ε (over the keys the row sees)",
+                ),
+            ),
+            (
+                "qk_norm_eps",
+                Convention::number(QK_NORM_EPS, "qk_norm: x̂ = x / max(‖x‖, ε) per head"),
+            ),
+            (
+                "key_norm_floor",
+                Convention::number(
+                    KEY_NORM_FLOOR,
+                    "sum_key_norms: the divisor is max(Σ_j ‖k_j‖, floor)",
+                ),
+            ),
+            (
+                "rope",
+                Convention::new(
+                    "on q and k as they leave the projection, before any scaling",
+                    "where RoPE applies when model.positions = rope",
+                ),
+            ),
+        ]
     }
 
     fn catalogue() -> Vec<VariantInfo> {
@@ -461,7 +504,7 @@ pub fn softmax_attention(
                 norms.sum_dim(2).reshape([b, h, 1, 1])
             };
             // All-zero keys would divide by zero; such rows are uniform either way.
-            scores / divisor.clamp_min(1e-12)
+            scores / divisor.clamp_min(KEY_NORM_FLOOR)
         }
         Scaling::Learned | Scaling::QkNorm => scores * per_head(scaling.name()),
         Scaling::Ssmax => {
@@ -549,7 +592,7 @@ pub fn softpick(scores: Tensor<4>, mask: Option<Tensor<2, Bool>>) -> Tensor<4> {
 }
 
 fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
-    let norm = x.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-6);
+    let norm = x.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(QK_NORM_EPS);
     x / norm
 }
 

@@ -20,7 +20,8 @@
 
 use crate::heads::{HeadProjection, KvCache, sequence_diagnostics};
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+    Convention, MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError,
+    VariantInfo,
 };
 use crate::options::{parse_options, print_options};
 use burn::module::Module;
@@ -55,6 +56,16 @@ impl MixerFamily for StickBreakingAttentionConfig {
 
     fn init(&self, dims: &MixerDims, device: &Device) -> StickBreakingAttention {
         StickBreakingAttention { heads: HeadProjection::new(dims, dims.head_dim(), device) }
+    }
+
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        vec![(
+            "entropy_normalizer",
+            Convention::new(
+                "ln(i + 1)",
+                "normalised entropy of row i divides by ln(i + 1): the row's weights need not sum to one",
+            ),
+        )]
     }
 
     fn catalogue() -> Vec<VariantInfo> {

@@ -26,7 +26,8 @@ use crate::feature_map::{
 };
 use crate::heads::{HeadProjection, sequence_diagnostics};
 use crate::mixer::{
-    MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError, VariantInfo,
+    Convention, MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError,
+    VariantInfo,
 };
 use crate::options::{parse_options, split_choice, write_with_options};
 use burn::module::Module;
@@ -140,6 +141,35 @@ impl MixerFamily for LinearAttentionConfig {
             form: self.form,
             chunk: self.chunk,
         }
+    }
+
+    const VARIANT_REQUIRED: bool = true;
+
+    fn variants() -> Vec<&'static str> {
+        FeatureMapKind::ALL.iter().map(|m| m.name()).collect()
+    }
+
+    fn variant(&self) -> Option<&'static str> {
+        Some(self.feature_map.name())
+    }
+
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        vec![
+            (
+                "denominator_eps",
+                Convention::number(
+                    crate::feature_map::DENOMINATOR_EPS,
+                    "norm=sum: the denominator z becomes sign(z)·max(|z|, ε), sign(0) = +1",
+                ),
+            ),
+            (
+                "rope",
+                Convention::new(
+                    "on q and k before the feature map",
+                    "where RoPE applies when model.positions = rope",
+                ),
+            ),
+        ]
     }
 
     fn catalogue() -> Vec<VariantInfo> {
