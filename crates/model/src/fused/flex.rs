@@ -407,7 +407,7 @@ pub fn rope_packed(
     // The composed path's own angles (one reader of Burn's table layout), so the fused path
     // rotates by exactly its numbers.
     let tables = || {
-        let (cos, sin) = crate::heads::rope_pair_angles(encoding, offset, seq, d);
+        let (cos, sin) = crate::position::rope_pair_angles(encoding, offset, seq, d);
         let to_vec =
             |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 table");
         (to_vec(cos), to_vec(sin))
