@@ -126,7 +126,7 @@ impl ModelConfig {
             spec.validate(&self.dims(layer, 0)).map_err(ModelConfigError)?;
             let d_qk = spec.qk_width(&self.dims(layer, 0));
             // A narrower query gets the RoPE of its own width, read from the head-wide table
-            // (heads::rope_pair_angles), which needs a width that divides the head's.
+            // (position::rope_pair_angles), which needs a width that divides the head's.
             let head = self.head_dim();
             if self.positions == PositionKind::Rope
                 && (d_qk > head || d_qk % 2 != 0 || head % d_qk != 0)

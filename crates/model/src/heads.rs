@@ -8,6 +8,7 @@
 
 use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixerDims};
+use crate::position::{rotate, rotation};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RotaryEncoding};
 use burn::tensor::{Bool, Device, Tensor};
@@ -134,68 +135,6 @@ pub fn apply_rope(
         }
         None => (q, k),
     }
-}
-
-/// RoPE's angle of each pair of a `width`-wide vector at positions `offset..offset + len`, as its
-/// cosine and sine: the one place that reads the layout of Burn's table (`freq_complex[t, 2i +
-/// m] = (cos, sin)` of pair i's angle, the same for both members m). The composed rotation and
-/// the fused kernel both start from it, so they rotate by the same numbers.
-///
-/// The table is built for the head width `D`; a narrower query (Based's `feature_dim`) of a
-/// width that divides `D` gets its own standard RoPE: its pair i turns at `θ^(−2i/width)`,
-/// which is the table's pair `i·D/width`.
-///
-/// # Shapes
-/// - returns `[len, width/2]` twice
-pub(crate) fn rope_pair_angles(
-    rope: &RotaryEncoding,
-    offset: usize,
-    len: usize,
-    width: usize,
-) -> (Tensor<2>, Tensor<2>) {
-    let [_, d, _] = rope.freq_complex.dims();
-    debug_assert!(width % 2 == 0 && d % width == 0, "RoPE of width {width} from a {d}-wide table");
-    let (pairs, stride) = (width / 2, d / width);
-    // [t, pair of width, stride, (cos, sin) of member 0 | of member 1]: the first of each stride.
-    let table =
-        rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, pairs, stride, 4]);
-    let cos = table.clone().slice([0..len, 0..pairs, 0..1, 0..1]).reshape([len, pairs]);
-    let sin = table.slice([0..len, 0..pairs, 0..1, 1..2]).reshape([len, pairs]);
-    (cos, sin)
-}
-
-/// RoPE's factors for positions `offset..offset + len` (see [`rope_pair_angles`]): the cosine
-/// for each dimension, and the sine signed for the member it multiplies (−sin for x₀, +sin for x₁).
-///
-/// # Shapes
-/// - returns `[len, width]` twice
-fn rotation(
-    rope: &RotaryEncoding,
-    offset: usize,
-    len: usize,
-    width: usize,
-) -> (Tensor<2>, Tensor<2>) {
-    let (cos, sin) = rope_pair_angles(rope, offset, len, width);
-    let [_, pairs] = cos.dims();
-    let both_members = |x: Tensor<2>| x.unsqueeze_dim::<3>(2).repeat_dim(2, 2);
-    let sign = Tensor::<1>::from_floats([-1.0, 1.0], &sin.device()).reshape([1, 1, 2]);
-    (
-        both_members(cos).reshape([len, 2 * pairs]),
-        (both_members(sin) * sign).reshape([len, 2 * pairs]),
-    )
-}
-
-/// Rotates each pair `(x₀, x₁)` of `x`'s last dimension by its angle: `(x₀·cos − x₁·sin,
-/// x₁·cos + x₀·sin)`, as `x·cos + swap(x)·signed_sin` where `swap` exchanges the members. The
-/// same numbers as Burn's `RotaryEncoding::apply` (the test below) in four elementwise ops
-/// instead of a `[.., 2] × [2, 4]` matmul per pair.
-///
-/// # Shapes
-/// - `x`: `[a, b, c, d]`; `cos`, `signed_sin`: `[d]`-last, broadcastable to `x` -> `x`'s shape
-fn rotate(x: Tensor<4>, cos: &Tensor<4>, signed_sin: &Tensor<4>) -> Tensor<4> {
-    let [a, b, c, d] = x.dims();
-    let swapped = x.clone().reshape([a * b * c, d / 2, 2]).flip([2]).reshape([a, b, c, d]);
-    x * cos.clone() + swapped * signed_sin.clone()
 }
 
 impl HeadProjection {
@@ -377,28 +316,6 @@ mod tests {
     use super::*;
     use crate::testing::{assert_close, device, values};
 
-    #[test]
-    fn elementwise_rope_matches_burns_rotary_encoding_in_values_and_gradients() {
-        use crate::testing::{assert_output_and_grads_close, output_and_grads, randn};
-        use burn::nn::RotaryEncodingConfig;
-        let d = device();
-        let ad = crate::testing::ad_device();
-        let rope = RotaryEncodingConfig::new(16, 8).init(&ad);
-        for (offset, t) in [(0, 7), (5, 3), (15, 1)] {
-            let x = randn([2, 3, t, 8], 40 + offset as u64, &d);
-            let fast = output_and_grads(&[x.clone()], 7, |v| {
-                let (cos, sin) = rotation(&rope, offset, t, 8);
-                rotate(v[0].clone(), &cos.unsqueeze(), &sin.unsqueeze())
-            });
-            let reference = output_and_grads(&[x], 7, |v| rope.apply(v[0].clone(), offset));
-            assert_output_and_grads_close(
-                &format!("offset {offset}, {t} positions"),
-                fast,
-                &reference,
-            );
-        }
-    }
-
     /// The fused packed RoPE equals the composed one on fresh random inputs, outputs and
     /// gradients, at offsets 0 and past it, two heads with values wider than the keys.
     #[test]
@@ -427,33 +344,6 @@ mod tests {
                 heads.rotate_packed_composed(qkv, &rope_plain, offset),
                 1e-6,
                 "plain",
-            );
-        }
-    }
-
-    /// A query narrower than the head (Based's feature_dim) is rotated by the standard RoPE of
-    /// its own width: the same angles as a table built at that width, at every position.
-    #[test]
-    fn a_narrower_query_gets_the_rope_of_its_own_width() {
-        use burn::nn::RotaryEncodingConfig;
-        let d = device();
-        let wide = RotaryEncodingConfig::new(12, 16).init(&d);
-        for width in [16, 8, 4, 2] {
-            let own = RotaryEncodingConfig::new(12, width).init(&d);
-            for (offset, len) in [(0, 12), (5, 4)] {
-                let (cos, sin) = rope_pair_angles(&wide, offset, len, width);
-                let (cos_own, sin_own) = rope_pair_angles(&own, offset, len, width);
-                assert_close(cos, cos_own, 1e-6, &format!("cos, width {width}, offset {offset}"));
-                assert_close(sin, sin_own, 1e-6, &format!("sin, width {width}, offset {offset}"));
-            }
-            // And the rotation it builds is the one Burn applies at that width.
-            let x = crate::testing::randn([1, 2, 5, width], 3 + width as u64, &d);
-            let (cos, sin) = rotation(&wide, 2, 5, width);
-            assert_close(
-                rotate(x.clone(), &cos.unsqueeze(), &sin.unsqueeze()),
-                own.apply(x, 2),
-                1e-5,
-                &format!("rotation, width {width}"),
             );
         }
     }

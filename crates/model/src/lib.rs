@@ -6,7 +6,9 @@
 //! - [`feature_map`]: what the linear-type families share: the feature maps φ and the sign-safe
 //!   normaliser.
 //! - [`families`]: the registry (spec strings like `softmax:sum_key_norms` and `linear:elu1`,
-//!   the run-time [`Mixer`] enum) and one file per family, each opening with its paper and formula.
+//!   the run-time [`Mixer`] enum) and one module per family, each opening with its paper and
+//!   formula: a file, or once it outgrows one screen a folder (`mod.rs` the config, `layer.rs`
+//!   the module, `forms.rs` the computations, `tests/` the oracle and tests).
 //! - [`gates`], [`short_conv`], [`chunking`]: what the gated linear-type families share (the
 //!   SSD decay's parameters, the `conv=K` short convolution, chunk bookkeeping).
 //! - [`options`]: a family's `key=value` spec options read into and printed from its serde struct.
@@ -17,6 +19,10 @@
 //! - [`backend`]: `--device flex|ndarray|wgpu|cuda` at run time.
 //!
 //! No files, printing or command-line parsing here: those live in `attnlab-train` and up.
+//!
+//! Modules import one way: no import circle (a parent's `mod.rs` may use its children, not the
+//! other way round), no family names another, and `mixer`, `heads` and `fused` name no family.
+//! `crates/cli/tests/architecture.rs` checks this from the sources.
 
 pub mod backend;
 pub mod block;

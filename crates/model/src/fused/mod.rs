@@ -29,6 +29,7 @@ mod attention;
 mod flex;
 #[cfg(feature = "flex")]
 mod gated_recurrence;
+mod inputs;
 #[cfg(feature = "flex")]
 mod linear_attention;
 #[cfg(feature = "flex")]
@@ -41,6 +42,8 @@ pub(crate) mod simd;
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
+
+pub use inputs::GatedRecurrenceInputs;
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
 ///
@@ -202,9 +205,6 @@ pub fn causal_linear_attention(
         Err((q, k, v))
     }
 }
-
-/// The inputs of [`gated_recurrence`], handed back off flex.
-pub type GatedRecurrenceInputs = (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>);
 
 /// The gated linear recurrence of the `decay` and (with `beta`) `delta` families, fused on
 /// flex (forward and backward token by token, the state checkpointed every `chunk` tokens):

@@ -8,7 +8,7 @@
 //! handful of batched matmuls: time `O(T·C·F + T·F·d_v)`, memory `O(T·C + (T/C)·F·d_v)`; no
 //! `T × F × d_v` tensor is ever built.
 
-use super::LinearAttentionSums;
+use super::sums::LinearAttentionSums;
 use crate::feature_map::safe_denominator;
 use crate::heads::causal_mask;
 use burn::tensor::Tensor;

@@ -19,6 +19,9 @@
 pub mod chunked;
 pub mod parallel;
 pub mod recurrent;
+mod sums;
+
+pub use sums::LinearAttentionSums;
 
 use crate::feature_map::{
     DEFAULT_CHUNK, DEFAULT_PERFORMER_FEATURES, DEFAULT_TAYLOR_DIM, DENOMINATOR_EPS, FeatureMap,
@@ -35,15 +38,6 @@ use burn::nn::RotaryEncoding;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// Running sums of the causal form: everything a linear-attention layer remembers.
-#[derive(Clone, Debug)]
-pub struct LinearAttentionSums {
-    /// `[batch, heads, F, d_v]`: `Σ_j φ(k_j) v_jᵀ`.
-    pub kv: Tensor<4>,
-    /// `[batch, heads, F]`: `Σ_j φ(k_j)`.
-    pub k_sum: Tensor<3>,
-}
 
 /// `linear:<map>[:feature_dim=N][:features=N][:norm=sum|none][:form=chunked|parallel|recurrent][:chunk=N]`.
 /// The options after the map are this struct's fields (see [`crate::options`]).

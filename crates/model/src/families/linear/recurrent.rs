@@ -2,7 +2,7 @@
 //! `S_t = S_{t−1} + φ(k_t) v_tᵀ`, `z_t = z_{t−1} + φ(k_t)`, `y_t = φ(q_t)ᵀ S_t / φ(q_t)ᵀ z_t`.
 //! State `O(F·d_v)` per head, independent of position.
 
-use super::LinearAttentionSums;
+use super::sums::LinearAttentionSums;
 use crate::feature_map::safe_denominator;
 use burn::tensor::Tensor;
 

@@ -1,0 +1,193 @@
+//! The three forms of the delta rule, equal up to rounding (see the family's header): the
+//! [`chunked`] WY/UT form (the training default) with its exact block-doubling
+//! [`unit_lower_inverse`], the `T × T` implied [`weights`] and the [`parallel`] form on them, and
+//! the token-by-token [`recurrent`] form.
+
+use crate::chunking::{causal_decay, to_chunks};
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+/// `(I + A)⁻¹` for strictly lower-triangular `A` (forward substitution, written as block
+/// doubling so it is `log₂ C` batched steps rather than `C` row steps): with the inverses `T₁`,
+/// `T₂` of the two diagonal halves of a block, its inverse is `[[T₁, 0], [−T₂ A₂₁ T₁, T₂]]`.
+/// Exact (no power series, whose terms overflow when keys repeat); sizes that are not a power
+/// of two are padded with an identity block, which does not change the rows kept.
+///
+/// # Shapes
+/// - `a`: `[x, n, c, c]` -> `[x, n, c, c]`
+pub fn unit_lower_inverse(a: Tensor<4>) -> Tensor<4> {
+    let [x, n, c, _] = a.dims();
+    let device = a.device();
+    let p = c.next_power_of_two();
+    let a = if p > c { a.pad((0, p - c, 0, p - c), PadMode::Constant(0.0)) } else { a };
+    let r = x * n;
+    let a = a.reshape([r, p, p]);
+    // The inverses of the diagonal blocks of size s, `[r, p/s, s, s]`; 1×1 blocks are 1.
+    let mut inverses = Tensor::<4>::ones([r, p, 1, 1], &device);
+    let mut s = 1;
+    while s < p {
+        let (w, pairs) = (2 * s, p / (2 * s));
+        // The w×w diagonal blocks of `a` (block m spans rows and columns m·w..(m+1)·w), picked
+        // out by multiplying with a block identity and summing the column-block axis.
+        let eye: Vec<f32> =
+            (0..pairs * pairs).map(|i| if i / pairs == i % pairs { 1.0 } else { 0.0 }).collect();
+        let eye = Tensor::<2>::from_data(TensorData::new(eye, [pairs, pairs]), &device)
+            .reshape([1, pairs, 1, pairs, 1]);
+        let blocks = (a.clone().reshape([r, pairs, w, pairs, w]) * eye).sum_dim(3).reshape([
+            r * pairs,
+            w,
+            w,
+        ]);
+        let below = blocks.narrow(1, s, s).narrow(2, 0, s); // A₂₁
+        let halves = inverses.reshape([r * pairs, 2, s, s]);
+        let t1 = halves.clone().narrow(1, 0, 1).reshape([r * pairs, s, s]);
+        let t2 = halves.narrow(1, 1, 1).reshape([r * pairs, s, s]);
+        let off = t2.clone().matmul(below).matmul(t1.clone()).neg();
+        let top = Tensor::cat(vec![t1, Tensor::zeros([r * pairs, s, s], &device)], 2);
+        let bottom = Tensor::cat(vec![off, t2], 2);
+        inverses = Tensor::cat(vec![top, bottom], 1).reshape([r, pairs, w, w]);
+        s = w;
+    }
+    inverses.reshape([x, n, p, p]).narrow(2, 0, c).narrow(3, 0, c)
+}
+
+/// True on and above the diagonal: what the strictly lower `A` leaves out.
+pub(super) fn diagonal_and_above(c: usize, device: &Device) -> Tensor<2, Bool> {
+    Tensor::<2, Bool>::tril_mask([c, c], -1, device)
+}
+
+/// The chunked (WY/UT) form from `state` (zeros when `None`); returns the outputs and the
+/// state after the last token. `chunk` need not divide `seq`.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, d_k]`, `v`: `[batch, heads, seq, d_v]`,
+///   `beta, log_g`: `[batch, heads, seq, 1]`, `state`: `[batch, heads, d_k, d_v]`
+///   -> (`[batch, heads, seq, d_v]`, `[batch, heads, d_k, d_v]`)
+pub fn chunked(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+    chunk: usize,
+    state: Option<&Tensor<4>>,
+) -> (Tensor<4>, Tensor<4>) {
+    assert!(chunk > 0, "chunk size must be at least 1");
+    let [b, h, t, dk] = q.dims();
+    let dv = v.dims()[3];
+    let device = q.device();
+    let c = chunk.min(t);
+    let n = t.div_ceil(c);
+    let bh = b * h;
+    // Padded tokens have k = 0 and β = 0, so they write nothing (their rows of T are e_i).
+    let (qc, kc, vc, bc, gc) = (
+        to_chunks(q, n, c),
+        to_chunks(k, n, c),
+        to_chunks(v, n, c),
+        to_chunks(beta, n, c),
+        to_chunks(log_g, n, c),
+    );
+    let cum = gc.cumsum(2); // b_i inside each chunk, ≤ 0
+    let decay = causal_decay(cum.clone()); // L ⊙ M, diagonal included
+    let strict = diagonal_and_above(c, &device).unsqueeze::<4>().expand([bh, n, c, c]);
+    let kk = kc.clone().matmul(kc.clone().swap_dims(2, 3)) * decay.clone();
+    let inverse = unit_lower_inverse((kk * bc.clone()).mask_fill(strict, 0.0));
+    let w = inverse.clone().matmul(kc.clone() * bc.clone() * cum.clone().exp()); // [bh, n, c, dk]
+    let u = inverse.matmul(vc * bc); // [bh, n, c, dv]
+    let scores = qc.clone().matmul(kc.clone().swap_dims(2, 3)) * decay;
+    let total = cum.clone().narrow(2, c - 1, 1); // b_C: [bh, n, 1, 1]
+    let keys_at_end = kc * (total.clone() - cum.clone()).exp(); // k_j e^{b_C − b_j}
+    let carry = total.exp();
+
+    let mut s = match state {
+        Some(s) => s.clone().reshape([bh, dk, dv]),
+        None => Tensor::zeros([bh, dk, dv], &device),
+    };
+    let (mut before, mut written) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for m in 0..n {
+        let piece = |x: &Tensor<4>, w: usize| x.clone().narrow(1, m, 1).reshape([bh, c, w]);
+        before.push(s.clone().unsqueeze_dim::<4>(1));
+        let new_values = piece(&u, dv) - piece(&w, dk).matmul(s.clone()); // V' = U − W S
+        s = s * carry.clone().narrow(1, m, 1).reshape([bh, 1, 1])
+            + piece(&keys_at_end, dk).swap_dims(1, 2).matmul(new_values.clone());
+        written.push(new_values.unsqueeze_dim::<4>(1));
+    }
+    let y =
+        (qc * cum.exp()).matmul(Tensor::cat(before, 1)) + scores.matmul(Tensor::cat(written, 1));
+    (y.reshape([b, h, n * c, dv]).narrow(2, 0, t), s.reshape([b, h, dk, dv]))
+}
+
+/// The implied weights `A = (Q Kᵀ ⊙ L ⊙ M) T diag(β)` over the whole sequence (`y = A V` from
+/// an empty state); bidirectional: the causal weights plus those of the reversed sequence,
+/// reversed back.
+///
+/// # Shapes
+/// - `q, k`: `[batch, heads, seq, d_k]`, `beta, log_g`: `[batch, heads, seq, 1]` -> `[batch, heads, seq, seq]`
+pub fn weights(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+    causal: bool,
+) -> Tensor<4> {
+    let forward = causal_weights(q.clone(), k.clone(), beta.clone(), log_g.clone());
+    if causal {
+        return forward;
+    }
+    let flip = |x: Tensor<4>| x.flip([2]);
+    forward + causal_weights(flip(q), flip(k), flip(beta), flip(log_g)).flip([2, 3])
+}
+
+fn causal_weights(q: Tensor<4>, k: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>) -> Tensor<4> {
+    let [b, h, t, _] = q.dims();
+    let decay = causal_decay(log_g.cumsum(2));
+    let strict = diagonal_and_above(t, &q.device()).unsqueeze::<4>().expand([b, h, t, t]);
+    let kk = k.clone().matmul(k.clone().swap_dims(2, 3)) * decay.clone();
+    let inverse = unit_lower_inverse((kk * beta.clone()).mask_fill(strict, 0.0));
+    (q.matmul(k.swap_dims(2, 3)) * decay).matmul(inverse) * beta.swap_dims(2, 3)
+}
+
+/// The parallel form: `y = A V` with the `T × T` [`weights`].
+///
+/// # Shapes
+/// - as [`chunked`], without the state
+pub fn parallel(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+) -> Tensor<4> {
+    weights(q, k, beta, log_g, true).matmul(v)
+}
+
+/// The recurrence token by token from `state` (zeros when `None`): `S ← a_t S`,
+/// `v' = β_t (v_t − Sᵀ k_t)`, `S ← S + k_t v'ᵀ`, `o_t = Sᵀ q_t`.
+///
+/// # Shapes
+/// - as [`chunked`]
+pub fn recurrent(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+    state: Option<&Tensor<4>>,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, h, t, dk] = q.dims();
+    let dv = v.dims()[3];
+    let mut s = match state {
+        Some(s) => s.clone(),
+        None => Tensor::zeros([b, h, dk, dv], &q.device()),
+    };
+    let mut outputs = Vec::with_capacity(t);
+    for i in 0..t {
+        let token = |x: &Tensor<4>| x.clone().narrow(2, i, 1);
+        s = s * token(&log_g).exp();
+        let key = token(&k); // [b, h, 1, dk]
+        let new_value = (token(&v) - key.clone().matmul(s.clone())) * token(&beta);
+        s = s + key.swap_dims(2, 3).matmul(new_value);
+        outputs.push(token(&q).matmul(s.clone()));
+    }
+    (Tensor::cat(outputs, 2), s)
+}

@@ -1,0 +1,221 @@
+//! Delta-rule linear attention: DeltaNet and Gated DeltaNet.
+//!
+//! Per head, a state `S_t ∈ R^{d_k×d_v}` that is *corrected* towards each new value rather than
+//! added to: the value the state currently predicts for `k_t` is replaced by `v_t` at rate `β_t`,
+//!
+//! `S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ`,  `o_t = S_tᵀ q_t`
+//!
+//! written as `v'_t = β_t (v_t − (a_t S_{t−1})ᵀ k_t)`, `S_t = a_t S_{t−1} + k_t v'_tᵀ`. With
+//! `β = 1` and orthonormal keys the state returns the last value written under each key exactly,
+//! which is why the delta rule recalls where plain linear attention (which only adds) blurs.
+//!
+//! | spec | `a_t` | source |
+//! |---|---|---|
+//! | `delta` | 1 | Schlag, Irie, Schmidhuber 2021 ("Linear Transformers Are Secretly Fast Weight Programmers", arXiv 2102.11174); Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (arXiv 2406.06484) |
+//! | `delta:gated` | `exp(−Δ_t·exp(A_log_h))`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` (Mamba-2's gate, [`crate::gates`]) | Yang, Kautz, Hatamizadeh 2025, "Gated Delta Networks" (ICLR 2025, arXiv 2412.06464); Qwen3-Next's linear layers |
+//!
+//! As in fla-org/flash-linear-attention's layers: `q, k, v = silu(·)` of the projections (after
+//! the `conv=K` short convolution when on, see [`ShortConv`]); `q` and `k` L2-normalised per head
+//! (`x/√(‖x‖² + 1e-6)`), then `q` scaled by `d_k^(−½)`; `β_t = σ(w_β,h·x_t + b_h)` per head, or
+//! `2σ(·) ∈ (0, 2)` with `neg_eigval=true` (the state transition may then flip a direction, which
+//! Grazzi et al. 2025 show widens what the layer can track). Gate parameters: `β`'s weights
+//! `U(±1/√d_model)` and bias 0; `dt_bias = softplus⁻¹(dt₀)`, `dt₀ ~ log-uniform[1e-3, 0.1]`,
+//! `A_log = ln U(0, 16)`; drawn from the model seed and layer (see [`crate::gates`]). Left out:
+//! the output RMSNorm and output gate of fla's `GatedDeltaNet` (the model's own norms stand in).
+//! The model's RoPE, if any, rotates the normalised `q` and `k` (a rotation keeps their norm).
+//!
+//! Three forms, equal up to rounding; every gate enters as `log a_t ≤ 0`, and only differences
+//! `b_i − b_j ≤ 0` of its cumulative sums are exponentiated:
+//! - [`chunked`] (the training default, `chunk=64`): the WY/UT form of Yang et al. 2024. Inside a
+//!   chunk with cumulative log gates `b` and `L_ij = exp(b_i − b_j)`,
+//!   `T = (I + strict_tril(diag(β) K Kᵀ ⊙ L))⁻¹` ([`unit_lower_inverse`]), `W = T (β ⊙ K ⊙ e^b)`,
+//!   `U = T (β ⊙ V)`; then chunk by chunk `V' = U − W S`, `O = (Q ⊙ e^b) S + (Q Kᵀ ⊙ L ⊙ M) V'`,
+//!   `S ← e^{b_C} S + (K ⊙ e^{b_C − b})ᵀ V'`. Time `O(T·C·d)`, memory `O(T·C)` plus a state per
+//!   chunk; never a `T × T` tensor or a state per token.
+//! - [`parallel`]: the chunked form with one chunk; its `T × T` implied weights
+//!   `A = (Q Kᵀ ⊙ L ⊙ M) T diag(β)` (`y = A V`) are what diagnostics report.
+//! - [`recurrent`]: the recurrence token by token, as decoding does (prompts go chunked from the
+//!   carried state).
+//!
+//! The delta rule is a recurrence with a direction; a bidirectional model (`model.causal =
+//! false`) runs it forwards and backwards and adds the two outputs, as a bidirectional RNN does.
+//!
+//! This file holds the config: its spec grammar, its catalogue and the [`MixerFamily`] impl that
+//! builds the layer. The rest of the family: `forms.rs` (the chunked WY form, the parallel form
+//! and its weights, the recurrence, the unit-lower inverse), `layer.rs` (the module: β, gates,
+//! features, forward and decoding) and `tests/` (the naive recurrence and the tests).
+
+mod forms;
+mod layer;
+#[cfg(test)]
+mod tests;
+
+pub use forms::{chunked, parallel, recurrent, unit_lower_inverse, weights};
+pub use layer::{DeltaAttention, L2_EPS, l2_normalize};
+
+use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
+use crate::gates::{family_rng, ssm_decay_params, uniform_linear};
+use crate::heads::HeadProjection;
+use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};
+use crate::options::{parse_options, print_options, write_with_options};
+use crate::short_conv::{ShortConv, check_kernel};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The gate parameters' stream tag ("delta_ru").
+const GATE_TAG: u64 = 0x6465_6c74_615f_7275;
+
+/// `delta[:gated][:neg_eigval=true][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]`: the
+/// options are this struct's fields (see [`crate::options`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeltaAttentionConfig {
+    /// `delta:gated`: the state decays by `a_t` before each update (the spec's positional part).
+    #[serde(skip)]
+    pub gated: bool,
+    /// `β ∈ (0, 2)` instead of `(0, 1)`.
+    pub neg_eigval: bool,
+    /// Kernel of the short convolution on q/k/v (0 = none).
+    pub conv: usize,
+    pub form: LinearForm,
+    /// Tokens per chunk of the chunked form.
+    pub chunk: usize,
+}
+
+impl Default for DeltaAttentionConfig {
+    fn default() -> Self {
+        Self {
+            gated: false,
+            neg_eigval: false,
+            conv: 0,
+            form: LinearForm::Chunked,
+            chunk: DEFAULT_CHUNK,
+        }
+    }
+}
+
+impl fmt::Display for DeltaAttentionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.gated {
+            write_with_options(f, "gated", self)
+        } else {
+            f.write_str(&print_options(self))
+        }
+    }
+}
+
+impl MixerFamily for DeltaAttentionConfig {
+    const NAME: &'static str = "delta";
+    const SYNTAX: &'static str =
+        "delta[:gated][:neg_eigval=true][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
+    type Module = DeltaAttention;
+
+    fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
+        let (gated, options) = match parts.split_first() {
+            Some((&"gated", rest)) => (true, rest),
+            Some((first, _)) if !first.contains('=') => {
+                return Err(SpecError::new(
+                    spec,
+                    format!(
+                        "unknown delta variant '{first}': use 'delta' or 'delta:gated', then key=value options"
+                    ),
+                ));
+            }
+            _ => (false, parts),
+        };
+        let c = Self { gated, ..parse_options(options, spec)? };
+        if c.chunk == 0 {
+            return Err(SpecError::new(spec, "chunk must be at least 1"));
+        }
+        check_kernel(c.conv).map_err(|reason| SpecError::new(spec, reason))?;
+        Ok(c)
+    }
+
+    /// `S` (`d_k × d_v` per head, zoology's `heads·d_k·d_v`) plus, with `conv=K`, the
+    /// convolution's last `K − 1` inputs; fixed in `seq_len`.
+    fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
+        let d = dims.head_dim();
+        let conv =
+            if self.conv > 0 { ShortConv::state_floats(self.conv, 3 * dims.d_model) } else { 0 };
+        dims.n_heads * d * d + conv
+    }
+
+    fn init(&self, dims: &MixerDims, device: &Device) -> DeltaAttention {
+        let (h, d) = (dims.n_heads, dims.d_model);
+        let mut rng = family_rng(dims, GATE_TAG);
+        let beta = uniform_linear(&mut rng, d, h, vec![0.0; h], device);
+        let (dt, a_log) = if self.gated {
+            let (dt, a_log) = ssm_decay_params(&mut rng, dims, (0.0, 16.0), device);
+            (Some(dt), Some(a_log))
+        } else {
+            (None, None)
+        };
+        let conv = (self.conv > 0).then(|| ShortConv::new(3 * d, self.conv, &mut rng, device));
+        DeltaAttention {
+            heads: HeadProjection::new(dims, dims.head_dim(), device),
+            beta,
+            dt,
+            a_log,
+            conv,
+            neg_eigval: self.neg_eigval,
+            form: self.form,
+            chunk: self.chunk,
+        }
+    }
+
+    fn variants() -> Vec<&'static str> {
+        vec!["gated"]
+    }
+
+    fn variant(&self) -> Option<&'static str> {
+        self.gated.then_some("gated")
+    }
+
+    fn conventions(&self) -> Vec<(&'static str, Convention)> {
+        vec![
+            (
+                "l2_eps",
+                Convention::number(
+                    L2_EPS,
+                    "q and k are L2-normalised per head as x / sqrt(Σ x² + ε) (fla's l2norm)",
+                ),
+            ),
+            (
+                "beta_range",
+                Convention::new(
+                    if self.neg_eigval { 2.0 } else { 1.0 },
+                    "β_t = this · σ(x w_β): (0, 1), or (0, 2) with neg_eigval",
+                ),
+            ),
+            (
+                "gate_bias",
+                Convention::new(true, "β, Δ and A keep their biases even under model.bias = false"),
+            ),
+            (
+                "conv_layout",
+                Convention::new(
+                    "[K, 3·width], no bias, tap K−1 on the current token, one SiLU after",
+                    "the short convolution's weight over the packed q|k|v channels",
+                ),
+            ),
+        ]
+    }
+
+    fn catalogue() -> Vec<VariantInfo> {
+        vec![
+            VariantInfo {
+                spec: "delta",
+                formula: "S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t, β_t = σ(w_β·x_t), q, k L2-normalised (DeltaNet)",
+            },
+            VariantInfo {
+                spec: "delta:gated",
+                formula: "S_t = a_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, a_t = exp(−Δ_t e^{A_h}) as Mamba-2 (Gated DeltaNet)",
+            },
+            VariantInfo {
+                spec: "delta:gated:conv=4",
+                formula: "Gated DeltaNet after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's layer)",
+            },
+        ]
+    }
+}

@@ -1,0 +1,182 @@
+//! The delta module end to end: its forms agree on outputs and every gradient, decoding equals
+//! the forward, β and the features are their formulas, and specs parse, print and size.
+
+use super::*;
+use crate::mixer::{MixContext, SequenceMixer};
+use crate::testing::{ad_device, assert_close, assert_values_close, randn, values};
+use burn::nn::RotaryEncodingConfig;
+
+/// Every gate and convolution parameter's gradient.
+fn gate_grads(m: &DeltaAttention, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+    let mut out = Vec::new();
+    for layer in [Some(&m.beta), m.dt.as_ref()].into_iter().flatten() {
+        out.push(values(layer.weight.val().grad(grads).expect("weight grad")));
+        out.push(values(layer.bias.as_ref().unwrap().val().grad(grads).expect("bias grad")));
+    }
+    if let Some(a) = &m.a_log {
+        out.push(values(a.val().grad(grads).expect("a_log grad")));
+    }
+    if let Some(c) = &m.conv {
+        out.push(values(c.weight.val().grad(grads).expect("conv grad")));
+    }
+    out
+}
+
+/// The module end to end: the three forms give the same output and the same gradients with
+/// respect to the input and every gate parameter, and the output equals the naive recurrence
+/// on the module's own features and gates.
+#[test]
+fn module_forms_agree_on_outputs_input_and_gate_gradients() {
+    let ad = ad_device();
+    for (s, (spec, params)) in
+        [("chunk=3", 2), ("gated:chunk=3", 5), ("gated:neg_eigval=true:conv=4:chunk=3", 6)]
+            .into_iter()
+            .enumerate()
+    {
+        let base = layer(spec, &ad);
+        let x = randn([2, 7, 8], 2600 + s as u64, &device());
+        let probe = randn([2, 7, 8], 2610 + s as u64, &ad);
+        let run = |form: LinearForm| {
+            let mut m = base.clone();
+            m.form = form;
+            let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+            let y = m.forward(x.clone(), MixContext::causal()).output;
+            let grads = (y.clone() * probe.clone()).sum().backward();
+            (values(y), values(x.grad(&grads).unwrap()), gate_grads(&m, &grads))
+        };
+        let (want, want_x, want_gates) = run(LinearForm::Recurrent);
+        assert_eq!(want_gates.len(), params, "{spec}: gate parameters");
+        for form in [LinearForm::Chunked, LinearForm::Parallel] {
+            let (y, gx, gates) = run(form);
+            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+                assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"))
+            };
+            close(y, want.clone(), "output");
+            close(gx, want_x.clone(), "input gradient");
+            for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {
+                close(g, w, &format!("gate parameter gradient {i}"));
+            }
+        }
+        let m = layer(spec, &device());
+        let x = Tensor::<3>::from_data(x.to_data(), &device());
+        let (beta, log_g) = (m.betas(x.clone()), m.log_gates(x.clone()));
+        let (q, k, v) = m.features(x.clone(), None, 0, &mut None);
+        let want = m.heads.merge(naive_delta_rule(&q, &k, &v, &beta, &log_g).0);
+        assert_close(
+            m.forward(x, MixContext::causal()).output,
+            want,
+            1e-4,
+            &format!("{spec}: forward vs naive"),
+        );
+    }
+}
+
+/// A prompt (chunked from the empty state), single tokens (recurrent) and a 3-token piece
+/// (chunked from the carried state) give the forward's outputs, under RoPE, with and without
+/// the convolution.
+#[test]
+fn step_equals_forward() {
+    let d = device();
+    let rope = RotaryEncodingConfig::new(32, 4).init(&d);
+    for spec in [
+        "",
+        "gated",
+        "gated:conv=4:chunk=2",
+        "neg_eigval=true:conv=3:form=parallel",
+        "gated:form=recurrent",
+    ] {
+        let m = layer(spec, &d);
+        crate::testing::assert_decoding_equals_forward(
+            &m,
+            randn([2, 10, 8], 2700, &d),
+            Some(&rope),
+            &format!("delta:{spec}"),
+        );
+    }
+}
+
+/// β, the gate and the normalised features are the formulas of the header.
+#[test]
+fn betas_and_features_match_their_formulas() {
+    let d = device();
+    let x = randn([1, 3, 8], 2800, &d);
+    let xs = values(x.clone());
+    for (spec, scale) in [("", 1.0), ("neg_eigval=true", 2.0)] {
+        let m = layer(spec, &d);
+        let (w, b) = (values(m.beta.weight.val()), values(m.beta.bias.as_ref().unwrap().val()));
+        let got = values(m.betas(x.clone())); // [1, 2, 3, 1]
+        for h in 0..2 {
+            for t in 0..3 {
+                let z: f32 = (0..8).map(|i| xs[t * 8 + i] * w[i * 2 + h]).sum::<f32>() + b[h];
+                let want = scale / (1.0 + (-z).exp());
+                assert!(
+                    (got[h * 3 + t] - want).abs() < 1e-6,
+                    "{spec} β ({h},{t}): {} vs {want}",
+                    got[h * 3 + t]
+                );
+            }
+        }
+        assert_eq!(values(m.log_gates(x.clone())), vec![0.0; 6], "ungated");
+    }
+    let m = layer("gated", &d);
+    let (q, k, _) = m.features(x.clone(), None, 0, &mut None);
+    for (name, t, norm) in [("q", q, 0.5f32), ("k", k, 1.0)] {
+        // ‖k‖ = 1 and ‖q‖ = 1/√d_k (d_k = 4), up to the ε inside the norm.
+        for n in values(t.powi_scalar(2).sum_dim(3).sqrt()) {
+            assert!((n - norm).abs() < 1e-4, "{name}: norm {n}, want {norm}");
+        }
+    }
+    assert!(values(m.log_gates(x)).iter().all(|g| *g < 0.0), "gated: log gates negative");
+}
+
+#[test]
+fn specs_parse_print_and_size() {
+    for spec in [
+        "",
+        "gated",
+        "gated:conv=4",
+        "neg_eigval=true",
+        "chunk=16:conv=2:form=recurrent:neg_eigval=true",
+        "gated:form=parallel",
+    ] {
+        assert_eq!(config(spec).to_string(), spec);
+    }
+    assert_eq!(config("gated:chunk=64:conv=0:form=chunked:neg_eigval=false").to_string(), "gated");
+    for (spec, needle) in [
+        ("fast", "unknown delta variant 'fast'"),
+        ("gated:beta=1", "unknown option"),
+        ("chunk=0", "chunk must be at least 1"),
+        ("gated:conv=1", "not a short convolution"),
+        ("neg_eigval=maybe", "neg_eigval"),
+    ] {
+        let err = DeltaAttentionConfig::parse(&spec.split(':').collect::<Vec<_>>(), spec)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{spec}: {err}");
+    }
+    // d_model 8, 2 heads of 4: S is 4 × 4 per head; conv=4 keeps the last 3 of q, k, v (24 wide).
+    assert_eq!(config("gated").decode_state_floats(&dims(), 100), 2 * 16);
+    assert_eq!(config("conv=4").decode_state_floats(&dims(), 7), 2 * 16 + 3 * 24);
+}
+
+/// Diagnostics are the parallel form's weights: weighting `v` by them gives each head's output.
+#[test]
+fn diagnostics_are_the_implied_weights() {
+    let d = device();
+    for spec in ["", "gated:neg_eigval=true"] {
+        let m = layer(spec, &d);
+        let x = randn([1, 6, 8], 2900, &d);
+        let diag = m
+            .forward(x.clone(), MixContext::causal().with_diagnostics(true))
+            .diagnostics
+            .expect("diagnostics");
+        let (q, k, v) = m.features(x.clone(), None, 0, &mut None);
+        let (beta, log_g) = (m.betas(x.clone()), m.log_gates(x));
+        assert_close(
+            diag.weights.matmul(v.clone()),
+            naive_delta_rule(&q, &k, &v, &beta, &log_g).0,
+            1e-4,
+            &format!("delta:{spec}"),
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The naive delta rule (fla's reference recurrence) the forms are checked against, and the
+//! helpers the tests share: `forms.rs` tests the forms against the oracle, `layer.rs` the module
+//! (β, gates, features, decoding, specs and diagnostics).
+
+mod forms;
+mod layer;
+
+use super::*;
+use crate::testing::{device, randn};
+use burn::tensor::Tensor;
+use burn::tensor::activation::sigmoid;
+
+/// The textbook recurrence (fla's `naive_recurrent_gated_delta_rule`), one token at a time,
+/// products by broadcasting: `S ← a S`, `v' = β (v − Σ_i k_i S_i·)`, `S ← S + k v'ᵀ`,
+/// `o = Σ_i q_i S_i·`. Returns the outputs and the final state.
+fn naive_delta_rule(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    beta: &Tensor<4>,
+    log_g: &Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, h, t, dk] = q.dims();
+    let dv = v.dims()[3];
+    let mut s = Tensor::<4>::zeros([b, h, dk, dv], &q.device());
+    let mut out = Vec::new();
+    for i in 0..t {
+        let at = |x: &Tensor<4>| x.clone().narrow(2, i, 1);
+        let gate = at(log_g).exp(); // [b, h, 1, 1]
+        let key = at(k).reshape([b, h, dk, 1]);
+        s = s * gate;
+        let predicted = (key.clone() * s.clone()).sum_dim(2); // [b, h, 1, dv]
+        let new_value = (at(v) - predicted) * at(beta);
+        s = s + key * new_value;
+        out.push((at(q).reshape([b, h, dk, 1]) * s.clone()).sum_dim(2));
+    }
+    (Tensor::cat(out, 2), s)
+}
+
+/// How β is drawn from a free input: near 0, in (0, 1), near 2 (`neg_eigval`'s edge).
+#[derive(Clone, Copy, Debug)]
+enum BetaRange {
+    Small,
+    Unit,
+    NearTwo,
+}
+
+fn beta_from(raw: Tensor<4>, range: BetaRange) -> Tensor<4> {
+    match range {
+        BetaRange::Small => sigmoid(raw) * 1e-3,
+        BetaRange::Unit => sigmoid(raw),
+        BetaRange::NearTwo => sigmoid(raw + 6.0) * 2.0,
+    }
+}
+
+/// Log gates in `[−1.5·scale, −0.5·scale]`, or exactly 0 (the ungated rule) for scale 0.
+fn log_gates_from(raw: Tensor<4>, scale: f32) -> Tensor<4> {
+    (sigmoid(raw) + 0.5) * (-scale)
+}
+
+/// Raw q, k (`d_k = 4`), v (`d_v = 3`), β and gate inputs for `seq` tokens.
+fn inputs(seq: usize, seed: u64) -> [Tensor<4>; 5] {
+    let dev = device();
+    [
+        randn([2, 2, seq, 4], seed, &dev),
+        randn([2, 2, seq, 4], seed + 1, &dev),
+        randn([2, 2, seq, 3], seed + 2, &dev),
+        randn([2, 2, seq, 1], seed + 3, &dev),
+        randn([2, 2, seq, 1], seed + 4, &dev),
+    ]
+}
+
+type Form<'a> = &'a dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>;
+
+fn dims() -> MixerDims {
+    MixerDims { d_model: 8, n_heads: 2, max_seq_len: 32, seed: 5, layer: 1, bias: true }
+}
+
+fn config(spec: &str) -> DeltaAttentionConfig {
+    let parts: Vec<&str> = if spec.is_empty() { vec![] } else { spec.split(':').collect() };
+    DeltaAttentionConfig::parse(&parts, spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn layer(spec: &str, device: &Device) -> DeltaAttention {
+    crate::testing::seeded_layer::<DeltaAttentionConfig>(spec, &dims(), device)
+}

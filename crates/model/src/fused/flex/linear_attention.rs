@@ -1,0 +1,105 @@
+//! Chunked causal linear attention (the kernel of `fused::linear_attention`), forward and
+//! backward.
+
+use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
+use crate::fused::linear_attention;
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::backend::flex::FlexTensor;
+use burn::tensor::Tensor;
+
+#[derive(Debug)]
+struct LinearAttentionBackward;
+
+#[derive(Clone, Debug)]
+struct LinearAttentionState {
+    dims: linear_attention::Dims,
+    /// Contiguous `[b, h, t, ·]` inputs and the output.
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    y: FlexTensor,
+    saved: std::sync::Arc<linear_attention::Saved>,
+}
+
+impl Backward<Flex, 3> for LinearAttentionBackward {
+    type State = LinearAttentionState;
+
+    fn backward(
+        self,
+        ops: Ops<LinearAttentionState, 3>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        run_backward(ops, grads, |st, dy, _| {
+            let (dq, dk, dv) = linear_attention::backward(
+                st.dims,
+                slice(&st.q),
+                slice(&st.k),
+                slice(&st.v),
+                slice(&st.y),
+                &st.saved,
+                slice(dy),
+            );
+            let shape = |t: &FlexTensor| t.layout().shape().clone();
+            [
+                Some(from_vec(dq, shape(&st.q))),
+                Some(from_vec(dk, shape(&st.k))),
+                Some(from_vec(dv, shape(&st.v))),
+            ]
+        });
+    }
+}
+
+/// Fused chunked causal linear attention, or the inputs back when they are not all f32 flex
+/// tensors of one kind.
+#[allow(clippy::type_complexity)]
+pub fn causal_linear_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Tensor<4>)> {
+    let run = |q: &FlexTensor, k: &FlexTensor, v: &FlexTensor| {
+        let [b, h, t, f] = q.layout().shape().dims::<4>();
+        let dv = v.layout().shape()[3];
+        let dims = linear_attention::Dims {
+            bh: b * h,
+            seq: t,
+            f,
+            dv,
+            chunk: chunk.clamp(1, t.max(1)),
+            normalize,
+            eps,
+        };
+        let (y, saved) = linear_attention::forward(dims, slice(q), slice(k), slice(v));
+        (dims, from_vec(y, [b, h, t, dv].into()), saved)
+    };
+    match (classify(q.clone()), classify(k.clone()), classify(v.clone())) {
+        (Input::Plain(q), Input::Plain(k), Input::Plain(v)) => Ok(Tensor::from_primitive::<Flex>(
+            run(&contiguous(&q), &contiguous(&k), &contiguous(&v)).1,
+        )),
+        (Input::Tracked(qt), Input::Tracked(kt), Input::Tracked(vt)) => {
+            let (q, k, v) = (
+                contiguous(qt.primitive()),
+                contiguous(kt.primitive()),
+                contiguous(vt.primitive()),
+            );
+            let (dims, y, saved) = run(&q, &k, &v);
+            let state = LinearAttentionState {
+                dims,
+                q,
+                k,
+                v,
+                y: y.clone(),
+                saved: std::sync::Arc::new(saved),
+            };
+            Ok(record(LinearAttentionBackward, [&qt, &kt, &vt], state, y))
+        }
+        _ => Err((q, k, v)),
+    }
+}

@@ -1,0 +1,22 @@
+//! The glue between the fused kernels and Burn's flex backend and autodiff graph: one file per
+//! kernel, each taking ordinary tensors, running the kernel on their `f32` buffers and recording
+//! its hand-written backward pass, or handing the inputs back (boxed) when they are not f32 flex
+//! tensors of one kind. What every file shares (classifying a tensor, recording an op) is
+//! [`glue`].
+
+mod affine;
+mod attention;
+mod gated_recurrence;
+mod glue;
+mod linear_attention;
+mod norm;
+mod rope;
+mod unary;
+
+pub use affine::affine;
+pub use attention::softmax_attention_packed;
+pub use gated_recurrence::gated_recurrence;
+pub use linear_attention::causal_linear_attention;
+pub use norm::layer_norm;
+pub use rope::rope_packed;
+pub use unary::{elu_plus_one, gelu, log_sigmoid, silu};
