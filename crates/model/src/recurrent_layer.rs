@@ -61,7 +61,7 @@ pub fn fused_or_composed(
     chunk: usize,
     composed: impl FnOnce(GatedRecurrenceInputs) -> Tensor<4>,
 ) -> Tensor<4> {
-    fused::gated_recurrence(q, k, v, log_g, beta, chunk).unwrap_or_else(composed)
+    fused::gated_recurrence(q, k, v, log_g, beta, chunk).unwrap_or_else(|inputs| composed(*inputs))
 }
 
 /// A layer with a fixed-size recurrent state: what [`Self::features`] and [`Self::decode`] need
