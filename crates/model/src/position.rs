@@ -104,11 +104,13 @@ pub(crate) fn rope_pair_angles(
     width: usize,
 ) -> (Tensor<2>, Tensor<2>) {
     let [_, d, _] = rope.freq_complex.dims();
-    debug_assert!(width.is_multiple_of(2) && d % width == 0, "RoPE of width {width} from a {d}-wide table");
+    debug_assert!(
+        width.is_multiple_of(2) && d % width == 0,
+        "RoPE of width {width} from a {d}-wide table"
+    );
     let (pairs, stride) = (width / 2, d / width);
     // [t, pair of width, stride, (cos, sin) of member 0 | of member 1]: the first of each stride.
-    let table =
-        rope.freq_complex.clone().narrow(0, offset, len).reshape([len, pairs, stride, 4]);
+    let table = rope.freq_complex.clone().narrow(0, offset, len).reshape([len, pairs, stride, 4]);
     let cos = table.clone().slice([0..len, 0..pairs, 0..1, 0..1]).reshape([len, pairs]);
     let sin = table.slice([0..len, 0..pairs, 0..1, 1..2]).reshape([len, pairs]);
     (cos, sin)

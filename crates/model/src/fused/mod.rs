@@ -370,8 +370,9 @@ mod tests {
     fn fused_elu_plus_one_matches_the_composed_formula() {
         let d = device();
         let x = randn([4, 9, 33], 90, &d) * 3.0;
-        let (fast, fast_g) =
-            output_and_grads(std::slice::from_ref(&x), 91, |v| elu_plus_one(v[0].clone().swap_dims(1, 2)));
+        let (fast, fast_g) = output_and_grads(std::slice::from_ref(&x), 91, |v| {
+            elu_plus_one(v[0].clone().swap_dims(1, 2))
+        });
         let (slow, slow_g) =
             output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
         assert_close(fast, slow, 1e-6, "elu+1 output");
@@ -390,8 +391,9 @@ mod tests {
             1e-5,
             "log σ, no autodiff",
         );
-        let (fast, fast_g) =
-            output_and_grads(std::slice::from_ref(&x), 95, |v| log_sigmoid(v[0].clone().swap_dims(1, 2)));
+        let (fast, fast_g) = output_and_grads(std::slice::from_ref(&x), 95, |v| {
+            log_sigmoid(v[0].clone().swap_dims(1, 2))
+        });
         let (slow, slow_g) = output_and_grads(&[x], 95, |v| {
             burn::tensor::activation::log_sigmoid(v[0].clone().swap_dims(1, 2))
         });

@@ -185,8 +185,10 @@ impl MixerFamily for DecayAttentionConfig {
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let f = self.feature_count(dims);
         let z = if self.norm == Normalizer::Sum { f } else { 0 };
-        let conv =
-            conv_state_floats(self.conv, dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim()));
+        let conv = conv_state_floats(
+            self.conv,
+            dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim()),
+        );
         dims.n_heads * (f * dims.head_dim() + z) + conv
     }
 

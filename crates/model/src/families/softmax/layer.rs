@@ -63,7 +63,11 @@ impl SoftmaxAttention {
 
     /// The terms for queries `x` whose forget sums continue from `c_before` (`[batch, heads, 1]`;
     /// 0 at the start), with the keys' sums `keys_c` (the queries' own when `None`).
-    pub(super) fn terms(&self, queries_c: Option<Tensor<3>>, keys_c: Option<Tensor<3>>) -> ScoreTerms {
+    pub(super) fn terms(
+        &self,
+        queries_c: Option<Tensor<3>>,
+        keys_c: Option<Tensor<3>>,
+    ) -> ScoreTerms {
         let h = self.heads.n_heads();
         let sink = match (&self.sink, self.zero_sink) {
             (Some(s), _) => Some(s.val()),

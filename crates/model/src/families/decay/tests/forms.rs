@@ -1,8 +1,8 @@
 //! The parallel, chunked, recurrent and fused forms against the naive recurrence: scalar and
 //! vector gates, weak to strong decay, both norms, sub-chunks, both directions, carried states.
 
-use super::*;
 use super::super::forms::{divide_out, with_ones};
+use super::*;
 use crate::testing::{assert_close, assert_output_and_grads_close, output_and_grads};
 
 /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
@@ -23,21 +23,17 @@ fn every_form_matches_the_naive_recurrence() {
                     let phi = |x: Tensor<4>| {
                         if normalize { crate::fused::elu_plus_one(x) } else { x }
                     };
-                    let run = |f: &dyn Fn(
-                        Tensor<4>,
-                        Tensor<4>,
-                        Tensor<4>,
-                        Tensor<4>,
-                    ) -> Tensor<4>| {
-                        output_and_grads(&x, seed + 7, |x| {
-                            f(
-                                phi(x[0].clone()),
-                                phi(x[1].clone()),
-                                x[2].clone(),
-                                log_gates_from(x[3].clone(), scale),
-                            )
-                        })
-                    };
+                    let run =
+                        |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+                            output_and_grads(&x, seed + 7, |x| {
+                                f(
+                                    phi(x[0].clone()),
+                                    phi(x[1].clone()),
+                                    x[2].clone(),
+                                    log_gates_from(x[3].clone(), scale),
+                                )
+                            })
+                        };
                     let want =
                         run(&|q, k, v, lg| naive_decay_attention(&q, &k, &v, &lg, normalize));
                     let what = format!("g={g} log gate≈−{scale} normalize={normalize} T={seq}");
@@ -75,8 +71,7 @@ fn fused_recurrence_matches_the_composed_chunked_form() {
             for c in [1, 3, 16] {
                 seed += 10;
                 let x = inputs(10, g, seed);
-                let phi =
-                    |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+                let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
                 let run = |fused: bool| {
                     output_and_grads(&x, seed + 7, |x| {
                         let (q, k, v, lg) = (

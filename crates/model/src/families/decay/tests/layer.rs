@@ -220,10 +220,7 @@ fn specs_parse_print_and_size() {
     let dims = dims();
     assert_eq!(config("gla").decode_state_floats(&dims, 100), 2 * 16);
     assert_eq!(config("retnet:norm=sum").decode_state_floats(&dims, 100), 2 * (16 + 4));
-    assert_eq!(
-        config("mamba2:map=taylor:feature_dim=2").decode_state_floats(&dims, 5),
-        2 * 7 * 4
-    );
+    assert_eq!(config("mamba2:map=taylor:feature_dim=2").decode_state_floats(&dims, 5), 2 * 7 * 4);
     assert_eq!(
         config("gla:map=cosformer").init(&dims, &device()).alpha.unwrap().weight.val().dims(),
         [8, 2 * 8]

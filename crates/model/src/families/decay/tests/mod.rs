@@ -35,11 +35,7 @@ fn naive_decay_attention(
         z = gate * z + ki;
         let qi = q.clone().narrow(2, i, 1).reshape([b, h, f, 1]);
         let num = (qi.clone() * s.clone()).sum_dim(2); // [b, h, 1, dv]
-        out.push(if normalize {
-            num / safe_denominator((qi * z.clone()).sum_dim(2))
-        } else {
-            num
-        });
+        out.push(if normalize { num / safe_denominator((qi * z.clone()).sum_dim(2)) } else { num });
     }
     Tensor::cat(out, 2)
 }
@@ -54,8 +50,7 @@ fn naive_bidirectional(
 ) -> Tensor<4> {
     let b = log_g.clone().cumsum(2);
     let decay = (b.clone().unsqueeze_dim::<5>(3) - b.unsqueeze_dim::<5>(2)).abs().neg().exp();
-    let a =
-        (q.clone().unsqueeze_dim::<5>(3) * k.clone().unsqueeze_dim::<5>(2) * decay).sum_dim(4);
+    let a = (q.clone().unsqueeze_dim::<5>(3) * k.clone().unsqueeze_dim::<5>(2) * decay).sum_dim(4);
     let [bb, h, t, _] = q.dims();
     let a = a.reshape([bb, h, t, t]);
     let a = if normalize { a.clone() / safe_denominator(a.sum_dim(3)) } else { a };

@@ -4,7 +4,9 @@
 
 use super::super::forms::diagonal_and_above;
 use super::*;
-use crate::testing::{assert_close, assert_output_and_grads_close, output_and_grads, randn, values};
+use crate::testing::{
+    assert_close, assert_output_and_grads_close, output_and_grads, randn, values,
+};
 
 /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
 /// of q, k, v, β and the gate: ungated; gates near 1 (log ≈ −1e-3), moderate and near 0
@@ -146,17 +148,14 @@ fn orthonormal_keys_retrieve_the_last_value_written() {
     let dev = device();
     let writes = [0usize, 1, 2, 0, 3, 1, 0, 2, 2];
     let t = writes.len();
-    let keys: Vec<f32> = writes
-        .iter()
-        .flat_map(|&w| (0..4).map(move |i| if i == w { 1.0 } else { 0.0 }))
-        .collect();
+    let keys: Vec<f32> =
+        writes.iter().flat_map(|&w| (0..4).map(move |i| if i == w { 1.0 } else { 0.0 })).collect();
     let k = Tensor::<1>::from_floats(keys.as_slice(), &dev).reshape([1, 1, t, 4]);
     let v = randn([1, 1, t, 3], 2200, &dev);
     let beta = Tensor::<4>::ones([1, 1, t, 1], &dev);
     let log_g = Tensor::<4>::zeros([1, 1, t, 1], &dev);
     // Query the key written at each step: the output is the value just written.
-    let (y, state) =
-        recurrent(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), None);
+    let (y, state) = recurrent(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), None);
     assert_close(y, v.clone(), 1e-6, "recurrent: read back");
     let vs = values(v.clone());
     for key in 0..4 {
@@ -168,29 +167,19 @@ fn orthonormal_keys_retrieve_the_last_value_written() {
         }
     }
     for c in [2, 4, 9] {
-        let (y, s) =
-            chunked(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), c, None);
+        let (y, s) = chunked(k.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone(), c, None);
         assert_close(y, v.clone(), 1e-5, &format!("chunk={c}: read back"));
         assert_close(s, state.clone(), 1e-5, &format!("chunk={c}: state"));
     }
-    assert_close(
-        parallel(k.clone(), k, v.clone(), beta, log_g),
-        v,
-        1e-5,
-        "parallel: read back",
-    );
+    assert_close(parallel(k.clone(), k, v.clone(), beta, log_g), v, 1e-5, "parallel: read back");
 }
 
 /// Strong forgetting (log gates ≈ −30 per token) over a 40-token chunk stays finite and equal.
 #[test]
 fn strong_decay_over_long_chunks_stays_finite() {
     let [q, k, v, b, g] = inputs(40, 2300);
-    let (q, k, b, g) = (
-        l2_normalize(q),
-        l2_normalize(k),
-        beta_from(b, BetaRange::Unit),
-        log_gates_from(g, 30.0),
-    );
+    let (q, k, b, g) =
+        (l2_normalize(q), l2_normalize(k), beta_from(b, BetaRange::Unit), log_gates_from(g, 30.0));
     let (want, _) = naive_delta_rule(&q, &k, &v, &b, &g);
     assert_close(
         chunked(q.clone(), k.clone(), v.clone(), b.clone(), g.clone(), 40, None).0,
@@ -223,20 +212,13 @@ fn carried_state_continues_the_sequence() {
         let part = |x: &Tensor<4>, a: usize, n: usize| x.clone().narrow(2, a, n);
         let first = |x: &Tensor<4>| part(x, 0, 6);
         let rest = |x: &Tensor<4>| part(x, 6, 4);
-        let (head, state) =
-            chunked(first(&q), first(&k), first(&v), first(&b), first(&g), 4, None);
+        let (head, state) = chunked(first(&q), first(&k), first(&v), first(&b), first(&g), 4, None);
         let (tail, end) =
             chunked(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), 3, Some(&state));
-        assert_close(
-            Tensor::cat(vec![head, tail], 2),
-            full.clone(),
-            1e-4,
-            "chunked with state",
-        );
+        assert_close(Tensor::cat(vec![head, tail], 2), full.clone(), 1e-4, "chunked with state");
         assert_close(end, final_state.clone(), 1e-4, "chunked final state");
         let (_, state) = recurrent(first(&q), first(&k), first(&v), first(&b), first(&g), None);
-        let (tail, end) =
-            recurrent(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), Some(&state));
+        let (tail, end) = recurrent(rest(&q), rest(&k), rest(&v), rest(&b), rest(&g), Some(&state));
         assert_close(tail, full.narrow(2, 6, 4), 1e-4, "recurrent with state");
         assert_close(end, final_state, 1e-4, "recurrent final state");
     }
@@ -246,12 +228,8 @@ fn carried_state_continues_the_sequence() {
 #[test]
 fn bidirectional_runs_both_ways() {
     let [q, k, v, b, g] = inputs(7, 2500);
-    let (q, k, b, g) = (
-        l2_normalize(q),
-        l2_normalize(k),
-        beta_from(b, BetaRange::Unit),
-        log_gates_from(g, 0.3),
-    );
+    let (q, k, b, g) =
+        (l2_normalize(q), l2_normalize(k), beta_from(b, BetaRange::Unit), log_gates_from(g, 0.3));
     let flip = |x: &Tensor<4>| x.clone().flip([2]);
     let want = naive_delta_rule(&q, &k, &v, &b, &g).0
         + naive_delta_rule(&flip(&q), &flip(&k), &flip(&v), &flip(&b), &flip(&g)).0.flip([2]);

@@ -142,10 +142,7 @@ fn specs_parse_print_and_size() {
     ] {
         assert_eq!(config(spec).to_string(), spec);
     }
-    assert_eq!(
-        config("gated:chunk=64:conv=0:form=chunked:neg_eigval=false").to_string(),
-        "gated"
-    );
+    assert_eq!(config("gated:chunk=64:conv=0:form=chunked:neg_eigval=false").to_string(), "gated");
     for (spec, needle) in [
         ("fast", "unknown delta variant 'fast'"),
         ("gated:beta=1", "unknown option"),

@@ -9,13 +9,7 @@ use burn::tensor::activation::log_sigmoid;
 
 /// The kernel against the oracle on fresh inputs: outputs and the gradients of q, k, v, the
 /// forget gates' input and the sink logit.
-fn check_against_reference(
-    scaling: Scaling,
-    forget: bool,
-    sink: bool,
-    causal: bool,
-    seed: u64,
-) {
+fn check_against_reference(scaling: Scaling, forget: bool, sink: bool, causal: bool, seed: u64) {
     let d = device();
     let (b, h, t, dh) = (2, 3, 7, 4);
     let inputs = [
@@ -37,8 +31,7 @@ fn check_against_reference(
         };
         // Unused inputs still need a (zero) gradient for the helper.
         let unused = (x[3].clone().sum() + x[4].clone().sum()).reshape([1, 1, 1, 1]) * 0.0;
-        softmax_attention(x[0].clone(), x[1].clone(), x[2].clone(), scaling, &terms, causal, 0)
-            .0
+        softmax_attention(x[0].clone(), x[1].clone(), x[2].clone(), scaling, &terms, causal, 0).0
             + unused
     });
     let (slow, slow_g) = output_and_grads(&inputs, seed + 6, |x| {
@@ -46,8 +39,7 @@ fn check_against_reference(
         let lf = log_forget(&x[3]);
         let extras = Extras { log_forget: forget.then_some(&lf), sink: sink.then_some(&x[4]) };
         let unused = (x[3].clone().sum() + x[4].clone().sum()).reshape([1, 1, 1, 1]) * 0.0;
-        naive_softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), extras, causal)
-            + unused
+        naive_softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), extras, causal) + unused
     });
     let what = format!("{} forget={forget} sink={sink} causal={causal}", scaling.name());
     assert_close(fast, slow, 1e-4, &format!("{what} output"));
@@ -133,29 +125,14 @@ fn bernhard_divisors_match_hand_computed_values() {
 }
 
 /// The composed formula the packed kernel replaces: split, `softmax_attention`, merge.
-fn composed_attention(
-    qkv: Tensor<3>,
-    heads: usize,
-    scaling: Scaling,
-    causal: bool,
-) -> Tensor<3> {
+fn composed_attention(qkv: Tensor<3>, heads: usize, scaling: Scaling, causal: bool) -> Tensor<3> {
     let [b, t, w] = qkv.dims();
     let d = w / (3 * heads);
     let part = |i: usize| {
-        qkv.clone()
-            .narrow(2, i * heads * d, heads * d)
-            .reshape([b, t, heads, d])
-            .swap_dims(1, 2)
+        qkv.clone().narrow(2, i * heads * d, heads * d).reshape([b, t, heads, d]).swap_dims(1, 2)
     };
-    let (y, _) = softmax_attention(
-        part(0),
-        part(1),
-        part(2),
-        scaling,
-        &ScoreTerms::default(),
-        causal,
-        0,
-    );
+    let (y, _) =
+        softmax_attention(part(0), part(1), part(2), scaling, &ScoreTerms::default(), causal, 0);
     y.swap_dims(1, 2).reshape([b, t, heads * d])
 }
 
@@ -173,8 +150,8 @@ fn fused_packed_attention_matches_the_composed_formula() {
             {
                 let qkv = randn([b, t, 3 * h * dh], 40 + seed as u64, &d) * 1.5;
                 let what = format!("b{b} t{t} h{h} d{dh} causal={causal} {}", scaling.name());
-                let plain = fused::softmax_attention_packed(qkv.clone(), h, scale, causal)
-                    .expect("flex");
+                let plain =
+                    fused::softmax_attention_packed(qkv.clone(), h, scale, causal).expect("flex");
                 assert_close(
                     plain,
                     composed_attention(qkv.clone(), h, scaling, causal),
@@ -182,8 +159,7 @@ fn fused_packed_attention_matches_the_composed_formula() {
                     &format!("{what}: no autodiff"),
                 );
                 let (fast, fast_g) = output_and_grads(std::slice::from_ref(&qkv), 50, |v| {
-                    fused::softmax_attention_packed(v[0].clone(), h, scale, causal)
-                        .expect("flex")
+                    fused::softmax_attention_packed(v[0].clone(), h, scale, causal).expect("flex")
                 });
                 let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| {
                     composed_attention(v[0].clone(), h, scaling, causal)

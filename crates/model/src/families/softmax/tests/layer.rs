@@ -25,9 +25,8 @@ fn fused_and_monitored_paths_agree() {
             // from the shared stream while another test holds it.
             let ad = crate::testing::ad_device();
             let layer = crate::seeding::with_seed(&ad, 62, || {
-                let layer =
-                    SoftmaxAttentionConfig { gate, ..SoftmaxAttentionConfig::new(scaling) }
-                        .init(&dims, &ad);
+                let layer = SoftmaxAttentionConfig { gate, ..SoftmaxAttentionConfig::new(scaling) }
+                    .init(&dims, &ad);
                 crate::seeding::materialize(&layer);
                 layer
             });
@@ -36,10 +35,7 @@ fn fused_and_monitored_paths_agree() {
                     let ctx =
                         if causal { MixContext::causal() } else { MixContext::bidirectional() };
                     layer
-                        .forward(
-                            v[0].clone(),
-                            ctx.with_rope(rope).with_diagnostics(diagnostics),
-                        )
+                        .forward(v[0].clone(), ctx.with_rope(rope).with_diagnostics(diagnostics))
                         .output
                 })
             };

@@ -35,64 +35,60 @@ fn naive_softmax_attention(
     let d = d as f32;
     let dev = q.device();
     let per_head = |s: &[f32]| Tensor::<1>::from_floats(s, &dev).reshape([1, s.len(), 1, 1]);
-    let out =
-        visible_rows(q, k, v, causal).into_iter().enumerate().map(|(i, (qi, keys, vals))| {
-            let n = keys.dims()[2];
-            let dots = |a: Tensor<4>, b: Tensor<4>| a.matmul(b.swap_dims(2, 3)); // [b,h,1,n]
-            let scores = match scaling {
-                Scaling::SqrtD | Scaling::Softpick => dots(qi, keys) / d.sqrt(),
-                Scaling::None => dots(qi, keys),
-                Scaling::NumKeys => dots(qi, keys) / n as f32,
-                Scaling::SumKeyNorms => {
-                    let total_norm = keys.clone().powf_scalar(2.0).sum_dim(3).sqrt().sum_dim(2); // [b,h,1,1]
-                    dots(qi, keys) / total_norm
-                }
-                Scaling::Learned => dots(qi, keys) * per_head(scale.unwrap()),
-                Scaling::QkNorm => {
-                    let unit = |x: Tensor<4>| x.clone() / x.powf_scalar(2.0).sum_dim(3).sqrt();
-                    dots(unit(qi), unit(keys)) * per_head(scale.unwrap())
-                }
-                Scaling::Ssmax => dots(qi, keys) * per_head(scale.unwrap()) * (n as f32).ln(),
-                Scaling::LogNTemp => {
-                    let tau = (((i + 1) as f64 / DEFAULT_FLOOR_SCALE).floor() + 1.0).ln()
-                        * DEFAULT_ATTN_SCALE
-                        + 1.0;
-                    dots(qi, keys) / d.sqrt() * tau as f32
-                }
-            };
-            let scores = match extras.log_forget {
-                // Σ ln f over the tokens strictly after the earlier of (i, j), up to the later.
-                Some(lf) => {
-                    let bias: Vec<Tensor<4>> = (0..n)
-                        .map(|j| {
-                            let (lo, hi) = (i.min(j), i.max(j));
-                            if hi == lo {
-                                Tensor::zeros([b, h, 1, 1], &dev)
-                            } else {
-                                lf.clone()
-                                    .narrow(2, lo + 1, hi - lo)
-                                    .sum_dim(2)
-                                    .reshape([b, h, 1, 1])
-                            }
-                        })
-                        .collect();
-                    scores + Tensor::cat(bias, 3)
-                }
-                None => scores,
-            };
-            let weights = match (scaling, extras.sink) {
-                (Scaling::Softpick, _) => {
-                    let t = scores.exp() - 1.0;
-                    t.clone().clamp_min(0.0) / (t.abs().sum_dim(3) + SOFTPICK_EPS)
-                }
-                (_, Some(sink)) => {
-                    let e = scores.exp();
-                    e.clone() / (e.sum_dim(3) + sink.clone().exp())
-                }
-                _ => softmax(scores, 3),
-            };
-            weights.matmul(vals)
-        });
+    let out = visible_rows(q, k, v, causal).into_iter().enumerate().map(|(i, (qi, keys, vals))| {
+        let n = keys.dims()[2];
+        let dots = |a: Tensor<4>, b: Tensor<4>| a.matmul(b.swap_dims(2, 3)); // [b,h,1,n]
+        let scores = match scaling {
+            Scaling::SqrtD | Scaling::Softpick => dots(qi, keys) / d.sqrt(),
+            Scaling::None => dots(qi, keys),
+            Scaling::NumKeys => dots(qi, keys) / n as f32,
+            Scaling::SumKeyNorms => {
+                let total_norm = keys.clone().powf_scalar(2.0).sum_dim(3).sqrt().sum_dim(2); // [b,h,1,1]
+                dots(qi, keys) / total_norm
+            }
+            Scaling::Learned => dots(qi, keys) * per_head(scale.unwrap()),
+            Scaling::QkNorm => {
+                let unit = |x: Tensor<4>| x.clone() / x.powf_scalar(2.0).sum_dim(3).sqrt();
+                dots(unit(qi), unit(keys)) * per_head(scale.unwrap())
+            }
+            Scaling::Ssmax => dots(qi, keys) * per_head(scale.unwrap()) * (n as f32).ln(),
+            Scaling::LogNTemp => {
+                let tau = (((i + 1) as f64 / DEFAULT_FLOOR_SCALE).floor() + 1.0).ln()
+                    * DEFAULT_ATTN_SCALE
+                    + 1.0;
+                dots(qi, keys) / d.sqrt() * tau as f32
+            }
+        };
+        let scores = match extras.log_forget {
+            // Σ ln f over the tokens strictly after the earlier of (i, j), up to the later.
+            Some(lf) => {
+                let bias: Vec<Tensor<4>> = (0..n)
+                    .map(|j| {
+                        let (lo, hi) = (i.min(j), i.max(j));
+                        if hi == lo {
+                            Tensor::zeros([b, h, 1, 1], &dev)
+                        } else {
+                            lf.clone().narrow(2, lo + 1, hi - lo).sum_dim(2).reshape([b, h, 1, 1])
+                        }
+                    })
+                    .collect();
+                scores + Tensor::cat(bias, 3)
+            }
+            None => scores,
+        };
+        let weights = match (scaling, extras.sink) {
+            (Scaling::Softpick, _) => {
+                let t = scores.exp() - 1.0;
+                t.clone().clamp_min(0.0) / (t.abs().sum_dim(3) + SOFTPICK_EPS)
+            }
+            (_, Some(sink)) => {
+                let e = scores.exp();
+                e.clone() / (e.sum_dim(3) + sink.clone().exp())
+            }
+            _ => softmax(scores, 3),
+        };
+        weights.matmul(vals)
+    });
     Tensor::cat(out.collect(), 2)
 }
 
