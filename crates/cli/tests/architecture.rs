@@ -197,10 +197,10 @@ fn dependency_graph(sources: &Sources) -> Graph {
         let toks = tokens(&code_only(root));
         for (path, bound) in uses(&toks) {
             let target = longest_module(&path, "", &is_module);
-            if let (Some(t), Some(b)) = (target, bound) {
-                if !t.is_empty() {
-                    root_items.insert(b, t);
-                }
+            if let (Some(t), Some(b)) = (target, bound)
+                && !t.is_empty()
+            {
+                root_items.insert(b, t);
             }
         }
     }

@@ -67,12 +67,14 @@ impl BackendKind {
             #[cfg(feature = "flex")]
             Self::Flex => Ok(Device::flex()),
             #[cfg(feature = "ndarray")]
+            // Burn deprecates ndarray; it stays selectable for comparison (Cargo.toml).
             #[allow(deprecated)]
             Self::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             Self::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[cfg(feature = "cuda")]
             Self::Cuda => Ok(Device::cuda(burn::tensor::DeviceIndex::Default)),
+            // Unreachable only when every backend is compiled in.
             #[allow(unreachable_patterns)]
             other => Err(BackendError::NotCompiled(other)),
         }

@@ -1,21 +1,10 @@
-//! What the gated linear-type families' forms share: cutting a sequence into chunks, the
-//! in-chunk decay matrix of a scalar gate, and the decoding state they carry.
+//! What the gated linear-type families' forms share: cutting a sequence into chunks and the
+//! in-chunk decay matrix of a scalar gate (the layers around the forms share
+//! [`crate::recurrent_layer`]).
 
 use crate::heads::causal_mask;
 use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
-
-/// Decoding state of a recurrent family: its fixed-size state, the short convolution's last
-/// inputs (`conv=K`) and the tokens seen.
-#[derive(Clone, Debug, Default)]
-pub struct RecurrentState {
-    /// The family's state (`decay`: `[batch, heads, F, d_v (+1 for z)]`; `delta`:
-    /// `[batch, heads, d_k, d_v]`); `None` before the first token.
-    pub state: Option<Tensor<4>>,
-    /// `conv=K`: the last `K − 1` projected inputs, `[batch, K − 1, channels]`.
-    pub conv: Option<Tensor<3>>,
-    pub position: usize,
-}
 
 /// Zero-pads the sequence axis (2) of `[batch, heads, seq, w]` to `n·c` and cuts it into chunks:
 /// `[batch·heads, n, c, w]`. A padded token has zero inputs and log gate 0 (gate 1), so it adds

@@ -112,7 +112,7 @@ impl ModelConfig {
                 return err(format!("model.{key} is 0: it must be at least 1"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return err(format!(
                 "model.d_model ({}) is not divisible by model.n_heads ({}): choose a d_model that is a multiple of n_heads",
                 self.d_model, self.n_heads
@@ -129,7 +129,7 @@ impl ModelConfig {
             // (position::rope_pair_angles), which needs a width that divides the head's.
             let head = self.head_dim();
             if self.positions == PositionKind::Rope
-                && (d_qk > head || d_qk % 2 != 0 || head % d_qk != 0)
+                && (d_qk > head || d_qk % 2 != 0 || !head.is_multiple_of(d_qk))
             {
                 return err(format!(
                     "model.positions = \"rope\" rotates {head}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
@@ -137,7 +137,7 @@ impl ModelConfig {
                 ));
             }
         }
-        if self.positions == PositionKind::Rope && self.head_dim() % 2 != 0 {
+        if self.positions == PositionKind::Rope && !self.head_dim().is_multiple_of(2) {
             return err(format!(
                 "model.positions = \"rope\" needs an even head dim, d_model/n_heads is {}",
                 self.head_dim()
@@ -231,15 +231,15 @@ impl ModelConfig {
             .collect();
         let head = (!self.tie_embeddings)
             .then(|| LinearConfig::new(self.d_model, io.output_dim).with_bias(false).init(device));
-        Lm::from_parts(
+        Lm {
             input,
             positions,
             blocks,
-            Norm::new(self.norm, self.d_model, device),
+            norm: Norm::new(self.norm, self.d_model, device),
             head,
-            dropout(),
-            self.causal,
-            self.max_seq_len,
-        )
+            dropout: dropout(),
+            causal: self.causal,
+            max_seq_len: self.max_seq_len,
+        }
     }
 }

@@ -152,7 +152,7 @@ impl HeadProjection {
         let Some(rope) = rope else { return qkv };
         match fused::rope_packed(qkv, rope, offset, 2 * self.n_heads() * self.d_qk(), self.d_qk()) {
             Ok(rotated) => rotated,
-            Err(qkv) => self.rotate_packed_composed(qkv, rope, offset),
+            Err(qkv) => self.rotate_packed_composed(*qkv, rope, offset),
         }
     }
 
@@ -330,10 +330,10 @@ mod tests {
         let heads = HeadProjection::new(&dims, 4, &ad);
         for (offset, t) in [(0, 9), (6, 5)] {
             let qkv = randn([3, t, 2 * 2 * 4 + 2 * 6], 90 + offset as u64, &d);
-            let fused = output_and_grads(&[qkv.clone()], 91, |v| {
+            let fused = output_and_grads(std::slice::from_ref(&qkv), 91, |v| {
                 heads.rotate_packed(v[0].clone(), Some(&rope), offset)
             });
-            let composed = output_and_grads(&[qkv.clone()], 91, |v| {
+            let composed = output_and_grads(std::slice::from_ref(&qkv), 91, |v| {
                 heads.rotate_packed_composed(v[0].clone(), &rope, offset)
             });
             assert_output_and_grads_close(&format!("offset {offset}"), fused, &composed);

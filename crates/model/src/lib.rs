@@ -11,6 +11,9 @@
 //!   the module, `forms.rs` the computations, `tests/` the oracle and tests).
 //! - [`gates`], [`short_conv`], [`chunking`]: what the gated linear-type families share (the
 //!   SSD decay's parameters, the `conv=K` short convolution, chunk bookkeeping).
+//! - [`recurrent_layer`]: what the fixed-state recurrent families (`decay`, `delta`) share around
+//!   their forms: the decoding state and step, the convolution's handling, the fused-or-composed
+//!   chunked call.
 //! - [`options`]: a family's `key=value` spec options read into and printed from its serde struct.
 //! - [`stack`]: one spec per layer ([`MixerStack`]).
 //! - [`block`], [`position`], [`lm`], [`config`]: the transformer around them.
@@ -38,6 +41,7 @@ pub mod lm;
 pub mod mixer;
 pub mod options;
 pub mod position;
+pub mod recurrent_layer;
 pub mod seeding;
 pub mod short_conv;
 pub mod stack;

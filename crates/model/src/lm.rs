@@ -66,27 +66,15 @@ pub struct Lm<M: SequenceMixer> {
     /// `None` when the head is tied to the token embedding.
     pub head: Option<Linear>,
     pub dropout: Dropout,
+    /// Read through [`Lm::is_causal`]; set where `ModelConfig::init` assembles the model.
     #[module(skip)]
-    causal: bool,
+    pub(crate) causal: bool,
+    /// Read through [`Lm::max_seq_len`].
     #[module(skip)]
-    max_seq_len: usize,
+    pub(crate) max_seq_len: usize,
 }
 
 impl<M: SequenceMixer> Lm<M> {
-    /// Assembles a model from its parts (see `ModelConfig::init`).
-    pub fn from_parts(
-        input: InputLayer,
-        positions: Positions,
-        blocks: Vec<Block<M>>,
-        norm: Norm,
-        head: Option<Linear>,
-        dropout: Dropout,
-        causal: bool,
-        max_seq_len: usize,
-    ) -> Self {
-        Self { input, positions, blocks, norm, head, dropout, causal, max_seq_len }
-    }
-
     pub fn max_seq_len(&self) -> usize {
         self.max_seq_len
     }

@@ -104,11 +104,13 @@ pub(crate) fn rope_pair_angles(
     width: usize,
 ) -> (Tensor<2>, Tensor<2>) {
     let [_, d, _] = rope.freq_complex.dims();
-    debug_assert!(width % 2 == 0 && d % width == 0, "RoPE of width {width} from a {d}-wide table");
+    debug_assert!(
+        width.is_multiple_of(2) && d % width == 0,
+        "RoPE of width {width} from a {d}-wide table"
+    );
     let (pairs, stride) = (width / 2, d / width);
     // [t, pair of width, stride, (cos, sin) of member 0 | of member 1]: the first of each stride.
-    let table =
-        rope.freq_complex.clone().slice([offset..offset + len]).reshape([len, pairs, stride, 4]);
+    let table = rope.freq_complex.clone().narrow(0, offset, len).reshape([len, pairs, stride, 4]);
     let cos = table.clone().slice([0..len, 0..pairs, 0..1, 0..1]).reshape([len, pairs]);
     let sin = table.slice([0..len, 0..pairs, 0..1, 1..2]).reshape([len, pairs]);
     (cos, sin)
@@ -162,7 +164,7 @@ mod tests {
         let rope = RotaryEncodingConfig::new(16, 8).init(&ad);
         for (offset, t) in [(0, 7), (5, 3), (15, 1)] {
             let x = randn([2, 3, t, 8], 40 + offset as u64, &d);
-            let fast = output_and_grads(&[x.clone()], 7, |v| {
+            let fast = output_and_grads(std::slice::from_ref(&x), 7, |v| {
                 let (cos, sin) = rotation(&rope, offset, t, 8);
                 rotate(v[0].clone(), &cos.unsqueeze(), &sin.unsqueeze())
             });

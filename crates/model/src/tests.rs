@@ -286,6 +286,7 @@ fn check_backend_agreement(other: Device, tol: f32) {
 #[cfg(feature = "ndarray")]
 #[test]
 fn ndarray_matches_flex() {
+    // Burn deprecates ndarray; this test is what keeps it comparable.
     #[allow(deprecated)]
     check_backend_agreement(Device::ndarray(), 1e-4);
 }

@@ -162,14 +162,9 @@ trait ErasedFamily {
     fn qk_width(&self, dims: &MixerDims) -> usize;
     fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize;
     fn init(&self, dims: &MixerDims, device: &Device) -> Mixer;
-    fn describe(
-        &self,
-        dims: &MixerDims,
-    ) -> (
-        Option<&'static str>,
-        serde_json::Map<String, serde_json::Value>,
-        Vec<(&'static str, Convention)>,
-    );
+    /// The description but for `spec` and `module` (the registry's enum knows them) and
+    /// `parameters` (the exporter's).
+    fn describe(&self, dims: &MixerDims) -> MixerDescription;
 }
 
 impl<C: MixerFamily> ErasedFamily for C
@@ -194,15 +189,17 @@ where
     fn init(&self, dims: &MixerDims, device: &Device) -> Mixer {
         MixerFamily::init(self, dims, device).into()
     }
-    fn describe(
-        &self,
-        _dims: &MixerDims,
-    ) -> (
-        Option<&'static str>,
-        serde_json::Map<String, serde_json::Value>,
-        Vec<(&'static str, Convention)>,
-    ) {
-        (self.variant(), options_of(self), self.conventions())
+    fn describe(&self, dims: &MixerDims) -> MixerDescription {
+        MixerDescription {
+            spec: String::new(),
+            family: C::NAME.to_string(),
+            module: String::new(),
+            variant: self.variant().map(String::from),
+            options: options_of(self),
+            qk_width: MixerFamily::qk_width(self, dims),
+            conventions: self.conventions().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            parameters: BTreeMap::new(),
+        }
     }
 }
 
@@ -319,16 +316,10 @@ impl MixerSpec {
     /// This layer's mixer fully resolved (see [`MixerDescription`]); `parameters` is left for
     /// the exporter to fill.
     pub fn describe(&self, dims: &MixerDims) -> MixerDescription {
-        let (variant, options, conventions) = self.family_config().describe(dims);
         MixerDescription {
             spec: self.to_string(),
-            family: self.family().to_string(),
             module: self.module_name().to_string(),
-            variant: variant.map(String::from),
-            options,
-            qk_width: self.qk_width(dims),
-            conventions: conventions.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            parameters: BTreeMap::new(),
+            ..self.family_config().describe(dims)
         }
     }
 }

@@ -97,6 +97,7 @@ fn gates_at(dims: Dims, g: &[f32], t: usize, a: &mut [f32]) {
 /// One token forward: updates `s` in place, writes `y_t`, and `u_t`, `r_t` into `u`, `r`;
 /// `a` is scratch for the gates.
 #[inline(always)]
+// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 fn token_forward(
     dims: Dims,
@@ -135,6 +136,8 @@ fn token_forward(
 /// The forward pass of one (batch, head): outputs into `y`, chunk-start states into `checkpoints`.
 /// (Inlined into the AVX2+FMA build `dispatched!` makes of it.)
 #[inline(always)]
+// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn sequence_forward_body(
     dims: Dims,
     q: &[f32],
@@ -185,6 +188,7 @@ pub fn forward(
 
 /// Gradients of one (batch, head), written into the `d*` slices.
 #[inline(always)]
+// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 fn sequence_backward_body(
     dims: Dims,
@@ -278,6 +282,7 @@ pub struct Grads {
 }
 
 /// The backward pass from the inputs, the checkpoints and the output gradient `dy`.
+// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dims: Dims,

@@ -1,8 +1,21 @@
 //! What a fused function hands back when it does not run (off flex, or not `f32`): the caller's
-//! own inputs, for its composed formula. A leaf, so the flex glue and [`super`]'s wrappers share
-//! these types without importing each other.
+//! own inputs, boxed, for its composed formula. A leaf, so the flex glue and [`super`]'s wrappers
+//! share these types without importing each other.
 
 use burn::tensor::Tensor;
 
-/// The inputs of [`super::gated_recurrence`] (`q, k, v, log_g, beta`), handed back off flex.
+/// Inputs handed back instead of an output. Boxed: tensors are large, and the fallback is the
+/// rare path (off flex), so the common `Ok` stays small.
+pub type Unfused<T> = Box<T>;
+
+/// The inputs of [`super::affine_map`] (`x, weight, bias`).
+pub type AffineInputs<const D: usize> = (Tensor<D>, Tensor<2>, Option<Tensor<1>>);
+
+/// The inputs of [`super::layer_norm_with`] (`x, gamma, beta`).
+pub type LayerNormInputs<const D: usize> = (Tensor<D>, Tensor<1>, Option<Tensor<1>>);
+
+/// The inputs of [`super::causal_linear_attention`] (`q, k, v`).
+pub type LinearAttentionInputs = (Tensor<4>, Tensor<4>, Tensor<4>);
+
+/// The inputs of [`super::gated_recurrence`] (`q, k, v, log_g, beta`).
 pub type GatedRecurrenceInputs = (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>);

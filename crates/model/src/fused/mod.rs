@@ -43,7 +43,9 @@ pub(crate) mod simd;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 
-pub use inputs::GatedRecurrenceInputs;
+pub use inputs::{
+    AffineInputs, GatedRecurrenceInputs, LayerNormInputs, LinearAttentionInputs, Unfused,
+};
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
 ///
@@ -58,14 +60,14 @@ pub fn affine_map<const D: usize>(
     #[cfg(feature = "flex")]
     let (x, weight, bias) = match flex::affine(x, weight, bias) {
         Ok(y) => return y,
-        Err(inputs) => inputs,
+        Err(inputs) => *inputs,
     };
     burn::tensor::module::linear(x, weight, bias)
 }
 
 /// Rotary position encoding of the queries and keys in packed `[q | k | v]` rows (the first
 /// `rotated` values of each row, heads `d` wide) at positions `offset..`, fused on flex.
-/// Returns `Err(qkv)` off flex, where the caller runs the composed formula
+/// Returns `qkv` back (boxed) off flex, where the caller runs the composed formula
 /// (`heads::HeadProjection::rotate_packed`, which the tests compare this with).
 ///
 /// # Shapes
@@ -76,13 +78,13 @@ pub fn rope_packed(
     offset: usize,
     rotated: usize,
     d: usize,
-) -> Result<Tensor<3>, Tensor<3>> {
+) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     #[cfg(feature = "flex")]
     return flex::rope_packed(qkv, rope, offset, rotated, d);
     #[cfg(not(feature = "flex"))]
     {
         let _ = (rope, offset, rotated, d);
-        Err(qkv)
+        Err(Box::new(qkv))
     }
 }
 
@@ -90,7 +92,7 @@ pub fn rope_packed(
 ///
 /// `qkv` holds each position's queries, keys and values side by side, `[q | k | v]`, each
 /// head-major (the layout of `heads::HeadProjection`); the result has the heads merged.
-/// Returns `Err(qkv)` off flex, where the caller runs the composed formula.
+/// Returns `qkv` back (boxed) off flex, where the caller runs the composed formula.
 ///
 /// # Shapes
 /// - `qkv`: `[batch, seq, 3·heads·d]` -> `[batch, seq, heads·d]`
@@ -99,11 +101,11 @@ pub fn softmax_attention_packed(
     heads: usize,
     scale: f32,
     causal: bool,
-) -> Result<Tensor<3>, Tensor<3>> {
+) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     #[cfg(feature = "flex")]
     return flex::softmax_attention_packed(qkv, heads, scale, causal);
     #[cfg(not(feature = "flex"))]
-    Err(qkv)
+    Err(Box::new(qkv))
 }
 
 /// `elu(x) + 1` (`x + 1` for `x > 0`, `e^x` otherwise), the feature map of Katharopoulos et al.,
@@ -115,7 +117,7 @@ pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
     let x = match flex::elu_plus_one(x) {
         Ok(y) => return y,
-        Err(x) => x,
+        Err(x) => *x,
     };
     elu_plus_one_composed(x)
 }
@@ -133,7 +135,7 @@ pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
     let x = match flex::log_sigmoid(x) {
         Ok(y) => return y,
-        Err(x) => x,
+        Err(x) => *x,
     };
     burn::tensor::activation::log_sigmoid(x)
 }
@@ -146,7 +148,7 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
     let x = match flex::silu(x) {
         Ok(y) => return y,
-        Err(x) => x,
+        Err(x) => *x,
     };
     burn::tensor::activation::silu(x)
 }
@@ -174,7 +176,7 @@ pub fn layer_norm_with<const D: usize>(
     #[cfg(feature = "flex")]
     let (x, gamma, beta) = match flex::layer_norm(x, gamma, beta, epsilon as f32) {
         Ok(y) => return y,
-        Err(inputs) => inputs,
+        Err(inputs) => *inputs,
     };
     burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
 }
@@ -188,7 +190,6 @@ pub fn layer_norm_with<const D: usize>(
 /// # Shapes
 /// - `q, k`: `[batch, heads, seq, F]` (feature-mapped), `v`: `[batch, heads, seq, d_v]`
 ///   -> `[batch, heads, seq, d_v]`
-#[allow(clippy::type_complexity)]
 pub fn causal_linear_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -196,13 +197,13 @@ pub fn causal_linear_attention(
     chunk: usize,
     normalize: bool,
     eps: f32,
-) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Tensor<4>)> {
+) -> Result<Tensor<4>, Unfused<LinearAttentionInputs>> {
     #[cfg(feature = "flex")]
     return flex::causal_linear_attention(q, k, v, chunk, normalize, eps);
     #[cfg(not(feature = "flex"))]
     {
         let _ = (chunk, normalize, eps);
-        Err((q, k, v))
+        Err(Box::new((q, k, v)))
     }
 }
 
@@ -224,13 +225,13 @@ pub fn gated_recurrence(
     log_g: Tensor<4>,
     beta: Option<Tensor<4>>,
     chunk: usize,
-) -> Result<Tensor<4>, GatedRecurrenceInputs> {
+) -> Result<Tensor<4>, Unfused<GatedRecurrenceInputs>> {
     #[cfg(feature = "flex")]
     return flex::gated_recurrence(q, k, v, log_g, beta, chunk);
     #[cfg(not(feature = "flex"))]
     {
         let _ = chunk;
-        Err((q, k, v, log_g, beta))
+        Err(Box::new((q, k, v, log_g, beta)))
     }
 }
 
@@ -248,7 +249,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
     let x = match flex::gelu(x) {
         Ok(y) => return y,
-        Err(x) => x,
+        Err(x) => *x,
     };
     burn::tensor::activation::gelu(x)
 }
@@ -270,7 +271,7 @@ mod tests {
             1e-6,
             "gelu, no autodiff",
         );
-        let (fast, fast_g) = output_and_grads(&[x.clone()], 8, |v| gelu(v[0].clone()));
+        let (fast, fast_g) = output_and_grads(std::slice::from_ref(&x), 8, |v| gelu(v[0].clone()));
         let (slow, slow_g) =
             output_and_grads(&[x], 8, |v| burn::tensor::activation::gelu(v[0].clone()));
         assert_close(fast, slow, 1e-6, "gelu output");
@@ -369,8 +370,9 @@ mod tests {
     fn fused_elu_plus_one_matches_the_composed_formula() {
         let d = device();
         let x = randn([4, 9, 33], 90, &d) * 3.0;
-        let (fast, fast_g) =
-            output_and_grads(&[x.clone()], 91, |v| elu_plus_one(v[0].clone().swap_dims(1, 2)));
+        let (fast, fast_g) = output_and_grads(std::slice::from_ref(&x), 91, |v| {
+            elu_plus_one(v[0].clone().swap_dims(1, 2))
+        });
         let (slow, slow_g) =
             output_and_grads(&[x], 91, |v| elu_plus_one_composed(v[0].clone().swap_dims(1, 2)));
         assert_close(fast, slow, 1e-6, "elu+1 output");
@@ -389,8 +391,9 @@ mod tests {
             1e-5,
             "log σ, no autodiff",
         );
-        let (fast, fast_g) =
-            output_and_grads(&[x.clone()], 95, |v| log_sigmoid(v[0].clone().swap_dims(1, 2)));
+        let (fast, fast_g) = output_and_grads(std::slice::from_ref(&x), 95, |v| {
+            log_sigmoid(v[0].clone().swap_dims(1, 2))
+        });
         let (slow, slow_g) = output_and_grads(&[x], 95, |v| {
             burn::tensor::activation::log_sigmoid(v[0].clone().swap_dims(1, 2))
         });
@@ -411,7 +414,7 @@ mod tests {
             "silu, no autodiff",
         );
         let (fast, fast_g) =
-            output_and_grads(&[x.clone()], 93, |v| silu(v[0].clone().swap_dims(1, 2)));
+            output_and_grads(std::slice::from_ref(&x), 93, |v| silu(v[0].clone().swap_dims(1, 2)));
         let (slow, slow_g) = output_and_grads(&[x], 93, |v| {
             burn::tensor::activation::silu(v[0].clone().swap_dims(1, 2))
         });

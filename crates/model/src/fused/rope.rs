@@ -28,7 +28,7 @@ pub fn rotate(dims: Dims, x: &[f32], cos: &[f32], sin: &[f32], sign: f32) -> Vec
     let Dims { seq, width, rotated, d } = dims;
     let half = d / 2;
     assert!(
-        d % 2 == 0 && rotated % d == 0 && rotated <= width && x.len() % (width * seq) == 0,
+        d % 2 == 0 && rotated % d == 0 && rotated <= width && x.len().is_multiple_of(width * seq),
         "rope dims {dims:?} for {} values",
         x.len()
     );

@@ -170,10 +170,13 @@ fn exp_body(x: &mut [f32]) {
 macro_rules! dispatched {
     ($(#[$doc:meta])* $name:ident => $body:ident ($($arg:ident: $ty:ty),*)) => {
         $(#[$doc])*
+        // The kernel's own argument list, passed through unchanged.
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)] // as above
                 fn wide($($arg: $ty),*) {
                     $body($($arg),*)
                 }

@@ -165,8 +165,24 @@ pub fn chunked(
     normalize: bool,
     state: Option<&Tensor<4>>,
 ) -> (Tensor<4>, Tensor<4>) {
+    let (y, s) = chunked_sums(q, k, with_ones(v, normalize), log_g, chunk, state);
+    (divide_out(y, normalize), s)
+}
+
+/// [`chunked`] on `v` as [`with_ones`] leaves it, returning the sums undivided (`[num | den]`
+/// under `norm=sum`): what the fused recurrence computes, and its composed stand-in.
+///
+/// # Shapes
+/// - as [`chunked`]
+pub(super) fn chunked_sums(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    log_g: Tensor<4>,
+    chunk: usize,
+    state: Option<&Tensor<4>>,
+) -> (Tensor<4>, Tensor<4>) {
     assert!(chunk > 0, "chunk size must be at least 1");
-    let v = with_ones(v, normalize);
     let [b, h, t, f] = q.dims();
     let (dv, g) = (v.dims()[3], log_g.dims()[3]);
     let device = q.device();
@@ -201,7 +217,7 @@ pub fn chunked(
     }
     let inter = (qc * cum.exp()).matmul(Tensor::cat(before, 1));
     let y = (intra + inter).reshape([b, h, n * c, dv]).narrow(2, 0, t);
-    (divide_out(y, normalize), s.reshape([b, h, f, dv]))
+    (y, s.reshape([b, h, f, dv]))
 }
 
 /// The recurrence itself, one token at a time from `state` (zeros when `None`); returns the

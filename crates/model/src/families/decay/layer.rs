@@ -1,13 +1,13 @@
 //! The decay-gated attention module: its gate parameters and log gates, its features (projection,
 //! optional short convolution, RoPE, feature map), the full-sequence forward and decoding.
 
-use super::forms::{chunked, divide_out, parallel, recurrent, weights, with_ones};
+use super::forms::{chunked, chunked_sums, divide_out, parallel, recurrent, weights, with_ones};
 use super::gate::{GLA_LOGIT_NORMALIZER, Gate, retnet_log_gamma};
-use crate::chunking::RecurrentState;
 use crate::feature_map::{FeatureMap, LinearForm};
 use crate::gates::ssm_log_gates;
 use crate::heads::{HeadProjection, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
+use crate::recurrent_layer::{RecurrentLayer, RecurrentState, fused_or_composed};
 use crate::short_conv::ShortConv;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
@@ -73,23 +73,55 @@ impl DecayAttention {
             }
         }
     }
+}
 
-    /// Projected (and with `conv=K` convolved), position-encoded and feature-mapped
-    /// `(φ(q), φ(k), v)` for tokens starting at `offset`; `conv_history` is read and advanced.
-    pub(super) fn features(
+impl RecurrentLayer for DecayAttention {
+    /// The log gates, `[batch, heads, seq, G]`.
+    type Gates = Tensor<4>;
+
+    fn heads(&self) -> &HeadProjection {
+        &self.heads
+    }
+
+    fn conv(&self) -> Option<&ShortConv> {
+        self.conv.as_ref()
+    }
+
+    fn gates(&self, x: Tensor<3>) -> Tensor<4> {
+        self.log_gates(x)
+    }
+
+    /// Heads split and rotated, then feature-mapped: `(φ(q), φ(k), v)`.
+    fn split(
         &self,
-        x: Tensor<3>,
+        qkv: Tensor<3>,
         rope: Option<&RotaryEncoding>,
         offset: usize,
-        conv_history: &mut Option<Tensor<3>>,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let qkv = self.heads.project(x);
-        let qkv = match &self.conv {
-            Some(conv) => conv.continue_from(qkv, conv_history),
-            None => qkv,
-        };
         let (q, k, v) = self.heads.split_packed_rotated(qkv, rope, offset);
         (self.feature_map.apply(q, offset), self.feature_map.apply(k, offset), v)
+    }
+
+    fn recurrent_from(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        log_g: Tensor<4>,
+        state: Option<&Tensor<4>>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        recurrent(q, k, v, log_g, self.normalize, state)
+    }
+
+    fn chunked_from(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        log_g: Tensor<4>,
+        state: Option<&Tensor<4>>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        chunked(q, k, v, log_g, self.chunk, self.normalize, state)
     }
 }
 
@@ -139,22 +171,13 @@ impl SequenceMixer for DecayAttention {
         state: &mut RecurrentState,
         rope: Option<&RotaryEncoding>,
     ) -> Tensor<3> {
-        let seq = x.dims()[1];
-        let log_g = self.log_gates(x.clone());
-        let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);
-        let (y, s) = if seq == 1 {
-            recurrent(q, k, v, log_g, self.normalize, state.state.as_ref())
-        } else {
-            chunked(q, k, v, log_g, self.chunk, self.normalize, state.state.as_ref())
-        };
-        state.state = Some(s);
-        state.position += seq;
-        self.heads.merge(y)
+        self.decode(x, state, rope)
     }
 }
 
-/// [`chunked`] from the empty state, through the fused recurrence on flex (the same numbers;
-/// its test is `fused_recurrence_matches_the_composed_chunked_form`).
+/// [`chunked`] from the empty state, through the fused recurrence on flex where it runs: on `v`
+/// with `norm=sum`'s column of ones, divided out after (the same numbers; the test is
+/// `fused_recurrence_matches_the_composed_chunked_form`).
 fn chunked_from_empty(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -163,11 +186,9 @@ fn chunked_from_empty(
     chunk: usize,
     normalize: bool,
 ) -> Tensor<4> {
-    let dv = v.dims()[3];
-    match crate::fused::gated_recurrence(q, k, with_ones(v, normalize), log_g, None, chunk) {
-        Ok(y) => divide_out(y, normalize),
-        Err((q, k, v, log_g, _)) => {
-            chunked(q, k, v.narrow(3, 0, dv), log_g, chunk, normalize, None).0
-        }
-    }
+    let y = fused_or_composed(q, k, with_ones(v, normalize), log_g, None, chunk, |inputs| {
+        let (q, k, v, log_g, _) = inputs;
+        chunked_sums(q, k, v, log_g, chunk, None).0
+    });
+    divide_out(y, normalize)
 }

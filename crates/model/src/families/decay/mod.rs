@@ -47,8 +47,9 @@
 //! - [`recurrent`]: one token at a time, as decoding does for single tokens (prompts use the
 //!   chunked form from the carried state).
 //!
-//! `conv=K` runs [`ShortConv`] (causal depthwise, then SiLU; fla's `K = 4`) over the projected
-//! `[q | k | v]` before heads are split; off by default so an A/B can isolate it.
+//! `conv=K` runs [`ShortConv`](crate::short_conv::ShortConv) (causal depthwise, then SiLU;
+//! fla's `K = 4`) over the projected `[q | k | v]` before heads are split; off by default so an
+//! A/B can isolate it.
 //!
 //! `norm=sum` appends a column of ones to `v`: the same sums then carry `z_t` as the state's last
 //! column, so every form gets the denominator for free.
@@ -80,7 +81,8 @@ use crate::gates::{FORGET_BIAS_INIT, family_rng, ssm_decay_params, uniform_linea
 use crate::heads::HeadProjection;
 use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};
 use crate::options::{parse_options, split_choice, write_with_options};
-use crate::short_conv::{ShortConv, check_kernel};
+use crate::recurrent_layer::{conv_state_floats, short_conv};
+use crate::short_conv::check_kernel;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -183,14 +185,10 @@ impl MixerFamily for DecayAttentionConfig {
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let f = self.feature_count(dims);
         let z = if self.norm == Normalizer::Sum { f } else { 0 };
-        let conv = if self.conv > 0 {
-            ShortConv::state_floats(
-                self.conv,
-                dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim()),
-            )
-        } else {
-            0
-        };
+        let conv = conv_state_floats(
+            self.conv,
+            dims.n_heads * (2 * self.qk_width(dims) + dims.head_dim()),
+        );
         dims.n_heads * (f * dims.head_dim() + z) + conv
     }
 
@@ -212,8 +210,7 @@ impl MixerFamily for DecayAttentionConfig {
             }
         }
         // Drawn after the gates, so adding the option leaves the gates of a seed as they were.
-        let conv = (self.conv > 0)
-            .then(|| ShortConv::new(h * (2 * d_qk + dims.head_dim()), self.conv, &mut rng, device));
+        let conv = short_conv(self.conv, h * (2 * d_qk + dims.head_dim()), &mut rng, device);
         DecayAttention {
             heads: HeadProjection::new(dims, d_qk, device),
             feature_map: FeatureMap::new(self.map, d_qk, self.features, dims, device),

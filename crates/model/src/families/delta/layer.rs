@@ -3,11 +3,11 @@
 //! forward (both ways when bidirectional) and decoding.
 
 use super::forms::{chunked, parallel, recurrent, weights};
-use crate::chunking::RecurrentState;
 use crate::feature_map::LinearForm;
 use crate::gates::ssm_log_gates;
 use crate::heads::{HeadProjection, apply_rope, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
+use crate::recurrent_layer::{RecurrentLayer, RecurrentState, fused_or_composed};
 use crate::short_conv::ShortConv;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
@@ -63,26 +63,62 @@ impl DeltaAttention {
             }
         }
     }
+}
 
-    /// `(q/√d_k, k, v)` for tokens starting at `offset`: projected, convolved (`conv=K`) or
-    /// passed through SiLU, split into heads, `q` and `k` L2-normalised and rotated;
-    /// `conv_history` is read and advanced.
-    pub(super) fn features(
+impl RecurrentLayer for DeltaAttention {
+    /// `(β, log gates)`, each `[batch, heads, seq, 1]`.
+    type Gates = (Tensor<4>, Tensor<4>);
+
+    fn heads(&self) -> &HeadProjection {
+        &self.heads
+    }
+
+    fn conv(&self) -> Option<&ShortConv> {
+        self.conv.as_ref()
+    }
+
+    /// SiLU, as the convolution ends in.
+    fn without_conv(&self, qkv: Tensor<3>) -> Tensor<3> {
+        crate::fused::silu(qkv)
+    }
+
+    fn gates(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        (self.betas(x.clone()), self.log_gates(x))
+    }
+
+    /// `(q/√d_k, k, v)`: heads split, `q` and `k` L2-normalised and rotated.
+    fn split(
         &self,
-        x: Tensor<3>,
+        qkv: Tensor<3>,
         rope: Option<&RotaryEncoding>,
         offset: usize,
-        conv_history: &mut Option<Tensor<3>>,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let qkv = self.heads.project(x);
-        let qkv = match &self.conv {
-            Some(conv) => conv.continue_from(qkv, conv_history),
-            None => crate::fused::silu(qkv),
-        };
         let (q, k, v) = self.heads.split_packed(qkv);
         let d_k = q.dims()[3] as f64;
         let (q, k) = apply_rope(l2_normalize(q), l2_normalize(k), rope, offset);
         (q / d_k.sqrt(), k, v)
+    }
+
+    fn recurrent_from(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        (beta, log_g): (Tensor<4>, Tensor<4>),
+        state: Option<&Tensor<4>>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        recurrent(q, k, v, beta, log_g, state)
+    }
+
+    fn chunked_from(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        (beta, log_g): (Tensor<4>, Tensor<4>),
+        state: Option<&Tensor<4>>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        chunked(q, k, v, beta, log_g, self.chunk, state)
     }
 }
 
@@ -97,7 +133,7 @@ impl SequenceMixer for DeltaAttention {
     type State = RecurrentState;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
-        let (beta, log_g) = (self.betas(x.clone()), self.log_gates(x.clone()));
+        let (beta, log_g) = self.gates(x.clone());
         let (q, k, v) = self.features(x, ctx.rope, 0, &mut None);
         let causal = |q: Tensor<4>,
                       k: Tensor<4>,
@@ -131,22 +167,12 @@ impl SequenceMixer for DeltaAttention {
         state: &mut RecurrentState,
         rope: Option<&RotaryEncoding>,
     ) -> Tensor<3> {
-        let seq = x.dims()[1];
-        let (beta, log_g) = (self.betas(x.clone()), self.log_gates(x.clone()));
-        let (q, k, v) = self.features(x, rope, state.position, &mut state.conv);
-        let (y, s) = if seq == 1 {
-            recurrent(q, k, v, beta, log_g, state.state.as_ref())
-        } else {
-            chunked(q, k, v, beta, log_g, self.chunk, state.state.as_ref())
-        };
-        state.state = Some(s);
-        state.position += seq;
-        self.heads.merge(y)
+        self.decode(x, state, rope)
     }
 }
 
-/// [`chunked`] from the empty state, through the fused recurrence on flex (the same numbers;
-/// its test is `fused_recurrence_matches_the_composed_chunked_form`).
+/// [`chunked`] from the empty state, through the fused recurrence on flex where it runs (the same
+/// numbers; the test is `fused_recurrence_matches_the_composed_chunked_form`).
 fn chunked_from_empty(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -155,8 +181,8 @@ fn chunked_from_empty(
     log_g: Tensor<4>,
     chunk: usize,
 ) -> Tensor<4> {
-    match crate::fused::gated_recurrence(q, k, v, log_g, Some(beta), chunk) {
-        Ok(y) => y,
-        Err((q, k, v, log_g, beta)) => chunked(q, k, v, beta.expect("given"), log_g, chunk, None).0,
-    }
+    fused_or_composed(q, k, v, log_g, Some(beta), chunk, |inputs| {
+        let (q, k, v, log_g, beta) = inputs;
+        chunked(q, k, v, beta.expect("given"), log_g, chunk, None).0
+    })
 }

@@ -14,15 +14,16 @@
 //! | `delta` | 1 | Schlag, Irie, Schmidhuber 2021 ("Linear Transformers Are Secretly Fast Weight Programmers", arXiv 2102.11174); Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (arXiv 2406.06484) |
 //! | `delta:gated` | `exp(−Δ_t·exp(A_log_h))`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` (Mamba-2's gate, [`crate::gates`]) | Yang, Kautz, Hatamizadeh 2025, "Gated Delta Networks" (ICLR 2025, arXiv 2412.06464); Qwen3-Next's linear layers |
 //!
-//! As in fla-org/flash-linear-attention's layers: `q, k, v = silu(·)` of the projections (after
-//! the `conv=K` short convolution when on, see [`ShortConv`]); `q` and `k` L2-normalised per head
-//! (`x/√(‖x‖² + 1e-6)`), then `q` scaled by `d_k^(−½)`; `β_t = σ(w_β,h·x_t + b_h)` per head, or
-//! `2σ(·) ∈ (0, 2)` with `neg_eigval=true` (the state transition may then flip a direction, which
-//! Grazzi et al. 2025 show widens what the layer can track). Gate parameters: `β`'s weights
-//! `U(±1/√d_model)` and bias 0; `dt_bias = softplus⁻¹(dt₀)`, `dt₀ ~ log-uniform[1e-3, 0.1]`,
-//! `A_log = ln U(0, 16)`; drawn from the model seed and layer (see [`crate::gates`]). Left out:
-//! the output RMSNorm and output gate of fla's `GatedDeltaNet` (the model's own norms stand in).
-//! The model's RoPE, if any, rotates the normalised `q` and `k` (a rotation keeps their norm).
+//! As in fla-org/flash-linear-attention's layers: `q, k, v = silu(·)` of the projections (after the
+//! `conv=K` short convolution when on, see [`ShortConv`](crate::short_conv::ShortConv)); `q` and
+//! `k` L2-normalised per head (`x/√(‖x‖² + 1e-6)`), then `q` scaled by `d_k^(−½)`;
+//! `β_t = σ(w_β,h·x_t + b_h)` per head, or `2σ(·) ∈ (0, 2)` with `neg_eigval=true` (the state
+//! transition may then flip a direction, which Grazzi et al. 2025 show widens what the layer can
+//! track). Gate parameters: `β`'s weights `U(±1/√d_model)` and bias 0; `dt_bias = softplus⁻¹(dt₀)`,
+//! `dt₀ ~ log-uniform[1e-3, 0.1]`, `A_log = ln U(0, 16)`; drawn from the model seed and layer (see
+//! [`crate::gates`]). Left out: the output RMSNorm and output gate of fla's `GatedDeltaNet` (the
+//! model's own norms stand in). The model's RoPE, if any, rotates the normalised `q` and `k` (a
+//! rotation keeps their norm).
 //!
 //! Three forms, equal up to rounding; every gate enters as `log a_t ≤ 0`, and only differences
 //! `b_i − b_j ≤ 0` of its cumulative sums are exponentiated:
@@ -58,7 +59,8 @@ use crate::gates::{family_rng, ssm_decay_params, uniform_linear};
 use crate::heads::HeadProjection;
 use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};
 use crate::options::{parse_options, print_options, write_with_options};
-use crate::short_conv::{ShortConv, check_kernel};
+use crate::recurrent_layer::{conv_state_floats, short_conv};
+use crate::short_conv::check_kernel;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -136,8 +138,7 @@ impl MixerFamily for DeltaAttentionConfig {
     /// convolution's last `K − 1` inputs; fixed in `seq_len`.
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let d = dims.head_dim();
-        let conv =
-            if self.conv > 0 { ShortConv::state_floats(self.conv, 3 * dims.d_model) } else { 0 };
+        let conv = conv_state_floats(self.conv, 3 * dims.d_model);
         dims.n_heads * d * d + conv
     }
 
@@ -151,7 +152,7 @@ impl MixerFamily for DeltaAttentionConfig {
         } else {
             (None, None)
         };
-        let conv = (self.conv > 0).then(|| ShortConv::new(3 * d, self.conv, &mut rng, device));
+        let conv = short_conv(self.conv, 3 * d, &mut rng, device);
         DeltaAttention {
             heads: HeadProjection::new(dims, dims.head_dim(), device),
             beta,

@@ -258,7 +258,10 @@ impl SequenceMixer for LinearAttention {
                 DENOMINATOR_EPS,
             ) {
                 Ok(y) => y,
-                Err((q, k, v)) => chunked::causal(q, k, v, self.chunk, self.normalize, None).0,
+                Err(inputs) => {
+                    let (q, k, v) = *inputs;
+                    chunked::causal(q, k, v, self.chunk, self.normalize, None).0
+                }
             },
             (true, LinearForm::Recurrent) => {
                 recurrent::causal(q.clone(), k.clone(), v, self.normalize, None).0

@@ -118,7 +118,7 @@ impl SequenceMixer for SoftmaxAttention {
                 ctx.causal,
             ) {
                 Ok(y) => return MixOutput { output: self.finish(y, x), diagnostics: None },
-                Err(rotated) => self.heads.split_packed(rotated),
+                Err(rotated) => self.heads.split_packed(*rotated),
             }
         } else {
             self.heads.split_packed_rotated(packed, ctx.rope, 0)

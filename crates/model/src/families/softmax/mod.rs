@@ -149,7 +149,7 @@ impl MixerFamily for SoftmaxAttentionConfig {
                 "floor_scale and attn_scale belong to softmax:log_n_temp",
             ));
         }
-        if !(c.floor_scale >= 1.0 && c.floor_scale.is_finite()) || !c.attn_scale.is_finite() {
+        if c.floor_scale < 1.0 || !c.floor_scale.is_finite() || !c.attn_scale.is_finite() {
             return Err(SpecError::new(
                 spec,
                 "floor_scale must be a finite number ≥ 1 and attn_scale finite",

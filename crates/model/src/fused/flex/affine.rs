@@ -2,6 +2,7 @@
 //! with its backward `dx = dy·Wᵀ`, `dW = xᵀ·dy`, `db = Σ dy`.
 
 use super::glue::{Input, classify, contiguous, first, from_vec, record, run_backward, slice};
+use crate::fused::inputs::{AffineInputs, Unfused};
 use crate::fused::matmul::{self, View};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -81,12 +82,11 @@ impl<const N: usize> Backward<Flex, N> for AffineBackward {
 }
 
 /// Fused affine map `x·W + b`, or the inputs back when they are not all f32 flex tensors of one kind.
-#[allow(clippy::type_complexity)]
 pub fn affine<const D: usize>(
     x: Tensor<D>,
     w: Tensor<2>,
     b: Option<Tensor<1>>,
-) -> Result<Tensor<D>, (Tensor<D>, Tensor<2>, Option<Tensor<1>>)> {
+) -> Result<Tensor<D>, Unfused<AffineInputs<D>>> {
     let kinds = (classify(x.clone()), classify(w.clone()), b.clone().map(classify));
     match kinds {
         (Input::Plain(x), Input::Plain(w), None) => {
@@ -105,6 +105,6 @@ pub fn affine<const D: usize>(
             let y = affine_forward(&state.x, &state.w, Some(bt.primitive()));
             Ok(record(AffineBackward, [&xt, &wt, &bt], state, y))
         }
-        _ => Err((x, w, b)),
+        _ => Err(Box::new((x, w, b))),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
 use crate::fused::attention;
+use crate::fused::inputs::Unfused;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -58,7 +59,7 @@ pub fn softmax_attention_packed(
     heads: usize,
     scale: f32,
     causal: bool,
-) -> Result<Tensor<3>, Tensor<3>> {
+) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     let forward = |qkv: &FlexTensor| {
         let dims = packed_attention_dims(qkv, heads, scale, causal);
         let (y, p) = attention::forward(dims, slice(qkv));
@@ -77,6 +78,6 @@ pub fn softmax_attention_packed(
                 y,
             ))
         }
-        Input::Other(x) => Err(x),
+        Input::Other(x) => Err(Box::new(x)),
     }
 }

@@ -3,7 +3,7 @@
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
 use crate::fused::gated_recurrence as gated;
-use crate::fused::inputs::GatedRecurrenceInputs;
+use crate::fused::inputs::{GatedRecurrenceInputs, Unfused};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -69,11 +69,11 @@ pub fn gated_recurrence(
     log_g: Tensor<4>,
     beta: Option<Tensor<4>>,
     chunk: usize,
-) -> Result<Tensor<4>, GatedRecurrenceInputs> {
+) -> Result<Tensor<4>, Unfused<GatedRecurrenceInputs>> {
     let [b, h, t, dk] = q.dims();
     let (dv, gate_width) = (v.dims()[3], log_g.dims()[3]);
     if t == 0 || b * h == 0 {
-        return Err((q, k, v, log_g, beta));
+        return Err(Box::new((q, k, v, log_g, beta)));
     }
     let dims = gated::Dims {
         bh: b * h,
@@ -172,6 +172,6 @@ pub fn gated_recurrence(
                 }
             }
         }
-        _ => Err((q, k, v, log_g, beta)),
+        _ => Err(Box::new((q, k, v, log_g, beta))),
     }
 }

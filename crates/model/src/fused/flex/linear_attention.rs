@@ -2,6 +2,7 @@
 //! backward.
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
+use crate::fused::inputs::{LinearAttentionInputs, Unfused};
 use crate::fused::linear_attention;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -55,7 +56,6 @@ impl Backward<Flex, 3> for LinearAttentionBackward {
 
 /// Fused chunked causal linear attention, or the inputs back when they are not all f32 flex
 /// tensors of one kind.
-#[allow(clippy::type_complexity)]
 pub fn causal_linear_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -63,7 +63,7 @@ pub fn causal_linear_attention(
     chunk: usize,
     normalize: bool,
     eps: f32,
-) -> Result<Tensor<4>, (Tensor<4>, Tensor<4>, Tensor<4>)> {
+) -> Result<Tensor<4>, Unfused<LinearAttentionInputs>> {
     let run = |q: &FlexTensor, k: &FlexTensor, v: &FlexTensor| {
         let [b, h, t, f] = q.layout().shape().dims::<4>();
         let dv = v.layout().shape()[3];
@@ -100,6 +100,6 @@ pub fn causal_linear_attention(
             };
             Ok(record(LinearAttentionBackward, [&qt, &kt, &vt], state, y))
         }
-        _ => Err((q, k, v)),
+        _ => Err(Box::new((q, k, v))),
     }
 }

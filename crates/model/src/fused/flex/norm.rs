@@ -2,6 +2,7 @@
 //! and backward.
 
 use super::glue::{Input, classify, contiguous, first, from_vec, record, run_backward, slice};
+use crate::fused::inputs::{LayerNormInputs, Unfused};
 use crate::fused::norm;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -47,13 +48,12 @@ impl<const N: usize> Backward<Flex, N> for LayerNormBackward {
 
 /// Fused layer norm over the last axis, or the inputs back when they are not all f32 flex
 /// tensors of one kind.
-#[allow(clippy::type_complexity)]
 pub fn layer_norm<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Option<Tensor<1>>,
     epsilon: f32,
-) -> Result<Tensor<D>, (Tensor<D>, Tensor<1>, Option<Tensor<1>>)> {
+) -> Result<Tensor<D>, Unfused<LayerNormInputs<D>>> {
     let forward = |x: &FlexTensor, gamma: &FlexTensor, beta: Option<&FlexTensor>| {
         let shape = x.layout().shape().clone();
         let width = shape[shape.num_dims() - 1];
@@ -92,6 +92,6 @@ pub fn layer_norm<const D: usize>(
             );
             Ok(record(LayerNormBackward, [&xt, &gt, &bt], state, y))
         }
-        _ => Err((x, gamma, beta)),
+        _ => Err(Box::new((x, gamma, beta))),
     }
 }

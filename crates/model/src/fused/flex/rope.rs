@@ -3,6 +3,7 @@
 //! map at minus the angle.
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
+use crate::fused::inputs::Unfused;
 use crate::fused::rope;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -39,7 +40,7 @@ pub fn rope_packed(
     offset: usize,
     rotated: usize,
     d: usize,
-) -> Result<Tensor<3>, Tensor<3>> {
+) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     let [_, seq, width] = qkv.dims();
     // The composed path's own angles (one reader of Burn's table layout), so the fused path
     // rotates by exactly its numbers.
@@ -65,6 +66,6 @@ pub fn rope_packed(
             );
             Ok(record(RopeBackward, [&t], (dims, cos, sin), y))
         }
-        Input::Other(x) => Err(x),
+        Input::Other(x) => Err(Box::new(x)),
     }
 }

@@ -2,6 +2,7 @@
 //! SIMD kernels of `fused::simd`.
 
 use super::glue::{Input, classify, contiguous, from_vec, par_chunks, record, run_backward, slice};
+use crate::fused::inputs::Unfused;
 use crate::fused::simd;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -71,7 +72,7 @@ impl Backward<Flex, 1> for UnaryBackward {
     }
 }
 
-fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Unfused<Tensor<D>>> {
     match classify(x) {
         Input::Plain(t) => Ok(Tensor::from_primitive::<Flex>(map.apply(&contiguous(&t)))),
         Input::Tracked(t) => {
@@ -83,26 +84,26 @@ fn unary_op<const D: usize>(map: Unary, x: Tensor<D>) -> Result<Tensor<D>, Tenso
             };
             Ok(record(UnaryBackward, [&t], (map, saved), y))
         }
-        Input::Other(x) => Err(x),
+        Input::Other(x) => Err(Box::new(x)),
     }
 }
 
 /// Fused GELU, or the input back when it is not an f32 flex tensor.
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Unfused<Tensor<D>>> {
     unary_op(Unary::Gelu, x)
 }
 
 /// Fused `elu(x) + 1`, or the input back when it is not an f32 flex tensor.
-pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Unfused<Tensor<D>>> {
     unary_op(Unary::Elu1, x)
 }
 
 /// Fused SiLU, or the input back when it is not an f32 flex tensor.
-pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Unfused<Tensor<D>>> {
     unary_op(Unary::Silu, x)
 }
 
 /// Fused `ln σ(x)`, or the input back when it is not an f32 flex tensor.
-pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Unfused<Tensor<D>>> {
     unary_op(Unary::LogSigmoid, x)
 }

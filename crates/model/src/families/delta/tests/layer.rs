@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
+use crate::recurrent_layer::RecurrentLayer;
 use crate::testing::{ad_device, assert_close, assert_values_close, randn, values};
 use burn::nn::RotaryEncodingConfig;
 

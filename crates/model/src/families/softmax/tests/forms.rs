@@ -158,7 +158,7 @@ fn fused_packed_attention_matches_the_composed_formula() {
                     1e-5,
                     &format!("{what}: no autodiff"),
                 );
-                let (fast, fast_g) = output_and_grads(&[qkv.clone()], 50, |v| {
+                let (fast, fast_g) = output_and_grads(std::slice::from_ref(&qkv), 50, |v| {
                     fused::softmax_attention_packed(v[0].clone(), h, scale, causal).expect("flex")
                 });
                 let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| {

@@ -31,7 +31,7 @@ fn fused_and_monitored_paths_agree() {
                 layer
             });
             let run = |diagnostics: bool| {
-                output_and_grads(&[x.clone()], 61, |v| {
+                output_and_grads(std::slice::from_ref(&x), 61, |v| {
                     let ctx =
                         if causal { MixContext::causal() } else { MixContext::bidirectional() };
                     layer
