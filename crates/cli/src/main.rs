@@ -5,10 +5,10 @@
 
 use anyhow::{Context, Result, bail};
 use attnlab_model::{BackendKind, MixerSpec};
+use attnlab_train::message::one_line;
 use attnlab_train::progress::text_chart;
 use attnlab_train::runs::{default_run_dir, load_run};
 use attnlab_train::sample::{SamplingOptions, generate};
-use attnlab_train::util::one_line;
 use attnlab_train::{RunConfig, RunDir, Verbosity, run_dir, train};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

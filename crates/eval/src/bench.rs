@@ -15,12 +15,12 @@
 //! [`train_table`], [`scaling_table`] and [`decode_table`] run a section and lay it out as the
 //! binary prints it, a line at a time.
 
+use crate::stats::median;
 use attnlab_model::mixer::{MixContext, MixerDims};
 use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
 use attnlab_train::RunConfig;
 use attnlab_train::task;
 use attnlab_train::trainer::{self, StepPhases};
-use attnlab_train::util::median;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -8,7 +8,8 @@
 //! compare/     A/B comparisons: spec.rs (the comparison file, the typed Comparison and its plan),
 //!              run.rs (training every run, RunRecord), analyse.rs (each arm at its best lr,
 //!              judged against the baseline), advice.rs (the verdict and monitoring lines)
-//! stats.rs     summaries, Welch and bootstrap intervals, verdicts, steps to target
+//! stats.rs     summaries, medians and quantiles, Welch and bootstrap intervals, verdicts,
+//!              steps to target
 //! report.rs    the report document: what a page holds, written as Markdown, HTML and files
 //! plots/       the charts on it: SVG line and bar charts (ticks, axes, canvas), PNG via resvg
 //! reproduce/   the seed papers' experiments

@@ -21,6 +21,8 @@
 //!   `ν = se⁴ / ((v_b/n_b)²/(n_b−1) + (v_t/n_t)²/(n_t−1))`.
 //!   The interval is `(m_t − m_b) ± t_{0.975, ν} · se` and the two-sided
 //!   p-value `P(|T| > |t|) = 2 · (1 − F_ν(|t|))`.
+//! * **Order statistics** ([`quantile`], [`median`]): the finite values sorted, the
+//!   `q`-quantile interpolated linearly between the two order statistics around `q·(n − 1)`.
 //! * **Bootstrap** ([`bootstrap_difference`]): each side is resampled with
 //!   replacement, the difference of resampled means is recorded, and the
 //!   2.5th and 97.5th percentiles (linear interpolation between order
@@ -30,7 +32,7 @@
 //! `statrs` has the t distribution but neither Welch's test nor the bootstrap;
 //! those two are written out here.
 
-use attnlab_train::util::{SplitMix64, quantile};
+use attnlab_train::splitmix::SplitMix64;
 use statrs::distribution::{Continuous, ContinuousCDF, StudentsT};
 
 /// Descriptive statistics of one variant's metric over seeds.
@@ -281,6 +283,25 @@ pub fn steps_to_target(
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// The `q`-quantile (`q` clamped to 0..=1) of the finite values of `v`, by linear interpolation
+/// between order statistics; NaN when no value is finite.
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = finite_values(v);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// The median of the finite values of `v` (the mean of the two middle ones for an even count);
+/// NaN when no value is finite.
+pub fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
+}
+
 fn finite_values(values: &[f64]) -> Vec<f64> {
     values.iter().copied().filter(|v| v.is_finite()).collect()
 }
@@ -329,6 +350,24 @@ mod tests {
     #[track_caller]
     fn assert_close(actual: f64, expected: f64, tol: f64) {
         assert!(close(actual, expected, tol), "{actual} vs {expected} (tol {tol})");
+    }
+
+    #[test]
+    fn quantile_interpolates_and_skips_non_finite() {
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(quantile(&[0.0, 10.0], 0.25), 2.5);
+        assert_eq!(quantile(&[0.0, 10.0, f64::NAN], 2.0), 10.0);
+        assert_eq!(quantile(&[4.0, f64::INFINITY, 1.0], 0.0), 1.0);
+        assert!(quantile(&[], 0.5).is_nan());
+        assert!(quantile(&[f64::NAN], 0.5).is_nan());
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[f64::NAN, 7.0]), 7.0);
+        assert!(median(&[]).is_nan());
     }
 
     // Student t quantiles from standard tables.

@@ -2,8 +2,8 @@
 //! (`optim.bpk`) and the loop state (`state.json`, written last). Writes go through a staging
 //! directory that is renamed into place ([`RunDir::publish`]).
 
+use crate::message::one_line;
 use crate::run_dir::{self, RunDir, RunDirError, TrainState};
-use crate::util::one_line;
 use attnlab_model::Model;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;

@@ -5,7 +5,8 @@
 //! values that parse but cannot work together (width not divisible by heads, chunk size 0, ...)
 //! are rejected by [`RunConfig::validate`] before anything is written.
 
-use crate::util::one_line;
+use crate::message::one_line;
+use crate::paths::resolve_beside;
 use attnlab_model::{BackendKind, ModelConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -339,7 +340,7 @@ impl RunConfig {
     /// overrides) first and validate the result.
     ///
     /// A relative data path (`task.path`) is resolved against the preset's directory when the
-    /// file is there (see [`crate::util::resolve_beside`]), so runs started outside the
+    /// file is there (see [`resolve_beside`]), so runs started outside the
     /// repository find their data.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -347,8 +348,8 @@ impl RunConfig {
         let mut config =
             Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         match &mut config.task {
-            TaskConfig::CharLm(t) => t.path = crate::util::resolve_beside(path, &t.path),
-            TaskConfig::BpeLm(t) => t.path = crate::util::resolve_beside(path, &t.path),
+            TaskConfig::CharLm(t) => t.path = resolve_beside(path, &t.path),
+            TaskConfig::BpeLm(t) => t.path = resolve_beside(path, &t.path),
             _ => {}
         }
         Ok(config)

@@ -2,7 +2,7 @@
 //! `"eval"`, `"sample"`, ...) and an index (the step, the example) give an independent, repeatable
 //! generator. Nothing needs to be saved to resume: batch `s` is a pure function of (seed, s).
 
-use crate::util::splitmix64 as mix;
+use crate::splitmix::splitmix64 as mix;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

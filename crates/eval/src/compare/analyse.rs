@@ -6,8 +6,7 @@ use super::advice::{advice, baseline_line};
 use super::results::{ArmResult, Results};
 use super::run::{LayerCurve, RunRecord};
 use super::spec::Comparison;
-use crate::stats;
-use attnlab_train::util::{median, quantile};
+use crate::stats::{self, median, quantile};
 
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
 pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {

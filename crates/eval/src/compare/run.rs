@@ -8,7 +8,7 @@
 
 use super::plan::{PlanEntry, RunStatus, prepare_dir, write_atomic};
 use super::spec::Comparison;
-use attnlab_train::util::median;
+use crate::stats::median;
 use attnlab_train::{MetricsRecord, RunConfig, RunDir, Verbosity, read_metrics, train};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

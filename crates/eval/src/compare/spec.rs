@@ -3,7 +3,7 @@
 //! [`PlannedRun`] per arm, learning rate and seed, each config validated before any training.
 
 use attnlab_train::RunConfig;
-use attnlab_train::util::one_line;
+use attnlab_train::message::one_line;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -76,7 +76,7 @@ impl CompareSpec {
         let mut spec: CompareSpec = toml::from_str(&text)
             .map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
         // Relative to the comparison file, so it runs from any working directory.
-        spec.preset = attnlab_train::util::resolve_beside(path, &spec.preset);
+        spec.preset = attnlab_train::paths::resolve_beside(path, &spec.preset);
         Ok(spec)
     }
 

@@ -15,7 +15,7 @@
 use super::harness::{Check, Outcome};
 use crate::plots::{Series, bar_chart, line_chart};
 use crate::report::{Document, Plot, Section, Table, fmt};
-use attnlab_train::util::median;
+use crate::stats::median;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 use std::path::Path;
