@@ -13,6 +13,7 @@ pub mod params;
 pub mod paths;
 pub mod progress;
 pub mod run_dir;
+pub mod run_meta;
 pub mod runs;
 pub mod sample;
 pub mod seed;
@@ -26,6 +27,7 @@ pub use config::{ConfigError, RunConfig, TaskConfig, TrainConfig};
 pub use metrics::{EvalRecord, MetricsRecord, TrainRecord, read_metrics};
 pub use progress::Verbosity;
 pub use run_dir::RunDir;
+pub use run_meta::RunMeta;
 pub use task::{Batch, MainMetric, Target, Task, TaskError};
 pub use trainer::{TrainError, TrainOutcome, train};
 

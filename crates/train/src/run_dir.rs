@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <run>/config.toml           the resolved config (what `--resume` and `eval` reload)
-//! <run>/meta.json             git commit, seed, device, burn version, start time
+//! <run>/meta.json             provenance, config identity, parameters, main metric (`run_meta`)
 //! <run>/metrics.jsonl         one JSON object per logged step and per evaluation (see `metrics`)
 //! <run>/vocab.json | tokenizer.json   the task's codec, where it has one
 //! <run>/checkpoints/step-N/   model.bpk, optim.bpk, state.json (the last `keep_checkpoints`)

@@ -12,13 +12,13 @@ use crate::metrics::{EvalRecord, MetricsRecord, TrainRecord};
 use crate::params;
 use crate::progress::{Progress, Verbosity};
 use crate::run_dir::{self, RunDir, TrainState};
+use crate::run_meta::{InitialisedFrom, RunMeta};
 use crate::seed;
 use crate::task::{self, Batch, Task};
 use attnlab_model::Model;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -228,12 +228,13 @@ pub fn train(
             run.clear_metrics()?;
         }
         run.write_file(run_dir::CONFIG_FILE, &config.to_toml())?;
-        let mut meta = meta(config, param_count, metric);
-        if let Some((from, report)) = &transferred {
-            meta["initialised_from"] =
-                json!({ "checkpoint": from, "copied": report.copied, "fresh": report.fresh });
-        }
-        run.write_file(run_dir::META_FILE, &serde_json::to_string_pretty(&meta).unwrap())?;
+        let mut meta = RunMeta::at_start(config, param_count, metric);
+        meta.initialised_from = transferred.as_ref().map(|(from, report)| InitialisedFrom {
+            checkpoint: from.clone(),
+            copied: report.copied.clone(),
+            fresh: report.fresh.clone(),
+        });
+        meta.write(run)?;
         task.save_artifacts(&run.path)
             .map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
         (
@@ -484,38 +485,10 @@ pub fn layer_stats(model: &Model, batches: &[Batch]) -> LayerStats {
     LayerStats { entropy, sink_mass }
 }
 
-/// What `meta.json` records when a run starts: provenance, the config identity a resume is
-/// checked against, and what a comparison's analysis reads without building the task or the
-/// model (the parameter count and the main metric).
-fn meta(config: &RunConfig, params: usize, metric: crate::task::MainMetric) -> serde_json::Value {
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    json!({
-        "git_commit": commit,
-        "seed": config.seed,
-        "device": config.device.name(),
-        "burn_version": crate::BURN_VERSION,
-        "attnlab_version": env!("CARGO_PKG_VERSION"),
-        "started": run_dir::timestamp(),
-        "identity": config.identity(),
-        "params": params,
-        "main_metric": { "name": metric.name, "higher_is_better": metric.higher_is_better, "chance": metric.chance },
-    })
-}
-
 /// Refuses to resume a run whose config.toml no longer describes the model and data it
 /// started with (a run from before `identity` was recorded is not checked).
 fn check_identity(run: &RunDir, config: &RunConfig) -> Result<(), TrainError> {
-    let Some(started) = std::fs::read_to_string(run.file(run_dir::META_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|meta| meta.get("identity").cloned())
-    else {
+    let Some(started) = RunMeta::read(&run.path).ok().and_then(|meta| meta.identity) else {
         return Ok(());
     };
     let changes = RunConfig::identity_changes(&started, &config.identity());

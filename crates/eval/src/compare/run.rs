@@ -9,7 +9,7 @@
 use super::plan::{PlanEntry, RunStatus, prepare_dir, write_atomic};
 use super::spec::Comparison;
 use crate::stats::median;
-use attnlab_train::{MetricsRecord, RunConfig, RunDir, Verbosity, read_metrics, train};
+use attnlab_train::{MetricsRecord, RunConfig, RunDir, RunMeta, Verbosity, read_metrics, train};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,14 +108,13 @@ pub fn read_record(out: &Path, entry: &PlanEntry) -> RunRecord {
         run_dir: dir.clone(),
         ..Default::default()
     };
-    let meta = std::fs::read_to_string(dir.join(attnlab_train::run_dir::META_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .unwrap_or_default();
-    record.params = meta["params"].as_u64().unwrap_or(0) as usize;
-    record.metric = meta["main_metric"]["name"].as_str().unwrap_or("loss").to_string();
-    record.higher_is_better = meta["main_metric"]["higher_is_better"].as_bool().unwrap_or(false);
-    record.chance = meta["main_metric"]["chance"].as_f64();
+    // A run not started yet has no meta.json; one from before the metric was recorded, none.
+    let meta = RunMeta::read(&dir).ok();
+    record.params = meta.as_ref().map_or(0, |m| m.params);
+    let metric = meta.and_then(|m| m.main_metric);
+    record.metric = metric.as_ref().map_or_else(|| "loss".to_string(), |m| m.name.clone());
+    record.higher_is_better = metric.as_ref().is_some_and(|m| m.higher_is_better);
+    record.chance = metric.and_then(|m| m.chance);
     read_curves(&dir, &record.metric.clone(), &mut record);
     match entry.status(out) {
         RunStatus::Finished => {}
