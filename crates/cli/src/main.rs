@@ -435,7 +435,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     let verbosity = if a.quiet { Verbosity::Quiet } else { Verbosity::Auto };
     let (config, run, resume) = match a.resume {
         Some(dir) => {
-            let run = RunDir::open_for_writing(&dir).map_err(anyhow::Error::msg)?;
+            let run = RunDir::open_for_writing(&dir)?;
             let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[])?;
             (config, run, true)
         }
@@ -452,7 +452,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             }
             config.validate()?;
             let out = a.out.unwrap_or_else(|| default_run_dir(&config));
-            let run = RunDir::create(&out).map_err(anyhow::Error::msg)?;
+            let run = RunDir::create(&out)?;
             if verbosity != Verbosity::Quiet {
                 println!(
                     "# resolved config (saved to {}/config.toml)\n{}",
@@ -511,9 +511,8 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     };
-    opts.validate().map_err(anyhow::Error::msg)?;
-    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)
-        .map_err(anyhow::Error::msg)?;
+    opts.validate()?;
+    let loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)?;
     let codec = loaded.task.codec().with_context(|| {
         format!("the run's task ({}) is not text: sample works on char_lm and bpe_lm runs; use `attnlab eval`", loaded.config.task.name())
     })?;
@@ -523,7 +522,7 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
         })?,
         None => a.prompt.clone(),
     };
-    let prompt = codec.encode(&text).map_err(anyhow::Error::msg)?;
+    let prompt = codec.encode(&text)?;
     if prompt.is_empty() {
         bail!("the prompt encodes to no tokens: give at least one character");
     }
@@ -553,8 +552,7 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let mut loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)
-        .map_err(anyhow::Error::msg)?;
+    let mut loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)?;
     if let Some(b) = a.batches {
         if b == 0 {
             bail!("--batches must be at least 1");
@@ -574,18 +572,15 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         );
     }
     let dumped = match &a.dump_logits {
-        Some(path) => Some(
-            attnlab_train::export::dump_logits(
-                &loaded.model,
-                &loaded.config,
-                loaded.task.as_ref(),
-                a.rows,
-                path,
-                a.force,
-                &loaded.device,
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
+        Some(path) => Some(attnlab_train::export::dump_logits(
+            &loaded.model,
+            &loaded.config,
+            loaded.task.as_ref(),
+            a.rows,
+            path,
+            a.force,
+            &loaded.device,
+        )?),
         None => None,
     };
     if a.json {
@@ -622,7 +617,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 }
 
 fn cmd_export(a: ExportArgs) -> Result<()> {
-    let loaded = load_run(&a.run, &a.checkpoint, None).map_err(anyhow::Error::msg)?;
+    let loaded = load_run(&a.run, &a.checkpoint, None)?;
     if a.format == "hf" {
         let n = attnlab_train::export::hf::export_gpt2(
             &loaded.model,
@@ -630,8 +625,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
             loaded.task.as_ref(),
             &a.to,
             a.force,
-        )
-        .map_err(anyhow::Error::msg)?;
+        )?;
         println!(
             "wrote a Hugging Face GPT-2 directory ({n} tensors, config.json, tokenizer files) to {}",
             a.to.display()
@@ -644,8 +638,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
         loaded.task.as_ref(),
         &a.to,
         a.force,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     println!("wrote {n} tensors, the config and the vocabulary to {}", a.to.display());
     Ok(())
 }
@@ -675,9 +668,9 @@ fn comparison_from_args(
 {
     use attnlab_eval::compare::{CompareSpec, Comparison, task_preset};
     if let Some(path) = &a.config {
-        let mut file = CompareSpec::load(path).map_err(anyhow::Error::msg)?;
+        let mut file = CompareSpec::load(path)?;
         file.set.extend(a.sets.iter().cloned());
-        let mut spec = file.resolve().map_err(anyhow::Error::msg)?;
+        let mut spec = file.resolve()?;
         spec.title =
             format!("attnlab compare: {}", path.file_stem().unwrap_or_default().to_string_lossy());
         return Ok((Some(spec), file.slurm));
@@ -687,14 +680,14 @@ fn comparison_from_args(
     }
     let preset = match (&a.preset, &a.task) {
         (Some(p), _) => p.clone(),
-        (None, Some(t)) => task_preset(t).map_err(anyhow::Error::msg)?,
+        (None, Some(t)) => task_preset(t)?,
         (None, None) => bail!("--variants needs --task NAME or --preset FILE"),
     };
     if a.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
-    let mut spec = Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs.clone(), &a.sets)
-        .map_err(anyhow::Error::msg)?;
+    let mut spec =
+        Comparison::from_variants(&preset, &a.variants, a.seeds, a.lrs.clone(), &a.sets)?;
     spec.target = a.target;
     spec.title = format!("attnlab compare: {}", a.variants.join(" vs "));
     Ok((Some(spec), Default::default()))
@@ -714,10 +707,10 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         None => PathBuf::from("reports").join(format!("compare-{}", run_dir::timestamp())),
     };
     // Batch scripts run elsewhere: they need the absolute path.
-    let out = if slurm_executor { slurm::absolute(&out).map_err(anyhow::Error::msg)? } else { out };
+    let out = if slurm_executor { slurm::absolute(&out)? } else { out };
     if let Some(spec) = &spec {
         // Validates every run's config before anything is written.
-        let resuming = prepare_dir(spec, &out).map_err(anyhow::Error::msg)?;
+        let resuming = prepare_dir(spec, &out)?;
         if resuming && !a.run_only && !a.analyse_only {
             // Said even when quiet: finished runs are read back, interrupted ones continued.
             println!(
@@ -726,8 +719,8 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             );
         }
     }
-    let entries = read_plan(&out).map_err(anyhow::Error::msg)?;
-    let comparison = read_comparison(&out).map_err(anyhow::Error::msg)?;
+    let entries = read_plan(&out)?;
+    let comparison = read_comparison(&out)?;
     if a.plan_only {
         for e in &entries {
             println!("{:>4}  {}  {}  {}", e.index, e.fingerprint, e.id, e.dir.display());
@@ -755,12 +748,12 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
                 Err(attnlab_eval::compare::EntryError::Failed(e)) => bail!("{}: {e}", entry.id),
                 Err(attnlab_eval::compare::EntryError::NotTaken(e)) => {
                     // Exit 2: nothing was recorded (another process holds the run).
-                    eprintln!("error: {}", one_line(&e));
+                    eprintln!("error: {}", one_line(&e.to_string()));
                     std::process::exit(2);
                 }
             };
         }
-        execute(&out, &entries, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+        execute(&out, &entries, &local_executor(a.jobs, a.quiet)?)?;
         let unfinished = entries
             .iter()
             .filter(|e| e.status(&out) != attnlab_eval::compare::RunStatus::Finished)
@@ -788,9 +781,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         };
         let attnlab = std::env::current_exe()
             .context("cannot find the attnlab binary for the batch scripts")?;
-        let Some(submission) =
-            slurm::submit(&out, &entries, &attnlab, &options).map_err(anyhow::Error::msg)?
-        else {
+        let Some(submission) = slurm::submit(&out, &entries, &attnlab, &options)? else {
             println!("every run of the plan has finished: analysing here");
             return finish_compare(
                 &comparison,
@@ -814,7 +805,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             );
             return Ok(());
         }
-        slurm::wait(&out, &entries, &submission, a.quiet).map_err(anyhow::Error::msg)?;
+        slurm::wait(&out, &entries, &submission, a.quiet)?;
         let text = std::fs::read_to_string(out.join("results.json"))
             .with_context(|| format!("the analysis job left no {}/results.json", out.display()))?;
         serde_json::from_str(&text).context("results.json")?
@@ -829,7 +820,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
                 out.display()
             );
         }
-        execute(&out, &entries, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+        execute(&out, &entries, &local_executor(a.jobs, a.quiet)?)?;
         analyse_and_report(&comparison, &entries, &out)?
     };
     finish_compare(&comparison, &results, &out)
@@ -872,7 +863,7 @@ fn analyse_and_report(
         comparison.title.clone()
     };
     let results = attnlab_eval::compare::analyse(comparison, records, &title);
-    attnlab_eval::report::write(&results, out).map_err(anyhow::Error::msg)?;
+    attnlab_eval::report::write(&results, out)?;
     Ok(results)
 }
 
@@ -934,8 +925,8 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         println!("\nrun one: attnlab reproduce <name> [--size smoke|full|paper] [--plan]");
         return Ok(());
     };
-    check_name(&name).map_err(anyhow::Error::msg)?;
-    let size: Size = a.size.parse().map_err(anyhow::Error::msg)?;
+    check_name(&name)?;
+    let size: Size = a.size.parse()?;
     let mut exec = local_executor(a.jobs, a.quiet)?;
     exec.device = parse_device(a.device.as_deref())?;
     let missing_backend =
@@ -946,7 +937,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         let scratch = std::env::temp_dir().join(format!("attnlab-plan-{}", std::process::id()));
         let outcome = run(&name, size, &scratch, &exec);
         let _ = std::fs::remove_dir_all(&scratch);
-        let outcome = outcome.map_err(anyhow::Error::msg)?;
+        let outcome = outcome?;
         let (runs, steps) = exec.planned.get();
         println!(
             "\n{name} --size {}: {runs} runs, {steps} optimizer steps in all; the effects it checks:",
@@ -968,7 +959,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     });
     fresh_report_dir(&out)?;
     let started = std::time::Instant::now();
-    let outcome = run(&name, size, &out, &exec).map_err(anyhow::Error::msg)?;
+    let outcome = run(&name, size, &out, &exec)?;
     println!("\n{}", outcome.summary.header.join(" | "));
     for row in &outcome.summary.rows {
         println!("{}", row.join(" | "));
@@ -1004,13 +995,12 @@ fn cmd_swap(a: SwapArgs) -> Result<()> {
         lrs: a.lrs,
     };
     // Check everything before creating the report directory.
-    plan(&spec).map_err(anyhow::Error::msg)?.0.plan().map_err(anyhow::Error::msg)?;
+    plan(&spec)?.0.plan()?;
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("swap-{}", run_dir::timestamp())));
     fresh_report_dir(&out)?;
-    let results =
-        run(&spec, &out, &local_executor(a.jobs, a.quiet)?).map_err(anyhow::Error::msg)?;
+    let results = run(&spec, &out, &local_executor(a.jobs, a.quiet)?)?;
     println!("\ndecision: {}", results.decision);
     println!(
         "\n{} ({} is better), each arm at its best lr:",
@@ -1057,8 +1047,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         if a.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        let rows = bench::train_table(&base, &configs, a.warmup, a.steps, print_line)
-            .map_err(anyhow::Error::msg)?;
+        let rows = bench::train_table(&base, &configs, a.warmup, a.steps, print_line)?;
         json.insert("train_step".into(), serde_json::to_value(rows)?);
     }
     if a.only.iter().any(|s| s == "scaling") && !a.lengths.is_empty() {
@@ -1080,8 +1069,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         json.insert("scaling".into(), serde_json::to_value(points)?);
     }
     if a.only.iter().any(|s| s == "decode") && a.decode_tokens > 0 {
-        let points = bench::decode_table(&configs, a.decode_tokens, print_line)
-            .map_err(anyhow::Error::msg)?;
+        let points = bench::decode_table(&configs, a.decode_tokens, print_line)?;
         json.insert("decode".into(), serde_json::to_value(points)?);
     }
     if let Some(path) = a.json {

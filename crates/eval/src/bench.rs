@@ -17,9 +17,9 @@
 
 use crate::stats::median;
 use attnlab_model::mixer::{MixContext, MixerDims};
-use attnlab_model::{LmInput, MixerSpec, SequenceMixer};
+use attnlab_model::{BackendError, LmInput, MixerSpec, ModelConfigError, SequenceMixer};
 use attnlab_train::RunConfig;
-use attnlab_train::task;
+use attnlab_train::task::{self, TaskError};
 use attnlab_train::trainer::{self, StepPhases};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
@@ -87,6 +87,22 @@ fn memory_peak_since(start: usize) -> f64 {
     PEAK.load(Ordering::Relaxed).saturating_sub(start) as f64 / (1024.0 * 1024.0)
 }
 
+/// Why a benchmark could not build or run its model.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Device(#[from] BackendError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Model(#[from] ModelConfigError),
+    #[error("the {what} became {value} at bench step {step}")]
+    NonFinite { what: &'static str, value: f64, step: usize },
+    /// The logits could not be read back from the device (Burn's message).
+    #[error("{0}")]
+    Readback(String),
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainStep {
     pub variant: String,
@@ -99,11 +115,15 @@ pub struct TrainStep {
 }
 
 /// Times `steps` optimizer steps of `config` after `warmup` untimed ones.
-pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<TrainStep, String> {
-    let device = config.device.device().map_err(|e| e.to_string())?;
+pub fn train_step(
+    config: &RunConfig,
+    warmup: usize,
+    steps: usize,
+) -> Result<TrainStep, BenchError> {
+    let device = config.device.device()?;
     let ad = device.clone().autodiff();
-    let task = task::build(config, None).map_err(|e| e.to_string())?;
-    let mut model = config.model.init(&task.io(), config.seed, &ad).map_err(|e| e.to_string())?;
+    let task = task::build(config, None)?;
+    let mut model = config.model.init(&task.io(), config.seed, &ad)?;
     let mut optim = trainer::adamw(&config.train).init();
     let t = &config.train;
     let mem = memory_start();
@@ -113,7 +133,7 @@ pub fn train_step(config: &RunConfig, warmup: usize, steps: usize) -> Result<Tra
     for step in 0..warmup + steps {
         let (next, report) =
             trainer::optimizer_step(model, &mut optim, task.as_ref(), step, t, t.lr, &ad)
-                .map_err(|e| format!("the {} became {} at bench step {step}", e.what, e.value))?;
+                .map_err(|e| BenchError::NonFinite { what: e.what, value: e.value, step })?;
         model = next;
         tokens = report.tokens;
         if step >= warmup {
@@ -200,12 +220,12 @@ pub fn decode(
     config: &RunConfig,
     tokens: usize,
     positions: &[usize],
-) -> Result<Vec<DecodePoint>, String> {
-    let device = config.device.device().map_err(|e| e.to_string())?;
+) -> Result<Vec<DecodePoint>, BenchError> {
+    let device = config.device.device()?;
     let mut model_config = config.model.clone();
     model_config.max_seq_len = tokens + 1;
-    let task = task::build(config, None).map_err(|e| e.to_string())?;
-    let model = model_config.init(&task.io(), config.seed, &device).map_err(|e| e.to_string())?;
+    let task = task::build(config, None)?;
+    let model = model_config.init(&task.io(), config.seed, &device)?;
     let mut state = model.empty_state();
     let mut latencies = Vec::with_capacity(tokens);
     let mut next = 0i64;
@@ -213,8 +233,11 @@ pub fn decode(
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![next], [1, 1]), &device);
         let started = Instant::now();
         let logits = model.step(LmInput::Tokens(ids), &mut state);
-        let row: Vec<f32> =
-            logits.into_data().convert::<f32>().try_into_vec().map_err(|e| format!("{e:?}"))?;
+        let row: Vec<f32> = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .map_err(|e| BenchError::Readback(format!("{e:?}")))?;
         latencies.push(started.elapsed().as_secs_f64() * 1e3);
         next =
             row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as i64);
@@ -245,7 +268,7 @@ pub fn train_table(
     warmup: usize,
     steps: usize,
     mut emit: impl FnMut(String),
-) -> Result<Vec<TrainStep>, String> {
+) -> Result<Vec<TrainStep>, BenchError> {
     emit(format!(
         "\ntraining step (median of {steps} after {warmup} warm-up; batch {} x {} tokens)",
         base.train.batch_size, base.model.max_seq_len
@@ -382,7 +405,7 @@ pub fn decode_table(
     configs: &[RunConfig],
     tokens: usize,
     mut emit: impl FnMut(String),
-) -> Result<Vec<DecodePoint>, String> {
+) -> Result<Vec<DecodePoint>, BenchError> {
     let positions: Vec<usize> = DECODE_POSITIONS.into_iter().filter(|&p| p <= tokens).collect();
     emit(
         "\ndecoding one token at a time (ms per token, mean of the 16 tokens up to the position)"

@@ -4,6 +4,12 @@
 //!
 //! Builds on `attnlab-train` (which runs each arm) and never touches the command line.
 //!
+//! Errors are typed per concern, each message one line naming the file, arm or flag and the fix:
+//! [`compare::CompareError`] (reading, planning, writing and running a comparison),
+//! [`compare::slurm::SlurmError`], [`compare::EntryError`], [`report::ReportError`],
+//! [`plots::RenderError`], [`reproduce::ReproduceError`], [`swap::SwapError`] and
+//! [`bench::BenchError`].
+//!
 //! ```text
 //! compare/     A/B comparisons: spec.rs (the comparison file, the typed Comparison and its plan),
 //!              run.rs (training every run, RunRecord), analyse.rs (each arm at its best lr,

@@ -13,9 +13,20 @@
 //! drawn, and rasterised to PNG, by `crate::plots`.
 
 use crate::compare::{ArmResult, LayerCurve, Results, RunRecord};
-use crate::plots::{Series, bar_chart, line_chart, svg_to_png, system_fonts};
+use crate::plots::{RenderError, Series, bar_chart, line_chart, svg_to_png, system_fonts};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: std::io::Error },
+    #[error("cannot render {stem}.png: {reason}")]
+    Render { stem: String, reason: RenderError },
+    #[error("cannot write results.json: {0}")]
+    Json(serde_json::Error),
+}
 
 /// A mean curve `(x, y)` and its band `(x, min, max)`.
 pub type MeanBand = (Vec<(f64, f64)>, Vec<(f64, f64, f64)>);
@@ -472,8 +483,8 @@ fn html(doc: &Document) -> String {
 }
 
 /// Writes a comparison's report into `dir`: results.json, report.md, report.html, plots/.
-pub fn write(results: &Results, dir: &Path) -> Result<(), String> {
-    let json = serde_json::to_string_pretty(results).map_err(|e| e.to_string())?;
+pub fn write(results: &Results, dir: &Path) -> Result<(), ReportError> {
+    let json = serde_json::to_string_pretty(results).map_err(ReportError::Json)?;
     write_document(&document(results), &json, dir)
 }
 
@@ -481,8 +492,8 @@ pub fn write(results: &Results, dir: &Path) -> Result<(), String> {
 /// PNG into `dir`. Everything is written into a staging directory first and then moved in,
 /// `results.json` last: a report is complete once its `results.json` exists, and an interrupted
 /// write leaves the old report's other files or none, never half of a new one.
-pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<(), String> {
-    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<(), ReportError> {
+    let io = |p: &Path, reason| ReportError::Write { path: p.to_path_buf(), reason };
     let staging = dir.join(format!(".tmp-report-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let plot_dir = staging.join("plots");
@@ -491,8 +502,8 @@ pub fn write_document(doc: &Document, results_json: &str, dir: &Path) -> Result<
     for p in &doc.plots {
         let path = plot_dir.join(format!("{}.svg", p.stem));
         std::fs::write(&path, &p.svg).map_err(|e| io(&path, e))?;
-        let png =
-            svg_to_png(&p.svg, &fonts).map_err(|e| format!("cannot render {}.png: {e}", p.stem))?;
+        let png = svg_to_png(&p.svg, &fonts)
+            .map_err(|reason| ReportError::Render { stem: p.stem.clone(), reason })?;
         let path = plot_dir.join(format!("{}.png", p.stem));
         std::fs::write(&path, png).map_err(|e| io(&path, e))?;
     }

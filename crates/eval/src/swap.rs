@@ -5,11 +5,56 @@
 //! start from the same checkpoint and see the same data (per seed); the report shows the metric
 //! before finetuning (step 0), the recovery curves and a verdict with the alarms to set.
 
-use crate::compare::{Arm, Comparison, Results};
-use crate::report::{self, Section, Table, fmt};
-use attnlab_model::{MixerSpec, MixerStack};
-use attnlab_train::RunConfig;
+use crate::compare::{Arm, CompareError, Comparison, Results};
+use crate::report::{self, ReportError, Section, Table, fmt};
+use attnlab_model::{MixerSpec, MixerStack, SpecError, StackLengthError};
+use attnlab_train::checkpoint::CheckpointError;
+use attnlab_train::run_dir::RunDirError;
+use attnlab_train::{ConfigError, RunConfig};
 use std::path::{Path, PathBuf};
+
+/// Why a swap cannot be planned or run; one line naming the flag or file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("--layers: layer {layer} does not exist; the run has layers 0..={last}")]
+    NoSuchLayer { layer: usize, last: usize },
+    #[error(transparent)]
+    StackLength(#[from] StackLengthError),
+    #[error(
+        "{run} is not a run directory (no config.toml): pass the directory `attnlab train` wrote"
+    )]
+    NotARun { run: PathBuf },
+    /// The run's config.toml cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    /// The checkpoint to start from is missing.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("--to: {0}")]
+    To(SpecError),
+    #[error("--finetune-steps must be at least 1")]
+    NoFinetuneSteps,
+    #[error("--seeds must be at least 1")]
+    NoSeeds,
+    /// The run's path cannot be made absolute.
+    #[error("{run}: {reason}")]
+    Resolve { run: PathBuf, reason: std::io::Error },
+    #[error(
+        "{run}: the run's path is not valid UTF-8, which config.toml cannot record; move the run to a UTF-8 path"
+    )]
+    NotUtf8 { run: PathBuf },
+    #[error(transparent)]
+    Compare(#[from] CompareError),
+    /// Every finetuning run failed (`first`: the first run's error).
+    #[error("every finetuning run failed: {first}")]
+    AllFailed { first: String },
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("cannot write results.json: {0}")]
+    Json(serde_json::Error),
+}
 
 /// What to swap and how long to finetune.
 #[derive(Clone, Debug)]
@@ -30,13 +75,10 @@ pub fn swapped_stack(
     config: &RunConfig,
     to: &MixerSpec,
     layers: &[usize],
-) -> Result<MixerStack, String> {
+) -> Result<MixerStack, SwapError> {
     let n = config.model.n_layers;
-    if let Some(&bad) = layers.iter().find(|&&l| l >= n) {
-        return Err(format!(
-            "--layers: layer {bad} does not exist; the run has layers 0..={}",
-            n - 1
-        ));
+    if let Some(&layer) = layers.iter().find(|&&l| l >= n) {
+        return Err(SwapError::NoSuchLayer { layer, last: n - 1 });
     }
     let specs: Vec<MixerSpec> = (0..n)
         .map(|l| {
@@ -55,32 +97,29 @@ pub fn swapped_stack(
 
 /// Builds the two-arm comparison (control, swapped) that `run` trains: the run's own config,
 /// changed to finetune from its checkpoint; the swapped arm also gets the new mixers.
-pub fn plan(spec: &SwapSpec) -> Result<(Comparison, RunConfig, MixerStack), String> {
+pub fn plan(spec: &SwapSpec) -> Result<(Comparison, RunConfig, MixerStack), SwapError> {
     let config_path = spec.run.join(attnlab_train::run_dir::CONFIG_FILE);
     if !config_path.is_file() {
-        return Err(format!(
-            "{} is not a run directory (no config.toml): pass the directory `attnlab train` wrote",
-            spec.run.display()
-        ));
+        return Err(SwapError::NotARun { run: spec.run.clone() });
     }
-    let config = RunConfig::load(&config_path, &[]).map_err(|e| e.to_string())?;
+    let config = RunConfig::load(&config_path, &[])?;
     attnlab_train::runs::checkpoint_dir(
         &attnlab_train::RunDir::open(&spec.run)?,
         &spec.checkpoint,
     )?;
-    let to: MixerSpec =
-        spec.to.parse().map_err(|e: attnlab_model::SpecError| format!("--to: {e}"))?;
+    let to: MixerSpec = spec.to.parse().map_err(SwapError::To)?;
     if spec.finetune_steps == 0 {
-        return Err("--finetune-steps must be at least 1".into());
+        return Err(SwapError::NoFinetuneSteps);
     }
     if spec.seeds == 0 {
-        return Err("--seeds must be at least 1".into());
+        return Err(SwapError::NoSeeds);
     }
     let stack = swapped_stack(&config, &to, &spec.layers)?;
-    let run = spec.run.canonicalize().map_err(|e| format!("{}: {e}", spec.run.display()))?;
-    let run = run.to_str().ok_or_else(|| {
-        format!("{}: the run's path is not valid UTF-8, which config.toml cannot record; move the run to a UTF-8 path", run.display())
-    })?;
+    let run = spec
+        .run
+        .canonicalize()
+        .map_err(|reason| SwapError::Resolve { run: spec.run.clone(), reason })?;
+    let run = run.to_str().ok_or_else(|| SwapError::NotUtf8 { run: run.clone() })?;
     let steps = spec.finetune_steps;
     let mut finetune = config.clone();
     let t = &mut finetune.train;
@@ -114,7 +153,7 @@ pub fn run(
     spec: &SwapSpec,
     out: &Path,
     exec: &crate::compare::LocalExecutor,
-) -> Result<Results, String> {
+) -> Result<Results, SwapError> {
     let (compare, config, stack) = plan(spec)?;
     let plan = compare.plan()?;
     let title = format!("attnlab swap: {} -> {stack}", config.model.mixer);
@@ -128,10 +167,7 @@ pub fn run(
     }
     let records = crate::compare::run_all(&compare, out, exec)?;
     if records.iter().all(|r| r.error.is_some()) {
-        return Err(format!(
-            "every finetuning run failed: {}",
-            records[0].error.as_deref().unwrap_or("")
-        ));
+        return Err(SwapError::AllFailed { first: records[0].error.clone().unwrap_or_default() });
     }
     let results = crate::compare::analyse(&compare, records, &title);
 
@@ -198,7 +234,7 @@ pub fn run(
             .table(Table::new("before_after", header, rows))
             .text("Way back: the original run directory is untouched; its checkpoint stays the rollback target."),
     );
-    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&results).map_err(SwapError::Json)?;
     report::write_document(&doc, &json, out)?;
     Ok(results)
 }
@@ -220,7 +256,7 @@ mod tests {
             "softmax,linear:elu1,softmax"
         );
         assert_eq!(swapped_stack(&config, &to, &[]).unwrap().to_string(), "linear:elu1");
-        assert!(swapped_stack(&config, &to, &[3]).unwrap_err().contains("0..=2"));
+        assert!(swapped_stack(&config, &to, &[3]).unwrap_err().to_string().contains("0..=2"));
     }
 
     #[test]

@@ -8,9 +8,9 @@ use crate::families::MixerSpec;
 use crate::families::softmax::SoftmaxAttentionConfig;
 use crate::init::InitScheme;
 use crate::lm::{InputLayer, Lm, Model};
-use crate::mixer::{MixerDescription, MixerDims};
+use crate::mixer::{MixerDescription, MixerDims, MixerError};
 use crate::position::{PositionKind, Positions};
-use crate::stack::MixerStack;
+use crate::stack::{MixerStack, StackLengthError};
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -78,8 +78,36 @@ pub struct ModelIo {
 
 /// A config value that cannot build a model; the message names the key and the fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct ModelConfigError(pub String);
+pub enum ModelConfigError {
+    /// `model.<key>` is 0 where a size must be at least 1.
+    #[error("model.{key} is 0: it must be at least 1")]
+    Zero { key: &'static str },
+    #[error(
+        "model.d_model ({d_model}) is not divisible by model.n_heads ({n_heads}): choose a d_model that is a multiple of n_heads"
+    )]
+    HeadsDoNotDivide { d_model: usize, n_heads: usize },
+    #[error("model.dropout ({dropout}) must be in [0, 1)")]
+    Dropout { dropout: f64 },
+    #[error(transparent)]
+    StackLength(#[from] StackLengthError),
+    /// A layer's mixer does not fit the model's shape.
+    #[error(transparent)]
+    Mixer(#[from] MixerError),
+    /// RoPE rotates head-wide pairs; a layer's queries of another width cannot take it.
+    #[error(
+        "model.positions = \"rope\" rotates {head_dim}-wide heads but layer {layer} ({spec}) has {qk_width}-wide queries: \
+         set feature_dim to an even divisor of {head_dim} or use other positions"
+    )]
+    RopeWidth { layer: usize, spec: String, head_dim: usize, qk_width: usize },
+    #[error("model.positions = \"rope\" needs an even head dim, d_model/n_heads is {head_dim}")]
+    RopeOddHead { head_dim: usize },
+    #[error(
+        "model.tie_embeddings needs token inputs and outputs over the same vocabulary; set it to false for this task"
+    )]
+    TiedEmbeddings,
+    #[error("the task's input size is 0")]
+    EmptyInput,
+}
 
 impl ModelConfig {
     pub fn head_dim(&self) -> usize {
@@ -101,7 +129,6 @@ impl ModelConfig {
     /// layer's mixer against the widths it gets (RoPE's included). A run config calls this when
     /// it is read, so a comparison refuses an arm when it is planned, before anything trains.
     pub fn validate_shape(&self) -> Result<(), ModelConfigError> {
-        let err = |m: String| Err(ModelConfigError(m));
         for (key, value) in [
             ("d_model", self.d_model),
             ("n_heads", self.n_heads),
@@ -109,21 +136,21 @@ impl ModelConfig {
             ("max_seq_len", self.max_seq_len),
         ] {
             if value == 0 {
-                return err(format!("model.{key} is 0: it must be at least 1"));
+                return Err(ModelConfigError::Zero { key });
             }
         }
         if !self.d_model.is_multiple_of(self.n_heads) {
-            return err(format!(
-                "model.d_model ({}) is not divisible by model.n_heads ({}): choose a d_model that is a multiple of n_heads",
-                self.d_model, self.n_heads
-            ));
+            return Err(ModelConfigError::HeadsDoNotDivide {
+                d_model: self.d_model,
+                n_heads: self.n_heads,
+            });
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return err(format!("model.dropout ({}) must be in [0, 1)", self.dropout));
+            return Err(ModelConfigError::Dropout { dropout: self.dropout });
         }
         for layer in 0..self.n_layers {
-            let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ModelConfigError)?;
-            spec.validate(&self.dims(layer, 0)).map_err(ModelConfigError)?;
+            let spec = self.mixer.for_layer(layer, self.n_layers)?;
+            spec.validate(&self.dims(layer, 0))?;
             let d_qk = spec.qk_width(&self.dims(layer, 0));
             // A narrower query gets the RoPE of its own width, read from the head-wide table
             // (position::rope_pair_angles), which needs a width that divides the head's.
@@ -131,17 +158,16 @@ impl ModelConfig {
             if self.positions == PositionKind::Rope
                 && (d_qk > head || d_qk % 2 != 0 || !head.is_multiple_of(d_qk))
             {
-                return err(format!(
-                    "model.positions = \"rope\" rotates {head}-wide heads but layer {layer} ({spec}) has {d_qk}-wide queries: \
-                     set feature_dim to an even divisor of {head} or use other positions"
-                ));
+                return Err(ModelConfigError::RopeWidth {
+                    layer,
+                    spec: spec.to_string(),
+                    head_dim: head,
+                    qk_width: d_qk,
+                });
             }
         }
         if self.positions == PositionKind::Rope && !self.head_dim().is_multiple_of(2) {
-            return err(format!(
-                "model.positions = \"rope\" needs an even head dim, d_model/n_heads is {}",
-                self.head_dim()
-            ));
+            return Err(ModelConfigError::RopeOddHead { head_dim: self.head_dim() });
         }
         Ok(())
     }
@@ -150,15 +176,14 @@ impl ModelConfig {
     /// input and output (a char LM's vocabulary is only known once its data is read).
     pub fn validate(&self, io: &ModelIo) -> Result<(), ModelConfigError> {
         self.validate_shape()?;
-        let err = |m: String| Err(ModelConfigError(m));
         if self.tie_embeddings {
             match io.input {
                 ModelInput::Tokens { vocab } if vocab == io.output_dim => {}
-                _ => return err("model.tie_embeddings needs token inputs and outputs over the same vocabulary; set it to false for this task".into()),
+                _ => return Err(ModelConfigError::TiedEmbeddings),
             }
         }
         if let ModelInput::Tokens { vocab: 0 } | ModelInput::Vectors { dim: 0 } = io.input {
-            return err("the task's input size is 0".into());
+            return Err(ModelConfigError::EmptyInput);
         }
         Ok(())
     }
@@ -167,7 +192,7 @@ impl ModelConfig {
     pub fn describe_mixers(&self) -> Result<Vec<MixerDescription>, ModelConfigError> {
         (0..self.n_layers)
             .map(|layer| {
-                let spec = self.mixer.for_layer(layer, self.n_layers).map_err(ModelConfigError)?;
+                let spec = self.mixer.for_layer(layer, self.n_layers)?;
                 Ok(spec.describe(&self.dims(layer, 0)))
             })
             .collect()

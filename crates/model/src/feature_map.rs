@@ -125,26 +125,36 @@ impl FeatureMapKind {
         feature_dim: usize,
         features: usize,
         spelled: impl Fn(FeatureMapKind) -> String,
-    ) -> Result<(), String> {
+    ) -> Result<(), MapOptionError> {
         for (key, owner, given) in [
             ("feature_dim", Self::Taylor, feature_dim != DEFAULT_TAYLOR_DIM),
             ("features", Self::Performer, features != DEFAULT_PERFORMER_FEATURES),
         ] {
             if given && self != owner {
-                return Err(format!(
-                    "option '{key}' belongs to {}, not {}",
-                    spelled(owner),
-                    spelled(self)
-                ));
+                return Err(MapOptionError::NotThisMap {
+                    key,
+                    owner: spelled(owner),
+                    map: spelled(self),
+                });
             }
         }
         for (key, value) in [("feature_dim", feature_dim), ("features", features)] {
             if value == 0 {
-                return Err(format!("{key} must be at least 1"));
+                return Err(MapOptionError::Zero { key });
             }
         }
         Ok(())
     }
+}
+
+/// A map-specific option given to the wrong map, or given as 0
+/// ([`FeatureMapKind::check_options`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapOptionError {
+    #[error("option '{key}' belongs to {owner}, not {map}")]
+    NotThisMap { key: &'static str, owner: String, map: String },
+    #[error("{key} must be at least 1")]
+    Zero { key: &'static str },
 }
 
 /// A feature map, with Performer's fixed random projection when it has one.

@@ -23,6 +23,12 @@
 //!
 //! No files, printing or command-line parsing here: those live in `attnlab-train` and up.
 //!
+//! Errors are typed, one enum per concern, each variant carrying what its one-line message names
+//! (the key, the value) and the fix: [`SpecError`] (a spec string), [`MixerError`] (a mixer's
+//! options against the model's shape, [`mixer::MixerFamily::validate`]), [`ModelConfigError`]
+//! (the `[model]` table), [`StackLengthError`], [`feature_map::MapOptionError`],
+//! [`short_conv::KernelError`] and [`BackendError`].
+//!
 //! Modules import one way: no import circle (a parent's `mod.rs` may use its children, not the
 //! other way round), no family names another, and `mixer`, `heads` and `fused` name no family.
 //! `crates/cli/tests/architecture.rs` checks this from the sources.
@@ -56,6 +62,7 @@ pub use config::{ModelConfig, ModelConfigError, ModelInput, ModelIo};
 pub use families::{FamilyInfo, Mixer, MixerSpec};
 pub use lm::{Lm, LmInput, LmState, Model};
 pub use mixer::{
-    AttentionDiagnostics, Convention, MixerDescription, MixerState, SequenceMixer, SpecError,
+    AttentionDiagnostics, Convention, MixerDescription, MixerError, MixerState, SequenceMixer,
+    SpecError,
 };
-pub use stack::MixerStack;
+pub use stack::{MixerStack, StackLengthError};

@@ -127,9 +127,21 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    pub fn new(spec: &str, reason: impl Into<String>) -> Self {
-        Self { spec: spec.to_string(), reason: reason.into() }
+    pub fn new(spec: &str, reason: impl ToString) -> Self {
+        Self { spec: spec.to_string(), reason: reason.to_string() }
     }
+}
+
+/// A mixer whose options do not fit the model's shape ([`MixerFamily::validate`]); the message
+/// names the option and the key to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MixerError {
+    /// A cosFormer re-weighting takes the context length as its period.
+    #[error("{mixer} needs model.max_seq_len > 0 (its re-weighting period)")]
+    PeriodNeedsContext {
+        /// How the message names the mixer (`linear:cosformer`, `decay with map=cosformer`).
+        mixer: &'static str,
+    },
 }
 
 /// One line of the `attnlab variants` listing.
@@ -203,7 +215,7 @@ pub trait MixerFamily:
     /// whole string, for error messages.
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError>;
     /// Checks the options against the model's shape.
-    fn validate(&self, _dims: &MixerDims) -> Result<(), String> {
+    fn validate(&self, _dims: &MixerDims) -> Result<(), MixerError> {
         Ok(())
     }
     /// Per-head width of queries and keys (what RoPE would rotate).

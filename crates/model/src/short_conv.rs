@@ -16,13 +16,21 @@ use rand::rngs::StdRng;
 /// Largest `conv=K` a family accepts: a short convolution, not a long one.
 pub const MAX_KERNEL: usize = 64;
 
+/// A `conv=K` option that is not a short convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "conv={kernel} is not a short convolution: use 0 (none) or a kernel from 2 to {max}, e.g. conv=4",
+    max = MAX_KERNEL
+)]
+pub struct KernelError {
+    pub kernel: usize,
+}
+
 /// Checks a `conv=K` option: 0 (off) or `2..=MAX_KERNEL`.
-pub fn check_kernel(kernel: usize) -> Result<(), String> {
+pub fn check_kernel(kernel: usize) -> Result<(), KernelError> {
     match kernel {
         0 | 2..=MAX_KERNEL => Ok(()),
-        _ => Err(format!(
-            "conv={kernel} is not a short convolution: use 0 (none) or a kernel from 2 to {MAX_KERNEL}, e.g. conv=4"
-        )),
+        _ => Err(KernelError { kernel }),
     }
 }
 

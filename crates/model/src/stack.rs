@@ -20,16 +20,24 @@ impl MixerStack {
 
     /// The spec of layer `layer` in a stack of `n_layers`, or an error when the list length is
     /// neither 1 nor `n_layers`.
-    pub fn for_layer(&self, layer: usize, n_layers: usize) -> Result<&MixerSpec, String> {
+    pub fn for_layer(&self, layer: usize, n_layers: usize) -> Result<&MixerSpec, StackLengthError> {
         match self.0.len() {
             1 => Ok(&self.0[0]),
             n if n == n_layers => Ok(&self.0[layer]),
-            n => Err(format!(
-                "model.mixer lists {n} specs but model.n_layers is {n_layers}: give one spec \
-                 for all layers or exactly one per layer"
-            )),
+            specs => Err(StackLengthError { specs, n_layers }),
         }
     }
+}
+
+/// A per-layer `model.mixer` list whose length is neither 1 nor `model.n_layers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "model.mixer lists {specs} specs but model.n_layers is {n_layers}: give one spec \
+     for all layers or exactly one per layer"
+)]
+pub struct StackLengthError {
+    pub specs: usize,
+    pub n_layers: usize,
 }
 
 impl fmt::Display for MixerStack {
@@ -85,7 +93,7 @@ mod tests {
         assert_eq!(s.0.len(), 2);
         assert_eq!(s.to_string(), "softmax,linear:elu1");
         assert!(s.for_layer(1, 2).is_ok());
-        assert!(s.for_layer(0, 3).unwrap_err().contains("one per layer"));
+        assert!(s.for_layer(0, 3).unwrap_err().to_string().contains("one per layer"));
 
         #[derive(serde::Deserialize)]
         struct Wrap {

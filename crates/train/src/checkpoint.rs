@@ -7,7 +7,7 @@ use crate::run_dir::{self, RunDir, RunDirError, TrainState};
 use attnlab_model::Model;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Environment variable used by the crash-safety test: abort the process in the middle of
 /// writing the checkpoint of this step (after the model file, before `state.json`).
@@ -22,9 +22,9 @@ pub fn save(
     state: &TrainState,
 ) -> Result<(), RunDirError> {
     let staging = run.staging(&relative.replace('/', "-"))?;
-    let fail = |path: &Path, e: String| RunDirError {
+    let fail = |path: &Path, e: String| RunDirError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e),
+        reason: std::io::Error::other(e),
     };
     let model_path = staging.join(run_dir::MODEL_FILE);
     model.clone().save_file(&model_path).map_err(|e| fail(&model_path, e.to_string()))?;
@@ -43,9 +43,38 @@ pub fn save(
     }
     let state_path = staging.join(run_dir::STATE_FILE);
     std::fs::write(&state_path, serde_json::to_string_pretty(state).expect("state serialises"))
-        .map_err(|source| RunDirError { path: state_path.clone(), source })?;
+        .map_err(RunDirError::io(&state_path))?;
     run.publish(&staging, relative)?;
     Ok(())
+}
+
+/// A checkpoint that cannot be chosen or loaded; the message names the file and what to use
+/// instead.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {dir} has no {file}: it is incomplete; use another checkpoint", file = run_dir::MODEL_FILE)]
+    NoModel { dir: PathBuf },
+    /// The weights do not fit the model the run's config describes (`reason`: Burn's message).
+    #[error(
+        "checkpoint {path} does not fit the model its config.toml describes ({reason}): was config.toml edited? restore it or start a new run"
+    )]
+    DoesNotFit { path: PathBuf, reason: String },
+    #[error(
+        "checkpoint {dir} has no optimizer state ({file}); resume needs a step-N or final checkpoint",
+        file = run_dir::OPTIM_FILE
+    )]
+    NoOptimizer { dir: PathBuf },
+    #[error(
+        "optimizer state {path} is unreadable ({reason}): delete that checkpoint to fall back to an older one"
+    )]
+    OptimizerUnreadable { path: PathBuf, reason: String },
+    /// `--checkpoint latest` of a run with none complete.
+    #[error("{run} has no complete checkpoint yet")]
+    NoneYet { run: PathBuf },
+    #[error(
+        "no complete checkpoint at {dir}: use --checkpoint best, final, latest or a checkpoints/step-N directory"
+    )]
+    NotFound { dir: PathBuf },
 }
 
 /// A loaded checkpoint.
@@ -56,34 +85,30 @@ pub struct Loaded {
 
 /// Loads the weights of checkpoint `dir` into `model` (built from the run's config), and the
 /// optimizer moments into `optim` when given. Errors say which file is missing or mismatched.
-pub fn load(dir: &Path, model: Model, optim: Option<ModuleOptimizer>) -> Result<Loaded, String> {
+pub fn load(
+    dir: &Path,
+    model: Model,
+    optim: Option<ModuleOptimizer>,
+) -> Result<Loaded, CheckpointError> {
     let model_path = dir.join(run_dir::MODEL_FILE);
     if !model_path.is_file() {
-        return Err(format!(
-            "checkpoint {} has no {}: it is incomplete; use another checkpoint",
-            dir.display(),
-            run_dir::MODEL_FILE
-        ));
+        return Err(CheckpointError::NoModel { dir: dir.to_path_buf() });
     }
-    let model = model.try_load_file(&model_path).map_err(|e| {
-        format!(
-            "checkpoint {} does not fit the model its config.toml describes ({}): was config.toml edited? restore it or start a new run",
-            model_path.display(),
-            one_line(&e.to_string())
-        )
+    let model = model.try_load_file(&model_path).map_err(|e| CheckpointError::DoesNotFit {
+        path: model_path.clone(),
+        reason: one_line(&e.to_string()),
     })?;
     let optim = match optim {
         None => None,
         Some(o) => {
             let path = dir.join(run_dir::OPTIM_FILE);
             if !path.is_file() {
-                return Err(format!(
-                    "checkpoint {} has no optimizer state ({}); resume needs a step-N or final checkpoint",
-                    dir.display(),
-                    run_dir::OPTIM_FILE
-                ));
+                return Err(CheckpointError::NoOptimizer { dir: dir.to_path_buf() });
             }
-            Some(o.load(&path).map_err(|e| format!("optimizer state {} is unreadable ({}): delete that checkpoint to fall back to an older one", path.display(), one_line(&e.to_string())))?)
+            Some(o.load(&path).map_err(|e| CheckpointError::OptimizerUnreadable {
+                reason: one_line(&e.to_string()),
+                path,
+            })?)
         }
     };
     Ok(Loaded { model, optim })

@@ -7,7 +7,7 @@
 
 use crate::message::one_line;
 use crate::paths::resolve_beside;
-use attnlab_model::{BackendKind, ModelConfig};
+use attnlab_model::{BackendKind, ModelConfig, ModelConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -321,18 +321,58 @@ pub enum ConfigError {
     // `reason`, not `source`: the OS error is said once, here, not again as a cause.
     #[error("cannot read config {path}: {reason} (check the path; presets live in configs/)")]
     Read { path: PathBuf, reason: std::io::Error },
-    #[error("{0}")]
-    Invalid(String),
+    /// What is wrong with the config read from `path`.
+    #[error("{path}: {error}")]
+    InFile { path: PathBuf, error: Box<ConfigError> },
+    /// Text that is not TOML (the parser's message, on one line, with its position), or a
+    /// config TOML cannot hold.
+    #[error("{message}")]
+    Syntax { message: String },
+    #[error("--set '{item}': expected key=value, e.g. --set train.lr=3e-4")]
+    SetSyntax { item: String },
+    /// `--set a.b.c=…` where `a.b` holds a value, not a table.
+    #[error("--set {key}: '{table}' is not a table")]
+    NotATable { key: String, table: String },
+    #[error("unknown key '{key}': valid keys in {place} are {valid}", valid = .valid.join(", "))]
+    UnknownKey {
+        key: String,
+        /// `the top level` or the table, `[train]`.
+        place: String,
+        valid: Vec<String>,
+    },
+    /// A value of the wrong type, put there by the `--set` `set` (`train.steps=many`).
+    #[error("--set {set}: {reason}")]
+    SetValue { set: String, reason: String },
+    /// A value of the wrong type at `key`.
+    #[error("{key}: {reason}")]
+    Value { key: String, reason: String },
+    /// A value of the wrong type the parser could not place at a key.
+    #[error("after --set: {reason}")]
+    AfterSet { reason: String },
+    #[error("{key} is 0: it must be at least 1")]
+    Zero { key: &'static str },
+    /// A value that parses but cannot work (alone or with others). `key` is the dotted key it
+    /// is about (`task.eval_lengths`; `task` for the task's table as a whole); `message` says
+    /// what is wrong and the fix, naming the key too.
+    #[error("{message}")]
+    Invalid { key: &'static str, message: String },
+    /// The `[model]` table cannot build a model.
+    #[error(transparent)]
+    Model(#[from] ModelConfigError),
 }
 
-fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, message: message.into() }
+}
+
+fn syntax(message: impl ToString) -> ConfigError {
+    ConfigError::Syntax { message: one_line(&message.to_string()) }
 }
 
 impl RunConfig {
     /// Reads a preset and applies `--set key=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let in_file = |e: ConfigError| invalid(format!("{}: {e}", path.display()));
+        let in_file = |e| ConfigError::InFile { path: path.into(), error: Box::new(e) };
         Self::read(path)?.with_overrides(overrides).map_err(in_file)
     }
 
@@ -345,8 +385,8 @@ impl RunConfig {
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|reason| ConfigError::Read { path: path.into(), reason })?;
-        let mut config =
-            Self::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let mut config = Self::parse(&text)
+            .map_err(|e| ConfigError::InFile { path: path.into(), error: Box::new(e) })?;
         match &mut config.task {
             TaskConfig::CharLm(t) => t.path = resolve_beside(path, &t.path),
             TaskConfig::BpeLm(t) => t.path = resolve_beside(path, &t.path),
@@ -361,7 +401,7 @@ impl RunConfig {
     }
 
     fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| invalid(one_line(&e.to_string())))
+        toml::from_str(text).map_err(syntax)
     }
 
     /// Applies `key=value` overrides. Keys are dotted paths into the resolved config
@@ -372,30 +412,30 @@ impl RunConfig {
             self.validate()?;
             return Ok(self);
         }
-        let mut tree = toml::Value::try_from(&self).map_err(|e| invalid(e.to_string()))?;
+        let mut tree = toml::Value::try_from(&self).map_err(syntax)?;
         for item in overrides {
-            let (key, raw) = item.split_once('=').ok_or_else(|| {
-                invalid(format!("--set '{item}': expected key=value, e.g. --set train.lr=3e-4"))
-            })?;
+            let (key, raw) = item
+                .split_once('=')
+                .ok_or_else(|| ConfigError::SetSyntax { item: item.clone() })?;
             let value = parse_value(raw.trim());
             set_path(&mut tree, key.trim(), value)?;
         }
-        let text = toml::to_string(&tree).map_err(|e| invalid(e.to_string()))?;
+        let text = toml::to_string(&tree).map_err(syntax)?;
         // The document parsed here is attnlab's own rendering of the config: name the key the
         // error is at (and the --set that put it there), not a line of that document.
         let config: RunConfig = toml::from_str(&text).map_err(|e| {
             let key = e.span().and_then(|span| key_at(&text, span.start));
-            let message = one_line(e.message());
+            let reason = one_line(e.message());
             match key {
                 Some(key) => match overrides
                     .iter()
                     .rev()
                     .find(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == key))
                 {
-                    Some(set) => invalid(format!("--set {set}: {message}")),
-                    None => invalid(format!("{key}: {message}")),
+                    Some(set) => ConfigError::SetValue { set: set.clone(), reason },
+                    None => ConfigError::Value { key, reason },
                 },
-                None => invalid(format!("after --set: {message}")),
+                None => ConfigError::AfterSet { reason },
             }
         })?;
         config.validate()?;
@@ -413,56 +453,70 @@ impl RunConfig {
             ("train.log_every", t.log_every),
         ] {
             if value == 0 {
-                return Err(invalid(format!("{key} is 0: it must be at least 1")));
+                return Err(ConfigError::Zero { key });
             }
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(invalid(format!("train.lr ({}) must be a positive number", t.lr)));
+            return Err(invalid(
+                "train.lr",
+                format!("train.lr ({}) must be a positive number", t.lr),
+            ));
         }
         if !(0.0..=t.lr).contains(&t.min_lr) {
-            return Err(invalid(format!(
-                "train.min_lr ({}) must be in [0, train.lr = {}]",
-                t.min_lr, t.lr
-            )));
+            return Err(invalid(
+                "train.min_lr",
+                format!("train.min_lr ({}) must be in [0, train.lr = {}]", t.min_lr, t.lr),
+            ));
         }
         for (key, b) in [("train.beta1", t.beta1), ("train.beta2", t.beta2)] {
             if !(0.0..1.0).contains(&b) {
-                return Err(invalid(format!("{key} ({b}) must be in [0, 1)")));
+                return Err(invalid(key, format!("{key} ({b}) must be in [0, 1)")));
             }
         }
         if t.grad_clip < 0.0 || t.weight_decay < 0.0 {
-            return Err(invalid("train.grad_clip and train.weight_decay must be >= 0"));
+            let key = if t.grad_clip < 0.0 { "train.grad_clip" } else { "train.weight_decay" };
+            return Err(invalid(key, "train.grad_clip and train.weight_decay must be >= 0"));
         }
         if t.keep_checkpoints == 0 {
             return Err(invalid(
+                "train.keep_checkpoints",
                 "train.keep_checkpoints is 0: keep at least 1 so a resume point exists",
             ));
         }
-        self.model.validate_shape().map_err(|e| invalid(e.0))?;
+        self.model.validate_shape()?;
         match &self.task {
             TaskConfig::CharLm(c) => {
                 check_fraction(c.val_fraction)?;
                 let (trained, max) = (c.train_len(self.model.max_seq_len), self.model.max_seq_len);
                 if trained == 0 || trained > max {
-                    return Err(invalid(format!(
-                        "task.seq_len ({trained}) must be in 1..=model.max_seq_len ({max}): raise model.max_seq_len or lower task.seq_len"
-                    )));
+                    return Err(invalid(
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({trained}) must be in 1..=model.max_seq_len ({max}): raise model.max_seq_len or lower task.seq_len"
+                        ),
+                    ));
                 }
                 if !c.eval_lengths.windows(2).all(|w| w[0] < w[1])
                     || c.eval_lengths.first() == Some(&0)
                 {
-                    return Err(invalid(format!(
-                        "task.eval_lengths ({:?}) must be positive and increasing, e.g. [{trained}, {}, {}]",
-                        c.eval_lengths,
-                        2 * trained,
-                        4 * trained
-                    )));
+                    return Err(invalid(
+                        "task.eval_lengths",
+                        format!(
+                            "task.eval_lengths ({:?}) must be positive and increasing, e.g. [{trained}, {}, {}]",
+                            c.eval_lengths,
+                            2 * trained,
+                            4 * trained
+                        ),
+                    ));
                 }
                 if let Some(&longest) = c.eval_lengths.last() {
                     if longest > max {
-                        return Err(invalid(format!(
-                            "task.eval_lengths: {longest} exceeds model.max_seq_len ({max}): raise model.max_seq_len to the longest evaluation length"
-                        )));
+                        return Err(invalid(
+                            "task.eval_lengths",
+                            format!(
+                                "task.eval_lengths: {longest} exceeds model.max_seq_len ({max}): raise model.max_seq_len to the longest evaluation length"
+                            ),
+                        ));
                     }
                     self.refuse_learned_positions_past(trained, longest)?;
                 }
@@ -470,30 +524,38 @@ impl RunConfig {
             TaskConfig::BpeLm(c) => {
                 check_fraction(c.val_fraction)?;
                 if c.vocab_size < 300 {
-                    return Err(invalid(format!(
-                        "task.vocab_size ({}) must be at least 300 (256 byte symbols + merges)",
-                        c.vocab_size
-                    )));
+                    return Err(invalid(
+                        "task.vocab_size",
+                        format!(
+                            "task.vocab_size ({}) must be at least 300 (256 byte symbols + merges)",
+                            c.vocab_size
+                        ),
+                    ));
                 }
             }
             TaskConfig::IclRegression(c) => {
                 if c.dim == 0 || c.points == 0 || c.eval_prompts == 0 {
                     return Err(invalid(
+                        "task.dim",
                         "task.dim, task.points and task.eval_prompts must be at least 1",
                     ));
                 }
                 if c.curriculum_start_dim > c.dim || c.curriculum_start_points > c.points {
                     return Err(invalid(
+                        "task.curriculum_start_dim",
                         "task.curriculum_start_dim/points must not exceed task.dim/points",
                     ));
                 }
                 if 2 * c.points > self.model.max_seq_len {
-                    return Err(invalid(format!(
-                        "task.points = {} needs 2·points = {} positions but model.max_seq_len is {}: raise model.max_seq_len",
-                        c.points,
-                        2 * c.points,
-                        self.model.max_seq_len
-                    )));
+                    return Err(invalid(
+                        "task.points",
+                        format!(
+                            "task.points = {} needs 2·points = {} positions but model.max_seq_len is {}: raise model.max_seq_len",
+                            c.points,
+                            2 * c.points,
+                            self.model.max_seq_len
+                        ),
+                    ));
                 }
             }
             TaskConfig::Mqar(c) => {
@@ -502,50 +564,69 @@ impl RunConfig {
                     || c.vocab <= c.seq_len
                     || c.num_kv_pairs == 0
                 {
-                    return Err(invalid(format!(
-                        "task (mqar): need an even seq_len ({}), 4·num_kv_pairs + 2·rebind_pairs ({}) <= seq_len and vocab ({}) > seq_len",
-                        c.seq_len,
-                        c.tokens_needed(c.seq_len),
-                        c.vocab
-                    )));
+                    return Err(invalid(
+                        "task",
+                        format!(
+                            "task (mqar): need an even seq_len ({}), 4·num_kv_pairs + 2·rebind_pairs ({}) <= seq_len and vocab ({}) > seq_len",
+                            c.seq_len,
+                            c.tokens_needed(c.seq_len),
+                            c.vocab
+                        ),
+                    ));
                 }
                 if c.rebind_pairs > c.num_kv_pairs {
-                    return Err(invalid(format!(
-                        "task.rebind_pairs ({}) cannot exceed task.num_kv_pairs ({})",
-                        c.rebind_pairs, c.num_kv_pairs
-                    )));
+                    return Err(invalid(
+                        "task.rebind_pairs",
+                        format!(
+                            "task.rebind_pairs ({}) cannot exceed task.num_kv_pairs ({})",
+                            c.rebind_pairs, c.num_kv_pairs
+                        ),
+                    ));
                 }
                 if c.vocab / 2 <= c.num_kv_pairs + c.rebind_pairs {
                     return Err(invalid(
+                        "task.vocab",
                         "task.vocab must leave more than num_kv_pairs keys and num_kv_pairs + rebind_pairs values (each uses one half)",
                     ));
                 }
                 if c.seq_len > self.model.max_seq_len {
-                    return Err(invalid(format!(
-                        "task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len",
-                        c.seq_len, self.model.max_seq_len
-                    )));
+                    return Err(invalid(
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({}) exceeds model.max_seq_len ({}): raise model.max_seq_len",
+                            c.seq_len, self.model.max_seq_len
+                        ),
+                    ));
                 }
                 for &len in &c.eval_lengths {
                     let pairs = c.pairs_at(len);
                     if len > self.model.max_seq_len {
-                        return Err(invalid(format!(
-                            "task.eval_lengths: {len} exceeds model.max_seq_len ({}): raise model.max_seq_len to the longest evaluation length",
-                            self.model.max_seq_len
-                        )));
+                        return Err(invalid(
+                            "task.eval_lengths",
+                            format!(
+                                "task.eval_lengths: {len} exceeds model.max_seq_len ({}): raise model.max_seq_len to the longest evaluation length",
+                                self.model.max_seq_len
+                            ),
+                        ));
                     }
                     if len % 2 != 0 || c.tokens_needed(len) > len {
-                        return Err(invalid(format!(
-                            "task.eval_lengths: {len} must be even and hold 4·{pairs} pairs' worth of tokens"
-                        )));
+                        return Err(invalid(
+                            "task.eval_lengths",
+                            format!(
+                                "task.eval_lengths: {len} must be even and hold 4·{pairs} pairs' worth of tokens"
+                            ),
+                        ));
                     }
                     if c.vocab / 2 <= pairs + c.rebinds_at(len) {
-                        return Err(invalid(format!(
-                            "task.eval_lengths: length {len} holds {pairs} pairs but task.vocab ({}) leaves only {} keys: raise task.vocab above {}",
-                            c.vocab,
-                            c.vocab / 2 - 1,
-                            2 * pairs + 1
-                        )));
+                        return Err(invalid(
+                            "task.eval_lengths",
+                            format!(
+                                "task.eval_lengths: length {len} holds {pairs} pairs but task.vocab ({}) leaves only {} keys: raise task.vocab above {}",
+                                c.vocab,
+                                c.vocab / 2 - 1,
+                                2 * pairs + 1
+                            ),
+                        ));
                     }
                     self.refuse_learned_positions_past(c.seq_len, len)?;
                 }
@@ -557,45 +638,59 @@ impl RunConfig {
                     || c.eval_examples == 0
                 {
                     return Err(invalid(
+                        "task",
                         "task (max_retrieval): need vocab >= 3, 1 <= min_items <= max_items and eval_examples >= 1",
                     ));
                 }
                 let longest =
                     c.eval_items.iter().copied().chain([c.max_items]).max().unwrap_or(0) + 1;
                 if longest > c.vocab {
-                    return Err(invalid(format!(
-                        "task (max_retrieval): {} distinct items need task.vocab > {} (items are 1..vocab): raise task.vocab",
-                        longest - 1,
-                        longest - 1
-                    )));
+                    return Err(invalid(
+                        "task",
+                        format!(
+                            "task (max_retrieval): {} distinct items need task.vocab > {} (items are 1..vocab): raise task.vocab",
+                            longest - 1,
+                            longest - 1
+                        ),
+                    ));
                 }
                 if longest > self.model.max_seq_len {
-                    return Err(invalid(format!(
-                        "task (max_retrieval): {} items and the query need {longest} positions but model.max_seq_len is {}: raise model.max_seq_len",
-                        longest - 1,
-                        self.model.max_seq_len
-                    )));
+                    return Err(invalid(
+                        "task",
+                        format!(
+                            "task (max_retrieval): {} items and the query need {longest} positions but model.max_seq_len is {}: raise model.max_seq_len",
+                            longest - 1,
+                            self.model.max_seq_len
+                        ),
+                    ));
                 }
                 if longest - 1 > c.max_items
                     && self.model.positions == attnlab_model::position::PositionKind::Learned
                 {
-                    return Err(invalid(format!(
-                        "task.eval_items: learned positions past the training length ({} items) are never trained: set model.positions = \"none\" (the items are a set)",
-                        c.max_items
-                    )));
+                    return Err(invalid(
+                        "task.eval_items",
+                        format!(
+                            "task.eval_items: learned positions past the training length ({} items) are never trained: set model.positions = \"none\" (the items are a set)",
+                            c.max_items
+                        ),
+                    ));
                 }
             }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
                     return Err(invalid(
+                        "task.rows",
                         "task.rows must be >= 2, task.cols and task.eval_examples >= 1",
                     ));
                 }
                 if c.rows > self.model.max_seq_len {
-                    return Err(invalid(format!(
-                        "task.rows ({}) exceeds model.max_seq_len ({})",
-                        c.rows, self.model.max_seq_len
-                    )));
+                    return Err(invalid(
+                        "task.rows",
+                        format!(
+                            "task.rows ({}) exceeds model.max_seq_len ({})",
+                            c.rows, self.model.max_seq_len
+                        ),
+                    ));
                 }
             }
         }
@@ -606,10 +701,13 @@ impl RunConfig {
     /// sequence task there would measure untrained weights, so it is refused.
     fn refuse_learned_positions_past(&self, trained: usize, len: usize) -> Result<(), ConfigError> {
         if len > trained && self.model.positions == attnlab_model::position::PositionKind::Learned {
-            return Err(invalid(format!(
-                "task.eval_lengths: learned positions past the training length ({trained}) are never trained, so they cannot extrapolate to {len}: \
+            return Err(invalid(
+                "task.eval_lengths",
+                format!(
+                    "task.eval_lengths: learned positions past the training length ({trained}) are never trained, so they cannot extrapolate to {len}: \
                  set model.positions = \"none\", \"rope\" or \"sinusoidal\""
-            )));
+                ),
+            ));
         }
         Ok(())
     }
@@ -693,7 +791,7 @@ fn check_fraction(f: f64) -> Result<(), ConfigError> {
     if f > 0.0 && f < 0.5 {
         Ok(())
     } else {
-        Err(invalid(format!("task.val_fraction ({f}) must be in (0, 0.5)")))
+        Err(invalid("task.val_fraction", format!("task.val_fraction ({f}) must be in (0, 0.5)")))
     }
 }
 
@@ -708,25 +806,22 @@ fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(),
     let parts: Vec<&str> = key.split('.').collect();
     let mut node = tree;
     for (i, part) in parts.iter().enumerate() {
-        let table = node.as_table_mut().ok_or_else(|| {
-            invalid(format!("--set {key}: '{}' is not a table", parts[..i].join(".")))
+        let table = node.as_table_mut().ok_or_else(|| ConfigError::NotATable {
+            key: key.to_string(),
+            table: parts[..i].join("."),
         })?;
         let last = i + 1 == parts.len();
         // `task.kind` may switch the task; other keys must already exist.
         let switches_task = last && *part == "kind";
         if !table.contains_key(*part) && !switches_task {
-            let mut valid: Vec<&String> = table.keys().collect();
+            let mut valid: Vec<String> = table.keys().cloned().collect();
             valid.sort();
-            let valid: Vec<&str> = valid.iter().map(|s| s.as_str()).collect();
-            let here = if i == 0 {
+            let place = if i == 0 {
                 "the top level".to_string()
             } else {
                 format!("[{}]", parts[..i].join("."))
             };
-            return Err(invalid(format!(
-                "unknown key '{key}': valid keys in {here} are {}",
-                valid.join(", ")
-            )));
+            return Err(ConfigError::UnknownKey { key: key.to_string(), place, valid });
         }
         if last {
             table.insert(part.to_string(), value);

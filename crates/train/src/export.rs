@@ -22,7 +22,7 @@ use attnlab_model::{LmInput, Model, ModelInput};
 use burn::tensor::Device;
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub mod hf;
 
@@ -33,6 +33,47 @@ pub const FORMAT_VERSION: &str = "3";
 
 /// Metadata key of the per-layer mixer descriptions.
 pub const MIXERS_KEY: &str = "attnlab_mixers";
+
+/// The file that marks a directory as an attnlab export (`--format hf`; what `--force` may
+/// replace).
+pub const MARKER_FILE: &str = "attnlab.json";
+
+/// An export target that may not be written, or a write that failed; the message names the flag
+/// or file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{flag} {path}: the file name must end in .safetensors")]
+    NotSafetensors { flag: &'static str, path: PathBuf },
+    #[error("{flag} {path} is a directory: name a .safetensors file")]
+    IsDirectory { flag: &'static str, path: PathBuf },
+    #[error("{flag} {path} already exists: pass --force to replace it, or choose another file")]
+    FileExists { flag: &'static str, path: PathBuf },
+    #[error("--to {path} already exists: pass --force to replace it, or choose another directory")]
+    DirectoryExists { path: PathBuf },
+    #[error(
+        "--to {path} exists and is not an attnlab export (no {marker}): choose another directory",
+        marker = MARKER_FILE
+    )]
+    NotAnExport { path: PathBuf },
+    #[error("--to {path}: name a directory")]
+    NoDirectoryName { path: PathBuf },
+    #[error("--rows must be at least 1")]
+    NoRows,
+    #[error(
+        "the model gives non-finite logits on this input: its weights are unusable; dump an earlier checkpoint (--checkpoint step-N)"
+    )]
+    NonFiniteLogits,
+    /// A parameter GPT-2's layout needs is missing from the model.
+    #[error("the model has no parameter {name}")]
+    MissingParameter { name: String },
+    /// A tensor safetensors refuses (its shape and bytes disagree).
+    #[error("tensor {name}: {reason}")]
+    Tensor { name: String, reason: safetensors::SafeTensorError },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: std::io::Error },
+    #[error("cannot write {path}: {reason}")]
+    Serialize { path: PathBuf, reason: safetensors::SafeTensorError },
+}
 
 /// Each layer's [`attnlab_model::MixerDescription`] as JSON; with `tensors`, each lists its layer's parameters.
 fn mixer_descriptions(config: &RunConfig, tensors: &[Entry]) -> String {
@@ -81,18 +122,16 @@ pub fn export_metadata(config: &RunConfig, task: &dyn Task) -> HashMap<String, S
 }
 
 /// Checks `path` is a `.safetensors` file name that may be written (`overwrite`: `--force`).
-fn check_target(path: &Path, flag: &str, overwrite: bool) -> Result<(), String> {
+fn check_target(path: &Path, flag: &'static str, overwrite: bool) -> Result<(), ExportError> {
+    let path_buf = || path.to_path_buf();
     if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        return Err(format!("{flag} {}: the file name must end in .safetensors", path.display()));
+        return Err(ExportError::NotSafetensors { flag, path: path_buf() });
     }
     if path.is_dir() {
-        return Err(format!("{flag} {} is a directory: name a .safetensors file", path.display()));
+        return Err(ExportError::IsDirectory { flag, path: path_buf() });
     }
     if path.exists() && !overwrite {
-        return Err(format!(
-            "{flag} {} already exists: pass --force to replace it, or choose another file",
-            path.display()
-        ));
+        return Err(ExportError::FileExists { flag, path: path_buf() });
     }
     Ok(())
 }
@@ -103,22 +142,22 @@ fn write_atomically(
     tensors: &[Entry],
     metadata: HashMap<String, String>,
     path: &Path,
-) -> Result<(), String> {
+) -> Result<(), ExportError> {
     let views = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
             TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| e.to_string())
+                .map_err(|reason| ExportError::Tensor { name: name.clone(), reason })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("export.safetensors");
     let temp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let written = safetensors::serialize_to_file(views, Some(metadata), &temp)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|reason| ExportError::Serialize { path: path.to_path_buf(), reason })
         .and_then(|_| {
             std::fs::rename(&temp, path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                .map_err(|reason| ExportError::Write { path: path.to_path_buf(), reason })
         });
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
@@ -134,7 +173,7 @@ pub fn export_safetensors(
     task: &dyn Task,
     path: &Path,
     overwrite: bool,
-) -> Result<usize, String> {
+) -> Result<usize, ExportError> {
     check_target(path, "--to", overwrite)?;
     let tensors: Vec<Entry> = named_tensors(model)
         .into_iter()
@@ -161,10 +200,10 @@ pub fn dump_logits(
     path: &Path,
     overwrite: bool,
     device: &Device,
-) -> Result<[usize; 3], String> {
+) -> Result<[usize; 3], ExportError> {
     check_target(path, "--dump-logits", overwrite)?;
     if rows == 0 {
-        return Err("--rows must be at least 1".to_string());
+        return Err(ExportError::NoRows);
     }
     let batch = task.eval_batches(1, rows.min(config.train.batch_size), device).remove(0);
     let logits = model.forward(batch.input.clone());
@@ -191,7 +230,7 @@ pub fn dump_logits(
     let values: Vec<f32> =
         logits.into_data().convert::<f32>().try_into_vec().expect("float logits");
     if values.iter().any(|v| !v.is_finite()) {
-        return Err("the model gives non-finite logits on this input: its weights are unusable; dump an earlier checkpoint (--checkpoint step-N)".to_string());
+        return Err(ExportError::NonFiniteLogits);
     }
     let tensors =
         vec![input, ("logits".to_string(), Dtype::F32, shape.to_vec(), f32_bytes(&values))];
@@ -259,12 +298,15 @@ mod tests {
         assert!(
             export_safetensors(&model, &config, task.as_ref(), &path.with_extension("bin"), false)
                 .unwrap_err()
+                .to_string()
                 .contains(".safetensors")
         );
 
         // An existing file is kept unless forced; a directory is refused; nothing is left over.
         std::fs::write(&path, b"mine").unwrap();
-        let err = export_safetensors(&model, &config, task.as_ref(), &path, false).unwrap_err();
+        let err = export_safetensors(&model, &config, task.as_ref(), &path, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("already exists: pass --force"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
         assert_eq!(export_safetensors(&model, &config, task.as_ref(), &path, true).unwrap(), n);
@@ -284,6 +326,7 @@ mod tests {
         assert!(
             export_safetensors(&model, &config, task.as_ref(), &dir, true)
                 .unwrap_err()
+                .to_string()
                 .contains("is a directory")
         );
         // A write that fails (its directory is missing) leaves no temporary file behind.
@@ -293,6 +336,7 @@ mod tests {
         assert!(
             export_safetensors(&model, &config, task.as_ref(), &missing, false)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot write")
         );
         let parent = path.parent().unwrap();
@@ -357,6 +401,7 @@ mod tests {
         assert!(
             dump_logits(&model, &config, task.as_ref(), 3, &path, false, &device)
                 .unwrap_err()
+                .to_string()
                 .contains("--dump-logits")
         );
         std::fs::remove_dir_all(dir).ok();

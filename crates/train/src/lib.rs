@@ -2,17 +2,26 @@
 //! run configuration, the training loop, checkpoints and the run directory, sampling, export.
 //!
 //! Depends on `attnlab-model` only; knows nothing of reports or the command line.
+//!
+//! Every fallible public function returns the thiserror enum of its concern, each variant
+//! carrying what its one-line message names (the key, the value, the path) and the fix:
+//! [`ConfigError`] (a run config), [`run_dir::RunDirError`] (opening, locking, writing and
+//! reading back a run directory), [`checkpoint::CheckpointError`] (choosing and loading a
+//! checkpoint), [`TaskError`] and [`task::EncodeError`] (a task's data and codec),
+//! [`runs::LoadRunError`] (loading a run), [`TrainError`] (a run that did not start or finish),
+//! [`sample::SampleError`] and [`export::ExportError`]. An OS or parser error is part of the
+//! message, not its `source`, so a printed chain says it once.
 
 pub mod checkpoint;
 pub mod config;
 pub mod export;
-pub mod io_error;
 pub mod message;
 pub mod metrics;
 pub mod params;
 pub mod paths;
 pub mod progress;
 pub mod run_dir;
+pub mod run_dir_error;
 pub mod run_meta;
 pub mod runs;
 pub mod sample;

@@ -10,7 +10,7 @@
 //! with one odd value still reads. Lines that are not records (a line torn by a kill mid-write)
 //! are skipped.
 
-use crate::io_error::RunDirError;
+use crate::run_dir_error::RunDirError;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,7 +100,7 @@ pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricsRecord>, RunDirError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text.lines().filter_map(MetricsRecord::parse_line).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(RunDirError { path, source }),
+        Err(reason) => Err(RunDirError::Io { path, reason }),
     }
 }
 

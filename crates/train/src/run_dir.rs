@@ -21,8 +21,8 @@
 //! is never stale: the next writer simply takes it. Readers (`eval`, `sample`, `export`) do
 //! not lock; they read only complete, renamed files.
 
-pub use crate::io_error::RunDirError;
 use crate::metrics::MetricsRecord;
+pub use crate::run_dir_error::RunDirError;
 use crate::tensorboard;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -76,7 +76,7 @@ pub struct WriterLock {
 
 impl WriterLock {
     /// Takes the lock of the run directory at `dir`, or says which process holds it.
-    fn take(dir: &Path) -> Result<Self, String> {
+    fn take(dir: &Path) -> Result<Self, RunDirError> {
         let path = dir.join(LOCK_FILE);
         let mut file = fs::OpenOptions::new()
             .read(true)
@@ -84,7 +84,7 @@ impl WriterLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|reason| RunDirError::OpenLock { path: path.clone(), reason })?;
         match file.try_lock() {
             Ok(()) => {
                 // The pid is for the message another writer gets; the lock itself is the flock.
@@ -98,41 +98,25 @@ impl WriterLock {
             Err(fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    "another attnlab process".to_string()
-                } else {
-                    format!("another attnlab process (pid {holder})")
-                };
-                Err(format!(
-                    "{} is being written by {who}: a run directory has one writer; wait for it to finish, or stop it and `attnlab train --resume {}`",
-                    dir.display(),
-                    dir.display()
-                ))
+                let holder = Some(holder.trim().to_string()).filter(|h| !h.is_empty());
+                Err(RunDirError::Busy { path: dir.to_path_buf(), holder })
             }
-            Err(fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+            Err(fs::TryLockError::Error(reason)) => Err(RunDirError::Lock { path, reason }),
         }
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
-    move |source| RunDirError { path: path.to_path_buf(), source }
-}
-
 impl RunDir {
     /// Opens an existing run directory to read it (eval, sample, export).
-    pub fn open(path: &Path) -> Result<Self, String> {
+    pub fn open(path: &Path) -> Result<Self, RunDirError> {
         if !path.join(CONFIG_FILE).is_file() {
-            return Err(format!(
-                "{} is not a run directory (no {CONFIG_FILE}): pass a directory written by `attnlab train`",
-                path.display()
-            ));
+            return Err(RunDirError::NotARun { path: path.to_path_buf() });
         }
         Ok(Self { path: path.to_path_buf(), lock: None, created: false })
     }
 
     /// Opens an existing run directory to continue writing it (resume), as its one writer.
-    pub fn open_for_writing(path: &Path) -> Result<Self, String> {
+    pub fn open_for_writing(path: &Path) -> Result<Self, RunDirError> {
         let mut run = Self::open(path)?;
         run.lock = Some(Arc::new(WriterLock::take(path)?));
         Ok(run)
@@ -141,28 +125,19 @@ impl RunDir {
     /// Creates a new run directory as its one writer. `path` may be new or an empty directory;
     /// one that holds a run, or anything else, is refused (attnlab never writes into files it
     /// did not make).
-    pub fn create(path: &Path) -> Result<Self, String> {
-        let held_run = || {
-            format!(
-                "{} already holds a run: continue it with `attnlab train --resume {}` or choose another --out",
-                path.display(),
-                path.display()
-            )
-        };
+    pub fn create(path: &Path) -> Result<Self, RunDirError> {
+        let held_run = || RunDirError::HoldsRun { path: path.to_path_buf() };
         let created = !path.exists();
         if !created {
             if !path.is_dir() {
-                return Err(format!(
-                    "{} exists and is not a directory: choose another --out",
-                    path.display()
-                ));
+                return Err(RunDirError::NotADirectory { path: path.to_path_buf() });
             }
             if path.join(CONFIG_FILE).exists() {
                 // Say so if it is being written right now.
                 return Err(WriterLock::take(path).map_or_else(|busy| busy, |_| held_run()));
             }
             let mut others: Vec<String> = fs::read_dir(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .map_err(|reason| RunDirError::ReadDir { path: path.to_path_buf(), reason })?
                 .flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
                 // A start stopped before its config was renamed into place leaves only these.
@@ -175,16 +150,11 @@ impl RunDir {
                     return Err(WriterLock::take(path).map_or_else(|busy| busy, |_| held_run()));
                 }
                 others.sort();
-                let shown = others.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-                return Err(format!(
-                    "{} is not empty and holds no run (it has {shown}{}): attnlab writes a run only into a new or empty directory; choose another --out",
-                    path.display(),
-                    if others.len() > 3 { ", …" } else { "" }
-                ));
+                return Err(RunDirError::NotEmpty { path: path.to_path_buf(), entries: others });
             }
         }
         fs::create_dir_all(path)
-            .map_err(|e| format!("cannot create run directory {}: {e}", path.display()))?;
+            .map_err(|reason| RunDirError::Create { path: path.to_path_buf(), reason })?;
         let lock = WriterLock::take(path)?;
         // Checked again under the lock: a writer that started first and has finished by now
         // left its config behind.
@@ -225,28 +195,32 @@ impl RunDir {
     pub fn write_file(&self, name: &str, contents: &str) -> Result<(), RunDirError> {
         let target = self.file(name);
         let temp = self.file(&format!("{TEMP_PREFIX}{name}"));
-        fs::write(&temp, contents).map_err(io_err(&temp))?;
-        fs::rename(&temp, &target).map_err(io_err(&target))
+        fs::write(&temp, contents).map_err(RunDirError::io(&temp))?;
+        fs::rename(&temp, &target).map_err(RunDirError::io(&target))
     }
 
     /// Appends one record to `metrics.jsonl`, and its scalars to the TensorBoard event file.
     pub fn append_metrics(&self, record: &MetricsRecord) -> Result<(), RunDirError> {
         let path = self.file(METRICS_FILE);
-        let mut f =
-            fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        writeln!(f, "{}", record.to_line()).map_err(io_err(&path))?;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(RunDirError::io(&path))?;
+        writeln!(f, "{}", record.to_line()).map_err(RunDirError::io(&path))?;
         let events = self.tensorboard_file();
         if !events.exists() {
             // First line of a run that has none yet: the file opens with its version event.
             self.rewrite_tensorboard(&[])?;
         }
-        let mut f = fs::OpenOptions::new().append(true).open(&events).map_err(io_err(&events))?;
+        let mut f =
+            fs::OpenOptions::new().append(true).open(&events).map_err(RunDirError::io(&events))?;
         f.write_all(&tensorboard::scalars_event(
             tensorboard::now(),
             record.step(),
             &tensorboard::scalars_of(record),
         ))
-        .map_err(io_err(&events))
+        .map_err(RunDirError::io(&events))
     }
 
     /// `tensorboard/events.out.tfevents.0.attnlab`.
@@ -258,12 +232,12 @@ impl RunDir {
     /// `metrics.jsonl` whenever that file is rewritten.
     fn rewrite_tensorboard(&self, records: &[MetricsRecord]) -> Result<(), RunDirError> {
         let dir = self.path.join(tensorboard::DIR);
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        fs::create_dir_all(&dir).map_err(RunDirError::io(&dir))?;
         let temp = dir.join(format!("{TEMP_PREFIX}{}", tensorboard::EVENTS_FILE));
         fs::write(&temp, tensorboard::event_file(records, tensorboard::now()))
-            .map_err(io_err(&temp))?;
+            .map_err(RunDirError::io(&temp))?;
         let target = self.tensorboard_file();
-        fs::rename(&temp, &target).map_err(io_err(&target))
+        fs::rename(&temp, &target).map_err(RunDirError::io(&target))
     }
 
     /// Empties `metrics.jsonl` and the event file (a run restarted from step 0).
@@ -295,9 +269,9 @@ impl RunDir {
     pub fn staging(&self, label: &str) -> Result<PathBuf, RunDirError> {
         let dir = self.file(&format!("{TEMP_PREFIX}{label}-{}", std::process::id()));
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+            fs::remove_dir_all(&dir).map_err(RunDirError::io(&dir))?;
         }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        fs::create_dir_all(&dir).map_err(RunDirError::io(&dir))?;
         Ok(dir)
     }
 
@@ -307,18 +281,18 @@ impl RunDir {
     pub fn publish(&self, staging: &Path, relative: &str) -> Result<PathBuf, RunDirError> {
         let target = self.file(relative);
         if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            fs::create_dir_all(parent).map_err(RunDirError::io(parent))?;
         }
         let old = self.file(&format!("{TEMP_PREFIX}old-{}", relative.replace('/', "-")));
         if target.exists() {
             if old.exists() {
-                fs::remove_dir_all(&old).map_err(io_err(&old))?;
+                fs::remove_dir_all(&old).map_err(RunDirError::io(&old))?;
             }
-            fs::rename(&target, &old).map_err(io_err(&target))?;
+            fs::rename(&target, &old).map_err(RunDirError::io(&target))?;
         }
-        fs::rename(staging, &target).map_err(io_err(&target))?;
+        fs::rename(staging, &target).map_err(RunDirError::io(&target))?;
         if old.exists() {
-            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+            fs::remove_dir_all(&old).map_err(RunDirError::io(&old))?;
         }
         Ok(target)
     }
@@ -351,9 +325,9 @@ impl RunDir {
         if from.is_dir() {
             let to = self.file(&format!("{CHECKPOINTS}/diverged-step-{step:06}"));
             if to.exists() {
-                fs::remove_dir_all(&to).map_err(io_err(&to))?;
+                fs::remove_dir_all(&to).map_err(RunDirError::io(&to))?;
             }
-            fs::rename(&from, &to).map_err(io_err(&from))?;
+            fs::rename(&from, &to).map_err(RunDirError::io(&from))?;
         }
         Ok(())
     }
@@ -365,8 +339,8 @@ impl RunDir {
         let all = self.step_checkpoints();
         for (step, dir) in all.iter().take(all.len().saturating_sub(keep)) {
             let doomed = self.file(&format!("{TEMP_PREFIX}pruned-step-{step}"));
-            fs::rename(dir, &doomed).map_err(io_err(dir))?;
-            fs::remove_dir_all(&doomed).map_err(io_err(&doomed))?;
+            fs::rename(dir, &doomed).map_err(RunDirError::io(dir))?;
+            fs::remove_dir_all(&doomed).map_err(RunDirError::io(&doomed))?;
         }
         Ok(())
     }
@@ -396,16 +370,11 @@ impl RunDir {
 }
 
 /// Reads `state.json` of a checkpoint directory.
-pub fn read_state(dir: &Path) -> Result<TrainState, String> {
+pub fn read_state(dir: &Path) -> Result<TrainState, RunDirError> {
     let path = dir.join(STATE_FILE);
     let text = fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read checkpoint {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "checkpoint {} is corrupt ({e}): delete it to fall back to an older one",
-            path.display()
-        )
-    })
+        .map_err(|reason| RunDirError::ReadState { path: path.clone(), reason })?;
+    serde_json::from_str(&text).map_err(|reason| RunDirError::CorruptState { path, reason })
 }
 
 /// The state of the run in `dir` if it has finished (its `final/` checkpoint is of the last step,
@@ -492,14 +461,14 @@ mod tests {
         let first = RunDir::create(&dir).unwrap();
         let pid = std::process::id().to_string();
         assert_eq!(fs::read_to_string(dir.join(LOCK_FILE)).unwrap(), pid);
-        let err = RunDir::create(&dir).unwrap_err();
+        let err = RunDir::create(&dir).unwrap_err().to_string();
         assert!(
             err.contains(&format!("is being written by another attnlab process (pid {pid})"))
                 && err.contains("one writer"),
             "{err}"
         );
         fs::write(dir.join(CONFIG_FILE), "seed = 1\n").unwrap();
-        let err = RunDir::open_for_writing(&dir).unwrap_err();
+        let err = RunDir::open_for_writing(&dir).unwrap_err().to_string();
         assert!(err.contains("is being written by"), "{err}");
         assert!(RunDir::open(&dir).is_ok(), "readers do not lock");
         let clone = first.clone();
@@ -512,7 +481,7 @@ mod tests {
         // A lock file left by a dead writer names a pid nobody holds the lock for.
         fs::write(dir.join(LOCK_FILE), "999999999").unwrap();
         assert!(RunDir::open_for_writing(&dir).is_ok());
-        assert!(RunDir::create(&dir).unwrap_err().contains("already holds a run"));
+        assert!(RunDir::create(&dir).unwrap_err().to_string().contains("already holds a run"));
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -524,7 +493,7 @@ mod tests {
         let dir = temp_dir("user-dir");
         fs::create_dir_all(dir.join("best")).unwrap();
         fs::write(dir.join("meta.json"), "mine").unwrap();
-        let err = RunDir::create(&dir).unwrap_err();
+        let err = RunDir::create(&dir).unwrap_err().to_string();
         assert!(
             err.contains("is not empty and holds no run (it has best, meta.json)")
                 && err.contains("choose another --out"),
@@ -536,7 +505,7 @@ mod tests {
         assert_eq!(left, ["best", "meta.json"], "nothing added");
         assert_eq!(fs::read_to_string(dir.join("meta.json")).unwrap(), "mine");
         let file = dir.join("meta.json");
-        assert!(RunDir::create(&file).unwrap_err().contains("is not a directory"));
+        assert!(RunDir::create(&file).unwrap_err().to_string().contains("is not a directory"));
 
         let empty = dir.join("empty");
         fs::create_dir_all(&empty).unwrap();

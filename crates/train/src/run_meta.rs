@@ -7,8 +7,7 @@
 //! fields added later (`identity`, `params`, `main_metric`) are optional or default when absent.
 
 use crate::config::RunConfig;
-use crate::io_error::RunDirError;
-use crate::run_dir::{self, META_FILE, RunDir};
+use crate::run_dir::{self, META_FILE, RunDir, RunDirError};
 use crate::task::MainMetric;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -100,12 +99,8 @@ impl RunMeta {
     /// Reads `meta.json` of the run directory `dir`.
     pub fn read(dir: &Path) -> Result<Self, RunDirError> {
         let path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| RunDirError { path: path.clone(), source })?;
-        serde_json::from_str(&text).map_err(|e| RunDirError {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
+        let text = std::fs::read_to_string(&path).map_err(RunDirError::io(&path))?;
+        serde_json::from_str(&text).map_err(|reason| RunDirError::CorruptMeta { path, reason })
     }
 }
 

@@ -1,11 +1,11 @@
 //! Opening a finished (or interrupted) run again: its resolved config, its task (reusing the
 //! saved vocabulary or tokenizer) and the weights of one of its checkpoints.
 
-use crate::checkpoint;
-use crate::config::RunConfig;
-use crate::run_dir::{self, RunDir};
-use crate::task::{self, Task};
-use attnlab_model::{BackendKind, Model};
+use crate::checkpoint::{self, CheckpointError};
+use crate::config::{ConfigError, RunConfig};
+use crate::run_dir::{self, RunDir, RunDirError};
+use crate::task::{self, Task, TaskError};
+use attnlab_model::{BackendError, BackendKind, Model, ModelConfigError};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,23 @@ pub struct LoadedRun {
     /// The backend it was loaded on (`--device`, else the one it was trained on).
     pub backend: BackendKind,
     pub device: Device,
+}
+
+/// Why a run could not be loaded: each step's own error, as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadRunError {
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Device(#[from] BackendError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Model(#[from] ModelConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// `checkpoints/<task>-<mixers>-<timestamp>`, the default place for a new run.
@@ -38,34 +55,34 @@ pub fn default_run_dir(config: &RunConfig) -> PathBuf {
 }
 
 /// Which checkpoint of a run: `best`, `final`, `latest` (newest complete one) or a path.
-pub fn checkpoint_dir(run: &RunDir, which: &str) -> Result<PathBuf, String> {
+pub fn checkpoint_dir(run: &RunDir, which: &str) -> Result<PathBuf, CheckpointError> {
     let dir = match which {
         "latest" => run
             .latest_checkpoint()
             .map(|(_, p)| p)
-            .ok_or_else(|| format!("{} has no complete checkpoint yet", run.path.display()))?,
+            .ok_or_else(|| CheckpointError::NoneYet { run: run.path.clone() })?,
         "best" | "final" => run.file(which),
         other => PathBuf::from(other),
     };
     if !dir.join(run_dir::STATE_FILE).is_file() {
-        return Err(format!(
-            "no complete checkpoint at {}: use --checkpoint best, final, latest or a checkpoints/step-N directory",
-            dir.display()
-        ));
+        return Err(CheckpointError::NotFound { dir });
     }
     Ok(dir)
 }
 
 /// Loads the run in `dir` with the weights of checkpoint `which`, on `device` (or the device the
 /// run was trained on).
-pub fn load_run(dir: &Path, which: &str, device: Option<BackendKind>) -> Result<LoadedRun, String> {
+pub fn load_run(
+    dir: &Path,
+    which: &str,
+    device: Option<BackendKind>,
+) -> Result<LoadedRun, LoadRunError> {
     let run = RunDir::open(dir)?;
-    let config =
-        RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[]).map_err(|e| e.to_string())?;
+    let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[])?;
     let backend = device.unwrap_or(config.device);
-    let device = backend.device().map_err(|e| e.to_string())?;
-    let task = task::build(&config, Some(dir)).map_err(|e| e.to_string())?;
-    let model = config.model.init(&task.io(), config.seed, &device).map_err(|e| e.to_string())?;
+    let device = backend.device()?;
+    let task = task::build(&config, Some(dir))?;
+    let model = config.model.init(&task.io(), config.seed, &device)?;
     let checkpoint = checkpoint_dir(&run, which)?;
     let model = checkpoint::load(&checkpoint, model, None)?.model;
     Ok(LoadedRun { config, task, model, checkpoint, backend, device })

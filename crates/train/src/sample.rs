@@ -27,13 +27,25 @@ pub struct SamplingOptions {
     pub seed: u64,
 }
 
+/// Options that cannot sample, or a model whose output stopped being finite.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SampleError {
+    #[error("--temperature {value} must be >= 0 (0 = greedy)")]
+    Temperature { value: f64 },
+    #[error("--top-p {value} must be in (0, 1]")]
+    TopP { value: f64 },
+    /// The logits before generated token `token` hold `value`.
+    #[error("the model's logits are not finite ({value}) at generated token {token}")]
+    NonFiniteLogits { value: f32, token: usize },
+}
+
 impl SamplingOptions {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SampleError> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(format!("--temperature {} must be >= 0 (0 = greedy)", self.temperature));
+            return Err(SampleError::Temperature { value: self.temperature });
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("--top-p {} must be in (0, 1]", self.top_p));
+            return Err(SampleError::TopP { value: self.top_p });
         }
         Ok(())
     }
@@ -114,7 +126,7 @@ pub fn generate(
     prompt: &[u32],
     opts: &SamplingOptions,
     device: &Device,
-) -> Result<Vec<u32>, String> {
+) -> Result<Vec<u32>, SampleError> {
     assert!(!prompt.is_empty(), "a prompt needs at least one token");
     let max = model.max_seq_len();
     let mut rng = seed::rng(opts.seed, "sample", 0);
@@ -123,8 +135,8 @@ pub fn generate(
     let mut state = model.empty_state();
     let mut logits = last_row(model.step(LmInput::Tokens(ids_tensor(&window, device)), &mut state));
     for i in 0..opts.tokens {
-        if let Some(v) = logits.iter().find(|v| !v.is_finite()) {
-            return Err(format!("the model's logits are not finite ({v}) at generated token {i}"));
+        if let Some(&value) = logits.iter().find(|v| !v.is_finite()) {
+            return Err(SampleError::NonFiniteLogits { value, token: i });
         }
         let next = pick(&logits, opts, &mut rng);
         tokens.push(next);

@@ -6,16 +6,17 @@
 //! the dropout stream of step `s`. With the optimizer moments in the checkpoint, a resumed run
 //! therefore repeats the losses of an uninterrupted one exactly (same device and build).
 
-use crate::checkpoint::{self, Loaded};
+use crate::checkpoint::{self, CheckpointError, Loaded};
 use crate::config::RunConfig;
 use crate::metrics::{EvalRecord, MetricsRecord, TrainRecord};
 use crate::params;
 use crate::progress::{Progress, Verbosity};
 use crate::run_dir::{self, RunDir, TrainState};
 use crate::run_meta::{InitialisedFrom, RunMeta};
+use crate::runs::LoadRunError;
 use crate::seed;
-use crate::task::{self, Batch, Task};
-use attnlab_model::Model;
+use crate::task::{self, Batch, Task, TaskError};
+use attnlab_model::{BackendError, Model, ModelConfigError};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
@@ -23,23 +24,50 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Why a run stopped without finishing.
+/// Why a run did not start, or stopped without finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{0}")]
-    Setup(String),
+    #[error("{path} was opened to read: train through RunDir::create or RunDir::open_for_writing")]
+    NotWriter { path: PathBuf },
+    #[error(transparent)]
+    Device(#[from] BackendError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Model(#[from] ModelConfigError),
+    /// The run to start from (`train.init_run`) cannot be loaded.
+    #[error("train.init_run: {0}")]
+    InitRun(Box<LoadRunError>),
+    #[error(
+        "train.init_run: no parameter of {run} matches this model's names and shapes; check model.d_model and the task"
+    )]
+    NothingTransferred { run: PathBuf },
+    /// The checkpoint to resume from cannot be loaded.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A resume whose config.toml no longer describes the run (`changes`: `key: before -> after`).
+    #[error(
+        "{run}/config.toml changed what defines this run since it started ({changes}): a resume continues the same model on the same data; \
+         restore the key, or start a new run with `attnlab train --config` (the step budget, schedule and logging may change)",
+        changes = .changes.join("; ")
+    )]
+    IdentityChanged { run: PathBuf, changes: Vec<String> },
     #[error(
         "training diverged: the {what} became {value} at step {step}; nothing after the last good checkpoint \
          was written ({last_good}). Lower train.lr, raise train.warmup_steps or set train.grad_clip"
     )]
     NonFinite { step: usize, what: String, value: f64, last_good: String },
-    #[error("{0}")]
-    Io(String),
+    #[error("cannot write the run directory: {0}")]
+    RunDir(run_dir::RunDirError),
+    #[error("cannot save the task's files: {0}")]
+    Artifacts(TaskError),
 }
 
+// Not `#[from]`: that would make the run directory's error this one's cause as well as part of
+// its message, and the CLI would print it twice.
 impl From<run_dir::RunDirError> for TrainError {
     fn from(e: run_dir::RunDirError) -> Self {
-        TrainError::Io(format!("cannot write the run directory: {e}"))
+        TrainError::RunDir(e)
     }
 }
 
@@ -168,21 +196,17 @@ pub fn train(
     verbosity: Verbosity,
 ) -> Result<TrainOutcome, TrainError> {
     if !run.is_writer() {
-        return Err(TrainError::Setup(format!(
-            "{} was opened to read: train through RunDir::create or RunDir::open_for_writing",
-            run.path.display()
-        )));
+        return Err(TrainError::NotWriter { path: run.path.clone() });
     }
-    let device = config.device.device().map_err(|e| TrainError::Setup(e.to_string()))?;
+    let device = config.device.device()?;
     let ad = device.clone().autodiff();
     let t = &config.train;
     let init_run = (!t.init_run.is_empty()).then(|| PathBuf::from(&t.init_run));
     // A run started from another reuses its vocabulary or tokenizer, so token ids agree.
     let artifacts = if resume { Some(run.path.as_path()) } else { init_run.as_deref() };
-    let task = task::build(config, artifacts).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let task = task::build(config, artifacts)?;
     let io = task.io();
-    let mut fresh =
-        config.model.init(&io, config.seed, &ad).map_err(|e| TrainError::Setup(e.to_string()))?;
+    let mut fresh = config.model.init(&io, config.seed, &ad)?;
     let latest = if resume {
         run.clean_staging();
         run.latest_checkpoint()
@@ -194,14 +218,11 @@ pub fn train(
     let mut transferred = None;
     if let (Some(dir), None) = (&init_run, &latest) {
         let source = crate::runs::load_run(dir, &t.init_checkpoint, Some(config.device))
-            .map_err(|e| TrainError::Setup(format!("train.init_run: {e}")))?;
+            .map_err(|e| TrainError::InitRun(Box::new(e)))?;
         let (model, report) =
             crate::transfer::transfer(fresh, &crate::transfer::variant_free_tensors(&source.model));
         if report.copied.is_empty() {
-            return Err(TrainError::Setup(format!(
-                "train.init_run: no parameter of {} matches this model's names and shapes; check model.d_model and the task",
-                dir.display()
-            )));
+            return Err(TrainError::NothingTransferred { run: dir.clone() });
         }
         fresh = model;
         transferred = Some((source.checkpoint, report));
@@ -213,8 +234,7 @@ pub fn train(
 
     let (mut model, mut optim, mut state) = if let Some((saved, dir)) = latest {
         check_identity(run, config)?;
-        let Loaded { model, optim } =
-            checkpoint::load(&dir, fresh, Some(fresh_optim)).map_err(TrainError::Setup)?;
+        let Loaded { model, optim } = checkpoint::load(&dir, fresh, Some(fresh_optim))?;
         run.truncate_metrics_after(saved.step)?;
         (model, optim.expect("asked for the optimizer"), saved)
     } else {
@@ -235,8 +255,7 @@ pub fn train(
             fresh: report.fresh.clone(),
         });
         meta.write(run)?;
-        task.save_artifacts(&run.path)
-            .map_err(|e| TrainError::Io(format!("cannot save the task's files: {e}")))?;
+        task.save_artifacts(&run.path).map_err(TrainError::Artifacts)?;
         (
             fresh,
             fresh_optim,
@@ -495,12 +514,7 @@ fn check_identity(run: &RunDir, config: &RunConfig) -> Result<(), TrainError> {
     if changes.is_empty() {
         return Ok(());
     }
-    Err(TrainError::Setup(format!(
-        "{}/config.toml changed what defines this run since it started ({}): a resume continues the same model on the same data; \
-         restore the key, or start a new run with `attnlab train --config` (the step budget, schedule and logging may change)",
-        run.path.display(),
-        changes.join("; ")
-    )))
+    Err(TrainError::IdentityChanged { run: run.path.clone(), changes })
 }
 
 /// Evaluates a model on a task's evaluation set with the config's batch settings.

@@ -29,6 +29,7 @@
 //! A comparison goes through these steps, one file each:
 //!
 //! ```text
+//! error.rs     why a comparison could not be read, planned, written or run (CompareError)
 //! spec.rs      what to run: the comparison file, [grid], task presets, the typed Comparison
 //! plan.rs      its plan on disk: every run fully resolved, with an id, a directory, a fingerprint
 //! run.rs       running it: one entry (the worker), the local executor, the RunRecord each leaves
@@ -39,6 +40,7 @@
 
 mod advice;
 mod analyse;
+mod error;
 pub mod plan;
 mod results;
 mod run;
@@ -46,6 +48,7 @@ pub mod slurm;
 mod spec;
 
 pub use analyse::analyse;
+pub use error::CompareError;
 pub use plan::{PlanEntry, RunStatus, prepare_dir, read_comparison, read_plan};
 pub use results::{ArmResult, Results};
 pub use run::{

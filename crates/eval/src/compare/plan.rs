@@ -11,6 +11,7 @@
 //! the last step), failed (a `<run dir>.error` file beside the run directory holds the error),
 //! started (interrupted or running) or queued.
 
+use super::error::CompareError;
 use super::spec::Comparison;
 use attnlab_train::RunConfig;
 use attnlab_train::run_dir::finished_state;
@@ -92,7 +93,7 @@ impl PlanEntry {
 }
 
 /// Every planned run of `spec`, in [`Comparison::plan`]'s order (arm, then lr, then seed).
-pub fn entries(spec: &Comparison) -> Result<Vec<PlanEntry>, String> {
+pub fn entries(spec: &Comparison) -> Result<Vec<PlanEntry>, CompareError> {
     let runs = spec.plan()?;
     let entries: Vec<PlanEntry> = runs
         .into_iter()
@@ -115,10 +116,7 @@ pub fn entries(spec: &Comparison) -> Result<Vec<PlanEntry>, String> {
     let mut ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     ids.sort_unstable();
     if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
-        return Err(format!(
-            "two arms share the run directory runs/{}: name the arms so they differ in more than punctuation",
-            pair[0]
-        ));
+        return Err(CompareError::SharedRunDir { id: pair[0].to_string() });
     }
     Ok(entries)
 }
@@ -136,30 +134,24 @@ pub fn fingerprint(config: &RunConfig) -> String {
 /// Prepares `out` for `spec`: a new or empty directory gets the comparison (`comparison.json`)
 /// and its plan (`plan.json`); one holding the same comparison (an interrupted or finished run
 /// of this very comparison) is continued, `Ok(true)`; anything else is refused, untouched.
-pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, String> {
-    let comparison = serde_json::to_string_pretty(spec).map_err(|e| e.to_string())?;
+pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, CompareError> {
+    let comparison = serde_json::to_string_pretty(spec).expect("a comparison serialises");
     let plan =
         serde_json::to_string_pretty(&PlanFile { format: PLAN_FORMAT, runs: entries(spec)? })
-            .map_err(|e| e.to_string())?;
+            .expect("a plan serialises");
     let file = out.join(COMPARISON_FILE);
     let resuming = match std::fs::read_to_string(&file) {
         Ok(saved) if saved != comparison => {
-            return Err(format!(
-                "{} holds another comparison (its {COMPARISON_FILE} differs): choose another --out",
-                out.display()
-            ));
+            return Err(CompareError::OtherComparison { out: out.to_path_buf() });
         }
         Ok(_) => true,
         Err(_) => {
             let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
             if occupied {
-                return Err(format!(
-                    "{} is not empty and holds no comparison: choose another --out",
-                    out.display()
-                ));
+                return Err(CompareError::NotEmpty { out: out.to_path_buf() });
             }
             std::fs::create_dir_all(out)
-                .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+                .map_err(|reason| CompareError::Create { path: out.to_path_buf(), reason })?;
             write_atomic(&file, &comparison)?;
             false
         }
@@ -172,49 +164,44 @@ pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, String> {
 }
 
 /// The comparison in `out`, as [`prepare_dir`] wrote it.
-pub fn read_comparison(out: &Path) -> Result<Comparison, String> {
-    let path = out.join(COMPARISON_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {} ({e}): is {} a comparison's report directory? `attnlab compare --plan-only` writes one", path.display(), out.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{} is corrupt ({e}): run the comparison's command again to rewrite it",
-            path.display()
-        )
-    })
+pub fn read_comparison(out: &Path) -> Result<Comparison, CompareError> {
+    read_json(out, COMPARISON_FILE)
 }
 
 /// The plan of the comparison in `out`.
-pub fn read_plan(out: &Path) -> Result<Vec<PlanEntry>, String> {
-    let path = out.join(PLAN_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {} ({e}): is {} a comparison's report directory? `attnlab compare --plan-only` writes one", path.display(), out.display()))?;
-    let file: PlanFile = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{} is corrupt ({e}): run the comparison's command again to rewrite it",
-            path.display()
-        )
-    })?;
+pub fn read_plan(out: &Path) -> Result<Vec<PlanEntry>, CompareError> {
+    let file: PlanFile = read_json(out, PLAN_FILE)?;
     if file.format != PLAN_FORMAT {
-        return Err(format!(
-            "{} is plan format {}, this attnlab reads format {PLAN_FORMAT}: use the attnlab that wrote it",
-            path.display(),
-            file.format
-        ));
+        return Err(CompareError::PlanFormat {
+            path: out.join(PLAN_FILE),
+            found: file.format,
+            expected: PLAN_FORMAT,
+        });
     }
     Ok(file.runs)
 }
 
+/// The JSON file `name` of the report directory `out`.
+fn read_json<T: serde::de::DeserializeOwned>(out: &Path, name: &str) -> Result<T, CompareError> {
+    let path = out.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|reason| CompareError::ReadPlan {
+        path: path.clone(),
+        out: out.to_path_buf(),
+        reason,
+    })?;
+    serde_json::from_str(&text).map_err(|reason| CompareError::CorruptPlan { path, reason })
+}
+
 /// Writes `contents` to `path` through a temporary file beside it and a rename, so a reader
 /// sees the old file or the new one, never half of one.
-pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<(), String> {
+pub(crate) fn write_atomic(path: &Path, contents: &str) -> Result<(), CompareError> {
     let mut temp_name = std::ffi::OsString::from(".tmp-");
     temp_name.push(path.file_name().unwrap_or_default());
     temp_name.push(format!("-{}", std::process::id()));
     let temp = path.with_file_name(temp_name);
-    std::fs::write(&temp, contents).and_then(|_| std::fs::rename(&temp, path)).map_err(|e| {
+    std::fs::write(&temp, contents).and_then(|_| std::fs::rename(&temp, path)).map_err(|reason| {
         let _ = std::fs::remove_file(&temp);
-        format!("cannot write {}: {e}", path.display())
+        CompareError::Write { path: path.to_path_buf(), reason }
     })
 }
 
@@ -267,7 +254,9 @@ mod tests {
         );
         assert_ne!(plan[0].fingerprint, plan[1].fingerprint, "the seed is part of the config");
         assert_eq!(entries(&spec).unwrap(), plan, "the same comparison, the same plan");
-        let clash = entries(&comparison(&[("a b", "softmax"), ("a-b", "sigmoid")])).unwrap_err();
+        let clash = entries(&comparison(&[("a b", "softmax"), ("a-b", "sigmoid")]))
+            .unwrap_err()
+            .to_string();
         assert!(clash.contains("share the run directory runs/a-b/"), "{clash}");
     }
 
@@ -285,7 +274,9 @@ mod tests {
             serde_json::to_string(&spec).unwrap()
         );
         let other = comparison(&[("sigmoid", "sigmoid")]);
-        assert!(prepare_dir(&other, &out).unwrap_err().contains("holds another comparison"));
+        assert!(
+            prepare_dir(&other, &out).unwrap_err().to_string().contains("holds another comparison")
+        );
         // A deleted plan.json is written again from comparison.json.
         std::fs::remove_file(out.join(PLAN_FILE)).unwrap();
         assert!(prepare_dir(&spec, &out).unwrap() && read_plan(&out).unwrap() == plan);
@@ -303,7 +294,9 @@ mod tests {
             std::env::temp_dir().join(format!("attnlab-plan-occupied-{}", std::process::id()));
         std::fs::create_dir_all(&empty).unwrap();
         std::fs::write(empty.join("notes.txt"), "mine").unwrap();
-        assert!(prepare_dir(&spec, &empty).unwrap_err().contains("holds no comparison"));
+        assert!(
+            prepare_dir(&spec, &empty).unwrap_err().to_string().contains("holds no comparison")
+        );
         assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 1, "untouched");
         for d in [out, empty] {
             std::fs::remove_dir_all(d).unwrap();

@@ -6,10 +6,13 @@
 //! [`RunRecord`] from its run directory alone, so the analysis is the same whichever executor
 //! ran the plan, and works on a plan that is only partly run.
 
+use super::error::CompareError;
 use super::plan::{PlanEntry, RunStatus, prepare_dir, write_atomic};
 use super::spec::Comparison;
 use crate::stats::median;
-use attnlab_train::{MetricsRecord, RunConfig, RunDir, RunMeta, Verbosity, read_metrics, train};
+use attnlab_train::{
+    MetricsRecord, RunConfig, RunDir, RunMeta, TrainError, Verbosity, read_metrics, train,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -136,21 +139,15 @@ pub fn read_records(out: &Path, entries: &[PlanEntry]) -> Vec<RunRecord> {
 }
 
 /// Why [`run_entry`] did not finish its run.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum EntryError {
     /// Training failed; the error is recorded beside the run directory.
-    Failed(String),
+    #[error(transparent)]
+    Failed(TrainError),
     /// The run could not be taken (another process is writing it, or the plan entry does not
     /// match its directory); nothing was recorded.
-    NotTaken(String),
-}
-
-impl std::fmt::Display for EntryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EntryError::Failed(e) | EntryError::NotTaken(e) => f.write_str(e),
-        }
-    }
+    #[error(transparent)]
+    NotTaken(CompareError),
 }
 
 /// Trains plan entry `entry` of the comparison in `out` into its run directory, as that
@@ -159,36 +156,32 @@ impl std::fmt::Display for EntryError {
 /// (and cleared by the next attempt).
 pub fn run_entry(out: &Path, entry: &PlanEntry) -> Result<(), EntryError> {
     if super::plan::fingerprint(&entry.config) != entry.fingerprint {
-        return Err(EntryError::NotTaken(format!(
-            "plan entry {} ({}): its config does not match its fingerprint; plan.json was edited",
-            entry.index, entry.id
-        )));
+        return Err(EntryError::NotTaken(CompareError::Fingerprint {
+            index: entry.index,
+            id: entry.id.clone(),
+        }));
     }
     let dir = entry.run_dir(out);
     let (run, resume) = take_run_dir(&dir, &entry.config).map_err(EntryError::NotTaken)?;
     let error_file = entry.error_file(out);
     let _ = std::fs::remove_file(&error_file);
     train(&entry.config, &run, resume, Verbosity::Quiet).map(|_| ()).map_err(|e| {
-        let message = e.to_string();
-        let _ = write_atomic(&error_file, &message);
-        EntryError::Failed(message)
+        let _ = write_atomic(&error_file, &e.to_string());
+        EntryError::Failed(e)
     })
 }
 
 /// Opens `dir` as its one writer: created for a new run, reopened to resume one that holds
 /// `config`; a directory holding another config is refused.
-fn take_run_dir(dir: &Path, config: &RunConfig) -> Result<(RunDir, bool), String> {
+fn take_run_dir(dir: &Path, config: &RunConfig) -> Result<(RunDir, bool), CompareError> {
     let config_file = dir.join(attnlab_train::run_dir::CONFIG_FILE);
     if !config_file.is_file() {
-        return Ok((RunDir::create(dir)?, false));
+        return Ok((RunDir::create(dir).map_err(CompareError::RunDir)?, false));
     }
-    let run = RunDir::open_for_writing(dir)?;
-    let saved = RunConfig::load(&config_file, &[]).map_err(|e| e.to_string())?;
+    let run = RunDir::open_for_writing(dir).map_err(CompareError::RunDir)?;
+    let saved = RunConfig::load(&config_file, &[]).map_err(CompareError::RunConfig)?;
     if &saved != config {
-        return Err(format!(
-            "{} holds a run of another config: this --out belongs to another comparison; choose another --out",
-            dir.display()
-        ));
+        return Err(CompareError::OtherConfig { dir: dir.to_path_buf() });
     }
     Ok((run, true))
 }
@@ -242,7 +235,7 @@ pub fn run_all(
     spec: &Comparison,
     out: &Path,
     executor: &LocalExecutor,
-) -> Result<Vec<RunRecord>, String> {
+) -> Result<Vec<RunRecord>, CompareError> {
     prepare_dir(spec, out)?;
     let entries = super::plan::read_plan(out)?;
     execute(out, &entries, executor)?;
@@ -252,7 +245,11 @@ pub fn run_all(
 /// Runs every entry of `entries` that has not finished (failed ones are tried again), `jobs` at
 /// a time, printing one line per finished run with the counts of finished, running and queued
 /// runs and an ETA.
-pub fn execute(out: &Path, entries: &[PlanEntry], executor: &LocalExecutor) -> Result<(), String> {
+pub fn execute(
+    out: &Path,
+    entries: &[PlanEntry],
+    executor: &LocalExecutor,
+) -> Result<(), CompareError> {
     let todo: Vec<&PlanEntry> =
         entries.iter().filter(|e| e.status(out) != RunStatus::Finished).collect();
     let mut progress = Tally {
@@ -334,9 +331,10 @@ fn run_processes(
     jobs: usize,
     threads: usize,
     progress: &mut Tally,
-) -> Result<(), String> {
+) -> Result<(), CompareError> {
     let logs = out.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    std::fs::create_dir_all(&logs)
+        .map_err(|reason| CompareError::Create { path: logs.clone(), reason })?;
     let mut queue = todo.iter().copied();
     let mut running: Vec<(&PlanEntry, std::process::Child, Instant)> = Vec::new();
     loop {
@@ -344,7 +342,7 @@ fn run_processes(
             let Some(entry) = queue.next() else { break };
             let log_path = logs.join(format!("{}.log", entry.index));
             let log = std::fs::File::create(&log_path)
-                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+                .map_err(|reason| CompareError::Create { path: log_path.clone(), reason })?;
             let child = std::process::Command::new(worker)
                 .args([
                     "compare",
@@ -362,7 +360,7 @@ fn run_processes(
                 .stdout(std::process::Stdio::null())
                 .stderr(log)
                 .spawn()
-                .map_err(|e| format!("cannot start worker {}: {e}", worker.display()))?;
+                .map_err(|reason| CompareError::StartWorker { worker: worker.into(), reason })?;
             running.push((entry, child, Instant::now()));
         }
         if running.is_empty() {
@@ -372,7 +370,7 @@ fn run_processes(
         let mut i = 0;
         while i < running.len() {
             let Some(status) =
-                running[i].1.try_wait().map_err(|e| format!("cannot wait for a worker: {e}"))?
+                running[i].1.try_wait().map_err(|reason| CompareError::WaitWorker { reason })?
             else {
                 i += 1;
                 continue;

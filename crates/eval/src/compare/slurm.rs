@@ -8,6 +8,7 @@
 //! after a failure (only the entries not finished are), continues where it stopped. The report
 //! directory and the `attnlab` binary must be on a file system every node sees.
 
+use super::error::CompareError;
 use super::plan::{PlanEntry, RunStatus, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,29 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use super::spec::SlurmOptions;
+
+/// Why a plan could not be submitted to Slurm or waited for; one line naming the job or command
+/// and where to look.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    /// The scripts or `jobs.json` could not be written.
+    #[error(transparent)]
+    Files(#[from] CompareError),
+    #[error("cannot run sbatch ({reason}): --executor slurm needs Slurm's sbatch on PATH")]
+    NoSbatch { reason: std::io::Error },
+    #[error("sbatch {script} failed: {stderr}")]
+    Sbatch { script: PathBuf, stderr: String },
+    #[error("sbatch printed no job id (\"{stdout}\")")]
+    NoJobId { stdout: String },
+    #[error("cannot run squeue: {reason}")]
+    Squeue { reason: std::io::Error },
+    #[error("analysis job {job} is gone and left no report; see {out}/logs/")]
+    AnalysisGone { job: String, out: PathBuf },
+    #[error("analysis job {job} ended {state}; see {out}/logs/slurm-analyse-{job}.log")]
+    AnalysisFailed { job: String, state: String, out: PathBuf },
+    #[error("cannot resolve {path}: {reason}")]
+    Absolute { path: PathBuf, reason: std::io::Error },
+}
 
 /// What one submission sent to Slurm; the list of them is kept in `slurm/jobs.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,7 +148,7 @@ pub fn submit(
     entries: &[PlanEntry],
     attnlab: &Path,
     options: &SlurmOptions,
-) -> Result<Option<Submission>, String> {
+) -> Result<Option<Submission>, SlurmError> {
     let tasks: Vec<usize> =
         entries.iter().filter(|e| e.status(out) != RunStatus::Finished).map(|e| e.index).collect();
     if tasks.is_empty() {
@@ -132,7 +156,8 @@ pub fn submit(
     }
     let dir = out.join("slurm");
     for d in [&dir, &out.join("logs")] {
-        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d)
+            .map_err(|reason| CompareError::Create { path: d.to_path_buf(), reason })?;
     }
     let array = dir.join("array.sh");
     let analysis = dir.join("analyse.sh");
@@ -156,43 +181,40 @@ pub fn submit(
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     all.push(submission.clone());
-    write_atomic(&jobs_file, &serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?)?;
+    write_atomic(&jobs_file, &serde_json::to_string_pretty(&all).expect("submissions serialise"))?;
     Ok(Some(submission))
 }
 
 /// `sbatch --parsable ARGS SCRIPT`, run in `cwd`; the job id.
-fn sbatch(args: &[String], script: &Path, cwd: &Path) -> Result<String, String> {
+fn sbatch(args: &[String], script: &Path, cwd: &Path) -> Result<String, SlurmError> {
     let output = Command::new("sbatch")
         .arg("--parsable")
         .args(args)
         .arg(script)
         .current_dir(cwd)
         .output()
-        .map_err(|e| {
-            format!("cannot run sbatch ({e}): --executor slurm needs Slurm's sbatch on PATH")
-        })?;
+        .map_err(|reason| SlurmError::NoSbatch { reason })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        return Err(format!(
-            "sbatch {} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+        return Err(SlurmError::Sbatch {
+            script: script.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
     // `--parsable` prints `jobid` or `jobid;cluster`.
     let id = stdout.trim().split(';').next().unwrap_or_default().to_string();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("sbatch printed no job id (\"{}\")", stdout.trim()));
+        return Err(SlurmError::NoJobId { stdout: stdout.trim().to_string() });
     }
     Ok(id)
 }
 
 /// The state of job `id` as `squeue` shows it (`None` once Slurm has forgotten it).
-fn job_state(id: &str) -> Result<Option<String>, String> {
+fn job_state(id: &str) -> Result<Option<String>, SlurmError> {
     let output = Command::new("squeue")
         .args(["-h", "-t", "all", "-j", id, "-o", "%T"])
         .output()
-        .map_err(|e| format!("cannot run squeue: {e}"))?;
+        .map_err(|reason| SlurmError::Squeue { reason })?;
     // squeue fails for a job id it no longer knows.
     let text = String::from_utf8_lossy(&output.stdout);
     Ok(text.lines().next().map(|l| l.trim().to_string()).filter(|s| !s.is_empty()))
@@ -206,7 +228,7 @@ pub fn wait(
     entries: &[PlanEntry],
     submission: &Submission,
     quiet: bool,
-) -> Result<(), String> {
+) -> Result<(), SlurmError> {
     let started = Instant::now();
     let mut last = None;
     loop {
@@ -234,19 +256,17 @@ pub fn wait(
             // Forgotten (MinJobAge passed): judged by the report it leaves.
             None if out.join("results.json").is_file() => return Ok(()),
             None => {
-                return Err(format!(
-                    "analysis job {} is gone and left no report; see {}/logs/",
-                    submission.analysis_job,
-                    out.display()
-                ));
+                return Err(SlurmError::AnalysisGone {
+                    job: submission.analysis_job.clone(),
+                    out: out.to_path_buf(),
+                });
             }
             Some(other) => {
-                return Err(format!(
-                    "analysis job {} ended {other}; see {}/logs/slurm-analyse-{}.log",
-                    submission.analysis_job,
-                    out.display(),
-                    submission.analysis_job
-                ));
+                return Err(SlurmError::AnalysisFailed {
+                    job: submission.analysis_job.clone(),
+                    state: other.to_string(),
+                    out: out.to_path_buf(),
+                });
             }
         }
     }
@@ -267,8 +287,9 @@ fn counts(out: &Path, entries: &[PlanEntry]) -> (usize, usize, usize, usize) {
 }
 
 /// The absolute path of `path` (a report directory must be absolute in a batch script).
-pub fn absolute(path: &Path) -> Result<PathBuf, String> {
-    std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+pub fn absolute(path: &Path) -> Result<PathBuf, SlurmError> {
+    std::path::absolute(path)
+        .map_err(|reason| SlurmError::Absolute { path: path.to_path_buf(), reason })
 }
 
 #[cfg(test)]

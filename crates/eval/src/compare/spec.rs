@@ -2,6 +2,7 @@
 //! presets behind `--task`, the typed [`Comparison`] a file resolves to, and its plan: one
 //! [`PlannedRun`] per arm, learning rate and seed, each config validated before any training.
 
+use super::error::CompareError;
 use attnlab_train::RunConfig;
 use attnlab_train::message::one_line;
 use serde::{Deserialize, Serialize};
@@ -50,7 +51,7 @@ fn default_seeds() -> Vec<u64> {
 }
 
 /// The preset a task name maps to for `attnlab compare --task NAME` (the one-minute presets).
-pub fn task_preset(task: &str) -> Result<PathBuf, String> {
+pub fn task_preset(task: &str) -> Result<PathBuf, CompareError> {
     let name = match task {
         "mqar" => "mqar",
         "icl" | "icl_regression" | "icl-regression" => "icl-regression",
@@ -58,45 +59,44 @@ pub fn task_preset(task: &str) -> Result<PathBuf, String> {
         "bpe" | "bpe_lm" | "shakespeare-bpe" => "shakespeare-bpe",
         "separation" => "separation",
         "max_retrieval" | "max-retrieval" => "max-retrieval",
-        other => {
-            return Err(format!(
-                "unknown task '{other}': expected mqar, icl_regression, char_lm, bpe_lm, separation or max_retrieval (or pass --preset FILE)"
-            ));
-        }
+        other => return Err(CompareError::UnknownTask { task: other.to_string() }),
     };
     Ok(PathBuf::from(format!("configs/{name}-smoke.toml")))
 }
 
 impl CompareSpec {
     /// Reads a comparison file.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!("cannot read comparison {}: {e} (see configs/compare/)", path.display())
+    pub fn load(path: &Path) -> Result<Self, CompareError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|reason| CompareError::ReadSpec { path: path.into(), reason })?;
+        let mut spec: CompareSpec = toml::from_str(&text).map_err(|e| CompareError::ParseSpec {
+            path: path.into(),
+            message: one_line(&e.to_string()),
         })?;
-        let mut spec: CompareSpec = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", path.display(), one_line(&e.to_string())))?;
         // Relative to the comparison file, so it runs from any working directory.
         spec.preset = attnlab_train::paths::resolve_beside(path, &spec.preset);
         Ok(spec)
     }
 
     /// Index of the baseline among the `[[arm]]`s (before the grid expands them).
-    pub fn baseline_index(&self) -> Result<usize, String> {
+    pub fn baseline_index(&self) -> Result<usize, CompareError> {
         match &self.baseline {
             None => Ok(0),
             Some(name) => self.arms.iter().position(|a| &a.name == name).ok_or_else(|| {
-                let names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
-                format!("baseline '{name}' is not an arm: expected one of {}", names.join(", "))
+                CompareError::UnknownBaseline {
+                    name: name.clone(),
+                    arms: self.arms.iter().map(|a| a.name.clone()).collect(),
+                }
             }),
         }
     }
 
     /// Reads the preset once and applies the file's overrides, shared, per arm and per grid
     /// point, to a copy of it for each arm (together, so validation sees the finished arm).
-    pub fn resolve(&self) -> Result<Comparison, String> {
+    pub fn resolve(&self) -> Result<Comparison, CompareError> {
         let baseline = self.baseline_index()?;
         let points = grid_points(&self.grid)?;
-        let preset = RunConfig::read(&self.preset).map_err(|e| e.to_string())?;
+        let preset = RunConfig::read(&self.preset).map_err(CompareError::Preset)?;
         let mut arms = Vec::with_capacity(self.arms.len() * points.len());
         for arm in &self.arms {
             for point in &points {
@@ -111,10 +111,13 @@ impl CompareSpec {
                         Some(GridPoint { arm: arm.name.clone(), point: point.clone() }),
                     )
                 };
-                let config = preset
-                    .clone()
-                    .with_overrides(&sets)
-                    .map_err(|e| format!("arm '{name}': {}: {e}", self.preset.display()))?;
+                let config = preset.clone().with_overrides(&sets).map_err(|e| {
+                    CompareError::ArmOverrides {
+                        arm: name.clone(),
+                        preset: self.preset.clone(),
+                        error: Box::new(e),
+                    }
+                })?;
                 arms.push(Arm { name, config, grid });
             }
         }
@@ -130,7 +133,7 @@ impl CompareSpec {
     }
 
     /// Resolves every run's config up front, so a bad override fails before any training.
-    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, CompareError> {
         self.resolve()?.plan()
     }
 }
@@ -173,7 +176,7 @@ pub struct GridPoint {
 /// Every combination of the grid's values (the last key varying fastest), each as
 /// `(key, value)` pairs in key order; one empty point for an empty grid. Nested tables are
 /// dotted keys (`[grid] model.d_model = [..]` is `model.d_model`).
-fn grid_points(grid: &toml::Table) -> Result<Vec<Vec<(String, String)>>, String> {
+fn grid_points(grid: &toml::Table) -> Result<Vec<Vec<(String, String)>>, CompareError> {
     let mut axes: Vec<(String, Vec<String>)> = Vec::new();
     flatten_grid("", grid, &mut axes)?;
     let mut points = vec![Vec::new()];
@@ -196,17 +199,15 @@ fn flatten_grid(
     prefix: &str,
     table: &toml::Table,
     axes: &mut Vec<(String, Vec<String>)>,
-) -> Result<(), String> {
+) -> Result<(), CompareError> {
     for (key, value) in table {
         let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match value {
             toml::Value::Table(inner) => flatten_grid(&key, inner, axes)?,
             toml::Value::Array(values) if !values.is_empty() => {
                 if key == "seed" || key == "train.lr" {
-                    return Err(format!(
-                        "[grid] {key}: sweep it with the comparison's `{}` list instead",
-                        if key == "seed" { "seeds" } else { "lrs" }
-                    ));
+                    let list = if key == "seed" { "seeds" } else { "lrs" };
+                    return Err(CompareError::GridSweepsOwnKey { key, list });
                 }
                 let values = values
                     .iter()
@@ -215,19 +216,15 @@ fn flatten_grid(
                         toml::Value::Integer(_)
                         | toml::Value::Float(_)
                         | toml::Value::Boolean(_) => Ok(v.to_string()),
-                        other => Err(format!(
-                            "[grid] {key}: values must be strings, numbers or booleans, not {}",
-                            other.type_str()
-                        )),
+                        other => Err(CompareError::GridValue {
+                            key: key.clone(),
+                            found: other.type_str(),
+                        }),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 axes.push((key, values));
             }
-            _ => {
-                return Err(format!(
-                    "[grid] {key}: give a non-empty list of values, e.g. {key} = [32, 64]"
-                ));
-            }
+            _ => return Err(CompareError::GridNotAList { key }),
         }
     }
     Ok(())
@@ -254,15 +251,17 @@ impl Comparison {
         arms: &[(&str, &str)],
         seeds: Vec<u64>,
         lrs: Vec<f64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CompareError> {
         let arms = arms
             .iter()
             .map(|&(name, mixer)| {
                 let mut config = base.clone();
-                config.model.mixer = mixer.parse().map_err(|e| format!("arm '{name}': {e}"))?;
+                config.model.mixer = mixer
+                    .parse()
+                    .map_err(|error| CompareError::ArmMixer { arm: name.to_string(), error })?;
                 Ok(Arm { name: name.to_string(), config, grid: None })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, CompareError>>()?;
         Ok(Self { title: String::new(), seeds, lrs, target: None, baseline: 0, arms })
     }
 
@@ -274,8 +273,8 @@ impl Comparison {
         seeds: usize,
         lrs: Vec<f64>,
         sets: &[String],
-    ) -> Result<Self, String> {
-        let base = RunConfig::load(preset, sets).map_err(|e| e.to_string())?;
+    ) -> Result<Self, CompareError> {
+        let base = RunConfig::load(preset, sets).map_err(CompareError::Preset)?;
         let arms: Vec<(&str, &str)> = variants.iter().map(|v| (v.as_str(), v.as_str())).collect();
         Self::of_mixers(&base, &arms, (1..=seeds as u64).collect(), lrs)
     }
@@ -297,25 +296,21 @@ impl Comparison {
 
     /// Every run's config: each arm's, at each learning rate and seed, validated before any
     /// training starts.
-    pub fn plan(&self) -> Result<Vec<PlannedRun>, String> {
+    pub fn plan(&self) -> Result<Vec<PlannedRun>, CompareError> {
         if self.arms.is_empty() {
-            return Err("a comparison needs at least one [[arm]]".into());
+            return Err(CompareError::NoArms);
         }
         if self.seeds.is_empty() {
-            return Err("seeds is empty: give at least one seed".into());
+            return Err(CompareError::NoSeeds);
         }
         let mut names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
         names.sort();
         names.dedup();
         if names.len() != self.arms.len() {
-            return Err("arm names must be distinct".into());
+            return Err(CompareError::DuplicateArms);
         }
         if self.baseline >= self.arms.len() {
-            return Err(format!(
-                "baseline arm {} does not exist: there are {} arms",
-                self.baseline,
-                self.arms.len()
-            ));
+            return Err(CompareError::NoBaseline { index: self.baseline, arms: self.arms.len() });
         }
         let mut runs = Vec::new();
         for (index, arm) in self.arms.iter().enumerate() {
@@ -328,7 +323,10 @@ impl Comparison {
                     // The decay floor may not exceed the peak, so a low lr lowers it too.
                     config.train.min_lr = config.train.min_lr.min(lr);
                     config.seed = seed;
-                    config.validate().map_err(|e| format!("arm '{}': {e}", arm.name))?;
+                    config.validate().map_err(|e| CompareError::ArmConfig {
+                        arm: arm.name.clone(),
+                        error: Box::new(e),
+                    })?;
                     runs.push(PlannedRun { arm: index, seed, lr, config });
                 }
             }
@@ -381,9 +379,9 @@ mod tests {
                 .is_err()
         );
         assert_eq!(task_preset("icl").unwrap(), PathBuf::from("configs/icl-regression-smoke.toml"));
-        assert!(task_preset("poetry").unwrap_err().contains("mqar"));
+        assert!(task_preset("poetry").unwrap_err().to_string().contains("mqar"));
         let bad = CompareSpec { baseline: Some("c".into()), ..spec };
-        assert!(bad.baseline_index().unwrap_err().contains("a, b"));
+        assert!(bad.baseline_index().unwrap_err().to_string().contains("a, b"));
     }
 
     #[test]
@@ -434,12 +432,13 @@ mod tests {
             baseline: None,
             ..spec
         };
-        let err = unknown.plan().unwrap_err();
+        let err = unknown.plan().unwrap_err().to_string();
         assert!(err.starts_with("arm 'x': ") && err.contains("mqar-smoke.toml"), "{err}");
         let base = RunConfig::load(&preset, &[]).unwrap();
         assert!(
             Comparison::of_mixers(&base, &[("y", "linear:gelu")], vec![1], vec![])
                 .unwrap_err()
+                .to_string()
                 .starts_with("arm 'y': ")
         );
     }
@@ -492,8 +491,9 @@ mod tests {
             serde_json::to_string(&comparison).unwrap()
         );
 
-        let err =
-            |grid: &str| toml::from_str::<CompareSpec>(&file(grid)).unwrap().resolve().unwrap_err();
+        let err = |grid: &str| {
+            toml::from_str::<CompareSpec>(&file(grid)).unwrap().resolve().unwrap_err().to_string()
+        };
         assert!(err("seed = [1, 2]").contains("`seeds` list"), "{}", err("seed = [1, 2]"));
         assert!(err("train.lr = [1e-3]").contains("`lrs` list"));
         assert!(err("model.d_model = []").contains("non-empty list"));

@@ -50,5 +50,5 @@ mod well_formed;
 
 pub use bar::bar_chart;
 pub use line::{Series, accuracy_chart, line_chart};
-pub use png::{svg_to_png, system_fonts};
+pub use png::{RenderError, svg_to_png, system_fonts};
 pub use ticks::nice_ticks;

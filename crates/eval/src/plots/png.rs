@@ -24,17 +24,30 @@ pub fn system_fonts() -> resvg::usvg::fontdb::Database {
     db
 }
 
+/// Why a chart could not be rasterised.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The SVG does not parse.
+    #[error("{0}")]
+    Svg(resvg::usvg::Error),
+    #[error("empty image")]
+    Empty,
+    /// The PNG encoder's message.
+    #[error("{0}")]
+    Encode(String),
+}
+
 /// Rasterises an SVG document to PNG bytes (system fonts for the text).
 pub fn svg_to_png(
     svg: &str,
     fonts: &std::sync::Arc<resvg::usvg::fontdb::Database>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RenderError> {
     let options = resvg::usvg::Options { fontdb: fonts.clone(), ..Default::default() };
-    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(|e| e.to_string())?;
+    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(RenderError::Svg)?;
     let size = tree.size().to_int_size();
     let mut pixmap =
-        resvg::tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("empty image")?;
+        resvg::tiny_skia::Pixmap::new(size.width(), size.height()).ok_or(RenderError::Empty)?;
     pixmap.fill(resvg::tiny_skia::Color::WHITE);
     resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap.encode_png().map_err(|e| e.to_string())
+    pixmap.encode_png().map_err(|e| RenderError::Encode(e.to_string()))
 }

@@ -23,7 +23,7 @@
 
 use super::gaps::{MqarSize, mean, with_size};
 use super::harness::read_preset;
-use super::harness::{Check, Outcome, Size};
+use super::harness::{Check, Outcome, ReproduceError, Size};
 use super::order::{Relation, half_range};
 use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use crate::compare::{LocalExecutor, Results};
@@ -83,7 +83,11 @@ fn spread(per_width: &[Results], family: &str) -> f64 {
     per_width.iter().map(|r| half_range(r, family)).sum::<f64>() / per_width.len().max(1) as f64
 }
 
-pub fn recall_frontier(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn recall_frontier(
+    size: Size,
+    out: &Path,
+    exec: &LocalExecutor,
+) -> Result<Outcome, ReproduceError> {
     let (preset, widths, seeds, lrs): (&str, Vec<usize>, u64, Vec<f64>) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![16, 32], 1, vec![3e-3]),
         Size::Full => ("configs/mqar-short.toml", vec![32, 64, 128], 2, vec![1e-3, 3e-3, 1e-2]),

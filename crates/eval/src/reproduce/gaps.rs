@@ -1,7 +1,7 @@
 //! The training reproductions: each is one or more comparisons (see `compare`) with a fixed
 //! set of arms, plus the tables, plots and checks its question needs.
 
-use super::harness::{Check, Outcome, Size, read_preset, run_compare, spec};
+use super::harness::{Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec};
 use super::order::{Relation, half_range};
 use super::widths::Cell;
 use crate::compare::LocalExecutor;
@@ -51,7 +51,7 @@ fn write(
     extra: Vec<Section>,
     extra_plots: Vec<Plot>,
     out: &Path,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ReproduceError> {
     let mut doc = report::document(results);
     doc.sections.insert(
         1,
@@ -62,7 +62,7 @@ fn write(
     let json = serde_json::json!({ "reproduction": name, "size": size, "checks": checks, "results": results });
     report::write_document(
         &doc,
-        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
         out,
     )?;
     // A comparison with nothing finished (`--plan`) has no summary table yet.
@@ -116,7 +116,11 @@ fn eval_every(mut config: RunConfig, steps: usize) -> RunConfig {
     config
 }
 
-pub fn scaling_train(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn scaling_train(
+    size: Size,
+    out: &Path,
+    exec: &LocalExecutor,
+) -> Result<Outcome, ReproduceError> {
     let arms = [
         ("sqrt_d", "softmax"),
         ("none", "softmax:none"),
@@ -172,7 +176,7 @@ pub fn scaling_train(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Out
     )
 }
 
-pub fn lm_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn lm_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, ReproduceError> {
     let spec = match size {
         Size::Smoke => {
             let mut config = small_char_lm(read_preset("configs/shakespeare-char-smoke.toml")?);
@@ -218,7 +222,7 @@ pub fn lm_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, S
     write("lm-gap", size, &results, checks, Vec::new(), Vec::new(), out)
 }
 
-pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, ReproduceError> {
     let arms = by_mixer(&["softmax", "linear:identity", "linear:elu1", "linear:relu"]);
     let spec = match size {
         Size::Smoke => spec(&read_preset("configs/separation-smoke.toml")?, 2, &[], None, &arms)?,
@@ -266,7 +270,7 @@ pub fn separation(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcom
     write("separation", size, &results, checks, sections, Vec::new(), out)
 }
 
-pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, ReproduceError> {
     let arms = [
         ("softmax", "softmax"),
         ("linear:elu1", "linear:elu1"),
@@ -277,10 +281,10 @@ pub fn icl_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, 
             let path = "configs/icl-regression-smoke.toml";
             let mut config = read_preset(path)?;
             let TaskConfig::IclRegression(task) = &mut config.task else {
-                return Err(format!(
-                    "{path}: icl-gap needs an icl_regression task, the preset has {}",
-                    config.task.name()
-                ));
+                return Err(ReproduceError::NotIclPreset {
+                    preset: path.to_string(),
+                    found: config.task.name(),
+                });
             };
             task.eval_prompts = 512;
             spec(&config, 2, &[], None, &arms)?
@@ -461,11 +465,11 @@ pub(super) fn with_size(
     base: &RunConfig,
     size: Option<MqarSize>,
     preset: &str,
-) -> Result<RunConfig, String> {
+) -> Result<RunConfig, ReproduceError> {
     let mut config = base.clone();
     if let Some(s) = size {
         let TaskConfig::Mqar(task) = &mut config.task else {
-            return Err(format!("{preset} is not an mqar preset"));
+            return Err(ReproduceError::NotTaskPreset { preset: preset.into(), task: "an mqar" });
         };
         task.num_kv_pairs = s.pairs;
         if let Some((length, batch)) = s.length_and_batch {
@@ -485,7 +489,7 @@ pub(super) fn with_size(
 /// (`configs/compare/mqar-gap-length64.toml`) is two days on 2 cores: a GPU's or Slurm's job.
 /// `paper`: Figure 2 itself, `configs/mqar-paper.toml` (vocab 8192) at lengths 64/128/256 with
 /// 4/8/16 pairs, widths 64 to 512, zoology's four learning rates.
-pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn mqar_gap(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, ReproduceError> {
     let pairs = |pairs| Some(MqarSize { pairs, length_and_batch: None });
     // (preset, task sizes, widths, seeds, lrs, the width from which softmax must solve)
     type Grid = (&'static str, Vec<Option<MqarSize>>, Vec<usize>, u64, Vec<f64>, usize);
@@ -712,7 +716,7 @@ fn length_study(
     title: &str,
     dir: &Path,
     exec: &LocalExecutor,
-) -> Result<LengthStudy, String> {
+) -> Result<LengthStudy, ReproduceError> {
     let results = run_compare(comparison, title, dir, exec)?;
     report::write(&results, dir)?;
     Ok(LengthStudy {
@@ -736,7 +740,11 @@ fn length_study(
 /// learning rates (judged at the training length, as zoology does), and RoPE softmax, softmax
 /// without positions, FoX and stick-breaking on the LM. The smoke size runs the pair each smoke
 /// check is about at the presets' learning rate.
-pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn length_scaling(
+    size: Size,
+    out: &Path,
+    exec: &LocalExecutor,
+) -> Result<Outcome, ReproduceError> {
     const ALL: [&str; 7] = [
         "softmax",
         "softmax:num_keys",
@@ -775,7 +783,10 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
 
     let retrieval = read_preset(retrieval_preset)?;
     let TaskConfig::MaxRetrieval(task) = &retrieval.task else {
-        return Err(format!("{retrieval_preset} is not a max_retrieval preset"));
+        return Err(ReproduceError::NotTaskPreset {
+            preset: retrieval_preset.into(),
+            task: "a max_retrieval",
+        });
     };
     let (counts, fewest) = (task.eval_items.clone(), task.min_items);
     let (trained, most) = (task.max_items, counts.iter().copied().max().unwrap_or(task.max_items));
@@ -783,7 +794,7 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
     let mqar_preset = "configs/mqar-length-smoke.toml";
     let mut mqar = read_preset(mqar_preset)?;
     let TaskConfig::Mqar(task) = &mqar.task else {
-        return Err(format!("{mqar_preset} is not an mqar preset"));
+        return Err(ReproduceError::NotTaskPreset { preset: mqar_preset.into(), task: "an mqar" });
     };
     let mut lengths = vec![task.seq_len];
     lengths.extend(task.eval_lengths.iter().copied());
@@ -798,7 +809,7 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
     let lm_preset = "configs/shakespeare-char-length-smoke.toml";
     let mut lm = read_preset(lm_preset)?;
     let TaskConfig::CharLm(task) = &lm.task else {
-        return Err(format!("{lm_preset} is not a char_lm preset"));
+        return Err(ReproduceError::NotTaskPreset { preset: lm_preset.into(), task: "a char_lm" });
     };
     let buckets = task.eval_lengths.clone();
     let (window, last) =
@@ -999,7 +1010,7 @@ pub fn length_scaling(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Ou
     });
     report::write_document(
         &doc,
-        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
         out,
     )?;
     Ok(Outcome { checks, summary })

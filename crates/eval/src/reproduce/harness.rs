@@ -1,11 +1,42 @@
 //! What every reproduction uses: its size, the checks it states and the outcome it returns, and
 //! running one comparison (or only planning it, under `--plan`).
 
-use crate::compare::{Comparison, LocalExecutor, Results, RunRecord, analyse, run_all};
-use crate::report::Table;
-use attnlab_train::RunConfig;
+use crate::compare::{
+    CompareError, Comparison, LocalExecutor, Results, RunRecord, analyse, run_all,
+};
+use crate::report::{ReportError, Table};
+use attnlab_train::{ConfigError, RunConfig};
 use serde::Serialize;
 use std::path::Path;
+
+/// Why a reproduction could not run or write its report; one line naming the reproduction,
+/// preset or comparison.
+#[derive(Debug, thiserror::Error)]
+pub enum ReproduceError {
+    #[error("unknown reproduction '{name}': expected one of {names}", names = .names.join(", "))]
+    UnknownName { name: String, names: Vec<&'static str> },
+    #[error("reproduction '{name}' has no runner")]
+    NoRunner { name: String },
+    #[error("unknown size '{size}': expected smoke, full or paper")]
+    UnknownSize { size: String },
+    /// A reproduction's preset cannot be read.
+    #[error(transparent)]
+    Preset(#[from] ConfigError),
+    /// A preset of another task than the reproduction needs (`task`: `an mqar`, `a char_lm`).
+    #[error("{preset} is not {task} preset")]
+    NotTaskPreset { preset: String, task: &'static str },
+    #[error("{preset}: icl-gap needs an icl_regression task, the preset has {found}")]
+    NotIclPreset { preset: String, found: &'static str },
+    #[error(transparent)]
+    Compare(#[from] CompareError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// No run of a comparison finished (`first`: the first run's error).
+    #[error("every run of '{title}' failed; first error: {first}")]
+    AllFailed { title: String, first: String },
+    #[error("cannot write results.json: {0}")]
+    Json(serde_json::Error),
+}
 
 /// How big a reproduction runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -30,13 +61,13 @@ impl Size {
 }
 
 impl std::str::FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ReproduceError;
+    fn from_str(s: &str) -> Result<Self, ReproduceError> {
         match s {
             "smoke" => Ok(Size::Smoke),
             "full" => Ok(Size::Full),
             "paper" => Ok(Size::Paper),
-            other => Err(format!("unknown size '{other}': expected smoke, full or paper")),
+            other => Err(ReproduceError::UnknownSize { size: other.to_string() }),
         }
     }
 }
@@ -90,7 +121,7 @@ pub(super) fn run_compare(
     title: &str,
     dir: &Path,
     exec: &LocalExecutor,
-) -> Result<Results, String> {
+) -> Result<Results, ReproduceError> {
     let mut spec = spec.clone();
     if let Some(device) = exec.device {
         for arm in &mut spec.arms {
@@ -134,10 +165,10 @@ pub(super) fn run_compare(
     }
     let records = run_all(spec, dir, exec)?;
     if records.iter().all(|r| r.error.is_some()) {
-        return Err(format!(
-            "every run of '{title}' failed; first error: {}",
-            records[0].error.as_deref().unwrap_or("")
-        ));
+        return Err(ReproduceError::AllFailed {
+            title: title.to_string(),
+            first: records[0].error.clone().unwrap_or_default(),
+        });
     }
     // What ran: seeds, learning rates and every arm's resolved config.
     let _ = std::fs::write(dir.join("spec.toml"), toml::to_string(spec).unwrap_or_default());
@@ -146,8 +177,8 @@ pub(super) fn run_compare(
 
 /// A reproduction's preset, read once; each reproduction then sets its sizes as fields (every
 /// run's config is validated when the comparison is planned).
-pub(super) fn read_preset(path: &str) -> Result<RunConfig, String> {
-    RunConfig::read(Path::new(path)).map_err(|e| e.to_string())
+pub(super) fn read_preset(path: &str) -> Result<RunConfig, ReproduceError> {
+    Ok(RunConfig::read(Path::new(path))?)
 }
 
 /// A comparison of `(name, mixer)` arms on `base`, over seeds `1..=seeds`.
@@ -157,7 +188,7 @@ pub(super) fn spec(
     lrs: &[f64],
     target: Option<f64>,
     arms: &[(&str, &str)],
-) -> Result<Comparison, String> {
+) -> Result<Comparison, ReproduceError> {
     let mut comparison = Comparison::of_mixers(base, arms, (1..=seeds).collect(), lrs.to_vec())?;
     comparison.target = target;
     Ok(comparison)

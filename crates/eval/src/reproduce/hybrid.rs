@@ -16,7 +16,7 @@
 
 use super::gaps::mean;
 use super::harness::read_preset;
-use super::harness::{Check, Outcome, Size};
+use super::harness::{Check, Outcome, ReproduceError, Size};
 use super::widths::{Cell, run_each_width, steps_to_target_words, write_joined};
 use crate::compare::LocalExecutor;
 use crate::plots::{Series, accuracy_chart};
@@ -38,7 +38,11 @@ const STACKS: [(&str, &str, usize); 4] = [
     ("all delta:gated", "delta:gated", 0),
 ];
 
-pub fn hybrid_ratio(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn hybrid_ratio(
+    size: Size,
+    out: &Path,
+    exec: &LocalExecutor,
+) -> Result<Outcome, ReproduceError> {
     let (preset, widths, seeds, lrs): (&str, Vec<usize>, u64, Vec<f64>) = match size {
         Size::Smoke => ("configs/mqar-smoke.toml", vec![32], 2, vec![3e-3]),
         Size::Full => ("configs/mqar-short.toml", vec![32, 64], 3, vec![1e-3, 3e-3, 1e-2]),

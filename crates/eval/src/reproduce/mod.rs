@@ -19,7 +19,7 @@ mod order;
 pub mod scaling_sim;
 mod widths;
 
-pub use harness::{Check, Outcome, Size};
+pub use harness::{Check, Outcome, ReproduceError, Size};
 
 use crate::compare::LocalExecutor;
 use std::path::Path;
@@ -58,16 +58,21 @@ pub const REPRODUCTIONS: [(&str, &str); 9] = [
 ];
 
 /// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), ReproduceError> {
     if REPRODUCTIONS.iter().any(|r| r.0 == name) {
         return Ok(());
     }
-    let names: Vec<&str> = REPRODUCTIONS.iter().map(|r| r.0).collect();
-    Err(format!("unknown reproduction '{name}': expected one of {}", names.join(", ")))
+    let names = REPRODUCTIONS.iter().map(|r| r.0).collect();
+    Err(ReproduceError::UnknownName { name: name.to_string(), names })
 }
 
 /// Runs reproduction `name` at `size`, writing its report into `out`.
-pub fn run(name: &str, size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, String> {
+pub fn run(
+    name: &str,
+    size: Size,
+    out: &Path,
+    exec: &LocalExecutor,
+) -> Result<Outcome, ReproduceError> {
     match name {
         "scaling-sim" => scaling_sim::run(out),
         "scaling-train" => gaps::scaling_train(size, out, exec),
@@ -78,6 +83,6 @@ pub fn run(name: &str, size: Size, out: &Path, exec: &LocalExecutor) -> Result<O
         "length-scaling" => gaps::length_scaling(size, out, exec),
         "hybrid-ratio" => hybrid::hybrid_ratio(size, out, exec),
         "recall-frontier" => frontier::recall_frontier(size, out, exec),
-        other => check_name(other).and(Err(format!("reproduction '{other}' has no runner"))),
+        other => check_name(other).and(Err(ReproduceError::NoRunner { name: other.to_string() })),
     }
 }

@@ -12,7 +12,7 @@
 //! scaled logits, and divided by s, with respect to the raw dot products), plus the fraction of
 //! saturated rows (largest weight > 0.9). Pure arithmetic in f64: it needs no model.
 
-use super::harness::{Check, Outcome};
+use super::harness::{Check, Outcome, ReproduceError};
 use crate::plots::{Series, bar_chart, line_chart};
 use crate::report::{Document, Plot, Section, Table, fmt};
 use crate::stats::median;
@@ -160,7 +160,7 @@ fn label(name: &str, d: usize) -> String {
     }
 }
 
-pub fn run(out: &Path) -> Result<Outcome, String> {
+pub fn run(out: &Path) -> Result<Outcome, ReproduceError> {
     let mut all = Vec::new();
     let mut plots = Vec::new();
     let mut dot_series = Vec::new();

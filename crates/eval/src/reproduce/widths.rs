@@ -4,7 +4,7 @@
 //! `results.json` holding every cell's results). A cell is a width, or a width at one of several
 //! task sizes (mqar-gap's pair counts, in `pairs-<n>/width-<w>/`).
 
-use super::harness::{Check, Outcome, Size, run_compare, spec};
+use super::harness::{Check, Outcome, ReproduceError, Size, run_compare, spec};
 use crate::compare::{ArmResult, LocalExecutor, Results};
 use crate::report::{self, Plot, Section, Table};
 use attnlab_train::RunConfig;
@@ -32,7 +32,7 @@ pub(super) fn run_each_width(
     arms: &[(&str, &str)],
     out: &Path,
     exec: &LocalExecutor,
-) -> Result<Vec<Results>, String> {
+) -> Result<Vec<Results>, ReproduceError> {
     widths
         .iter()
         .map(|&w| {
@@ -93,7 +93,7 @@ pub(super) fn write_joined(
     checks: Vec<Check>,
     plots: Vec<Plot>,
     out: &Path,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ReproduceError> {
     let mut sections = vec![
         Section::new(heading).table(summary),
         Section::new("Expected effects").bullets(checks.iter().map(Check::line).collect()),
@@ -118,7 +118,7 @@ pub(super) fn write_joined(
     }
     report::write_document(
         &doc,
-        &serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
         out,
     )?;
     Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("the summary has a table") })

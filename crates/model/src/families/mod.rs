@@ -19,8 +19,8 @@ pub mod softmax;
 pub mod stickbreak;
 
 use crate::mixer::{
-    Convention, MixContext, MixOutput, MixerDescription, MixerDims, MixerFamily, MixerState,
-    SequenceMixer, SpecError, VariantInfo,
+    Convention, MixContext, MixOutput, MixerDescription, MixerDims, MixerError, MixerFamily,
+    MixerState, SequenceMixer, SpecError, VariantInfo,
 };
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
@@ -158,7 +158,7 @@ where
 trait ErasedFamily {
     fn name(&self) -> &'static str;
     fn options(&self) -> String;
-    fn validate(&self, dims: &MixerDims) -> Result<(), String>;
+    fn validate(&self, dims: &MixerDims) -> Result<(), MixerError>;
     fn qk_width(&self, dims: &MixerDims) -> usize;
     fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize;
     fn init(&self, dims: &MixerDims, device: &Device) -> Mixer;
@@ -177,7 +177,7 @@ where
     fn options(&self) -> String {
         self.to_string()
     }
-    fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+    fn validate(&self, dims: &MixerDims) -> Result<(), MixerError> {
         MixerFamily::validate(self, dims)
     }
     fn qk_width(&self, dims: &MixerDims) -> usize {
@@ -246,7 +246,7 @@ impl MixerSpec {
         self.family_config().name()
     }
 
-    pub fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+    pub fn validate(&self, dims: &MixerDims) -> Result<(), MixerError> {
         self.family_config().validate(dims)
     }
 

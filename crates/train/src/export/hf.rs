@@ -15,7 +15,7 @@
 //! tokenizer and a README.md saying why it is not GPT-2 and how to load it with
 //! `python/attnlab_torch`.
 
-use super::{Entry, export_metadata, f32_bytes};
+use super::{Entry, ExportError, export_metadata, f32_bytes};
 use crate::config::RunConfig;
 use crate::params::named_tensors;
 use crate::task::Task;
@@ -27,8 +27,7 @@ use safetensors::tensor::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// The file that marks a directory as an attnlab export (what `--force` may replace).
-pub const MARKER_FILE: &str = "attnlab.json";
+pub use super::MARKER_FILE;
 
 /// Why this stack is not a plain GPT-2 (empty when it is).
 pub fn gpt2_mismatches(config: &RunConfig, task: &dyn Task) -> Vec<String> {
@@ -69,25 +68,19 @@ pub fn export_gpt2(
     task: &dyn Task,
     to: &Path,
     overwrite: bool,
-) -> Result<usize, String> {
+) -> Result<usize, ExportError> {
     if to.exists() {
         if !overwrite {
-            return Err(format!(
-                "--to {} already exists: pass --force to replace it, or choose another directory",
-                to.display()
-            ));
+            return Err(ExportError::DirectoryExists { path: to.to_path_buf() });
         }
         if !to.join(MARKER_FILE).is_file() {
-            return Err(format!(
-                "--to {} exists and is not an attnlab export (no {MARKER_FILE}): choose another directory",
-                to.display()
-            ));
+            return Err(ExportError::NotAnExport { path: to.to_path_buf() });
         }
     }
     let name = to
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("--to {}: name a directory", to.display()))?;
+        .ok_or_else(|| ExportError::NoDirectoryName { path: to.to_path_buf() })?;
     let stage = to.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&stage);
     let written =
@@ -103,8 +96,8 @@ fn write_dir(
     config: &RunConfig,
     task: &dyn Task,
     dir: &Path,
-) -> Result<usize, String> {
-    let io_err = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+) -> Result<usize, ExportError> {
+    let io_err = |p: &Path, reason| ExportError::Write { path: p.to_path_buf(), reason };
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let write = |file: &str, text: String| {
         let p = dir.join(file);
@@ -153,8 +146,8 @@ fn write_dir(
 
 /// Moves the staged directory into place, replacing an old export only after the new one is
 /// complete.
-fn replace_dir(stage: &Path, to: &Path) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("cannot write {}: {e}", to.display());
+fn replace_dir(stage: &Path, to: &Path) -> Result<(), ExportError> {
+    let err = |reason| ExportError::Write { path: to.to_path_buf(), reason };
     if to.exists() {
         let old: PathBuf = stage.with_extension("old");
         std::fs::rename(to, &old).map_err(err)?;
@@ -196,11 +189,13 @@ pub fn gpt2_config(config: &RunConfig, task: &dyn Task) -> serde_json::Value {
 }
 
 /// The model's parameters under GPT-2's names (`transformer.h.<i>.attn.c_attn.weight`, ...).
-pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, String> {
+pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, ExportError> {
     let m = &config.model;
     let params: BTreeMap<String, TensorData> = named_tensors(model).into_iter().collect();
-    let values = |name: &str| -> Result<(Vec<usize>, Vec<f32>), String> {
-        let data = params.get(name).ok_or_else(|| format!("the model has no parameter {name}"))?;
+    let values = |name: &str| -> Result<(Vec<usize>, Vec<f32>), ExportError> {
+        let data = params
+            .get(name)
+            .ok_or_else(|| ExportError::MissingParameter { name: name.to_string() })?;
         Ok((
             data.shape().to_vec(),
             data.clone().convert::<f32>().try_into_vec().expect("float parameters"),
@@ -213,7 +208,7 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Str
     let copy = |put: &mut dyn FnMut(String, Vec<usize>, Vec<f32>),
                 to: String,
                 from: &str|
-     -> Result<(), String> {
+     -> Result<(), ExportError> {
         let (shape, v) = values(from)?;
         put(to, shape, v);
         Ok(())
@@ -223,7 +218,7 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Str
                         to: String,
                         from: &str,
                         width: usize|
-     -> Result<(), String> {
+     -> Result<(), ExportError> {
         match params.contains_key(from) {
             true => copy(put, to, from),
             false => {
@@ -394,6 +389,7 @@ mod tests {
         assert!(
             export_gpt2(&model, &config, task.as_ref(), &to, false)
                 .unwrap_err()
+                .to_string()
                 .contains("--force")
         );
         assert_eq!(export_gpt2(&model, &config, task.as_ref(), &to, true).unwrap(), n);
@@ -403,6 +399,7 @@ mod tests {
         assert!(
             export_gpt2(&model, &config, task.as_ref(), &mine, true)
                 .unwrap_err()
+                .to_string()
                 .contains("not an attnlab export")
         );
         assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep");

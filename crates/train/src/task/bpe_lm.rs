@@ -3,7 +3,7 @@
 //! reused by resume, eval and sample. Metric: validation loss in nats per token, plus bits per
 //! character (comparable with the char task).
 
-use super::interface::{Batch, Codec, MainMetric, Task, TaskError};
+use super::interface::{Batch, Codec, EncodeError, MainMetric, Task, TaskError};
 use super::text::{TokenStream, lm_metrics, read_corpus};
 use crate::config::BpeConfig;
 use attnlab_model::{Model, ModelInput, ModelIo};
@@ -24,7 +24,8 @@ pub struct BpeCodec {
 
 impl BpeCodec {
     /// Trains a byte-level BPE tokenizer on `text`.
-    pub fn train(text: &str, vocab_size: usize) -> Result<Self, String> {
+    pub fn train(text: &str, vocab_size: usize) -> Result<Self, TaskError> {
+        let failed = |reason| TaskError::TrainTokenizer { reason };
         let mut trainer = BpeTrainerBuilder::new()
             .show_progress(false)
             .vocab_size(vocab_size)
@@ -43,17 +44,17 @@ impl BpeCodec {
         .with_post_processor(Some(ByteLevel::default()))
         .with_decoder(Some(ByteLevelDecoder::default()))
         .build()
-        .map_err(|e| e.to_string())?;
-        tk.train(&mut trainer, text.lines()).map_err(|e| e.to_string())?;
-        let json = tk.to_string(false).map_err(|e| e.to_string())?;
-        let tokenizer = json.parse::<Tokenizer>().map_err(|e| e.to_string())?;
+        .map_err(failed)?;
+        tk.train(&mut trainer, text.lines()).map_err(failed)?;
+        let json = tk.to_string(false).map_err(failed)?;
+        let tokenizer = json.parse::<Tokenizer>().map_err(failed)?;
         Ok(Self { tokenizer })
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, TaskError> {
         Tokenizer::from_file(path)
             .map(|tokenizer| Self { tokenizer })
-            .map_err(|e| format!("cannot load {}: {e}", path.display()))
+            .map_err(|reason| TaskError::LoadTokenizer { path: path.to_path_buf(), reason })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -62,8 +63,11 @@ impl BpeCodec {
 }
 
 impl Codec for BpeCodec {
-    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
-        self.tokenizer.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| e.to_string())
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EncodeError> {
+        self.tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(EncodeError::Tokenizer)
     }
     fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, false).unwrap_or_default()
@@ -96,12 +100,13 @@ impl BpeLm {
         let (train_text, val_text) = text.split_at(split);
         let saved = run_dir.map(|d| d.join(TOKENIZER_FILE)).filter(|p| p.exists());
         let codec = match saved {
-            Some(p) => BpeCodec::load(&p).map_err(TaskError)?,
-            None => BpeCodec::train(train_text, config.vocab_size)
-                .map_err(|e| TaskError(format!("training the BPE tokenizer failed: {e}")))?,
+            Some(p) => BpeCodec::load(&p)?,
+            None => BpeCodec::train(train_text, config.vocab_size)?,
         };
         let encode = |t: &str| {
-            codec.encode(t).map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())))
+            codec
+                .encode(t)
+                .map_err(|reason| TaskError::Encode { path: config.path.clone(), reason })
         };
         let (train, val) = (encode(train_text)?, encode(val_text)?);
         let chars_per_token = val_text.chars().count() as f64 / val.len().max(1) as f64;
@@ -138,8 +143,12 @@ impl Task for BpeLm {
     fn codec(&self) -> Option<&dyn Codec> {
         Some(&self.codec)
     }
-    fn save_artifacts(&self, run_dir: &Path) -> Result<(), String> {
-        self.codec.tokenizer.save(run_dir.join(TOKENIZER_FILE), false).map_err(|e| e.to_string())
+    fn save_artifacts(&self, run_dir: &Path) -> Result<(), TaskError> {
+        let path = run_dir.join(TOKENIZER_FILE);
+        self.codec
+            .tokenizer
+            .save(&path, false)
+            .map_err(|e| TaskError::SaveCodec { path, reason: e.to_string() })
     }
 }
 

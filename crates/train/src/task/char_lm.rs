@@ -2,7 +2,7 @@
 //! the vocabulary is the sorted set of characters, the last `val_fraction` of the text is held
 //! out, and the metric is validation loss in nats per character (and bits per character).
 
-use super::interface::{Batch, Codec, MainMetric, Task, TaskError, token_batch_shape};
+use super::interface::{Batch, Codec, EncodeError, MainMetric, Task, TaskError, token_batch_shape};
 use super::text::{TokenStream, lm_metrics, loss_per_position_bucket, read_corpus};
 use crate::config::TextConfig;
 use attnlab_model::{Model, ModelInput, ModelIo};
@@ -24,11 +24,11 @@ impl CharCodec {
 }
 
 impl Codec for CharCodec {
-    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EncodeError> {
         text.chars()
             .map(|c| {
                 self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
-                    format!("character {c:?} is not in this run's vocabulary ({} characters); remove it from the prompt", self.chars.len())
+                    EncodeError::NotInVocabulary { character: c, vocab: self.chars.len() }
                 })
             })
             .collect()
@@ -61,15 +61,15 @@ impl CharLm {
         let codec = match saved {
             Some(p) => {
                 let raw = std::fs::read_to_string(&p)
-                    .map_err(|e| TaskError(format!("cannot read {}: {e}", p.display())))?;
+                    .map_err(|reason| TaskError::ReadCodec { path: p.clone(), reason })?;
                 serde_json::from_str(&raw)
-                    .map_err(|e| TaskError(format!("{} is corrupt: {e}", p.display())))?
+                    .map_err(|reason| TaskError::CorruptCodec { path: p, reason })?
             }
             None => CharCodec::from_text(&text),
         };
         let ids = codec
             .encode(&text)
-            .map_err(|e| TaskError(format!("corpus {}: {e}", config.path.display())))?;
+            .map_err(|reason| TaskError::Encode { path: config.path.clone(), reason })?;
         let stream = TokenStream::split(ids, config.val_fraction, seq_len, seed, &config.path)?;
         if let Some(&longest) = config.eval_lengths.last() {
             // Fail at load, not at the first evaluation.
@@ -116,9 +116,11 @@ impl Task for CharLm {
     fn codec(&self) -> Option<&dyn Codec> {
         Some(&self.codec)
     }
-    fn save_artifacts(&self, run_dir: &Path) -> Result<(), String> {
-        let json = serde_json::to_string(&self.codec).map_err(|e| e.to_string())?;
-        std::fs::write(run_dir.join(CharCodec::FILE), json).map_err(|e| e.to_string())
+    fn save_artifacts(&self, run_dir: &Path) -> Result<(), TaskError> {
+        let json = serde_json::to_string(&self.codec).expect("a vocabulary serialises");
+        let path = run_dir.join(CharCodec::FILE);
+        std::fs::write(&path, json)
+            .map_err(|e| TaskError::SaveCodec { path, reason: e.to_string() })
     }
 }
 
@@ -131,7 +133,7 @@ mod tests {
         let c = CharCodec::from_text("hello world");
         let ids = c.encode("low").unwrap();
         assert_eq!(c.decode(&ids), "low");
-        let err = c.encode("hi!").unwrap_err();
+        let err = c.encode("hi!").unwrap_err().to_string();
         assert!(err.contains("'i'") || err.contains("'!'"), "{err}");
     }
 

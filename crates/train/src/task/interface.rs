@@ -6,7 +6,7 @@ use attnlab_model::{LmInput, Model, ModelIo};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the loss compares the model's output with.
 #[derive(Clone, Debug)]
@@ -115,7 +115,7 @@ impl MainMetric {
 /// Encoding and decoding text for sampling.
 pub trait Codec: Send + Sync {
     /// Token ids of `text`, or an error naming what cannot be encoded.
-    fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
+    fn encode(&self, text: &str) -> Result<Vec<u32>, EncodeError>;
     fn decode(&self, ids: &[u32]) -> String;
     /// What an export embeds so a loader can tokenize without the run directory: the metadata
     /// key (`vocabulary`, a JSON list of strings with token id i at index i, or
@@ -140,7 +140,7 @@ pub trait Task: Send + Sync {
         None
     }
     /// Files the task wants kept in the run directory (e.g. `tokenizer.json`).
-    fn save_artifacts(&self, _run_dir: &Path) -> Result<(), String> {
+    fn save_artifacts(&self, _run_dir: &Path) -> Result<(), TaskError> {
         Ok(())
     }
 }
@@ -174,10 +174,56 @@ pub fn mean_metrics(model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
     m
 }
 
-/// A task load failure: one line naming the file or value and the fix.
+/// A task that cannot be built (its data or saved codec) or cannot save its files: one line
+/// naming the file or value and the fix.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TaskError(pub String);
+pub enum TaskError {
+    #[error("cannot read corpus {path}: {reason} (set task.path to a UTF-8 text file)")]
+    ReadCorpus { path: PathBuf, reason: std::io::Error },
+    #[error("corpus {path} is empty: point task.path at a text file with content")]
+    EmptyCorpus { path: PathBuf },
+    #[error(
+        "corpus {path} is not valid UTF-8 (first bad byte at offset {offset}): convert it to UTF-8 first"
+    )]
+    NotUtf8 { path: PathBuf, offset: usize },
+    /// A split shorter than one training window (`need` tokens: the training length + 1).
+    #[error(
+        "corpus {path} is too short: {tokens} tokens give {train} train / {val} validation tokens, each split needs at least {need} \
+         (the training length + 1); use a longer text or a smaller task.seq_len / model.max_seq_len"
+    )]
+    TooShort { path: PathBuf, tokens: usize, train: usize, val: usize, need: usize },
+    #[error(
+        "the validation split has {val} tokens, fewer than one evaluation window of {len} + 1: lower task.eval_lengths or raise task.val_fraction"
+    )]
+    EvalWindow { val: usize, len: usize },
+    /// The corpus holds what the codec cannot encode.
+    #[error("corpus {path}: {reason}")]
+    Encode { path: PathBuf, reason: EncodeError },
+    /// A saved codec file (`vocab.json`) of the run cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    ReadCodec { path: PathBuf, reason: std::io::Error },
+    #[error("{path} is corrupt: {reason}")]
+    CorruptCodec { path: PathBuf, reason: serde_json::Error },
+    #[error("cannot load {path}: {reason}")]
+    LoadTokenizer { path: PathBuf, reason: tokenizers::Error },
+    #[error("training the BPE tokenizer failed: {reason}")]
+    TrainTokenizer { reason: tokenizers::Error },
+    /// A file the task keeps in the run directory cannot be written.
+    #[error("{path}: {reason}")]
+    SaveCodec { path: PathBuf, reason: String },
+}
+
+/// Text a [`Codec`] cannot encode.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(
+        "character {character:?} is not in this run's vocabulary ({vocab} characters); remove it from the prompt"
+    )]
+    NotInVocabulary { character: char, vocab: usize },
+    /// The BPE tokenizer's own error.
+    #[error("{0}")]
+    Tokenizer(tokenizers::Error),
+}
 
 /// A one-layer softmax model (width 16, 2 heads, no positions, no MLP) for the tasks' tests of
 /// their evaluation at other lengths.

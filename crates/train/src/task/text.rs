@@ -30,14 +30,13 @@ impl TokenStream {
         let (train, val) = (ids[..n_train].to_vec(), ids[n_train..].to_vec());
         let need = seq_len + 1;
         if train.len() < need || val.len() < need {
-            return Err(TaskError(format!(
-                "corpus {} is too short: {} tokens give {} train / {} validation tokens, each split needs at least {need} \
-                 (the training length + 1); use a longer text or a smaller task.seq_len / model.max_seq_len",
-                path.display(),
-                ids.len(),
-                train.len(),
-                val.len()
-            )));
+            return Err(TaskError::TooShort {
+                path: path.to_path_buf(),
+                tokens: ids.len(),
+                train: train.len(),
+                val: val.len(),
+                need,
+            });
         }
         Ok(Self { train, val, seq_len, seed })
     }
@@ -94,10 +93,7 @@ impl TokenStream {
     /// `Ok` when the validation split holds one window of `len` tokens and its targets.
     pub fn check_eval_window(&self, len: usize) -> Result<(), TaskError> {
         if self.val.len() < len + 1 {
-            return Err(TaskError(format!(
-                "the validation split has {} tokens, fewer than one evaluation window of {len} + 1: lower task.eval_lengths or raise task.val_fraction",
-                self.val.len()
-            )));
+            return Err(TaskError::EvalWindow { val: self.val.len(), len });
         }
         Ok(())
     }
@@ -162,24 +158,14 @@ pub fn loss_per_position_bucket(
 
 /// Reads a UTF-8 corpus with one-line errors for the usual mistakes.
 pub fn read_corpus(path: &Path) -> Result<String, TaskError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        TaskError(format!(
-            "cannot read corpus {}: {e} (set task.path to a UTF-8 text file)",
-            path.display()
-        ))
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|reason| TaskError::ReadCorpus { path: path.to_path_buf(), reason })?;
     if bytes.is_empty() {
-        return Err(TaskError(format!(
-            "corpus {} is empty: point task.path at a text file with content",
-            path.display()
-        )));
+        return Err(TaskError::EmptyCorpus { path: path.to_path_buf() });
     }
-    String::from_utf8(bytes).map_err(|e| {
-        TaskError(format!(
-            "corpus {} is not valid UTF-8 (first bad byte at offset {}): convert it to UTF-8 first",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
+    String::from_utf8(bytes).map_err(|e| TaskError::NotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
     })
 }
 

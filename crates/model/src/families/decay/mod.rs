@@ -79,7 +79,7 @@ use crate::feature_map::{
 };
 use crate::gates::{FORGET_BIAS_INIT, family_rng, ssm_decay_params, uniform_linear};
 use crate::heads::HeadProjection;
-use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};
+use crate::mixer::{Convention, MixerDims, MixerError, MixerFamily, SpecError, VariantInfo};
 use crate::options::{parse_options, split_choice, write_with_options};
 use crate::recurrent_layer::{conv_state_floats, short_conv};
 use crate::short_conv::check_kernel;
@@ -164,12 +164,9 @@ impl MixerFamily for DecayAttentionConfig {
         Ok(c)
     }
 
-    fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+    fn validate(&self, dims: &MixerDims) -> Result<(), MixerError> {
         if self.map == FeatureMapKind::Cosformer && dims.max_seq_len == 0 {
-            return Err(
-                "decay with map=cosformer needs model.max_seq_len > 0 (its re-weighting period)"
-                    .into(),
-            );
+            return Err(MixerError::PeriodNeedsContext { mixer: "decay with map=cosformer" });
         }
         Ok(())
     }

@@ -29,8 +29,8 @@ use crate::feature_map::{
 };
 use crate::heads::{HeadProjection, sequence_diagnostics};
 use crate::mixer::{
-    Convention, MixContext, MixOutput, MixerDims, MixerFamily, SequenceMixer, SpecError,
-    VariantInfo,
+    Convention, MixContext, MixOutput, MixerDims, MixerError, MixerFamily, SequenceMixer,
+    SpecError, VariantInfo,
 };
 use crate::options::{parse_options, split_choice, write_with_options};
 use burn::module::Module;
@@ -105,11 +105,9 @@ impl MixerFamily for LinearAttentionConfig {
         Ok(c)
     }
 
-    fn validate(&self, dims: &MixerDims) -> Result<(), String> {
+    fn validate(&self, dims: &MixerDims) -> Result<(), MixerError> {
         if self.feature_map == FeatureMapKind::Cosformer && dims.max_seq_len == 0 {
-            return Err(
-                "linear:cosformer needs model.max_seq_len > 0 (its re-weighting period)".into()
-            );
+            return Err(MixerError::PeriodNeedsContext { mixer: "linear:cosformer" });
         }
         Ok(())
     }
