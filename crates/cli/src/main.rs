@@ -302,8 +302,9 @@ struct BenchArgs {
     /// Preset whose model and batch are timed (default: nanoGPT's CPU recipe).
     #[arg(long, default_value = "configs/shakespeare-char.toml")]
     config: PathBuf,
-    /// Attention variants for the training-step and decoding sections.
-    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string(), "decay:gla".to_string(), "delta:gated".to_string()])]
+    /// Attention variants for the training-step and decoding sections (default: the registry's
+    /// bench specs, one representative per family that names one; `attnlab variants --json`).
+    #[arg(long, value_delimiter = ',')]
     variants: Vec<String>,
     /// Timed training steps (median reported) after --warmup untimed ones.
     #[arg(long, default_value_t = 30)]
@@ -1043,8 +1044,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         run_dir::timestamp()
     );
     let mut json = serde_json::Map::new();
-    let configs = a
-        .variants
+    let variants: Vec<String> = if a.variants.is_empty() {
+        MixerSpec::bench_specs().into_iter().map(String::from).collect()
+    } else {
+        a.variants.clone()
+    };
+    let configs = variants
         .iter()
         .map(|v| {
             let mut config = base.clone();

@@ -227,6 +227,8 @@ impl MixerFamily for DecayAttentionConfig {
 
     const VARIANT_REQUIRED: bool = true;
 
+    const BENCH: &'static [&'static str] = &["decay:gla"];
+
     fn variants() -> Vec<&'static str> {
         Gate::ALL.iter().map(|g| g.name()).collect()
     }
