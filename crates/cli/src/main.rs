@@ -56,8 +56,12 @@ struct VariantsArgs {
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
     /// The variants and families as markdown tables (docs/architecture.md holds this output).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "parameters")]
     markdown: bool,
+    /// Each family's parameters with their shapes, read off real modules, as a markdown table
+    /// (docs/architecture.md holds this output).
+    #[arg(long, conflicts_with = "json")]
+    parameters: bool,
 }
 
 #[derive(Args)]
@@ -406,6 +410,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd_bench(a),
         Command::Variants(a) if a.json => {
             println!("{}", MixerSpec::registry_json());
+            Ok(())
+        }
+        Command::Variants(a) if a.parameters => {
+            print!("{}", attnlab_train::mixer_parameters::mixer_parameters_markdown());
             Ok(())
         }
         Command::Variants(a) if a.markdown => {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod export;
 pub mod io_error;
 pub mod metrics;
+pub mod mixer_parameters;
 pub mod params;
 pub mod progress;
 pub mod run_dir;

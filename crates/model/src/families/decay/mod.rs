@@ -303,6 +303,10 @@ impl MixerFamily for DecayAttentionConfig {
                 spec: "decay:forget",
                 formula: "S_t = f_t S_{t−1} + k_t v_tᵀ, f_t = σ(w_h·x_t + b_h), b_h from 5 (FoX's forget gate on linear attention)",
             },
+            VariantInfo {
+                spec: "decay:gla:conv=4",
+                formula: "GLA after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's GLA layer)",
+            },
         ]
     }
 }
