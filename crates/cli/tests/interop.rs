@@ -153,7 +153,6 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
         "linear:taylor:feature_dim=4",
         "linear:performer:features=16",
         "linear:cosformer:norm=none",
-        "decay:gla:conv=4",
         "decay:retnet:map=elu1:norm=sum",
         "delta:neg_eigval=true",
     ] {
