@@ -265,6 +265,13 @@ struct ReproduceArgs {
     /// Runs at a time, the cores divided between them (see `compare --jobs`).
     #[arg(long, default_value_t = 1, value_name = "N")]
     jobs: usize,
+    /// Regenerate the sections of --docs-file from these finished report directories (their
+    /// outcome.json); train nothing.
+    #[arg(long, num_args = 1.., value_name = "REPORT_DIR", conflicts_with_all = ["name", "plan", "out"])]
+    docs: Vec<PathBuf>,
+    /// The document --docs rewrites.
+    #[arg(long, default_value = "docs/reproductions.md")]
+    docs_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -935,7 +942,15 @@ fn fresh_report_dir(out: &std::path::Path) -> Result<()> {
 }
 
 fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
-    use attnlab_eval::reproduce::{REPRODUCTIONS, Size, check_name, run};
+    use attnlab_eval::reproduce::{
+        OutcomeRecord, REPRODUCTIONS, Size, check_name, machine, run, update_docs,
+    };
+    if !a.docs.is_empty() {
+        for line in update_docs(&a.docs_file, &a.docs).map_err(anyhow::Error::msg)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let Some(name) = a.name else {
         for (name, what) in REPRODUCTIONS {
             println!("{name:<14} {what}");
@@ -978,6 +993,11 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     fresh_report_dir(&out)?;
     let started = std::time::Instant::now();
     let outcome = run(&name, size, &out, &exec).map_err(anyhow::Error::msg)?;
+    let date = run_dir::timestamp();
+    let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..8]);
+    OutcomeRecord::new(&name, size, &outcome, &date, &machine())
+        .write(&out)
+        .map_err(anyhow::Error::msg)?;
     println!("\n{}", outcome.summary.header.join(" | "));
     for row in &outcome.summary.rows {
         println!("{}", row.join(" | "));
