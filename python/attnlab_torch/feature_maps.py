@@ -15,13 +15,14 @@ import math
 
 from . import registry as _registry
 
+# The registry's value; a mixer passes the one its layer's description gives (`denominator_eps`).
 DENOMINATOR_EPS = _registry.convention("linear", "denominator_eps")
 
 
-def safe_denominator(ops, z):
-    """``sign(z) · max(|z|, 1e-6)`` with ``sign(0) = +1``."""
+def safe_denominator(ops, z, eps=DENOMINATOR_EPS):
+    """``sign(z) · max(|z|, ε)`` with ``sign(0) = +1`` (ε = 1e-6)."""
     sign = ops.where(z >= 0, 1.0, -1.0)
-    return ops.maximum(ops.abs(z), DENOMINATOR_EPS) * sign
+    return ops.maximum(ops.abs(z), eps) * sign
 
 
 def apply(ops, name, x, opts=None, p=None, ctx=None, is_query=False, offset=0):

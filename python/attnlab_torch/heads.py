@@ -20,6 +20,21 @@ def project_qkv(ops, p, x):
     return affine(ops, x, p["heads.qkv.weight"], p.get("heads.qkv.bias"))
 
 
+def qk_width(p, n_heads, head_dim):
+    """Per-head query/key width of a layer, read off its packed projection: ``heads.qkv.weight``
+    has ``H*(2*d_qk + d_v)`` columns with ``d_v = head_dim`` in every family (heads.rs). Format 3
+    exports also state it (``qk_width`` in ``attnlab_mixers``), which the model checks against this."""
+    columns = p["heads.qkv.weight"].shape[-1]
+    per_head, spread = divmod(columns, n_heads)
+    d_qk, odd = divmod(per_head - head_dim, 2)
+    if spread or odd or d_qk < 1:
+        raise ValueError(
+            f"heads.qkv.weight has {columns} columns: not {n_heads} heads of [q | k | v] with "
+            f"{head_dim}-wide values and equal query and key widths"
+        )
+    return d_qk
+
+
 def split_packed(ops, qkv, n_heads, d_qk, d_v):
     """``[B, T, H*(2*d_qk + d_v)]`` -> q, k ``[B, H, T, d_qk]``, v ``[B, H, T, d_v]``."""
     b, t = qkv.shape[0], qkv.shape[1]

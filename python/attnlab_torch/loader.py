@@ -5,7 +5,8 @@ and string metadata: ``format = "attnlab"``, ``attnlab_config`` (the run's resol
 and in newer exports ``format_version``, ``attnlab_version``, ``model_input`` (tokens|vectors),
 ``input_dim``, ``output_dim``, and ``vocabulary`` (JSON list: token id i is vocabulary[i]) or
 ``tokenizer_json``; format 3 adds ``attnlab_mixers``, each layer's mixer fully resolved (family,
-variant, every option with its default, constants, parameter names and shapes).
+variant, every option with its default, constants, parameter names and shapes), which the
+layers are built from (older exports: the config's ``model.mixer`` spec strings).
 """
 
 import json
@@ -43,20 +44,12 @@ def _check_metadata(model, metadata, path):
             raise ValueError(f"{path}: metadata {key} = {metadata[key]} but the tensors say {have}")
 
 
-def _check_mixers(model, metadata, path):
-    """Format 3 exports describe each layer's mixer fully resolved (``attnlab_mixers``): the
-    spec this package read from the config must mean exactly that."""
+def mixer_descriptions(metadata):
+    """A format-3 export's ``attnlab_mixers`` (one fully resolved mixer per layer), which the
+    model's layers are built from; ``None`` for older exports, whose config's spec strings are
+    read instead."""
     text = metadata.get("attnlab_mixers")
-    if not text:
-        return
-    described = json.loads(text)
-    if len(described) != len(model.specs):
-        raise ValueError(f"{path}: attnlab_mixers describes {len(described)} layers, the config {len(model.specs)}")
-    for i, (d, s) in enumerate(zip(described, model.specs)):
-        mine = {"family": s.family, "variant": s.variant, "options": s.values}
-        theirs = {"family": d["family"], "variant": d["variant"], "options": d["options"]}
-        if mine != theirs:
-            raise ValueError(f"{path}: layer {i}: the export describes {theirs}, attnlab_torch read {mine}")
+    return json.loads(text) if text else None
 
 
 def _vocabulary(metadata):
@@ -67,9 +60,8 @@ def _vocabulary(metadata):
 def _build(path, ops, tensors_to_params=None):
     metadata, config, tensors = read_export(path)
     params = tensors if tensors_to_params is None else tensors_to_params(tensors)
-    model = Model(config, params, ops)
+    model = Model(config, params, ops, mixer_descriptions(metadata))
     _check_metadata(model, metadata, path)
-    _check_mixers(model, metadata, path)
     model.vocabulary = _vocabulary(metadata)
     model.metadata = metadata
     model.run_config = config
@@ -109,9 +101,8 @@ def load(path, dtype=None, device=None):
             )
             self.names = {_key(n): n for n in tensors}
             first = next(iter(self.params.values()))
-            self.model = Model(config, self._named(), TorchOps(first.dtype, first.device))
+            self.model = Model(config, self._named(), TorchOps(first.dtype, first.device), mixer_descriptions(metadata))
             _check_metadata(self.model, metadata, path)
-            _check_mixers(self.model, metadata, path)
             self.metadata, self.run_config = metadata, config
             self.vocabulary = _vocabulary(metadata)
             self.max_seq_len = self.model.max_seq_len

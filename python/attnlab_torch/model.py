@@ -11,7 +11,7 @@ import math
 
 from . import spec as _spec
 from .context import MixContext
-from .heads import affine
+from .heads import affine, qk_width
 from .mixers import mixer as _mixer
 from .positions import Rope, sinusoidal_table
 
@@ -67,15 +67,34 @@ def norm(ops, params, prefix, x):
     raise KeyError(f"no norm parameters under '{prefix}' ({prefix}.Layer.gamma or {prefix}.Rms.gamma)")
 
 
+def _check_described_parameters(layer, spec, described, tensors):
+    """A format-3 layer's ``parameters`` (path below ``blocks.<i>.mixer.`` -> shape) must be
+    exactly the tensors under its mixer: a name missing, extra or of another shape means this
+    package would read the layer differently from how attnlab wrote it."""
+    prefix = f"blocks.{layer}.mixer."
+    held = {n[len(prefix):]: tuple(t.shape) for n, t in tensors.items() if n.startswith(prefix)}
+    wanted = {n: tuple(shape) for n, shape in described.items()}
+    if held != wanted:
+        missing = sorted(set(wanted) - set(held))
+        extra = sorted(set(held) - set(wanted))
+        reshaped = sorted(n for n in set(held) & set(wanted) if held[n] != wanted[n])
+        raise ValueError(
+            f"layer {layer} ({spec}): the export describes parameters the tensors do not match "
+            f"(missing {missing}, not described {extra}, other shapes {reshaped})"
+        )
+
+
 class Model:
     """An attnlab model from its run config and its parameters.
 
     ``config``: the run config as a dict (with a ``model`` table) or the ``[model]`` table itself.
     ``tensors``: every parameter under its attnlab name (numpy arrays, or already ``ops`` arrays,
     e.g. torch ``nn.Parameter``s). ``ops``: :class:`~attnlab_torch.ops.NumpyOps` or ``TorchOps``.
+    ``mixers``: a format-3 export's ``attnlab_mixers`` (one description per layer), which each
+    layer is built from; without it (format 2) the config's ``model.mixer`` spec strings are read.
     """
 
-    def __init__(self, config, tensors, ops):
+    def __init__(self, config, tensors, ops, mixers=None):
         self.ops = ops
         self.config = model_config(config)
         c = self.config
@@ -87,7 +106,12 @@ class Model:
         if self.d_model % self.n_heads:
             raise ValueError(f"model.d_model ({self.d_model}) is not divisible by model.n_heads ({self.n_heads})")
         self.head_dim = self.d_model // self.n_heads
-        self.specs = _spec.parse_stack(c["mixer"], self.n_layers)
+        if mixers is None:
+            self.specs = _spec.parse_stack(c["mixer"], self.n_layers)
+        else:
+            if len(mixers) != self.n_layers:
+                raise ValueError(f"attnlab_mixers describes {len(mixers)} layers, model.n_layers is {self.n_layers}")
+            self.specs = [_spec.Spec.from_description(d) for d in mixers]
         self.params = {name: ops.asarray(t) for name, t in tensors.items()}
         names = self.params
 
@@ -111,14 +135,19 @@ class Model:
         self.rope = Rope(self.head_dim) if self.positions == "rope" else None
         self.layers = []
         for i, s in enumerate(self.specs):
-            path, module = _mixer(s.family)
-            prefix = f"blocks.{i}.mixer.{path}."
+            _, module = _mixer(s.family)
+            prefix = f"blocks.{i}.mixer.{s.module}."
             p = {name[len(prefix):]: t for name, t in names.items() if name.startswith(prefix)}
             if "heads.qkv.weight" not in p:
                 found = sorted({n.split(".")[3] for n in names if n.startswith(f"blocks.{i}.mixer.")})
                 raise KeyError(f"layer {i} is '{s}' but the export has no {prefix}heads.qkv.weight (mixer modules found: {found})")
-            if self.rope is not None and _spec.qk_width(s, self.head_dim) != self.head_dim:
-                raise ValueError(f"model.positions = rope needs {self.head_dim}-wide queries, layer {i} ({s}) has {_spec.qk_width(s, self.head_dim)}")
+            if mixers is not None:
+                _check_described_parameters(i, s, mixers[i]["parameters"], names)
+            d_qk = qk_width(p, self.n_heads, self.head_dim)
+            if s.qk_width is not None and s.qk_width != d_qk:
+                raise ValueError(f"layer {i} ({s}) is described with {s.qk_width}-wide queries, its heads.qkv.weight holds {d_qk}")
+            if self.rope is not None and d_qk != self.head_dim:
+                raise ValueError(f"model.positions = rope needs {self.head_dim}-wide queries, layer {i} ({s}) has {d_qk}")
             self.layers.append((s, module, prefix))
         self.vocabulary = None
 

@@ -1,15 +1,19 @@
-"""attnlab's attention spec strings, ``family[:variant][:key=value]...`` (mirrors the Rust parsers).
+"""One layer's attention mixer as attnlab describes it, and the reader of older spec strings.
 
-Each family's grammar and defaults follow its ``MixerFamily::parse`` and ``Display`` in
-``crates/model/src/families/``; option values are read as serde reads them in
-``crates/model/src/options.rs`` (numbers, ``true|on|false|off``, lowercase choices), and printing
-is canonical as there: the variant (left out when it is the default one), then the options that
-differ from their defaults in alphabetical order, so ``str(parse(s))`` is attnlab's own spelling.
+Format 3 exports describe each layer's mixer fully resolved (``attnlab_mixers``: family, variant,
+every option typed with its defaults, query/key width, constants): :meth:`Spec.from_description`
+takes that as it is, with nothing parsed and nothing defaulted here.
 
-``parse("softmax:qk_norm:sink=zero")`` gives ``Spec(family="softmax", variant="qk_norm",
-options={"sink": "zero"})`` whose ``values`` hold every option of the family, typed, defaults
-filled in (``spec["forget"] is False``). A bad spec raises ``ValueError`` naming the family,
-variant or option.
+Format 2 exports (and tests) only give spec strings, ``family[:variant][:key=value]...``.
+:func:`parse` reads them with the grammar every family shares, driven by the registry
+(``registry.json``: each family's variants, whether one is required, and every option with a
+typed default; values are read as serde reads them in ``crates/model/src/options.rs``). It
+checks what that grammar says (family, variant, option names, value types) and no rule between
+options (``floor_scale`` belongs to ``softmax:log_n_temp``): attnlab checked those before it
+trained, and its own tests hold them (``crates/model/src/families/``).
+
+``str(spec)`` is attnlab's canonical spelling: the variant (left out when it is the family's
+default), then the options that differ from their defaults in alphabetical order.
 """
 
 import re
@@ -18,75 +22,47 @@ from decimal import Decimal
 
 from . import registry as _registry
 
-FEATURE_MAPS = ("identity", "elu1", "relu", "cosformer", "taylor", "performer")
-SCALINGS = ("sqrt_d", "none", "num_keys", "sum_key_norms", "learned", "qk_norm", "ssmax", "log_n_temp", "softpick")
-DECAY_GATES = ("retnet", "mamba2", "gla", "forget")
-FORMS = ("chunked", "parallel", "recurrent")
-
-DEFAULT_TAYLOR_DIM = 16
-DEFAULT_PERFORMER_FEATURES = 64
-DEFAULT_CHUNK = 64
-DEFAULT_FLOOR_SCALE = 8.0
-DEFAULT_ATTN_SCALE = 0.1
-MAX_CONV_KERNEL = 64
-
-# Option types: "bool", "usize", "f64", "opt_f64" (absent = None), or a tuple of choices.
-_SCHEMAS = {
-    "softmax": {
-        "forget": ("bool", False),
-        "gate": (("none", "output"), "none"),
-        "sink": (("none", "learned", "zero"), "none"),
-        "floor_scale": ("f64", DEFAULT_FLOOR_SCALE),
-        "attn_scale": ("f64", DEFAULT_ATTN_SCALE),
-    },
-    "sigmoid": {"bias": ("opt_f64", None)},
-    "linear": {
-        "feature_dim": ("usize", DEFAULT_TAYLOR_DIM),
-        "features": ("usize", DEFAULT_PERFORMER_FEATURES),
-        "norm": (("sum", "none"), "sum"),
-        "form": (FORMS, "chunked"),
-        "chunk": ("usize", DEFAULT_CHUNK),
-    },
-    "decay": {
-        "map": (FEATURE_MAPS, "identity"),
-        "feature_dim": ("usize", DEFAULT_TAYLOR_DIM),
-        "features": ("usize", DEFAULT_PERFORMER_FEATURES),
-        "norm": (("sum", "none"), "none"),
-        "form": (FORMS, "chunked"),
-        "chunk": ("usize", DEFAULT_CHUNK),
-        "conv": ("usize", 0),
-    },
-    "delta": {
-        "neg_eigval": ("bool", False),
-        "conv": ("usize", 0),
-        "form": (FORMS, "chunked"),
-        "chunk": ("usize", DEFAULT_CHUNK),
-    },
-    "stickbreak": {},
-}
-
-FAMILIES = tuple(_registry.families())
-
 
 @dataclass(frozen=True)
 class Spec:
-    """A parsed spec.
+    """One layer's mixer.
 
-    - ``family``: ``softmax``, ``sigmoid``, ``linear``, ``decay``, ``delta`` or ``stickbreak``;
-    - ``variant``: the positional part (softmax's scaling, default ``"sqrt_d"``; linear's feature
-      map; decay's gate; ``"gated"`` or ``None`` for delta; ``None`` for sigmoid and stickbreak);
-    - ``options``: the ``key=value`` options the spec string gave, values as canonical strings
-      (``"true"``, ``"64"``, ``"-4"``, ``"output"``), defaults not filled in;
-    - ``values``: every option of the family, typed (bool, int, float, None or the choice's
-      name), defaults filled in; ``spec[key]`` reads one.
+    - ``family``: a registry family (``softmax``, ``linear``, ...); ``module``: its name in
+      parameter paths (``blocks.<i>.mixer.<module>.…``);
+    - ``variant``: the positional part with a default spelled out (``"sqrt_d"``), or ``None``
+      where the family has none or the plain form was chosen (``delta``);
+    - ``values``: every option, typed (bool, int, float, str, or None for an absent optional
+      float), defaults filled in; ``spec[key]`` and ``spec.get(key)`` read one;
+    - ``options``: the options that differ from their defaults, as attnlab prints them
+      (``{"sink": "zero"}``);
+    - ``qk_width``: per-head query/key width, as the export describes it (``None`` for a spec
+      read from text: the layer's packed projection says it, see ``heads.qk_width``);
+    - ``conventions``: the constants a reimplementation needs (``{name: {"value", "doc"}}``),
+      ``spec.convention(name)`` reads one's value.
 
     Two specs are equal when they mean the same (``softmax:forget=false == softmax``).
     """
 
     family: str
     variant: object = None
-    options: dict = field(default_factory=dict, compare=False)
     values: dict = field(default_factory=dict, repr=False)
+    text: str = field(default="", compare=False, repr=False)
+    module: str = field(default="", compare=False, repr=False)
+    qk_width: object = field(default=None, compare=False, repr=False)
+    conventions: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_description(cls, d):
+        """A format-3 layer description (one entry of ``attnlab_mixers``), as it is."""
+        return cls(
+            family=d["family"],
+            variant=d["variant"],
+            values=dict(d["options"]),
+            text=d["spec"],
+            module=d["module"],
+            qk_width=d["qk_width"],
+            conventions=dict(d["conventions"]),
+        )
 
     def __getitem__(self, key):
         return self.values[key]
@@ -94,29 +70,32 @@ class Spec:
     def get(self, key, default=None):
         return self.values.get(key, default)
 
-    def changed_options(self):
-        """``key=value`` of the options that differ from the defaults, alphabetical."""
-        schema = _SCHEMAS[self.family]
-        out = []
-        for key in sorted(schema):
-            value = self.values[key]
-            if value != schema[key][1] and value is not None:
-                out.append(f"{key}={_plain(value)}")
-        return out
+    @property
+    def options(self):
+        """The options that differ from the family's defaults, as attnlab prints them."""
+        defaults = _registry.defaults(self.family)
+        return {k: _plain(v) for k, v in sorted(self.values.items()) if v != defaults.get(k) and v is not None}
+
+    def convention(self, name):
+        """The value of one of the described constants (``spec.convention("l2_eps")``)."""
+        if name not in self.conventions:
+            raise KeyError(f"{self}: no convention '{name}' (described: {', '.join(sorted(self.conventions)) or 'none'})")
+        return self.conventions[name]["value"]
+
+    def one_of(self, key, choices):
+        """``spec[key]`` when it is one of ``choices``; otherwise a ValueError naming them. The
+        registry gives a choice option's default, not its choices: the mixer that implements
+        the choices refuses the ones it does not know, rather than treat them as the default."""
+        value = self.values[key]
+        if value not in choices:
+            raise _error(self, f"'{key}': unknown value `{value}`, expected one of: {', '.join(choices)}")
+        return value
 
     def __str__(self):
-        head = None
-        if self.family == "softmax":
-            head = None if self.variant == "sqrt_d" else self.variant
-        elif self.family in ("linear", "decay"):
-            head = self.variant
-        elif self.family == "delta":
-            head = "gated" if self.variant == "gated" else None
-        parts = ([head] if head else []) + self.changed_options()
-        return ":".join([self.family] + parts)
+        return self.text
 
     def __hash__(self):
-        return hash(str(self))
+        return hash((self.family, self.variant, tuple(sorted(self.values.items()))))
 
 
 def _plain(value):
@@ -137,7 +116,22 @@ def _plain(value):
     return str(value)
 
 
-_USIZE = re.compile(r"\+?[0-9]+\Z")
+def canonical(family, variant, values):
+    """attnlab's spelling: the variant unless it is the default, then the options that differ
+    from their defaults, alphabetically."""
+    entry = _registry.family(family)
+    defaults = entry["options"]
+    parts = [family]
+    if variant is not None and variant != entry["default_variant"]:
+        parts.append(variant)
+    for key in sorted(values):
+        if values[key] != defaults[key] and values[key] is not None:
+            parts.append(f"{key}={_plain(values[key])}")
+    return ":".join(parts)
+
+
+# Every integer option attnlab has is a count (a usize), so a sign is refused as serde refuses it.
+_UNSIGNED = re.compile(r"\+?[0-9]+\Z")
 _FLOAT = re.compile(r"[+-]?(inf|infinity|nan|([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)\Z", re.IGNORECASE)
 
 
@@ -145,127 +139,72 @@ def _error(spec, reason):
     return ValueError(f"invalid attention spec '{spec}': {reason}")
 
 
-def _read_value(spec, key, kind, text):
-    if kind == "bool":
+def _read_value(spec, key, default, text):
+    """``text`` typed as the registry's default for ``key`` is (``None``: an optional float)."""
+    if isinstance(default, bool):
         if text in ("true", "on"):
             return True
         if text in ("false", "off"):
             return False
         raise _error(spec, f"'{key}' is true or false, found '{text}'")
-    if kind == "usize":
-        if not _USIZE.match(text):
+    if isinstance(default, int):
+        if not _UNSIGNED.match(text):
             raise _error(spec, f"'{key}' needs a number, found '{text}'")
         return int(text)
-    if kind in ("f64", "opt_f64"):
+    if default is None or isinstance(default, float):
         if not _FLOAT.match(text):
             raise _error(spec, f"'{key}' needs a number, found '{text}'")
         return float(text)
-    choices = kind
-    if text not in choices:
-        listed = " or ".join(f"`{c}`" for c in choices) if len(choices) == 2 else ", ".join(f"`{c}`" for c in choices)
-        raise _error(spec, f"'{key}': unknown value `{text}`, expected {listed}")
-    return text
+    if isinstance(default, str):
+        return text
+    raise TypeError(f"registry.json: option '{key}' has a default of unexpected type {type(default).__name__}")
 
 
-def _read_options(family, parts, spec):
-    """``(given, values)``: the given options as canonical strings, and every option typed."""
-    schema = _SCHEMAS[family]
-    options = {key: default for key, (_, default) in schema.items()}
-    given = {}
-    seen = set()
-    for part in parts:
-        if "=" not in part:
-            raise _error(spec, f"expected key=value, found '{part}'")
-        key, text = part.split("=", 1)
-        if key in seen:
-            raise _error(spec, f"option '{key}' is given twice")
-        seen.add(key)
-        if key not in schema:
-            if schema:
-                expected = ", ".join(f"`{k}`" for k in schema)
-                raise _error(spec, f"unknown option `{key}`, expected one of {expected}")
-            raise _error(spec, f"unknown option `{key}`: {family} takes no options")
-        options[key] = _read_value(spec, key, schema[key][0], text)
-        given[key] = _plain(options[key])
-    return given, options
-
-
-def _split_choice(parts, family, what, choices, spec):
-    if not parts:
-        raise _error(spec, f"{family} needs a {what}: {family}:<{'|'.join(choices)}>")
-    first, rest = parts[0], parts[1:]
-    if first not in choices:
-        raise _error(spec, f"unknown {what} '{first}', expected one of: {', '.join(choices)}")
-    return first, rest
-
-
-def _check_map_options(spec, kind, options, spelled):
-    for key, owner, default in (("feature_dim", "taylor", DEFAULT_TAYLOR_DIM), ("features", "performer", DEFAULT_PERFORMER_FEATURES)):
-        if options[key] != default and kind != owner:
-            raise _error(spec, f"option '{key}' belongs to {spelled(owner)}, not {spelled(kind)}")
-    for key in ("feature_dim", "features"):
-        if options[key] == 0:
-            raise _error(spec, f"{key} must be at least 1")
-
-
-def _check_chunk_and_conv(spec, options):
-    if options["chunk"] == 0:
-        raise _error(spec, "chunk must be at least 1")
-    conv = options.get("conv", 0)
-    if not (conv == 0 or 2 <= conv <= MAX_CONV_KERNEL):
-        raise _error(spec, f"conv={conv} is not a short convolution: use 0 (none) or a kernel from 2 to {MAX_CONV_KERNEL}, e.g. conv=4")
-
-
-def parse(spec):
-    """Parses one spec string (see the module docs)."""
-    if not isinstance(spec, str):
-        raise TypeError(f"a spec is a string, got {type(spec).__name__}")
-    spec = spec.strip()
-    parts = spec.split(":")
-    family, rest = parts[0], parts[1:]
+def parse(text):
+    """Reads one spec string (see the module docs) into a :class:`Spec`; a bad one raises
+    ``ValueError`` naming the family, variant or option."""
+    if not isinstance(text, str):
+        raise TypeError(f"a spec is a string, got {type(text).__name__}")
+    spec = text.strip()
+    family, *rest = spec.split(":")
     if not family:
         raise _error(spec, "empty spec; try 'softmax' or 'linear:elu1'")
     if any(p == "" for p in rest):
         raise _error(spec, "empty ':'-separated part")
-    if family not in FAMILIES:
-        raise _error(spec, f"unknown family '{family}', expected one of: {', '.join(FAMILIES)}")
+    if family not in _registry.families():
+        raise _error(spec, f"unknown family '{family}', expected one of: {', '.join(_registry.families())}")
+    entry = _registry.family(family)
 
-    if family == "softmax":
-        variant = "sqrt_d"
-        if rest and "=" not in rest[0]:
-            if rest[0] not in SCALINGS:
-                raise _error(spec, f"unknown scaling '{rest[0]}', expected one of: {', '.join(SCALINGS)}")
-            variant, rest = rest[0], rest[1:]
-        given, options = _read_options(family, rest, spec)
-        if variant != "log_n_temp" and (options["floor_scale"] != DEFAULT_FLOOR_SCALE or options["attn_scale"] != DEFAULT_ATTN_SCALE):
-            raise _error(spec, "floor_scale and attn_scale belong to softmax:log_n_temp")
-        fs, a = options["floor_scale"], options["attn_scale"]
-        if not (fs >= 1.0 and fs != float("inf")) or a != a or a in (float("inf"), float("-inf")):
-            raise _error(spec, "floor_scale must be a finite number ≥ 1 and attn_scale finite")
-        if variant == "softpick" and options["sink"] != "none":
-            raise _error(spec, "softpick has no softmax denominator to add a sink to: drop sink=")
-    elif family in ("sigmoid", "stickbreak"):
-        variant = None
-        given, options = _read_options(family, rest, spec)
-    elif family == "linear":
-        variant, rest = _split_choice(rest, "linear", "feature map", FEATURE_MAPS, spec)
-        given, options = _read_options(family, rest, spec)
-        _check_map_options(spec, variant, options, lambda m: f"linear:{m}")
-        _check_chunk_and_conv(spec, options)
-    elif family == "decay":
-        variant, rest = _split_choice(rest, "decay", "gate", DECAY_GATES, spec)
-        given, options = _read_options(family, rest, spec)
-        _check_map_options(spec, options["map"], options, lambda m: f"map={m}")
-        _check_chunk_and_conv(spec, options)
-    else:  # delta
-        variant = None
-        if rest and rest[0] == "gated":
-            variant, rest = "gated", rest[1:]
-        elif rest and "=" not in rest[0]:
-            raise _error(spec, f"unknown delta variant '{rest[0]}': use 'delta' or 'delta:gated', then key=value options")
-        given, options = _read_options(family, rest, spec)
-        _check_chunk_and_conv(spec, options)
-    return Spec(family, variant, given, options)
+    variant = entry["default_variant"]
+    if rest and "=" not in rest[0] and entry["variants"]:
+        if rest[0] not in entry["variants"]:
+            raise _error(spec, f"unknown variant '{rest[0]}' of {family}, expected one of: {', '.join(entry['variants'])}")
+        variant, rest = rest[0], rest[1:]
+    elif entry["variant_required"]:
+        raise _error(spec, f"{family} needs a variant: {entry['syntax']}")
+
+    values = dict(entry["options"])
+    seen = set()
+    for part in rest:
+        if "=" not in part:
+            raise _error(spec, f"expected key=value, found '{part}'")
+        key, value = part.split("=", 1)
+        if key in seen:
+            raise _error(spec, f"option '{key}' is given twice")
+        seen.add(key)
+        if key not in values:
+            if not values:
+                raise _error(spec, f"unknown option `{key}`: {family} takes no options")
+            raise _error(spec, f"unknown option `{key}`, expected one of {', '.join(f'`{k}`' for k in values)}")
+        values[key] = _read_value(spec, key, entry["options"][key], value)
+    return Spec(
+        family=family,
+        variant=variant,
+        values=values,
+        text=canonical(family, variant, values),
+        module=entry["module"],
+        conventions=dict(entry["conventions"]),
+    )
 
 
 def parse_stack(value, n_layers):
@@ -288,24 +227,3 @@ def parse_stack(value, n_layers):
             "for all layers or exactly one per layer"
         )
     return specs
-
-
-def qk_width(spec, head_dim):
-    """Per-head query/key width of a spec (Based/taylor projects to its own ``feature_dim``)."""
-    if spec.family == "linear" and spec.variant == "taylor":
-        return spec["feature_dim"]
-    if spec.family == "decay" and spec["map"] == "taylor":
-        return spec["feature_dim"]
-    return head_dim
-
-
-def with_defaults(spec, defaults, family):
-    """The options a spec gives, over its family's ``defaults`` (text as written, e.g.
-    ``{"conv": "4"}``); an option the family does not have is a ValueError naming it."""
-    opts = dict(defaults)
-    given = dict(getattr(spec, "options", None) or {})
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ValueError(f"{family}: unknown option(s) {sorted(unknown)}")
-    opts.update(given)
-    return opts

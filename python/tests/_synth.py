@@ -1,17 +1,27 @@
-"""Synthetic attnlab parameters with the export's names, for tests."""
+"""Synthetic attnlab parameters with the export's names, and the metadata attnlab writes beside
+them, for tests."""
+
+import json
 
 import numpy as np
 
+from attnlab_torch import registry
 from attnlab_torch import spec as S
 
-PATH = {"softmax": "Softmax", "sigmoid": "Sigmoid", "linear": "Linear", "stickbreak": "StickBreak"}
+
+def qk_width(spec, head_dim):
+    """Per-head query/key width attnlab gives ``spec`` (``FeatureMapKind::qk_width``): Based
+    (taylor) projects to its own ``feature_dim``. The package reads it off the weights or the
+    export's description; a test that makes the weights needs it first."""
+    feature_map = spec.variant if spec.family == "linear" else spec.get("map")
+    return spec["feature_dim"] if feature_map == "taylor" else head_dim
 
 
 def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3):
     """``p`` for one mixer (prefix removed), float64."""
     s = S.parse(spec) if isinstance(spec, str) else spec
     h, dh = n_heads, d_model // n_heads
-    dqk = S.qk_width(s, dh)
+    dqk = qk_width(s, dh)
     p = {
         "heads.qkv.weight": rng.normal(0, scale, (d_model, h * (2 * dqk + dh))),
         "heads.out.weight": rng.normal(0, scale, (h * dh, d_model)),
@@ -59,7 +69,7 @@ def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ra
     for i, s in enumerate(specs):
         add_norm(f"blocks.{i}.norm_mixer")
         for k, v in mixer_params(s, d_model, n_heads, rng, bias).items():
-            t[f"blocks.{i}.mixer.{PATH[s.family]}.{k}"] = v
+            t[f"blocks.{i}.mixer.{s.module}.{k}"] = v
         if mlp_ratio:
             add_norm(f"blocks.{i}.norm_mlp")
             t[f"blocks.{i}.mlp.up.weight"] = rng.normal(0, 0.3, (d_model, mlp_ratio * d_model))
@@ -79,6 +89,23 @@ def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ra
         },
     }
     return config, {k: v.astype(np.float32) for k, v in t.items()}
+
+
+def describe(config, tensors):
+    """``attnlab_mixers`` as a format-3 export writes it for ``model_tensors``' model: each
+    layer's spec resolved (here by ``spec.parse``, in attnlab by the Rust registry), its
+    query/key width, its family's conventions and its parameters' shapes."""
+    m = config["model"]
+    out = []
+    for i, s in enumerate(S.parse_stack(m["mixer"], m["n_layers"])):
+        prefix = f"blocks.{i}.mixer."
+        out.append({
+            "spec": str(s), "family": s.family, "module": s.module, "variant": s.variant,
+            "options": s.values, "qk_width": qk_width(s, m["d_model"] // m["n_heads"]),
+            "conventions": registry.family(s.family)["conventions"],
+            "parameters": {n[len(prefix):]: list(t.shape) for n, t in tensors.items() if n.startswith(prefix)},
+        })
+    return json.dumps(out)
 
 
 def conv_by_sums(qkv, w):

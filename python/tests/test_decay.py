@@ -2,7 +2,6 @@
 parameters, and the gates' known values."""
 
 import math
-import types
 import unittest
 
 import numpy as np
@@ -11,13 +10,15 @@ from attnlab_torch.context import MixContext
 from attnlab_torch.mixers import decay
 from attnlab_torch.mixers._short_conv import short_conv
 from attnlab_torch.ops import NumpyOps
+from attnlab_torch.spec import Spec, parse
 from _synth import conv_by_sums
 
 OPS = NumpyOps()
 
 
 def spec(variant, **options):
-    return types.SimpleNamespace(family="decay", variant=variant, options={k: str(v) for k, v in options.items()})
+    """``decay:<variant>:key=value...`` as the package reads it."""
+    return parse(":".join(["decay", variant] + [f"{k}={v}" for k, v in options.items()]))
 
 
 def ctx(causal=True, d_model=8, n_heads=2):
@@ -150,12 +151,14 @@ class GateTest(unittest.TestCase):
             self.assertTrue(np.all(lg <= 0), gate)
 
     def test_defaults(self):
-        opts = decay.options(spec("gla"))
-        self.assertEqual((opts["map"], opts["norm"], opts["conv"], opts["chunk"]), ("identity", "none", 0, 64))
+        s = spec("gla")
+        self.assertEqual((s["map"], s["norm"], s["conv"], s["chunk"]), ("identity", "none", 0, 64))
         with self.assertRaises(ValueError):
-            decay.options(spec("gla", gate=1))
+            spec("gla", gate=1)
         with self.assertRaises(ValueError):
-            decay.mix(OPS, {}, spec(None), np.zeros((1, 2, 8)), ctx())
+            parse("decay")
+        with self.assertRaises(ValueError):
+            decay.mix(OPS, {}, spec("gla", norm="maybe"), np.zeros((1, 2, 8)), ctx())
 
 
 class ShortConvTest(unittest.TestCase):
@@ -212,16 +215,18 @@ class MixTest(unittest.TestCase):
         out_b = p["heads.out.bias"]
         np.testing.assert_allclose(got - out_b, 4 * (want - out_b), rtol=1e-10, atol=1e-12)
 
-    def test_parsed_specs(self):
-        """``attnlab_torch.spec.parse``'s typed options give what text options give."""
-        from attnlab_torch.spec import parse
+    def test_described_specs(self):
+        """A format-3 description gives what the spec string gives."""
         rng = np.random.default_rng(7)
         x = rng.normal(size=(1, 5, 8))
-        for text, options in (("decay:gla:conv=4", {"conv": "4"}), ("decay:forget:map=elu1:norm=sum", {"map": "elu1", "norm": "sum"})):
+        for text in ("decay:gla:conv=4", "decay:forget:map=elu1:norm=sum"):
             parsed = parse(text)
+            described = Spec.from_description({
+                "spec": text, "family": "decay", "module": "Decay", "variant": parsed.variant,
+                "options": dict(parsed.values), "qk_width": 4, "conventions": parsed.conventions,
+            })
             p = random_params(rng, parsed.variant, 8, 2, 4, 4, 4, parsed["conv"])
-            np.testing.assert_array_equal(decay.mix(OPS, p, parsed, x, ctx()), decay.mix(OPS, p, spec(parsed.variant, **options), x, ctx()))
-
+            np.testing.assert_array_equal(decay.mix(OPS, p, described, x, ctx()), decay.mix(OPS, p, parsed, x, ctx()))
 
 if __name__ == "__main__":
     unittest.main()

@@ -2,7 +2,6 @@
 random parameters, and the delta rule's known answer for orthonormal keys."""
 
 import math
-import types
 import unittest
 
 import numpy as np
@@ -10,13 +9,15 @@ import numpy as np
 from attnlab_torch.context import MixContext
 from attnlab_torch.mixers import delta
 from attnlab_torch.ops import NumpyOps
+from attnlab_torch.spec import Spec, parse
 from _synth import conv_by_sums
 
 OPS = NumpyOps()
 
 
 def spec(variant=None, **options):
-    return types.SimpleNamespace(family="delta", variant=variant, options={k: str(v) for k, v in options.items()})
+    """``delta[:variant]:key=value...`` as the package reads it."""
+    return parse(":".join(["delta"] + ([variant] if variant else []) + [f"{k}={v}" for k, v in options.items()]))
 
 
 def ctx(causal=True):
@@ -143,21 +144,24 @@ class MixTest(unittest.TestCase):
 
     def test_spec_checks(self):
         with self.assertRaises(ValueError):
-            delta.mix(OPS, {}, spec("fast"), np.zeros((1, 2, 8)), ctx())
+            spec("fast")
         with self.assertRaises(ValueError):
-            delta.options(spec(beta="1"))
-        self.assertIs(delta.options(spec())["neg_eigval"], False)
+            spec(beta="1")
+        self.assertIs(spec()["neg_eigval"], False)
+        self.assertIs(spec(neg_eigval="on")["neg_eigval"], True)
 
-    def test_parsed_specs(self):
-        """``attnlab_torch.spec.parse``'s typed options give what text options give."""
-        from attnlab_torch.spec import parse
+    def test_described_specs(self):
+        """A format-3 description gives what the spec string gives."""
         rng = np.random.default_rng(3)
         x = rng.normal(size=(1, 5, 8))
-        for text, variant, options in (("delta:gated:conv=4", "gated", {"conv": "4"}), ("delta:neg_eigval=true", None, {"neg_eigval": "true"})):
+        for text in ("delta:gated:conv=4", "delta:neg_eigval=true"):
             parsed = parse(text)
-            p = random_params(rng, variant == "gated", parsed["conv"])
-            np.testing.assert_array_equal(delta.mix(OPS, p, parsed, x, ctx()), delta.mix(OPS, p, spec(variant, **options), x, ctx()))
-
+            described = Spec.from_description({
+                "spec": text, "family": "delta", "module": "Delta", "variant": parsed.variant,
+                "options": dict(parsed.values), "qk_width": 4, "conventions": parsed.conventions,
+            })
+            p = random_params(rng, parsed.variant == "gated", parsed["conv"])
+            np.testing.assert_array_equal(delta.mix(OPS, p, described, x, ctx()), delta.mix(OPS, p, parsed, x, ctx()))
 
 if __name__ == "__main__":
     unittest.main()

@@ -5,12 +5,12 @@ import unittest
 
 import numpy as np
 
-from _synth import mixer_params
+from _synth import mixer_params, qk_width
 from attnlab_torch.context import MixContext
 from attnlab_torch.mixers import MIXERS
 from attnlab_torch.ops import NumpyOps
 from attnlab_torch.positions import Rope
-from attnlab_torch.spec import parse, qk_width
+from attnlab_torch.spec import parse
 
 ops = NumpyOps()
 D, H, T, L = 8, 2, 7, 16
@@ -269,6 +269,14 @@ class MixerOracleTests(unittest.TestCase):
             y2 = MIXERS[s.family][1].mix(ops, p, s, x2, ctx)
             np.testing.assert_allclose(y[0, :4], y2[0, :4], rtol=1e-12, atol=1e-12, err_msg=spec)
             self.assertFalse(np.allclose(y[0, 4:], y2[0, 4:]), spec)
+
+    def test_a_choice_the_mixer_does_not_know_is_refused(self):
+        # The registry gives a choice option's default but not its choices, so parse() takes any
+        # word (attnlab refused these before training); the mixer must not read one as the default.
+        for spec, needle in [("softmax:sink=maybe", "sink"), ("softmax:gate=input", "gate"), ("linear:elu1:norm=maybe", "norm")]:
+            with self.assertRaises(ValueError, msg=spec) as e:
+                run(spec, 1000, True)
+            self.assertIn(needle, str(e.exception), spec)
 
     def test_large_logits_stay_finite(self):
         for spec in ["softmax", "softmax:softpick", "softmax:sink=zero", "softmax:forget=true", "stickbreak", "sigmoid"]:

@@ -8,7 +8,8 @@ from contextlib import redirect_stdout
 import numpy as np
 from safetensors.numpy import save_file
 
-from _synth import model_tensors
+from _format2 import both_logits
+from _synth import describe, model_tensors
 from attnlab_torch import load_numpy, parity
 from attnlab_torch.model import Model, gelu, norm
 from attnlab_torch.ops import NumpyOps
@@ -151,6 +152,38 @@ class ModelTests(unittest.TestCase):
             save_file(t, export, metadata=bad)
             with self.assertRaises(ValueError):
                 load_numpy(export)
+
+    def test_format_3_layers_come_from_their_description_and_format_2_gives_the_same(self):
+        stack = ["softmax:log_n_temp:floor_scale=4", "linear:taylor:feature_dim=2", "sigmoid:bias=-2", "linear:performer:features=5"]
+        config, t = model_tensors(stack)
+        meta = {"format": "attnlab", "attnlab_config": toml_of(config), "format_version": "3", "attnlab_mixers": describe(config, t)}
+        with tempfile.TemporaryDirectory() as d:
+            export = os.path.join(d, "m.safetensors")
+            save_file(t, export, metadata=meta)
+            model = load_numpy(export)
+            self.assertEqual([s.qk_width for s in model.specs], [4, 2, 4, 4])
+            self.assertEqual(model.spec_summary(), ",".join(stack))
+            new, old = both_logits(export, self.ids())
+            np.testing.assert_array_equal(new, old)
+
+            # The description, not the config, says what each layer is.
+            described = json.loads(meta["attnlab_mixers"])
+            described[2]["options"]["bias"] = -3.0
+            save_file(t, export, metadata=dict(meta, attnlab_mixers=json.dumps(described)))
+            self.assertFalse(np.allclose(load_numpy(export).forward(self.ids()), new))
+
+            for change, needle in [
+                (lambda ds: ds[1]["parameters"].pop("Linear.heads.qkv.bias"), "not described ['Linear.heads.qkv.bias']"),
+                (lambda ds: ds[1]["parameters"].update({"Linear.gate.weight": [8, 8]}), "missing ['Linear.gate.weight']"),
+                (lambda ds: ds[0].update(qk_width=2), "described with 2-wide queries"),
+                (lambda ds: ds.pop(), "describes 3 layers"),
+            ]:
+                described = json.loads(meta["attnlab_mixers"])
+                change(described)
+                save_file(t, export, metadata=dict(meta, attnlab_mixers=json.dumps(described)))
+                with self.assertRaises(ValueError) as e:
+                    load_numpy(export)
+                self.assertIn(needle, str(e.exception))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
+"""The registry (registry.json, attnlab's own description of its families) against what this
+package does with it: a mixer for every family, and the spec reader reading the catalogue."""
+
 import unittest
 
-from attnlab_torch import registry
+from attnlab_torch import mixers, registry
 from attnlab_torch import spec as S
-from attnlab_torch import mixers
 
 
 class RegistryTests(unittest.TestCase):
@@ -18,23 +20,46 @@ class RegistryTests(unittest.TestCase):
             mixers._load("nosuchfamily")
         self.assertIn("python/attnlab_torch/mixers/nosuchfamily.py", str(caught.exception))
 
-    def test_the_spec_readers_defaults_are_the_registrys(self):
-        # spec.py still reads spec strings itself; its option table must say what Rust says.
-        self.assertEqual(S.FAMILIES, tuple(registry.families()))
-        for name in registry.families():
-            mine = {key: default for key, (_, default) in S._SCHEMAS[name].items()}
-            self.assertEqual(mine, registry.defaults(name), name)
-            fam = registry.family(name)
-            if fam["variants"] and not fam["variant_required"] and fam["default_variant"]:
-                self.assertEqual(S.parse(name).variant, fam["default_variant"])
-        self.assertEqual(S.SCALINGS, tuple(registry.family("softmax")["variants"]))
-        self.assertEqual(S.FEATURE_MAPS, tuple(registry.family("linear")["variants"]))
-        self.assertEqual(S.DECAY_GATES, tuple(registry.family("decay")["variants"]))
-
-    def test_every_catalogue_entry_parses(self):
+    def test_every_catalogue_spec_reads_and_prints_back_canonically(self):
         for name in registry.families():
             for entry in registry.family(name)["catalogue"]:
-                self.assertEqual(S.parse(entry["spec"]).family, name)
+                s = S.parse(entry["spec"])
+                self.assertEqual((s.family, s.module), (name, registry.family(name)["module"]))
+                self.assertEqual(str(s), entry["spec"])
+                self.assertEqual(S.parse(str(s)), s)
+
+    def test_the_readers_defaults_are_the_registrys(self):
+        for name in registry.families():
+            fam = registry.family(name)
+            if fam["variant_required"]:
+                with self.assertRaises(ValueError):
+                    S.parse(name)
+                continue
+            plain = S.parse(name)
+            self.assertEqual(plain.values, fam["options"], name)
+            self.assertEqual(plain.variant, fam["default_variant"], name)
+            self.assertEqual(plain.conventions, fam["conventions"], name)
+            self.assertEqual((str(plain), plain.options), (name, {}), name)
+        for name in ("linear", "decay"):
+            first = registry.family(name)["variants"][0]
+            self.assertEqual(S.parse(f"{name}:{first}").values, registry.defaults(name))
+
+    def test_every_variant_reads_and_prints(self):
+        for name in registry.families():
+            fam = registry.family(name)
+            for variant in fam["variants"]:
+                s = S.parse(f"{name}:{variant}")
+                self.assertEqual(s.variant, variant)
+                self.assertEqual(str(s), name if variant == fam["default_variant"] else f"{name}:{variant}")
+
+    def test_option_values_are_typed_as_the_registrys_defaults(self):
+        for name in registry.families():
+            fam = registry.family(name)
+            head = f"{name}:{fam['variants'][0]}" if fam["variant_required"] else name
+            for key, default in fam["options"].items():
+                text = {bool: "true", int: "3", float: "2.5", str: "other", type(None): "-4"}[type(default)]
+                value = S.parse(f"{head}:{key}={text}")[key]
+                self.assertIs(type(value), float if default is None else type(default), f"{name} {key}")
 
     def test_constants_come_from_the_registry(self):
         self.assertEqual(registry.convention("delta", "l2_eps"), 1e-6)

@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from _synth import model_tensors
+from _synth import describe, model_tensors
 
 try:
     import torch
@@ -29,16 +29,19 @@ class TorchTests(unittest.TestCase):
         ]
         for mixers, layout in stacks:
             config, t = model_tensors(mixers, **layout)
-            with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "m.safetensors")
-                save_file(t, path, metadata={"format": "attnlab", "attnlab_config": toml_of(config)})
-                module, ref = load(path), load_numpy(path)
-                ids = np.random.default_rng(0).integers(0, 11, (2, 9))
-                got = module(torch.as_tensor(ids))
-                np.testing.assert_allclose(got.detach().numpy(), ref.forward(ids), rtol=1e-4, atol=1e-4, err_msg=str(mixers))
-                got.square().mean().backward()
-                grads = [p.grad for p in module.parameters() if p.requires_grad]
-                self.assertTrue(all(g is not None and torch.isfinite(g).all() for g in grads), mixers)
+            format2 = {"format": "attnlab", "attnlab_config": toml_of(config)}
+            format3 = dict(format2, format_version="3", attnlab_mixers=describe(config, t))
+            for meta in (format2, format3):
+                with tempfile.TemporaryDirectory() as d:
+                    path = os.path.join(d, "m.safetensors")
+                    save_file(t, path, metadata=meta)
+                    module, ref = load(path), load_numpy(path)
+                    ids = np.random.default_rng(0).integers(0, 11, (2, 9))
+                    got = module(torch.as_tensor(ids))
+                    np.testing.assert_allclose(got.detach().numpy(), ref.forward(ids), rtol=1e-4, atol=1e-4, err_msg=str(mixers))
+                    got.square().mean().backward()
+                    grads = [p.grad for p in module.parameters() if p.requires_grad]
+                    self.assertTrue(all(g is not None and torch.isfinite(g).all() for g in grads), mixers)
 
 
 if __name__ == "__main__":

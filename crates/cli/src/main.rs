@@ -56,8 +56,12 @@ struct VariantsArgs {
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
     /// The variants and families as markdown tables (docs/architecture.md holds this output).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "parameters")]
     markdown: bool,
+    /// Each family's parameters with their shapes, read off real modules, as a markdown table
+    /// (docs/architecture.md holds this output).
+    #[arg(long, conflicts_with = "json")]
+    parameters: bool,
 }
 
 #[derive(Args)]
@@ -261,6 +265,13 @@ struct ReproduceArgs {
     /// Runs at a time, the cores divided between them (see `compare --jobs`).
     #[arg(long, default_value_t = 1, value_name = "N")]
     jobs: usize,
+    /// Regenerate the sections of --docs-file from these finished report directories (their
+    /// outcome.json); train nothing.
+    #[arg(long, num_args = 1.., value_name = "REPORT_DIR", conflicts_with_all = ["name", "plan", "out"])]
+    docs: Vec<PathBuf>,
+    /// The document --docs rewrites.
+    #[arg(long, default_value = "docs/reproductions.md")]
+    docs_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -302,8 +313,9 @@ struct BenchArgs {
     /// Preset whose model and batch are timed (default: nanoGPT's CPU recipe).
     #[arg(long, default_value = "configs/shakespeare-char.toml")]
     config: PathBuf,
-    /// Attention variants for the training-step and decoding sections.
-    #[arg(long, value_delimiter = ',', default_values_t = ["softmax".to_string(), "linear:elu1".to_string(), "decay:gla".to_string(), "delta:gated".to_string()])]
+    /// Attention variants for the training-step and decoding sections (default: the registry's
+    /// bench specs, one representative per family that names one; `attnlab variants --json`).
+    #[arg(long, value_delimiter = ',')]
     variants: Vec<String>,
     /// Timed training steps (median reported) after --warmup untimed ones.
     #[arg(long, default_value_t = 30)]
@@ -405,6 +417,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => cmd_bench(a),
         Command::Variants(a) if a.json => {
             println!("{}", MixerSpec::registry_json());
+            Ok(())
+        }
+        Command::Variants(a) if a.parameters => {
+            print!("{}", attnlab_train::mixer_parameters::mixer_parameters_markdown());
             Ok(())
         }
         Command::Variants(a) if a.markdown => {
@@ -917,7 +933,15 @@ fn fresh_report_dir(out: &std::path::Path) -> Result<()> {
 }
 
 fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
-    use attnlab_eval::reproduce::{REPRODUCTIONS, Size, check_name, run};
+    use attnlab_eval::reproduce::{
+        OutcomeRecord, REPRODUCTIONS, Size, check_name, machine, run, update_docs,
+    };
+    if !a.docs.is_empty() {
+        for line in update_docs(&a.docs_file, &a.docs).map_err(anyhow::Error::msg)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let Some(name) = a.name else {
         for (name, what) in REPRODUCTIONS {
             println!("{name:<14} {what}");
@@ -960,6 +984,11 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     fresh_report_dir(&out)?;
     let started = std::time::Instant::now();
     let outcome = run(&name, size, &out, &exec)?;
+    let date = run_dir::timestamp();
+    let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..8]);
+    OutcomeRecord::new(&name, size, &outcome, &date, &machine())
+        .write(&out)
+        .map_err(anyhow::Error::msg)?;
     println!("\n{}", outcome.summary.header.join(" | "));
     for row in &outcome.summary.rows {
         println!("{}", row.join(" | "));
@@ -1033,8 +1062,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         run_dir::timestamp()
     );
     let mut json = serde_json::Map::new();
-    let configs = a
-        .variants
+    let variants: Vec<String> = if a.variants.is_empty() {
+        MixerSpec::bench_specs().into_iter().map(String::from).collect()
+    } else {
+        a.variants.clone()
+    };
+    let configs = variants
         .iter()
         .map(|v| {
             let mut config = base.clone();

@@ -1,6 +1,8 @@
 //! Interop, end to end: `python/attnlab_torch` rebuilds exported models from the file alone and
-//! reproduces attnlab's logits; a GPT-2-shaped `--format hf` export computes the same logits
-//! under GPT-2's own parameter names; TensorBoard's reader reads a run's event file.
+//! reproduces attnlab's logits, for every spec of the registry's catalogue and read either from
+//! the export's layer descriptions (format 3) or from its config alone (format 2); a
+//! GPT-2-shaped `--format hf` export computes the same logits under GPT-2's own parameter names;
+//! TensorBoard's reader reads a run's event file.
 //!
 //! The Python side needs numpy and safetensors (and `tensorboard` for its test), which
 //! `.ci/run` installs. In CI a missing package fails the test; elsewhere it prints a note.
@@ -102,17 +104,66 @@ const CHAR: &str = "configs/shakespeare-char-smoke.toml";
 const SMALL_CHAR: &[&str] =
     &["model.d_model=32", "model.n_layers=2", "model.max_seq_len=32", "train.batch_size=8"];
 
+/// Every spec of the registry's catalogue (`attnlab variants --json`), family by family.
+fn catalogue() -> Vec<String> {
+    let registry: serde_json::Value =
+        serde_json::from_str(&ok(&attnlab(&["variants", "--json"]))).expect("variants --json");
+    let families = registry["families"].as_array().expect("a families list");
+    let specs: Vec<String> = families
+        .iter()
+        .flat_map(|f| f["catalogue"].as_array().expect("a catalogue per family"))
+        .map(|entry| entry["spec"].as_str().expect("a catalogue spec").to_string())
+        .collect();
+    // A registry read as empty would pass with no cases at all.
+    assert!(specs.len() >= families.len() && !families.is_empty(), "{registry}");
+    specs
+}
+
+/// A file name for a case: the spec with `:`, `=` and `,` spelled `-`.
+fn case_name(prefix: &str, spec: &str) -> String {
+    format!("{prefix}-{}", spec.replace([':', '=', ','], "-"))
+}
+
+/// One tiny run of the parity test: a preset and its `--set` overrides.
+struct Case {
+    name: String,
+    preset: &'static str,
+    sets: Vec<String>,
+}
+
+impl Case {
+    fn new(name: &str, preset: &'static str, sets: &[&str]) -> Self {
+        Self { name: name.to_string(), preset, sets: sets.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
 #[test]
 fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
     let dir = temp("parity");
-    // (name, preset, overrides): every family, the positions, both norms, a tied head, a
-    // hybrid stack, bidirectional and vector-input models.
-    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
-        ("char-softmax", CHAR, SMALL_CHAR.to_vec()),
-        (
+    // (name, preset, overrides). Every catalogue spec on mqar-smoke (learned positions, so a
+    // map that changes the query width, such as Based's, needs no RoPE-compatible override);
+    // then options the catalogue leaves at their defaults, and the rest of the model: the
+    // positions, both norms, a tied head, a hybrid stack, bidirectional and vector inputs.
+    let mixer = |prefix: &str, spec: &str| {
+        Case::new(&case_name(prefix, spec), MQAR, &[&format!("model.mixer={spec}")])
+    };
+    let mut cases: Vec<Case> = catalogue().iter().map(|spec| mixer("catalogue", spec)).collect();
+    for spec in [
+        "softmax:ssmax:forget=true:sink=learned",
+        "linear:taylor:feature_dim=4",
+        "linear:performer:features=16",
+        "linear:cosformer:norm=none",
+        "decay:retnet:map=elu1:norm=sum",
+        "delta:neg_eigval=true",
+    ] {
+        cases.push(mixer("options", spec));
+    }
+    cases.extend([
+        Case::new("char-softmax", CHAR, SMALL_CHAR),
+        Case::new(
             "char-tied-rms-rope",
             CHAR,
-            [
+            &[
                 SMALL_CHAR,
                 &[
                     "model.tie_embeddings=true",
@@ -123,36 +174,32 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             ]
             .concat(),
         ),
-        ("ssmax-forget-sink", MQAR, vec!["model.mixer=softmax:ssmax:forget=true:sink=learned"]),
-        (
-            "softpick-gate",
+        Case::new(
+            "softpick-gate-sinusoidal",
             MQAR,
-            vec!["model.mixer=softmax:softpick:gate=output", "model.positions=sinusoidal"],
+            &["model.mixer=softmax:softpick:gate=output", "model.positions=sinusoidal"],
         ),
-        ("sum-key-norms", MQAR, vec!["model.mixer=softmax:sum_key_norms"]),
-        ("sigmoid", MQAR, vec!["model.mixer=sigmoid", "model.positions=rope"]),
-        ("linear-elu1", MQAR, vec!["model.mixer=linear:elu1"]),
-        ("linear-taylor", MQAR, vec!["model.mixer=linear:taylor:feature_dim=4"]),
-        ("linear-performer", MQAR, vec!["model.mixer=linear:performer:features=16"]),
-        ("linear-cosformer", MQAR, vec!["model.mixer=linear:cosformer:norm=none"]),
-        ("decay-gla-conv", MQAR, vec!["model.mixer=decay:gla:conv=4"]),
-        ("decay-mamba2", MQAR, vec!["model.mixer=decay:mamba2", "model.positions=rope"]),
-        ("decay-retnet-elu1-sum", MQAR, vec!["model.mixer=decay:retnet:map=elu1:norm=sum"]),
-        ("delta-gated-conv", MQAR, vec!["model.mixer=delta:gated:conv=4"]),
-        ("delta-neg-eigval", MQAR, vec!["model.mixer=delta:neg_eigval=true"]),
-        ("stickbreak", MQAR, vec!["model.mixer=stickbreak", "model.positions=none"]),
-        ("hybrid", MQAR, vec!["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
-        (
+        Case::new("sigmoid-rope", MQAR, &["model.mixer=sigmoid", "model.positions=rope"]),
+        Case::new("decay-mamba2-rope", MQAR, &["model.mixer=decay:mamba2", "model.positions=rope"]),
+        Case::new(
+            "stickbreak-no-positions",
+            MQAR,
+            &["model.mixer=stickbreak", "model.positions=none"],
+        ),
+        Case::new("hybrid", MQAR, &["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
+        Case::new(
             "separation-bidirectional",
             "configs/separation-smoke.toml",
-            vec!["model.mixer=decay:gla"],
+            &["model.mixer=decay:gla"],
         ),
-        ("icl-vectors", "configs/icl-regression-smoke.toml", vec![]),
-    ];
+        Case::new("icl-vectors", "configs/icl-regression-smoke.toml", &[]),
+    ]);
+
     let mut dumps = Vec::new();
-    for (name, preset, sets) in &cases {
-        let (_, export, dump) = tiny_run(&dir, name, preset, sets);
-        dumps.push((name, export, dump));
+    for case in &cases {
+        let sets: Vec<&str> = case.sets.iter().map(String::as_str).collect();
+        let (_, export, dump) = tiny_run(&dir, &case.name, case.preset, &sets);
+        dumps.push((&case.name, export, dump));
     }
     if !python_has("numpy, safetensors") {
         return;
@@ -172,6 +219,20 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
         if !o.status.success() {
             failures.push(format!("{name}: {}", text.trim()));
         }
+    }
+    // The same exports rewritten as format 2 (no attnlab_mixers: the layers are read from the
+    // config's spec strings) give exactly the logits of their descriptions.
+    let mut format2 = Command::new("python3");
+    format2.arg(root().join("python/tests/_format2.py")).current_dir(root());
+    for (_, export, dump) in &dumps {
+        format2.args([export, dump]);
+    }
+    let o = format2.output().expect("python3 runs");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    eprintln!("{}", text.trim());
+    if !o.status.success() {
+        failures.push(format!("format 2:\n{}", text.trim()));
     }
     assert!(failures.is_empty(), "python reference disagrees:\n{}", failures.join("\n"));
     std::fs::remove_dir_all(dir).ok();

@@ -209,6 +209,8 @@ pub trait MixerFamily:
     /// Whether the positional part must be given (`linear:<map>`); when it may be left out,
     /// [`MixerFamily::variant`] of the default config says what leaving it out means.
     const VARIANT_REQUIRED: bool = false;
+    /// The catalogue specs `attnlab bench` times by default (the family's representative).
+    const BENCH: &'static [&'static str] = &[];
     /// The module this config builds.
     type Module: SequenceMixer;
     /// `parts` are the `:`-separated pieces after the family name (may be empty); `spec` is the

@@ -17,6 +17,7 @@ pub mod config;
 pub mod export;
 pub mod message;
 pub mod metrics;
+pub mod mixer_parameters;
 pub mod params;
 pub mod paths;
 pub mod progress;

@@ -29,34 +29,13 @@ recurrence plus a backward one over the keys strictly after each query.
 from .. import feature_maps as _feature_maps
 from .. import heads as _heads
 from .. import registry as _registry
-from ..spec import with_defaults
 from ._gates import GLA_LOGIT_NORMALIZER, heads_first, linear, retnet_log_gamma, ssm_log_gates
 from ._short_conv import short_conv
 
 GATES = tuple(_registry.family("decay")["variants"])
 
-# DecayAttentionConfig's defaults, from the registry (map=identity and norm=none, unlike `linear`).
-DEFAULTS = _registry.defaults("decay")
-_NUMBERS = ("feature_dim", "features", "chunk", "conv")
 
-
-def options(spec):
-    """The spec's options with the Rust defaults filled in; numbers as ints whether the spec
-    holds them as text (``{"conv": "4"}``) or parsed (``spec.parse``'s typed values)."""
-    opts = with_defaults(spec, DEFAULTS, "decay")
-    for key in _NUMBERS:
-        opts[key] = int(opts[key])
-    if opts["norm"] not in ("none", "sum"):
-        raise ValueError(f"decay: norm={opts['norm']} is none or sum")
-    return opts
-
-
-def qk_width(opts, head_dim):
-    """Per-head query/key width: Taylor (Based) projects to ``feature_dim``, every other map keeps the head dim."""
-    return opts["feature_dim"] if opts["map"] == "taylor" else head_dim
-
-
-def log_gates(ops, p, gate, x, n_heads):
+def log_gates(ops, p, gate, x, n_heads, gla_normalizer=GLA_LOGIT_NORMALIZER):
     """``[B, T, d_model]`` -> ``[B, H, T, G]`` log gates, ``G = 1`` or (gla) ``F``."""
     b, t = x.shape[0], x.shape[1]
     if gate == "retnet":
@@ -67,22 +46,22 @@ def log_gates(ops, p, gate, x, n_heads):
     if gate == "gla":
         logits = linear(ops, p, "alpha", x)  # [B, T, H*F]
         f = logits.shape[-1] // n_heads
-        return heads_first(ops, ops.logsigmoid(logits) / GLA_LOGIT_NORMALIZER, n_heads, f)
+        return heads_first(ops, ops.logsigmoid(logits) / gla_normalizer, n_heads, f)
     if gate == "forget":
         return heads_first(ops, ops.logsigmoid(linear(ops, p, "alpha", x)), n_heads, 1)
     raise ValueError(f"decay needs a gate: decay:<{'|'.join(GATES)}>, got {gate!r}")
 
 
-def features(ops, p, opts, x, ctx):
+def features(ops, p, spec, x, ctx):
     """``(phi(q), phi(k), v)``: ``[B, H, T, F]``, ``[B, H, T, F]``, ``[B, H, T, head_dim]``."""
-    d_qk = qk_width(opts, ctx.head_dim)
+    d_qk = _heads.qk_width(p, ctx.n_heads, ctx.head_dim)
     qkv = _heads.project_qkv(ops, p, x)
-    if opts["conv"] > 0:
+    if spec["conv"] > 0:
         qkv = short_conv(ops, qkv, p["conv.weight"])
     q, k, v = _heads.split_packed(ops, qkv, ctx.n_heads, d_qk, ctx.head_dim)
     if ctx.rope is not None:
         q, k = ctx.rope(ops, q, 0), ctx.rope(ops, k, 0)
-    phi = lambda a, is_query: _feature_maps.apply(ops, opts["map"], a, opts, p, ctx, is_query)  # noqa: E731
+    phi = lambda a, is_query: _feature_maps.apply(ops, spec["map"], a, spec.values, p, ctx, is_query)  # noqa: E731
     return phi(q, True), phi(k, False), v
 
 
@@ -123,20 +102,20 @@ def recurrence(ops, q, k, v, log_g, causal=True):
     return ops.stack(outs, axis=2)
 
 
-def decay_attention(ops, q, k, v, log_g, normalize, causal=True):
-    """The recurrence, with ``norm=sum`` carried as a column of ones appended to ``v``."""
+def decay_attention(ops, q, k, v, log_g, normalize, causal=True, eps=_feature_maps.DENOMINATOR_EPS):
+    """The recurrence, with ``norm=sum`` carried as a column of ones appended to ``v`` (``eps``
+    the sign-safe denominator's floor)."""
     if not normalize:
         return recurrence(ops, q, k, v, log_g, causal)
     b, h, t, d = v.shape
     y = recurrence(ops, q, k, ops.concat([v, ops.ones((b, h, t, 1))], axis=3), log_g, causal)
-    return y[..., :d] / _feature_maps.safe_denominator(ops, y[..., d:])
+    return y[..., :d] / _feature_maps.safe_denominator(ops, y[..., d:], eps)
 
 
 def mix(ops, p, spec, x, ctx):
     """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
-    opts = options(spec)
-    gate = getattr(spec, "variant", None)
-    lg = log_gates(ops, p, gate, x, ctx.n_heads)
-    q, k, v = features(ops, p, opts, x, ctx)
-    y = decay_attention(ops, q, k, v, lg, opts["norm"] == "sum", ctx.causal)
+    normalize = spec.one_of("norm", ("none", "sum")) == "sum"
+    lg = log_gates(ops, p, spec.variant, x, ctx.n_heads, spec.convention("gla_logit_normalizer"))
+    q, k, v = features(ops, p, spec, x, ctx)
+    y = decay_attention(ops, q, k, v, lg, normalize, ctx.causal, spec.convention("denominator_eps"))
     return _heads.merge(ops, p, y)

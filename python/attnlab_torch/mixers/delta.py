@@ -21,42 +21,19 @@ This is the recurrent form; attnlab trains with the chunked (WY) form, the same 
 import math
 
 from .. import heads as _heads
-from ..spec import with_defaults
 from .. import registry as _registry
 from ._gates import heads_first, linear, ssm_log_gates
 from ._short_conv import short_conv
 
-# fla's l2norm epsilon, inside the square root (the registry's `l2_eps`).
+# fla's l2norm epsilon, inside the square root: the registry's `l2_eps`; a layer uses the one
+# its description gives.
 L2_EPS = _registry.convention("delta", "l2_eps")
-
-# DeltaAttentionConfig::default(), from the registry.
-DEFAULTS = _registry.defaults("delta")
-
-
-def _bool(key, value):
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "on"):
-        return True
-    if value in ("false", "off"):
-        return False
-    raise ValueError(f"delta: '{key}' is true or false, found '{value}'")
-
-
-def options(spec):
-    """The spec's options with the Rust defaults filled in, typed (``spec.parse`` gives typed
-    values; text such as ``{"conv": "4", "neg_eigval": "true"}`` is read as serde reads it)."""
-    opts = with_defaults(spec, DEFAULTS, "delta")
-    opts["neg_eigval"] = _bool("neg_eigval", opts["neg_eigval"])
-    opts["conv"], opts["chunk"] = int(opts["conv"]), int(opts["chunk"])
-    return opts
 
 
 def is_gated(spec):
-    variant = getattr(spec, "variant", None)
-    if variant not in (None, "", "gated"):
-        raise ValueError(f"unknown delta variant '{variant}': use 'delta' or 'delta:gated'")
-    return variant == "gated"
+    if spec.variant not in (None, "gated"):
+        raise ValueError(f"unknown delta variant '{spec.variant}': use 'delta' or 'delta:gated'")
+    return spec.variant == "gated"
 
 
 def betas(ops, p, x, n_heads, neg_eigval):
@@ -67,21 +44,22 @@ def betas(ops, p, x, n_heads, neg_eigval):
     return heads_first(ops, beta, n_heads, 1)
 
 
-def l2_normalize(ops, x):
+def l2_normalize(ops, x, eps=L2_EPS):
     """``x / sqrt(sum(x^2) + 1e-6)`` over the last axis."""
-    return x / ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True) + L2_EPS)
+    return x / ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def features(ops, p, opts, x, ctx):
+def features(ops, p, spec, x, ctx):
     """``(q / sqrt(d_k), k, v)``, each ``[B, H, T, head_dim]``."""
     d = ctx.head_dim
     qkv = _heads.project_qkv(ops, p, x)
-    if opts["conv"] > 0:
+    if spec["conv"] > 0:
         qkv = short_conv(ops, qkv, p["conv.weight"])
     else:
         qkv = ops.silu(qkv)
     q, k, v = _heads.split_packed(ops, qkv, ctx.n_heads, d, d)
-    q, k = l2_normalize(ops, q), l2_normalize(ops, k)
+    eps = spec.convention("l2_eps")
+    q, k = l2_normalize(ops, q, eps), l2_normalize(ops, k, eps)
     if ctx.rope is not None:
         q, k = ctx.rope(ops, q, 0), ctx.rope(ops, k, 0)
     return q / math.sqrt(d), k, v
@@ -119,11 +97,10 @@ def delta_rule(ops, q, k, v, beta, log_g, causal=True):
 
 def mix(ops, p, spec, x, ctx):
     """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
-    opts = options(spec)
     gated = is_gated(spec)
     b, t = x.shape[0], x.shape[1]
-    beta = betas(ops, p, x, ctx.n_heads, opts["neg_eigval"])
+    beta = betas(ops, p, x, ctx.n_heads, spec["neg_eigval"])
     log_g = ssm_log_gates(ops, p, x, ctx.n_heads) if gated else ops.zeros((b, ctx.n_heads, t, 1))
-    q, k, v = features(ops, p, opts, x, ctx)
+    q, k, v = features(ops, p, spec, x, ctx)
     y = delta_rule(ops, q, k, v, beta, log_g, ctx.causal)
     return _heads.merge(ops, p, y)

@@ -30,21 +30,23 @@ from .. import registry as _registry
 from ..heads import affine
 from ._common import flat_heads, keys_per_query, scores as qk_scores, split_rotated, visible
 
+# The registry's values; a layer uses the ones its description gives (spec.convention).
 SOFTPICK_EPS = _registry.convention("softmax", "softpick_eps")
 QK_NORM_EPS = _registry.convention("softmax", "qk_norm_eps")
 KEY_NORM_FLOOR = _registry.convention("softmax", "key_norm_floor")
 
 
-def l2_normalize(ops, x):
-    return x / ops.maximum(ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True)), QK_NORM_EPS)
+def l2_normalize(ops, x, eps=QK_NORM_EPS):
+    return x / ops.maximum(ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True)), eps)
 
 
 def logits(ops, p, spec, q, k, x, causal):
     """``z`` ``[B, H, T, T]`` before masking (the scaling and FoX's bias)."""
     b, h, t, d = q.shape
-    scaling = spec.variant or "sqrt_d"
+    scaling = spec.variant
     if scaling == "qk_norm":
-        q, k = l2_normalize(ops, q), l2_normalize(ops, k)
+        eps = spec.convention("qk_norm_eps")
+        q, k = l2_normalize(ops, q, eps), l2_normalize(ops, k, eps)
     z = qk_scores(ops, q, k)
 
     def per_head():
@@ -62,7 +64,7 @@ def logits(ops, p, spec, q, k, x, causal):
             divisor = ops.expand_dims(ops.cumsum(norms, axis=2), 3)  # [B, H, T, 1]
         else:
             divisor = ops.reshape(ops.sum(norms, axis=2), (b, h, 1, 1))
-        z = z / ops.maximum(divisor, KEY_NORM_FLOOR)
+        z = z / ops.maximum(divisor, spec.convention("key_norm_floor"))
     elif scaling in ("learned", "qk_norm"):
         z = z * per_head()
     elif scaling == "ssmax":
@@ -82,14 +84,14 @@ def logits(ops, p, spec, q, k, x, causal):
     return z
 
 
-def softpick(ops, z, seen):
+def softpick(ops, z, seen, eps=SOFTPICK_EPS):
     """``relu(e^z − 1) / (Σ_seen |e^z − 1| + ε)`` computed shifted by ``m = max(0, max_j z)``."""
     hidden = ops.where(seen, z, -math.inf)
     shift = ops.maximum(ops.max(hidden, axis=3, keepdims=True), 0.0)
     floor = ops.exp(-shift)
     t = ops.exp(ops.where(seen, z, 0.0) - shift) - floor
     t = ops.where(seen, t, 0.0)
-    den = ops.sum(ops.abs(t), axis=3, keepdims=True) + floor * SOFTPICK_EPS
+    den = ops.sum(ops.abs(t), axis=3, keepdims=True) + floor * eps
     return ops.relu(t) / den
 
 
@@ -97,9 +99,9 @@ def weights(ops, p, spec, z, causal):
     b, h, t, s = z.shape
     seen = visible(ops, t, causal)
     if spec.variant == "softpick":
-        return softpick(ops, z, seen)
+        return softpick(ops, z, seen, spec.convention("softpick_eps"))
     z = ops.where(seen, z, -math.inf)
-    sink = spec["sink"]
+    sink = spec.one_of("sink", ("none", "learned", "zero"))
     if sink == "none":
         return ops.softmax(z, axis=3)
     sink_logit = p["sink"] if sink == "learned" else ops.zeros((h,))
@@ -112,6 +114,6 @@ def mix(ops, p, spec, x, ctx):
     z = logits(ops, p, spec, q, k, x, ctx.causal)
     w = weights(ops, p, spec, z, ctx.causal)
     merged = flat_heads(ops, ops.matmul(w, v))
-    if spec["gate"] == "output":
+    if spec.one_of("gate", ("none", "output")) == "output":
         merged = merged * ops.sigmoid(affine(ops, x, p["gate.weight"], p.get("gate.bias")))
     return affine(ops, merged, p["heads.out.weight"], p.get("heads.out.bias"))

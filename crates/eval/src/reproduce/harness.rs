@@ -73,7 +73,7 @@ impl std::str::FromStr for Size {
 }
 
 /// An effect a reproduction expects, and whether the measurements show it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Check {
     pub claim: String,
     pub holds: bool,

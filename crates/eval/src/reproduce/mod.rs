@@ -11,6 +11,7 @@
 //! language models far past toy scale (the length-aware softmax papers), `paper` is `full`,
 //! and the runner says so.
 
+mod docs;
 mod frontier;
 mod gaps;
 mod harness;
@@ -19,6 +20,7 @@ mod order;
 pub mod scaling_sim;
 mod widths;
 
+pub use docs::{OUTCOME_FILE, OutcomeRecord, machine, update_docs};
 pub use harness::{Check, Outcome, ReproduceError, Size};
 
 use crate::compare::LocalExecutor;

@@ -117,6 +117,8 @@ pub struct FamilyInfo {
     pub variant_required: bool,
     /// What leaving the positional part out means (`sqrt_d` for softmax), when it may be.
     pub default_variant: Option<&'static str>,
+    /// The specs `attnlab bench` times by default.
+    pub bench: &'static [&'static str],
     /// Every option with its default.
     pub options: serde_json::Map<String, serde_json::Value>,
     /// The default config's conventions.
@@ -133,6 +135,7 @@ fn family_info<C: MixerFamily>(name: &'static str, module: &'static str) -> Fami
         variants: C::variants(),
         variant_required: C::VARIANT_REQUIRED,
         default_variant: if C::VARIANT_REQUIRED { None } else { default.variant() },
+        bench: C::BENCH,
         options: options_of(&default),
         conventions: default.conventions().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         catalogue: C::catalogue(),
@@ -272,6 +275,11 @@ impl MixerSpec {
     /// Every variant with its formula, for `attnlab variants` and docs/architecture.md.
     pub fn catalogue() -> Vec<VariantInfo> {
         FAMILY_TABLE.iter().flat_map(|f| (f.catalogue)()).collect()
+    }
+
+    /// What `attnlab bench` times by default: each family's representative, in listing order.
+    pub fn bench_specs() -> Vec<&'static str> {
+        Self::registry().iter().flat_map(|f| f.bench.iter().copied()).collect()
     }
 
     /// Every family as the registry declares it, in listing order.
@@ -484,6 +492,13 @@ mod tests {
         }
         for v in &cat {
             v.spec.parse::<MixerSpec>().unwrap_or_else(|e| panic!("{e}"));
+        }
+        // What bench times by default is in the catalogue.
+        for spec in MixerSpec::bench_specs() {
+            assert!(
+                cat.iter().any(|v| v.spec == spec),
+                "bench spec {spec} is not in the catalogue"
+            );
         }
         // Every family states its grammar, starting with its name.
         for (name, syntax) in MixerSpec::families().zip(MixerSpec::syntax()) {

@@ -224,6 +224,8 @@ impl MixerFamily for DecayAttentionConfig {
 
     const VARIANT_REQUIRED: bool = true;
 
+    const BENCH: &'static [&'static str] = &["decay:gla"];
+
     fn variants() -> Vec<&'static str> {
         Gate::ALL.iter().map(|g| g.name()).collect()
     }
@@ -297,6 +299,10 @@ impl MixerFamily for DecayAttentionConfig {
             VariantInfo {
                 spec: "decay:forget",
                 formula: "S_t = f_t S_{t−1} + k_t v_tᵀ, f_t = σ(w_h·x_t + b_h), b_h from 5 (FoX's forget gate on linear attention)",
+            },
+            VariantInfo {
+                spec: "decay:gla:conv=4",
+                formula: "GLA after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's GLA layer)",
             },
         ]
     }

@@ -165,6 +165,8 @@ impl MixerFamily for DeltaAttentionConfig {
         }
     }
 
+    const BENCH: &'static [&'static str] = &["delta:gated"];
+
     fn variants() -> Vec<&'static str> {
         vec!["gated"]
     }

@@ -137,6 +137,8 @@ impl MixerFamily for LinearAttentionConfig {
 
     const VARIANT_REQUIRED: bool = true;
 
+    const BENCH: &'static [&'static str] = &["linear:elu1"];
+
     fn variants() -> Vec<&'static str> {
         FeatureMapKind::ALL.iter().map(|m| m.name()).collect()
     }

@@ -199,6 +199,8 @@ impl MixerFamily for SoftmaxAttentionConfig {
         }
     }
 
+    const BENCH: &'static [&'static str] = &["softmax"];
+
     fn variants() -> Vec<&'static str> {
         Scaling::ALL.iter().map(|s| s.name()).collect()
     }
