@@ -1,10 +1,20 @@
 """The attnlab transformer, written once against ``ops`` (mirrors crates/model/src/lm.rs and block.rs).
 
 ``forward``: embed (token embedding ``input.Tokens.weight[ids]``, or the affine read-in
-``vectors @ input.Vectors.weight + bias``), add positions (learned or sinusoidal; RoPE acts inside
-attention), then per block, pre-norm ``x += mixer(norm_mixer(x))`` and, when the block has an MLP,
-``x += down(GELU(up(norm_mlp(x))))`` with the exact (erf) GELU; then the final ``norm`` and the
-head (``x @ head.weight``, or ``x @ input.Tokens.weight^T`` when tied). Dropout is off (eval).
+``vectors @ input.Vectors.weight + bias``), add positions (learned or sinusoidal; RoPE, with base
+``model.rope_theta`` and optional Llama 3 ``model.rope_scaling``, acts inside attention), then
+per block, pre-norm ``x += mixer(norm_mixer(x))`` and, when the block has an MLP,
+``x += mlp(norm_mlp(x))``; then the final ``norm`` and the head (``x @ head.weight``, or
+``x @ input.Tokens.weight^T`` when tied). Dropout is off (eval).
+
+The MLP (``model.mlp``): ``gelu`` is ``down(GELU(up(x)))`` with the exact (erf) GELU,
+``gelu_tanh`` the same with GELU's tanh approximation, ``swiglu`` is
+``down(silu(gate(x)) ⊙ up(x))``; its hidden width is the weights' (``model.mlp_hidden``, or
+``mlp_ratio·d_model``). The norms are LayerNorm (ε 1e-5) or RMSNorm (ε ``model.norm_eps``).
+Heads are ``model.head_dim`` wide (``d_model / n_heads`` by default); ``model.n_kv_heads``
+(grouped-query attention) and ``model.qk_head_norm`` (Qwen3's per-head q/k RMSNorm) shape the
+packed projection every mixer starts from (``heads.py``). ``qkv_bias``, ``out_bias`` and
+``mlp_bias`` only decide which bias tensors exist, and every bias is read when it is there.
 """
 
 import math
@@ -34,7 +44,29 @@ MODEL_DEFAULTS = {
     "bias": True,
     # How the weights started (burn | gpt2): no effect on the forward of trained weights.
     "init": "burn",
+    # gelu | gelu_tanh | swiglu.
+    "mlp": "gelu",
+    # The MLP's hidden width, 0 = mlp_ratio · d_model (read off the weights here).
+    "mlp_hidden": 0,
+    # Key/value heads (grouped-query attention), 0 = n_heads.
+    "n_kv_heads": 0,
+    # Per-head width, 0 = d_model / n_heads.
+    "head_dim": 0,
+    "rope_theta": 10000.0,
+    # None, or {type = "llama3", factor, low_freq_factor, high_freq_factor,
+    # original_max_position_embeddings}.
+    "rope_scaling": None,
+    # Which biases exist (None = `bias`): the tensors say it, and every one present is read.
+    "qkv_bias": None,
+    "out_bias": None,
+    "mlp_bias": None,
+    # RMSNorm's ε, and the per-head q/k norm's.
+    "norm_eps": 1e-5,
+    # Qwen3's per-head RMSNorm of queries and keys (heads.q_norm.gamma, heads.k_norm.gamma).
+    "qk_head_norm": False,
 }
+
+MLP_KINDS = ("gelu", "gelu_tanh", "swiglu")
 
 
 def model_config(config):
@@ -51,9 +83,32 @@ def gelu(ops, x):
     return 0.5 * x * (1.0 + ops.erf(x / math.sqrt(2.0)))
 
 
-def norm(ops, params, prefix, x):
-    """LayerNorm (biased variance, ε 1e-5) or Burn's RmsNorm (``x / √(mean(x²) + 1e-5) · γ``),
-    whichever the parameters under ``prefix`` are."""
+def gelu_tanh(ops, x):
+    """GELU's tanh approximation (GPT-2's ``gelu_new``), ``0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))``."""
+    return 0.5 * x * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def mlp(ops, params, prefix, x, kind="gelu"):
+    """The block's MLP under ``prefix`` (``blocks.<i>.mlp``), ``[B, T, d_model] -> [B, T, d_model]``:
+    ``down(GELU(up(x)))`` (``gelu``, exact; ``gelu_tanh``, tanh approximation) or
+    ``down(silu(gate(x)) ⊙ up(x))`` (``swiglu``)."""
+    def linear(name, h):
+        return affine(ops, h, params[f"{prefix}.{name}.weight"], params.get(f"{prefix}.{name}.bias"))
+
+    if kind == "gelu":
+        hidden = gelu(ops, linear("up", x))
+    elif kind == "gelu_tanh":
+        hidden = gelu_tanh(ops, linear("up", x))
+    elif kind == "swiglu":
+        hidden = ops.silu(linear("gate", x)) * linear("up", x)
+    else:
+        raise ValueError(f"model.mlp = {kind!r}: expected one of {', '.join(MLP_KINDS)}")
+    return linear("down", hidden)
+
+
+def norm(ops, params, prefix, x, rms_eps=RMS_NORM_EPS):
+    """LayerNorm (biased variance, ε 1e-5) or Burn's RmsNorm (``x / √(mean(x²) + ε) · γ``, ε
+    ``rms_eps``: ``model.norm_eps``), whichever the parameters under ``prefix`` are."""
     if prefix + ".Layer.gamma" in params:
         mean = ops.mean(x, axis=-1, keepdims=True)
         centred = x - mean
@@ -62,7 +117,7 @@ def norm(ops, params, prefix, x):
         beta = params.get(prefix + ".Layer.beta")
         return y if beta is None else y + beta
     if prefix + ".Rms.gamma" in params:
-        rms = ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + RMS_NORM_EPS)
+        rms = ops.sqrt(ops.mean(x * x, axis=-1, keepdims=True) + rms_eps)
         return x / rms * params[prefix + ".Rms.gamma"]
     raise KeyError(f"no norm parameters under '{prefix}' ({prefix}.Layer.gamma or {prefix}.Rms.gamma)")
 
@@ -81,6 +136,42 @@ def _check_described_parameters(layer, spec, described, tensors):
         raise ValueError(
             f"layer {layer} ({spec}): the export describes parameters the tensors do not match "
             f"(missing {missing}, not described {extra}, other shapes {reshaped})"
+        )
+
+
+def _head_shape(c):
+    """``(head_dim, n_kv_heads)`` of a filled-in ``[model]`` table, the zeros resolved
+    (``d_model / n_heads`` and ``n_heads``), as ``ModelConfig::validate_shape`` checks them."""
+    d_model, n_heads = c["d_model"], c["n_heads"]
+    if c["head_dim"] == 0 and d_model % n_heads:
+        raise ValueError(f"model.d_model ({d_model}) is not divisible by model.n_heads ({n_heads})")
+    kv = c["n_kv_heads"] or n_heads
+    if n_heads % kv:
+        raise ValueError(f"model.n_kv_heads ({kv}) does not divide model.n_heads ({n_heads})")
+    return c["head_dim"] or d_model // n_heads, kv
+
+
+def _check_head_norm(layer, spec, p, wanted):
+    """``model.qk_head_norm`` and the layer's ``heads.q_norm.gamma``/``heads.k_norm.gamma``
+    must agree: the projection reads the gains whenever they are there."""
+    held = ["heads.q_norm.gamma" in p, "heads.k_norm.gamma" in p]
+    if held != [wanted, wanted]:
+        raise ValueError(
+            f"layer {layer} ({spec}): model.qk_head_norm = {str(wanted).lower()} but the export "
+            f"{'has' if held[0] else 'lacks'} heads.q_norm.gamma and {'has' if held[1] else 'lacks'} heads.k_norm.gamma"
+        )
+
+
+def _check_mlp(layer, params, kind):
+    """A SwiGLU block has ``mlp.gate``, a GELU one has not (its gate would go unread)."""
+    prefix = f"blocks.{layer}.mlp."
+    if prefix + "up.weight" not in params:
+        return
+    has_gate = prefix + "gate.weight" in params
+    if has_gate != (kind == "swiglu"):
+        raise ValueError(
+            f"model.mlp = {kind!r} but block {layer}'s MLP {'has' if has_gate else 'has no'} gate "
+            f"({prefix}gate.weight)"
         )
 
 
@@ -103,9 +194,10 @@ class Model:
         self.positions = c["positions"]
         if self.positions not in ("learned", "sinusoidal", "rope", "none"):
             raise ValueError(f"model.positions = {self.positions!r}: expected learned, sinusoidal, rope or none")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) is not divisible by model.n_heads ({self.n_heads})")
-        self.head_dim = self.d_model // self.n_heads
+        self.head_dim, self.n_kv_heads = _head_shape(c)
+        self.mlp_kind, self.norm_eps = c["mlp"], c["norm_eps"]
+        if self.mlp_kind not in MLP_KINDS:
+            raise ValueError(f"model.mlp = {self.mlp_kind!r}: expected one of {', '.join(MLP_KINDS)}")
         if mixers is None:
             self.specs = _spec.parse_stack(c["mixer"], self.n_layers)
         else:
@@ -132,7 +224,7 @@ class Model:
         if self.positions == "learned" and "positions.learned.weight" not in names:
             raise KeyError("model.positions = learned but positions.learned.weight is missing")
 
-        self.rope = Rope(self.head_dim) if self.positions == "rope" else None
+        self.rope = Rope(self.head_dim, c["rope_theta"], c["rope_scaling"]) if self.positions == "rope" else None
         self.layers = []
         for i, s in enumerate(self.specs):
             _, module = _mixer(s.family)
@@ -143,12 +235,14 @@ class Model:
                 raise KeyError(f"layer {i} is '{s}' but the export has no {prefix}heads.qkv.weight (mixer modules found: {found})")
             if mixers is not None:
                 _check_described_parameters(i, s, mixers[i]["parameters"], names)
-            d_qk = qk_width(p, self.n_heads, self.head_dim)
+            _check_head_norm(i, s, p, c["qk_head_norm"])
+            d_qk = qk_width(p, self.n_heads, self.head_dim, self.n_kv_heads)
             if s.qk_width is not None and s.qk_width != d_qk:
                 raise ValueError(f"layer {i} ({s}) is described with {s.qk_width}-wide queries, its heads.qkv.weight holds {d_qk}")
             if self.rope is not None and d_qk != self.head_dim:
                 raise ValueError(f"model.positions = rope needs {self.head_dim}-wide queries, layer {i} ({s}) has {d_qk}")
             self.layers.append((s, module, prefix))
+            _check_mlp(i, names, self.mlp_kind)
         self.vocabulary = None
 
     def context(self, layer):
@@ -160,6 +254,9 @@ class Model:
             causal=self.causal,
             bias=self.bias,
             rope=self.rope,
+            n_kv_heads=self.n_kv_heads,
+            d_head=self.head_dim,
+            norm_eps=self.norm_eps,
         )
 
     def spec_summary(self):
@@ -192,12 +289,11 @@ class Model:
         x = self.embed(inputs, params)
         for i, (s, module, prefix) in enumerate(self.layers):
             p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
-            x = x + module.mix(ops, p, s, norm(ops, params, f"blocks.{i}.norm_mixer", x), self.context(i))
+            x = x + module.mix(ops, p, s, norm(ops, params, f"blocks.{i}.norm_mixer", x, self.norm_eps), self.context(i))
             if f"blocks.{i}.mlp.up.weight" in params:
-                h = norm(ops, params, f"blocks.{i}.norm_mlp", x)
-                h = gelu(ops, affine(ops, h, params[f"blocks.{i}.mlp.up.weight"], params.get(f"blocks.{i}.mlp.up.bias")))
-                x = x + affine(ops, h, params[f"blocks.{i}.mlp.down.weight"], params.get(f"blocks.{i}.mlp.down.bias"))
-        x = norm(ops, params, "norm", x)
+                h = norm(ops, params, f"blocks.{i}.norm_mlp", x, self.norm_eps)
+                x = x + mlp(ops, params, f"blocks.{i}.mlp", h, self.mlp_kind)
+        x = norm(ops, params, "norm", x, self.norm_eps)
         if self.tied:
             return ops.matmul(x, ops.swapaxes(params["input.Tokens.weight"], 0, 1))
         return affine(ops, x, params["head.weight"], params.get("head.bias"))

@@ -17,18 +17,24 @@ def qk_width(spec, head_dim):
     return spec["feature_dim"] if feature_map == "taylor" else head_dim
 
 
-def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3):
-    """``p`` for one mixer (prefix removed), float64."""
+def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3, n_kv_heads=0, head_dim=0, qk_head_norm=False):
+    """``p`` for one mixer (prefix removed), float64. ``n_kv_heads``, ``head_dim`` (0: the
+    defaults) and ``qk_head_norm`` as the ``[model]`` keys of those names shape the projection."""
     s = S.parse(spec) if isinstance(spec, str) else spec
-    h, dh = n_heads, d_model // n_heads
+    h, dh = n_heads, head_dim or d_model // n_heads
+    kv = n_kv_heads or h
     dqk = qk_width(s, dh)
+    width = h * dqk + kv * (dqk + dh)
     p = {
-        "heads.qkv.weight": rng.normal(0, scale, (d_model, h * (2 * dqk + dh))),
+        "heads.qkv.weight": rng.normal(0, scale, (d_model, width)),
         "heads.out.weight": rng.normal(0, scale, (h * dh, d_model)),
     }
     if bias:
-        p["heads.qkv.bias"] = rng.normal(0, 0.1, (h * (2 * dqk + dh),))
+        p["heads.qkv.bias"] = rng.normal(0, 0.1, (width,))
         p["heads.out.bias"] = rng.normal(0, 0.1, (d_model,))
+    if qk_head_norm:
+        p["heads.q_norm.gamma"] = 1 + rng.normal(0, 0.3, (dqk,))
+        p["heads.k_norm.gamma"] = 1 + rng.normal(0, 0.3, (dqk,))
     if s.family == "softmax":
         if s.variant in ("learned", "qk_norm", "ssmax"):
             p["scale"] = np.abs(rng.normal(0, 1, (h,))) + 0.2
@@ -46,8 +52,13 @@ def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3):
 
 
 def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ratio=2, norm="layer",
-                  positions="learned", tie=False, vectors_dim=None, output_dim=None, bias=True, seed=0):
-    """``(config, tensors)`` of a whole tiny model with ``mixers`` (one spec per layer)."""
+                  positions="learned", tie=False, vectors_dim=None, output_dim=None, bias=True, seed=0,
+                  **model_keys):
+    """``(config, tensors)`` of a whole tiny model with ``mixers`` (one spec per layer).
+
+    ``model_keys``: more ``[model]`` keys (``mlp``, ``mlp_hidden``, ``n_kv_heads``, ``head_dim``,
+    ``qk_head_norm``, ``rope_theta``, ``rope_scaling``, ``norm_eps``...), written to the config
+    and, where they shape parameters, followed by the tensors."""
     rng = np.random.default_rng(seed)
     specs = [S.parse(m) for m in mixers]
     t = {}
@@ -68,15 +79,18 @@ def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ra
 
     for i, s in enumerate(specs):
         add_norm(f"blocks.{i}.norm_mixer")
-        for k, v in mixer_params(s, d_model, n_heads, rng, bias).items():
+        heads = {k: model_keys.get(k, 0) for k in ("n_kv_heads", "head_dim", "qk_head_norm")}
+        for k, v in mixer_params(s, d_model, n_heads, rng, bias, **heads).items():
             t[f"blocks.{i}.mixer.{s.module}.{k}"] = v
-        if mlp_ratio:
+        hidden = model_keys.get("mlp_hidden") or mlp_ratio * d_model
+        if hidden:
             add_norm(f"blocks.{i}.norm_mlp")
-            t[f"blocks.{i}.mlp.up.weight"] = rng.normal(0, 0.3, (d_model, mlp_ratio * d_model))
-            t[f"blocks.{i}.mlp.down.weight"] = rng.normal(0, 0.3, (mlp_ratio * d_model, d_model))
-            if bias:
-                t[f"blocks.{i}.mlp.up.bias"] = rng.normal(0, 0.1, (mlp_ratio * d_model,))
-                t[f"blocks.{i}.mlp.down.bias"] = rng.normal(0, 0.1, (d_model,))
+            names = ["up", "down"] + (["gate"] if model_keys.get("mlp") == "swiglu" else [])
+            for name in names:
+                shape = (hidden, d_model) if name == "down" else (d_model, hidden)
+                t[f"blocks.{i}.mlp.{name}.weight"] = rng.normal(0, 0.3, shape)
+                if bias:
+                    t[f"blocks.{i}.mlp.{name}.bias"] = rng.normal(0, 0.1, shape[1:])
     add_norm("norm")
     if not tie:
         t["head.weight"] = rng.normal(0, 0.5, (d_model, output_dim or vocab))
@@ -86,6 +100,7 @@ def model_tensors(mixers, d_model=8, n_heads=2, vocab=11, max_seq_len=12, mlp_ra
             "d_model": d_model, "n_heads": n_heads, "n_layers": len(specs), "mixer": list(mixers),
             "positions": positions, "norm": norm, "mlp_ratio": mlp_ratio, "dropout": 0.0,
             "tie_embeddings": tie, "max_seq_len": max_seq_len, "causal": True, "bias": bias,
+            **model_keys,
         },
     }
     return config, {k: v.astype(np.float32) for k, v in t.items()}
@@ -101,7 +116,7 @@ def describe(config, tensors):
         prefix = f"blocks.{i}.mixer."
         out.append({
             "spec": str(s), "family": s.family, "module": s.module, "variant": s.variant,
-            "options": s.values, "qk_width": qk_width(s, m["d_model"] // m["n_heads"]),
+            "options": s.values, "qk_width": qk_width(s, m.get("head_dim") or m["d_model"] // m["n_heads"]),
             "conventions": registry.family(s.family)["conventions"],
             "parameters": {n[len(prefix):]: list(t.shape) for n, t in tensors.items() if n.startswith(prefix)},
         })

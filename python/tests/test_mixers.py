@@ -57,8 +57,11 @@ def output(p, y, x=None, gate=None):
     return merged @ p["heads.out.weight"] + p["heads.out.bias"]
 
 
-def keys_of(i, n, causal):
-    return list(range(i + 1)) if causal else list(range(n))
+def keys_of(i, n, causal, window=0):
+    """The keys query ``i`` of ``n`` sees: earlier ones when causal, and with a window ``W`` only
+    those fewer than ``W`` positions away."""
+    keys = list(range(i + 1)) if causal else list(range(n))
+    return [j for j in keys if window == 0 or abs(i - j) < window]
 
 
 def softmax_oracle(p, s, x, causal, rope=False):
@@ -69,7 +72,7 @@ def softmax_oracle(p, s, x, causal, rope=False):
         for h in range(H):
             lf = [math.log(sig(float(x[b, t] @ p["forget.weight"][:, h] + p["forget.bias"][h]))) for t in range(Tn)] if s["forget"] else None
             for i in range(Tn):
-                js = keys_of(i, Tn, causal)
+                js = keys_of(i, Tn, causal, s["window"])
                 n = len(js)
                 z = []
                 for j in js:
@@ -223,6 +226,16 @@ class MixerOracleTests(unittest.TestCase):
         seed = 200
         for scaling in ["sqrt_d", "none", "num_keys", "sum_key_norms", "learned", "qk_norm", "ssmax", "log_n_temp", "softpick"]:
             for opts in ["forget=true", "gate=output", "sink=learned", "sink=zero", "forget=true:gate=output:sink=learned"]:
+                if scaling == "softpick" and "sink" in opts:
+                    continue
+                for causal in (True, False):
+                    seed += 1
+                    self.check(f"softmax:{scaling}:{opts}", causal, seed)
+
+    def test_softmax_window_with_every_scaling_and_option(self):
+        seed = 250
+        for scaling in ["sqrt_d", "num_keys", "sum_key_norms", "ssmax", "log_n_temp", "softpick"]:
+            for opts in ["window=1", "window=3", "window=3:forget=true:gate=output", "window=5:sink=learned"]:
                 if scaling == "softpick" and "sink" in opts:
                     continue
                 for causal in (True, False):

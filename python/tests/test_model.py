@@ -19,7 +19,8 @@ STACK = ["softmax:qk_norm:forget=true", "sigmoid", "linear:elu1", "stickbreak"]
 
 
 def toml_of(config):
-    """A minimal TOML writer for the test configs (flat tables of scalars and string lists)."""
+    """A minimal TOML writer for the test configs (flat tables of scalars, string lists and
+    inline tables)."""
     def val(v):
         if isinstance(v, bool):
             return "true" if v else "false"
@@ -27,6 +28,8 @@ def toml_of(config):
             return json.dumps(v)
         if isinstance(v, list):
             return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{a} = {val(b)}" for a, b in v.items()) + "}"
         return repr(v)
     lines = [f"{k} = {val(v)}" for k, v in config.items() if not isinstance(v, dict)]
     for k, v in config.items():
@@ -79,6 +82,11 @@ class ModelTests(unittest.TestCase):
             dict(positions="sinusoidal", norm="rms"),
             dict(positions="none", tie=True, mlp_ratio=0),
             dict(bias=False),
+            dict(positions="rope", norm="rms", bias=False, qkv_bias=True, mlp="swiglu", mlp_hidden=6, n_kv_heads=1,
+                 head_dim=6, qk_head_norm=True, rope_theta=500000.0, norm_eps=1e-6,
+                 rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 8}),
+            dict(mlp="gelu_tanh", head_dim=2),
         ]
         for layout in layouts:
             config, t = model_tensors(STACK, **layout)

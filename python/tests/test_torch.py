@@ -26,6 +26,11 @@ class TorchTests(unittest.TestCase):
             (["softmax:qk_norm:forget=true:gate=output:sink=learned", "sigmoid", "stickbreak", "softmax:softpick"], {}),
             (["linear:performer:features=6", "linear:cosformer", "softmax:sum_key_norms", "softmax:ssmax"], {"positions": "rope"}),
             (["linear:taylor:feature_dim=2", "softmax:log_n_temp", "linear:identity", "softmax:sink=zero"], {"norm": "rms", "tie": True, "positions": "sinusoidal"}),
+            (["softmax:window=3", "softmax:sum_key_norms:window=2", "linear:elu1", "stickbreak"],
+             {"positions": "rope", "norm": "rms", "bias": False, "mlp": "swiglu", "mlp_hidden": 6, "n_kv_heads": 1,
+              "head_dim": 6, "qk_head_norm": True, "rope_theta": 500000.0, "norm_eps": 1e-6,
+              "rope_scaling": {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 8}}),
         ]
         for mixers, layout in stacks:
             config, t = model_tensors(mixers, **layout)

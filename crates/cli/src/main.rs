@@ -37,6 +37,9 @@ enum Command {
     Eval(EvalArgs),
     /// Write a checkpoint's weights and config to a .safetensors file.
     Export(ExportArgs),
+    /// Make a run directory from a local Hugging Face model directory (Llama, Mistral, Qwen2,
+    /// Qwen3, GPT-2), for eval, sample, compare, swap, export and train --init-run.
+    Import(ImportArgs),
     /// A/B-compare attention variants over seeds and learning rates; writes a report.
     Compare(CompareArgs),
     /// Run one of the reproductions of the seed papers (no name: list them); writes a report.
@@ -346,6 +349,24 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+struct ImportArgs {
+    /// A local Hugging Face model directory: config.json, model.safetensors (or a sharded
+    /// index) and tokenizer.json.
+    #[arg(long, value_name = "DIR")]
+    hf: PathBuf,
+    /// The new run directory (must not exist, or be empty).
+    #[arg(long, value_name = "RUN")]
+    out: PathBuf,
+    /// UTF-8 text the run evaluates on (its task.path; the last 10% is the evaluation split).
+    #[arg(long, value_name = "FILE", default_value = "datasets/tinyshakespeare.txt")]
+    text: PathBuf,
+    /// Context length (model.max_seq_len), at most the checkpoint's positions (default: the
+    /// checkpoint's, at most 4096).
+    #[arg(long, value_name = "N")]
+    context: Option<usize>,
+}
+
+#[derive(Args)]
 struct ExportArgs {
     /// Run directory (what `attnlab train` printed).
     #[arg(long)]
@@ -411,6 +432,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample(a) => cmd_sample(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Export(a) => cmd_export(a),
+        Command::Import(a) => cmd_import(a),
         Command::Compare(a) => cmd_compare(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Swap(a) => cmd_swap(a),
@@ -629,6 +651,32 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if let (Some(path), Some([b, t, v])) = (&a.dump_logits, dumped) {
         println!("wrote inputs and logits [{b}, {t}, {v}] to {}", path.display());
     }
+    Ok(())
+}
+
+fn cmd_import(a: ImportArgs) -> Result<()> {
+    let start = std::time::Instant::now();
+    let report = attnlab_train::import::import_hf(&attnlab_train::import::ImportOptions {
+        hf_dir: a.hf,
+        out: a.out.clone(),
+        text: a.text,
+        context: a.context,
+    })?;
+    let m = &report.config.model;
+    println!(
+        "imported {} ({} layers, width {}, {} heads / {} key-value heads, {} parameters, {} tensors, tokenizer of {} tokens) into {} in {:.1} s",
+        report.architecture,
+        m.n_layers,
+        m.d_model,
+        m.n_heads,
+        m.kv_heads(),
+        report.parameters,
+        report.tensors,
+        report.tokenizer_vocab,
+        a.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    println!("next: attnlab eval --run {0} · attnlab sample --run {0}", a.out.display());
     Ok(())
 }
 

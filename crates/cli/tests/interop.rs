@@ -147,6 +147,22 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
     let mixer = |prefix: &str, spec: &str| {
         Case::new(&case_name(prefix, spec), MQAR, &[&format!("model.mixer={spec}")])
     };
+    // Grouped-query attention, Qwen3's per-head q/k norm, heads wider than d_model / n_heads,
+    // SwiGLU, RMSNorm's ε, q/k/v-only bias and RoPE's base, together.
+    let llama: &[&str] = &[
+        "model.n_heads=4",
+        "model.positions=rope",
+        "model.norm=rms",
+        "model.mlp=swiglu",
+        "model.mlp_hidden=40",
+        "model.n_kv_heads=2",
+        "model.head_dim=16",
+        "model.qk_head_norm=true",
+        "model.rope_theta=500000",
+        "model.norm_eps=1e-6",
+        "model.bias=false",
+        "model.qkv_bias=true",
+    ];
     let mut cases: Vec<Case> = catalogue().iter().map(|spec| mixer("catalogue", spec)).collect();
     for spec in [
         "softmax:ssmax:forget=true:sink=learned",
@@ -193,6 +209,41 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             &["model.mixer=decay:gla"],
         ),
         Case::new("icl-vectors", "configs/icl-regression-smoke.toml", &[]),
+        // Production blocks (`softmax:window=8` is in the catalogue): a Llama/Qwen-shaped
+        // stack, with Llama 3's RoPE scaling, GPT-2's tanh GELU, grouped-query attention in the
+        // linear-type families, and alternating window and global layers.
+        Case::new("char-llama", CHAR, &[SMALL_CHAR, llama].concat()),
+        Case::new(
+            "char-llama-rope-scaling",
+            CHAR,
+            &[
+                SMALL_CHAR,
+                llama,
+                &["model.rope_scaling={type=\"llama3\",factor=8.0,low_freq_factor=1.0,high_freq_factor=4.0,original_max_position_embeddings=8}"],
+            ]
+            .concat(),
+        ),
+        Case::new("char-gelu-tanh", CHAR, &[SMALL_CHAR, &["model.mlp=gelu_tanh"]].concat()),
+        Case::new(
+            "gqa-delta-gated-conv",
+            MQAR,
+            &["model.mixer=delta:gated:conv=4", "model.n_heads=4", "model.n_kv_heads=2"],
+        ),
+        Case::new(
+            "gqa-decay-gla",
+            MQAR,
+            &["model.mixer=decay:gla", "model.n_heads=4", "model.n_kv_heads=2"],
+        ),
+        Case::new(
+            "gqa-linear-elu1",
+            MQAR,
+            &["model.mixer=linear:elu1", "model.n_heads=4", "model.n_kv_heads=2"],
+        ),
+        Case::new(
+            "hybrid-window",
+            MQAR,
+            &["model.n_layers=2", "model.mixer=softmax:window=4,softmax"],
+        ),
     ]);
 
     let mut dumps = Vec::new();

@@ -181,7 +181,8 @@ pub fn length_point(
     device: &Device,
 ) -> LengthPoint {
     let ad = device.clone().autodiff();
-    let dims = MixerDims { d_model, n_heads, max_seq_len: seq_len, seed: 1, layer: 0, bias: true };
+    let dims =
+        MixerDims { seed: 1, layer: 0, bias: true, ..MixerDims::new(d_model, n_heads, seq_len) };
     let mixer = spec.init(&dims, &ad);
     let mem = memory_start();
     let mut times = Vec::new();

@@ -1,6 +1,8 @@
 //! A pre-norm transformer block generic over its sequence mixer:
 //! `x ← x + Dropout(Mixer(Norm(x)))`, then (optionally) `x ← x + Dropout(MLP(Norm(x)))` with
-//! `MLP(x) = W₂ GELU(W₁ x)` (Radford et al. 2019, GPT-2 layout).
+//! `MLP(x) = W₂ GELU(W₁ x)` (Radford et al. 2019, GPT-2 layout; `gelu_tanh` is GPT-2's own
+//! `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`) or the gated `MLP(x) = W₂ (silu(W_g x) ⊙ W₁ x)`
+//! (SwiGLU, Shazeer 2020, arXiv 2002.05202; Llama, Qwen, Mistral).
 
 use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
@@ -9,6 +11,7 @@ use burn::nn::{
     Dropout, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig,
     RotaryEncoding,
 };
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 /// Which normalisation the blocks use.
@@ -23,7 +26,7 @@ pub enum NormKind {
 }
 
 /// LayerNorm's ε (GPT-2's and Burn's default).
-const LAYER_NORM_EPSILON: f64 = 1e-5;
+pub const LAYER_NORM_EPSILON: f64 = 1e-5;
 
 #[derive(Module, Debug)]
 pub enum Norm {
@@ -32,12 +35,15 @@ pub enum Norm {
 }
 
 impl Norm {
-    pub fn new(kind: NormKind, d_model: usize, device: &Device) -> Self {
+    /// `rms_eps` is RMSNorm's ε; LayerNorm keeps [`LAYER_NORM_EPSILON`].
+    pub fn new(kind: NormKind, d_model: usize, rms_eps: f64, device: &Device) -> Self {
         match kind {
             NormKind::Layer => Norm::Layer(
                 LayerNormConfig::new(d_model).with_epsilon(LAYER_NORM_EPSILON).init(device),
             ),
-            NormKind::Rms => Norm::Rms(RmsNormConfig::new(d_model).init(device)),
+            NormKind::Rms => {
+                Norm::Rms(RmsNormConfig::new(d_model).with_epsilon(rms_eps).init(device))
+            }
         }
     }
 
@@ -49,26 +55,72 @@ impl Norm {
     }
 }
 
+/// Which feed-forward network the blocks use (`model.mlp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// `W₂ GELU(W₁ x)`, exact (erf) GELU.
+    #[default]
+    Gelu,
+    /// `W₂ GELU(W₁ x)` with GELU's tanh approximation (GPT-2 checkpoints' `gelu_new`).
+    GeluTanh,
+    /// `W₂ (silu(W_g x) ⊙ W₁ x)`.
+    Swiglu,
+}
+
 /// Position-wise feed-forward network.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    /// `weight: [d_model, ratio * d_model]`
+    /// `weight: [d_model, hidden]`
     pub up: Linear,
-    /// `weight: [ratio * d_model, d_model]`
+    /// `weight: [hidden, d_model]`
     pub down: Linear,
+    /// SwiGLU's gate, `weight: [d_model, hidden]`.
+    pub gate: Option<Linear>,
+    #[module(skip)]
+    kind: MlpKind,
 }
 
 impl Mlp {
-    pub fn new(d_model: usize, ratio: usize, bias: bool, device: &Device) -> Self {
+    pub fn new(kind: MlpKind, d_model: usize, hidden: usize, bias: bool, device: &Device) -> Self {
+        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
         Self {
-            up: LinearConfig::new(d_model, ratio * d_model).with_bias(bias).init(device),
-            down: LinearConfig::new(ratio * d_model, d_model).with_bias(bias).init(device),
+            up: linear(d_model, hidden),
+            down: linear(hidden, d_model),
+            gate: (kind == MlpKind::Swiglu).then(|| linear(d_model, hidden)),
+            kind,
         }
     }
 
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        fused::affine(&self.down, fused::gelu(fused::affine(&self.up, x)))
+    pub fn kind(&self) -> MlpKind {
+        self.kind
     }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let hidden = match (self.kind, &self.gate) {
+            (MlpKind::Gelu, _) => fused::gelu(fused::affine(&self.up, x)),
+            (MlpKind::GeluTanh, _) => gelu_tanh(fused::affine(&self.up, x)),
+            (MlpKind::Swiglu, Some(gate)) => {
+                silu(fused::affine(gate, x.clone())) * fused::affine(&self.up, x)
+            }
+            (MlpKind::Swiglu, None) => unreachable!("a SwiGLU MLP is built with its gate"),
+        };
+        fused::affine(&self.down, hidden)
+    }
+}
+
+/// GELU's tanh approximation, `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))` (GPT-2's `gelu_new`),
+/// with the cube as products (a float power of a negative base is NaN on some backends).
+///
+/// # Shapes
+/// - any; the output has the input's shape
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let sqrt_2_over_pi = (2.0 / std::f64::consts::PI).sqrt();
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * sqrt_2_over_pi;
+    x * (inner.tanh() + 1.0) * 0.5
 }
 
 #[derive(Module, Debug)]
@@ -111,5 +163,40 @@ impl<M: SequenceMixer> Block<M> {
             }
             _ => x,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{assert_close, device, randn};
+
+    /// SwiGLU is `down(silu(gate x) ⊙ up x)` and GELU-tanh its formula, against values computed
+    /// here elementwise.
+    #[test]
+    fn mlp_kinds_compute_their_formulas() {
+        let d = device();
+        let x = randn([2, 3, 4], 11, &d);
+        let swiglu = Mlp::new(MlpKind::Swiglu, 4, 6, true, &d);
+        let gate = fused::affine(swiglu.gate.as_ref().unwrap(), x.clone());
+        let silu = gate.clone() / (gate.neg().exp() + 1.0);
+        let expect = fused::affine(&swiglu.down, silu * fused::affine(&swiglu.up, x.clone()));
+        assert_close(swiglu.forward(x.clone()), expect, 1e-6, "swiglu");
+
+        let tanh = Mlp::new(MlpKind::GeluTanh, 4, 6, false, &d);
+        let h: Vec<f32> =
+            fused::affine(&tanh.up, x.clone()).into_data().iter::<f32>().collect::<Vec<_>>();
+        let by_hand: Vec<f32> = h
+            .iter()
+            .map(|&v| {
+                let v = v as f64;
+                (0.5 * v
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3)))
+                            .tanh())) as f32
+            })
+            .collect();
+        let hidden = Tensor::<1>::from_floats(by_hand.as_slice(), &d).reshape([2, 3, 6]);
+        assert_close(tanh.forward(x), fused::affine(&tanh.down, hidden), 1e-5, "gelu_tanh");
     }
 }

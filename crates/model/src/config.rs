@@ -3,13 +3,13 @@
 //! Defaults are nanoGPT's CPU recipe: 4 layers, 4 heads, width 128, context 64, GELU MLP of
 //! width 4·d, learned positions, LayerNorm, no dropout, untied head without bias.
 
-use crate::block::{Block, Mlp, Norm, NormKind};
+use crate::block::{Block, Mlp, MlpKind, Norm, NormKind};
 use crate::families::MixerSpec;
 use crate::families::softmax::SoftmaxAttentionConfig;
 use crate::init::InitScheme;
 use crate::lm::{InputLayer, Lm, Model};
 use crate::mixer::{MixerDescription, MixerDims, MixerError};
-use crate::position::{PositionKind, Positions};
+use crate::position::{PositionKind, Positions, RopeScaling, RopeSettings};
 use crate::stack::{MixerStack, StackLengthError};
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig};
 use burn::tensor::Device;
@@ -40,6 +40,61 @@ pub struct ModelConfig {
     /// How the weights start: `burn` (Burn's defaults) or `gpt2` (N(0, 0.02), nanoGPT's and
     /// zoology's); see `init.rs`.
     pub init: InitScheme,
+    /// The MLP: `gelu` (GPT-2 as attnlab trains it, exact erf), `gelu_tanh` (GPT-2 checkpoints'
+    /// `gelu_new`) or `swiglu` (Llama, Qwen, Mistral: `down(silu(gate·x) ⊙ up·x)`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub mlp: MlpKind,
+    /// The MLP's hidden width; 0 = `mlp_ratio · d_model`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub mlp_hidden: usize,
+    /// Key/value heads, grouped-query attention (Ainslie et al. 2023); must divide `n_heads`.
+    /// 0 = `n_heads` (multi-head), 1 = multi-query.
+    #[serde(skip_serializing_if = "is_default")]
+    pub n_kv_heads: usize,
+    /// Per-head width; 0 = `d_model / n_heads`. Qwen3 sets it so that `n_heads · head_dim`
+    /// differs from `d_model`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub head_dim: usize,
+    /// RoPE's base θ (`positions = "rope"`): pair i of a head turns at `θ^(−2i/head_dim)`.
+    #[serde(skip_serializing_if = "is_default_theta")]
+    pub rope_theta: f64,
+    /// Llama 3's RoPE frequency scaling, when a checkpoint declares it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Bias on the q/k/v projection; unset = `bias` (Qwen2: true with `bias = false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qkv_bias: Option<bool>,
+    /// Bias on the attention output projection; unset = `bias`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_bias: Option<bool>,
+    /// Bias on the MLP's projections; unset = `bias`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlp_bias: Option<bool>,
+    /// RMSNorm's ε (Llama 1e-5, Qwen 1e-6). LayerNorm keeps GPT-2's 1e-5.
+    #[serde(skip_serializing_if = "is_default_eps")]
+    pub norm_eps: f64,
+    /// Qwen3's per-head RMSNorm (learned gain `[head_dim]`, ε = `norm_eps`) on queries and keys
+    /// before RoPE, in every family. Distinct from `softmax:qk_norm`, a score scaling that
+    /// L2-normalises q and k and learns one gain per head.
+    #[serde(skip_serializing_if = "is_default")]
+    pub qk_head_norm: bool,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// RoPE's base when the config does not say (Su et al. 2021; GPT-NeoX, Llama 2).
+pub const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+/// RMSNorm's ε when the config does not say (Burn's and Llama's).
+pub const DEFAULT_NORM_EPS: f64 = 1e-5;
+
+fn is_default_theta(theta: &f64) -> bool {
+    *theta == DEFAULT_ROPE_THETA
+}
+
+fn is_default_eps(eps: &f64) -> bool {
+    *eps == DEFAULT_NORM_EPS
 }
 
 impl Default for ModelConfig {
@@ -58,6 +113,17 @@ impl Default for ModelConfig {
             causal: true,
             bias: true,
             init: InitScheme::Burn,
+            mlp: MlpKind::Gelu,
+            mlp_hidden: 0,
+            n_kv_heads: 0,
+            head_dim: 0,
+            rope_theta: DEFAULT_ROPE_THETA,
+            rope_scaling: None,
+            qkv_bias: None,
+            out_bias: None,
+            mlp_bias: None,
+            norm_eps: DEFAULT_NORM_EPS,
+            qk_head_norm: false,
         }
     }
 }
@@ -107,21 +173,57 @@ pub enum ModelConfigError {
     TiedEmbeddings,
     #[error("the task's input size is 0")]
     EmptyInput,
+    #[error(
+        "model.n_kv_heads ({n_kv_heads}) does not divide model.n_heads ({n_heads}): choose a divisor (1 = multi-query, n_heads = multi-head)"
+    )]
+    KvHeadsDoNotDivide { n_kv_heads: usize, n_heads: usize },
+    #[error("model.{key} ({value}) must be a finite number > 0")]
+    NotPositive { key: &'static str, value: f64 },
+    #[error("model.rope_scaling: {reason}")]
+    RopeScaling { reason: String },
+    #[error(
+        "model.{key} is set but model.positions is \"{positions}\": it applies to positions = \"rope\" only; remove it or use RoPE"
+    )]
+    RopeOnly { key: &'static str, positions: String },
 }
 
 impl ModelConfig {
+    /// Per-head width: `model.head_dim`, or `d_model / n_heads` when that is 0.
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads.max(1)
+        match self.head_dim {
+            0 => self.d_model / self.n_heads.max(1),
+            set => set,
+        }
+    }
+
+    /// Key/value heads: `model.n_kv_heads`, or `n_heads` when that is 0.
+    pub fn kv_heads(&self) -> usize {
+        match self.n_kv_heads {
+            0 => self.n_heads,
+            set => set,
+        }
+    }
+
+    /// The MLP's hidden width (0: no MLP).
+    pub fn mlp_width(&self) -> usize {
+        match self.mlp_hidden {
+            0 => self.mlp_ratio * self.d_model,
+            set => set,
+        }
     }
 
     fn dims(&self, layer: usize, seed: u64) -> MixerDims {
         MixerDims {
             d_model: self.d_model,
             n_heads: self.n_heads,
+            n_kv_heads: self.kv_heads(),
+            d_head: self.head_dim(),
             max_seq_len: self.max_seq_len,
             seed,
             layer,
-            bias: self.bias,
+            bias: self.qkv_bias.unwrap_or(self.bias),
+            out_bias: self.out_bias.unwrap_or(self.bias),
+            qk_head_norm: self.qk_head_norm.then_some(self.norm_eps),
         }
     }
 
@@ -139,11 +241,34 @@ impl ModelConfig {
                 return Err(ModelConfigError::Zero { key });
             }
         }
-        if !self.d_model.is_multiple_of(self.n_heads) {
+        if self.head_dim == 0 && !self.d_model.is_multiple_of(self.n_heads) {
             return Err(ModelConfigError::HeadsDoNotDivide {
                 d_model: self.d_model,
                 n_heads: self.n_heads,
             });
+        }
+        if !self.n_heads.is_multiple_of(self.kv_heads()) {
+            return Err(ModelConfigError::KvHeadsDoNotDivide {
+                n_kv_heads: self.n_kv_heads,
+                n_heads: self.n_heads,
+            });
+        }
+        for (key, value) in [("rope_theta", self.rope_theta), ("norm_eps", self.norm_eps)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ModelConfigError::NotPositive { key, value });
+            }
+        }
+        if self.positions != PositionKind::Rope {
+            let positions = format!("{:?}", self.positions).to_lowercase();
+            if self.rope_scaling.is_some() {
+                return Err(ModelConfigError::RopeOnly { key: "rope_scaling", positions });
+            }
+            if self.rope_theta != DEFAULT_ROPE_THETA {
+                return Err(ModelConfigError::RopeOnly { key: "rope_theta", positions });
+            }
+        }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate().map_err(|reason| ModelConfigError::RopeScaling { reason })?;
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelConfigError::Dropout { dropout: self.dropout });
@@ -237,19 +362,28 @@ impl ModelConfig {
                 InputLayer::Vectors(LinearConfig::new(dim, self.d_model).init(device))
             }
         };
-        let positions =
-            Positions::new(self.positions, self.max_seq_len, self.d_model, self.head_dim(), device);
+        let rope = RopeSettings { theta: self.rope_theta, scaling: self.rope_scaling.clone() };
+        let positions = Positions::new(
+            self.positions,
+            self.max_seq_len,
+            self.d_model,
+            self.head_dim(),
+            &rope,
+            device,
+        );
+        let norm = || Norm::new(self.norm, self.d_model, self.norm_eps, device);
+        let mlp_width = self.mlp_width();
+        let mlp_bias = self.mlp_bias.unwrap_or(self.bias);
         let dropout = || DropoutConfig::new(self.dropout).init();
         let blocks = (0..self.n_layers)
             .map(|layer| {
                 let spec = self.mixer.for_layer(layer, self.n_layers).expect("validated");
                 Block {
-                    norm_mixer: Norm::new(self.norm, self.d_model, device),
+                    norm_mixer: norm(),
                     mixer: spec.init(&self.dims(layer, seed), device),
-                    norm_mlp: (self.mlp_ratio > 0)
-                        .then(|| Norm::new(self.norm, self.d_model, device)),
-                    mlp: (self.mlp_ratio > 0)
-                        .then(|| Mlp::new(self.d_model, self.mlp_ratio, self.bias, device)),
+                    norm_mlp: (mlp_width > 0).then(norm),
+                    mlp: (mlp_width > 0)
+                        .then(|| Mlp::new(self.mlp, self.d_model, mlp_width, mlp_bias, device)),
                     dropout: dropout(),
                 }
             })
@@ -260,7 +394,7 @@ impl ModelConfig {
             input,
             positions,
             blocks,
-            norm: Norm::new(self.norm, self.d_model, device),
+            norm: norm(),
             head,
             dropout: dropout(),
             causal: self.causal,

@@ -274,7 +274,7 @@ mod tests {
     use crate::testing::{device, randn, values};
 
     fn dims() -> MixerDims {
-        MixerDims { d_model: 8, n_heads: 2, max_seq_len: 16, seed: 7, layer: 0, bias: true }
+        MixerDims { seed: 7, layer: 0, bias: true, ..MixerDims::new(8, 2, 16) }
     }
 
     fn dot_rows(a: &[f32], b: &[f32], f: usize) -> Vec<f32> {

@@ -100,7 +100,7 @@ mod tests {
     use crate::testing::{device, randn, values};
 
     fn dims(d_model: usize, n_heads: usize, seed: u64, layer: usize) -> MixerDims {
-        MixerDims { d_model, n_heads, max_seq_len: 8, seed, layer, bias: true }
+        MixerDims { seed, layer, bias: true, ..MixerDims::new(d_model, n_heads, 8) }
     }
 
     /// The initial ranges hold, and draws repeat per seed and differ per layer, seed and tag.

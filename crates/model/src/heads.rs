@@ -10,18 +10,29 @@ use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixerDims};
 use crate::position::{rotate, rotation};
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, RotaryEncoding};
+use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig, RotaryEncoding};
 use burn::tensor::{Bool, Device, Tensor};
 
 /// Fused q/k/v projection and output projection (affine maps, Burn's `Linear`).
+///
+/// With grouped-query attention (`n_kv_heads < n_heads`) the projection makes `n_kv_heads` keys
+/// and values, and [`Self::project`] repeats each for the `n_heads / n_kv_heads` query heads it
+/// serves (query head h reads key/value head `h / group`, Hugging Face's `repeat_kv`), so every
+/// family sees the plain `[q | k | v]` layout; KV caches keep the unrepeated heads
+/// ([`Self::split_grouped_rotated`]).
 #[derive(Module, Debug)]
 pub struct HeadProjection {
-    /// `weight: [d_model, n_heads * (2 * d_qk + d_v)]`, columns laid out `[q | k | v]`,
-    /// each head-major (`head * d + i`).
+    /// `weight: [d_model, H·d_qk + K·(d_qk + d_v)]` (`H` query heads, `K` key/value heads),
+    /// columns laid out `[q | k | v]`, each head-major (`head * d + i`).
     pub qkv: Linear,
     /// `weight: [n_heads * d_v, d_model]`.
     pub out: Linear,
+    /// Qwen3's per-head RMSNorm of queries before RoPE, `gamma: [d_qk]`.
+    pub q_norm: Option<RmsNorm>,
+    /// The same for keys.
+    pub k_norm: Option<RmsNorm>,
     n_heads: usize,
+    n_kv_heads: usize,
     d_qk: usize,
     d_v: usize,
 }
@@ -31,13 +42,17 @@ impl HeadProjection {
     /// values keep the head dim.
     pub fn new(dims: &MixerDims, d_qk: usize, device: &Device) -> Self {
         let d_v = dims.head_dim();
-        let width = dims.n_heads * (2 * d_qk + d_v);
+        let (h, kv) = (dims.n_heads, dims.n_kv_heads);
+        let width = h * d_qk + kv * (d_qk + d_v);
+        let norm =
+            || dims.qk_head_norm.map(|eps| RmsNormConfig::new(d_qk).with_epsilon(eps).init(device));
         Self {
             qkv: LinearConfig::new(dims.d_model, width).with_bias(dims.bias).init(device),
-            out: LinearConfig::new(dims.n_heads * d_v, dims.d_model)
-                .with_bias(dims.bias)
-                .init(device),
-            n_heads: dims.n_heads,
+            out: LinearConfig::new(h * d_v, dims.d_model).with_bias(dims.out_bias).init(device),
+            q_norm: norm(),
+            k_norm: norm(),
+            n_heads: h,
+            n_kv_heads: kv,
             d_qk,
             d_v,
         }
@@ -47,17 +62,69 @@ impl HeadProjection {
         self.n_heads
     }
 
+    /// Key/value heads (equal to [`Self::n_heads`] without grouped-query attention).
+    pub fn n_kv_heads(&self) -> usize {
+        self.n_kv_heads
+    }
+
     /// Per-head query/key width.
     pub fn d_qk(&self) -> usize {
         self.d_qk
     }
 
-    /// The packed projection `[q | k | v]`.
+    /// The packed projection `[q | k | v]`, keys and values repeated to every query head.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, heads·(2·d_qk + d_v)]`
     pub fn project(&self, x: Tensor<3>) -> Tensor<3> {
-        fused::affine(&self.qkv, x)
+        let grouped = self.project_grouped(x);
+        if self.n_kv_heads == self.n_heads {
+            return grouped;
+        }
+        let (h, kv, dqk) = (self.n_heads, self.n_kv_heads, self.d_qk);
+        let q = grouped.clone().narrow(2, 0, h * dqk);
+        let k = grouped.clone().narrow(2, h * dqk, kv * dqk);
+        let v = grouped.narrow(2, (h + kv) * dqk, kv * self.d_v);
+        Tensor::cat(vec![q, self.repeat_packed(k, dqk), self.repeat_packed(v, self.d_v)], 2)
+    }
+
+    /// The projection as the weights make it: `[q | k | v]` with `n_kv_heads` keys and values,
+    /// queries and keys through the per-head norm when the model has one.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, H·d_qk + K·(d_qk + d_v)]`
+    pub fn project_grouped(&self, x: Tensor<3>) -> Tensor<3> {
+        let qkv = fused::affine(&self.qkv, x);
+        let (Some(q_norm), Some(k_norm)) = (&self.q_norm, &self.k_norm) else { return qkv };
+        let [b, t, w] = qkv.dims();
+        let (h, kv, dqk) = (self.n_heads, self.n_kv_heads, self.d_qk);
+        let per_head = |norm: &RmsNorm, start: usize, heads: usize| {
+            norm.forward(qkv.clone().narrow(2, start, heads * dqk).reshape([b, t, heads, dqk]))
+                .reshape([b, t, heads * dqk])
+        };
+        let values = qkv.clone().narrow(2, (h + kv) * dqk, w - (h + kv) * dqk);
+        Tensor::cat(vec![per_head(q_norm, 0, h), per_head(k_norm, h * dqk, kv), values], 2)
+    }
+
+    /// `[batch, seq, K·d]` -> `[batch, seq, H·d]`, key/value head j copied to query heads
+    /// `j·group .. (j + 1)·group`.
+    fn repeat_packed(&self, x: Tensor<3>, d: usize) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kv) = (self.n_heads, self.n_kv_heads);
+        x.reshape([b, t, kv, 1, d]).expand([b, t, kv, h / kv, d]).reshape([b, t, h * d])
+    }
+
+    /// Key/value heads repeated to every query head.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, n_kv_heads, seq, d]` -> `[batch, n_heads, seq, d]`
+    pub fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        let (h, kv) = (self.n_heads, self.n_kv_heads);
+        if h == kv {
+            return x;
+        }
+        let [b, _, t, d] = x.dims();
+        x.reshape([b, kv, 1, t, d]).expand([b, kv, h / kv, t, d]).reshape([b, h, t, d])
     }
 
     /// # Shapes
@@ -69,12 +136,34 @@ impl HeadProjection {
 
     /// [`Self::split`] of an already projected `[q | k | v]`.
     pub fn split_packed(&self, qkv: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        self.split_heads(qkv, self.n_heads)
+    }
+
+    /// Splits `[q | k | v]` holding `n_heads` queries and `kv` keys and values.
+    fn split_heads(&self, qkv: Tensor<3>, kv: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, t, _] = qkv.dims();
         let (h, dqk, dv) = (self.n_heads, self.d_qk, self.d_v);
-        let heads = |start: usize, d: usize| {
-            qkv.clone().narrow(2, start, h * d).reshape([b, t, h, d]).swap_dims(1, 2)
+        let heads = |start: usize, n: usize, d: usize| {
+            qkv.clone().narrow(2, start, n * d).reshape([b, t, n, d]).swap_dims(1, 2)
         };
-        (heads(0, dqk), heads(h * dqk, dqk), heads(2 * h * dqk, dv))
+        (heads(0, h, dqk), heads(h * dqk, kv, dqk), heads((h + kv) * dqk, kv, dv))
+    }
+
+    /// Queries of every head and the `n_kv_heads` keys and values as the weights make them,
+    /// rotated at positions `offset..`: what a KV cache stores.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `q`: `[batch, heads, seq, d_qk]`,
+    ///   `k`: `[batch, kv_heads, seq, d_qk]`, `v`: `[batch, kv_heads, seq, d_v]`
+    pub fn split_grouped_rotated(
+        &self,
+        x: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.split_heads(self.project_grouped(x), self.n_kv_heads);
+        let (q, k) = apply_rope(q, k, rope, offset);
+        (q, k, v)
     }
 
     /// [`Self::split`] with RoPE applied to queries and keys at positions `offset..`.
@@ -150,7 +239,7 @@ impl HeadProjection {
         offset: usize,
     ) -> Tensor<3> {
         let Some(rope) = rope else { return qkv };
-        match fused::rope_packed(qkv, rope, offset, 2 * self.n_heads() * self.d_qk(), self.d_qk()) {
+        match fused::rope_packed(qkv, rope, offset, 2 * self.n_heads * self.d_qk, self.d_qk) {
             Ok(rotated) => rotated,
             Err(qkv) => self.rotate_packed_composed(*qkv, rope, offset),
         }
@@ -203,6 +292,19 @@ impl KvCache {
         (keys, values)
     }
 
+    /// Drops all but the last `n` cached keys and values (a sliding window's decoding); the
+    /// position keeps counting every token seen.
+    pub fn keep_last(&mut self, n: usize) {
+        let keep = |x: Option<Tensor<4>>| {
+            x.and_then(|x| {
+                let seen = x.dims()[2];
+                (n > 0).then(|| if seen > n { x.narrow(2, seen - n, n) } else { x })
+            })
+        };
+        self.keys = keep(self.keys.take());
+        self.values = keep(self.values.take());
+    }
+
     /// One decoding step of a KV-cache family: project `x` and rotate it at the cache's position,
     /// append its keys and values, run `attend(q, keys, values, q_offset)` over the whole cache
     /// (causal, queries at `q_offset..`), and merge the heads.
@@ -217,15 +319,16 @@ impl KvCache {
         attend: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>, usize) -> Tensor<4>,
     ) -> Tensor<3> {
         let offset = self.position;
-        let (q, k, v) = heads.split_rotated(x, rope, offset);
+        let (q, k, v) = heads.split_grouped_rotated(x, rope, offset);
         let (keys, values) = self.append(k, v);
-        heads.merge(attend(q, keys, values, offset))
+        heads.merge(attend(q, heads.repeat_kv(keys), heads.repeat_kv(values), offset))
     }
 
-    /// Floats a cache holds after `seq_len` tokens: keys and values of every head, `2·d·L`
-    /// (zoology's state size for attention).
+    /// Floats a cache holds after `seq_len` tokens: keys and values of every key/value head,
+    /// `2·d·L` (zoology's state size for attention), divided by the query heads per key/value
+    /// head under grouped-query attention.
     pub fn floats(dims: &MixerDims, seq_len: usize) -> usize {
-        2 * seq_len * dims.n_heads * dims.head_dim()
+        2 * seq_len * dims.n_kv_heads * dims.head_dim()
     }
 }
 
@@ -325,8 +428,13 @@ mod tests {
         let d = device();
         let ad = crate::testing::ad_device();
         let rope = RotaryEncodingConfig::new(16, 4).init(&ad);
-        let dims =
-            MixerDims { d_model: 12, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: false };
+        let dims = MixerDims {
+            seed: 1,
+            layer: 0,
+            bias: false,
+            out_bias: false,
+            ..MixerDims::new(12, 2, 16)
+        };
         let heads = HeadProjection::new(&dims, 4, &ad);
         for (offset, t) in [(0, 9), (6, 5)] {
             let qkv = randn([3, t, 2 * 2 * 4 + 2 * 6], 90 + offset as u64, &d);
@@ -346,6 +454,60 @@ mod tests {
                 "plain",
             );
         }
+    }
+
+    /// Grouped-query attention is multi-head attention whose key/value weights repeat per group:
+    /// a projection with 1 key/value head of 3 equals a plain one with that head's columns
+    /// copied three times (Hugging Face's `repeat_kv`), and the KV cache's split keeps 1 head.
+    #[test]
+    fn grouped_query_projection_equals_multi_head_with_repeated_key_value_weights() {
+        let d = device();
+        let dims = MixerDims { n_kv_heads: 1, ..MixerDims::new(12, 3, 8) };
+        let gqa = HeadProjection::new(&dims, 4, &d);
+        let w = gqa.qkv.weight.val(); // [12, 3·4 + 4 + 4]
+        let b = gqa.qkv.bias.as_ref().unwrap().val();
+        let (q, k, v) =
+            (w.clone().narrow(1, 0, 12), w.clone().narrow(1, 12, 4), w.narrow(1, 16, 4));
+        let (qb, kb, vb) =
+            (b.clone().narrow(0, 0, 12), b.clone().narrow(0, 12, 4), b.narrow(0, 16, 4));
+        let mut mha = HeadProjection::new(&MixerDims::new(12, 3, 8), 4, &d);
+        let repeat3 = |x: Tensor<2>| Tensor::cat(vec![x.clone(), x.clone(), x], 1);
+        let repeat3b = |x: Tensor<1>| Tensor::cat(vec![x.clone(), x.clone(), x], 0);
+        mha.qkv.weight =
+            burn::module::Param::from_tensor(Tensor::cat(vec![q, repeat3(k), repeat3(v)], 1));
+        mha.qkv.bias = Some(burn::module::Param::from_tensor(Tensor::cat(
+            vec![qb, repeat3b(kb), repeat3b(vb)],
+            0,
+        )));
+        let x = crate::testing::randn([2, 5, 12], 3, &d);
+        assert_close(gqa.project(x.clone()), mha.project(x.clone()), 1e-6, "packed");
+        let (_, k1, v1) = gqa.split_grouped_rotated(x, None, 0);
+        assert_eq!(k1.dims(), [2, 1, 5, 4]);
+        assert_eq!(v1.dims(), [2, 1, 5, 4]);
+    }
+
+    /// Qwen3's per-head norm: each head's query and key is `x / √(mean(x²) + ε) · γ` over its own
+    /// width, before RoPE; values untouched.
+    #[test]
+    fn per_head_query_key_norm_is_rms_norm_over_each_head() {
+        let d = device();
+        let dims = MixerDims { qk_head_norm: Some(1e-6), n_kv_heads: 1, ..MixerDims::new(8, 2, 8) };
+        let mut heads = HeadProjection::new(&dims, 4, &d);
+        let gamma = Tensor::<1>::from_floats([0.5, 1.0, 1.5, 2.0], &d);
+        heads.q_norm.as_mut().unwrap().gamma = burn::module::Param::from_tensor(gamma.clone());
+        let x = crate::testing::randn([1, 3, 8], 5, &d);
+        let raw = fused::affine(&heads.qkv, x.clone()); // [1, 3, 2·4 + 4 + 4]
+        let normed = heads.project_grouped(x);
+        let rms = |v: Tensor<3>| {
+            let ms = v.clone().powi_scalar(2).mean_dim(2);
+            v / (ms + 1e-6).sqrt()
+        };
+        for head in 0..2 {
+            let expect = rms(raw.clone().narrow(2, 4 * head, 4)) * gamma.clone().reshape([1, 1, 4]);
+            assert_close(normed.clone().narrow(2, 4 * head, 4), expect, 1e-5, "query head");
+        }
+        assert_close(normed.clone().narrow(2, 8, 4), rms(raw.clone().narrow(2, 8, 4)), 1e-5, "key");
+        assert_close(normed.narrow(2, 12, 4), raw.narrow(2, 12, 4), 0.0, "values untouched");
     }
 
     #[test]

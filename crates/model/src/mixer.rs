@@ -99,22 +99,52 @@ pub trait SequenceMixer: Module + ModuleDisplay {
 }
 
 /// Everything a family needs to build its module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MixerDims {
     pub d_model: usize,
     pub n_heads: usize,
+    /// Key/value heads (grouped-query attention, Ainslie et al. 2023): each serves
+    /// `n_heads / n_kv_heads` query heads. Equal to `n_heads` for plain multi-head attention.
+    pub n_kv_heads: usize,
+    /// Per-head width of values (and of queries and keys unless the family narrows them);
+    /// `d_model / n_heads` unless the model sets `model.head_dim` (Qwen3).
+    pub d_head: usize,
     /// Longest sequence the model will see (cosFormer's M uses it).
     pub max_seq_len: usize,
     /// Seed for fixed random parameters (Performer features); mixed with the layer index.
     pub seed: u64,
     pub layer: usize,
-    /// Bias on the q/k/v and output projections.
+    /// Bias on the q/k/v projection (and on the families' own input projections).
     pub bias: bool,
+    /// Bias on the output projection.
+    pub out_bias: bool,
+    /// Qwen3's per-head RMSNorm of queries and keys before RoPE, with this ε.
+    pub qk_head_norm: Option<f64>,
 }
 
 impl MixerDims {
+    /// Plain multi-head attention of `n_heads` heads over width `d_model`, biases on, seed 0,
+    /// layer 0; tests and benches change what they need with struct update syntax.
+    pub const fn new(d_model: usize, n_heads: usize, max_seq_len: usize) -> Self {
+        Self {
+            d_model,
+            n_heads,
+            n_kv_heads: n_heads,
+            d_head: match d_model.checked_div(n_heads) {
+                Some(d) => d,
+                None => 0,
+            },
+            max_seq_len,
+            seed: 0,
+            layer: 0,
+            bias: true,
+            out_bias: true,
+            qk_head_norm: None,
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+        self.d_head
     }
 }
 

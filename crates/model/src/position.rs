@@ -4,6 +4,9 @@
 //! Sinusoidal (Vaswani et al. 2017): `pe[t, 2i] = sin(t / 10000^(2i/D))`,
 //! `pe[t, 2i+1] = cos(t / 10000^(2i/D))`, computed on the fly (nothing to store).
 //!
+//! RoPE's base θ is `model.rope_theta`; Llama 3's frequency scaling ([`RopeScaling`]) rescales
+//! the slow pairs' frequencies once, when the table is built.
+//!
 //! RoPE's numbers live here too: [`rope_pair_angles`] reads Burn's table once for the composed
 //! rotation (`heads::apply_rope`) and the fused kernel (`fused::rope_packed`) alike, so both
 //! rotate by the same angles. A leaf: it imports neither.
@@ -20,6 +23,102 @@ pub enum PositionKind {
     Sinusoidal,
     Rope,
     None,
+}
+
+/// Llama 3's RoPE frequency scaling (`rope_type = "llama3"` in a Hugging Face config; Meta's
+/// Llama 3.1 release). With `λ_i = 2π/f_i` the wavelength of pair i: pairs faster than
+/// `original_max_position_embeddings / high_freq_factor` keep `f_i`, pairs slower than
+/// `original_max_position_embeddings / low_freq_factor` get `f_i / factor`, and the band between
+/// blends the two with `s = (original_max_position_embeddings/λ_i − low)/(high − low)`:
+/// `(1 − s)·f_i/factor + s·f_i`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RopeScaling {
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    /// Why the numbers cannot scale anything (`Err` names the value), for the config check.
+    pub fn validate(&self) -> Result<(), String> {
+        let RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } = *self;
+        if !(factor.is_finite() && factor >= 1.0) {
+            return Err(format!("factor ({factor}) must be a finite number ≥ 1"));
+        }
+        if !(low_freq_factor > 0.0 && high_freq_factor > low_freq_factor) {
+            return Err(format!(
+                "need 0 < low_freq_factor ({low_freq_factor}) < high_freq_factor ({high_freq_factor})"
+            ));
+        }
+        if original_max_position_embeddings == 0 {
+            return Err("original_max_position_embeddings must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// The scaled frequency of a pair turning at `frequency` radians per position.
+    pub fn scale(&self, frequency: f64) -> f64 {
+        let RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } = *self;
+        let old = original_max_position_embeddings as f64;
+        let wavelength = 2.0 * std::f64::consts::PI / frequency;
+        if wavelength < old / high_freq_factor {
+            frequency
+        } else if wavelength > old / low_freq_factor {
+            frequency / factor
+        } else {
+            let s = (old / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            (1.0 - s) * frequency / factor + s * frequency
+        }
+    }
+}
+
+/// How RoPE's table is built: its base and optional frequency scaling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeSettings {
+    pub theta: f64,
+    pub scaling: Option<RopeScaling>,
+}
+
+impl Default for RopeSettings {
+    fn default() -> Self {
+        Self { theta: 10_000.0, scaling: None }
+    }
+}
+
+impl RopeSettings {
+    /// The rotary encoding of `width`-wide heads for positions `0..max_seq_len`.
+    pub fn init(&self, max_seq_len: usize, width: usize, device: &Device) -> RotaryEncoding {
+        let config = RotaryEncodingConfig::new(max_seq_len, width).with_theta(self.theta as f32);
+        match &self.scaling {
+            None => config.init(device),
+            Some(scaling) => config.init_with_frequency_scaling(
+                |frequencies: Tensor<1>| {
+                    let device = frequencies.device();
+                    let scaled: Vec<f32> = frequencies
+                        .into_data()
+                        .iter::<f32>()
+                        .map(|f| scaling.scale(f as f64) as f32)
+                        .collect();
+                    Tensor::<1>::from_floats(scaled.as_slice(), &device)
+                },
+                device,
+            ),
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -39,13 +138,13 @@ impl Positions {
         max_seq_len: usize,
         d_model: usize,
         rope_dim: usize,
+        rope: &RopeSettings,
         device: &Device,
     ) -> Self {
         Self {
             learned: (kind == PositionKind::Learned)
                 .then(|| EmbeddingConfig::new(max_seq_len, d_model).init(device)),
-            rope: (kind == PositionKind::Rope)
-                .then(|| RotaryEncodingConfig::new(max_seq_len, rope_dim).init(device)),
+            rope: (kind == PositionKind::Rope).then(|| rope.init(max_seq_len, rope_dim, device)),
             kind,
         }
     }

@@ -104,6 +104,63 @@ fn incremental_decoding_equals_the_full_forward_for_every_variant() {
     }
 }
 
+/// The blocks of production checkpoints together: grouped-query attention with one key/value
+/// head of two, Qwen3's per-head q/k norm, heads wider than `d_model / n_heads`, SwiGLU, RMSNorm
+/// with Qwen's ε, Qwen2's q/k/v-only bias, RoPE with θ = 10⁶ and Llama 3's scaling. Every variant
+/// still decodes to its forward, and a stack alternating window and global layers does too.
+#[test]
+fn production_blocks_decode_to_the_forward_for_every_variant() {
+    use crate::position::RopeScaling;
+    let d = device();
+    let production = |mixer: MixerStack| ModelConfig {
+        d_model: 32,
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 32,
+        qk_head_norm: true,
+        mlp: crate::block::MlpKind::Swiglu,
+        mlp_hidden: 40,
+        norm: crate::block::NormKind::Rms,
+        norm_eps: 1e-6,
+        bias: false,
+        qkv_bias: Some(true),
+        rope_theta: 1e6,
+        rope_scaling: Some(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8,
+        }),
+        mixer,
+        ..config("softmax", PositionKind::Rope)
+    };
+    let alternating = MixerStack(vec![
+        "softmax:window=4".parse::<MixerSpec>().unwrap(),
+        "softmax".parse::<MixerSpec>().unwrap(),
+    ]);
+    let stacks = every_spec()
+        .into_iter()
+        .map(|spec| MixerStack::uniform(spec.parse::<MixerSpec>().unwrap()))
+        .chain([alternating]);
+    for (i, stack) in stacks.enumerate() {
+        let m = model(&production(stack.clone()), &d);
+        let ids = random_ids(2 * 12, 500 + i as u64);
+        let full = m.forward(LmInput::Tokens(tokens(&ids, 2, &d)));
+        let seq: Vec<Vec<i64>> = ids.chunks(12).map(|c| c.to_vec()).collect();
+        let piece = |a: usize, b: usize| {
+            let flat: Vec<i64> = seq.iter().flat_map(|s| s[a..b].to_vec()).collect();
+            LmInput::Tokens(tokens(&flat, 2, &d))
+        };
+        let mut state = m.empty_state();
+        let mut outs = vec![m.step(piece(0, 5), &mut state)];
+        for t in 5..9 {
+            outs.push(m.step(piece(t, t + 1), &mut state));
+        }
+        outs.push(m.step(piece(9, 12), &mut state));
+        assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{stack:?} decode vs forward"));
+    }
+}
+
 /// Changing the tokens after position t leaves every output at positions <= t unchanged.
 #[test]
 fn causal_outputs_ignore_the_future_for_every_variant() {
@@ -181,6 +238,15 @@ fn same_seed_same_weights_different_seed_different_weights() {
 
 #[test]
 fn invalid_configs_are_rejected_with_the_key_named() {
+    for (cfg, needle) in [
+        (ModelConfig { n_kv_heads: 3, ..config("softmax", PositionKind::Learned) }, "n_kv_heads"),
+        (ModelConfig { rope_theta: 5e5, ..config("softmax", PositionKind::Learned) }, "rope_theta"),
+        (ModelConfig { rope_theta: 0.0, ..config("softmax", PositionKind::Rope) }, "rope_theta"),
+        (ModelConfig { norm_eps: -1.0, ..config("softmax", PositionKind::Rope) }, "norm_eps"),
+    ] {
+        let err = cfg.validate_shape().unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
     let base = config("softmax", PositionKind::Learned);
     let cases: Vec<(ModelConfig, &str)> = vec![
         (ModelConfig { d_model: 15, ..base.clone() }, "not divisible by model.n_heads"),
@@ -310,6 +376,13 @@ fn decode_state_size_grows_for_softmax_and_is_fixed_for_linear() {
     // Taylor with d' = 4: F = 1 + 4 + 16 = 21.
     let taylor = config("linear:taylor:feature_dim=4", PositionKind::Learned);
     assert_eq!(taylor.decode_state_floats(10), 2 * (2 * (21 * 8 + 21)));
+    // Grouped-query attention caches the key/value heads only: one of two halves the cache.
+    let gqa = ModelConfig { n_kv_heads: 1, ..soft.clone() };
+    assert_eq!(gqa.decode_state_floats(20), soft.decode_state_floats(20) / 2);
+    // A window caps the cache at W keys.
+    let window = config("softmax:window=8", PositionKind::Learned);
+    assert_eq!(window.decode_state_floats(1000), soft.decode_state_floats(8));
+    assert_eq!(window.decode_state_floats(5), soft.decode_state_floats(5));
 }
 
 /// `init = "gpt2"` draws embeddings and projections from N(0, 0.02) (the residual writers from

@@ -166,12 +166,16 @@ pub struct BpeConfig {
     pub val_fraction: f64,
     /// Target vocabulary size of the byte-level BPE tokenizer (>= 256 + specials).
     pub vocab_size: usize,
+    /// Set by `attnlab import`: the pretrained checkpoint's embedding rows (at least the
+    /// vocabulary of the run's own `tokenizer.json`, which is used as it is, never retrained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_rows: Option<usize>,
 }
 
 impl Default for BpeConfig {
     fn default() -> Self {
         let t = TextConfig::default();
-        Self { path: t.path, val_fraction: t.val_fraction, vocab_size: 512 }
+        Self { path: t.path, val_fraction: t.val_fraction, vocab_size: 512, embedding_rows: None }
     }
 }
 
@@ -413,17 +417,30 @@ impl RunConfig {
             return Ok(self);
         }
         let mut tree = toml::Value::try_from(&self).map_err(syntax)?;
+        // Keys a config leaves out at their default are not in the tree; they are set anyway
+        // and only refused (with the keys that do exist) when the config does not know them.
+        let mut unverified = Vec::new();
         for item in overrides {
             let (key, raw) = item
                 .split_once('=')
                 .ok_or_else(|| ConfigError::SetSyntax { item: item.clone() })?;
             let value = parse_value(raw.trim());
-            set_path(&mut tree, key.trim(), value)?;
+            if let Some(unknown) = set_path(&mut tree, key.trim(), value)? {
+                unverified.push(unknown);
+            }
         }
         let text = toml::to_string(&tree).map_err(syntax)?;
         // The document parsed here is attnlab's own rendering of the config: name the key the
         // error is at (and the --set that put it there), not a line of that document.
         let config: RunConfig = toml::from_str(&text).map_err(|e| {
+            let message = e.message();
+            if let Some((key, place, valid)) = unverified.iter().find(|(key, _, _)| {
+                let field = key.rsplit('.').next().unwrap_or(key);
+                message.contains(&format!("unknown field `{field}`"))
+            }) {
+                let (key, place, valid) = (key.clone(), place.clone(), valid.clone());
+                return ConfigError::UnknownKey { key, place, valid };
+            }
             let key = e.span().and_then(|span| key_at(&text, span.start));
             let reason = one_line(e.message());
             match key {
@@ -523,7 +540,7 @@ impl RunConfig {
             }
             TaskConfig::BpeLm(c) => {
                 check_fraction(c.val_fraction)?;
-                if c.vocab_size < 300 {
+                if c.vocab_size < 300 && c.embedding_rows.is_none() {
                     return Err(invalid(
                         "task.vocab_size",
                         format!(
@@ -802,7 +819,16 @@ fn parse_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+/// Sets `key` in `tree`. A missing last key is inserted and its would-be error returned, for
+/// the caller to raise if the config then refuses it (a key left out at its default is valid):
+/// the key, the table it would be in, and the keys that table has.
+type PendingKey = (String, String, Vec<String>);
+
+fn set_path(
+    tree: &mut toml::Value,
+    key: &str,
+    value: toml::Value,
+) -> Result<Option<PendingKey>, ConfigError> {
     let parts: Vec<&str> = key.split('.').collect();
     let mut node = tree;
     for (i, part) in parts.iter().enumerate() {
@@ -813,7 +839,8 @@ fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(),
         let last = i + 1 == parts.len();
         // `task.kind` may switch the task; other keys must already exist.
         let switches_task = last && *part == "kind";
-        if !table.contains_key(*part) && !switches_task {
+        let missing = !table.contains_key(*part) && !switches_task;
+        let unknown = || {
             let mut valid: Vec<String> = table.keys().cloned().collect();
             valid.sort();
             let place = if i == 0 {
@@ -821,15 +848,20 @@ fn set_path(tree: &mut toml::Value, key: &str, value: toml::Value) -> Result<(),
             } else {
                 format!("[{}]", parts[..i].join("."))
             };
-            return Err(ConfigError::UnknownKey { key: key.to_string(), place, valid });
+            (key.to_string(), place, valid)
+        };
+        if missing && !last {
+            let (key, place, valid) = unknown();
+            return Err(ConfigError::UnknownKey { key, place, valid });
         }
         if last {
+            let pending = missing.then(unknown);
             table.insert(part.to_string(), value);
-            return Ok(());
+            return Ok(pending);
         }
         node = table.get_mut(*part).expect("checked");
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -837,6 +869,20 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "[task]\nkind = \"char_lm\"\n";
+
+    /// Keys a config leaves out at their default (`model.mlp`, `model.n_kv_heads`) are still
+    /// `--set`-able; a key no table knows is still refused, naming the keys that exist.
+    #[test]
+    fn set_reaches_keys_left_out_at_their_default_and_refuses_unknown_ones() {
+        let sets = ["model.mlp=swiglu".to_string(), "model.n_kv_heads=2".to_string()];
+        let c = RunConfig::from_toml(MINIMAL, &sets).unwrap();
+        assert_eq!(c.model.mlp, attnlab_model::block::MlpKind::Swiglu);
+        assert_eq!(c.model.n_kv_heads, 2);
+        let err = RunConfig::from_toml(MINIMAL, &["model.colour=red".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("model.colour") && err.contains("d_model"), "{err}");
+    }
 
     #[test]
     fn minimal_config_gets_nanogpt_defaults() {

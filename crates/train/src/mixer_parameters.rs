@@ -9,8 +9,7 @@ use burn::tensor::Device;
 use std::collections::BTreeMap;
 
 /// The size the table's shapes are given at.
-const DIMS: MixerDims =
-    MixerDims { d_model: 16, n_heads: 2, max_seq_len: 32, seed: 0, layer: 0, bias: true };
+const DIMS: MixerDims = MixerDims { seed: 0, layer: 0, bias: true, ..MixerDims::new(16, 2, 32) };
 
 /// One markdown table: each family's parameters (paths below `blocks.<i>.mixer.`), their shapes
 /// at `d_model` 16 with 2 heads, and the catalogue specs that have them.

@@ -58,6 +58,28 @@ pub fn variant_free_tensors<M: Module>(module: &M) -> BTreeMap<String, TensorDat
     c.found
 }
 
+/// Every float parameter's variant-free name and shape, without reading its values.
+pub fn variant_free_shapes<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    struct Collect {
+        path: Path,
+        found: BTreeMap<String, Vec<usize>>,
+    }
+    impl ModuleVisitor for Collect {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.found.insert(self.path.name(), param.shape().as_slice().to_vec());
+        }
+    }
+    let mut c = Collect { path: Path::default(), found: BTreeMap::new() };
+    module.visit(&mut c);
+    c.found
+}
+
 /// Copies every matching parameter of `source` into `target`.
 pub fn transfer<M: Module>(
     target: M,

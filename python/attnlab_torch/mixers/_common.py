@@ -6,20 +6,34 @@ from .. import heads as _heads
 
 
 def split_rotated(ops, p, x, ctx, d_qk=None):
-    """Project ``[q | k | v]``, split into heads, rotate q and k when the model has RoPE.
+    """Project ``[q | k | v]`` (keys and values repeated to every query head, see ``heads.py``),
+    split into heads, rotate q and k when the model has RoPE.
 
     ``x`` ``[B, T, d_model]`` -> q, k ``[B, H, T, d_qk]``, v ``[B, H, T, head_dim]``.
     """
     d_qk = ctx.head_dim if d_qk is None else d_qk
-    q, k, v = _heads.split_packed(ops, _heads.project_qkv(ops, p, x), ctx.n_heads, d_qk, ctx.head_dim)
+    qkv = _heads.project_qkv(ops, p, x, ctx, d_qk)
+    q, k, v = _heads.split_packed(ops, qkv, ctx.n_heads, d_qk, ctx.head_dim)
     if ctx.rope is not None:
         q, k = ctx.rope(ops, q, 0), ctx.rope(ops, k, 0)
     return q, k, v
 
 
-def visible(ops, t, causal):
-    """``[T, T]`` boolean, true where query ``i`` sees key ``j`` (``j <= i`` when causal)."""
-    return ops.tril(t) if causal else ops.tril(t, t, t)
+def visible(ops, t, causal, window=0):
+    """``[T, T]`` boolean, true where query ``i`` sees key ``j``: ``j <= i`` when causal (every
+    ``j`` otherwise), and with a sliding window ``W > 0`` only ``|i − j| < W``
+    (causal: ``i − W < j <= i``)."""
+    seen = ops.tril(t) if causal else ops.tril(t, t, t)
+    if window > 0:
+        seen = seen & ~ops.tril(t, t, -window)  # drops j <= i − W
+        if not causal:
+            seen = seen & ops.tril(t, t, window - 1)  # drops j >= i + W
+    return seen
+
+
+def keys_seen(ops, seen):
+    """``[T, 1]``: the keys each query sees, counted off a :func:`visible` mask."""
+    return ops.sum(ops.where(seen, 1.0, 0.0), axis=1, keepdims=True)
 
 
 def keys_per_query(ops, t, causal):

@@ -18,7 +18,8 @@ Gates, as log gates ``<= 0``:
 - gla: ``logsigmoid(x W_a + b_a) / 16``, ``alpha`` ``[d_model, H*F]`` head-major;
 - forget: ``logsigmoid(w_h . x + b_h)``, ``alpha`` ``[d_model, H]``.
 
-Features: ``[q | k | v]`` projected, with ``conv=K`` passed through the short convolution
+Features: ``[q | k | v]`` projected (keys and values repeated to every query head under
+grouped-query attention, see ``heads.py``), with ``conv=K`` passed through the short convolution
 (which ends in SiLU; without it there is no SiLU), split into heads, RoPE on q and k, then phi.
 
 Bidirectional (``ctx.causal`` False): ``A_ij = sum_f phi(q_i)_f phi(k_j)_f exp(-|b_if - b_jf|)``
@@ -54,8 +55,8 @@ def log_gates(ops, p, gate, x, n_heads, gla_normalizer=GLA_LOGIT_NORMALIZER):
 
 def features(ops, p, spec, x, ctx):
     """``(phi(q), phi(k), v)``: ``[B, H, T, F]``, ``[B, H, T, F]``, ``[B, H, T, head_dim]``."""
-    d_qk = _heads.qk_width(p, ctx.n_heads, ctx.head_dim)
-    qkv = _heads.project_qkv(ops, p, x)
+    d_qk = _heads.qk_width(p, ctx.n_heads, ctx.head_dim, ctx.kv_heads)
+    qkv = _heads.project_qkv(ops, p, x, ctx, d_qk)
     if spec["conv"] > 0:
         qkv = short_conv(ops, qkv, p["conv.weight"])
     q, k, v = _heads.split_packed(ops, qkv, ctx.n_heads, d_qk, ctx.head_dim)

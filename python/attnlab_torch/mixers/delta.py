@@ -8,7 +8,8 @@ run as ``S <- a_t S``, ``v' = beta_t (v_t - S^T k_t)``, ``S <- S + k_t v'^T``. `
 ``delta``; ``delta:gated`` uses Mamba-2's gate ``log a_t = -softplus(w_h . x + dt_bias_h) *
 exp(A_log_h)``. ``beta_t = sigmoid(w_beta,h . x_t + b_h)``, doubled with ``neg_eigval=true``.
 
-Features: ``[q | k | v]`` projected, then the ``conv=K`` short convolution (which ends in SiLU)
+Features: ``[q | k | v]`` projected (keys and values repeated to every query head under
+grouped-query attention, see ``heads.py``), then the ``conv=K`` short convolution (which ends in SiLU)
 or plain SiLU; split into heads; q and k L2-normalised per head (``x / sqrt(|x|^2 + 1e-6)``),
 rotated by the model's RoPE, then q scaled by ``d_k^(-1/2)``. Queries and keys are head_dim wide.
 
@@ -52,7 +53,7 @@ def l2_normalize(ops, x, eps=L2_EPS):
 def features(ops, p, spec, x, ctx):
     """``(q / sqrt(d_k), k, v)``, each ``[B, H, T, head_dim]``."""
     d = ctx.head_dim
-    qkv = _heads.project_qkv(ops, p, x)
+    qkv = _heads.project_qkv(ops, p, x, ctx, d)
     if spec["conv"] > 0:
         qkv = short_conv(ops, qkv, p["conv.weight"])
     else:

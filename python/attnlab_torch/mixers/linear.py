@@ -16,7 +16,7 @@ from ._common import scores, split_rotated, visible
 
 def features(ops, p, spec, x, ctx):
     """``(φ(q), φ(k), v)`` for tokens at positions ``0..T``."""
-    q, k, v = split_rotated(ops, p, x, ctx, _heads.qk_width(p, ctx.n_heads, ctx.head_dim))
+    q, k, v = split_rotated(ops, p, x, ctx, _heads.qk_width(p, ctx.n_heads, ctx.head_dim, ctx.kv_heads))
     fq = feature_maps.apply(ops, spec.variant, q, spec.values, p, ctx, True)
     fk = feature_maps.apply(ops, spec.variant, k, spec.values, p, ctx, False)
     return fq, fk, v

@@ -254,8 +254,7 @@ mod tests {
     fn step_equals_forward() {
         use burn::nn::RotaryEncodingConfig;
         let dev = device();
-        let dims =
-            MixerDims { d_model: 8, n_heads: 2, max_seq_len: 16, seed: 1, layer: 0, bias: true };
+        let dims = MixerDims { seed: 1, layer: 0, bias: true, ..MixerDims::new(8, 2, 16) };
         let m = crate::testing::seeded_layer::<StickBreakingAttentionConfig>("", &dims, &dev);
         let rope = RotaryEncodingConfig::new(32, 4).init(&dev);
         for rope in [None, Some(&rope)] {

@@ -19,7 +19,7 @@ use super::{Entry, ExportError, export_metadata, f32_bytes};
 use crate::config::RunConfig;
 use crate::params::named_tensors;
 use crate::task::Task;
-use attnlab_model::block::NormKind;
+use attnlab_model::block::{MlpKind, NormKind};
 use attnlab_model::position::PositionKind;
 use attnlab_model::{Model, ModelInput};
 use burn::tensor::TensorData;
@@ -52,6 +52,18 @@ pub fn gpt2_mismatches(config: &RunConfig, task: &dyn Task) -> Vec<String> {
     }
     if !m.causal {
         why.push("it is bidirectional (GPT-2 is causal)".to_string());
+    }
+    if m.mlp == MlpKind::Swiglu {
+        why.push("its MLP is SwiGLU (GPT-2's is GELU)".to_string());
+    }
+    if m.kv_heads() != m.n_heads || m.head_dim() * m.n_heads != m.d_model || m.qk_head_norm {
+        why.push(
+            "its attention heads are grouped, resized or normed per head (GPT-2 has plain multi-head attention)"
+                .to_string(),
+        );
+    }
+    if [m.qkv_bias, m.out_bias, m.mlp_bias].iter().any(|b| b.is_some_and(|b| b != m.bias)) {
+        why.push("it has biases on some projections only (GPT-2 has all or none)".to_string());
     }
     if !matches!(task.io().input, ModelInput::Tokens { .. }) {
         why.push("it reads vectors, not tokens".to_string());
@@ -170,8 +182,8 @@ pub fn gpt2_config(config: &RunConfig, task: &dyn Task) -> serde_json::Value {
         "n_embd": m.d_model,
         "n_layer": m.n_layers,
         "n_head": m.n_heads,
-        "n_inner": (m.mlp_ratio * m.d_model).max(1),
-        "activation_function": "gelu",
+        "n_inner": m.mlp_width().max(1),
+        "activation_function": if m.mlp == MlpKind::GeluTanh { "gelu_new" } else { "gelu" },
         "layer_norm_epsilon": 1e-5,
         "resid_pdrop": m.dropout,
         "embd_pdrop": m.dropout,
@@ -244,7 +256,7 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Exp
         )?;
         copy(&mut put, format!("{dst}.attn.c_proj.weight"), &format!("{attn}.out.weight"))?;
         bias_or_zero(&mut put, format!("{dst}.attn.c_proj.bias"), &format!("{attn}.out.bias"), d)?;
-        if m.mlp_ratio > 0 {
+        if m.mlp_width() > 0 {
             copy(&mut put, format!("{dst}.ln_2.weight"), &format!("{src}.norm_mlp.Layer.gamma"))?;
             copy(&mut put, format!("{dst}.ln_2.bias"), &format!("{src}.norm_mlp.Layer.beta"))?;
             copy(&mut put, format!("{dst}.mlp.c_fc.weight"), &format!("{src}.mlp.up.weight"))?;
@@ -252,7 +264,7 @@ pub fn gpt2_tensors(model: &Model, config: &RunConfig) -> Result<Vec<Entry>, Exp
                 &mut put,
                 format!("{dst}.mlp.c_fc.bias"),
                 &format!("{src}.mlp.up.bias"),
-                m.mlp_ratio * d,
+                m.mlp_width(),
             )?;
             copy(&mut put, format!("{dst}.mlp.c_proj.weight"), &format!("{src}.mlp.down.weight"))?;
             bias_or_zero(

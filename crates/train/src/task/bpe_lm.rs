@@ -79,6 +79,9 @@ impl Codec for BpeCodec {
 
 pub struct BpeLm {
     codec: BpeCodec,
+    /// Rows of the embedding and the head: the vocabulary, or a pretrained checkpoint's padded
+    /// count (`task.embedding_rows`).
+    rows: usize,
     stream: TokenStream,
     /// Characters per token over the validation split, to report bits per character.
     chars_per_token: f64,
@@ -99,10 +102,18 @@ impl BpeLm {
             .unwrap_or(text.len());
         let (train_text, val_text) = text.split_at(split);
         let saved = run_dir.map(|d| d.join(TOKENIZER_FILE)).filter(|p| p.exists());
-        let codec = match saved {
-            Some(p) => BpeCodec::load(&p)?,
-            None => BpeCodec::train(train_text, config.vocab_size)?,
+        let codec = match (saved, config.embedding_rows) {
+            (Some(p), _) => BpeCodec::load(&p)?,
+            (None, None) => BpeCodec::train(train_text, config.vocab_size)?,
+            (None, Some(_)) => {
+                let path = run_dir.unwrap_or(Path::new(".")).join(TOKENIZER_FILE);
+                return Err(TaskError::PretrainedTokenizerMissing { path });
+            }
         };
+        let rows = config.embedding_rows.unwrap_or(codec.vocab_size());
+        if codec.vocab_size() > rows {
+            return Err(TaskError::VocabularyExceedsEmbedding { vocab: codec.vocab_size(), rows });
+        }
         let encode = |t: &str| {
             codec
                 .encode(t)
@@ -115,14 +126,13 @@ impl BpeLm {
         ids.extend(val);
         let fraction = 1.0 - n_train as f64 / ids.len() as f64;
         let stream = TokenStream::split(ids, fraction, seq_len, seed, &config.path)?;
-        Ok(Self { codec, stream, chars_per_token })
+        Ok(Self { codec, rows, stream, chars_per_token })
     }
 }
 
 impl Task for BpeLm {
     fn io(&self) -> ModelIo {
-        let vocab = self.codec.vocab_size();
-        ModelIo { input: ModelInput::Tokens { vocab }, output_dim: vocab }
+        ModelIo { input: ModelInput::Tokens { vocab: self.rows }, output_dim: self.rows }
     }
     fn main_metric(&self) -> MainMetric {
         MainMetric {

@@ -206,6 +206,14 @@ pub enum TaskError {
     CorruptCodec { path: PathBuf, reason: serde_json::Error },
     #[error("cannot load {path}: {reason}")]
     LoadTokenizer { path: PathBuf, reason: tokenizers::Error },
+    #[error(
+        "{path} is missing: this run's weights are pretrained (task.embedding_rows is set), so its tokenizer cannot be retrained; copy the checkpoint's tokenizer.json there"
+    )]
+    PretrainedTokenizerMissing { path: PathBuf },
+    #[error(
+        "the tokenizer has {vocab} tokens but the model's embedding has {rows} rows: every token id needs a row"
+    )]
+    VocabularyExceedsEmbedding { vocab: usize, rows: usize },
     #[error("training the BPE tokenizer failed: {reason}")]
     TrainTokenizer { reason: tokenizers::Error },
     /// A file the task keeps in the run directory cannot be written.

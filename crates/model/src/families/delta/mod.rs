@@ -138,7 +138,7 @@ impl MixerFamily for DeltaAttentionConfig {
     /// convolution's last `K − 1` inputs; fixed in `seq_len`.
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let d = dims.head_dim();
-        let conv = conv_state_floats(self.conv, 3 * dims.d_model);
+        let conv = conv_state_floats(self.conv, 3 * dims.n_heads * d);
         dims.n_heads * d * d + conv
     }
 
@@ -152,7 +152,8 @@ impl MixerFamily for DeltaAttentionConfig {
         } else {
             (None, None)
         };
-        let conv = short_conv(self.conv, 3 * d, &mut rng, device);
+        // The packed [q | k | v] of every query head (keys and values repeated under GQA).
+        let conv = short_conv(self.conv, 3 * h * dims.head_dim(), &mut rng, device);
         DeltaAttention {
             heads: HeadProjection::new(dims, dims.head_dim(), device),
             beta,

@@ -319,7 +319,7 @@ mod tests {
     }
 
     fn dims() -> MixerDims {
-        MixerDims { d_model: 8, n_heads: 2, max_seq_len: 32, seed: 5, layer: 1, bias: true }
+        MixerDims { seed: 5, layer: 1, bias: true, ..MixerDims::new(8, 2, 32) }
     }
 
     /// Raw q, k, v for `seq` tokens with head width `d`.

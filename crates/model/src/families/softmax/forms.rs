@@ -25,6 +25,39 @@ pub struct ScoreTerms {
     pub sink: Option<Tensor<1>>,
     /// `log_n_temp`'s `(floor_scale, attn_scale)`.
     pub log_n_temp: (f64, f64),
+    /// `window=W`: query `i` sees only keys `j` with `i − W < j` (and `j < i + W` when
+    /// bidirectional), `W` keys including its own.
+    pub window: Option<usize>,
+    /// Absolute position of the first key (a windowed KV cache drops the keys it no longer
+    /// needs); 0 for a full sequence.
+    pub key_start: usize,
+}
+
+/// `true` where query `i` (at `q_offset + i`, counted from the first key) must not see key `j`:
+/// the future when causal, and with a window `W` every key `W` or more positions away.
+///
+/// # Shapes
+/// - returns `[seq_q, seq_k]`
+pub fn attention_mask(
+    seq_q: usize,
+    seq_k: usize,
+    q_offset: usize,
+    causal: bool,
+    window: Option<usize>,
+    device: &burn::tensor::Device,
+) -> Option<Tensor<2, Bool>> {
+    let future = causal.then(|| causal_mask(seq_q, seq_k, q_offset, device));
+    let Some(w) = window else { return future };
+    // Keys before the window: j < q_offset + i − W + 1 (triu_mask marks j < i + offset).
+    let past = Tensor::<2, Bool>::triu_mask([seq_q, seq_k], q_offset as i64 - w as i64 + 1, device);
+    let far = match future {
+        Some(future) => future,
+        // Bidirectional: also the keys W or more positions ahead.
+        None => {
+            Tensor::<2, Bool>::tril_mask([seq_q, seq_k], q_offset as i64 + w as i64 - 1, device)
+        }
+    };
+    Some(past.bool_or(far))
 }
 
 /// The softmax attention kernel on already-projected heads.
@@ -47,6 +80,14 @@ pub fn softmax_attention(
     let [b, h, seq_q, d] = q.dims();
     let seq_k = k.dims()[2];
     let device = q.device();
+    // Masks and key counts are relative to the first key; log_n_temp reads absolute positions.
+    let relative = q_offset - terms.key_start;
+    let mask = attention_mask(seq_q, seq_k, relative, causal, terms.window, &device);
+    // Keys each query sees, `[seq_q, 1]`; with a window, counted off the mask.
+    let visible = |mask: &Option<Tensor<2, Bool>>| match (terms.window, mask) {
+        (Some(_), Some(m)) => m.clone().bool_not().float().sum_dim(1),
+        _ => keys_per_query(seq_q, seq_k, relative, causal, &device),
+    };
     let (q, k) = match scaling {
         Scaling::QkNorm => (l2_normalize(q), l2_normalize(k)),
         _ => (q, k),
@@ -64,24 +105,26 @@ pub fn softmax_attention(
     let scores = match scaling {
         Scaling::SqrtD | Scaling::Softpick => scores / (d as f32).sqrt(),
         Scaling::None => scores,
-        Scaling::NumKeys => {
-            let n = keys_per_query(seq_q, seq_k, q_offset, causal, &device);
-            scores / n.unsqueeze::<4>()
-        }
+        Scaling::NumKeys => scores / visible(&mask).unsqueeze::<4>(),
         Scaling::SumKeyNorms => {
-            // [b, h, seq_k, 1] -> divisor per query: a prefix sum when causal, the total otherwise.
-            let norms = key_norms.expect("computed above").reshape([b, h, seq_k]);
-            let divisor = if causal {
-                norms.cumsum(2).narrow(2, q_offset, seq_q).reshape([b, h, seq_q, 1])
-            } else {
-                norms.sum_dim(2).reshape([b, h, 1, 1])
+            // [b, h, seq_k, 1] -> divisor per query: a prefix sum when causal, the total
+            // otherwise, the sum over the visible keys with a window.
+            let norms = key_norms.expect("computed above");
+            let divisor = match (&mask, terms.window) {
+                (Some(m), Some(_)) => m.clone().bool_not().float().unsqueeze::<4>().matmul(norms),
+                _ if causal => norms
+                    .reshape([b, h, seq_k])
+                    .cumsum(2)
+                    .narrow(2, relative, seq_q)
+                    .reshape([b, h, seq_q, 1]),
+                _ => norms.reshape([b, h, seq_k]).sum_dim(2).reshape([b, h, 1, 1]),
             };
             // All-zero keys would divide by zero; such rows are uniform either way.
             scores / divisor.clamp_min(KEY_NORM_FLOOR)
         }
         Scaling::Learned | Scaling::QkNorm => scores * per_head(scaling.name()),
         Scaling::Ssmax => {
-            let log_n = keys_per_query(seq_q, seq_k, q_offset, causal, &device).log();
+            let log_n = visible(&mask).log();
             scores * per_head("ssmax") * log_n.unsqueeze::<4>()
         }
         Scaling::LogNTemp => {
@@ -104,7 +147,6 @@ pub fn softmax_attention(
         }
         None => scores,
     };
-    let mask = causal.then(|| causal_mask(seq_q, seq_k, q_offset, &device));
     let weights = match (scaling, &terms.sink) {
         (Scaling::Softpick, _) => softpick(scores, mask),
         (_, Some(sink)) => softmax_with_sink(scores, mask, sink.clone()),

@@ -1,10 +1,10 @@
 //! The softmax attention module: its parameters, the full-sequence forward (through the fused
 //! packed kernel when nothing but a constant scale shapes the logits) and KV-cache decoding.
 
-use super::forms::{ScoreTerms, softmax_attention};
+use super::forms::{ScoreTerms, attention_mask, softmax_attention};
 use super::options::Scaling;
 use crate::fused;
-use crate::heads::{HeadProjection, KvCache, sequence_diagnostics};
+use crate::heads::{HeadProjection, KvCache, diagnostics, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
@@ -27,6 +27,9 @@ pub struct SoftmaxAttention {
     pub(super) scaling: Scaling,
     #[module(skip)]
     pub(super) zero_sink: bool,
+    /// `window=W`: the keys each query sees.
+    #[module(skip)]
+    pub(super) window: Option<usize>,
     #[module(skip)]
     pub(super) log_n_temp: (f64, f64),
 }
@@ -46,7 +49,7 @@ impl SoftmaxAttention {
     /// The score multiplier when it is a constant and nothing else shapes the logits (`sqrt_d`,
     /// `none`; an output gate is fine), which the fused kernel takes.
     fn constant_scale(&self) -> Option<f32> {
-        if self.forget.is_some() || self.sink.is_some() || self.zero_sink {
+        if self.forget.is_some() || self.sink.is_some() || self.zero_sink || self.window.is_some() {
             return None;
         }
         match self.scaling {
@@ -61,12 +64,13 @@ impl SoftmaxAttention {
         self.forget.as_ref().map(|f| fused::log_sigmoid(fused::affine(f, x)).swap_dims(1, 2))
     }
 
-    /// The terms for queries `x` whose forget sums continue from `c_before` (`[batch, heads, 1]`;
-    /// 0 at the start), with the keys' sums `keys_c` (the queries' own when `None`).
+    /// The terms for queries with forget sums `queries_c`, keys with sums `keys_c` (the
+    /// queries' own when `None`), the first key at absolute position `key_start`.
     pub(super) fn terms(
         &self,
         queries_c: Option<Tensor<3>>,
         keys_c: Option<Tensor<3>>,
+        key_start: usize,
     ) -> ScoreTerms {
         let h = self.heads.n_heads();
         let sink = match (&self.sink, self.zero_sink) {
@@ -83,6 +87,8 @@ impl SoftmaxAttention {
             forget,
             sink,
             log_n_temp: self.log_n_temp,
+            window: self.window,
+            key_start,
         }
     }
 
@@ -125,8 +131,16 @@ impl SequenceMixer for SoftmaxAttention {
         };
         let c = self.log_forget(x.clone()).map(|lf| lf.cumsum(2));
         let (y, weights) =
-            softmax_attention(q, k, v, self.scaling, &self.terms(c, None), ctx.causal, 0);
-        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights, ctx.causal));
+            softmax_attention(q, k, v, self.scaling, &self.terms(c, None, 0), ctx.causal, 0);
+        let diagnostics = ctx.diagnostics.then(|| match self.window {
+            None => sequence_diagnostics(weights, ctx.causal),
+            Some(w) => {
+                let [_, _, t, _] = weights.dims();
+                let mask = attention_mask(t, t, 0, ctx.causal, Some(w), &weights.device());
+                let keys = mask.expect("a window masks").bool_not().float().sum_dim(1);
+                diagnostics(weights, keys)
+            }
+        });
         MixOutput { output: self.finish(merge_heads(y), x), diagnostics }
     }
 
@@ -141,8 +155,11 @@ impl SequenceMixer for SoftmaxAttention {
         rope: Option<&RotaryEncoding>,
     ) -> Tensor<3> {
         let offset = state.cache.position;
-        let (q, k, v) = self.heads.split_rotated(x.clone(), rope, offset);
+        // The cache keeps the key/value heads as projected; the query heads read them repeated.
+        let (q, k, v) = self.heads.split_grouped_rotated(x.clone(), rope, offset);
         let (keys, values) = state.cache.append(k, v);
+        let key_start = state.cache.position - keys.dims()[2];
+        let (keys, values) = (self.heads.repeat_kv(keys), self.heads.repeat_kv(values));
         // c of the new tokens continues from the last cached key's.
         let c = self.log_forget(x.clone()).map(|lf| {
             let before = state.forget.as_ref().map(|c| {
@@ -161,8 +178,16 @@ impl SequenceMixer for SoftmaxAttention {
             c
         });
         let keys_c = c.as_ref().and(state.forget.clone());
-        let (y, _) =
-            softmax_attention(q, keys, values, self.scaling, &self.terms(c, keys_c), true, offset);
+        let terms = self.terms(c, keys_c, key_start);
+        let (y, _) = softmax_attention(q, keys, values, self.scaling, &terms, true, offset);
+        if let Some(w) = self.window {
+            // The next query sees at most the last W − 1 of these keys.
+            state.cache.keep_last(w - 1);
+            state.forget = state.forget.take().and_then(|c| {
+                let seen = c.dims()[2];
+                (w > 1).then(|| c.narrow(2, seen.saturating_sub(w - 1), seen.min(w - 1)))
+            });
+        }
         self.finish(merge_heads(y), x)
     }
 }

@@ -25,6 +25,12 @@
 //! - `sink=learned|zero`: an extra logit per head in every row's denominator,
 //!   `w_ij = e^{z_ij}/(e^{σ_h} + Σ_j e^{z_ij})`, so a row may put weight on "nothing"; `zero` fixes
 //!   `σ_h = 0` (softmax-plus-one), `learned` starts at 0.
+//! - `window=W`, sliding-window attention (Beltagy et al. 2020, "Longformer"; Mistral 7B): query
+//!   `i` sees only the `W` most recent keys `i − W < j ≤ i` (bidirectional: `|i − j| < W`), with
+//!   any scaling; `n_i` and `sum_key_norms`' divisor count only those keys. Decoding keeps the
+//!   last `W − 1` keys. `0` (the default) is global attention. Alternating window and global
+//!   layers (Mistral's successors, Gemma 2) is a per-layer stack:
+//!   `mixer = ["softmax:window=W", "softmax"]`.
 //! - `floor_scale=F`, `attn_scale=A` (`log_n_temp` only). The defaults here are 8 and 0.1: Llama 4's
 //!   8192 would leave `τ = 1` at every length attnlab trains at, so the variant would equal
 //!   `sqrt_d`; with 8 the temperature is 1.22 at position 64 and 1.42 at 512.
@@ -69,7 +75,7 @@ pub const DEFAULT_ATTN_SCALE: f64 = 0.1;
 /// The gate parameters' stream tag ("softmax_").
 const GATE_TAG: u64 = 0x736f_6674_6d61_785f;
 
-/// `softmax[:<scaling>][:forget=true][:gate=output][:sink=learned|zero][:floor_scale=F][:attn_scale=A]`.
+/// `softmax[:<scaling>][:forget=true][:gate=output][:sink=learned|zero][:window=W][:floor_scale=F][:attn_scale=A]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SoftmaxAttentionConfig {
@@ -79,6 +85,8 @@ pub struct SoftmaxAttentionConfig {
     pub forget: bool,
     pub gate: OutputGate,
     pub sink: Sink,
+    /// Sliding window: the keys each query sees (0 = all).
+    pub window: usize,
     pub floor_scale: f64,
     pub attn_scale: f64,
 }
@@ -90,6 +98,7 @@ impl Default for SoftmaxAttentionConfig {
             forget: false,
             gate: OutputGate::None,
             sink: Sink::None,
+            window: 0,
             floor_scale: DEFAULT_FLOOR_SCALE,
             attn_scale: DEFAULT_ATTN_SCALE,
         }
@@ -118,7 +127,7 @@ impl fmt::Display for SoftmaxAttentionConfig {
 
 impl MixerFamily for SoftmaxAttentionConfig {
     const NAME: &'static str = "softmax";
-    const SYNTAX: &'static str = "softmax[:<scaling>][:forget=true][:gate=output][:sink=learned|zero][:floor_scale=F][:attn_scale=A]";
+    const SYNTAX: &'static str = "softmax[:<scaling>][:forget=true][:gate=output][:sink=learned|zero][:window=W][:floor_scale=F][:attn_scale=A]";
     type Module = SoftmaxAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -164,9 +173,11 @@ impl MixerFamily for SoftmaxAttentionConfig {
         Ok(c)
     }
 
-    /// The KV cache (`2·d·L`), plus `c_t` per cached key and head with `forget=true`.
+    /// The KV cache (`2·d·L`), plus `c_t` per cached key and head with `forget=true`; a window
+    /// `W` caps `L` at `W`.
     fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize {
-        KvCache::floats(dims, seq_len) + if self.forget { dims.n_heads * seq_len } else { 0 }
+        let cached = if self.window > 0 { seq_len.min(self.window) } else { seq_len };
+        KvCache::floats(dims, cached) + if self.forget { dims.n_heads * cached } else { 0 }
     }
 
     fn init(&self, dims: &MixerDims, device: &Device) -> SoftmaxAttention {
@@ -195,6 +206,7 @@ impl MixerFamily for SoftmaxAttentionConfig {
             sink,
             scaling: self.scaling,
             zero_sink: self.sink == Sink::Zero,
+            window: (self.window > 0).then_some(self.window),
             log_n_temp: (self.floor_scale, self.attn_scale),
         }
     }
@@ -286,6 +298,10 @@ impl MixerFamily for SoftmaxAttentionConfig {
             VariantInfo {
                 spec: "softmax:sink=zero",
                 formula: "e^{z_ij}/(1 + Σ_j e^{z_ij}) (softmax-plus-one)",
+            },
+            VariantInfo {
+                spec: "softmax:window=8",
+                formula: "softmax(q·k/√d) v over the 8 most recent keys i − 8 < j ≤ i (sliding window; Mistral)",
             },
         ]
     }

@@ -74,7 +74,7 @@ fn inputs(seq: usize, g: usize, seed: u64) -> [Tensor<4>; 4] {
 }
 
 fn dims() -> MixerDims {
-    MixerDims { d_model: 8, n_heads: 2, max_seq_len: 32, seed: 5, layer: 1, bias: true }
+    MixerDims { seed: 5, layer: 1, bias: true, ..MixerDims::new(8, 2, 32) }
 }
 
 fn config(spec: &str) -> DecayAttentionConfig {

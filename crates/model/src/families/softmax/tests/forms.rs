@@ -10,6 +10,18 @@ use burn::tensor::activation::log_sigmoid;
 /// The kernel against the oracle on fresh inputs: outputs and the gradients of q, k, v, the
 /// forget gates' input and the sink logit.
 fn check_against_reference(scaling: Scaling, forget: bool, sink: bool, causal: bool, seed: u64) {
+    check_windowed(scaling, forget, sink, causal, None, seed)
+}
+
+/// [`check_against_reference`] with a sliding window.
+fn check_windowed(
+    scaling: Scaling,
+    forget: bool,
+    sink: bool,
+    causal: bool,
+    window: Option<usize>,
+    seed: u64,
+) {
     let d = device();
     let (b, h, t, dh) = (2, 3, 7, 4);
     let inputs = [
@@ -28,6 +40,8 @@ fn check_against_reference(scaling: Scaling, forget: bool, sink: bool, causal: b
             forget: c.map(|c| (c.clone(), c)),
             sink: sink.then(|| x[4].clone().reshape([h])),
             log_n_temp: (DEFAULT_FLOOR_SCALE, DEFAULT_ATTN_SCALE),
+            window,
+            key_start: 0,
         };
         // Unused inputs still need a (zero) gradient for the helper.
         let unused = (x[3].clone().sum() + x[4].clone().sum()).reshape([1, 1, 1, 1]) * 0.0;
@@ -37,11 +51,13 @@ fn check_against_reference(scaling: Scaling, forget: bool, sink: bool, causal: b
     let (slow, slow_g) = output_and_grads(&inputs, seed + 6, |x| {
         let s = scale.clone().map(values);
         let lf = log_forget(&x[3]);
-        let extras = Extras { log_forget: forget.then_some(&lf), sink: sink.then_some(&x[4]) };
+        let extras =
+            Extras { log_forget: forget.then_some(&lf), sink: sink.then_some(&x[4]), window };
         let unused = (x[3].clone().sum() + x[4].clone().sum()).reshape([1, 1, 1, 1]) * 0.0;
         naive_softmax_attention(&x[0], &x[1], &x[2], scaling, s.as_deref(), extras, causal) + unused
     });
-    let what = format!("{} forget={forget} sink={sink} causal={causal}", scaling.name());
+    let what =
+        format!("{} forget={forget} sink={sink} causal={causal} window={window:?}", scaling.name());
     assert_close(fast, slow, 1e-4, &format!("{what} output"));
     for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {
         assert_close(f, s, 1e-4, &format!("{what} grad of input {i}"));
@@ -74,6 +90,23 @@ fn forget_and_sink_match_the_reference() {
             for causal in [true, false] {
                 seed += 10;
                 check_against_reference(s, forget, sink, causal, seed);
+            }
+        }
+    }
+}
+
+/// A sliding window shorter than the sequence (7 positions), on every scaling, with FoX's bias
+/// and the sink, causal and bidirectional: the oracle attends over exactly the window's keys.
+#[test]
+fn sliding_window_matches_the_reference_past_the_window() {
+    let mut seed = 700;
+    for s in Scaling::ALL {
+        for window in [1, 3] {
+            for causal in [true, false] {
+                seed += 10;
+                let sink = s != Scaling::Softpick;
+                check_windowed(s, false, false, causal, Some(window), seed);
+                check_windowed(s, true, sink, causal, Some(window), seed + 5);
             }
         }
     }
@@ -188,7 +221,7 @@ fn length_aware_known_answers() {
         randn([1, 2, 16, 4], 422, &d),
     );
     let ssmax = SoftmaxAttentionConfig::new(Scaling::Ssmax).init(&dims, &d);
-    let terms = ssmax.terms(None, None);
+    let terms = ssmax.terms(None, None, 0);
     let (_, w) =
         softmax_attention(q.clone(), k.clone(), v.clone(), Scaling::Ssmax, &terms, true, 0);
     let (_, w0) = softmax_attention(q, k, v, Scaling::SqrtD, &ScoreTerms::default(), true, 0);

@@ -10,8 +10,7 @@ use crate::testing::{assert_close, device, output_and_grads, randn, values};
 #[test]
 fn fused_and_monitored_paths_agree() {
     use crate::mixer::{MixContext, MixerDims, MixerFamily};
-    let dims =
-        MixerDims { d_model: 24, n_heads: 3, max_seq_len: 16, seed: 1, layer: 0, bias: true };
+    let dims = MixerDims { seed: 1, layer: 0, bias: true, ..MixerDims::new(24, 3, 16) };
     let rope = burn::nn::RotaryEncodingConfig::new(16, 8).init(&crate::testing::ad_device());
     for (scaling, gate, rope) in [
         (Scaling::SqrtD, OutputGate::None, None),
@@ -53,7 +52,7 @@ fn fused_and_monitored_paths_agree() {
     }
 }
 
-const LENGTH_AWARE: [&str; 8] = [
+const LENGTH_AWARE: [&str; 12] = [
     "ssmax",
     "log_n_temp",
     "softpick",
@@ -62,6 +61,10 @@ const LENGTH_AWARE: [&str; 8] = [
     "sink=learned",
     "sink=zero",
     "num_keys:forget=true:gate=output:sink=zero",
+    "window=3",
+    "window=1",
+    "sum_key_norms:window=4:forget=true:sink=learned",
+    "ssmax:window=3",
 ];
 
 /// A prompt, single tokens and a 3-token piece through the KV cache (and FoX's carried

@@ -16,6 +16,8 @@ struct Extras<'a> {
     log_forget: Option<&'a Tensor<3>>,
     /// `[1, h, 1, 1]`: the sink logit.
     sink: Option<&'a Tensor<4>>,
+    /// Sliding window: query i sees keys i − W < j (≤ i causal, < i + W bidirectional).
+    window: Option<usize>,
 }
 
 /// The slow, obviously-right oracle: one query at a time over exactly the keys it sees, the
@@ -35,7 +37,20 @@ fn naive_softmax_attention(
     let d = d as f32;
     let dev = q.device();
     let per_head = |s: &[f32]| Tensor::<1>::from_floats(s, &dev).reshape([1, s.len(), 1, 1]);
-    let out = visible_rows(q, k, v, causal).into_iter().enumerate().map(|(i, (qi, keys, vals))| {
+    let t = q.dims()[2];
+    let rows =
+        visible_rows(q, k, v, causal).into_iter().enumerate().map(|(i, (qi, keys, vals))| {
+            // The window keeps keys first..last (absolute positions) of those visible_rows gives.
+            let (first, last) = match extras.window {
+                Some(w) => {
+                    (i.saturating_sub(w - 1), if causal { i } else { (i + w - 1).min(t - 1) })
+                }
+                None => (0, keys.dims()[2] - 1),
+            };
+            let n = last + 1 - first;
+            (i, first, qi, keys.narrow(2, first, n), vals.narrow(2, first, n))
+        });
+    let out = rows.map(|(i, first, qi, keys, vals)| {
         let n = keys.dims()[2];
         let dots = |a: Tensor<4>, b: Tensor<4>| a.matmul(b.swap_dims(2, 3)); // [b,h,1,n]
         let scores = match scaling {
@@ -62,7 +77,7 @@ fn naive_softmax_attention(
         let scores = match extras.log_forget {
             // Σ ln f over the tokens strictly after the earlier of (i, j), up to the later.
             Some(lf) => {
-                let bias: Vec<Tensor<4>> = (0..n)
+                let bias: Vec<Tensor<4>> = (first..first + n)
                     .map(|j| {
                         let (lo, hi) = (i.min(j), i.max(j));
                         if hi == lo {
@@ -93,7 +108,7 @@ fn naive_softmax_attention(
 }
 
 fn dims() -> MixerDims {
-    MixerDims { d_model: 8, n_heads: 2, max_seq_len: 16, seed: 5, layer: 1, bias: true }
+    MixerDims { seed: 5, layer: 1, bias: true, ..MixerDims::new(8, 2, 16) }
 }
 
 fn config(spec: &str) -> SoftmaxAttentionConfig {
