@@ -9,7 +9,7 @@ use attnlab_train::message::one_line;
 use attnlab_train::progress::text_chart;
 use attnlab_train::runs::{default_run_dir, load_run};
 use attnlab_train::sample::{SamplingOptions, generate};
-use attnlab_train::{RunConfig, RunDir, Verbosity, run_dir, train};
+use attnlab_train::{RunConfig, RunDir, TaskConfig, Verbosity, run_dir, train};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -141,6 +141,10 @@ struct EvalArgs {
     /// Backend to evaluate on: flex, ndarray, wgpu or cuda (default: the run's own).
     #[arg(long)]
     device: Option<String>,
+    /// Evaluate on this UTF-8 text file (or .jsonl, one {"text": ...} object per line) instead
+    /// of the run's own text; its last 10% is scored (language-model runs).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
     /// Evaluation batches (default: the run's train.eval_batches).
     #[arg(long)]
     batches: Option<usize>,
@@ -378,8 +382,9 @@ struct ExportArgs {
     #[arg(long, default_value = "best")]
     checkpoint: String,
     /// attnlab: every parameter under its module path, with config and vocabulary as metadata
-    /// (python/attnlab_torch loads it); hf: a Hugging Face GPT-2 directory
-    /// (transformers.GPT2LMHeadModel.from_pretrained), for plain GPT-2 stacks only.
+    /// (python/attnlab_torch loads it); hf: a Hugging Face directory
+    /// (transformers.AutoModelForCausalLM.from_pretrained) for GPT-2 and Llama/Mistral/Qwen2/Qwen3
+    /// stacks; any other stack gets the attnlab export and a README saying why.
     #[arg(long, default_value = "attnlab", value_parser = ["attnlab", "hf"])]
     format: String,
     /// Replace --to if it exists.
@@ -591,18 +596,35 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let mut loaded = load_run(&a.run, &a.checkpoint, parse_device(a.device.as_deref())?)?;
+    if let Some(text) = &a.text {
+        match &mut loaded.config.task {
+            TaskConfig::CharLm(t) => t.path = text.clone(),
+            TaskConfig::BpeLm(t) => t.path = text.clone(),
+            other => bail!(
+                "--text applies to language-model runs (char_lm, bpe_lm); this run's task is {}",
+                other.name()
+            ),
+        }
+        loaded.task = attnlab_train::task::build(&loaded.config, Some(&a.run))?;
+    }
     if let Some(b) = a.batches {
         if b == 0 {
             bail!("--batches must be at least 1");
         }
         loaded.config.train.eval_batches = b;
     }
-    let (metrics, layers) = attnlab_train::trainer::evaluate(
+    let (mut metrics, layers) = attnlab_train::trainer::evaluate(
         &loaded.config,
         loaded.task.as_ref(),
         &loaded.model,
         &loaded.device,
     );
+    // Language models: perplexity, e^loss (nats per token), beside the loss it restates.
+    if matches!(loaded.config.task, TaskConfig::CharLm(_) | TaskConfig::BpeLm(_))
+        && let Some(loss) = metrics.get("loss").copied()
+    {
+        metrics.insert("perplexity".to_string(), loss.exp());
+    }
     if let Some((k, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
         bail!(
             "checkpoint {} gives a non-finite {k} ({v}): its weights are unusable; evaluate an earlier one (--checkpoint step-N)",
@@ -691,7 +713,7 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
             a.force,
         )?;
         println!(
-            "wrote a Hugging Face GPT-2 directory ({n} tensors, config.json, tokenizer files) to {}",
+            "wrote a Hugging Face directory ({n} tensors, config.json, tokenizer files) to {}",
             a.to.display()
         );
         return Ok(());

@@ -145,6 +145,76 @@ fn imported_checkpoints_reproduce_the_reference_logits_and_greedy_tokens() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // `eval` scores an imported run on another text, here JSON lines, and reports perplexity.
+    let jsonl = dir.join("corpus.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(root().join("datasets/tinyshakespeare.txt"))
+        .unwrap()
+        .split("\n\n")
+        .take(400)
+        .map(|p| serde_json::json!({ "text": p }).to_string())
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let run = dir.join("run-llama");
+    let o = attnlab(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--text",
+        jsonl.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "eval --text: {}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (loss, ppl) =
+        (out["metrics"]["loss"].as_f64().unwrap(), out["metrics"]["perplexity"].as_f64().unwrap());
+    assert!(loss.is_finite() && (ppl - loss.exp()).abs() < 1e-6 * ppl, "{out}");
+}
+
+/// `export --format hf` is import's inverse: an imported checkpoint exported again holds the same
+/// tensors under the same names (GPT-2's position table cut to the imported context), in the
+/// architecture it came as, and importing that export gives the same model config.
+#[test]
+fn imported_checkpoints_export_back_to_the_same_tensors() {
+    use attnlab_train::import::weights::read_all;
+    let dir = temp("roundtrip");
+    let Some(cases) = fixtures(&dir.join("fixtures")) else { return };
+    for case in &cases {
+        let hf = dir.join("fixtures").join(case);
+        let run = dir.join(format!("run-{case}"));
+        assert!(import(&hf, &run).status.success(), "{case}: import");
+        let exported = dir.join(format!("hf-{case}"));
+        let o = attnlab(&[
+            "export",
+            "--run",
+            run.to_str().unwrap(),
+            "--to",
+            exported.to_str().unwrap(),
+            "--format",
+            "hf",
+        ]);
+        assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
+        let (original, again) = (read_all(&hf).unwrap(), read_all(&exported).unwrap());
+        let names =
+            |m: &std::collections::BTreeMap<String, _>| m.keys().cloned().collect::<Vec<String>>();
+        assert_eq!(names(&again), names(&original), "{case}: tensor names");
+        for (name, t) in &original {
+            let e = &again[name];
+            let n = e.values.len();
+            // GPT-2's learned positions: the imported context's rows.
+            assert_eq!(e.values[..], t.values[..n], "{case}: {name}");
+            assert!(n == t.values.len() || name == "transformer.wpe.weight", "{case}: {name} size");
+        }
+        let config = |d: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap()
+        };
+        assert_eq!(config(&exported)["architectures"], config(&hf)["architectures"], "{case}");
+        let run_again = dir.join(format!("run-again-{case}"));
+        assert!(import(&exported, &run_again).status.success(), "{case}: import of the export");
+        let model =
+            |r: &Path| attnlab_train::RunConfig::read(&r.join("config.toml")).unwrap().model;
+        assert_eq!(model(&run_again), model(&run), "{case}: model config after the round trip");
+    }
 }
 
 /// Copies fixture `case` to `to`, applies `edit` to it, and expects `import` to refuse it with

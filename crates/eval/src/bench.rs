@@ -21,6 +21,7 @@ use attnlab_model::{BackendError, LmInput, MixerSpec, ModelConfigError, Sequence
 use attnlab_train::RunConfig;
 use attnlab_train::task::{self, TaskError};
 use attnlab_train::trainer::{self, StepPhases};
+use burn::module::Module;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -112,6 +113,8 @@ pub struct TrainStep {
     pub peak_mib: f64,
     /// Median of each phase separately (they need not add up to the median step).
     pub phases: StepPhases,
+    /// Median ms of a forward without gradients (inference) on the same batch.
+    pub forward_only_ms: f64,
 }
 
 /// Times `steps` optimizer steps of `config` after `warmup` untimed ones.
@@ -144,6 +147,18 @@ pub fn train_step(
         }
     }
     let peak = memory_peak_since(mem);
+    // Inference: the trained weights without autodiff, on one batch of the same shape.
+    let inference = model.valid();
+    let batch = task.train_batch(0, 0, t.batch_size, &device);
+    let mut forward_times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let start = Instant::now();
+        let logits = inference.forward(batch.input.clone());
+        let _: f32 = logits.sum().into_scalar();
+        if i >= warmup {
+            forward_times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let ms = median(&times);
     let phase = |f: fn(&StepPhases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
@@ -160,6 +175,7 @@ pub fn train_step(
         tokens_per_s: tokens as f64 / (ms / 1e3),
         peak_mib: peak,
         phases,
+        forward_only_ms: median(&forward_times),
     })
 }
 
@@ -295,6 +311,15 @@ pub fn train_table(
             p.update_ms
         ));
         rows.push(r);
+    }
+    // A separate block, so the table's rows keep the layout scripts parse.
+    emit("forward without gradients (inference, same batch):".to_string());
+    for r in &rows {
+        let tokens_per_s = r.tokens_per_s * r.ms_median / r.forward_only_ms;
+        emit(format!(
+            "{:<28} {:>10.2} ms {:>12.0} tokens/s",
+            r.variant, r.forward_only_ms, tokens_per_s
+        ));
     }
     Ok(rows)
 }

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub mod hf;
+pub mod hf_llama;
 
 /// Version of the export's layout and metadata (1: weights and config only; 2: adds the
 /// vocabulary or tokenizer, the input kind and sizes, and the writer's version; 3: adds

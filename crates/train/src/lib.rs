@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod hf_layout;
 pub mod import;
 pub mod message;
 pub mod metrics;

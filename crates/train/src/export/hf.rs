@@ -11,7 +11,8 @@
 //! without biases gets zero biases, and one without an MLP (`mlp_ratio = 0`) a zero MLP of
 //! width 1: both give the same function in GPT-2's fixed layout.
 //!
-//! Any other stack gets the directory too, without `config.json`: the attnlab export, the
+//! Llama-family stacks (RoPE, RMSNorm, SwiGLU, softmax) are written by `hf_llama.rs` as Llama,
+//! Mistral, Qwen2 or Qwen3. Any other stack gets the directory too, without `config.json`: the attnlab export, the
 //! tokenizer and a README.md saying why it is not GPT-2 and how to load it with
 //! `python/attnlab_torch`.
 
@@ -135,6 +136,18 @@ fn write_dir(
     }
     let why = gpt2_mismatches(config, task);
     if !why.is_empty() {
+        let llama = super::hf_llama::llama_architecture(config, task);
+        if let Ok(architecture) = llama {
+            let tensors = super::hf_llama::llama_tensors(model, config)?;
+            super::write_atomically(
+                &tensors,
+                HashMap::from([("format".to_string(), "pt".to_string())]),
+                &dir.join("model.safetensors"),
+            )?;
+            let json = super::hf_llama::llama_config(config, task, architecture);
+            write("config.json", serde_json::to_string_pretty(&json).expect("json"))?;
+            return Ok(tensors.len());
+        }
         let n = super::export_safetensors(
             model,
             config,
@@ -142,7 +155,8 @@ fn write_dir(
             &dir.join("attnlab.safetensors"),
             false,
         )?;
-        write("README.md", not_gpt2_readme(&why))?;
+        let not_llama = llama.err().unwrap_or_default();
+        write("README.md", not_hf_readme(&why, &not_llama))?;
         return Ok(n);
     }
     let tensors = gpt2_tensors(model, config)?;
@@ -318,14 +332,16 @@ pub fn char_tokenizer_json(chars: &[String]) -> String {
     .expect("json")
 }
 
-fn not_gpt2_readme(why: &[String]) -> String {
+fn not_hf_readme(why: &[String], not_llama: &[String]) -> String {
     format!(
-        "# Not a GPT-2 stack\n\nThis model cannot be loaded by `transformers.GPT2LMHeadModel` because {}.\n\n\
+        "# Not a Hugging Face architecture\n\nThis model cannot be loaded by `transformers.GPT2LMHeadModel` because {}, \
+         nor as a Llama-family model (Llama, Mistral, Qwen2, Qwen3) because {}.\n\n\
          `attnlab.safetensors` is the full attnlab export (weights, config, vocabulary). Load it in PyTorch with\n\
          attnlab's reference package (`python/` in the attnlab repository):\n\n\
          ```python\nimport attnlab_torch\nmodel = attnlab_torch.load(\"attnlab.safetensors\")\nlogits = model(token_ids)  # [batch, seq] -> [batch, seq, vocab]\n```\n\n\
          `tokenizer.json` (when present) loads with `tokenizers.Tokenizer.from_file`.\n",
-        why.join("; ")
+        why.join("; "),
+        not_llama.join("; ")
     )
 }
 

@@ -1,18 +1,15 @@
 //! Hugging Face tensor names and layouts to attnlab's parameters (their variant-free paths, as
 //! [`crate::transfer`] names them: `blocks.0.mixer.heads.qkv.weight`).
 //!
-//! - PyTorch's `nn.Linear.weight` is `[out, in]`, Burn's `[in, out]`: transposed. GPT-2's
-//!   `Conv1D` is already `[in, out]`.
+//! - Linear weights are transposed and each query and key head's rows permuted to attnlab's RoPE
+//!   pairing ([`crate::hf_layout`]); Qwen3's per-head norm gain moves with them (RMS over a head
+//!   does not depend on channel order). GPT-2's `Conv1D` is already `[in, out]`.
 //! - Llama's separate q, k, v projections become attnlab's packed `[q | k | v]` columns.
-//! - RoPE pairs: Hugging Face rotates channel `c` with `c + d/2` of each head (`rotate_half`),
-//!   attnlab (Burn) rotates `2c` with `2c + 1`, both at `θ^(−2c/d)`. Permuting each query and
-//!   key head's channels (`new[2c] = old[c]`, `new[2c+1] = old[c + d/2]`) turns one into the
-//!   other; `q·k` is unchanged because both sides move the same way. Qwen3's per-head norm gain
-//!   moves with them (RMS over a head does not depend on channel order).
 
 use super::error::ImportError;
 use super::hf_config::{HfModel, Layout};
 use super::weights::HfTensor;
+use crate::hf_layout::{self, Pairing};
 use std::collections::BTreeMap;
 
 /// An attnlab parameter's values in attnlab's layout.
@@ -178,13 +175,7 @@ fn expect(t: HfTensor, name: &str, shape: &[usize]) -> Result<HfTensor, ImportEr
 /// `[rows, cols]` -> `[cols, rows]`.
 fn transpose(t: &HfTensor) -> HfTensor {
     let (rows, cols) = (t.shape[0], t.shape[1]);
-    let mut values = vec![0.0; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            values[c * rows + r] = t.values[r * cols + c];
-        }
-    }
-    HfTensor { shape: vec![cols, rows], values }
+    HfTensor { shape: vec![cols, rows], values: hf_layout::transpose(&t.values, rows, cols) }
 }
 
 /// Stacks tensors along their first axis (`[a, n] + [b, n] -> [a + b, n]`, or 1-d).
@@ -194,19 +185,10 @@ fn concat_rows(parts: &[HfTensor]) -> HfTensor {
     HfTensor { shape, values: parts.iter().flat_map(|p| p.values.iter().copied()).collect() }
 }
 
-/// Reorders the first axis of `t` (heads of width `hd`, head-major) from Hugging Face's
-/// half-split RoPE pairs to attnlab's adjacent pairs: row `2c` of a head is its old row `c`,
-/// row `2c + 1` its old row `c + hd/2`.
+/// The first axis of `t` (heads of width `hd`) from Hugging Face's RoPE pairs to attnlab's.
 fn rope_rows(t: HfTensor, hd: usize) -> HfTensor {
     let row = t.values.len() / t.shape[0];
-    let mut values = Vec::with_capacity(t.values.len());
-    for head in 0..t.shape[0] / hd {
-        for j in 0..hd {
-            let old = if j % 2 == 0 { j / 2 } else { j / 2 + hd / 2 };
-            let start = (head * hd + old) * row;
-            values.extend_from_slice(&t.values[start..start + row]);
-        }
-    }
+    let values = hf_layout::reorder_rope_rows(&t.values, row, hd, Pairing::HalfSplit);
     HfTensor { shape: t.shape, values }
 }
 
@@ -215,17 +197,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rope_rows_interleave_the_two_halves_of_each_head() {
-        // Two heads of width 4, one column: rows 0..8.
-        let t = HfTensor { shape: vec![8, 1], values: (0..8).map(|v| v as f32).collect() };
-        assert_eq!(rope_rows(t, 4).values, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
-    }
-
-    #[test]
-    fn transpose_and_concat_keep_every_value_in_place() {
+    fn concat_stacks_rows() {
         let t = HfTensor { shape: vec![2, 3], values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
-        assert_eq!(transpose(&t).values, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         let c = concat_rows(&[t.clone(), t]);
         assert_eq!(c.shape, vec![4, 3]);
+        assert_eq!(c.values[6..], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 }

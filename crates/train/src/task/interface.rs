@@ -180,6 +180,10 @@ pub fn mean_metrics(model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
 pub enum TaskError {
     #[error("cannot read corpus {path}: {reason} (set task.path to a UTF-8 text file)")]
     ReadCorpus { path: PathBuf, reason: std::io::Error },
+    #[error(
+        "{path} line {line} is not a JSON object with a \"text\" string: a .jsonl corpus holds one such object per line"
+    )]
+    JsonlLine { path: PathBuf, line: usize },
     #[error("corpus {path} is empty: point task.path at a text file with content")]
     EmptyCorpus { path: PathBuf },
     #[error(

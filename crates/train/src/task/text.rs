@@ -156,20 +156,60 @@ pub fn loss_per_position_bucket(
     out
 }
 
-/// Reads a UTF-8 corpus with one-line errors for the usual mistakes.
+/// Reads a UTF-8 corpus with one-line errors for the usual mistakes. A `.jsonl` file is one
+/// JSON object per line; their `text` fields, joined by newlines, are the corpus.
 pub fn read_corpus(path: &Path) -> Result<String, TaskError> {
     let bytes = std::fs::read(path)
         .map_err(|reason| TaskError::ReadCorpus { path: path.to_path_buf(), reason })?;
     if bytes.is_empty() {
         return Err(TaskError::EmptyCorpus { path: path.to_path_buf() });
     }
-    String::from_utf8(bytes).map_err(|e| TaskError::NotUtf8 {
+    let text = String::from_utf8(bytes).map_err(|e| TaskError::NotUtf8 {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to(),
-    })
+    })?;
+    if path.extension().is_some_and(|e| e == "jsonl") {
+        return jsonl_texts(&text, path);
+    }
+    Ok(text)
+}
+
+/// The `text` fields of a JSON-lines file, joined by newlines (blank lines skipped).
+fn jsonl_texts(jsonl: &str, path: &Path) -> Result<String, TaskError> {
+    let mut texts = Vec::new();
+    for (i, line) in jsonl.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .map_err(|_| TaskError::JsonlLine { path: path.to_path_buf(), line: i + 1 })?;
+        let text = record["text"]
+            .as_str()
+            .ok_or_else(|| TaskError::JsonlLine { path: path.to_path_buf(), line: i + 1 })?;
+        texts.push(text.to_string());
+    }
+    if texts.is_empty() {
+        return Err(TaskError::EmptyCorpus { path: path.to_path_buf() });
+    }
+    Ok(texts.join("\n"))
 }
 
 /// Micro-batches are numbered across steps so every (step, micro) pair is its own stream.
 pub fn batch_index(step: usize, micro: usize) -> u64 {
     ((step as u64) << 16) | micro as u64
+}
+
+#[cfg(test)]
+mod jsonl_tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_corpora_are_their_text_fields_joined_and_bad_lines_are_named() {
+        let dir = std::env::temp_dir().join(format!("attnlab-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("c.jsonl");
+        std::fs::write(&good, "{\"text\": \"one\", \"id\": 1}\n\n{\"text\": \"two\"}\n").unwrap();
+        assert_eq!(read_corpus(&good).unwrap(), "one\ntwo");
+        let bad = dir.join("b.jsonl");
+        std::fs::write(&bad, "{\"text\": \"one\"}\n{\"body\": \"two\"}\n").unwrap();
+        assert!(read_corpus(&bad).unwrap_err().to_string().contains("line 2"));
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
