@@ -139,9 +139,17 @@ pub fn import_hf(options: &ImportOptions) -> Result<ImportReport, ImportError> {
         tokens_seen: 0,
         stopped_early: false,
     };
-    for which in ["final", "best"] {
-        checkpoint::save(&run, which, &model, None, &state)?;
+    checkpoint::save(&run, "final", &model, None, &state)?;
+    // `best` holds the same weights: hard links to `final`'s files (a copy where links fail).
+    let staging = run.staging("best")?;
+    for entry in std::fs::read_dir(run.file("final")).map_err(ImportError::io(&run.path))? {
+        let from = entry.map_err(ImportError::io(&run.path))?.path();
+        let to = staging.join(from.file_name().expect("a file in the checkpoint"));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(ImportError::io(&to))?;
+        }
     }
+    run.publish(&staging, "best")?;
     Ok(ImportReport {
         architecture: hf.architecture,
         config,
