@@ -46,6 +46,9 @@ enum Command {
     Reproduce(ReproduceArgs),
     /// Swap the attention of a trained run in some layers, finetune, and compare with the original.
     Swap(SwapArgs),
+    /// Linearise a trained softmax run: attention transfer, then distillation, judged against
+    /// the control (swap + cross-entropy); writes a student run and a report.
+    Linearize(LinearizeArgs),
     /// Measure training-step time, attention scaling with length, and decoding latency.
     Bench(BenchArgs),
     /// List the attention variants with their formulas.
@@ -353,6 +356,45 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+struct LinearizeArgs {
+    /// Run directory of the trained (teacher) model, e.g. one `attnlab import` made.
+    #[arg(long)]
+    run: PathBuf,
+    /// The attention the swapped layers get (any spec from `attnlab variants`).
+    #[arg(long)]
+    to: String,
+    /// all, comma-separated layer indices (1,3,5), or keep:K (swap all, then keep the teacher's
+    /// attention in the K layers attention transfer fits worst).
+    #[arg(long, default_value = "all")]
+    layers: String,
+    /// Stage 1 (attention transfer) steps.
+    #[arg(long, default_value_t = 200)]
+    transfer_steps: usize,
+    /// Stage 2 (cross-entropy + distillation) steps; the control trains for both stages' steps.
+    #[arg(long, default_value_t = 200)]
+    recover_steps: usize,
+    /// Stage 1 learning rate (constant AdamW).
+    #[arg(long, default_value_t = 1e-3)]
+    transfer_lr: f64,
+    /// Stage 2's and the control's learning rate (default: the run's train.lr).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight of the distillation term α·τ²·KL(teacher ‖ student).
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// Distillation temperature τ.
+    #[arg(long, default_value_t = 2.0)]
+    tau: f64,
+    /// best, final, latest, or a checkpoint directory.
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+    /// Report directory (default: reports/linearize-<timestamp>); the student run is its
+    /// `student/`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct ImportArgs {
     /// A local Hugging Face model directory: config.json, model.safetensors (or a sharded
     /// index) and tokenizer.json.
@@ -438,6 +480,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => cmd_eval(a),
         Command::Export(a) => cmd_export(a),
         Command::Import(a) => cmd_import(a),
+        Command::Linearize(a) => cmd_linearize(a),
         Command::Compare(a) => cmd_compare(a),
         Command::Reproduce(a) => cmd_reproduce(a),
         Command::Swap(a) => cmd_swap(a),
@@ -673,6 +716,37 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     if let (Some(path), Some([b, t, v])) = (&a.dump_logits, dumped) {
         println!("wrote inputs and logits [{b}, {t}, {v}] to {}", path.display());
     }
+    Ok(())
+}
+
+fn cmd_linearize(a: LinearizeArgs) -> Result<()> {
+    use attnlab_train::linearize::{LayerChoice, LinearizeOptions, linearize};
+    let to: MixerSpec = a.to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let layers: LayerChoice = a.layers.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let out = a.out.unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("linearize-{}", attnlab_train::run_dir::timestamp()))
+    });
+    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+        bail!("--out {} is not empty: choose a new report directory", out.display());
+    }
+    let result = linearize(&LinearizeOptions {
+        run: a.run,
+        checkpoint: a.checkpoint,
+        to,
+        layers,
+        transfer_steps: a.transfer_steps,
+        recover_steps: a.recover_steps,
+        transfer_lr: a.transfer_lr,
+        recover_lr: a.lr,
+        alpha: a.alpha,
+        tau: a.tau,
+        student_dir: out.join("student"),
+    })?;
+    let report = attnlab_eval::linearize::report_markdown(&result);
+    std::fs::write(out.join("report.md"), &report)?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&result)?)?;
+    println!("{report}");
+    println!("wrote {} (report.md, results.json, student/)", out.display());
     Ok(())
 }
 

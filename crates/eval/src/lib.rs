@@ -25,6 +25,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod linearize;
 pub mod plots;
 pub mod report;
 pub mod reproduce;

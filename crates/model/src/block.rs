@@ -145,6 +145,23 @@ impl<M: SequenceMixer> Block<M> {
         (self.feed_forward(x), mixed.diagnostics)
     }
 
+    /// [`Self::forward`] that also returns the mixer's input (the normalised hidden state) and
+    /// its output, what attention transfer (linearising a trained model) fits a new mixer to.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> the block's output, the mixer's input and output, each
+    ///   `[batch, seq, d_model]`
+    pub fn forward_with_mixer_io(
+        &self,
+        x: Tensor<3>,
+        ctx: MixContext<'_>,
+    ) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        let mixer_in = self.norm_mixer.forward(x.clone());
+        let mixed = self.mixer.forward(mixer_in.clone(), ctx).output;
+        let y = self.feed_forward(x + self.dropout.forward(mixed.clone()));
+        (y, mixer_in, mixed)
+    }
+
     /// Incremental forward over the next tokens; see [`SequenceMixer::step`].
     pub fn step(
         &self,

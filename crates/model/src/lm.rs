@@ -98,6 +98,28 @@ impl<M: SequenceMixer> Lm<M> {
         (out, diags.into_iter().flatten().collect())
     }
 
+    /// Forward that also returns each layer's mixer input and output (see
+    /// [`Block::forward_with_mixer_io`]), for attention transfer.
+    pub fn forward_with_mixer_io(
+        &self,
+        input: LmInput,
+    ) -> (Tensor<3>, Vec<(Tensor<3>, Tensor<3>)>) {
+        let mut x = self.embed(input, 0);
+        let ctx = self.context();
+        let mut io = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let (y, mixer_in, mixer_out) = block.forward_with_mixer_io(x, ctx);
+            x = y;
+            io.push((mixer_in, mixer_out));
+        }
+        (self.project(x), io)
+    }
+
+    /// What every mixer of this model is called with (full sequence, no diagnostics).
+    pub fn context(&self) -> MixContext<'_> {
+        MixContext { causal: self.causal, rope: self.positions.rope.as_ref(), diagnostics: false }
+    }
+
     fn run(
         &self,
         input: LmInput,

@@ -161,6 +161,23 @@ fn production_blocks_decode_to_the_forward_for_every_variant() {
     }
 }
 
+/// The forward that attention transfer reads gives the forward's logits, and each layer's
+/// recorded mixer output is that layer's mixer applied to the recorded input.
+#[test]
+fn mixer_inputs_and_outputs_are_what_each_layer_mixed() {
+    use crate::mixer::SequenceMixer;
+    let d = device();
+    let m = model(&config("softmax", PositionKind::Rope), &d);
+    let input = LmInput::Tokens(tokens(&random_ids(2 * 9, 7), 2, &d));
+    let (logits, io) = m.forward_with_mixer_io(input.clone());
+    assert_close(logits, m.forward(input), 1e-6, "logits");
+    assert_eq!(io.len(), 2);
+    for (l, (h, y)) in io.into_iter().enumerate() {
+        let again = m.blocks[l].mixer.forward(h, m.context()).output;
+        assert_close(again, y, 1e-6, &format!("layer {l}"));
+    }
+}
+
 /// Changing the tokens after position t leaves every output at positions <= t unchanged.
 #[test]
 fn causal_outputs_ignore_the_future_for_every_variant() {

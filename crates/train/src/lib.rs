@@ -17,6 +17,7 @@ pub mod config;
 pub mod export;
 pub mod hf_layout;
 pub mod import;
+pub mod linearize;
 pub mod message;
 pub mod metrics;
 pub mod mixer_parameters;

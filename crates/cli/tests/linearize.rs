@@ -1,0 +1,156 @@
+//! `attnlab linearize` at smoke size: a tiny Llama-shaped char teacher is linearised; stage 1
+//! lowers every swapped layer's transfer error; the student is a run `eval` and `export` take;
+//! `keep:1` keeps the worst-fitted layer as softmax; bad options are refused with one line and
+//! leave nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn attnlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("attnlab-lin-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn teacher(dir: &Path) -> PathBuf {
+    let run = dir.join("teacher");
+    ok(&attnlab(&[
+        "train",
+        "--config",
+        "configs/shakespeare-char-smoke.toml",
+        "--set",
+        "model.d_model=32",
+        "--set",
+        "model.n_layers=2",
+        "--set",
+        "model.max_seq_len=32",
+        "--set",
+        "model.positions=rope",
+        "--set",
+        "model.norm=rms",
+        "--set",
+        "model.mlp=swiglu",
+        "--set",
+        "model.mlp_hidden=64",
+        "--set",
+        "train.steps=200",
+        "--set",
+        "train.batch_size=8",
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]));
+    run
+}
+
+fn linearize(teacher: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "linearize",
+        "--run",
+        teacher.to_str().unwrap(),
+        "--to",
+        "linear:elu1",
+        "--transfer-steps",
+        "15",
+        "--recover-steps",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    attnlab(&args)
+}
+
+#[test]
+fn linearize_transfers_distils_and_writes_a_usable_student() {
+    let dir = temp("run");
+    let teacher = teacher(&dir);
+    let out = dir.join("report");
+    let printed = ok(&linearize(&teacher, &out, &[]));
+    assert!(printed.contains("Linearising layers [0, 1] to linear:elu1 costs"), "{printed}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for layer in r["layers"].as_array().unwrap() {
+        let (before, after) = (layer["before"].as_f64().unwrap(), layer["after"].as_f64().unwrap());
+        assert!(after < before, "stage 1 lowers every layer's error: {layer}");
+    }
+    for key in ["teacher_loss", "swapped_loss", "transferred_loss", "student_loss", "control_loss"]
+    {
+        assert!(r[key].as_f64().unwrap().is_finite(), "{key}: {r}");
+    }
+    assert_eq!(r["transfer_curve"].as_array().unwrap().len(), 15);
+    assert_eq!(
+        r["control_curve"].as_array().unwrap().len(),
+        25,
+        "the control trains both stages' steps"
+    );
+    // The student is an ordinary run.
+    let student = out.join("student");
+    let eval = ok(&attnlab(&["eval", "--run", student.to_str().unwrap(), "--json"]));
+    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    let reported = r["student_loss"].as_f64().unwrap();
+    assert!(
+        (eval["metrics"]["loss"].as_f64().unwrap() - reported).abs() < 1e-4,
+        "{eval} vs {reported}"
+    );
+    let config = std::fs::read_to_string(student.join("config.toml")).unwrap();
+    assert!(config.contains("linear:elu1"), "{config}");
+
+    // keep:1 keeps one layer as softmax: the one stage 1 fits worst.
+    let kept = dir.join("kept");
+    ok(&linearize(&teacher, &kept, &["--layers", "keep:1"]));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(kept.join("results.json")).unwrap()).unwrap();
+    let layers = r["layers"].as_array().unwrap();
+    let worst = layers
+        .iter()
+        .max_by(|a, b| a["after"].as_f64().unwrap().total_cmp(&b["after"].as_f64().unwrap()))
+        .unwrap();
+    assert_eq!(r["kept"], serde_json::json!([worst["layer"]]), "{r}");
+    assert_eq!(r["swapped"].as_array().unwrap().len(), 1);
+    assert!(r["student_spec"].as_str().unwrap().contains("softmax"), "{r}");
+}
+
+#[test]
+fn bad_linearize_options_are_refused_with_one_line() {
+    let dir = temp("bad");
+    let teacher = teacher(&dir);
+    for (extra, needle) in [
+        (vec!["--layers", "keep:2"], "leaves none"),
+        (vec!["--layers", "5"], "layer 5 does not exist"),
+        (vec!["--layers", "one"], "keep:K"),
+        (vec!["--tau", "0"], "--tau"),
+        (vec!["--alpha=-1"], "--alpha"),
+    ] {
+        let out = dir.join(format!("bad-{}", extra.join("-")));
+        let o = linearize(&teacher, &out, &extra);
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert!(!o.status.success() && err.contains(needle), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
+    let run = teacher.to_str().unwrap();
+    let o = attnlab(&["linearize", "--run", run, "--to", "linear:nope"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--to"), "bad spec");
+    let o = attnlab(&["linearize", "--run", run, "--to", "linear:elu1", "--recover-steps", "0"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1"), "no steps");
+}

@@ -1,0 +1,493 @@
+//! Linearising a trained softmax model: the two-stage recipe of LoLCATs (Zhang et al. 2024,
+//! "LoLCATs: On Low-Rank Linearizing of Large Language Models", arXiv 2410.10254), judged
+//! against the control a team would otherwise run.
+//!
+//! - **Student**: the teacher with the chosen layers' mixers replaced by `to`, every weight whose
+//!   name and shape match carried over (q/k/v/o included).
+//! - **Stage 1, attention transfer**: the teacher frozen (no autodiff); each swapped layer's
+//!   mixer (all its parameters) trained to minimise `Σ_l ‖mixer_l(h_l) − softmax_l(h_l)‖²/n`
+//!   where `h_l` is the teacher's normalised hidden state entering layer l, computed on the fly
+//!   for each batch. Layers train at once: each target comes from the frozen teacher.
+//! - **`keep:K`**: the K swapped layers whose transfer error stays highest go back to the
+//!   teacher's attention.
+//! - **Stage 2, recovery**: the whole student on `CE + α·τ²·KL(p_teacher^τ ‖ p_student^τ)`, the
+//!   teacher's logits computed on the fly.
+//! - **Control**: the same student, swapped and finetuned with cross-entropy only for the same
+//!   number of steps (stage 1 + stage 2) on the same data.
+//!
+//! Every loss is on batches `task.train_batch(step, ..)`, a pure function of (seed, step), so
+//! the arms see the same data; evaluation is the task's held-out batches.
+
+use crate::config::RunConfig;
+use crate::params;
+use crate::run_dir::{CONFIG_FILE, RunDir, TrainState};
+use crate::runs::{LoadRunError, load_run};
+use crate::task::{self, Task};
+use crate::trainer;
+use crate::transfer::{transfer, variant_free_tensors};
+use attnlab_model::{MixerSpec, MixerStack, Model, ModelConfigError, SequenceMixer};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor};
+use std::path::{Path, PathBuf};
+
+/// Which layers to swap.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerChoice {
+    All,
+    These(Vec<usize>),
+    /// Swap all, then keep the teacher's attention in the K layers stage 1 fits worst.
+    KeepWorst(usize),
+}
+
+impl std::str::FromStr for LayerChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("--layers {s}: expected all, comma-separated indices (1,3,5) or keep:K");
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        if let Some(k) = s.strip_prefix("keep:") {
+            return k.parse().map(Self::KeepWorst).map_err(|_| bad());
+        }
+        s.split(',')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self::These)
+            .map_err(|_| bad())
+    }
+}
+
+/// What `attnlab linearize` is asked to do.
+#[derive(Clone, Debug)]
+pub struct LinearizeOptions {
+    pub run: PathBuf,
+    pub checkpoint: String,
+    pub to: MixerSpec,
+    pub layers: LayerChoice,
+    pub transfer_steps: usize,
+    pub recover_steps: usize,
+    /// Stage 1's learning rate (constant, AdamW).
+    pub transfer_lr: f64,
+    /// Stage 2's and the control's (constant, AdamW); `None` = the teacher run's `train.lr`.
+    pub recover_lr: Option<f64>,
+    /// Weight of the distillation term.
+    pub alpha: f64,
+    /// Distillation temperature.
+    pub tau: f64,
+    /// Where the student run directory goes (created; must not exist or be empty).
+    pub student_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinearizeError {
+    #[error(transparent)]
+    Load(#[from] LoadRunError),
+    #[error("--layers: layer {layer} does not exist; the run has layers 0..={last}")]
+    NoSuchLayer { layer: usize, last: usize },
+    #[error("--layers keep:{keep}: keeping {keep} of {swapped} layers leaves none to linearise")]
+    KeepsAll { keep: usize, swapped: usize },
+    #[error("--transfer-steps and --recover-steps must be at least 1")]
+    NoSteps,
+    #[error("--alpha must be ≥ 0 and --tau > 0 (finite)")]
+    BadDistillation,
+    #[error(transparent)]
+    Model(#[from] ModelConfigError),
+    #[error(transparent)]
+    Device(#[from] attnlab_model::BackendError),
+    #[error(transparent)]
+    Stack(#[from] attnlab_model::StackLengthError),
+    #[error("{arm}: the {what} became {value} at step {step}; lower the learning rate")]
+    NonFinite { arm: &'static str, what: &'static str, value: f64, step: usize },
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    #[error(transparent)]
+    RunDir(#[from] crate::run_dir::RunDirError),
+    #[error(transparent)]
+    Task(#[from] task::TaskError),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: std::io::Error },
+}
+
+/// One swapped layer's transfer error: the mean squared difference between its mixer's output
+/// and the teacher's attention output on the teacher's hidden states, over the evaluation set.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerError {
+    pub layer: usize,
+    /// With the carried-over weights, before stage 1.
+    pub before: f64,
+    /// After stage 1.
+    pub after: f64,
+    /// Kept as the teacher's attention (`keep:K`).
+    pub kept: bool,
+}
+
+/// Held-out loss of every model the recipe makes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LinearizeResult {
+    pub teacher_spec: String,
+    pub student_spec: String,
+    pub swapped: Vec<usize>,
+    pub kept: Vec<usize>,
+    pub layers: Vec<LayerError>,
+    pub teacher_loss: f64,
+    /// The swapped student before any training.
+    pub swapped_loss: f64,
+    /// After stage 1 only.
+    pub transferred_loss: f64,
+    /// After stage 2.
+    pub student_loss: f64,
+    /// Swap + cross-entropy for the same steps.
+    pub control_loss: f64,
+    /// Stage 1's summed transfer loss per step, and stage 2's and the control's loss per step.
+    pub transfer_curve: Vec<f64>,
+    pub recover_curve: Vec<f64>,
+    pub control_curve: Vec<f64>,
+    pub transfer_steps: usize,
+    pub recover_steps: usize,
+    pub alpha: f64,
+    pub tau: f64,
+    pub student_dir: PathBuf,
+}
+
+/// Runs the recipe (see the module docs) and writes the student as a run directory.
+pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, LinearizeError> {
+    if options.transfer_steps == 0 || options.recover_steps == 0 {
+        return Err(LinearizeError::NoSteps);
+    }
+    if !(options.alpha >= 0.0
+        && options.tau > 0.0
+        && options.alpha.is_finite()
+        && options.tau.is_finite())
+    {
+        return Err(LinearizeError::BadDistillation);
+    }
+    let teacher_run = load_run(&options.run, &options.checkpoint, None)?;
+    let config = teacher_run.config.clone();
+    let n = config.model.n_layers;
+    let mut swapped: Vec<usize> = match &options.layers {
+        LayerChoice::These(l) => l.clone(),
+        LayerChoice::All | LayerChoice::KeepWorst(_) => (0..n).collect(),
+    };
+    swapped.sort_unstable();
+    swapped.dedup();
+    if let Some(&layer) = swapped.iter().find(|&&l| l >= n) {
+        return Err(LinearizeError::NoSuchLayer { layer, last: n - 1 });
+    }
+    if let LayerChoice::KeepWorst(k) = options.layers
+        && k >= swapped.len()
+    {
+        return Err(LinearizeError::KeepsAll { keep: k, swapped: swapped.len() });
+    }
+    let (teacher, task, plain) =
+        (&teacher_run.model, teacher_run.task.as_ref(), &teacher_run.device);
+    let ad = plain.clone().autodiff();
+    let t = &config.train;
+    let eval = task.eval_batches(t.eval_batches, t.batch_size, plain);
+    let eval_loss = |m: &Model| task::mean_metrics(m, &eval)["loss"];
+    let teacher_tensors = variant_free_tensors(teacher);
+
+    // The student, every matching weight carried over.
+    let student_config = with_stack(&config, stack(&config, &options.to, &swapped)?);
+    let fresh = student_config.model.init(&task.io(), config.seed, &ad)?;
+    let (start, _) = transfer(fresh, &teacher_tensors);
+    let swapped_loss = eval_loss(&start.valid());
+    let before = transfer_errors(&start.valid(), teacher, &eval, &swapped);
+
+    // Stage 1: each swapped mixer fits the teacher's attention output on the teacher's states.
+    let mut student = start.clone();
+    let mut optim = trainer::adamw(t).with_weight_decay(0.0).init();
+    let mut transfer_curve = Vec::with_capacity(options.transfer_steps);
+    for step in 0..options.transfer_steps {
+        let batch = task.train_batch(step, 0, t.batch_size, plain);
+        let (_, io) = teacher.forward_with_mixer_io(batch.input.clone());
+        let ctx = student.context();
+        let mut loss: Option<Tensor<1>> = None;
+        for &l in &swapped {
+            let (h, target) = (&io[l].0, &io[l].1);
+            let y = student.blocks[l].mixer.forward(on(h, &ad), ctx).output;
+            let mse = (y - on(target, &ad)).powi_scalar(2).mean();
+            loss = Some(match loss {
+                Some(total) => total + mse,
+                None => mse,
+            });
+        }
+        let loss = loss.expect("at least one swapped layer");
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        if !value.is_finite() {
+            return Err(LinearizeError::NonFinite {
+                arm: "attention transfer",
+                what: "loss",
+                value,
+                step,
+            });
+        }
+        transfer_curve.push(value);
+        let grads = GradientsParams::from_grads(loss.backward(), &student);
+        student = optim.step(options.transfer_lr, student, grads);
+    }
+    let after = transfer_errors(&student.valid(), teacher, &eval, &swapped);
+
+    // keep:K: the worst-fitted layers go back to the teacher's attention.
+    let kept: Vec<usize> = match options.layers {
+        LayerChoice::KeepWorst(k) => {
+            let mut order: Vec<usize> = (0..swapped.len()).collect();
+            order.sort_by(|&a, &b| after[b].total_cmp(&after[a]));
+            let mut kept: Vec<usize> = order[..k].iter().map(|&i| swapped[i]).collect();
+            kept.sort_unstable();
+            kept
+        }
+        _ => Vec::new(),
+    };
+    let layers: Vec<LayerError> = swapped
+        .iter()
+        .enumerate()
+        .map(|(i, &layer)| LayerError {
+            layer,
+            before: before[i],
+            after: after[i],
+            kept: kept.contains(&layer),
+        })
+        .collect();
+    let final_swapped: Vec<usize> = swapped.iter().copied().filter(|l| !kept.contains(l)).collect();
+    let student_config = with_stack(&config, stack(&config, &options.to, &final_swapped)?);
+    if !kept.is_empty() {
+        // Teacher weights everywhere, the transferred mixers where the layer stays swapped.
+        let mut source = teacher_tensors.clone();
+        for (name, data) in variant_free_tensors(&student) {
+            if final_swapped.iter().any(|l| name.starts_with(&format!("blocks.{l}.mixer."))) {
+                source.insert(name, data);
+            }
+        }
+        let fresh = student_config.model.init(&task.io(), config.seed, &ad)?;
+        student = transfer(fresh, &source).0;
+    }
+    let transferred_loss = eval_loss(&student.valid());
+
+    // Stage 2 and the control.
+    let lr = options.recover_lr.unwrap_or(t.lr);
+    let (alpha, tau) = (options.alpha, options.tau);
+    let (student, recover_curve) = finetune(
+        student,
+        teacher,
+        task,
+        &config,
+        (options.transfer_steps, options.recover_steps),
+        lr,
+        Some((alpha, tau)),
+        "recovery",
+        &ad,
+    )?;
+    let control_start = {
+        let fresh = student_config.model.init(&task.io(), config.seed, &ad)?;
+        transfer(fresh, &teacher_tensors).0
+    };
+    let (control, control_curve) = finetune(
+        control_start,
+        teacher,
+        task,
+        &config,
+        (0, options.transfer_steps + options.recover_steps),
+        lr,
+        None,
+        "control",
+        &ad,
+    )?;
+    let student_loss = eval_loss(&student.valid());
+    let control_loss = eval_loss(&control.valid());
+    save_student(&options.student_dir, &options.run, &student_config, &student.valid(), task)?;
+    Ok(LinearizeResult {
+        teacher_spec: config.model.mixer.to_string(),
+        student_spec: student_config.model.mixer.to_string(),
+        swapped: final_swapped,
+        kept,
+        layers,
+        teacher_loss: eval_loss(teacher),
+        swapped_loss,
+        transferred_loss,
+        student_loss,
+        control_loss,
+        transfer_curve,
+        recover_curve,
+        control_curve,
+        transfer_steps: options.transfer_steps,
+        recover_steps: options.recover_steps,
+        alpha,
+        tau,
+        student_dir: options.student_dir.clone(),
+    })
+}
+
+/// The teacher's stack with `layers` replaced by `to`.
+fn stack(
+    config: &RunConfig,
+    to: &MixerSpec,
+    layers: &[usize],
+) -> Result<MixerStack, LinearizeError> {
+    let n = config.model.n_layers;
+    let specs = (0..n)
+        .map(|l| {
+            if layers.contains(&l) {
+                Ok(to.clone())
+            } else {
+                config.model.mixer.for_layer(l, n).cloned()
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if specs.windows(2).all(|w| w[0] == w[1]) {
+        return Ok(MixerStack::uniform(specs[0].clone()));
+    }
+    Ok(MixerStack(specs))
+}
+
+fn with_stack(config: &RunConfig, stack: MixerStack) -> RunConfig {
+    let mut c = config.clone();
+    c.model.mixer = stack;
+    c
+}
+
+/// A tensor of another device's graph as a constant on `device`.
+fn on(x: &Tensor<3>, device: &Device) -> Tensor<3> {
+    Tensor::from_data(x.to_data(), device)
+}
+
+/// Each layer's mean transfer error over `batches` (see [`LayerError`]).
+fn transfer_errors(
+    student: &Model,
+    teacher: &Model,
+    batches: &[task::Batch],
+    layers: &[usize],
+) -> Vec<f64> {
+    let mut sums = vec![0.0; layers.len()];
+    for batch in batches {
+        let (_, io) = teacher.forward_with_mixer_io(batch.input.clone());
+        let ctx = student.context();
+        for (i, &l) in layers.iter().enumerate() {
+            let y = student.blocks[l].mixer.forward(io[l].0.clone(), ctx).output;
+            sums[i] += (y - io[l].1.clone()).powi_scalar(2).mean().into_scalar::<f32>() as f64;
+        }
+    }
+    sums.iter().map(|s| s / batches.len().max(1) as f64).collect()
+}
+
+/// `steps.1` optimizer steps on batches `steps.0..`, on cross-entropy plus, with `distill =
+/// (α, τ)`, `α·τ²·KL(p_teacher^τ ‖ p_student^τ)` averaged over positions.
+#[allow(clippy::too_many_arguments)]
+fn finetune(
+    mut model: Model,
+    teacher: &Model,
+    task: &dyn Task,
+    config: &RunConfig,
+    steps: (usize, usize),
+    lr: f64,
+    distill: Option<(f64, f64)>,
+    arm: &'static str,
+    ad: &Device,
+) -> Result<(Model, Vec<f64>), LinearizeError> {
+    let t = &config.train;
+    let mut optim = trainer::adamw(t).init();
+    let mut curve = Vec::with_capacity(steps.1);
+    for i in 0..steps.1 {
+        let step = steps.0 + i;
+        let batch = task.train_batch(step, 0, t.batch_size, ad);
+        let logits = model.forward(batch.input.clone());
+        let mut loss = task::score_output(logits.clone(), &batch.target).loss;
+        if let Some((alpha, tau)) = distill {
+            let plain_batch = task.train_batch(step, 0, t.batch_size, &teacher_device(teacher));
+            let target = on(&teacher.forward(plain_batch.input), ad);
+            loss = loss + kl_to_teacher(logits, target, tau) * (alpha * tau * tau) as f32;
+        }
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        if !value.is_finite() {
+            return Err(LinearizeError::NonFinite { arm, what: "loss", value, step });
+        }
+        curve.push(value);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        params::clip_global_norm(&model, &mut grads, t.grad_clip);
+        model = optim.step(lr, model, grads);
+    }
+    Ok((model, curve))
+}
+
+fn teacher_device(teacher: &Model) -> Device {
+    teacher.devices().into_iter().next().expect("a model has a device")
+}
+
+/// `KL(softmax(z_T/τ) ‖ softmax(z_S/τ))` summed over the vocabulary, averaged over positions.
+///
+/// # Shapes
+/// - `student`, `teacher`: `[batch, seq, vocab]` -> `[1]`
+pub fn kl_to_teacher(student: Tensor<3>, teacher: Tensor<3>, tau: f64) -> Tensor<1> {
+    let log_s = log_softmax(student / tau, 2);
+    let log_t = log_softmax(teacher / tau, 2);
+    (log_t.clone().exp() * (log_t - log_s)).sum_dim(2).mean()
+}
+
+/// The student as a run directory beside the teacher's: its config, the teacher's codec files,
+/// and the weights as checkpoints `final` and `best`.
+fn save_student(
+    dir: &Path,
+    teacher_run: &Path,
+    config: &RunConfig,
+    model: &Model,
+    task: &dyn Task,
+) -> Result<(), LinearizeError> {
+    let run = RunDir::create(dir)?;
+    for codec in ["vocab.json", "tokenizer.json"] {
+        let from = teacher_run.join(codec);
+        if from.is_file() {
+            let to = run.file(codec);
+            std::fs::copy(&from, &to).map_err(|reason| LinearizeError::Io { path: to, reason })?;
+        }
+    }
+    run.write_file(CONFIG_FILE, &config.to_toml())?;
+    let meta = crate::RunMeta::at_start(config, params::count(model), task.main_metric());
+    meta.write(&run)?;
+    let state = TrainState {
+        step: 0,
+        best_metric: None,
+        best_step: None,
+        tokens_seen: 0,
+        stopped_early: false,
+    };
+    for which in ["final", "best"] {
+        crate::checkpoint::save(&run, which, model, None, &state)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_choices_parse_and_bad_ones_name_the_forms() {
+        assert_eq!("all".parse::<LayerChoice>(), Ok(LayerChoice::All));
+        assert_eq!("1,3".parse::<LayerChoice>(), Ok(LayerChoice::These(vec![1, 3])));
+        assert_eq!("keep:2".parse::<LayerChoice>(), Ok(LayerChoice::KeepWorst(2)));
+        assert!("keep:x".parse::<LayerChoice>().unwrap_err().contains("keep:K"));
+    }
+
+    /// The distillation term against its formula on a hand-made pair of distributions, and 0
+    /// when the student is the teacher.
+    #[test]
+    fn kl_to_the_teacher_is_its_formula() {
+        let d = Device::flex();
+        let s = Tensor::<1>::from_floats([0.0, 1.0, 2.0], &d).reshape([1, 1, 3]);
+        let t = Tensor::<1>::from_floats([2.0, 0.0, 0.0], &d).reshape([1, 1, 3]);
+        let p = |z: [f64; 3], tau: f64| {
+            let e: Vec<f64> = z.iter().map(|v| (v / tau).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            e.into_iter().map(|v| v / sum).collect::<Vec<_>>()
+        };
+        for tau in [1.0, 2.0] {
+            let (pt, ps) = (p([2.0, 0.0, 0.0], tau), p([0.0, 1.0, 2.0], tau));
+            let want: f64 = pt.iter().zip(&ps).map(|(a, b)| a * (a / b).ln()).sum();
+            let got = kl_to_teacher(s.clone(), t.clone(), tau).into_scalar::<f32>() as f64;
+            assert!((got - want).abs() < 1e-5, "tau {tau}: {got} vs {want}");
+        }
+        assert!(kl_to_teacher(t.clone(), t, 2.0).into_scalar::<f32>().abs() < 1e-6);
+    }
+}
