@@ -98,6 +98,13 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
         assert!(r[key].as_f64().unwrap().is_finite(), "{key}: {r}");
     }
     assert_eq!(r["transfer_curve"].as_array().unwrap().len(), 15);
+    // A KV cache grows with the context, elu1's state does not.
+    let (teacher_32k, student_32k) =
+        (r["state_bytes_32k"][0].as_u64().unwrap(), r["state_bytes_32k"][1].as_u64().unwrap());
+    assert_eq!(teacher_32k, 8 * r["state_bytes_4k"][0].as_u64().unwrap(), "{r}");
+    assert_eq!(student_32k, r["state_bytes_4k"][1].as_u64().unwrap(), "{r}");
+    assert!(student_32k < teacher_32k, "{r}");
+    assert!(r["decode_tokens_per_s"][1].as_f64().unwrap() > 0.0, "{r}");
     assert_eq!(
         r["control_curve"].as_array().unwrap().len(),
         25,

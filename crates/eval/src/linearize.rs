@@ -54,6 +54,16 @@ pub fn report_markdown(r: &LinearizeResult) -> String {
     ] {
         md.push_str(&format!("| {name} | {loss:.4} | {:.2} |\n", loss.exp()));
     }
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    md.push_str(&format!(
+        "\nDecoding one sequence: state {:.2} MiB (teacher) vs {:.2} MiB (student) at 4096 tokens, {:.2} vs {:.2} MiB at 32768; {:.0} vs {:.0} tokens/s greedy on this machine.\n",
+        mib(r.state_bytes_4k.0),
+        mib(r.state_bytes_4k.1),
+        mib(r.state_bytes_32k.0),
+        mib(r.state_bytes_32k.1),
+        r.decode_tokens_per_s.0,
+        r.decode_tokens_per_s.1
+    ));
     md.push_str("\n| layer | transfer MSE before | after stage 1 | reduction | kept as softmax |\n|---|---|---|---|---|\n");
     for l in &r.layers {
         md.push_str(&format!(

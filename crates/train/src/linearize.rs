@@ -150,6 +150,13 @@ pub struct LinearizeResult {
     pub alpha: f64,
     pub tau: f64,
     pub student_dir: PathBuf,
+    /// Decoding state one sequence holds (KV caches, recurrent states), in bytes of f32, at
+    /// 4096 and 32768 tokens: `(teacher, student)` each.
+    pub state_bytes_4k: (usize, usize),
+    pub state_bytes_32k: (usize, usize),
+    /// Greedy decoding speed, tokens/s, one sequence, after a one-token prompt (up to the
+    /// context length): `(teacher, student)`.
+    pub decode_tokens_per_s: (f64, f64),
 }
 
 /// Runs the recipe (see the module docs) and writes the student as a run directory.
@@ -297,7 +304,13 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
     )?;
     let student_loss = eval_loss(&student.valid());
     let control_loss = eval_loss(&control.valid());
-    save_student(&options.student_dir, &options.run, &student_config, &student.valid(), task)?;
+    let student_plain = student.valid();
+    let bytes = |c: &RunConfig, len: usize| 4 * c.model.decode_state_floats(len);
+    let decode_tokens_per_s = (
+        decode_speed(teacher, &config, plain),
+        decode_speed(&student_plain, &student_config, plain),
+    );
+    save_student(&options.student_dir, &options.run, &student_config, &student_plain, task)?;
     Ok(LinearizeResult {
         teacher_spec: config.model.mixer.to_string(),
         student_spec: student_config.model.mixer.to_string(),
@@ -317,7 +330,29 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
         alpha,
         tau,
         student_dir: options.student_dir.clone(),
+        state_bytes_4k: (bytes(&config, 4096), bytes(&student_config, 4096)),
+        state_bytes_32k: (bytes(&config, 32768), bytes(&student_config, 32768)),
+        decode_tokens_per_s,
     })
+}
+
+/// Tokens per second of one-token decoding steps through the model's state, one sequence,
+/// token 0 fed back (the speed does not depend on the tokens), over the context length (at most
+/// 256 steps), after one untimed step.
+fn decode_speed(model: &Model, config: &RunConfig, device: &Device) -> f64 {
+    use attnlab_model::LmInput;
+    use burn::tensor::{Int, TensorData};
+    let steps = config.model.max_seq_len.clamp(2, 256) - 1;
+    let token = || {
+        LmInput::Tokens(Tensor::<2, Int>::from_data(TensorData::new(vec![0i64], [1, 1]), device))
+    };
+    let mut state = model.empty_state();
+    let _: f32 = model.step(token(), &mut state).sum().into_scalar();
+    let start = std::time::Instant::now();
+    for _ in 0..steps {
+        let _: f32 = model.step(token(), &mut state).sum().into_scalar();
+    }
+    steps as f64 / start.elapsed().as_secs_f64()
 }
 
 /// The teacher's stack with `layers` replaced by `to`.
