@@ -385,6 +385,10 @@ struct LinearizeArgs {
     /// Distillation temperature τ.
     #[arg(long, default_value_t = 2.0)]
     tau: f64,
+    /// Stage 2 trains LoRA adapters of this rank on the q/k/v and output projections (merged
+    /// into the weights afterwards) instead of the whole student; 0 = the whole student.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    lora: usize,
     /// best, final, latest, or a checkpoint directory.
     #[arg(long, default_value = "best")]
     checkpoint: String,
@@ -740,6 +744,7 @@ fn cmd_linearize(a: LinearizeArgs) -> Result<()> {
         recover_lr: a.lr,
         alpha: a.alpha,
         tau: a.tau,
+        lora_rank: a.lora,
         student_dir: out.join("student"),
     })?;
     let report = attnlab_eval::linearize::report_markdown(&result);
@@ -786,10 +791,21 @@ fn cmd_export(a: ExportArgs) -> Result<()> {
             &a.to,
             a.force,
         )?;
-        println!(
-            "wrote a Hugging Face directory ({n} tensors, config.json, tokenizer files) to {}",
-            a.to.display()
-        );
+        let config = std::fs::read_to_string(a.to.join("config.json")).ok();
+        let architecture = config
+            .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+            .and_then(|c| c["architectures"][0].as_str().map(String::from));
+        match architecture {
+            Some(arch) => println!(
+                "wrote a Hugging Face {arch} directory ({n} tensors, config.json, tokenizer files) to {}",
+                a.to.display()
+            ),
+            None => println!(
+                "{} is no Hugging Face architecture: wrote the attnlab export ({n} tensors) and a README.md saying why to {}",
+                loaded.config.model.mixer,
+                a.to.display()
+            ),
+        }
         return Ok(());
     }
     let n = attnlab_train::export::export_safetensors(

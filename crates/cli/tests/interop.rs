@@ -326,7 +326,7 @@ fn a_gpt2_stack_exports_to_hugging_face_names_with_the_same_logits() {
             "--format",
             "hf",
         ]));
-        assert!(x.contains("Hugging Face GPT-2"), "{x}");
+        assert!(x.contains("Hugging Face GPT2LMHeadModel"), "{x}");
         for f in [
             "config.json",
             "model.safetensors",

@@ -1,6 +1,7 @@
 //! `attnlab linearize` at smoke size: a tiny Llama-shaped char teacher is linearised; stage 1
 //! lowers every swapped layer's transfer error; the student is a run `eval` and `export` take;
-//! `keep:1` keeps the worst-fitted layer as softmax; bad options are refused with one line and
+//! `keep:1` keeps the worst-fitted layer as softmax, and with LoRA in stage 2 the merged
+//! student evaluates to the reported loss; bad options are refused with one line and
 //! leave nothing behind.
 
 use std::path::{Path, PathBuf};
@@ -124,7 +125,7 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
 
     // keep:1 keeps one layer as softmax: the one stage 1 fits worst.
     let kept = dir.join("kept");
-    ok(&linearize(&teacher, &kept, &["--layers", "keep:1"]));
+    ok(&linearize(&teacher, &kept, &["--layers", "keep:1", "--lora", "4"]));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(kept.join("results.json")).unwrap()).unwrap();
     let layers = r["layers"].as_array().unwrap();
@@ -135,6 +136,14 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
     assert_eq!(r["kept"], serde_json::json!([worst["layer"]]), "{r}");
     assert_eq!(r["swapped"].as_array().unwrap().len(), 1);
     assert!(r["student_spec"].as_str().unwrap().contains("softmax"), "{r}");
+    // With LoRA in stage 2 the student is merged: an ordinary run with the base's parameters.
+    assert_eq!(r["lora_rank"], 4);
+    let eval = ok(&attnlab(&["eval", "--run", kept.join("student").to_str().unwrap(), "--json"]));
+    let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert!(
+        (eval["metrics"]["loss"].as_f64().unwrap() - r["student_loss"].as_f64().unwrap()).abs()
+            < 1e-4
+    );
 }
 
 #[test]

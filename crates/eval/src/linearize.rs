@@ -36,10 +36,15 @@ pub fn report_markdown(r: &LinearizeResult) -> String {
     let mut md =
         format!("# Linearise: {} -> {}\n\n**{}**\n\n", r.teacher_spec, r.student_spec, decision(r));
     md.push_str(&format!(
-        "Stage 1 (attention transfer): {} steps; stage 2 (CE + {}·τ²·KL at τ = {}): {} steps; the control: swap + CE for {} steps. Student run: `{}`.\n\n",
+        "Stage 1 (attention transfer): {} steps; stage 2 (CE + {}·τ²·KL at τ = {}, {}): {} steps; the control: swap + CE for {} steps. Student run: `{}`.\n\n",
         r.transfer_steps,
         r.alpha,
         r.tau,
+        if r.lora_rank > 0 {
+            format!("LoRA rank {} on q/k/v/o, merged", r.lora_rank)
+        } else {
+            "the whole student".to_string()
+        },
         r.recover_steps,
         r.transfer_steps + r.recover_steps,
         r.student_dir.display()

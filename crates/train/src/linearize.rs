@@ -26,7 +26,7 @@ use crate::task::{self, Task};
 use crate::trainer;
 use crate::transfer::{transfer, variant_free_tensors};
 use attnlab_model::{MixerSpec, MixerStack, Model, ModelConfigError, SequenceMixer};
-use burn::module::Module;
+use burn::module::{Lora, Module, ParamGroup};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor};
@@ -77,6 +77,10 @@ pub struct LinearizeOptions {
     pub alpha: f64,
     /// Distillation temperature.
     pub tau: f64,
+    /// Stage 2 trains LoRA adapters of this rank on every layer's q/k/v and output projections
+    /// (Burn's `Module::apply_lora`, scale 2, merged into the weights afterwards) instead of the
+    /// whole student; 0 = the whole student.
+    pub lora_rank: usize,
     /// Where the student run directory goes (created; must not exist or be empty).
     pub student_dir: PathBuf,
 }
@@ -149,6 +153,8 @@ pub struct LinearizeResult {
     pub recover_steps: usize,
     pub alpha: f64,
     pub tau: f64,
+    /// LoRA rank of stage 2 (0: the whole student trained).
+    pub lora_rank: usize,
     pub student_dir: PathBuf,
     /// Decoding state one sequence holds (KV caches, recurrent states), in bytes of f32, at
     /// 4096 and 32768 tokens: `(teacher, student)` each.
@@ -276,6 +282,10 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
     // Stage 2 and the control.
     let lr = options.recover_lr.unwrap_or(t.lr);
     let (alpha, tau) = (options.alpha, options.tau);
+    let student = match options.lora_rank {
+        0 => student,
+        rank => with_lora(student, rank, config.seed, &ad),
+    };
     let (student, recover_curve) = finetune(
         student,
         teacher,
@@ -287,6 +297,8 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
         "recovery",
         &ad,
     )?;
+    // LoRA's adapters folded into the weights: the student is an ordinary model again.
+    let student = if options.lora_rank > 0 { student.materialize() } else { student };
     let control_start = {
         let fresh = student_config.model.init(&task.io(), config.seed, &ad)?;
         transfer(fresh, &teacher_tensors).0
@@ -329,6 +341,7 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
         recover_steps: options.recover_steps,
         alpha,
         tau,
+        lora_rank: options.lora_rank,
         student_dir: options.student_dir.clone(),
         state_bytes_4k: (bytes(&config, 4096), bytes(&student_config, 4096)),
         state_bytes_32k: (bytes(&config, 32768), bytes(&student_config, 32768)),
@@ -353,6 +366,14 @@ fn decode_speed(model: &Model, config: &RunConfig, device: &Device) -> f64 {
         let _: f32 = model.step(token(), &mut state).sum().into_scalar();
     }
     steps as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rank-`rank` LoRA adapters (`W + (2r/r)·A·B`, `A ~ N(0, 1/r)`, `B = 0`; Burn's
+/// `Module::apply_lora`) on every q/k/v and output projection; every other parameter frozen.
+pub fn with_lora(model: Model, rank: usize, seed: u64, device: &Device) -> Model {
+    let projections = ParamGroup::from_any_predicates(vec!["heads.qkv.weight", "heads.out.weight"]);
+    let lora = Lora::new(rank, 2.0 * rank as f64).set_param_group(projections);
+    attnlab_model::seeding::with_seed(device, seed ^ 0x4c6f_5241, || model.apply_lora(lora))
 }
 
 /// The teacher's stack with `layers` replaced by `to`.
@@ -503,6 +524,41 @@ mod tests {
         assert_eq!("1,3".parse::<LayerChoice>(), Ok(LayerChoice::These(vec![1, 3])));
         assert_eq!("keep:2".parse::<LayerChoice>(), Ok(LayerChoice::KeepWorst(2)));
         assert!("keep:x".parse::<LayerChoice>().unwrap_err().contains("keep:K"));
+    }
+
+    /// LoRA through Burn: adapters attach to the projections only, start as the identity
+    /// (B = 0), train, and the merged model computes exactly what the adapted one does.
+    #[test]
+    fn lora_adapts_the_projections_and_merging_keeps_the_function() {
+        use attnlab_model::{LmInput, ModelConfig, ModelInput, ModelIo};
+        use burn::tensor::{Int, TensorData};
+        let ad = Device::flex().autodiff();
+        let config = ModelConfig {
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            max_seq_len: 8,
+            ..Default::default()
+        };
+        let io = ModelIo { input: ModelInput::Tokens { vocab: 11 }, output_dim: 11 };
+        let base = config.init(&io, 3, &ad).unwrap();
+        let ids = TensorData::new((0..16).map(|i| (i * 7 % 11) as i64).collect::<Vec<_>>(), [2, 8]);
+        let x = LmInput::Tokens(Tensor::<2, Int>::from_data(ids, &ad));
+        let before = base.forward(x.clone());
+        let adapted = with_lora(base.clone(), 2, 1, &ad);
+        assert!(adapted.num_params() > base.num_params(), "adapters attached");
+        let d = |a: Tensor<3>, b: Tensor<3>| (a - b).abs().max().into_scalar::<f32>();
+        assert!(d(adapted.forward(x.clone()), before.clone()) < 1e-6, "B = 0: the same function");
+        // One AdamW step on the adapters moves the function; merging keeps it.
+        let mut optim = crate::trainer::adamw(&crate::config::TrainConfig::default()).init();
+        let loss = adapted.forward(x.clone()).powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &adapted);
+        let trained = optim.step(1e-2, adapted, grads);
+        let unmerged = trained.forward(x.clone());
+        assert!(d(unmerged.clone(), before) > 1e-4, "the adapters trained");
+        let merged = trained.materialize();
+        assert_eq!(merged.num_params(), base.num_params(), "merged back to the base's parameters");
+        assert!(d(merged.forward(x), unmerged) < 1e-5, "merged = unmerged");
     }
 
     /// The distillation term against its formula on a hand-made pair of distributions, and 0
