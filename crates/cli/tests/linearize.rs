@@ -106,6 +106,10 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
     assert_eq!(student_32k, r["state_bytes_4k"][1].as_u64().unwrap(), "{r}");
     assert!(student_32k < teacher_32k, "{r}");
     assert!(r["decode_tokens_per_s"][1].as_f64().unwrap() > 0.0, "{r}");
+    // Loss by position over the 32-character windows: buckets 8, 16 and 32.
+    let buckets: Vec<&str> =
+        r["loss_by_position"].as_array().unwrap().iter().map(|b| b[0].as_str().unwrap()).collect();
+    assert_eq!(buckets, ["loss@8", "loss@16", "loss@32"], "{r}");
     assert_eq!(
         r["control_curve"].as_array().unwrap().len(),
         25,

@@ -59,6 +59,14 @@ pub fn report_markdown(r: &LinearizeResult) -> String {
     ] {
         md.push_str(&format!("| {name} | {loss:.4} | {:.2} |\n", loss.exp()));
     }
+    if !r.loss_by_position.is_empty() {
+        md.push_str(
+            "\n| held-out loss by position | teacher | student | control |\n|---|---|---|---|\n",
+        );
+        for (bucket, t, s, c) in &r.loss_by_position {
+            md.push_str(&format!("| {bucket} | {t:.4} | {s:.4} | {c:.4} |\n"));
+        }
+    }
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     md.push_str(&format!(
         "\nDecoding one sequence: state {:.2} MiB (teacher) vs {:.2} MiB (student) at 4096 tokens, {:.2} vs {:.2} MiB at 32768; {:.0} vs {:.0} tokens/s greedy on this machine.\n",

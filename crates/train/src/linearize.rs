@@ -160,6 +160,9 @@ pub struct LinearizeResult {
     /// 4096 and 32768 tokens: `(teacher, student)` each.
     pub state_bytes_4k: (usize, usize),
     pub state_bytes_32k: (usize, usize),
+    /// Held-out loss by position (`loss@ℓ`: positions up to ℓ since the previous bucket), for
+    /// language-model tasks: `(teacher, student, control)`; empty for other tasks.
+    pub loss_by_position: Vec<(String, f64, f64, f64)>,
     /// Greedy decoding speed, tokens/s, one sequence, after a one-token prompt (up to the
     /// context length): `(teacher, student)`.
     pub decode_tokens_per_s: (f64, f64),
@@ -317,6 +320,8 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
     let student_loss = eval_loss(&student.valid());
     let control_loss = eval_loss(&control.valid());
     let student_plain = student.valid();
+    let loss_by_position =
+        position_buckets(&config, &eval, [teacher, &student_plain, &control.valid()]);
     let bytes = |c: &RunConfig, len: usize| 4 * c.model.decode_state_floats(len);
     let decode_tokens_per_s = (
         decode_speed(teacher, &config, plain),
@@ -343,10 +348,37 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
         tau,
         lora_rank: options.lora_rank,
         student_dir: options.student_dir.clone(),
+        loss_by_position,
         state_bytes_4k: (bytes(&config, 4096), bytes(&student_config, 4096)),
         state_bytes_32k: (bytes(&config, 32768), bytes(&student_config, 32768)),
         decode_tokens_per_s,
     })
+}
+
+/// Loss in position buckets `[L/4, L/2, L]` of the evaluation windows (length L) for each of
+/// `models`, for language-model tasks (the first positions see little context, the last the
+/// whole window: where a linear student loses to its teacher, if anywhere).
+fn position_buckets(
+    config: &RunConfig,
+    eval: &[task::Batch],
+    models: [&Model; 3],
+) -> Vec<(String, f64, f64, f64)> {
+    use crate::config::TaskConfig;
+    if !matches!(config.task, TaskConfig::CharLm(_) | TaskConfig::BpeLm(_)) {
+        return Vec::new();
+    }
+    let Some(len) = eval.first().map(|b| b.input.seq_len()) else { return Vec::new() };
+    let mut lengths: Vec<usize> = [len / 4, len / 2, len].into_iter().filter(|&l| l > 0).collect();
+    lengths.dedup();
+    let [a, b, c] = models.map(|m| task::loss_per_position_bucket(m, eval, &lengths));
+    // In position order (the maps sort `loss@16` before `loss@8`).
+    lengths
+        .iter()
+        .map(|l| {
+            let key = format!("loss@{l}");
+            (key.clone(), a[&key], b[&key], c[&key])
+        })
+        .collect()
 }
 
 /// Tokens per second of one-token decoding steps through the model's state, one sequence,

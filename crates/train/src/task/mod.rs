@@ -14,6 +14,7 @@ pub mod separation;
 mod text;
 
 pub use interface::*;
+pub use text::loss_per_position_bucket;
 
 use crate::config::{RunConfig, TaskConfig};
 use std::path::Path;
