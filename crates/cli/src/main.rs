@@ -1097,7 +1097,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
         OutcomeRecord, REPRODUCTIONS, Size, check_name, machine, run, update_docs,
     };
     if !a.docs.is_empty() {
-        for line in update_docs(&a.docs_file, &a.docs).map_err(anyhow::Error::msg)? {
+        for line in update_docs(&a.docs_file, &a.docs)? {
             println!("{line}");
         }
         return Ok(());
@@ -1146,9 +1146,7 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     let outcome = run(&name, size, &out, &exec)?;
     let date = run_dir::timestamp();
     let date = format!("{}-{}-{}", &date[..4], &date[4..6], &date[6..8]);
-    OutcomeRecord::new(&name, size, &outcome, &date, &machine())
-        .write(&out)
-        .map_err(anyhow::Error::msg)?;
+    OutcomeRecord::new(&name, size, &outcome, &date, &machine()).write(&out)?;
     println!("\n{}", outcome.summary.header.join(" | "));
     for row in &outcome.summary.rows {
         println!("{}", row.join(" | "));

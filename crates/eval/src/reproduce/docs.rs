@@ -7,9 +7,44 @@
 //! SIZE -->` and `<!-- END generated -->`.
 
 use super::harness::{Check, Outcome, Size};
+use crate::compare::CompareError;
 use crate::compare::plan::write_atomic;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why an `outcome.json` or a generated section could not be read or written; one line naming
+/// the file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DocsError {
+    #[error("{path}: {reason}; it is written when `attnlab reproduce` finishes")]
+    ReadOutcome { path: PathBuf, reason: std::io::Error },
+    #[error("{path}: {reason}")]
+    CorruptOutcome { path: PathBuf, reason: serde_json::Error },
+    #[error("--docs-file {path}: {reason}")]
+    ReadDocs { path: PathBuf, reason: std::io::Error },
+    #[error(
+        "{path}no section for {name} --size {size}: add the lines `{begin}` and `<!-- END generated -->` where its table belongs"
+    )]
+    NoSection { path: String, name: String, size: String, begin: String },
+    #[error("{path}`{begin}` has no `<!-- END generated -->` after it")]
+    NoEnd { path: String, begin: String },
+    #[error(transparent)]
+    Write(#[from] CompareError),
+}
+
+impl DocsError {
+    /// The same error, naming the document it is about.
+    fn in_file(self, file: &Path) -> Self {
+        let path = format!("{}: ", file.display());
+        match self {
+            Self::NoSection { name, size, begin, .. } => {
+                Self::NoSection { path, name, size, begin }
+            }
+            Self::NoEnd { begin, .. } => Self::NoEnd { path, begin },
+            other => other,
+        }
+    }
+}
 
 /// The file a reproduction leaves beside its report.
 pub const OUTCOME_FILE: &str = "outcome.json";
@@ -41,17 +76,16 @@ impl OutcomeRecord {
         }
     }
 
-    pub fn write(&self, dir: &Path) -> Result<(), String> {
+    pub fn write(&self, dir: &Path) -> Result<(), DocsError> {
         let text = serde_json::to_string_pretty(self).expect("an outcome serialises");
-        write_atomic(&dir.join(OUTCOME_FILE), &text).map_err(|e| e.to_string())
+        Ok(write_atomic(&dir.join(OUTCOME_FILE), &text)?)
     }
 
-    pub fn read(dir: &Path) -> Result<Self, String> {
+    pub fn read(dir: &Path) -> Result<Self, DocsError> {
         let path = dir.join(OUTCOME_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!("{}: {e}; it is written when `attnlab reproduce` finishes", path.display())
-        })?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let text = std::fs::read_to_string(&path)
+            .map_err(|reason| DocsError::ReadOutcome { path: path.clone(), reason })?;
+        serde_json::from_str(&text).map_err(|reason| DocsError::CorruptOutcome { path, reason })
     }
 
     /// The marker line that opens this reproduction's generated section.
@@ -83,33 +117,34 @@ impl OutcomeRecord {
     }
 
     /// `doc` with this reproduction's generated section replaced, or why it cannot be.
-    pub fn update(&self, doc: &str) -> Result<String, String> {
+    pub fn update(&self, doc: &str) -> Result<String, DocsError> {
         let begin = self.begin_marker();
         let Some(at) = doc.find(&begin) else {
-            return Err(format!(
-                "no section for {} --size {}: add the lines `{begin}` and `<!-- END generated -->` \
-                 where its table belongs",
-                self.name, self.size
-            ));
+            return Err(DocsError::NoSection {
+                path: String::new(),
+                name: self.name.clone(),
+                size: self.size.clone(),
+                begin,
+            });
         };
         let start = at + begin.len() + 1;
         let end = doc[start..]
             .find("<!-- END generated -->")
             .map(|i| i + start)
-            .ok_or_else(|| format!("`{begin}` has no `<!-- END generated -->` after it"))?;
+            .ok_or_else(|| DocsError::NoEnd { path: String::new(), begin: begin.clone() })?;
         Ok(format!("{}{}{}", &doc[..start], self.markdown(), &doc[end..]))
     }
 }
 
 /// Rewrites `docs_file`'s generated sections from the reports in `dirs` (all or nothing: the
 /// file is written once, atomically, after every section was found); one line per section.
-pub fn update_docs(docs_file: &Path, dirs: &[std::path::PathBuf]) -> Result<Vec<String>, String> {
+pub fn update_docs(docs_file: &Path, dirs: &[PathBuf]) -> Result<Vec<String>, DocsError> {
     let mut doc = std::fs::read_to_string(docs_file)
-        .map_err(|e| format!("--docs-file {}: {e}", docs_file.display()))?;
+        .map_err(|reason| DocsError::ReadDocs { path: docs_file.to_path_buf(), reason })?;
     let mut done = Vec::new();
     for dir in dirs {
         let record = OutcomeRecord::read(dir)?;
-        doc = record.update(&doc).map_err(|e| format!("{}: {e}", docs_file.display()))?;
+        doc = record.update(&doc).map_err(|e| e.in_file(docs_file))?;
         done.push(format!(
             "{}: {} --size {} from {}",
             docs_file.display(),
@@ -118,7 +153,7 @@ pub fn update_docs(docs_file: &Path, dirs: &[std::path::PathBuf]) -> Result<Vec<
             dir.display()
         ));
     }
-    write_atomic(docs_file, &doc).map_err(|e| e.to_string())?;
+    write_atomic(docs_file, &doc)?;
     Ok(done)
 }
 
@@ -188,7 +223,7 @@ mod tests {
         assert!(!new.contains("old table"));
         // Regenerating is stable, and a doc without the markers says what to add.
         assert_eq!(r.update(&new).unwrap(), new);
-        let err = r.update("# no markers\n").unwrap_err();
+        let err = r.update("# no markers\n").unwrap_err().to_string();
         assert!(err.contains("add the lines `<!-- BEGIN generated by: attnlab reproduce mqar-gap --size full -->`"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ mod order;
 pub mod scaling_sim;
 mod widths;
 
-pub use docs::{OUTCOME_FILE, OutcomeRecord, machine, update_docs};
+pub use docs::{DocsError, OUTCOME_FILE, OutcomeRecord, machine, update_docs};
 pub use harness::{Check, Outcome, ReproduceError, Size};
 
 use crate::compare::LocalExecutor;
