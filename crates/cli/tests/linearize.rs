@@ -124,6 +124,10 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
         (eval["metrics"]["loss"].as_f64().unwrap() - reported).abs() < 1e-4,
         "{eval} vs {reported}"
     );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(student.join("meta.json")).unwrap()).unwrap();
+    let copied = meta["initialised_from"]["copied"].as_array().unwrap();
+    assert!(copied.iter().any(|n| n == "blocks.0.mixer.heads.qkv.weight"), "{meta}");
     let config = std::fs::read_to_string(student.join("config.toml")).unwrap();
     assert!(config.contains("linear:elu1"), "{config}");
 

@@ -208,7 +208,7 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
     // The student, every matching weight carried over.
     let student_config = with_stack(&config, stack(&config, &options.to, &swapped)?);
     let fresh = student_config.model.init(&task.io(), config.seed, &ad)?;
-    let (start, _) = transfer(fresh, &teacher_tensors);
+    let (start, carried) = transfer(fresh, &teacher_tensors);
     let swapped_loss = eval_loss(&start.valid());
     let before = transfer_errors(&start.valid(), teacher, &eval, &swapped);
 
@@ -327,7 +327,19 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
         decode_speed(teacher, &config, plain),
         decode_speed(&student_plain, &student_config, plain),
     );
-    save_student(&options.student_dir, &options.run, &student_config, &student_plain, task)?;
+    let origin = crate::run_meta::InitialisedFrom {
+        checkpoint: teacher_run.checkpoint.clone(),
+        copied: carried.copied,
+        fresh: carried.fresh,
+    };
+    save_student(
+        &options.student_dir,
+        &options.run,
+        &student_config,
+        &student_plain,
+        task,
+        origin,
+    )?;
     Ok(LinearizeResult {
         teacher_spec: config.model.mixer.to_string(),
         student_spec: student_config.model.mixer.to_string(),
@@ -521,6 +533,7 @@ fn save_student(
     config: &RunConfig,
     model: &Model,
     task: &dyn Task,
+    origin: crate::run_meta::InitialisedFrom,
 ) -> Result<(), LinearizeError> {
     let run = RunDir::create(dir)?;
     for codec in ["vocab.json", "tokenizer.json"] {
@@ -531,7 +544,9 @@ fn save_student(
         }
     }
     run.write_file(CONFIG_FILE, &config.to_toml())?;
-    let meta = crate::RunMeta::at_start(config, params::count(model), task.main_metric());
+    let mut meta = crate::RunMeta::at_start(config, params::count(model), task.main_metric());
+    // The teacher checkpoint and what carried over from it when the student was built.
+    meta.initialised_from = Some(origin);
     meta.write(&run)?;
     let state = TrainState {
         step: 0,
