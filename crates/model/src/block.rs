@@ -194,13 +194,22 @@ mod tests {
     fn mlp_kinds_compute_their_formulas() {
         let d = device();
         let x = randn([2, 3, 4], 11, &d);
-        let swiglu = Mlp::new(MlpKind::Swiglu, 4, 6, true, &d);
+        // Weights drawn under the seeded generator's lock (crate::seeding): another test may
+        // hold the shared stream.
+        let seeded = |kind, bias| {
+            crate::seeding::with_seed(&d, 21, || {
+                let mlp = Mlp::new(kind, 4, 6, bias, &d);
+                crate::seeding::materialize(&mlp);
+                mlp
+            })
+        };
+        let swiglu = seeded(MlpKind::Swiglu, true);
         let gate = fused::affine(swiglu.gate.as_ref().unwrap(), x.clone());
         let silu = gate.clone() / (gate.neg().exp() + 1.0);
         let expect = fused::affine(&swiglu.down, silu * fused::affine(&swiglu.up, x.clone()));
         assert_close(swiglu.forward(x.clone()), expect, 1e-6, "swiglu");
 
-        let tanh = Mlp::new(MlpKind::GeluTanh, 4, 6, false, &d);
+        let tanh = seeded(MlpKind::GeluTanh, false);
         let h: Vec<f32> =
             fused::affine(&tanh.up, x.clone()).into_data().iter::<f32>().collect::<Vec<_>>();
         let by_hand: Vec<f32> = h

@@ -456,6 +456,20 @@ mod tests {
         }
     }
 
+    /// A projection with every weight drawn now under the seeded generator's lock, so a test
+    /// building one does not take numbers from a stream another test holds.
+    fn seeded_heads(
+        dims: &MixerDims,
+        d_qk: usize,
+        device: &burn::tensor::Device,
+    ) -> HeadProjection {
+        crate::seeding::with_seed(device, 17, || {
+            let heads = HeadProjection::new(dims, d_qk, device);
+            crate::seeding::materialize(&heads);
+            heads
+        })
+    }
+
     /// Grouped-query attention is multi-head attention whose key/value weights repeat per group:
     /// a projection with 1 key/value head of 3 equals a plain one with that head's columns
     /// copied three times (Hugging Face's `repeat_kv`), and the KV cache's split keeps 1 head.
@@ -463,14 +477,14 @@ mod tests {
     fn grouped_query_projection_equals_multi_head_with_repeated_key_value_weights() {
         let d = device();
         let dims = MixerDims { n_kv_heads: 1, ..MixerDims::new(12, 3, 8) };
-        let gqa = HeadProjection::new(&dims, 4, &d);
+        let gqa = seeded_heads(&dims, 4, &d);
         let w = gqa.qkv.weight.val(); // [12, 3·4 + 4 + 4]
         let b = gqa.qkv.bias.as_ref().unwrap().val();
         let (q, k, v) =
             (w.clone().narrow(1, 0, 12), w.clone().narrow(1, 12, 4), w.narrow(1, 16, 4));
         let (qb, kb, vb) =
             (b.clone().narrow(0, 0, 12), b.clone().narrow(0, 12, 4), b.narrow(0, 16, 4));
-        let mut mha = HeadProjection::new(&MixerDims::new(12, 3, 8), 4, &d);
+        let mut mha = seeded_heads(&MixerDims::new(12, 3, 8), 4, &d);
         let repeat3 = |x: Tensor<2>| Tensor::cat(vec![x.clone(), x.clone(), x], 1);
         let repeat3b = |x: Tensor<1>| Tensor::cat(vec![x.clone(), x.clone(), x], 0);
         mha.qkv.weight =
@@ -492,7 +506,7 @@ mod tests {
     fn per_head_query_key_norm_is_rms_norm_over_each_head() {
         let d = device();
         let dims = MixerDims { qk_head_norm: Some(1e-6), n_kv_heads: 1, ..MixerDims::new(8, 2, 8) };
-        let mut heads = HeadProjection::new(&dims, 4, &d);
+        let mut heads = seeded_heads(&dims, 4, &d);
         let gamma = Tensor::<1>::from_floats([0.5, 1.0, 1.5, 2.0], &d);
         heads.q_norm.as_mut().unwrap().gamma = burn::module::Param::from_tensor(gamma.clone());
         let x = crate::testing::randn([1, 3, 8], 5, &d);
