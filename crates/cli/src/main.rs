@@ -376,6 +376,10 @@ struct LinearizeArgs {
     /// Stage 1 learning rate (constant AdamW).
     #[arg(long, default_value_t = 1e-3)]
     transfer_lr: f64,
+    /// What stage 1 trains: all (every parameter of the swapped mixers) or new (only their own
+    /// feature maps, gates, β, convolutions; the carried-over q/k/v/o frozen, as LoLCATs does).
+    #[arg(long, default_value = "all", value_parser = ["all", "new"])]
+    transfer_params: String,
     /// Stage 2's and the control's learning rate (default: the run's train.lr).
     #[arg(long)]
     lr: Option<f64>,
@@ -741,6 +745,7 @@ fn cmd_linearize(a: LinearizeArgs) -> Result<()> {
         transfer_steps: a.transfer_steps,
         recover_steps: a.recover_steps,
         transfer_lr: a.transfer_lr,
+        transfer_own_only: a.transfer_params == "new",
         recover_lr: a.lr,
         alpha: a.alpha,
         tau: a.tau,

@@ -154,6 +154,31 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
     );
 }
 
+/// LoLCATs' stage 1: only the new mixer's own parameters (GLA's gate) train, q/k/v/o frozen;
+/// the gate alone still lowers the transfer error.
+#[test]
+fn stage_one_can_train_only_the_new_parameters() {
+    let dir = temp("own");
+    let teacher = teacher(&dir);
+    let out = dir.join("report");
+    let mut args: Vec<&str> = vec!["--transfer-params", "new", "--transfer-lr", "1e-2"];
+    args.extend(["--to", "decay:gla"]);
+    let o = attnlab(
+        &[
+            &["linearize", "--run", teacher.to_str().unwrap(), "--out", out.to_str().unwrap()][..],
+            &["--transfer-steps", "15", "--recover-steps", "5"],
+            &args[..],
+        ]
+        .concat(),
+    );
+    ok(&o);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for layer in r["layers"].as_array().unwrap() {
+        assert!(layer["after"].as_f64() < layer["before"].as_f64(), "{layer}");
+    }
+}
+
 #[test]
 fn bad_linearize_options_are_refused_with_one_line() {
     let dir = temp("bad");
@@ -175,6 +200,12 @@ fn bad_linearize_options_are_refused_with_one_line() {
     let run = teacher.to_str().unwrap();
     let o = attnlab(&["linearize", "--run", run, "--to", "linear:nope"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--to"), "bad spec");
+    let o =
+        attnlab(&["linearize", "--run", run, "--to", "linear:elu1", "--transfer-params", "new"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no parameters of its own"),
+        "elu1 has none"
+    );
     let o = attnlab(&["linearize", "--run", run, "--to", "linear:elu1", "--recover-steps", "0"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("at least 1"), "no steps");
 }

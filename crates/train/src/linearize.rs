@@ -71,6 +71,10 @@ pub struct LinearizeOptions {
     pub recover_steps: usize,
     /// Stage 1's learning rate (constant, AdamW).
     pub transfer_lr: f64,
+    /// Stage 1 trains only the new mixers' own parameters (feature maps, gates, β, convolutions,
+    /// scales), the carried-over q/k/v/o projections frozen (LoLCATs' stage 1); `false`: every
+    /// parameter of the swapped mixers.
+    pub transfer_own_only: bool,
     /// Stage 2's and the control's (constant, AdamW); `None` = the teacher run's `train.lr`.
     pub recover_lr: Option<f64>,
     /// Weight of the distillation term.
@@ -97,6 +101,10 @@ pub enum LinearizeError {
     NoSteps,
     #[error("--alpha must be ≥ 0 and --tau > 0 (finite)")]
     BadDistillation,
+    #[error(
+        "--transfer-params new: {spec} has no parameters of its own besides q/k/v/o; use --transfer-params all"
+    )]
+    NothingOwnToTransfer { spec: String },
     #[error(transparent)]
     Model(#[from] ModelConfigError),
     #[error(transparent)]
@@ -213,7 +221,16 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
     let before = transfer_errors(&start.valid(), teacher, &eval, &swapped);
 
     // Stage 1: each swapped mixer fits the teacher's attention output on the teacher's states.
-    let mut student = start.clone();
+    let projections = || ParamGroup::from_any_predicates(vec!["heads."]);
+    let mut student = if options.transfer_own_only {
+        let own = crate::transfer::variant_free_shapes(&start.blocks[swapped[0]].mixer);
+        if own.keys().all(|name| name.starts_with("heads.")) {
+            return Err(LinearizeError::NothingOwnToTransfer { spec: options.to.to_string() });
+        }
+        start.clone().freeze_group(projections())
+    } else {
+        start.clone()
+    };
     let mut optim = trainer::adamw(t).with_weight_decay(0.0).init();
     let mut transfer_curve = Vec::with_capacity(options.transfer_steps);
     for step in 0..options.transfer_steps {
@@ -243,6 +260,9 @@ pub fn linearize(options: &LinearizeOptions) -> Result<LinearizeResult, Lineariz
         transfer_curve.push(value);
         let grads = GradientsParams::from_grads(loss.backward(), &student);
         student = optim.step(options.transfer_lr, student, grads);
+    }
+    if options.transfer_own_only {
+        student = student.unfreeze_group(projections());
     }
     let after = transfer_errors(&student.valid(), teacher, &eval, &swapped);
 
