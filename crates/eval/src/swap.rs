@@ -80,19 +80,9 @@ pub fn swapped_stack(
     if let Some(&layer) = layers.iter().find(|&&l| l >= n) {
         return Err(SwapError::NoSuchLayer { layer, last: n - 1 });
     }
-    let specs: Vec<MixerSpec> = (0..n)
-        .map(|l| {
-            if layers.is_empty() || layers.contains(&l) {
-                Ok(to.clone())
-            } else {
-                config.model.mixer.for_layer(l, n).cloned()
-            }
-        })
-        .collect::<Result<_, _>>()?;
-    if specs.iter().all(|s| s == &specs[0]) {
-        return Ok(MixerStack::uniform(specs[0].clone()));
-    }
-    Ok(MixerStack(specs))
+    let all: Vec<usize> = (0..n).collect();
+    let layers = if layers.is_empty() { &all[..] } else { layers };
+    Ok(config.model.mixer.replacing(n, layers, to)?)
 }
 
 /// Builds the two-arm comparison (control, swapped) that `run` trains: the run's own config,

@@ -18,6 +18,34 @@ impl MixerStack {
         Self(vec![spec])
     }
 
+    /// One spec per layer, written as one spec when every layer has the same (as configs write
+    /// a uniform stack).
+    pub fn per_layer(specs: Vec<MixerSpec>) -> Self {
+        match specs.first() {
+            Some(first) if specs.iter().all(|s| s == first) => Self::uniform(first.clone()),
+            _ => Self(specs),
+        }
+    }
+
+    /// This stack of `n_layers` with the layers in `layers` replaced by `to`.
+    pub fn replacing(
+        &self,
+        n_layers: usize,
+        layers: &[usize],
+        to: &MixerSpec,
+    ) -> Result<Self, StackLengthError> {
+        let specs = (0..n_layers)
+            .map(|l| {
+                if layers.contains(&l) {
+                    Ok(to.clone())
+                } else {
+                    self.for_layer(l, n_layers).cloned()
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::per_layer(specs))
+    }
+
     /// The spec of layer `layer` in a stack of `n_layers`, or an error when the list length is
     /// neither 1 nor `n_layers`.
     pub fn for_layer(&self, layer: usize, n_layers: usize) -> Result<&MixerSpec, StackLengthError> {

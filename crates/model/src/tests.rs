@@ -76,6 +76,27 @@ fn random_ids(n: usize, seed: u64) -> Vec<i64> {
         .collect()
 }
 
+/// Decoding two random 12-token sequences (a 5-token prompt, one token at a time, then a 3-token
+/// chunk) gives the logits of one forward over the whole sequences.
+fn assert_decoding_equals_forward(m: &Model, seed: u64, what: &str) {
+    let d = device();
+    let ids = random_ids(2 * 12, seed);
+    let full = m.forward(LmInput::Tokens(tokens(&ids, 2, &d)));
+    let seq: Vec<Vec<i64>> = ids.chunks(12).map(|c| c.to_vec()).collect();
+    let piece = |a: usize, b: usize| {
+        let flat: Vec<i64> = seq.iter().flat_map(|s| s[a..b].to_vec()).collect();
+        LmInput::Tokens(tokens(&flat, 2, &d))
+    };
+    let mut state = m.empty_state();
+    let mut outs = vec![m.step(piece(0, 5), &mut state)];
+    for t in 5..9 {
+        outs.push(m.step(piece(t, t + 1), &mut state));
+    }
+    outs.push(m.step(piece(9, 12), &mut state));
+    assert_eq!(state.position, 12, "{what}");
+    assert_close(Tensor::cat(outs, 1), full, 1e-4, what);
+}
+
 /// Decoding a prompt (prefill of 5 tokens) then one token at a time, and then a 3-token chunk,
 /// gives the same logits as one forward over the whole sequence.
 #[test]
@@ -84,22 +105,8 @@ fn incremental_decoding_equals_the_full_forward_for_every_variant() {
     for positions in [PositionKind::Learned, PositionKind::Rope] {
         for (i, spec) in every_spec().iter().enumerate() {
             let m = model(&config_for_every_spec(spec, positions), &d);
-            let ids = random_ids(2 * 12, i as u64);
-            let full = m.forward(LmInput::Tokens(tokens(&ids, 2, &d)));
-            let seq: Vec<Vec<i64>> = ids.chunks(12).map(|c| c.to_vec()).collect();
-            let piece = |a: usize, b: usize| {
-                let flat: Vec<i64> = seq.iter().flat_map(|s| s[a..b].to_vec()).collect();
-                LmInput::Tokens(tokens(&flat, 2, &d))
-            };
-            let mut state = m.empty_state();
-            let mut outs = vec![m.step(piece(0, 5), &mut state)];
-            for t in 5..9 {
-                outs.push(m.step(piece(t, t + 1), &mut state));
-            }
-            outs.push(m.step(piece(9, 12), &mut state));
-            assert_eq!(state.position, 12);
             let what = format!("{spec} ({positions:?}) decode vs forward");
-            assert_close(Tensor::cat(outs, 1), full, 1e-4, &what);
+            assert_decoding_equals_forward(&m, i as u64, &what);
         }
     }
 }
@@ -144,20 +151,7 @@ fn production_blocks_decode_to_the_forward_for_every_variant() {
         .chain([alternating]);
     for (i, stack) in stacks.enumerate() {
         let m = model(&production(stack.clone()), &d);
-        let ids = random_ids(2 * 12, 500 + i as u64);
-        let full = m.forward(LmInput::Tokens(tokens(&ids, 2, &d)));
-        let seq: Vec<Vec<i64>> = ids.chunks(12).map(|c| c.to_vec()).collect();
-        let piece = |a: usize, b: usize| {
-            let flat: Vec<i64> = seq.iter().flat_map(|s| s[a..b].to_vec()).collect();
-            LmInput::Tokens(tokens(&flat, 2, &d))
-        };
-        let mut state = m.empty_state();
-        let mut outs = vec![m.step(piece(0, 5), &mut state)];
-        for t in 5..9 {
-            outs.push(m.step(piece(t, t + 1), &mut state));
-        }
-        outs.push(m.step(piece(9, 12), &mut state));
-        assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{stack:?} decode vs forward"));
+        assert_decoding_equals_forward(&m, 500 + i as u64, &format!("{stack:?} decode vs forward"));
     }
 }
 

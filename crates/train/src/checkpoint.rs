@@ -48,6 +48,32 @@ pub fn save(
     Ok(())
 }
 
+/// Writes `model` as checkpoint `final` at step 0 and makes `best` the same weights, as hard links to
+/// `final`'s files (a copy where links fail): what a run that no training wrote (an imported
+/// checkpoint, a linearised student) starts with. Files are never rewritten in place, so the
+/// links stay safe.
+pub fn save_final_and_best(run: &RunDir, model: &Model) -> Result<(), RunDirError> {
+    let state = TrainState {
+        step: 0,
+        best_metric: None,
+        best_step: None,
+        tokens_seen: 0,
+        stopped_early: false,
+    };
+    save(run, "final", model, None, &state)?;
+    let staging = run.staging("best")?;
+    let final_dir = run.file("final");
+    for entry in std::fs::read_dir(&final_dir).map_err(RunDirError::io(&final_dir))? {
+        let from = entry.map_err(RunDirError::io(&final_dir))?.path();
+        let to = staging.join(from.file_name().expect("a file in the checkpoint"));
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).map_err(RunDirError::io(&to))?;
+        }
+    }
+    run.publish(&staging, "best")?;
+    Ok(())
+}
+
 /// A checkpoint that cannot be chosen or loaded; the message names the file and what to use
 /// instead.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@
 
 use crate::config::RunConfig;
 use crate::params;
-use crate::run_dir::{CONFIG_FILE, RunDir, TrainState};
+use crate::run_dir::{CONFIG_FILE, RunDir};
 use crate::runs::{LoadRunError, load_run};
 use crate::task::{self, Task};
 use crate::trainer;
@@ -446,20 +446,7 @@ fn stack(
     to: &MixerSpec,
     layers: &[usize],
 ) -> Result<MixerStack, LinearizeError> {
-    let n = config.model.n_layers;
-    let specs = (0..n)
-        .map(|l| {
-            if layers.contains(&l) {
-                Ok(to.clone())
-            } else {
-                config.model.mixer.for_layer(l, n).cloned()
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if specs.windows(2).all(|w| w[0] == w[1]) {
-        return Ok(MixerStack::uniform(specs[0].clone()));
-    }
-    Ok(MixerStack(specs))
+    Ok(config.model.mixer.replacing(config.model.n_layers, layers, to)?)
 }
 
 fn with_stack(config: &RunConfig, stack: MixerStack) -> RunConfig {
@@ -546,7 +533,7 @@ pub fn kl_to_teacher(student: Tensor<3>, teacher: Tensor<3>, tau: f64) -> Tensor
 }
 
 /// The student as a run directory beside the teacher's: its config, the teacher's codec files,
-/// and the weights as checkpoints `final` and `best`.
+/// and the weights as checkpoints `final` and `best` (hard links to `final`).
 fn save_student(
     dir: &Path,
     teacher_run: &Path,
@@ -568,16 +555,7 @@ fn save_student(
     // The teacher checkpoint and what carried over from it when the student was built.
     meta.initialised_from = Some(origin);
     meta.write(&run)?;
-    let state = TrainState {
-        step: 0,
-        best_metric: None,
-        best_step: None,
-        tokens_seen: 0,
-        stopped_early: false,
-    };
-    for which in ["final", "best"] {
-        crate::checkpoint::save(&run, which, model, None, &state)?;
-    }
+    crate::checkpoint::save_final_and_best(&run, model)?;
     Ok(())
 }
 

@@ -220,11 +220,7 @@ fn window_stack(r: &Reader<'_>, n_layers: usize) -> Result<MixerStack, ImportErr
                 _ => Err(r.unsupported(format!("layer type {t} (with sliding_window {window:?})"))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // The same attention in every layer is one spec, as attnlab writes it.
-        if !specs.is_empty() && specs.windows(2).all(|w| w[0] == w[1]) {
-            return Ok(MixerStack::uniform(specs[0].clone()));
-        }
-        return Ok(MixerStack(specs));
+        return Ok(MixerStack::per_layer(specs));
     }
     let qwen = r.architecture.starts_with("Qwen");
     match (window, qwen, r.bool("use_sliding_window", false)?) {

@@ -16,7 +16,7 @@ pub use error::ImportError;
 
 use crate::checkpoint;
 use crate::config::{BpeConfig, RunConfig, TaskConfig};
-use crate::run_dir::{CONFIG_FILE, RunDir, TrainState};
+use crate::run_dir::{CONFIG_FILE, RunDir};
 use crate::run_meta::{InitialisedFrom, RunMeta};
 use crate::task::bpe_lm::{BpeCodec, TOKENIZER_FILE};
 use crate::task::{self, TaskError};
@@ -132,24 +132,7 @@ pub fn import_hf(options: &ImportOptions) -> Result<ImportReport, ImportError> {
         fresh: report.fresh,
     });
     meta.write(&run)?;
-    let state = TrainState {
-        step: 0,
-        best_metric: None,
-        best_step: None,
-        tokens_seen: 0,
-        stopped_early: false,
-    };
-    checkpoint::save(&run, "final", &model, None, &state)?;
-    // `best` holds the same weights: hard links to `final`'s files (a copy where links fail).
-    let staging = run.staging("best")?;
-    for entry in std::fs::read_dir(run.file("final")).map_err(ImportError::io(&run.path))? {
-        let from = entry.map_err(ImportError::io(&run.path))?.path();
-        let to = staging.join(from.file_name().expect("a file in the checkpoint"));
-        if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to).map_err(ImportError::io(&to))?;
-        }
-    }
-    run.publish(&staging, "best")?;
+    checkpoint::save_final_and_best(&run, &model)?;
     Ok(ImportReport {
         architecture: hf.architecture,
         config,
