@@ -393,13 +393,31 @@ struct LinearizeArgs {
     /// into the weights afterwards) instead of the whole student; 0 = the whole student.
     #[arg(long, default_value_t = 0, value_name = "R")]
     lora: usize,
+    /// Stage 2 and the control evaluate the held-out loss every N steps (and at their last),
+    /// keep their best weights and checkpoint; stage 1 checkpoints every N steps.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    eval_every: usize,
+    /// Stop stage 2 and the control after this many evaluations without a lower held-out loss
+    /// (0: never early).
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    /// Skip the control arm (swap + cross-entropy for both stages' steps).
+    #[arg(long)]
+    no_control: bool,
+    /// Recall probes (passkey, key-value) of each kind at each of 1×, 2× and 4× the context.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    probe_examples: usize,
     /// best, final, latest, or a checkpoint directory.
     #[arg(long, default_value = "best")]
     checkpoint: String,
-    /// Report directory (default: reports/linearize-<timestamp>); the student run is its
-    /// `student/`.
+    /// Working and report directory (default: reports/linearize-<timestamp>): every stage's
+    /// checkpoints, report.md, results.json and the student run `student/`. The same command
+    /// again resumes it.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -734,10 +752,7 @@ fn cmd_linearize(a: LinearizeArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("linearize-{}", attnlab_train::run_dir::timestamp()))
     });
-    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
-        bail!("--out {} is not empty: choose a new report directory", out.display());
-    }
-    let result = linearize(&LinearizeOptions {
+    let options = LinearizeOptions {
         run: a.run,
         checkpoint: a.checkpoint,
         to,
@@ -750,13 +765,16 @@ fn cmd_linearize(a: LinearizeArgs) -> Result<()> {
         alpha: a.alpha,
         tau: a.tau,
         lora_rank: a.lora,
-        student_dir: out.join("student"),
-    })?;
-    let report = attnlab_eval::linearize::report_markdown(&result);
-    std::fs::write(out.join("report.md"), &report)?;
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&result)?)?;
-    println!("{report}");
-    println!("wrote {} (report.md, results.json, student/)", out.display());
+        eval_every: a.eval_every,
+        patience: a.patience,
+        control: !a.no_control,
+        probe_examples: a.probe_examples,
+        out: out.clone(),
+        quiet: a.quiet,
+    };
+    let result = linearize(&options, &attnlab_eval::linearize::render)?;
+    println!("{}", attnlab_eval::linearize::report_markdown(&result));
+    println!("wrote {} (report.md, transfer.svg, results.json, student/)", out.display());
     Ok(())
 }
 

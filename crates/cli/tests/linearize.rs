@@ -70,13 +70,12 @@ fn linearize(teacher: &Path, out: &Path, extra: &[&str]) -> Output {
         teacher.to_str().unwrap(),
         "--to",
         "linear:elu1",
-        "--transfer-steps",
-        "15",
-        "--recover-steps",
-        "10",
         "--out",
         out.to_str().unwrap(),
     ];
+    if !extra.contains(&"--transfer-steps") {
+        args.extend(["--transfer-steps", "15", "--recover-steps", "10"]);
+    }
     args.extend_from_slice(extra);
     attnlab(&args)
 }
@@ -115,6 +114,24 @@ fn linearize_transfers_distils_and_writes_a_usable_student() {
         25,
         "the control trains both stages' steps"
     );
+    // Each fine-tune hands back its best evaluation (here every 50 steps: only the last).
+    let best = |evals: &serde_json::Value| {
+        evals.as_array().unwrap().iter().map(|e| e[1].as_f64().unwrap()).fold(f64::MAX, f64::min)
+    };
+    assert!((best(&r["recover_evals"]) - r["student_loss"].as_f64().unwrap()).abs() < 1e-6, "{r}");
+    assert!((best(&r["control_evals"]) - r["control_loss"].as_f64().unwrap()).abs() < 1e-6, "{r}");
+    // Recall probes at 1×, 2× and 4× the 32-token context; the passkey does not fit in 32.
+    let probes = r["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 6, "{r}");
+    for p in probes {
+        let fits = !(p["probe"] == "passkey" && p["multiple"] == 1);
+        assert_eq!(p["note"].is_null(), fits, "{p}");
+        for a in p["accuracy"].as_array().unwrap() {
+            assert_eq!(a.is_null(), !fits, "RoPE runs past the context: {p}");
+            assert!(a.is_null() || (0.0..=1.0).contains(&a.as_f64().unwrap()), "{p}");
+        }
+    }
+    assert!(out.join("transfer.svg").is_file() && out.join("report.md").is_file());
     // The student is an ordinary run.
     let student = out.join("student");
     let eval = ok(&attnlab(&["eval", "--run", student.to_str().unwrap(), "--json"]));
@@ -179,6 +196,83 @@ fn stage_one_can_train_only_the_new_parameters() {
     }
 }
 
+/// A linearisation killed in each stage in turn (attention transfer, LoRA recovery, control),
+/// resumed each time by the same command, ends with the numbers of one never interrupted; the
+/// finished directory answers again without training; other options there are refused.
+#[test]
+fn linearize_killed_in_every_stage_resumes_to_the_same_result() {
+    let dir = temp("resume");
+    let teacher = teacher(&dir);
+    let args = ["--transfer-steps", "12", "--recover-steps", "12", "--eval-every", "4"];
+    let args = [&args[..], &["--lora", "2", "--probe-examples", "4", "--quiet"]].concat();
+    let (straight, killed) = (dir.join("straight"), dir.join("killed"));
+    ok(&linearize(&teacher, &straight, &args));
+    for hook in ["transfer:8", "recovery:8", "control:12"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnlab"));
+        cmd.current_dir(root()).env("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", hook);
+        cmd.args(["linearize", "--run", teacher.to_str().unwrap(), "--to", "linear:elu1"]);
+        let o = cmd.args(["--out", killed.to_str().unwrap()]).args(&args).output().unwrap();
+        assert!(!o.status.success(), "{hook}: the hook aborts");
+        assert!(!killed.join("results.json").exists());
+    }
+    ok(&linearize(&teacher, &killed, &args));
+    let read = |d: &Path| -> serde_json::Value {
+        let mut r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap())
+                .unwrap();
+        // Wall-clock speed and the directory differ by nature.
+        r.as_object_mut().unwrap().remove("decode_tokens_per_s");
+        r.as_object_mut().unwrap().remove("student_dir");
+        r
+    };
+    assert_eq!(read(&straight), read(&killed));
+    let leftovers: Vec<_> = std::fs::read_dir(&killed)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Finished: the same command prints the same report without training again.
+    let again = ok(&linearize(&teacher, &killed, &args));
+    assert!(again.contains("Linearising layers [0, 1] to linear:elu1 costs"), "{again}");
+    assert_eq!(read(&straight), read(&killed));
+    // Other options in the same directory: one line naming what differs.
+    let other = [&args[..], &["--alpha", "0.5"]].concat();
+    let o = linearize(&teacher, &killed, &other);
+    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert!(!o.status.success() && err.contains("alpha: 1.0 there, 0.5 now"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Early stopping: with an evaluation every step and patience 1, a fine-tune at a learning
+/// rate too high to keep improving stops at the first evaluation that is not better, and hands
+/// back the weights of the best one.
+#[test]
+fn a_fine_tune_stops_early_and_keeps_its_best_weights() {
+    let dir = temp("early");
+    let teacher = teacher(&dir);
+    let out = dir.join("report");
+    let args = ["--transfer-steps", "2", "--recover-steps", "30", "--eval-every", "1"];
+    let args =
+        [&args[..], &["--patience", "1", "--lr", "3e-2", "--no-control", "--quiet"]].concat();
+    ok(&linearize(&teacher, &out, &args));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let evals: Vec<(u64, f64)> = r["recover_evals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_u64().unwrap(), e[1].as_f64().unwrap()))
+        .collect();
+    let stopped = r["recover_stopped_at"].as_u64().expect("stopped early");
+    assert!(stopped < 30 && evals.last().unwrap().0 == stopped, "{r}");
+    let (last, before) = (evals[evals.len() - 1].1, evals[evals.len() - 2].1);
+    assert!(last >= before, "stopped at the first evaluation that was not better: {evals:?}");
+    let best = evals.iter().map(|e| e.1).fold(f64::MAX, f64::min);
+    assert!((r["student_loss"].as_f64().unwrap() - best).abs() < 1e-6, "{r}");
+    assert!(r["control_loss"].is_null() && r["control_curve"].as_array().unwrap().is_empty());
+}
+
 #[test]
 fn bad_linearize_options_are_refused_with_one_line() {
     let dir = temp("bad");
@@ -189,6 +283,7 @@ fn bad_linearize_options_are_refused_with_one_line() {
         (vec!["--layers", "one"], "keep:K"),
         (vec!["--tau", "0"], "--tau"),
         (vec!["--alpha=-1"], "--alpha"),
+        (vec!["--eval-every", "0"], "at least 1"),
     ] {
         let out = dir.join(format!("bad-{}", extra.join("-")));
         let o = linearize(&teacher, &out, &extra);

@@ -9,8 +9,9 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use std::path::{Path, PathBuf};
 
-/// Environment variable used by the crash-safety test: abort the process in the middle of
-/// writing the checkpoint of this step (after the model file, before `state.json`).
+/// Environment variable used by the crash-safety tests: abort the process in the middle of
+/// writing the checkpoint of this step (after the model file, before `state.json`): `N`, or
+/// `NAME:N` for only the checkpoint published as `NAME` (a linearisation's stages).
 pub const CRASH_AT_STEP_ENV: &str = "ATTNLAB_TEST_ABORT_IN_CHECKPOINT";
 
 /// Writes `model` (and `optim`, when given) with `state` to `relative` inside the run.
@@ -21,6 +22,18 @@ pub fn save(
     optim: Option<&ModuleOptimizer>,
     state: &TrainState,
 ) -> Result<(), RunDirError> {
+    save_with(run, relative, model, optim, state, &[])
+}
+
+/// [`save`] with more small files (`(name, contents)`) in the same checkpoint, published with it.
+pub fn save_with(
+    run: &RunDir,
+    relative: &str,
+    model: &Model,
+    optim: Option<&ModuleOptimizer>,
+    state: &TrainState,
+    files: &[(&str, String)],
+) -> Result<(), RunDirError> {
     let staging = run.staging(&relative.replace('/', "-"))?;
     let fail = |path: &Path, e: String| RunDirError::Io {
         path: path.to_path_buf(),
@@ -28,9 +41,7 @@ pub fn save(
     };
     let model_path = staging.join(run_dir::MODEL_FILE);
     model.clone().save_file(&model_path).map_err(|e| fail(&model_path, e.to_string()))?;
-    if std::env::var(CRASH_AT_STEP_ENV).ok().and_then(|v| v.parse::<usize>().ok())
-        == Some(state.step)
-    {
+    if crash_hook_matches(relative, state.step) {
         eprintln!(
             "test hook {CRASH_AT_STEP_ENV}: aborting while writing the checkpoint of step {}",
             state.step
@@ -41,11 +52,24 @@ pub fn save(
         let optim_path = staging.join(run_dir::OPTIM_FILE);
         optim.save(&optim_path).map_err(|e| fail(&optim_path, e.to_string()))?;
     }
+    for (name, contents) in files {
+        let path = staging.join(name);
+        std::fs::write(&path, contents).map_err(RunDirError::io(&path))?;
+    }
     let state_path = staging.join(run_dir::STATE_FILE);
     std::fs::write(&state_path, serde_json::to_string_pretty(state).expect("state serialises"))
         .map_err(RunDirError::io(&state_path))?;
     run.publish(&staging, relative)?;
     Ok(())
+}
+
+/// Whether [`CRASH_AT_STEP_ENV`] asks to abort in checkpoint `relative` of `step`.
+fn crash_hook_matches(relative: &str, step: usize) -> bool {
+    let Ok(value) = std::env::var(CRASH_AT_STEP_ENV) else { return false };
+    match value.rsplit_once(':') {
+        Some((name, n)) => name == relative && n.parse() == Ok(step),
+        None => value.parse() == Ok(step),
+    }
 }
 
 /// Writes `model` as checkpoint `final` at step 0 and makes `best` the same weights, as hard links to

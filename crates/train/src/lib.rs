@@ -24,6 +24,7 @@ pub mod mixer_parameters;
 pub mod params;
 pub mod paths;
 pub mod progress;
+pub mod recall_probes;
 pub mod run_dir;
 pub mod run_dir_error;
 pub mod run_meta;

@@ -166,6 +166,22 @@ impl RunDir {
         Ok(run)
     }
 
+    /// Opens a directory attnlab made for work other than a run (a linearisation's working
+    /// directory, which `marker` identifies) to continue writing it, as its one writer;
+    /// leftovers of a write killed midway are cleaned.
+    pub fn open_work_dir_for_writing(path: &Path, marker: &str) -> Result<Self, RunDirError> {
+        if !path.join(marker).is_file() {
+            return Err(RunDirError::NotARun { path: path.to_path_buf() });
+        }
+        let run = Self {
+            path: path.to_path_buf(),
+            lock: Some(Arc::new(WriterLock::take(path)?)),
+            created: false,
+        };
+        run.clean_staging();
+        Ok(run)
+    }
+
     /// Whether this process holds the directory's writer lock.
     pub fn is_writer(&self) -> bool {
         self.lock.is_some()
