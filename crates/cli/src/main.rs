@@ -252,7 +252,7 @@ struct SlurmArgs {
 
 #[derive(Args)]
 struct ReproduceArgs {
-    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio or recall-frontier (omit to list them).
+    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio, recall-frontier or linearize (omit to list them).
     name: Option<String>,
     /// smoke (minutes on 2 CPU cores), full (the numbers in docs/reproductions.md) or paper (the published configuration: a GPU or a cluster).
     #[arg(long, default_value = "smoke")]
@@ -282,6 +282,12 @@ struct ReproduceArgs {
     /// The document --docs rewrites.
     #[arg(long, default_value = "docs/reproductions.md")]
     docs_file: PathBuf,
+    /// `linearize --size paper`: the Hugging Face model directory to import as the teacher.
+    #[arg(long, value_name = "DIR")]
+    hf: Option<PathBuf>,
+    /// `linearize --size paper`: the text to fine-tune and score on.
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -1117,7 +1123,11 @@ fn fresh_report_dir(out: &std::path::Path) -> Result<()> {
 
 fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     use attnlab_eval::reproduce::{
-        OutcomeRecord, REPRODUCTIONS, Size, check_name, machine, run, update_docs,
+        Inputs, OutcomeRecord, REPRODUCTIONS, Size, check_name, machine, run_with, update_docs,
+    };
+    let inputs = Inputs { hf: a.hf.clone(), text: a.text.clone() };
+    let run = |name: &str, size, out: &std::path::Path, exec: &_| {
+        run_with(name, size, out, exec, &inputs)
     };
     if !a.docs.is_empty() {
         for line in update_docs(&a.docs_file, &a.docs)? {

@@ -128,7 +128,7 @@ fn recall_frontier_softmax_on_top_and_gated_delta_above_linear() {
 fn every_paper_size_plans_without_training() {
     // (name, runs and optimizer steps in all; None for length-scaling, whose paper size is its
     // full size of three studies, sized by that size's own code)
-    let expected: [(&str, Option<(usize, usize)>); 9] = [
+    let expected: [(&str, Option<(usize, usize)>); 10] = [
         ("scaling-sim", Some((0, 0))),
         // 5 divisors x 3 seeds of nanoGPT's 5000-step GPU recipe.
         ("scaling-train", Some((15, 15 * 5000))),
@@ -144,6 +144,9 @@ fn every_paper_size_plans_without_training() {
         ("hybrid-ratio", Some((96, 96 * 12_500))),
         // 3 widths x 12 families x 3 seeds x 4 lrs.
         ("recall-frontier", Some((432, 432 * 12_500))),
+        // An imported teacher (no training) and 2 families x 4 arms of 1000 + 1000 steps, the
+        // control (2000 steps) once per family.
+        ("linearize", Some((9, 2 * (4 * 2000 + 2000)))),
     ];
     for (name, expected) in expected {
         let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))
@@ -176,4 +179,53 @@ fn every_paper_size_plans_without_training() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--plan") && stderr.contains("--out"), "{stderr}");
     assert!(!root().join("somewhere").exists());
+}
+
+/// `reproduce linearize` at smoke size: a tiny teacher, both families through all five arms at
+/// equal steps, and a report whose table, checks and per-arm reports are complete. Its checks
+/// are judged at `full` size (docs/reproductions.md): at smoke size the teacher has no recall
+/// and 20 + 20 steps transfer little, so here they need only be measured.
+#[test]
+fn linearize_reproduction_runs_every_arm_and_reports_them() {
+    let out = std::env::temp_dir().join(format!("attnlab-reproduce-lin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(["reproduce", "linearize", "--size", "smoke", "--quiet", "--out"])
+        .arg(&out)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    for f in ["results.json", "report.md", "report.html", "outcome.json", "corpus.txt"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let corpus = std::fs::read_to_string(out.join("corpus.txt")).unwrap();
+    assert!(corpus.contains(" recall:") && corpus.contains("the key is "), "drills in the corpus");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let arms = results.as_array().unwrap();
+    assert_eq!(arms.len(), 8, "2 families x 4 arms (the control inside transfer + KD)");
+    for a in arms {
+        let r = &a["result"];
+        assert!(r["student_loss"].as_f64().unwrap().is_finite(), "{a}");
+        assert_eq!(r["control_loss"].is_null(), a["arm"] != "transfer + KD", "{a}");
+        assert_eq!(r["probes"].as_array().unwrap().len(), 6, "{a}");
+        let dir = Path::new(r["student_dir"].as_str().unwrap()).parent().unwrap().to_path_buf();
+        assert!(dir.join("report.md").is_file() && dir.join("transfer.svg").is_file(), "{a}");
+        match a["arm"].as_str().unwrap() {
+            "transfer only" => assert_eq!(r["alpha"], 0.0),
+            "transfer + KD + LoRA" => assert_eq!(r["lora_rank"], 8),
+            "keep:K hybrid" => assert_eq!(r["kept"].as_array().unwrap().len(), 1, "K = 4/4"),
+            _ => {}
+        }
+    }
+    let outcome: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("outcome.json")).unwrap()).unwrap();
+    assert_eq!(outcome["checks"].as_array().unwrap().len(), 6, "{outcome}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["control (swap + CE)", "keep:K hybrid", "Gated DeltaNet", "Taylor feature map"] {
+        assert!(report.contains(needle), "{needle}: {report}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -36,6 +36,9 @@ pub enum ReproduceError {
     AllFailed { title: String, first: String },
     #[error("cannot write results.json: {0}")]
     Json(serde_json::Error),
+    /// The linearisation reproduction's teacher or one of its arms (the message names which).
+    #[error("{0}")]
+    Linearize(String),
 }
 
 /// How big a reproduction runs.

@@ -16,17 +16,19 @@ mod frontier;
 mod gaps;
 mod harness;
 mod hybrid;
+mod linearize;
 mod order;
 pub mod scaling_sim;
 mod widths;
 
 pub use docs::{DocsError, OUTCOME_FILE, OutcomeRecord, machine, update_docs};
 pub use harness::{Check, Outcome, ReproduceError, Size};
+pub use linearize::{Inputs, with_recall_drills};
 
 use crate::compare::LocalExecutor;
 use std::path::Path;
 
-pub const REPRODUCTIONS: [(&str, &str); 9] = [
+pub const REPRODUCTIONS: [(&str, &str); 10] = [
     (
         "scaling-sim",
         "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256",
@@ -57,6 +59,10 @@ pub const REPRODUCTIONS: [(&str, &str); 9] = [
         "recall-frontier",
         "MQAR accuracy against decoding-state size for softmax, the feature maps and the gated/delta families",
     ),
+    (
+        "linearize",
+        "a softmax LM linearised to Taylor and Gated DeltaNet: attention transfer + distillation vs the control, LoRA, keep:K hybrids, recall",
+    ),
 ];
 
 /// `Ok` when `name` is one of [`REPRODUCTIONS`], else the one-line error naming the choices.
@@ -75,6 +81,17 @@ pub fn run(
     out: &Path,
     exec: &LocalExecutor,
 ) -> Result<Outcome, ReproduceError> {
+    run_with(name, size, out, exec, &Inputs::default())
+}
+
+/// [`run`] with a teacher to import (`linearize --size paper`).
+pub fn run_with(
+    name: &str,
+    size: Size,
+    out: &Path,
+    exec: &LocalExecutor,
+    inputs: &Inputs,
+) -> Result<Outcome, ReproduceError> {
     match name {
         "scaling-sim" => scaling_sim::run(out),
         "scaling-train" => gaps::scaling_train(size, out, exec),
@@ -85,6 +102,7 @@ pub fn run(
         "length-scaling" => gaps::length_scaling(size, out, exec),
         "hybrid-ratio" => hybrid::hybrid_ratio(size, out, exec),
         "recall-frontier" => frontier::recall_frontier(size, out, exec),
+        "linearize" => linearize::linearize_recipe(size, out, exec, inputs),
         other => check_name(other).and(Err(ReproduceError::NoRunner { name: other.to_string() })),
     }
 }
