@@ -523,7 +523,8 @@ pub fn with_recall_drills(text: &str, seed: u64) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     let letter = |rng: &mut StdRng| (b'a' + rng.random_range(0..26u8)) as char;
     let digit = |rng: &mut StdRng| (b'0' + rng.random_range(0..10u8)) as char;
-    let filler = " the grass is green. the sky is blue. the sun is warm. here we go. there and back again.";
+    let filler =
+        " the grass is green. the sky is blue. the sun is warm. here we go. there and back again.";
     for (i, chunk) in chars.chunks(150).enumerate() {
         out.extend(chunk);
         if i % 2 == 0 {
