@@ -3,22 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn attnlab(args: &[&str]) -> Output {
-    attnlab_env(args, &[])
-}
-
-fn attnlab_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnlab"));
-    cmd.args(args).current_dir(root());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the binary runs")
-}
+mod common;
+use common::{attnlab, attnlab_env, ok, root};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("attnlab-cli-{name}-{}", std::process::id()));
@@ -32,12 +18,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}\n{}", stderr(o), stdout(o));
-    stdout(o)
 }
 
 /// A one-line error on stderr containing `needle`, and a failing exit code.

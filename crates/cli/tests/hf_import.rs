@@ -16,23 +16,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn attnlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attnlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::{attnlab, root};
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("attnlab-hf-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::fresh_dir("hf", name)
 }
 
 /// The fixtures in `dir`, or `None` (with a note) where python3 lacks numpy or safetensors

@@ -5,31 +5,13 @@
 //! leave nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn attnlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attnlab"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the binary runs")
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{attnlab, attnlab_env, ok};
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("attnlab-lin-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::fresh_dir("lin", name)
 }
 
 fn teacher(dir: &Path) -> PathBuf {
@@ -64,6 +46,10 @@ fn teacher(dir: &Path) -> PathBuf {
 }
 
 fn linearize(teacher: &Path, out: &Path, extra: &[&str]) -> Output {
+    linearize_env(teacher, out, extra, &[])
+}
+
+fn linearize_env(teacher: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let mut args = vec![
         "linearize",
         "--run",
@@ -77,7 +63,7 @@ fn linearize(teacher: &Path, out: &Path, extra: &[&str]) -> Output {
         args.extend(["--transfer-steps", "15", "--recover-steps", "10"]);
     }
     args.extend_from_slice(extra);
-    attnlab(&args)
+    attnlab_env(&args, env)
 }
 
 #[test]
@@ -208,10 +194,8 @@ fn linearize_killed_in_every_stage_resumes_to_the_same_result() {
     let (straight, killed) = (dir.join("straight"), dir.join("killed"));
     ok(&linearize(&teacher, &straight, &args));
     for hook in ["transfer:8", "recovery:8", "control:12"] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnlab"));
-        cmd.current_dir(root()).env("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", hook);
-        cmd.args(["linearize", "--run", teacher.to_str().unwrap(), "--to", "linear:elu1"]);
-        let o = cmd.args(["--out", killed.to_str().unwrap()]).args(&args).output().unwrap();
+        let o =
+            linearize_env(&teacher, &killed, &args, &[("ATTNLAB_TEST_ABORT_IN_CHECKPOINT", hook)]);
         assert!(!o.status.success(), "{hook}: the hook aborts");
         assert!(!killed.join("results.json").exists());
     }

@@ -1,12 +1,11 @@
 //! Each reproduction at its smoke size shows the effect it expects (`--strict` fails the
 //! command otherwise), and writes a complete report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+mod common;
+use common::root;
 
 fn reproduce(name: &str) -> serde_json::Value {
     let out = std::env::temp_dir().join(format!("attnlab-reproduce-{name}-{}", std::process::id()));
