@@ -168,7 +168,7 @@ pub fn report_markdown(r: &LinearizeResult) -> String {
             l.layer,
             l.before,
             l.after,
-            l.before / l.after.max(f64::MIN_POSITIVE),
+            l.reduction(),
             if l.kept { "yes" } else { "" }
         ));
     }

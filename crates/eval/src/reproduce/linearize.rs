@@ -224,17 +224,10 @@ fn claims(family: &str) -> [String; 3] {
 const MIN_REDUCTION: f64 = 2.0;
 const MARKED_RECALL_LOSS: f64 = 0.1;
 
-/// Mean recall-probe accuracy of (teacher, student) over the probes at the training context
-/// (past it, a RoPE softmax teacher extrapolates poorly itself: reported, not checked).
+/// Mean recall-probe accuracy of (teacher, student) at the training context (past it, a RoPE
+/// softmax teacher extrapolates poorly itself: reported, not checked); 0 without probes.
 fn recall(r: &LinearizeResult) -> (f64, f64) {
-    let mut sums = (0.0, 0.0, 0usize);
-    for p in r.probes.iter().filter(|p| p.multiple == 1) {
-        if let (Some(Some(t)), Some(Some(s))) = (p.accuracy.first(), p.accuracy.get(1)) {
-            sums = (sums.0 + t, sums.1 + s, sums.2 + 1);
-        }
-    }
-    let n = sums.2.max(1) as f64;
-    (sums.0 / n, sums.1 / n)
+    crate::linearize::recall_at(r, 1).unwrap_or((0.0, 0.0))
 }
 
 fn judge(results: &[(&str, &str, LinearizeResult)], keep: usize) -> Outcome {
@@ -245,11 +238,7 @@ fn judge(results: &[(&str, &str, LinearizeResult)], keep: usize) -> Outcome {
     for (family, _) in FAMILIES {
         let [c1, c2, c3] = claims(family);
         let kd = find(family, "transfer + KD").expect("every arm ran");
-        let reduction = kd
-            .layers
-            .iter()
-            .map(|l| l.before / l.after.max(f64::MIN_POSITIVE))
-            .fold(f64::MAX, f64::min);
+        let reduction = kd.smallest_reduction();
         checks.push(Check::new(
             c1,
             reduction >= MIN_REDUCTION,
@@ -340,11 +329,7 @@ fn summary_table(results: &[(&str, &str, LinearizeResult)]) -> Table {
             mib(kd.state_bytes_32k.1),
         ]);
         for (f, arm, r) in results.iter().filter(|(f, _, _)| *f == family) {
-            let reduction = r
-                .layers
-                .iter()
-                .map(|l| l.before / l.after.max(f64::MIN_POSITIVE))
-                .fold(f64::MAX, f64::min);
+            let reduction = r.smallest_reduction();
             rows.push(vec![
                 f.to_string(),
                 arm.to_string(),

@@ -61,6 +61,20 @@ pub struct LayerError {
     pub kept: bool,
 }
 
+impl LayerError {
+    /// How many times stage 1 lowered the error (`before / after`).
+    pub fn reduction(&self) -> f64 {
+        self.before / self.after.max(f64::MIN_POSITIVE)
+    }
+}
+
+impl LinearizeResult {
+    /// The smallest [`LayerError::reduction`] over the swapped layers.
+    pub fn smallest_reduction(&self) -> f64 {
+        self.layers.iter().map(LayerError::reduction).fold(f64::MAX, f64::min)
+    }
+}
+
 /// Everything the recipe measured.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LinearizeResult {
