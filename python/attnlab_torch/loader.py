@@ -6,9 +6,12 @@ and in newer exports ``format_version``, ``attnlab_version``, ``model_input`` (t
 ``input_dim``, ``output_dim``, and ``vocabulary`` (JSON list: token id i is vocabulary[i]) or
 ``tokenizer_json``; format 3 adds ``attnlab_mixers``, each layer's mixer fully resolved (family,
 variant, every option with its default, constants, parameter names and shapes), which the
-layers are built from (older exports: the config's ``model.mixer`` spec strings).
+layers are built from (older exports: the config's ``model.mixer`` spec strings); format 4 adds
+``tensor_sha256`` (tensor name -> SHA-256 of its stored bytes), checked on every read so a damaged
+file is refused instead of loading as another model.
 """
 
+import hashlib
 import json
 import tomllib
 
@@ -31,7 +34,21 @@ def read_export(path):
     if "attnlab_config" not in metadata:
         raise ValueError(f"{path}: the export has no attnlab_config metadata")
     config = tomllib.loads(metadata["attnlab_config"])
+    _check_digests(path, metadata, tensors)
     return metadata, config, tensors
+
+
+def _check_digests(path, metadata, tensors):
+    """Every tensor's bytes against the SHA-256 the export recorded (format 4 on)."""
+    text = metadata.get("tensor_sha256")
+    if not text:
+        return
+    recorded = json.loads(text)
+    if set(recorded) != set(tensors):
+        raise ValueError(f"{path}: the tensors are not the ones the export recorded: the file was changed; export it again")
+    for name, array in tensors.items():
+        if hashlib.sha256(array.tobytes()).hexdigest() != recorded[name]:
+            raise ValueError(f"{path}: tensor {name} does not match the SHA-256 recorded when it was exported: the file was damaged or changed; export it again")
 
 
 def _check_metadata(model, metadata, path):

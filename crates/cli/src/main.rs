@@ -900,7 +900,7 @@ fn comparison_from_args(
 
 fn cmd_compare(a: CompareArgs) -> Result<()> {
     use attnlab_eval::compare::{
-        execute, prepare_dir, read_comparison, read_plan, run_entry, slurm,
+        execute, lock_comparison, prepare_dir, read_comparison, read_plan, run_entry, slurm,
     };
     let (spec, slurm_file) = comparison_from_args(&a)?;
     if spec.is_none() && !(a.run_only || a.analyse_only) {
@@ -913,9 +913,16 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     };
     // Batch scripts run elsewhere: they need the absolute path.
     let out = if slurm_executor { slurm::absolute(&out)? } else { out };
+    // One comparison writer per --out: whoever prepares, runs or reports it holds the lock
+    // (released before a Slurm --wait, whose analysis job takes it); the --run-only --index
+    // workers an executor starts are covered by the executor's.
+    let worker = a.run_only && a.index.is_some();
+    let mut writer = None;
     if let Some(spec) = &spec {
         // Validates every run's config before anything is written.
-        let resuming = prepare_dir(spec, &out)?;
+        let prepared = prepare_dir(spec, &out)?;
+        let resuming = prepared.resuming;
+        writer = Some(prepared.lock);
         if resuming && !a.run_only && !a.analyse_only {
             // Said even when quiet: finished runs are read back, interrupted ones continued.
             println!(
@@ -926,6 +933,9 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     }
     let entries = read_plan(&out)?;
     let comparison = read_comparison(&out)?;
+    if writer.is_none() && !worker {
+        writer = Some(lock_comparison(&out)?);
+    }
     if a.plan_only {
         for e in &entries {
             println!("{:>4}  {}  {}  {}", e.index, e.fingerprint, e.id, e.dir.display());
@@ -1010,6 +1020,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             );
             return Ok(());
         }
+        drop(writer.take());
         slurm::wait(&out, &entries, &submission, a.quiet)?;
         let text = std::fs::read_to_string(out.join("results.json"))
             .with_context(|| format!("the analysis job left no {}/results.json", out.display()))?;

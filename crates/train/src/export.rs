@@ -10,6 +10,7 @@
 //! | `linear_weight_layout` | `[d_in, d_out]`: Burn's `Linear` weight, the transpose of PyTorch's |
 //! | `model_input`, `input_dim`, `output_dim` | `tokens` (vocabulary size) or `vectors` (width); logits or outputs per position |
 //! | `vocabulary` or `tokenizer_json` | text tasks: the characters (JSON list, id i at index i) or the BPE tokenizer file |
+//! | `tensor_sha256` | JSON object, tensor name → SHA-256 of its stored bytes: a loader refuses a file whose data changed after it was written |
 //! | `attnlab_mixers` | JSON list, one [`attnlab_model::MixerDescription`] per layer: family, variant, every option with its default, the constants a reimplementation needs, and (in a weights export) the layer's parameter names and shapes |
 //!
 //! `dump_logits` writes the other half of a parity check: inputs and the logits this build
@@ -29,8 +30,11 @@ pub mod hf_llama;
 
 /// Version of the export's layout and metadata (1: weights and config only; 2: adds the
 /// vocabulary or tokenizer, the input kind and sizes, and the writer's version; 3: adds
-/// `attnlab_mixers`, each layer's resolved mixer).
-pub const FORMAT_VERSION: &str = "3";
+/// `attnlab_mixers`, each layer's resolved mixer; 4: adds `tensor_sha256`).
+pub const FORMAT_VERSION: &str = "4";
+
+/// Metadata key of the per-tensor digests.
+pub const DIGESTS_KEY: &str = "tensor_sha256";
 
 /// Metadata key of the per-layer mixer descriptions.
 pub const MIXERS_KEY: &str = "attnlab_mixers";
@@ -141,9 +145,17 @@ fn check_target(path: &Path, flag: &'static str, overwrite: bool) -> Result<(), 
 /// so a failed write leaves neither a partial file nor the temporary one.
 fn write_atomically(
     tensors: &[Entry],
-    metadata: HashMap<String, String>,
+    mut metadata: HashMap<String, String>,
     path: &Path,
 ) -> Result<(), ExportError> {
+    let digests: std::collections::BTreeMap<&str, String> = tensors
+        .iter()
+        .map(|(name, _, _, bytes)| (name.as_str(), crate::checksum::sha256_hex(bytes)))
+        .collect();
+    metadata.insert(
+        DIGESTS_KEY.to_string(),
+        serde_json::to_string(&digests).expect("digests serialise"),
+    );
     let views = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {

@@ -13,8 +13,10 @@
 //! message, not its `source`, so a printed chain says it once.
 
 pub mod checkpoint;
+pub mod checksum;
 pub mod config;
 pub mod export;
+pub mod footprint;
 pub mod hf_layout;
 pub mod import;
 pub mod linearize;

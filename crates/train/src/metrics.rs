@@ -93,15 +93,61 @@ impl From<EvalRecord> for MetricsRecord {
     }
 }
 
-/// Every record of the run in `run_dir`, in file order. A run that never logged (no file yet)
-/// has none; unreadable lines are skipped.
-pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricsRecord>, RunDirError> {
-    let path = run_dir.join(METRICS_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text.lines().filter_map(MetricsRecord::parse_line).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(reason) => Err(RunDirError::Io { path, reason }),
+/// `metrics.jsonl` read line by line: each line that is a record, with its bytes, and the
+/// 1-based numbers of the lines that are not (torn by a kill, or damaged: invalid UTF-8 and
+/// other garbage spoil their own line only, never the rest of the file).
+#[derive(Debug, Default)]
+pub struct MetricsLog {
+    pub records: Vec<(MetricsRecord, String)>,
+    pub unreadable: Vec<usize>,
+}
+
+impl MetricsLog {
+    /// Reads `run_dir`'s log; a run that never logged (no file yet) has an empty one.
+    pub fn read(run_dir: &Path) -> Result<Self, RunDirError> {
+        let path = run_dir.join(METRICS_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(reason) => return Err(RunDirError::Io { path, reason }),
+        };
+        let mut log = Self::default();
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = std::str::from_utf8(line).ok();
+            match text.and_then(|t| MetricsRecord::parse_line(t).map(|r| (r, t.to_string()))) {
+                Some(record) => log.records.push(record),
+                None => log.unreadable.push(i + 1),
+            }
+        }
+        Ok(log)
     }
+
+    /// One line for the user when lines were skipped, `None` when none were.
+    pub fn warning(&self, run_dir: &Path) -> Option<String> {
+        let shown: Vec<String> = self.unreadable.iter().take(5).map(usize::to_string).collect();
+        (!self.unreadable.is_empty()).then(|| {
+            format!(
+                "warning: {}: skipped {} unreadable line(s) (line {}{})",
+                run_dir.join(METRICS_FILE).display(),
+                self.unreadable.len(),
+                shown.join(", "),
+                if self.unreadable.len() > 5 { ", …" } else { "" }
+            )
+        })
+    }
+}
+
+/// Every record of the run in `run_dir`, in file order. A run that never logged (no file yet)
+/// has none; unreadable lines are skipped, with a warning on stderr.
+pub fn read_metrics(run_dir: &Path) -> Result<Vec<MetricsRecord>, RunDirError> {
+    let log = MetricsLog::read(run_dir)?;
+    if let Some(warning) = log.warning(run_dir) {
+        eprintln!("{warning}");
+    }
+    Ok(log.records.into_iter().map(|(record, _)| record).collect())
 }
 
 fn null_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -172,5 +218,35 @@ mod tests {
         assert!(back.sink_mass[0] == 0.25 && back.sink_mass[1].is_nan());
         assert_eq!(MetricsRecord::parse_line(&line[..line.len() / 2]), None);
         assert_eq!(MetricsRecord::parse_line(r#"{"step":4}"#), None);
+    }
+
+    /// Damage in the middle of the file (bytes that are not UTF-8, a line of junk) costs its
+    /// own lines only: every record around it is read, and the damaged line numbers reported.
+    #[test]
+    fn garbage_in_the_middle_spoils_only_its_own_lines() {
+        let dir = std::env::temp_dir().join(format!("attnlab-metrics-junk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |step| {
+            MetricsRecord::Train(TrainRecord {
+                step,
+                loss: 1.0,
+                lr: 1e-3,
+                grad_norm: 0.5,
+                tokens_per_s: 10.0,
+            })
+            .to_line()
+        };
+        let mut bytes = format!("{}\n{}\n", line(1), line(2)).into_bytes();
+        bytes.extend_from_slice(b"\xff\xfe\x00garbage\n{not json}\n");
+        bytes.extend_from_slice(format!("{}\n{}", line(3), &line(4)[..9]).as_bytes());
+        std::fs::write(dir.join(METRICS_FILE), bytes).unwrap();
+        let log = MetricsLog::read(&dir).unwrap();
+        let steps: Vec<usize> = log.records.iter().map(|(r, _)| r.step()).collect();
+        assert_eq!(steps, [1, 2, 3]);
+        assert_eq!(log.unreadable, [3, 4, 6]);
+        let warning = log.warning(&dir).unwrap();
+        assert!(warning.contains("skipped 3 unreadable line(s) (line 3, 4, 6)"), "{warning}");
+        assert_eq!(read_metrics(&dir).unwrap().len(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

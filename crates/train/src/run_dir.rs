@@ -9,24 +9,24 @@
 //! <run>/checkpoints/step-N/   model.bpk, optim.bpk, state.json (the last `keep_checkpoints`)
 //! <run>/best/                 the checkpoint with the best main eval metric
 //! <run>/final/                the checkpoint after the last step
-//! <run>/writer.lock           the one-writer lock (holds the writer's pid while it runs)
+//! <run>/writer.lock           the pid of the directory's writer (the lock is on the directory)
 //! ```
 //!
 //! A checkpoint directory is complete once its `state.json` exists; it is first written under a
 //! hidden temporary name and renamed into place, so readers never see half a checkpoint.
 //!
 //! One writer: training, resuming and every run a comparison or swap trains take an exclusive
-//! advisory lock on `writer.lock` for the life of the process ([`std::fs::File::try_lock`],
-//! `flock`). The kernel drops it when the process dies however it dies, so a killed run's lock
-//! is never stale: the next writer simply takes it. Readers (`eval`, `sample`, `export`) do
-//! not lock; they read only complete, renamed files.
+//! advisory lock on the run directory itself for the life of the process
+//! ([`std::fs::File::try_lock`], `flock`; [`WriterLock`]). The kernel drops it when the process
+//! dies however it dies, so a killed run's lock is never stale: the next writer simply takes it.
+//! Readers (`eval`, `sample`, `export`) do not lock; they read only complete, renamed files.
 
-use crate::metrics::MetricsRecord;
+use crate::metrics::{MetricsLog, MetricsRecord};
 pub use crate::run_dir_error::RunDirError;
 use crate::tensorboard;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,42 +68,54 @@ pub struct RunDir {
     created: bool,
 }
 
-/// An exclusive lock on a run directory's `writer.lock`, held until dropped.
+/// An exclusive lock on a run directory, held until dropped.
+///
+/// The lock is an `flock` on the directory itself, not on a file inside it: deleting or
+/// replacing `writer.lock` while a writer runs cannot let a second writer in (a lock on a file
+/// that was unlinked would guard nothing the next process opens). `writer.lock` only names the
+/// holder's pid for the message another writer gets; it is written by temp file and rename, so
+/// a link planted under that name is replaced, never followed into someone's file.
 #[derive(Debug)]
 pub struct WriterLock {
-    _file: fs::File,
+    _dir: fs::File,
 }
 
 impl WriterLock {
-    /// Takes the lock of the run directory at `dir`, or says which process holds it.
-    fn take(dir: &Path) -> Result<Self, RunDirError> {
+    /// Takes the lock of the directory at `dir`, or says which process holds it.
+    pub fn take(dir: &Path) -> Result<Self, RunDirError> {
         let path = dir.join(LOCK_FILE);
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|reason| RunDirError::OpenLock { path: path.clone(), reason })?;
-        match file.try_lock() {
+        if fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(RunDirError::NotALockFile { path });
+        }
+        let handle = fs::File::open(dir)
+            .map_err(|reason| RunDirError::OpenLock { path: dir.to_path_buf(), reason })?;
+        match handle.try_lock() {
             Ok(()) => {
-                // The pid is for the message another writer gets; the lock itself is the flock.
-                let _ = file
-                    .set_len(0)
-                    .and_then(|_| file.rewind())
-                    .and_then(|_| write!(file, "{}", std::process::id()))
-                    .and_then(|_| file.flush());
-                Ok(Self { _file: file })
+                // The pid is for the message another writer gets; the lock is the flock.
+                let temp = dir.join(format!("{TEMP_PREFIX}{LOCK_FILE}-{}", std::process::id()));
+                let _ = fs::write(&temp, std::process::id().to_string())
+                    .and_then(|_| fs::rename(&temp, &path));
+                Ok(Self { _dir: handle })
             }
             Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = Some(holder.trim().to_string()).filter(|h| !h.is_empty());
-                Err(RunDirError::Busy { path: dir.to_path_buf(), holder })
+                Err(RunDirError::Busy { path: dir.to_path_buf(), holder: lock_holder(&path) })
             }
-            Err(fs::TryLockError::Error(reason)) => Err(RunDirError::Lock { path, reason }),
+            Err(fs::TryLockError::Error(reason)) => {
+                Err(RunDirError::Lock { path: dir.to_path_buf(), reason })
+            }
         }
     }
+}
+
+/// The pid a writer left in `writer.lock`, read only from a plain file of pid size.
+fn lock_holder(path: &Path) -> Option<String> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > 32 {
+        return None;
+    }
+    let text = fs::read_to_string(path).ok()?;
+    let pid = text.trim();
+    pid.chars().all(|c| c.is_ascii_digit()).then(|| pid.to_string()).filter(|p| !p.is_empty())
 }
 
 impl RunDir {
@@ -262,22 +274,18 @@ impl RunDir {
         self.rewrite_tensorboard(&[])
     }
 
-    /// Drops metric lines logged after `step` (a resumed run re-logs them), and torn lines. The
-    /// kept lines are kept byte for byte.
+    /// Drops metric lines logged after `step` (a resumed run re-logs them), torn lines and
+    /// damaged ones (with a warning naming them). The kept lines are kept byte for byte.
     pub fn truncate_metrics_after(&self, step: usize) -> Result<(), RunDirError> {
-        let path = self.file(METRICS_FILE);
-        let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
-        let kept: Vec<&str> = text
-            .lines()
-            .filter(|l| MetricsRecord::parse_line(l).is_some_and(|r| r.step() <= step))
-            .collect();
-        let mut out = kept.join("\n");
-        if !out.is_empty() {
-            out.push('\n');
+        let log = MetricsLog::read(&self.path)?;
+        if let Some(warning) = log.warning(&self.path) {
+            eprintln!("{warning}; they are dropped");
         }
+        let kept: Vec<&(MetricsRecord, String)> =
+            log.records.iter().filter(|(r, _)| r.step() <= step).collect();
+        let out: String = kept.iter().map(|(_, line)| format!("{line}\n")).collect();
         self.write_file(METRICS_FILE, &out)?;
-        let records: Vec<MetricsRecord> =
-            kept.iter().filter_map(|l| MetricsRecord::parse_line(l)).collect();
+        let records: Vec<MetricsRecord> = kept.into_iter().map(|(r, _)| r.clone()).collect();
         self.rewrite_tensorboard(&records)
     }
 
@@ -487,6 +495,10 @@ mod tests {
         let err = RunDir::open_for_writing(&dir).unwrap_err().to_string();
         assert!(err.contains("is being written by"), "{err}");
         assert!(RunDir::open(&dir).is_ok(), "readers do not lock");
+        // Deleting the pid file does not unlock the directory.
+        fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+        let err = RunDir::open_for_writing(&dir).unwrap_err().to_string();
+        assert!(err.contains("is being written by another attnlab process"), "{err}");
         let clone = first.clone();
         drop(first);
         assert!(RunDir::open_for_writing(&dir).is_err(), "a clone still holds the lock");
@@ -498,6 +510,16 @@ mod tests {
         fs::write(dir.join(LOCK_FILE), "999999999").unwrap();
         assert!(RunDir::open_for_writing(&dir).is_ok());
         assert!(RunDir::create(&dir).unwrap_err().to_string().contains("already holds a run"));
+        // A link planted as the pid file is neither followed nor replaced.
+        let precious = dir.with_extension("precious");
+        fs::write(&precious, "the user's words").unwrap();
+        fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+        std::os::unix::fs::symlink(&precious, dir.join(LOCK_FILE)).unwrap();
+        let err = RunDir::open_for_writing(&dir).unwrap_err().to_string();
+        assert!(err.contains("is not attnlab's lock file"), "{err}");
+        assert_eq!(fs::read_to_string(&precious).unwrap(), "the user's words");
+        assert!(fs::symlink_metadata(dir.join(LOCK_FILE)).unwrap().is_symlink());
+        fs::remove_file(precious).unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 

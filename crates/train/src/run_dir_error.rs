@@ -22,6 +22,11 @@ pub enum RunDirError {
         who = writer_words(.holder)
     )]
     Busy { path: PathBuf, holder: Option<String> },
+    /// Something other than a plain file (a link, a directory) sits where the pid file goes.
+    #[error(
+        "{path} is not attnlab's lock file (a link or a directory): attnlab neither follows nor replaces it; move it away and run again"
+    )]
+    NotALockFile { path: PathBuf },
     #[error("cannot open {path}: {reason}")]
     OpenLock { path: PathBuf, reason: std::io::Error },
     #[error("cannot lock {path}: {reason}")]

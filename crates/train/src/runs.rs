@@ -84,6 +84,8 @@ pub fn load_run(
     let task = task::build(&config, Some(dir))?;
     let model = config.model.init(&task.io(), config.seed, &device)?;
     let checkpoint = checkpoint_dir(&run, which)?;
+    let state = run_dir::read_state(&checkpoint)?;
+    checkpoint::check_state(&run, &checkpoint, &state, config.train.steps)?;
     let model = checkpoint::load(&checkpoint, model, None)?.model;
     Ok(LoadedRun { config, task, model, checkpoint, backend, device })
 }

@@ -8,6 +8,7 @@
 
 use crate::checkpoint::{self, CheckpointError, Loaded};
 use crate::config::RunConfig;
+use crate::footprint;
 use crate::metrics::{EvalRecord, MetricsRecord, TrainRecord};
 use crate::params;
 use crate::progress::{Progress, Verbosity};
@@ -57,6 +58,18 @@ pub enum TrainError {
          was written ({last_good}). Lower train.lr, raise train.warmup_steps or set train.grad_clip"
     )]
     NonFinite { step: usize, what: String, value: f64, last_good: String },
+    /// A config whose memory floor is above the memory available.
+    #[error(
+        "{key} = {value}: training needs at least {need} ({params:.2e} parameters at 16 bytes with gradients and AdamW moments, plus {activations} of activations) but {have} is available; lower {key}"
+    )]
+    TooLarge {
+        key: String,
+        value: usize,
+        need: String,
+        params: f64,
+        activations: String,
+        have: String,
+    },
     #[error("cannot write the run directory: {0}")]
     RunDir(run_dir::RunDirError),
     #[error("cannot save the task's files: {0}")]
@@ -188,6 +201,27 @@ pub fn optimizer_step(
     Ok((model, StepReport { loss, grad_norm, tokens, phases }))
 }
 
+/// Refuses, before anything is allocated, a config whose memory floor
+/// ([`footprint`](crate::footprint)) is above what the machine has available.
+fn check_fits(config: &RunConfig, task: &dyn Task, device: &Device) -> Result<(), TrainError> {
+    let Some(have) = footprint::available_bytes() else { return Ok(()) };
+    let (io, batch) = (task.io(), config.train.batch_size);
+    let seq_len = task.train_batch(0, 0, 1, device).input.seq_len();
+    let need = footprint::of(&config.model, &io, batch, seq_len);
+    if need.bytes() <= have {
+        return Ok(());
+    }
+    let (key, value) = footprint::culprit(&config.model, &io, batch, seq_len);
+    Err(TrainError::TooLarge {
+        key,
+        value,
+        need: footprint::human(need.bytes()),
+        params: need.params,
+        activations: footprint::human(need.activation_bytes),
+        have: footprint::human(have),
+    })
+}
+
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
 pub fn train(
     config: &RunConfig,
@@ -206,6 +240,7 @@ pub fn train(
     let artifacts = if resume { Some(run.path.as_path()) } else { init_run.as_deref() };
     let task = task::build(config, artifacts)?;
     let io = task.io();
+    check_fits(config, task.as_ref(), &device)?;
     let mut fresh = config.model.init(&io, config.seed, &ad)?;
     let latest = if resume {
         run.clean_staging();
@@ -234,8 +269,14 @@ pub fn train(
 
     let (mut model, mut optim, mut state) = if let Some((saved, dir)) = latest {
         check_identity(run, config)?;
+        checkpoint::check_state(run, &dir, &saved, t.steps)?;
         let Loaded { model, optim } = checkpoint::load(&dir, fresh, Some(fresh_optim))?;
-        run.truncate_metrics_after(saved.step)?;
+        // A finished run is read, not rewritten: only a run that trains on drops what was
+        // logged after its checkpoint (and rewrites the event file to match).
+        let finished = saved.step >= t.steps || (saved.stopped_early && t.stop_at != 0.0);
+        if !finished {
+            run.truncate_metrics_after(saved.step)?;
+        }
         (model, optim.expect("asked for the optimizer"), saved)
     } else {
         if restart {

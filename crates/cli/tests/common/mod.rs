@@ -45,3 +45,72 @@ pub fn fresh_dir(tag: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A one-line error on stderr containing `needle`, and a failing exit code.
+#[track_caller]
+pub fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "should fail: {}", stdout(o));
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "expected '{needle}' in: {err}"
+    );
+}
+
+/// Training losses `(step, loss)` from a run's metrics.jsonl.
+pub fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v.get("step")?.as_u64()?, v.get("loss")?.as_f64()?)))
+        .collect()
+}
+
+/// A tiny, fast MQAR setup (a few seconds per run).
+pub const TINY: &[&str] = &[
+    "--config",
+    "configs/mqar-smoke.toml",
+    "--set",
+    "train.steps=8",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.eval_every=4",
+    "--set",
+    "train.checkpoint_every=4",
+    "--set",
+    "task.eval_examples=16",
+];
+
+pub fn train_tiny(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["train"];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--out", out.to_str().unwrap(), "--quiet"]);
+    args.extend_from_slice(extra);
+    attnlab_env(&args, env)
+}
+
+/// The step of a run's newest complete step checkpoint (-1 without one).
+pub fn latest_step(run: &Path) -> i64 {
+    std::fs::read_dir(run.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("state.json").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse::<i64>().ok())
+        .max()
+        .unwrap_or(-1)
+}

@@ -57,6 +57,15 @@ pub enum CompareError {
     OtherComparison { out: PathBuf },
     #[error("{out} is not empty and holds no comparison: choose another --out")]
     NotEmpty { out: PathBuf },
+    /// Another process is running or reporting this comparison (`holder`: its pid).
+    #[error(
+        "{out} is being written by another attnlab compare{}: a comparison has one writer; wait for it to finish, or stop it and run the same command again to continue",
+        .holder.as_ref().map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Busy { out: PathBuf, holder: Option<String> },
+    /// The comparison directory's lock could not be taken (not another writer: an error).
+    #[error("cannot lock {out}: {reason}")]
+    Lock { out: PathBuf, reason: String },
     #[error("cannot create {path}: {reason}")]
     Create { path: PathBuf, reason: std::io::Error },
     #[error("cannot write {path}: {reason}")]

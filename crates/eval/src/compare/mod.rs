@@ -49,7 +49,9 @@ mod spec;
 
 pub use analyse::analyse;
 pub use error::CompareError;
-pub use plan::{PlanEntry, RunStatus, prepare_dir, read_comparison, read_plan};
+pub use plan::{
+    PlanEntry, Prepared, RunStatus, lock_comparison, prepare_dir, read_comparison, read_plan,
+};
 pub use results::{ArmResult, Results};
 pub use run::{
     EXECUTOR_PID_VAR, EntryError, LayerCurve, LocalExecutor, RunRecord, execute, format_duration,

@@ -14,7 +14,7 @@
 use super::error::CompareError;
 use super::spec::Comparison;
 use attnlab_train::RunConfig;
-use attnlab_train::run_dir::finished_state;
+use attnlab_train::run_dir::{LOCK_FILE, RunDirError, WriterLock, finished_state};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -131,36 +131,74 @@ pub fn fingerprint(config: &RunConfig) -> String {
     format!("{hash:016x}")
 }
 
-/// Prepares `out` for `spec`: a new or empty directory gets the comparison (`comparison.json`)
-/// and its plan (`plan.json`); one holding the same comparison (an interrupted or finished run
-/// of this very comparison) is continued, `Ok(true)`; anything else is refused, untouched.
-pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<bool, CompareError> {
+/// Takes the one-writer lock of the comparison directory `out` (an `flock` on the directory,
+/// as for a run directory; see [`WriterLock`]), held until the returned lock is dropped.
+/// Whoever prepares, runs or reports a comparison holds it; the `--run-only --index` workers
+/// its executor starts do not (each run directory has its own lock).
+pub fn lock_comparison(out: &Path) -> Result<WriterLock, CompareError> {
+    WriterLock::take(out).map_err(|e| match e {
+        RunDirError::Busy { holder, .. } => CompareError::Busy { out: out.to_path_buf(), holder },
+        other => CompareError::Lock { out: out.to_path_buf(), reason: other.to_string() },
+    })
+}
+
+/// What [`prepare_dir`] found, and the lock it took.
+#[derive(Debug)]
+pub struct Prepared {
+    /// `out` already held this comparison (an interrupted or finished run of it): continued.
+    pub resuming: bool,
+    pub lock: WriterLock,
+}
+
+/// Prepares `out` for `spec` as its one writer: a new or empty directory gets the comparison
+/// (`comparison.json`) and its plan (`plan.json`); one holding the same comparison (an
+/// interrupted or finished run of this very comparison) is continued; anything else is
+/// refused, untouched (the lock is taken only after that check, so a directory of someone
+/// else's files gets no lock file either).
+pub fn prepare_dir(spec: &Comparison, out: &Path) -> Result<Prepared, CompareError> {
     let comparison = serde_json::to_string_pretty(spec).expect("a comparison serialises");
     let plan =
         serde_json::to_string_pretty(&PlanFile { format: PLAN_FORMAT, runs: entries(spec)? })
             .expect("a plan serialises");
     let file = out.join(COMPARISON_FILE);
-    let resuming = match std::fs::read_to_string(&file) {
-        Ok(saved) if saved != comparison => {
-            return Err(CompareError::OtherComparison { out: out.to_path_buf() });
-        }
-        Ok(_) => true,
-        Err(_) => {
-            let occupied = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
-            if occupied {
-                return Err(CompareError::NotEmpty { out: out.to_path_buf() });
+    let check = || -> Result<bool, CompareError> {
+        match std::fs::read_to_string(&file) {
+            Ok(saved) if saved != comparison => {
+                Err(CompareError::OtherComparison { out: out.to_path_buf() })
             }
-            std::fs::create_dir_all(out)
-                .map_err(|reason| CompareError::Create { path: out.to_path_buf(), reason })?;
-            write_atomic(&file, &comparison)?;
-            false
+            Ok(_) => Ok(true),
+            Err(_) => {
+                // A writer that has just locked an empty directory leaves only these.
+                let occupied = std::fs::read_dir(out)
+                    .map(|d| {
+                        d.flatten().any(|e| {
+                            let name = e.file_name();
+                            name != LOCK_FILE && !name.to_string_lossy().starts_with(".tmp-")
+                        })
+                    })
+                    .unwrap_or(false);
+                if occupied {
+                    Err(CompareError::NotEmpty { out: out.to_path_buf() })
+                } else {
+                    Ok(false)
+                }
+            }
         }
     };
+    check()?;
+    std::fs::create_dir_all(out)
+        .map_err(|reason| CompareError::Create { path: out.to_path_buf(), reason })?;
+    let lock = lock_comparison(out)?;
+    // Checked again under the lock: a writer that started first may have written by now.
+    let resuming = check()?;
+    if !resuming {
+        write_atomic(&file, &comparison)?;
+    }
     // Derived from the comparison, so (re)written whenever it is missing or stale.
     if std::fs::read_to_string(out.join(PLAN_FILE)).ok().as_deref() != Some(plan.as_str()) {
         write_atomic(&out.join(PLAN_FILE), &plan)?;
     }
-    Ok(resuming)
+    Ok(Prepared { resuming, lock })
 }
 
 /// The comparison in `out`, as [`prepare_dir`] wrote it.
@@ -265,8 +303,12 @@ mod tests {
         let out = std::env::temp_dir().join(format!("attnlab-plan-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let spec = comparison(&[("softmax", "softmax")]);
-        assert!(!prepare_dir(&spec, &out).unwrap(), "a new directory");
-        assert!(prepare_dir(&spec, &out).unwrap(), "the same comparison continues");
+        let first = prepare_dir(&spec, &out).unwrap();
+        assert!(!first.resuming, "a new directory");
+        let err = prepare_dir(&spec, &out).err().unwrap().to_string();
+        assert!(err.contains("is being written by another attnlab compare"), "{err}");
+        drop(first);
+        assert!(prepare_dir(&spec, &out).unwrap().resuming, "the same comparison continues");
         let plan = read_plan(&out).unwrap();
         assert_eq!(plan, entries(&spec).unwrap());
         assert_eq!(
@@ -279,7 +321,7 @@ mod tests {
         );
         // A deleted plan.json is written again from comparison.json.
         std::fs::remove_file(out.join(PLAN_FILE)).unwrap();
-        assert!(prepare_dir(&spec, &out).unwrap() && read_plan(&out).unwrap() == plan);
+        assert!(prepare_dir(&spec, &out).unwrap().resuming && read_plan(&out).unwrap() == plan);
         // Status from disk: queued, failed (its error file), started (a config), then queued
         // again once a retry clears the error.
         assert_eq!(plan[0].status(&out), RunStatus::Queued);

@@ -236,7 +236,7 @@ pub fn run_all(
     out: &Path,
     executor: &LocalExecutor,
 ) -> Result<Vec<RunRecord>, CompareError> {
-    prepare_dir(spec, out)?;
+    let _writer = prepare_dir(spec, out)?.lock;
     let entries = super::plan::read_plan(out)?;
     execute(out, &entries, executor)?;
     Ok(read_records(out, &entries))
