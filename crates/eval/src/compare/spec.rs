@@ -67,14 +67,15 @@ pub fn task_preset(task: &str) -> Result<PathBuf, CompareError> {
 impl CompareSpec {
     /// Reads a comparison file.
     pub fn load(path: &Path) -> Result<Self, CompareError> {
-        let text = std::fs::read_to_string(path)
+        // `configs/compare/...` not on disk is the copy built into the binary.
+        let text = attnlab_train::presets::read(path)
             .map_err(|reason| CompareError::ReadSpec { path: path.into(), reason })?;
         let mut spec: CompareSpec = toml::from_str(&text).map_err(|e| CompareError::ParseSpec {
             path: path.into(),
             message: one_line(&e.to_string()),
         })?;
         // Relative to the comparison file, so it runs from any working directory.
-        spec.preset = attnlab_train::paths::resolve_beside(path, &spec.preset);
+        spec.preset = attnlab_train::presets::resolve_beside(path, &spec.preset);
         Ok(spec)
     }
 

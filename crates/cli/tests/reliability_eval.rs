@@ -1,0 +1,89 @@
+//! End-to-end tests of the evaluation side of issue 33's second round: values bound for Slurm
+//! scripts, bench lengths, non-finite compare options, diverged arms in a report, and the built-in
+//! presets from outside the repository. Each runs the `attnlab` binary as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+use common::*;
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failing exit code and one line on stderr, `error: ...` containing `needle`.
+#[track_caller]
+fn refused(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "should fail: {}", stdout(o));
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "expected '{needle}' in: {err}"
+    );
+}
+
+/// `attnlab args...` run from `dir` (not the repository root).
+fn attnlab_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+/// with nothing there is the copy in the binary; a path that is not built in keeps its error.
+#[test]
+fn built_in_presets_work_outside_the_repository() {
+    let dir = fresh_dir("rel-eval", "elsewhere");
+    let cwd = dir.join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let small =
+        ["--set", "train.steps=2", "--set", "task.eval_examples=16", "--set", "train.eval_every=2"];
+    let report = dir.join("report");
+    let mut args =
+        vec!["compare", "--task", "mqar", "--variants", "softmax", "--seeds", "1", "--quiet"];
+    args.extend_from_slice(&small);
+    args.extend_from_slice(&["--out", report.to_str().unwrap()]);
+    ok(&attnlab_in(&cwd, &args));
+    assert!(report.join("results.json").is_file());
+
+    let run = dir.join("run");
+    let mut args = vec!["train", "--config", "configs/mqar-smoke.toml", "--quiet"];
+    args.extend_from_slice(&small);
+    args.extend_from_slice(&["--out", run.to_str().unwrap()]);
+    ok(&attnlab_in(&cwd, &args));
+    assert!(run.join("final").exists(), "the run finished");
+
+    // A built-in comparison file names its preset as ../mqar-smoke.toml.
+    let plan = dir.join("plan");
+    let text = ok(&attnlab_in(
+        &cwd,
+        &[
+            "compare",
+            "--config",
+            "configs/compare/mqar-softmax-vs-linear.toml",
+            "--plan-only",
+            "--out",
+            plan.to_str().unwrap(),
+        ],
+    ));
+    assert!(text.contains("plan: "), "{text}");
+
+    refused(
+        &attnlab_in(&cwd, &["train", "--config", "configs/nope.toml"]),
+        "cannot read config configs/nope.toml",
+    );
+    // A user's own file at a built-in path wins over the built-in copy.
+    std::fs::create_dir_all(cwd.join("configs")).unwrap();
+    std::fs::write(cwd.join("configs/mqar-smoke.toml"), "[task]\nkind = \"nonsense\"\n").unwrap();
+    let o = attnlab_in(&cwd, &["train", "--config", "configs/mqar-smoke.toml"]);
+    assert!(!o.status.success() && stderr(&o).contains("nonsense"), "{}", stderr(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}
