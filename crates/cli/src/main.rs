@@ -1241,6 +1241,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             bail!("--only: unknown section '{s}': expected train, scaling or decode");
         }
     }
+    // Before anything is measured: a bad length would otherwise fail after the other sections.
+    bench::check_lengths(&a.lengths)?;
     let mut base = RunConfig::load(&a.config, &[])?;
     if let Some(d) = parse_device(a.device.as_deref())? {
         base.device = d;

@@ -38,6 +38,31 @@ fn attnlab_in(dir: &Path, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// run); it is refused up front.
+#[test]
+fn bench_refuses_a_zero_length_before_measuring_anything() {
+    for lengths in ["0", "64,0"] {
+        let o = attnlab(&[
+            "bench",
+            "--only",
+            "train,scaling",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--scaling",
+            "softmax",
+            "--lengths",
+            lengths,
+        ]);
+        refused(
+            &o,
+            "--lengths: 0 is not a sequence length; give positive lengths, e.g. --lengths 64,256",
+        );
+        assert!(stdout(&o).is_empty(), "nothing measured: {}", stdout(&o));
+    }
+}
+
 /// with nothing there is the copy in the binary; a path that is not built in keeps its error.
 #[test]
 fn built_in_presets_work_outside_the_repository() {
