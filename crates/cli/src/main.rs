@@ -185,10 +185,10 @@ struct CompareArgs {
     #[arg(long, default_value_t = 3, conflicts_with = "config")]
     seeds: usize,
     /// Quick use: learning rates; each arm is reported at its best.
-    #[arg(long, value_delimiter = ',', conflicts_with = "config")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "config", value_parser = positive_finite)]
     lrs: Vec<f64>,
     /// Quick use: main-metric threshold for steps-to-target.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with = "config", value_parser = finite)]
     target: Option<f64>,
     /// Overrides for every arm (repeatable); with --config, applied after the file's own `set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -308,7 +308,7 @@ struct SwapArgs {
     #[arg(long, default_value_t = 2)]
     seeds: usize,
     /// Finetuning learning rates (default: the run's train.lr); each arm at its best.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = positive_finite)]
     lrs: Vec<f64>,
     /// best, final, latest, or a checkpoint directory.
     #[arg(long, default_value = "best")]
@@ -464,6 +464,24 @@ struct ExportArgs {
     /// Replace --to if it exists.
     #[arg(long)]
     force: bool,
+}
+
+/// A float flag that must be a finite number (NaN or inf would be saved as null and compare
+/// with nothing).
+fn finite(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("not a finite number: give one like 0.9".into()),
+        Err(e) => Err(format!("{e}: give a number like 0.9")),
+    }
+}
+
+/// A learning rate: finite and above 0.
+fn positive_finite(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err("a learning rate must be above 0: give one like 3e-3".into()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -63,6 +63,59 @@ fn bench_refuses_a_zero_length_before_measuring_anything() {
     }
 }
 
+/// naming the option, from the flags and from a comparison file alike.
+#[test]
+fn compare_refuses_non_finite_targets_and_learning_rates() {
+    let dir = fresh_dir("rel-eval", "non-finite");
+    let out = dir.join("report");
+    for (flag, value, needle) in [
+        ("--target", "nan", "--target"),
+        ("--target", "inf", "--target"),
+        ("--target", "-inf", "--target"),
+        ("--lrs", "1e-3,nan", "--lrs"),
+        ("--lrs", "inf", "--lrs"),
+        ("--lrs", "0", "--lrs"),
+    ] {
+        let o = attnlab(&[
+            "compare",
+            "--task",
+            "mqar",
+            "--variants",
+            "softmax",
+            "--seeds",
+            "1",
+            &format!("{flag}={value}"),
+            "--plan-only",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        refused(&o, needle);
+        assert!(!out.exists(), "{flag} {value}: nothing may be written");
+    }
+    for (line, needle) in [("target = nan", "target NaN"), ("lrs = [1e-3, inf]", "lrs: inf")] {
+        let file = dir.join("file.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "preset = \"{}\"\nseeds = [1]\n{line}\n[[arm]]\nname = \"softmax\"\n",
+                root().join("configs/mqar-smoke.toml").display()
+            ),
+        )
+        .unwrap();
+        let o = attnlab(&[
+            "compare",
+            "--config",
+            file.to_str().unwrap(),
+            "--plan-only",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        refused(&o, needle);
+        assert!(!out.exists(), "{line}: nothing may be written");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// with nothing there is the copy in the binary; a path that is not built in keeps its error.
 #[test]
 fn built_in_presets_work_outside_the_repository() {
