@@ -931,6 +931,21 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     };
     // Batch scripts run elsewhere: they need the absolute path.
     let out = if slurm_executor { slurm::absolute(&out)? } else { out };
+    // Each flag overrides the same option of the file's [slurm] table.
+    let slurm_options = slurm::SlurmOptions {
+        max_parallel: a.slurm.slurm_max_parallel.or(slurm_file.max_parallel),
+        cpus_per_task: a.slurm.slurm_cpus_per_task.or(slurm_file.cpus_per_task),
+        mem: a.slurm.slurm_mem.clone().or(slurm_file.mem),
+        time: a.slurm.slurm_time.clone().or(slurm_file.time),
+        partition: a.slurm.slurm_partition.clone().or(slurm_file.partition),
+        sbatch: [slurm_file.sbatch, a.slurm.sbatch.clone()].concat(),
+    };
+    let batch_binary =
+        || std::env::current_exe().context("cannot find the attnlab binary for the batch scripts");
+    if slurm_executor {
+        // Before the plan is written: a value the scripts cannot carry writes nothing.
+        slurm::check(&out, &batch_binary()?, &slurm_options)?;
+    }
     if let Some(spec) = &spec {
         // Validates every run's config before anything is written.
         let resuming = prepare_dir(spec, &out)?;
@@ -993,18 +1008,8 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     let results = if a.analyse_only {
         analyse_and_report(&comparison, &entries, &out)?
     } else if slurm_executor {
-        // Each flag overrides the same option of the file's [slurm] table.
-        let options = slurm::SlurmOptions {
-            max_parallel: a.slurm.slurm_max_parallel.or(slurm_file.max_parallel),
-            cpus_per_task: a.slurm.slurm_cpus_per_task.or(slurm_file.cpus_per_task),
-            mem: a.slurm.slurm_mem.clone().or(slurm_file.mem),
-            time: a.slurm.slurm_time.clone().or(slurm_file.time),
-            partition: a.slurm.slurm_partition.clone().or(slurm_file.partition),
-            sbatch: [slurm_file.sbatch, a.slurm.sbatch.clone()].concat(),
-        };
-        let attnlab = std::env::current_exe()
-            .context("cannot find the attnlab binary for the batch scripts")?;
-        let Some(submission) = slurm::submit(&out, &entries, &attnlab, &options)? else {
+        let Some(submission) = slurm::submit(&out, &entries, &batch_binary()?, &slurm_options)?
+        else {
             println!("every run of the plan has finished: analysing here");
             return finish_compare(
                 &comparison,

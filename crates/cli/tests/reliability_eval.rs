@@ -38,6 +38,73 @@ fn attnlab_in(dir: &Path, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// before sbatch could run).
+#[test]
+fn slurm_values_with_control_characters_are_refused_before_anything_is_written() {
+    let dir = fresh_dir("rel-eval", "slurm-inject");
+    let out = dir.join("report");
+    let out_text = out.to_str().unwrap();
+    let compare = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "compare",
+            "--task",
+            "mqar",
+            "--variants",
+            "softmax",
+            "--seeds",
+            "1",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(&["--executor", "slurm"]);
+        args.extend_from_slice(extra);
+        attnlab(&args)
+    };
+    let injected = "x\ntouch /tmp/attnlab-pwned";
+    let sbatch = format!("--sbatch=--qos={injected}");
+    for (extra, option) in [
+        (vec!["--slurm-partition", injected], "--slurm-partition"),
+        (vec!["--slurm-mem", "4G\rtouch x"], "--slurm-mem"),
+        (vec!["--slurm-time", "01:00:00\ttouch x"], "--slurm-time"),
+        (vec!["--sbatch=--gres=gpu:1", sbatch.as_str()], "--sbatch"),
+    ] {
+        let o = compare(out_text, &extra);
+        refused(&o, option);
+        assert!(
+            stderr(&o).contains("\\n") || stderr(&o).contains("\\r") || stderr(&o).contains("\\t")
+        );
+        assert!(!out.exists(), "{option}: nothing may be written");
+    }
+    // The report directory's own path reaches the scripts too.
+    let bad_out = dir.join("report\ntouch x");
+    refused(&compare(bad_out.to_str().unwrap(), &[]), "--out");
+    assert!(!bad_out.exists());
+    // So does a comparison file's [slurm] table.
+    let file = dir.join("sweep.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "preset = \"{}\"\nseeds = [1]\n[slurm]\npartition = \"x\\ntouch /tmp/attnlab-pwned\"\n[[arm]]\nname = \"softmax\"\n",
+            root().join("configs/mqar-smoke.toml").display()
+        ),
+    )
+    .unwrap();
+    refused(
+        &attnlab(&[
+            "compare",
+            "--config",
+            file.to_str().unwrap(),
+            "--out",
+            out_text,
+            "--executor",
+            "slurm",
+        ]),
+        "--slurm-partition (or [slurm] partition)",
+    );
+    assert!(!out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// run); it is refused up front.
 #[test]
 fn bench_refuses_a_zero_length_before_measuring_anything() {
