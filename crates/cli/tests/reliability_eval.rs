@@ -38,6 +38,8 @@ fn attnlab_in(dir: &Path, args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// A newline in any value bound for a batch script would start a command of its own there: the
+/// comparison is refused, naming the option, before the plan or any script is written (and so
 /// before sbatch could run).
 #[test]
 fn slurm_values_with_control_characters_are_refused_before_anything_is_written() {
@@ -105,6 +107,7 @@ fn slurm_values_with_control_characters_are_refused_before_anything_is_written()
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `--lengths 0` divided by zero in the scaling section (a panic, after the other sections had
 /// run); it is refused up front.
 #[test]
 fn bench_refuses_a_zero_length_before_measuring_anything() {
@@ -130,6 +133,7 @@ fn bench_refuses_a_zero_length_before_measuring_anything() {
     }
 }
 
+/// NaN or inf as a threshold or learning rate was accepted (and saved as null); each is refused,
 /// naming the option, from the flags and from a comparison file alike.
 #[test]
 fn compare_refuses_non_finite_targets_and_learning_rates() {
@@ -183,6 +187,63 @@ fn compare_refuses_non_finite_targets_and_learning_rates() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A huge but finite learning rate is legitimate input; every run diverges. The report names
+/// each arm as having no finite result, never "NaN ± NaN", and the metric and its chance level
+/// are MQAR's accuracy and 0.25 together (it said "loss" beside accuracy's chance level).
+#[test]
+fn a_comparison_whose_runs_all_diverge_names_its_arms_without_a_result() {
+    let dir = fresh_dir("rel-eval", "diverged");
+    let out = dir.join("report");
+    let o = attnlab(&[
+        "compare",
+        "--task",
+        "mqar",
+        "--variants",
+        "softmax,linear:elu1",
+        "--seeds",
+        "2",
+        "--lrs",
+        "1e30",
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "task.eval_examples=16",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    refused(&o, "no run of softmax, linear:elu1 finished");
+    let text = stdout(&o);
+    assert!(!text.contains("NaN"), "{text}");
+    for line in [
+        "decision: Inconclusive: no arm has a finite result",
+        "accuracy (higher is better), each arm at its best lr:",
+        "- softmax: baseline with no finite result (all 2 run(s) at lr 1e30 failed or diverged",
+        "- linear:elu1: no finite result (all 2 run(s) at lr 1e30 failed or diverged",
+    ] {
+        assert!(text.contains(line), "'{line}' missing from\n{text}");
+    }
+    // The report's own lines (not the runs' error messages, which say the loss became NaN).
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let (own, failed) = report.split_once("## Failed runs").expect("a Failed runs section");
+    assert!(!own.contains("NaN") && own.contains("| no finite result |"), "{own}");
+    assert_eq!(failed.matches("training diverged").count(), 4, "{failed}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        (results["metric"].as_str(), results["chance"].as_f64()),
+        (Some("accuracy"), Some(0.25))
+    );
+    for arm in results["arms"].as_array().unwrap() {
+        assert_eq!(arm["no_finite_result"], true, "{arm}");
+        assert!(arm["summary"]["mean"].is_null(), "{arm}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The built-in presets and comparison files work from any working directory: `configs/...`
 /// with nothing there is the copy in the binary; a path that is not built in keeps its error.
 #[test]
 fn built_in_presets_work_outside_the_repository() {
