@@ -185,10 +185,10 @@ struct CompareArgs {
     #[arg(long, default_value_t = 3, conflicts_with = "config")]
     seeds: usize,
     /// Quick use: learning rates; each arm is reported at its best.
-    #[arg(long, value_delimiter = ',', conflicts_with = "config")]
+    #[arg(long, value_delimiter = ',', conflicts_with = "config", value_parser = positive_finite)]
     lrs: Vec<f64>,
     /// Quick use: main-metric threshold for steps-to-target.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with = "config", value_parser = finite)]
     target: Option<f64>,
     /// Overrides for every arm (repeatable); with --config, applied after the file's own `set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -308,7 +308,7 @@ struct SwapArgs {
     #[arg(long, default_value_t = 2)]
     seeds: usize,
     /// Finetuning learning rates (default: the run's train.lr); each arm at its best.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = positive_finite)]
     lrs: Vec<f64>,
     /// best, final, latest, or a checkpoint directory.
     #[arg(long, default_value = "best")]
@@ -464,6 +464,24 @@ struct ExportArgs {
     /// Replace --to if it exists.
     #[arg(long)]
     force: bool,
+}
+
+/// A float flag that must be a finite number (NaN or inf would be saved as null and compare
+/// with nothing).
+fn finite(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("not a finite number: give one like 0.9".into()),
+        Err(e) => Err(format!("{e}: give a number like 0.9")),
+    }
+}
+
+/// A learning rate: finite and above 0.
+fn positive_finite(text: &str) -> Result<f64, String> {
+    match finite(text)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err("a learning rate must be above 0: give one like 3e-3".into()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -913,6 +931,21 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     };
     // Batch scripts run elsewhere: they need the absolute path.
     let out = if slurm_executor { slurm::absolute(&out)? } else { out };
+    // Each flag overrides the same option of the file's [slurm] table.
+    let slurm_options = slurm::SlurmOptions {
+        max_parallel: a.slurm.slurm_max_parallel.or(slurm_file.max_parallel),
+        cpus_per_task: a.slurm.slurm_cpus_per_task.or(slurm_file.cpus_per_task),
+        mem: a.slurm.slurm_mem.clone().or(slurm_file.mem),
+        time: a.slurm.slurm_time.clone().or(slurm_file.time),
+        partition: a.slurm.slurm_partition.clone().or(slurm_file.partition),
+        sbatch: [slurm_file.sbatch, a.slurm.sbatch.clone()].concat(),
+    };
+    let batch_binary =
+        || std::env::current_exe().context("cannot find the attnlab binary for the batch scripts");
+    if slurm_executor {
+        // Before the plan is written: a value the scripts cannot carry writes nothing.
+        slurm::check(&out, &batch_binary()?, &slurm_options)?;
+    }
     // One comparison writer per --out: whoever prepares, runs or reports it holds the lock
     // (released before a Slurm --wait, whose analysis job takes it); the --run-only --index
     // workers an executor starts are covered by the executor's.
@@ -985,18 +1018,8 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     let results = if a.analyse_only {
         analyse_and_report(&comparison, &entries, &out)?
     } else if slurm_executor {
-        // Each flag overrides the same option of the file's [slurm] table.
-        let options = slurm::SlurmOptions {
-            max_parallel: a.slurm.slurm_max_parallel.or(slurm_file.max_parallel),
-            cpus_per_task: a.slurm.slurm_cpus_per_task.or(slurm_file.cpus_per_task),
-            mem: a.slurm.slurm_mem.clone().or(slurm_file.mem),
-            time: a.slurm.slurm_time.clone().or(slurm_file.time),
-            partition: a.slurm.slurm_partition.clone().or(slurm_file.partition),
-            sbatch: [slurm_file.sbatch, a.slurm.sbatch.clone()].concat(),
-        };
-        let attnlab = std::env::current_exe()
-            .context("cannot find the attnlab binary for the batch scripts")?;
-        let Some(submission) = slurm::submit(&out, &entries, &attnlab, &options)? else {
+        let Some(submission) = slurm::submit(&out, &entries, &batch_binary()?, &slurm_options)?
+        else {
             println!("every run of the plan has finished: analysing here");
             return finish_compare(
                 &comparison,
@@ -1252,6 +1275,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             bail!("--only: unknown section '{s}': expected train, scaling or decode");
         }
     }
+    // Before anything is measured: a bad length would otherwise fail after the other sections.
+    bench::check_lengths(&a.lengths)?;
     let mut base = RunConfig::load(&a.config, &[])?;
     if let Some(d) = parse_device(a.device.as_deref())? {
         base.device = d;

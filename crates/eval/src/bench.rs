@@ -102,6 +102,13 @@ pub enum BenchError {
     /// The logits could not be read back from the device (Burn's message).
     #[error("{0}")]
     Readback(String),
+    #[error("--lengths: 0 is not a sequence length; give positive lengths, e.g. --lengths 64,256")]
+    ZeroLength,
+}
+
+/// Refuses a sequence length of 0 for [`scaling_table`], before anything is measured.
+pub fn check_lengths(lengths: &[usize]) -> Result<(), BenchError> {
+    if lengths.contains(&0) { Err(BenchError::ZeroLength) } else { Ok(()) }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -344,7 +351,8 @@ pub fn scaling_table(
     }
     emit(header);
     let mut points = Vec::new();
-    for &t in lengths {
+    // A length of 0 has nothing to time (and `check_lengths` refuses it up front).
+    for &t in lengths.iter().filter(|&&t| t > 0) {
         let mut row = format!("{t:<8}");
         for s in specs {
             if s.to_string().contains("form=recurrent") && t > recurrent_max {
@@ -458,6 +466,16 @@ pub fn decode_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_length_is_refused_with_the_fix() {
+        assert!(check_lengths(&[64, 256]).is_ok() && check_lengths(&[]).is_ok());
+        let err = check_lengths(&[64, 0]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--lengths: 0 is not a sequence length; give positive lengths, e.g. --lengths 64,256"
+        );
+    }
 
     /// A one-layer MQAR model small enough to time in milliseconds.
     fn tiny_config() -> RunConfig {

@@ -216,8 +216,8 @@ pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
             let reached = a.steps_to_target.iter().filter(|s| s.is_some()).count();
             vec![
                 a.name.clone(),
-                format!("{:e}", a.best_lr),
-                fmt(s.mean),
+                if a.best_lr.is_finite() { format!("{:e}", a.best_lr) } else { "–".into() },
+                if a.no_finite_result { "no finite result".into() } else { fmt(s.mean) },
                 format!("[{}, {}] (n = {})", fmt(s.ci_low), fmt(s.ci_high), s.n),
                 a.difference
                     .as_ref()
@@ -238,7 +238,11 @@ pub fn table(results: &Results) -> (Vec<&'static str>, Vec<Vec<String>>) {
                 } else {
                     "–".into()
                 },
-                format!("{:.0}", a.tokens_per_s),
+                if a.tokens_per_s.is_finite() {
+                    format!("{:.0}", a.tokens_per_s)
+                } else {
+                    "–".into()
+                },
                 a.params.to_string(),
                 a.state_floats.to_string(),
             ]
@@ -344,7 +348,10 @@ pub fn document(results: &Results) -> Document {
                         let sweep: Vec<String> = a
                             .lr_sweep
                             .iter()
-                            .map(|(lr, m, n)| format!("{lr:e}: {} (n = {n})", fmt(*m)))
+                            .map(|&(lr, m, n)| match n {
+                                0 => format!("{lr:e}: no finite result (n = 0)"),
+                                _ => format!("{lr:e}: {} (n = {n})", fmt(m)),
+                            })
                             .collect();
                         format!("{}: {}", a.name, sweep.join("; "))
                     })

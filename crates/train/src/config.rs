@@ -385,9 +385,11 @@ impl RunConfig {
     ///
     /// A relative data path (`task.path`) is resolved against the preset's directory when the
     /// file is there (see [`resolve_beside`]), so runs started outside the
-    /// repository find their data.
+    /// repository find their data. A `configs/...` path with no file there is the preset built
+    /// into the binary ([`crate::presets`]).
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        // A `configs/...` preset not on disk is the copy built into the binary.
+        let text = crate::presets::read(path)
             .map_err(|reason| ConfigError::Read { path: path.into(), reason })?;
         let mut config = Self::parse(&text)
             .map_err(|e| ConfigError::InFile { path: path.into(), error: Box::new(e) })?;

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod mixer_parameters;
 pub mod params;
 pub mod paths;
+pub mod presets;
 pub mod progress;
 pub mod recall_probes;
 pub mod run_dir;

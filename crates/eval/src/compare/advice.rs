@@ -5,13 +5,31 @@
 use super::results::ArmResult;
 use crate::stats::{Summary, Verdict};
 
-/// The baseline's line: its mean final metric and the half-width of its 95% interval.
+/// The baseline's line: its mean final metric and the half-width of its 95% interval, or that it
+/// has no result.
 pub(super) fn baseline_line(arm: &ArmResult, metric: &str) -> String {
+    if arm.no_finite_result {
+        return format!(
+            "{}: baseline with no finite result ({}; see Failed runs); no arm can be judged against it",
+            arm.name,
+            arm.no_result_reason(metric)
+        );
+    }
     format!(
         "{}: baseline ({metric} {:.4} ± {:.4})",
         arm.name,
         arm.summary.mean,
         half_width(&arm.summary)
+    )
+}
+
+/// The line of an arm (not a baseline) with no result: nothing to judge or monitor.
+pub(super) fn no_result_line(arm: &ArmResult, metric: &str) -> String {
+    format!(
+        "{}: no finite result ({}; see Failed runs); no verdict. Lower its learning rate, raise \
+         train.warmup_steps or set train.grad_clip, then run the comparison again.",
+        arm.name,
+        arm.no_result_reason(metric)
     )
 }
 
@@ -44,6 +62,9 @@ fn comparison(arm: &ArmResult, base: &ArmResult, metric: &str) -> String {
             d.ci_high,
             d.p_value
         ),
+        _ if base.no_finite_result => {
+            format!("not judged: its baseline {} has no finite result", base.name)
+        }
         _ => format!("not enough finished seeds to compare with {} (need 2 per arm)", base.name),
     }
 }
@@ -60,7 +81,7 @@ fn action(verdict: Option<Verdict>) -> &'static str {
 /// The alarms to set after swapping to the arm, and when to roll back to the baseline.
 fn monitoring(arm: &ArmResult, base: &ArmResult) -> String {
     let ranges = |r: &[(f64, f64)]| {
-        r.iter().map(|(lo, hi)| format!("{lo:.2}–{hi:.2}")).collect::<Vec<_>>().join(", ")
+        r.iter().map(|&(lo, hi)| range(lo, hi, 2)).collect::<Vec<_>>().join(", ")
     };
     // Runs recorded before sink mass was measured have none; the advice then leaves it out.
     let (sink_watch, sink_alarm) = if arm.sink_mass_range_per_layer.is_empty() {
@@ -72,16 +93,23 @@ fn monitoring(arm: &ArmResult, base: &ArmResult) -> String {
         )
     };
     format!(
-        "After a swap, monitor: training loss within {:.3}–{:.3}, gradient norm within {:.3}–{:.3} \
+        "After a swap, monitor: training loss within {}, gradient norm within {} \
          (p5–p95 of the second half of training), attention entropy per layer within [{}]{sink_watch}; roll back to {} if the loss \
          leaves that range for long, the gradient norm exceeds twice its p95,{sink_alarm} or a layer's entropy collapses below half its minimum.",
-        arm.final_loss_range.0,
-        arm.final_loss_range.1,
-        arm.grad_norm_p5_p95.0,
-        arm.grad_norm_p5_p95.1,
+        range(arm.final_loss_range.0, arm.final_loss_range.1, 3),
+        range(arm.grad_norm_p5_p95.0, arm.grad_norm_p5_p95.1, 3),
         ranges(&arm.entropy_range_per_layer),
         base.name
     )
+}
+
+/// `lo–hi` to `digits` decimals; `–` when either end is not a number (no run recorded one).
+fn range(lo: f64, hi: f64, digits: usize) -> String {
+    if lo.is_finite() && hi.is_finite() {
+        format!("{lo:.digits$}–{hi:.digits$}")
+    } else {
+        "– (not recorded)".to_string()
+    }
 }
 
 /// Seeds per arm below which the report warns that its intervals are unreliable: with fewer,
@@ -111,6 +139,25 @@ pub fn decision(
     if missing > 0 {
         return format!(
             "Inconclusive: {missing} planned run(s) have not finished; run the same command again, then read the verdicts."
+        );
+    }
+    if arms.iter().all(|a| a.no_finite_result) {
+        return "Inconclusive: no arm has a finite result (every run failed, diverged or left no readable metrics; see Failed runs); \
+                no adoption advice. Fix the protocol first: a lower learning rate, warm-up, gradient clipping."
+            .to_string();
+    }
+    let without_result: Vec<&str> = baselines
+        .iter()
+        .filter(|&&b| arms[b].no_finite_result)
+        .map(|&b| arms[b].name.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !without_result.is_empty() {
+        return format!(
+            "Inconclusive: the baseline {} has no finite result (its runs failed or diverged), so no arm can be judged against it; \
+             no adoption advice. Fix the baseline's protocol first: a lower learning rate, warm-up, gradient clipping.",
+            without_result.join(", ")
         );
     }
     if let Some(chance) = chance {
@@ -147,14 +194,26 @@ pub fn decision(
         return "Inconclusive: the comparison has only its baseline; add an arm to compare."
             .to_string();
     }
-    let fewest = arms.iter().map(|a| a.summary.n).min().unwrap_or(0);
-    let caveat = if fewest < RELIABLE_SEEDS {
+    let fewest =
+        arms.iter().filter(|a| !a.no_finite_result).map(|a| a.summary.n).min().unwrap_or(0);
+    let mut caveat = if fewest < RELIABLE_SEEDS {
         format!(
             " Only {fewest} seed(s) in some arm: below {RELIABLE_SEEDS} the 95% intervals (Welch and bootstrap) are unreliable; rerun with at least {RELIABLE_SEEDS} seeds before acting."
         )
     } else {
         String::new()
     };
+    let without_result: Vec<&str> = candidates
+        .iter()
+        .filter(|(_, a)| a.no_finite_result)
+        .map(|(_, a)| a.name.as_str())
+        .collect();
+    if !without_result.is_empty() {
+        caveat.push_str(&format!(
+            " No finite result for {} (its runs failed or diverged): not judged.",
+            without_result.join(", ")
+        ));
+    }
     let named = |v: Verdict| -> Vec<String> {
         candidates
             .iter()
@@ -175,7 +234,7 @@ pub fn decision(
         }
         s.push_str(". Swap with the monitoring below and keep the baseline as the way back.");
         s
-    } else if worse.len() == candidates.len() {
+    } else if !worse.is_empty() && worse.len() + without_result.len() == candidates.len() {
         format!("Do not adopt: {} worse at 95%.", worse.join("; "))
     } else if !worse.is_empty() {
         format!(

@@ -2,7 +2,7 @@
 //! does) with its spread over seeds, steps to target and the ranges its monitoring advice
 //! quotes; then every arm but the baseline is judged against the baseline.
 
-use super::advice::{advice, baseline_line};
+use super::advice::{advice, baseline_line, no_result_line};
 use super::results::{ArmResult, Results};
 use super::run::{LayerCurve, RunRecord};
 use super::spec::Comparison;
@@ -10,13 +10,12 @@ use crate::stats::{self, median, quantile};
 
 /// Turns run records into per-arm results (best lr per arm, intervals, verdicts, advice).
 pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results {
-    let (metric, higher_is_better) = main_metric(&runs);
+    let (metric, higher_is_better, chance) = main_metric(&runs);
     let mut arms: Vec<ArmResult> =
         (0..spec.arms.len()).map(|a| arm_result(spec, a, &runs, higher_is_better)).collect();
     let baselines: Vec<usize> = (0..spec.arms.len()).map(|a| spec.baseline_of(a)).collect();
     let verdicts = judge_against_baseline(&mut arms, &baselines, &runs, &metric, higher_is_better);
     let missing: Vec<String> = runs.iter().filter(|r| r.pending).map(|r| r.id.clone()).collect();
-    let chance = runs.iter().find_map(|r| r.chance);
     let decision = super::advice::decision(
         &arms,
         &baselines,
@@ -42,12 +41,17 @@ pub fn analyse(spec: &Comparison, runs: Vec<RunRecord>, title: &str) -> Results 
     }
 }
 
-/// The main metric's name and whether higher is better. Every run of a comparison has the same
-/// task, so any finished run names it; with none finished, the loss.
-fn main_metric(runs: &[RunRecord]) -> (String, bool) {
-    runs.iter()
-        .find(|r| r.error.is_none() && !r.metric.is_empty())
-        .map_or(("loss".to_string(), false), |r| (r.metric.clone(), r.higher_is_better))
+/// The main metric's name, whether higher is better, and its chance level, all read from one
+/// run, so the chance level is always the named metric's. Every run of a comparison has the same
+/// task, so any finished run names it; with none finished, a failed or unfinished run that
+/// recorded it (meta.json is written when training starts); with neither, the loss, with no
+/// chance level.
+fn main_metric(runs: &[RunRecord]) -> (String, bool, Option<f64>) {
+    let finished = runs.iter().find(|r| r.error.is_none() && !r.pending && !r.metric.is_empty());
+    let started = || runs.iter().find(|r| r.chance.is_some());
+    finished.or_else(started).map_or(("loss".to_string(), false, None), |r| {
+        (r.metric.clone(), r.higher_is_better, r.chance)
+    })
 }
 
 /// Arm `index` at its best learning rate: its summary over seeds, steps to target, speed, size
@@ -76,6 +80,7 @@ fn arm_result(
         lr_sweep,
         failed_runs: at_best.iter().filter(|&&i| runs[i].error.is_some()).count(),
         pending_runs: pending,
+        no_finite_result: summary.n == 0 && pending == 0,
         runs: at_best,
         summary,
         difference: None,
@@ -216,6 +221,10 @@ fn judge_against_baseline(
         }
         if a == baseline {
             verdicts.push(baseline_line(&arms[a], metric));
+            continue;
+        }
+        if arms[a].no_finite_result {
+            verdicts.push(no_result_line(&arms[a], metric));
             continue;
         }
         if arms[baseline].pending_runs > 0 {
@@ -386,13 +395,80 @@ mod tests {
                      either way: swap only for a non-quality reason (speed, state size). {}",
                     monitor("0.440–0.500", "0.914–1.093", "0.62–0.68, 0.64–0.70")
                 ),
-                format!(
-                    "broken: not enough finished seeds to compare with softmax (need 2 per arm); no evidence either way: swap only \
-                     for a non-quality reason (speed, state size). {}",
-                    monitor("NaN–NaN", "NaN–NaN", "")
-                ),
+                "broken: no finite result (all 3 run(s) at lr 1e-3 failed or diverged; see Failed runs); no verdict. Lower its \
+                 learning rate, raise train.warmup_steps or set train.grad_clip, then run the comparison again."
+                    .to_string(),
             ]
         );
+        assert_eq!(each(&|a| a.no_finite_result.to_string()), "false | false | false | true");
+        assert!(r.decision.contains("No finite result for broken"), "{}", r.decision);
+    }
+
+    /// Every run diverged: each arm is named as having no result, the metric and its chance level
+    /// come from the same runs (MQAR's accuracy, 0.25: not the loss beside an accuracy's chance),
+    /// and no line shows a NaN.
+    #[test]
+    fn arms_whose_runs_all_diverged_have_no_result_and_no_nan() {
+        let (comparison, runs) = synthetic_comparison();
+        let runs: Vec<RunRecord> = runs
+            .into_iter()
+            .map(|r| RunRecord {
+                error: Some("training diverged at step 2".into()),
+                metric: "accuracy".into(),
+                higher_is_better: true,
+                chance: Some(0.25),
+                ..RunRecord { arm: r.arm, seed: r.seed, lr: r.lr, ..Default::default() }
+            })
+            .collect();
+        let r = analyse(&comparison, runs, "diverged");
+        assert_eq!(
+            (r.metric.as_str(), r.higher_is_better, r.chance),
+            ("accuracy", true, Some(0.25))
+        );
+        assert!(r.arms.iter().all(|a| a.no_finite_result));
+        assert!(
+            r.decision.starts_with("Inconclusive: no arm has a finite result"),
+            "{}",
+            r.decision
+        );
+        assert!(r.verdicts[0].starts_with(
+            "softmax: baseline with no finite result (all 3 run(s) at lr 1e-3 failed"
+        ));
+        assert!(
+            r.verdicts[1].starts_with("linear: no finite result (all 3 run(s)"),
+            "{}",
+            r.verdicts[1]
+        );
+        let page = format!("{} {:?} {:?}", r.decision, r.verdicts, crate::report::table(&r).1);
+        assert!(!page.contains("NaN") && !page.contains("inf"), "{page}");
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
+    }
+
+    /// A run not started yet has no meta.json (its record says loss, with no chance level): the
+    /// metric and chance level are a started run's, never a mix of the two.
+    #[test]
+    fn the_chance_level_is_the_named_metrics() {
+        let failed = RunRecord {
+            error: Some("diverged".into()),
+            metric: "accuracy".into(),
+            higher_is_better: true,
+            chance: Some(0.25),
+            ..Default::default()
+        };
+        let queued = RunRecord { pending: true, metric: "loss".into(), ..Default::default() };
+        assert_eq!(
+            main_metric(&[queued.clone(), failed.clone()]),
+            ("accuracy".to_string(), true, Some(0.25))
+        );
+        assert_eq!(main_metric(&[queued]), ("loss".to_string(), false, None));
+        let finished = RunRecord {
+            metric: "loss".into(),
+            chance: Some(65f64.ln()),
+            final_metric: Some(2.0),
+            ..Default::default()
+        };
+        assert_eq!(main_metric(&[failed, finished]), ("loss".to_string(), false, Some(65f64.ln())));
     }
 
     /// Runs that recorded sink mass get it in the advice: its range at the last evaluation per

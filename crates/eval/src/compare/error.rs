@@ -40,6 +40,15 @@ pub enum CompareError {
     /// An arm's run config (at one learning rate and seed) does not validate.
     #[error("arm '{arm}': {error}")]
     ArmConfig { arm: String, error: Box<ConfigError> },
+    /// A NaN or infinite threshold reaches nothing and would be saved as null.
+    #[error(
+        "target {value}: give a finite main-metric threshold (--target, or `target` in the comparison file), e.g. 0.9"
+    )]
+    Target { value: f64 },
+    #[error(
+        "lrs: {value} is not a learning rate: give finite values above 0 (--lrs, or `lrs` in the comparison file), e.g. 1e-3,3e-3"
+    )]
+    LearningRate { value: f64 },
     #[error("a comparison needs at least one [[arm]]")]
     NoArms,
     #[error("seeds is empty: give at least one seed")]

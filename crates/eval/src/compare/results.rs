@@ -20,6 +20,11 @@ pub struct ArmResult {
     /// Runs of this arm (at any lr) not finished yet; an arm with any gets no verdict.
     #[serde(default)]
     pub pending_runs: usize,
+    /// Every run is done, and none left a finite final metric (all failed or diverged, or left no
+    /// readable record): the arm has no result, its numbers are absent (null), and the report
+    /// says so instead of showing them.
+    #[serde(default)]
+    pub no_finite_result: bool,
     pub summary: Summary,
     /// Against the baseline arm (at its own best lr): Welch interval, bootstrap interval, verdict.
     pub difference: Option<Difference>,
@@ -41,6 +46,21 @@ pub struct ArmResult {
     pub sink_mass_range_per_layer: Vec<(f64, f64)>,
 }
 
+impl ArmResult {
+    /// Why the arm has no result, for an arm with [`ArmResult::no_finite_result`].
+    pub fn no_result_reason(&self, metric: &str) -> String {
+        let runs = self.runs.len();
+        if self.failed_runs == runs {
+            format!("all {runs} run(s) at lr {:e} failed or diverged", self.best_lr)
+        } else {
+            format!(
+                "its {runs} run(s) at lr {:e} left no finite {metric} ({} failed or diverged)",
+                self.best_lr, self.failed_runs
+            )
+        }
+    }
+}
+
 /// Everything a comparison produced; written as `results.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
@@ -58,7 +78,7 @@ pub struct Results {
     /// Ids of the planned runs that have not finished (queued, running or interrupted).
     #[serde(default)]
     pub missing: Vec<String>,
-    /// The main metric at chance, when the task has one.
+    /// The main metric (`metric`) at chance, when the task has one.
     #[serde(default)]
     pub chance: Option<f64>,
     /// The report's opening line: adopt, do not adopt or inconclusive, and why.

@@ -305,7 +305,8 @@ impl Tally {
         let record = read_record(out, entry);
         let what = match (error.or(record.error), record.final_metric) {
             (Some(e), _) => format!("FAILED: {e}"),
-            (None, Some(m)) => format!("{} {m:.4}", record.metric),
+            (None, Some(m)) if m.is_finite() => format!("{} {m:.4}", record.metric),
+            (None, Some(_)) => format!("no finite {}", record.metric),
             (None, None) => "not finished".into(),
         };
         // Runs left, at the rate this invocation has finished them.

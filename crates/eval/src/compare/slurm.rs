@@ -38,6 +38,39 @@ pub enum SlurmError {
     AnalysisFailed { job: String, state: String, out: PathBuf },
     #[error("cannot resolve {path}: {reason}")]
     Absolute { path: PathBuf, reason: std::io::Error },
+    /// A value bound for a batch script holds a newline or another control character: it would
+    /// end the line it is written on and start a command of its own.
+    #[error(
+        "{option} {value:?} holds a control character (newline, tab, ...), which a batch script cannot carry: give it without one"
+    )]
+    ControlCharacter { option: &'static str, value: String },
+}
+
+/// Refuses any value bound for the batch scripts that holds a control character: the report
+/// directory, the `attnlab` binary and every option. Called before anything is written.
+pub fn check(out: &Path, attnlab: &Path, options: &SlurmOptions) -> Result<(), SlurmError> {
+    let out = out.to_string_lossy();
+    let attnlab = attnlab.to_string_lossy();
+    let mut values: Vec<(&'static str, &str)> =
+        vec![("--out", out.as_ref()), ("the attnlab binary's path", attnlab.as_ref())];
+    for (option, value) in [
+        ("--slurm-mem (or [slurm] mem)", &options.mem),
+        ("--slurm-time (or [slurm] time)", &options.time),
+        ("--slurm-partition (or [slurm] partition)", &options.partition),
+    ] {
+        if let Some(value) = value {
+            values.push((option, value.as_str()));
+        }
+    }
+    for extra in &options.sbatch {
+        values.push(("--sbatch (or [slurm] sbatch)", extra.as_str()));
+    }
+    match values.into_iter().find(|(_, value)| value.chars().any(char::is_control)) {
+        Some((option, value)) => {
+            Err(SlurmError::ControlCharacter { option, value: value.to_string() })
+        }
+        None => Ok(()),
+    }
 }
 
 /// What one submission sent to Slurm; the list of them is kept in `slurm/jobs.json`.
@@ -50,9 +83,15 @@ pub struct Submission {
     pub submitted: String,
 }
 
-/// The batch script every array task runs.
-pub fn array_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> String {
-    let mut lines = header(out, &format!("attnlab-{}", job_name(out)), "slurm-%A_%a.log");
+/// The batch script every array task runs. It is submitted with the report directory `out` as
+/// its working directory, so no line but the command names that path, and the command quotes it.
+pub fn array_script(
+    out: &Path,
+    attnlab: &Path,
+    options: &SlurmOptions,
+) -> Result<String, SlurmError> {
+    check(out, attnlab, options)?;
+    let mut lines = header(&format!("attnlab-{}", job_name(out)), "slurm-%A_%a.log");
     lines.push(format!("#SBATCH --cpus-per-task={}", options.cpus_per_task.unwrap_or(1).max(1)));
     // A task preempted or failed on a node is worth running again: it resumes.
     lines.push("#SBATCH --requeue".into());
@@ -68,24 +107,29 @@ pub fn array_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> Strin
     for extra in &options.sbatch {
         lines.push(format!("#SBATCH {extra}"));
     }
-    lines.push(format!(
-        "# Written by `attnlab compare --executor slurm`: task i trains entry i of {}/plan.json, resuming it\n\
-         # from its newest checkpoint when it was started before.",
-        out.display()
-    ));
+    lines.push(
+        "# Written by `attnlab compare --executor slurm`, which submits it from the report directory\n\
+         # (--out below): task i trains entry i of its plan.json, resuming it from its newest\n\
+         # checkpoint when it was started before."
+            .into(),
+    );
     lines.push("export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"".into());
     lines.push(format!(
         "exec {} compare --run-only --quiet --out {} --index \"$SLURM_ARRAY_TASK_ID\"",
         quote(attnlab),
         quote(out)
     ));
-    lines.join("\n") + "\n"
+    Ok(lines.join("\n") + "\n")
 }
 
-/// The batch script of the analysis job.
-pub fn analysis_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> String {
-    let mut lines =
-        header(out, &format!("attnlab-{}-analyse", job_name(out)), "slurm-analyse-%j.log");
+/// The batch script of the analysis job, submitted like [`array_script`]'s.
+pub fn analysis_script(
+    out: &Path,
+    attnlab: &Path,
+    options: &SlurmOptions,
+) -> Result<String, SlurmError> {
+    check(out, attnlab, options)?;
+    let mut lines = header(&format!("attnlab-{}-analyse", job_name(out)), "slurm-analyse-%j.log");
     lines.push("#SBATCH --cpus-per-task=1".into());
     if let Some(partition) = &options.partition {
         lines.push(format!("#SBATCH --partition={partition}"));
@@ -96,14 +140,16 @@ pub fn analysis_script(out: &Path, attnlab: &Path, options: &SlurmOptions) -> St
         quote(attnlab),
         quote(out)
     ));
-    lines.join("\n") + "\n"
+    Ok(lines.join("\n") + "\n")
 }
 
-fn header(out: &Path, name: &str, log: &str) -> Vec<String> {
+/// The log path is relative to the job's working directory, the report directory: an
+/// `#SBATCH` line cannot quote a path.
+fn header(name: &str, log: &str) -> Vec<String> {
     vec![
         "#!/bin/bash".into(),
         format!("#SBATCH --job-name={name}"),
-        format!("#SBATCH --output={}", out.join("logs").join(log).display()),
+        format!("#SBATCH --output=logs/{log}"),
     ]
 }
 
@@ -117,7 +163,8 @@ fn job_name(out: &Path) -> String {
         .collect()
 }
 
-/// `path` quoted for bash.
+/// `path` quoted for a POSIX shell: in single quotes, each `'` in it written `'\''`, so
+/// nothing in it (`$`, backquotes, spaces) is expanded.
 fn quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
@@ -149,6 +196,7 @@ pub fn submit(
     attnlab: &Path,
     options: &SlurmOptions,
 ) -> Result<Option<Submission>, SlurmError> {
+    check(out, attnlab, options)?;
     let tasks: Vec<usize> =
         entries.iter().filter(|e| e.status(out) != RunStatus::Finished).map(|e| e.index).collect();
     if tasks.is_empty() {
@@ -161,8 +209,8 @@ pub fn submit(
     }
     let array = dir.join("array.sh");
     let analysis = dir.join("analyse.sh");
-    write_atomic(&array, &array_script(out, attnlab, options))?;
-    write_atomic(&analysis, &analysis_script(out, attnlab, options))?;
+    write_atomic(&array, &array_script(out, attnlab, options)?)?;
+    write_atomic(&analysis, &analysis_script(out, attnlab, options)?)?;
     let list = match options.max_parallel {
         Some(m) => format!("{}%{m}", array_list(&tasks)),
         None => array_list(&tasks),
@@ -185,10 +233,14 @@ pub fn submit(
     Ok(Some(submission))
 }
 
-/// `sbatch --parsable ARGS SCRIPT`, run in `cwd`; the job id.
+/// `sbatch --parsable --chdir=CWD ARGS SCRIPT`, run in `cwd`; the job id. The job runs in
+/// `cwd` too, where the script's relative log path points.
 fn sbatch(args: &[String], script: &Path, cwd: &Path) -> Result<String, SlurmError> {
+    let mut chdir = std::ffi::OsString::from("--chdir=");
+    chdir.push(cwd);
     let output = Command::new("sbatch")
         .arg("--parsable")
+        .arg(chdir)
         .args(args)
         .arg(script)
         .current_dir(cwd)
@@ -314,12 +366,13 @@ mod tests {
             sbatch: vec!["--account=lab".into()],
         };
         let script =
-            array_script(Path::new("/shared/rep ort"), Path::new("/opt/attnlab"), &options);
+            array_script(Path::new("/shared/rep ort"), Path::new("/opt/attnlab"), &options)
+                .unwrap();
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines[0], "#!/bin/bash");
         for expected in [
             "#SBATCH --job-name=attnlab-rep-ort",
-            "#SBATCH --output=/shared/rep ort/logs/slurm-%A_%a.log",
+            "#SBATCH --output=logs/slurm-%A_%a.log",
             "#SBATCH --cpus-per-task=2",
             "#SBATCH --mem=4G",
             "#SBATCH --partition=gpu",
@@ -331,10 +384,124 @@ mod tests {
         // Every #SBATCH line comes before the first command (sbatch stops reading them there).
         let first_command = lines.iter().position(|l| !l.starts_with('#')).unwrap();
         assert!(lines[first_command..].iter().all(|l| !l.starts_with("#SBATCH")), "{script}");
-        let analysis = analysis_script(Path::new("/r"), Path::new("/opt/it's"), &options);
+        let analysis = analysis_script(Path::new("/r"), Path::new("/opt/it's"), &options).unwrap();
         assert!(
             analysis.ends_with("exec '/opt/it'\\''s' compare --analyse-only --quiet --out '/r'\n"),
             "{analysis}"
         );
+    }
+
+    /// A newline in any value would end its script line and start a command; every such value
+    /// is refused, naming its option, before any script is written.
+    #[test]
+    fn values_with_control_characters_are_refused() {
+        let injected = "x\ntouch /tmp/pwned".to_string();
+        let (out, attnlab) = (Path::new("/r"), Path::new("/opt/attnlab"));
+        let cases = [
+            (
+                SlurmOptions { partition: Some(injected.clone()), ..Default::default() },
+                "--slurm-partition",
+            ),
+            (SlurmOptions { mem: Some("4G\r".into()), ..Default::default() }, "--slurm-mem"),
+            (SlurmOptions { time: Some("1:00\0".into()), ..Default::default() }, "--slurm-time"),
+            (
+                SlurmOptions {
+                    sbatch: vec!["--gres=gpu:1".into(), "--qos=\tlow".into()],
+                    ..Default::default()
+                },
+                "--sbatch",
+            ),
+        ];
+        for (options, option) in cases {
+            for script in
+                [array_script(out, attnlab, &options), analysis_script(out, attnlab, &options)]
+            {
+                let err = script.unwrap_err().to_string();
+                assert!(err.starts_with(option) && !err.contains('\n'), "{err}");
+            }
+        }
+        let fine = SlurmOptions::default();
+        let err = array_script(Path::new("/r\ntouch x"), attnlab, &fine).unwrap_err().to_string();
+        assert!(err.starts_with("--out \"/r\\ntouch x\""), "{err}");
+        assert!(array_script(out, Path::new("/bin/a\nb"), &fine).is_err());
+        // Refused before anything is written or submitted.
+        let dir =
+            std::env::temp_dir().join(format!("attnlab-slurm-refused-{}", std::process::id()));
+        let options = SlurmOptions { partition: Some(injected), ..Default::default() };
+        assert!(matches!(
+            submit(&dir, &[], attnlab, &options),
+            Err(SlurmError::ControlCharacter {
+                option: "--slurm-partition (or [slurm] partition)",
+                ..
+            })
+        ));
+        assert!(!dir.exists());
+    }
+
+    /// Paths with quotes, `$(...)`, backquotes and spaces reach the command as themselves: a
+    /// real bash runs the script against a stand-in `attnlab` that records its arguments, and no
+    /// injected command runs.
+    #[test]
+    fn a_real_shell_runs_the_script_with_every_path_literal() {
+        let dir = std::env::temp_dir().join(format!("attnlab-slurm-quote-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let nasty = "it's $(touch pwned1) `touch pwned2` ; touch pwned3 \\ \"q\" *";
+        let bin_dir = dir.join(nasty);
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        let attnlab = bin_dir.join(format!("attnlab {nasty}"));
+        let args_file = dir.join("args");
+        std::fs::write(
+            &attnlab,
+            format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", args_file.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&attnlab, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = dir.join(format!("report {nasty}"));
+        let options = SlurmOptions {
+            sbatch: vec!["--comment=$(touch pwned4)".into()],
+            partition: Some("`touch pwned5`".into()),
+            ..Default::default()
+        };
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let out_text = out.to_string_lossy().into_owned();
+        for (script, expected) in [
+            (
+                array_script(&out, &attnlab, &options).unwrap(),
+                vec!["compare", "--run-only", "--quiet", "--out", &out_text, "--index", "3"],
+            ),
+            (
+                analysis_script(&out, &attnlab, &options).unwrap(),
+                vec!["compare", "--analyse-only", "--quiet", "--out", &out_text],
+            ),
+        ] {
+            // Only the command, which quotes it, names the report directory: an `#SBATCH` or
+            // comment line cannot quote it.
+            let naming: Vec<&str> = script.lines().filter(|l| l.contains(&out_text)).collect();
+            assert!(naming.len() == 1 && naming[0].starts_with("exec "), "{script}");
+            let file = dir.join("script.sh");
+            std::fs::write(&file, &script).unwrap();
+            let parsed = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+            assert!(parsed.success(), "bash -n refuses\n{script}");
+            let ran = Command::new("bash")
+                .arg(&file)
+                .current_dir(&work)
+                .env("SLURM_ARRAY_TASK_ID", "3")
+                .status()
+                .unwrap();
+            assert!(ran.success(), "{script}");
+            let args = std::fs::read_to_string(&args_file).unwrap();
+            assert_eq!(args.lines().collect::<Vec<_>>(), expected, "{script}");
+            let made: Vec<String> = std::fs::read_dir(&work)
+                .unwrap()
+                .chain(std::fs::read_dir(&dir).unwrap())
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("pwned"))
+                .collect();
+            assert!(made.is_empty(), "an injected command ran: {made:?}\n{script}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -67,14 +67,15 @@ pub fn task_preset(task: &str) -> Result<PathBuf, CompareError> {
 impl CompareSpec {
     /// Reads a comparison file.
     pub fn load(path: &Path) -> Result<Self, CompareError> {
-        let text = std::fs::read_to_string(path)
+        // `configs/compare/...` not on disk is the copy built into the binary.
+        let text = attnlab_train::presets::read(path)
             .map_err(|reason| CompareError::ReadSpec { path: path.into(), reason })?;
         let mut spec: CompareSpec = toml::from_str(&text).map_err(|e| CompareError::ParseSpec {
             path: path.into(),
             message: one_line(&e.to_string()),
         })?;
         // Relative to the comparison file, so it runs from any working directory.
-        spec.preset = attnlab_train::paths::resolve_beside(path, &spec.preset);
+        spec.preset = attnlab_train::presets::resolve_beside(path, &spec.preset);
         Ok(spec)
     }
 
@@ -303,6 +304,12 @@ impl Comparison {
         if self.seeds.is_empty() {
             return Err(CompareError::NoSeeds);
         }
+        if let Some(value) = self.target.filter(|t| !t.is_finite()) {
+            return Err(CompareError::Target { value });
+        }
+        if let Some(&value) = self.lrs.iter().find(|lr| !(lr.is_finite() && **lr > 0.0)) {
+            return Err(CompareError::LearningRate { value });
+        }
         let mut names: Vec<&str> = self.arms.iter().map(|a| a.name.as_str()).collect();
         names.sort();
         names.dedup();
@@ -426,6 +433,14 @@ mod tests {
                 run.lr,
                 run.seed
             );
+        }
+        // A TOML file can write `nan` and `inf`: refused before any run, naming the key.
+        for (target, lrs, key) in
+            [(Some(f64::NAN), vec![], "target NaN"), (None, vec![1e-3, f64::INFINITY], "lrs: inf")]
+        {
+            let bad = CompareSpec { target, lrs, ..spec.clone() };
+            let err = bad.plan().unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
         }
         let unknown = CompareSpec {
             arms: vec![ArmSpec { name: "x".into(), set: vec!["model.mixer=linear:gelu".into()] }],
