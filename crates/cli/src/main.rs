@@ -1044,10 +1044,20 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
             return Ok(());
         }
         drop(writer.take());
-        slurm::wait(&out, &entries, &submission, a.quiet)?;
-        let text = std::fs::read_to_string(out.join("results.json"))
-            .with_context(|| format!("the analysis job left no {}/results.json", out.display()))?;
-        serde_json::from_str(&text).context("results.json")?
+        match slurm::wait(&out, &entries, &submission, a.quiet) {
+            Ok(()) => {}
+            // The analysis job fails, by design, after writing a report in which some arm has
+            // no finished run: its verdicts are still worth printing (with the same error).
+            Err(slurm::SlurmError::AnalysisFailed { .. }) if out.join("results.json").is_file() => {
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !out.join("results.json").is_file() {
+            bail!("the analysis job left no {}/results.json", out.display());
+        }
+        // The verdicts are read from the run directories as the analysis job read them, not
+        // parsed from results.json, where a number no run produced is null.
+        analysis(&comparison, &entries, &out)
     } else {
         if !a.quiet {
             let lrs = entries.len() / comparison.arms.len() / comparison.seeds.len();
@@ -1095,15 +1105,24 @@ fn analyse_and_report(
     entries: &[attnlab_eval::compare::PlanEntry],
     out: &std::path::Path,
 ) -> Result<attnlab_eval::compare::Results> {
+    let results = analysis(comparison, entries, out);
+    attnlab_eval::report::write(&results, out)?;
+    Ok(results)
+}
+
+/// The results of the plan's run directories, without writing them.
+fn analysis(
+    comparison: &attnlab_eval::compare::Comparison,
+    entries: &[attnlab_eval::compare::PlanEntry],
+    out: &std::path::Path,
+) -> attnlab_eval::compare::Results {
     let records = attnlab_eval::compare::read_records(out, entries);
     let title = if comparison.title.is_empty() {
         format!("attnlab compare: {}", out.display())
     } else {
         comparison.title.clone()
     };
-    let results = attnlab_eval::compare::analyse(comparison, records, &title);
-    attnlab_eval::report::write(&results, out)?;
-    Ok(results)
+    attnlab_eval::compare::analyse(comparison, records, &title)
 }
 
 /// Prints the verdicts; fails when some arm has no finished run (nothing to judge it by).

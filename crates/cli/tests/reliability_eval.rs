@@ -293,3 +293,55 @@ fn built_in_presets_work_outside_the_repository() {
     assert!(!o.status.success() && stderr(&o).contains("nonsense"), "{}", stderr(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Whether a Slurm controller answers with a usable node (scripts/slurm-local.sh starts one).
+fn slurm_is_up() -> bool {
+    Command::new("sinfo").args(["-h", "-o", "%t"]).output().is_ok_and(|o| {
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| ["idle", "mix", "alloc"].contains(&l.trim()))
+    })
+}
+
+/// On a real Slurm, `--wait` prints the verdicts of a comparison with diverged runs. It used to
+/// parse results.json back, where a number no run produced is null ("invalid type: null,
+/// expected f64"), and, when an arm had no finished run, said only that the analysis job failed.
+#[test]
+fn slurm_wait_prints_the_verdicts_of_a_comparison_with_diverged_runs() {
+    if !slurm_is_up() {
+        eprintln!("note: no Slurm here: the --wait test with diverged runs did not run");
+        return;
+    }
+    let dir = fresh_dir("rel-eval", "slurm-diverged");
+    let file = dir.join("diverging.toml");
+    let comparison = |name: &str, lrs: &str, arms: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "preset = \"{}\"\nset = [\"train.steps=4\", \"task.eval_examples=16\", \"train.eval_every=2\"]\nseeds = [1]\n{lrs}\n{arms}",
+                root().join("configs/mqar-smoke.toml").display()
+            ),
+        )
+        .unwrap();
+        let out = dir.join(name);
+        let args = ["compare", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        attnlab(&[&args[..], &["--executor", "slurm", "--wait", "--quiet"]].concat())
+    };
+    // Every arm has a finished run at its best lr; the runs at 1e30 failed.
+    let text = ok(&comparison("two-lrs", "lrs = [3e-3, 1e30]", "[[arm]]\nname = \"softmax\"\n"));
+    assert!(text.contains("- softmax: baseline (accuracy "), "{text}");
+    // An arm whose every run diverged: its line, then the same error as a local run.
+    let o = comparison(
+        "wild-arm",
+        "",
+        "[[arm]]\nname = \"softmax\"\n[[arm]]\nname = \"wild\"\nset = [\"train.lr=1e30\"]\n",
+    );
+    refused(&o, "no run of wild finished");
+    let text = stdout(&o);
+    assert!(
+        text.contains("- wild: no finite result (all 1 run(s)") && !text.contains("NaN"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
