@@ -203,8 +203,20 @@ def parse(text):
         values=values,
         text=canonical(family, variant, values),
         module=entry["module"],
-        conventions=dict(entry["conventions"]),
+        conventions=_resolved_conventions(entry, values),
     )
+
+
+def _resolved_conventions(entry, values):
+    """The family's conventions for these option values: the registry's defaults, with each
+    ``convention_rules`` entry whose ``when`` options all match applied (attnlab derives the
+    rules from the families, so a parsed spec and an export's description agree)."""
+    conventions = dict(entry["conventions"])
+    for name, rules in entry.get("convention_rules", {}).items():
+        for rule in rules:
+            if all(values.get(k) == v for k, v in rule["when"].items()):
+                conventions[name] = dict(conventions[name], value=rule["value"])
+    return conventions
 
 
 def parse_stack(value, n_layers):

@@ -51,6 +51,13 @@ class SpecTests(unittest.TestCase):
         self.assertEqual(parse("delta").variant, None)
         self.assertEqual(parse("softmax:forget=on"), parse("softmax:forget=true"))
 
+    def test_conventions_follow_the_options_they_depend_on(self):
+        # The registry's convention_rules, derived by attnlab from the families themselves.
+        self.assertEqual(parse("delta").convention("beta_range"), 1.0)
+        self.assertEqual(parse("delta:neg_eigval=true").convention("beta_range"), 2.0)
+        self.assertEqual(parse("delta:gated:neg_eigval=on").convention("beta_range"), 2.0)
+        self.assertEqual(parse("delta:neg_eigval=true").convention("l2_eps"), parse("delta").convention("l2_eps"))
+
     def test_bad_specs_name_the_problem(self):
         # What the registry-driven grammar checks. The rules between options and on values'
         # ranges and choices (floor_scale belongs to log_n_temp, chunk >= 1, sink=maybe, ...)

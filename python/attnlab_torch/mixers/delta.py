@@ -37,12 +37,11 @@ def is_gated(spec):
     return spec.variant == "gated"
 
 
-def betas(ops, p, x, n_heads, neg_eigval):
-    """``[B, T, d_model]`` -> ``[B, H, T, 1]`` writing strengths in (0, 1), or (0, 2)."""
+def betas(ops, p, x, n_heads, beta_range):
+    """``[B, T, d_model]`` -> ``[B, H, T, 1]`` writing strengths in (0, ``beta_range``): the
+    spec's ``beta_range`` convention, 1 or 2 with ``neg_eigval``."""
     beta = ops.sigmoid(linear(ops, p, "beta", x))
-    if neg_eigval:
-        beta = beta * 2.0
-    return heads_first(ops, beta, n_heads, 1)
+    return heads_first(ops, beta * beta_range, n_heads, 1)
 
 
 def l2_normalize(ops, x, eps=L2_EPS):
@@ -100,7 +99,7 @@ def mix(ops, p, spec, x, ctx):
     """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
     gated = is_gated(spec)
     b, t = x.shape[0], x.shape[1]
-    beta = betas(ops, p, x, ctx.n_heads, spec["neg_eigval"])
+    beta = betas(ops, p, x, ctx.n_heads, spec.convention("beta_range"))
     log_g = ssm_log_gates(ops, p, x, ctx.n_heads) if gated else ops.zeros((b, ctx.n_heads, t, 1))
     q, k, v = features(ops, p, spec, x, ctx)
     y = delta_rule(ops, q, k, v, beta, log_g, ctx.causal)

@@ -123,7 +123,43 @@ pub struct FamilyInfo {
     pub options: serde_json::Map<String, serde_json::Value>,
     /// The default config's conventions.
     pub conventions: BTreeMap<String, Convention>,
+    /// The conventions a boolean option changes (delta's `beta_range` under `neg_eigval`), so
+    /// a reader that parses spec strings resolves them without a table of its own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub convention_rules: BTreeMap<String, Vec<ConventionRule>>,
     pub catalogue: Vec<VariantInfo>,
+}
+
+/// A convention's value when the options in `when` have those values.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ConventionRule {
+    pub when: serde_json::Map<String, serde_json::Value>,
+    pub value: serde_json::Value,
+}
+
+/// [`FamilyInfo::convention_rules`], found by parsing the family's spec with each boolean
+/// option flipped and keeping the conventions that differ: derived, never listed by hand.
+fn convention_rules<C: MixerFamily>() -> BTreeMap<String, Vec<ConventionRule>> {
+    // A family whose variant must be given is compared within its first variant.
+    let variant: Vec<&str> = if C::VARIANT_REQUIRED { C::variants()[..1].to_vec() } else { vec![] };
+    let base = C::parse(&variant, C::NAME).unwrap_or_default();
+    let before: BTreeMap<&str, Convention> = base.conventions().into_iter().collect();
+    let mut rules: BTreeMap<String, Vec<ConventionRule>> = BTreeMap::new();
+    for (key, value) in options_of(&base) {
+        let Some(on) = value.as_bool() else { continue };
+        let option = format!("{key}={}", !on);
+        let parts: Vec<&str> = variant.iter().copied().chain([option.as_str()]).collect();
+        let Ok(flipped) = C::parse(&parts, &option) else { continue };
+        for (name, convention) in flipped.conventions() {
+            if before.get(name).is_some_and(|c| c.value != convention.value) {
+                rules.entry(name.to_string()).or_default().push(ConventionRule {
+                    when: serde_json::Map::from_iter([(key.clone(), (!on).into())]),
+                    value: convention.value,
+                });
+            }
+        }
+    }
+    rules
 }
 
 fn family_info<C: MixerFamily>(name: &'static str, module: &'static str) -> FamilyInfo {
@@ -138,6 +174,7 @@ fn family_info<C: MixerFamily>(name: &'static str, module: &'static str) -> Fami
         bench: C::BENCH,
         options: options_of(&default),
         conventions: default.conventions().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        convention_rules: convention_rules::<C>(),
         catalogue: C::catalogue(),
     }
 }
@@ -482,6 +519,20 @@ mod tests {
             "docs/architecture.md's variants tables are stale: replace the lines between the \
              markers with `attnlab variants --markdown`"
         );
+    }
+
+    /// The rules are derived from the families' own conventions: delta's β range doubles with
+    /// `neg_eigval`, and a convention no boolean option changes has no rule.
+    #[test]
+    fn conventions_that_options_change_are_derived() {
+        let registry = MixerSpec::registry();
+        let delta = registry.iter().find(|f| f.name == "delta").unwrap();
+        assert_eq!(delta.conventions["beta_range"].value, serde_json::json!(1.0));
+        let rules = &delta.convention_rules["beta_range"];
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].when, serde_json::Map::from_iter([("neg_eigval".into(), true.into())]));
+        assert_eq!(rules[0].value, serde_json::json!(2.0));
+        assert!(!delta.convention_rules.contains_key("l2_eps"));
     }
 
     #[test]
