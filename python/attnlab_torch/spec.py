@@ -82,11 +82,13 @@ class Spec:
             raise KeyError(f"{self}: no convention '{name}' (described: {', '.join(sorted(self.conventions)) or 'none'})")
         return self.conventions[name]["value"]
 
-    def one_of(self, key, choices):
-        """``spec[key]`` when it is one of ``choices``; otherwise a ValueError naming them. The
-        registry gives a choice option's default, not its choices: the mixer that implements
-        the choices refuses the ones it does not know, rather than treat them as the default."""
+    def one_of(self, key):
+        """``spec[key]``, checked against the values the registry lists for it (``choices``,
+        which attnlab reads off the family's grammar); otherwise a ValueError naming them."""
         value = self.values[key]
+        choices = _registry.family(self.family).get("choices", {}).get(key)
+        if choices is None:
+            raise KeyError(f"{self}: '{key}' is not a word-valued option of {self.family}")
         if value not in choices:
             raise _error(self, f"'{key}': unknown value `{value}`, expected one of: {', '.join(choices)}")
         return value
@@ -156,6 +158,9 @@ def _read_value(spec, key, default, text):
             raise _error(spec, f"'{key}' needs a number, found '{text}'")
         return float(text)
     if isinstance(default, str):
+        choices = _registry.family(spec.split(":")[0]).get("choices", {}).get(key)
+        if choices is not None and text not in choices:
+            raise _error(spec, f"'{key}': unknown value `{text}`, expected one of: {', '.join(choices)}")
         return text
     raise TypeError(f"registry.json: option '{key}' has a default of unexpected type {type(default).__name__}")
 

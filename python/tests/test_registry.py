@@ -57,7 +57,9 @@ class RegistryTests(unittest.TestCase):
             fam = registry.family(name)
             head = f"{name}:{fam['variants'][0]}" if fam["variant_required"] else name
             for key, default in fam["options"].items():
-                text = {bool: "true", int: "3", float: "2.5", str: "other", type(None): "-4"}[type(default)]
+                # A word-valued option takes a value the registry lists (its last alternative).
+                word = fam.get("choices", {}).get(key, ["other"])[-1]
+                text = {bool: "true", int: "3", float: "2.5", str: word, type(None): "-4"}[type(default)]
                 value = S.parse(f"{head}:{key}={text}")[key]
                 self.assertIs(type(value), float if default is None else type(default), f"{name} {key}")
 

@@ -51,6 +51,14 @@ class SpecTests(unittest.TestCase):
         self.assertEqual(parse("delta").variant, None)
         self.assertEqual(parse("softmax:forget=on"), parse("softmax:forget=true"))
 
+    def test_word_options_take_the_values_the_registry_lists(self):
+        with self.assertRaisesRegex(ValueError, r"'norm': unknown value `bogus`, expected one of: sum, none"):
+            parse("linear:elu1:norm=bogus")
+        with self.assertRaisesRegex(ValueError, r"'sink': unknown value `learnt`, expected one of: none, learned, zero"):
+            parse("softmax:sink=learnt")
+        self.assertEqual(parse("softmax:sink=zero").one_of("sink"), "zero")
+        self.assertEqual(parse("decay:gla:form=recurrent").one_of("form"), "recurrent")
+
     def test_conventions_follow_the_options_they_depend_on(self):
         # The registry's convention_rules, derived by attnlab from the families themselves.
         self.assertEqual(parse("delta").convention("beta_range"), 1.0)

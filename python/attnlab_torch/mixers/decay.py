@@ -115,7 +115,7 @@ def decay_attention(ops, q, k, v, log_g, normalize, causal=True, eps=_feature_ma
 
 def mix(ops, p, spec, x, ctx):
     """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
-    normalize = spec.one_of("norm", ("none", "sum")) == "sum"
+    normalize = spec.one_of("norm") == "sum"
     lg = log_gates(ops, p, spec.variant, x, ctx.n_heads, spec.convention("gla_logit_normalizer"))
     q, k, v = features(ops, p, spec, x, ctx)
     y = decay_attention(ops, q, k, v, lg, normalize, ctx.causal, spec.convention("denominator_eps"))

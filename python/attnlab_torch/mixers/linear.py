@@ -40,6 +40,6 @@ def attend(ops, fq, fk, v, normalize, causal, eps=feature_maps.DENOMINATOR_EPS):
 
 def mix(ops, p, spec, x, ctx):
     fq, fk, v = features(ops, p, spec, x, ctx)
-    normalize = spec.one_of("norm", ("sum", "none")) == "sum"
+    normalize = spec.one_of("norm") == "sum"
     y = attend(ops, fq, fk, v, normalize, ctx.causal, spec.convention("denominator_eps"))
     return _heads.merge(ops, p, y)

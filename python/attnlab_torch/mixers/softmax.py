@@ -106,7 +106,7 @@ def weights(ops, p, spec, z, seen):
     if spec.variant == "softpick":
         return softpick(ops, z, seen, spec.convention("softpick_eps"))
     z = ops.where(seen, z, -math.inf)
-    sink = spec.one_of("sink", ("none", "learned", "zero"))
+    sink = spec.one_of("sink")
     if sink == "none":
         return ops.softmax(z, axis=3)
     sink_logit = p["sink"] if sink == "learned" else ops.zeros((h,))
@@ -120,6 +120,6 @@ def mix(ops, p, spec, x, ctx):
     z = logits(ops, p, spec, q, k, x, ctx.causal, seen)
     w = weights(ops, p, spec, z, seen)
     merged = flat_heads(ops, ops.matmul(w, v))
-    if spec.one_of("gate", ("none", "output")) == "output":
+    if spec.one_of("gate") == "output":
         merged = merged * ops.sigmoid(affine(ops, x, p["gate.weight"], p.get("gate.bias")))
     return affine(ops, merged, p["heads.out.weight"], p.get("heads.out.bias"))

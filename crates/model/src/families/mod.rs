@@ -127,7 +127,33 @@ pub struct FamilyInfo {
     /// a reader that parses spec strings resolves them without a table of its own.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub convention_rules: BTreeMap<String, Vec<ConventionRule>>,
+    /// The values a word-valued option takes (`norm`: `none`, `sum`): its default and the
+    /// alternatives the family's grammar names, read off [`FamilyInfo::syntax`].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub choices: BTreeMap<String, Vec<String>>,
     pub catalogue: Vec<VariantInfo>,
+}
+
+/// [`FamilyInfo::choices`]: for each word-valued option, its default, then each alternative
+/// `[:key=a|b]` in `syntax` spells out (a placeholder such as `<feature map>` lists none).
+fn choices_of(
+    syntax: &str,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut choices = BTreeMap::new();
+    for (key, default) in options {
+        let Some(default) = default.as_str() else { continue };
+        let Some(at) = syntax.find(&format!(":{key}=")) else { continue };
+        let listed = &syntax[at + key.len() + 2..];
+        let listed = &listed[..listed.find(']').unwrap_or(listed.len())];
+        if listed.starts_with('<') {
+            continue;
+        }
+        let mut values = vec![default.to_string()];
+        values.extend(listed.split('|').filter(|v| *v != default).map(str::to_string));
+        choices.insert(key.clone(), values);
+    }
+    choices
 }
 
 /// A convention's value when the options in `when` have those values.
@@ -175,6 +201,7 @@ fn family_info<C: MixerFamily>(name: &'static str, module: &'static str) -> Fami
         options: options_of(&default),
         conventions: default.conventions().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         convention_rules: convention_rules::<C>(),
+        choices: choices_of(C::SYNTAX, &options_of(&default)),
         catalogue: C::catalogue(),
     }
 }
@@ -533,6 +560,32 @@ mod tests {
         assert_eq!(rules[0].when, serde_json::Map::from_iter([("neg_eigval".into(), true.into())]));
         assert_eq!(rules[0].value, serde_json::json!(2.0));
         assert!(!delta.convention_rules.contains_key("l2_eps"));
+    }
+
+    /// Word-valued options list their values, the default first; numbers and placeholders none.
+    #[test]
+    fn word_options_list_their_choices() {
+        let registry = MixerSpec::registry();
+        let family = |name: &str| registry.iter().find(|f| f.name == name).unwrap().clone();
+        assert_eq!(family("softmax").choices["sink"], ["none", "learned", "zero"]);
+        assert_eq!(family("softmax").choices["gate"], ["none", "output"]);
+        assert_eq!(family("linear").choices["norm"], ["sum", "none"]);
+        assert_eq!(family("decay").choices["form"], ["chunked", "parallel", "recurrent"]);
+        assert!(!family("decay").choices.contains_key("map"), "a placeholder lists nothing");
+        assert!(!family("decay").choices.contains_key("chunk"), "numbers have no choices");
+        // Every listed value parses.
+        for f in &registry {
+            for (key, values) in &f.choices {
+                for v in values {
+                    let variant = f.variants.first().filter(|_| f.variant_required);
+                    let spec = match variant {
+                        Some(variant) => format!("{}:{variant}:{key}={v}", f.name),
+                        None => format!("{}:{key}={v}", f.name),
+                    };
+                    assert!(spec.parse::<MixerSpec>().is_ok(), "{spec}");
+                }
+            }
+        }
     }
 
     #[test]
