@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{TINY, attnlab, fails_with, latest_step, losses, ok, root, stderr, train_tiny};
+use common::{
+    TINY, attnlab, fails_with, latest_step, losses, ok, root, slurm_is_up, stderr, train_tiny,
+};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("attnlab-cli-{name}-{}", std::process::id()));
@@ -1138,16 +1140,6 @@ fn a_grid_sweep_gives_the_same_runs_with_jobs_2_and_in_separate_steps() {
     assert_eq!(run_numbers(&parallel), expected, "--jobs 2");
     assert_eq!(run_numbers(&steps), expected, "plan, run entries, analyse");
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// Whether a Slurm controller answers with a usable node (scripts/slurm-local.sh starts one).
-fn slurm_is_up() -> bool {
-    Command::new("sinfo").args(["-h", "-o", "%t"]).output().is_ok_and(|o| {
-        o.status.success()
-            && String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| ["idle", "mix", "alloc"].contains(&l.trim()))
-    })
 }
 
 /// The plan as one Slurm job array on a real (single-node) Slurm: the report equals the local

@@ -2,41 +2,8 @@
 //! scripts, bench lengths, non-finite compare options, diverged arms in a report, and the built-in
 //! presets from outside the repository. Each runs the `attnlab` binary as a user would.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 mod common;
 use common::*;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failing exit code and one line on stderr, `error: ...` containing `needle`.
-#[track_caller]
-fn refused(o: &Output, needle: &str) {
-    assert!(!o.status.success(), "should fail: {}", stdout(o));
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(needle),
-        "expected '{needle}' in: {err}"
-    );
-}
-
-/// `attnlab args...` run from `dir` (not the repository root).
-fn attnlab_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attnlab"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the binary runs")
-}
 
 /// A newline in any value bound for a batch script would start a command of its own there: the
 /// comparison is refused, naming the option, before the plan or any script is written (and so
@@ -71,7 +38,7 @@ fn slurm_values_with_control_characters_are_refused_before_anything_is_written()
         (vec!["--sbatch=--gres=gpu:1", sbatch.as_str()], "--sbatch"),
     ] {
         let o = compare(out_text, &extra);
-        refused(&o, option);
+        fails_with(&o, option);
         assert!(
             stderr(&o).contains("\\n") || stderr(&o).contains("\\r") || stderr(&o).contains("\\t")
         );
@@ -79,7 +46,7 @@ fn slurm_values_with_control_characters_are_refused_before_anything_is_written()
     }
     // The report directory's own path reaches the scripts too.
     let bad_out = dir.join("report\ntouch x");
-    refused(&compare(bad_out.to_str().unwrap(), &[]), "--out");
+    fails_with(&compare(bad_out.to_str().unwrap(), &[]), "--out");
     assert!(!bad_out.exists());
     // So does a comparison file's [slurm] table.
     let file = dir.join("sweep.toml");
@@ -91,7 +58,7 @@ fn slurm_values_with_control_characters_are_refused_before_anything_is_written()
         ),
     )
     .unwrap();
-    refused(
+    fails_with(
         &attnlab(&[
             "compare",
             "--config",
@@ -125,7 +92,7 @@ fn bench_refuses_a_zero_length_before_measuring_anything() {
             "--lengths",
             lengths,
         ]);
-        refused(
+        fails_with(
             &o,
             "--lengths: 0 is not a sequence length; give positive lengths, e.g. --lengths 64,256",
         );
@@ -160,7 +127,7 @@ fn compare_refuses_non_finite_targets_and_learning_rates() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        refused(&o, needle);
+        fails_with(&o, needle);
         assert!(!out.exists(), "{flag} {value}: nothing may be written");
     }
     for (line, needle) in [("target = nan", "target NaN"), ("lrs = [1e-3, inf]", "lrs: inf")] {
@@ -181,7 +148,7 @@ fn compare_refuses_non_finite_targets_and_learning_rates() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        refused(&o, needle);
+        fails_with(&o, needle);
         assert!(!out.exists(), "{line}: nothing may be written");
     }
     std::fs::remove_dir_all(dir).unwrap();
@@ -214,7 +181,7 @@ fn a_comparison_whose_runs_all_diverge_names_its_arms_without_a_result() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    refused(&o, "no run of softmax, linear:elu1 finished");
+    fails_with(&o, "no run of softmax, linear:elu1 finished");
     let text = stdout(&o);
     assert!(!text.contains("NaN"), "{text}");
     for line in [
@@ -282,7 +249,7 @@ fn built_in_presets_work_outside_the_repository() {
     ));
     assert!(text.contains("plan: "), "{text}");
 
-    refused(
+    fails_with(
         &attnlab_in(&cwd, &["train", "--config", "configs/nope.toml"]),
         "cannot read config configs/nope.toml",
     );
@@ -294,22 +261,14 @@ fn built_in_presets_work_outside_the_repository() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Whether a Slurm controller answers with a usable node (scripts/slurm-local.sh starts one).
-fn slurm_is_up() -> bool {
-    Command::new("sinfo").args(["-h", "-o", "%t"]).output().is_ok_and(|o| {
-        o.status.success()
-            && String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| ["idle", "mix", "alloc"].contains(&l.trim()))
-    })
-}
-
 /// On a real Slurm, `--wait` prints the verdicts of a comparison with diverged runs. It used to
 /// parse results.json back, where a number no run produced is null ("invalid type: null,
 /// expected f64"), and, when an arm had no finished run, said only that the analysis job failed.
 #[test]
 fn slurm_wait_prints_the_verdicts_of_a_comparison_with_diverged_runs() {
     if !slurm_is_up() {
+        // CI starts Slurm (.ci/run runs scripts/slurm-local.sh up), so there this is a failure.
+        assert!(std::env::var_os("CI").is_none(), "CI must have a running Slurm");
         eprintln!("note: no Slurm here: the --wait test with diverged runs did not run");
         return;
     }
@@ -337,7 +296,7 @@ fn slurm_wait_prints_the_verdicts_of_a_comparison_with_diverged_runs() {
         "",
         "[[arm]]\nname = \"softmax\"\n[[arm]]\nname = \"wild\"\nset = [\"train.lr=1e30\"]\n",
     );
-    refused(&o, "no run of wild finished");
+    fails_with(&o, "no run of wild finished");
     let text = stdout(&o);
     assert!(
         text.contains("- wild: no finite result (all 1 run(s)") && !text.contains("NaN"),

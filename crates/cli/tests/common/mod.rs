@@ -114,3 +114,22 @@ pub fn latest_step(run: &Path) -> i64 {
         .max()
         .unwrap_or(-1)
 }
+
+/// `attnlab args...` run from `dir` (not the repository root).
+pub fn attnlab_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attnlab"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+/// Whether a Slurm controller answers with a usable node (scripts/slurm-local.sh starts one).
+pub fn slurm_is_up() -> bool {
+    Command::new("sinfo").args(["-h", "-o", "%t"]).output().is_ok_and(|o| {
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| ["idle", "mix", "alloc"].contains(&l.trim()))
+    })
+}
