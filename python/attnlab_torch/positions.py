@@ -85,6 +85,16 @@ class Rope:
         self.thetas = rope_thetas(d, base, scaling)
         self._tables = {}
 
+    def narrowed(self, width):
+        """RoPE of a ``width``-wide part of a head (``width`` even, dividing ``d``) as attnlab
+        rotates one: its pair ``i`` turns at the head's pair ``i·d/width``, which is
+        ``θ^(−2i/width)`` (crates/model/src/position.rs, ``rope_pair_angles``)."""
+        if width % 2 or self.d % width:
+            raise ValueError(f"rope of width {width} from {self.d}-wide heads: need an even divisor")
+        part = object.__new__(Rope)
+        part.d, part.thetas, part._tables = width, self.thetas[:: self.d // width], {}
+        return part
+
     def table(self, ops, t, offset):
         """cos and sin ``[T, d/2]`` for positions ``offset..offset+T`` (float32-rounded angles)."""
         key = (ops.name, repr(getattr(ops, "device", None)), repr(getattr(ops, "dtype", None)), t, offset)

@@ -149,6 +149,45 @@ def stickbreak_oracle(p, s, x, causal, rope=False):
     return output(p, y)
 
 
+def diff_oracle(p, s, x, causal, rope=False, layer=0):
+    """Differential attention from the paper's equations, query by query: the halves of each
+    head's query and key (each rotated as its own head under RoPE), two softmaxes, λ from the
+    four vectors, λ_init = 0.8 − 0.6·exp(−0.3·(l − 1)) with l = layer + 1, the RMSNorm written out."""
+    dh = D // H
+    d = dh // 2
+    q, k, v = per_head(p, x, dh, dh)
+    B, _, Tn, _ = q.shape
+    if rope:
+        for vec in (q, k):
+            for b in range(B):
+                for h in range(H):
+                    for t in range(Tn):
+                        for start in (0, d):
+                            r = vec[b, h, t, start:start + d].copy()
+                            for i in range(d // 2):
+                                ang = t * 10000 ** (-2 * i / d)
+                                c, sn = math.cos(ang), math.sin(ang)
+                                vec[b, h, t, start + 2 * i] = r[2 * i] * c - r[2 * i + 1] * sn
+                                vec[b, h, t, start + 2 * i + 1] = r[2 * i + 1] * c + r[2 * i] * sn
+    l = layer + 1
+    init = s["lambda_init"] if s["lambda_init"] is not None else 0.8 - 0.6 * math.exp(-0.3 * (l - 1))
+    lam = math.exp(float(p["lambda_q1"] @ p["lambda_k1"])) - math.exp(float(p["lambda_q2"] @ p["lambda_k2"])) + init
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tn):
+                js = keys_of(i, Tn, causal)
+
+                def weights(lo):
+                    e = [math.exp(float(q[b, h, i, lo:lo + d] @ k[b, h, j, lo:lo + d]) / math.sqrt(d)) for j in js]
+                    return [a / sum(e) for a in e]
+
+                row = sum((a1 - lam * a2) * v[b, h, j] for a1, a2, j in zip(weights(0), weights(d), js))
+                rms = math.sqrt(sum(c * c for c in row) / dh + 1e-5)
+                y[b, h, i] = row / rms * p["norm.gamma"] * (1 - init)
+    return output(p, y)
+
+
 def phi(name, vec, pos, p, m_len):
     d = len(vec)
     if name == "identity":
@@ -193,23 +232,25 @@ def linear_oracle(p, s, x, causal, rope=False):
     return output(p, y)
 
 
-ORACLES = {"softmax": softmax_oracle, "sigmoid": sigmoid_oracle, "stickbreak": stickbreak_oracle, "linear": linear_oracle}
+ORACLES = {"softmax": softmax_oracle, "sigmoid": sigmoid_oracle, "stickbreak": stickbreak_oracle, "linear": linear_oracle,
+           "diff": diff_oracle}
 
 
-def run(spec, seed, causal, rope=False, batch=2):
+def run(spec, seed, causal, rope=False, batch=2, layer=0):
     s = parse(spec)
     rng = np.random.default_rng(seed)
     p = mixer_params(s, D, H, rng, scale=0.6)
     x = rng.normal(0, 1, (batch, T, D))
-    ctx = MixContext(d_model=D, n_heads=H, max_seq_len=L, layer=0, causal=causal, bias=True, rope=Rope(D // H) if rope else None)
+    ctx = MixContext(d_model=D, n_heads=H, max_seq_len=L, layer=layer, causal=causal, bias=True, rope=Rope(D // H) if rope else None)
     got = MIXERS[s.family][1].mix(ops, {k: ops.asarray(v) for k, v in p.items()}, s, x, ctx)
-    want = ORACLES[s.family](p, s, x, causal, rope=rope)
+    oracle = ORACLES[s.family]
+    want = oracle(p, s, x, causal, rope=rope, layer=layer) if s.family == "diff" else oracle(p, s, x, causal, rope=rope)
     return got, want
 
 
 class MixerOracleTests(unittest.TestCase):
-    def check(self, spec, causal, seed, rope=False, tol=1e-10):
-        got, want = run(spec, seed, causal, rope)
+    def check(self, spec, causal, seed, rope=False, tol=1e-10, layer=0):
+        got, want = run(spec, seed, causal, rope, layer=layer)
         self.assertEqual(got.shape, want.shape)
         self.assertTrue(np.all(np.isfinite(got)), spec)
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{spec} causal={causal}")
@@ -247,6 +288,11 @@ class MixerOracleTests(unittest.TestCase):
             for causal in (True, False):
                 self.check(spec, causal, 300 + 2 * i + causal)
 
+    def test_diff_at_every_depth_and_with_a_fixed_lambda_init(self):
+        for i, (spec, layer) in enumerate([("diff", 0), ("diff", 3), ("diff:lambda_init=0.5", 2)]):
+            for causal in (True, False):
+                self.check(spec, causal, 420 + 2 * i + causal, layer=layer)
+
     def test_stickbreak(self):
         for causal in (True, False):
             self.check("stickbreak", causal, 400 + causal)
@@ -265,12 +311,12 @@ class MixerOracleTests(unittest.TestCase):
         np.testing.assert_array_equal(a, b)
 
     def test_rope_inside_attention(self):
-        for spec in ["softmax", "softmax:qk_norm", "sigmoid", "stickbreak", "linear:elu1"]:
+        for spec in ["softmax", "softmax:qk_norm", "sigmoid", "stickbreak", "linear:elu1", "diff"]:
             for causal in (True, False):
                 self.check(spec, causal, 700, rope=True, tol=1e-5)
 
     def test_causal_outputs_ignore_the_future(self):
-        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity"]:
+        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff"]:
             s = parse(spec)
             rng = np.random.default_rng(800)
             p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng).items()}
@@ -292,7 +338,7 @@ class MixerOracleTests(unittest.TestCase):
             self.assertIn(needle, str(e.exception), spec)
 
     def test_large_logits_stay_finite(self):
-        for spec in ["softmax", "softmax:softpick", "softmax:sink=zero", "softmax:forget=true", "stickbreak", "sigmoid"]:
+        for spec in ["softmax", "softmax:softpick", "softmax:sink=zero", "softmax:forget=true", "stickbreak", "sigmoid", "diff"]:
             s = parse(spec)
             rng = np.random.default_rng(900)
             p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng, scale=3.0).items()}

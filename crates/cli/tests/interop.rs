@@ -179,6 +179,18 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             MQAR,
             &["model.mixer=stickbreak", "model.positions=none"],
         ),
+        // Differential attention: each half rotated as its own head, λ_init per layer (3 layers).
+        Case::new(
+            "diff-rope-gqa",
+            MQAR,
+            &[
+                "model.mixer=diff",
+                "model.positions=rope",
+                "model.n_layers=3",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+            ],
+        ),
         Case::new("hybrid", MQAR, &["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
         Case::new(
             "separation-bidirectional",

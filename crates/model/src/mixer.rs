@@ -172,6 +172,12 @@ pub enum MixerError {
         /// How the message names the mixer (`linear:cosformer`, `decay with map=cosformer`).
         mixer: &'static str,
     },
+    /// A family that splits each head's queries and keys into parts needs a head dim the parts
+    /// divide.
+    #[error(
+        "{mixer} needs a head dim divisible by {multiple} ({why}), got {head_dim}: change model.d_model/model.n_heads or set model.head_dim"
+    )]
+    HeadDim { mixer: &'static str, head_dim: usize, multiple: usize, why: &'static str },
 }
 
 /// One line of the `attnlab variants` listing.

@@ -191,6 +191,31 @@ mod tests {
         assert_eq!(fresh, want);
     }
 
+    /// Differential attention keeps softmax's `[q | k | v]` shapes (its query and key halves are
+    /// softmax's columns), so a swap carries q/k/v/o over and only λ's vectors and the per-head
+    /// norm start fresh.
+    #[test]
+    fn swapping_to_differential_attention_carries_the_projections() {
+        let io = ModelIo { input: ModelInput::Tokens { vocab: 11 }, output_dim: 11 };
+        let device = Device::flex();
+        let source = config("softmax").init(&io, 1, &device).unwrap();
+        let target = config("softmax,diff").init(&io, 2, &device).unwrap();
+        let source_tensors = variant_free_tensors(&source);
+        let (target, report) = transfer(target, &source_tensors);
+        for name in ["qkv.weight", "qkv.bias", "out.weight", "out.bias"] {
+            let name = format!("blocks.1.mixer.heads.{name}");
+            assert!(report.copied.contains(&name), "{name} not carried: {:?}", report.copied);
+            assert_eq!(variant_free_tensors(&target)[&name], source_tensors[&name], "{name}");
+        }
+        let mut fresh = report.fresh.clone();
+        fresh.sort();
+        let want: Vec<String> = ["lambda_k1", "lambda_k2", "lambda_q1", "lambda_q2", "norm.gamma"]
+            .iter()
+            .map(|n| format!("blocks.1.mixer.{n}"))
+            .collect();
+        assert_eq!(fresh, want);
+    }
+
     /// A source with other shapes leaves the target's fresh weights alone.
     #[test]
     fn mismatched_shapes_stay_fresh() {

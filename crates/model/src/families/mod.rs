@@ -13,6 +13,7 @@
 
 pub mod decay;
 pub mod delta;
+pub mod diff;
 pub mod linear;
 pub mod sigmoid;
 pub mod softmax;
@@ -93,6 +94,7 @@ families! {
     Decay(decay::DecayAttentionConfig),
     Delta(delta::DeltaAttentionConfig),
     StickBreak(stickbreak::StickBreakingAttentionConfig),
+    Diff(diff::DiffAttentionConfig),
 }
 
 struct FamilyEntry {
@@ -492,6 +494,8 @@ mod tests {
             "linear:elu1:norm=none",
             "linear:elu1:form=recurrent",
             "linear:elu1:chunk=16",
+            "diff",
+            "diff:lambda_init=0.5",
         ] {
             let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(parsed.to_string(), spec);
