@@ -121,13 +121,36 @@ fn recall_frontier_softmax_on_top_and_gated_delta_above_linear() {
     }
 }
 
+/// State tracking at smoke size: on parity, both negative-eigenvalue delta-rule arms solve the
+/// training length on both seeds and their [0, 1] counterparts do not, and every arm (softmax,
+/// linear, Mamba-2 decay and the four delta-rule arms) reports its per-position and last-position
+/// accuracy at 1x, 2x, 4x and 8x the trained length.
+#[test]
+fn state_tracking_negative_eigenvalues_solve_parity_and_the_unit_interval_does_not() {
+    let r = reproduce("state-tracking");
+    assert_eq!(r["checks"].as_array().unwrap().len(), 4, "two pairs, solves and does not");
+    assert_eq!(r["lengths"], serde_json::json!([16, 32, 64, 128]));
+    let parity = &r["problems"]["parity"];
+    assert_eq!(parity["chance"], 0.5);
+    let runs = parity["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 14, "7 arms x 2 seeds");
+    for run in runs {
+        for key in
+            ["accuracy", "final_accuracy", "accuracy@32", "accuracy@128", "final_accuracy@128"]
+        {
+            let v = run["final_eval"][key].as_f64().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&v), "{}: {key} = {v}", run["id"]);
+        }
+    }
+}
+
 /// Every reproduction's paper size is a valid plan (each run's config resolves and validates),
 /// of the published size, without training anything or writing into the repository.
 #[test]
 fn every_paper_size_plans_without_training() {
     // (name, runs and optimizer steps in all; None for length-scaling, whose paper size is its
     // full size of three studies, sized by that size's own code)
-    let expected: [(&str, Option<(usize, usize)>); 10] = [
+    let expected: [(&str, Option<(usize, usize)>); 11] = [
         ("scaling-sim", Some((0, 0))),
         // 5 divisors x 3 seeds of nanoGPT's 5000-step GPU recipe.
         ("scaling-train", Some((15, 15 * 5000))),
@@ -146,6 +169,8 @@ fn every_paper_size_plans_without_training() {
         // An imported teacher (no training) and 2 families x 4 arms of 1000 + 1000 steps, the
         // control (2000 steps) once per family.
         ("linearize", Some((9, 2 * (4 * 2000 + 2000)))),
+        // 5 problems x 7 arms x 3 seeds x 3 lrs of 20 000 steps (configs/state-tracking-paper.toml).
+        ("state-tracking", Some((315, 315 * 20_000))),
     ];
     for (name, expected) in expected {
         let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))

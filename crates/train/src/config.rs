@@ -108,6 +108,7 @@ pub enum TaskConfig {
     Mqar(MqarConfig),
     Separation(SeparationConfig),
     MaxRetrieval(MaxRetrievalConfig),
+    StateTracking(StateTrackingConfig),
 }
 
 impl TaskConfig {
@@ -119,6 +120,7 @@ impl TaskConfig {
             TaskConfig::Mqar(_) => "mqar",
             TaskConfig::Separation(_) => "separation",
             TaskConfig::MaxRetrieval(_) => "max_retrieval",
+            TaskConfig::StateTracking(_) => "state_tracking",
         }
     }
 }
@@ -298,6 +300,113 @@ impl Default for MaxRetrievalConfig {
             eval_items: vec![16, 32, 64, 128, 256],
             eval_examples: 256,
         }
+    }
+}
+
+/// State tracking (the word problem of a finite group): read a sequence of group elements and
+/// output the running product after every one of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateTrackingConfig {
+    /// Which group: `parity` (bits, the cyclic group of order 2), `mod<m>` (tokens 0..m summed
+    /// mod m, m >= 2) or `s<n>` (the symmetric group on n points, one token per permutation,
+    /// n! of them). See [`Problem`].
+    pub problem: String,
+    /// Training length L: every position is scored, so every prefix length 1..=L is trained.
+    pub seq_len: usize,
+    /// Length generalisation: also evaluate at these lengths (e.g. `[2L, 4L, 8L]`), reported as
+    /// `accuracy@ℓ`, `final_accuracy@ℓ` and `loss@ℓ`. Empty: off.
+    pub eval_lengths: Vec<usize>,
+    /// Sequences in each fixed evaluation set.
+    pub eval_examples: usize,
+}
+
+impl Default for StateTrackingConfig {
+    fn default() -> Self {
+        Self { problem: "parity".into(), seq_len: 32, eval_lengths: Vec::new(), eval_examples: 256 }
+    }
+}
+
+/// The most states (= tokens) a state-tracking problem may have: `s7` (7! = 5040). Both the
+/// embedding and the output layer have one row per state.
+pub const MAX_STATES: usize = 5040;
+
+/// A state-tracking problem, parsed from `task.problem`. One key rather than a `group` and a
+/// `modulus`: no combination of the two can be wrong, and the names are the literature's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Bits; the state is the parity of the ones so far (the cyclic group of order 2).
+    Parity,
+    /// Tokens `0..m`; the state is their sum mod m (the cyclic group of order m).
+    Modular(usize),
+    /// Permutations of n points, one token each (lexicographic rank); the state is their
+    /// composition (the symmetric group S_n, n! elements).
+    Symmetric(usize),
+}
+
+impl Problem {
+    /// The number of states, which is also the number of input tokens (the group's order).
+    pub fn states(self) -> usize {
+        match self {
+            Problem::Parity => 2,
+            Problem::Modular(m) => m,
+            Problem::Symmetric(n) => (1..=n).product(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Parity => write!(f, "parity"),
+            Problem::Modular(m) => write!(f, "mod{m}"),
+            Problem::Symmetric(n) => write!(f, "s{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Problem {
+    type Err = String;
+    /// `parity`, `mod<m>` or `s<n>`; the error is one line naming `task.problem` and the fix.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |rest: &str| rest.parse::<usize>().ok();
+        let problem = match s {
+            "parity" => Problem::Parity,
+            _ if s.starts_with("mod") && number(&s[3..]).is_some() => {
+                Problem::Modular(number(&s[3..]).expect("checked"))
+            }
+            _ if s.starts_with('s') && number(&s[1..]).is_some() => {
+                Problem::Symmetric(number(&s[1..]).expect("checked"))
+            }
+            _ => {
+                return Err(format!(
+                    "task.problem: unknown problem '{s}': expected parity, mod<m> (m >= 2, e.g. mod3) or s<n> (the symmetric group, n in 2..=7, e.g. s5)"
+                ));
+            }
+        };
+        match problem {
+            Problem::Modular(m) if m < 2 => Err(format!(
+                "task.problem: modulus {m} is below 2, so there is no state to track: use mod2 (or parity) or more"
+            )),
+            Problem::Symmetric(n) if n < 2 => Err(format!(
+                "task.problem: s{n} has a single element, so there is no state to track: use s2 or more"
+            )),
+            // n! overflows long before it is computed for large n: compare n first.
+            Problem::Symmetric(n) if n > 7 => Err(format!(
+                "task.problem: s{n} has {n}! states, more than the {MAX_STATES} tokens a problem may have (s7): use n <= 7"
+            )),
+            Problem::Modular(m) if m > MAX_STATES => Err(format!(
+                "task.problem: mod{m} has {m} states, more than the {MAX_STATES} tokens a problem may have: use m <= {MAX_STATES}"
+            )),
+            p => Ok(p),
+        }
+    }
+}
+
+impl StateTrackingConfig {
+    /// The parsed `problem` (its one-line error names `task.problem`).
+    pub fn parsed(&self) -> Result<Problem, String> {
+        self.problem.parse()
     }
 }
 
@@ -695,6 +804,33 @@ impl RunConfig {
                     ));
                 }
             }
+            TaskConfig::StateTracking(c) => {
+                c.parsed().map_err(|message| invalid("task.problem", message))?;
+                let max = self.model.max_seq_len;
+                if c.seq_len == 0 || c.seq_len > max {
+                    return Err(invalid(
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({}) must be in 1..=model.max_seq_len ({max}): a sequence needs at least one element",
+                            c.seq_len
+                        ),
+                    ));
+                }
+                if c.eval_examples == 0 {
+                    return Err(ConfigError::Zero { key: "task.eval_examples" });
+                }
+                for &len in &c.eval_lengths {
+                    if len == 0 || len > max {
+                        return Err(invalid(
+                            "task.eval_lengths",
+                            format!(
+                                "task.eval_lengths: {len} must be in 1..=model.max_seq_len ({max}): raise model.max_seq_len to the longest evaluation length"
+                            ),
+                        ));
+                    }
+                    self.refuse_learned_positions_past(c.seq_len, len)?;
+                }
+            }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
                     return Err(invalid(
@@ -1037,6 +1173,49 @@ mod tests {
         ] {
             let err = RunConfig::from_toml(TASK, &[set.to_string()]).unwrap_err().to_string();
             assert!(err.contains(needle), "{set}: {err}");
+        }
+    }
+
+    /// State tracking: the problem names a group attnlab can build, the lengths fit the model,
+    /// and each impossible setting is refused in one line naming the key and the fix.
+    #[test]
+    fn state_tracking_settings_are_checked() {
+        const TASK: &str = "[task]\nkind = \"state_tracking\"\nproblem = \"s5\"\nseq_len = 16\neval_lengths = [32, 128]\n[model]\nmax_seq_len = 128\npositions = \"none\"\n";
+        let ok = RunConfig::from_toml(TASK, &[]).unwrap();
+        let TaskConfig::StateTracking(c) = &ok.task else { panic!("state_tracking") };
+        assert_eq!(c.parsed(), Ok(Problem::Symmetric(5)));
+        assert_eq!(RunConfig::from_toml(&ok.to_toml(), &[]).unwrap(), ok);
+        for (problem, parsed, states) in [
+            ("parity", Problem::Parity, 2),
+            ("mod2", Problem::Modular(2), 2),
+            ("mod3", Problem::Modular(3), 3),
+            ("mod5", Problem::Modular(5), 5),
+            ("s3", Problem::Symmetric(3), 6),
+            ("s5", Problem::Symmetric(5), 120),
+            ("s7", Problem::Symmetric(7), MAX_STATES),
+        ] {
+            let p: Problem = problem.parse().unwrap();
+            assert_eq!((p, p.states(), p.to_string()), (parsed, states, problem.to_string()));
+        }
+        for (set, needle) in [
+            ("task.problem=mod1", "task.problem: modulus 1 is below 2"),
+            ("task.problem=mod0", "task.problem: modulus 0 is below 2"),
+            ("task.problem=s1", "task.problem: s1 has a single element"),
+            ("task.problem=a5", "task.problem: unknown problem 'a5': expected parity, mod<m>"),
+            ("task.problem=mod", "task.problem: unknown problem 'mod'"),
+            ("task.problem=s8", "task.problem: s8 has 8! states, more than the 5040 tokens"),
+            ("task.problem=s40", "task.problem: s40 has 40! states"),
+            ("task.problem=mod5041", "task.problem: mod5041 has 5041 states"),
+            ("task.seq_len=0", "task.seq_len (0) must be in 1..=model.max_seq_len (128)"),
+            ("task.seq_len=129", "task.seq_len (129) must be in 1..=model.max_seq_len (128)"),
+            ("task.eval_lengths=[0]", "task.eval_lengths: 0 must be in 1..=model.max_seq_len"),
+            ("task.eval_lengths=[256]", "task.eval_lengths: 256 must be in 1..=model.max_seq_len"),
+            ("task.eval_examples=0", "task.eval_examples is 0"),
+            ("model.positions=\"learned\"", "learned positions past the training length (16)"),
+        ] {
+            let err = RunConfig::from_toml(TASK, &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+            assert!(!err.contains('\n'), "{set}: error spans lines: {err}");
         }
     }
 

@@ -59,6 +59,7 @@ pub fn task_preset(task: &str) -> Result<PathBuf, CompareError> {
         "bpe" | "bpe_lm" | "shakespeare-bpe" => "shakespeare-bpe",
         "separation" => "separation",
         "max_retrieval" | "max-retrieval" => "max-retrieval",
+        "state_tracking" | "state-tracking" => "state-tracking",
         other => return Err(CompareError::UnknownTask { task: other.to_string() }),
     };
     Ok(PathBuf::from(format!("configs/{name}-smoke.toml")))

@@ -23,7 +23,7 @@ pub(super) fn mean(results: &Results, arm: &str) -> f64 {
 }
 
 /// Mean over an arm's best-lr runs of one metric of their last evaluation.
-fn final_eval_mean(results: &Results, arm: &str, key: &str) -> f64 {
+pub(super) fn final_eval_mean(results: &Results, arm: &str, key: &str) -> f64 {
     let Some(a) = results.arms.iter().find(|a| a.name == arm) else { return f64::NAN };
     let v: Vec<f64> =
         a.runs.iter().filter_map(|&i| results.runs[i].final_eval.get(key).copied()).collect();
@@ -441,7 +441,7 @@ fn worst_error(evals: &[&BTreeMap<String, f64>], from_k: usize) -> (f64, usize) 
 }
 
 /// Lowest final accuracy over an arm's best-lr seeds (NaN where one has none: unfinished or failed).
-fn worst_seed(results: &Results, arm: &str) -> f64 {
+pub(super) fn worst_seed(results: &Results, arm: &str) -> f64 {
     let Some(a) = results.arms.iter().find(|a| a.name == arm) else { return f64::NAN };
     let finals: Vec<f64> =
         a.runs.iter().map(|&i| results.runs[i].final_metric.unwrap_or(f64::NAN)).collect();

@@ -19,6 +19,7 @@ mod hybrid;
 mod linearize;
 mod order;
 pub mod scaling_sim;
+mod state;
 mod widths;
 
 pub use docs::{DocsError, OUTCOME_FILE, OutcomeRecord, machine, update_docs};
@@ -28,7 +29,7 @@ pub use linearize::{Inputs, with_recall_drills};
 use crate::compare::LocalExecutor;
 use std::path::Path;
 
-pub const REPRODUCTIONS: [(&str, &str); 10] = [
+pub const REPRODUCTIONS: [(&str, &str); 11] = [
     (
         "scaling-sim",
         "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256",
@@ -62,6 +63,10 @@ pub const REPRODUCTIONS: [(&str, &str); 10] = [
     (
         "linearize",
         "a softmax LM linearised to Taylor and Gated DeltaNet: attention transfer + distillation vs the control, LoRA, keep:K hybrids, recall",
+    ),
+    (
+        "state-tracking",
+        "parity, mod 3/5 counting and S3/S5 composition at 1x-8x the trained length: negative eigenvalues (neg_eigval) against [0, 1]",
     ),
 ];
 
@@ -103,6 +108,7 @@ pub fn run_with(
         "hybrid-ratio" => hybrid::hybrid_ratio(size, out, exec),
         "recall-frontier" => frontier::recall_frontier(size, out, exec),
         "linearize" => linearize::linearize_recipe(size, out, exec, inputs),
+        "state-tracking" => state::state_tracking(size, out, exec),
         other => check_name(other).and(Err(ReproduceError::NoRunner { name: other.to_string() })),
     }
 }

@@ -220,6 +220,10 @@ pub enum TaskError {
     VocabularyExceedsEmbedding { vocab: usize, rows: usize },
     #[error("training the BPE tokenizer failed: {reason}")]
     TrainTokenizer { reason: tokenizers::Error },
+    /// A task option that names nothing the task can build (`task.problem`); the message names
+    /// the key and the fix.
+    #[error("{0}")]
+    Problem(String),
     /// A file the task keeps in the run directory cannot be written.
     #[error("{path}: {reason}")]
     SaveCodec { path: PathBuf, reason: String },

@@ -11,6 +11,7 @@ mod interface;
 pub mod max_retrieval;
 pub mod mqar;
 pub mod separation;
+pub mod state_tracking;
 mod text;
 
 pub use interface::*;
@@ -36,5 +37,8 @@ pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>
         TaskConfig::Mqar(c) => Box::new(mqar::Mqar::new(c.clone(), seed)),
         TaskConfig::Separation(c) => Box::new(separation::Separation::new(c.clone(), seed)),
         TaskConfig::MaxRetrieval(c) => Box::new(max_retrieval::MaxRetrieval::new(c.clone(), seed)),
+        TaskConfig::StateTracking(c) => {
+            Box::new(state_tracking::StateTracking::new(c.clone(), seed)?)
+        }
     })
 }
