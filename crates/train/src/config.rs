@@ -113,6 +113,7 @@ pub enum TaskConfig {
     Separation(SeparationConfig),
     MaxRetrieval(MaxRetrievalConfig),
     StateTracking(StateTrackingConfig),
+    Needle(NeedleConfig),
 }
 
 impl TaskConfig {
@@ -125,6 +126,7 @@ impl TaskConfig {
             TaskConfig::Separation(_) => "separation",
             TaskConfig::MaxRetrieval(_) => "max_retrieval",
             TaskConfig::StateTracking(_) => "state_tracking",
+            TaskConfig::Needle(_) => "needle",
         }
     }
 }
@@ -411,6 +413,171 @@ impl StateTrackingConfig {
     /// The parsed `problem` (its one-line error names `task.problem`).
     pub fn parsed(&self) -> Result<Problem, String> {
         self.problem.parse()
+    }
+}
+
+/// Needle retrieval in the RULER style: needles `k = v` hidden in random filler, a query at
+/// the end, only the answer scored (see `task::needle`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeedleConfig {
+    /// `single`, `multikey`, `multivalue`, `multiquery` or `vartrack` (variable tracking).
+    pub problem: String,
+    /// Training length, query and answer included.
+    pub seq_len: usize,
+    /// Key (variable) tokens.
+    pub keys: usize,
+    /// Value tokens.
+    pub values: usize,
+    /// Filler tokens the haystack is drawn from.
+    pub filler: usize,
+    /// Needles (multikey, multiquery), values under the key (multivalue) or the chain's length
+    /// (vartrack); 1 for single.
+    pub needles: usize,
+    /// Also evaluate at these lengths (only the haystack grows), as `accuracy@ℓ`, `exact@ℓ`
+    /// and `loss@ℓ`. Empty: off.
+    pub eval_lengths: Vec<usize>,
+    /// Sequences in each fixed evaluation set.
+    pub eval_examples: usize,
+}
+
+impl Default for NeedleConfig {
+    fn default() -> Self {
+        Self {
+            problem: "single".into(),
+            seq_len: 64,
+            keys: 16,
+            values: 16,
+            filler: 32,
+            needles: 1,
+            eval_lengths: Vec::new(),
+            eval_examples: 256,
+        }
+    }
+}
+
+/// A needle problem, parsed from `task.problem`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeedleProblem {
+    Single,
+    MultiKey,
+    MultiValue,
+    MultiQuery,
+    VariableTracking,
+}
+
+impl NeedleConfig {
+    /// The parsed `problem` (its one-line error names `task.problem`).
+    pub fn parsed(&self) -> Result<NeedleProblem, String> {
+        Ok(match self.problem.as_str() {
+            "single" => NeedleProblem::Single,
+            "multikey" => NeedleProblem::MultiKey,
+            "multivalue" => NeedleProblem::MultiValue,
+            "multiquery" => NeedleProblem::MultiQuery,
+            "vartrack" => NeedleProblem::VariableTracking,
+            other => {
+                return Err(format!(
+                    "task.problem: unknown needle problem '{other}': expected single, multikey, multivalue, multiquery or vartrack"
+                ));
+            }
+        })
+    }
+
+    /// Tokens: `?`, `=`, the keys, the values and the filler.
+    pub fn vocab(&self) -> usize {
+        2 + self.keys + self.values + self.filler
+    }
+
+    /// Needle and query tokens of one sequence: what the haystack leaves room for.
+    pub fn fixed_tokens(&self, problem: NeedleProblem) -> usize {
+        let n = self.needles;
+        match problem {
+            NeedleProblem::Single | NeedleProblem::MultiKey => 3 * n + 3,
+            NeedleProblem::MultiValue => 3 * n + 2 + n,
+            NeedleProblem::MultiQuery => 3 * n + 3 * n,
+            NeedleProblem::VariableTracking => 6 * n + 2 + n,
+        }
+    }
+
+    /// A setting that cannot make a sequence, as one line naming the key and the fix.
+    fn check(&self, max_seq_len: usize) -> Result<(), (&'static str, String)> {
+        let problem = self.parsed().map_err(|m| ("task.problem", m))?;
+        let n = self.needles;
+        for (key, value) in [
+            ("task.keys", self.keys),
+            ("task.values", self.values),
+            ("task.filler", self.filler),
+            ("task.needles", n),
+            ("task.eval_examples", self.eval_examples),
+        ] {
+            if value == 0 {
+                return Err((key, format!("{key} is 0: it must be at least 1")));
+            }
+        }
+        let (needed, what, have) = match problem {
+            NeedleProblem::Single if n != 1 => {
+                return Err((
+                    "task.needles",
+                    format!(
+                        "task.needles ({n}): single hides one needle; set task.needles = 1, or use multikey for distractors"
+                    ),
+                ));
+            }
+            NeedleProblem::MultiKey | NeedleProblem::MultiQuery if n < 2 => {
+                return Err((
+                    "task.needles",
+                    format!(
+                        "task.needles ({n}): {} needs at least 2 needles (1 is single)",
+                        self.problem
+                    ),
+                ));
+            }
+            NeedleProblem::Single | NeedleProblem::MultiKey | NeedleProblem::MultiQuery => {
+                (n, "task.keys", self.keys)
+            }
+            NeedleProblem::MultiValue => (n, "task.values", self.values),
+            NeedleProblem::VariableTracking => {
+                if self.values < 2 {
+                    return Err((
+                        "task.values",
+                        "task.values: vartrack needs 2 values (one per chain)".to_string(),
+                    ));
+                }
+                (2 * n, "task.keys", self.keys)
+            }
+        };
+        if have < needed {
+            return Err((
+                what,
+                format!(
+                    "{what} ({have}) is below the {needed} distinct ones {} needs with task.needles = {n}: raise {what} or lower task.needles",
+                    self.problem
+                ),
+            ));
+        }
+        let fixed = self.fixed_tokens(problem);
+        for (key, len) in std::iter::once(("task.seq_len", self.seq_len))
+            .chain(self.eval_lengths.iter().map(|&l| ("task.eval_lengths", l)))
+        {
+            if len < fixed + 1 {
+                return Err((
+                    key,
+                    format!(
+                        "{key}: length {len} cannot hold {fixed} needle and query tokens and a haystack: use at least {}",
+                        fixed + 1
+                    ),
+                ));
+            }
+            if len > max_seq_len {
+                return Err((
+                    key,
+                    format!(
+                        "{key}: length {len} exceeds model.max_seq_len ({max_seq_len}): raise model.max_seq_len"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -858,6 +1025,12 @@ impl RunConfig {
                     self.refuse_learned_positions_past(c.seq_len, len)?;
                 }
             }
+            TaskConfig::Needle(c) => {
+                c.check(self.model.max_seq_len).map_err(|(key, message)| invalid(key, message))?;
+                for &len in &c.eval_lengths {
+                    self.refuse_learned_positions_past(c.seq_len, len)?;
+                }
+            }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
                     return Err(invalid(
@@ -1249,6 +1422,40 @@ mod tests {
             assert!(err.contains(needle), "{set}: {err}");
             assert!(!err.contains('\n'), "{set}: error spans lines: {err}");
         }
+    }
+
+    /// Needle settings that cannot make a sequence are refused, one line each, naming the key.
+    #[test]
+    fn needle_settings_are_checked() {
+        const TASK: &str = "[task]\nkind = \"needle\"\nproblem = \"multikey\"\nneedles = 4\nseq_len = 64\neval_lengths = [128]\n[model]\nmax_seq_len = 128\npositions = \"rope\"\n";
+        let ok = RunConfig::from_toml(TASK, &[]).unwrap();
+        let TaskConfig::Needle(c) = &ok.task else { panic!("needle") };
+        assert_eq!(c.parsed(), Ok(NeedleProblem::MultiKey));
+        assert_eq!(c.vocab(), 2 + 16 + 16 + 32);
+        assert_eq!(RunConfig::from_toml(&ok.to_toml(), &[]).unwrap(), ok);
+        for (set, needle) in [
+            ("task.problem=\"haystack\"", "task.problem: unknown needle problem 'haystack'"),
+            ("task.problem=\"single\"", "task.needles (4): single hides one needle"),
+            ("task.needles=1", "task.needles (1): multikey needs at least 2"),
+            ("task.needles=0", "task.needles is 0"),
+            ("task.keys=3", "task.keys (3) is below the 4 distinct ones multikey needs"),
+            ("task.filler=0", "task.filler is 0"),
+            ("task.seq_len=15", "task.seq_len: length 15 cannot hold 15 needle and query tokens"),
+            ("task.eval_lengths=[256]", "task.eval_lengths: length 256 exceeds model.max_seq_len"),
+            ("task.eval_examples=0", "task.eval_examples is 0"),
+            ("model.positions=\"learned\"", "learned positions past the training length (64)"),
+        ] {
+            let err = RunConfig::from_toml(TASK, &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{set}: {err}");
+            assert!(!err.contains('\n'), "{set}: error spans lines: {err}");
+        }
+        // vartrack needs two chains of distinct variables and two values.
+        let vt = ["task.problem=\"vartrack\"".to_string(), "task.needles=9".to_string()];
+        let err = RunConfig::from_toml(TASK, &vt).unwrap_err().to_string();
+        assert!(
+            err.contains("task.keys (16) is below the 18 distinct ones vartrack needs"),
+            "{err}"
+        );
     }
 
     /// A bad --set value is reported at its key and --set, never at a line of the internal

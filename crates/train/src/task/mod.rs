@@ -10,6 +10,7 @@ pub mod icl_regression;
 mod interface;
 pub mod max_retrieval;
 pub mod mqar;
+pub mod needle;
 pub mod separation;
 pub mod state_tracking;
 mod text;
@@ -40,5 +41,6 @@ pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>
         TaskConfig::StateTracking(c) => {
             Box::new(state_tracking::StateTracking::new(c.clone(), seed)?)
         }
+        TaskConfig::Needle(c) => Box::new(needle::Needle::new(c.clone(), seed)?),
     })
 }
