@@ -4,7 +4,7 @@
 //! any error into one line on stderr with a non-zero exit code.
 
 use anyhow::{Context, Result, bail};
-use attnlab_model::{BackendKind, MixerSpec};
+use attnlab_model::{BackendKind, DeviceList, MixerSpec};
 use attnlab_train::message::one_line;
 use attnlab_train::progress::text_chart;
 use attnlab_train::runs::{default_run_dir, load_run};
@@ -79,8 +79,13 @@ struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
     sets: Vec<String>,
     /// Backend: flex (default CPU), ndarray, wgpu, cuda.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long, conflicts_with_all = ["resume", "devices"])]
     device: Option<String>,
+    /// Train data parallel on these devices, e.g. cuda:0,cuda:1 (flex,flex: two replicas on
+    /// the CPU). Each takes an equal share of every batch; with --resume, the devices the
+    /// session continues on (any count: the step is the same whatever the split).
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
     /// Seed for init, data order, dropout.
     #[arg(long, conflicts_with = "resume")]
     seed: Option<u64>,
@@ -258,8 +263,11 @@ struct ReproduceArgs {
     #[arg(long, default_value = "smoke")]
     size: String,
     /// Train every run on this backend (flex, ndarray, wgpu, cuda), whatever its preset says.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "devices")]
     device: Option<String>,
+    /// Train every run data parallel on these devices (e.g. cuda:0,cuda:1).
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
     /// List the comparisons, runs and steps the reproduction would train, and the effects it checks; train nothing, write nothing.
     #[arg(long, conflicts_with_all = ["out", "strict", "jobs"])]
     plan: bool,
@@ -354,8 +362,11 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_values_t = ["train".to_string(), "scaling".to_string(), "decode".to_string()])]
     only: Vec<String>,
     /// Backend.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "devices")]
     device: Option<String>,
+    /// Time the training step data parallel on these devices (e.g. flex,flex or cuda:0,cuda:1).
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
     /// Also write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -567,12 +578,22 @@ fn parse_device(name: Option<&str>) -> Result<Option<BackendKind>> {
     name.map(|d| d.parse::<BackendKind>().map_err(anyhow::Error::from)).transpose()
 }
 
+fn parse_devices(list: Option<&str>) -> Result<Option<DeviceList>> {
+    list.map(|l| l.parse::<DeviceList>().map_err(|e| anyhow::anyhow!("--devices: {e}"))).transpose()
+}
+
 fn cmd_train(a: TrainArgs) -> Result<()> {
     let verbosity = if a.quiet { Verbosity::Quiet } else { Verbosity::Auto };
     let (config, run, resume) = match a.resume {
         Some(dir) => {
             let run = RunDir::open_for_writing(&dir)?;
-            let config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[])?;
+            let mut config = RunConfig::load(&run.file(run_dir::CONFIG_FILE), &[])?;
+            if let Some(list) = parse_devices(a.devices.as_deref())? {
+                // Which devices train is not part of the run's identity: this session's only.
+                config.device = list.backend();
+                config.devices = (list.len() > 1).then_some(list);
+                config.validate()?;
+            }
             (config, run, true)
         }
         None => {
@@ -582,6 +603,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             let mut config = RunConfig::load(&path, &a.sets)?;
             if let Some(d) = device {
                 config.device = d;
+            }
+            if let Some(list) = parse_devices(a.devices.as_deref())? {
+                config.device = list.backend();
+                config.devices = (list.len() > 1).then_some(list);
             }
             if let Some(s) = a.seed {
                 config.seed = s;
@@ -1199,8 +1224,12 @@ fn cmd_reproduce(a: ReproduceArgs) -> Result<()> {
     let size: Size = a.size.parse()?;
     let mut exec = local_executor(a.jobs, a.quiet)?;
     exec.device = parse_device(a.device.as_deref())?;
-    let missing_backend =
-        exec.device.filter(|d| !d.is_compiled()).map(attnlab_model::BackendError::NotCompiled);
+    exec.devices = parse_devices(a.devices.as_deref())?;
+    let missing_backend = exec
+        .device
+        .or(exec.devices.as_ref().map(|d| d.backend()))
+        .filter(|d| !d.is_compiled())
+        .map(attnlab_model::BackendError::NotCompiled);
     if a.plan {
         exec.plan_only = true;
         // The runner writes its (unmeasured) pages; they go to a scratch directory, removed after.
@@ -1300,11 +1329,16 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     if let Some(d) = parse_device(a.device.as_deref())? {
         base.device = d;
     }
+    if let Some(list) = parse_devices(a.devices.as_deref())? {
+        base.device = list.backend();
+        base.devices = (list.len() > 1).then_some(list);
+        base.validate()?;
+    }
     let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "attnlab bench | {} | device {} | {threads} hardware threads | {}",
         a.config.display(),
-        base.device,
+        base.device_list(),
         run_dir::timestamp()
     );
     let mut json = serde_json::Map::new();

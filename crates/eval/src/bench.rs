@@ -19,6 +19,7 @@ use crate::stats::median;
 use attnlab_model::mixer::{MixContext, MixerDims};
 use attnlab_model::{BackendError, LmInput, MixerSpec, ModelConfigError, SequenceMixer};
 use attnlab_train::RunConfig;
+use attnlab_train::data_parallel::Replicas;
 use attnlab_train::task::{self, TaskError};
 use attnlab_train::trainer::{self, StepPhases};
 use burn::module::Module;
@@ -130,8 +131,9 @@ pub fn train_step(
     warmup: usize,
     steps: usize,
 ) -> Result<TrainStep, BenchError> {
-    let device = config.device.device()?;
-    let ad = device.clone().autodiff();
+    let replicas = Replicas::new(&config.device_list())?;
+    let ad = replicas.first().clone();
+    let device = config.device_list().specs()[0].device()?;
     let task = task::build(config, None)?;
     let mut model = config.model.init(&task.io(), config.seed, &ad)?;
     let mut optim = trainer::adamw(&config.train).init();
@@ -142,14 +144,14 @@ pub fn train_step(
     let mut tokens = 0;
     for step in 0..warmup + steps {
         let (next, report) =
-            trainer::optimizer_step(model, &mut optim, task.as_ref(), step, t, t.lr, &ad)
+            trainer::optimizer_step(model, &mut optim, task.as_ref(), step, t, t.lr, &replicas)
                 .map_err(|e| BenchError::NonFinite { what: e.what, value: e.value, step })?;
         model = next;
         tokens = report.tokens;
         if step >= warmup {
             // The phases leave out batch building, as the torch reference does.
             let p = report.phases;
-            times.push(p.forward_ms + p.backward_ms + p.clip_ms + p.update_ms);
+            times.push(p.forward_ms + p.backward_ms + p.reduce_ms + p.clip_ms + p.update_ms);
             phases.push(p);
         }
     }
@@ -172,6 +174,7 @@ pub fn train_step(
     let phases = StepPhases {
         forward_ms: phase(|p| p.forward_ms),
         backward_ms: phase(|p| p.backward_ms),
+        reduce_ms: phase(|p| p.reduce_ms),
         clip_ms: phase(|p| p.clip_ms),
         update_ms: phase(|p| p.update_ms),
     };

@@ -57,7 +57,7 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use backend::{BackendError, BackendKind};
+pub use backend::{BackendError, BackendKind, DeviceList, DeviceListError, DeviceSpec};
 pub use config::{ModelConfig, ModelConfigError, ModelInput, ModelIo};
 pub use families::{FamilyInfo, Mixer, MixerSpec};
 pub use lm::{Lm, LmInput, LmState, Model};

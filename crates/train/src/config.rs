@@ -7,7 +7,7 @@
 
 use crate::message::one_line;
 use crate::paths::resolve_beside;
-use attnlab_model::{BackendKind, ModelConfig, ModelConfigError};
+use attnlab_model::{BackendKind, DeviceList, ModelConfig, ModelConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +19,10 @@ pub struct RunConfig {
     pub seed: u64,
     #[serde(default = "default_device")]
     pub device: BackendKind,
+    /// Train data parallel on these devices of `device`'s backend (`"cuda:0,cuda:1"`,
+    /// `"flex,flex"`): each takes an equal share of every micro-batch. Absent: `device` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceList>,
     pub task: TaskConfig,
     #[serde(default)]
     pub model: ModelConfig,
@@ -584,6 +588,29 @@ impl RunConfig {
                 return Err(ConfigError::Zero { key });
             }
         }
+        if let Some(devices) = &self.devices {
+            if devices.backend() != self.device {
+                return Err(invalid(
+                    "devices",
+                    format!(
+                        "devices ({devices}) are not on device = {}: set device = {} as well (--devices alone sets both)",
+                        self.device,
+                        devices.backend()
+                    ),
+                ));
+            }
+            if !t.batch_size.is_multiple_of(devices.len()) {
+                return Err(invalid(
+                    "devices",
+                    format!(
+                        "train.batch_size ({}) does not split evenly over {} devices: each takes an equal share, so set it to a multiple of {}",
+                        t.batch_size,
+                        devices.len(),
+                        devices.len()
+                    ),
+                ));
+            }
+        }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(invalid(
                 "train.lr",
@@ -865,6 +892,11 @@ impl RunConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The devices this run trains on, in rank order: `devices`, or `device` alone.
+    pub fn device_list(&self) -> DeviceList {
+        self.devices.clone().unwrap_or_else(|| DeviceList::single(self.device))
     }
 
     /// What defines the model and its data (seed, task, model, batch size, accumulation and the

@@ -15,6 +15,7 @@
 pub mod checkpoint;
 pub mod checksum;
 pub mod config;
+pub mod data_parallel;
 pub mod export;
 pub mod footprint;
 pub mod hf_layout;

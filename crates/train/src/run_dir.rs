@@ -89,7 +89,18 @@ impl WriterLock {
         }
         let handle = fs::File::open(dir)
             .map_err(|reason| RunDirError::OpenLock { path: dir.to_path_buf(), reason })?;
-        match handle.try_lock() {
+        // A lock this process has just released can stay held for an instant: a thread that
+        // forks to start a command (git, sbatch) gives the child a copy of every descriptor
+        // until it execs. A second look a little later tells that from a live writer.
+        let mut attempt = handle.try_lock();
+        for _ in 0..10 {
+            if !matches!(attempt, Err(fs::TryLockError::WouldBlock)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            attempt = handle.try_lock();
+        }
+        match attempt {
             Ok(()) => {
                 // The pid is for the message another writer gets; the lock is the flock.
                 let temp = dir.join(format!("{TEMP_PREFIX}{LOCK_FILE}-{}", std::process::id()));

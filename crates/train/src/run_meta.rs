@@ -20,6 +20,13 @@ pub struct RunMeta {
     pub seed: u64,
     /// The backend the run started on (`flex`, `ndarray`, ...).
     pub device: String,
+    /// The devices it started on, data parallel (`cuda:0,cuda:1`); absent for one device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<String>,
+    /// Sequences per optimizer step (`train.batch_size × train.grad_accum`, over every device);
+    /// 0 in runs from before it was recorded.
+    #[serde(default)]
+    pub effective_batch: usize,
     pub burn_version: String,
     pub attnlab_version: String,
     /// `YYYYMMDD-HHMMSS` (UTC), as [`run_dir::timestamp`] writes it.
@@ -80,6 +87,8 @@ impl RunMeta {
             git_commit,
             seed: config.seed,
             device: config.device.name().to_string(),
+            devices: config.devices.as_ref().map(|d| d.to_string()),
+            effective_batch: config.train.batch_size * config.train.grad_accum,
             burn_version: crate::BURN_VERSION.to_string(),
             attnlab_version: env!("CARGO_PKG_VERSION").to_string(),
             started: run_dir::timestamp(),

@@ -8,6 +8,7 @@
 
 use crate::checkpoint::{self, CheckpointError, Loaded};
 use crate::config::RunConfig;
+use crate::data_parallel::{self, Replicas};
 use crate::footprint;
 use crate::metrics::{EvalRecord, MetricsRecord, TrainRecord};
 use crate::params;
@@ -132,6 +133,8 @@ pub struct StepPhases {
     /// Forward pass and loss, read back.
     pub forward_ms: f64,
     pub backward_ms: f64,
+    /// Summing the replicas' gradients onto the first device (data parallel only).
+    pub reduce_ms: f64,
     /// Global gradient norm and clipping.
     pub clip_ms: f64,
     /// AdamW update.
@@ -160,6 +163,9 @@ pub struct NonFiniteStep {
 /// One optimizer step of `model` on step `step`'s micro-batches: forward, backward (accumulated
 /// over `train.grad_accum` micro-batches), global-norm clipping, AdamW at `lr`. The training loop
 /// and `attnlab bench` both call this, so the benchmark times exactly what training does.
+///
+/// On more than one device ([`Replicas`]) every micro-batch is split between them and their
+/// gradients are summed before clipping ([`data_parallel`](crate::data_parallel)).
 pub fn optimizer_step(
     model: Model,
     optim: &mut ModuleOptimizer,
@@ -167,29 +173,40 @@ pub fn optimizer_step(
     step: usize,
     t: &crate::config::TrainConfig,
     lr: f64,
-    device: &Device,
+    replicas: &Replicas,
 ) -> Result<(Model, StepReport), NonFiniteStep> {
     let mut phases = StepPhases::default();
     let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
-    let mut accumulator = GradientsAccumulator::<Model>::new();
-    let (mut loss, mut tokens) = (0.0, 0);
-    for micro in 0..t.grad_accum {
-        let batch = task.train_batch(step, micro, t.batch_size, device);
-        let started = Instant::now();
-        let scaled = task::score(&model, &batch).loss / t.grad_accum as f32;
-        loss += scaled.clone().into_scalar::<f32>() as f64;
-        phases.forward_ms += ms(started);
-        let started = Instant::now();
-        let grads = GradientsParams::from_grads(scaled.backward(), &model);
-        accumulator.accumulate(&model, grads);
-        phases.backward_ms += ms(started);
-        tokens += batch.tokens;
-    }
+    let device = replicas.first();
+    let (loss, tokens, mut grads) = if replicas.len() > 1 {
+        let sum = data_parallel::gradients(replicas, &model, t.grad_accum, |micro| {
+            task.train_batch(step, micro, t.batch_size, device)
+        });
+        phases.forward_ms = sum.forward_ms;
+        phases.backward_ms = sum.backward_ms;
+        phases.reduce_ms = sum.reduce_ms;
+        (sum.loss, sum.tokens, sum.grads)
+    } else {
+        let mut accumulator = GradientsAccumulator::<Model>::new();
+        let (mut loss, mut tokens) = (0.0, 0);
+        for micro in 0..t.grad_accum {
+            let batch = task.train_batch(step, micro, t.batch_size, device);
+            let started = Instant::now();
+            let scaled = task::score(&model, &batch).loss / t.grad_accum as f32;
+            loss += scaled.clone().into_scalar::<f32>() as f64;
+            phases.forward_ms += ms(started);
+            let started = Instant::now();
+            let grads = GradientsParams::from_grads(scaled.backward(), &model);
+            accumulator.accumulate(&model, grads);
+            phases.backward_ms += ms(started);
+            tokens += batch.tokens;
+        }
+        (loss, tokens, accumulator.grads())
+    };
     if !loss.is_finite() {
         return Err(NonFiniteStep { what: "loss", value: loss });
     }
     let started = Instant::now();
-    let mut grads = accumulator.grads();
     let grad_norm = params::clip_global_norm(&model, &mut grads, t.grad_clip);
     phases.clip_ms = ms(started);
     if !grad_norm.is_finite() {
@@ -199,6 +216,31 @@ pub fn optimizer_step(
     let model = optim.step(lr, model, grads);
     phases.update_ms = ms(started);
     Ok((model, StepReport { loss, grad_norm, tokens, phases }))
+}
+
+/// What one optimizer step averages over, said at the start of every session:
+/// `train.batch_size × train.grad_accum` sequences, and each device's share.
+fn effective_batch_line(config: &RunConfig) -> String {
+    let (t, devices) = (&config.train, config.device_list());
+    let mut line = format!(
+        "effective batch {} sequences per step ({} × {} accumulation",
+        t.batch_size * t.grad_accum,
+        t.batch_size,
+        t.grad_accum
+    );
+    if devices.len() > 1 {
+        let how = if Replicas::new(&devices).is_ok_and(|r| r.uses_collective()) {
+            "Burn's all-reduce"
+        } else {
+            "gradients summed on the first device"
+        };
+        line += &format!(
+            "; {} per device on {} devices, {how}",
+            t.batch_size / devices.len(),
+            devices.len()
+        );
+    }
+    line + ")"
 }
 
 /// Refuses, before anything is allocated, a config whose memory floor
@@ -232,8 +274,10 @@ pub fn train(
     if !run.is_writer() {
         return Err(TrainError::NotWriter { path: run.path.clone() });
     }
-    let device = config.device.device()?;
-    let ad = device.clone().autodiff();
+    let devices = config.device_list();
+    let replicas = Replicas::new(&devices)?;
+    let ad = replicas.first().clone();
+    let device = devices.specs()[0].device()?;
     let t = &config.train;
     let init_run = (!t.init_run.is_empty()).then(|| PathBuf::from(&t.init_run));
     // A run started from another reuses its vocabulary or tokenizer, so token ids agree.
@@ -319,8 +363,9 @@ pub fn train(
         param_count,
         t.steps - state.step.min(t.steps),
         state.step,
-        config.device
+        devices
     ));
+    progress.line(&effective_batch_line(config));
 
     let mut outcome = TrainOutcome {
         run_dir: run.path.clone(),
@@ -369,9 +414,10 @@ pub fn train(
 
     while !state.stopped_early && state.step < t.steps {
         let step = state.step;
-        ad.seed(seed::derive(config.seed, "dropout", step as u64));
+        replicas.seed(seed::derive(config.seed, "dropout", step as u64));
         let lr = learning_rate(t, step);
-        let report = match optimizer_step(model, &mut optim, task.as_ref(), step, t, lr, &ad) {
+        let report = match optimizer_step(model, &mut optim, task.as_ref(), step, t, lr, &replicas)
+        {
             Ok((next, report)) => {
                 model = next;
                 report

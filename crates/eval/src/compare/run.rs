@@ -203,6 +203,8 @@ pub struct LocalExecutor {
     pub quiet: bool,
     /// Every run on this backend, whatever its config says (`reproduce --device`).
     pub device: Option<attnlab_model::BackendKind>,
+    /// Every run data parallel on these devices (`reproduce --devices`).
+    pub devices: Option<attnlab_model::DeviceList>,
     /// Plan every comparison and train none (`reproduce --plan`): each reads back as pending.
     pub plan_only: bool,
     /// Runs and optimizer steps planned so far (what `--plan` totals).
@@ -217,8 +219,21 @@ impl LocalExecutor {
             worker: None,
             quiet,
             device: None,
+            devices: None,
             plan_only: false,
             planned: Default::default(),
+        }
+    }
+
+    /// Puts a run on the executor's backend or devices, where it names them.
+    pub fn place(&self, config: &mut attnlab_train::RunConfig) {
+        if let Some(device) = self.device {
+            config.device = device;
+            config.devices = None;
+        }
+        if let Some(list) = &self.devices {
+            config.device = list.backend();
+            config.devices = (list.len() > 1).then(|| list.clone());
         }
     }
 

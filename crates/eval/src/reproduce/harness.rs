@@ -126,10 +126,8 @@ pub(super) fn run_compare(
     exec: &LocalExecutor,
 ) -> Result<Results, ReproduceError> {
     let mut spec = spec.clone();
-    if let Some(device) = exec.device {
-        for arm in &mut spec.arms {
-            arm.config.device = device;
-        }
+    for arm in &mut spec.arms {
+        exec.place(&mut arm.config);
     }
     let spec = &spec;
     let plan = spec.plan()?;

@@ -470,9 +470,7 @@ fn train_teacher(
     t.warmup_steps = s.teacher_steps / 10;
     t.eval_every = (s.teacher_steps / 5).max(1);
     t.checkpoint_every = t.eval_every;
-    if let Some(device) = exec.device {
-        config.device = device;
-    }
+    exec.place(&mut config);
     if !exec.quiet {
         println!("teacher: {} steps -> {}", s.teacher_steps, dir.display());
     }

@@ -79,6 +79,7 @@ pub fn import_hf(options: &ImportOptions) -> Result<ImportReport, ImportError> {
     let config = RunConfig {
         seed: 0,
         device: BackendKind::Flex,
+        devices: None,
         task: TaskConfig::BpeLm(BpeConfig {
             path: text_path,
             vocab_size: tokenizer_vocab,

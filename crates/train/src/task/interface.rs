@@ -28,6 +28,83 @@ pub struct Batch {
     pub tokens: usize,
 }
 
+impl Batch {
+    /// The batch cut into `parts` equal slices along the batch axis, each moved to its device
+    /// in `devices`, with the share of the batch's scored positions each holds. The weighted sum
+    /// of the slices' losses is the whole batch's loss, so a gradient summed over slices (data
+    /// parallelism) is the whole batch's gradient.
+    ///
+    /// # Shapes
+    /// - every tensor `[batch, ..]` becomes `[batch / parts, ..]`; `batch` divisible by `parts`
+    pub fn split(&self, devices: &[Device]) -> Vec<(Batch, f64)> {
+        let parts = devices.len();
+        let rows = match &self.input {
+            LmInput::Tokens(t) => t.dims()[0],
+            LmInput::Vectors(v) => v.dims()[0],
+        };
+        assert!(parts > 0 && rows.is_multiple_of(parts), "{rows} sequences do not split into {parts}");
+        let size = rows / parts;
+        let slices: Vec<Batch> = devices
+            .iter()
+            .enumerate()
+            .map(|(k, device)| {
+                let input = match &self.input {
+                    LmInput::Tokens(t) => {
+                        LmInput::Tokens(t.clone().narrow(0, k * size, size).to_device(device))
+                    }
+                    LmInput::Vectors(v) => {
+                        LmInput::Vectors(v.clone().narrow(0, k * size, size).to_device(device))
+                    }
+                };
+                Batch {
+                    input,
+                    target: self.target.narrow(k * size, size, device),
+                    tokens: self.tokens / parts,
+                }
+            })
+            .collect();
+        let counts: Vec<f64> = slices.iter().map(|b| b.target.scored()).collect();
+        let total: f64 = counts.iter().sum();
+        slices
+            .into_iter()
+            .zip(counts)
+            // A batch with nothing scored has loss 0 in every slice: equal shares keep it so.
+            .map(|(b, c)| (b, if total > 0.0 { c / total } else { 1.0 / parts as f64 }))
+            .collect()
+    }
+}
+
+impl Target {
+    /// Rows `start..start + len` on `device`.
+    fn narrow(&self, start: usize, len: usize, device: &Device) -> Target {
+        let rows2 = |t: &Tensor<2>| t.clone().narrow(0, start, len).to_device(device);
+        match self {
+            Target::Tokens { ids, mask } => Target::Tokens {
+                ids: ids.clone().narrow(0, start, len).to_device(device),
+                mask: mask.as_ref().map(rows2),
+            },
+            Target::Values { y, mask, scale } => {
+                Target::Values { y: rows2(y), mask: rows2(mask), scale: *scale }
+            }
+            Target::Class(labels) => {
+                Target::Class(labels.clone().narrow(0, start, len).to_device(device))
+            }
+        }
+    }
+
+    /// How many predictions the loss averages over: the mask's sum where there is one, else
+    /// every position (tokens) or every sequence (classes).
+    fn scored(&self) -> f64 {
+        match self {
+            Target::Tokens { mask: Some(m), .. } | Target::Values { mask: m, .. } => {
+                m.clone().sum().into_scalar::<f32>() as f64
+            }
+            Target::Tokens { ids, mask: None } => ids.dims().iter().product::<usize>() as f64,
+            Target::Class(labels) => labels.dims()[0] as f64,
+        }
+    }
+}
+
 /// The scalar loss of a batch and, where the task has one, the number of correct predictions.
 pub struct Scored {
     /// `[1]`, differentiable.
