@@ -42,7 +42,10 @@ impl Batch {
             LmInput::Tokens(t) => t.dims()[0],
             LmInput::Vectors(v) => v.dims()[0],
         };
-        assert!(parts > 0 && rows.is_multiple_of(parts), "{rows} sequences do not split into {parts}");
+        assert!(
+            parts > 0 && rows.is_multiple_of(parts),
+            "{rows} sequences do not split into {parts}"
+        );
         let size = rows / parts;
         let slices: Vec<Batch> = devices
             .iter()
