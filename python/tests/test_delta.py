@@ -163,5 +163,108 @@ class MixTest(unittest.TestCase):
             p = random_params(rng, parsed.variant == "gated", parsed["conv"])
             np.testing.assert_array_equal(delta.mix(OPS, p, described, x, ctx()), delta.mix(OPS, p, parsed, x, ctx()))
 
+def matrix_product(q, k, v, beta, log_g, n):
+    """DeltaProduct by its definition, every transition a matrix: per token ``S <- a_t S``, then
+    ``S <- (I - beta_j k_j k_j^T) S + beta_j k_j v_j^T`` for ``j = 1..n``, then ``o_t = S^T q_t``.
+    ``k, v, beta`` hold sub-step ``j``'s heads at ``j*H..(j+1)*H``."""
+    b, h, t, dk = q.shape
+    dv = v.shape[3]
+    out = np.zeros((b, h, t, dv))
+    for bi in range(b):
+        for hi in range(h):
+            s = np.zeros((dk, dv))
+            for i in range(t):
+                s = math.exp(log_g[bi, hi, i, 0]) * s
+                for j in range(n):
+                    kk = k[bi, j * h + hi, i][:, None]
+                    be = beta[bi, j * h + hi, i, 0]
+                    s = (np.eye(dk) - be * kk @ kk.T) @ s + be * kk @ v[bi, j * h + hi, i][None, :]
+                out[bi, hi, i] = s.T @ q[bi, hi, i]
+    return out
+
+
+def product_params(rng, n, gated, conv, d_model=8, n_heads=2):
+    """``random_params`` with ``n`` strengths per head, ``householder_kv`` for sub-steps 2..n and
+    the convolution over all ``(1 + 2n)·d_model`` channels."""
+    p = random_params(rng, gated, 0, d_model, n_heads)
+    p["beta.weight"] = rng.normal(size=(d_model, n * n_heads))
+    p["beta.bias"] = rng.normal(size=n * n_heads) * 0.1
+    p["householder_kv.weight"] = rng.normal(size=(d_model, (n - 1) * 2 * d_model)) / math.sqrt(d_model)
+    p["householder_kv.bias"] = rng.normal(size=(n - 1) * 2 * d_model) * 0.1
+    if conv:
+        p["conv.weight"] = rng.uniform(-0.5, 0.5, size=(conv, (1 + 2 * n) * d_model))
+    return p
+
+
+def oracle_product_mix(p, x, n, gated, neg_eigval, conv, causal, n_heads=2):
+    b, t, d_model = x.shape
+    hd = d_model // n_heads
+    qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
+    extra = x @ p["householder_kv.weight"] + p["householder_kv.bias"]
+    more = (n - 1) * d_model
+    # The documented channel order: q | k_1 | k_2..k_n | v_1 | v_2..v_n.
+    packed = np.concatenate([qkv[..., :2 * d_model], extra[..., :more], qkv[..., 2 * d_model:], extra[..., more:]], -1)
+    if conv:
+        packed = conv_by_sums(packed, p["conv.weight"])
+    packed = silu(packed)
+    split = lambda a, heads: a.reshape(b, t, heads, hd).transpose(0, 2, 1, 3)  # noqa: E731
+    q = split(packed[..., :d_model], n_heads)
+    k = split(packed[..., d_model:(1 + n) * d_model], n * n_heads)
+    v = split(packed[..., (1 + n) * d_model:], n * n_heads)
+    q, k = unit(q) / math.sqrt(hd), unit(k)
+    z = x @ p["beta.weight"] + p["beta.bias"]  # column j*H + h
+    beta = ((2.0 if neg_eigval else 1.0) / (1.0 + np.exp(-z))).transpose(0, 2, 1)[..., None]
+    if gated:
+        zz = x @ p["dt.weight"] + p["dt.bias"]
+        lg = (-np.log1p(np.exp(zz)) * np.exp(p["a_log"])).transpose(0, 2, 1)[..., None]
+    else:
+        lg = np.zeros((b, n_heads, t, 1))
+    y = matrix_product(q, k, v, beta, lg, n)
+    if not causal:
+        f = lambda a: a[:, :, ::-1]  # noqa: E731
+        y = y + f(matrix_product(f(q), f(k), f(v), f(beta), f(lg), n))
+    return y.transpose(0, 2, 1, 3).reshape(b, t, d_model) @ p["heads.out.weight"] + p["heads.out.bias"]
+
+
+class DeltaProductTest(unittest.TestCase):
+    def test_recurrence_equals_the_product_of_householder_matrices(self):
+        rng = np.random.default_rng(4)
+        for n in (1, 2, 3):
+            for scale, beta_scale in ((0.0, 1.0), (0.3, 2.0), (5.0, 1.0)):
+                q = unit(rng.normal(size=(2, 2, 6, 4)))
+                k = unit(rng.normal(size=(2, 2 * n, 6, 4)))
+                v = rng.normal(size=(2, 2 * n, 6, 3))
+                beta = beta_scale / (1 + np.exp(-rng.normal(size=(2, 2 * n, 6, 1))))
+                lg = -scale * rng.uniform(0.5, 1.5, size=(2, 2, 6, 1))
+                np.testing.assert_allclose(
+                    delta.recurrence(OPS, q, k, v, beta, lg), matrix_product(q, k, v, beta, lg, n),
+                    rtol=1e-10, atol=1e-12, err_msg=f"n={n} scale={scale}")
+
+    def test_end_to_end(self):
+        rng = np.random.default_rng(5)
+        for n in (2, 3):
+            for gated in (False, True):
+                for neg in (False, True):
+                    for conv in (0, 4):
+                        for causal in (True, False):
+                            p = product_params(rng, n, gated, conv)
+                            x = rng.normal(size=(2, 5, 8))
+                            opts = {"householders": n}
+                            if neg:
+                                opts["neg_eigval"] = "true"
+                            if conv:
+                                opts["conv"] = conv
+                            got = delta.mix(OPS, p, spec("gated" if gated else None, **opts), x, ctx(causal))
+                            want = oracle_product_mix(p, x, n, gated, neg, conv, causal)
+                            np.testing.assert_allclose(
+                                got, want, rtol=1e-9, atol=1e-11,
+                                err_msg=f"n={n} gated={gated} neg={neg} conv={conv} causal={causal}")
+
+    def test_spec(self):
+        self.assertEqual(spec()["householders"], 1)
+        self.assertEqual(spec("gated", householders="3")["householders"], 3)
+        self.assertEqual(str(spec("gated", neg_eigval="true", householders="3")), "delta:gated:householders=3:neg_eigval=true")
+
+
 if __name__ == "__main__":
     unittest.main()

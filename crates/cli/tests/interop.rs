@@ -218,6 +218,25 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             MQAR,
             &["model.mixer=delta:gated:conv=4", "model.n_heads=4", "model.n_kv_heads=2"],
         ),
+        // DeltaProduct's further keys and values: repeated to the query heads, through Qwen3's
+        // key norm and RoPE as the first, the convolution over all (1 + 2N) parts; and both
+        // ways, the reversed pass keeping each token's sub-steps in order.
+        Case::new(
+            "gqa-deltaproduct-rope-qk-norm-conv",
+            MQAR,
+            &[
+                "model.mixer=delta:gated:householders=3:conv=4",
+                "model.positions=rope",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+                "model.qk_head_norm=true",
+            ],
+        ),
+        Case::new(
+            "deltaproduct-bidirectional",
+            "configs/separation-smoke.toml",
+            &["model.mixer=delta:householders=2:neg_eigval=true"],
+        ),
         Case::new(
             "gqa-decay-gla",
             MQAR,

@@ -40,7 +40,8 @@ pub enum Redraw {
 pub fn gpt2_rule(path: &str, n_layers: usize) -> Redraw {
     let residual_std = GPT2_STD / (2.0 * n_layers.max(1) as f64).sqrt();
     let projection = |p: &str| {
-        ["heads.qkv", "heads.out", "mlp.up", "mlp.down", "input.Vectors"]
+        // `householder_kv`: DeltaProduct's further keys and values, part of its q/k/v projection.
+        ["heads.qkv", "householder_kv", "heads.out", "mlp.up", "mlp.down", "input.Vectors"]
             .iter()
             .any(|m| p.ends_with(m))
             || p == "head"
@@ -109,6 +110,7 @@ mod tests {
         assert_eq!(r("positions.learned.weight"), Redraw::Normal(0.02));
         assert_eq!(r("blocks.0.mixer.Softmax.heads.qkv.weight"), Redraw::Normal(0.02));
         assert_eq!(r("blocks.1.mixer.Delta.heads.qkv.bias"), Redraw::Zero);
+        assert_eq!(r("blocks.1.mixer.Delta.householder_kv.weight"), Redraw::Normal(0.02));
         assert_eq!(r("blocks.1.mixer.Softmax.heads.out.weight"), Redraw::Normal(0.01));
         assert_eq!(r("blocks.0.mlp.down.weight"), Redraw::Normal(0.01));
         assert_eq!(r("blocks.0.mlp.up.weight"), Redraw::Normal(0.02));

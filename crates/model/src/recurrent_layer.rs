@@ -85,6 +85,15 @@ pub trait RecurrentLayer {
     /// The gates of the tokens in `x` (`[batch, seq, d_model]`).
     fn gates(&self, x: Tensor<3>) -> Self::Gates;
 
+    /// The packed projection the convolution and [`Self::split`] read: the heads' `[q | k | v]`
+    /// unless the family projects more (DeltaProduct's further keys and values).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, channels]`
+    fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        self.heads().project(x)
+    }
+
     /// The forms' `(q, k, v)` from the (convolved) packed projection of tokens starting at
     /// `offset`: heads split, positions applied, the family's own feature map.
     fn split(
@@ -116,8 +125,9 @@ pub trait RecurrentLayer {
         state: Option<&Tensor<4>>,
     ) -> (Tensor<4>, Tensor<4>);
 
-    /// `(q, k, v)` for tokens starting at `offset`: projected, through the convolution (or
-    /// [`Self::without_conv`]), then [`Self::split`]; `conv_history` is read and advanced.
+    /// `(q, k, v)` for tokens starting at `offset`: [`Self::project`]ed, through the
+    /// convolution (or [`Self::without_conv`]), then [`Self::split`]; `conv_history` is read and
+    /// advanced.
     fn features(
         &self,
         x: Tensor<3>,
@@ -125,7 +135,7 @@ pub trait RecurrentLayer {
         offset: usize,
         conv_history: &mut Option<Tensor<3>>,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let qkv = self.heads().project(x);
+        let qkv = self.project(x);
         let qkv = match self.conv() {
             Some(conv) => conv.continue_from(qkv, conv_history),
             None => self.without_conv(qkv),

@@ -22,17 +22,17 @@ pub fn mixer_parameters_markdown() -> String {
     );
     for family in MixerSpec::registry() {
         let specs: Vec<&str> = family.catalogue.iter().map(|v| v.spec).collect();
-        // Parameter path -> (shape, the specs that have it), in path order.
-        let mut seen: BTreeMap<String, (Vec<usize>, Vec<&str>)> = BTreeMap::new();
+        // (Parameter path, shape) -> the specs that have it, in path order: a parameter whose
+        // shape depends on an option (delta's `beta` under `householders=N`) gets a row per shape.
+        let mut seen: BTreeMap<(String, Vec<usize>), Vec<&str>> = BTreeMap::new();
         for &spec in &specs {
             let parsed: MixerSpec = spec.parse().expect("catalogue specs parse");
             let mixer = parsed.init(&DIMS, &device);
             for (name, data) in named_tensors(&mixer) {
-                let entry = seen.entry(name).or_insert_with(|| (data.shape().to_vec(), Vec::new()));
-                entry.1.push(spec);
+                seen.entry((name, data.shape().to_vec())).or_default().push(spec);
             }
         }
-        for (name, (shape, having)) in seen {
+        for ((name, shape), having) in seen {
             let which = if having.len() == specs.len() {
                 "all".to_string()
             } else {

@@ -1,4 +1,5 @@
-"""``delta[:gated]``: DeltaNet and Gated DeltaNet (mirrors crates/model/src/families/delta.rs).
+"""``delta[:gated][:householders=N]``: DeltaNet, Gated DeltaNet and DeltaProduct (mirrors
+crates/model/src/families/delta/).
 
 Per head, a state ``S_t`` ``[d_k, d_v]`` corrected towards each new value at rate ``beta_t``:
 
@@ -13,8 +14,19 @@ grouped-query attention, see ``heads.py``), then the ``conv=K`` short convolutio
 or plain SiLU; split into heads; q and k L2-normalised per head (``x / sqrt(|x|^2 + 1e-6)``),
 rotated by the model's RoPE, then q scaled by ``d_k^(-1/2)``. Queries and keys are head_dim wide.
 
+DeltaProduct (``householders=N``, Siems et al. 2025, arXiv 2502.10297; 1 is the rule above):
+each token writes ``N`` times, ``S <- a_t S`` once, then for ``j = 1..N``
+``S <- (I - beta_{t,j} k_{t,j} k_{t,j}^T) S + beta_{t,j} k_{t,j} v_{t,j}^T``, then
+``o_t = S^T q_t``. Layout (the registry's ``householder_layout``): ``q | k_1..k_N | v_1..v_N``,
+sub-step-major, ``k_1, v_1`` from ``heads.qkv`` and ``k_2..k_N | v_2..v_N`` from
+``householder_kv`` (each block head-major over the key/value heads, repeated and key-normed as
+``heads.qkv``'s); ``beta.weight`` has ``N*H`` columns, sub-step ``j``'s head ``h`` at ``j*H + h``;
+the convolution runs over all ``(1 + 2N)*H*d`` channels. Here keys, values and ``beta`` are kept
+``[B, N*H, T, d]`` (sub-step ``j``'s heads at ``j*H..(j+1)*H``).
+
 Bidirectional (``ctx.causal`` False): the recurrence forwards plus the recurrence over the
-reversed sequence, reversed back (each token's own write counted in both).
+reversed sequence, reversed back (each token's own write counted in both; a token's sub-steps
+keep their order).
 
 This is the recurrent form; attnlab trains with the chunked (WY) form, the same numbers.
 """
@@ -37,11 +49,11 @@ def is_gated(spec):
     return spec.variant == "gated"
 
 
-def betas(ops, p, x, n_heads, beta_range):
-    """``[B, T, d_model]`` -> ``[B, H, T, 1]`` writing strengths in (0, ``beta_range``): the
+def betas(ops, p, x, n_heads, beta_range, householders=1):
+    """``[B, T, d_model]`` -> ``[B, N*H, T, 1]`` writing strengths in (0, ``beta_range``): the
     spec's ``beta_range`` convention, 1 or 2 with ``neg_eigval``."""
     beta = ops.sigmoid(linear(ops, p, "beta", x))
-    return heads_first(ops, beta * beta_range, n_heads, 1)
+    return heads_first(ops, beta * beta_range, householders * n_heads, 1)
 
 
 def l2_normalize(ops, x, eps=L2_EPS):
@@ -49,15 +61,43 @@ def l2_normalize(ops, x, eps=L2_EPS):
     return x / ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def features(ops, p, spec, x, ctx):
-    """``(q / sqrt(d_k), k, v)``, each ``[B, H, T, head_dim]``."""
-    d = ctx.head_dim
+def project(ops, p, x, ctx, householders):
+    """The packed ``[q | k_1..k_N | v_1..v_N]`` of every query head: ``[B, T, (1 + 2N)*H*d]``."""
+    d, h, kv = ctx.head_dim, ctx.n_heads, ctx.kv_heads
     qkv = _heads.project_qkv(ops, p, x, ctx, d)
+    if householders == 1:
+        return qkv
+    more = householders - 1
+    extra = linear(ops, p, "householder_kv", x)  # [B, T, (N-1)*K*2d]: [k_2..k_N | v_2..v_N]
+    keys, values = extra[:, :, :more * kv * d], extra[:, :, more * kv * d:]
+    if "heads.k_norm.gamma" in p:
+        keys = _heads.head_rms_norm(ops, keys, p["heads.k_norm.gamma"], more * kv, ctx.norm_eps)
+    block = kv * d
+
+    def to_query_heads(a):
+        parts = [_heads.repeat_heads(ops, a[:, :, j * block:(j + 1) * block], h, kv) for j in range(more)]
+        return ops.concat(parts, axis=2)
+
+    part = lambda i: qkv[:, :, i * h * d:(i + 1) * h * d]  # noqa: E731
+    return ops.concat([part(0), part(1), to_query_heads(keys), part(2), to_query_heads(values)], axis=2)
+
+
+def features(ops, p, spec, x, ctx):
+    """``(q / sqrt(d_k), k, v)``: q ``[B, H, T, head_dim]``, k and v ``[B, N*H, T, head_dim]``."""
+    d, n = ctx.head_dim, spec["householders"]
+    qkv = project(ops, p, x, ctx, n)
     if spec["conv"] > 0:
         qkv = short_conv(ops, qkv, p["conv.weight"])
     else:
         qkv = ops.silu(qkv)
-    q, k, v = _heads.split_packed(ops, qkv, ctx.n_heads, d, d)
+    # [q | k_1..k_N | v_1..v_N] read as H query heads, then N*H key heads and N*H value heads
+    # (for N = 1 exactly heads.split_packed).
+    b, t, h = qkv.shape[0], qkv.shape[1], ctx.n_heads
+
+    def heads(start, count):
+        return ops.swapaxes(ops.reshape(qkv[:, :, start:start + count * d], (b, t, count, d)), 1, 2)
+
+    q, k, v = heads(0, h), heads(h * d, n * h), heads((1 + n) * h * d, n * h)
     eps = spec.convention("l2_eps")
     q, k = l2_normalize(ops, q, eps), l2_normalize(ops, k, eps)
     if ctx.rope is not None:
@@ -66,22 +106,26 @@ def features(ops, p, spec, x, ctx):
 
 
 def recurrence(ops, q, k, v, beta, log_g):
-    """The gated delta rule token by token from the empty state.
+    """The gated delta rule (DeltaProduct with ``N`` sub-steps) token by token from the empty
+    state: per token ``S <- a_t S``, then each sub-step ``j`` writes, then ``o_t = S^T q_t``.
 
-    ``q, k`` ``[B, H, T, d_k]``, ``v`` ``[B, H, T, d_v]``, ``beta, log_g`` ``[B, H, T, 1]`` ->
-    ``[B, H, T, d_v]``.
+    ``q`` ``[B, H, T, d_k]``, ``k`` ``[B, N*H, T, d_k]``, ``v`` ``[B, N*H, T, d_v]``, ``beta``
+    ``[B, N*H, T, 1]``, ``log_g`` ``[B, H, T, 1]`` -> ``[B, H, T, d_v]``.
     """
     b, h, t, dk = q.shape
     dv = v.shape[3]
+    n = k.shape[1] // h
     decay = ops.expand_dims(ops.exp(log_g), 4)  # [B, H, T, 1, 1]
     s = ops.zeros((b, h, dk, dv))
     outs = []
     for i in range(t):
         s = decay[:, :, i] * s
-        key = k[:, :, i]  # [B, H, dk]
-        predicted = ops.sum(ops.expand_dims(key, 3) * s, axis=2)  # S^T k: [B, H, dv]
-        new_value = (v[:, :, i] - predicted) * beta[:, :, i]
-        s = s + ops.expand_dims(key, 3) * ops.expand_dims(new_value, 2)
+        for j in range(n):
+            heads = slice(j * h, (j + 1) * h)
+            key = k[:, heads, i]  # [B, H, dk]
+            predicted = ops.sum(ops.expand_dims(key, 3) * s, axis=2)  # S^T k: [B, H, dv]
+            new_value = (v[:, heads, i] - predicted) * beta[:, heads, i]
+            s = s + ops.expand_dims(key, 3) * ops.expand_dims(new_value, 2)
         outs.append(ops.sum(ops.expand_dims(q[:, :, i], 3) * s, axis=2))
     return ops.stack(outs, axis=2)
 
@@ -99,7 +143,7 @@ def mix(ops, p, spec, x, ctx):
     """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
     gated = is_gated(spec)
     b, t = x.shape[0], x.shape[1]
-    beta = betas(ops, p, x, ctx.n_heads, spec.convention("beta_range"))
+    beta = betas(ops, p, x, ctx.n_heads, spec.convention("beta_range"), spec["householders"])
     log_g = ssm_log_gates(ops, p, x, ctx.n_heads) if gated else ops.zeros((b, ctx.n_heads, t, 1))
     q, k, v = features(ops, p, spec, x, ctx)
     y = delta_rule(ops, q, k, v, beta, log_g, ctx.causal)

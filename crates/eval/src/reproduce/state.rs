@@ -7,7 +7,10 @@
 //! in training. Merrill et al. 2024 ("The Illusion of State in State-Space Models", arXiv
 //! 2404.08819): S₅'s word problem is out of reach of diagonal SSMs and transformers of fixed
 //! depth. The arms: softmax (with rotary positions, the others without), linear attention
-//! (elu+1), Mamba-2's decay, DeltaNet and Gated DeltaNet each with β ∈ (0, 1) and β ∈ (0, 2).
+//! (elu+1), Mamba-2's decay, DeltaNet and Gated DeltaNet each with β ∈ (0, 1) and β ∈ (0, 2),
+//! and DeltaProduct (Siems et al. 2025, arXiv 2502.10297) with two Householder steps per token
+//! and β ∈ (0, 2), whose products of reflections the paper shows reaching S₃ and beyond (reported,
+//! not asserted).
 //! attnlab's decay family has no negative-eigenvalue form, so Grazzi et al.'s Mamba [−1, 1] is
 //! not an arm.
 //!
@@ -39,7 +42,7 @@ const SOFTMAX: &str = "softmax";
 const PAIRS: [(&str, &str); 2] =
     [("delta:neg_eigval=true", "delta"), ("delta:gated:neg_eigval=true", "delta:gated")];
 
-const ARMS: [&str; 7] = [
+const ARMS: [&str; 8] = [
     SOFTMAX,
     "linear:elu1",
     "decay:mamba2",
@@ -47,6 +50,7 @@ const ARMS: [&str; 7] = [
     "delta:neg_eigval=true",
     "delta:gated",
     "delta:gated:neg_eigval=true",
+    "delta:householders=2:neg_eigval=true",
 ];
 
 /// One problem's comparison and the lengths it was evaluated at (the training length first).
@@ -93,7 +97,7 @@ pub fn state_tracking(
     type Plan = (&'static str, Vec<&'static str>, u64, Vec<f64>);
     let (preset, problems, seeds, lrs): Plan = match size {
         Size::Smoke => ("configs/state-tracking-smoke.toml", vec!["parity"], 2, vec![]),
-        // About 30 s a run on 2 cores: 70 runs fit the hour at the preset's lr.
+        // About 30 s a run on 2 cores: 80 runs fit the hour at the preset's lr.
         Size::Full => {
             ("configs/state-tracking.toml", vec!["parity", "mod3", "mod5", "s3", "s5"], 2, vec![])
         }

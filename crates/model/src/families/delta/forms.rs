@@ -1,7 +1,12 @@
 //! The three forms of the delta rule, equal up to rounding (see the family's header): the
 //! [`chunked`] WY/UT form (the training default) with its exact block-doubling
 //! [`unit_lower_inverse`], the `T × T` implied [`weights`] and the [`parallel`] form on them, and
-//! the token-by-token [`recurrent`] form.
+//! the token-by-token [`recurrent`] form. DeltaProduct (`householders=N`) runs them on the
+//! sequence of its sub-steps: [`interleave_substeps`] lays each token's `N` keys, values and
+//! strengths in a row, [`gate_on_first_substep`] and [`queries_on_last_substep`] place the
+//! token's gate and query, [`last_substeps`] keeps the token's output, [`flip_tokens`] reverses
+//! the tokens (not the sub-steps) for the backward pass, and [`product_weights`] are the implied
+//! weights of each sub-step's value.
 
 use crate::chunking::{causal_decay, to_chunks};
 use burn::tensor::ops::PadMode;
@@ -190,4 +195,108 @@ pub fn recurrent(
         outputs.push(token(&q).matmul(s.clone()));
     }
     (Tensor::cat(outputs, 2), s)
+}
+
+/// Lays DeltaProduct's `N` sub-steps of each token in a row: the sequence the delta rule runs
+/// on, `N` times as long. The input holds sub-step `j`'s head `h` at `j·heads + h` (the
+/// sub-step-major layout of the projections); with `N = 1` it is returned as it is.
+///
+/// # Shapes
+/// - `x`: `[batch, N·heads, seq, d]` -> `[batch, heads, seq·N, d]` (token `t`'s sub-step `j` at `t·N + j`)
+pub fn interleave_substeps(x: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, nh, t, d] = x.dims();
+    let h = nh / n;
+    x.reshape([b, n, h, t, d]).permute([0, 2, 3, 1, 4]).reshape([b, h, t * n, d])
+}
+
+/// Each token's log gate on its first sub-step and 0 on the others: the state decays once per
+/// token, before the token's first write.
+///
+/// # Shapes
+/// - `log_g`: `[batch, heads, seq, 1]` -> `[batch, heads, seq·N, 1]`
+pub fn gate_on_first_substep(log_g: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return log_g;
+    }
+    let [b, h, t, _] = log_g.dims();
+    let rest = Tensor::zeros([b, h, t, n - 1], &log_g.device());
+    Tensor::cat(vec![log_g, rest], 3).reshape([b, h, t * n, 1])
+}
+
+/// Each token's query on its last sub-step and 0 on the others (whose outputs are dropped), so
+/// the token reads the state after all its writes.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, d]` -> `[batch, heads, seq·N, d]`
+pub fn queries_on_last_substep(q: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return q;
+    }
+    let [b, h, t, d] = q.dims();
+    let before = Tensor::zeros([b, h, t, (n - 1) * d], &q.device());
+    Tensor::cat(vec![before, q], 3).reshape([b, h, t * n, d])
+}
+
+/// Every token's output: that of its last sub-step.
+///
+/// # Shapes
+/// - `y`: `[batch, heads, seq·N, d]` -> `[batch, heads, seq, d]`
+pub fn last_substeps(y: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return y;
+    }
+    let [b, h, tn, d] = y.dims();
+    y.reshape([b, h, tn / n, n * d]).narrow(3, (n - 1) * d, d)
+}
+
+/// The tokens in reverse order, each token's sub-steps still in theirs (a bidirectional model's
+/// backward pass gates, writes and reads each token as the forward pass does).
+///
+/// # Shapes
+/// - `x`: `[batch, heads, seq·N, d]` -> the same
+pub fn flip_tokens(x: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return x.flip([2]);
+    }
+    let [b, h, tn, d] = x.dims();
+    x.reshape([b, h, tn / n, n * d]).flip([2]).reshape([b, h, tn, d])
+}
+
+/// DeltaProduct's implied weights: token `i`'s output is `Σ_{s,j} A[i, s·N + j] v_{s,j}` over
+/// the interleaved values, from an empty state ([`weights`] on the interleaved sequence, the
+/// rows of the tokens' last sub-steps); bidirectional, plus those of the tokens reversed,
+/// reversed back. With `N = 1` these are [`weights`].
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, d_k]`; `k`: `[batch, heads, seq·N, d_k]`,
+///   `beta, log_g`: `[batch, heads, seq·N, 1]` (interleaved, the gate on first sub-steps)
+///   -> `[batch, heads, seq, seq·N]`
+pub fn product_weights(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    beta: Tensor<4>,
+    log_g: Tensor<4>,
+    n: usize,
+    causal: bool,
+) -> Tensor<4> {
+    if n == 1 {
+        return weights(q, k, beta, log_g, causal);
+    }
+    let forward = |q: Tensor<4>, k: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>| {
+        let [b, h, t, _] = q.dims();
+        let all = causal_weights(queries_on_last_substep(q, n), k, beta, log_g);
+        all.reshape([b, h, t, n, t * n]).narrow(3, n - 1, 1).reshape([b, h, t, t * n])
+    };
+    let ahead = forward(q.clone(), k.clone(), beta.clone(), log_g.clone());
+    if causal {
+        return ahead;
+    }
+    let [b, h, t, _] = q.dims();
+    let flip = |x: Tensor<4>| flip_tokens(x, n);
+    let behind = forward(q.flip([2]), flip(k), flip(beta), flip(log_g));
+    // Rows are tokens; columns tokens × sub-steps: reverse the tokens of both, not the sub-steps.
+    ahead + behind.reshape([b, h, t, t, n]).flip([2, 3]).reshape([b, h, t, t * n])
 }

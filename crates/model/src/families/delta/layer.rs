@@ -1,8 +1,14 @@
 //! The delta-rule attention module: its writing strengths `β`, its gates, its features
 //! (projection, short convolution or SiLU, L2 norm, RoPE, `q` scaling), the full-sequence
-//! forward (both ways when bidirectional) and decoding.
+//! forward (both ways when bidirectional) and decoding. With `householders = N > 1`
+//! (DeltaProduct) the keys, values, `β` and gates are the interleaved sequence of sub-steps and
+//! the queries stay one per token; every form runs on the sub-steps and keeps each token's last
+//! output (see `forms.rs`).
 
-use super::forms::{chunked, parallel, recurrent, weights};
+use super::forms::{
+    chunked, flip_tokens, gate_on_first_substep, interleave_substeps, last_substeps, parallel,
+    product_weights, queries_on_last_substep, recurrent,
+};
 use crate::feature_map::LinearForm;
 use crate::gates::ssm_log_gates;
 use crate::heads::{HeadProjection, apply_rope, sequence_diagnostics};
@@ -20,8 +26,15 @@ pub const L2_EPS: f32 = 1e-6;
 /// Multi-head delta-rule attention.
 #[derive(Module, Debug)]
 pub struct DeltaAttention {
+    /// `[q | k | v]`; with `householders = N > 1` its `k` and `v` are sub-step 1's.
     pub heads: HeadProjection,
-    /// `x ↦ w_β·x + b`, `weight: [d_model, heads]`; `β = σ(·)` (or `2σ(·)`).
+    /// `householders = N > 1`: the keys and values of sub-steps `2..N`,
+    /// `weight: [d_model, (N − 1)·K·2·d]` laid out `[k_2 | … | k_N | v_2 | … | v_N]`, each
+    /// block head-major over the `K` key/value heads (repeated to the query heads as
+    /// `heads.qkv`'s are, and through its key norm when the model has one).
+    pub householder_kv: Option<Linear>,
+    /// `x ↦ w_β·x + b`, `weight: [d_model, N·heads]` (sub-step `j`'s head `h` in column
+    /// `j·heads + h`); `β = σ(·)` (or `2σ(·)`).
     pub beta: Linear,
     /// `delta:gated`: `x ↦ w·x + dt_bias`, `weight: [d_model, heads]`.
     pub dt: Option<Linear>,
@@ -31,6 +44,9 @@ pub struct DeltaAttention {
     pub conv: Option<ShortConv>,
     #[module(skip)]
     pub(super) neg_eigval: bool,
+    /// Householder steps per token, `N` (1: the delta rule).
+    #[module(skip)]
+    pub(super) householders: usize,
     #[module(skip)]
     pub(super) form: LinearForm,
     #[module(skip)]
@@ -38,19 +54,21 @@ pub struct DeltaAttention {
 }
 
 impl DeltaAttention {
-    /// Per-head writing strengths `β_t ∈ (0, 1)` (or `(0, 2)`).
+    /// Per-head writing strengths `β_{t,j} ∈ (0, 1)` (or `(0, 2)`), the `N` sub-steps of
+    /// each token in a row.
     ///
     /// # Shapes
-    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, 1]`
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq·N, 1]`
     pub fn betas(&self, x: Tensor<3>) -> Tensor<4> {
         let [b, t, _] = x.dims();
-        let h = self.heads.n_heads();
+        let n = self.householders;
         let beta = sigmoid(crate::fused::affine(&self.beta, x));
         let beta = if self.neg_eigval { beta * 2.0 } else { beta };
-        beta.swap_dims(1, 2).reshape([b, h, t, 1])
+        let substep_heads = n * self.heads.n_heads();
+        interleave_substeps(beta.swap_dims(1, 2).reshape([b, substep_heads, t, 1]), n)
     }
 
-    /// Per-head log decays `log a_t ≤ 0` (all 0 for the ungated rule).
+    /// Per-head log decays `log a_t ≤ 0`, one per token (all 0 for the ungated rule).
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, 1]`
@@ -82,21 +100,68 @@ impl RecurrentLayer for DeltaAttention {
         crate::fused::silu(qkv)
     }
 
+    /// `β` and the log gates of the sub-steps, `[batch, heads, seq·N, 1]` each.
     fn gates(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        (self.betas(x.clone()), self.log_gates(x))
+        let log_g = gate_on_first_substep(self.log_gates(x.clone()), self.householders);
+        (self.betas(x), log_g)
     }
 
-    /// `(q/√d_k, k, v)`: heads split, `q` and `k` L2-normalised and rotated.
+    /// `[q | k_1..N | v_1..N]`: the heads' projection, with `N > 1` sub-steps `2..N`'s keys
+    /// and values from [`DeltaAttention::householder_kv`] put beside sub-step 1's.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, (1 + 2N)·heads·d]`
+    fn project(&self, x: Tensor<3>) -> Tensor<3> {
+        let qkv = self.heads.project(x.clone());
+        let Some(extra) = &self.householder_kv else { return qkv };
+        let [b, t, _] = qkv.dims();
+        let (h, kv, d) = (self.heads.n_heads(), self.heads.n_kv_heads(), self.heads.d_qk());
+        let more = self.householders - 1;
+        let extra = crate::fused::affine(extra, x);
+        let keys = extra.clone().narrow(2, 0, more * kv * d);
+        let values = extra.narrow(2, more * kv * d, more * kv * d);
+        // Every key through the key norm (Qwen3's q/k norm), as sub-step 1's got in `heads`.
+        let keys = match &self.heads.k_norm {
+            Some(norm) => {
+                norm.forward(keys.reshape([b, t, more * kv, d])).reshape([b, t, more * kv * d])
+            }
+            None => keys,
+        };
+        // Key/value head g serves query heads g·(h/kv)..(g + 1)·(h/kv), as in `heads`.
+        let to_query_heads = |x: Tensor<3>| {
+            x.reshape([b, t * more, kv, 1, d]).expand([b, t * more, kv, h / kv, d]).reshape([
+                b,
+                t,
+                more * h * d,
+            ])
+        };
+        let part = |i: usize| qkv.clone().narrow(2, i * h * d, h * d);
+        Tensor::cat(
+            vec![part(0), part(1), to_query_heads(keys), part(2), to_query_heads(values)],
+            2,
+        )
+    }
+
+    /// `(q/√d_k, k, v)`: heads split, `q` and `k` L2-normalised and rotated; `q` one per token,
+    /// `k` and `v` one per sub-step (`[batch, heads, seq·N, d]`, token `t`'s sub-step `j` at
+    /// `t·N + j`, every sub-step of a token rotated to the token's position).
     fn split(
         &self,
         qkv: Tensor<3>,
         rope: Option<&RotaryEncoding>,
         offset: usize,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let (q, k, v) = self.heads.split_packed(qkv);
-        let d_k = q.dims()[3] as f64;
+        let [b, t, width] = qkv.dims();
+        let (n, h, d_k) = (self.householders, self.heads.n_heads(), self.heads.d_qk());
+        let d_v = (width - (1 + n) * h * d_k) / (n * h);
+        // With N = 1 these are `split_packed`'s q, k, v, op for op (the delta rule unchanged).
+        let heads = |start: usize, count: usize, d: usize| {
+            qkv.clone().narrow(2, start, count * d).reshape([b, t, count, d]).swap_dims(1, 2)
+        };
+        let (q, k, v) =
+            (heads(0, h, d_k), heads(h * d_k, n * h, d_k), heads((1 + n) * h * d_k, n * h, d_v));
         let (q, k) = apply_rope(l2_normalize(q), l2_normalize(k), rope, offset);
-        (q / d_k.sqrt(), k, v)
+        (q / (d_k as f64).sqrt(), interleave_substeps(k, n), interleave_substeps(v, n))
     }
 
     fn recurrent_from(
@@ -107,7 +172,9 @@ impl RecurrentLayer for DeltaAttention {
         (beta, log_g): (Tensor<4>, Tensor<4>),
         state: Option<&Tensor<4>>,
     ) -> (Tensor<4>, Tensor<4>) {
-        recurrent(q, k, v, beta, log_g, state)
+        let n = self.householders;
+        let (y, s) = recurrent(queries_on_last_substep(q, n), k, v, beta, log_g, state);
+        (last_substeps(y, n), s)
     }
 
     fn chunked_from(
@@ -118,7 +185,9 @@ impl RecurrentLayer for DeltaAttention {
         (beta, log_g): (Tensor<4>, Tensor<4>),
         state: Option<&Tensor<4>>,
     ) -> (Tensor<4>, Tensor<4>) {
-        chunked(q, k, v, beta, log_g, self.chunk, state)
+        let n = self.householders;
+        let (y, s) = chunked(queries_on_last_substep(q, n), k, v, beta, log_g, self.chunk, state);
+        (last_substeps(y, n), s)
     }
 }
 
@@ -133,27 +202,39 @@ impl SequenceMixer for DeltaAttention {
     type State = RecurrentState;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        let n = self.householders;
         let (beta, log_g) = self.gates(x.clone());
         let (q, k, v) = self.features(x, ctx.rope, 0, &mut None);
-        let causal = |q: Tensor<4>,
-                      k: Tensor<4>,
-                      v: Tensor<4>,
-                      beta: Tensor<4>,
-                      log_g: Tensor<4>| match self.form {
-            LinearForm::Parallel => parallel(q, k, v, beta, log_g),
-            LinearForm::Chunked => chunked_from_empty(q, k, v, beta, log_g, self.chunk),
-            LinearForm::Recurrent => recurrent(q, k, v, beta, log_g, None).0,
-        };
+        let causal =
+            |q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>| {
+                let q = queries_on_last_substep(q, n);
+                let y = match self.form {
+                    LinearForm::Parallel => parallel(q, k, v, beta, log_g),
+                    LinearForm::Chunked => chunked_from_empty(q, k, v, beta, log_g, self.chunk),
+                    LinearForm::Recurrent => recurrent(q, k, v, beta, log_g, None).0,
+                };
+                last_substeps(y, n)
+            };
         let y = if ctx.causal {
             causal(q.clone(), k.clone(), v, beta.clone(), log_g.clone())
         } else {
-            let flip = |x: &Tensor<4>| x.clone().flip([2]);
+            // Tokens reversed, each token's sub-steps kept in order (for N = 1 a plain flip).
+            let flip = |x: &Tensor<4>| flip_tokens(x.clone(), n);
             causal(q.clone(), k.clone(), v.clone(), beta.clone(), log_g.clone())
-                + causal(flip(&q), flip(&k), flip(&v), flip(&beta), flip(&log_g)).flip([2])
+                + causal(q.clone().flip([2]), flip(&k), flip(&v), flip(&beta), flip(&log_g))
+                    .flip([2])
         };
-        let diagnostics = ctx
-            .diagnostics
-            .then(|| sequence_diagnostics(weights(q, k, beta, log_g, ctx.causal), ctx.causal));
+        let diagnostics = ctx.diagnostics.then(|| {
+            let substeps = product_weights(q, k, beta, log_g, n, ctx.causal);
+            // A token's weight is the sum of its sub-steps' (exact for N = 1).
+            let [b, h, t, _] = substeps.dims();
+            let tokens = if n == 1 {
+                substeps
+            } else {
+                substeps.reshape([b, h, t, t, n]).sum_dim(4).reshape([b, h, t, t])
+            };
+            sequence_diagnostics(tokens, ctx.causal)
+        });
         MixOutput { output: self.heads.merge(y), diagnostics }
     }
 

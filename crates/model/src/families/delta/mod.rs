@@ -1,4 +1,4 @@
-//! Delta-rule linear attention: DeltaNet and Gated DeltaNet.
+//! Delta-rule linear attention: DeltaNet, Gated DeltaNet and DeltaProduct.
 //!
 //! Per head, a state `S_t ∈ R^{d_k×d_v}` that is *corrected* towards each new value rather than
 //! added to: the value the state currently predicts for `k_t` is replaced by `v_t` at rate `β_t`,
@@ -13,6 +13,26 @@
 //! |---|---|---|
 //! | `delta` | 1 | Schlag, Irie, Schmidhuber 2021 ("Linear Transformers Are Secretly Fast Weight Programmers", arXiv 2102.11174); Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (arXiv 2406.06484) |
 //! | `delta:gated` | `exp(−Δ_t·exp(A_log_h))`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` (Mamba-2's gate, [`crate::gates`]) | Yang, Kautz, Hatamizadeh 2025, "Gated Delta Networks" (ICLR 2025, arXiv 2412.06464); Qwen3-Next's linear layers |
+//! | `delta[:gated]:householders=N` | as above | Siems et al. 2025, "DeltaProduct: Improving State-Tracking in Linear RNNs via Householder Products" (arXiv 2502.10297) |
+//!
+//! **DeltaProduct** (`householders=N`, `N ≥ 1`; 1, the default, is the rule above): each token
+//! writes `N` times, with its own keys `k_{t,1..N}`, values `v_{t,1..N}` and strengths
+//! `β_{t,1..N}`, so its state transition is a product of `N` generalised Householder matrices
+//! rather than one (with `neg_eigval` a product of reflections, which can express any
+//! permutation's rotation part and so track more than the single step can):
+//!
+//! `S ← a_t S` once, then for `j = 1..N`: `S ← (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) S + β_{t,j} k_{t,j} v_{t,j}ᵀ`;
+//! `o_t = Sᵀ q_t` after the last.
+//!
+//! That is the delta rule on a sequence `N` times as long, the sub-steps of each token in a row
+//! (fla's layer runs it so): the gate's `log a_t` on the first sub-step of token `t` and 0 on the
+//! others, `q_t` on the last and 0 on the others, and the output every `N`-th step. All three
+//! forms below run on that interleaved sequence (`chunk` counts sub-steps), and the decoding
+//! state is still the one `S` per head. Keys, values and `β` are projected `N` times as wide,
+//! sub-step-major as fla lays them out (`k`: column `j·H·d_k + h·d_k + i`, `β`: `j·H + h`):
+//! `k_{t,1}, v_{t,1}` and `q` come from the shared `heads.qkv`, `k_{t,2..N}, v_{t,2..N}` from
+//! `householder_kv` (see [`DeltaAttention`]), and `conv=K` convolves all of
+//! `[q | k_{·,1..N} | v_{·,1..N}]`.
 //!
 //! As in fla-org/flash-linear-attention's layers: `q, k, v = silu(·)` of the projections (after the
 //! `conv=K` short convolution when on, see [`ShortConv`](crate::short_conv::ShortConv)); `q` and
@@ -51,7 +71,10 @@ mod layer;
 #[cfg(test)]
 mod tests;
 
-pub use forms::{chunked, parallel, recurrent, unit_lower_inverse, weights};
+pub use forms::{
+    chunked, flip_tokens, gate_on_first_substep, interleave_substeps, last_substeps, parallel,
+    product_weights, queries_on_last_substep, recurrent, unit_lower_inverse, weights,
+};
 pub use layer::{DeltaAttention, L2_EPS, l2_normalize};
 
 use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
@@ -61,6 +84,7 @@ use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};
 use crate::options::{parse_options, print_options, write_with_options};
 use crate::recurrent_layer::{conv_state_floats, short_conv};
 use crate::short_conv::check_kernel;
+use burn::nn::LinearConfig;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -68,8 +92,14 @@ use std::fmt;
 /// The gate parameters' stream tag ("delta_ru").
 const GATE_TAG: u64 = 0x6465_6c74_615f_7275;
 
-/// `delta[:gated][:neg_eigval=true][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]`: the
-/// options are this struct's fields (see [`crate::options`]).
+/// Channels of the packed `[q | k_{1..N} | v_{1..N}]` the convolution runs over (every query
+/// head, keys and values repeated under GQA): `(1 + 2N)·H·d`.
+fn packed_width(dims: &MixerDims, householders: usize) -> usize {
+    (1 + 2 * householders) * dims.n_heads * dims.head_dim()
+}
+
+/// `delta[:gated][:neg_eigval=true][:householders=N][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]`:
+/// the options are this struct's fields (see [`crate::options`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeltaAttentionConfig {
@@ -78,6 +108,8 @@ pub struct DeltaAttentionConfig {
     pub gated: bool,
     /// `β ∈ (0, 2)` instead of `(0, 1)`.
     pub neg_eigval: bool,
+    /// Householder steps per token (DeltaProduct); 1 is the delta rule.
+    pub householders: usize,
     /// Kernel of the short convolution on q/k/v (0 = none).
     pub conv: usize,
     pub form: LinearForm,
@@ -90,6 +122,7 @@ impl Default for DeltaAttentionConfig {
         Self {
             gated: false,
             neg_eigval: false,
+            householders: 1,
             conv: 0,
             form: LinearForm::Chunked,
             chunk: DEFAULT_CHUNK,
@@ -109,8 +142,7 @@ impl fmt::Display for DeltaAttentionConfig {
 
 impl MixerFamily for DeltaAttentionConfig {
     const NAME: &'static str = "delta";
-    const SYNTAX: &'static str =
-        "delta[:gated][:neg_eigval=true][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
+    const SYNTAX: &'static str = "delta[:gated][:neg_eigval=true][:householders=N][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
     type Module = DeltaAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
@@ -130,37 +162,52 @@ impl MixerFamily for DeltaAttentionConfig {
         if c.chunk == 0 {
             return Err(SpecError::new(spec, "chunk must be at least 1"));
         }
+        if c.householders == 0 {
+            return Err(SpecError::new(
+                spec,
+                "householders must be at least 1 (1 is the delta rule, 2 or more DeltaProduct)",
+            ));
+        }
         check_kernel(c.conv).map_err(|reason| SpecError::new(spec, reason))?;
         Ok(c)
     }
 
-    /// `S` (`d_k × d_v` per head, zoology's `heads·d_k·d_v`) plus, with `conv=K`, the
-    /// convolution's last `K − 1` inputs; fixed in `seq_len`.
+    /// `S` (`d_k × d_v` per head, zoology's `heads·d_k·d_v`, whatever `householders` is: the
+    /// sub-steps of a token all write into the one state) plus, with `conv=K`, the
+    /// convolution's last `K − 1` inputs of `[q | k_{1..N} | v_{1..N}]`; fixed in `seq_len`.
     fn decode_state_floats(&self, dims: &MixerDims, _seq_len: usize) -> usize {
         let d = dims.head_dim();
-        let conv = conv_state_floats(self.conv, 3 * dims.n_heads * d);
+        let conv = conv_state_floats(self.conv, packed_width(dims, self.householders));
         dims.n_heads * d * d + conv
     }
 
     fn init(&self, dims: &MixerDims, device: &Device) -> DeltaAttention {
-        let (h, d) = (dims.n_heads, dims.d_model);
+        let (h, d, n) = (dims.n_heads, dims.d_model, self.householders);
         let mut rng = family_rng(dims, GATE_TAG);
-        let beta = uniform_linear(&mut rng, d, h, vec![0.0; h], device);
+        // N strengths per head; with N = 1 the same draws as before DeltaProduct existed.
+        let beta = uniform_linear(&mut rng, d, h * n, vec![0.0; h * n], device);
         let (dt, a_log) = if self.gated {
             let (dt, a_log) = ssm_decay_params(&mut rng, dims, (0.0, 16.0), device);
             (Some(dt), Some(a_log))
         } else {
             (None, None)
         };
-        // The packed [q | k | v] of every query head (keys and values repeated under GQA).
-        let conv = short_conv(self.conv, 3 * h * dims.head_dim(), &mut rng, device);
+        // The packed [q | k_1..N | v_1..N] of every query head (keys and values repeated under GQA).
+        let conv = short_conv(self.conv, packed_width(dims, n), &mut rng, device);
+        // Keys and values of sub-steps 2..N, sized as the shared projection's k and v parts.
+        let householder_kv = (n > 1).then(|| {
+            let width = (n - 1) * dims.n_kv_heads * 2 * dims.head_dim();
+            LinearConfig::new(d, width).with_bias(dims.bias).init(device)
+        });
         DeltaAttention {
             heads: HeadProjection::new(dims, dims.head_dim(), device),
+            householder_kv,
             beta,
             dt,
             a_log,
             conv,
             neg_eigval: self.neg_eigval,
+            householders: n,
             form: self.form,
             chunk: self.chunk,
         }
@@ -203,6 +250,20 @@ impl MixerFamily for DeltaAttentionConfig {
                     "the short convolution's weight over the packed q|k|v channels",
                 ),
             ),
+            (
+                "householder_layout",
+                Convention::new(
+                    "q | k_1..k_N | v_1..v_N, sub-step-major; k_1, v_1 from heads.qkv, k_2..k_N | v_2..v_N from householder_kv; β column j·H + h",
+                    "householders=N: how the N keys, values and strengths of a token are laid out (the convolution's channels too: [K, (1 + 2N)·width])",
+                ),
+            ),
+            (
+                "householder_order",
+                Convention::new(
+                    "S ← a_t S, then (I − β_j k_j k_jᵀ) S + β_j k_j v_jᵀ for j = 1..N, then o_t = Sᵀ q_t",
+                    "householders=N: the gate once per token before its first sub-step, the read after its last",
+                ),
+            ),
         ]
     }
 
@@ -219,6 +280,14 @@ impl MixerFamily for DeltaAttentionConfig {
             VariantInfo {
                 spec: "delta:gated:conv=4",
                 formula: "Gated DeltaNet after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's layer)",
+            },
+            VariantInfo {
+                spec: "delta:householders=2",
+                formula: "S ← (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) S + β_{t,j} k_{t,j} v_{t,j}ᵀ for j = 1..2 per token, each step its own k, v, β; o_t = S_tᵀ q_t after the last (DeltaProduct, Siems et al. 2025)",
+            },
+            VariantInfo {
+                spec: "delta:gated:householders=3:neg_eigval=true",
+                formula: "Gated DeltaProduct: S ← a_t S once, then 3 Householder steps with β ∈ (0, 2) (products of reflections)",
             },
         ]
     }

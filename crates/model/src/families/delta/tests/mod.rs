@@ -1,9 +1,11 @@
-//! The naive delta rule (fla's reference recurrence) the forms are checked against, and the
-//! helpers the tests share: `forms.rs` tests the forms against the oracle, `layer.rs` the module
-//! (β, gates, features, decoding, specs and diagnostics).
+//! The naive delta rule (fla's reference recurrence) and the naive DeltaProduct (its definition,
+//! Householder matrices built and multiplied token by token) the forms are checked against, and
+//! the helpers the tests share: `forms.rs` tests the forms against the oracles, `layer.rs` the
+//! module (β, gates, features, decoding, specs and diagnostics), `product.rs` DeltaProduct.
 
 mod forms;
 mod layer;
+mod product;
 
 use super::*;
 use crate::testing::{device, randn};
@@ -33,6 +35,44 @@ fn naive_delta_rule(
         let new_value = (at(v) - predicted) * at(beta);
         s = s + key * new_value;
         out.push((at(q).reshape([b, h, dk, 1]) * s.clone()).sum_dim(2));
+    }
+    (Tensor::cat(out, 2), s)
+}
+
+/// DeltaProduct as Siems et al. define it, a plain loop with every matrix explicit: per token,
+/// `S ← a_t S`, then for `j = 1..N`: `S ← (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) S + β_{t,j} k_{t,j} v_{t,j}ᵀ`,
+/// then `o_t = Sᵀ q_t`. Each token's `N` keys and values sit side by side in the last axis.
+/// Returns the outputs and the final state.
+///
+/// # Shapes
+/// - `q`: `[b, h, t, d_k]`, `k`: `[b, h, t, N·d_k]`, `v`: `[b, h, t, N·d_v]`, `beta`: `[b, h, t, N]`,
+///   `log_g`: `[b, h, t, 1]` -> (`[b, h, t, d_v]`, `[b, h, d_k, d_v]`)
+fn naive_delta_product(
+    q: &Tensor<4>,
+    k: &Tensor<4>,
+    v: &Tensor<4>,
+    beta: &Tensor<4>,
+    log_g: &Tensor<4>,
+    n: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, h, t, dk] = q.dims();
+    let dv = v.dims()[3] / n;
+    let device = q.device();
+    let identity = Tensor::<2>::eye(dk, &device).reshape([1, 1, dk, dk]);
+    let mut s = Tensor::<4>::zeros([b, h, dk, dv], &device);
+    let mut out = Vec::new();
+    for i in 0..t {
+        let at = |x: &Tensor<4>| x.clone().narrow(2, i, 1);
+        s = s * at(log_g).exp();
+        for j in 0..n {
+            let key = at(k).narrow(3, j * dk, dk).reshape([b, h, dk, 1]);
+            let value = at(v).narrow(3, j * dv, dv).reshape([b, h, 1, dv]);
+            let strength = at(beta).narrow(3, j, 1); // [b, h, 1, 1]
+            let householder = identity.clone()
+                - key.clone().matmul(key.clone().swap_dims(2, 3)) * strength.clone();
+            s = householder.matmul(s) + key.matmul(value) * strength;
+        }
+        out.push(at(q).matmul(s.clone()));
     }
     (Tensor::cat(out, 2), s)
 }
