@@ -1341,6 +1341,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         base.device_list(),
         run_dir::timestamp()
     );
+    println!("cpu: {} | SIMD: {}", attnlab_eval::host::machine(), attnlab_eval::host::simd_flags());
     let mut json = serde_json::Map::new();
     let variants: Vec<String> = if a.variants.is_empty() {
         MixerSpec::bench_specs().into_iter().map(String::from).collect()

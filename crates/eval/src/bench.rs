@@ -322,7 +322,13 @@ pub fn train_table(
         ));
         rows.push(r);
     }
-    // A separate block, so the table's rows keep the layout scripts parse.
+    // Separate blocks, so the table's rows keep the layout scripts parse.
+    for r in rows.iter().filter(|r| r.phases.reduce_ms > 0.0) {
+        emit(format!(
+            "{:<28} data parallel: {:.1} ms median summing the replicas' gradients (in ms/step)",
+            r.variant, r.phases.reduce_ms
+        ));
+    }
     emit("forward without gradients (inference, same batch):".to_string());
     for r in &rows {
         let tokens_per_s = r.tokens_per_s * r.ms_median / r.forward_only_ms;

@@ -21,10 +21,12 @@
 //! reproduce/   the seed papers' experiments
 //! swap.rs      swap an attention variant in, fine-tune, and compare with a control
 //! bench.rs     throughput, scaling and decode benchmarks
+//! host.rs      the CPU model and SIMD flags printed beside every speed figure
 //! ```
 
 pub mod bench;
 pub mod compare;
+pub mod host;
 pub mod linearize;
 pub mod plots;
 pub mod report;

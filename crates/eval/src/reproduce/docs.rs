@@ -157,20 +157,7 @@ pub fn update_docs(docs_file: &Path, dirs: &[PathBuf]) -> Result<Vec<String>, Do
     Ok(done)
 }
 
-/// The CPU model and hardware threads, for the record (`unknown CPU` where it cannot be read).
-pub fn machine() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string());
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model}, {threads} hardware threads")
-}
+pub use crate::host::machine;
 
 #[cfg(test)]
 mod tests {
