@@ -234,6 +234,48 @@ pub fn token_batch_shape(batches: &[Batch]) -> Option<(Device, usize)> {
     }
 }
 
+/// The fixed evaluation set of a task scored at several lengths: `examples` sequences of
+/// length `len` in batches of `batch_size`, drawn by `make(rng, size, len)`. The training
+/// length's set is the seed's "eval" stream and every other length's a stream of its own, so
+/// adding an evaluation length changes no other length's set.
+pub fn eval_set_at_length(
+    seed: u64,
+    train_len: usize,
+    len: usize,
+    examples: usize,
+    batch_size: usize,
+    mut make: impl FnMut(&mut rand::rngs::StdRng, usize, usize) -> Batch,
+) -> Vec<Batch> {
+    let mut rng = if len == train_len {
+        crate::seed::rng(seed, "eval", 0)
+    } else {
+        crate::seed::rng(seed, "eval-length", len as u64)
+    };
+    let size = batch_size.max(1);
+    (0..examples.div_ceil(size))
+        .map(|i| make(&mut rng, size.min(examples - i * size), len))
+        .collect()
+}
+
+/// A task's metrics on its training-length `batches`, then the same at every evaluation
+/// length as `name@ℓ` (`set(len, batch_size, device)` builds that length's set).
+pub fn metrics_at_lengths(
+    batches: &[Batch],
+    lengths: &[usize],
+    scores: impl Fn(&[Batch]) -> BTreeMap<&'static str, f64>,
+    set: impl Fn(usize, usize, &Device) -> Vec<Batch>,
+) -> BTreeMap<String, f64> {
+    let mut metrics: BTreeMap<String, f64> =
+        scores(batches).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let Some((device, batch_size)) = token_batch_shape(batches) else { return metrics };
+    for &len in lengths {
+        for (name, value) in scores(&set(len, batch_size, &device)) {
+            metrics.insert(format!("{name}@{len}"), value);
+        }
+    }
+    metrics
+}
+
 /// `loss` and (where the task has it) `accuracy`, averaged over the batches.
 pub fn mean_metrics(model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
     let (mut loss, mut hits, mut count, mut has_acc) = (0.0, 0.0, 0.0, false);

@@ -24,13 +24,15 @@
 //! (Merrill et al.).
 
 use super::interface::{
-    Batch, MainMetric, Target, Task, TaskError, score_output, token_batch_shape,
+    Batch, MainMetric, Target, Task, TaskError, eval_set_at_length, metrics_at_lengths,
+    score_output,
 };
 use super::text::batch_index;
 use crate::config::{Problem, StateTrackingConfig};
 use crate::seed;
 use attnlab_model::{LmInput, Model, ModelInput, ModelIo};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
 use rand::{Rng, RngExt};
 use std::collections::BTreeMap;
 
@@ -155,18 +157,17 @@ impl StateTracking {
         }
     }
 
-    /// The fixed evaluation set at `len`: the training length's is the seed's "eval" stream,
-    /// every other length a stream of its own.
+    /// The fixed evaluation set at `len` ([`eval_set_at_length`]).
     fn eval_set(&self, len: usize, batch_size: usize, device: &Device) -> Vec<Batch> {
-        let mut rng = if len == self.config.seq_len {
-            seed::rng(self.seed, "eval", 0)
-        } else {
-            seed::rng(self.seed, "eval-length", len as u64)
-        };
-        let (total, size) = (self.config.eval_examples, batch_size.max(1));
-        (0..total.div_ceil(size))
-            .map(|i| self.batch(&mut rng, size.min(total - i * size), len, device))
-            .collect()
+        let c = &self.config;
+        eval_set_at_length(
+            self.seed,
+            c.seq_len,
+            len,
+            c.eval_examples,
+            batch_size,
+            |rng: &mut StdRng, size, len| self.batch(rng, size, len, device),
+        )
     }
 }
 
@@ -224,15 +225,12 @@ impl Task for StateTracking {
     /// The training length's loss, accuracy and final accuracy, then the same at every
     /// `task.eval_lengths` entry as `name@ℓ`.
     fn evaluate(&self, model: &Model, batches: &[Batch]) -> BTreeMap<String, f64> {
-        let mut metrics: BTreeMap<String, f64> =
-            scores(model, batches).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let Some((device, batch_size)) = token_batch_shape(batches) else { return metrics };
-        for &len in &self.config.eval_lengths {
-            for (name, value) in scores(model, &self.eval_set(len, batch_size, &device)) {
-                metrics.insert(format!("{name}@{len}"), value);
-            }
-        }
-        metrics
+        metrics_at_lengths(
+            batches,
+            &self.config.eval_lengths,
+            |b| scores(model, b),
+            |len, size, device| self.eval_set(len, size, device),
+        )
     }
 }
 

@@ -33,23 +33,7 @@ fn every_form_matches_the_naive_recurrence() {
                 };
                 let want = run(&|q, k, v, b, g| naive_delta_rule(&q, &k, &v, &b, &g).0);
                 let what = format!("log gate≈−{scale} β {range:?} T={seq}");
-                assert_output_and_grads_close(
-                    &format!("{what} recurrent"),
-                    run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0),
-                    &want,
-                );
-                assert_output_and_grads_close(
-                    &format!("{what} parallel"),
-                    run(&|q, k, v, b, g| parallel(q, k, v, b, g)),
-                    &want,
-                );
-                for c in [1, 3, 4, 16] {
-                    assert_output_and_grads_close(
-                        &format!("{what} chunk={c}"),
-                        run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0),
-                        &want,
-                    );
-                }
+                assert_every_form_close(&what, run, &want, &[1, 3, 4, 16]);
             }
         }
     }

@@ -7,22 +7,6 @@ use crate::recurrent_layer::RecurrentLayer;
 use crate::testing::{ad_device, assert_close, assert_values_close, randn, values};
 use burn::nn::RotaryEncodingConfig;
 
-/// Every gate and convolution parameter's gradient.
-fn gate_grads(m: &DeltaAttention, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
-    let mut out = Vec::new();
-    for layer in [Some(&m.beta), m.dt.as_ref()].into_iter().flatten() {
-        out.push(values(layer.weight.val().grad(grads).expect("weight grad")));
-        out.push(values(layer.bias.as_ref().unwrap().val().grad(grads).expect("bias grad")));
-    }
-    if let Some(a) = &m.a_log {
-        out.push(values(a.val().grad(grads).expect("a_log grad")));
-    }
-    if let Some(c) = &m.conv {
-        out.push(values(c.weight.val().grad(grads).expect("conv grad")));
-    }
-    out
-}
-
 /// The module end to end: the three forms give the same output and the same gradients with
 /// respect to the input and every gate parameter, and the output equals the naive recurrence
 /// on the module's own features and gates.
@@ -43,7 +27,7 @@ fn module_forms_agree_on_outputs_input_and_gate_gradients() {
             let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
             let y = m.forward(x.clone(), MixContext::causal()).output;
             let grads = (y.clone() * probe.clone()).sum().backward();
-            (values(y), values(x.grad(&grads).unwrap()), gate_grads(&m, &grads))
+            (values(y), values(x.grad(&grads).unwrap()), own_param_grads(&m, &grads))
         };
         let (want, want_x, want_gates) = run(LinearForm::Recurrent);
         assert_eq!(want_gates.len(), params, "{spec}: gate parameters");

@@ -112,6 +112,53 @@ fn inputs(seq: usize, seed: u64) -> [Tensor<4>; 5] {
 
 type Form<'a> = &'a dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>;
 
+/// The gradient of every parameter the family has besides the shared heads: β, DeltaProduct's
+/// further keys and values, the gate, the convolution.
+fn own_param_grads(m: &DeltaAttention, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+    use crate::testing::values;
+    let mut out = Vec::new();
+    for layer in [Some(&m.beta), m.householder_kv.as_ref(), m.dt.as_ref()].into_iter().flatten() {
+        out.push(values(layer.weight.val().grad(grads).expect("weight grad")));
+        out.push(values(layer.bias.as_ref().unwrap().val().grad(grads).expect("bias grad")));
+    }
+    if let Some(a) = &m.a_log {
+        out.push(values(a.val().grad(grads).expect("a_log grad")));
+    }
+    if let Some(c) = &m.conv {
+        out.push(values(c.weight.val().grad(grads).expect("conv grad")));
+    }
+    out
+}
+
+/// The recurrent, parallel and chunked forms (each chunk size in `chunks`), each given to
+/// `run` (which returns a form's outputs and input gradients), against `want`.
+#[track_caller]
+fn assert_every_form_close(
+    what: &str,
+    run: impl Fn(Form<'_>) -> (Tensor<4>, Vec<Tensor<4>>),
+    want: &(Tensor<4>, Vec<Tensor<4>>),
+    chunks: &[usize],
+) {
+    use crate::testing::assert_output_and_grads_close;
+    assert_output_and_grads_close(
+        &format!("{what} recurrent"),
+        run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0),
+        want,
+    );
+    assert_output_and_grads_close(
+        &format!("{what} parallel"),
+        run(&|q, k, v, b, g| parallel(q, k, v, b, g)),
+        want,
+    );
+    for &c in chunks {
+        assert_output_and_grads_close(
+            &format!("{what} chunk={c}"),
+            run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0),
+            want,
+        );
+    }
+}
+
 fn dims() -> MixerDims {
     MixerDims { seed: 5, layer: 1, bias: true, ..MixerDims::new(8, 2, 32) }
 }

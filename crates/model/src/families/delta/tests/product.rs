@@ -6,10 +6,7 @@
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::recurrent_layer::RecurrentLayer;
-use crate::testing::{
-    ad_device, assert_close, assert_output_and_grads_close, assert_values_close, output_and_grads,
-    values,
-};
+use crate::testing::{ad_device, assert_close, assert_values_close, output_and_grads, values};
 use burn::nn::{RotaryEncoding, RotaryEncodingConfig};
 
 /// Raw q (`d_k = 4`), the `N` keys (`d_k = 4`) and values (`d_v = 3`) of each token side by
@@ -80,23 +77,7 @@ fn every_form_matches_the_naive_product_of_householder_steps() {
                 })
             };
             let what = format!("N={n} log gate≈−{scale} β {range:?}");
-            assert_output_and_grads_close(
-                &format!("{what} recurrent"),
-                run(&|q, k, v, b, g| recurrent(q, k, v, b, g, None).0),
-                &want,
-            );
-            assert_output_and_grads_close(
-                &format!("{what} parallel"),
-                run(&|q, k, v, b, g| parallel(q, k, v, b, g)),
-                &want,
-            );
-            for c in [1, 4, 64] {
-                assert_output_and_grads_close(
-                    &format!("{what} chunk={c}"),
-                    run(&|q, k, v, b, g| chunked(q, k, v, b, g, c, None).0),
-                    &want,
-                );
-            }
+            assert_every_form_close(&what, run, &want, &[1, 4, 64]);
         }
     }
 }
@@ -160,23 +141,6 @@ fn naive_module(
     m.heads.merge(y)
 }
 
-/// Every parameter's gradient the DeltaProduct module has besides the shared heads: β, the
-/// further keys and values, the gate, the convolution.
-fn product_grads(m: &DeltaAttention, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
-    let mut out = Vec::new();
-    for layer in [Some(&m.beta), m.householder_kv.as_ref(), m.dt.as_ref()].into_iter().flatten() {
-        out.push(values(layer.weight.val().grad(grads).expect("weight grad")));
-        out.push(values(layer.bias.as_ref().unwrap().val().grad(grads).expect("bias grad")));
-    }
-    if let Some(a) = &m.a_log {
-        out.push(values(a.val().grad(grads).expect("a_log grad")));
-    }
-    if let Some(c) = &m.conv {
-        out.push(values(c.weight.val().grad(grads).expect("conv grad")));
-    }
-    out
-}
-
 /// The module end to end, N = 2 and 3: each form equals the naive product on the module's own
 /// features (causal and bidirectional, under RoPE), and the three forms give the same
 /// gradients with respect to the input and every parameter of the family's own.
@@ -215,7 +179,7 @@ fn module_forms_match_the_naive_product() {
             let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
             let y = m.forward(x.clone(), MixContext::causal()).output;
             let grads = (y.clone() * probe.clone()).sum().backward();
-            (values(y), values(x.grad(&grads).unwrap()), product_grads(&m, &grads))
+            (values(y), values(x.grad(&grads).unwrap()), own_param_grads(&m, &grads))
         };
         let (want, want_x, want_params) = run(LinearForm::Recurrent);
         assert_eq!(want_params.len(), params, "{spec}: parameters");
