@@ -471,9 +471,10 @@ impl Default for MadConfig {
     }
 }
 
-/// The six tasks of MAD.
+/// The six tasks of MAD. Read from a string so that a name it does not know is refused naming
+/// `task.problem` (serde's own message for an unknown variant names no key here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum MadProblem {
     /// Key-value pairs; recall a key's value when the key comes again.
     InContextRecall,
@@ -500,6 +501,32 @@ impl MadProblem {
             MadProblem::Memorization => "memorization",
             MadProblem::Compression => "compression",
         }
+    }
+}
+
+/// Every problem, in the order of the paper's table.
+pub const MAD_PROBLEMS: [MadProblem; 6] = [
+    MadProblem::InContextRecall,
+    MadProblem::FuzzyRecall,
+    MadProblem::NoisyRecall,
+    MadProblem::SelectiveCopying,
+    MadProblem::Compression,
+    MadProblem::Memorization,
+];
+
+impl TryFrom<String> for MadProblem {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        MAD_PROBLEMS.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = MAD_PROBLEMS.iter().map(|p| p.name()).collect();
+            format!("task.problem: unknown problem '{name}': expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl From<MadProblem> for String {
+    fn from(problem: MadProblem) -> String {
+        problem.name().to_string()
     }
 }
 
@@ -1542,6 +1569,9 @@ mod tests {
             (MadProblem::InContextRecall, 16, 128, 12_800, true)
         );
         assert_eq!((c.input_len(), c.data_vocab()), (127, 16));
+        for p in MAD_PROBLEMS {
+            assert_eq!(MadProblem::try_from(String::from(p)), Ok(p));
+        }
         assert_eq!(RunConfig::from_toml(&ok.to_toml(), &[]).unwrap(), ok);
         // MAD's baselines (configs/tasks/*.yml), as configs/mad.toml lists them.
         for sets in [
@@ -1565,7 +1595,10 @@ mod tests {
             RunConfig::from_toml(TASK, &sets).unwrap_or_else(|e| panic!("{sets:?}: {e}"));
         }
         for (sets, needle) in [
-            (&["task.problem=recall"][..], "in_context_recall"),
+            (
+                &["task.problem=recall"][..],
+                "task.problem: unknown problem 'recall': expected one of in_context_recall, fuzzy_recall, noisy_recall, selective_copying, compression, memorization",
+            ),
             (&["task.seq_len=127"], "task.seq_len (127) must be even and at least 4"),
             (&["task.seq_len=2"], "task.seq_len (2) must be even and at least 4"),
             (&["task.vocab_size=1"], "task.vocab_size (1) leaves 1 key/value/data tokens"),

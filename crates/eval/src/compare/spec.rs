@@ -60,6 +60,7 @@ pub fn task_preset(task: &str) -> Result<PathBuf, CompareError> {
         "separation" => "separation",
         "max_retrieval" | "max-retrieval" => "max-retrieval",
         "state_tracking" | "state-tracking" => "state-tracking",
+        "mad" => "mad",
         other => return Err(CompareError::UnknownTask { task: other.to_string() }),
     };
     Ok(PathBuf::from(format!("configs/{name}-smoke.toml")))
