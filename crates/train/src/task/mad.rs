@@ -9,6 +9,8 @@
 //!   (a key keeps its first value for the whole sequence); the last slot repeats a key already
 //!   seen with its value. With `multi_query` every value whose key was seen before is a probe;
 //!   without it a copy-prefix token `V−1` precedes the last slot and only its value is probed.
+//!   After MAD's one-token shift the model sees `seq_len − 1` tokens (multi-query) or
+//!   `seq_len` (the copy prefix makes the instance one longer).
 //! - `noisy_recall`: the same, with each slot (but one kept as a pair) noise with probability
 //!   `frac_noise`: two noise tokens.
 //! - `fuzzy_recall`: keys are ordered tuples of 1..=`k_motif_size` distinct key tokens and values
@@ -56,6 +58,9 @@
 //! - Fuzzy recall: when the planted pair's slot falls near the end, MAD can close the context
 //!   before planting it, and the final query asks for a value never shown; attnlab plants it in
 //!   the last slot instead (the only change to the distribution).
+//! - Memorization's map: MAD builds it over `vocab_size − 1` tokens whatever
+//!   `noise_vocab_size` is (its instances then draw noise from the same top range); attnlab
+//!   builds it over the data tokens below the noise, so noise never doubles as a key or value.
 //! - Accuracy is micro-averaged over probes; MAD's torchmetrics `MulticlassAccuracy` averages
 //!   over classes (`average="macro"` by default), which weighs rare values more.
 
