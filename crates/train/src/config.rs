@@ -114,6 +114,7 @@ pub enum TaskConfig {
     MaxRetrieval(MaxRetrievalConfig),
     StateTracking(StateTrackingConfig),
     Needle(NeedleConfig),
+    Mad(MadConfig),
 }
 
 impl TaskConfig {
@@ -127,6 +128,7 @@ impl TaskConfig {
             TaskConfig::MaxRetrieval(_) => "max_retrieval",
             TaskConfig::StateTracking(_) => "state_tracking",
             TaskConfig::Needle(_) => "needle",
+            TaskConfig::Mad(_) => "mad",
         }
     }
 }
@@ -456,6 +458,61 @@ impl Default for NeedleConfig {
     }
 }
 
+/// The MAD synthetic suite (Poli et al. 2024, "Mechanistic Design and Scaling of Hybrid
+/// Architectures"): six token tasks that each probe one capability, generated as the reference
+/// (athms/mad-lab) generates them. The defaults are MAD's in-context recall baseline; the other
+/// problems' baselines are in `configs/mad.toml`. Which key each problem reads is said per key;
+/// a key set away from its default for a problem that does not read it is refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MadConfig {
+    /// Which task of the suite. See [`MadProblem`].
+    pub problem: MadProblem,
+    /// Every token id, specials and noise included, is below this (MAD's `vocab_size`).
+    pub vocab_size: usize,
+    /// MAD's `seq_len`: the length of a generated instance. The model sees `seq_len` tokens,
+    /// except in multi-query (in-context/noisy) recall, where MAD's instance is `seq_len` long
+    /// before the one-token autoregressive shift and the model sees `seq_len - 1`.
+    pub seq_len: usize,
+    /// The fixed training set: this many sequences, drawn once from the seed, which every
+    /// training batch samples (MAD trains epochs over it); 0: a fresh sequence every draw.
+    pub num_train_examples: usize,
+    /// Sequences in the fixed evaluation set (MAD's `num_test_examples`).
+    pub eval_examples: usize,
+    /// Recall problems: probe the value of every key seen before (true, MAD's benchmark), or
+    /// only a final key after a copy-prefix token (false).
+    pub multi_query: bool,
+    /// Fuzzy recall: keys and values are 1..=k_motif_size / 1..=v_motif_size tokens long.
+    pub k_motif_size: usize,
+    pub v_motif_size: usize,
+    /// Tokens reserved for noise, below the special tokens (MAD subtracts them from the
+    /// key/value vocabulary even while `frac_noise` is 0).
+    pub noise_vocab_size: usize,
+    /// The chance that a key-value slot (recall, memorization) or a token (compression) is
+    /// noise instead, in [0, 1).
+    pub frac_noise: f64,
+    /// Selective copying: how many tokens to copy.
+    pub num_tokens_to_copy: usize,
+}
+
+impl Default for MadConfig {
+    fn default() -> Self {
+        Self {
+            problem: MadProblem::InContextRecall,
+            vocab_size: 16,
+            seq_len: 128,
+            num_train_examples: 12_800,
+            eval_examples: 1_280,
+            multi_query: true,
+            k_motif_size: 1,
+            v_motif_size: 1,
+            noise_vocab_size: 0,
+            frac_noise: 0.0,
+            num_tokens_to_copy: 0,
+        }
+    }
+}
+
 /// A needle problem, parsed from `task.problem`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NeedleProblem {
@@ -578,6 +635,239 @@ impl NeedleConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The six tasks of MAD. Read from a string so that a name it does not know is refused naming
+/// `task.problem` (serde's own message for an unknown variant names no key here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum MadProblem {
+    /// Key-value pairs; recall a key's value when the key comes again.
+    InContextRecall,
+    /// In-context recall with keys and values of several tokens each.
+    FuzzyRecall,
+    /// In-context recall with noise pairs between the key-value pairs.
+    NoisyRecall,
+    /// Copy the data tokens of a stretch strewn with blanks, in order, after a copy token.
+    SelectiveCopying,
+    /// A key-to-value map fixed for the whole run, learned into the weights.
+    Memorization,
+    /// Reproduce a random sequence from the state at its last (compression) token alone.
+    Compression,
+}
+
+impl MadProblem {
+    /// The problem's name in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            MadProblem::InContextRecall => "in_context_recall",
+            MadProblem::FuzzyRecall => "fuzzy_recall",
+            MadProblem::NoisyRecall => "noisy_recall",
+            MadProblem::SelectiveCopying => "selective_copying",
+            MadProblem::Memorization => "memorization",
+            MadProblem::Compression => "compression",
+        }
+    }
+}
+
+/// Every problem, in the order of the paper's table.
+pub const MAD_PROBLEMS: [MadProblem; 6] = [
+    MadProblem::InContextRecall,
+    MadProblem::FuzzyRecall,
+    MadProblem::NoisyRecall,
+    MadProblem::SelectiveCopying,
+    MadProblem::Compression,
+    MadProblem::Memorization,
+];
+
+impl TryFrom<String> for MadProblem {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        MAD_PROBLEMS.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = MAD_PROBLEMS.iter().map(|p| p.name()).collect();
+            format!("task.problem: unknown problem '{name}': expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl From<MadProblem> for String {
+    fn from(problem: MadProblem) -> String {
+        problem.name().to_string()
+    }
+}
+
+impl MadConfig {
+    /// Positions the model sees in a sequence (see [`MadConfig::seq_len`]).
+    pub fn input_len(&self) -> usize {
+        match self.problem {
+            MadProblem::InContextRecall | MadProblem::NoisyRecall if self.multi_query => {
+                self.seq_len.saturating_sub(1)
+            }
+            _ => self.seq_len,
+        }
+    }
+
+    /// The tokens below the special ones and the noise: what keys, values and data are drawn
+    /// from. Specials at the top of the vocabulary: the copy prefix (single-query recall), the
+    /// pad and copy prefix (fuzzy recall), the insert token (memorization), the compression
+    /// token, the blank and copy tokens (selective copying).
+    pub fn data_vocab(&self) -> usize {
+        let specials = match self.problem {
+            MadProblem::InContextRecall | MadProblem::NoisyRecall => usize::from(!self.multi_query),
+            MadProblem::FuzzyRecall => 1 + usize::from(!self.multi_query),
+            MadProblem::Memorization | MadProblem::Compression => 1,
+            MadProblem::SelectiveCopying => 2,
+        };
+        self.vocab_size.saturating_sub(specials + self.noise_vocab_size)
+    }
+
+    /// Why this config cannot be generated: `(key, message naming the key and the fix)`.
+    pub fn refusal(&self) -> Option<(&'static str, String)> {
+        let problem = self.problem.name();
+        let (data, nv, len) = (self.data_vocab(), self.noise_vocab_size, self.seq_len);
+        if self.eval_examples == 0 {
+            return Some((
+                "task.eval_examples",
+                "task.eval_examples is 0: it must be at least 1".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.frac_noise) {
+            return Some((
+                "task.frac_noise",
+                format!(
+                    "task.frac_noise ({}) must be in [0, 1): it is the chance a slot is noise",
+                    self.frac_noise
+                ),
+            ));
+        }
+        if self.frac_noise > 0.0 && nv == 0 {
+            return Some((
+                "task.noise_vocab_size",
+                format!(
+                    "task.frac_noise is {} but task.noise_vocab_size is 0: reserve noise tokens (e.g. 16) or set frac_noise = 0",
+                    self.frac_noise
+                ),
+            ));
+        }
+        if self.problem == MadProblem::SelectiveCopying && (self.frac_noise > 0.0 || nv > 0) {
+            return Some((
+                "task.frac_noise",
+                "task.frac_noise / task.noise_vocab_size: selective_copying has no noise (its blanks are the distractors); set both to 0".into(),
+            ));
+        }
+        if self.problem != MadProblem::FuzzyRecall
+            && (self.k_motif_size, self.v_motif_size) != (1, 1)
+        {
+            return Some((
+                "task.k_motif_size",
+                format!(
+                    "task.k_motif_size / task.v_motif_size apply to fuzzy_recall only; set both to 1 for {problem}"
+                ),
+            ));
+        }
+        if self.problem != MadProblem::SelectiveCopying && self.num_tokens_to_copy != 0 {
+            return Some((
+                "task.num_tokens_to_copy",
+                format!(
+                    "task.num_tokens_to_copy applies to selective_copying only; set it to 0 for {problem}"
+                ),
+            ));
+        }
+        let vocab_hint = |need: usize| {
+            format!(
+                "task.vocab_size ({}) leaves {data} key/value/data tokens after the specials and task.noise_vocab_size ({nv}); {problem} needs at least {need}: raise task.vocab_size to {} or more",
+                self.vocab_size,
+                self.vocab_size + need - data.min(need)
+            )
+        };
+        match self.problem {
+            MadProblem::InContextRecall | MadProblem::NoisyRecall => {
+                if len % 2 != 0 || len < 4 {
+                    return Some((
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({len}) must be even and at least 4: a sequence is key-value pairs, at least one before the final probe"
+                        ),
+                    ));
+                }
+                if data < 2 {
+                    return Some(("task.vocab_size", vocab_hint(2)));
+                }
+            }
+            MadProblem::FuzzyRecall => {
+                let (k, v) = (self.k_motif_size, self.v_motif_size);
+                if k == 0 || v == 0 {
+                    return Some((
+                        "task.k_motif_size",
+                        "task.k_motif_size and task.v_motif_size must be at least 1".into(),
+                    ));
+                }
+                // Keys are ordered tuples of distinct tokens of the lower half, values of the
+                // upper half (the larger by one when the count is odd).
+                let need = (2 * k).max(2 * v - 1);
+                if data / 2 < k || data - data / 2 < v {
+                    return Some(("task.vocab_size", vocab_hint(need)));
+                }
+                if len <= 2 * (k + v) {
+                    return Some((
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({len}) must exceed 2·(k_motif_size + v_motif_size) = {}: the context needs room for the planted pair and its query",
+                            2 * (k + v)
+                        ),
+                    ));
+                }
+            }
+            MadProblem::Memorization => {
+                if len % 2 != 0 || len < 2 {
+                    return Some((
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({len}) must be even and at least 2: a sequence is (key, insert token) pairs"
+                        ),
+                    ));
+                }
+                if data < 2 {
+                    return Some(("task.vocab_size", vocab_hint(2)));
+                }
+            }
+            MadProblem::Compression => {
+                if len < 2 {
+                    return Some((
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({len}) must be at least 2: data tokens and the compression token"
+                        ),
+                    ));
+                }
+                if data < 2 {
+                    return Some(("task.vocab_size", vocab_hint(2)));
+                }
+            }
+            MadProblem::SelectiveCopying => {
+                let n = self.num_tokens_to_copy;
+                if n == 0 {
+                    return Some((
+                        "task.num_tokens_to_copy",
+                        "task.num_tokens_to_copy is 0: selective_copying needs tokens to copy (MAD's baseline: 16)".into(),
+                    ));
+                }
+                if len <= 2 * n + 1 {
+                    return Some((
+                        "task.num_tokens_to_copy",
+                        format!(
+                            "task.num_tokens_to_copy ({n}) needs task.seq_len > 2·{n} + 1 = {} (the tokens, at least one blank, the copy token and a blank per copied token): raise task.seq_len or copy fewer",
+                            2 * n + 1
+                        ),
+                    ));
+                }
+                if data < 2 {
+                    return Some(("task.vocab_size", vocab_hint(2)));
+                }
+            }
+        }
+        None
     }
 }
 
@@ -1031,6 +1321,21 @@ impl RunConfig {
                     self.refuse_learned_positions_past(c.seq_len, len)?;
                 }
             }
+            TaskConfig::Mad(c) => {
+                if let Some((key, message)) = c.refusal() {
+                    return Err(invalid(key, message));
+                }
+                let (len, max) = (c.input_len(), self.model.max_seq_len);
+                if len > max {
+                    return Err(invalid(
+                        "task.seq_len",
+                        format!(
+                            "task.seq_len ({}) gives sequences of {len} tokens but model.max_seq_len is {max}: raise model.max_seq_len to {len}",
+                            c.seq_len
+                        ),
+                    ));
+                }
+            }
             TaskConfig::Separation(c) => {
                 if c.rows < 2 || c.cols == 0 || c.eval_examples == 0 {
                     return Err(invalid(
@@ -1456,6 +1761,131 @@ mod tests {
             err.contains("task.keys (16) is below the 18 distinct ones vartrack needs"),
             "{err}"
         );
+    }
+
+    /// MAD: the defaults are the in-context recall baseline, every problem's MAD baseline
+    /// loads, and each impossible setting is refused in one line naming the key and the fix.
+    #[test]
+    fn mad_settings_are_checked() {
+        const TASK: &str = "[task]\nkind = \"mad\"\n[model]\nmax_seq_len = 256\n";
+        let ok = RunConfig::from_toml(TASK, &[]).unwrap();
+        let TaskConfig::Mad(c) = &ok.task else { panic!("mad") };
+        assert_eq!(c, &MadConfig::default());
+        assert_eq!(
+            (c.problem, c.vocab_size, c.seq_len, c.num_train_examples, c.multi_query),
+            (MadProblem::InContextRecall, 16, 128, 12_800, true)
+        );
+        assert_eq!((c.input_len(), c.data_vocab()), (127, 16));
+        for p in MAD_PROBLEMS {
+            assert_eq!(MadProblem::try_from(String::from(p)), Ok(p));
+        }
+        assert_eq!(RunConfig::from_toml(&ok.to_toml(), &[]).unwrap(), ok);
+        // MAD's baselines (configs/tasks/*.yml), as configs/mad.toml lists them.
+        for sets in [
+            &["task.problem=fuzzy_recall", "task.k_motif_size=3", "task.v_motif_size=3"][..],
+            &[
+                "task.problem=noisy_recall",
+                "task.vocab_size=32",
+                "task.noise_vocab_size=16",
+                "task.frac_noise=0.2",
+            ],
+            &["task.problem=selective_copying", "task.seq_len=256", "task.num_tokens_to_copy=16"],
+            &[
+                "task.problem=memorization",
+                "task.vocab_size=256",
+                "task.seq_len=32",
+                "task.num_train_examples=256",
+            ],
+            &["task.problem=compression", "task.seq_len=32"],
+        ] {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            RunConfig::from_toml(TASK, &sets).unwrap_or_else(|e| panic!("{sets:?}: {e}"));
+        }
+        for (sets, needle) in [
+            (
+                &["task.problem=recall"][..],
+                "task.problem: unknown problem 'recall': expected one of in_context_recall, fuzzy_recall, noisy_recall, selective_copying, compression, memorization",
+            ),
+            (&["task.seq_len=127"], "task.seq_len (127) must be even and at least 4"),
+            (&["task.seq_len=2"], "task.seq_len (2) must be even and at least 4"),
+            (&["task.vocab_size=1"], "task.vocab_size (1) leaves 1 key/value/data tokens"),
+            (
+                &["task.multi_query=false", "task.vocab_size=2"],
+                "raise task.vocab_size to 3 or more",
+            ),
+            (
+                &["task.noise_vocab_size=15"],
+                "task.vocab_size (16) leaves 1 key/value/data tokens after the specials and task.noise_vocab_size (15)",
+            ),
+            (
+                &["task.frac_noise=1.0", "task.noise_vocab_size=4"],
+                "task.frac_noise (1) must be in [0, 1)",
+            ),
+            (&["task.frac_noise=-0.1"], "task.frac_noise (-0.1) must be in [0, 1)"),
+            (&["task.frac_noise=0.2"], "task.frac_noise is 0.2 but task.noise_vocab_size is 0"),
+            (&["task.eval_examples=0"], "task.eval_examples is 0"),
+            (
+                &["task.k_motif_size=3"],
+                "task.k_motif_size / task.v_motif_size apply to fuzzy_recall only",
+            ),
+            (
+                &["task.num_tokens_to_copy=4"],
+                "task.num_tokens_to_copy applies to selective_copying only",
+            ),
+            (
+                &["task.seq_len=512"],
+                "task.seq_len (512) gives sequences of 511 tokens but model.max_seq_len is 256: raise model.max_seq_len to 511",
+            ),
+            (
+                &["task.problem=fuzzy_recall", "task.k_motif_size=9", "task.v_motif_size=3"],
+                "fuzzy_recall needs at least 18: raise task.vocab_size to 19 or more",
+            ),
+            (&["task.problem=fuzzy_recall", "task.k_motif_size=0"], "must be at least 1"),
+            (
+                &[
+                    "task.problem=fuzzy_recall",
+                    "task.k_motif_size=3",
+                    "task.v_motif_size=3",
+                    "task.seq_len=12",
+                ],
+                "task.seq_len (12) must exceed 2·(k_motif_size + v_motif_size) = 12",
+            ),
+            (&["task.problem=selective_copying"], "task.num_tokens_to_copy is 0"),
+            (
+                &["task.problem=selective_copying", "task.num_tokens_to_copy=64"],
+                "task.num_tokens_to_copy (64) needs task.seq_len > 2·64 + 1 = 129",
+            ),
+            (
+                &[
+                    "task.problem=selective_copying",
+                    "task.num_tokens_to_copy=2",
+                    "task.vocab_size=3",
+                ],
+                "selective_copying needs at least 2: raise task.vocab_size to 4 or more",
+            ),
+            (
+                &[
+                    "task.problem=selective_copying",
+                    "task.num_tokens_to_copy=2",
+                    "task.noise_vocab_size=2",
+                ],
+                "selective_copying has no noise",
+            ),
+            (&["task.problem=memorization", "task.seq_len=31"], "task.seq_len (31) must be even"),
+            (
+                &["task.problem=memorization", "task.vocab_size=2"],
+                "memorization needs at least 2: raise task.vocab_size to 3 or more",
+            ),
+            (
+                &["task.problem=compression", "task.seq_len=1"],
+                "task.seq_len (1) must be at least 2",
+            ),
+        ] {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let err = RunConfig::from_toml(TASK, &sets).unwrap_err().to_string();
+            assert!(err.contains(needle), "{sets:?}: {err}");
+            assert!(!err.contains('\n'), "{sets:?}: error spans lines: {err}");
+        }
     }
 
     /// A bad --set value is reported at its key and --set, never at a line of the internal

@@ -22,6 +22,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     preset!("configs/icl-regression-paper.toml"),
     preset!("configs/icl-regression-smoke.toml"),
     preset!("configs/icl-regression.toml"),
+    preset!("configs/mad-smoke.toml"),
+    preset!("configs/mad.toml"),
     preset!("configs/max-retrieval-smoke.toml"),
     preset!("configs/max-retrieval.toml"),
     preset!("configs/mqar-length-smoke.toml"),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub enum CompareError {
     /// `--task NAME` names no task with a smoke preset.
     #[error(
-        "unknown task '{task}': expected mqar, icl_regression, char_lm, bpe_lm, separation, max_retrieval, state_tracking or needle (or pass --preset FILE)"
+        "unknown task '{task}': expected mqar, icl_regression, char_lm, bpe_lm, separation, max_retrieval, state_tracking, needle or mad (or pass --preset FILE)"
     )]
     UnknownTask { task: String },
     #[error("cannot read comparison {path}: {reason} (see configs/compare/)")]

@@ -61,6 +61,7 @@ pub fn task_preset(task: &str) -> Result<PathBuf, CompareError> {
         "max_retrieval" | "max-retrieval" => "max-retrieval",
         "state_tracking" | "state-tracking" => "state-tracking",
         "needle" => "needle",
+        "mad" => "mad",
         other => return Err(CompareError::UnknownTask { task: other.to_string() }),
     };
     Ok(PathBuf::from(format!("configs/{name}-smoke.toml")))
@@ -388,7 +389,9 @@ mod tests {
                 .is_err()
         );
         assert_eq!(task_preset("icl").unwrap(), PathBuf::from("configs/icl-regression-smoke.toml"));
-        assert!(task_preset("poetry").unwrap_err().to_string().contains("mqar"));
+        assert_eq!(task_preset("mad").unwrap(), PathBuf::from("configs/mad-smoke.toml"));
+        let unknown = task_preset("poetry").unwrap_err().to_string();
+        assert!(unknown.contains("mqar") && unknown.contains("state_tracking or mad"), "{unknown}");
         let bad = CompareSpec { baseline: Some("c".into()), ..spec };
         assert!(bad.baseline_index().unwrap_err().to_string().contains("a, b"));
     }

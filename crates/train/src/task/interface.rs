@@ -18,6 +18,10 @@ pub enum Target {
     Values { y: Tensor<2>, mask: Tensor<2>, scale: f32 },
     /// One class per sequence `[batch]`, predicted from the mean of the outputs over positions.
     Class(Tensor<1, Int>),
+    /// A whole sequence of token ids `[batch, n]` predicted from the output at the last
+    /// position alone, read as `n` rows of `out / n` logits: everything the prediction uses
+    /// passes through that one position's state (MAD's compression task).
+    LastPosition(Tensor<2, Int>),
 }
 
 #[derive(Clone, Debug)]
@@ -92,6 +96,9 @@ impl Target {
             Target::Class(labels) => {
                 Target::Class(labels.clone().narrow(0, start, len).to_device(device))
             }
+            Target::LastPosition(ids) => {
+                Target::LastPosition(ids.clone().narrow(0, start, len).to_device(device))
+            }
         }
     }
 
@@ -102,7 +109,9 @@ impl Target {
             Target::Tokens { mask: Some(m), .. } | Target::Values { mask: m, .. } => {
                 m.clone().sum().into_scalar::<f32>() as f64
             }
-            Target::Tokens { ids, mask: None } => ids.dims().iter().product::<usize>() as f64,
+            Target::Tokens { ids, mask: None } | Target::LastPosition(ids) => {
+                ids.dims().iter().product::<usize>() as f64
+            }
             Target::Class(labels) => labels.dims()[0] as f64,
         }
     }
@@ -161,6 +170,13 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
             let hits = predicted.equal(labels.clone()).float().sum().detach();
             let n = Tensor::<1>::from_floats([b as f32], &hits.device());
             Scored { loss: nll.mean(), accuracy: Some((hits, n)) }
+        }
+        Target::LastPosition(ids) => {
+            let [b, t, width] = out.dims();
+            let n = ids.dims()[1];
+            assert!(width.is_multiple_of(n), "{width} outputs are not {n} rows of logits");
+            let logits = out.narrow(1, t - 1, 1).reshape([b, n, width / n]);
+            score_output(logits, &Target::Tokens { ids: ids.clone(), mask: None })
         }
     }
 }

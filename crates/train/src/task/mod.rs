@@ -8,6 +8,7 @@ pub mod bpe_lm;
 pub mod char_lm;
 pub mod icl_regression;
 mod interface;
+pub mod mad;
 pub mod max_retrieval;
 pub mod mqar;
 pub mod needle;
@@ -42,5 +43,6 @@ pub fn build(config: &RunConfig, run_dir: Option<&Path>) -> Result<Box<dyn Task>
             Box::new(state_tracking::StateTracking::new(c.clone(), seed)?)
         }
         TaskConfig::Needle(c) => Box::new(needle::Needle::new(c.clone(), seed)?),
+        TaskConfig::Mad(c) => Box::new(mad::Mad::new(c.clone(), seed)?),
     })
 }
