@@ -177,7 +177,8 @@ struct CompareArgs {
     /// Comparison file (see configs/compare/).
     #[arg(long, conflicts_with_all = ["task", "variants", "preset"])]
     config: Option<PathBuf>,
-    /// Quick use: a task (mqar, icl_regression, char_lm, bpe_lm, separation, max_retrieval, state_tracking, mad); runs its smoke preset.
+    /// Quick use: a task (mqar, icl_regression, char_lm, bpe_lm, separation, max_retrieval,
+    /// state_tracking, needle, mad); runs its smoke preset.
     #[arg(long, requires = "variants")]
     task: Option<String>,
     /// Quick use: another preset file instead of the task's smoke preset.

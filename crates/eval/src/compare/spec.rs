@@ -390,8 +390,9 @@ mod tests {
         );
         assert_eq!(task_preset("icl").unwrap(), PathBuf::from("configs/icl-regression-smoke.toml"));
         assert_eq!(task_preset("mad").unwrap(), PathBuf::from("configs/mad-smoke.toml"));
+        assert_eq!(task_preset("needle").unwrap(), PathBuf::from("configs/needle-smoke.toml"));
         let unknown = task_preset("poetry").unwrap_err().to_string();
-        assert!(unknown.contains("mqar") && unknown.contains("state_tracking or mad"), "{unknown}");
+        assert!(unknown.contains("mqar") && unknown.contains("needle or mad"), "{unknown}");
         let bad = CompareSpec { baseline: Some("c".into()), ..spec };
         assert!(bad.baseline_index().unwrap_err().to_string().contains("a, b"));
     }
