@@ -165,15 +165,14 @@ mod tests {
         assert!(!grads.is_empty());
     }
 
-    /// Swapping softmax for Gated DeltaNet (with a short convolution) carries q/k/v/o over by
-    /// name and reports exactly the family's own parameters as fresh: β's and the gate's
-    /// projections, `A_log` and the convolution.
-    #[test]
-    fn swapping_to_gated_delta_carries_the_projections_and_names_the_fresh_gates() {
+    /// Swapping layer 1 of a softmax model to `mixer` carries q/k/v/o over by name and reports
+    /// exactly `fresh` (the family's own parameters) as starting fresh.
+    #[track_caller]
+    fn assert_swap_carries_the_projections(mixer: &str, fresh: &[&str]) {
         let io = ModelIo { input: ModelInput::Tokens { vocab: 11 }, output_dim: 11 };
         let device = Device::flex();
         let source = config("softmax").init(&io, 1, &device).unwrap();
-        let target = config("softmax,delta:gated:conv=4").init(&io, 2, &device).unwrap();
+        let target = config(&format!("softmax,{mixer}")).init(&io, 2, &device).unwrap();
         let source_tensors = variant_free_tensors(&source);
         let (target, report) = transfer(target, &source_tensors);
         for name in ["qkv.weight", "qkv.bias", "out.weight", "out.bias"] {
@@ -181,39 +180,40 @@ mod tests {
             assert!(report.copied.contains(&name), "{name} not carried: {:?}", report.copied);
             assert_eq!(variant_free_tensors(&target)[&name], source_tensors[&name], "{name}");
         }
-        let mut fresh = report.fresh.clone();
-        fresh.sort();
-        let want: Vec<String> =
-            ["a_log", "beta.bias", "beta.weight", "conv.weight", "dt.bias", "dt.weight"]
-                .iter()
-                .map(|n| format!("blocks.1.mixer.{n}"))
-                .collect();
-        assert_eq!(fresh, want);
+        let mut got = report.fresh.clone();
+        got.sort();
+        let want: Vec<String> = fresh.iter().map(|n| format!("blocks.1.mixer.{n}")).collect();
+        assert_eq!(got, want, "{mixer}");
+    }
+
+    /// Gated DeltaNet with a short convolution: fresh are β's and the gate's projections,
+    /// `A_log` and the convolution.
+    #[test]
+    fn swapping_to_gated_delta_carries_the_projections_and_names_the_fresh_gates() {
+        assert_swap_carries_the_projections(
+            "delta:gated:conv=4",
+            &["a_log", "beta.bias", "beta.weight", "conv.weight", "dt.bias", "dt.weight"],
+        );
+    }
+
+    /// DeltaProduct's first Householder step reads softmax's `[q | k | v]`; its further keys
+    /// and values (`householder_kv`) and β start fresh.
+    #[test]
+    fn swapping_to_deltaproduct_carries_the_first_steps_projections() {
+        assert_swap_carries_the_projections(
+            "delta:householders=2",
+            &["beta.bias", "beta.weight", "householder_kv.bias", "householder_kv.weight"],
+        );
     }
 
     /// Differential attention keeps softmax's `[q | k | v]` shapes (its query and key halves are
-    /// softmax's columns), so a swap carries q/k/v/o over and only λ's vectors and the per-head
-    /// norm start fresh.
+    /// softmax's columns), so only λ's vectors and the per-head norm start fresh.
     #[test]
     fn swapping_to_differential_attention_carries_the_projections() {
-        let io = ModelIo { input: ModelInput::Tokens { vocab: 11 }, output_dim: 11 };
-        let device = Device::flex();
-        let source = config("softmax").init(&io, 1, &device).unwrap();
-        let target = config("softmax,diff").init(&io, 2, &device).unwrap();
-        let source_tensors = variant_free_tensors(&source);
-        let (target, report) = transfer(target, &source_tensors);
-        for name in ["qkv.weight", "qkv.bias", "out.weight", "out.bias"] {
-            let name = format!("blocks.1.mixer.heads.{name}");
-            assert!(report.copied.contains(&name), "{name} not carried: {:?}", report.copied);
-            assert_eq!(variant_free_tensors(&target)[&name], source_tensors[&name], "{name}");
-        }
-        let mut fresh = report.fresh.clone();
-        fresh.sort();
-        let want: Vec<String> = ["lambda_k1", "lambda_k2", "lambda_q1", "lambda_q2", "norm.gamma"]
-            .iter()
-            .map(|n| format!("blocks.1.mixer.{n}"))
-            .collect();
-        assert_eq!(fresh, want);
+        assert_swap_carries_the_projections(
+            "diff",
+            &["lambda_k1", "lambda_k2", "lambda_q1", "lambda_q2", "norm.gamma"],
+        );
     }
 
     /// A source with other shapes leaves the target's fresh weights alone.
