@@ -31,30 +31,36 @@ fn weight_gap(a: &Path, b: &Path) -> (f32, f32) {
 }
 
 /// Two replicas with half the batch each take the steps one device takes with the whole
-/// batch: MQAR's loss is masked, so this also checks the slices are weighted by what they score.
+/// batch: MQAR's loss is masked, so this also checks the slices are weighted by what they score;
+/// with two micro-batches a step too (each replica accumulates, then the sums are added).
 #[test]
 fn two_devices_train_as_one_device_with_the_whole_batch() {
-    let (one, two) = (temp("one"), temp("two"));
-    ok(&train_tiny(&one, &[], &[]));
-    let out = train_tiny(&two, &["--devices", "flex,flex"], &[]);
-    ok(&out);
-    let (a, b) = (losses(&one), losses(&two));
-    assert_eq!(a.len(), 8);
-    assert_eq!(a.len(), b.len());
-    for ((step, x), (_, y)) in a.iter().zip(&b) {
-        assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "step {step}: loss {x} vs {y}");
+    for accumulation in [1, 2] {
+        let accum = format!("train.grad_accum={accumulation}");
+        let (one, two) =
+            (temp(&format!("one-{accumulation}")), temp(&format!("two-{accumulation}")));
+        ok(&train_tiny(&one, &["--set", &accum], &[]));
+        ok(&train_tiny(&two, &["--set", &accum, "--devices", "flex,flex"], &[]));
+        let (a, b) = (losses(&one), losses(&two));
+        assert_eq!(a.len(), 8);
+        assert_eq!(a.len(), b.len());
+        for ((step, x), (_, y)) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "accumulation {accumulation}, step {step}: loss {x} vs {y}"
+            );
+        }
+        // AdamW divides by √v, so a gradient entry near zero can flip an update of size lr;
+        // the weights agree to well under one such step (lr 1e-3 here).
+        let (gap, largest) = weight_gap(&one, &two);
+        assert!(gap <= 1e-4, "final weights differ by {gap} (largest weight {largest})");
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(two.join("meta.json")).unwrap()).unwrap();
+        assert_eq!(meta["devices"], "flex,flex");
+        assert_eq!(meta["effective_batch"], 8 * accumulation);
+        let config = std::fs::read_to_string(two.join("config.toml")).unwrap();
+        assert!(config.contains("devices = \"flex,flex\""), "{config}");
     }
-    // AdamW divides by √v, so a gradient entry near zero can flip an update of size lr;
-    // the weights agree to well under one such step (lr 1e-3 here).
-    let (gap, largest) = weight_gap(&one, &two);
-    assert!(gap <= 1e-4, "final weights differ by {gap} (largest weight {largest})");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(two.join("meta.json")).unwrap()).unwrap();
-    assert_eq!(meta["devices"], "flex,flex");
-    assert_eq!(meta["effective_batch"], 8);
-    assert!(two.join("config.toml").is_file());
-    let config = std::fs::read_to_string(two.join("config.toml")).unwrap();
-    assert!(config.contains("devices = \"flex,flex\""), "{config}");
 }
 
 /// A data-parallel run killed mid-checkpoint resumes to the uninterrupted run's losses, on the
@@ -111,6 +117,11 @@ fn device_lists_are_checked_before_anything_is_written() {
         fails_with(&train_tiny(&out, &["--devices", devices], &[]), needle);
         assert!(!out.exists(), "{devices}: {} was written", out.display());
     }
+    // Replicas sharing a device share its random stream: dropout there would not repeat.
+    let out = temp("dropout");
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = train_tiny(&out, &["--devices", "flex,flex", "--set", "model.dropout=0.1"], &[]);
+    fails_with(&o, "set model.dropout = 0 or list distinct devices");
     // In a config file the list must agree with `device`.
     let out = temp("config");
     std::fs::remove_dir_all(&out).unwrap();

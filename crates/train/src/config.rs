@@ -1056,6 +1056,16 @@ impl RunConfig {
                     ),
                 ));
             }
+            let distinct: std::collections::HashSet<_> = devices.specs().iter().collect();
+            if distinct.len() < devices.len() && self.model.dropout > 0.0 {
+                return Err(invalid(
+                    "devices",
+                    format!(
+                        "devices ({devices}) list a device twice and model.dropout is {}: replicas on one device share its random stream, so their dropout masks would depend on thread timing and the run would not repeat; set model.dropout = 0 or list distinct devices",
+                        self.model.dropout
+                    ),
+                ));
+            }
             if !t.batch_size.is_multiple_of(devices.len()) {
                 return Err(invalid(
                     "devices",

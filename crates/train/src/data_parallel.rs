@@ -7,7 +7,9 @@
 //! Each slice's loss is weighted by its share of the batch's scored positions
 //! ([`Batch::split`]), so the summed gradient is the whole batch's: N data-parallel steps equal
 //! N one-device steps up to the order of float additions (tested in `tests/data_parallel.rs`
-//! of the CLI). Dropout is the exception: each replica draws its own masks.
+//! of the CLI). Dropout is the exception: each replica draws its own masks, from its device's
+//! stream; replicas sharing a device would share one stream in thread order, so the config
+//! refuses dropout with a device listed twice.
 //!
 //! How the sum is taken. Burn 0.22's collective, [`burn::tensor::distributed::all_reduce`],
 //! is implemented by CUDA alone (NCCL, one process): Burn's dispatch has no collective arm for
