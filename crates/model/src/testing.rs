@@ -121,6 +121,26 @@ pub fn assert_decoding_equals_forward<M: crate::mixer::SequenceMixer>(
     assert_close(Tensor::cat(outs, 1), full, 1e-4, &format!("{what}: decode vs forward"));
 }
 
+/// `m`'s output on `x` (which requires grad), the gradient of its sum with respect to `x`
+/// and the attention weights its diagnostics report are all finite: the NaN-safety check at
+/// several times the training length.
+#[track_caller]
+pub fn assert_forward_finite<M: crate::mixer::SequenceMixer>(
+    m: &M,
+    x: Tensor<3>,
+    ctx: crate::mixer::MixContext<'_>,
+    what: &str,
+) {
+    let out = m.forward(x.clone(), ctx.with_diagnostics(true));
+    let y = out.output;
+    let g = x.grad(&y.clone().sum().backward()).expect("input gradient");
+    let weights = out.diagnostics.expect("diagnostics were asked for").weights;
+    for (part, v) in [("output", values(y)), ("gradient", values(g)), ("weights", values(weights))]
+    {
+        assert!(v.iter().all(|x| x.is_finite()), "{what}: non-finite {part}");
+    }
+}
+
 /// [`assert_close`] on an output and each of its gradients, as [`output_and_grads`] returns
 /// them, against the same from a reference (`1e-4`).
 #[track_caller]

@@ -5,8 +5,8 @@
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::testing::{
-    ad_device, assert_close, assert_decoding_equals_forward, device, output_and_grads, randn,
-    seeded_layer, values, visible_rows,
+    ad_device, assert_close, assert_decoding_equals_forward, assert_forward_finite, device,
+    output_and_grads, randn, seeded_layer, values, visible_rows,
 };
 use burn::nn::RotaryEncodingConfig;
 use burn::tensor::activation::softmax;
@@ -260,16 +260,7 @@ fn long_inputs_with_large_logits_stay_finite() {
     for causal in [true, false] {
         let x = (randn([1, 128, 16], 690, &ad) * 30.0).require_grad();
         let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-        let out = m.forward(x.clone(), ctx.with_rope(Some(&rope)).with_diagnostics(true));
-        let y = out.output;
-        let g = x.grad(&y.clone().sum().backward()).expect("input gradient");
-        for (what, v) in [
-            ("output", values(y)),
-            ("gradient", values(g)),
-            ("weights", values(out.diagnostics.unwrap().weights)),
-        ] {
-            assert!(v.iter().all(|x| x.is_finite()), "causal={causal}: non-finite {what}");
-        }
+        assert_forward_finite(&m, x, ctx.with_rope(Some(&rope)), &format!("causal={causal}"));
     }
 }
 

@@ -6,7 +6,9 @@
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::recurrent_layer::RecurrentLayer;
-use crate::testing::{ad_device, assert_close, assert_values_close, output_and_grads, values};
+use crate::testing::{
+    ad_device, assert_close, assert_forward_finite, assert_values_close, output_and_grads, values,
+};
 use burn::nn::{RotaryEncoding, RotaryEncodingConfig};
 
 /// Raw q (`d_k = 4`), the `N` keys (`d_k = 4`) and values (`d_v = 3`) of each token side by
@@ -260,19 +262,7 @@ fn long_inputs_stay_finite() {
         for causal in [true, false] {
             let x = (randn([1, t, 8], 5500, &ad) * 30.0).require_grad();
             let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-            let out = m.forward(x.clone(), ctx.with_diagnostics(true));
-            let y = out.output;
-            let g = x.grad(&y.clone().sum().backward()).expect("input gradient");
-            for (what, v) in [
-                ("output", values(y)),
-                ("gradient", values(g)),
-                ("weights", values(out.diagnostics.unwrap().weights)),
-            ] {
-                assert!(
-                    v.iter().all(|x| x.is_finite()),
-                    "delta:{spec} causal={causal}: non-finite {what}"
-                );
-            }
+            assert_forward_finite(&m, x, ctx, &format!("delta:{spec} causal={causal}"));
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
-use crate::testing::{assert_close, device, output_and_grads, randn, values};
+use crate::testing::{
+    assert_close, assert_forward_finite, device, output_and_grads, randn, values,
+};
 
 /// The layer's fused path (no monitoring) and its composed path (monitoring on) give the
 /// same outputs and gradients, so the weights a report shows belong to the model that trained.
@@ -95,19 +97,7 @@ fn long_inputs_with_large_logits_stay_finite() {
         for causal in [true, false] {
             let x = (randn([1, 128, 8], 410, &ad) * 30.0).require_grad();
             let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-            let out = m.forward(x.clone(), ctx.with_diagnostics(true));
-            let y = out.output;
-            let g = x.grad(&y.clone().sum().backward()).expect("input gradient");
-            for (what, v) in [
-                ("output", values(y)),
-                ("gradient", values(g)),
-                ("weights", values(out.diagnostics.unwrap().weights)),
-            ] {
-                assert!(
-                    v.iter().all(|x| x.is_finite()),
-                    "softmax:{spec} causal={causal}: non-finite {what}"
-                );
-            }
+            assert_forward_finite(&m, x, ctx, &format!("softmax:{spec} causal={causal}"));
         }
     }
 }
