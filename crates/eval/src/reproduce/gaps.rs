@@ -440,16 +440,18 @@ fn worst_error(evals: &[&BTreeMap<String, f64>], from_k: usize) -> (f64, usize) 
     if evals.is_empty() { (f64::NAN, 0) } else { worst }
 }
 
-/// Lowest final accuracy over an arm's best-lr seeds (NaN where one has none: unfinished or failed).
-pub(super) fn worst_seed(results: &Results, arm: &str) -> f64 {
-    let Some(a) = results.arms.iter().find(|a| a.name == arm) else { return f64::NAN };
+/// The final metrics of an arm's best-lr seeds; `None` where one has none (unfinished or
+/// failed), so that no verdict is ever read from missing runs.
+pub(super) fn seed_finals(results: &Results, arm: &str) -> Option<Vec<f64>> {
+    let a = results.arms.iter().find(|a| a.name == arm)?;
     let finals: Vec<f64> =
         a.runs.iter().map(|&i| results.runs[i].final_metric.unwrap_or(f64::NAN)).collect();
-    if finals.is_empty() || a.failed_runs + a.pending_runs > 0 {
-        f64::NAN
-    } else {
-        finals.iter().copied().fold(f64::INFINITY, f64::min)
-    }
+    (!finals.is_empty() && a.failed_runs + a.pending_runs == 0).then_some(finals)
+}
+
+/// Lowest final accuracy over an arm's best-lr seeds (NaN where one has none: unfinished or failed).
+pub(super) fn worst_seed(results: &Results, arm: &str) -> f64 {
+    seed_finals(results, arm).map_or(f64::NAN, |f| f.into_iter().fold(f64::INFINITY, f64::min))
 }
 
 /// One MQAR task size of mqar-gap: key-value pairs, and where it differs from the preset's, the

@@ -26,7 +26,7 @@
 //! published lengths (`configs/state-tracking-paper.toml`: trained at 40, evaluated to 320), 3
 //! seeds, each arm at its best of three learning rates per problem, for a GPU or a cluster.
 
-use super::gaps::{final_eval_mean, worst_seed};
+use super::gaps::{final_eval_mean, seed_finals, worst_seed};
 use super::harness::{Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, accuracy_chart};
@@ -275,12 +275,5 @@ pub fn state_tracking(
 /// Highest final accuracy over an arm's best-lr seeds (NaN where one has none: unfinished or
 /// failed, so that "no seed solves" is never read from missing runs).
 fn best_seed(results: &Results, arm: &str) -> f64 {
-    let Some(a) = results.arms.iter().find(|a| a.name == arm) else { return f64::NAN };
-    let finals: Vec<f64> =
-        a.runs.iter().map(|&i| results.runs[i].final_metric.unwrap_or(f64::NAN)).collect();
-    if finals.is_empty() || a.failed_runs + a.pending_runs > 0 {
-        f64::NAN
-    } else {
-        finals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-    }
+    seed_finals(results, arm).map_or(f64::NAN, |f| f.into_iter().fold(f64::NEG_INFINITY, f64::max))
 }
