@@ -4,7 +4,7 @@
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::recurrent_layer::RecurrentLayer;
-use crate::testing::{ad_device, assert_close, assert_values_close, randn, values};
+use crate::testing::{ad_device, assert_close, randn, values};
 use burn::nn::RotaryEncodingConfig;
 
 /// The module end to end: the three forms give the same output and the same gradients with
@@ -21,27 +21,7 @@ fn module_forms_agree_on_outputs_input_and_gate_gradients() {
         let base = layer(spec, &ad);
         let x = randn([2, 7, 8], 2600 + s as u64, &device());
         let probe = randn([2, 7, 8], 2610 + s as u64, &ad);
-        let run = |form: LinearForm| {
-            let mut m = base.clone();
-            m.form = form;
-            let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
-            let y = m.forward(x.clone(), MixContext::causal()).output;
-            let grads = (y.clone() * probe.clone()).sum().backward();
-            (values(y), values(x.grad(&grads).unwrap()), own_param_grads(&m, &grads))
-        };
-        let (want, want_x, want_gates) = run(LinearForm::Recurrent);
-        assert_eq!(want_gates.len(), params, "{spec}: gate parameters");
-        for form in [LinearForm::Chunked, LinearForm::Parallel] {
-            let (y, gx, gates) = run(form);
-            let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
-                assert_values_close(&a, &b, &format!("{spec} {form:?}: {what}"))
-            };
-            close(y, want.clone(), "output");
-            close(gx, want_x.clone(), "input gradient");
-            for (i, (g, w)) in gates.into_iter().zip(want_gates.clone()).enumerate() {
-                close(g, w, &format!("gate parameter gradient {i}"));
-            }
-        }
+        assert_module_forms_agree(&base, &x, &probe, params, spec);
         let m = layer(spec, &device());
         let x = Tensor::<3>::from_data(x.to_data(), &device());
         let (beta, log_g) = (m.betas(x.clone()), m.log_gates(x.clone()));

@@ -130,6 +130,43 @@ fn own_param_grads(m: &DeltaAttention, grads: &burn::tensor::Gradients) -> Vec<V
     out
 }
 
+/// The module's three forms give the same output and the same gradients of the input and of
+/// every parameter the family has of its own (`params` of them), on `x` with the output probed
+/// by `probe`.
+#[track_caller]
+fn assert_module_forms_agree(
+    base: &DeltaAttention,
+    x: &Tensor<3>,
+    probe: &Tensor<3>,
+    params: usize,
+    what: &str,
+) {
+    use crate::mixer::SequenceMixer;
+    use crate::testing::{assert_values_close, values};
+    let ad = probe.device();
+    let run = |form: LinearForm| {
+        let mut m = base.clone();
+        m.form = form;
+        let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
+        let y = m.forward(x.clone(), crate::mixer::MixContext::causal()).output;
+        let grads = (y.clone() * probe.clone()).sum().backward();
+        (values(y), values(x.grad(&grads).unwrap()), own_param_grads(&m, &grads))
+    };
+    let (want, want_x, want_params) = run(LinearForm::Recurrent);
+    assert_eq!(want_params.len(), params, "{what}: parameters");
+    for form in [LinearForm::Chunked, LinearForm::Parallel] {
+        let (y, gx, gp) = run(form);
+        let close = |a: &[f32], b: &[f32], part: &str| {
+            assert_values_close(a, b, &format!("{what} {form:?}: {part}"))
+        };
+        close(&y, &want, "output");
+        close(&gx, &want_x, "input gradient");
+        for (i, (g, w)) in gp.iter().zip(&want_params).enumerate() {
+            close(g, w, &format!("parameter gradient {i}"));
+        }
+    }
+}
+
 /// The recurrent, parallel and chunked forms (each chunk size in `chunks`), each given to
 /// `run` (which returns a form's outputs and input gradients), against `want`.
 #[track_caller]

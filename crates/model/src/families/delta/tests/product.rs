@@ -6,9 +6,7 @@
 use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::recurrent_layer::RecurrentLayer;
-use crate::testing::{
-    ad_device, assert_close, assert_forward_finite, assert_values_close, output_and_grads, values,
-};
+use crate::testing::{ad_device, assert_close, assert_forward_finite, output_and_grads, values};
 use burn::nn::{RotaryEncoding, RotaryEncodingConfig};
 
 /// Raw q (`d_k = 4`), the `N` keys (`d_k = 4`) and values (`d_v = 3`) of each token side by
@@ -175,27 +173,7 @@ fn module_forms_match_the_naive_product() {
         }
         let base = layer(spec, &ad);
         let probe = randn([2, 7, 8], 5210 + s as u64, &ad);
-        let run = |form: LinearForm| {
-            let mut m = base.clone();
-            m.form = form;
-            let x = Tensor::<3>::from_data(x.to_data(), &ad).require_grad();
-            let y = m.forward(x.clone(), MixContext::causal()).output;
-            let grads = (y.clone() * probe.clone()).sum().backward();
-            (values(y), values(x.grad(&grads).unwrap()), own_param_grads(&m, &grads))
-        };
-        let (want, want_x, want_params) = run(LinearForm::Recurrent);
-        assert_eq!(want_params.len(), params, "{spec}: parameters");
-        for form in [LinearForm::Chunked, LinearForm::Parallel] {
-            let (y, gx, gp) = run(form);
-            let close = |a: &[f32], b: &[f32], what: &str| {
-                assert_values_close(a, b, &format!("{spec} {form:?}: {what}"))
-            };
-            close(&y, &want, "output");
-            close(&gx, &want_x, "input gradient");
-            for (i, (g, w)) in gp.iter().zip(&want_params).enumerate() {
-                close(g, w, &format!("parameter gradient {i}"));
-            }
-        }
+        assert_module_forms_agree(&base, &x, &probe, params, spec);
     }
 }
 
