@@ -26,19 +26,9 @@ def ctx(causal=True):
 
 def matrix_delta(q, k, v, beta, log_g):
     """``S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T``, ``o_t = S_t^T q_t``, with
-    the transition built as a matrix, per (batch, head)."""
-    b, h, t, dk = q.shape
-    dv = v.shape[3]
-    out = np.zeros((b, h, t, dv))
-    for bi in range(b):
-        for hi in range(h):
-            s = np.zeros((dk, dv))
-            for i in range(t):
-                kk = k[bi, hi, i][:, None]
-                be, a = beta[bi, hi, i, 0], math.exp(log_g[bi, hi, i, 0])
-                s = a * (np.eye(dk) - be * kk @ kk.T) @ s + be * kk @ v[bi, hi, i][None, :]
-                out[bi, hi, i] = s.T @ q[bi, hi, i]
-    return out
+    the transition built as a matrix, per (batch, head): DeltaProduct's definition with one
+    Householder step per token (the scalar decay commutes with the reflection)."""
+    return matrix_product(q, k, v, beta, log_g, 1)
 
 
 def unit(x):
