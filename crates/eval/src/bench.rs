@@ -133,7 +133,7 @@ pub fn train_step(
 ) -> Result<TrainStep, BenchError> {
     let replicas = Replicas::new(&config.device_list())?;
     let ad = replicas.first().clone();
-    let device = config.device_list().specs()[0].device()?;
+    let device = replicas.first_plain().clone();
     let task = task::build(config, None)?;
     let mut model = config.model.init(&task.io(), config.seed, &ad)?;
     let mut optim = trainer::adamw(&config.train).init();

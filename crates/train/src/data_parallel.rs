@@ -95,6 +95,11 @@ impl Replicas {
         }
     }
 
+    /// The first device without autodiff: where evaluation batches are made.
+    pub fn first_plain(&self) -> &Device {
+        &self.plain[0]
+    }
+
     /// Whether gradients are summed with Burn's collective (else by moving them).
     pub fn uses_collective(&self) -> bool {
         self.collective

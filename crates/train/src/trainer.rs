@@ -220,25 +220,21 @@ pub fn optimizer_step(
 
 /// What one optimizer step averages over, said at the start of every session:
 /// `train.batch_size × train.grad_accum` sequences, and each device's share.
-fn effective_batch_line(config: &RunConfig) -> String {
-    let (t, devices) = (&config.train, config.device_list());
+fn effective_batch_line(config: &RunConfig, replicas: &Replicas) -> String {
+    let (t, devices) = (&config.train, replicas.len());
     let mut line = format!(
         "effective batch {} sequences per step ({} × {} accumulation",
         t.batch_size * t.grad_accum,
         t.batch_size,
         t.grad_accum
     );
-    if devices.len() > 1 {
-        let how = if Replicas::new(&devices).is_ok_and(|r| r.uses_collective()) {
+    if devices > 1 {
+        let how = if replicas.uses_collective() {
             "Burn's all-reduce"
         } else {
             "gradients summed on the first device"
         };
-        line += &format!(
-            "; {} per device on {} devices, {how}",
-            t.batch_size / devices.len(),
-            devices.len()
-        );
+        line += &format!("; {} per device on {} devices, {how}", t.batch_size / devices, devices);
     }
     line + ")"
 }
@@ -277,7 +273,7 @@ pub fn train(
     let devices = config.device_list();
     let replicas = Replicas::new(&devices)?;
     let ad = replicas.first().clone();
-    let device = devices.specs()[0].device()?;
+    let device = replicas.first_plain().clone();
     let t = &config.train;
     let init_run = (!t.init_run.is_empty()).then(|| PathBuf::from(&t.init_run));
     // A run started from another reuses its vocabulary or tokenizer, so token ids agree.
@@ -365,7 +361,7 @@ pub fn train(
         state.step,
         devices
     ));
-    progress.line(&effective_batch_line(config));
+    progress.line(&effective_batch_line(config, &replicas));
 
     let mut outcome = TrainOutcome {
         run_dir: run.path.clone(),
