@@ -258,7 +258,7 @@ struct SlurmArgs {
 
 #[derive(Args)]
 struct ReproduceArgs {
-    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio, recall-frontier, linearize or state-tracking (omit to list them).
+    /// scaling-sim, scaling-train, mqar-gap, icl-gap, lm-gap, separation, length-scaling, hybrid-ratio, recall-frontier, linearize, state-tracking or mad (omit to list them).
     name: Option<String>,
     /// smoke (minutes on 2 CPU cores), full (the numbers in docs/reproductions.md) or paper (the published configuration: a GPU or a cluster).
     #[arg(long, default_value = "smoke")]

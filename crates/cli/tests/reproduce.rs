@@ -144,13 +144,49 @@ fn state_tracking_negative_eigenvalues_solve_parity_and_the_unit_interval_does_n
     }
 }
 
+/// The MAD suite at smoke size: softmax recalls where elu+1 linear attention blurs (in-context
+/// and noisy recall), memorization does not depend on the mixer, and the table in MAD's form has
+/// every arm's accuracy on all six tasks, its best grid point, mean accuracy and mean rank.
+#[test]
+fn mad_softmax_recalls_where_linear_blurs_and_memorization_ignores_the_mixer() {
+    let r = reproduce("mad");
+    assert_eq!(r["checks"].as_array().unwrap().len(), 3, "two recall gaps and memorization");
+    let arms = r["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 3, "softmax, linear:elu1, delta:gated");
+    let tasks = [
+        "in_context_recall",
+        "fuzzy_recall",
+        "noisy_recall",
+        "selective_copying",
+        "compression",
+        "memorization",
+    ];
+    let mut rank_sum = 0.0;
+    for arm in arms {
+        for task in tasks {
+            let a = arm["tasks"][task]["accuracy"].as_f64().unwrap_or(f64::NAN);
+            assert!((0.0..=1.0).contains(&a), "{}: {task} = {a}", arm["arm"]);
+            assert_eq!(arm["tasks"][task]["weight_decay"], 0.0, "{}", arm["arm"]);
+        }
+        let rank = arm["mean_rank"].as_f64().unwrap();
+        assert!((1.0..=3.0).contains(&rank), "{}: mean rank {rank}", arm["arm"]);
+        rank_sum += rank;
+    }
+    // Ranks 1, 2 and 3 (or shared means of them) on every task: the mean ranks sum to 6.
+    assert!((rank_sum - 6.0).abs() < 1e-9, "{rank_sum}");
+    for task in tasks {
+        let runs = r["tasks"][task]["0"]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{task}: 3 arms x 1 seed at weight decay 0");
+    }
+}
+
 /// Every reproduction's paper size is a valid plan (each run's config resolves and validates),
 /// of the published size, without training anything or writing into the repository.
 #[test]
 fn every_paper_size_plans_without_training() {
     // (name, runs and optimizer steps in all; None for length-scaling, whose paper size is its
     // full size of three studies, sized by that size's own code)
-    let expected: [(&str, Option<(usize, usize)>); 11] = [
+    let expected: [(&str, Option<(usize, usize)>); 12] = [
         ("scaling-sim", Some((0, 0))),
         // 5 divisors x 3 seeds of nanoGPT's 5000-step GPU recipe.
         ("scaling-train", Some((15, 15 * 5000))),
@@ -171,6 +207,9 @@ fn every_paper_size_plans_without_training() {
         ("linearize", Some((9, 2 * (4 * 2000 + 2000)))),
         // 5 problems x 8 arms x 3 seeds x 3 lrs of 20 000 steps (configs/state-tracking-paper.toml).
         ("state-tracking", Some((360, 360 * 20_000))),
+        // MAD's grid (3 lrs x 2 weight decays, one seed) for 5 arms on 6 tasks: 20 000 steps
+        // each, memorization's 400 (200 epochs of its 256 sequences).
+        ("mad", Some((180, 150 * 20_000 + 30 * 400))),
     ];
     for (name, expected) in expected {
         let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))

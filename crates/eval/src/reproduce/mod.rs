@@ -17,6 +17,7 @@ mod gaps;
 mod harness;
 mod hybrid;
 mod linearize;
+mod mad;
 mod order;
 pub mod scaling_sim;
 mod state;
@@ -29,7 +30,7 @@ pub use linearize::{Inputs, with_recall_drills};
 use crate::compare::LocalExecutor;
 use std::path::Path;
 
-pub const REPRODUCTIONS: [(&str, &str); 11] = [
+pub const REPRODUCTIONS: [(&str, &str); 12] = [
     (
         "scaling-sim",
         "seed 2's simulation: softmax(q·k / s) for s = 1, √d, Σ‖k_j‖, n at d = 16 and 256",
@@ -67,6 +68,10 @@ pub const REPRODUCTIONS: [(&str, &str); 11] = [
     (
         "state-tracking",
         "parity, mod 3/5 counting and S3/S5 composition at 1x-8x the trained length: negative eigenvalues (neg_eigval) against [0, 1]",
+    ),
+    (
+        "mad",
+        "the MAD synthetic suite (recall, fuzzy and noisy recall, selective copying, memorization, compression): accuracy per task at the best lr x weight decay, mean rank",
     ),
 ];
 
@@ -109,6 +114,7 @@ pub fn run_with(
         "recall-frontier" => frontier::recall_frontier(size, out, exec),
         "linearize" => linearize::linearize_recipe(size, out, exec, inputs),
         "state-tracking" => state::state_tracking(size, out, exec),
+        "mad" => mad::mad(size, out, exec),
         other => check_name(other).and(Err(ReproduceError::NoRunner { name: other.to_string() })),
     }
 }
