@@ -4,7 +4,8 @@
 ``vectors @ input.Vectors.weight + bias``), add positions (learned or sinusoidal; RoPE, with base
 ``model.rope_theta`` and optional Llama 3 ``model.rope_scaling``, acts inside attention), then
 per block, pre-norm ``x += mixer(norm_mixer(x))`` and, when the block has an MLP,
-``x += mlp(norm_mlp(x))``; then the final ``norm`` and the head (``x @ head.weight``, or
+``x += mlp(norm_mlp(x))`` (with ``model.canon``, a Canon layer ``h + conv(h)`` on the normalised
+input of the mixer, site ``a``, and/or of the MLP, site ``c``); then the final ``norm`` and the head (``x @ head.weight``, or
 ``x @ input.Tokens.weight^T`` when tied). Dropout is off (eval).
 
 The MLP (``model.mlp``): ``gelu`` is ``down(GELU(up(x)))`` with the exact (erf) GELU,
@@ -23,6 +24,7 @@ from . import spec as _spec
 from .context import MixContext
 from .heads import affine, qk_width
 from .mixers import mixer as _mixer
+from .mixers._short_conv import causal_conv
 from .positions import Rope, sinusoidal_table
 
 LAYER_NORM_EPS = 1e-5
@@ -64,6 +66,10 @@ MODEL_DEFAULTS = {
     "norm_eps": 1e-5,
     # Qwen3's per-head RMSNorm of queries and keys (heads.q_norm.gamma, heads.k_norm.gamma).
     "qk_head_norm": False,
+    # Canon layers (Allen-Zhu 2025): "a" before the mixer, "c" before the MLP, "ac" both, ""
+    # none; read off the weights here (blocks.{i}.canon_mixer / canon_mlp .conv.weight [K, d]).
+    "canon": "",
+    "canon_kernel": 4,
 }
 
 MLP_KINDS = ("gelu", "gelu_tanh", "swiglu")
@@ -104,6 +110,14 @@ def mlp(ops, params, prefix, x, kind="gelu"):
     else:
         raise ValueError(f"model.mlp = {kind!r}: expected one of {', '.join(MLP_KINDS)}")
     return linear("down", hidden)
+
+
+def canon(ops, params, prefix, x):
+    """A Canon layer, ``x + conv(x)`` (causal, depthwise, no bias or activation), where the
+    weights have one at ``prefix`` (``model.canon``'s sites; crates/model/src/canon.rs); ``x``
+    itself otherwise."""
+    weight = params.get(f"{prefix}.conv.weight")
+    return x if weight is None else x + causal_conv(ops, x, weight)
 
 
 def norm(ops, params, prefix, x, rms_eps=RMS_NORM_EPS):
@@ -289,9 +303,10 @@ class Model:
         x = self.embed(inputs, params)
         for i, (s, module, prefix) in enumerate(self.layers):
             p = {name[len(prefix):]: t for name, t in params.items() if name.startswith(prefix)}
-            x = x + module.mix(ops, p, s, norm(ops, params, f"blocks.{i}.norm_mixer", x, self.norm_eps), self.context(i))
+            h = canon(ops, params, f"blocks.{i}.canon_mixer", norm(ops, params, f"blocks.{i}.norm_mixer", x, self.norm_eps))
+            x = x + module.mix(ops, p, s, h, self.context(i))
             if f"blocks.{i}.mlp.up.weight" in params:
-                h = norm(ops, params, f"blocks.{i}.norm_mlp", x, self.norm_eps)
+                h = canon(ops, params, f"blocks.{i}.canon_mlp", norm(ops, params, f"blocks.{i}.norm_mlp", x, self.norm_eps))
                 x = x + mlp(ops, params, f"blocks.{i}.mlp", h, self.mlp_kind)
         x = norm(ops, params, "norm", x, self.norm_eps)
         if self.tied:

@@ -252,6 +252,15 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             MQAR,
             &["model.n_layers=2", "model.mixer=softmax:window=4,softmax"],
         ),
+        // Canon layers before the mixer and the MLP (a char LM has an MLP; MQAR's blocks none),
+        // with a kernel other than the default, around a recurrent mixer.
+        Case::new(
+            "char-canon-ac-delta-gated",
+            CHAR,
+            &[SMALL_CHAR, &["model.canon=ac", "model.canon_kernel=3", "model.mixer=delta:gated"]]
+                .concat(),
+        ),
+        Case::new("mqar-canon-a", MQAR, &["model.canon=a"]),
     ]);
 
     let mut dumps = Vec::new();

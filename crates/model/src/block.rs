@@ -2,8 +2,11 @@
 //! `x ← x + Dropout(Mixer(Norm(x)))`, then (optionally) `x ← x + Dropout(MLP(Norm(x)))` with
 //! `MLP(x) = W₂ GELU(W₁ x)` (Radford et al. 2019, GPT-2 layout; `gelu_tanh` is GPT-2's own
 //! `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`) or the gated `MLP(x) = W₂ (silu(W_g x) ⊙ W₁ x)`
-//! (SwiGLU, Shazeer 2020, arXiv 2002.05202; Llama, Qwen, Mistral).
+//! (SwiGLU, Shazeer 2020, arXiv 2002.05202; Llama, Qwen, Mistral). With `model.canon`, a Canon
+//! layer (`h + conv(h)`, [`crate::canon`]) sits on the normalised input of the mixer (site A)
+//! and/or of the MLP (site C).
 
+use crate::canon::Canon;
 use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
 use burn::module::Module;
@@ -130,6 +133,24 @@ pub struct Block<M: SequenceMixer> {
     pub norm_mlp: Option<Norm>,
     pub mlp: Option<Mlp>,
     pub dropout: Dropout,
+    /// Canon site A: on the mixer's normalised input.
+    pub canon_mixer: Option<Canon>,
+    /// Canon site C: on the MLP's normalised input.
+    pub canon_mlp: Option<Canon>,
+}
+
+/// One block's decoding state: its mixer's, and each Canon layer's last inputs.
+#[derive(Clone, Debug)]
+pub struct BlockState<S> {
+    pub mixer: S,
+    pub canon_mixer: Option<Tensor<3>>,
+    pub canon_mlp: Option<Tensor<3>>,
+}
+
+impl<S> BlockState<S> {
+    pub fn new(mixer: S) -> Self {
+        Self { mixer, canon_mixer: None, canon_mlp: None }
+    }
 }
 
 impl<M: SequenceMixer> Block<M> {
@@ -140,9 +161,9 @@ impl<M: SequenceMixer> Block<M> {
         x: Tensor<3>,
         ctx: MixContext<'_>,
     ) -> (Tensor<3>, Option<AttentionDiagnostics>) {
-        let mixed = self.mixer.forward(self.norm_mixer.forward(x.clone()), ctx);
+        let mixed = self.mixer.forward(self.mixer_input(x.clone(), &mut None), ctx);
         let x = x + self.dropout.forward(mixed.output);
-        (self.feed_forward(x), mixed.diagnostics)
+        (self.feed_forward(x, &mut None), mixed.diagnostics)
     }
 
     /// [`Self::forward`] that also returns the mixer's input (the normalised hidden state) and
@@ -156,9 +177,9 @@ impl<M: SequenceMixer> Block<M> {
         x: Tensor<3>,
         ctx: MixContext<'_>,
     ) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
-        let mixer_in = self.norm_mixer.forward(x.clone());
+        let mixer_in = self.mixer_input(x.clone(), &mut None);
         let mixed = self.mixer.forward(mixer_in.clone(), ctx).output;
-        let y = self.feed_forward(x + self.dropout.forward(mixed.clone()));
+        let y = self.feed_forward(x + self.dropout.forward(mixed.clone()), &mut None);
         (y, mixer_in, mixed)
     }
 
@@ -166,17 +187,32 @@ impl<M: SequenceMixer> Block<M> {
     pub fn step(
         &self,
         x: Tensor<3>,
-        state: &mut M::State,
+        state: &mut BlockState<M::State>,
         rope: Option<&RotaryEncoding>,
     ) -> Tensor<3> {
-        let mixed = self.mixer.step(self.norm_mixer.forward(x.clone()), state, rope);
-        self.feed_forward(x + mixed)
+        let input = self.mixer_input(x.clone(), &mut state.canon_mixer);
+        let mixed = self.mixer.step(input, &mut state.mixer, rope);
+        self.feed_forward(x + mixed, &mut state.canon_mlp)
     }
 
-    fn feed_forward(&self, x: Tensor<3>) -> Tensor<3> {
+    /// The mixer's input: the normalised hidden state, through Canon site A when present
+    /// (continuing from `history` while decoding).
+    fn mixer_input(&self, x: Tensor<3>, history: &mut Option<Tensor<3>>) -> Tensor<3> {
+        let h = self.norm_mixer.forward(x);
+        match &self.canon_mixer {
+            Some(canon) => canon.forward(h, history),
+            None => h,
+        }
+    }
+
+    fn feed_forward(&self, x: Tensor<3>, history: &mut Option<Tensor<3>>) -> Tensor<3> {
         match (&self.norm_mlp, &self.mlp) {
             (Some(norm), Some(mlp)) => {
-                x.clone() + self.dropout.forward(mlp.forward(norm.forward(x)))
+                let mut h = norm.forward(x.clone());
+                if let Some(canon) = &self.canon_mlp {
+                    h = canon.forward(h, history);
+                }
+                x + self.dropout.forward(mlp.forward(h))
             }
             _ => x,
         }

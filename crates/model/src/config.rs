@@ -4,6 +4,7 @@
 //! width 4·d, learned positions, LayerNorm, no dropout, untied head without bias.
 
 use crate::block::{Block, Mlp, MlpKind, Norm, NormKind};
+use crate::canon::{Canon, CanonSites};
 use crate::families::MixerSpec;
 use crate::families::softmax::SoftmaxAttentionConfig;
 use crate::init::InitScheme;
@@ -78,6 +79,17 @@ pub struct ModelConfig {
     /// L2-normalises q and k and learns one gain per head.
     #[serde(skip_serializing_if = "is_default")]
     pub qk_head_norm: bool,
+    /// Canon layers (Allen-Zhu 2025; [`crate::canon`]): `a` before the mixer, `c` before the
+    /// MLP, `ac` both; empty for none.
+    #[serde(skip_serializing_if = "is_default")]
+    pub canon: CanonSites,
+    /// The Canon layers' kernel (taps).
+    #[serde(skip_serializing_if = "is_default_canon_kernel")]
+    pub canon_kernel: usize,
+}
+
+fn is_default_canon_kernel(kernel: &usize) -> bool {
+    *kernel == crate::canon::DEFAULT_KERNEL
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -124,6 +136,8 @@ impl Default for ModelConfig {
             mlp_bias: None,
             norm_eps: DEFAULT_NORM_EPS,
             qk_head_norm: false,
+            canon: CanonSites::default(),
+            canon_kernel: crate::canon::DEFAULT_KERNEL,
         }
     }
 }
@@ -181,6 +195,8 @@ pub enum ModelConfigError {
     NotPositive { key: &'static str, value: f64 },
     #[error("model.rope_scaling: {reason}")]
     RopeScaling { reason: String },
+    #[error("{reason}")]
+    Canon { reason: String },
     #[error(
         "model.{key} is set but model.positions is \"{positions}\": it applies to positions = \"rope\" only; remove it or use RoPE"
     )]
@@ -273,6 +289,18 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelConfigError::Dropout { dropout: self.dropout });
         }
+        if self.canon.any() {
+            crate::canon::check_kernel(self.canon_kernel)
+                .map_err(|reason| ModelConfigError::Canon { reason })?;
+        }
+        if self.canon.before_mlp && self.mlp_width() == 0 {
+            return Err(ModelConfigError::Canon {
+                reason: format!(
+                    "model.canon = \"{}\" puts a Canon layer before the MLP, but the blocks have none (mlp_ratio = 0): use canon = \"a\" or give the blocks an MLP",
+                    self.canon
+                ),
+            });
+        }
         for layer in 0..self.n_layers {
             let spec = self.mixer.for_layer(layer, self.n_layers)?;
             spec.validate(&self.dims(layer, 0))?;
@@ -332,7 +360,13 @@ impl ModelConfig {
                 Ok(spec) => spec.decode_state_floats(&self.dims(layer, 0), seq_len),
                 Err(_) => 0,
             })
-            .sum()
+            .sum::<usize>()
+            + self.n_layers * self.canon_state_floats()
+    }
+
+    /// One block's Canon layers' decoding state (their last inputs), 0 without Canon layers.
+    fn canon_state_floats(&self) -> usize {
+        crate::canon::state_floats(self.canon, self.canon_kernel, self.d_model)
     }
 
     /// Builds the model; `seed` fixes the initial weights (and Performer's random features).
@@ -385,6 +419,12 @@ impl ModelConfig {
                     mlp: (mlp_width > 0)
                         .then(|| Mlp::new(self.mlp, self.d_model, mlp_width, mlp_bias, device)),
                     dropout: dropout(),
+                    canon_mixer: self.canon.before_mixer.then(|| {
+                        Canon::new(self.d_model, self.canon_kernel, seed, layer, 0, device)
+                    }),
+                    canon_mlp: self.canon.before_mlp.then(|| {
+                        Canon::new(self.d_model, self.canon_kernel, seed, layer, 1, device)
+                    }),
                 }
             })
             .collect();

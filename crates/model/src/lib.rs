@@ -35,6 +35,7 @@
 
 pub mod backend;
 pub mod block;
+pub mod canon;
 pub mod chunking;
 pub mod config;
 pub mod families;

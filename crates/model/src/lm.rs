@@ -11,7 +11,7 @@
 //! `blocks.<i>.mixer.Linear.feature_map.random_features`, `blocks.<i>.norm_mlp.*`,
 //! `blocks.<i>.mlp.{up,down}.{weight,bias}`, `norm.*`, `head.weight`.
 
-use crate::block::{Block, Norm};
+use crate::block::{Block, BlockState, Norm};
 use crate::families::Mixer;
 use crate::fused;
 use crate::mixer::{AttentionDiagnostics, MixContext, SequenceMixer};
@@ -50,10 +50,11 @@ impl LmInput {
     }
 }
 
-/// Decoding state: one mixer state per layer, and the number of tokens seen.
+/// Decoding state: one block state (its mixer's, and its Canon layers') per layer, and the
+/// number of tokens seen.
 #[derive(Clone, Debug)]
 pub struct LmState<S> {
-    pub layers: Vec<S>,
+    pub layers: Vec<BlockState<S>>,
     pub position: usize,
 }
 
@@ -138,7 +139,8 @@ impl<M: SequenceMixer> Lm<M> {
     }
 
     pub fn empty_state(&self) -> LmState<M::State> {
-        LmState { layers: self.blocks.iter().map(|b| b.mixer.empty_state()).collect(), position: 0 }
+        let layers = self.blocks.iter().map(|b| BlockState::new(b.mixer.empty_state())).collect();
+        LmState { layers, position: 0 }
     }
 
     /// Causal incremental forward over the next `S >= 1` inputs; equals the matching rows of

@@ -87,6 +87,21 @@ impl ShortConv {
 
 /// [`ShortConv::forward`] with the weight `[K, channels]` given.
 pub fn convolve(x: Tensor<3>, w: Tensor<2>, history: Option<Tensor<3>>) -> (Tensor<3>, Tensor<3>) {
+    let (y, next) = causal_conv(x, w, history);
+    (crate::fused::silu(y), next)
+}
+
+/// The convolution alone, `Σ_i w_i ⊙ x_{t−K+1+i}` (no activation; Canon layers add it to their
+/// input), continuing from `history`, with the new history.
+///
+/// # Shapes
+/// - `x`: `[batch, seq, channels]`, `w`: `[K, channels]`, `history`: `[batch, K − 1, channels]`
+///   -> `([batch, seq, channels], [batch, K − 1, channels])`
+pub fn causal_conv(
+    x: Tensor<3>,
+    w: Tensor<2>,
+    history: Option<Tensor<3>>,
+) -> (Tensor<3>, Tensor<3>) {
     let [b, t, c] = x.dims();
     let k = w.dims()[0];
     let past = history.unwrap_or_else(|| Tensor::zeros([b, k - 1, c], &x.device()));
@@ -95,7 +110,7 @@ pub fn convolve(x: Tensor<3>, w: Tensor<2>, history: Option<Tensor<3>>) -> (Tens
     for i in 1..k {
         y = y + full.clone().narrow(1, i, t) * w.clone().narrow(0, i, 1).reshape([1, 1, c]);
     }
-    (crate::fused::silu(y), full.narrow(1, t, k - 1))
+    (y, full.narrow(1, t, k - 1))
 }
 
 #[cfg(test)]

@@ -458,3 +458,53 @@ fn gpt2_init_draws_the_documented_scales_and_keeps_family_parameters() {
     assert!(toml::to_string(&cfg).unwrap().contains("init = \"burn\""));
     assert!(toml::to_string(&gpt2).unwrap().contains("init = \"gpt2\""));
 }
+
+/// Canon layers (`model.canon`) at sites A and C: with them, every family still decodes to its
+/// forward (the layers carry their last inputs) and ignores the future; the decoding state grows
+/// by `(K − 1)·d_model` per site and layer; the layers change the output (they are in the path);
+/// and bad settings are refused with the fix.
+#[test]
+fn canon_layers_decode_to_the_forward_stay_causal_and_count_their_state() {
+    use crate::canon::CanonSites;
+    let d = device();
+    let canon = |spec: &str, sites: &str| ModelConfig {
+        canon: CanonSites::try_from(sites.to_string()).unwrap(),
+        ..config_for_every_spec(spec, PositionKind::Rope)
+    };
+    for (i, spec) in
+        ["softmax", "linear:elu1", "delta:gated:conv=4", "decay:gla"].iter().enumerate()
+    {
+        for sites in ["a", "c", "ac"] {
+            let m = model(&canon(spec, sites), &d);
+            assert_decoding_equals_forward(&m, 700 + i as u64, &format!("{spec} canon={sites}"));
+            let a = random_ids(10, 800 + i as u64);
+            let mut b = a.clone();
+            b[7] = (b[7] + 1) % VOCAB as i64;
+            let (out_a, out_b) = (
+                m.forward(LmInput::Tokens(tokens(&a, 1, &d))),
+                m.forward(LmInput::Tokens(tokens(&b, 1, &d))),
+            );
+            assert_close(out_b.narrow(1, 0, 7), out_a.narrow(1, 0, 7), 1e-5, "canon: prefix");
+        }
+        let plain = model(&config_for_every_spec(spec, PositionKind::Rope), &d);
+        let with = model(&canon(spec, "ac"), &d);
+        let ids = LmInput::Tokens(tokens(&random_ids(8, 9), 1, &d));
+        let diff: f32 = values((with.forward(ids.clone()) - plain.forward(ids)).abs().sum())[0];
+        assert!(diff > 1e-3, "{spec}: Canon layers left the output unchanged");
+    }
+    // 2 layers x 2 sites x (4 − 1) x d_model 32 on top of the mixers' own state.
+    let base = config_for_every_spec("linear:elu1", PositionKind::Rope);
+    assert_eq!(
+        canon("linear:elu1", "ac").decode_state_floats(10),
+        base.decode_state_floats(10) + 2 * 2 * 3 * 32
+    );
+    let wide = ModelConfig { canon_kernel: 7, ..canon("linear:elu1", "a") };
+    assert_eq!(wide.decode_state_floats(10), base.decode_state_floats(10) + 2 * 6 * 32);
+    let no_mlp = ModelConfig { mlp_ratio: 0, ..canon("softmax", "c") };
+    assert!(no_mlp.validate(&io()).unwrap_err().to_string().contains("canon = \"a\""));
+    let one_tap = ModelConfig { canon_kernel: 1, ..canon("softmax", "a") };
+    assert!(one_tap.validate(&io()).unwrap_err().to_string().contains("canon_kernel = 1"));
+    // Without sites the kernel is not read (the default config keeps validating).
+    let unused = ModelConfig { canon_kernel: 1, ..base };
+    assert!(unused.validate(&io()).is_ok());
+}

@@ -9,10 +9,15 @@ back. There is no bias.
 
 def short_conv(ops, x, weight):
     """``[B, T, C]`` convolved with ``weight`` ``[K, C]`` and passed through SiLU."""
+    return ops.silu(causal_conv(ops, x, weight))
+
+
+def causal_conv(ops, x, weight):
+    """The convolution alone (no activation): what a Canon layer adds to its input."""
     kernel = weight.shape[0]
     t = x.shape[1]
     full = ops.pad_front(x, 1, kernel - 1)  # [B, K - 1 + T, C]
     y = full[:, 0:t, :] * weight[0]
     for i in range(1, kernel):
         y = y + full[:, i:i + t, :] * weight[i]
-    return ops.silu(y)
+    return y

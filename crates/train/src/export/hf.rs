@@ -69,6 +69,9 @@ pub fn gpt2_mismatches(config: &RunConfig, task: &dyn Task) -> Vec<String> {
     if !matches!(task.io().input, ModelInput::Tokens { .. }) {
         why.push("it reads vectors, not tokens".to_string());
     }
+    if m.canon.any() {
+        why.push(format!("it has Canon layers (model.canon = \"{}\"; GPT-2 has none)", m.canon));
+    }
     why
 }
 

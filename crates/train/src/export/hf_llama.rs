@@ -61,6 +61,12 @@ pub fn llama_architecture(
     if !matches!(task.io().input, ModelInput::Tokens { .. }) {
         why.push("it reads vectors, not tokens".into());
     }
+    if m.canon.any() {
+        why.push(format!(
+            "it has Canon layers (model.canon = \"{}\"; Llama, Qwen and Mistral have none)",
+            m.canon
+        ));
+    }
     let (qkv, out, mlp) = biases(config);
     let architecture = if m.qk_head_norm {
         if qkv != out || mlp {
