@@ -256,5 +256,99 @@ class DeltaProductTest(unittest.TestCase):
         self.assertEqual(str(spec("gated", neg_eigval="true", householders="3")), "delta:gated:householders=3:neg_eigval=true")
 
 
+def matrix_kda(q, k, v, beta, log_g):
+    """Kimi Delta Attention by its definition, per (batch, head):
+    ``S_t = (I - beta_t k_t k_t^T) Diag(alpha_t) S_{t-1} + beta_t k_t v_t^T``, ``o_t = S_t^T q_t``,
+    ``alpha_t = exp(log_g_t)`` one per key channel (``log_g`` ``[B, H, T, d_k]``)."""
+    b, h, t, dk = q.shape
+    out = np.zeros((b, h, t, v.shape[3]))
+    for bi in range(b):
+        for hi in range(h):
+            s = np.zeros((dk, v.shape[3]))
+            for i in range(t):
+                kk = k[bi, hi, i][:, None]
+                be = beta[bi, hi, i, 0]
+                s = (np.eye(dk) - be * kk @ kk.T) @ np.diag(np.exp(log_g[bi, hi, i])) @ s + be * kk @ v[bi, hi, i][None, :]
+                out[bi, hi, i] = s.T @ q[bi, hi, i]
+    return out
+
+
+def kda_params(rng, conv, d_model=8, n_heads=2):
+    """``random_params`` with KDA's gate: ``dt`` ``[d_model, H*d_k]`` (head-major), ``dt_bias``
+    per channel, ``a_log`` per head."""
+    p = random_params(rng, False, conv, d_model, n_heads)
+    p["dt.weight"] = rng.normal(size=(d_model, d_model)) * 0.3
+    p["dt.bias"] = rng.normal(size=d_model) * 0.5 - 2.0
+    p["a_log"] = np.log(rng.uniform(1, 16, size=n_heads))
+    return p
+
+
+def oracle_kda_mix(p, x, neg_eigval, conv, causal, n_heads=2):
+    b, t, d_model = x.shape
+    hd = d_model // n_heads
+    qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
+    if conv:
+        qkv = conv_by_sums(qkv, p["conv.weight"])
+    qkv = silu(qkv)
+    split = lambda a: a.reshape(b, t, n_heads, hd).transpose(0, 2, 1, 3)  # noqa: E731
+    q, k, v = split(qkv[..., :d_model]), split(qkv[..., d_model:2 * d_model]), split(qkv[..., 2 * d_model:])
+    q, k = unit(q) / math.sqrt(hd), unit(k)
+    z = x @ p["beta.weight"] + p["beta.bias"]
+    beta = ((2.0 if neg_eigval else 1.0) / (1.0 + np.exp(-z))).transpose(0, 2, 1)[..., None]
+    # log alpha = -exp(A_log_h) * softplus(f(x) + dt_bias), column h*d_k + i for head h, channel i.
+    f = x @ p["dt.weight"] + p["dt.bias"]
+    lg = -np.log1p(np.exp(f)).reshape(b, t, n_heads, hd) * np.exp(p["a_log"])[:, None]
+    lg = lg.transpose(0, 2, 1, 3)
+    y = matrix_kda(q, k, v, beta, lg)
+    if not causal:
+        r = lambda a: a[:, :, ::-1]  # noqa: E731
+        y = y + r(matrix_kda(r(q), r(k), r(v), r(beta), r(lg)))
+    return y.transpose(0, 2, 1, 3).reshape(b, t, d_model) @ p["heads.out.weight"] + p["heads.out.bias"]
+
+
+class KdaTest(unittest.TestCase):
+    def test_recurrence_equals_the_kda_matrices(self):
+        rng = np.random.default_rng(6)
+        for scales in ((0.3, 0.3, 0.3, 0.3), (1e-3, 0.3, 3.0, 30.0)):
+            for beta_scale in (1.0, 2.0):
+                q, k = unit(rng.normal(size=(2, 2, 9, 4))), unit(rng.normal(size=(2, 2, 9, 4)))
+                v = rng.normal(size=(2, 2, 9, 3))
+                beta = beta_scale / (1 + np.exp(-rng.normal(size=(2, 2, 9, 1))))
+                lg = -np.array(scales) * rng.uniform(0.5, 1.5, size=(2, 2, 9, 4))
+                np.testing.assert_allclose(
+                    delta.recurrence(OPS, q, k, v, beta, lg), matrix_kda(q, k, v, beta, lg),
+                    rtol=1e-10, atol=1e-12, err_msg=f"scales={scales} beta={beta_scale}")
+
+    def test_one_gate_per_head_repeated_over_channels_is_gated_deltanet(self):
+        rng = np.random.default_rng(7)
+        q, k = unit(rng.normal(size=(2, 2, 9, 4))), unit(rng.normal(size=(2, 2, 9, 4)))
+        v = rng.normal(size=(2, 2, 9, 3))
+        beta = 1 / (1 + np.exp(-rng.normal(size=(2, 2, 9, 1))))
+        lg = -rng.uniform(0.1, 2.0, size=(2, 2, 9, 1))
+        np.testing.assert_allclose(
+            matrix_kda(q, k, v, beta, np.repeat(lg, 4, axis=3)), matrix_delta(q, k, v, beta, lg), rtol=1e-10, atol=1e-12)
+
+    def test_end_to_end(self):
+        rng = np.random.default_rng(8)
+        for neg in (False, True):
+            for conv in (0, 4):
+                for causal in (True, False):
+                    p = kda_params(rng, conv)
+                    x = rng.normal(size=(2, 7, 8))
+                    opts = {}
+                    if neg:
+                        opts["neg_eigval"] = "true"
+                    if conv:
+                        opts["conv"] = conv
+                    got = delta.mix(OPS, p, spec("kda", **opts), x, ctx(causal))
+                    want = oracle_kda_mix(p, x, neg, conv, causal)
+                    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11, err_msg=f"neg={neg} conv={conv} causal={causal}")
+
+    def test_spec(self):
+        self.assertEqual(spec("kda").variant, "kda")
+        self.assertEqual(str(spec("kda", neg_eigval="true", conv="4")), "delta:kda:conv=4:neg_eigval=true")
+        self.assertEqual(delta.gate_of(spec("kda")), "kda")
+
+
 if __name__ == "__main__":
     unittest.main()

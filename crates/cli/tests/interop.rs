@@ -237,6 +237,23 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             "configs/separation-smoke.toml",
             &["model.mixer=delta:householders=2:neg_eigval=true"],
         ),
+        // KDA's per-key-channel gate (`dt` with heads·d_k columns, head-major) under
+        // grouped-query heads, RoPE and the convolution; and both ways.
+        Case::new(
+            "gqa-kda-rope-conv",
+            MQAR,
+            &[
+                "model.mixer=delta:kda:conv=4",
+                "model.positions=rope",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+            ],
+        ),
+        Case::new(
+            "kda-bidirectional",
+            "configs/separation-smoke.toml",
+            &["model.mixer=delta:kda:neg_eigval=true"],
+        ),
         Case::new(
             "gqa-decay-gla",
             MQAR,

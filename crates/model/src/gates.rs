@@ -1,7 +1,8 @@
 //! Gate parameters the gated linear-type families (`decay`, `delta`) share: a seeded stream of
 //! their own for drawing them, and the Mamba-2 / SSD scalar decay
 //! `log a_t = −Δ_t·exp(A_log_h)`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` (Dao & Gu 2024,
-//! arXiv 2405.21060), which Gated DeltaNet (Yang et al. 2025, arXiv 2412.06464) reuses as its `g_t`.
+//! arXiv 2405.21060), which Gated DeltaNet (Yang et al. 2025, arXiv 2412.06464) reuses as its `g_t`
+//! and Kimi Delta Attention (Kimi Team 2025, arXiv 2510.26692) widens to one gate per key channel.
 //!
 //! Gate parameters come from a stream seeded by the model seed, the layer and a per-family tag,
 //! not from the backend's generator: they repeat per seed, and adding a gate to a family leaves
@@ -61,12 +62,26 @@ pub fn ssm_decay_params(
     a_range: (f64, f64),
     device: &Device,
 ) -> (Linear, Param<Tensor<1>>) {
-    let (d, h) = (dims.d_model, dims.n_heads);
+    ssm_channel_decay_params(rng, dims, 1, a_range, device)
+}
+
+/// [`ssm_decay_params`] with `channels` gates per head (Kimi Delta Attention's per-key-channel
+/// gate, `channels = d_k`): `dt` is `d_model → heads·channels` (head-major: head `h`'s channel
+/// `i` in column `h·channels + i`) with a `dt_bias` per column, `A_log` still one per head. With
+/// `channels = 1` these are [`ssm_decay_params`]' draws.
+pub fn ssm_channel_decay_params(
+    rng: &mut StdRng,
+    dims: &MixerDims,
+    channels: usize,
+    a_range: (f64, f64),
+    device: &Device,
+) -> (Linear, Param<Tensor<1>>) {
+    let (d, h, w) = (dims.d_model, dims.n_heads, dims.n_heads * channels);
     let bound = 1.0 / (d as f64).sqrt();
     // Drawn in this order (weights, bias, A) so a seed gives the same gates as it always has.
-    let w: Vec<f32> = (0..d * h).map(|_| uniform(rng, -bound, bound) as f32).collect();
+    let weights: Vec<f32> = (0..d * w).map(|_| uniform(rng, -bound, bound) as f32).collect();
     // softplus⁻¹(dt) = dt + ln(1 − e^{−dt}).
-    let bias: Vec<f32> = (0..h)
+    let bias: Vec<f32> = (0..w)
         .map(|_| {
             let dt = uniform(rng, 1e-3f64.ln(), 0.1f64.ln()).exp();
             (dt + (-(-dt).exp_m1()).ln()) as f32
@@ -76,22 +91,28 @@ pub fn ssm_decay_params(
         .map(|_| uniform(rng, a_range.0, a_range.1).max(f64::MIN_POSITIVE).ln() as f32)
         .collect();
     let dt = Linear {
-        weight: Param::from_tensor(Tensor::<2>::from_data(TensorData::new(w, [d, h]), device)),
+        weight: Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(weights, [d, w]),
+            device,
+        )),
         bias: Some(Param::from_tensor(Tensor::<1>::from_floats(bias.as_slice(), device))),
     };
     (dt, Param::from_tensor(Tensor::<1>::from_floats(logs.as_slice(), device)))
 }
 
-/// `log a_t = −softplus(x_t·w_h + dt_bias_h)·exp(A_log_h)`, all `≤ 0`.
+/// `log a_t = −softplus(x_t·w_h + dt_bias_h)·exp(A_log_h)`, all `≤ 0`: one per head, or, when
+/// `dt` has `G` columns per head ([`ssm_channel_decay_params`]), `G` per head sharing the head's
+/// `A_log` (`delta:kda`'s `log α_t = −exp(A_log_h)·softplus(f(x_t) + dt_bias)`).
 ///
 /// # Shapes
-/// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, 1]`
+/// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, G]`
 pub fn ssm_log_gates(dt: &Linear, a_log: &Param<Tensor<1>>, x: Tensor<3>) -> Tensor<4> {
     let [b, t, _] = x.dims();
     let h = a_log.dims()[0];
-    let delta = softplus(crate::fused::affine(dt, x), 1.0); // [b, t, h]
-    let rate = a_log.val().exp().reshape([1, 1, h]);
-    (delta * rate).neg().swap_dims(1, 2).reshape([b, h, t, 1])
+    let g = dt.weight.dims()[1] / h;
+    let delta = softplus(crate::fused::affine(dt, x), 1.0).reshape([b, t, h, g]);
+    let rate = a_log.val().exp().reshape([1, 1, h, 1]);
+    (delta * rate).neg().swap_dims(1, 2)
 }
 
 #[cfg(test)]
@@ -152,6 +173,38 @@ mod tests {
                     "({h},{t}): {} vs {want}",
                     got[h * 3 + t]
                 );
+            }
+        }
+    }
+
+    /// With `G` channels per head: one `Δ` per column (head-major), the head's `A` for all of
+    /// them.
+    #[test]
+    fn channel_log_gates_match_the_formula() {
+        let dev = device();
+        let d = dims(8, 2, 3, 0);
+        let (dt, a_log) =
+            ssm_channel_decay_params(&mut family_rng(&d, 7), &d, 3, (1.0, 16.0), &dev);
+        assert_eq!(dt.weight.dims(), [8, 6]);
+        let x = randn([1, 4, 8], 12, &dev);
+        let xs = values(x.clone());
+        let (w, b, a) =
+            (values(dt.weight.val()), values(dt.bias.clone().unwrap().val()), values(a_log.val()));
+        let got = values(ssm_log_gates(&dt, &a_log, x)); // [1, 2, 4, 3]
+        let softplus = |z: f32| if z > 20.0 { z } else { z.exp().ln_1p() };
+        for h in 0..2 {
+            for t in 0..4 {
+                for i in 0..3 {
+                    let col = h * 3 + i;
+                    let z: f32 =
+                        (0..8).map(|j| xs[t * 8 + j] * w[j * 6 + col]).sum::<f32>() + b[col];
+                    let want = -softplus(z) * a[h].exp();
+                    let g = got[(h * 4 + t) * 3 + i];
+                    assert!(
+                        (g - want).abs() < 1e-5 * want.abs().max(1.0),
+                        "({h},{t},{i}): {g} vs {want}"
+                    );
+                }
             }
         }
     }

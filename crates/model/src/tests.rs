@@ -21,6 +21,7 @@ const EXTRA_SPECS: &[&str] = &[
     "delta:neg_eigval=true:form=parallel",
     "delta:gated:form=recurrent",
     "delta:gated:chunk=5",
+    "delta:kda:conv=4:chunk=5",
     // Queries narrower than the head: under RoPE they get the rotation of their own width.
     "linear:taylor:feature_dim=8",
 ];

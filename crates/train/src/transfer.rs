@@ -196,6 +196,16 @@ mod tests {
         );
     }
 
+    /// Kimi Delta Attention: the same fresh names as Gated DeltaNet, its `dt` one column per
+    /// head and key channel.
+    #[test]
+    fn swapping_to_kda_carries_the_projections_and_names_the_fresh_gates() {
+        assert_swap_carries_the_projections(
+            "delta:kda",
+            &["a_log", "beta.bias", "beta.weight", "dt.bias", "dt.weight"],
+        );
+    }
+
     /// DeltaProduct's first Householder step reads softmax's `[q | k | v]`; its further keys
     /// and values (`householder_kv`) and β start fresh.
     #[test]

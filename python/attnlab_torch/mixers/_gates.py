@@ -1,7 +1,7 @@
 """Gate parameters shared by ``decay`` and ``delta`` (mirrors crates/model/src/gates.rs).
 
 Every gate enters the recurrences as a log gate ``<= 0``, laid out ``[B, H, T, G]`` (``G = 1``
-for a scalar gate per head, ``F`` for GLA's vector gate).
+for a scalar gate per head, ``F`` for GLA's vector gate, ``d_k`` for KDA's).
 """
 
 import math
@@ -30,12 +30,15 @@ def linear(ops, p, name, x):
 
 
 def ssm_log_gates(ops, p, x, n_heads):
-    """Mamba-2 / SSD: ``log a_t = -softplus(w_h . x_t + dt_bias_h) * exp(A_log_h)``.
+    """Mamba-2 / SSD: ``log a_t = -softplus(w_h . x_t + dt_bias_h) * exp(A_log_h)``; with ``G``
+    columns of ``dt`` per head (``delta:kda``, ``G = d_k``) one gate per key channel, all of a
+    head's channels sharing its ``A_log``.
 
-    Parameters ``dt.weight`` ``[d_model, H]``, ``dt.bias`` ``[H]`` and ``a_log`` ``[H]``;
-    ``x`` ``[B, T, d_model]`` -> ``[B, H, T, 1]``.
+    Parameters ``dt.weight`` ``[d_model, H*G]`` (head-major: head ``h``'s channel ``i`` in column
+    ``h*G + i``), ``dt.bias`` ``[H*G]`` and ``a_log`` ``[H]``; ``x`` ``[B, T, d_model]`` ->
+    ``[B, H, T, G]``.
     """
-    delta = ops.softplus(linear(ops, p, "dt", x))  # [B, T, H]
-    rate = ops.exp(p["a_log"])  # [H]
-    return heads_first(ops, -(delta * rate), n_heads, 1)
-
+    delta = ops.softplus(linear(ops, p, "dt", x))  # [B, T, H*G]
+    b, t, g = delta.shape[0], delta.shape[1], delta.shape[2] // n_heads
+    rate = ops.reshape(ops.exp(p["a_log"]), (n_heads, 1))  # [H, 1]
+    return ops.swapaxes(-(ops.reshape(delta, (b, t, n_heads, g)) * rate), 1, 2)

@@ -1,5 +1,5 @@
-"""``delta[:gated][:householders=N]``: DeltaNet, Gated DeltaNet and DeltaProduct (mirrors
-crates/model/src/families/delta/).
+"""``delta[:gated|kda][:householders=N]``: DeltaNet, Gated DeltaNet, Kimi Delta Attention and
+DeltaProduct (mirrors crates/model/src/families/delta/).
 
 Per head, a state ``S_t`` ``[d_k, d_v]`` corrected towards each new value at rate ``beta_t``:
 
@@ -8,6 +8,13 @@ Per head, a state ``S_t`` ``[d_k, d_v]`` corrected towards each new value at rat
 run as ``S <- a_t S``, ``v' = beta_t (v_t - S^T k_t)``, ``S <- S + k_t v'^T``. ``a_t = 1`` for
 ``delta``; ``delta:gated`` uses Mamba-2's gate ``log a_t = -softplus(w_h . x + dt_bias_h) *
 exp(A_log_h)``. ``beta_t = sigmoid(w_beta,h . x_t + b_h)``, doubled with ``neg_eigval=true``.
+
+Kimi Delta Attention (``delta:kda``, Kimi Team 2025, arXiv 2510.26692) decays each key channel
+on its own: ``S_t = (I - beta_t k_t k_t^T) Diag(alpha_t) S_{t-1} + beta_t k_t v_t^T`` with
+``log alpha_t = -exp(A_log_h) * softplus(f(x_t) + dt_bias)`` per channel; ``f`` is the full-rank
+``dt`` Linear ``[d_model, H*d_k]`` (head-major), ``dt.bias`` is ``dt_bias``, ``a_log`` ``[H]``
+(the registry's ``kda_gate``). The recurrence is the one below with ``log_g`` ``[B, H, T, d_k]``:
+``S <- a_t S`` scales each row of ``S`` by its channel's gate. One Householder step per token.
 
 Features: ``[q | k | v]`` projected (keys and values repeated to every query head under
 grouped-query attention, see ``heads.py``), then the ``conv=K`` short convolution (which ends in SiLU)
@@ -43,10 +50,12 @@ from ._short_conv import short_conv
 L2_EPS = _registry.convention("delta", "l2_eps")
 
 
-def is_gated(spec):
-    if spec.variant not in (None, "gated"):
-        raise ValueError(f"unknown delta variant '{spec.variant}': use 'delta' or 'delta:gated'")
-    return spec.variant == "gated"
+def gate_of(spec):
+    """The spec's decay: ``None`` (DeltaNet), ``"gated"`` (one gate per head) or ``"kda"`` (one
+    per head and key channel)."""
+    if spec.variant not in (None, "gated", "kda"):
+        raise ValueError(f"unknown delta variant '{spec.variant}': use 'delta', 'delta:gated' or 'delta:kda'")
+    return spec.variant
 
 
 def betas(ops, p, x, n_heads, beta_range, householders=1):
@@ -110,12 +119,13 @@ def recurrence(ops, q, k, v, beta, log_g):
     state: per token ``S <- a_t S``, then each sub-step ``j`` writes, then ``o_t = S^T q_t``.
 
     ``q`` ``[B, H, T, d_k]``, ``k`` ``[B, N*H, T, d_k]``, ``v`` ``[B, N*H, T, d_v]``, ``beta``
-    ``[B, N*H, T, 1]``, ``log_g`` ``[B, H, T, 1]`` -> ``[B, H, T, d_v]``.
+    ``[B, N*H, T, 1]``, ``log_g`` ``[B, H, T, G]`` (``G = 1``, or ``d_k`` per key channel:
+    ``a_t S`` then scales row ``i`` of ``S`` by ``a_{t,i}``) -> ``[B, H, T, d_v]``.
     """
     b, h, t, dk = q.shape
     dv = v.shape[3]
     n = k.shape[1] // h
-    decay = ops.expand_dims(ops.exp(log_g), 4)  # [B, H, T, 1, 1]
+    decay = ops.expand_dims(ops.exp(log_g), 4)  # [B, H, T, G, 1]: scales the rows of S
     s = ops.zeros((b, h, dk, dv))
     outs = []
     for i in range(t):
@@ -141,10 +151,11 @@ def delta_rule(ops, q, k, v, beta, log_g, causal=True):
 
 def mix(ops, p, spec, x, ctx):
     """``[B, T, d_model]`` -> ``[B, T, d_model]``."""
-    gated = is_gated(spec)
+    gate = gate_of(spec)
     b, t = x.shape[0], x.shape[1]
     beta = betas(ops, p, x, ctx.n_heads, spec.convention("beta_range"), spec["householders"])
-    log_g = ssm_log_gates(ops, p, x, ctx.n_heads) if gated else ops.zeros((b, ctx.n_heads, t, 1))
+    # gated: [B, H, T, 1]; kda: [B, H, T, d_k] (dt has d_k columns per head).
+    log_g = ssm_log_gates(ops, p, x, ctx.n_heads) if gate else ops.zeros((b, ctx.n_heads, t, 1))
     q, k, v = features(ops, p, spec, x, ctx)
     y = delta_rule(ops, q, k, v, beta, log_g, ctx.causal)
     return _heads.merge(ops, p, y)

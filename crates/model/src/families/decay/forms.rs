@@ -1,16 +1,14 @@
 //! The three forms of the decay-gated recurrence, equal up to rounding (see the family's header
 //! for the log-space rule they share): the `T × T` implied [`weights`] and the [`parallel`] form
 //! built on them, the [`chunked`] form (the training default, carrying a state between chunks)
-//! and the token-by-token [`recurrent`] form; plus `norm=sum`'s column of ones.
+//! and the token-by-token [`recurrent`] form; plus `norm=sum`'s column of ones. The decayed
+//! scores of the vector gate are [`crate::chunking::causal_scores`], which `delta:kda` shares.
 
-use crate::chunking::{causal_decay, to_chunks};
+pub use crate::chunking::VECTOR_SUBCHUNK;
+use crate::chunking::{causal_decay, causal_scores, to_chunks};
 use crate::feature_map::safe_denominator;
 use crate::heads::causal_mask;
-use burn::tensor::{Bool, Tensor, TensorData};
-
-/// The vector gate's exact in-chunk decays (`C × C × F` per chunk) are built over sub-chunks of
-/// this many tokens (fla's choice), with reference points between them.
-pub const VECTOR_SUBCHUNK: usize = 16;
+use burn::tensor::Tensor;
 
 /// `v` with a column of ones appended under `norm=sum`, so the sums also carry `z`.
 pub(super) fn with_ones(v: Tensor<4>, normalize: bool) -> Tensor<4> {
@@ -31,25 +29,6 @@ pub(super) fn divide_out(y: Tensor<4>, normalize: bool) -> Tensor<4> {
     y.clone().narrow(3, 0, dv) / safe_denominator(y.narrow(3, dv, 1))
 }
 
-/// Causal scores with decay inside one block: `A_ij = Σ_f q_if k_jf exp(b_if − b_jf)` for
-/// `j ≤ i`, zero above the diagonal. `b` holds cumulative log gates along the block; the
-/// differences above the diagonal (positive) are masked before `exp`.
-///
-/// # Shapes
-/// - `q, k`: `[x, n, c, F]`, `b`: `[x, n, c, G]` (G = 1 or F) -> `[x, n, c, c]`
-fn decayed_scores(q: Tensor<4>, k: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
-    let [x, n, c, f] = q.dims();
-    if b.dims()[3] == 1 {
-        q.matmul(k.swap_dims(2, 3)) * causal_decay(b)
-    } else {
-        let future = causal_mask(c, c, 0, &q.device());
-        let mask = future.reshape([1, 1, c, c, 1]).expand([x, n, c, c, f]);
-        let diff = b.clone().unsqueeze_dim::<5>(3) - b.unsqueeze_dim::<5>(2); // [x, n, i, j, f]
-        let decay = diff.mask_fill(mask.clone(), 0.0).exp().mask_fill(mask, 0.0);
-        (q.unsqueeze_dim::<5>(3) * k.unsqueeze_dim::<5>(2) * decay).sum_dim(4).reshape([x, n, c, c])
-    }
-}
-
 /// The implied attention weights `A_ij = Σ_f φq_if φk_jf exp(b_if − b_jf)` over `j ≤ i`
 /// (causal), or with `exp(−|b_if − b_jf|)` over all `j` (bidirectional); divided by their row
 /// sums (through [`safe_denominator`]) when `normalize`. `block` is the vector gate's block size.
@@ -64,7 +43,7 @@ pub fn weights(
     normalize: bool,
     block: usize,
 ) -> Tensor<4> {
-    let lower = causal_weights(q.clone(), k.clone(), log_g.clone(), block);
+    let lower = causal_scores(q.clone(), k.clone(), log_g.clone(), block);
     let scores = if causal {
         lower
     } else {
@@ -73,7 +52,7 @@ pub fn weights(
         let [b, h, _, _] = lower.dims();
         let not_above =
             causal_mask(t, t, 0, &q.device()).bool_not().unsqueeze::<4>().expand([b, h, t, t]);
-        lower + causal_weights(k, q, log_g, block).swap_dims(2, 3).mask_fill(not_above, 0.0)
+        lower + causal_scores(k, q, log_g, block).swap_dims(2, 3).mask_fill(not_above, 0.0)
     };
     if normalize {
         let den = scores.clone().sum_dim(3);
@@ -81,56 +60,6 @@ pub fn weights(
     } else {
         scores
     }
-}
-
-/// Causal, unnormalised [`weights`].
-fn causal_weights(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, block: usize) -> Tensor<4> {
-    let [b, h, t, f] = q.dims();
-    let c = block.max(1).min(t);
-    if log_g.dims()[3] == 1 || t <= c.min(VECTOR_SUBCHUNK) {
-        return decayed_scores(q, k, log_g.cumsum(2));
-    }
-    if c == t {
-        return causal_weights(q, k, log_g, VECTOR_SUBCHUNK);
-    }
-    // Vector gate: a T × T × F decay tensor would not fit at training lengths, so build the
-    // weights block row by block row. Block m's queries see earlier blocks' keys through the
-    // reference point r_m (the cumulative log gate just before the block):
-    // exp(b_i − b_j) = exp(b_i − r_m) · exp(r_m − b_j), both factors ≤ 1. The diagonal blocks
-    // recurse down to sub-blocks of VECTOR_SUBCHUNK, where the exact C × C × F decays are built.
-    let device = q.device();
-    let n = t.div_ceil(c);
-    let tp = n * c;
-    let (qc, kc, gc) = (to_chunks(q, n, c), to_chunks(k, n, c), to_chunks(log_g, n, c));
-    let local = gc.clone().cumsum(2); // b_i − r_m
-    let diagonal = causal_weights(qc.clone(), kc.clone(), gc.clone(), VECTOR_SUBCHUNK); // [bh, n, c, c]
-    let global = gc.reshape([b * h, 1, tp, f]).cumsum(2); // b_j
-    let ends = global.clone().reshape([b * h, n, c, f]).narrow(2, c - 1, 1); // [bh, n, 1, f]
-    let refs =
-        Tensor::cat(vec![Tensor::zeros([b * h, 1, 1, f], &device), ends.narrow(1, 0, n - 1)], 1);
-    // Key j is seen through r_m only from a later block (j < m·c); the rest is masked before exp.
-    let later: Vec<bool> = (0..n).flat_map(|m| (0..tp).map(move |j| j >= m * c)).collect();
-    let hidden = Tensor::<2, Bool>::from_bool(TensorData::new(later, [n, tp]), &device)
-        .reshape([1, n, tp, 1])
-        .expand([b * h, n, tp, f]);
-    let decay = (refs - global).mask_fill(hidden.clone(), 0.0).exp().mask_fill(hidden, 0.0); // [bh, n, tp, f]
-    let keys = kc.reshape([b * h, 1, tp, f]) * decay;
-    let cross = (qc * local.exp()).matmul(keys.swap_dims(2, 3)); // [bh, n, c, tp], zero from column m·c on
-    let rows: Vec<Tensor<4>> = (0..n)
-        .map(|m| {
-            let row = cross.clone().narrow(1, m, 1);
-            let mut parts = Vec::with_capacity(3);
-            if m > 0 {
-                parts.push(row.clone().narrow(3, 0, m * c));
-            }
-            parts.push(diagonal.clone().narrow(1, m, 1));
-            if m + 1 < n {
-                parts.push(row.narrow(3, (m + 1) * c, tp - (m + 1) * c));
-            }
-            Tensor::cat(parts, 3)
-        })
-        .collect();
-    Tensor::cat(rows, 1).reshape([b, h, tp, tp]).narrow(2, 0, t).narrow(3, 0, t)
 }
 
 /// The parallel form: `y = A V` with the `T × T` [`weights`].
@@ -194,11 +123,11 @@ pub(super) fn chunked_sums(
     let total = cum.clone().narrow(2, c - 1, 1); // b_C: [bh, n, 1, G]
 
     // Inside chunks: the decayed quadratic form (for the vector gate in sub-chunks, see
-    // `causal_weights`; each chunk is a sequence of its own there).
+    // `causal_scores`; each chunk is a sequence of its own there).
     let scores = if g == 1 {
-        decayed_scores(qc.clone(), kc.clone(), cum.clone())
+        qc.clone().matmul(kc.clone().swap_dims(2, 3)) * causal_decay(cum.clone())
     } else {
-        causal_weights(qc.clone(), kc.clone(), gc, VECTOR_SUBCHUNK)
+        causal_scores(qc.clone(), kc.clone(), gc, VECTOR_SUBCHUNK)
     };
     let intra = scores.matmul(vc.clone());
 

@@ -7,8 +7,13 @@
 //! token's gate and query, [`last_substeps`] keeps the token's output, [`flip_tokens`] reverses
 //! the tokens (not the sub-steps) for the backward pass, and [`product_weights`] are the implied
 //! weights of each sub-step's value.
+//!
+//! Every form takes the log gates `[batch, heads, seq, G]`: `G = 1`, one per head (DeltaNet,
+//! Gated DeltaNet, DeltaProduct), or `G = d_k`, one per key channel (`delta:kda`), scaling the
+//! state's rows. A per-channel gate's pairwise decays `exp(b_if − b_jf)` go through
+//! [`causal_scores`] (GLA's sub-chunk scheme), so no form exponentiates a positive difference.
 
-use crate::chunking::{causal_decay, to_chunks};
+use crate::chunking::{VECTOR_SUBCHUNK, causal_decay, causal_scores, to_chunks};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
@@ -66,8 +71,8 @@ pub(super) fn diagonal_and_above(c: usize, device: &Device) -> Tensor<2, Bool> {
 ///
 /// # Shapes
 /// - `q, k`: `[batch, heads, seq, d_k]`, `v`: `[batch, heads, seq, d_v]`,
-///   `beta, log_g`: `[batch, heads, seq, 1]`, `state`: `[batch, heads, d_k, d_v]`
-///   -> (`[batch, heads, seq, d_v]`, `[batch, heads, d_k, d_v]`)
+///   `beta`: `[batch, heads, seq, 1]`, `log_g`: `[batch, heads, seq, 1 or d_k]`,
+///   `state`: `[batch, heads, d_k, d_v]` -> (`[batch, heads, seq, d_v]`, `[batch, heads, d_k, d_v]`)
 pub fn chunked(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -92,16 +97,28 @@ pub fn chunked(
         to_chunks(beta, n, c),
         to_chunks(log_g, n, c),
     );
-    let cum = gc.cumsum(2); // b_i inside each chunk, ≤ 0
-    let decay = causal_decay(cum.clone()); // L ⊙ M, diagonal included
+    let g = gc.dims()[3];
+    let cum = gc.clone().cumsum(2); // b_i inside each chunk, ≤ 0
     let strict = diagonal_and_above(c, &device).unsqueeze::<4>().expand([bh, n, c, c]);
-    let kk = kc.clone().matmul(kc.clone().swap_dims(2, 3)) * decay.clone();
+    // Σ_f x_if k_jf e^{b_if − b_jf} for j ≤ i: for a scalar gate one C × C decay matrix (L ⊙ M),
+    // per channel GLA's sub-chunk scheme (never e^{+b}).
+    let (kk, scores) = if g == 1 {
+        let decay = causal_decay(cum.clone());
+        (
+            kc.clone().matmul(kc.clone().swap_dims(2, 3)) * decay.clone(),
+            qc.clone().matmul(kc.clone().swap_dims(2, 3)) * decay,
+        )
+    } else {
+        (
+            causal_scores(kc.clone(), kc.clone(), gc.clone(), VECTOR_SUBCHUNK),
+            causal_scores(qc.clone(), kc.clone(), gc, VECTOR_SUBCHUNK),
+        )
+    };
     let inverse = unit_lower_inverse((kk * bc.clone()).mask_fill(strict, 0.0));
     let w = inverse.clone().matmul(kc.clone() * bc.clone() * cum.clone().exp()); // [bh, n, c, dk]
     let u = inverse.matmul(vc * bc); // [bh, n, c, dv]
-    let scores = qc.clone().matmul(kc.clone().swap_dims(2, 3)) * decay;
-    let total = cum.clone().narrow(2, c - 1, 1); // b_C: [bh, n, 1, 1]
-    let keys_at_end = kc * (total.clone() - cum.clone()).exp(); // k_j e^{b_C − b_j}
+    let total = cum.clone().narrow(2, c - 1, 1); // b_C: [bh, n, 1, G]
+    let keys_at_end = kc * (total.clone() - cum.clone()).exp(); // k_j ⊙ e^{b_C − b_j}
     let carry = total.exp();
 
     let mut s = match state {
@@ -113,7 +130,8 @@ pub fn chunked(
         let piece = |x: &Tensor<4>, w: usize| x.clone().narrow(1, m, 1).reshape([bh, c, w]);
         before.push(s.clone().unsqueeze_dim::<4>(1));
         let new_values = piece(&u, dv) - piece(&w, dk).matmul(s.clone()); // V' = U − W S
-        s = s * carry.clone().narrow(1, m, 1).reshape([bh, 1, 1])
+        // Diag(e^{b_C}) S: the state's rows (key channels) decay by their own gate.
+        s = s * carry.clone().narrow(1, m, 1).reshape([bh, g, 1])
             + piece(&keys_at_end, dk).swap_dims(1, 2).matmul(new_values.clone());
         written.push(new_values.unsqueeze_dim::<4>(1));
     }
@@ -127,7 +145,8 @@ pub fn chunked(
 /// reversed back.
 ///
 /// # Shapes
-/// - `q, k`: `[batch, heads, seq, d_k]`, `beta, log_g`: `[batch, heads, seq, 1]` -> `[batch, heads, seq, seq]`
+/// - `q, k`: `[batch, heads, seq, d_k]`, `beta`: `[batch, heads, seq, 1]`,
+///   `log_g`: `[batch, heads, seq, 1 or d_k]` -> `[batch, heads, seq, seq]`
 pub fn weights(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -145,11 +164,22 @@ pub fn weights(
 
 fn causal_weights(q: Tensor<4>, k: Tensor<4>, beta: Tensor<4>, log_g: Tensor<4>) -> Tensor<4> {
     let [b, h, t, _] = q.dims();
-    let decay = causal_decay(log_g.cumsum(2));
     let strict = diagonal_and_above(t, &q.device()).unsqueeze::<4>().expand([b, h, t, t]);
-    let kk = k.clone().matmul(k.clone().swap_dims(2, 3)) * decay.clone();
+    let (kk, scores) = if log_g.dims()[3] == 1 {
+        let decay = causal_decay(log_g.cumsum(2));
+        (
+            k.clone().matmul(k.clone().swap_dims(2, 3)) * decay.clone(),
+            q.matmul(k.swap_dims(2, 3)) * decay,
+        )
+    } else {
+        // Per channel: row blocks of VECTOR_SUBCHUNK against reference points, no T × T × d_k.
+        (
+            causal_scores(k.clone(), k.clone(), log_g.clone(), VECTOR_SUBCHUNK),
+            causal_scores(q, k, log_g, VECTOR_SUBCHUNK),
+        )
+    };
     let inverse = unit_lower_inverse((kk * beta.clone()).mask_fill(strict, 0.0));
-    (q.matmul(k.swap_dims(2, 3)) * decay).matmul(inverse) * beta.swap_dims(2, 3)
+    scores.matmul(inverse) * beta.swap_dims(2, 3)
 }
 
 /// The parallel form: `y = A V` with the `T × T` [`weights`].
@@ -166,8 +196,8 @@ pub fn parallel(
     weights(q, k, beta, log_g, true).matmul(v)
 }
 
-/// The recurrence token by token from `state` (zeros when `None`): `S ← a_t S`,
-/// `v' = β_t (v_t − Sᵀ k_t)`, `S ← S + k_t v'ᵀ`, `o_t = Sᵀ q_t`.
+/// The recurrence token by token from `state` (zeros when `None`): `S ← a_t S` (`Diag(α_t) S`
+/// for a per-channel gate), `v' = β_t (v_t − Sᵀ k_t)`, `S ← S + k_t v'ᵀ`, `o_t = Sᵀ q_t`.
 ///
 /// # Shapes
 /// - as [`chunked`]
@@ -188,7 +218,7 @@ pub fn recurrent(
     let mut outputs = Vec::with_capacity(t);
     for i in 0..t {
         let token = |x: &Tensor<4>| x.clone().narrow(2, i, 1);
-        s = s * token(&log_g).exp();
+        s = s * token(&log_g).exp().swap_dims(2, 3); // [b, h, G, 1]: scales S's rows
         let key = token(&k); // [b, h, 1, dk]
         let new_value = (token(&v) - key.clone().matmul(s.clone())) * token(&beta);
         s = s + key.swap_dims(2, 3).matmul(new_value);

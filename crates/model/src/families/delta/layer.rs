@@ -1,6 +1,7 @@
 //! The delta-rule attention module: its writing strengths `β`, its gates, its features
 //! (projection, short convolution or SiLU, L2 norm, RoPE, `q` scaling), the full-sequence
-//! forward (both ways when bidirectional) and decoding. With `householders = N > 1`
+//! forward (both ways when bidirectional) and decoding. Under `delta:kda` the gates are one per
+//! key channel (`[batch, heads, seq, d_k]`), and every form takes them as they are. With `householders = N > 1`
 //! (DeltaProduct) the keys, values, `β` and gates are the interleaved sequence of sub-steps and
 //! the queries stay one per token; every form runs on the sub-steps and keeps each token's last
 //! output (see `forms.rs`).
@@ -36,9 +37,11 @@ pub struct DeltaAttention {
     /// `x ↦ w_β·x + b`, `weight: [d_model, N·heads]` (sub-step `j`'s head `h` in column
     /// `j·heads + h`); `β = σ(·)` (or `2σ(·)`).
     pub beta: Linear,
-    /// `delta:gated`: `x ↦ w·x + dt_bias`, `weight: [d_model, heads]`.
+    /// `delta:gated`: `x ↦ w·x + dt_bias`, `weight: [d_model, heads]`; `delta:kda`: the
+    /// full-rank `f(x) + dt_bias`, `weight: [d_model, heads·d_k]` (head `h`'s channel `i` in
+    /// column `h·d_k + i`).
     pub dt: Option<Linear>,
-    /// `delta:gated`: `[heads]`, the decay rate `exp(A_log)`'s log.
+    /// `delta:gated`, `delta:kda`: `[heads]`, the decay rate `exp(A_log)`'s log.
     pub a_log: Option<Param<Tensor<1>>>,
     /// `conv=K`: the short convolution on `[q | k | v]` before heads are split.
     pub conv: Option<ShortConv>,
@@ -68,10 +71,11 @@ impl DeltaAttention {
         interleave_substeps(beta.swap_dims(1, 2).reshape([b, substep_heads, t, 1]), n)
     }
 
-    /// Per-head log decays `log a_t ≤ 0`, one per token (all 0 for the ungated rule).
+    /// Log decays `log a_t ≤ 0`, one per head and token (all 0 for the ungated rule), or under
+    /// `delta:kda` one per head, token and key channel (`G = d_k`).
     ///
     /// # Shapes
-    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, 1]`
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, G]` (`G = 1` or `d_k`)
     pub fn log_gates(&self, x: Tensor<3>) -> Tensor<4> {
         match (&self.dt, &self.a_log) {
             (Some(dt), Some(a_log)) => ssm_log_gates(dt, a_log, x),
@@ -84,7 +88,7 @@ impl DeltaAttention {
 }
 
 impl RecurrentLayer for DeltaAttention {
-    /// `(β, log gates)`, each `[batch, heads, seq, 1]`.
+    /// `(β, log gates)`: `[batch, heads, seq, 1]` and `[batch, heads, seq, G]`.
     type Gates = (Tensor<4>, Tensor<4>);
 
     fn heads(&self) -> &HeadProjection {
@@ -100,7 +104,8 @@ impl RecurrentLayer for DeltaAttention {
         crate::fused::silu(qkv)
     }
 
-    /// `β` and the log gates of the sub-steps, `[batch, heads, seq·N, 1]` each.
+    /// `β` and the log gates of the sub-steps, `[batch, heads, seq·N, 1]` and
+    /// `[batch, heads, seq·N, G]` (`N = 1` under `kda`).
     fn gates(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         let log_g = gate_on_first_substep(self.log_gates(x.clone()), self.householders);
         (self.betas(x), log_g)

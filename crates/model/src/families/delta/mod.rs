@@ -1,4 +1,4 @@
-//! Delta-rule linear attention: DeltaNet, Gated DeltaNet and DeltaProduct.
+//! Delta-rule linear attention: DeltaNet, Gated DeltaNet, Kimi Delta Attention and DeltaProduct.
 //!
 //! Per head, a state `S_t ∈ R^{d_k×d_v}` that is *corrected* towards each new value rather than
 //! added to: the value the state currently predicts for `k_t` is replaced by `v_t` at rate `β_t`,
@@ -13,7 +13,22 @@
 //! |---|---|---|
 //! | `delta` | 1 | Schlag, Irie, Schmidhuber 2021 ("Linear Transformers Are Secretly Fast Weight Programmers", arXiv 2102.11174); Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (arXiv 2406.06484) |
 //! | `delta:gated` | `exp(−Δ_t·exp(A_log_h))`, `Δ_t = softplus(w_h·x_t + dt_bias_h)` (Mamba-2's gate, [`crate::gates`]) | Yang, Kautz, Hatamizadeh 2025, "Gated Delta Networks" (ICLR 2025, arXiv 2412.06464); Qwen3-Next's linear layers |
+//! | `delta:kda` | `Diag(α_t)`, `log α_t = −exp(A_log_h)·softplus(f(x_t) + dt_bias)` per key channel | Kimi Team 2025, "Kimi Linear: An Expressive, Efficient Attention Architecture" (arXiv 2510.26692) |
 //! | `delta[:gated]:householders=N` | as above | Siems et al. 2025, "DeltaProduct: Improving State-Tracking in Linear RNNs via Householder Products" (arXiv 2502.10297) |
+//!
+//! **Kimi Delta Attention** (`delta:kda`) gates each key channel of the state on its own:
+//! `α_t ∈ (0, 1)^{d_k}` per head and token where Gated DeltaNet has one `a_t`,
+//!
+//! `S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ`, i.e.
+//! `v'_t = β_t (v_t − (Diag(α_t) S_{t−1})ᵀ k_t)`, `S_t = Diag(α_t) S_{t−1} + k_t v'_tᵀ`,
+//!
+//! with Kimi's gate `log α_t = −exp(A_log_h)·softplus(f(x_t) + dt_bias)`, `f` a projection
+//! `d_model → heads·d_k`. Kimi (and fla's `KimiDeltaAttention`) factor `f` through rank
+//! `d_v`; here it is **full rank**, the `dt` Linear `[d_model, heads·d_k]` (head-major, head `h`'s
+//! channel `i` in column `h·d_k + i`) whose bias is `dt_bias` (`[heads·d_k]`, drawn as Gated
+//! DeltaNet's), with `A_log = ln U(1, 16)` per head (fla's KDA range). q, k, v, β, `conv=K`, the
+//! L2 norm and `neg_eigval` are the delta rule's. One Householder step per token:
+//! `householders > 1` with `kda` is refused.
 //!
 //! **DeltaProduct** (`householders=N`, `N ≥ 1`; 1, the default, is the rule above): each token
 //! writes `N` times, with its own keys `k_{t,1..N}`, values `v_{t,1..N}` and strengths
@@ -52,11 +67,20 @@
 //!   `T = (I + strict_tril(diag(β) K Kᵀ ⊙ L))⁻¹` ([`unit_lower_inverse`]), `W = T (β ⊙ K ⊙ e^b)`,
 //!   `U = T (β ⊙ V)`; then chunk by chunk `V' = U − W S`, `O = (Q ⊙ e^b) S + (Q Kᵀ ⊙ L ⊙ M) V'`,
 //!   `S ← e^{b_C} S + (K ⊙ e^{b_C − b})ᵀ V'`. Time `O(T·C·d)`, memory `O(T·C)` plus a state per
-//!   chunk; never a `T × T` tensor or a state per token.
+//!   chunk; never a `T × T` tensor or a state per token. For `kda` the cumulative gates `b_i` are
+//!   vectors over the key channels and `(Q Kᵀ ⊙ L)_ij` becomes `Σ_f q_if k_jf e^{b_if − b_jf}`
+//!   (and so for `K Kᵀ ⊙ L`), built as `decay:gla` builds its scores
+//!   ([`crate::chunking::causal_scores`]: exact `C × C × d_k` decays only inside sub-chunks of 16,
+//!   reference points between them); `e^b`, `e^{b_C − b}` and `e^{b_C}` scale channels (fla's
+//!   `naive_chunk_kda`).
 //! - [`parallel`]: the chunked form with one chunk; its `T × T` implied weights
 //!   `A = (Q Kᵀ ⊙ L ⊙ M) T diag(β)` (`y = A V`) are what diagnostics report.
 //! - [`recurrent`]: the recurrence token by token, as decoding does (prompts go chunked from the
 //!   carried state).
+//!
+//! Training's chunked form from the empty state runs the fused token-by-token kernel on flex
+//! ([`crate::fused::gated_recurrence`], per-head or per-channel gates alike, checked against the
+//! composed chunked form for both).
 //!
 //! The delta rule is a recurrence with a direction; a bidirectional model (`model.causal =
 //! false`) runs it forwards and backwards and adds the two outputs, as a bidirectional RNN does.
@@ -78,7 +102,7 @@ pub use forms::{
 pub use layer::{DeltaAttention, L2_EPS, l2_normalize};
 
 use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
-use crate::gates::{family_rng, ssm_decay_params, uniform_linear};
+use crate::gates::{family_rng, ssm_channel_decay_params, ssm_decay_params, uniform_linear};
 use crate::heads::HeadProjection;
 use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};
 use crate::options::{parse_options, print_options, write_with_options};
@@ -98,14 +122,37 @@ fn packed_width(dims: &MixerDims, householders: usize) -> usize {
     (1 + 2 * householders) * dims.n_heads * dims.head_dim()
 }
 
-/// `delta[:gated][:neg_eigval=true][:householders=N][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]`:
+/// How the state decays before each update: the spec's positional part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeltaGate {
+    /// `delta`: no decay (DeltaNet).
+    #[default]
+    None,
+    /// `delta:gated`: one `a_t` per head (Gated DeltaNet).
+    Gated,
+    /// `delta:kda`: one `α_t` per head and key channel (Kimi Delta Attention).
+    Kda,
+}
+
+impl DeltaGate {
+    /// The spec's word for it; `None` for the ungated rule.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            DeltaGate::None => None,
+            DeltaGate::Gated => Some("gated"),
+            DeltaGate::Kda => Some("kda"),
+        }
+    }
+}
+
+/// `delta[:gated|kda][:neg_eigval=true][:householders=N][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]`:
 /// the options are this struct's fields (see [`crate::options`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeltaAttentionConfig {
-    /// `delta:gated`: the state decays by `a_t` before each update (the spec's positional part).
+    /// The state's decay (the spec's positional part).
     #[serde(skip)]
-    pub gated: bool,
+    pub gate: DeltaGate,
     /// `β ∈ (0, 2)` instead of `(0, 1)`.
     pub neg_eigval: bool,
     /// Householder steps per token (DeltaProduct); 1 is the delta rule.
@@ -120,7 +167,7 @@ pub struct DeltaAttentionConfig {
 impl Default for DeltaAttentionConfig {
     fn default() -> Self {
         Self {
-            gated: false,
+            gate: DeltaGate::None,
             neg_eigval: false,
             householders: 1,
             conv: 0,
@@ -132,33 +179,33 @@ impl Default for DeltaAttentionConfig {
 
 impl fmt::Display for DeltaAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.gated {
-            write_with_options(f, "gated", self)
-        } else {
-            f.write_str(&print_options(self))
+        match self.gate.name() {
+            Some(gate) => write_with_options(f, gate, self),
+            None => f.write_str(&print_options(self)),
         }
     }
 }
 
 impl MixerFamily for DeltaAttentionConfig {
     const NAME: &'static str = "delta";
-    const SYNTAX: &'static str = "delta[:gated][:neg_eigval=true][:householders=N][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
+    const SYNTAX: &'static str = "delta[:gated|kda][:neg_eigval=true][:householders=N][:conv=K][:form=chunked|parallel|recurrent][:chunk=N]";
     type Module = DeltaAttention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
-        let (gated, options) = match parts.split_first() {
-            Some((&"gated", rest)) => (true, rest),
+        let (gate, options) = match parts.split_first() {
+            Some((&"gated", rest)) => (DeltaGate::Gated, rest),
+            Some((&"kda", rest)) => (DeltaGate::Kda, rest),
             Some((first, _)) if !first.contains('=') => {
                 return Err(SpecError::new(
                     spec,
                     format!(
-                        "unknown delta variant '{first}': use 'delta' or 'delta:gated', then key=value options"
+                        "unknown delta variant '{first}': use 'delta', 'delta:gated' or 'delta:kda', then key=value options"
                     ),
                 ));
             }
-            _ => (false, parts),
+            _ => (DeltaGate::None, parts),
         };
-        let c = Self { gated, ..parse_options(options, spec)? };
+        let c = Self { gate, ..parse_options(options, spec)? };
         if c.chunk == 0 {
             return Err(SpecError::new(spec, "chunk must be at least 1"));
         }
@@ -166,6 +213,12 @@ impl MixerFamily for DeltaAttentionConfig {
             return Err(SpecError::new(
                 spec,
                 "householders must be at least 1 (1 is the delta rule, 2 or more DeltaProduct)",
+            ));
+        }
+        if c.gate == DeltaGate::Kda && c.householders > 1 {
+            return Err(SpecError::new(
+                spec,
+                "delta:kda takes one Householder step per token: householders > 1 (DeltaProduct) is not implemented with KDA's per-channel gate",
             ));
         }
         check_kernel(c.conv).map_err(|reason| SpecError::new(spec, reason))?;
@@ -186,11 +239,18 @@ impl MixerFamily for DeltaAttentionConfig {
         let mut rng = family_rng(dims, GATE_TAG);
         // N strengths per head; with N = 1 the same draws as before DeltaProduct existed.
         let beta = uniform_linear(&mut rng, d, h * n, vec![0.0; h * n], device);
-        let (dt, a_log) = if self.gated {
-            let (dt, a_log) = ssm_decay_params(&mut rng, dims, (0.0, 16.0), device);
-            (Some(dt), Some(a_log))
-        } else {
-            (None, None)
+        let (dt, a_log) = match self.gate {
+            DeltaGate::None => (None, None),
+            DeltaGate::Gated => {
+                let (dt, a_log) = ssm_decay_params(&mut rng, dims, (0.0, 16.0), device);
+                (Some(dt), Some(a_log))
+            }
+            // One Δ (and dt_bias) per key channel, fla's A ~ U(1, 16) per head.
+            DeltaGate::Kda => {
+                let (dt, a_log) =
+                    ssm_channel_decay_params(&mut rng, dims, dims.head_dim(), (1.0, 16.0), device);
+                (Some(dt), Some(a_log))
+            }
         };
         // The packed [q | k_1..N | v_1..N] of every query head (keys and values repeated under GQA).
         let conv = short_conv(self.conv, packed_width(dims, n), &mut rng, device);
@@ -216,11 +276,11 @@ impl MixerFamily for DeltaAttentionConfig {
     const BENCH: &'static [&'static str] = &["delta:gated"];
 
     fn variants() -> Vec<&'static str> {
-        vec!["gated"]
+        vec!["gated", "kda"]
     }
 
     fn variant(&self) -> Option<&'static str> {
-        self.gated.then_some("gated")
+        self.gate.name()
     }
 
     fn conventions(&self) -> Vec<(&'static str, Convention)> {
@@ -248,6 +308,13 @@ impl MixerFamily for DeltaAttentionConfig {
                 Convention::new(
                     "[K, 3·width], no bias, tap K−1 on the current token, one SiLU after",
                     "the short convolution's weight over the packed q|k|v channels",
+                ),
+            ),
+            (
+                "kda_gate",
+                Convention::new(
+                    "log α_t = −exp(a_log[h])·softplus(x·dt.weight + dt.bias), dt.weight [d_model, H·d_k] head-major (column h·d_k + i), dt.bias [H·d_k], a_log [H]; S ← Diag(α_t) S scales S's rows",
+                    "delta:kda: the per-key-channel gate's parameters (full-rank f; Kimi's is low rank) and how it decays the state",
                 ),
             ),
             (
@@ -280,6 +347,10 @@ impl MixerFamily for DeltaAttentionConfig {
             VariantInfo {
                 spec: "delta:gated:conv=4",
                 formula: "Gated DeltaNet after a causal depthwise convolution (kernel 4) + SiLU on q, k, v (fla's layer)",
+            },
+            VariantInfo {
+                spec: "delta:kda",
+                formula: "S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ, log α_t = −e^{A_h}·softplus(f(x_t) + dt_bias) per key channel (Kimi Delta Attention, Kimi Linear 2025)",
             },
             VariantInfo {
                 spec: "delta:householders=2",

@@ -1,9 +1,11 @@
 //! The naive delta rule (fla's reference recurrence) and the naive DeltaProduct (its definition,
 //! Householder matrices built and multiplied token by token) the forms are checked against, and
 //! the helpers the tests share: `forms.rs` tests the forms against the oracles, `layer.rs` the
-//! module (β, gates, features, decoding, specs and diagnostics), `product.rs` DeltaProduct.
+//! module (β, gates, features, decoding, specs and diagnostics), `product.rs` DeltaProduct,
+//! `kda.rs` Kimi Delta Attention (with its own oracle from the formula).
 
 mod forms;
+mod kda;
 mod layer;
 mod product;
 
