@@ -200,8 +200,8 @@ fn every_paper_size_plans_without_training() {
         ("length-scaling", None),
         // configs/compare/hybrid-ratio-paper.toml's 96 runs.
         ("hybrid-ratio", Some((96, 96 * 12_500))),
-        // 3 widths x 12 families x 3 seeds x 4 lrs.
-        ("recall-frontier", Some((432, 432 * 12_500))),
+        // 3 widths x 14 families x 3 seeds x 4 lrs.
+        ("recall-frontier", Some((504, 504 * 12_500))),
         // An imported teacher (no training) and 2 families x 4 arms of 1000 + 1000 steps, the
         // control (2000 steps) once per family.
         ("linearize", Some((9, 2 * (4 * 2000 + 2000)))),

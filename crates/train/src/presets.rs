@@ -56,6 +56,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     preset!("configs/compare/mqar-softmax-baseline.toml"),
     preset!("configs/compare/mqar-softmax-vs-linear.toml"),
     preset!("configs/compare/width-sweep.toml"),
+    preset!("configs/compare/zoo-2026-char.toml"),
+    preset!("configs/compare/zoo-2026.toml"),
 ];
 
 /// The built-in text of `path` when, written relative to the repository root, it names a

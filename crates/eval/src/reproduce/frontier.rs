@@ -12,8 +12,13 @@
 //! nothing). The gated and delta-rule families carry a short convolution (`conv=4`) as fla's
 //! and zoology's implementations of them do.
 //!
+//! The 2025 delta-rule variants join at `full` and `paper`: Kimi Delta Attention
+//! (`delta:kda:conv=4`, Kimi Team 2025, arXiv 2510.26692, checked not below Gated DeltaNet at
+//! equal state, the paper's recall claim) and DeltaProduct with two Householder steps
+//! (`delta:householders=2:conv=4`, reported), both with Gated DeltaNet's state.
+//!
 //! `smoke`: four families at widths 16 and 32, one seed, lr 3e-3, on `configs/mqar-smoke.toml`
-//! (length 32, 4 pairs, 1000 steps). `full`: softmax, the six classic feature maps and five
+//! (length 32, 4 pairs, 1000 steps). `full`: softmax, the six classic feature maps and seven
 //! decay/delta families at widths 32, 64 and 128, 2 seeds, each at its best of lr {1e-3, 3e-3,
 //! 1e-2}, on `configs/mqar-short.toml` (the same task under the protocol on which softmax
 //! solves it: rotary positions, a 3000-step schedule, early stopping at 0.99) with 8 pairs,
@@ -36,6 +41,10 @@ const TARGET: f64 = 0.9;
 
 const SOFTMAX: &str = "softmax";
 const GATED_DELTANET: &str = "delta:gated:conv=4";
+/// Kimi Delta Attention: Gated DeltaNet's rule with one gate per key channel, the same state.
+const KDA: &str = "delta:kda:conv=4";
+/// DeltaProduct: two Householder steps per token into the same state.
+const DELTAPRODUCT: &str = "delta:householders=2:conv=4";
 const DELTANET: &str = "delta:conv=4";
 const GLA: &str = "decay:gla:conv=4";
 const MAMBA2: &str = "decay:mamba2:conv=4";
@@ -57,6 +66,8 @@ fn families(size: Size) -> Vec<&'static str> {
             GLA,
             DELTANET,
             GATED_DELTANET,
+            KDA,
+            DELTAPRODUCT,
         ],
     }
 }
@@ -198,6 +209,9 @@ pub fn recall_frontier(
             (DELTANET, GLA, Relation::Above),
             (GLA, MAMBA2, Relation::Above),
             (MAMBA2, LINEAR, Relation::Above),
+            // Kimi Linear's claim: the per-channel gate recalls at least as well as Gated
+            // DeltaNet's per-head one at the same state.
+            (KDA, GATED_DELTANET, Relation::NotBelow),
         ],
     };
     for (better, worse, relation) in order {
