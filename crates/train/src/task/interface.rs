@@ -70,7 +70,11 @@ impl Batch {
                 }
             })
             .collect();
-        let counts: Vec<f64> = slices.iter().map(|b| b.target.scored()).collect();
+        // One readback of the scored positions per row for the whole batch, summed per slice
+        // on the host (not one device sync per slice).
+        let per_row = self.target.scored_per_row();
+        let counts: Vec<f64> =
+            (0..parts).map(|k| per_row[k * size..(k + 1) * size].iter().sum()).collect();
         let total: f64 = counts.iter().sum();
         slices
             .into_iter()
@@ -102,17 +106,20 @@ impl Target {
         }
     }
 
-    /// How many predictions the loss averages over: the mask's sum where there is one, else
-    /// every position (tokens) or every sequence (classes).
-    fn scored(&self) -> f64 {
+    /// How many predictions the loss averages over, per row of the batch: the mask's row sum
+    /// where there is one, else every position (tokens) or the one class (classes).
+    fn scored_per_row(&self) -> Vec<f64> {
         match self {
             Target::Tokens { mask: Some(m), .. } | Target::Values { mask: m, .. } => {
-                m.clone().sum().into_scalar::<f32>() as f64
+                let rows = m.dims()[0];
+                let sums = m.clone().sum_dim(1).reshape([rows]).into_data();
+                sums.convert::<f32>().iter::<f32>().map(f64::from).collect()
             }
             Target::Tokens { ids, mask: None } | Target::LastPosition(ids) => {
-                ids.dims().iter().product::<usize>() as f64
+                let [rows, cols] = ids.dims();
+                vec![cols as f64; rows]
             }
-            Target::Class(labels) => labels.dims()[0] as f64,
+            Target::Class(labels) => vec![1.0; labels.dims()[0]],
         }
     }
 }
