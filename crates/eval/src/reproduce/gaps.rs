@@ -1,7 +1,9 @@
 //! The training reproductions: each is one or more comparisons (see `compare`) with a fixed
 //! set of arms, plus the tables, plots and checks its question needs.
 
-use super::harness::{Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec};
+use super::harness::{
+    Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec, write_report,
+};
 use super::order::{Relation, half_range};
 use super::widths::Cell;
 use crate::compare::LocalExecutor;
@@ -60,11 +62,7 @@ fn write(
     doc.sections.extend(extra);
     doc.plots.extend(extra_plots);
     let json = serde_json::json!({ "reproduction": name, "size": size, "checks": checks, "results": results });
-    report::write_document(
-        &doc,
-        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
-        out,
-    )?;
+    write_report(&doc, &json, out)?;
     // A comparison with nothing finished (`--plan`) has no summary table yet.
     let summary = doc.sections[0]
         .table
@@ -1010,11 +1008,7 @@ pub fn length_scaling(
         "reproduction": "length-scaling", "size": size, "checks": checks,
         "max_retrieval": retrieval.results, "mqar_length": mqar.results, "char_lm_length": lm.results,
     });
-    report::write_document(
-        &doc,
-        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
-        out,
-    )?;
+    write_report(&doc, &json, out)?;
     Ok(Outcome { checks, summary })
 }
 

@@ -176,6 +176,16 @@ pub(super) fn run_compare(
     Ok(analyse(spec, records, title))
 }
 
+/// Writes a reproduction's page and `results.json` (`json`, pretty-printed) into `out`.
+pub(super) fn write_report(
+    doc: &crate::report::Document,
+    json: &serde_json::Value,
+    out: &Path,
+) -> Result<(), ReproduceError> {
+    let text = serde_json::to_string_pretty(json).map_err(ReproduceError::Json)?;
+    Ok(crate::report::write_document(doc, &text, out)?)
+}
+
 /// A reproduction's preset, read once; each reproduction then sets its sizes as fields (every
 /// run's config is validated when the comparison is planned).
 pub(super) fn read_preset(path: &str) -> Result<RunConfig, ReproduceError> {

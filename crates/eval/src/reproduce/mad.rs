@@ -32,7 +32,9 @@
 //! - `paper`: `configs/mad.toml` (MAD's model, 20 000 steps, MAD's task baselines, memorization
 //!   400 steps: 200 epochs of its 256 sequences) and MAD's grid, the five arms (180 runs).
 
-use super::harness::{Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec};
+use super::harness::{
+    Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec, write_report,
+};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::bar_chart;
 use crate::report::{self, Plot, Section, Table, fmt};
@@ -406,11 +408,7 @@ pub fn mad(size: Size, out: &Path, exec: &LocalExecutor) -> Result<Outcome, Repr
         "reproduction": "mad", "size": size, "checks": checks, "arms": table,
         "weight_decays": plan.weight_decays, "tasks": per_task,
     });
-    report::write_document(
-        &doc,
-        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
-        out,
-    )?;
+    write_report(&doc, &json, out)?;
     Ok(Outcome { checks, summary })
 }
 

@@ -27,7 +27,9 @@
 //! seeds, each arm at its best of three learning rates per problem, for a GPU or a cluster.
 
 use super::gaps::{final_eval_mean, seed_finals, worst_seed};
-use super::harness::{Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec};
+use super::harness::{
+    Check, Outcome, ReproduceError, Size, read_preset, run_compare, spec, write_report,
+};
 use crate::compare::{LocalExecutor, Results};
 use crate::plots::{Series, accuracy_chart};
 use crate::report::{self, Plot, Section, Table, fmt};
@@ -264,11 +266,7 @@ pub fn state_tracking(
         "reproduction": "state-tracking", "size": size, "checks": checks, "lengths": lengths,
         "problems": per_problem,
     });
-    report::write_document(
-        &doc,
-        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
-        out,
-    )?;
+    write_report(&doc, &json, out)?;
     Ok(Outcome { checks, summary })
 }
 

@@ -4,7 +4,7 @@
 //! `results.json` holding every cell's results). A cell is a width, or a width at one of several
 //! task sizes (mqar-gap's pair counts, in `pairs-<n>/width-<w>/`).
 
-use super::harness::{Check, Outcome, ReproduceError, Size, run_compare, spec};
+use super::harness::{Check, Outcome, ReproduceError, Size, run_compare, spec, write_report};
 use crate::compare::{ArmResult, LocalExecutor, Results};
 use crate::report::{self, Plot, Section, Table};
 use attnlab_train::RunConfig;
@@ -116,11 +116,7 @@ pub(super) fn write_joined(
     if cells.iter().any(|c| c.pairs.is_some()) {
         json["num_kv_pairs"] = serde_json::json!(cells.iter().map(|c| c.pairs).collect::<Vec<_>>());
     }
-    report::write_document(
-        &doc,
-        &serde_json::to_string_pretty(&json).map_err(ReproduceError::Json)?,
-        out,
-    )?;
+    write_report(&doc, &json, out)?;
     Ok(Outcome { checks, summary: doc.sections[0].table.clone().expect("the summary has a table") })
 }
 

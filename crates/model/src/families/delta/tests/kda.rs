@@ -272,32 +272,11 @@ fn naive_module(
 /// per-channel `dt` and its bias, `A_log`, the convolution).
 #[test]
 fn module_forms_match_the_naive_kda_and_agree_on_gradients() {
-    let d = device();
-    let ad = ad_device();
-    let rope = RotaryEncodingConfig::new(32, 4).init(&d);
-    for (s, (spec, params)) in
-        [("kda:chunk=3", 5), ("kda:neg_eigval=true:conv=4:chunk=4", 6), ("kda", 5)]
-            .into_iter()
-            .enumerate()
-    {
-        let x = randn([2, 7, 8], 6500 + s as u64, &d);
-        for form in [LinearForm::Recurrent, LinearForm::Parallel, LinearForm::Chunked] {
-            let mut m = layer(spec, &d);
-            m.form = form;
-            for causal in [true, false] {
-                let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-                assert_close(
-                    m.forward(x.clone(), ctx.with_rope(Some(&rope))).output,
-                    naive_module(&m, x.clone(), Some(&rope), causal),
-                    1e-4,
-                    &format!("delta:{spec} {form:?} causal={causal}: forward vs naive"),
-                );
-            }
-        }
-        let base = layer(spec, &ad);
-        let probe = randn([2, 7, 8], 6510 + s as u64, &ad);
-        assert_module_forms_agree(&base, &x, &probe, params, spec);
-    }
+    assert_module_matches_the_oracle(
+        &[("kda:chunk=3", 5), ("kda:neg_eigval=true:conv=4:chunk=4", 6), ("kda", 5)],
+        6500,
+        naive_module,
+    );
 }
 
 /// `m`'s per-channel gate set to `gated`'s scalar gate repeated over each head's `d_k`
@@ -365,49 +344,27 @@ fn kda_with_one_gate_per_head_is_the_gated_module() {
 /// grouped-query attention with Qwen3's key norm.
 #[test]
 fn kda_decoding_equals_the_forward() {
-    let d = device();
-    let rope = RotaryEncodingConfig::new(32, 4).init(&d);
     let gqa = MixerDims { n_kv_heads: 1, qk_head_norm: Some(1e-6), ..dims() };
-    for (spec, dims) in [
-        ("kda", dims()),
-        ("kda:conv=4:chunk=2", dims()),
-        ("kda:neg_eigval=true:conv=3:form=parallel", dims()),
-        ("kda:form=recurrent", dims()),
-        ("kda:conv=4", gqa),
-    ] {
-        let m = crate::testing::seeded_layer::<DeltaAttentionConfig>(spec, &dims, &d);
-        crate::testing::assert_decoding_equals_forward(
-            &m,
-            randn([2, 10, 8], 6700, &d),
-            Some(&rope),
-            &format!("delta:{spec} kv={}", dims.n_kv_heads),
-        );
-    }
+    assert_specs_decode_to_the_forward(
+        &[
+            ("kda", dims()),
+            ("kda:conv=4:chunk=2", dims()),
+            ("kda:neg_eigval=true:conv=3:form=parallel", dims()),
+            ("kda:form=recurrent", dims()),
+            ("kda:conv=4", gqa),
+        ],
+        6700,
+    );
 }
 
 /// Changing the tokens from position 5 on leaves every output before it unchanged, in every
 /// form, and changes the outputs from there.
 #[test]
 fn kda_outputs_ignore_later_tokens() {
-    let d = device();
-    let x = randn([2, 9, 8], 6800, &d);
-    let changed = Tensor::cat(vec![x.clone().narrow(1, 0, 5), randn([2, 4, 8], 6801, &d) * 3.0], 1);
-    for spec in ["kda:chunk=2", "kda:neg_eigval=true:conv=4:chunk=4"] {
-        for form in [LinearForm::Recurrent, LinearForm::Parallel, LinearForm::Chunked] {
-            let mut m = layer(spec, &d);
-            m.form = form;
-            let y = |x: &Tensor<3>| m.forward(x.clone(), MixContext::causal()).output;
-            let (a, b) = (y(&x), y(&changed));
-            assert_close(
-                a.clone().narrow(1, 0, 5),
-                b.clone().narrow(1, 0, 5),
-                1e-6,
-                &format!("{spec} {form:?}: the past"),
-            );
-            let moved = values(a.narrow(1, 5, 4)) != values(b.narrow(1, 5, 4));
-            assert!(moved, "{spec} {form:?}: the changed tokens changed nothing");
-        }
-    }
+    assert_every_form_ignores_later_tokens(
+        &["kda:chunk=2", "kda:neg_eigval=true:conv=4:chunk=4"],
+        6800,
+    );
 }
 
 /// Eight times the training length (`max_seq_len` 32, T = 256) with inputs scaled by 30 and

@@ -5,7 +5,6 @@ use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::recurrent_layer::RecurrentLayer;
 use crate::testing::{ad_device, assert_close, randn, values};
-use burn::nn::RotaryEncodingConfig;
 
 /// The module end to end: the three forms give the same output and the same gradients with
 /// respect to the input and every gate parameter, and the output equals the naive recurrence
@@ -41,23 +40,17 @@ fn module_forms_agree_on_outputs_input_and_gate_gradients() {
 /// the convolution.
 #[test]
 fn step_equals_forward() {
-    let d = device();
-    let rope = RotaryEncodingConfig::new(32, 4).init(&d);
-    for spec in [
+    let cases: Vec<(&str, MixerDims)> = [
         "",
         "gated",
         "gated:conv=4:chunk=2",
         "neg_eigval=true:conv=3:form=parallel",
         "gated:form=recurrent",
-    ] {
-        let m = layer(spec, &d);
-        crate::testing::assert_decoding_equals_forward(
-            &m,
-            randn([2, 10, 8], 2700, &d),
-            Some(&rope),
-            &format!("delta:{spec}"),
-        );
-    }
+    ]
+    .into_iter()
+    .map(|spec| (spec, dims()))
+    .collect();
+    assert_specs_decode_to_the_forward(&cases, 2700);
 }
 
 /// β, the gate and the normalised features are the formulas of the header.

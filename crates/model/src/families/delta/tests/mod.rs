@@ -210,3 +210,78 @@ fn config(spec: &str) -> DeltaAttentionConfig {
 fn layer(spec: &str, device: &Device) -> DeltaAttention {
     crate::testing::seeded_layer::<DeltaAttentionConfig>(spec, &dims(), device)
 }
+
+/// Each `(spec, dims)` layer decodes a prompt, single tokens and a 3-token piece from the
+/// carried state to the forward's outputs under RoPE (`crate::testing::assert_decoding_equals_forward`).
+fn assert_specs_decode_to_the_forward(cases: &[(&str, MixerDims)], seed: u64) {
+    let d = device();
+    let rope = burn::nn::RotaryEncodingConfig::new(32, 4).init(&d);
+    for (spec, dims) in cases {
+        let m = crate::testing::seeded_layer::<DeltaAttentionConfig>(spec, dims, &d);
+        crate::testing::assert_decoding_equals_forward(
+            &m,
+            randn([2, 10, 8], seed, &d),
+            Some(&rope),
+            &format!("delta:{spec} kv={}", dims.n_kv_heads),
+        );
+    }
+}
+
+/// Changing the tokens from position 5 on leaves every output before it unchanged, in every
+/// form, and does change the outputs from there (so a layer that ignored its input would fail).
+fn assert_every_form_ignores_later_tokens(specs: &[&str], seed: u64) {
+    use crate::mixer::{MixContext, SequenceMixer};
+    use crate::testing::{assert_close, values};
+    let d = device();
+    let x = randn([2, 9, 8], seed, &d);
+    let changed =
+        Tensor::cat(vec![x.clone().narrow(1, 0, 5), randn([2, 4, 8], seed + 1, &d) * 3.0], 1);
+    for spec in specs {
+        for form in [LinearForm::Recurrent, LinearForm::Parallel, LinearForm::Chunked] {
+            let mut m = layer(spec, &d);
+            m.form = form;
+            let y = |x: &Tensor<3>| m.forward(x.clone(), MixContext::causal()).output;
+            let (a, b) = (y(&x), y(&changed));
+            assert_close(
+                a.clone().narrow(1, 0, 5),
+                b.clone().narrow(1, 0, 5),
+                1e-6,
+                &format!("{spec} {form:?}: the past"),
+            );
+            let moved = values(a.narrow(1, 5, 4)) != values(b.narrow(1, 5, 4));
+            assert!(moved, "{spec} {form:?}: the changed tokens changed nothing");
+        }
+    }
+}
+
+/// The module end to end for each `(spec, own parameter count)`: every form equals `naive`
+/// (an oracle run on the module's own features and gates; causal and bidirectional, under
+/// RoPE), and the three forms agree on outputs and gradients ([`assert_module_forms_agree`]).
+fn assert_module_matches_the_oracle(
+    cases: &[(&str, usize)],
+    seed: u64,
+    naive: impl Fn(&DeltaAttention, Tensor<3>, Option<&burn::nn::RotaryEncoding>, bool) -> Tensor<3>,
+) {
+    use crate::mixer::{MixContext, SequenceMixer};
+    let (d, ad) = (device(), crate::testing::ad_device());
+    let rope = burn::nn::RotaryEncodingConfig::new(32, 4).init(&d);
+    for (s, &(spec, params)) in cases.iter().enumerate() {
+        let x = randn([2, 7, 8], seed + s as u64, &d);
+        for form in [LinearForm::Recurrent, LinearForm::Parallel, LinearForm::Chunked] {
+            let mut m = layer(spec, &d);
+            m.form = form;
+            for causal in [true, false] {
+                let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
+                crate::testing::assert_close(
+                    m.forward(x.clone(), ctx.with_rope(Some(&rope))).output,
+                    naive(&m, x.clone(), Some(&rope), causal),
+                    1e-4,
+                    &format!("delta:{spec} {form:?} causal={causal}: forward vs naive"),
+                );
+            }
+        }
+        let base = layer(spec, &ad);
+        let probe = randn([2, 7, 8], seed + 10 + s as u64, &ad);
+        assert_module_forms_agree(&base, &x, &probe, params, spec);
+    }
+}

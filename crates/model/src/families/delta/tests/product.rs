@@ -7,7 +7,7 @@ use super::*;
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::recurrent_layer::RecurrentLayer;
 use crate::testing::{ad_device, assert_close, assert_forward_finite, output_and_grads, values};
-use burn::nn::{RotaryEncoding, RotaryEncodingConfig};
+use burn::nn::RotaryEncoding;
 
 /// Raw q (`d_k = 4`), the `N` keys (`d_k = 4`) and values (`d_v = 3`) of each token side by
 /// side, `N` strengths and a gate input per token, for `seq` tokens.
@@ -146,35 +146,15 @@ fn naive_module(
 /// gradients with respect to the input and every parameter of the family's own.
 #[test]
 fn module_forms_match_the_naive_product() {
-    let d = device();
-    let ad = ad_device();
-    let rope = RotaryEncodingConfig::new(32, 4).init(&d);
-    for (s, (spec, params)) in [
-        ("householders=2:chunk=3", 4),
-        ("gated:householders=3:neg_eigval=true:conv=4:chunk=4", 8),
-        ("gated:householders=2", 7),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let x = randn([2, 7, 8], 5200 + s as u64, &d);
-        for form in [LinearForm::Recurrent, LinearForm::Parallel, LinearForm::Chunked] {
-            let mut m = layer(spec, &d);
-            m.form = form;
-            for causal in [true, false] {
-                let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-                assert_close(
-                    m.forward(x.clone(), ctx.with_rope(Some(&rope))).output,
-                    naive_module(&m, x.clone(), Some(&rope), causal),
-                    1e-4,
-                    &format!("{spec} {form:?} causal={causal}: forward vs naive"),
-                );
-            }
-        }
-        let base = layer(spec, &ad);
-        let probe = randn([2, 7, 8], 5210 + s as u64, &ad);
-        assert_module_forms_agree(&base, &x, &probe, params, spec);
-    }
+    assert_module_matches_the_oracle(
+        &[
+            ("householders=2:chunk=3", 4),
+            ("gated:householders=3:neg_eigval=true:conv=4:chunk=4", 8),
+            ("gated:householders=2", 7),
+        ],
+        5200,
+        naive_module,
+    );
 }
 
 /// Decoding (a prompt, single tokens, a piece from the carried state) gives the forward's
@@ -183,49 +163,27 @@ fn module_forms_match_the_naive_product() {
 /// the first).
 #[test]
 fn decoding_equals_the_forward() {
-    let d = device();
-    let rope = RotaryEncodingConfig::new(32, 4).init(&d);
     let gqa = MixerDims { n_kv_heads: 1, qk_head_norm: Some(1e-6), ..dims() };
-    for (spec, dims) in [
-        ("householders=2", dims()),
-        ("gated:householders=3:neg_eigval=true:conv=4:chunk=2", dims()),
-        ("householders=2:form=recurrent", dims()),
-        ("gated:householders=3:conv=3:form=parallel", dims()),
-        ("gated:householders=2:conv=4", gqa),
-    ] {
-        let m = crate::testing::seeded_layer::<DeltaAttentionConfig>(spec, &dims, &d);
-        crate::testing::assert_decoding_equals_forward(
-            &m,
-            randn([2, 10, 8], 5300, &d),
-            Some(&rope),
-            &format!("delta:{spec} kv={}", dims.n_kv_heads),
-        );
-    }
+    assert_specs_decode_to_the_forward(
+        &[
+            ("householders=2", dims()),
+            ("gated:householders=3:neg_eigval=true:conv=4:chunk=2", dims()),
+            ("householders=2:form=recurrent", dims()),
+            ("gated:householders=3:conv=3:form=parallel", dims()),
+            ("gated:householders=2:conv=4", gqa),
+        ],
+        5300,
+    );
 }
 
 /// Changing the tokens from position 5 on leaves every output before it unchanged, in every
 /// form (a sub-step leaking into an earlier token's read would show here).
 #[test]
 fn outputs_ignore_later_tokens() {
-    let d = device();
-    let x = randn([2, 9, 8], 5400, &d);
-    let changed = Tensor::cat(vec![x.clone().narrow(1, 0, 5), randn([2, 4, 8], 5401, &d) * 3.0], 1);
-    for spec in ["householders=2", "gated:householders=3:neg_eigval=true:conv=4:chunk=4"] {
-        for form in [LinearForm::Recurrent, LinearForm::Parallel, LinearForm::Chunked] {
-            let mut m = layer(spec, &d);
-            m.form = form;
-            let y = |x: &Tensor<3>| m.forward(x.clone(), MixContext::causal()).output;
-            let (a, b) = (y(&x), y(&changed));
-            assert_close(
-                a.clone().narrow(1, 0, 5),
-                b.clone().narrow(1, 0, 5),
-                1e-6,
-                &format!("{spec} {form:?}: the past"),
-            );
-            let moved = values(a.narrow(1, 5, 4)) != values(b.narrow(1, 5, 4));
-            assert!(moved, "{spec} {form:?}: the changed tokens changed nothing");
-        }
-    }
+    assert_every_form_ignores_later_tokens(
+        &["householders=2", "gated:householders=3:neg_eigval=true:conv=4:chunk=4"],
+        5400,
+    );
 }
 
 /// Eight times the training length (`max_seq_len` 32, T = 256, so 768 sub-steps at N = 3) with
