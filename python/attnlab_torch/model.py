@@ -165,14 +165,15 @@ def _head_shape(c):
     return c["head_dim"] or d_model // n_heads, kv
 
 
-def _check_head_norm(layer, spec, p, wanted):
+def _check_head_norm(layer, spec, p, wanted, prefix="heads."):
     """``model.qk_head_norm`` and the layer's ``heads.q_norm.gamma``/``heads.k_norm.gamma``
-    must agree: the projection reads the gains whenever they are there."""
-    held = ["heads.q_norm.gamma" in p, "heads.k_norm.gamma" in p]
+    (``q_norm.gamma``/``k_norm.gamma`` for a family with projections of its own, ``prefix``
+    ``""``) must agree: the projection reads the gains whenever they are there."""
+    held = [f"{prefix}q_norm.gamma" in p, f"{prefix}k_norm.gamma" in p]
     if held != [wanted, wanted]:
         raise ValueError(
             f"layer {layer} ({spec}): model.qk_head_norm = {str(wanted).lower()} but the export "
-            f"{'has' if held[0] else 'lacks'} heads.q_norm.gamma and {'has' if held[1] else 'lacks'} heads.k_norm.gamma"
+            f"{'has' if held[0] else 'lacks'} {prefix}q_norm.gamma and {'has' if held[1] else 'lacks'} {prefix}k_norm.gamma"
         )
 
 
@@ -244,13 +245,18 @@ class Model:
             _, module = _mixer(s.family)
             prefix = f"blocks.{i}.mixer.{s.module}."
             p = {name[len(prefix):]: t for name, t in names.items() if name.startswith(prefix)}
-            if "heads.qkv.weight" not in p:
+            # A family with projections of its own (MLA) reads its query/key width off them.
+            own_width = getattr(module, "qk_width", None)
+            if own_width is None and "heads.qkv.weight" not in p:
                 found = sorted({n.split(".")[3] for n in names if n.startswith(f"blocks.{i}.mixer.")})
                 raise KeyError(f"layer {i} is '{s}' but the export has no {prefix}heads.qkv.weight (mixer modules found: {found})")
             if mixers is not None:
                 _check_described_parameters(i, s, mixers[i]["parameters"], names)
-            _check_head_norm(i, s, p, c["qk_head_norm"])
-            d_qk = qk_width(p, self.n_heads, self.head_dim, self.n_kv_heads)
+            _check_head_norm(i, s, p, c["qk_head_norm"], "" if own_width else "heads.")
+            if own_width is None:
+                d_qk = qk_width(p, self.n_heads, self.head_dim, self.n_kv_heads)
+            else:
+                d_qk = own_width(p, self.context(i))
             if s.qk_width is not None and s.qk_width != d_qk:
                 raise ValueError(f"layer {i} ({s}) is described with {s.qk_width}-wide queries, its heads.qkv.weight holds {d_qk}")
             if self.rope is not None and d_qk != self.head_dim:

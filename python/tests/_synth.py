@@ -23,6 +23,8 @@ def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3, n_kv_heads=0
     s = S.parse(spec) if isinstance(spec, str) else spec
     h, dh = n_heads, head_dim or d_model // n_heads
     kv = n_kv_heads or h
+    if s.family == "mla":
+        return mla_params(s, d_model, h, kv, dh, rng, bias, scale, qk_head_norm)
     dqk = qk_width(s, dh)
     width = h * dqk + kv * (dqk + dh)
     p = {
@@ -52,6 +54,29 @@ def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3, n_kv_heads=0
         p["norm.gamma"] = 1 + rng.normal(0, 0.3, (dh,))
     if s.family == "linear" and s.variant == "performer":
         p["feature_map.random_features"] = rng.normal(0, 1, (s["features"], dqk))
+    return p
+
+
+def mla_params(s, d_model, h, kv, dh, rng, bias, scale, qk_head_norm):
+    """MLA's own projections (no packed ``heads.qkv``): biases on the maps that read ``x``."""
+    # An absent optional option reads as None, a given one as a float (spec.py's typing).
+    d_c = int(s["latent"] or 2 * dh)
+    d_r, n_q = s["rope_dim"], int(s["q_latent"] or 0)
+    shapes = {"kv_down": (d_model, d_c, bias), "kv_up": (d_c, 2 * kv * dh, False),
+              "q": (n_q or d_model, h * dh, bias and not n_q), "out": (h * dh, d_model, bias)}
+    if n_q:
+        shapes["q_down"] = (d_model, n_q, bias)
+    if d_r:
+        shapes["rope.q"] = (n_q or d_model, h * d_r, bias and not n_q)
+        shapes["rope.k"] = (d_model, d_r, bias)
+    p = {}
+    for name, (d_in, d_out, has_bias) in shapes.items():
+        p[f"{name}.weight"] = rng.normal(0, scale, (d_in, d_out))
+        if has_bias:
+            p[f"{name}.bias"] = rng.normal(0, 0.1, (d_out,))
+    if qk_head_norm:
+        p["q_norm.gamma"] = 1 + rng.normal(0, 0.3, (dh,))
+        p["k_norm.gamma"] = 1 + rng.normal(0, 0.3, (dh,))
     return p
 
 

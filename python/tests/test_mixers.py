@@ -232,8 +232,68 @@ def linear_oracle(p, s, x, causal, rope=False):
     return output(p, y)
 
 
+def rotate(vec, t, width):
+    """RoPE of a ``width``-wide vector at position ``t``: pair ``i`` turned by ``t·10000^(−2i/width)``."""
+    out = vec.copy()
+    for i in range(width // 2):
+        ang = t * 10000 ** (-2 * i / width)
+        c, s = math.cos(ang), math.sin(ang)
+        out[2 * i] = vec[2 * i] * c - vec[2 * i + 1] * s
+        out[2 * i + 1] = vec[2 * i + 1] * c + vec[2 * i] * s
+    return out
+
+
+def mla_oracle(p, s, x, causal, rope=False, kv=H, norm_eps=None):
+    """DeepSeek-V2's MLA token by token: c = x W_DKV, per head k^C = c W_UK,i and v = c W_UV,i
+    (the head's key/value group), q^C = x W_Q,i (or c^Q W_UQ,i), q^R and the shared k^R rotated
+    at their own width; q = [q^C; q^R], k = [k^C; k^R]; softmax(q·k/√(d_h + d_R)) v; W_O."""
+    B, Tn, _ = x.shape
+    dh, dr = D // H, s["rope_dim"]
+
+    def lin(name, vec):
+        b = p.get(f"{name}.bias")
+        return vec @ p[f"{name}.weight"] + (0 if b is None else b)
+
+    def norm(vec, name):
+        if norm_eps is None:
+            return vec
+        return vec / math.sqrt(float(np.mean(vec * vec)) + norm_eps) * p[f"{name}.gamma"]
+
+    y = np.zeros((B, H, Tn, dh))
+    for b in range(B):
+        c = [lin("kv_down", x[b, t]) for t in range(Tn)]
+        src = [lin("q_down", x[b, t]) if "q_down.weight" in p else x[b, t] for t in range(Tn)]
+        for h in range(H):
+            g = h // (H // kv)
+            q, k, v = [], [], []
+            for t in range(Tn):
+                qc = norm(lin("q", src[t])[h * dh:(h + 1) * dh], "q_norm")
+                kc = norm(c[t] @ p["kv_up.weight"][:, g * dh:(g + 1) * dh], "k_norm")
+                v.append(c[t] @ p["kv_up.weight"][:, (kv + g) * dh:(kv + g + 1) * dh])
+                if dr:
+                    qr = rotate(lin("rope.q", src[t])[h * dr:(h + 1) * dr], t, dr)
+                    kr = rotate(lin("rope.k", x[b, t]), t, dr)
+                    qc, kc = np.concatenate([qc, qr]), np.concatenate([kc, kr])
+                elif rope:
+                    qc, kc = rotate(qc, t, dh), rotate(kc, t, dh)
+                q.append(qc)
+                k.append(kc)
+            for i in range(Tn):
+                js = keys_of(i, Tn, causal)
+                z = [float(q[i] @ k[j]) / math.sqrt(dh + dr) for j in js]
+                m = max(z)
+                e = [math.exp(zz - m) for zz in z]
+                y[b, h, i] = sum(ee * v[j] for ee, j in zip(e, js)) / sum(e)
+    merged = np.zeros((B, Tn, H * dh))
+    for b in range(B):
+        for t in range(Tn):
+            for h in range(H):
+                merged[b, t, h * dh:(h + 1) * dh] = y[b, h, t]
+    return merged @ p["out.weight"] + p["out.bias"]
+
+
 ORACLES = {"softmax": softmax_oracle, "sigmoid": sigmoid_oracle, "stickbreak": stickbreak_oracle, "linear": linear_oracle,
-           "diff": diff_oracle}
+           "diff": diff_oracle, "mla": mla_oracle}
 
 
 def run(spec, seed, causal, rope=False, batch=2, layer=0):
@@ -293,6 +353,32 @@ class MixerOracleTests(unittest.TestCase):
             for causal in (True, False):
                 self.check(spec, causal, 420 + 2 * i + causal, layer=layer)
 
+    def test_mla(self):
+        for i, spec in enumerate(["mla", "mla:latent=3", "mla:q_latent=5", "mla:latent=6:q_latent=3"]):
+            for causal in (True, False):
+                self.check(spec, causal, 440 + 2 * i + causal)
+        # The decoupled RoPE part (its own width), and RoPE on the compressed part without one.
+        for i, spec in enumerate(["mla:rope_dim=2", "mla:rope_dim=4:q_latent=5", "mla"]):
+            for causal in (True, False):
+                self.check(spec, causal, 460 + 2 * i + causal, rope=True, tol=1e-5)
+
+    def test_mla_with_grouped_heads_and_the_head_norm(self):
+        for i, spec in enumerate(["mla", "mla:rope_dim=2:q_latent=5"]):
+            s = parse(spec)
+            rng = np.random.default_rng(480 + i)
+            p = mixer_params(s, D, H, rng, scale=0.6, n_kv_heads=1, qk_head_norm=True)
+            x = rng.normal(0, 1, (2, T, D))
+            ctx = MixContext(d_model=D, n_heads=H, max_seq_len=L, layer=0, causal=True, bias=True,
+                             rope=Rope(D // H) if s["rope_dim"] else None, n_kv_heads=1, norm_eps=1e-5)
+            got = MIXERS["mla"][1].mix(ops, {k: ops.asarray(v) for k, v in p.items()}, s, x, ctx)
+            want = mla_oracle(p, s, x, True, kv=1, norm_eps=1e-5)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=spec)
+
+    def test_mla_refuses_rope_dim_without_rope(self):
+        with self.assertRaises(ValueError) as e:
+            run("mla:rope_dim=2", 490, True)
+        self.assertIn("positions = rope", str(e.exception))
+
     def test_stickbreak(self):
         for causal in (True, False):
             self.check("stickbreak", causal, 400 + causal)
@@ -316,7 +402,7 @@ class MixerOracleTests(unittest.TestCase):
                 self.check(spec, causal, 700, rope=True, tol=1e-5)
 
     def test_causal_outputs_ignore_the_future(self):
-        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff"]:
+        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff", "mla"]:
             s = parse(spec)
             rng = np.random.default_rng(800)
             p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng).items()}
@@ -338,7 +424,7 @@ class MixerOracleTests(unittest.TestCase):
             self.assertIn(needle, str(e.exception), spec)
 
     def test_large_logits_stay_finite(self):
-        for spec in ["softmax", "softmax:softpick", "softmax:sink=zero", "softmax:forget=true", "stickbreak", "sigmoid", "diff"]:
+        for spec in ["softmax", "softmax:softpick", "softmax:sink=zero", "softmax:forget=true", "stickbreak", "sigmoid", "diff", "mla"]:
             s = parse(spec)
             rng = np.random.default_rng(900)
             p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng, scale=3.0).items()}

@@ -191,6 +191,25 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
                 "model.n_kv_heads=2",
             ],
         ),
+        // MLA with DeepSeek-V2's decoupled RoPE part (its own width), a query latent, grouped
+        // key/value heads on the up-projections and Qwen3's norm on the compressed q and k; and
+        // without a decoupled part, where the model's RoPE rotates the compressed q and k.
+        Case::new(
+            "mla-rope-dim-gqa-qk-norm",
+            MQAR,
+            &[
+                "model.mixer=mla:rope_dim=4:q_latent=8",
+                "model.positions=rope",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+                "model.qk_head_norm=true",
+            ],
+        ),
+        Case::new(
+            "mla-rope-compressed",
+            MQAR,
+            &["model.mixer=mla:latent=12", "model.positions=rope", "model.n_heads=4"],
+        ),
         Case::new("hybrid", MQAR, &["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
         Case::new(
             "separation-bidirectional",

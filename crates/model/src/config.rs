@@ -201,6 +201,10 @@ pub enum ModelConfigError {
         "model.{key} is set but model.positions is \"{positions}\": it applies to positions = \"rope\" only; remove it or use RoPE"
     )]
     RopeOnly { key: &'static str, positions: String },
+    #[error(
+        "layer {layer} ({spec}) rotates a part of its own that needs model.positions = \"rope\" (it is \"{positions}\"): set positions = \"rope\" or drop rope_dim"
+    )]
+    NeedsRope { layer: usize, spec: String, positions: String },
 }
 
 impl ModelConfig {
@@ -304,6 +308,13 @@ impl ModelConfig {
         for layer in 0..self.n_layers {
             let spec = self.mixer.for_layer(layer, self.n_layers)?;
             spec.validate(&self.dims(layer, 0))?;
+            if spec.needs_rope() && self.positions != PositionKind::Rope {
+                return Err(ModelConfigError::NeedsRope {
+                    layer,
+                    spec: spec.to_string(),
+                    positions: format!("{:?}", self.positions).to_lowercase(),
+                });
+            }
             let d_qk = spec.qk_width(&self.dims(layer, 0));
             // A narrower query gets the RoPE of its own width, read from the head-wide table
             // (position::rope_pair_angles), which needs a width that divides the head's.

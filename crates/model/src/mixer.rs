@@ -256,6 +256,11 @@ pub trait MixerFamily:
     fn validate(&self, _dims: &MixerDims) -> Result<(), MixerError> {
         Ok(())
     }
+    /// Whether the config rotates a part of its own that means nothing without RoPE (MLA's
+    /// decoupled key), so the model refuses it unless `model.positions = "rope"`.
+    fn needs_rope(&self) -> bool {
+        false
+    }
     /// Per-head width of queries and keys (what RoPE would rotate).
     fn qk_width(&self, dims: &MixerDims) -> usize {
         dims.head_dim()

@@ -26,6 +26,10 @@ const EXTRA_SPECS: &[&str] = &[
     "linear:taylor:feature_dim=8",
 ];
 
+/// Specs that need `model.positions = "rope"` (MLA's decoupled RoPE part; the model refuses
+/// them otherwise), so the catalogue, which every position kind runs, cannot hold them.
+const ROPE_SPECS: &[&str] = &["mla:rope_dim=4", "mla:rope_dim=8:q_latent=8"];
+
 /// Every family's catalogue examples plus [`EXTRA_SPECS`]: a new family is covered by the
 /// whole-model tests below as soon as it is registered.
 fn every_spec() -> Vec<String> {
@@ -110,6 +114,10 @@ fn incremental_decoding_equals_the_full_forward_for_every_variant() {
             assert_decoding_equals_forward(&m, i as u64, &what);
         }
     }
+    for (i, spec) in ROPE_SPECS.iter().enumerate() {
+        let m = model(&config_for_every_spec(spec, PositionKind::Rope), &d);
+        assert_decoding_equals_forward(&m, 300 + i as u64, &format!("{spec} decode vs forward"));
+    }
 }
 
 /// The blocks of production checkpoints together: grouped-query attention with one key/value
@@ -148,6 +156,7 @@ fn production_blocks_decode_to_the_forward_for_every_variant() {
     ]);
     let stacks = every_spec()
         .into_iter()
+        .chain(ROPE_SPECS.iter().map(|s| s.to_string()))
         .map(|spec| MixerStack::uniform(spec.parse::<MixerSpec>().unwrap()))
         .chain([alternating]);
     for (i, stack) in stacks.enumerate() {
@@ -177,9 +186,15 @@ fn mixer_inputs_and_outputs_are_what_each_layer_mixed() {
 #[test]
 fn causal_outputs_ignore_the_future_for_every_variant() {
     let d = device();
-    for (i, spec) in every_spec().iter().enumerate() {
-        for positions in [PositionKind::Learned, PositionKind::Sinusoidal] {
-            let m = model(&config_for_every_spec(spec, positions), &d);
+    let rope_specs = ROPE_SPECS.iter().map(|s| s.to_string());
+    for (i, spec) in every_spec().into_iter().chain(rope_specs).enumerate() {
+        let positions = if ROPE_SPECS.contains(&spec.as_str()) {
+            vec![PositionKind::Rope]
+        } else {
+            vec![PositionKind::Learned, PositionKind::Sinusoidal]
+        };
+        for positions in positions {
+            let m = model(&config_for_every_spec(&spec, positions), &d);
             let a = random_ids(10, 100 + i as u64);
             let t = 4;
             let mut b = a.clone();
@@ -215,6 +230,7 @@ fn bidirectional_outputs_see_the_future() {
         "stickbreak",
         "softmax:forget=true",
         "diff",
+        "mla",
     ] {
         let cfg = ModelConfig { causal: false, ..config(spec, PositionKind::Learned) };
         let m = model(&cfg, &d);
@@ -314,7 +330,7 @@ fn vector_inputs_regress() {
 #[test]
 fn diagnostics_report_weights_and_entropy_per_layer() {
     let d = device();
-    for spec in ["softmax", "linear:elu1", "sigmoid", "diff"] {
+    for spec in ["softmax", "linear:elu1", "sigmoid", "diff", "mla"] {
         let m = model(&config(spec, PositionKind::Learned), &d);
         let (_, diags) =
             m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));

@@ -226,6 +226,34 @@ mod tests {
         );
     }
 
+    /// Multi-head latent attention has projections of its own (no packed `heads.qkv`), so a
+    /// swap from softmax starts exactly that layer's mixer fresh and carries everything else.
+    #[test]
+    fn swapping_to_latent_attention_starts_its_mixer_fresh() {
+        let io = ModelIo { input: ModelInput::Tokens { vocab: 11 }, output_dim: 11 };
+        let device = Device::flex();
+        let source = config("softmax").init(&io, 1, &device).unwrap();
+        let target = config("softmax,mla").init(&io, 2, &device).unwrap();
+        let (_, report) = transfer(target, &variant_free_tensors(&source));
+        let mut fresh = report.fresh.clone();
+        fresh.sort();
+        let want: Vec<String> = [
+            "kv_down.bias",
+            "kv_down.weight",
+            "kv_up.weight",
+            "out.bias",
+            "out.weight",
+            "q.bias",
+            "q.weight",
+        ]
+        .iter()
+        .map(|n| format!("blocks.1.mixer.{n}"))
+        .collect();
+        assert_eq!(fresh, want);
+        let carried = |prefix: &str| report.copied.iter().any(|n| n.starts_with(prefix));
+        assert!(carried("blocks.1.norm_mixer.") && carried("blocks.0.mixer.heads."));
+    }
+
     /// A source with other shapes leaves the target's fresh weights alone.
     #[test]
     fn mismatched_shapes_stay_fresh() {

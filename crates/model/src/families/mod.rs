@@ -15,6 +15,7 @@ pub mod decay;
 pub mod delta;
 pub mod diff;
 pub mod linear;
+pub mod mla;
 pub mod sigmoid;
 pub mod softmax;
 pub mod stickbreak;
@@ -95,6 +96,7 @@ families! {
     Delta(delta::DeltaAttentionConfig),
     StickBreak(stickbreak::StickBreakingAttentionConfig),
     Diff(diff::DiffAttentionConfig),
+    Mla(mla::MlaAttentionConfig),
 }
 
 struct FamilyEntry {
@@ -228,6 +230,7 @@ trait ErasedFamily {
     fn name(&self) -> &'static str;
     fn options(&self) -> String;
     fn validate(&self, dims: &MixerDims) -> Result<(), MixerError>;
+    fn needs_rope(&self) -> bool;
     fn qk_width(&self, dims: &MixerDims) -> usize;
     fn decode_state_floats(&self, dims: &MixerDims, seq_len: usize) -> usize;
     fn init(&self, dims: &MixerDims, device: &Device) -> Mixer;
@@ -248,6 +251,9 @@ where
     }
     fn validate(&self, dims: &MixerDims) -> Result<(), MixerError> {
         MixerFamily::validate(self, dims)
+    }
+    fn needs_rope(&self) -> bool {
+        MixerFamily::needs_rope(self)
     }
     fn qk_width(&self, dims: &MixerDims) -> usize {
         MixerFamily::qk_width(self, dims)
@@ -317,6 +323,11 @@ impl MixerSpec {
 
     pub fn validate(&self, dims: &MixerDims) -> Result<(), MixerError> {
         self.family_config().validate(dims)
+    }
+
+    /// Whether the layer needs `model.positions = "rope"` (see [`MixerFamily::needs_rope`]).
+    pub fn needs_rope(&self) -> bool {
+        self.family_config().needs_rope()
     }
 
     /// Per-head query/key width (what RoPE rotates).
@@ -496,6 +507,8 @@ mod tests {
             "linear:elu1:chunk=16",
             "diff",
             "diff:lambda_init=0.5",
+            "mla",
+            "mla:latent=4:q_latent=8:rope_dim=2",
         ] {
             let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(parsed.to_string(), spec);

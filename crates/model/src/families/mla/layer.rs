@@ -1,0 +1,396 @@
+//! The MLA module: its projections, the full-sequence forward, and decoding from the latent
+//! cache by the absorbed or the explicit path.
+
+use crate::fused;
+use crate::heads::{causal_mask, masked_softmax, sequence_diagnostics};
+use crate::mixer::{MixContext, MixOutput, SequenceMixer};
+use crate::position::{rotate, rotation};
+use burn::module::Module;
+use burn::nn::{Linear, RmsNorm, RotaryEncoding};
+use burn::tensor::Tensor;
+
+/// The projections, as [`MlaAttention::new`] takes them (fields documented there).
+pub struct Projections {
+    pub q_down: Option<Linear>,
+    pub q: Linear,
+    pub kv_down: Linear,
+    pub kv_up: Linear,
+    pub rope: Option<DecoupledRope>,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub out: Linear,
+}
+
+/// Head counts and widths.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    pub rope_dim: usize,
+}
+
+/// Multi-head latent attention.
+#[derive(Module, Debug)]
+pub struct MlaAttention {
+    /// `q_latent=N`: `W_DQ`, `weight: [d_model, N]`.
+    pub q_down: Option<Linear>,
+    /// `W_Q` (or `W_UQ` from the query latent), `weight: [d_model or N, heads·d_h]`.
+    pub q: Linear,
+    /// `W_DKV`, `weight: [d_model, d_c]`.
+    pub kv_down: Linear,
+    /// `[W_UK | W_UV]`, `weight: [d_c, 2·kv_heads·d_h]`, no bias: the keys' columns then the
+    /// values', each head-major (one up-projection from the latent, as DeepSeek-V2's code has).
+    pub kv_up: Linear,
+    /// `rope_dim > 0`: the decoupled RoPE part's projections.
+    pub rope: Option<DecoupledRope>,
+    /// `model.qk_head_norm`: RMSNorm of each head's `q^C`, `gamma: [d_h]`.
+    pub q_norm: Option<RmsNorm>,
+    /// The same for `k^C`.
+    pub k_norm: Option<RmsNorm>,
+    /// `W_O`, `weight: [heads·d_h, d_model]`.
+    pub out: Linear,
+    #[module(skip)]
+    n_heads: usize,
+    #[module(skip)]
+    n_kv_heads: usize,
+    #[module(skip)]
+    d_head: usize,
+    #[module(skip)]
+    rope_dim: usize,
+}
+
+/// The projections of the decoupled RoPE part (both exist exactly when `rope_dim > 0`).
+#[derive(Module, Debug)]
+pub struct DecoupledRope {
+    /// `W_QR`, `weight: [d_model or N, heads·d_R]`.
+    pub q: Linear,
+    /// `W_KR`, `weight: [d_model, d_R]`, one key for all heads.
+    pub k: Linear,
+}
+
+/// Decoding state: what MLA caches per token.
+#[derive(Clone, Debug, Default)]
+pub struct LatentCache {
+    /// `[batch, seen, d_c]`: `c_t`.
+    pub latents: Option<Tensor<3>>,
+    /// `[batch, seen, d_R]`: `k^R_t` after RoPE; `None` with `rope_dim = 0`.
+    pub rope_keys: Option<Tensor<3>>,
+    /// Tokens seen so far (the absolute position of the next token).
+    pub position: usize,
+}
+
+impl LatentCache {
+    /// Floats held per sequence (what `decode_state_floats` counts).
+    pub fn floats_per_sequence(&self) -> usize {
+        let per = |x: &Option<Tensor<3>>| x.as_ref().map_or(0, |t| t.dims()[1] * t.dims()[2]);
+        per(&self.latents) + per(&self.rope_keys)
+    }
+
+    fn append(&mut self, c: Tensor<3>, k_r: Option<Tensor<3>>) -> (Tensor<3>, Option<Tensor<3>>) {
+        let grow = |old: Option<Tensor<3>>, new: Tensor<3>| match old {
+            Some(old) => Tensor::cat(vec![old, new], 1),
+            None => new,
+        };
+        self.position += c.dims()[1];
+        let latents = grow(self.latents.take(), c);
+        self.latents = Some(latents.clone());
+        self.rope_keys = k_r.map(|k| grow(self.rope_keys.take(), k));
+        (latents, self.rope_keys.clone())
+    }
+}
+
+/// How a decoding step scores the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodePath {
+    /// Queries taken into the latent space (`W_UKᵀ q^C`), `W_UV` after the weighted sum of
+    /// latents: nothing up-projected per cached token. Needs keys linear in the latent.
+    Absorbed,
+    /// Up-project the cached latents to keys and values, then attend.
+    Explicit,
+}
+
+/// `x` rotated at positions `offset..` (no-op without RoPE), at its own width.
+///
+/// # Shapes
+/// - `x`: `[batch, heads, seq, d]` -> the same
+fn rotated(x: Tensor<4>, rope: Option<&RotaryEncoding>, offset: usize) -> Tensor<4> {
+    let Some(rope) = rope else { return x };
+    let [_, _, t, width] = x.dims();
+    let (cos, sin) = rotation(rope, offset, t, width);
+    rotate(x, &cos.unsqueeze(), &sin.unsqueeze())
+}
+
+/// `[batch, seq, n·d]` -> `[batch, n, seq, d]`.
+fn heads(x: Tensor<3>, n: usize) -> Tensor<4> {
+    let [b, t, w] = x.dims();
+    x.reshape([b, t, n, w / n]).swap_dims(1, 2)
+}
+
+impl MlaAttention {
+    pub fn new(p: Projections, shape: Shape) -> Self {
+        let Projections { q_down, q, kv_down, kv_up, rope, q_norm, k_norm, out } = p;
+        let Shape { n_heads, n_kv_heads, d_head, rope_dim } = shape;
+        Self {
+            q_down,
+            q,
+            kv_down,
+            kv_up,
+            rope,
+            q_norm,
+            k_norm,
+            out,
+            n_heads,
+            n_kv_heads,
+            d_head,
+            rope_dim,
+        }
+    }
+
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
+    pub fn d_head(&self) -> usize {
+        self.d_head
+    }
+
+    pub fn rope_dim(&self) -> usize {
+        self.rope_dim
+    }
+
+    /// The RoPE the compressed part takes: the model's only without a decoupled part.
+    fn content_rope<'a>(&self, rope: Option<&'a RotaryEncoding>) -> Option<&'a RotaryEncoding> {
+        rope.filter(|_| self.rope_dim == 0)
+    }
+
+    /// The RoPE the decoupled part takes.
+    fn decoupled_rope<'a>(&self, rope: Option<&'a RotaryEncoding>) -> Option<&'a RotaryEncoding> {
+        rope.filter(|_| self.rope_dim > 0)
+    }
+
+    /// Whether keys are linear in the latent, so the absorbed path holds: no RoPE and no norm
+    /// on `k^C`.
+    pub fn absorbable(&self, rope: Option<&RotaryEncoding>) -> bool {
+        self.k_norm.is_none() && self.content_rope(rope).is_none()
+    }
+
+    /// `q^C` (normalised, not rotated) and the unrotated `q^R`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, d_h]`, `[batch, heads, seq, d_R]`
+    fn queries(&self, x: Tensor<3>) -> (Tensor<4>, Option<Tensor<4>>) {
+        let from = match &self.q_down {
+            Some(down) => fused::affine(down, x),
+            None => x,
+        };
+        let q_c = heads(fused::affine(&self.q, from.clone()), self.n_heads);
+        let q_c = match &self.q_norm {
+            Some(norm) => norm.forward(q_c),
+            None => q_c,
+        };
+        let q_r = self.rope.as_ref().map(|r| heads(fused::affine(&r.q, from), self.n_heads));
+        (q_c, q_r)
+    }
+
+    /// `c_t = W_DKV h_t`, `[batch, seq, d_c]`.
+    fn latents(&self, x: Tensor<3>) -> Tensor<3> {
+        fused::affine(&self.kv_down, x)
+    }
+
+    /// The unrotated shared key `W_KR h_t`, `[batch, 1, seq, d_R]`.
+    fn rope_key(&self, x: Tensor<3>) -> Option<Tensor<4>> {
+        self.rope.as_ref().map(|r| fused::affine(&r.k, x).unsqueeze_dim(1))
+    }
+
+    /// Key/value heads repeated to the query heads.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, kv_heads, seq, d]` -> `[batch, heads, seq, d]`
+    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        let (h, kv) = (self.n_heads, self.n_kv_heads);
+        if h == kv {
+            return x;
+        }
+        let [b, _, t, d] = x.dims();
+        x.reshape([b, kv, 1, t, d]).expand([b, kv, h / kv, t, d]).reshape([b, h, t, d])
+    }
+
+    /// The explicit up-projection of latents: `k^C` (normalised) and `v` of every query head.
+    ///
+    /// # Shapes
+    /// - `c`: `[batch, seq, d_c]` -> two `[batch, heads, seq, d_h]`
+    fn keys_values(&self, c: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        let width = self.n_kv_heads * self.d_head;
+        let kv = fused::affine(&self.kv_up, c);
+        let k = heads(kv.clone().narrow(2, 0, width), self.n_kv_heads);
+        let k = match &self.k_norm {
+            Some(norm) => norm.forward(k),
+            None => k,
+        };
+        let v = heads(kv.narrow(2, width, width), self.n_kv_heads);
+        (self.repeat_kv(k), self.repeat_kv(v))
+    }
+
+    /// `W_UK` (`part` 0) or `W_UV` (1) per query head, `[batch, heads, d_c, d_h]` (head `h`
+    /// holding its key/value head's columns): what the absorbed path multiplies by.
+    fn per_head(&self, part: usize, batch: usize) -> Tensor<4> {
+        let (kv, d_h) = (self.n_kv_heads, self.d_head);
+        let d_c = self.kv_up.weight.dims()[0];
+        let w = self.kv_up.weight.val().narrow(1, part * kv * d_h, kv * d_h);
+        let w = w.reshape([d_c, kv, d_h]).swap_dims(0, 1).unsqueeze_dim::<4>(0);
+        self.repeat_kv(w).expand([batch, self.n_heads, d_c, d_h])
+    }
+
+    /// The rotated decoupled part's scores `q^R·k^R`, added to the compressed part's.
+    ///
+    /// # Shapes
+    /// - `scores`: `[batch, heads, seq_q, seq_k]`, `q_r`: `[batch, heads, seq_q, d_R]`,
+    ///   `k_r`: `[batch, 1, seq_k, d_R]` -> `scores`' shape
+    fn with_rope_scores(
+        &self,
+        scores: Tensor<4>,
+        q_r: Option<Tensor<4>>,
+        k_r: Option<Tensor<4>>,
+    ) -> Tensor<4> {
+        match (q_r, k_r) {
+            (Some(q_r), Some(k_r)) => {
+                let [b, h, _, _] = scores.dims();
+                let [_, _, n, d_r] = k_r.dims();
+                scores + q_r.matmul(k_r.expand([b, h, n, d_r]).swap_dims(2, 3))
+            }
+            _ => scores,
+        }
+    }
+
+    /// Softmax of the scores scaled by `1/√(d_h + d_R)`, queries at `q_offset..`.
+    fn weights(&self, scores: Tensor<4>, causal: bool, q_offset: usize) -> Tensor<4> {
+        let [_, _, seq_q, seq_k] = scores.dims();
+        let scores = scores / ((self.d_head + self.rope_dim) as f32).sqrt();
+        let mask = causal.then(|| causal_mask(seq_q, seq_k, q_offset, &scores.device()));
+        masked_softmax(scores, mask)
+    }
+
+    /// Heads merged and through `W_O`.
+    ///
+    /// # Shapes
+    /// - `y`: `[batch, heads, seq, d_h]` -> `[batch, seq, d_model]`
+    fn merge(&self, y: Tensor<4>) -> Tensor<3> {
+        let [b, h, t, d] = y.dims();
+        fused::affine(&self.out, y.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+
+    /// The explicit form over latents `c` of keys at `0..seq_k`, queries (already rotated) at
+    /// `q_offset..`: up-project, rotate the compressed keys if the content takes RoPE, attend.
+    ///
+    /// # Shapes
+    /// - `q_c`: `[batch, heads, seq_q, d_h]`, `c`: `[batch, seq_k, d_c]`, `k_r`:
+    ///   `[batch, 1, seq_k, d_R]` -> outputs `[batch, heads, seq_q, d_h]` and weights
+    #[allow(clippy::too_many_arguments)]
+    fn attend_explicit(
+        &self,
+        q_c: Tensor<4>,
+        q_r: Option<Tensor<4>>,
+        c: Tensor<3>,
+        k_r: Option<Tensor<4>>,
+        rope: Option<&RotaryEncoding>,
+        causal: bool,
+        q_offset: usize,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let (k_c, v) = self.keys_values(c);
+        let k_c = rotated(k_c, self.content_rope(rope), 0);
+        let scores = self.with_rope_scores(q_c.matmul(k_c.swap_dims(2, 3)), q_r, k_r);
+        let w = self.weights(scores, causal, q_offset);
+        (w.clone().matmul(v), w)
+    }
+
+    /// The absorbed form (causal, queries at `q_offset..`): scores `(W_UKᵀ q^C)·c` in the latent
+    /// space, `W_UV` applied to the weighted sum of latents.
+    ///
+    /// # Shapes
+    /// - `q_c`: `[batch, heads, seq_q, d_h]`, `c`: `[batch, seq_k, d_c]` -> `[batch, heads, seq_q, d_h]`
+    fn attend_absorbed(
+        &self,
+        q_c: Tensor<4>,
+        q_r: Option<Tensor<4>>,
+        c: Tensor<3>,
+        k_r: Option<Tensor<4>>,
+        q_offset: usize,
+    ) -> Tensor<4> {
+        let [b, n, d_c] = c.dims();
+        let c = c.unsqueeze_dim::<4>(1).expand([b, self.n_heads, n, d_c]);
+        // q^C·(W_UK c) = (W_UKᵀ q^C)·c: each query once into the latent space, [b, h, s, d_c].
+        let q_latent = q_c.matmul(self.per_head(0, b).swap_dims(2, 3));
+        let scores = self.with_rope_scores(q_latent.matmul(c.clone().swap_dims(2, 3)), q_r, k_r);
+        let w = self.weights(scores, true, q_offset);
+        // Σ_j w_j W_UV c_j = W_UV Σ_j w_j c_j.
+        w.matmul(c).matmul(self.per_head(1, b))
+    }
+
+    /// One decoding step by the given path; [`SequenceMixer::step`] picks the absorbed one
+    /// whenever it holds.
+    ///
+    /// # Panics
+    /// On [`DecodePath::Absorbed`] when the keys are not linear in the latent
+    /// ([`Self::absorbable`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, S, d_model]` -> `[batch, S, d_model]`
+    pub fn step_by(
+        &self,
+        x: Tensor<3>,
+        state: &mut LatentCache,
+        rope: Option<&RotaryEncoding>,
+        path: DecodePath,
+    ) -> Tensor<3> {
+        let offset = state.position;
+        let (q_c, q_r) = self.queries(x.clone());
+        let q_r = q_r.map(|q| rotated(q, self.decoupled_rope(rope), offset));
+        // The cache keeps k^R rotated at its own position, as a KV cache keeps its keys.
+        let k_r = self.rope_key(x.clone()).map(|k| {
+            let [b, _, s, d_r] = k.dims();
+            rotated(k, self.decoupled_rope(rope), offset).reshape([b, s, d_r])
+        });
+        let (c, k_r) = state.append(self.latents(x), k_r);
+        let k_r = k_r.map(|k| k.unsqueeze_dim::<4>(1));
+        let y = match path {
+            DecodePath::Absorbed => {
+                assert!(self.absorbable(rope), "the absorbed path needs keys linear in c");
+                self.attend_absorbed(q_c, q_r, c, k_r, offset)
+            }
+            DecodePath::Explicit => {
+                let q_c = rotated(q_c, self.content_rope(rope), offset);
+                self.attend_explicit(q_c, q_r, c, k_r, rope, true, offset).0
+            }
+        };
+        self.merge(y)
+    }
+}
+
+impl SequenceMixer for MlaAttention {
+    type State = LatentCache;
+
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        let (q_c, q_r) = self.queries(x.clone());
+        let q_c = rotated(q_c, self.content_rope(ctx.rope), 0);
+        let q_r = q_r.map(|q| rotated(q, self.decoupled_rope(ctx.rope), 0));
+        let k_r = self.rope_key(x.clone()).map(|k| rotated(k, self.decoupled_rope(ctx.rope), 0));
+        let (y, w) = self.attend_explicit(q_c, q_r, self.latents(x), k_r, ctx.rope, ctx.causal, 0);
+        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(w, ctx.causal));
+        MixOutput { output: self.merge(y), diagnostics }
+    }
+
+    fn empty_state(&self) -> LatentCache {
+        LatentCache::default()
+    }
+
+    fn step(
+        &self,
+        x: Tensor<3>,
+        state: &mut LatentCache,
+        rope: Option<&RotaryEncoding>,
+    ) -> Tensor<3> {
+        let path = if self.absorbable(rope) { DecodePath::Absorbed } else { DecodePath::Explicit };
+        self.step_by(x, state, rope, path)
+    }
+}
