@@ -4,9 +4,7 @@
 
 use super::super::forms::diagonal_and_above;
 use super::*;
-use crate::testing::{
-    assert_close, assert_output_and_grads_close, output_and_grads, randn, values,
-};
+use crate::testing::{assert_close, output_and_grads, randn, values};
 
 /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
 /// of q, k, v, β and the gate: ungated; gates near 1 (log ≈ −1e-3), moderate and near 0
@@ -53,26 +51,13 @@ fn fused_recurrence_matches_the_composed_chunked_form() {
     ] {
         for c in [1, 3, 16] {
             seed += 10;
-            let x = inputs(10, seed);
-            let run = |fused: bool| {
-                output_and_grads(&x, seed + 7, |x| {
-                    let (q, k, v) =
-                        (l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone());
-                    let (b, g) =
-                        (beta_from(x[3].clone(), range), log_gates_from(x[4].clone(), scale));
-                    if fused {
-                        crate::fused::gated_recurrence(q, k, v, g, Some(b), c)
-                            .map_err(|_| "flex")
-                            .expect("the fused kernel runs on flex")
-                    } else {
-                        chunked(q, k, v, b, g, c, None).0
-                    }
-                })
-            };
-            assert_output_and_grads_close(
+            assert_fused_equals_chunked(
+                &inputs(10, seed),
+                seed + 7,
+                c,
+                range,
+                |raw| log_gates_from(raw, scale),
                 &format!("fused log gate≈−{scale} β {range:?} chunk={c}"),
-                run(true),
-                &run(false),
             );
         }
     }

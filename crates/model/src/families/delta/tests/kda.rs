@@ -165,26 +165,13 @@ fn fused_recurrence_with_channel_gates_matches_the_composed_chunked_form() {
     ] {
         for c in [1, 3, 16] {
             seed += 10;
-            let x = kda_inputs(10, seed);
-            let run = |fused: bool| {
-                output_and_grads(&x, seed + 7, |x| {
-                    let (q, k, v) =
-                        (l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone());
-                    let (b, g) =
-                        (beta_from(x[3].clone(), range), channel_gates(x[4].clone(), gates));
-                    if fused {
-                        crate::fused::gated_recurrence(q, k, v, g, Some(b), c)
-                            .map_err(|_| "flex")
-                            .expect("the fused kernel runs on flex")
-                    } else {
-                        chunked(q, k, v, b, g, c, None).0
-                    }
-                })
-            };
-            assert_output_and_grads_close(
+            assert_fused_equals_chunked(
+                &kda_inputs(10, seed),
+                seed + 7,
+                c,
+                range,
+                |raw| channel_gates(raw, gates),
                 &format!("fused kda {gates:?} β {range:?} chunk={c}"),
-                run(true),
-                &run(false),
             );
         }
     }

@@ -285,3 +285,31 @@ fn assert_module_matches_the_oracle(
         assert_module_forms_agree(&base, &x, &probe, params, spec);
     }
 }
+
+/// The fused token-by-token kernel against the composed chunked form with chunk `c`, outputs
+/// and input gradients, on `x = [q, k, v, raw β, raw gates]` (q and k L2-normalised, β from
+/// `range`, the log gates from `gates`).
+fn assert_fused_equals_chunked(
+    x: &[Tensor<4>; 5],
+    probe_seed: u64,
+    c: usize,
+    range: BetaRange,
+    gates: impl Fn(Tensor<4>) -> Tensor<4>,
+    what: &str,
+) {
+    use crate::testing::{assert_output_and_grads_close, output_and_grads};
+    let run = |fused: bool| {
+        output_and_grads(x, probe_seed, |x| {
+            let (q, k, v) = (l2_normalize(x[0].clone()), l2_normalize(x[1].clone()), x[2].clone());
+            let (b, g) = (beta_from(x[3].clone(), range), gates(x[4].clone()));
+            if fused {
+                crate::fused::gated_recurrence(q, k, v, g, Some(b), c)
+                    .map_err(|_| "flex")
+                    .expect("the fused kernel runs on flex")
+            } else {
+                chunked(q, k, v, b, g, c, None).0
+            }
+        })
+    };
+    assert_output_and_grads_close(what, run(true), &run(false));
+}
