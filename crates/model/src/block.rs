@@ -14,7 +14,6 @@ use burn::nn::{
     Dropout, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig,
     RotaryEncoding,
 };
-use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 /// Which normalisation the blocks use.
@@ -53,7 +52,7 @@ impl Norm {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         match self {
             Norm::Layer(n) => fused::layer_norm(n, x, LAYER_NORM_EPSILON),
-            Norm::Rms(n) => n.forward(x),
+            Norm::Rms(n) => fused::rms_norm(n, x),
         }
     }
 }
@@ -106,7 +105,7 @@ impl Mlp {
             (MlpKind::Gelu, _) => fused::gelu(fused::affine(&self.up, x)),
             (MlpKind::GeluTanh, _) => gelu_tanh(fused::affine(&self.up, x)),
             (MlpKind::Swiglu, Some(gate)) => {
-                silu(fused::affine(gate, x.clone())) * fused::affine(&self.up, x)
+                fused::silu(fused::affine(gate, x.clone())) * fused::affine(&self.up, x)
             }
             (MlpKind::Swiglu, None) => unreachable!("a SwiGLU MLP is built with its gate"),
         };

@@ -99,8 +99,11 @@ impl HeadProjection {
         let [b, t, w] = qkv.dims();
         let (h, kv, dqk) = (self.n_heads, self.n_kv_heads, self.d_qk);
         let per_head = |norm: &RmsNorm, start: usize, heads: usize| {
-            norm.forward(qkv.clone().narrow(2, start, heads * dqk).reshape([b, t, heads, dqk]))
-                .reshape([b, t, heads * dqk])
+            fused::rms_norm(
+                norm,
+                qkv.clone().narrow(2, start, heads * dqk).reshape([b, t, heads, dqk]),
+            )
+            .reshape([b, t, heads * dqk])
         };
         let values = qkv.clone().narrow(2, (h + kv) * dqk, w - (h + kv) * dqk);
         Tensor::cat(vec![per_head(q_norm, 0, h), per_head(k_norm, h * dqk, kv), values], 2)
@@ -132,6 +135,16 @@ impl HeadProjection {
     ///   `v`: `[batch, heads, seq, d_v]`
     pub fn split(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         self.split_packed(self.project(x))
+    }
+
+    /// Splits [`Self::project_grouped`]'s layout, keys and values repeated to every query head.
+    ///
+    /// # Shapes
+    /// - `qkv`: `[batch, seq, H·d_qk + K·(d_qk + d_v)]` -> `q, k`: `[batch, heads, seq, d_qk]`,
+    ///   `v`: `[batch, heads, seq, d_v]`
+    pub fn split_grouped(&self, qkv: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.split_heads(qkv, self.n_kv_heads);
+        (q, self.repeat_kv(k), self.repeat_kv(v))
     }
 
     /// [`Self::split`] of an already projected `[q | k | v]`.
@@ -238,29 +251,65 @@ impl HeadProjection {
         rope: Option<&RotaryEncoding>,
         offset: usize,
     ) -> Tensor<3> {
+        self.rotate_parts(qkv, rope, offset, self.n_heads)
+    }
+
+    /// [`Self::rotate_packed`] of [`Self::project_grouped`]'s layout (`n_kv_heads` keys).
+    ///
+    /// # Shapes
+    /// - `qkv`: `[batch, seq, H·d_qk + K·(d_qk + d_v)]` -> the same
+    pub fn rotate_grouped(
+        &self,
+        qkv: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+    ) -> Tensor<3> {
+        self.rotate_parts(qkv, rope, offset, self.n_kv_heads)
+    }
+
+    /// RoPE on the `n_heads` queries and the `kv` keys leading each packed row.
+    fn rotate_parts(
+        &self,
+        qkv: Tensor<3>,
+        rope: Option<&RotaryEncoding>,
+        offset: usize,
+        kv: usize,
+    ) -> Tensor<3> {
         let Some(rope) = rope else { return qkv };
-        match fused::rope_packed(qkv, rope, offset, 2 * self.n_heads * self.d_qk, self.d_qk) {
+        match fused::rope_packed(qkv, rope, offset, (self.n_heads + kv) * self.d_qk, self.d_qk) {
             Ok(rotated) => rotated,
-            Err(qkv) => self.rotate_packed_composed(*qkv, rope, offset),
+            Err(qkv) => self.rotate_parts_composed(*qkv, rope, offset, kv),
         }
     }
 
-    /// [`Self::rotate_packed`] by tensor ops: what runs off flex, and the fused kernel's reference.
+    /// [`Self::rotate_packed`] by tensor ops: the fused kernel's reference.
+    #[cfg(test)]
     fn rotate_packed_composed(
         &self,
         qkv: Tensor<3>,
         rope: &RotaryEncoding,
         offset: usize,
     ) -> Tensor<3> {
+        self.rotate_parts_composed(qkv, rope, offset, self.n_heads)
+    }
+
+    fn rotate_parts_composed(
+        &self,
+        qkv: Tensor<3>,
+        rope: &RotaryEncoding,
+        offset: usize,
+        kv: usize,
+    ) -> Tensor<3> {
         let [b, t, w] = qkv.dims();
         let (h, dqk) = (self.n_heads(), self.d_qk());
         let (cos, sin) = rotation(rope, offset, t, dqk);
         let (cos, sin) = (cos.reshape([1, t, 1, dqk]), sin.reshape([1, t, 1, dqk]));
-        let part = |i: usize| {
-            rotate(qkv.clone().narrow(2, i * h * dqk, h * dqk).reshape([b, t, h, dqk]), &cos, &sin)
-                .reshape([b, t, h * dqk])
+        let part = |start: usize, n: usize| {
+            rotate(qkv.clone().narrow(2, start, n * dqk).reshape([b, t, n, dqk]), &cos, &sin)
+                .reshape([b, t, n * dqk])
         };
-        Tensor::cat(vec![part(0), part(1), qkv.clone().narrow(2, 2 * h * dqk, w - 2 * h * dqk)], 2)
+        let rest = qkv.clone().narrow(2, (h + kv) * dqk, w - (h + kv) * dqk);
+        Tensor::cat(vec![part(0, h), part(h * dqk, kv), rest], 2)
     }
 }
 

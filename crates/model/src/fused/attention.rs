@@ -1,9 +1,11 @@
 //! Softmax attention over packed `[q | k | v]` rows, forward and backward in one pass per batch
 //! element, parallel over the batch.
 //!
-//! Layout: `qkv` is `[batch, seq, 3·heads·d]` (the output of the fused q/k/v projection, head-major
-//! inside each third), the output `y` is `[batch, seq, heads·d]` (heads merged, ready for the
-//! output projection). The probabilities `P` (`[batch, heads, seq, seq]`, zero above the diagonal
+//! Layout: `qkv` is `[batch, seq, (heads + 2·kv_heads)·d]` (the output of the fused q/k/v
+//! projection: `heads` queries, then `kv_heads` keys and values, head-major inside each part), the
+//! output `y` is `[batch, seq, heads·d]` (heads merged, ready for the output projection). With
+//! grouped-query attention (`kv_heads < heads`) query head `h` reads key/value head
+//! `h / (heads / kv_heads)` where it sits, never copied; its gradient sums over the group. The probabilities `P` (`[batch, heads, seq, seq]`, zero above the diagonal
 //! when causal) are kept for the backward pass, as the composed formula keeps them too.
 //!
 //! Forward, per head: `s_ij = c·q_i·k_j` over the keys `j` query `i` sees, `P_ij = softmax_j(s_ij)`,
@@ -21,7 +23,10 @@ use super::simd;
 pub struct Dims {
     pub batch: usize,
     pub seq: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key/value heads: `heads`, or a divisor of it (grouped-query attention).
+    pub kv_heads: usize,
     pub d: usize,
     /// The multiplier `c` of `q·k`.
     pub scale: f32,
@@ -30,7 +35,12 @@ pub struct Dims {
 
 impl Dims {
     fn width(&self) -> usize {
-        3 * self.heads * self.d
+        (self.heads + 2 * self.kv_heads) * self.d
+    }
+    /// Columns of query head `h`'s key and value in a packed row.
+    fn key_value_at(&self, h: usize) -> (usize, usize) {
+        let kv = h / (self.heads / self.kv_heads);
+        ((self.heads + kv) * self.d, (self.heads + self.kv_heads + kv) * self.d)
     }
     /// Keys query `i` attends over.
     fn keys(&self, i: usize) -> usize {
@@ -62,17 +72,10 @@ fn forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32]) {
     let Dims { seq, heads, d, scale, .. } = dims;
     let hd = heads * d;
     for h in 0..heads {
+        let (k_at, v_at) = dims.key_value_at(h);
         let p = &mut p[h * seq * seq..(h + 1) * seq * seq];
         // Scores for every pair (the masked half is cheaper to compute than to skip in gemm).
-        matmul_into(
-            p,
-            0,
-            seq,
-            head(qkv, h * d, &dims),
-            head(qkv, hd + h * d, &dims).t(),
-            scale,
-            false,
-        );
+        matmul_into(p, 0, seq, head(qkv, h * d, &dims), head(qkv, k_at, &dims).t(), scale, false);
         for (i, row) in p.chunks_exact_mut(seq).enumerate() {
             let n = dims.keys(i);
             let max = simd::max(&row[..n]);
@@ -85,7 +88,7 @@ fn forward_one(dims: Dims, qkv: &[f32], y: &mut [f32], p: &mut [f32]) {
             }
             row[n..].fill(0.0);
         }
-        matmul_into(y, h * d, hd, square(p, seq), head(qkv, 2 * hd + h * d, &dims), 1.0, false);
+        matmul_into(y, h * d, hd, square(p, seq), head(qkv, v_at, &dims), 1.0, false);
     }
 }
 
@@ -110,8 +113,11 @@ fn backward_one(
         row_stride: hd as isize,
         col_stride: 1,
     };
+    // The first query head of a group writes its key/value gradient, the others add to it.
+    let group = heads / dims.kv_heads;
     for h in 0..heads {
-        let (q_at, k_at, v_at) = (h * d, hd + h * d, 2 * hd + h * d);
+        let (k_at, v_at) = dims.key_value_at(h);
+        let (q_at, shared) = (h * d, h % group != 0);
         let p = &p[h * seq * seq..(h + 1) * seq * seq];
         // dP = dy·vᵀ, then c·dS = c·P ⊙ (dP − δ) in place, δ_i = Σ_j P_ij dP_ij.
         matmul_into(scratch, 0, seq, dy_head(h), head(qkv, v_at, &dims).t(), 1.0, false);
@@ -125,8 +131,8 @@ fn backward_one(
         }
         let ds = square(scratch, seq);
         matmul_into(dqkv, q_at, width, ds, head(qkv, k_at, &dims), 1.0, false);
-        matmul_into(dqkv, k_at, width, ds.t(), head(qkv, q_at, &dims), 1.0, false);
-        matmul_into(dqkv, v_at, width, square(p, seq).t(), dy_head(h), 1.0, false);
+        matmul_into(dqkv, k_at, width, ds.t(), head(qkv, q_at, &dims), 1.0, shared);
+        matmul_into(dqkv, v_at, width, square(p, seq).t(), dy_head(h), 1.0, shared);
     }
 }
 
@@ -140,7 +146,11 @@ super::simd::dispatched!(
 /// Forward over the whole batch: returns `(y, p)`.
 pub fn forward(dims: Dims, qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
     use rayon::prelude::*;
-    let Dims { batch, seq, heads, d, .. } = dims;
+    let Dims { batch, seq, heads, kv_heads, d, .. } = dims;
+    assert!(
+        kv_heads > 0 && heads.is_multiple_of(kv_heads),
+        "{kv_heads} key/value heads for {heads} heads"
+    );
     assert_eq!(qkv.len(), batch * seq * dims.width(), "qkv length");
     let (y_len, p_len) = (seq * heads * d, heads * seq * seq);
     let mut y = vec![0.0; batch * y_len];

@@ -12,7 +12,9 @@
 //! | [`elu_plus_one`] | `elu(x) + 1` | `simd.rs` |
 //! | [`silu`] | `x·σ(x)` | `simd.rs` |
 //! | [`log_sigmoid`] | `ln σ(x)` | `simd.rs` |
+//! | [`token_cross_entropy`] | `ln Σ_j e^{x_j} − x_t` per row, and its argmax | `cross_entropy.rs` |
 //! | [`layer_norm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `norm.rs` |
+//! | [`rms_norm`] | `γ ⊙ x/√(mean(x²) + ε)` | `norm.rs` |
 //! | [`rope_packed`] | RoPE on the `q`, `k` of `[q|k|v]` rows: `(x₀cos − x₁sin, x₁cos + x₀sin)` per pair | `rope.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
@@ -25,6 +27,8 @@
 
 #[cfg(feature = "flex")]
 mod attention;
+#[cfg(feature = "flex")]
+mod cross_entropy;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
@@ -40,11 +44,12 @@ mod norm;
 mod rope;
 pub(crate) mod simd;
 
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::tensor::Tensor;
 
 pub use inputs::{
-    AffineInputs, GatedRecurrenceInputs, LayerNormInputs, LinearAttentionInputs, Unfused,
+    AffineInputs, CrossEntropyInputs, GatedRecurrenceInputs, LayerNormInputs,
+    LinearAttentionInputs, Unfused,
 };
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
@@ -90,22 +95,28 @@ pub fn rope_packed(
 
 /// Softmax attention with a constant score multiplier on packed projections, fused on flex.
 ///
-/// `qkv` holds each position's queries, keys and values side by side, `[q | k | v]`, each
-/// head-major (the layout of `heads::HeadProjection`); the result has the heads merged.
-/// Returns `qkv` back (boxed) off flex, where the caller runs the composed formula.
+/// `qkv` holds each position's `heads` queries, then `kv_heads` keys and values, side by side
+/// (`[q | k | v]`, each head-major: the layout of `heads::HeadProjection::project_grouped`);
+/// with `kv_heads < heads` (grouped-query attention) each key/value head serves
+/// `heads / kv_heads` consecutive query heads without being copied. The result has the heads
+/// merged. Returns `qkv` back (boxed) off flex, where the caller runs the composed formula.
 ///
 /// # Shapes
-/// - `qkv`: `[batch, seq, 3·heads·d]` -> `[batch, seq, heads·d]`
+/// - `qkv`: `[batch, seq, (heads + 2·kv_heads)·d]` -> `[batch, seq, heads·d]`
 pub fn softmax_attention_packed(
     qkv: Tensor<3>,
     heads: usize,
+    kv_heads: usize,
     scale: f32,
     causal: bool,
 ) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     #[cfg(feature = "flex")]
-    return flex::softmax_attention_packed(qkv, heads, scale, causal);
+    return flex::softmax_attention_packed(qkv, heads, kv_heads, scale, causal);
     #[cfg(not(feature = "flex"))]
-    Err(Box::new(qkv))
+    {
+        let _ = (heads, kv_heads, scale, causal);
+        Err(Box::new(qkv))
+    }
 }
 
 /// `elu(x) + 1` (`x + 1` for `x > 0`, `e^x` otherwise), the feature map of Katharopoulos et al.,
@@ -174,11 +185,39 @@ pub fn layer_norm_with<const D: usize>(
     epsilon: f64,
 ) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    let (x, gamma, beta) = match flex::layer_norm(x, gamma, beta, epsilon as f32) {
+    let (x, gamma, beta) = match flex::layer_norm(x, gamma, beta, epsilon as f32, true) {
         Ok(y) => return y,
         Err(inputs) => *inputs,
     };
     burn::tensor::module::layer_norm(x, gamma, beta, epsilon)
+}
+
+/// RMS norm over the last axis, `γ ⊙ x/√(mean(x²) + ε)`, as `burn::nn::RmsNorm` computes it,
+/// fused on flex.
+///
+/// # Shapes
+/// - `x`: `[..., d]` -> `[..., d]`
+pub fn rms_norm<const D: usize>(layer: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    rms_norm_with(x, layer.gamma.val(), layer.epsilon)
+}
+
+/// [`rms_norm`] with an explicit `γ`.
+///
+/// # Shapes
+/// - `x`: `[..., d]`, `gamma`: `[d]` -> `[..., d]`
+pub fn rms_norm_with<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, epsilon: f64) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    let (x, gamma, _) = match flex::layer_norm(x, gamma, None, epsilon as f32, false) {
+        Ok(y) => return y,
+        Err(inputs) => *inputs,
+    };
+    rms_norm_composed(x, gamma, epsilon)
+}
+
+/// `burn::nn::RmsNorm`'s formula (for `f32`), by tensor ops.
+fn rms_norm_composed<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, epsilon: f64) -> Tensor<D> {
+    let rms = (x.clone().square().mean_dim(D - 1) + epsilon).sqrt();
+    x / rms * gamma.unsqueeze()
 }
 
 /// Causal linear attention by chunks of `chunk` tokens from a zero state, fused on flex: the
@@ -235,6 +274,37 @@ pub fn gated_recurrence(
     }
 }
 
+/// Next-token cross-entropy: each position's negative log-likelihood of its target id under
+/// its logits, `ln Σ_j e^{x_j} − x_id`, and each position's argmax (the first maximal logit,
+/// without gradient), fused on flex into one pass over the logits each way.
+///
+/// # Shapes
+/// - `logits`: `[batch, seq, vocab]`, `ids`: `[batch, seq]` (each in `0..vocab`)
+///   -> `([batch, seq], [batch, seq])`
+pub fn token_cross_entropy(
+    logits: Tensor<3>,
+    ids: Tensor<2, burn::tensor::Int>,
+) -> (Tensor<2>, Tensor<2, burn::tensor::Int>) {
+    #[cfg(feature = "flex")]
+    let (logits, ids) = match flex::token_cross_entropy(logits, ids) {
+        Ok(out) => return out,
+        Err(inputs) => *inputs,
+    };
+    token_cross_entropy_composed(logits, ids)
+}
+
+fn token_cross_entropy_composed(
+    logits: Tensor<3>,
+    ids: Tensor<2, burn::tensor::Int>,
+) -> (Tensor<2>, Tensor<2, burn::tensor::Int>) {
+    let [b, t, _] = logits.dims();
+    let argmax = logits.clone().detach().argmax(2).reshape([b, t]);
+    let nll = -burn::tensor::activation::log_softmax(logits, 2)
+        .gather(2, ids.unsqueeze_dim::<3>(2))
+        .reshape([b, t]);
+    (nll, argmax)
+}
+
 /// [`affine_map`] with a `Linear` layer's parameters. Named "affine" so it never reads as
 /// linear attention.
 pub fn affine<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
@@ -276,6 +346,38 @@ mod tests {
             output_and_grads(&[x], 8, |v| burn::tensor::activation::gelu(v[0].clone()));
         assert_close(fast, slow, 1e-6, "gelu output");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-6, "gelu gradient");
+    }
+
+    /// The fused cross-entropy equals the composed `−log_softmax(x)[id]` on fresh random logits
+    /// (a strided view among them), outputs, argmax and gradients, with and without autodiff.
+    #[test]
+    fn fused_cross_entropy_matches_the_composed_formula() {
+        use burn::tensor::{Int, TensorData};
+        let d = device();
+        let (b, t, vocab) = (3, 7, 53);
+        let logits = randn([b, vocab, t], 110, &d) * 4.0;
+        let ids: Vec<i64> = (0..b * t).map(|i| ((i * 31 + 5) % vocab) as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &d);
+        let run = |fused: bool| {
+            output_and_grads(std::slice::from_ref(&logits), 111, |v| {
+                let x = v[0].clone().swap_dims(1, 2);
+                let ids = Tensor::<2, Int>::from_data(ids.to_data(), &x.device());
+                let (nll, _) = if fused {
+                    token_cross_entropy(x, ids)
+                } else {
+                    token_cross_entropy_composed(x, ids)
+                };
+                nll
+            })
+        };
+        let ((fast, fast_g), (slow, slow_g)) = (run(true), run(false));
+        assert_close(fast, slow, 1e-5, "nll");
+        assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, "gradient of the logits");
+        let x = logits.swap_dims(1, 2);
+        let (nll, argmax) = token_cross_entropy(x.clone(), ids.clone());
+        let (want_nll, want_argmax) = token_cross_entropy_composed(x, ids);
+        assert_close(nll, want_nll, 1e-5, "nll, no autodiff");
+        assert_eq!(argmax.into_data(), want_argmax.into_data(), "argmax");
     }
 
     /// The fused affine map equals Burn's on fresh random inputs: outputs and the gradients of
@@ -363,6 +465,34 @@ mod tests {
             1e-5,
             "a layer, no autodiff",
         );
+    }
+
+    /// The fused RMS norm equals Burn's `RmsNorm` on fresh random inputs (outputs and the
+    /// gradients of input and γ), with and without autodiff, over more rows than one task holds.
+    #[test]
+    fn fused_rms_norm_matches_burn_rms_norm() {
+        use burn::nn::RmsNormConfig;
+        let d = device();
+        let x = randn([3, 50, 20], 80, &d) * 2.0 + 0.5;
+        let gamma = randn([20], 81, &d).reshape([1, 1, 20]);
+        let run = |fused: bool| {
+            output_and_grads(&[x.clone(), gamma.clone()], 82, |v| {
+                let (x, gamma) = (v[0].clone(), v[1].clone().reshape([20]));
+                if fused {
+                    rms_norm_with(x, gamma, 1e-5)
+                } else {
+                    rms_norm_composed(x, gamma, 1e-5)
+                }
+            })
+        };
+        let ((fast, fast_g), (slow, slow_g)) = (run(true), run(false));
+        assert_close(fast, slow, 1e-5, "rms norm output");
+        for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {
+            assert_close(f, s, 1e-4, &format!("rms norm gradient {i}"));
+        }
+        let layer = RmsNormConfig::new(20).with_epsilon(1e-6).init(&d);
+        let x = randn([130, 20], 83, &d);
+        assert_close(rms_norm(&layer, x.clone()), layer.forward(x), 1e-5, "a layer, no autodiff");
     }
 
     /// Fused `elu + 1` equals the composed formula on a strided input, outputs and gradients.

@@ -1,9 +1,11 @@
-//! Layer normalisation over the last axis (Ba et al. 2016), forward and backward in one pass
-//! per row, parallel over rows.
+//! Layer normalisation (Ba et al. 2016) and RMS normalisation (Zhang & Sennrich 2019) over the
+//! last axis, forward and backward in one pass per row, parallel over rows.
 //!
-//! Forward: `x̂ = (x − μ)·r`, `r = 1/√(σ² + ε)` (biased variance), `y = γ ⊙ x̂ + β`.
-//! Backward, with `g = γ ⊙ dy`: `dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂))`,
+//! Layer norm (`centered`): `x̂ = (x − μ)·r`, `r = 1/√(σ² + ε)` (biased variance),
+//! `y = γ ⊙ x̂ + β`. Backward, with `g = γ ⊙ dy`: `dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂))`,
 //! `dγ = Σ_rows dy ⊙ x̂`, `dβ = Σ_rows dy`.
+//! RMS norm (not `centered`): `x̂ = x·r`, `r = 1/√(mean(x²) + ε)`, `y = γ ⊙ x̂`, and the same
+//! backward without the `mean(g)` term (nothing was subtracted).
 
 use super::simd;
 use rayon::prelude::*;
@@ -11,13 +13,15 @@ use rayon::prelude::*;
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
-/// Returns `(y, x̂, r)` for `x` of `rows × width` (row-major).
+/// Returns `(y, x̂, r)` for `x` of `rows × width` (row-major): layer norm when `centered`,
+/// RMS norm otherwise.
 pub fn forward(
     x: &[f32],
     width: usize,
     gamma: &[f32],
     beta: Option<&[f32]>,
     epsilon: f32,
+    centered: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(gamma.len(), width, "gamma length");
     let rows = x.len() / width;
@@ -35,7 +39,7 @@ pub fn forward(
                 .zip(xhat.chunks_exact_mut(width))
                 .zip(r)
             {
-                let mean = simd::sum(x) / width as f32;
+                let mean = if centered { simd::sum(x) / width as f32 } else { 0.0 };
                 for (h, &v) in xhat.iter_mut().zip(x) {
                     *h = v - mean;
                 }
@@ -63,12 +67,14 @@ pub fn forward(
     (y, xhat, r)
 }
 
-/// Returns `(dx, dγ, dβ)` from the saved `x̂`, `r` and the output gradient `dy`.
+/// Returns `(dx, dγ, dβ)` from the saved `x̂`, `r` and the output gradient `dy` (`centered` as
+/// in the forward pass).
 pub fn backward(
     dy: &[f32],
     xhat: &[f32],
     r: &[f32],
     gamma: &[f32],
+    centered: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let width = gamma.len();
     let mut dx = vec![0.0; dy.len()];
@@ -97,7 +103,7 @@ pub fn backward(
                 for (g, &gm) in g.iter_mut().zip(gamma) {
                     *g *= gm;
                 }
-                let mean_g = simd::sum(&g) / width as f32;
+                let mean_g = if centered { simd::sum(&g) / width as f32 } else { 0.0 };
                 let mean_gx = simd::dot(&g, xhat) / width as f32;
                 let rr = r[task * ROWS_PER_TASK + row];
                 for ((dx, &g), &h) in dx.iter_mut().zip(&g).zip(xhat) {

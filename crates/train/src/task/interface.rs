@@ -2,7 +2,7 @@
 //! model on them, the main metric, and the [`Task`] and [`Codec`] traits. A leaf of `task`:
 //! each task's module imports it, and `task` (which builds a task from its config) re-exports it.
 
-use attnlab_model::{LmInput, Model, ModelIo};
+use attnlab_model::{LmInput, Model, ModelIo, fused};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use std::collections::BTreeMap;
@@ -143,8 +143,7 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
     match target {
         Target::Tokens { ids, mask } => {
             let [b, t, _] = out.dims();
-            let predicted = out.clone().argmax(2).reshape([b, t]);
-            let nll = token_nll(out, ids);
+            let (nll, predicted) = fused::token_cross_entropy(out, ids.clone());
             let hits = predicted.equal(ids.clone()).float();
             match mask {
                 Some(m) => {
@@ -191,8 +190,7 @@ pub fn score_output(out: Tensor<3>, target: &Target) -> Scored {
 /// Next-token negative log-likelihood `[batch, seq]` of `ids` under the logits `out`
 /// `[batch, seq, vocab]`.
 pub fn token_nll(out: Tensor<3>, ids: &Tensor<2, Int>) -> Tensor<2> {
-    let [b, t, _] = out.dims();
-    -log_softmax(out, 2).gather(2, ids.clone().unsqueeze_dim::<3>(2)).reshape([b, t])
+    fused::token_cross_entropy(out, ids.clone()).0
 }
 
 /// The metric a task is judged by (early stopping, `best/`, compare reports).

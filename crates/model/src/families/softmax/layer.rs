@@ -111,24 +111,24 @@ impl SequenceMixer for SoftmaxAttention {
     type State = SoftmaxDecodeState;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
-        let packed = self.heads.project(x.clone());
+        // Keys and values as projected (`n_kv_heads` of them), RoPE applied in place.
+        let rotated = self.heads.rotate_grouped(self.heads.project_grouped(x.clone()), ctx.rope, 0);
         // The fused kernel covers training and evaluation without monitoring; it does not return
-        // the weights, learn a scale, forget, or add a sink. RoPE is applied before it.
-        let (q, k, v) = if let Some(scale) = self.constant_scale()
-            && !ctx.diagnostics
-        {
-            match fused::softmax_attention_packed(
-                self.heads.rotate_packed(packed, ctx.rope, 0),
+        // the weights, learn a scale, forget, or add a sink.
+        let rotated = match self.constant_scale() {
+            Some(scale) if !ctx.diagnostics => match fused::softmax_attention_packed(
+                rotated,
                 self.heads.n_heads(),
+                self.heads.n_kv_heads(),
                 scale,
                 ctx.causal,
             ) {
                 Ok(y) => return MixOutput { output: self.finish(y, x), diagnostics: None },
-                Err(rotated) => self.heads.split_packed(*rotated),
-            }
-        } else {
-            self.heads.split_packed_rotated(packed, ctx.rope, 0)
+                Err(rotated) => *rotated,
+            },
+            _ => rotated,
         };
+        let (q, k, v) = self.heads.split_grouped(rotated);
         let c = self.log_forget(x.clone()).map(|lf| lf.cumsum(2));
         let (y, weights) =
             softmax_attention(q, k, v, self.scaling, &self.terms(c, None, 0), ctx.causal, 0);

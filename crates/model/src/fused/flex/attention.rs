@@ -14,16 +14,18 @@ use burn::tensor::Tensor;
 fn packed_attention_dims(
     qkv: &FlexTensor,
     heads: usize,
+    kv_heads: usize,
     scale: f32,
     causal: bool,
 ) -> attention::Dims {
     let shape = qkv.layout().shape();
     let (batch, seq, width) = (shape[0], shape[1], shape[2]);
+    let parts = heads + 2 * kv_heads;
     assert!(
-        heads > 0 && width % (3 * heads) == 0,
-        "packed qkv width {width} is not 3 x {heads} heads"
+        heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads) && width.is_multiple_of(parts),
+        "packed qkv width {width} is not {heads} query and 2 x {kv_heads} key/value heads"
     );
-    attention::Dims { batch, seq, heads, d: width / (3 * heads), scale, causal }
+    attention::Dims { batch, seq, heads, kv_heads, d: width / parts, scale, causal }
 }
 
 #[derive(Debug)]
@@ -57,11 +59,12 @@ impl Backward<Flex, 1> for PackedAttentionBackward {
 pub fn softmax_attention_packed(
     qkv: Tensor<3>,
     heads: usize,
+    kv_heads: usize,
     scale: f32,
     causal: bool,
 ) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     let forward = |qkv: &FlexTensor| {
-        let dims = packed_attention_dims(qkv, heads, scale, causal);
+        let dims = packed_attention_dims(qkv, heads, kv_heads, scale, causal);
         let (y, p) = attention::forward(dims, slice(qkv));
         let y = from_vec(y, [dims.batch, dims.seq, heads * dims.d].into());
         (dims, y, from_vec(p, [dims.batch, heads, dims.seq, dims.seq].into()))

@@ -6,6 +6,7 @@
 
 mod affine;
 mod attention;
+mod cross_entropy;
 mod gated_recurrence;
 mod glue;
 mod linear_attention;
@@ -15,6 +16,7 @@ mod unary;
 
 pub use affine::affine;
 pub use attention::softmax_attention_packed;
+pub use cross_entropy::token_cross_entropy;
 pub use gated_recurrence::gated_recurrence;
 pub use linear_attention::causal_linear_attention;
 pub use norm::layer_norm;

@@ -1,5 +1,5 @@
-//! Layer norm over the last axis (the kernel of `fused::norm`), with or without its bias, forward
-//! and backward.
+//! Layer norm (with or without its bias) and RMS norm over the last axis (the kernels of
+//! `fused::norm`), forward and backward.
 
 use super::glue::{Input, classify, contiguous, first, from_vec, record, run_backward, slice};
 use crate::fused::inputs::{LayerNormInputs, Unfused};
@@ -21,13 +21,20 @@ struct LayerNormState {
     xhat: FlexTensor,
     r: FlexTensor,
     gamma: FlexTensor,
+    /// Layer norm (`true`) or RMS norm.
+    centered: bool,
 }
 
 impl LayerNormState {
     /// `[dx, dγ, dβ]` for a contiguous `dy`.
     fn grads(&self, dy: &FlexTensor) -> [Option<FlexTensor>; 3] {
-        let (dx, dgamma, dbeta) =
-            norm::backward(slice(dy), slice(&self.xhat), slice(&self.r), slice(&self.gamma));
+        let (dx, dgamma, dbeta) = norm::backward(
+            slice(dy),
+            slice(&self.xhat),
+            slice(&self.r),
+            slice(&self.gamma),
+            self.centered,
+        );
         let width = dgamma.len();
         [
             from_vec(dx, dy.layout().shape().clone()),
@@ -46,20 +53,28 @@ impl<const N: usize> Backward<Flex, N> for LayerNormBackward {
     }
 }
 
-/// Fused layer norm over the last axis, or the inputs back when they are not all f32 flex
-/// tensors of one kind.
+/// Fused layer norm (`centered`) or RMS norm (no `beta`) over the last axis, or the inputs back
+/// when they are not all f32 flex tensors of one kind.
 pub fn layer_norm<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Option<Tensor<1>>,
     epsilon: f32,
+    centered: bool,
 ) -> Result<Tensor<D>, Unfused<LayerNormInputs<D>>> {
+    assert!(centered || beta.is_none(), "RMS norm has no bias");
     let forward = |x: &FlexTensor, gamma: &FlexTensor, beta: Option<&FlexTensor>| {
         let shape = x.layout().shape().clone();
         let width = shape[shape.num_dims() - 1];
         let beta = beta.map(contiguous);
-        let (y, xhat, r) =
-            norm::forward(slice(x), width, slice(gamma), beta.as_ref().map(slice), epsilon);
+        let (y, xhat, r) = norm::forward(
+            slice(x),
+            width,
+            slice(gamma),
+            beta.as_ref().map(slice),
+            epsilon,
+            centered,
+        );
         let rows = r.len();
         (
             from_vec(y, shape.clone()),
@@ -67,6 +82,7 @@ pub fn layer_norm<const D: usize>(
                 xhat: from_vec(xhat, shape),
                 r: from_vec(r, [rows].into()),
                 gamma: gamma.clone(),
+                centered,
             },
         )
     };

@@ -158,44 +158,55 @@ fn bernhard_divisors_match_hand_computed_values() {
 }
 
 /// The composed formula the packed kernel replaces: split, `softmax_attention`, merge.
-fn composed_attention(qkv: Tensor<3>, heads: usize, scaling: Scaling, causal: bool) -> Tensor<3> {
+fn composed_attention(
+    qkv: Tensor<3>,
+    heads: usize,
+    kv_heads: usize,
+    scaling: Scaling,
+    causal: bool,
+) -> Tensor<3> {
     let [b, t, w] = qkv.dims();
-    let d = w / (3 * heads);
-    let part = |i: usize| {
-        qkv.clone().narrow(2, i * heads * d, heads * d).reshape([b, t, heads, d]).swap_dims(1, 2)
+    let d = w / (heads + 2 * kv_heads);
+    let part = |start: usize, n: usize| {
+        let x = qkv.clone().narrow(2, start * d, n * d).reshape([b, t, n, d]).swap_dims(1, 2);
+        // Each key/value head copied to its `heads / kv_heads` query heads, in order.
+        x.reshape([b, n, 1, t, d]).expand([b, n, heads / n, t, d]).reshape([b, heads, t, d])
     };
-    let (y, _) =
-        softmax_attention(part(0), part(1), part(2), scaling, &ScoreTerms::default(), causal, 0);
+    let (q, k, v) = (part(0, heads), part(heads, kv_heads), part(heads + kv_heads, kv_heads));
+    let (y, _) = softmax_attention(q, k, v, scaling, &ScoreTerms::default(), causal, 0);
     y.swap_dims(1, 2).reshape([b, t, heads * d])
 }
 
 /// Packed fused attention equals the composed formula on fresh random inputs, outputs and
-/// gradients, causal and bidirectional, for both constant scalings, odd lengths included.
+/// gradients, causal and bidirectional, for both constant scalings, odd lengths included, with
+/// as many key/value heads as queries and with fewer (grouped-query, multi-query).
 #[test]
 fn fused_packed_attention_matches_the_composed_formula() {
     let d = device();
-    for (seed, (b, t, h, dh)) in
-        [(2, 13, 3, 4), (1, 1, 2, 8), (3, 9, 1, 16)].into_iter().enumerate()
+    for (seed, (b, t, h, kv, dh)) in
+        [(2, 13, 3, 3, 4), (1, 1, 2, 2, 8), (3, 9, 1, 1, 16), (2, 11, 6, 2, 4), (1, 7, 4, 1, 8)]
+            .into_iter()
+            .enumerate()
     {
         for causal in [true, false] {
             for (scaling, scale) in
                 [(Scaling::SqrtD, (dh as f32).sqrt().recip()), (Scaling::None, 1.0)]
             {
-                let qkv = randn([b, t, 3 * h * dh], 40 + seed as u64, &d) * 1.5;
-                let what = format!("b{b} t{t} h{h} d{dh} causal={causal} {}", scaling.name());
-                let plain =
-                    fused::softmax_attention_packed(qkv.clone(), h, scale, causal).expect("flex");
+                let qkv = randn([b, t, (h + 2 * kv) * dh], 40 + seed as u64, &d) * 1.5;
+                let what =
+                    format!("b{b} t{t} h{h} kv{kv} d{dh} causal={causal} {}", scaling.name());
+                let fused =
+                    |qkv| fused::softmax_attention_packed(qkv, h, kv, scale, causal).expect("flex");
                 assert_close(
-                    plain,
-                    composed_attention(qkv.clone(), h, scaling, causal),
+                    fused(qkv.clone()),
+                    composed_attention(qkv.clone(), h, kv, scaling, causal),
                     1e-5,
                     &format!("{what}: no autodiff"),
                 );
-                let (fast, fast_g) = output_and_grads(std::slice::from_ref(&qkv), 50, |v| {
-                    fused::softmax_attention_packed(v[0].clone(), h, scale, causal).expect("flex")
-                });
+                let (fast, fast_g) =
+                    output_and_grads(std::slice::from_ref(&qkv), 50, |v| fused(v[0].clone()));
                 let (slow, slow_g) = output_and_grads(&[qkv], 50, |v| {
-                    composed_attention(v[0].clone(), h, scaling, causal)
+                    composed_attention(v[0].clone(), h, kv, scaling, causal)
                 });
                 assert_close(fast, slow, 1e-5, &format!("{what}: output"));
                 assert_close(
