@@ -34,22 +34,22 @@ pub struct Dims {
 }
 
 impl Dims {
-    fn width(&self) -> usize {
+    pub(super) fn width(&self) -> usize {
         (self.heads + 2 * self.kv_heads) * self.d
     }
     /// Columns of query head `h`'s key and value in a packed row.
-    fn key_value_at(&self, h: usize) -> (usize, usize) {
+    pub(super) fn key_value_at(&self, h: usize) -> (usize, usize) {
         let kv = h / (self.heads / self.kv_heads);
         ((self.heads + kv) * self.d, (self.heads + self.kv_heads + kv) * self.d)
     }
     /// Keys query `i` attends over.
-    fn keys(&self, i: usize) -> usize {
+    pub(super) fn keys(&self, i: usize) -> usize {
         if self.causal { i + 1 } else { self.seq }
     }
 }
 
 /// One head's `rows × d` block of the packed rows, starting at column `at`.
-fn head<'a>(rows: &'a [f32], at: usize, dims: &Dims) -> View<'a> {
+pub(super) fn head<'a>(rows: &'a [f32], at: usize, dims: &Dims) -> View<'a> {
     View {
         data: rows,
         offset: at,

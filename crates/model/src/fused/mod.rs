@@ -16,7 +16,7 @@
 //! | [`layer_norm`] | `γ ⊙ (x − μ)/√(σ² + ε) + β` | `norm.rs` |
 //! | [`rms_norm`] | `γ ⊙ x/√(mean(x²) + ε)` | `norm.rs` |
 //! | [`rope_packed`] | RoPE on the `q`, `k` of `[q|k|v]` rows: `(x₀cos − x₁sin, x₁cos + x₀sin)` per pair | `rope.rs` |
-//! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` |
+//! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` (probabilities kept), `tiled_attention.rs` (from 128 tokens: blocks of queries, memory linear in T) |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` |
 //!
@@ -43,6 +43,8 @@ mod norm;
 #[cfg(feature = "flex")]
 mod rope;
 pub(crate) mod simd;
+#[cfg(feature = "flex")]
+mod tiled_attention;
 
 use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::tensor::Tensor;

@@ -1,9 +1,10 @@
-//! Softmax attention on packed `[q | k | v]` rows (the kernel of `fused::attention`), forward
-//! and backward.
+//! Softmax attention on packed `[q | k | v]` rows, forward and backward: the kernel of
+//! `fused::attention` (every head's probabilities kept) for short sequences, the blocked one of
+//! `fused::tiled_attention` (memory linear in the sequence) from [`TILED_FROM`] tokens on.
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
-use crate::fused::attention;
 use crate::fused::inputs::Unfused;
+use crate::fused::{attention, tiled_attention};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -28,15 +29,32 @@ fn packed_attention_dims(
     attention::Dims { batch, seq, heads, kv_heads, d: width / parts, scale, causal }
 }
 
+/// The sequence length from which the blocked kernel runs (measured: `attnlab bench --only
+/// scaling`, docs/benchmarks.md). Below it, keeping the probabilities is cheaper than
+/// recomputing them, and their memory is small.
+const TILED_FROM: usize = 128;
+
+/// Queries per block of the blocked kernel.
+const QUERY_BLOCK: usize = 64;
+
 #[derive(Debug)]
 struct PackedAttentionBackward;
+
+/// What the backward pass recomputes the attention from.
+#[derive(Clone, Debug)]
+enum Saved {
+    /// Every head's probabilities, `[batch, heads, seq, seq]`.
+    Probabilities(FlexTensor),
+    /// Each row's maximum score and reciprocal sum (`[batch, heads, seq, 2]`).
+    Blocked { stats: FlexTensor },
+}
 
 #[derive(Clone, Debug)]
 struct PackedAttentionState {
     dims: attention::Dims,
-    /// The (contiguous) packed input and the probabilities of the forward pass.
+    /// The (contiguous) packed input.
     qkv: FlexTensor,
-    p: FlexTensor,
+    saved: Saved,
 }
 
 impl Backward<Flex, 1> for PackedAttentionBackward {
@@ -48,8 +66,19 @@ impl Backward<Flex, 1> for PackedAttentionBackward {
         grads: &mut Gradients,
         _: &mut Checkpointer,
     ) {
-        run_backward(ops, grads, |PackedAttentionState { dims, qkv, p }, dy, _| {
-            let dqkv = attention::backward(dims, slice(&qkv), slice(&p), slice(dy));
+        run_backward(ops, grads, |PackedAttentionState { dims, qkv, saved }, dy, _| {
+            let dqkv = match saved {
+                Saved::Probabilities(p) => {
+                    attention::backward(dims, slice(&qkv), slice(&p), slice(dy))
+                }
+                Saved::Blocked { stats } => tiled_attention::backward(
+                    dims,
+                    QUERY_BLOCK,
+                    slice(&qkv),
+                    slice(&stats),
+                    slice(dy),
+                ),
+            };
             [Some(from_vec(dqkv, qkv.layout().shape().clone()))]
         });
     }
@@ -65,19 +94,26 @@ pub fn softmax_attention_packed(
 ) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     let forward = |qkv: &FlexTensor| {
         let dims = packed_attention_dims(qkv, heads, kv_heads, scale, causal);
-        let (y, p) = attention::forward(dims, slice(qkv));
-        let y = from_vec(y, [dims.batch, dims.seq, heads * dims.d].into());
-        (dims, y, from_vec(p, [dims.batch, heads, dims.seq, dims.seq].into()))
+        let y_shape = [dims.batch, dims.seq, heads * dims.d];
+        if dims.seq >= TILED_FROM {
+            let (y, stats) = tiled_attention::forward(dims, QUERY_BLOCK, slice(qkv));
+            let stats = from_vec(stats, [dims.batch, heads, dims.seq, 2].into());
+            (dims, from_vec(y, y_shape.into()), Saved::Blocked { stats })
+        } else {
+            let (y, p) = attention::forward(dims, slice(qkv));
+            let p = from_vec(p, [dims.batch, heads, dims.seq, dims.seq].into());
+            (dims, from_vec(y, y_shape.into()), Saved::Probabilities(p))
+        }
     };
     match classify(qkv) {
         Input::Plain(t) => Ok(Tensor::from_primitive::<Flex>(forward(&contiguous(&t)).1)),
         Input::Tracked(t) => {
             let input = contiguous(t.primitive());
-            let (dims, y, p) = forward(&input);
+            let (dims, y, saved) = forward(&input);
             Ok(record(
                 PackedAttentionBackward,
                 [&t],
-                PackedAttentionState { dims, qkv: input, p },
+                PackedAttentionState { dims, qkv: input, saved },
                 y,
             ))
         }
