@@ -1,6 +1,7 @@
 //! Element-wise kernels written so LLVM vectorizes them: straight-line `f32` arithmetic, no
-//! calls into libm, selects instead of branches. Each public kernel runs an AVX2+FMA build of the
-//! same body when the CPU has it (checked once per call), so the binary stays portable.
+//! calls into libm, selects instead of branches. Each public kernel runs an AVX-512 or an
+//! AVX2+FMA build of the same body when the CPU has one (checked per call, [`tier`]), so the
+//! binary stays portable.
 //!
 //! - `exp`: `e^x = 2^n · e^r` with `n = round(x / ln 2)`, `|r| ≤ ln 2 / 2`, and `e^r` by its Taylor
 //!   series to `r⁶/720` (truncation error below `1.2e-7` relative). Inputs are clamped to
@@ -165,8 +166,61 @@ fn exp_body(x: &mut [f32]) {
     }
 }
 
-/// Generates `$name` that runs `$body` compiled for AVX2+FMA when the CPU has both, and the
-/// baseline build of the same body otherwise.
+/// The instruction sets a dispatched kernel can be compiled for, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    /// The baseline build (any CPU the binary runs on).
+    Portable = 0,
+    /// x86-64 with AVX2 and FMA (256-bit vectors).
+    Avx2 = 1,
+    /// x86-64 with AVX-512 F and VL besides (512-bit vectors, 32 registers).
+    Avx512 = 2,
+}
+
+/// The widest tier kernels may use; lowered only by tests, to run every build of a kernel on a
+/// CPU that has them all. Every build computes the same `f32` operations in the same order
+/// (Rust never fuses or reorders float arithmetic on its own), so they agree bit for bit.
+static CEILING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(Tier::Avx512 as u8);
+
+/// The tier the dispatched kernels run at on this CPU (checked per call: `std` caches the
+/// detection, so it is an atomic load).
+pub fn tier() -> Tier {
+    let ceiling = CEILING.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if ceiling >= Tier::Avx512 as u8
+            && has!("avx512f")
+            && has!("avx512vl")
+            && has!("avx2")
+            && has!("fma")
+        {
+            return Tier::Avx512;
+        }
+        if ceiling >= Tier::Avx2 as u8 && has!("avx2") && has!("fma") {
+            return Tier::Avx2;
+        }
+    }
+    let _ = ceiling;
+    Tier::Portable
+}
+
+/// Runs `f` with the dispatched kernels held to `tier` and below, restoring the ceiling after.
+#[cfg(test)]
+pub(crate) fn at_most<T>(tier: Tier, f: impl FnOnce() -> T) -> T {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CEILING.store(Tier::Avx512 as u8, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _restore = Restore;
+    CEILING.store(tier as u8, std::sync::atomic::Ordering::Relaxed);
+    f()
+}
+
+/// Generates `$name` that runs `$body` compiled for the widest [`Tier`] the CPU has (AVX-512,
+/// else AVX2+FMA), and the baseline build of the same body otherwise: one binary, every host.
 macro_rules! dispatched {
     ($(#[$doc:meta])* $name:ident => $body:ident ($($arg:ident: $ty:ty),*)) => {
         $(#[$doc])*
@@ -175,14 +229,22 @@ macro_rules! dispatched {
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)] // as above
+                fn widest($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)] // as above
                 fn wide($($arg: $ty),*) {
                     $body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: both target features were detected on this CPU just above.
-                    return unsafe { wide($($arg),*) };
+                match $crate::fused::simd::tier() {
+                    // SAFETY: `tier()` names a tier only when this CPU has its features.
+                    $crate::fused::simd::Tier::Avx512 => return unsafe { widest($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::fused::simd::Tier::Avx2 => return unsafe { wide($($arg),*) },
+                    $crate::fused::simd::Tier::Portable => {}
                 }
             }
             $body($($arg),*)
@@ -307,6 +369,36 @@ mod tests {
             assert!((sum(&a) as f64 - serial_sum).abs() < 1e-4, "sum of {n}");
             assert!((dot(&a, &b) as f64 - serial_dot).abs() < 1e-4, "dot of {n}");
             assert_eq!(max(&a), a.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)), "max of {n}");
+        }
+    }
+
+    /// Every build of the kernels this CPU can run (portable, AVX2, AVX-512) gives the same
+    /// bits: the dispatch changes the vector width, never the arithmetic.
+    #[test]
+    fn every_tier_computes_the_same_bits() {
+        let xs: Vec<f32> = grid().into_iter().chain([f32::NAN, -88.5, 90.0]).collect();
+        let g: Vec<f32> = xs.iter().map(|x| 0.5 - x * 0.1).collect();
+        let run = || {
+            let mut outs = Vec::new();
+            for kernel in [gelu, elu1, silu, log_sigmoid] {
+                let mut y = vec![0.0; xs.len()];
+                kernel(&xs, &mut y);
+                outs.push(y);
+            }
+            for kernel in [gelu_backward, elu1_backward, silu_backward, log_sigmoid_backward] {
+                let mut y = vec![0.0; xs.len()];
+                kernel(&xs, &g, &mut y);
+                outs.push(y);
+            }
+            let mut e = xs.clone();
+            exp_in_place(&mut e);
+            outs.push(e);
+            outs.into_iter().flatten().map(f32::to_bits).collect::<Vec<u32>>()
+        };
+        let best = tier();
+        let reference = at_most(Tier::Portable, run);
+        for t in [Tier::Avx2, Tier::Avx512].into_iter().filter(|&t| t <= best) {
+            assert_eq!(at_most(t, run), reference, "{t:?} differs from the portable build");
         }
     }
 
