@@ -31,6 +31,9 @@ pub struct Dims {
     /// The multiplier `c` of `q·k`.
     pub scale: f32,
     pub causal: bool,
+    /// `W`: query `i` sees only keys `j` with `i − W < j` (and `j < i + W` when bidirectional).
+    /// Only the blocked kernel (`fused::tiled_attention`) takes one.
+    pub window: Option<usize>,
 }
 
 impl Dims {
@@ -42,9 +45,17 @@ impl Dims {
         let kv = h / (self.heads / self.kv_heads);
         ((self.heads + kv) * self.d, (self.heads + self.kv_heads + kv) * self.d)
     }
-    /// Keys query `i` attends over.
-    pub(super) fn keys(&self, i: usize) -> usize {
+    /// Keys query `i` attends over (without a window).
+    fn keys(&self, i: usize) -> usize {
         if self.causal { i + 1 } else { self.seq }
+    }
+    /// The keys `lo..hi` query `i` sees, window included.
+    pub(super) fn visible(&self, i: usize) -> (usize, usize) {
+        let hi = if self.causal { i + 1 } else { self.seq };
+        match self.window {
+            Some(w) => ((i + 1).saturating_sub(w), if self.causal { hi } else { hi.min(i + w) }),
+            None => (0, hi),
+        }
     }
 }
 

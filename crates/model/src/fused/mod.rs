@@ -100,8 +100,10 @@ pub fn rope_packed(
 /// `qkv` holds each position's `heads` queries, then `kv_heads` keys and values, side by side
 /// (`[q | k | v]`, each head-major: the layout of `heads::HeadProjection::project_grouped`);
 /// with `kv_heads < heads` (grouped-query attention) each key/value head serves
-/// `heads / kv_heads` consecutive query heads without being copied. The result has the heads
-/// merged. Returns `qkv` back (boxed) off flex, where the caller runs the composed formula.
+/// `heads / kv_heads` consecutive query heads without being copied. With a `window` `W`, query
+/// `i` sees only keys `j` with `i − W < j` (and `j < i + W` when not causal), as
+/// `families::softmax::attention_mask` masks. The result has the heads merged. Returns `qkv`
+/// back (boxed) off flex, where the caller runs the composed formula.
 ///
 /// # Shapes
 /// - `qkv`: `[batch, seq, (heads + 2·kv_heads)·d]` -> `[batch, seq, heads·d]`
@@ -111,12 +113,13 @@ pub fn softmax_attention_packed(
     kv_heads: usize,
     scale: f32,
     causal: bool,
+    window: Option<usize>,
 ) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     #[cfg(feature = "flex")]
-    return flex::softmax_attention_packed(qkv, heads, kv_heads, scale, causal);
+    return flex::softmax_attention_packed(qkv, heads, kv_heads, scale, causal, window);
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (heads, kv_heads, scale, causal);
+        let _ = (heads, kv_heads, scale, causal, window);
         Err(Box::new(qkv))
     }
 }

@@ -10,8 +10,9 @@
 //! log-sum-exp would differ by rounding that adds up over long sequences), `dP = dY_blk·Vᵀ`,
 //! `δ_i = Σ_j P_ij dP_ij`, `dS = c·P ⊙ (dP − δ)`, `dQ_blk = dS·K`, `dK += dSᵀ·Q_blk`, `dV += Pᵀ·dY_blk`.
 //!
-//! A causal block multiplies only the keys up to its last query, so this form also skips the
-//! masked half of the products that the kept-probabilities form computes and discards.
+//! A causal block multiplies only the keys up to its last query (and, with a window `W`, from
+//! its first query's `W`-th key back), so this form also skips the masked products that the
+//! kept-probabilities form computes and discards.
 //! Layout, grouped-query heads and [`Dims`] are [`super::attention`]'s.
 
 use super::attention::{Dims, head};
@@ -23,9 +24,30 @@ fn rows(v: View<'_>, start: usize, rows: usize) -> View<'_> {
     View { offset: v.offset + start * v.row_stride as usize, rows, ..v }
 }
 
-/// The keys block `start..start + n` of the queries sees: `start + n` when causal, else all.
-fn keys_of_block(dims: &Dims, start: usize, n: usize) -> usize {
-    if dims.causal { start + n } else { dims.seq }
+/// The keys `lo..hi` that some query of the block `start..start + n` sees (the first query's
+/// lowest, the last one's highest: both move forward with the query).
+fn keys_of_block(dims: &Dims, start: usize, n: usize) -> (usize, usize) {
+    (dims.visible(start).0, dims.visible(start + n - 1).1)
+}
+
+/// Softmax of `row` (the scores of keys `lo..` for query `i`) over the keys `i` sees, zero
+/// elsewhere; returns its maximum and reciprocal sum.
+#[inline(always)]
+fn softmax_visible(dims: &Dims, i: usize, lo: usize, row: &mut [f32]) -> (f32, f32) {
+    let (first, end) = dims.visible(i);
+    let (first, end) = (first - lo, end - lo);
+    let seen = &mut row[first..end];
+    let max = simd::max(seen);
+    for x in seen.iter_mut() {
+        *x = simd::exp(*x - max);
+    }
+    let inv = 1.0 / simd::sum(seen);
+    for x in seen.iter_mut() {
+        *x *= inv;
+    }
+    row[..first].fill(0.0);
+    row[end..].fill(0.0);
+    (max, inv)
 }
 
 /// Forward of head `h` of one batch element: `qkv` `[seq, width]`; writes `y` `[seq, d]` and
@@ -45,24 +67,16 @@ fn forward_head(
     let (q, k, v) = (head(qkv, h * d, &dims), head(qkv, k_at, &dims), head(qkv, v_at, &dims));
     for start in (0..seq).step_by(block) {
         let n = block.min(seq - start);
-        let keys = keys_of_block(&dims, start, n);
+        let (lo, hi) = keys_of_block(&dims, start, n);
+        let keys = hi - lo;
         let s = &mut scratch[..n * keys];
-        matmul_into(s, 0, keys, rows(q, start, n), rows(k, 0, keys).t(), scale, false);
+        matmul_into(s, 0, keys, rows(q, start, n), rows(k, lo, keys).t(), scale, false);
         for (r, row) in s.chunks_exact_mut(keys).enumerate() {
-            let seen = dims.keys(start + r);
-            let max = simd::max(&row[..seen]);
-            for x in &mut row[..seen] {
-                *x = simd::exp(*x - max);
-            }
-            let inv = 1.0 / simd::sum(&row[..seen]);
-            for x in &mut row[..seen] {
-                *x *= inv;
-            }
-            row[seen..].fill(0.0);
+            let (max, inv) = softmax_visible(&dims, start + r, lo, row);
             stats[2 * (start + r)] = max;
             stats[2 * (start + r) + 1] = inv;
         }
-        matmul_into(y, start * d, d, View::row_major(s, n, keys), rows(v, 0, keys), 1.0, false);
+        matmul_into(y, start * d, d, View::row_major(s, n, keys), rows(v, lo, keys), 1.0, false);
     }
 }
 
@@ -99,34 +113,37 @@ fn backward_group(
         let dq_at = (h - g * group) * d;
         for start in (0..seq).step_by(block) {
             let n = block.min(seq - start);
-            let keys = keys_of_block(&dims, start, n);
+            let (lo, hi) = keys_of_block(&dims, start, n);
+            let keys = hi - lo;
             let (p, ds) = (&mut p_buf[..n * keys], &mut ds_buf[..n * keys]);
-            matmul_into(p, 0, keys, rows(q, start, n), rows(k, 0, keys).t(), scale, false);
-            matmul_into(ds, 0, keys, rows(dy_h, start, n), rows(v, 0, keys).t(), 1.0, false);
+            matmul_into(p, 0, keys, rows(q, start, n), rows(k, lo, keys).t(), scale, false);
+            matmul_into(ds, 0, keys, rows(dy_h, start, n), rows(v, lo, keys).t(), 1.0, false);
             let pairs = p.chunks_exact_mut(keys).zip(ds.chunks_exact_mut(keys));
             for (r, (prow, dsrow)) in pairs.enumerate() {
                 let i = start + r;
-                let seen = dims.keys(i);
+                let (first, end) = dims.visible(i);
+                let (first, end) = (first - lo, end - lo);
                 let (max, inv) = (stats[2 * (h * seq + i)], stats[2 * (h * seq + i) + 1]);
-                for pij in &mut prow[..seen] {
+                for pij in &mut prow[first..end] {
                     *pij = simd::exp(*pij - max) * inv;
                 }
                 // δ from the very P and dP it corrects, so the row of dS sums to zero as exactly
-                // as the kept-probabilities kernel's (dy·y instead leaves a rounding residue
-                // that adds up over long sequences).
-                let delta = simd::dot(&prow[..seen], &dsrow[..seen]);
-                for (g, &pij) in dsrow[..seen].iter_mut().zip(&prow[..seen]) {
+                // as the kept-probabilities kernel's.
+                let delta = simd::dot(&prow[first..end], &dsrow[first..end]);
+                for (g, &pij) in dsrow[first..end].iter_mut().zip(&prow[first..end]) {
                     *g = scale * pij * (*g - delta);
                 }
-                prow[seen..].fill(0.0);
-                dsrow[seen..].fill(0.0);
+                for row in [&mut *prow, &mut *dsrow] {
+                    row[..first].fill(0.0);
+                    row[end..].fill(0.0);
+                }
             }
             let (p, ds) = (View::row_major(p, n, keys), View::row_major(ds, n, keys));
             let dq_width = group * d;
-            matmul_into(dq, start * dq_width + dq_at, dq_width, ds, rows(k, 0, keys), 1.0, false);
+            matmul_into(dq, start * dq_width + dq_at, dq_width, ds, rows(k, lo, keys), 1.0, false);
             // Keys and values gather from every block and every query head of the group.
-            matmul_into(dkv, 0, 2 * d, ds.t(), rows(q, start, n), 1.0, true);
-            matmul_into(dkv, d, 2 * d, p.t(), rows(dy_h, start, n), 1.0, true);
+            matmul_into(dkv, lo * 2 * d, 2 * d, ds.t(), rows(q, start, n), 1.0, true);
+            matmul_into(dkv, lo * 2 * d + d, 2 * d, p.t(), rows(dy_h, start, n), 1.0, true);
         }
     }
 }
@@ -253,7 +270,8 @@ mod tests {
                 .enumerate()
         {
             for causal in [true, false] {
-                let dims = Dims { batch, seq, heads, kv_heads, d, scale: 0.4, causal };
+                let dims =
+                    Dims { batch, seq, heads, kv_heads, d, scale: 0.4, causal, window: None };
                 let qkv = values(batch * seq * dims.width(), 10 + seed as u64);
                 let dy = values(batch * seq * heads * d, 20 + seed as u64);
                 let (y_ref, p) = attention::forward(dims, &qkv);

@@ -49,7 +49,7 @@ impl SoftmaxAttention {
     /// The score multiplier when it is a constant and nothing else shapes the logits (`sqrt_d`,
     /// `none`; an output gate is fine), which the fused kernel takes.
     fn constant_scale(&self) -> Option<f32> {
-        if self.forget.is_some() || self.sink.is_some() || self.zero_sink || self.window.is_some() {
+        if self.forget.is_some() || self.sink.is_some() || self.zero_sink {
             return None;
         }
         match self.scaling {
@@ -122,6 +122,7 @@ impl SequenceMixer for SoftmaxAttention {
                 self.heads.n_kv_heads(),
                 scale,
                 ctx.causal,
+                self.window,
             ) {
                 Ok(y) => return MixOutput { output: self.finish(y, x), diagnostics: None },
                 Err(rotated) => *rotated,

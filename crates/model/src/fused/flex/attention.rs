@@ -18,6 +18,7 @@ fn packed_attention_dims(
     kv_heads: usize,
     scale: f32,
     causal: bool,
+    window: Option<usize>,
 ) -> attention::Dims {
     let shape = qkv.layout().shape();
     let (batch, seq, width) = (shape[0], shape[1], shape[2]);
@@ -26,7 +27,7 @@ fn packed_attention_dims(
         heads > 0 && kv_heads > 0 && heads.is_multiple_of(kv_heads) && width.is_multiple_of(parts),
         "packed qkv width {width} is not {heads} query and 2 x {kv_heads} key/value heads"
     );
-    attention::Dims { batch, seq, heads, kv_heads, d: width / parts, scale, causal }
+    attention::Dims { batch, seq, heads, kv_heads, d: width / parts, scale, causal, window }
 }
 
 /// The sequence length from which the blocked kernel runs (measured: `attnlab bench --only
@@ -91,11 +92,13 @@ pub fn softmax_attention_packed(
     kv_heads: usize,
     scale: f32,
     causal: bool,
+    window: Option<usize>,
 ) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
     let forward = |qkv: &FlexTensor| {
-        let dims = packed_attention_dims(qkv, heads, kv_heads, scale, causal);
+        let dims = packed_attention_dims(qkv, heads, kv_heads, scale, causal, window);
         let y_shape = [dims.batch, dims.seq, heads * dims.d];
-        if dims.seq >= TILED_FROM {
+        // Only the blocked kernel takes a window.
+        if dims.seq >= TILED_FROM || window.is_some() {
             let (y, stats) = tiled_attention::forward(dims, QUERY_BLOCK, slice(qkv));
             let stats = from_vec(stats, [dims.batch, heads, dims.seq, 2].into());
             (dims, from_vec(y, y_shape.into()), Saved::Blocked { stats })
