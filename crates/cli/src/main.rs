@@ -359,7 +359,8 @@ struct BenchArgs {
     /// Tokens to decode (0: skip the decoding section).
     #[arg(long, default_value_t = 1024)]
     decode_tokens: usize,
-    /// Sections to run: train, scaling, decode.
+    /// Sections to run: train, scaling, decode, and (only when named) matmul: the GFLOP/s of
+    /// the model's linear maps at the preset's batch.
     #[arg(long, value_delimiter = ',', default_values_t = ["train".to_string(), "scaling".to_string(), "decode".to_string()])]
     only: Vec<String>,
     /// Backend.
@@ -1320,8 +1321,8 @@ fn cmd_swap(a: SwapArgs) -> Result<()> {
 fn cmd_bench(a: BenchArgs) -> Result<()> {
     use attnlab_eval::bench;
     for s in &a.only {
-        if !["train", "scaling", "decode"].contains(&s.as_str()) {
-            bail!("--only: unknown section '{s}': expected train, scaling or decode");
+        if !["train", "scaling", "decode", "matmul"].contains(&s.as_str()) {
+            bail!("--only: unknown section '{s}': expected train, scaling, decode or matmul");
         }
     }
     // Before anything is measured: a bad length would otherwise fail after the other sections.
@@ -1382,6 +1383,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             print_line,
         );
         json.insert("scaling".into(), serde_json::to_value(points)?);
+    }
+    if a.only.iter().any(|s| s == "matmul") {
+        let device = base.device.device()?;
+        let shapes = bench::model_matmul_shapes(&base)?;
+        let points = bench::matmul_table(&shapes, a.warmup, a.steps.max(1), &device, print_line);
+        json.insert("matmul".into(), serde_json::to_value(points)?);
     }
     if a.only.iter().any(|s| s == "decode") && a.decode_tokens > 0 {
         let points = bench::decode_table(&configs, a.decode_tokens, print_line)?;

@@ -232,6 +232,77 @@ pub fn length_point(
     }
 }
 
+/// One matrix product of the model, `[m, k] · [k, n]`, and the rate it ran at.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulPoint {
+    /// What the product is in the model (`qkv`, `mlp up`, `head`, ...).
+    pub name: String,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub ms_median: f64,
+    /// `2·m·k·n` floating-point operations over the median time.
+    pub gflops: f64,
+}
+
+/// The forward matrix products of one layer and the head of `config`'s model at its batch
+/// (`m` = batch × context rows), as the model runs them (`fused::affine_map`, no autodiff).
+pub fn model_matmul_shapes(
+    config: &RunConfig,
+) -> Result<Vec<(String, usize, usize, usize)>, BenchError> {
+    let task = task::build(config, None)?;
+    let model = &config.model;
+    let rows = config.train.batch_size * model.max_seq_len;
+    let (d, dh, h, kv) = (model.d_model, model.head_dim(), model.n_heads, model.kv_heads());
+    let hidden = model.mlp_width();
+    Ok(vec![
+        ("q|k|v projection".to_string(), rows, d, (h + 2 * kv) * dh),
+        ("output projection".to_string(), rows, h * dh, d),
+        ("mlp in".to_string(), rows, d, hidden),
+        ("mlp out".to_string(), rows, hidden, d),
+        ("head".to_string(), rows, d, task.io().output_dim),
+    ])
+}
+
+/// Times `x · w` for each `(name, m, k, n)` (median of `steps` after `warmup`), the product the
+/// model's linear maps run on.
+pub fn matmul_table(
+    shapes: &[(String, usize, usize, usize)],
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+    mut emit: impl FnMut(String),
+) -> Vec<MatmulPoint> {
+    emit(format!(
+        "\nmatrix products of the model's linear maps (median of {steps} after {warmup} warm-up)"
+    ));
+    emit(format!(
+        "{:<20} {:>6} {:>6} {:>6} {:>10} {:>9}",
+        "product", "m", "k", "n", "ms", "GFLOP/s"
+    ));
+    let mut points = Vec::new();
+    for (name, m, k, n) in shapes {
+        let (m, k, n) = (*m, *k, *n);
+        let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+        let w = Tensor::<2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+        let mut times = Vec::with_capacity(steps);
+        for rep in 0..warmup + steps {
+            let started = Instant::now();
+            let y = attnlab_model::fused::affine_map(x.clone(), w.clone(), None);
+            // Reading one value waits for the product on any backend.
+            let _ = y.slice([0..1, 0..1]).into_scalar::<f32>();
+            if rep >= warmup {
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let ms = median(&times);
+        let gflops = 2.0 * (m * k * n) as f64 / (ms * 1e6);
+        emit(format!("{name:<20} {m:>6} {k:>6} {n:>6} {ms:>10.3} {gflops:>9.1}"));
+        points.push(MatmulPoint { name: name.clone(), m, k, n, ms_median: ms, gflops });
+    }
+    points
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct DecodePoint {
     pub variant: String,
@@ -493,6 +564,22 @@ mod tests {
             &[],
         )
         .unwrap()
+    }
+
+    /// The matmul section times the model's own linear-map shapes (the tiny MQAR model: width
+    /// 16, 2 heads of 8, MLP 4×16, vocabulary 32, batch 4 × 16 rows) and reports `2mkn / t`.
+    #[test]
+    fn matmul_section_times_the_models_shapes() {
+        let shapes = model_matmul_shapes(&tiny_config()).unwrap();
+        let dims: Vec<(usize, usize, usize)> = shapes.iter().map(|s| (s.1, s.2, s.3)).collect();
+        assert_eq!(dims, [(64, 16, 48), (64, 16, 16), (64, 16, 64), (64, 64, 16), (64, 16, 32)]);
+        let mut lines = Vec::new();
+        let points = matmul_table(&shapes[..2], 1, 2, &Device::flex(), |l| lines.push(l));
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for p in &points {
+            let want = 2.0 * (p.m * p.k * p.n) as f64 / (p.ms_median * 1e6);
+            assert!(p.ms_median > 0.0 && (p.gflops - want).abs() < 1e-9 * want, "{p:?}");
+        }
     }
 
     /// The measurements run end to end on a tiny model and give finite, positive numbers.

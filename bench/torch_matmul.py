@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""PyTorch's matmul on the shapes `attnlab bench --only matmul` timed, side by side with attnlab's
+GFLOP/s: how close the gemm under the model's linear maps comes to the host's BLAS (MKL or
+OpenBLAS, whichever torch was built with).
+
+    RAYON_NUM_THREADS=2 attnlab bench --only matmul --config PRESET --json matmul.json
+    python3 bench/torch_matmul.py matmul.json --threads 2
+
+Median ms of --steps products after --warmup, `x @ w` with x `[m, k]` and w `[k, n]` drawn from a
+normal, no gradient; the CPU model and flags first.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument("attnlab_json", help="the --json file of `attnlab bench --only matmul`")
+p.add_argument("--threads", type=int, default=0)
+p.add_argument("--steps", type=int, default=30)
+p.add_argument("--warmup", type=int, default=5)
+a = p.parse_args()
+if a.threads:
+    torch.set_num_threads(a.threads)
+points = json.load(open(a.attnlab_json))["matmul"]
+name, flags = "?", set()
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name") and name == "?":
+        name = line.split(":", 1)[1].strip()
+    if line.startswith("flags") and not flags:
+        flags = set(line.split(":", 1)[1].split())
+simd = [f for f in ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"] if f in flags]
+print(f"cpu: {name} [{' '.join(simd)}]; torch {torch.__version__}, threads {torch.get_num_threads()}")
+print(f"{'product':<20} {'m':>6} {'k':>6} {'n':>6} {'attnlab GFLOP/s':>16} {'torch GFLOP/s':>14} {'attnlab/torch':>14}")
+with torch.no_grad():
+    for pt in points:
+        m, k, n = pt["m"], pt["k"], pt["n"]
+        x, w = torch.randn(m, k), torch.randn(k, n)
+        times = []
+        for rep in range(a.warmup + a.steps):
+            start = time.perf_counter()
+            y = x @ w
+            if rep >= a.warmup:
+                times.append(time.perf_counter() - start)
+        ms = statistics.median(times) * 1e3
+        ours, theirs = pt["gflops"], 2 * m * k * n / (ms * 1e6)
+        print(f"{pt['name']:<20} {m:>6} {k:>6} {n:>6} {ours:>16.1f} {theirs:>14.1f} {ours / theirs:>14.2f}")
