@@ -21,6 +21,8 @@ speed drifts by 10-30% over minutes. The CPU model and flags are printed first.
 """
 import argparse, json, os, re, statistics, subprocess, sys, tempfile
 
+from host import cpu
+
 here = os.path.dirname(os.path.abspath(__file__))
 shared = os.path.join(here, "../../shared/bench")
 p = argparse.ArgumentParser()
@@ -62,17 +64,6 @@ rows = a.rows.split(",")
 for r in rows:
     if r not in ANCHORS:
         sys.exit(f"error: no anchors for row {r!r}: pick from {','.join(ANCHORS)}")
-
-
-def cpu():
-    name, flags = "?", set()
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name") and name == "?":
-            name = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-    simd = [f for f in ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni", "amx_tile"] if f in flags]
-    return f"{name}, {os.cpu_count()} hardware threads, SIMD: {' '.join(simd)}"
 
 
 def attnlab(threads):

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from host import cpu
+
 p = argparse.ArgumentParser()
 p.add_argument("attnlab_json", help="the --json file of `attnlab bench --only matmul`")
 p.add_argument("--threads", type=int, default=0)
@@ -25,14 +27,7 @@ a = p.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
 points = json.load(open(a.attnlab_json))["matmul"]
-name, flags = "?", set()
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name") and name == "?":
-        name = line.split(":", 1)[1].strip()
-    if line.startswith("flags") and not flags:
-        flags = set(line.split(":", 1)[1].split())
-simd = [f for f in ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"] if f in flags]
-print(f"cpu: {name} [{' '.join(simd)}]; torch {torch.__version__}, threads {torch.get_num_threads()}")
+print(f"cpu: {cpu()}; torch {torch.__version__}, threads {torch.get_num_threads()}")
 print(f"{'product':<20} {'m':>6} {'k':>6} {'n':>6} {'attnlab GFLOP/s':>16} {'torch GFLOP/s':>14} {'attnlab/torch':>14}")
 with torch.no_grad():
     for pt in points:

@@ -13,28 +13,18 @@ Needs torch and transformers (not in CI). Run on an idle machine, beside attnlab
     python3 scripts/bench_llama_torch.py --threads 2
 """
 import argparse
-import platform
+import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-
-def cpu():
-    name, flags = platform.processor() or "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"]
-    return f"{name} [{' '.join(f for f in wanted if f in flags)}]"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from host import cpu  # noqa: E402  (bench/host.py, shared by the PyTorch-side benchmarks)
 
 
 def rss_mib():
