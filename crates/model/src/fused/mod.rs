@@ -354,7 +354,8 @@ mod tests {
     }
 
     /// The fused cross-entropy equals the composed `−log_softmax(x)[id]` on fresh random logits
-    /// (a strided view among them), outputs, argmax and gradients, with and without autodiff.
+    /// (a strided view and a contiguous view at an offset among them), outputs, argmax and
+    /// gradients, with and without autodiff.
     #[test]
     fn fused_cross_entropy_matches_the_composed_formula() {
         use burn::tensor::{Int, TensorData};
@@ -378,6 +379,35 @@ mod tests {
         let ((fast, fast_g), (slow, slow_g)) = (run(true), run(false));
         assert_close(fast, slow, 1e-5, "nll");
         assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-5, "gradient of the logits");
+        // A contiguous view at an offset into a larger buffer (one batch element's last
+        // positions, as `Target::LastPosition` narrows them) whose buffer nothing else holds by
+        // the backward pass (the product makes it, the narrowing keeps no reference).
+        let wide = randn([1, t + 2, vocab], 112, &d) * 4.0;
+        let last = |x: Tensor<3>| (x * 1.0).narrow(1, 2, t);
+        let one_ids = |x: &Tensor<3>| {
+            let ids: Vec<i64> = (0..t).map(|i| ((i * 17 + 3) % vocab) as i64).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &x.device())
+        };
+        let run = |fused: bool| {
+            output_and_grads(std::slice::from_ref(&wide), 113, |v| {
+                let x = last(v[0].clone());
+                let ids = one_ids(&x);
+                let (nll, _) = if fused {
+                    token_cross_entropy(x, ids)
+                } else {
+                    token_cross_entropy_composed(x, ids)
+                };
+                nll
+            })
+        };
+        let ((fast, fast_g), (slow, slow_g)) = (run(true), run(false));
+        assert_close(fast, slow, 1e-5, "nll of a narrowed view");
+        assert_close(
+            fast_g[0].clone(),
+            slow_g[0].clone(),
+            1e-5,
+            "gradient through a narrowed view",
+        );
         let x = logits.swap_dims(1, 2);
         let (nll, argmax) = token_cross_entropy(x.clone(), ids.clone());
         let (want_nll, want_argmax) = token_cross_entropy_composed(x, ids);

@@ -29,9 +29,12 @@ impl Backward<Flex, 1> for CrossEntropyBackward {
         run_backward(ops, grads, |CrossEntropyState { logits, targets, lse }, dy, _| {
             let shape = logits.layout().shape().clone();
             let vocab = shape[shape.num_dims() - 1];
-            // The state holds the only reference once the forward's output is gone: reuse it.
+            // The state holds the only reference once the forward's output is gone: reuse its
+            // buffer when the logits are all of it (a contiguous view of a larger buffer, such
+            // as one position narrowed out of a sequence, is copied first).
             let mut grad = logits;
-            if grad.try_storage_mut::<f32>().is_none() || grad.as_slice::<f32>().is_none() {
+            let n = shape.num_elements();
+            if grad.try_storage_mut::<f32>().is_none_or(|buffer| buffer.len() != n) {
                 grad = from_vec(slice(&grad).to_vec(), shape);
             }
             let buffer = grad.try_storage_mut::<f32>().expect("a fresh buffer is unique");
