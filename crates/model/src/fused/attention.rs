@@ -71,6 +71,18 @@ pub(super) fn head<'a>(rows: &'a [f32], at: usize, dims: &Dims) -> View<'a> {
     }
 }
 
+/// Head `h`'s `seq × d` block of rows with the heads merged (`[seq, heads·d]`: `y`, `dy`).
+pub(super) fn merged_head<'a>(rows: &'a [f32], h: usize, dims: &Dims) -> View<'a> {
+    View {
+        data: rows,
+        offset: h * dims.d,
+        rows: dims.seq,
+        cols: dims.d,
+        row_stride: (dims.heads * dims.d) as isize,
+        col_stride: 1,
+    }
+}
+
 /// A row-major `seq × seq` block.
 fn square(data: &[f32], seq: usize) -> View<'_> {
     View::row_major(data, seq, seq)
@@ -115,15 +127,7 @@ fn backward_one(
     scratch: &mut [f32],
 ) {
     let Dims { seq, heads, d, scale, .. } = dims;
-    let (width, hd) = (dims.width(), heads * d);
-    let dy_head = |h: usize| View {
-        data: dy,
-        offset: h * d,
-        rows: seq,
-        cols: d,
-        row_stride: hd as isize,
-        col_stride: 1,
-    };
+    let width = dims.width();
     // The first query head of a group writes its key/value gradient, the others add to it.
     let group = heads / dims.kv_heads;
     for h in 0..heads {
@@ -131,7 +135,15 @@ fn backward_one(
         let (q_at, shared) = (h * d, h % group != 0);
         let p = &p[h * seq * seq..(h + 1) * seq * seq];
         // dP = dy·vᵀ, then c·dS = c·P ⊙ (dP − δ) in place, δ_i = Σ_j P_ij dP_ij.
-        matmul_into(scratch, 0, seq, dy_head(h), head(qkv, v_at, &dims).t(), 1.0, false);
+        matmul_into(
+            scratch,
+            0,
+            seq,
+            merged_head(dy, h, &dims),
+            head(qkv, v_at, &dims).t(),
+            1.0,
+            false,
+        );
         for (i, (ds, prow)) in scratch.chunks_exact_mut(seq).zip(p.chunks_exact(seq)).enumerate() {
             let n = dims.keys(i);
             let delta = simd::dot(&prow[..n], &ds[..n]);
@@ -143,7 +155,7 @@ fn backward_one(
         let ds = square(scratch, seq);
         matmul_into(dqkv, q_at, width, ds, head(qkv, k_at, &dims), 1.0, false);
         matmul_into(dqkv, k_at, width, ds.t(), head(qkv, q_at, &dims), 1.0, shared);
-        matmul_into(dqkv, v_at, width, square(p, seq).t(), dy_head(h), 1.0, shared);
+        matmul_into(dqkv, v_at, width, square(p, seq).t(), merged_head(dy, h, &dims), 1.0, shared);
     }
 }
 

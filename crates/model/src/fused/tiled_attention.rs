@@ -15,7 +15,7 @@
 //! kept-probabilities form computes and discards.
 //! Layout, grouped-query heads and [`Dims`] are [`super::attention`]'s.
 
-use super::attention::{Dims, head};
+use super::attention::{Dims, head, merged_head};
 use super::matmul::{View, matmul_into};
 use super::simd;
 
@@ -96,20 +96,13 @@ fn backward_group(
     scratch: &mut [f32],
 ) {
     let Dims { seq, heads, d, scale, .. } = dims;
-    let (hd, group) = (heads * d, heads / dims.kv_heads);
-    let per_head = |data, h: usize| View {
-        data,
-        offset: h * d,
-        rows: seq,
-        cols: d,
-        row_stride: hd as isize,
-        col_stride: 1,
-    };
+    let group = heads / dims.kv_heads;
+
     let (p_buf, ds_buf) = scratch.split_at_mut(scratch.len() / 2);
     for h in g * group..(g + 1) * group {
         let (k_at, v_at) = dims.key_value_at(h);
         let (q, k, v) = (head(qkv, h * d, &dims), head(qkv, k_at, &dims), head(qkv, v_at, &dims));
-        let dy_h = per_head(dy, h);
+        let dy_h = merged_head(dy, h, &dims);
         let dq_at = (h - g * group) * d;
         for start in (0..seq).step_by(block) {
             let n = block.min(seq - start);
