@@ -9,18 +9,6 @@ use burn::module::Module;
 use burn::nn::{Linear, RmsNorm, RotaryEncoding};
 use burn::tensor::Tensor;
 
-/// The projections, as [`MlaAttention::new`] takes them (fields documented there).
-pub struct Projections {
-    pub q_down: Option<Linear>,
-    pub q: Linear,
-    pub kv_down: Linear,
-    pub kv_up: Linear,
-    pub rope: Option<DecoupledRope>,
-    pub q_norm: Option<RmsNorm>,
-    pub k_norm: Option<RmsNorm>,
-    pub out: Linear,
-}
-
 /// Head counts and widths.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
@@ -51,13 +39,7 @@ pub struct MlaAttention {
     /// `W_O`, `weight: [heads·d_h, d_model]`.
     pub out: Linear,
     #[module(skip)]
-    n_heads: usize,
-    #[module(skip)]
-    n_kv_heads: usize,
-    #[module(skip)]
-    d_head: usize,
-    #[module(skip)]
-    rope_dim: usize,
+    pub shape: Shape,
 }
 
 /// The projections of the decoupled RoPE part (both exist exactly when `rope_dim > 0`).
@@ -128,45 +110,26 @@ fn heads(x: Tensor<3>, n: usize) -> Tensor<4> {
 }
 
 impl MlaAttention {
-    pub fn new(p: Projections, shape: Shape) -> Self {
-        let Projections { q_down, q, kv_down, kv_up, rope, q_norm, k_norm, out } = p;
-        let Shape { n_heads, n_kv_heads, d_head, rope_dim } = shape;
-        Self {
-            q_down,
-            q,
-            kv_down,
-            kv_up,
-            rope,
-            q_norm,
-            k_norm,
-            out,
-            n_heads,
-            n_kv_heads,
-            d_head,
-            rope_dim,
-        }
-    }
-
     pub fn n_heads(&self) -> usize {
-        self.n_heads
+        self.shape.n_heads
     }
 
     pub fn d_head(&self) -> usize {
-        self.d_head
+        self.shape.d_head
     }
 
     pub fn rope_dim(&self) -> usize {
-        self.rope_dim
+        self.shape.rope_dim
     }
 
     /// The RoPE the compressed part takes: the model's only without a decoupled part.
     fn content_rope<'a>(&self, rope: Option<&'a RotaryEncoding>) -> Option<&'a RotaryEncoding> {
-        rope.filter(|_| self.rope_dim == 0)
+        rope.filter(|_| self.shape.rope_dim == 0)
     }
 
     /// The RoPE the decoupled part takes.
     fn decoupled_rope<'a>(&self, rope: Option<&'a RotaryEncoding>) -> Option<&'a RotaryEncoding> {
-        rope.filter(|_| self.rope_dim > 0)
+        rope.filter(|_| self.shape.rope_dim > 0)
     }
 
     /// Whether keys are linear in the latent, so the absorbed path holds: no RoPE and no norm
@@ -184,12 +147,12 @@ impl MlaAttention {
             Some(down) => fused::affine(down, x),
             None => x,
         };
-        let q_c = heads(fused::affine(&self.q, from.clone()), self.n_heads);
+        let q_c = heads(fused::affine(&self.q, from.clone()), self.shape.n_heads);
         let q_c = match &self.q_norm {
             Some(norm) => norm.forward(q_c),
             None => q_c,
         };
-        let q_r = self.rope.as_ref().map(|r| heads(fused::affine(&r.q, from), self.n_heads));
+        let q_r = self.rope.as_ref().map(|r| heads(fused::affine(&r.q, from), self.shape.n_heads));
         (q_c, q_r)
     }
 
@@ -208,7 +171,7 @@ impl MlaAttention {
     /// # Shapes
     /// - `x`: `[batch, kv_heads, seq, d]` -> `[batch, heads, seq, d]`
     fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
-        let (h, kv) = (self.n_heads, self.n_kv_heads);
+        let (h, kv) = (self.shape.n_heads, self.shape.n_kv_heads);
         if h == kv {
             return x;
         }
@@ -221,25 +184,25 @@ impl MlaAttention {
     /// # Shapes
     /// - `c`: `[batch, seq, d_c]` -> two `[batch, heads, seq, d_h]`
     fn keys_values(&self, c: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
-        let width = self.n_kv_heads * self.d_head;
+        let width = self.shape.n_kv_heads * self.shape.d_head;
         let kv = fused::affine(&self.kv_up, c);
-        let k = heads(kv.clone().narrow(2, 0, width), self.n_kv_heads);
+        let k = heads(kv.clone().narrow(2, 0, width), self.shape.n_kv_heads);
         let k = match &self.k_norm {
             Some(norm) => norm.forward(k),
             None => k,
         };
-        let v = heads(kv.narrow(2, width, width), self.n_kv_heads);
+        let v = heads(kv.narrow(2, width, width), self.shape.n_kv_heads);
         (self.repeat_kv(k), self.repeat_kv(v))
     }
 
     /// `W_UK` (`part` 0) or `W_UV` (1) per query head, `[batch, heads, d_c, d_h]` (head `h`
     /// holding its key/value head's columns): what the absorbed path multiplies by.
     fn per_head(&self, part: usize, batch: usize) -> Tensor<4> {
-        let (kv, d_h) = (self.n_kv_heads, self.d_head);
+        let (kv, d_h) = (self.shape.n_kv_heads, self.shape.d_head);
         let d_c = self.kv_up.weight.dims()[0];
         let w = self.kv_up.weight.val().narrow(1, part * kv * d_h, kv * d_h);
         let w = w.reshape([d_c, kv, d_h]).swap_dims(0, 1).unsqueeze_dim::<4>(0);
-        self.repeat_kv(w).expand([batch, self.n_heads, d_c, d_h])
+        self.repeat_kv(w).expand([batch, self.shape.n_heads, d_c, d_h])
     }
 
     /// The rotated decoupled part's scores `q^R·k^R`, added to the compressed part's.
@@ -266,7 +229,7 @@ impl MlaAttention {
     /// Softmax of the scores scaled by `1/√(d_h + d_R)`, queries at `q_offset..`.
     fn weights(&self, scores: Tensor<4>, causal: bool, q_offset: usize) -> Tensor<4> {
         let [_, _, seq_q, seq_k] = scores.dims();
-        let scores = scores / ((self.d_head + self.rope_dim) as f32).sqrt();
+        let scores = scores / ((self.shape.d_head + self.shape.rope_dim) as f32).sqrt();
         let mask = causal.then(|| causal_mask(seq_q, seq_k, q_offset, &scores.device()));
         masked_softmax(scores, mask)
     }
@@ -318,7 +281,7 @@ impl MlaAttention {
         q_offset: usize,
     ) -> Tensor<4> {
         let [b, n, d_c] = c.dims();
-        let c = c.unsqueeze_dim::<4>(1).expand([b, self.n_heads, n, d_c]);
+        let c = c.unsqueeze_dim::<4>(1).expand([b, self.shape.n_heads, n, d_c]);
         // q^C·(W_UK c) = (W_UKᵀ q^C)·c: each query once into the latent space, [b, h, s, d_c].
         let q_latent = q_c.matmul(self.per_head(0, b).swap_dims(2, 3));
         let scores = self.with_rope_scores(q_latent.matmul(c.clone().swap_dims(2, 3)), q_r, k_r);

@@ -147,22 +147,20 @@ impl MixerFamily for MlaAttentionConfig {
         };
         let norm =
             || dims.qk_head_norm.map(|eps| RmsNormConfig::new(d_h).with_epsilon(eps).init(device));
-        MlaAttention::new(
-            layer::Projections {
-                q_down,
-                q: linear(q_from, h * d_h, q_bias),
-                kv_down: linear(d, d_c, dims.bias),
-                kv_up: linear(d_c, 2 * kv * d_h, false),
-                rope: (d_r > 0).then(|| layer::DecoupledRope {
-                    q: linear(q_from, h * d_r, q_bias),
-                    k: linear(d, d_r, dims.bias),
-                }),
-                q_norm: norm(),
-                k_norm: norm(),
-                out: LinearConfig::new(h * d_h, d).with_bias(dims.out_bias).init(device),
-            },
-            layer::Shape { n_heads: h, n_kv_heads: kv, d_head: d_h, rope_dim: d_r },
-        )
+        MlaAttention {
+            q_down,
+            q: linear(q_from, h * d_h, q_bias),
+            kv_down: linear(d, d_c, dims.bias),
+            kv_up: linear(d_c, 2 * kv * d_h, false),
+            rope: (d_r > 0).then(|| layer::DecoupledRope {
+                q: linear(q_from, h * d_r, q_bias),
+                k: linear(d, d_r, dims.bias),
+            }),
+            q_norm: norm(),
+            k_norm: norm(),
+            out: LinearConfig::new(h * d_h, d).with_bias(dims.out_bias).init(device),
+            shape: layer::Shape { n_heads: h, n_kv_heads: kv, d_head: d_h, rope_dim: d_r },
+        }
     }
 
     fn conventions(&self) -> Vec<(&'static str, Convention)> {
