@@ -799,7 +799,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 fn cmd_linearize(a: LinearizeArgs) -> Result<()> {
     use attnlab_train::linearize::{LayerChoice, LinearizeOptions, linearize};
     let to: MixerSpec = a.to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-    let layers: LayerChoice = a.layers.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let layers: LayerChoice = a.layers.parse()?;
     let out = a.out.unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("linearize-{}", attnlab_train::run_dir::timestamp()))
     });

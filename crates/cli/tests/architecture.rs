@@ -480,6 +480,22 @@ fn no_family_names_another_and_the_interface_names_none() {
     }
 }
 
+/// A family or kernel file fits a screen or two: past ~500 lines it becomes a folder (its tests
+/// in `tests.rs` or `tests/`, as `families/linear/` is), so no model source file is over 500.
+#[test]
+fn no_model_source_file_is_over_500_lines() {
+    let (_, src) = &workspace_crates()[0];
+    let too_long: Vec<String> = crate_sources(src)
+        .into_iter()
+        .filter(|(module, _)| module != "tests" && !module.ends_with("::tests"))
+        .filter(|(module, _)| !module.contains("::tests::") && !module.starts_with("tests::"))
+        .map(|(module, text)| (module, text.lines().count()))
+        .filter(|&(_, lines)| lines > 500)
+        .map(|(module, lines)| format!("{module}: {lines} lines"))
+        .collect();
+    assert!(too_long.is_empty(), "split these into folders:\n{}", too_long.join("\n"));
+}
+
 /// The detector itself: each shape of circle the workspace once had is found.
 #[test]
 fn the_circle_detector_sees_every_kind_of_use() {

@@ -104,14 +104,18 @@ impl From<CanonSites> for String {
 }
 
 /// `model.canon_kernel` outside `2..=MAX_KERNEL` while a site is on.
-pub fn check_kernel(kernel: usize) -> Result<(), String> {
-    if (2..=MAX_KERNEL).contains(&kernel) {
-        Ok(())
-    } else {
-        Err(format!(
-            "model.canon_kernel = {kernel}: a Canon layer is a short convolution of 2 to {MAX_KERNEL} taps (the paper's is 4)"
-        ))
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "model.canon_kernel = {kernel}: a Canon layer is a short convolution of 2 to {max} taps (the paper's is 4)",
+    max = MAX_KERNEL
+)]
+pub struct CanonKernelError {
+    pub kernel: usize,
+}
+
+/// Checks `model.canon_kernel` while a site is on: `2..=MAX_KERNEL`.
+pub fn check_kernel(kernel: usize) -> Result<(), CanonKernelError> {
+    if (2..=MAX_KERNEL).contains(&kernel) { Ok(()) } else { Err(CanonKernelError { kernel }) }
 }
 
 /// One Canon layer over `d_model` channels.

@@ -4,13 +4,13 @@
 //! width 4·d, learned positions, LayerNorm, no dropout, untied head without bias.
 
 use crate::block::{Block, Mlp, MlpKind, Norm, NormKind};
-use crate::canon::{Canon, CanonSites};
+use crate::canon::{Canon, CanonKernelError, CanonSites};
 use crate::families::MixerSpec;
 use crate::families::softmax::SoftmaxAttentionConfig;
 use crate::init::InitScheme;
 use crate::lm::{InputLayer, Lm, Model};
 use crate::mixer::{MixerDescription, MixerDims, MixerError};
-use crate::position::{PositionKind, Positions, RopeScaling, RopeSettings};
+use crate::position::{PositionKind, Positions, RopeScaling, RopeScalingError, RopeSettings};
 use crate::stack::{MixerStack, StackLengthError};
 use burn::nn::{DropoutConfig, EmbeddingConfig, LinearConfig};
 use burn::tensor::Device;
@@ -193,8 +193,10 @@ pub enum ModelConfigError {
     KvHeadsDoNotDivide { n_kv_heads: usize, n_heads: usize },
     #[error("model.{key} ({value}) must be a finite number > 0")]
     NotPositive { key: &'static str, value: f64 },
-    #[error("model.rope_scaling: {reason}")]
-    RopeScaling { reason: String },
+    #[error("model.rope_scaling: {0}")]
+    RopeScaling(#[from] RopeScalingError),
+    #[error(transparent)]
+    CanonKernel(#[from] CanonKernelError),
     #[error("{reason}")]
     Canon { reason: String },
     #[error(
@@ -288,14 +290,13 @@ impl ModelConfig {
             }
         }
         if let Some(scaling) = &self.rope_scaling {
-            scaling.validate().map_err(|reason| ModelConfigError::RopeScaling { reason })?;
+            scaling.validate()?;
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(ModelConfigError::Dropout { dropout: self.dropout });
         }
         if self.canon.any() {
-            crate::canon::check_kernel(self.canon_kernel)
-                .map_err(|reason| ModelConfigError::Canon { reason })?;
+            crate::canon::check_kernel(self.canon_kernel)?;
         }
         if self.canon.before_mlp && self.mlp_width() == 0 {
             return Err(ModelConfigError::Canon {

@@ -42,9 +42,20 @@ pub enum RopeScaling {
     },
 }
 
+/// Llama 3 scaling numbers that scale nothing; the message names the value.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum RopeScalingError {
+    #[error("factor ({factor}) must be a finite number ≥ 1")]
+    Factor { factor: f64 },
+    #[error("need 0 < low_freq_factor ({low_freq_factor}) < high_freq_factor ({high_freq_factor})")]
+    FrequencyFactors { low_freq_factor: f64, high_freq_factor: f64 },
+    #[error("original_max_position_embeddings must be at least 1")]
+    NoOriginalLength,
+}
+
 impl RopeScaling {
-    /// Why the numbers cannot scale anything (`Err` names the value), for the config check.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Why the numbers cannot scale anything (the error names the value), for the config check.
+    pub fn validate(&self) -> Result<(), RopeScalingError> {
         let RopeScaling::Llama3 {
             factor,
             low_freq_factor,
@@ -52,15 +63,13 @@ impl RopeScaling {
             original_max_position_embeddings,
         } = *self;
         if !(factor.is_finite() && factor >= 1.0) {
-            return Err(format!("factor ({factor}) must be a finite number ≥ 1"));
+            return Err(RopeScalingError::Factor { factor });
         }
         if !(low_freq_factor > 0.0 && high_freq_factor > low_freq_factor) {
-            return Err(format!(
-                "need 0 < low_freq_factor ({low_freq_factor}) < high_freq_factor ({high_freq_factor})"
-            ));
+            return Err(RopeScalingError::FrequencyFactors { low_freq_factor, high_freq_factor });
         }
         if original_max_position_embeddings == 0 {
-            return Err("original_max_position_embeddings must be at least 1".to_string());
+            return Err(RopeScalingError::NoOriginalLength);
         }
         Ok(())
     }

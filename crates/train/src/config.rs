@@ -373,10 +373,41 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A `task.problem` that names nothing a task can build; the message names the key and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProblemError {
+    #[error(
+        "task.problem: unknown problem '{given}': expected parity, mod<m> (m >= 2, e.g. mod3) or s<n> (the symmetric group, n in 2..=7, e.g. s5)"
+    )]
+    Unknown { given: String },
+    #[error(
+        "task.problem: modulus {m} is below 2, so there is no state to track: use mod2 (or parity) or more"
+    )]
+    ModulusBelowTwo { m: usize },
+    #[error(
+        "task.problem: s{n} has a single element, so there is no state to track: use s2 or more"
+    )]
+    TrivialGroup { n: usize },
+    #[error(
+        "task.problem: s{n} has {n}! states, more than the {max} tokens a problem may have (s7): use n <= 7",
+        max = MAX_STATES
+    )]
+    GroupTooLarge { n: usize },
+    #[error(
+        "task.problem: mod{m} has {m} states, more than the {max} tokens a problem may have: use m <= {max}",
+        max = MAX_STATES
+    )]
+    ModulusTooLarge { m: usize },
+    #[error(
+        "task.problem: unknown needle problem '{given}': expected single, multikey, multivalue, multiquery or vartrack"
+    )]
+    UnknownNeedle { given: String },
+}
+
 impl std::str::FromStr for Problem {
-    type Err = String;
+    type Err = ProblemError;
     /// `parity`, `mod<m>` or `s<n>`; the error is one line naming `task.problem` and the fix.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ProblemError> {
         let number = |rest: &str| rest.parse::<usize>().ok();
         let problem = match s {
             "parity" => Problem::Parity,
@@ -386,26 +417,14 @@ impl std::str::FromStr for Problem {
             _ if s.starts_with('s') && number(&s[1..]).is_some() => {
                 Problem::Symmetric(number(&s[1..]).expect("checked"))
             }
-            _ => {
-                return Err(format!(
-                    "task.problem: unknown problem '{s}': expected parity, mod<m> (m >= 2, e.g. mod3) or s<n> (the symmetric group, n in 2..=7, e.g. s5)"
-                ));
-            }
+            _ => return Err(ProblemError::Unknown { given: s.to_string() }),
         };
         match problem {
-            Problem::Modular(m) if m < 2 => Err(format!(
-                "task.problem: modulus {m} is below 2, so there is no state to track: use mod2 (or parity) or more"
-            )),
-            Problem::Symmetric(n) if n < 2 => Err(format!(
-                "task.problem: s{n} has a single element, so there is no state to track: use s2 or more"
-            )),
+            Problem::Modular(m) if m < 2 => Err(ProblemError::ModulusBelowTwo { m }),
+            Problem::Symmetric(n) if n < 2 => Err(ProblemError::TrivialGroup { n }),
             // n! overflows long before it is computed for large n: compare n first.
-            Problem::Symmetric(n) if n > 7 => Err(format!(
-                "task.problem: s{n} has {n}! states, more than the {MAX_STATES} tokens a problem may have (s7): use n <= 7"
-            )),
-            Problem::Modular(m) if m > MAX_STATES => Err(format!(
-                "task.problem: mod{m} has {m} states, more than the {MAX_STATES} tokens a problem may have: use m <= {MAX_STATES}"
-            )),
+            Problem::Symmetric(n) if n > 7 => Err(ProblemError::GroupTooLarge { n }),
+            Problem::Modular(m) if m > MAX_STATES => Err(ProblemError::ModulusTooLarge { m }),
             p => Ok(p),
         }
     }
@@ -413,7 +432,7 @@ impl std::str::FromStr for Problem {
 
 impl StateTrackingConfig {
     /// The parsed `problem` (its one-line error names `task.problem`).
-    pub fn parsed(&self) -> Result<Problem, String> {
+    pub fn parsed(&self) -> Result<Problem, ProblemError> {
         self.problem.parse()
     }
 }
@@ -525,18 +544,14 @@ pub enum NeedleProblem {
 
 impl NeedleConfig {
     /// The parsed `problem` (its one-line error names `task.problem`).
-    pub fn parsed(&self) -> Result<NeedleProblem, String> {
+    pub fn parsed(&self) -> Result<NeedleProblem, ProblemError> {
         Ok(match self.problem.as_str() {
             "single" => NeedleProblem::Single,
             "multikey" => NeedleProblem::MultiKey,
             "multivalue" => NeedleProblem::MultiValue,
             "multiquery" => NeedleProblem::MultiQuery,
             "vartrack" => NeedleProblem::VariableTracking,
-            other => {
-                return Err(format!(
-                    "task.problem: unknown needle problem '{other}': expected single, multikey, multivalue, multiquery or vartrack"
-                ));
-            }
+            other => return Err(ProblemError::UnknownNeedle { given: other.to_string() }),
         })
     }
 
@@ -558,7 +573,7 @@ impl NeedleConfig {
 
     /// A setting that cannot make a sequence, as one line naming the key and the fix.
     fn check(&self, max_seq_len: usize) -> Result<(), (&'static str, String)> {
-        let problem = self.parsed().map_err(|m| ("task.problem", m))?;
+        let problem = self.parsed().map_err(|m| ("task.problem", m.to_string()))?;
         let n = self.needles;
         for (key, value) in [
             ("task.keys", self.keys),
@@ -1299,7 +1314,7 @@ impl RunConfig {
                 }
             }
             TaskConfig::StateTracking(c) => {
-                c.parsed().map_err(|message| invalid("task.problem", message))?;
+                c.parsed().map_err(|message| invalid("task.problem", message.to_string()))?;
                 let max = self.model.max_seq_len;
                 if c.seq_len == 0 || c.seq_len > max {
                     return Err(invalid(

@@ -16,11 +16,17 @@ pub enum LayerChoice {
     KeepWorst(usize),
 }
 
+/// A `--layers` value that names no layers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--layers {given}: expected all, comma-separated indices (1,3,5) or keep:K")]
+pub struct LayerChoiceError {
+    pub given: String,
+}
+
 impl std::str::FromStr for LayerChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad =
-            || format!("--layers {s}: expected all, comma-separated indices (1,3,5) or keep:K");
+    type Err = LayerChoiceError;
+    fn from_str(s: &str) -> Result<Self, LayerChoiceError> {
+        let bad = || LayerChoiceError { given: s.to_string() };
         if s == "all" {
             return Ok(Self::All);
         }
@@ -172,6 +178,6 @@ mod tests {
             assert_eq!(text.parse::<LayerChoice>(), Ok(choice.clone()));
             assert_eq!(choice.to_string(), text);
         }
-        assert!("keep:x".parse::<LayerChoice>().unwrap_err().contains("keep:K"));
+        assert!("keep:x".parse::<LayerChoice>().unwrap_err().to_string().contains("keep:K"));
     }
 }

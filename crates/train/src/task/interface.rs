@@ -365,8 +365,12 @@ pub enum TaskError {
     TrainTokenizer { reason: tokenizers::Error },
     /// A task option that names nothing the task can build (`task.problem`); the message names
     /// the key and the fix.
-    #[error("{0}")]
-    Problem(String),
+    #[error(transparent)]
+    Problem(#[from] crate::config::ProblemError),
+    /// Task settings that cannot make the task (MAD's refusals); the message names `key` and
+    /// the fix.
+    #[error("{message}")]
+    Refused { key: &'static str, message: String },
     /// A file the task keeps in the run directory cannot be written.
     #[error("{path}: {reason}")]
     SaveCodec { path: PathBuf, reason: String },

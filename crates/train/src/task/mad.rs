@@ -122,8 +122,8 @@ fn motif(rng: &mut impl Rng, range: Range<usize>, size: usize) -> Vec<usize> {
 
 impl Mad {
     pub fn new(config: MadConfig, seed: u64) -> Result<Self, TaskError> {
-        if let Some((_, message)) = config.refusal() {
-            return Err(TaskError::Problem(message));
+        if let Some((key, message)) = config.refusal() {
+            return Err(TaskError::Refused { key, message });
         }
         let value_of_key = if config.problem == MadProblem::Memorization {
             let (keys, values) = Self::halves(config.data_vocab());
