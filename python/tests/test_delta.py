@@ -58,7 +58,8 @@ def random_params(rng, gated, conv, d_model=8, n_heads=2):
     return p
 
 
-def oracle_mix(p, x, gated, neg_eigval, conv, causal, n_heads=2):
+def oracle_heads(p, x, neg_eigval, conv, n_heads):
+    """The delta layer's per-head q, k, v (conv, one SiLU, L2 norms, q scaled) and β, from the formula."""
     b, t, d_model = x.shape
     hd = d_model // n_heads
     qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
@@ -70,6 +71,12 @@ def oracle_mix(p, x, gated, neg_eigval, conv, causal, n_heads=2):
     q, k = unit(q) / math.sqrt(hd), unit(k)
     z = x @ p["beta.weight"] + p["beta.bias"]
     beta = ((2.0 if neg_eigval else 1.0) / (1.0 + np.exp(-z))).transpose(0, 2, 1)[..., None]
+    return q, k, v, beta
+
+
+def oracle_mix(p, x, gated, neg_eigval, conv, causal, n_heads=2):
+    b, t, d_model = x.shape
+    q, k, v, beta = oracle_heads(p, x, neg_eigval, conv, n_heads)
     if gated:
         zz = x @ p["dt.weight"] + p["dt.bias"]
         lg = (-np.log1p(np.exp(zz)) * np.exp(p["a_log"])).transpose(0, 2, 1)[..., None]
@@ -286,15 +293,7 @@ def kda_params(rng, conv, d_model=8, n_heads=2):
 def oracle_kda_mix(p, x, neg_eigval, conv, causal, n_heads=2):
     b, t, d_model = x.shape
     hd = d_model // n_heads
-    qkv = x @ p["heads.qkv.weight"] + p["heads.qkv.bias"]
-    if conv:
-        qkv = conv_by_sums(qkv, p["conv.weight"])
-    qkv = silu(qkv)
-    split = lambda a: a.reshape(b, t, n_heads, hd).transpose(0, 2, 1, 3)  # noqa: E731
-    q, k, v = split(qkv[..., :d_model]), split(qkv[..., d_model:2 * d_model]), split(qkv[..., 2 * d_model:])
-    q, k = unit(q) / math.sqrt(hd), unit(k)
-    z = x @ p["beta.weight"] + p["beta.bias"]
-    beta = ((2.0 if neg_eigval else 1.0) / (1.0 + np.exp(-z))).transpose(0, 2, 1)[..., None]
+    q, k, v, beta = oracle_heads(p, x, neg_eigval, conv, n_heads)
     # log alpha = -exp(A_log_h) * softplus(f(x) + dt_bias), column h*d_k + i for head h, channel i.
     f = x @ p["dt.weight"] + p["dt.bias"]
     lg = -np.log1p(np.exp(f)).reshape(b, t, n_heads, hd) * np.exp(p["a_log"])[:, None]
