@@ -148,6 +148,7 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
         "linear:cosformer:norm=none",
         "decay:retnet:map=elu1:norm=sum",
         "delta:neg_eigval=true",
+        "delta:kda:householders=2:conv=4",
     ] {
         cases.push(mixer("options", spec));
     }

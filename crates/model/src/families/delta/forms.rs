@@ -246,14 +246,14 @@ pub fn interleave_substeps(x: Tensor<4>, n: usize) -> Tensor<4> {
 /// token, before the token's first write.
 ///
 /// # Shapes
-/// - `log_g`: `[batch, heads, seq, 1]` -> `[batch, heads, seq·N, 1]`
+/// - `log_g`: `[batch, heads, seq, G]` -> `[batch, heads, seq·N, G]`
 pub fn gate_on_first_substep(log_g: Tensor<4>, n: usize) -> Tensor<4> {
     if n == 1 {
         return log_g;
     }
-    let [b, h, t, _] = log_g.dims();
-    let rest = Tensor::zeros([b, h, t, n - 1], &log_g.device());
-    Tensor::cat(vec![log_g, rest], 3).reshape([b, h, t * n, 1])
+    let [b, h, t, g] = log_g.dims();
+    let rest = Tensor::zeros([b, h, t, (n - 1) * g], &log_g.device());
+    Tensor::cat(vec![log_g, rest], 3).reshape([b, h, t * n, g])
 }
 
 /// Each token's query on its last sub-step and 0 on the others (whose outputs are dropped), so

@@ -105,7 +105,7 @@ impl RecurrentLayer for DeltaAttention {
     }
 
     /// `β` and the log gates of the sub-steps, `[batch, heads, seq·N, 1]` and
-    /// `[batch, heads, seq·N, G]` (`N = 1` under `kda`).
+    /// `[batch, heads, seq·N, G]` (the gate on each token's first sub-step).
     fn gates(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         let log_g = gate_on_first_substep(self.log_gates(x.clone()), self.householders);
         (self.betas(x), log_g)

@@ -27,8 +27,9 @@
 //! `d_v`; here it is **full rank**, the `dt` Linear `[d_model, heads·d_k]` (head-major, head `h`'s
 //! channel `i` in column `h·d_k + i`) whose bias is `dt_bias` (`[heads·d_k]`, drawn as Gated
 //! DeltaNet's), with `A_log = ln U(1, 16)` per head (fla's KDA range). q, k, v, β, `conv=K`, the
-//! L2 norm and `neg_eigval` are the delta rule's. One Householder step per token:
-//! `householders > 1` with `kda` is refused.
+//! L2 norm and `neg_eigval` are the delta rule's. With `householders = N > 1` (KDA ×
+//! DeltaProduct) the per-channel decay scales the state's rows once per token, before its
+//! first Householder step, as the per-head gate does below.
 //!
 //! **DeltaProduct** (`householders=N`, `N ≥ 1`; 1, the default, is the rule above): each token
 //! writes `N` times, with its own keys `k_{t,1..N}`, values `v_{t,1..N}` and strengths
@@ -213,12 +214,6 @@ impl MixerFamily for DeltaAttentionConfig {
             return Err(SpecError::new(
                 spec,
                 "householders must be at least 1 (1 is the delta rule, 2 or more DeltaProduct)",
-            ));
-        }
-        if c.gate == DeltaGate::Kda && c.householders > 1 {
-            return Err(SpecError::new(
-                spec,
-                "delta:kda takes one Householder step per token: householders > 1 (DeltaProduct) is not implemented with KDA's per-channel gate",
             ));
         }
         check_kernel(c.conv).map_err(|reason| SpecError::new(spec, reason))?;

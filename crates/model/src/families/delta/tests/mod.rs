@@ -48,7 +48,8 @@ fn naive_delta_rule(
 ///
 /// # Shapes
 /// - `q`: `[b, h, t, d_k]`, `k`: `[b, h, t, N·d_k]`, `v`: `[b, h, t, N·d_v]`, `beta`: `[b, h, t, N]`,
-///   `log_g`: `[b, h, t, 1]` -> (`[b, h, t, d_v]`, `[b, h, d_k, d_v]`)
+///   `log_g`: `[b, h, t, G]` (`G = 1`, or `d_k` scaling row `i` of `S`) -> (`[b, h, t, d_v]`,
+///   `[b, h, d_k, d_v]`)
 fn naive_delta_product(
     q: &Tensor<4>,
     k: &Tensor<4>,
@@ -65,7 +66,10 @@ fn naive_delta_product(
     let mut out = Vec::new();
     for i in 0..t {
         let at = |x: &Tensor<4>| x.clone().narrow(2, i, 1);
-        s = s * at(log_g).exp();
+        // The decay scales the state's rows: one factor per head (G = 1) or per key channel.
+        let decay = at(log_g).exp();
+        let g = decay.dims()[3];
+        s = s * decay.reshape([b, h, g, 1]);
         for j in 0..n {
             let key = at(k).narrow(3, j * dk, dk).reshape([b, h, dk, 1]);
             let value = at(v).narrow(3, j * dv, dv).reshape([b, h, 1, dv]);

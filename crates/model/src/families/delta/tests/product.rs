@@ -83,11 +83,14 @@ fn every_form_matches_the_naive_product_of_householder_steps() {
 }
 
 /// The implied weights times the interleaved values give the naive product's outputs, causal
-/// and bidirectional (the reversed pass reverses the tokens, not each token's sub-steps).
+/// and bidirectional (the reversed pass reverses the tokens, not each token's sub-steps), with
+/// one gate per head and one per key channel (KDA × DeltaProduct).
 #[test]
 fn product_weights_are_the_implied_weights() {
-    for n in [1, 2, 3] {
-        let [q, k, v, b, g] = product_inputs(6, n, 5100 + n as u64);
+    for (n, per_channel) in [(1, false), (2, false), (3, false), (2, true), (3, true)] {
+        let seed = 5100 + 10 * n as u64 + per_channel as u64;
+        let [q, k, v, b, g] = product_inputs(6, n, seed);
+        let g = if per_channel { randn([2, 2, 6, 4], seed + 5, &device()) } else { g };
         let (q, k, b, g) = (
             l2_normalize(q),
             l2_normalize(substeps(k, n)).reshape([2, 2, 6, n * 4]),
@@ -109,7 +112,8 @@ fn product_weights_are_the_implied_weights() {
             )
             .matmul(substeps(v.clone(), n));
             let want = if causal { forward.clone() } else { forward.clone() + flip(&backward) };
-            assert_close(got, want, 1e-4, &format!("N={n} causal={causal}"));
+            let what = format!("N={n} per_channel={per_channel} causal={causal}");
+            assert_close(got, want, 1e-4, &what);
         }
     }
 }
@@ -151,6 +155,9 @@ fn module_forms_match_the_naive_product() {
             ("householders=2:chunk=3", 4),
             ("gated:householders=3:neg_eigval=true:conv=4:chunk=4", 8),
             ("gated:householders=2", 7),
+            // KDA × DeltaProduct: the per-channel decay once per token, then N steps.
+            ("kda:householders=2:conv=4:chunk=3", 8),
+            ("kda:householders=3:neg_eigval=true", 7),
         ],
         5200,
         naive_module,
@@ -171,6 +178,8 @@ fn decoding_equals_the_forward() {
             ("householders=2:form=recurrent", dims()),
             ("gated:householders=3:conv=3:form=parallel", dims()),
             ("gated:householders=2:conv=4", gqa),
+            ("kda:householders=2:conv=4:chunk=2", dims()),
+            ("kda:householders=2", gqa),
         ],
         5300,
     );
@@ -181,7 +190,11 @@ fn decoding_equals_the_forward() {
 #[test]
 fn outputs_ignore_later_tokens() {
     assert_every_form_ignores_later_tokens(
-        &["householders=2", "gated:householders=3:neg_eigval=true:conv=4:chunk=4"],
+        &[
+            "householders=2",
+            "gated:householders=3:neg_eigval=true:conv=4:chunk=4",
+            "kda:householders=2:chunk=4",
+        ],
         5400,
     );
 }
