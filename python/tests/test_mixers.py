@@ -292,8 +292,30 @@ def mla_oracle(p, s, x, causal, rope=False, kv=H, norm_eps=None):
     return merged @ p["out.weight"] + p["out.bias"]
 
 
+def moba_oracle(p, s, x, causal, rope=False):
+    """MoBA by hand: per query, each candidate block's q·mean(K_block) (past blocks when causal,
+    every other block otherwise), sorted high to low with ties to the lower block, the first
+    ``topk`` kept with the own block (causally masked), softmax(q·k/√d) over their keys."""
+    q, k, v = per_head(p, x, D // H, D // H, rope)
+    B, _, Tn, d = q.shape
+    block, topk = s["block"], s["topk"]
+    blocks = [list(range(j * block, min((j + 1) * block, Tn))) for j in range(-(-Tn // block))]
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tn):
+                own = i // block
+                cands = [j for j in range(len(blocks)) if (j < own if causal else j != own)]
+                score = {j: float(q[b, h, i] @ (sum(k[b, h, l] for l in blocks[j]) / len(blocks[j]))) for j in cands}
+                chosen = sorted(cands, key=lambda j: (-score[j], j))[:topk]
+                js = [l for l in range(Tn) if l // block in chosen or (l // block == own and (l <= i or not causal))]
+                e = [math.exp(float(q[b, h, i] @ k[b, h, l]) / math.sqrt(d)) for l in js]
+                y[b, h, i] = sum(ej / sum(e) * v[b, h, l] for ej, l in zip(e, js))
+    return output(p, y)
+
+
 ORACLES = {"softmax": softmax_oracle, "sigmoid": sigmoid_oracle, "stickbreak": stickbreak_oracle, "linear": linear_oracle,
-           "diff": diff_oracle, "mla": mla_oracle}
+           "diff": diff_oracle, "mla": mla_oracle, "moba": moba_oracle}
 
 
 def run(spec, seed, causal, rope=False, batch=2, layer=0):
@@ -379,6 +401,14 @@ class MixerOracleTests(unittest.TestCase):
             run("mla:rope_dim=2", 490, True)
         self.assertIn("positions = rope", str(e.exception))
 
+    def test_moba(self):
+        seed = 740
+        for spec in ["moba", "moba:block=2:topk=1", "moba:block=3:topk=1", "moba:block=2:topk=2", "moba:block=2:topk=0"]:
+            for causal in (True, False):
+                for rope in (False, True):
+                    seed += 1
+                    self.check(spec, causal, seed, rope=rope, tol=1e-5 if rope else 1e-10)
+
     def test_stickbreak(self):
         for causal in (True, False):
             self.check("stickbreak", causal, 400 + causal)
@@ -402,7 +432,7 @@ class MixerOracleTests(unittest.TestCase):
                 self.check(spec, causal, 700, rope=True, tol=1e-5)
 
     def test_causal_outputs_ignore_the_future(self):
-        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff", "mla"]:
+        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff", "mla", "moba:block=2:topk=1"]:
             s = parse(spec)
             rng = np.random.default_rng(800)
             p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng).items()}

@@ -211,6 +211,24 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             MQAR,
             &["model.mixer=mla:latent=12", "model.positions=rope", "model.n_heads=4"],
         ),
+        // MoBA's gate on rotated, normed queries and keys, each query head over its key/value
+        // head's block means; and both ways, every other block a candidate.
+        Case::new(
+            "moba-rope-gqa-qk-norm",
+            MQAR,
+            &[
+                "model.mixer=moba:block=4:topk=2",
+                "model.positions=rope",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+                "model.qk_head_norm=true",
+            ],
+        ),
+        Case::new(
+            "moba-bidirectional",
+            "configs/separation-smoke.toml",
+            &["model.mixer=moba:block=4:topk=1"],
+        ),
         Case::new("hybrid", MQAR, &["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
         Case::new(
             "separation-bidirectional",

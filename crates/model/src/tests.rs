@@ -231,6 +231,7 @@ fn bidirectional_outputs_see_the_future() {
         "softmax:forget=true",
         "diff",
         "mla",
+        "moba:block=2:topk=1",
     ] {
         let cfg = ModelConfig { causal: false, ..config(spec, PositionKind::Learned) };
         let m = model(&cfg, &d);
@@ -330,7 +331,7 @@ fn vector_inputs_regress() {
 #[test]
 fn diagnostics_report_weights_and_entropy_per_layer() {
     let d = device();
-    for spec in ["softmax", "linear:elu1", "sigmoid", "diff", "mla"] {
+    for spec in ["softmax", "linear:elu1", "sigmoid", "diff", "mla", "moba:block=2:topk=1"] {
         let m = model(&config(spec, PositionKind::Learned), &d);
         let (_, diags) =
             m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));

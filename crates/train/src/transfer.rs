@@ -226,6 +226,13 @@ mod tests {
         );
     }
 
+    /// MoBA is softmax's projections under a block-sparse mask chosen by a parameter-free gate:
+    /// everything carries, nothing starts fresh.
+    #[test]
+    fn swapping_to_block_attention_carries_every_parameter() {
+        assert_swap_carries_the_projections("moba:block=4:topk=1", &[]);
+    }
+
     /// Multi-head latent attention has projections of its own (no packed `heads.qkv`), so a
     /// swap from softmax starts exactly that layer's mixer fresh and carries everything else.
     #[test]

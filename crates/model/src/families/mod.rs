@@ -16,6 +16,7 @@ pub mod delta;
 pub mod diff;
 pub mod linear;
 pub mod mla;
+pub mod moba;
 pub mod sigmoid;
 pub mod softmax;
 pub mod stickbreak;
@@ -97,6 +98,7 @@ families! {
     StickBreak(stickbreak::StickBreakingAttentionConfig),
     Diff(diff::DiffAttentionConfig),
     Mla(mla::MlaAttentionConfig),
+    Moba(moba::MobaAttentionConfig),
 }
 
 struct FamilyEntry {

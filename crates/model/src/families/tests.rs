@@ -25,6 +25,8 @@ fn canonical_specs_round_trip() {
         "diff:lambda_init=0.5",
         "mla",
         "mla:latent=4:q_latent=8:rope_dim=2",
+        "moba",
+        "moba:block=4:topk=1",
     ] {
         let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.to_string(), spec);

@@ -1,0 +1,217 @@
+//! The MoBA kernel on projected heads (the gate, the top-k block choice, the mask it makes and
+//! softmax under it) and the module: its full-sequence forward and KV-cache decoding.
+
+use crate::heads::{HeadProjection, KvCache, diagnostics, masked_softmax};
+use crate::mixer::{MixContext, MixOutput, SequenceMixer};
+use burn::module::Module;
+use burn::nn::RotaryEncoding;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+/// A `[1, 1, rows, cols]` mask, `true` where `f(row, col)`, expanded to `[b, h, rows, cols]`.
+fn mask_of(
+    [b, h, rows, cols]: [usize; 4],
+    f: impl Fn(usize, usize) -> bool,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let f = &f;
+    let flags: Vec<f32> =
+        (0..rows).flat_map(|r| (0..cols).map(move |c| if f(r, c) { 1.0 } else { 0.0 })).collect();
+    Tensor::<1>::from_floats(flags.as_slice(), device)
+        .reshape([1, 1, rows, cols])
+        .greater_elem(0.5)
+        .expand([b, h, rows, cols])
+}
+
+/// The past blocks each query reads besides its own: `true` where query `i` (absolute position
+/// `q_offset + i`) chooses key block `j` (keys `j·block .. (j + 1)·block`). Causal: the `topk`
+/// highest `q_i·mean(k_l, l in block j)` over `j < ⌊(q_offset + i)/block⌋`, ties to the lower
+/// `j`, all of them when there are fewer; bidirectional: the same over every block but the own.
+/// The gate is computed on detached inputs: the choice carries no gradient.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`
+/// - returns `[batch, heads, seq_q, ⌈seq_k/block⌉]`
+pub fn selected_blocks(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    block: usize,
+    topk: usize,
+    causal: bool,
+    q_offset: usize,
+) -> Tensor<4, Bool> {
+    let [b, h, seq_q, _] = q.dims();
+    let seq_k = k.dims()[2];
+    let n_blocks = seq_k.div_ceil(block);
+    let device = q.device();
+    let shape = [b, h, seq_q, n_blocks];
+    let candidates = mask_of(
+        shape,
+        |i, j| {
+            let own = (q_offset + i) / block;
+            if causal { j < own } else { j != own }
+        },
+        &device,
+    );
+    if topk >= n_blocks {
+        return candidates;
+    }
+    if topk == 0 {
+        return mask_of(shape, |_, _| false, &device);
+    }
+    // [n_blocks, seq_k]: 1/|block j| on block j's keys, so `pool·k` are the block means.
+    let pool: Vec<f32> = (0..n_blocks)
+        .flat_map(|j| {
+            let size = block.min(seq_k - j * block) as f32;
+            (0..seq_k).map(move |l| if l / block == j { size.recip() } else { 0.0 })
+        })
+        .collect();
+    let pool = Tensor::<1>::from_floats(pool.as_slice(), &device)
+        .reshape([1, 1, n_blocks, seq_k])
+        .expand([b, h, n_blocks, seq_k]);
+    let means = pool.matmul(k.detach()); // [b, h, n_blocks, d]
+    let gate = q
+        .detach()
+        .matmul(means.swap_dims(2, 3))
+        .mask_fill(candidates.clone().bool_not(), f32::NEG_INFINITY);
+    // The k-th highest score; everything above it is chosen, and the ties at it fill the places
+    // left, lowest block first. With fewer candidates than k, the k-th is −∞ and every
+    // candidate is above it (the −∞ ties are not candidates).
+    let kth = gate.clone().topk(topk, 3).narrow(3, topk - 1, 1).expand(shape);
+    let above = gate.clone().greater(kth.clone());
+    let tied = gate.equal(kth);
+    let free = (above.clone().float().sum_dim(3).neg() + topk as f32).expand(shape);
+    let tie_rank = tied.clone().float().cumsum(3); // 1 for the lowest tied block, 2, ...
+    let first_ties = tied.bool_and(tie_rank.lower_equal(free));
+    above.bool_or(first_ties).bool_and(candidates)
+}
+
+/// `true` where query `i` (absolute position `q_offset + i`) must not see key `l`: keys outside
+/// its own block and the blocks it chose (`selected`, from [`selected_blocks`]), and, causal,
+/// its own block's future.
+///
+/// # Shapes
+/// - `selected`: `[batch, heads, seq_q, n_blocks]` -> `[batch, heads, seq_q, seq_k]`
+pub fn moba_mask(
+    selected: Tensor<4, Bool>,
+    seq_k: usize,
+    block: usize,
+    causal: bool,
+    q_offset: usize,
+) -> Tensor<4, Bool> {
+    let [b, h, seq_q, _] = selected.dims();
+    let device = selected.device();
+    let block_of: Vec<i64> = (0..seq_k).map(|l| (l / block) as i64).collect();
+    let block_of = Tensor::<1, Int>::from_data(TensorData::new(block_of, [seq_k]), &device);
+    let chosen = selected.float().select(3, block_of).greater_elem(0.5);
+    let own = mask_of(
+        [b, h, seq_q, seq_k],
+        |i, l| {
+            let p = q_offset + i;
+            l / block == p / block && (!causal || l <= p)
+        },
+        &device,
+    );
+    chosen.bool_or(own).bool_not()
+}
+
+/// MoBA on already-projected heads: softmax of `q·k/√d` over the keys of each query's own block
+/// (causally masked) and of the blocks [`selected_blocks`] chooses. Queries sit at absolute
+/// positions `q_offset..`, keys at `0..seq_k`. Returns the output and the weights (zero off the
+/// selected keys).
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`, `v`: `[batch, heads, seq_k, d_v]`
+/// - returns `[batch, heads, seq_q, d_v]` and `[batch, heads, seq_q, seq_k]`
+pub fn moba_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    block: usize,
+    topk: usize,
+    causal: bool,
+    q_offset: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let (y, weights, _) = attend(q, k, v, block, topk, causal, q_offset);
+    (y, weights)
+}
+
+/// [`moba_attention`], also returning the mask it used.
+fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    block: usize,
+    topk: usize,
+    causal: bool,
+    q_offset: usize,
+) -> (Tensor<4>, Tensor<4>, Tensor<4, Bool>) {
+    let [_, _, _, d] = q.dims();
+    let seq_k = k.dims()[2];
+    let selected = selected_blocks(q.clone(), k.clone(), block, topk, causal, q_offset);
+    let hidden = moba_mask(selected, seq_k, block, causal, q_offset);
+    let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
+    let weights = masked_softmax(scores.mask_fill(hidden.clone(), f32::NEG_INFINITY), None);
+    (weights.clone().matmul(v), weights, hidden)
+}
+
+/// Multi-head MoBA: softmax's projections, a block-sparse mask chosen per query.
+#[derive(Module, Debug)]
+pub struct MobaAttention {
+    pub heads: HeadProjection,
+    #[module(skip)]
+    block: usize,
+    #[module(skip)]
+    topk: usize,
+}
+
+impl MobaAttention {
+    pub fn new(heads: HeadProjection, block: usize, topk: usize) -> Self {
+        Self { heads, block, topk }
+    }
+
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    pub fn topk(&self) -> usize {
+        self.topk
+    }
+
+    /// The past blocks each query of `x` chooses ([`selected_blocks`] of the layer's rotated
+    /// queries and keys), for monitoring which blocks the gate routes to.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, ⌈seq/block⌉]`
+    pub fn selection(&self, x: Tensor<3>, ctx: MixContext<'_>) -> Tensor<4, Bool> {
+        let (q, k, _) = self.heads.split_rotated(x, ctx.rope, 0);
+        selected_blocks(q, k, self.block, self.topk, ctx.causal, 0)
+    }
+}
+
+impl SequenceMixer for MobaAttention {
+    type State = KvCache;
+
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        let (q, k, v) = self.heads.split_rotated(x, ctx.rope, 0);
+        let (y, weights, hidden) = attend(q, k, v, self.block, self.topk, ctx.causal, 0);
+        // The keys each row reads, averaged over batch and heads (exact when causal, where
+        // every row of a position reads the same number).
+        let diagnostics = ctx.diagnostics.then(|| {
+            let [_, _, t, _] = weights.dims();
+            let keys = hidden.bool_not().float().sum_dim(3).mean_dim(0).mean_dim(1);
+            diagnostics(weights, keys.reshape([t, 1]))
+        });
+        MixOutput { output: self.heads.merge(y), diagnostics }
+    }
+
+    fn empty_state(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn step(&self, x: Tensor<3>, state: &mut KvCache, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        let (block, topk) = (self.block, self.topk);
+        state.step(&self.heads, x, rope, |q, keys, values, offset| {
+            moba_attention(q, keys, values, block, topk, true, offset).0
+        })
+    }
+}
