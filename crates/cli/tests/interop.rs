@@ -206,6 +206,16 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
                 "model.qk_head_norm=true",
             ],
         ),
+        // DeepSeek-V2's code's RMSNorm of both latents, with the decoupled part.
+        Case::new(
+            "mla-latent-norm",
+            MQAR,
+            &[
+                "model.mixer=mla:rope_dim=4:q_latent=8:latent_norm=true",
+                "model.positions=rope",
+                "model.n_heads=4",
+            ],
+        ),
         Case::new(
             "mla-rope-compressed",
             MQAR,

@@ -1,4 +1,4 @@
-"""``mla[:latent=N][:rope_dim=N][:q_latent=N]`` (mirrors crates/model/src/families/mla/).
+"""``mla[:latent=N][:rope_dim=N][:q_latent=N][:latent_norm=true]`` (mirrors crates/model/src/families/mla/).
 
 Multi-head latent attention (DeepSeek-V2, arXiv 2405.04434, §2.1). MLA has no packed
 ``heads.qkv``: its parameters are its own (weights stored ``[d_in, d_out]``):
@@ -10,6 +10,9 @@ Multi-head latent attention (DeepSeek-V2, arXiv 2405.04434, §2.1). MLA has no p
   ``[d_model, N]``) with ``q_latent=N`` (then ``q`` has no bias);
 - with ``rope_dim = d_R > 0``: ``rope.q`` ``[d_model or N, H·d_R]`` and ``rope.k`` ``[d_model, d_R]``,
   the decoupled part, rotated by RoPE of width ``d_R``; ``k^R`` is one key shared by the heads;
+- ``latent_norm.gamma`` ``[d_c]`` and, with a query latent, ``q_latent_norm.gamma`` ``[N]`` with
+  ``latent_norm=true``: RMSNorm of ``c`` and ``c^Q`` right after the down-projections (ε: the
+  registry's ``latent_norm_eps``, DeepSeek-V2's code);
 - ``q_norm.gamma``, ``k_norm.gamma`` ``[d_h]`` with ``model.qk_head_norm``: RMSNorm of each head's
   ``q^C``, ``k^C`` (ε ``model.norm_eps``), before RoPE;
 - ``out`` ``[H·d_h, d_model]``.
@@ -53,9 +56,14 @@ def mix(ops, p, spec, x, ctx):
     qk_width(p, ctx)
     if dr and ctx.rope is None:
         raise ValueError(f"{spec}: rope_dim > 0 needs model.positions = rope")
+    latent_eps = spec.convention("latent_norm_eps")
     source = x if "q_down.weight" not in p else _heads.affine(ops, x, p["q_down.weight"], p.get("q_down.bias"))
+    if "q_latent_norm.gamma" in p:
+        source = _norm(ops, source, p["q_latent_norm.gamma"], latent_eps)
     q = _heads_of(ops, _heads.affine(ops, source, p["q.weight"], p.get("q.bias")), h)
     c = _heads.affine(ops, x, p["kv_down.weight"], p.get("kv_down.bias"))
+    if "latent_norm.gamma" in p:
+        c = _norm(ops, c, p["latent_norm.gamma"], latent_eps)
 
     kv_up = ops.matmul(c, p["kv_up.weight"])
 

@@ -40,7 +40,10 @@ macro_rules! families {
         pub enum MixerSpec { $( $variant($config), )* }
 
         /// The run-time selected mixer: one concrete module type for any family (its variant
-        /// name is part of every parameter's path in checkpoints and exports).
+        /// name is part of every parameter's path in checkpoints and exports). One per layer,
+        /// built once: the variants differ in size by a few parameter handles, which a `Box`
+        /// per variant would trade for an indirection on every call and in the record format.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum Mixer { $( $variant(<$config as MixerFamily>::Module), )* }
 

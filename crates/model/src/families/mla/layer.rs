@@ -36,6 +36,10 @@ pub struct MlaAttention {
     pub q_norm: Option<RmsNorm>,
     /// The same for `k^C`.
     pub k_norm: Option<RmsNorm>,
+    /// `latent_norm=true`: RMSNorm of `c_t`, `gamma: [d_c]`.
+    pub latent_norm: Option<RmsNorm>,
+    /// `latent_norm=true` with a query latent: RMSNorm of `c^Q_t`, `gamma: [N]`.
+    pub q_latent_norm: Option<RmsNorm>,
     /// `W_O`, `weight: [heads·d_h, d_model]`.
     pub out: Linear,
     #[module(skip)]
@@ -143,9 +147,10 @@ impl MlaAttention {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, d_h]`, `[batch, heads, seq, d_R]`
     fn queries(&self, x: Tensor<3>) -> (Tensor<4>, Option<Tensor<4>>) {
-        let from = match &self.q_down {
-            Some(down) => fused::affine(down, x),
-            None => x,
+        let from = match (&self.q_down, &self.q_latent_norm) {
+            (Some(down), Some(norm)) => fused::rms_norm(norm, fused::affine(down, x)),
+            (Some(down), None) => fused::affine(down, x),
+            (None, _) => x,
         };
         let q_c = heads(fused::affine(&self.q, from.clone()), self.shape.n_heads);
         let q_c = match &self.q_norm {
@@ -156,9 +161,13 @@ impl MlaAttention {
         (q_c, q_r)
     }
 
-    /// `c_t = W_DKV h_t`, `[batch, seq, d_c]`.
+    /// `c_t = W_DKV h_t` (RMS-normalised with `latent_norm`), `[batch, seq, d_c]`.
     fn latents(&self, x: Tensor<3>) -> Tensor<3> {
-        fused::affine(&self.kv_down, x)
+        let c = fused::affine(&self.kv_down, x);
+        match &self.latent_norm {
+            Some(norm) => fused::rms_norm(norm, c),
+            None => c,
+        }
     }
 
     /// The unrotated shared key `W_KR h_t`, `[batch, 1, seq, d_R]`.

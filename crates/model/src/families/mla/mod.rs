@@ -47,8 +47,11 @@
 //! softmax ignores; one on `W_UV` would pass through weights summing to one into `W_O`'s);
 //! `W_O` takes `model.out_bias`.
 //!
-//! Left out: DeepSeek-V2's RMSNorm of `c_t` and `c^Q_t` after the down-projections (the paper's
-//! equations, which this follows, have none; its released code adds them).
+//! **Latent norm.** The paper's equations have no norm on the latents; DeepSeek-V2's released
+//! code RMS-normalises `c_t` and `c^Q_t` right after the down-projections (`kv_a_layernorm`,
+//! `q_a_layernorm`, ε 1e-6). `latent_norm=true` adds them (`latent_norm.gamma: [d_c]`,
+//! `q_latent_norm.gamma: [d_c']` with a query latent); decoding caches the normalised `c_t`,
+//! and keys stay linear in it, so the absorbed path still holds.
 //!
 //! `layer.rs` holds the module (forward, both decoding paths), `tests.rs` the naive oracle from
 //! the equations above and the tests.
@@ -79,7 +82,12 @@ pub struct MlaAttentionConfig {
     pub rope_dim: usize,
     /// `d_c'`, the query latent's width; `None` projects queries straight from `h`.
     pub q_latent: Option<usize>,
+    /// RMSNorm of `c_t` (and of `c^Q_t`) after the down-projections, as DeepSeek-V2's code has.
+    pub latent_norm: bool,
 }
+
+/// ε of the latents' RMSNorm (DeepSeek-V2's `rms_norm_eps`).
+pub const LATENT_NORM_EPS: f64 = 1e-6;
 
 impl fmt::Display for MlaAttentionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,7 +104,7 @@ impl MlaAttentionConfig {
 
 impl MixerFamily for MlaAttentionConfig {
     const NAME: &'static str = "mla";
-    const SYNTAX: &'static str = "mla[:latent=N][:rope_dim=N][:q_latent=N]";
+    const SYNTAX: &'static str = "mla[:latent=N][:rope_dim=N][:q_latent=N][:latent_norm=true]";
     const BENCH: &'static [&'static str] = &["mla"];
     type Module = MlaAttention;
 
@@ -147,6 +155,8 @@ impl MixerFamily for MlaAttentionConfig {
         };
         let norm =
             || dims.qk_head_norm.map(|eps| RmsNormConfig::new(d_h).with_epsilon(eps).init(device));
+        let latent_norm =
+            |width: usize| RmsNormConfig::new(width).with_epsilon(LATENT_NORM_EPS).init(device);
         MlaAttention {
             q_down,
             q: linear(q_from, h * d_h, q_bias),
@@ -158,6 +168,8 @@ impl MixerFamily for MlaAttentionConfig {
             }),
             q_norm: norm(),
             k_norm: norm(),
+            latent_norm: self.latent_norm.then(|| latent_norm(d_c)),
+            q_latent_norm: self.q_latent.filter(|_| self.latent_norm).map(latent_norm),
             out: LinearConfig::new(h * d_h, d).with_bias(dims.out_bias).init(device),
             shape: layer::Shape { n_heads: h, n_kv_heads: kv, d_head: d_h, rope_dim: d_r },
         }
@@ -193,6 +205,15 @@ impl MixerFamily for MlaAttentionConfig {
                     "kv_up: [d_c, 2·n_kv_heads·d_h], columns [W_UK | W_UV] each head-major; query \
                      head h reads key/value head h // (H/K)",
                     "grouped-query attention acts on the up-projections; the latent is shared",
+                ),
+            ),
+            (
+                "latent_norm_eps",
+                Convention::new(
+                    LATENT_NORM_EPS,
+                    "latent_norm=true: RMSNorm with this ε of c = W_DKV x (latent_norm.gamma [d_c]) and of \
+                     c^Q (q_latent_norm.gamma [d_c']) right after the down-projections, as DeepSeek-V2's \
+                     code has; off by default, as in the paper's equations",
                 ),
             ),
             (

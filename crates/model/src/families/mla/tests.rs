@@ -67,8 +67,20 @@ fn naive_layer(
         }
         None => y,
     };
-    let c = affine(x.clone(), &m.kv_down);
-    let source = m.q_down.as_ref().map_or(x.clone(), |l| affine(x.clone(), l));
+    // DeepSeek-V2's code's latent norm: c / √(mean(c²) + ε) · γ over the latent's width.
+    let latent_norm = |y: Tensor<3>, n: &Option<RmsNorm>| match n {
+        Some(n) => {
+            let width = y.dims()[2];
+            let ms = y.clone().powi_scalar(2).mean_dim(2);
+            y / (ms + super::LATENT_NORM_EPS).sqrt() * n.gamma.val().reshape([1, 1, width])
+        }
+        None => y,
+    };
+    let c = latent_norm(affine(x.clone(), &m.kv_down), &m.latent_norm);
+    let source = m
+        .q_down
+        .as_ref()
+        .map_or(x.clone(), |l| latent_norm(affine(x.clone(), l), &m.q_latent_norm));
     let q_all = affine(source.clone(), &m.q);
     let q_rope_all = m.rope.as_ref().map(|r| affine(source.clone(), &r.q));
     let k_rope = m.rope.as_ref().map(|r| rot(affine(x, &r.k)));
@@ -125,7 +137,12 @@ fn parameter_grads(m: &MlaAttention, g: &burn::tensor::Gradients) -> Vec<(String
         linear("rope.q", &r.q);
         linear("rope.k", &r.k);
     }
-    for (name, n) in [("q_norm", &m.q_norm), ("k_norm", &m.k_norm)] {
+    for (name, n) in [
+        ("q_norm", &m.q_norm),
+        ("k_norm", &m.k_norm),
+        ("latent_norm", &m.latent_norm),
+        ("q_latent_norm", &m.q_latent_norm),
+    ] {
         if let Some(n) = n {
             out.push((format!("{name}.gamma"), n.gamma.val().grad(g).expect("a γ gradient")));
         }
@@ -136,9 +153,15 @@ fn parameter_grads(m: &MlaAttention, g: &burn::tensor::Gradients) -> Vec<(String
 /// A layer with norm gains away from one (so a misplaced γ shows), on `device`.
 fn layer(spec: &str, dims: &MixerDims, device: &Device) -> MlaAttention {
     let mut m = seeded_layer::<MlaAttentionConfig>(spec, dims, device);
-    for (seed, norm) in [(710, &mut m.q_norm), (711, &mut m.k_norm)] {
+    for (seed, norm) in [
+        (710, &mut m.q_norm),
+        (711, &mut m.k_norm),
+        (712, &mut m.latent_norm),
+        (713, &mut m.q_latent_norm),
+    ] {
         if let Some(n) = norm {
-            n.gamma = Param::from_tensor(randn([dims.head_dim()], seed, device) * 0.3 + 1.0);
+            let width = n.gamma.dims()[0];
+            n.gamma = Param::from_tensor(randn([width], seed, device) * 0.3 + 1.0);
         }
     }
     m
@@ -170,8 +193,10 @@ fn the_layer_matches_the_equations_in_outputs_and_gradients() {
     let head_rope = RotaryEncodingConfig::new(16, 8).init(&ad);
     let narrow_rope = RotaryEncodingConfig::new(16, 4).init(&ad);
     // (spec, key/value heads, head norm, the model's RoPE, the oracle's RoPE)
-    let cases: [Case<'_>; 5] = [
+    let cases: [Case<'_>; 7] = [
         ("", 2, false, None, None),
+        ("latent_norm=true", 2, false, None, None),
+        ("rope_dim=4:q_latent=6:latent_norm=true", 1, true, Some(&head_rope), Some(&narrow_rope)),
         ("rope_dim=4", 2, false, Some(&head_rope), Some(&narrow_rope)),
         ("rope_dim=4:q_latent=6:latent=5", 1, true, Some(&head_rope), Some(&narrow_rope)),
         ("", 1, false, Some(&head_rope), Some(&head_rope)),
@@ -234,6 +259,7 @@ fn absorbed_decoding_equals_explicit_decoding_equals_the_forward() {
         ("rope_dim=4", 2, true),
         ("rope_dim=2:q_latent=6:latent=12", 1, true),
         ("latent=3", 2, false),
+        ("rope_dim=4:q_latent=6:latent_norm=true", 2, true),
     ] {
         let m = layer(spec, &dims(kv, false), &dev);
         let rope = with_rope.then_some(&rope);
@@ -386,6 +412,8 @@ fn specs_parse_print_validate_and_refuse() {
     let parse = |parts: &[&str]| MlaAttentionConfig::parse(parts, "mla");
     assert_eq!(parse(&[]).unwrap().to_string(), "");
     assert_eq!(parse(&["rope_dim=4", "latent=8"]).unwrap().to_string(), "latent=8:rope_dim=4");
+    assert_eq!(parse(&["latent_norm=true"]).unwrap().to_string(), "latent_norm=true");
+    assert_eq!(parse(&["latent_norm=false"]).unwrap().to_string(), "");
     for (parts, needle) in [
         (&["rope_dim=3"][..], "even"),
         (&["latent=0"][..], "at least 1"),
