@@ -188,11 +188,11 @@ impl MlaAttention {
         x.reshape([b, kv, 1, t, d]).expand([b, kv, h / kv, t, d]).reshape([b, h, t, d])
     }
 
-    /// The explicit up-projection of latents: `k^C` (normalised) and `v` of every query head.
+    /// The explicit up-projection of latents: `k^C` (normalised) and `v` of each key/value head.
     ///
     /// # Shapes
-    /// - `c`: `[batch, seq, d_c]` -> two `[batch, heads, seq, d_h]`
-    fn keys_values(&self, c: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+    /// - `c`: `[batch, seq, d_c]` -> two `[batch, kv_heads, seq, d_h]`
+    fn grouped_keys_values(&self, c: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
         let width = self.shape.n_kv_heads * self.shape.d_head;
         let kv = fused::affine(&self.kv_up, c);
         let k = heads(kv.clone().narrow(2, 0, width), self.shape.n_kv_heads);
@@ -200,8 +200,60 @@ impl MlaAttention {
             Some(norm) => norm.forward(k),
             None => k,
         };
-        let v = heads(kv.narrow(2, width, width), self.shape.n_kv_heads);
+        (k, heads(kv.narrow(2, width, width), self.shape.n_kv_heads))
+    }
+
+    /// [`Self::grouped_keys_values`] repeated to every query head.
+    ///
+    /// # Shapes
+    /// - `c`: `[batch, seq, d_c]` -> two `[batch, heads, seq, d_h]`
+    fn keys_values(&self, c: Tensor<3>) -> (Tensor<4>, Tensor<4>) {
+        let (k, v) = self.grouped_keys_values(c);
         (self.repeat_kv(k), self.repeat_kv(v))
+    }
+
+    /// The forward's attention on the fused softmax kernel (flex), heads merged: `q = [q^C; q^R]`
+    /// and `k = [k^C; k^R]` laid out as the kernel's packed `[q | k | v]` rows, each head
+    /// `d_h + d_R` wide, with `v` padded by `d_R` zeros to that width (their outputs are
+    /// dropped), the key/value heads read in place by the kernel's grouped-query indexing.
+    /// Returns `None` off flex, where the caller runs [`Self::attend_explicit`].
+    ///
+    /// # Shapes
+    /// - `q_c`: `[batch, heads, seq, d_h]` (rotated if the content takes RoPE), `q_r`:
+    ///   `[batch, heads, seq, d_R]`, `c`: `[batch, seq, d_c]`, `k_r`: `[batch, 1, seq, d_R]`
+    ///   -> `[batch, seq, heads·d_h]`
+    fn attend_fused(
+        &self,
+        q_c: Tensor<4>,
+        q_r: Option<Tensor<4>>,
+        c: Tensor<3>,
+        k_r: Option<Tensor<4>>,
+        rope: Option<&RotaryEncoding>,
+        causal: bool,
+    ) -> Option<Tensor<3>> {
+        let Shape { n_heads: h, n_kv_heads: kv, d_head: d_h, rope_dim: d_r } = self.shape;
+        let (k_c, v) = self.grouped_keys_values(c);
+        let k_c = rotated(k_c, self.content_rope(rope), 0);
+        let [b, _, t, _] = q_c.dims();
+        let device = q_c.device();
+        let (q, k, v) = match (q_r, k_r) {
+            (Some(q_r), Some(k_r)) => (
+                Tensor::cat(vec![q_c, q_r], 3),
+                Tensor::cat(vec![k_c, k_r.expand([b, kv, t, d_r])], 3),
+                Tensor::cat(vec![v, Tensor::zeros([b, kv, t, d_r], &device)], 3),
+            ),
+            _ => (q_c, k_c, v),
+        };
+        let w = d_h + d_r;
+        let rows = |x: Tensor<4>, n: usize| x.swap_dims(1, 2).reshape([b, t, n * w]);
+        let qkv = Tensor::cat(vec![rows(q, h), rows(k, kv), rows(v, kv)], 2);
+        let scale = 1.0 / (w as f32).sqrt();
+        let y = fused::softmax_attention_packed(qkv, h, kv, scale, causal, None).ok()?;
+        Some(if d_r == 0 {
+            y
+        } else {
+            y.reshape([b, t, h, w]).narrow(3, 0, d_h).reshape([b, t, h * d_h])
+        })
     }
 
     /// `W_UK` (`part` 0) or `W_UV` (1) per query head, `[batch, heads, d_c, d_h]` (head `h`
@@ -347,7 +399,22 @@ impl SequenceMixer for MlaAttention {
         let q_c = rotated(q_c, self.content_rope(ctx.rope), 0);
         let q_r = q_r.map(|q| rotated(q, self.decoupled_rope(ctx.rope), 0));
         let k_r = self.rope_key(x.clone()).map(|k| rotated(k, self.decoupled_rope(ctx.rope), 0));
-        let (y, w) = self.attend_explicit(q_c, q_r, self.latents(x), k_r, ctx.rope, ctx.causal, 0);
+        let c = self.latents(x);
+        // The fused kernel covers training and evaluation without monitoring (it keeps no weights).
+        if !ctx.diagnostics {
+            let fused = self.attend_fused(
+                q_c.clone(),
+                q_r.clone(),
+                c.clone(),
+                k_r.clone(),
+                ctx.rope,
+                ctx.causal,
+            );
+            if let Some(y) = fused {
+                return MixOutput { output: fused::affine(&self.out, y), diagnostics: None };
+            }
+        }
+        let (y, w) = self.attend_explicit(q_c, q_r, c, k_r, ctx.rope, ctx.causal, 0);
         let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(w, ctx.causal));
         MixOutput { output: self.merge(y), diagnostics }
     }

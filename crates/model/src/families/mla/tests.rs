@@ -186,7 +186,9 @@ type Case<'a> = (&'a str, usize, bool, Option<&'a RotaryEncoding>, Option<&'a Ro
 
 /// The layer against [`naive_layer`] on fresh inputs: outputs, the input's gradient and every
 /// parameter's, causal and not, with and without the decoupled RoPE part, a query latent,
-/// grouped key/value heads and the per-head norm, and RoPE on the compressed part.
+/// grouped key/value heads and the per-head norm, and RoPE on the compressed part. The forward
+/// (no diagnostics, on flex) runs the fused softmax kernel on the packed `[q | k | v]` rows, so
+/// this is that path's test against the equations.
 #[test]
 fn the_layer_matches_the_equations_in_outputs_and_gradients() {
     let ad = ad_device();
