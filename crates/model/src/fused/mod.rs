@@ -28,6 +28,8 @@
 #[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
+mod chunked_delta;
+#[cfg(feature = "flex")]
 mod cross_entropy;
 #[cfg(feature = "flex")]
 mod flex;
