@@ -1,9 +1,10 @@
-//! The forward pass of the gated (delta-rule) recurrence in chunked form: the UT transform of
+//! The gated (delta-rule) recurrence in chunked form, forward and (`backward.rs`) backward: the
+//! UT transform of
 //! Yang et al. 2024 ("Parallelizing Linear Transformers with the Delta Rule over Sequence
 //! Length"; "Gated Delta Networks: Improving Mamba2 with Delta Rule"), its products on the
 //! `gemm` crate, parallel over (batch, head). It computes what the token-by-token kernel
-//! ([`super::gated_recurrence`]) does, and saves the same checkpoints, so that kernel's backward
-//! pass runs unchanged on them.
+//! ([`super::gated_recurrence`]) does and saves the same checkpoints (the state at the start of
+//! every `chunk` tokens), so either backward pass runs on either forward pass's checkpoints.
 //!
 //! Within a block of `n` tokens from state `S` (one log gate per head and token, `g_i`), with
 //! `b_i = Σ_{j≤i} g_j` and `Γ_ij = e^{b_i − b_j}` (`j ≤ i`, so never above 1), the token
@@ -31,22 +32,30 @@ use super::matmul::{View, matmul_into};
 use super::simd::dispatched;
 use rayon::prelude::*;
 
-/// Heads at least this wide (both `d_k` and `d_v`) run the chunked forward pass.
+/// Heads at least this wide (both `d_k` and `d_v`) run the chunked kernels.
 ///
-/// Measured with `chunked_delta_timing` below (2-core Zen 4, AVX-512, 2026-12-05, one rayon
-/// thread, another build sharing the box, so ±20%): forward µs, token kernel against chunked
-/// blocks of 8 / 12 / 16, delta rule, `[bh, T, d, chunk]`:
-/// `[48, 64, 32, 64]` 1206 vs 1127 / 949 / 1355; `[64, 32, 32, 32]` 1193 vs 680 / 561 / 736;
-/// `[8, 1024, 32, 64]` 5307 vs 1936 / 1931 / 2535; `[24, 256, 64, 64]` 8558 vs 4679 / 3875 /
-/// 4840; but `[48, 64, 16, 64]` 558 vs 574 / 597 / 632. Plain accumulation alike (`d = 32`:
-/// 922 vs 554 / 663 / 544; `d = 16`: 323 vs 318 / 320 / 331).
+/// Measured with `chunked_delta_timing` (tests.rs; 2-core Zen 4 with AVX-512, 2026-12-05, one
+/// rayon thread, another build sharing the box, so ±20%): forward / backward µs of the token
+/// kernel against chunked blocks of 8, 12 and 16, delta rule, `[bh, T, d, chunk]`:
+///
+/// | shape | tokens | 8 | 12 | 16 |
+/// |---|---|---|---|---|
+/// | `[48, 64, 32, 64]` (nanoGPT recipe) | 1634 / 4137 | 723 / 3174 | 871 / 2712 | 754 / 2358 |
+/// | `[64, 32, 32, 32]` (MQAR, width 32) | 984 / 2591 | 602 / 1921 | 608 / 2022 | 618 / 1928 |
+/// | `[8, 1024, 32, 64]` | 4250 / 10865 | 1786 / 6308 | 1788 / 6609 | 1856 / 6363 |
+/// | `[24, 256, 64, 64]` | 10070 / 26700 | 2729 / 12095 | 2791 / 11673 | 2863 / 10733 |
+/// | `[48, 64, 16, 64]` | 505 / 1545 | 497 / 1895 | 510 / 2058 | 806 / 1670 |
+///
+/// Plain accumulation alike (`[48, 64, 32, 64]`: 1006 / 5253 against 998 / 2721 at 16;
+/// `d = 16`: 294 / 1409 against 339 / 1171). Hand-written loops in place of `gemm` for these
+/// small products measured 2 to 3 times slower.
 const CHUNKED_FROM: usize = 32;
 
-/// Block size of the chunked kernel (8 to 16 are within the noise of each other above).
-const BLOCK: usize = 12;
+/// Block size of the chunked kernels: within the noise of 8 and 12 forward, best backward.
+const BLOCK: usize = 16;
 
-/// The block size to run the chunked forward pass at on `dims`, or `None` where the token
-/// kernel is as fast (narrow heads) or the chunked one does not apply (per-channel gates).
+/// The block size to run the chunked kernels at on `dims`, or `None` where the token kernel is
+/// as fast (narrow heads) or the chunked one does not apply (per-channel gates).
 pub fn block_size(dims: Dims) -> Option<usize> {
     (dims.gate_width == 1 && dims.dk.min(dims.dv) >= CHUNKED_FROM).then_some(BLOCK)
 }
@@ -56,41 +65,56 @@ fn rows(data: &[f32], offset: usize, rows: usize, cols: usize) -> View<'_> {
     View { data, offset, rows, cols, row_stride: cols as isize, col_stride: 1 }
 }
 
-/// Buffers one sequence reuses for every block of at most `block` tokens.
+/// Buffers one sequence reuses for every block of at most `block` tokens (`n` below).
 struct Scratch {
     /// `b_i` and `e^{b_i}`.
     cum: Vec<f32>,
     decay: Vec<f32>,
-    /// `Γ ⊙ Q Kᵀ ⊙ M` and `Γ ⊙ K Kᵀ` (strictly lower part used), `n × n`.
+    /// `Γ` on and below the diagonal, 0 above; `n × n`.
+    gamma: Vec<f32>,
+    /// `Γ ⊙ Q Kᵀ ⊙ M` and `Γ ⊙ K Kᵀ ⊙ M₋`, `n × n`.
     qk: Vec<f32>,
     kk: Vec<f32>,
-    /// `U`, `n × d_v`.
+    /// `R = V − diag(e^b) K S − (Γ ⊙ K Kᵀ ⊙ M₋) U` and `U = diag(β) R`, `n × d_v` (delta rule).
+    r: Vec<f32>,
     u: Vec<f32>,
     /// `diag(e^{b_n − b}) K`, `n × d_k`.
     kd: Vec<f32>,
 }
 
-/// Multiplies the causal part of the `n × n` matrix `m` by `Γ_ij = e^{b_i − b_j}` and zeroes
-/// the rest: `j ≤ i`, or `j < i` without `diagonal`.
-#[inline(always)]
-fn weigh_causal(m: &mut [f32], n: usize, cum: &[f32], diagonal: bool) {
-    for (i, row) in m.chunks_exact_mut(n).enumerate() {
-        let end = if diagonal { i + 1 } else { i };
-        row[..end].iter_mut().zip(&cum[..end]).for_each(|(x, &bj)| *x *= (cum[i] - bj).exp());
-        row[end..].fill(0.0);
+impl Scratch {
+    fn new(dims: Dims, block: usize) -> Self {
+        let (nn, nv) = (block * block, if dims.delta { block * dims.dv } else { 0 });
+        Self {
+            cum: vec![0.0; block],
+            decay: vec![0.0; block],
+            gamma: vec![0.0; nn],
+            qk: vec![0.0; nn],
+            kk: vec![0.0; if dims.delta { nn } else { 0 }],
+            r: vec![0.0; nv],
+            u: vec![0.0; nv],
+            kd: vec![0.0; block * dims.dk],
+        }
+    }
+
+    /// `U` of the block of `n` tokens from `t0`: the computed one, or `V` without the delta rule.
+    fn values<'a>(&'a self, dims: Dims, x: Sequence<'a>, t0: usize, n: usize) -> &'a [f32] {
+        if dims.delta { &self.u[..n * dims.dv] } else { &x.v[t0 * dims.dv..(t0 + n) * dims.dv] }
     }
 }
 
-/// One block of `n` tokens from `t0`: its outputs into `y` (`n × d_v`), and `s` advanced past it.
+/// Everything a block of `n` tokens from `t0` and state `s` needs besides its outputs: `b`,
+/// `e^b`, `Γ`, `diag(e^{b_n − b}) K`, with `scores` also `Γ ⊙ Q Kᵀ ⊙ M`, and under the delta
+/// rule `Γ ⊙ K Kᵀ ⊙ M₋`, `R` and `U`.
 #[inline(always)]
-fn block_forward(
+fn block_internals(
     dims: Dims,
     x: Sequence<'_>,
     t0: usize,
     n: usize,
-    s: &mut [f32],
-    y: &mut [f32],
+    s: &[f32],
     w: &mut Scratch,
+    scores: bool,
 ) {
     let (dk, dv) = (dims.dk, dims.dv);
     let mut acc = 0.0;
@@ -99,46 +123,78 @@ fn block_forward(
         w.cum[i] = acc;
         w.decay[i] = acc.exp();
     }
-    let (cum, decay) = (&w.cum[..n], &w.decay[..n]);
-    let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
-    let qk = &mut w.qk[..n * n];
-    matmul_into(qk, 0, n, q, k.t(), 1.0, false);
-    weigh_causal(qk, n, cum, true);
-    let u: &[f32] = if dims.delta {
-        let kk = &mut w.kk[..n * n];
-        matmul_into(kk, 0, n, k, k.t(), 1.0, false);
-        weigh_causal(kk, n, cum, false);
-        // Start each row as K S, then substitute forward: row i needs rows j < i.
-        let u = &mut w.u[..n * dv];
-        matmul_into(u, 0, dv, k, rows(s, 0, dk, dv), 1.0, false);
-        for i in 0..n {
-            let (done, rest) = u.split_at_mut(i * dv);
-            let row = &mut rest[..dv];
-            let vi = &x.v[(t0 + i) * dv..(t0 + i + 1) * dv];
-            row.iter_mut().zip(vi).for_each(|(r, &v)| *r = v - decay[i] * *r);
-            for (uj, &c) in done.chunks_exact(dv).zip(&kk[i * n..i * n + i]) {
-                row.iter_mut().zip(uj).for_each(|(r, &u)| *r -= c * u);
-            }
-            let b = x.beta[t0 + i];
-            row.iter_mut().for_each(|r| *r *= b);
-        }
-        u
-    } else {
-        &x.v[t0 * dv..(t0 + n) * dv]
-    };
-    matmul_into(y, 0, dv, q, rows(s, 0, dk, dv), 1.0, false);
-    for (row, &e) in y.chunks_exact_mut(dv).zip(decay) {
-        row.iter_mut().for_each(|x| *x *= e);
+    let cum = &w.cum[..n];
+    // Γ_ij = e^{b_i − b_j} with j ≤ i: never a positive exponent, so strong decay cannot overflow.
+    let gamma = &mut w.gamma[..n * n];
+    for (i, row) in gamma.chunks_exact_mut(n).enumerate() {
+        row[..=i].iter_mut().zip(cum).for_each(|(x, &bj)| *x = (cum[i] - bj).exp());
+        row[i + 1..].fill(0.0);
     }
-    matmul_into(y, 0, dv, rows(qk, 0, n, n), rows(u, 0, n, dv), 1.0, true);
     let last = cum[n - 1];
     for (j, row) in w.kd[..n * dk].chunks_exact_mut(dk).enumerate() {
         let f = (last - cum[j]).exp();
         let kj = &x.k[(t0 + j) * dk..(t0 + j + 1) * dk];
         row.iter_mut().zip(kj).for_each(|(o, &k)| *o = f * k);
     }
-    let carry = last.exp();
+    let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
+    let weigh = |m: &mut [f32]| m.iter_mut().zip(gamma.iter()).for_each(|(x, &c)| *x *= c);
+    if scores {
+        let qk = &mut w.qk[..n * n];
+        matmul_into(qk, 0, n, q, k.t(), 1.0, false);
+        weigh(qk);
+    }
+    if !dims.delta {
+        return;
+    }
+    let kk = &mut w.kk[..n * n];
+    matmul_into(kk, 0, n, k, k.t(), 1.0, false);
+    weigh(kk);
+    (0..n).for_each(|i| kk[i * n + i] = 0.0);
+    // Each row of R starts as K S; U's rows then follow by forward substitution (row i needs
+    // the rows j < i).
+    let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
+    matmul_into(r, 0, dv, k, rows(s, 0, dk, dv), 1.0, false);
+    for i in 0..n {
+        let ri = &mut r[i * dv..(i + 1) * dv];
+        let vi = &x.v[(t0 + i) * dv..(t0 + i + 1) * dv];
+        let e = w.decay[i];
+        ri.iter_mut().zip(vi).for_each(|(r, &v)| *r = v - e * *r);
+        let (done, rest) = u.split_at_mut(i * dv);
+        for (uj, &c) in done.chunks_exact(dv).zip(&kk[i * n..i * n + i]) {
+            ri.iter_mut().zip(uj).for_each(|(r, &u)| *r -= c * u);
+        }
+        let b = x.beta[t0 + i];
+        rest[..dv].iter_mut().zip(ri.iter()).for_each(|(u, &r)| *u = b * r);
+    }
+}
+
+/// The block's outputs into `y` (`n × d_v`), from its state `s` and [`block_internals`].
+#[inline(always)]
+fn block_outputs(
+    dims: Dims,
+    x: Sequence<'_>,
+    t0: usize,
+    n: usize,
+    s: &[f32],
+    y: &mut [f32],
+    w: &Scratch,
+) {
+    let (dk, dv) = (dims.dk, dims.dv);
+    matmul_into(y, 0, dv, rows(x.q, t0 * dk, n, dk), rows(s, 0, dk, dv), 1.0, false);
+    for (row, &e) in y.chunks_exact_mut(dv).zip(&w.decay[..n]) {
+        row.iter_mut().for_each(|x| *x *= e);
+    }
+    let u = w.values(dims, x, t0, n);
+    matmul_into(y, 0, dv, rows(&w.qk, 0, n, n), rows(u, 0, n, dv), 1.0, true);
+}
+
+/// `s` advanced past the block: `S ← e^{b_n} S + (diag(e^{b_n − b}) K)ᵀ U`.
+#[inline(always)]
+fn block_advance(dims: Dims, x: Sequence<'_>, t0: usize, n: usize, s: &mut [f32], w: &Scratch) {
+    let (dk, dv) = (dims.dk, dims.dv);
+    let carry = w.decay[n - 1];
     s.iter_mut().for_each(|e| *e *= carry);
+    let u = w.values(dims, x, t0, n);
     matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
 }
 
@@ -162,14 +218,7 @@ fn sequence_forward_body(
     let x = Sequence { q, k, v, g, beta };
     let (dk, dv) = (dims.dk, dims.dv);
     let block = block.clamp(1, dims.chunk);
-    let mut w = Scratch {
-        cum: vec![0.0; block],
-        decay: vec![0.0; block],
-        qk: vec![0.0; block * block],
-        kk: vec![0.0; if dims.delta { block * block } else { 0 }],
-        u: vec![0.0; if dims.delta { block * dv } else { 0 }],
-        kd: vec![0.0; block * dk],
-    };
+    let mut w = Scratch::new(dims, block);
     let mut s = vec![0.0; dk * dv];
     for c in 0..dims.chunks() {
         checkpoints[c * dk * dv..(c + 1) * dk * dv].copy_from_slice(&s);
@@ -177,7 +226,9 @@ fn sequence_forward_body(
         let mut t0 = c * dims.chunk;
         while t0 < end {
             let n = block.min(end - t0);
-            block_forward(dims, x, t0, n, &mut s, &mut y[t0 * dv..(t0 + n) * dv], &mut w);
+            block_internals(dims, x, t0, n, &s, &mut w, true);
+            block_outputs(dims, x, t0, n, &s, &mut y[t0 * dv..(t0 + n) * dv], &w);
+            block_advance(dims, x, t0, n, &mut s, &w);
             t0 += n;
         }
     }
@@ -210,182 +261,8 @@ pub fn forward(
     (y, Saved { checkpoints })
 }
 
+mod backward;
+pub use backward::backward;
+
 #[cfg(test)]
-mod tests {
-    use super::super::gated_recurrence as tokens;
-    use super::*;
-
-    /// Uniform values in `[0, 1)` from a seeded xorshift: fresh inputs without a tensor backend.
-    fn uniform(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32
-            })
-            .collect()
-    }
-
-    /// Roughly normal values (a sum of four uniforms, centred and scaled to unit variance).
-    fn normal(n: usize, seed: u64) -> Vec<f32> {
-        let u = uniform(4 * n, seed);
-        u.chunks_exact(4).map(|c| (c.iter().sum::<f32>() - 2.0) * 3f32.sqrt()).collect()
-    }
-
-    struct Case {
-        dims: Dims,
-        q: Vec<f32>,
-        k: Vec<f32>,
-        v: Vec<f32>,
-        g: Vec<f32>,
-        beta: Vec<f32>,
-    }
-
-    /// Unit keys (as the layer's L2 norm makes them), log gates `−scale·(0..2)`, `β` in
-    /// `[lo, hi)`.
-    fn case(dims: Dims, scale: f32, (lo, hi): (f32, f32), seed: u64) -> Case {
-        let (n, dk, dv) = (dims.bh * dims.seq, dims.dk, dims.dv);
-        let mut k = normal(n * dk, seed + 1);
-        for row in k.chunks_exact_mut(dk) {
-            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-            row.iter_mut().for_each(|x| *x /= norm);
-        }
-        Case {
-            dims,
-            q: normal(n * dk, seed),
-            k,
-            v: normal(n * dv, seed + 2),
-            g: uniform(n, seed + 3).iter().map(|u| -2.0 * scale * u).collect(),
-            beta: if dims.delta {
-                uniform(n, seed + 4).iter().map(|u| lo + (hi - lo) * u).collect()
-            } else {
-                Vec::new()
-            },
-        }
-    }
-
-    /// The recurrence token by token in f64: outputs and the state at every chunk's start.
-    fn naive(c: &Case) -> (Vec<f64>, Vec<f64>) {
-        let Dims { bh, seq, dk, dv, chunk, delta, .. } = c.dims;
-        let (mut y, mut cps) = (Vec::new(), Vec::new());
-        for p in 0..bh {
-            let mut s = vec![0f64; dk * dv];
-            for t in 0..seq {
-                if t % chunk == 0 {
-                    cps.extend_from_slice(&s);
-                }
-                let r = p * seq + t;
-                let (q, k) = (&c.q[r * dk..(r + 1) * dk], &c.k[r * dk..(r + 1) * dk]);
-                let v = &c.v[r * dv..(r + 1) * dv];
-                let a = (c.g[r] as f64).exp();
-                s.iter_mut().for_each(|e| *e *= a);
-                let u: Vec<f64> = (0..dv)
-                    .map(|j| {
-                        if !delta {
-                            return v[j] as f64;
-                        }
-                        let read: f64 = (0..dk).map(|i| s[i * dv + j] * k[i] as f64).sum();
-                        c.beta[r] as f64 * (v[j] as f64 - read)
-                    })
-                    .collect();
-                for i in 0..dk {
-                    for j in 0..dv {
-                        s[i * dv + j] += k[i] as f64 * u[j];
-                    }
-                }
-                y.extend(
-                    (0..dv).map(|j| (0..dk).map(|i| s[i * dv + j] * q[i] as f64).sum::<f64>()),
-                );
-            }
-        }
-        (y, cps)
-    }
-
-    /// The largest `|a − b| / max(1, |b|)`.
-    fn worst(a: &[f32], b: &[f64]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(&a, &b)| (a as f64 - b).abs() / b.abs().max(1.0)).fold(0.0, f64::max)
-    }
-
-    /// Chunked and token kernels against the f64 recurrence, outputs and checkpoints: lengths
-    /// that are and are not a multiple of the checkpoint interval, blocks that divide it, do
-    /// not, and exceed it, `d_k ≠ d_v`, no gate, weak, moderate and strong decay (`e^{−20}` a
-    /// token), `β` near 0, in (0, 1) and near 1, and plain accumulation (`decay`).
-    #[test]
-    fn chunked_forward_matches_the_token_kernel_and_the_naive_recurrence() {
-        let dims =
-            |bh, seq, dk, dv, chunk, delta| Dims { bh, seq, dk, dv, gate_width: 1, delta, chunk };
-        let cases = [
-            (dims(3, 37, 8, 12, 16, true), 8, 0.3, (0.0, 1.0)),
-            (dims(2, 40, 16, 16, 20, true), 7, 10.0, (0.95, 1.0)),
-            (dims(2, 33, 12, 5, 11, true), 64, 1e-3, (0.0, 0.05)),
-            (dims(2, 64, 32, 32, 64, true), 16, 0.0, (0.0, 1.0)),
-            (dims(2, 30, 8, 8, 8, false), 4, 0.3, (0.0, 1.0)),
-            (dims(1, 19, 6, 10, 19, false), 19, 0.0, (0.0, 1.0)),
-        ];
-        for (seed, (d, block, scale, range)) in cases.into_iter().enumerate() {
-            let c = case(d, scale, range, 100 + 10 * seed as u64);
-            let (y, cps) = naive(&c);
-            let (yc, sc) = forward(d, block, &c.q, &c.k, &c.v, &c.g, &c.beta);
-            let (yt, st) = tokens::forward(d, &c.q, &c.k, &c.v, &c.g, &c.beta);
-            let what = format!("{d:?} block {block} gate scale {scale} β {range:?}");
-            for (name, got) in [
-                ("chunked y", worst(&yc, &y)),
-                ("token y", worst(&yt, &y)),
-                ("chunked checkpoints", worst(&sc.checkpoints, &cps)),
-                ("token checkpoints", worst(&st.checkpoints, &cps)),
-            ] {
-                assert!(got <= 2e-5, "{what}: {name} off by {got:e}");
-            }
-        }
-    }
-
-    /// Not a check: the forward pass of each kernel and the token kernel's backward on the
-    /// shapes training meets, for choosing [`faster_than_tokens`]. Run with
-    /// `cargo test --release -p attnlab-model --lib chunked_delta_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn chunked_delta_timing() {
-        let time = |f: &mut dyn FnMut()| {
-            f();
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let start = std::time::Instant::now();
-                for _ in 0..10 {
-                    f();
-                }
-                best = best.min(start.elapsed().as_secs_f64() / 10.0);
-            }
-            best * 1e6
-        };
-        let shapes = [
-            (48, 64, 32, 64),
-            (64, 32, 32, 32),
-            (8, 1024, 32, 64),
-            (24, 256, 64, 64),
-            (48, 64, 16, 64),
-        ];
-        for (delta, (bh, seq, d, chunk)) in
-            shapes.into_iter().map(|s| (true, s)).chain(shapes.into_iter().map(|s| (false, s)))
-        {
-            let dims = Dims { bh, seq, dk: d, dv: d, gate_width: 1, delta, chunk };
-            let c = case(dims, 0.3, (0.0, 1.0), 7);
-            let dy = normal(bh * seq * d, 9);
-            let (_, saved) = tokens::forward(dims, &c.q, &c.k, &c.v, &c.g, &c.beta);
-            let fwd = time(&mut || drop(tokens::forward(dims, &c.q, &c.k, &c.v, &c.g, &c.beta)));
-            let bwd = time(&mut || {
-                drop(tokens::backward(dims, &c.q, &c.k, &c.v, &c.g, &c.beta, &saved, &dy))
-            });
-            let mut line = format!(
-                "delta {delta} bh {bh} T {seq} d {d} chunk {chunk}: token fwd {fwd:.0} µs, bwd {bwd:.0} µs; chunked"
-            );
-            for block in [4, 8, 12, 16, 32] {
-                let t = time(&mut || drop(forward(dims, block, &c.q, &c.k, &c.v, &c.g, &c.beta)));
-                line += &format!(" {block}: {t:.0}");
-            }
-            eprintln!("{line}");
-        }
-    }
-}
+mod tests;

@@ -107,11 +107,10 @@ fn fused_recurrence_matches_the_composed_chunked_form() {
     }
 }
 
-/// As above with heads wide enough (`d = 32`) for the flex glue to run the chunked forward
-/// pass (`fused::chunked_delta`) before the token kernel's backward pass: scalar gates, both
-/// norms, moderate and strong decay, a checkpoint interval that does not divide the length.
+/// As above with heads wide enough (`d = 32`) for the flex glue to run the chunked kernels
+/// (`fused::chunked_delta`) forward and backward: scalar gates, both norms, moderate and strong decay, a checkpoint interval that does not divide the length.
 #[test]
-fn chunked_fused_forward_matches_the_composed_chunked_form() {
+fn chunked_fused_kernels_match_the_composed_chunked_form() {
     let dev = device();
     for (seed, (scale, normalize)) in [(0.3, true), (10.0, false)].into_iter().enumerate() {
         let seed = 1990 + 10 * seed as u64;

@@ -63,12 +63,12 @@ fn fused_recurrence_matches_the_composed_chunked_form() {
     }
 }
 
-/// As above with heads wide enough (`d = 32`) for the flex glue to run the chunked forward
-/// pass (`fused::chunked_delta`) before the token kernel's backward pass: outputs and
+/// As above with heads wide enough (`d = 32`) for the flex glue to run the chunked kernels
+/// (`fused::chunked_delta`) forward and backward: outputs and
 /// gradients against the composed chunked form, moderate and strong decay, `β` in (0, 1) and
 /// near 2, a checkpoint interval that does not divide the length and one longer than it.
 #[test]
-fn chunked_fused_forward_matches_the_composed_chunked_form() {
+fn chunked_fused_kernels_match_the_composed_chunked_form() {
     let dev = device();
     let mut seed = 3500;
     for (scale, range, c) in
