@@ -29,26 +29,28 @@
 
 use super::gated_recurrence::{Dims, Saved, Sequence};
 use super::matmul::{View, matmul_into};
-use super::simd::dispatched;
+use super::simd::{dispatched, exp};
 use rayon::prelude::*;
 
 /// Heads at least this wide (both `d_k` and `d_v`) run the chunked kernels.
 ///
 /// Measured with `chunked_delta_timing` (tests.rs; 2-core Zen 4 with AVX-512, 2026-12-05, one
-/// rayon thread, another build sharing the box, so ±20%): forward / backward µs of the token
-/// kernel against chunked blocks of 8, 12 and 16, delta rule, `[bh, T, d, chunk]`:
+/// rayon thread, other jobs sharing the box at a load of 5, so ±20%): forward / backward µs of
+/// the token kernel against chunked blocks of 8, 12 and 16, delta rule, `[bh, T, d, chunk]`:
 ///
 /// | shape | tokens | 8 | 12 | 16 |
 /// |---|---|---|---|---|
-/// | `[48, 64, 32, 64]` (nanoGPT recipe) | 1634 / 4137 | 723 / 3174 | 871 / 2712 | 754 / 2358 |
-/// | `[64, 32, 32, 32]` (MQAR, width 32) | 984 / 2591 | 602 / 1921 | 608 / 2022 | 618 / 1928 |
-/// | `[8, 1024, 32, 64]` | 4250 / 10865 | 1786 / 6308 | 1788 / 6609 | 1856 / 6363 |
-/// | `[24, 256, 64, 64]` | 10070 / 26700 | 2729 / 12095 | 2791 / 11673 | 2863 / 10733 |
-/// | `[48, 64, 16, 64]` | 505 / 1545 | 497 / 1895 | 510 / 2058 | 806 / 1670 |
+/// | `[48, 64, 32, 64]` (nanoGPT recipe) | 1357 / 4160 | 694 / 2431 | 697 / 2417 | 707 / 2325 |
+/// | `[64, 32, 32, 32]` (MQAR, width 32) | 1018 / 4180 | 478 / 1572 | 470 / 1574 | 491 / 1496 |
+/// | `[8, 1024, 32, 64]` | 3071 / 10237 | 1753 / 7192 | 1763 / 6901 | 1827 / 9957 |
+/// | `[24, 256, 64, 64]` | 12879 / 29448 | 4416 / 12404 | 2790 / 11279 | 2958 / 10859 |
+/// | `[48, 64, 32, 4]` (blocks cut to 4) | 1265 / 4169 | 920 / 2473 | 909 / 2566 | 904 / 2541 |
+/// | `[48, 64, 16, 64]` | 502 / 1548 | 489 / 1563 | 493 / 1564 | 506 / 1622 |
 ///
-/// Plain accumulation alike (`[48, 64, 32, 64]`: 1006 / 5253 against 998 / 2721 at 16;
-/// `d = 16`: 294 / 1409 against 339 / 1171). Hand-written loops in place of `gemm` for these
-/// small products measured 2 to 3 times slower.
+/// Plain accumulation alike (`[48, 64, 32, 64]`: 910 / 2970 against 445 / 1272 at 16; `d = 16`:
+/// 298 / 1104 against 313 / 838). At `d = 16` the delta rule gains nothing, so narrow heads
+/// stay token by token. Hand-written loops in place of `gemm` for these small products
+/// measured 2 to 3 times slower.
 const CHUNKED_FROM: usize = 32;
 
 /// Block size of the chunked kernels: within the noise of 8 and 12 forward, best backward.
@@ -124,10 +126,11 @@ fn block_internals(
         w.decay[i] = acc.exp();
     }
     let cum = &w.cum[..n];
-    // Γ_ij = e^{b_i − b_j} with j ≤ i: never a positive exponent, so strong decay cannot overflow.
+    // Γ_ij = e^{b_i − b_j} with j ≤ i: never a positive exponent, so strong decay cannot
+    // overflow. The vectorizing `exp` (libm's is a call per element, 3% of a profile).
     let gamma = &mut w.gamma[..n * n];
     for (i, row) in gamma.chunks_exact_mut(n).enumerate() {
-        row[..=i].iter_mut().zip(cum).for_each(|(x, &bj)| *x = (cum[i] - bj).exp());
+        row[..=i].iter_mut().zip(cum).for_each(|(x, &bj)| *x = exp(cum[i] - bj));
         row[i + 1..].fill(0.0);
     }
     let last = cum[n - 1];

@@ -187,6 +187,7 @@ fn chunked_delta_timing() {
         (8, 1024, 32, 64),
         (24, 256, 64, 64),
         (48, 64, 16, 64),
+        (48, 64, 32, 4),
     ];
     for (delta, (bh, seq, d, chunk)) in
         shapes.into_iter().map(|s| (true, s)).chain(shapes.into_iter().map(|s| (false, s)))
