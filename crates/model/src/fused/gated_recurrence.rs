@@ -40,7 +40,7 @@ pub struct Dims {
 }
 
 impl Dims {
-    fn chunks(&self) -> usize {
+    pub(super) fn chunks(&self) -> usize {
         self.seq.div_ceil(self.chunk)
     }
 }
@@ -53,16 +53,16 @@ pub struct Saved {
 
 /// One (batch, head)'s inputs.
 #[derive(Clone, Copy)]
-struct Sequence<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    g: &'a [f32],
-    beta: &'a [f32],
+pub(super) struct Sequence<'a> {
+    pub(super) q: &'a [f32],
+    pub(super) k: &'a [f32],
+    pub(super) v: &'a [f32],
+    pub(super) g: &'a [f32],
+    pub(super) beta: &'a [f32],
 }
 
 impl<'a> Sequence<'a> {
-    fn of(
+    pub(super) fn of(
         dims: Dims,
         p: usize,
         q: &'a [f32],

@@ -28,6 +28,8 @@
 #[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
+mod chunked_delta;
+#[cfg(feature = "flex")]
 mod cross_entropy;
 #[cfg(feature = "flex")]
 mod flex;
@@ -252,7 +254,8 @@ pub fn causal_linear_attention(
 }
 
 /// The gated linear recurrence of the `decay` and (with `beta`) `delta` families, fused on
-/// flex (forward and backward token by token, the state checkpointed every `chunk` tokens):
+/// flex (forward and backward in blocks as matrix products for one gate per head and heads of
+/// width 32 or more, else token by token; the state checkpointed every `chunk` tokens):
 /// `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `y_t = S_tᵀ q_t`, `a_t = e^{log_g_t}` scaling the state's
 /// rows (one gate per head, or one per key channel), `u_t = v_t` without `beta`, else
 /// `u_t = β_t (v_t − (a_t ⊙ S_{t−1})ᵀ k_t)`. From the zero state. Returns the inputs back off

@@ -79,8 +79,9 @@
 //! - [`recurrent`]: the recurrence token by token, as decoding does (prompts go chunked from the
 //!   carried state).
 //!
-//! Training's chunked form from the empty state runs the fused token-by-token kernel on flex
-//! ([`crate::fused::gated_recurrence`], per-head or per-channel gates alike, checked against the
+//! Training's chunked form from the empty state runs a fused kernel on flex
+//! ([`crate::fused::gated_recurrence`]: chunked on `gemm` for per-head gates and heads of width
+//! 32 or more, token by token otherwise, per-channel gates included; checked against the
 //! composed chunked form for both).
 //!
 //! The delta rule is a recurrence with a direction; a bidirectional model (`model.causal =

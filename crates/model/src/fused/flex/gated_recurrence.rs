@@ -1,7 +1,9 @@
 //! The gated (delta-rule) recurrence of the `decay` and `delta` families (the kernel of
-//! `fused::gated_recurrence`), forward and backward, with or without `β`.
+//! `fused::gated_recurrence`), forward and backward, with or without `β`: chunked
+//! (`fused::chunked_delta`) where that measured faster, else token by token.
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
+use crate::fused::chunked_delta as chunked;
 use crate::fused::gated_recurrence as gated;
 use crate::fused::inputs::{GatedRecurrenceInputs, Unfused};
 use burn::backend::Flex;
@@ -37,16 +39,12 @@ impl<const N: usize> Backward<Flex, N> for GatedRecurrenceBackward {
     ) {
         run_backward(ops, grads, |st, dy, _| {
             let beta = st.beta.as_ref().map_or(&[][..], slice);
-            let g = gated::backward(
-                st.dims,
-                slice(&st.q),
-                slice(&st.k),
-                slice(&st.v),
-                slice(&st.g),
-                beta,
-                &st.saved,
-                slice(dy),
-            );
+            let (q, k, v, g, dy) =
+                (slice(&st.q), slice(&st.k), slice(&st.v), slice(&st.g), slice(dy));
+            let g = match chunked::block_size(st.dims) {
+                Some(block) => chunked::backward(st.dims, block, q, k, v, g, beta, &st.saved, dy),
+                None => gated::backward(st.dims, q, k, v, g, beta, &st.saved, dy),
+            };
             let shape = |t: &FlexTensor| t.layout().shape().clone();
             let mut all = [
                 Some(from_vec(g.dq, shape(&st.q))),
@@ -89,14 +87,13 @@ pub fn gated_recurrence(
                v: &FlexTensor,
                g: &FlexTensor,
                beta: Option<&FlexTensor>| {
-        let (y, saved) = gated::forward(
-            dims,
-            slice(q),
-            slice(k),
-            slice(v),
-            slice(g),
-            beta.map_or(&[][..], slice),
-        );
+        let (q, k, v, g, beta) =
+            (slice(q), slice(k), slice(v), slice(g), beta.map_or(&[][..], slice));
+        // Both save the same checkpoints, which the token kernel's backward pass starts from.
+        let (y, saved) = match chunked::block_size(dims) {
+            Some(block) => chunked::forward(dims, block, q, k, v, g, beta),
+            None => gated::forward(dims, q, k, v, g, beta),
+        };
         (from_vec(y, [b, h, t, dv].into()), saved)
     };
     let inputs = (

@@ -107,6 +107,42 @@ fn fused_recurrence_matches_the_composed_chunked_form() {
     }
 }
 
+/// As above with heads wide enough (`d = 32`) for the flex glue to run the chunked kernels
+/// (`fused::chunked_delta`) forward and backward: scalar gates, both norms, moderate and strong decay, a checkpoint interval that does not divide the length.
+#[test]
+fn chunked_fused_kernels_match_the_composed_chunked_form() {
+    let dev = device();
+    for (seed, (scale, normalize)) in [(0.3, true), (10.0, false)].into_iter().enumerate() {
+        let seed = 1990 + 10 * seed as u64;
+        let x = [32, 32, 32, 1].map(|d| randn([1, 2, 30, d], seed + d as u64, &dev));
+        let phi = |x: Tensor<4>| if normalize { crate::fused::elu_plus_one(x) } else { x };
+        let run = |fused: bool| {
+            output_and_grads(&x, seed + 7, |x| {
+                let (q, k, v, lg) = (
+                    phi(x[0].clone()),
+                    phi(x[1].clone()),
+                    x[2].clone(),
+                    log_gates_from(x[3].clone(), scale),
+                );
+                if fused {
+                    let y =
+                        crate::fused::gated_recurrence(q, k, with_ones(v, normalize), lg, None, 13)
+                            .map_err(|_| "flex")
+                            .expect("the fused kernel runs on flex");
+                    divide_out(y, normalize)
+                } else {
+                    chunked(q, k, v, lg, 13, normalize, None).0
+                }
+            })
+        };
+        assert_output_and_grads_close(
+            &format!("chunked fused d=32 log gate≈−{scale} normalize={normalize}"),
+            run(true),
+            &run(false),
+        );
+    }
+}
+
 /// Sequences longer than a sub-chunk: the vector gate's in-chunk scores go through
 /// `VECTOR_SUBCHUNK`-token sub-chunks (a chunk of 20 = 16 + 4, one of 37 = 16 + 16 + 5) and
 /// the parallel form's diagonal blocks recurse into them.

@@ -63,6 +63,33 @@ fn fused_recurrence_matches_the_composed_chunked_form() {
     }
 }
 
+/// As above with heads wide enough (`d = 32`) for the flex glue to run the chunked kernels
+/// (`fused::chunked_delta`) forward and backward: outputs and
+/// gradients against the composed chunked form, moderate and strong decay, `β` in (0, 1) and
+/// near 2, a checkpoint interval that does not divide the length and one longer than it.
+#[test]
+fn chunked_fused_kernels_match_the_composed_chunked_form() {
+    let dev = device();
+    let mut seed = 3500;
+    for (scale, range, c) in
+        [(0.3, BetaRange::Unit, 16), (10.0, BetaRange::NearTwo, 64), (0.0, BetaRange::Small, 13)]
+    {
+        seed += 10;
+        let x = [32, 32, 32, 1, 1].map(|d| {
+            seed += 1;
+            randn([1, 2, 30, d], seed, &dev)
+        });
+        assert_fused_equals_chunked(
+            &x,
+            seed + 7,
+            c,
+            range,
+            |raw| log_gates_from(raw, scale),
+            &format!("chunked fused d=32 log gate≈−{scale} β {range:?} chunk={c}"),
+        );
+    }
+}
+
 /// The block-doubling inverse against forward substitution in f64, for sizes that are and
 /// are not powers of two, on random entries and on repeated keys (all `k_i·k_j = 1`, the
 /// case where a power series `Σ (−A)^n` would need terms of size `C choose n`).

@@ -1,0 +1,273 @@
+//! The gated (delta-rule) recurrence in chunked form, forward and (`backward.rs`) backward: the
+//! UT transform of
+//! Yang et al. 2024 ("Parallelizing Linear Transformers with the Delta Rule over Sequence
+//! Length"; "Gated Delta Networks: Improving Mamba2 with Delta Rule"), its products on the
+//! `gemm` crate, parallel over (batch, head). It computes what the token-by-token kernel
+//! ([`super::gated_recurrence`]) does and saves the same checkpoints (the state at the start of
+//! every `chunk` tokens), so either backward pass runs on either forward pass's checkpoints.
+//!
+//! Within a block of `n` tokens from state `S` (one log gate per head and token, `g_i`), with
+//! `b_i = Σ_{j≤i} g_j` and `Γ_ij = e^{b_i − b_j}` (`j ≤ i`, so never above 1), the token
+//! recurrence `u_i = β_i (v_i − (a_i S_{i−1})ᵀ k_i)` unrolls to
+//!
+//! `u_i = β_i (v_i − e^{b_i} (K S)_i − Σ_{j<i} Γ_ij (k_i·k_j) u_j)`,
+//!
+//! i.e. `(I + diag(β) (Γ ⊙ K Kᵀ ⊙ M₋)) U = diag(β) (V − diag(e^b) K S)` with `M₋` strictly lower:
+//! the UT transform `U = T diag(β)(V − diag(e^b) K S)`, `T = (I + A)⁻¹`, i.e. fla's
+//! `U − W S` with `W = T diag(β) diag(e^b) K`. It is solved here by forward substitution on the
+//! right-hand side, which costs what applying `T` would and never forms `T` or `W`. Then
+//!
+//! `Y = diag(e^b) Q S + (Γ ⊙ Q Kᵀ ⊙ M) U` (`M` lower, diagonal included),
+//! `S ← e^{b_n} S + (diag(e^{b_n − b}) K)ᵀ U`.
+//!
+//! Without the delta rule (`decay`), `U = V`. `K Kᵀ`, `Q Kᵀ`, `K S`, `Q S`, the scores times `U`
+//! and the state update are matrix products (`gemm`); the substitution is `n²/2` row updates of
+//! length `d_v`. Per token that is about `2n·d_k + n·d_v + n·d_v/2 + 3·d_k·d_v` multiply-adds
+//! against the token kernel's `3·d_k·d_v` (plus a scaling pass): more work, in faster loops, so
+//! which kernel wins depends on the shape ([`block_size`]). Per-channel gates
+//! (`gate_width = d_k`) are left to the token kernel.
+
+use super::gated_recurrence::{Dims, Saved, Sequence};
+use super::matmul::{View, matmul_into};
+use super::simd::{dispatched, exp};
+use rayon::prelude::*;
+
+/// Heads at least this wide (both `d_k` and `d_v`) run the chunked kernels.
+///
+/// Measured with `chunked_delta_timing` (tests.rs; 2-core Zen 4 with AVX-512, 2026-12-05, one
+/// rayon thread, other jobs sharing the box at a load of 5, so ±20%): forward / backward µs of
+/// the token kernel against chunked blocks of 8, 12 and 16, delta rule, `[bh, T, d, chunk]`:
+///
+/// | shape | tokens | 8 | 12 | 16 |
+/// |---|---|---|---|---|
+/// | `[48, 64, 32, 64]` (nanoGPT recipe) | 1357 / 4160 | 694 / 2431 | 697 / 2417 | 707 / 2325 |
+/// | `[64, 32, 32, 32]` (MQAR, width 32) | 1018 / 4180 | 478 / 1572 | 470 / 1574 | 491 / 1496 |
+/// | `[8, 1024, 32, 64]` | 3071 / 10237 | 1753 / 7192 | 1763 / 6901 | 1827 / 9957 |
+/// | `[24, 256, 64, 64]` | 12879 / 29448 | 4416 / 12404 | 2790 / 11279 | 2958 / 10859 |
+/// | `[48, 64, 32, 4]` (blocks cut to 4) | 1265 / 4169 | 920 / 2473 | 909 / 2566 | 904 / 2541 |
+/// | `[48, 64, 16, 64]` | 502 / 1548 | 489 / 1563 | 493 / 1564 | 506 / 1622 |
+///
+/// Plain accumulation alike (`[48, 64, 32, 64]`: 910 / 2970 against 445 / 1272 at 16; `d = 16`:
+/// 298 / 1104 against 313 / 838). At `d = 16` the delta rule gains nothing, so narrow heads
+/// stay token by token. Hand-written loops in place of `gemm` for these small products
+/// measured 2 to 3 times slower; stacking `[Q; K]` so that one product gives both `Q Kᵀ` and
+/// `K Kᵀ`, and one both `Q S` and `K S`, measured no faster (user CPU seconds of 300 forward
+/// passes, paired runs: 0.22 either way).
+const CHUNKED_FROM: usize = 32;
+
+/// Block size of the chunked kernels: within the noise of 8 and 12 forward, best backward.
+const BLOCK: usize = 16;
+
+/// The block size to run the chunked kernels at on `dims`, or `None` where the token kernel is
+/// as fast (narrow heads) or the chunked one does not apply (per-channel gates).
+pub fn block_size(dims: Dims) -> Option<usize> {
+    (dims.gate_width == 1 && dims.dk.min(dims.dv) >= CHUNKED_FROM).then_some(BLOCK)
+}
+
+/// A row-major `rows × cols` matrix over the first `rows·cols` values of `data` from `offset`.
+fn rows(data: &[f32], offset: usize, rows: usize, cols: usize) -> View<'_> {
+    View { data, offset, rows, cols, row_stride: cols as isize, col_stride: 1 }
+}
+
+/// Buffers one sequence reuses for every block of at most `block` tokens (`n` below).
+struct Scratch {
+    /// `b_i` and `e^{b_i}`.
+    cum: Vec<f32>,
+    decay: Vec<f32>,
+    /// `Γ` on and below the diagonal, 0 above; `n × n`.
+    gamma: Vec<f32>,
+    /// `Γ ⊙ Q Kᵀ ⊙ M` and `Γ ⊙ K Kᵀ ⊙ M₋`, `n × n`.
+    qk: Vec<f32>,
+    kk: Vec<f32>,
+    /// `R = V − diag(e^b) K S − (Γ ⊙ K Kᵀ ⊙ M₋) U` and `U = diag(β) R`, `n × d_v` (delta rule).
+    r: Vec<f32>,
+    u: Vec<f32>,
+    /// `diag(e^{b_n − b}) K`, `n × d_k`.
+    kd: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(dims: Dims, block: usize) -> Self {
+        let (nn, nv) = (block * block, if dims.delta { block * dims.dv } else { 0 });
+        Self {
+            cum: vec![0.0; block],
+            decay: vec![0.0; block],
+            gamma: vec![0.0; nn],
+            qk: vec![0.0; nn],
+            kk: vec![0.0; if dims.delta { nn } else { 0 }],
+            r: vec![0.0; nv],
+            u: vec![0.0; nv],
+            kd: vec![0.0; block * dims.dk],
+        }
+    }
+
+    /// `U` of the block of `n` tokens from `t0`: the computed one, or `V` without the delta rule.
+    fn values<'a>(&'a self, dims: Dims, x: Sequence<'a>, t0: usize, n: usize) -> &'a [f32] {
+        if dims.delta { &self.u[..n * dims.dv] } else { &x.v[t0 * dims.dv..(t0 + n) * dims.dv] }
+    }
+}
+
+/// Everything a block of `n` tokens from `t0` and state `s` needs besides its outputs: `b`,
+/// `e^b`, `Γ`, `diag(e^{b_n − b}) K`, with `scores` also `Γ ⊙ Q Kᵀ ⊙ M`, and under the delta
+/// rule `Γ ⊙ K Kᵀ ⊙ M₋`, `R` and `U`.
+#[inline(always)]
+fn block_internals(
+    dims: Dims,
+    x: Sequence<'_>,
+    t0: usize,
+    n: usize,
+    s: &[f32],
+    w: &mut Scratch,
+    scores: bool,
+) {
+    let (dk, dv) = (dims.dk, dims.dv);
+    let mut acc = 0.0;
+    for i in 0..n {
+        acc += x.g[t0 + i];
+        w.cum[i] = acc;
+        w.decay[i] = acc.exp();
+    }
+    let cum = &w.cum[..n];
+    // Γ_ij = e^{b_i − b_j} with j ≤ i: never a positive exponent, so strong decay cannot
+    // overflow. The vectorizing `exp` (libm's is a call per element, 3% of a profile).
+    let gamma = &mut w.gamma[..n * n];
+    for (i, row) in gamma.chunks_exact_mut(n).enumerate() {
+        row[..=i].iter_mut().zip(cum).for_each(|(x, &bj)| *x = exp(cum[i] - bj));
+        row[i + 1..].fill(0.0);
+    }
+    let last = cum[n - 1];
+    for (j, row) in w.kd[..n * dk].chunks_exact_mut(dk).enumerate() {
+        let f = (last - cum[j]).exp();
+        let kj = &x.k[(t0 + j) * dk..(t0 + j + 1) * dk];
+        row.iter_mut().zip(kj).for_each(|(o, &k)| *o = f * k);
+    }
+    let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
+    let weigh = |m: &mut [f32]| m.iter_mut().zip(gamma.iter()).for_each(|(x, &c)| *x *= c);
+    if scores {
+        let qk = &mut w.qk[..n * n];
+        matmul_into(qk, 0, n, q, k.t(), 1.0, false);
+        weigh(qk);
+    }
+    if !dims.delta {
+        return;
+    }
+    let kk = &mut w.kk[..n * n];
+    matmul_into(kk, 0, n, k, k.t(), 1.0, false);
+    weigh(kk);
+    (0..n).for_each(|i| kk[i * n + i] = 0.0);
+    // Each row of R starts as K S; U's rows then follow by forward substitution (row i needs
+    // the rows j < i).
+    let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
+    matmul_into(r, 0, dv, k, rows(s, 0, dk, dv), 1.0, false);
+    for i in 0..n {
+        let ri = &mut r[i * dv..(i + 1) * dv];
+        let vi = &x.v[(t0 + i) * dv..(t0 + i + 1) * dv];
+        let e = w.decay[i];
+        ri.iter_mut().zip(vi).for_each(|(r, &v)| *r = v - e * *r);
+        let (done, rest) = u.split_at_mut(i * dv);
+        for (uj, &c) in done.chunks_exact(dv).zip(&kk[i * n..i * n + i]) {
+            ri.iter_mut().zip(uj).for_each(|(r, &u)| *r -= c * u);
+        }
+        let b = x.beta[t0 + i];
+        rest[..dv].iter_mut().zip(ri.iter()).for_each(|(u, &r)| *u = b * r);
+    }
+}
+
+/// The block's outputs into `y` (`n × d_v`), from its state `s` and [`block_internals`].
+#[inline(always)]
+fn block_outputs(
+    dims: Dims,
+    x: Sequence<'_>,
+    t0: usize,
+    n: usize,
+    s: &[f32],
+    y: &mut [f32],
+    w: &Scratch,
+) {
+    let (dk, dv) = (dims.dk, dims.dv);
+    matmul_into(y, 0, dv, rows(x.q, t0 * dk, n, dk), rows(s, 0, dk, dv), 1.0, false);
+    for (row, &e) in y.chunks_exact_mut(dv).zip(&w.decay[..n]) {
+        row.iter_mut().for_each(|x| *x *= e);
+    }
+    let u = w.values(dims, x, t0, n);
+    matmul_into(y, 0, dv, rows(&w.qk, 0, n, n), rows(u, 0, n, dv), 1.0, true);
+}
+
+/// `s` advanced past the block: `S ← e^{b_n} S + (diag(e^{b_n − b}) K)ᵀ U`.
+#[inline(always)]
+fn block_advance(dims: Dims, x: Sequence<'_>, t0: usize, n: usize, s: &mut [f32], w: &Scratch) {
+    let (dk, dv) = (dims.dk, dims.dv);
+    let carry = w.decay[n - 1];
+    s.iter_mut().for_each(|e| *e *= carry);
+    let u = w.values(dims, x, t0, n);
+    matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
+}
+
+/// The forward pass of one (batch, head) in blocks of at most `block` tokens that never cross
+/// a checkpoint: outputs into `y`, the state at the start of every `dims.chunk` tokens into
+/// `checkpoints`.
+#[inline(always)]
+// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+fn sequence_forward_body(
+    dims: Dims,
+    block: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    checkpoints: &mut [f32],
+) {
+    let x = Sequence { q, k, v, g, beta };
+    let (dk, dv) = (dims.dk, dims.dv);
+    let block = block.clamp(1, dims.chunk);
+    let mut w = Scratch::new(dims, block);
+    let mut s = vec![0.0; dk * dv];
+    for c in 0..dims.chunks() {
+        checkpoints[c * dk * dv..(c + 1) * dk * dv].copy_from_slice(&s);
+        let end = ((c + 1) * dims.chunk).min(dims.seq);
+        let mut t0 = c * dims.chunk;
+        while t0 < end {
+            let n = block.min(end - t0);
+            block_internals(dims, x, t0, n, &s, &mut w, true);
+            block_outputs(dims, x, t0, n, &s, &mut y[t0 * dv..(t0 + n) * dv], &w);
+            block_advance(dims, x, t0, n, &mut s, &w);
+            t0 += n;
+        }
+    }
+}
+
+dispatched!(sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
+
+/// [`super::gated_recurrence::forward`] in blocks of `block` tokens: the same `y`
+/// (`[bh, seq, dv]`) and checkpoints, up to rounding. Per-head gates only (`gate_width = 1`).
+pub fn forward(
+    dims: Dims,
+    block: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+) -> (Vec<f32>, Saved) {
+    assert_eq!(dims.gate_width, 1, "the chunked kernel takes one gate per head");
+    let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
+    let n = dims.chunks();
+    let mut y = vec![0.0; dims.bh * t * dv];
+    let mut checkpoints = vec![0.0; dims.bh * n * dk * dv];
+    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
+        |(p, (y, cp))| {
+            let x = Sequence::of(dims, p, q, k, v, g, beta);
+            sequence_forward(dims, block, x.q, x.k, x.v, x.g, x.beta, y, cp);
+        },
+    );
+    (y, Saved { checkpoints })
+}
+
+mod backward;
+pub use backward::backward;
+
+#[cfg(test)]
+mod tests;
