@@ -28,8 +28,8 @@
 //! (`gate_width = d_k`) are left to the token kernel.
 
 use super::gated_recurrence::{Dims, Saved, Sequence};
-use super::matmul::{View, matmul_into};
-use super::simd::{dispatched, exp};
+use super::simd::dispatched;
+use blocks::{Scratch, block_advance, block_internals, block_outputs};
 use rayon::prelude::*;
 
 /// Heads at least this wide (both `d_k` and `d_v`) run the chunked kernels.
@@ -62,145 +62,6 @@ const BLOCK: usize = 16;
 /// as fast (narrow heads) or the chunked one does not apply (per-channel gates).
 pub fn block_size(dims: Dims) -> Option<usize> {
     (dims.gate_width == 1 && dims.dk.min(dims.dv) >= CHUNKED_FROM).then_some(BLOCK)
-}
-
-/// A row-major `rows × cols` matrix over the first `rows·cols` values of `data` from `offset`.
-fn rows(data: &[f32], offset: usize, rows: usize, cols: usize) -> View<'_> {
-    View { data, offset, rows, cols, row_stride: cols as isize, col_stride: 1 }
-}
-
-/// Buffers one sequence reuses for every block of at most `block` tokens (`n` below).
-struct Scratch {
-    /// `b_i` and `e^{b_i}`.
-    cum: Vec<f32>,
-    decay: Vec<f32>,
-    /// `Γ` on and below the diagonal, 0 above; `n × n`.
-    gamma: Vec<f32>,
-    /// `Γ ⊙ Q Kᵀ ⊙ M` and `Γ ⊙ K Kᵀ ⊙ M₋`, `n × n`.
-    qk: Vec<f32>,
-    kk: Vec<f32>,
-    /// `R = V − diag(e^b) K S − (Γ ⊙ K Kᵀ ⊙ M₋) U` and `U = diag(β) R`, `n × d_v` (delta rule).
-    r: Vec<f32>,
-    u: Vec<f32>,
-    /// `diag(e^{b_n − b}) K`, `n × d_k`.
-    kd: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(dims: Dims, block: usize) -> Self {
-        let (nn, nv) = (block * block, if dims.delta { block * dims.dv } else { 0 });
-        Self {
-            cum: vec![0.0; block],
-            decay: vec![0.0; block],
-            gamma: vec![0.0; nn],
-            qk: vec![0.0; nn],
-            kk: vec![0.0; if dims.delta { nn } else { 0 }],
-            r: vec![0.0; nv],
-            u: vec![0.0; nv],
-            kd: vec![0.0; block * dims.dk],
-        }
-    }
-
-    /// `U` of the block of `n` tokens from `t0`: the computed one, or `V` without the delta rule.
-    fn values<'a>(&'a self, dims: Dims, x: Sequence<'a>, t0: usize, n: usize) -> &'a [f32] {
-        if dims.delta { &self.u[..n * dims.dv] } else { &x.v[t0 * dims.dv..(t0 + n) * dims.dv] }
-    }
-}
-
-/// Everything a block of `n` tokens from `t0` and state `s` needs besides its outputs: `b`,
-/// `e^b`, `Γ`, `diag(e^{b_n − b}) K`, with `scores` also `Γ ⊙ Q Kᵀ ⊙ M`, and under the delta
-/// rule `Γ ⊙ K Kᵀ ⊙ M₋`, `R` and `U`.
-#[inline(always)]
-fn block_internals(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &[f32],
-    w: &mut Scratch,
-    scores: bool,
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    let mut acc = 0.0;
-    for i in 0..n {
-        acc += x.g[t0 + i];
-        w.cum[i] = acc;
-        w.decay[i] = acc.exp();
-    }
-    let cum = &w.cum[..n];
-    // Γ_ij = e^{b_i − b_j} with j ≤ i: never a positive exponent, so strong decay cannot
-    // overflow. The vectorizing `exp` (libm's is a call per element, 3% of a profile).
-    let gamma = &mut w.gamma[..n * n];
-    for (i, row) in gamma.chunks_exact_mut(n).enumerate() {
-        row[..=i].iter_mut().zip(cum).for_each(|(x, &bj)| *x = exp(cum[i] - bj));
-        row[i + 1..].fill(0.0);
-    }
-    let last = cum[n - 1];
-    for (j, row) in w.kd[..n * dk].chunks_exact_mut(dk).enumerate() {
-        let f = (last - cum[j]).exp();
-        let kj = &x.k[(t0 + j) * dk..(t0 + j + 1) * dk];
-        row.iter_mut().zip(kj).for_each(|(o, &k)| *o = f * k);
-    }
-    let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
-    let weigh = |m: &mut [f32]| m.iter_mut().zip(gamma.iter()).for_each(|(x, &c)| *x *= c);
-    if scores {
-        let qk = &mut w.qk[..n * n];
-        matmul_into(qk, 0, n, q, k.t(), 1.0, false);
-        weigh(qk);
-    }
-    if !dims.delta {
-        return;
-    }
-    let kk = &mut w.kk[..n * n];
-    matmul_into(kk, 0, n, k, k.t(), 1.0, false);
-    weigh(kk);
-    (0..n).for_each(|i| kk[i * n + i] = 0.0);
-    // Each row of R starts as K S; U's rows then follow by forward substitution (row i needs
-    // the rows j < i).
-    let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
-    matmul_into(r, 0, dv, k, rows(s, 0, dk, dv), 1.0, false);
-    for i in 0..n {
-        let ri = &mut r[i * dv..(i + 1) * dv];
-        let vi = &x.v[(t0 + i) * dv..(t0 + i + 1) * dv];
-        let e = w.decay[i];
-        ri.iter_mut().zip(vi).for_each(|(r, &v)| *r = v - e * *r);
-        let (done, rest) = u.split_at_mut(i * dv);
-        for (uj, &c) in done.chunks_exact(dv).zip(&kk[i * n..i * n + i]) {
-            ri.iter_mut().zip(uj).for_each(|(r, &u)| *r -= c * u);
-        }
-        let b = x.beta[t0 + i];
-        rest[..dv].iter_mut().zip(ri.iter()).for_each(|(u, &r)| *u = b * r);
-    }
-}
-
-/// The block's outputs into `y` (`n × d_v`), from its state `s` and [`block_internals`].
-#[inline(always)]
-fn block_outputs(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &[f32],
-    y: &mut [f32],
-    w: &Scratch,
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    matmul_into(y, 0, dv, rows(x.q, t0 * dk, n, dk), rows(s, 0, dk, dv), 1.0, false);
-    for (row, &e) in y.chunks_exact_mut(dv).zip(&w.decay[..n]) {
-        row.iter_mut().for_each(|x| *x *= e);
-    }
-    let u = w.values(dims, x, t0, n);
-    matmul_into(y, 0, dv, rows(&w.qk, 0, n, n), rows(u, 0, n, dv), 1.0, true);
-}
-
-/// `s` advanced past the block: `S ← e^{b_n} S + (diag(e^{b_n − b}) K)ᵀ U`.
-#[inline(always)]
-fn block_advance(dims: Dims, x: Sequence<'_>, t0: usize, n: usize, s: &mut [f32], w: &Scratch) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    let carry = w.decay[n - 1];
-    s.iter_mut().for_each(|e| *e *= carry);
-    let u = w.values(dims, x, t0, n);
-    matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
 }
 
 /// The forward pass of one (batch, head) in blocks of at most `block` tokens that never cross
@@ -267,6 +128,7 @@ pub fn forward(
 }
 
 mod backward;
+mod blocks;
 pub use backward::backward;
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //!   from `∂L/∂b_j`; `e^{b_i}` adds `q_i·(e^{b_i} S dy_i)` and `k_i·(−e^{b_i} S dr_i)` to
 //!   `∂L/∂b_i`, `e^{b_n}` adds `e^{b_n}⟨dS, S⟩` to `∂L/∂b_n`; then `dg_i = Σ_{m ≥ i} ∂L/∂b_m`.
 
-use super::{Scratch, block_advance, block_internals, rows};
+use super::blocks::{Scratch, block_advance, block_internals, rows};
 use crate::fused::gated_recurrence::{Dims, Grads, Saved, Sequence};
 use crate::fused::matmul::matmul_into;
 use crate::fused::simd::{dispatched, dot};
