@@ -16,6 +16,7 @@ pub mod delta;
 pub mod diff;
 pub mod linear;
 pub mod mla;
+pub mod rwkv7;
 pub mod sigmoid;
 pub mod softmax;
 pub mod stickbreak;
@@ -40,6 +41,9 @@ macro_rules! families {
 
         /// The run-time selected mixer: one concrete module type for any family (its variant
         /// name is part of every parameter's path in checkpoints and exports).
+        // Held once per layer and never moved in a hot loop, so a family with many parameters
+        // (RWKV-7) may be larger than the rest; Burn has no `Module` for `Box` to even them out.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum Mixer { $( $variant(<$config as MixerFamily>::Module), )* }
 
@@ -97,6 +101,7 @@ families! {
     StickBreak(stickbreak::StickBreakingAttentionConfig),
     Diff(diff::DiffAttentionConfig),
     Mla(mla::MlaAttentionConfig),
+    Rwkv7(rwkv7::Rwkv7AttentionConfig),
 }
 
 struct FamilyEntry {
