@@ -104,10 +104,12 @@ fn lora(
     }
 }
 
-/// The layer for `dims` with LoRA ranks `(decay, a, gate)`, every value drawn from `rng`.
+/// The layer for `dims` with LoRA ranks `(decay, a, gate)` and `chunk` tokens per chunk of
+/// the chunked form, every value drawn from `rng`.
 pub(super) fn build(
     dims: &MixerDims,
     (decay_rank, a_rank, gate_rank): (usize, usize, usize),
+    chunk: usize,
     rng: &mut StdRng,
     device: &Device,
 ) -> Rwkv7Attention {
@@ -148,6 +150,7 @@ pub(super) fn build(
         g_norm_bias: param1(vec![0.0; c], device),
         o_proj: linear(vec![0.0; c * d], c, d, bias(d, dims.out_bias), device),
         n_heads: h,
+        chunk,
     }
 }
 

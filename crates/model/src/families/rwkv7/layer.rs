@@ -2,7 +2,7 @@
 //! per-head removal key and replacement key, the recurrence (both ways when bidirectional), the
 //! head norm, bonus and gate, and decoding.
 
-use super::forms::{head_group_norm, implied_weights, recurrent};
+use super::forms::{chunked, head_group_norm, implied_weights, recurrent};
 use crate::fused::affine;
 use crate::heads::sequence_diagnostics;
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
@@ -62,6 +62,9 @@ pub struct Rwkv7Attention {
     pub o_proj: Linear,
     #[module(skip)]
     pub(super) n_heads: usize,
+    /// Tokens per chunk of the chunked form.
+    #[module(skip)]
+    pub(super) chunk: usize,
 }
 
 /// What the recurrence and the output take from a run of tokens, heads split
@@ -143,27 +146,26 @@ impl Rwkv7Attention {
         affine(&self.o_proj, y)
     }
 
+    /// The recurrence over `f` from `state` (zeros when `None`): one token through
+    /// [`recurrent`], several through [`chunked`]. Returns `o` and the state after the last token.
+    fn mix(&self, f: &Features, state: Option<&Tensor<4>>) -> (Tensor<4>, Tensor<4>) {
+        let (r, log_w, k, v) = (f.r.clone(), f.log_w.clone(), f.k.clone(), f.v.clone());
+        let (alpha, beta) = (f.alpha.clone(), f.beta.clone());
+        if r.dims()[2] == 1 {
+            recurrent(r, log_w, k, v, alpha, beta, state)
+        } else {
+            chunked(r, log_w, k, v, alpha, beta, self.chunk, state)
+        }
+    }
+
     /// One causal pass from the empty state: the output and, when asked, the recurrence's
     /// implied weights `[batch, heads, seq, seq]`.
     fn causal(&self, x: Tensor<3>, weights: bool) -> (Tensor<3>, Option<Tensor<4>>) {
         let f = self.features(x, None);
-        let (o, _) = recurrent(
-            f.r.clone(),
-            f.log_w.clone(),
-            f.k.clone(),
-            f.v.clone(),
-            f.alpha.clone(),
-            f.beta.clone(),
-            None,
-        );
+        let (o, _) = self.mix(&f, None);
         let w = weights.then(|| {
-            implied_weights(
-                f.r.clone(),
-                f.log_w.clone(),
-                f.k.clone(),
-                f.alpha.clone(),
-                f.beta.clone(),
-            )
+            let (r, log_w, k) = (f.r.clone(), f.log_w.clone(), f.k.clone());
+            implied_weights(r, log_w, k, f.alpha.clone(), f.beta.clone())
         });
         (self.output(o, &f), w)
     }
@@ -200,15 +202,7 @@ impl SequenceMixer for Rwkv7Attention {
     ) -> Tensor<3> {
         let t = x.dims()[1];
         let f = self.features(x.clone(), state.last_x.take());
-        let (o, s) = recurrent(
-            f.r.clone(),
-            f.log_w.clone(),
-            f.k.clone(),
-            f.v.clone(),
-            f.alpha.clone(),
-            f.beta.clone(),
-            state.state.as_ref(),
-        );
+        let (o, s) = self.mix(&f, state.state.as_ref());
         state.state = Some(s);
         state.last_x = Some(x.narrow(1, t - 1, 1));
         self.output(o, &f)

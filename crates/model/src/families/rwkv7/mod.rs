@@ -36,9 +36,12 @@
 //! (bias 0), `W_r, W_v` orthogonal, `W_k` orthogonal × 0.1, `W_o = 0`, every LoRA's `W_1 = 0` and
 //! `W_2` orthogonal × 0.1. Drawn from the model seed and layer.
 //!
-//! Forms: the recurrence token by token ([`recurrent`]), for training and decoding alike; there is
-//! no chunked form yet. A bidirectional model runs the whole layer forwards and over the reversed
-//! sequence (its token shift then reads the next token) and adds the two outputs.
+//! Forms: [`chunked`] (training and multi-token decoding, `chunk=16` tokens per chunk: inside a
+//! chunk the removal reads `u_i = α_iᵀ S_{i−1}` come from one unit-lower triangular solve, between
+//! chunks the state is carried) and [`recurrent`], token by token (single-token decoding, the
+//! implied weights, and the reference the chunked form is tested against). A bidirectional model
+//! runs the whole layer forwards and over the reversed sequence (its token shift then reads the
+//! next token) and adds the two outputs.
 //!
 //! This file holds the config; `init.rs` fla's initial values, `layer.rs` the module, `forms.rs`
 //! the recurrence, its implied weights and the head norm, `tests.rs` the naive oracle and tests.
@@ -49,7 +52,7 @@ mod layer;
 #[cfg(test)]
 mod tests;
 
-pub use forms::{head_group_norm, implied_weights, recurrent};
+pub use forms::{chunked, head_group_norm, implied_weights, recurrent};
 pub use layer::{Lora, Rwkv7Attention, Rwkv7State};
 
 use crate::gates::family_rng;
@@ -62,7 +65,7 @@ use std::fmt;
 /// The parameters' stream tag ("rwkv7_in").
 const INIT_TAG: u64 = 0x7277_6b76_375f_696e;
 
-/// `rwkv7[:decay_rank=N][:a_rank=N][:gate_rank=N]`: the options are this struct's fields (see
+/// `rwkv7[:decay_rank=N][:a_rank=N][:gate_rank=N][:chunk=N]`: the options are this struct's fields (see
 /// [`crate::options`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,11 +76,13 @@ pub struct Rwkv7AttentionConfig {
     pub a_rank: usize,
     /// Rank of the output gate LoRA (`g`).
     pub gate_rank: usize,
+    /// Tokens per chunk of the chunked form.
+    pub chunk: usize,
 }
 
 impl Default for Rwkv7AttentionConfig {
     fn default() -> Self {
-        Self { decay_rank: 32, a_rank: 32, gate_rank: 32 }
+        Self { decay_rank: 32, a_rank: 32, gate_rank: 32, chunk: 16 }
     }
 }
 
@@ -89,11 +94,14 @@ impl fmt::Display for Rwkv7AttentionConfig {
 
 impl MixerFamily for Rwkv7AttentionConfig {
     const NAME: &'static str = "rwkv7";
-    const SYNTAX: &'static str = "rwkv7[:decay_rank=N][:a_rank=N][:gate_rank=N]";
+    const SYNTAX: &'static str = "rwkv7[:decay_rank=N][:a_rank=N][:gate_rank=N][:chunk=N]";
     type Module = Rwkv7Attention;
 
     fn parse(parts: &[&str], spec: &str) -> Result<Self, SpecError> {
         let c: Self = parse_options(parts, spec)?;
+        if c.chunk == 0 {
+            return Err(SpecError::new(spec, "chunk must be at least 1"));
+        }
         if c.decay_rank == 0 || c.a_rank == 0 || c.gate_rank == 0 {
             return Err(SpecError::new(
                 spec,
@@ -126,7 +134,8 @@ impl MixerFamily for Rwkv7AttentionConfig {
 
     fn init(&self, dims: &MixerDims, device: &Device) -> Rwkv7Attention {
         let mut rng = family_rng(dims, INIT_TAG);
-        init::build(dims, (self.decay_rank, self.a_rank, self.gate_rank), &mut rng, device)
+        let ranks = (self.decay_rank, self.a_rank, self.gate_rank);
+        init::build(dims, ranks, self.chunk, &mut rng, device)
     }
 
     fn conventions(&self) -> Vec<(&'static str, Convention)> {

@@ -1,6 +1,6 @@
 //! The naive RWKV-7 layer (plain f64 loops straight from the formula, every matrix explicit) and
 //! the tests against it: the recurrence's outputs and gradients against the explicit transition
-//! matrix, the module against the naive layer (causal and bidirectional), decoding, causality,
+//! matrix, the chunked form against the recurrence, the module against the naive layer (causal and bidirectional), decoding, causality,
 //! NaN-safety at 8× the training length, the decoding state's size, specs and initial values.
 
 use super::*;
@@ -154,7 +154,7 @@ fn naive(m: &Rwkv7Attention, x: &Tensor<3>, causal: bool) -> Vec<f32> {
 
 #[test]
 fn the_module_matches_the_naive_layer_causal_and_bidirectional() {
-    let m = layer("decay_rank=3:a_rank=2:gate_rank=4");
+    let m = layer("decay_rank=3:a_rank=2:gate_rank=4:chunk=3");
     let x = randn([2, 7, 8], 11, &device());
     for (ctx, causal) in [(MixContext::causal(), true), (MixContext::bidirectional(), false)] {
         let y = m.forward(x.clone(), ctx).output;
@@ -199,6 +199,37 @@ fn the_recurrence_matches_explicit_transitions_with_gradients() {
     assert_output_and_grads_close("rwkv7 recurrence", fast, &slow);
 }
 
+/// The chunked form equals the recurrence, outputs, final state and gradients, from a carried
+/// state, for chunks that divide the length, that do not, of one token and past the length.
+#[test]
+fn the_chunked_form_matches_the_recurrence_with_gradients() {
+    let d = device();
+    let mut inputs: Vec<Tensor<4>> = (0..6).map(|i| randn([2, 2, 9, 3], 100 + i, &d)).collect();
+    inputs.push(randn([2, 2, 3, 3], 106, &d));
+    // The layer's ranges, the decay at its strongest: log w ∈ (−0.61, 0) with many near −0.6.
+    let shaped = |x: &[Tensor<4>]| {
+        let log_w = sigmoid(x[1].clone() + 2.0) * (-0.6065);
+        let kappa = x[4].clone() / x[4].clone().powi_scalar(2).sum_dim(3).sqrt();
+        let beta = kappa.clone() * sigmoid(x[5].clone());
+        [x[0].clone(), log_w, x[2].clone(), x[3].clone(), -kappa, beta]
+    };
+    let with_state = |x: Vec<Tensor<4>>, chunk: Option<usize>| {
+        let [r, w, k, v, a, b] = shaped(&x);
+        let s0 = x[6].clone();
+        let (y, s) = match chunk {
+            Some(c) => chunked(r, w, k, v, a, b, c, Some(&s0)),
+            None => recurrent(r, w, k, v, a, b, Some(&s0)),
+        };
+        // The final state joins the output so its gradients are checked too.
+        Tensor::cat(vec![y, s], 2)
+    };
+    let want = output_and_grads(&inputs, 110, |x| with_state(x, None));
+    for chunk in [1, 3, 4, 9, 16] {
+        let got = output_and_grads(&inputs, 110, |x| with_state(x, Some(chunk)));
+        assert_output_and_grads_close(&format!("chunk={chunk}"), got, &want);
+    }
+}
+
 #[test]
 fn implied_weights_reproduce_the_recurrence() {
     let d = device();
@@ -221,7 +252,8 @@ fn implied_weights_reproduce_the_recurrence() {
 
 #[test]
 fn decoding_equals_the_forward() {
-    let m = layer("");
+    // Chunks of 3: the 4-token prompt and the forward over 10 tokens cross chunk boundaries.
+    let m = layer("chunk=3");
     assert_decoding_equals_forward(&m, randn([2, 10, 8], 21, &device()), None, "rwkv7");
 }
 
@@ -257,12 +289,14 @@ fn the_reported_state_size_is_what_decoding_keeps() {
 
 #[test]
 fn specs_parse_print_and_refuse() {
-    for spec in ["rwkv7", "rwkv7:a_rank=4:decay_rank=8:gate_rank=16"] {
+    for spec in ["rwkv7", "rwkv7:a_rank=4:chunk=8:decay_rank=8:gate_rank=16"] {
         let parsed: crate::families::MixerSpec = spec.parse().unwrap();
         assert_eq!(parsed.to_string(), spec);
     }
-    let err = "rwkv7:a_rank=0".parse::<crate::families::MixerSpec>().unwrap_err().to_string();
-    assert!(err.contains("a_rank"), "{err}");
+    for (spec, needle) in [("rwkv7:a_rank=0", "a_rank"), ("rwkv7:chunk=0", "chunk")] {
+        let err = spec.parse::<crate::families::MixerSpec>().unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
     let gqa = MixerDims { n_kv_heads: 1, ..dims() };
     let err = Rwkv7AttentionConfig::default().validate(&gqa).unwrap_err().to_string();
     assert!(err.contains("n_kv_heads"), "{err}");
