@@ -20,7 +20,7 @@ bonus ``(sum_i r_i k~_i r_k[h, i]) v``, times ``g``, then ``o_proj``. Channels o
 Bidirectional (``ctx.causal`` False): the whole layer over the sequence plus the whole layer over
 the reversed sequence (its token shift reading the next token), reversed back.
 
-This is the recurrent form; attnlab trains with the chunked form (``chunk=N``), the same numbers.
+This is the recurrent form, attnlab's default; its ``form=chunked`` gives the same numbers.
 """
 
 from .. import heads as _heads

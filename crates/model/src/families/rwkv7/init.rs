@@ -104,12 +104,12 @@ fn lora(
     }
 }
 
-/// The layer for `dims` with LoRA ranks `(decay, a, gate)` and `chunk` tokens per chunk of
-/// the chunked form, every value drawn from `rng`.
+/// The layer for `dims` with LoRA ranks `(decay, a, gate)`, running the chunked form with
+/// `chunk` tokens per chunk when given (the recurrence otherwise), every value drawn from `rng`.
 pub(super) fn build(
     dims: &MixerDims,
     (decay_rank, a_rank, gate_rank): (usize, usize, usize),
-    chunk: usize,
+    chunk: Option<usize>,
     rng: &mut StdRng,
     device: &Device,
 ) -> Rwkv7Attention {

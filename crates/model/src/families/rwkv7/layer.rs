@@ -62,9 +62,9 @@ pub struct Rwkv7Attention {
     pub o_proj: Linear,
     #[module(skip)]
     pub(super) n_heads: usize,
-    /// Tokens per chunk of the chunked form.
+    /// Tokens per chunk when the layer runs the chunked form; `None`: the recurrence.
     #[module(skip)]
-    pub(super) chunk: usize,
+    pub(super) chunk: Option<usize>,
 }
 
 /// What the recurrence and the output take from a run of tokens, heads split
@@ -146,15 +146,15 @@ impl Rwkv7Attention {
         affine(&self.o_proj, y)
     }
 
-    /// The recurrence over `f` from `state` (zeros when `None`): one token through
-    /// [`recurrent`], several through [`chunked`]. Returns `o` and the state after the last token.
+    /// The recurrence over `f` from `state` (zeros when `None`): [`recurrent`], or [`chunked`]
+    /// under `form=chunked` for more than one token. Returns `o` and the state after the last
+    /// token.
     fn mix(&self, f: &Features, state: Option<&Tensor<4>>) -> (Tensor<4>, Tensor<4>) {
         let (r, log_w, k, v) = (f.r.clone(), f.log_w.clone(), f.k.clone(), f.v.clone());
         let (alpha, beta) = (f.alpha.clone(), f.beta.clone());
-        if r.dims()[2] == 1 {
-            recurrent(r, log_w, k, v, alpha, beta, state)
-        } else {
-            chunked(r, log_w, k, v, alpha, beta, self.chunk, state)
+        match self.chunk {
+            Some(chunk) if r.dims()[2] > 1 => chunked(r, log_w, k, v, alpha, beta, chunk, state),
+            _ => recurrent(r, log_w, k, v, alpha, beta, state),
         }
     }
 

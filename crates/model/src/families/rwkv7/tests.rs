@@ -154,11 +154,20 @@ fn naive(m: &Rwkv7Attention, x: &Tensor<3>, causal: bool) -> Vec<f32> {
 
 #[test]
 fn the_module_matches_the_naive_layer_causal_and_bidirectional() {
-    let m = layer("decay_rank=3:a_rank=2:gate_rank=4:chunk=3");
-    let x = randn([2, 7, 8], 11, &device());
-    for (ctx, causal) in [(MixContext::causal(), true), (MixContext::bidirectional(), false)] {
-        let y = m.forward(x.clone(), ctx).output;
-        assert_values_close(&values(y), &naive(&m, &x, causal), &format!("causal={causal}"));
+    for spec in [
+        "decay_rank=3:a_rank=2:gate_rank=4",
+        "decay_rank=3:a_rank=2:gate_rank=4:form=chunked:chunk=3",
+    ] {
+        let m = layer(spec);
+        let x = randn([2, 7, 8], 11, &device());
+        for (ctx, causal) in [(MixContext::causal(), true), (MixContext::bidirectional(), false)] {
+            let y = m.forward(x.clone(), ctx).output;
+            assert_values_close(
+                &values(y),
+                &naive(&m, &x, causal),
+                &format!("{spec} causal={causal}"),
+            );
+        }
     }
 }
 
@@ -253,8 +262,10 @@ fn implied_weights_reproduce_the_recurrence() {
 #[test]
 fn decoding_equals_the_forward() {
     // Chunks of 3: the 4-token prompt and the forward over 10 tokens cross chunk boundaries.
-    let m = layer("chunk=3");
-    assert_decoding_equals_forward(&m, randn([2, 10, 8], 21, &device()), None, "rwkv7");
+    for spec in ["", "form=chunked:chunk=3"] {
+        let m = layer(spec);
+        assert_decoding_equals_forward(&m, randn([2, 10, 8], 21, &device()), None, spec);
+    }
 }
 
 #[test]
@@ -269,10 +280,12 @@ fn later_tokens_do_not_change_earlier_outputs() {
 #[test]
 fn finite_at_eight_times_the_training_length() {
     let ad = ad_device();
-    let m = randomized(seeded_layer::<Rwkv7AttentionConfig>("", &dims(), &ad), 50);
-    let x = (randn([1, 8 * 16, 8], 41, &ad) * 3.0).require_grad();
-    assert_forward_finite(&m, x.clone(), MixContext::causal(), "rwkv7 causal");
-    assert_forward_finite(&m, x, MixContext::bidirectional(), "rwkv7 bidirectional");
+    for spec in ["", "form=chunked"] {
+        let m = randomized(seeded_layer::<Rwkv7AttentionConfig>(spec, &dims(), &ad), 50);
+        let x = (randn([1, 8 * 16, 8], 41, &ad) * 3.0).require_grad();
+        assert_forward_finite(&m, x.clone(), MixContext::causal(), spec);
+        assert_forward_finite(&m, x, MixContext::bidirectional(), spec);
+    }
 }
 
 #[test]
@@ -289,7 +302,7 @@ fn the_reported_state_size_is_what_decoding_keeps() {
 
 #[test]
 fn specs_parse_print_and_refuse() {
-    for spec in ["rwkv7", "rwkv7:a_rank=4:chunk=8:decay_rank=8:gate_rank=16"] {
+    for spec in ["rwkv7", "rwkv7:a_rank=4:chunk=8:decay_rank=8:form=chunked:gate_rank=16"] {
         let parsed: crate::families::MixerSpec = spec.parse().unwrap();
         assert_eq!(parsed.to_string(), spec);
     }
