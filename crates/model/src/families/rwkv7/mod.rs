@@ -21,8 +21,10 @@
 //!   `o ← (o + (Σ_i r_i k̃_i r_k,i) v) ⊙ g` per head (the "bonus" of the current token), then `W_o`.
 //!
 //! The three LoRAs are `x ↦ W_2 f(W_1 x) (+ b)`, ranks `decay_rank`, `a_rank`, `gate_rank`
-//! (options, default 32: what fla's formula `max(32, round(c·√d_model·d_h/64 / 32)·32)` gives at
-//! this project's widths).
+//! (options, default 32 each). fla sizes them `max(32, round(c·√d_model·f / 32)·32)` (`c = 2.5`,
+//! `f = d_h/64` for `w` and `a`; `c = 5`, `f = 1` for `g`): 32 for `w` and `a` up to
+//! `d_model = 368` at `d_h = 64`, and 32 for `g` only up to `d_model = 92` (64 above it: set
+//! `gate_rank=64` to match fla on wider models).
 //!
 //! **Left out**: fla's "v-first" value residual (layers after the first mix their `v` with layer
 //! 0's), a connection across layers the mixer interface does not carry. There is no grouped-query
@@ -41,12 +43,13 @@
 //! `C × C × d_k` decays cost more than the steps they save), and [`chunked`] (`chunk=16` tokens
 //! per chunk: inside a chunk the removal reads `u_i = α_iᵀ S_{i−1}` come from one unit-lower
 //! triangular solve, between chunks the state is carried), for accelerators and long sequences.
-//! Single-token decoding, the implied weights and the tests' reference use the recurrence. A bidirectional model
-//! runs the whole layer forwards and over the reversed sequence (its token shift then reads the
-//! next token) and adds the two outputs.
+//! Single-token decoding, the implied weights and the tests' reference use the recurrence. A
+//! bidirectional model runs the whole layer forwards and over the reversed sequence (its token
+//! shift then reads the next token) and adds the two outputs.
 //!
 //! This file holds the config; `init.rs` fla's initial values, `layer.rs` the module, `forms.rs`
-//! the recurrence, its implied weights and the head norm, `tests.rs` the naive oracle and tests.
+//! the recurrent and chunked forms, the implied weights and the head norm, `tests.rs` the naive
+//! oracle and the tests.
 
 mod forms;
 mod init;
