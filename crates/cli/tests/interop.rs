@@ -280,6 +280,19 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
                 "model.qk_head_norm=true",
             ],
         ),
+        // RWKV-7 with two heads, its own LoRA ranks and the chunked form (4 chunks), both ways
+        // (the whole layer over the reversed sequence, its token shift reading the next token);
+        // a larger step so the zero-initialised output projection and LoRA maps carry the
+        // layer after 6 steps.
+        Case::new(
+            "rwkv7-chunked-bidirectional",
+            "configs/separation-smoke.toml",
+            &[
+                "model.mixer=rwkv7:decay_rank=4:a_rank=3:gate_rank=8:form=chunked:chunk=8",
+                "model.n_heads=2",
+                "train.lr=3e-2",
+            ],
+        ),
         Case::new(
             "deltaproduct-bidirectional",
             "configs/separation-smoke.toml",

@@ -243,6 +243,7 @@ impl ModelConfig {
             max_seq_len: self.max_seq_len,
             seed,
             layer,
+            n_layers: self.n_layers,
             bias: self.qkv_bias.unwrap_or(self.bias),
             out_bias: self.out_bias.unwrap_or(self.bias),
             qk_head_norm: self.qk_head_norm.then_some(self.norm_eps),

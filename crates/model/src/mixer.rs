@@ -114,6 +114,8 @@ pub struct MixerDims {
     /// Seed for fixed random parameters (Performer features); mixed with the layer index.
     pub seed: u64,
     pub layer: usize,
+    /// Layers in the model (RWKV-7's initial values follow the layer's depth `layer / n_layers`).
+    pub n_layers: usize,
     /// Bias on the q/k/v projection (and on the families' own input projections).
     pub bias: bool,
     /// Bias on the output projection.
@@ -124,7 +126,7 @@ pub struct MixerDims {
 
 impl MixerDims {
     /// Plain multi-head attention of `n_heads` heads over width `d_model`, biases on, seed 0,
-    /// layer 0; tests and benches change what they need with struct update syntax.
+    /// layer 0 of 1; tests and benches change what they need with struct update syntax.
     pub const fn new(d_model: usize, n_heads: usize, max_seq_len: usize) -> Self {
         Self {
             d_model,
@@ -137,6 +139,7 @@ impl MixerDims {
             max_seq_len,
             seed: 0,
             layer: 0,
+            n_layers: 1,
             bias: true,
             out_bias: true,
             qk_head_norm: None,
@@ -178,6 +181,10 @@ pub enum MixerError {
         "{mixer} needs a head dim divisible by {multiple} ({why}), got {head_dim}: change model.d_model/model.n_heads or set model.head_dim"
     )]
     HeadDim { mixer: &'static str, head_dim: usize, multiple: usize, why: &'static str },
+    /// A model option the family has no form of (RWKV-7's grouped-query heads); `fix` names
+    /// the key to change.
+    #[error("{mixer} has no {what}: {fix}")]
+    Unsupported { mixer: &'static str, what: &'static str, fix: &'static str },
 }
 
 /// One line of the `attnlab variants` listing.

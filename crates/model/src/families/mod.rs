@@ -17,6 +17,7 @@ pub mod diff;
 pub mod linear;
 pub mod mla;
 pub mod moba;
+pub mod rwkv7;
 pub mod sigmoid;
 pub mod softmax;
 pub mod stickbreak;
@@ -40,9 +41,9 @@ macro_rules! families {
         pub enum MixerSpec { $( $variant($config), )* }
 
         /// The run-time selected mixer: one concrete module type for any family (its variant
-        /// name is part of every parameter's path in checkpoints and exports). One per layer,
-        /// built once: the variants differ in size by a few parameter handles, which a `Box`
-        /// per variant would trade for an indirection on every call and in the record format.
+        /// name is part of every parameter's path in checkpoints and exports).
+        // Held once per layer and never moved in a hot loop, so a family with many parameters
+        // (RWKV-7, MLA) may be larger than the rest; Burn has no `Module` for `Box` to even them out.
         #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum Mixer { $( $variant(<$config as MixerFamily>::Module), )* }
@@ -102,6 +103,7 @@ families! {
     Diff(diff::DiffAttentionConfig),
     Mla(mla::MlaAttentionConfig),
     Moba(moba::MobaAttentionConfig),
+    Rwkv7(rwkv7::Rwkv7AttentionConfig),
 }
 
 struct FamilyEntry {
