@@ -97,6 +97,18 @@ pub fn rope_packed(
     }
 }
 
+/// Whether the fused kernels run on `x`'s backend and dtype (`f32` on flex): a caller that must
+/// build a kernel's layout first (MLA's packed rows) asks before paying for it.
+pub fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    return flex::takes(x);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = x;
+        false
+    }
+}
+
 /// Softmax attention with a constant score multiplier on packed projections, fused on flex.
 ///
 /// `qkv` holds each position's `heads` queries, then `kv_heads` keys and values, side by side

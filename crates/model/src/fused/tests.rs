@@ -248,3 +248,10 @@ fn fused_gelu_reads_strided_inputs() {
     let contiguous = Tensor::<2>::from_data(x.to_data(), &d);
     assert_close(gelu(x), gelu(contiguous), 0.0, "strided vs contiguous");
 }
+
+/// The kernels' backend check: flex `f32` tensors, plain or under autodiff, take the fused path.
+#[test]
+fn flex_f32_tensors_run_fused() {
+    assert!(runs_fused(&randn([2, 3], 96, &device())));
+    assert!(runs_fused(&randn([2, 3], 97, &crate::testing::ad_device())));
+}

@@ -400,8 +400,9 @@ impl SequenceMixer for MlaAttention {
         let q_r = q_r.map(|q| rotated(q, self.decoupled_rope(ctx.rope), 0));
         let k_r = self.rope_key(x.clone()).map(|k| rotated(k, self.decoupled_rope(ctx.rope), 0));
         let c = self.latents(x);
-        // The fused kernel covers training and evaluation without monitoring (it keeps no weights).
-        if !ctx.diagnostics {
+        // The fused kernel covers training and evaluation without monitoring (it keeps no weights);
+        // elsewhere the packed rows would be built only to be thrown away.
+        if !ctx.diagnostics && fused::runs_fused(&c) {
             let fused = self.attend_fused(
                 q_c.clone(),
                 q_r.clone(),

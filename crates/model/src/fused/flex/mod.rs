@@ -22,3 +22,8 @@ pub use linear_attention::causal_linear_attention;
 pub use norm::layer_norm;
 pub use rope::rope_packed;
 pub use unary::{elu_plus_one, gelu, log_sigmoid, silu};
+
+/// Whether `x` is an `f32` flex tensor (with or without autodiff), the kind the kernels take.
+pub fn takes<const D: usize>(x: &burn::tensor::Tensor<D>) -> bool {
+    !matches!(glue::classify(x.clone()), glue::Input::Other(_))
+}
