@@ -1,7 +1,8 @@
 //! What the gated linear-type families' forms share: cutting a sequence into chunks, the
-//! in-chunk decay matrix of a scalar gate, and the causal decayed scores
+//! in-chunk decay matrix of a scalar gate, the causal decayed scores
 //! `Σ_f q_if k_jf exp(b_if − b_jf)` of a per-channel gate (`decay:gla`, `delta:kda`), built
-//! without a `T × T × F` tensor (the layers around the forms share [`crate::recurrent_layer`]).
+//! without a `T × T × F` tensor, and the exact inverse of a unit lower-triangular chunk matrix
+//! (the delta rule's UT transform, RWKV-7's removal reads) (the layers around the forms share [`crate::recurrent_layer`]).
 
 use crate::heads::causal_mask;
 use burn::tensor::ops::PadMode;
@@ -107,4 +108,48 @@ pub fn causal_scores(q: Tensor<4>, k: Tensor<4>, log_g: Tensor<4>, block: usize)
         })
         .collect();
     Tensor::cat(rows, 1).reshape([b, h, tp, tp]).narrow(2, 0, t).narrow(3, 0, t)
+}
+
+/// `(I + A)⁻¹` for strictly lower-triangular `A` (forward substitution, written as block
+/// doubling so it is `log₂ C` batched steps rather than `C` row steps): with the inverses `T₁`,
+/// `T₂` of the two diagonal halves of a block, its inverse is `[[T₁, 0], [−T₂ A₂₁ T₁, T₂]]`.
+/// Exact (no power series, whose terms overflow when keys repeat); sizes that are not a power
+/// of two are padded with an identity block, which does not change the rows kept.
+///
+/// # Shapes
+/// - `a`: `[x, n, c, c]` -> `[x, n, c, c]`
+pub fn unit_lower_inverse(a: Tensor<4>) -> Tensor<4> {
+    let [x, n, c, _] = a.dims();
+    let device = a.device();
+    let p = c.next_power_of_two();
+    let a = if p > c { a.pad((0, p - c, 0, p - c), PadMode::Constant(0.0)) } else { a };
+    let r = x * n;
+    let a = a.reshape([r, p, p]);
+    // The inverses of the diagonal blocks of size s, `[r, p/s, s, s]`; 1×1 blocks are 1.
+    let mut inverses = Tensor::<4>::ones([r, p, 1, 1], &device);
+    let mut s = 1;
+    while s < p {
+        let (w, pairs) = (2 * s, p / (2 * s));
+        // The w×w diagonal blocks of `a` (block m spans rows and columns m·w..(m+1)·w), picked
+        // out by multiplying with a block identity and summing the column-block axis.
+        let eye: Vec<f32> =
+            (0..pairs * pairs).map(|i| if i / pairs == i % pairs { 1.0 } else { 0.0 }).collect();
+        let eye = Tensor::<2>::from_data(TensorData::new(eye, [pairs, pairs]), &device)
+            .reshape([1, pairs, 1, pairs, 1]);
+        let blocks = (a.clone().reshape([r, pairs, w, pairs, w]) * eye).sum_dim(3).reshape([
+            r * pairs,
+            w,
+            w,
+        ]);
+        let below = blocks.narrow(1, s, s).narrow(2, 0, s); // A₂₁
+        let halves = inverses.reshape([r * pairs, 2, s, s]);
+        let t1 = halves.clone().narrow(1, 0, 1).reshape([r * pairs, s, s]);
+        let t2 = halves.narrow(1, 1, 1).reshape([r * pairs, s, s]);
+        let off = t2.clone().matmul(below).matmul(t1.clone()).neg();
+        let top = Tensor::cat(vec![t1, Tensor::zeros([r * pairs, s, s], &device)], 2);
+        let bottom = Tensor::cat(vec![off, t2], 2);
+        inverses = Tensor::cat(vec![top, bottom], 1).reshape([r, pairs, w, w]);
+        s = w;
+    }
+    inverses.reshape([x, n, p, p]).narrow(2, 0, c).narrow(3, 0, c)
 }

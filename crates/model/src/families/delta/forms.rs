@@ -13,53 +13,10 @@
 //! state's rows. A per-channel gate's pairwise decays `exp(b_if − b_jf)` go through
 //! [`causal_scores`] (GLA's sub-chunk scheme), so no form exponentiates a positive difference.
 
-use crate::chunking::{VECTOR_SUBCHUNK, causal_decay, causal_scores, to_chunks};
-use burn::tensor::ops::PadMode;
-use burn::tensor::{Bool, Device, Tensor, TensorData};
-
-/// `(I + A)⁻¹` for strictly lower-triangular `A` (forward substitution, written as block
-/// doubling so it is `log₂ C` batched steps rather than `C` row steps): with the inverses `T₁`,
-/// `T₂` of the two diagonal halves of a block, its inverse is `[[T₁, 0], [−T₂ A₂₁ T₁, T₂]]`.
-/// Exact (no power series, whose terms overflow when keys repeat); sizes that are not a power
-/// of two are padded with an identity block, which does not change the rows kept.
-///
-/// # Shapes
-/// - `a`: `[x, n, c, c]` -> `[x, n, c, c]`
-pub fn unit_lower_inverse(a: Tensor<4>) -> Tensor<4> {
-    let [x, n, c, _] = a.dims();
-    let device = a.device();
-    let p = c.next_power_of_two();
-    let a = if p > c { a.pad((0, p - c, 0, p - c), PadMode::Constant(0.0)) } else { a };
-    let r = x * n;
-    let a = a.reshape([r, p, p]);
-    // The inverses of the diagonal blocks of size s, `[r, p/s, s, s]`; 1×1 blocks are 1.
-    let mut inverses = Tensor::<4>::ones([r, p, 1, 1], &device);
-    let mut s = 1;
-    while s < p {
-        let (w, pairs) = (2 * s, p / (2 * s));
-        // The w×w diagonal blocks of `a` (block m spans rows and columns m·w..(m+1)·w), picked
-        // out by multiplying with a block identity and summing the column-block axis.
-        let eye: Vec<f32> =
-            (0..pairs * pairs).map(|i| if i / pairs == i % pairs { 1.0 } else { 0.0 }).collect();
-        let eye = Tensor::<2>::from_data(TensorData::new(eye, [pairs, pairs]), &device)
-            .reshape([1, pairs, 1, pairs, 1]);
-        let blocks = (a.clone().reshape([r, pairs, w, pairs, w]) * eye).sum_dim(3).reshape([
-            r * pairs,
-            w,
-            w,
-        ]);
-        let below = blocks.narrow(1, s, s).narrow(2, 0, s); // A₂₁
-        let halves = inverses.reshape([r * pairs, 2, s, s]);
-        let t1 = halves.clone().narrow(1, 0, 1).reshape([r * pairs, s, s]);
-        let t2 = halves.narrow(1, 1, 1).reshape([r * pairs, s, s]);
-        let off = t2.clone().matmul(below).matmul(t1.clone()).neg();
-        let top = Tensor::cat(vec![t1, Tensor::zeros([r * pairs, s, s], &device)], 2);
-        let bottom = Tensor::cat(vec![off, t2], 2);
-        inverses = Tensor::cat(vec![top, bottom], 1).reshape([r, pairs, w, w]);
-        s = w;
-    }
-    inverses.reshape([x, n, p, p]).narrow(2, 0, c).narrow(3, 0, c)
-}
+use crate::chunking::{
+    VECTOR_SUBCHUNK, causal_decay, causal_scores, to_chunks, unit_lower_inverse,
+};
+use burn::tensor::{Bool, Device, Tensor};
 
 /// True on and above the diagonal: what the strictly lower `A` leaves out.
 pub(super) fn diagonal_and_above(c: usize, device: &Device) -> Tensor<2, Bool> {

@@ -99,7 +99,7 @@ mod tests;
 
 pub use forms::{
     chunked, flip_tokens, gate_on_first_substep, interleave_substeps, last_substeps, parallel,
-    product_weights, queries_on_last_substep, recurrent, unit_lower_inverse, weights,
+    product_weights, queries_on_last_substep, recurrent, weights,
 };
 pub use layer::{DeltaAttention, L2_EPS, l2_normalize};
 

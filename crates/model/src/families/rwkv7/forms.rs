@@ -2,7 +2,7 @@
 //! recurrence token by token and chunk by chunk, the attention weights it implies, and the
 //! per-head GroupNorm.
 
-use crate::chunking::{VECTOR_SUBCHUNK, causal_scores, to_chunks};
+use crate::chunking::{VECTOR_SUBCHUNK, causal_scores, to_chunks, unit_lower_inverse};
 use burn::tensor::Tensor;
 
 /// fla's DPLR recurrence from `state` (zeros when `None`), token by token:
@@ -77,14 +77,8 @@ pub fn chunked(
     let alpha_prev = alpha * (-log_w.clone()).exp(); // α_i e^{−log w_i}: decays from b_{i−1}
     let a_ab = scores(&alpha_prev, &beta) * strict.clone();
     let a_ak = scores(&alpha_prev, &k) * strict;
-    // (I − N)⁻¹ = (I + N)(I + N²)(I + N⁴)… for a nilpotent N (N^c = 0).
-    let eye = Tensor::<2>::eye(c, &device).reshape([1, 1, c, c]);
-    let (mut inverse, mut power, mut reach) = (eye.clone() + a_ab.clone(), a_ab, 2);
-    while reach < c {
-        power = power.clone().matmul(power);
-        inverse = inverse.clone() + inverse.matmul(power.clone());
-        reach *= 2;
-    }
+    // (I − A_αβ)⁻¹ by block doubling, exact (strictly lower, so unit lower-triangular).
+    let inverse = unit_lower_inverse(a_ab.neg());
     let from_state = inverse.clone().matmul(alpha_prev * cum.clone().exp()); // T W: [bh, n, c, dk]
     let from_values = inverse.matmul(a_ak.matmul(v.clone())); // T A_αk V: [bh, n, c, dv]
     let r_decayed = r * cum.clone().exp();

@@ -4,6 +4,7 @@
 
 use super::super::forms::diagonal_and_above;
 use super::*;
+use crate::chunking::unit_lower_inverse;
 use crate::testing::{assert_close, output_and_grads, randn, values};
 
 /// parallel, chunked and recurrent against the naive recurrence, outputs and the gradients
