@@ -1,6 +1,7 @@
 //! The differential attention module: its parameters, λ, the two-map kernel, the full-sequence
 //! forward and KV-cache decoding.
 
+use crate::fused;
 use crate::heads::{
     HeadProjection, KvCache, apply_rope, causal_mask, masked_softmax, sequence_diagnostics,
 };
@@ -59,8 +60,55 @@ impl DiffAttention {
     ///
     /// # Shapes
     /// - `y`: `[batch, heads, seq, d_h]` -> the same
-    fn finish(&self, y: Tensor<4>) -> Tensor<4> {
+    fn finish<const D: usize>(&self, y: Tensor<D>) -> Tensor<D> {
         self.norm.forward(y) * (1.0 - self.lambda_init)
+    }
+
+    /// The forward's two maps on the fused softmax kernel (flex), heads merged, before the norm:
+    /// `A₁V − λA₂V`, the kernel run once over `2h` query heads `[q₁ heads | q₂ heads]` and
+    /// `2·kv` key/value heads `[k₁ | k₂]`, `[v | v]`, so query head `i` reads key/value head
+    /// `i / (h/kv)` as the kernel's grouped-query indexing has it. The kernel wants one width for
+    /// queries, keys and values: the `d`-wide halves are padded with `d` zeros to `v`'s `d_h`,
+    /// which leaves `q·k` unchanged (the scale stays `1/√d`). Returns `None` off flex, where the
+    /// caller composes [`differential_weights`].
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, heads, seq, d_h]`, `k`, `v`: `[batch, kv_heads, seq, d_h]` (rotated)
+    ///   -> `[batch, seq, heads·d_h]`
+    fn attend_fused(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        causal: bool,
+    ) -> Option<Tensor<3>> {
+        let [b, h, t, d_h] = q.dims();
+        let kv = k.dims()[1];
+        let d = d_h / 2;
+        let halves_as_heads = |x: Tensor<4>| {
+            let [_, n, _, _] = x.dims();
+            let zeros = Tensor::zeros([b, n, t, d], &x.device());
+            let first = Tensor::cat(vec![x.clone().narrow(3, 0, d), zeros.clone()], 3);
+            let second = Tensor::cat(vec![x.narrow(3, d, d), zeros], 3);
+            Tensor::cat(vec![first, second], 1)
+        };
+        let rows = |x: Tensor<4>| {
+            let n = x.dims()[1];
+            x.swap_dims(1, 2).reshape([b, t, n * d_h])
+        };
+        let qkv = Tensor::cat(
+            vec![
+                rows(halves_as_heads(q)),
+                rows(halves_as_heads(k)),
+                rows(Tensor::cat(vec![v.clone(), v], 1)),
+            ],
+            2,
+        );
+        let scale = 1.0 / (d as f32).sqrt();
+        let y = fused::softmax_attention_packed(qkv, 2 * h, 2 * kv, scale, causal, None).ok()?;
+        let first = y.clone().narrow(2, 0, h * d_h);
+        let second = y.narrow(2, h * d_h, h * d_h);
+        Some(first - second * self.lambda().reshape([1, 1, 1]))
     }
 }
 
@@ -112,6 +160,18 @@ impl SequenceMixer for DiffAttention {
     type State = KvCache;
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        // The fused kernel covers training and evaluation without monitoring (it keeps no
+        // weights); diagnostics and other backends compose the T × T maps.
+        if !ctx.diagnostics && fused::runs_fused(&x) {
+            let (q, k, v) = self.heads.split_grouped_rotated(x.clone(), None, 0);
+            let (q, k) = rotate_halves(q, k, ctx.rope, 0);
+            if let Some(y) = self.attend_fused(q, k, v, ctx.causal) {
+                let [b, t, _] = y.dims();
+                let (h, d_h) = (self.heads.n_heads(), self.heads.d_qk());
+                let y = self.finish(y.reshape([b, t, h, d_h])).reshape([b, t, h * d_h]);
+                return MixOutput { output: self.heads.output(y), diagnostics: None };
+            }
+        }
         let (q, k, v) = self.heads.split(x);
         let (q, k) = rotate_halves(q, k, ctx.rope, 0);
         let w = differential_weights(q, k, self.lambda(), ctx.causal, 0);

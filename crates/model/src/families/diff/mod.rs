@@ -26,6 +26,10 @@
 //! `γ` `[d_h]` shared by the heads (`norm.gamma`), ε = 1e-5, then the fixed `(1 − λ_init)` scale,
 //! which starts the layer's output at about softmax attention's magnitude.
 //!
+//! **Form.** On flex the forward runs both maps through the fused blocked softmax kernel at once
+//! (`2h` query heads over `[k₁ | k₂]`, `A₁V − λA₂V`: memory linear in `T`); with diagnostics,
+//! and on other backends, the two `T × T` maps are composed from tensor operations.
+//!
 //! Diagnostics (entropy, sink mass) are measured on the differential map `A₁ − λA₂`, the weights
 //! that multiply `V`; they can be negative, so as for linear attention's implied weights the
 //! entropy is taken over their magnitudes. Bidirectional models drop the causal mask from both

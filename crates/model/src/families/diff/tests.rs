@@ -154,13 +154,17 @@ fn the_layer_matches_the_paper_in_outputs_and_gradients() {
             (y, x.grad(&g).expect("input gradient"), grads)
         };
         let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-        let (fast, fast_dx, fast_g) = run(&|x| m.forward(x, ctx).output);
         let (slow, slow_dx, slow_g) = run(&|x| naive_layer(&m, x, layer, causal));
-        assert_close(fast, slow, 1e-4, &format!("causal={causal}: output"));
-        assert_close(fast_dx, slow_dx, 1e-4, &format!("causal={causal}: input gradient"));
-        let names = ["λ_q1", "λ_k1", "λ_q2", "λ_k2", "γ", "qkv", "out"];
-        for ((f, s), name) in fast_g.into_iter().zip(slow_g).zip(names) {
-            assert_close(f, s, 1e-4, &format!("causal={causal}: {name} gradient"));
+        // Without diagnostics the layer runs the fused kernel; with them, the composed maps.
+        for (form, ctx) in [("fused", ctx), ("composed", ctx.with_diagnostics(true))] {
+            let (fast, fast_dx, fast_g) = run(&|x| m.forward(x, ctx).output);
+            let what = format!("{form}, causal={causal}");
+            assert_close(fast, slow.clone(), 1e-4, &format!("{what}: output"));
+            assert_close(fast_dx, slow_dx.clone(), 1e-4, &format!("{what}: input gradient"));
+            let names = ["λ_q1", "λ_k1", "λ_q2", "λ_k2", "γ", "qkv", "out"];
+            for ((f, s), name) in fast_g.into_iter().zip(slow_g.clone()).zip(names) {
+                assert_close(f, s, 1e-4, &format!("{what}: {name} gradient"));
+            }
         }
     }
 }
@@ -260,7 +264,14 @@ fn long_inputs_with_large_logits_stay_finite() {
     for causal in [true, false] {
         let x = (randn([1, 128, 16], 690, &ad) * 30.0).require_grad();
         let ctx = if causal { MixContext::causal() } else { MixContext::bidirectional() };
-        assert_forward_finite(&m, x, ctx.with_rope(Some(&rope)), &format!("causal={causal}"));
+        let ctx = ctx.with_rope(Some(&rope));
+        assert_forward_finite(&m, x.clone(), ctx, &format!("causal={causal}"));
+        // The fused kernel (no diagnostics) as well.
+        let y = m.forward(x.clone(), ctx).output;
+        let dx = x.grad(&y.clone().sum().backward()).expect("input gradient");
+        for (what, t) in [("output", values(y)), ("input gradient", values(dx))] {
+            assert!(t.iter().all(|v| v.is_finite()), "fused, causal={causal}: non-finite {what}");
+        }
     }
 }
 
