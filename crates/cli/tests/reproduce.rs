@@ -123,17 +123,17 @@ fn recall_frontier_softmax_on_top_and_gated_delta_above_linear() {
 
 /// State tracking at smoke size: on parity, both negative-eigenvalue delta-rule arms solve the
 /// training length on both seeds and their [0, 1] counterparts do not, and every arm (softmax,
-/// linear, Mamba-2 decay, the four delta-rule arms and DeltaProduct) reports its per-position and last-position
+/// linear, Mamba-2 decay, the six delta-rule arms (KDA's included), DeltaProduct and RWKV-7) reports its per-position and last-position
 /// accuracy at 1x, 2x, 4x and 8x the trained length.
 #[test]
 fn state_tracking_negative_eigenvalues_solve_parity_and_the_unit_interval_does_not() {
     let r = reproduce("state-tracking");
-    assert_eq!(r["checks"].as_array().unwrap().len(), 4, "two pairs, solves and does not");
+    assert_eq!(r["checks"].as_array().unwrap().len(), 6, "three pairs, solves and does not");
     assert_eq!(r["lengths"], serde_json::json!([16, 32, 64, 128]));
     let parity = &r["problems"]["parity"];
     assert_eq!(parity["chance"], 0.5);
     let runs = parity["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 16, "8 arms x 2 seeds");
+    assert_eq!(runs.len(), 22, "11 arms x 2 seeds");
     for run in runs {
         for key in
             ["accuracy", "final_accuracy", "accuracy@32", "accuracy@128", "final_accuracy@128"]
@@ -200,13 +200,13 @@ fn every_paper_size_plans_without_training() {
         ("length-scaling", None),
         // configs/compare/hybrid-ratio-paper.toml's 96 runs.
         ("hybrid-ratio", Some((96, 96 * 12_500))),
-        // 3 widths x 14 families x 3 seeds x 4 lrs.
-        ("recall-frontier", Some((504, 504 * 12_500))),
+        // 3 widths x 15 families x 3 seeds x 4 lrs.
+        ("recall-frontier", Some((540, 540 * 12_500))),
         // An imported teacher (no training) and 2 families x 4 arms of 1000 + 1000 steps, the
         // control (2000 steps) once per family.
         ("linearize", Some((9, 2 * (4 * 2000 + 2000)))),
-        // 5 problems x 8 arms x 3 seeds x 3 lrs of 20 000 steps (configs/state-tracking-paper.toml).
-        ("state-tracking", Some((360, 360 * 20_000))),
+        // 5 problems x 11 arms x 3 seeds x 3 lrs of 20 000 steps (configs/state-tracking-paper.toml).
+        ("state-tracking", Some((495, 495 * 20_000))),
         // MAD's grid (3 lrs x 2 weight decays, one seed) for 5 arms on 6 tasks: 20 000 steps
         // each, memorization's 400 (200 epochs of its 256 sequences).
         ("mad", Some((180, 150 * 20_000 + 30 * 400))),

@@ -15,11 +15,14 @@
 //! The 2025 delta-rule variants join at `full` and `paper`: Kimi Delta Attention
 //! (`delta:kda:conv=4`, Kimi Team 2025, arXiv 2510.26692, checked not below Gated DeltaNet at
 //! equal state, the paper's recall claim) and DeltaProduct with two Householder steps
-//! (`delta:householders=2:conv=4`, reported), both with Gated DeltaNet's state.
+//! (`delta:householders=2:conv=4`, reported), both with Gated DeltaNet's state, and RWKV-7
+//! (`rwkv7`, Peng et al. 2025, arXiv 2503.14456, reported): its state is Gated DeltaNet's plus
+//! one remembered input per layer, and it runs without the convolution, its token shift giving
+//! it the previous token as `conv=4` gives the others.
 //!
 //! `smoke`: four families at widths 16 and 32, one seed, lr 3e-3, on `configs/mqar-smoke.toml`
 //! (length 32, 4 pairs, 1000 steps). `full`: softmax, the six classic feature maps and seven
-//! decay/delta families at widths 32, 64 and 128, 2 seeds, each at its best of lr {1e-3, 3e-3,
+//! decay/delta families and RWKV-7 at widths 32, 64 and 128, 2 seeds, each at its best of lr {1e-3, 3e-3,
 //! 1e-2}, on `configs/mqar-short.toml` (the same task under the protocol on which softmax
 //! solves it: rotary positions, a 3000-step schedule, early stopping at 0.99) with 8 pairs,
 //! which bind the ungated maps' state at width 32.
@@ -45,6 +48,8 @@ const GATED_DELTANET: &str = "delta:gated:conv=4";
 const KDA: &str = "delta:kda:conv=4";
 /// DeltaProduct: two Householder steps per token into the same state.
 const DELTAPRODUCT: &str = "delta:householders=2:conv=4";
+/// RWKV-7: the generalised delta rule with a per-channel decay and in-context learning rate.
+const RWKV7: &str = "rwkv7";
 const DELTANET: &str = "delta:conv=4";
 const GLA: &str = "decay:gla:conv=4";
 const MAMBA2: &str = "decay:mamba2:conv=4";
@@ -68,6 +73,7 @@ fn families(size: Size) -> Vec<&'static str> {
             GATED_DELTANET,
             KDA,
             DELTAPRODUCT,
+            RWKV7,
         ],
     }
 }

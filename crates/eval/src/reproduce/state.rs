@@ -10,7 +10,10 @@
 //! (elu+1), Mamba-2's decay, DeltaNet and Gated DeltaNet each with β ∈ (0, 1) and β ∈ (0, 2),
 //! and DeltaProduct (Siems et al. 2025, arXiv 2502.10297) with two Householder steps per token
 //! and β ∈ (0, 2), whose products of reflections the paper shows reaching S₃ and beyond (reported,
-//! not asserted).
+//! not asserted), Kimi Delta Attention (arXiv 2510.26692) both ways (its per-channel decay times
+//! `I − βkkᵀ` keeps the eigenvalues in [0, 1] for β ∈ (0, 1)), and RWKV-7 (arXiv 2503.14456),
+//! whose non-symmetric transition the paper argues tracks more than [0, 1] diagonal ones
+//! (reported, not asserted).
 //! attnlab's decay family has no negative-eigenvalue form, so Grazzi et al.'s Mamba [−1, 1] is
 //! not an arm.
 //!
@@ -41,10 +44,15 @@ const SOLVED: f64 = 0.95;
 
 const SOFTMAX: &str = "softmax";
 /// `(β ∈ (0, 2) arm, its β ∈ (0, 1) counterpart)`: the pairs the checks are about.
-const PAIRS: [(&str, &str); 2] =
-    [("delta:neg_eigval=true", "delta"), ("delta:gated:neg_eigval=true", "delta:gated")];
+/// Kimi Delta Attention's transition `(I − β kkᵀ)·Diag(α)` is a product of two positive
+/// semi-definite matrices for β ∈ (0, 1), so its eigenvalues are real and in [0, 1] as well.
+const PAIRS: [(&str, &str); 3] = [
+    ("delta:neg_eigval=true", "delta"),
+    ("delta:gated:neg_eigval=true", "delta:gated"),
+    ("delta:kda:neg_eigval=true", "delta:kda"),
+];
 
-const ARMS: [&str; 8] = [
+const ARMS: [&str; 11] = [
     SOFTMAX,
     "linear:elu1",
     "decay:mamba2",
@@ -52,7 +60,11 @@ const ARMS: [&str; 8] = [
     "delta:neg_eigval=true",
     "delta:gated",
     "delta:gated:neg_eigval=true",
+    "delta:kda",
+    "delta:kda:neg_eigval=true",
     "delta:householders=2:neg_eigval=true",
+    // RWKV-7's transition `Diag(w) − κ̂(a⊙κ̂)ᵀ` is not symmetric: reported, not asserted.
+    "rwkv7",
 ];
 
 /// One problem's comparison and the lengths it was evaluated at (the training length first).
@@ -99,7 +111,7 @@ pub fn state_tracking(
     type Plan = (&'static str, Vec<&'static str>, u64, Vec<f64>);
     let (preset, problems, seeds, lrs): Plan = match size {
         Size::Smoke => ("configs/state-tracking-smoke.toml", vec!["parity"], 2, vec![]),
-        // About 30 s a run on 2 cores: 80 runs fit the hour at the preset's lr.
+        // About 30 s a run on 2 cores: 110 runs take about the hour at the preset's lr.
         Size::Full => {
             ("configs/state-tracking.toml", vec!["parity", "mod3", "mod5", "s3", "s5"], 2, vec![])
         }
