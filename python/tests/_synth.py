@@ -52,6 +52,8 @@ def mixer_params(spec, d_model, n_heads, rng, bias=True, scale=0.3, n_kv_heads=0
         for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
             p[name] = rng.normal(0, 0.5, (dqk // 2,))
         p["norm.gamma"] = 1 + rng.normal(0, 0.3, (dh,))
+    if s.family == "nsa":
+        p["gate.weight"] = rng.normal(0, 0.5, (d_model, 3 * h))
     if s.family == "linear" and s.variant == "performer":
         p["feature_map.random_features"] = rng.normal(0, 1, (s["features"], dqk))
     return p

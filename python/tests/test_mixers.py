@@ -314,8 +314,42 @@ def moba_oracle(p, s, x, causal, rope=False):
     return output(p, y)
 
 
+def nsa_oracle(p, s, x, causal, rope=False):
+    """NSA by hand, per query: the complete blocks that end at or before it (their mean keys and
+    values, softmax over them, 0 when there is none); the own block and the ``topk − 1`` past
+    blocks of highest compressed probability, ties to the lower block, softmax over their keys
+    up to the query; softmax over the last ``window`` keys; the three summed under
+    ``sigmoid(x · gate.weight)``, column ``3·h + branch``."""
+    assert causal, "nsa is causal"
+    q, k, v = per_head(p, x, D // H, D // H, rope)
+    B, _, Tn, d = q.shape
+    block, topk, window = s["block"], s["topk"], s["window"]
+
+    def attend(b, h, i, keys, vals):
+        e = [math.exp(float(q[b, h, i] @ key) / math.sqrt(d)) for key in keys]
+        return sum(ej / sum(e) * val for ej, val in zip(e, vals))
+
+    y = np.zeros_like(v)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tn):
+                g = [sig(float(x[b, i] @ p["gate.weight"][:, 3 * h + n])) for n in range(3)]
+                done = [j for j in range(Tn // block) if (j + 1) * block <= i + 1]
+                mean = lambda a, j: sum(a[b, h, l] for l in range(j * block, (j + 1) * block)) / block
+                cmp = attend(b, h, i, [mean(k, j) for j in done], [mean(v, j) for j in done]) if done else 0.0
+                z = [float(q[b, h, i] @ mean(k, j)) / math.sqrt(d) for j in done]
+                prob = {j: math.exp(zj) / sum(math.exp(zl) for zl in z) for j, zj in zip(done, z)}
+                past = sorted(range(i // block), key=lambda j: (-prob[j], j))[:topk - 1]
+                js = [l for l in range(i + 1) if l // block in past or l // block == i // block]
+                slc = attend(b, h, i, [k[b, h, l] for l in js], [v[b, h, l] for l in js])
+                ws = keys_of(i, Tn, True, window)
+                win = attend(b, h, i, [k[b, h, l] for l in ws], [v[b, h, l] for l in ws])
+                y[b, h, i] = g[0] * cmp + g[1] * slc + g[2] * win
+    return output(p, y)
+
+
 ORACLES = {"softmax": softmax_oracle, "sigmoid": sigmoid_oracle, "stickbreak": stickbreak_oracle, "linear": linear_oracle,
-           "diff": diff_oracle, "mla": mla_oracle, "moba": moba_oracle}
+           "diff": diff_oracle, "mla": mla_oracle, "moba": moba_oracle, "nsa": nsa_oracle}
 
 
 def run(spec, seed, causal, rope=False, batch=2, layer=0):
@@ -409,6 +443,16 @@ class MixerOracleTests(unittest.TestCase):
                     seed += 1
                     self.check(spec, causal, seed, rope=rope, tol=1e-5 if rope else 1e-10)
 
+    def test_nsa(self):
+        seed = 760
+        for spec in ["nsa", "nsa:block=2", "nsa:block=2:topk=3:window=3", "nsa:block=3:topk=1:window=2", "nsa:block=2:topk=2:window=1"]:
+            for rope in (False, True):
+                seed += 1
+                self.check(spec, True, seed, rope=rope, tol=1e-5 if rope else 1e-10)
+        with self.assertRaises(ValueError) as e:
+            run("nsa", 770, False)
+        self.assertIn("bidirectional", str(e.exception))
+
     def test_stickbreak(self):
         for causal in (True, False):
             self.check("stickbreak", causal, 400 + causal)
@@ -432,7 +476,7 @@ class MixerOracleTests(unittest.TestCase):
                 self.check(spec, causal, 700, rope=True, tol=1e-5)
 
     def test_causal_outputs_ignore_the_future(self):
-        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff", "mla", "moba:block=2:topk=1"]:
+        for spec in ["softmax:sum_key_norms:forget=true", "softmax:softpick", "sigmoid", "stickbreak", "linear:cosformer", "linear:identity", "diff", "mla", "moba:block=2:topk=1", "nsa:block=2:window=2"]:
             s = parse(spec)
             rng = np.random.default_rng(800)
             p = {k: ops.asarray(v) for k, v in mixer_params(s, D, H, rng).items()}

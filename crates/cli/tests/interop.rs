@@ -239,6 +239,19 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
             "configs/separation-smoke.toml",
             &["model.mixer=moba:block=4:topk=1"],
         ),
+        // NSA's importance summed over the two query heads of each key/value head, on rotated,
+        // normed queries and keys; blocks of 4 so MQAR's 32 positions have 8 to choose from.
+        Case::new(
+            "nsa-rope-gqa-qk-norm",
+            MQAR,
+            &[
+                "model.mixer=nsa:block=4:topk=3:window=6",
+                "model.positions=rope",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+                "model.qk_head_norm=true",
+            ],
+        ),
         Case::new("hybrid", MQAR, &["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
         Case::new(
             "separation-bidirectional",

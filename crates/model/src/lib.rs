@@ -14,6 +14,8 @@
 //! - [`recurrent_layer`]: what the fixed-state recurrent families (`decay`, `delta`) share around
 //!   their forms: the decoding state and step, the convolution's handling, the fused-or-composed
 //!   chunked call.
+//! - [`block_select`]: what the block-sparse families share (block masks and means, the top-k
+//!   block choice with ties to the lower index).
 //! - [`options`]: a family's `key=value` spec options read into and printed from its serde struct.
 //! - [`stack`]: one spec per layer ([`MixerStack`]).
 //! - [`block`], [`position`], [`lm`], [`config`]: the transformer around them.
@@ -35,6 +37,7 @@
 
 pub mod backend;
 pub mod block;
+pub mod block_select;
 pub mod canon;
 pub mod chunking;
 pub mod config;

@@ -1,9 +1,10 @@
 //! Whole-model properties, checked for every attention variant: incremental decoding equals
 //! the full forward, the causal mask leaks nothing, and backends agree.
 
-use crate::config::{ModelConfig, ModelInput, ModelIo};
+use crate::config::{ModelConfig, ModelConfigError, ModelInput, ModelIo};
 use crate::families::MixerSpec;
 use crate::lm::{LmInput, Model};
+use crate::mixer::MixerError;
 use crate::position::PositionKind;
 use crate::stack::MixerStack;
 use crate::testing::{assert_close, device, values};
@@ -250,6 +251,18 @@ fn bidirectional_outputs_see_the_future() {
     }
 }
 
+/// A family with no bidirectional form (NSA) is refused under `causal = false`, in one line:
+/// the model hands its causality to the family's `validate`.
+#[test]
+fn a_causal_only_mixer_is_refused_in_a_bidirectional_model() {
+    let cfg = ModelConfig { causal: false, ..config("nsa", PositionKind::Learned) };
+    let err = cfg.validate_shape().unwrap_err();
+    assert!(matches!(err, ModelConfigError::Mixer(MixerError::Unsupported { .. })), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("model.causal = true") && !text.contains('\n'), "{text}");
+    assert!(config("nsa", PositionKind::Learned).validate_shape().is_ok());
+}
+
 #[test]
 fn hybrid_stack_builds_one_mixer_per_layer() {
     let cfg = ModelConfig {
@@ -337,7 +350,9 @@ fn vector_inputs_regress() {
 #[test]
 fn diagnostics_report_weights_and_entropy_per_layer() {
     let d = device();
-    for spec in ["softmax", "linear:elu1", "sigmoid", "diff", "mla", "moba:block=2:topk=1"] {
+    for spec in
+        ["softmax", "linear:elu1", "sigmoid", "diff", "mla", "moba:block=2:topk=1", "nsa:block=2"]
+    {
         let m = model(&config(spec, PositionKind::Learned), &d);
         let (_, diags) =
             m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));

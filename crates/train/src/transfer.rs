@@ -233,6 +233,13 @@ mod tests {
         assert_swap_carries_the_projections("moba:block=4:topk=1", &[]);
     }
 
+    /// NSA is softmax's projections plus its branch gates `W_g`: the projections carry, the
+    /// gates start fresh.
+    #[test]
+    fn swapping_to_native_sparse_attention_carries_the_projections() {
+        assert_swap_carries_the_projections("nsa:block=4:window=8", &["gate.weight"]);
+    }
+
     /// Multi-head latent attention has projections of its own (no packed `heads.qkv`), so a
     /// swap from softmax starts exactly that layer's mixer fresh and carries everything else.
     #[test]

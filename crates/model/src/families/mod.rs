@@ -17,6 +17,7 @@ pub mod diff;
 pub mod linear;
 pub mod mla;
 pub mod moba;
+pub mod nsa;
 pub mod rwkv7;
 pub mod sigmoid;
 pub mod softmax;
@@ -103,6 +104,7 @@ families! {
     Diff(diff::DiffAttentionConfig),
     Mla(mla::MlaAttentionConfig),
     Moba(moba::MobaAttentionConfig),
+    Nsa(nsa::NsaAttentionConfig),
     Rwkv7(rwkv7::Rwkv7AttentionConfig),
 }
 

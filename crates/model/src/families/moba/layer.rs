@@ -1,26 +1,12 @@
 //! The MoBA kernel on projected heads (the gate, the top-k block choice, the mask it makes and
 //! softmax under it) and the module: its full-sequence forward and KV-cache decoding.
 
+use crate::block_select::{block_pool, keys_of_blocks, mask_of, top_k_candidates};
 use crate::heads::{HeadProjection, KvCache, diagnostics, masked_softmax};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
 use burn::module::Module;
 use burn::nn::RotaryEncoding;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-
-/// A `[1, 1, rows, cols]` mask, `true` where `f(row, col)`, expanded to `[b, h, rows, cols]`.
-fn mask_of(
-    [b, h, rows, cols]: [usize; 4],
-    f: impl Fn(usize, usize) -> bool,
-    device: &Device,
-) -> Tensor<4, Bool> {
-    let f = &f;
-    let flags: Vec<f32> =
-        (0..rows).flat_map(|r| (0..cols).map(move |c| if f(r, c) { 1.0 } else { 0.0 })).collect();
-    Tensor::<1>::from_floats(flags.as_slice(), device)
-        .reshape([1, 1, rows, cols])
-        .greater_elem(0.5)
-        .expand([b, h, rows, cols])
-}
+use burn::tensor::{Bool, Tensor};
 
 /// The past blocks each query reads besides its own: `true` where query `i` (absolute position
 /// `q_offset + i`) chooses key block `j` (keys `j·block .. (j + 1)·block`). Causal: the `topk`
@@ -55,34 +41,12 @@ pub fn selected_blocks(
     if topk >= n_blocks {
         return candidates;
     }
-    if topk == 0 {
-        return mask_of(shape, |_, _| false, &device);
-    }
-    // [n_blocks, seq_k]: 1/|block j| on block j's keys, so `pool·k` are the block means.
-    let pool: Vec<f32> = (0..n_blocks)
-        .flat_map(|j| {
-            let size = block.min(seq_k - j * block) as f32;
-            (0..seq_k).map(move |l| if l / block == j { size.recip() } else { 0.0 })
-        })
-        .collect();
-    let pool = Tensor::<1>::from_floats(pool.as_slice(), &device)
-        .reshape([1, 1, n_blocks, seq_k])
+    let pool = block_pool(n_blocks, seq_k, block, &device)
+        .unsqueeze::<4>()
         .expand([b, h, n_blocks, seq_k]);
     let means = pool.matmul(k.detach()); // [b, h, n_blocks, d]
-    let gate = q
-        .detach()
-        .matmul(means.swap_dims(2, 3))
-        .mask_fill(candidates.clone().bool_not(), f32::NEG_INFINITY);
-    // The k-th highest score; everything above it is chosen, and the ties at it fill the places
-    // left, lowest block first. With fewer candidates than k, the k-th is −∞ and every
-    // candidate is above it (the −∞ ties are not candidates).
-    let kth = gate.clone().topk(topk, 3).narrow(3, topk - 1, 1).expand(shape);
-    let above = gate.clone().greater(kth.clone());
-    let tied = gate.equal(kth);
-    let free = (above.clone().float().sum_dim(3).neg() + topk as f32).expand(shape);
-    let tie_rank = tied.clone().float().cumsum(3); // 1 for the lowest tied block, 2, ...
-    let first_ties = tied.bool_and(tie_rank.lower_equal(free));
-    above.bool_or(first_ties).bool_and(candidates)
+    let gate = q.detach().matmul(means.swap_dims(2, 3));
+    top_k_candidates(gate, candidates, topk)
 }
 
 /// `true` where query `i` (absolute position `q_offset + i`) must not see key `l`: keys outside
@@ -100,9 +64,7 @@ pub fn moba_mask(
 ) -> Tensor<4, Bool> {
     let [b, h, seq_q, _] = selected.dims();
     let device = selected.device();
-    let block_of: Vec<i64> = (0..seq_k).map(|l| (l / block) as i64).collect();
-    let block_of = Tensor::<1, Int>::from_data(TensorData::new(block_of, [seq_k]), &device);
-    let chosen = selected.float().select(3, block_of).greater_elem(0.5);
+    let chosen = keys_of_blocks(selected, seq_k, block);
     let own = mask_of(
         [b, h, seq_q, seq_k],
         |i, l| {

@@ -1,0 +1,223 @@
+//! The NSA kernel on projected heads (block compression, the importance of each block, the
+//! selection it makes, the three masked softmaxes and their gated sum) and the module: its
+//! full-sequence forward and KV-cache decoding.
+
+use crate::block_select::{block_pool, keys_of_blocks, mask_of, top_k_candidates};
+use crate::fused;
+use crate::heads::{HeadProjection, KvCache, masked_softmax, sequence_diagnostics};
+use crate::mixer::{MixContext, MixOutput, SequenceMixer};
+use burn::module::Module;
+use burn::nn::{Linear, RotaryEncoding};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Bool, Tensor};
+
+/// NSA's block geometry: `block` positions per compression and selection block, `topk` blocks
+/// selected (the own one among them), a window of `window` keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsaPattern {
+    pub block: usize,
+    pub topk: usize,
+    pub window: usize,
+}
+
+/// The three branches of NSA before their gates, and what chose the selected one.
+#[derive(Clone, Debug)]
+pub struct NsaBranches {
+    /// `[batch, heads, seq_q, d_v]`: softmax over the complete blocks' mean keys, of their mean
+    /// values (0 for a query with no complete block).
+    pub compressed: Tensor<4>,
+    /// `[batch, heads, seq_q, d_v]`: softmax over the selected blocks' keys (causal).
+    pub selected: Tensor<4>,
+    /// `[batch, heads, seq_q, d_v]`: softmax over the last `window` keys.
+    pub window: Tensor<4>,
+    /// `[batch, heads, seq_q, ⌈seq_k/block⌉]`: the blocks each query's selected branch reads,
+    /// its own among them (shared by the query heads of a key/value head).
+    pub selection: Tensor<4, Bool>,
+    /// `[batch, heads, seq_q, seq_k]` each: the branches' weights on the keys (the compressed
+    /// branch's spread over each block's keys by the mean), in the order above.
+    pub weights: [Tensor<4>; 3],
+}
+
+/// NSA's three branches on already-projected heads (keys and values repeated to every query
+/// head, `group` query heads per key/value head). Queries sit at absolute positions
+/// `q_offset..`, keys at `0..seq_k` (`seq_k ≥ q_offset + seq_q`); causal.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`, `v`: `[batch, heads, seq_k, d_v]`
+pub fn nsa_branches(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    pattern: NsaPattern,
+    group: usize,
+    q_offset: usize,
+) -> NsaBranches {
+    let NsaPattern { block, topk, window } = pattern;
+    let [b, h, seq_q, d] = q.dims();
+    let [_, _, seq_k, dv] = v.dims();
+    let device = q.device();
+    let scale = (d as f32).sqrt().recip();
+    let n_blocks = seq_k.div_ceil(block);
+    let complete = seq_k / block;
+    let at = |i: usize| q_offset + i;
+
+    // Compressed: a query sees block j once it is complete, (j + 1)·block ≤ t + 1.
+    let (compressed, cmp_probs, cmp_weights) = if complete == 0 {
+        let zeros = Tensor::<4>::zeros([b, h, seq_q, dv], &device);
+        (zeros, None, Tensor::<4>::zeros([b, h, seq_q, seq_k], &device))
+    } else {
+        let pool = block_pool(complete, seq_k, block, &device)
+            .unsqueeze::<4>()
+            .expand([b, h, complete, seq_k]);
+        let (k_cmp, v_cmp) = (pool.clone().matmul(k.clone()), pool.clone().matmul(v.clone()));
+        let unseen = mask_of([b, h, seq_q, complete], |i, j| (j + 1) * block > at(i) + 1, &device);
+        let scores = q.clone().matmul(k_cmp.swap_dims(2, 3)) * scale;
+        // A row with no complete block is all −∞; masked_softmax makes it all zero.
+        let probs = masked_softmax(scores.mask_fill(unseen, f32::NEG_INFINITY), None);
+        let weights = probs.clone().matmul(pool);
+        (probs.clone().matmul(v_cmp), Some(probs), weights)
+    };
+
+    // Importance: the compressed probabilities, summed over a key/value head's query heads.
+    let own = mask_of([b, h, seq_q, n_blocks], |i, j| j == at(i) / block, &device);
+    let selection = match cmp_probs {
+        Some(probs) => {
+            let kv = h / group;
+            let summed = probs
+                .detach()
+                .reshape([b, kv, group, seq_q, complete])
+                .sum_dim(2)
+                .expand([b, kv, group, seq_q, complete])
+                .reshape([b, h, seq_q, complete]);
+            // Only the own block can be incomplete, and it is forced: its importance is moot.
+            let importance = if n_blocks > complete {
+                let pad = Tensor::<4>::zeros([b, h, seq_q, n_blocks - complete], &device);
+                Tensor::cat(vec![summed, pad], 3)
+            } else {
+                summed
+            };
+            let past = mask_of([b, h, seq_q, n_blocks], |i, j| j < at(i) / block, &device);
+            top_k_candidates(importance, past, topk - 1).bool_or(own)
+        }
+        None => own,
+    };
+
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+    let future = mask_of([b, h, seq_q, seq_k], |i, l| l > at(i), &device);
+    let unselected = keys_of_blocks(selection.clone(), seq_k, block).bool_not().bool_or(future);
+    let slc_weights = masked_softmax(scores.clone().mask_fill(unselected, f32::NEG_INFINITY), None);
+    let outside = mask_of([b, h, seq_q, seq_k], |i, l| l > at(i) || l + window <= at(i), &device);
+    let win_weights = masked_softmax(scores.mask_fill(outside, f32::NEG_INFINITY), None);
+    NsaBranches {
+        compressed,
+        selected: slc_weights.clone().matmul(v.clone()),
+        window: win_weights.clone().matmul(v),
+        selection,
+        weights: [cmp_weights, slc_weights, win_weights],
+    }
+}
+
+/// NSA on already-projected heads: the gated sum of [`nsa_branches`]' three outputs. Returns
+/// the output, the weights it puts on each key (the gated sum of the branches' weights, so
+/// `output = weights · v`) and the selection.
+///
+/// # Shapes
+/// - `q`, `k`, `v` as [`nsa_branches`]; `gates`: `[batch, heads, seq_q, 3]` (after the sigmoid;
+///   compressed, selected, window)
+/// - returns `[batch, heads, seq_q, d_v]`, `[batch, heads, seq_q, seq_k]` and
+///   `[batch, heads, seq_q, ⌈seq_k/block⌉]`
+pub fn nsa_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    gates: Tensor<4>,
+    pattern: NsaPattern,
+    group: usize,
+    q_offset: usize,
+) -> (Tensor<4>, Tensor<4>, Tensor<4, Bool>) {
+    let branches = nsa_branches(q, k, v, pattern, group, q_offset);
+    let g = |branch: usize| gates.clone().narrow(3, branch, 1);
+    let y = branches.compressed * g(0) + branches.selected * g(1) + branches.window * g(2);
+    let [w_cmp, w_slc, w_win] = branches.weights;
+    let weights = w_cmp * g(0) + w_slc * g(1) + w_win * g(2);
+    (y, weights, branches.selection)
+}
+
+/// Multi-head NSA: softmax's projections, and `W_g` gating the three branches per head.
+#[derive(Module, Debug)]
+pub struct NsaAttention {
+    pub heads: HeadProjection,
+    /// `W_g`, `weight: [d_model, 3·heads]`, no bias; column `3·h + branch` (compressed,
+    /// selected, window).
+    pub gate: Linear,
+    #[module(skip)]
+    block: usize,
+    #[module(skip)]
+    topk: usize,
+    #[module(skip)]
+    window: usize,
+}
+
+impl NsaAttention {
+    pub fn new(heads: HeadProjection, gate: Linear, pattern: NsaPattern) -> Self {
+        let NsaPattern { block, topk, window } = pattern;
+        Self { heads, gate, block, topk, window }
+    }
+
+    pub fn pattern(&self) -> NsaPattern {
+        NsaPattern { block: self.block, topk: self.topk, window: self.window }
+    }
+
+    /// Query heads per key/value head, which share their selection.
+    fn group(&self) -> usize {
+        self.heads.n_heads() / self.heads.n_kv_heads()
+    }
+
+    /// The gates `σ(W_g x)` of each head's three branches (compressed, selected, window).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, 3]`
+    pub fn gates(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, t, _] = x.dims();
+        let h = self.heads.n_heads();
+        sigmoid(fused::affine(&self.gate, x)).reshape([b, t, h, 3]).swap_dims(1, 2)
+    }
+
+    /// The blocks each query of `x` reads in the selected branch, its own among them, for
+    /// monitoring where the importance routes.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, heads, seq, ⌈seq/block⌉]`
+    pub fn selection(&self, x: Tensor<3>, ctx: MixContext<'_>) -> Tensor<4, Bool> {
+        let (q, k, v) = self.heads.split_rotated(x, ctx.rope, 0);
+        nsa_branches(q, k, v, self.pattern(), self.group(), 0).selection
+    }
+}
+
+impl SequenceMixer for NsaAttention {
+    type State = KvCache;
+
+    /// # Panics
+    /// Under a bidirectional context: NSA is causal, and the model refuses the combination
+    /// before building (the family's `validate`).
+    fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
+        assert!(ctx.causal, "nsa has no bidirectional form");
+        let gates = self.gates(x.clone());
+        let (q, k, v) = self.heads.split_rotated(x, ctx.rope, 0);
+        let (y, weights, _) = nsa_attention(q, k, v, gates, self.pattern(), self.group(), 0);
+        let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights, true));
+        MixOutput { output: self.heads.merge(y), diagnostics }
+    }
+
+    fn empty_state(&self) -> KvCache {
+        KvCache::default()
+    }
+
+    fn step(&self, x: Tensor<3>, state: &mut KvCache, rope: Option<&RotaryEncoding>) -> Tensor<3> {
+        let gates = self.gates(x.clone());
+        let (pattern, group) = (self.pattern(), self.group());
+        state.step(&self.heads, x, rope, |q, keys, values, offset| {
+            nsa_attention(q, keys, values, gates, pattern, group, offset).0
+        })
+    }
+}
