@@ -247,6 +247,7 @@ impl ModelConfig {
             bias: self.qkv_bias.unwrap_or(self.bias),
             out_bias: self.out_bias.unwrap_or(self.bias),
             qk_head_norm: self.qk_head_norm.then_some(self.norm_eps),
+            causal: self.causal,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod diff;
 pub mod linear;
 pub mod mla;
 pub mod moba;
+pub mod path;
 pub mod rwkv7;
 pub mod sigmoid;
 pub mod softmax;
@@ -104,6 +105,7 @@ families! {
     Mla(mla::MlaAttentionConfig),
     Moba(moba::MobaAttentionConfig),
     Rwkv7(rwkv7::Rwkv7AttentionConfig),
+    Path(path::PathAttentionConfig),
 }
 
 struct FamilyEntry {

@@ -27,6 +27,8 @@ fn canonical_specs_round_trip() {
         "mla:latent=4:q_latent=8:rope_dim=2",
         "moba",
         "moba:block=4:topk=1",
+        "path",
+        "path:fox=true:conv=0:w_rank=0",
     ] {
         let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.to_string(), spec);
