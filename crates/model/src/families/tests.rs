@@ -28,7 +28,7 @@ fn canonical_specs_round_trip() {
         "moba",
         "moba:block=4:topk=1",
         "path",
-        "path:fox=true:conv=0:w_rank=0",
+        "path:conv=0:fox=true:w_rank=0",
     ] {
         let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.to_string(), spec);
