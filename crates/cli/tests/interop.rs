@@ -252,6 +252,20 @@ fn the_python_reference_reproduces_attnlab_logits_for_a_spread_of_mixers() {
                 "model.qk_head_norm=true",
             ],
         ),
+        // PaTH-FoX with a full-rank w map and a 4-wide convolution, grouped-query heads (w and
+        // β per key/value head, the gate per query head) under Qwen3's q/k norm, in a RoPE
+        // model whose RoPE PaTH ignores.
+        Case::new(
+            "path-fox-gqa-qk-norm-rope",
+            MQAR,
+            &[
+                "model.mixer=path:fox=true:conv=4:w_rank=0",
+                "model.positions=rope",
+                "model.n_heads=4",
+                "model.n_kv_heads=2",
+                "model.qk_head_norm=true",
+            ],
+        ),
         Case::new("hybrid", MQAR, &["model.n_layers=2", "model.mixer=delta:gated,softmax"]),
         Case::new(
             "separation-bidirectional",

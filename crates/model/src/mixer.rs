@@ -122,13 +122,14 @@ pub struct MixerDims {
     pub out_bias: bool,
     /// Qwen3's per-head RMSNorm of queries and keys before RoPE, with this ε.
     pub qk_head_norm: Option<f64>,
-    /// Whether the model is causal (`model.causal`), for families with no bidirectional form.
+    /// Causal (`model.causal`); a family without a bidirectional form refuses `false` in
+    /// [`MixerFamily::validate`].
     pub causal: bool,
 }
 
 impl MixerDims {
-    /// Plain causal multi-head attention of `n_heads` heads over width `d_model`, biases on,
-    /// seed 0, layer 0 of 1; tests and benches change what they need with struct update syntax.
+    /// Plain multi-head attention of `n_heads` heads over width `d_model`, biases on, seed 0,
+    /// layer 0 of 1, causal; tests and benches change what they need with struct update syntax.
     pub const fn new(d_model: usize, n_heads: usize, max_seq_len: usize) -> Self {
         Self {
             d_model,

@@ -350,9 +350,16 @@ fn vector_inputs_regress() {
 #[test]
 fn diagnostics_report_weights_and_entropy_per_layer() {
     let d = device();
-    for spec in
-        ["softmax", "linear:elu1", "sigmoid", "diff", "mla", "moba:block=2:topk=1", "nsa:block=2"]
-    {
+    for spec in [
+        "softmax",
+        "linear:elu1",
+        "sigmoid",
+        "diff",
+        "mla",
+        "moba:block=2:topk=1",
+        "nsa:block=2",
+        "path:fox=true",
+    ] {
         let m = model(&config(spec, PositionKind::Learned), &d);
         let (_, diags) =
             m.forward_with_diagnostics(LmInput::Tokens(tokens(&random_ids(12, 5), 2, &d)));

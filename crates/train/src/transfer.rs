@@ -240,6 +240,16 @@ mod tests {
         assert_swap_carries_the_projections("nsa:block=4:window=8", &["gate.weight"]);
     }
 
+    /// PaTH reads softmax's `[q | k | v]` and output projection; its Householder directions
+    /// (`w_down`, `w_up`, the convolution) and strengths (`beta`) start fresh.
+    #[test]
+    fn swapping_to_path_attention_carries_the_projections_and_names_the_fresh_maps() {
+        assert_swap_carries_the_projections(
+            "path",
+            &["beta.bias", "beta.weight", "w_conv.weight", "w_down.weight", "w_up.weight"],
+        );
+    }
+
     /// Multi-head latent attention has projections of its own (no packed `heads.qkv`), so a
     /// swap from softmax starts exactly that layer's mixer fresh and carries everything else.
     #[test]

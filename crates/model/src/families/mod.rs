@@ -18,6 +18,7 @@ pub mod linear;
 pub mod mla;
 pub mod moba;
 pub mod nsa;
+pub mod path;
 pub mod rwkv7;
 pub mod sigmoid;
 pub mod softmax;
@@ -106,6 +107,7 @@ families! {
     Moba(moba::MobaAttentionConfig),
     Nsa(nsa::NsaAttentionConfig),
     Rwkv7(rwkv7::Rwkv7AttentionConfig),
+    Path(path::PathAttentionConfig),
 }
 
 struct FamilyEntry {

@@ -29,6 +29,8 @@ fn canonical_specs_round_trip() {
         "moba:block=4:topk=1",
         "nsa",
         "nsa:block=4:window=8",
+        "path",
+        "path:conv=0:fox=true:w_rank=0",
     ] {
         let parsed: MixerSpec = spec.parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(parsed.to_string(), spec);
