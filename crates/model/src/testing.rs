@@ -23,6 +23,38 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
+/// A `[b, h, t, d]` tensor's values in f64, read row by row: what the per-query oracles of the
+/// block-sparse families (MoBA, NSA) need.
+pub struct F64Rows {
+    pub dims: [usize; 4],
+    data: Vec<f64>,
+}
+
+impl F64Rows {
+    pub fn of(x: &Tensor<4>) -> Self {
+        Self { dims: x.dims(), data: values(x.clone()).into_iter().map(f64::from).collect() }
+    }
+
+    /// Row `i` of head `h` in batch `b`, `d` values.
+    pub fn row(&self, b: usize, h: usize, i: usize) -> &[f64] {
+        let [_, hs, t, d] = self.dims;
+        let start = ((b * hs + h) * t + i) * d;
+        &self.data[start..start + d]
+    }
+}
+
+pub fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `softmax(z)` in f64, shifted by the maximum.
+pub fn softmax64(z: &[f64]) -> Vec<f64> {
+    let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = z.iter().map(|z| (z - m).exp()).collect();
+    let total: f64 = e.iter().sum();
+    e.iter().map(|e| e / total).collect()
+}
+
 /// Asserts `|a - b| <= tol * max(1, |b|)` elementwise (absolute for small values, relative for
 /// large ones), naming the worst element on failure.
 #[track_caller]

@@ -6,41 +6,19 @@ use super::*;
 use crate::heads::{causal_mask, masked_softmax};
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::testing::{
-    ad_device, assert_close, assert_decoding_equals_forward, assert_forward_finite, device,
-    output_and_grads, randn, seeded_layer, values,
+    F64Rows, ad_device, assert_close, assert_decoding_equals_forward, assert_forward_finite,
+    device, dot64, output_and_grads, randn, seeded_layer, softmax64, values,
 };
 use burn::nn::RotaryEncodingConfig;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-/// What the oracle needs of a `[b, h, t, d]` tensor: its shape and its values in f64.
-struct Values {
-    dims: [usize; 4],
-    data: Vec<f64>,
-}
-
-impl Values {
-    fn of(x: &Tensor<4>) -> Self {
-        Self { dims: x.dims(), data: values(x.clone()).into_iter().map(f64::from).collect() }
-    }
-
-    fn row(&self, b: usize, h: usize, i: usize) -> &[f64] {
-        let [_, hs, t, d] = self.dims;
-        let start = ((b * hs + h) * t + i) * d;
-        &self.data[start..start + d]
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// The past blocks query `i` (at `q_offset + i`) of head `(b, h)` chooses, from the formula:
 /// every candidate block's `q·mean(K_j)` in f64, sorted high to low (ties: lower `j` first),
 /// the first `topk` kept.
 fn naive_choice(
-    q: &Values,
-    k: &Values,
+    q: &F64Rows,
+    k: &F64Rows,
     (b, h, i): (usize, usize, usize),
     block: usize,
     topk: usize,
@@ -56,7 +34,7 @@ fn naive_choice(
             let mean: Vec<f64> = (0..d)
                 .map(|c| keys.iter().map(|&l| k.row(b, h, l)[c]).sum::<f64>() / keys.len() as f64)
                 .collect();
-            (j, dot(q.row(b, h, i), &mean))
+            (j, dot64(q.row(b, h, i), &mean))
         })
         .collect();
     scored.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
@@ -92,7 +70,7 @@ fn naive_selection(
     causal: bool,
     q_offset: usize,
 ) -> Vec<Vec<Vec<Vec<usize>>>> {
-    let (qv, kv) = (Values::of(q), Values::of(k));
+    let (qv, kv) = (F64Rows::of(q), F64Rows::of(k));
     let [b, h, t, _] = q.dims();
     (0..b)
         .map(|bi| {
@@ -118,7 +96,7 @@ fn naive_output(
     v: &Tensor<4>,
     keys: &[Vec<Vec<Vec<usize>>>],
 ) -> Tensor<4> {
-    let (qv, kv, vv) = (Values::of(q), Values::of(k), Values::of(v));
+    let (qv, kv, vv) = (F64Rows::of(q), F64Rows::of(k), F64Rows::of(v));
     let [b, h, t, d] = q.dims();
     let dv = v.dims()[3];
     assert_eq!((keys.len(), keys[0].len()), (b, h), "a key list per batch row and head");
@@ -128,14 +106,11 @@ fn naive_output(
             for (i, row) in rows.iter().enumerate() {
                 let z: Vec<f64> = row
                     .iter()
-                    .map(|&l| dot(qv.row(bi, hi, i), kv.row(bi, hi, l)) / (d as f64).sqrt())
+                    .map(|&l| dot64(qv.row(bi, hi, i), kv.row(bi, hi, l)) / (d as f64).sqrt())
                     .collect();
-                let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = z.iter().map(|z| (z - m).exp()).collect();
-                let total: f64 = e.iter().sum();
+                let w = softmax64(&z);
                 out.extend((0..dv).map(|c| {
-                    row.iter().zip(&e).map(|(&l, w)| w / total * vv.row(bi, hi, l)[c]).sum::<f64>()
-                        as f32
+                    row.iter().zip(&w).map(|(&l, w)| w * vv.row(bi, hi, l)[c]).sum::<f64>() as f32
                 }));
             }
         }

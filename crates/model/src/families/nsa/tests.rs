@@ -7,45 +7,15 @@ use super::*;
 use crate::heads::{causal_mask, masked_softmax};
 use crate::mixer::{MixContext, SequenceMixer};
 use crate::testing::{
-    ad_device, assert_close, assert_decoding_equals_forward, assert_forward_finite, device,
-    output_and_grads, randn, seeded_layer, values,
+    F64Rows, ad_device, assert_close, assert_decoding_equals_forward, assert_forward_finite,
+    device, dot64, output_and_grads, randn, seeded_layer, softmax64, values,
 };
 use burn::nn::RotaryEncodingConfig;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
-/// What the oracle needs of a `[b, h, t, d]` tensor: its shape and its values in f64.
-struct Values {
-    dims: [usize; 4],
-    data: Vec<f64>,
-}
-
-impl Values {
-    fn of(x: &Tensor<4>) -> Self {
-        Self { dims: x.dims(), data: values(x.clone()).into_iter().map(f64::from).collect() }
-    }
-
-    fn row(&self, b: usize, h: usize, i: usize) -> &[f64] {
-        let [_, hs, t, d] = self.dims;
-        let start = ((b * hs + h) * t + i) * d;
-        &self.data[start..start + d]
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// `softmax(z)` in f64.
-fn softmax64(z: &[f64]) -> Vec<f64> {
-    let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = z.iter().map(|z| (z - m).exp()).collect();
-    let total: f64 = e.iter().sum();
-    e.iter().map(|e| e / total).collect()
-}
-
 /// The mean of rows `j·block .. (j + 1)·block` of head `(b, h)`.
-fn block_mean(x: &Values, (b, h): (usize, usize), j: usize, block: usize) -> Vec<f64> {
+fn block_mean(x: &F64Rows, (b, h): (usize, usize), j: usize, block: usize) -> Vec<f64> {
     let d = x.dims[3];
     (0..d)
         .map(|c| {
@@ -67,8 +37,8 @@ struct Query {
 /// summed over the `group` query heads sharing `h`'s key/value head; the own block and the
 /// `topk − 1` most important past blocks (ties: lower first); the last `window` keys.
 fn naive_query(
-    q: &Values,
-    k: &Values,
+    q: &F64Rows,
+    k: &F64Rows,
     (b, h, i): (usize, usize, usize),
     pattern: NsaPattern,
     group: usize,
@@ -82,7 +52,7 @@ fn naive_query(
         let z: Vec<f64> = complete
             .iter()
             .map(|&j| {
-                dot(q.row(b, head, i), &block_mean(k, (b, head), j, block)) / (d as f64).sqrt()
+                dot64(q.row(b, head, i), &block_mean(k, (b, head), j, block)) / (d as f64).sqrt()
             })
             .collect();
         softmax64(&z)
@@ -113,7 +83,7 @@ fn naive_queries(
     group: usize,
     q_offset: usize,
 ) -> Vec<Vec<Vec<Query>>> {
-    let (qv, kv) = (Values::of(q), Values::of(k));
+    let (qv, kv) = (F64Rows::of(q), F64Rows::of(k));
     let [b, h, t, _] = q.dims();
     (0..b)
         .map(|bi| {
@@ -140,13 +110,13 @@ fn naive_output(
     block: usize,
     q_offset: usize,
 ) -> Tensor<4> {
-    let [q, k, v, g] = [0, 1, 2, 3].map(|n| Values::of(&x[n]));
+    let [q, k, v, g] = [0, 1, 2, 3].map(|n| F64Rows::of(&x[n]));
     let [bs, hs, ts, d] = q.dims;
     assert_eq!((decisions.len(), decisions[0].len()), (bs, hs), "decisions per batch row and head");
     let dv = v.dims[3];
     let scale = (d as f64).sqrt();
     let attend = |(b, h, i): (usize, usize, usize), keys: &[Vec<f64>], vals: &[Vec<f64>]| {
-        let z: Vec<f64> = keys.iter().map(|key| dot(q.row(b, h, i), key) / scale).collect();
+        let z: Vec<f64> = keys.iter().map(|key| dot64(q.row(b, h, i), key) / scale).collect();
         let p = softmax64(&z);
         (0..dv).map(|c| p.iter().zip(vals).map(|(p, v)| p * v[c]).sum::<f64>()).collect::<Vec<_>>()
     };
@@ -158,12 +128,12 @@ fn naive_output(
                 let cmp = if query.complete.is_empty() {
                     vec![0.0; dv]
                 } else {
-                    let means = |x: &Values| -> Vec<Vec<f64>> {
+                    let means = |x: &F64Rows| -> Vec<Vec<f64>> {
                         query.complete.iter().map(|&j| block_mean(x, (b, h), j, block)).collect()
                     };
                     attend((b, h, i), &means(&k), &means(&v))
                 };
-                let rows = |x: &Values, ls: &[usize]| -> Vec<Vec<f64>> {
+                let rows = |x: &F64Rows, ls: &[usize]| -> Vec<Vec<f64>> {
                     ls.iter().map(|&l| x.row(b, h, l).to_vec()).collect()
                 };
                 let sel = selected_keys(query, t, block);
