@@ -17,6 +17,7 @@
 //! | [`rms_norm`] | `γ ⊙ x/√(mean(x²) + ε)` | `norm.rs` |
 //! | [`rope_packed`] | RoPE on the `q`, `k` of `[q|k|v]` rows: `(x₀cos − x₁sin, x₁cos + x₀sin)` per pair | `rope.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` (probabilities kept), `tiled_attention.rs` (from 128 tokens: blocks of queries, memory linear in T) |
+//! | [`softmax_attention_heads`] | the same on split heads (packs them first) | as above |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` |
 //!
@@ -136,6 +137,29 @@ pub fn softmax_attention_packed(
         let _ = (heads, kv_heads, scale, causal, window);
         Err(Box::new(qkv))
     }
+}
+
+/// [`softmax_attention_packed`] for heads already split: packs `q`, `k`, `v` into the kernel's
+/// `[q | k | v]` rows (one copy each) and runs it. For the families whose heads are not the
+/// plain projection's (MLA's latent keys, differential attention's half-width sub-heads), which
+/// build their heads first and must still reach the kernel. Returns `None` off flex, where the
+/// caller composes the formula; ask [`runs_fused`] first to skip building the heads there.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, d]`, `k`, `v`: `[batch, kv_heads, seq, d]`
+///   -> `[batch, seq, heads·d]`
+pub fn softmax_attention_heads(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f32,
+    causal: bool,
+) -> Option<Tensor<3>> {
+    let [b, h, t, d] = q.dims();
+    let kv = k.dims()[1];
+    let rows = |x: Tensor<4>, n: usize| x.swap_dims(1, 2).reshape([b, t, n * d]);
+    let qkv = Tensor::cat(vec![rows(q, h), rows(k, kv), rows(v, kv)], 2);
+    softmax_attention_packed(qkv, h, kv, scale, causal, None).ok()
 }
 
 /// `elu(x) + 1` (`x + 1` for `x > 0`, `e^x` otherwise), the feature map of Katharopoulos et al.,

@@ -83,7 +83,6 @@ impl DiffAttention {
         causal: bool,
     ) -> Option<Tensor<3>> {
         let [b, h, t, d_h] = q.dims();
-        let kv = k.dims()[1];
         let d = d_h / 2;
         let halves_as_heads = |x: Tensor<4>| {
             let [_, n, _, _] = x.dims();
@@ -92,20 +91,13 @@ impl DiffAttention {
             let second = Tensor::cat(vec![x.narrow(3, d, d), zeros], 3);
             Tensor::cat(vec![first, second], 1)
         };
-        let rows = |x: Tensor<4>| {
-            let n = x.dims()[1];
-            x.swap_dims(1, 2).reshape([b, t, n * d_h])
-        };
-        let qkv = Tensor::cat(
-            vec![
-                rows(halves_as_heads(q)),
-                rows(halves_as_heads(k)),
-                rows(Tensor::cat(vec![v.clone(), v], 1)),
-            ],
-            2,
-        );
-        let scale = 1.0 / (d as f32).sqrt();
-        let y = fused::softmax_attention_packed(qkv, 2 * h, 2 * kv, scale, causal, None).ok()?;
+        let y = fused::softmax_attention_heads(
+            halves_as_heads(q),
+            halves_as_heads(k),
+            Tensor::cat(vec![v.clone(), v], 1),
+            1.0 / (d as f32).sqrt(),
+            causal,
+        )?;
         let first = y.clone().narrow(2, 0, h * d_h);
         let second = y.narrow(2, h * d_h, h * d_h);
         Some(first - second * self.lambda().reshape([1, 1, 1]))

@@ -245,10 +245,7 @@ impl MlaAttention {
             _ => (q_c, k_c, v),
         };
         let w = d_h + d_r;
-        let rows = |x: Tensor<4>, n: usize| x.swap_dims(1, 2).reshape([b, t, n * w]);
-        let qkv = Tensor::cat(vec![rows(q, h), rows(k, kv), rows(v, kv)], 2);
-        let scale = 1.0 / (w as f32).sqrt();
-        let y = fused::softmax_attention_packed(qkv, h, kv, scale, causal, None).ok()?;
+        let y = fused::softmax_attention_heads(q, k, v, 1.0 / (w as f32).sqrt(), causal)?;
         Some(if d_r == 0 {
             y
         } else {
