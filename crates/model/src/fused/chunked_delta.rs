@@ -25,7 +25,7 @@
 //! length `d_v`. Per token that is about `2n·d_k + n·d_v + n·d_v/2 + 3·d_k·d_v` multiply-adds
 //! against the token kernel's `3·d_k·d_v` (plus a scaling pass): more work, in faster loops, so
 //! which kernel wins depends on the shape ([`block_size`]). Per-channel gates
-//! (`gate_width = d_k`) are left to the token kernel.
+//! (`gate_width = d_k`) run the variant in `channels.rs`, whose decay goes into the factors.
 
 use super::gated_recurrence::{Dims, Saved, Sequence};
 use super::simd::dispatched;
@@ -53,15 +53,23 @@ use rayon::prelude::*;
 /// measured 2 to 3 times slower; stacking `[Q; K]` so that one product gives both `Q Kᵀ` and
 /// `K Kᵀ`, and one both `Q S` and `K S`, measured no faster (user CPU seconds of 300 forward
 /// passes, paired runs: 0.22 either way).
+///
+/// Per-channel gates (`channels.rs`; same test, Intel Xeon model 207 with AVX-512, 2026-12-05,
+/// one rayon thread, the box otherwise quiet), token kernel against blocks of 16, delta rule /
+/// plain: `[48, 64, 32, 64]` 1986 / 5572 against 1112 / 2898, and 1575 / 4366 against
+/// 791 / 1915; `[64, 32, 32, 32]` 1393 / 3773 against 692 / 1834; `[8, 1024, 32, 64]`
+/// 4385 / 12877 against 2346 / 6932; `[24, 256, 64, 64]` 7029 / 25837 against 3356 / 10110;
+/// `d = 16` 727 / 2247 against 658 / 2028 (within the noise, so the same threshold).
 const CHUNKED_FROM: usize = 32;
 
 /// Block size of the chunked kernels: within the noise of 8 and 12 forward, best backward.
 const BLOCK: usize = 16;
 
-/// The block size to run the chunked kernels at on `dims`, or `None` where the token kernel is
-/// as fast (narrow heads) or the chunked one does not apply (per-channel gates).
+/// The block size to run the chunked kernels at on `dims` (one gate per head or per key
+/// channel), or `None` where the token kernel is as fast (narrow heads).
 pub fn block_size(dims: Dims) -> Option<usize> {
-    (dims.gate_width == 1 && dims.dk.min(dims.dv) >= CHUNKED_FROM).then_some(BLOCK)
+    let gates = dims.gate_width == 1 || dims.gate_width == dims.dk;
+    (gates && dims.dk.min(dims.dv) >= CHUNKED_FROM).then_some(BLOCK)
 }
 
 /// The forward pass of one (batch, head) in blocks of at most `block` tokens that never cross
@@ -103,7 +111,7 @@ fn sequence_forward_body(
 dispatched!(sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
 
 /// [`super::gated_recurrence::forward`] in blocks of `block` tokens: the same `y`
-/// (`[bh, seq, dv]`) and checkpoints, up to rounding. Per-head gates only (`gate_width = 1`).
+/// (`[bh, seq, dv]`) and checkpoints, up to rounding, per-head or per-channel gates.
 pub fn forward(
     dims: Dims,
     block: usize,
@@ -113,7 +121,9 @@ pub fn forward(
     g: &[f32],
     beta: &[f32],
 ) -> (Vec<f32>, Saved) {
-    assert_eq!(dims.gate_width, 1, "the chunked kernel takes one gate per head");
+    if dims.gate_width > 1 {
+        return channels::forward(dims, block, q, k, v, g, beta);
+    }
     let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
     let n = dims.chunks();
     let mut y = vec![0.0; dims.bh * t * dv];
@@ -129,6 +139,7 @@ pub fn forward(
 
 mod backward;
 mod blocks;
+pub(super) mod channels;
 pub use backward::backward;
 
 #[cfg(test)]

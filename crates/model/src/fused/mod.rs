@@ -19,7 +19,7 @@
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` (probabilities kept), `tiled_attention.rs` (from 128 tokens: blocks of queries, memory linear in T) |
 //! | [`softmax_attention_heads`] | the same on split heads (packs them first) | as above |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
-//! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` |
+//! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32; per-channel gates in `chunked_delta/channels.rs`) |
 //!
 //! Every function takes and returns ordinary tensors. On flex (with or without autodiff) it
 //! runs the fused kernel; on any other backend, or a dtype other than `f32`, it runs the

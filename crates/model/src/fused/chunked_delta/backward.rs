@@ -238,7 +238,7 @@ dispatched!(sequence_backward => sequence_backward_body(
 ));
 
 /// [`crate::fused::gated_recurrence::backward`] in blocks of `block` tokens: the same
-/// gradients, up to rounding, from the same checkpoints. Per-head gates only.
+/// gradients, up to rounding, from the same checkpoints, per-head or per-channel gates.
 // A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
@@ -252,7 +252,9 @@ pub fn backward(
     saved: &Saved,
     dy: &[f32],
 ) -> Grads {
-    assert_eq!(dims.gate_width, 1, "the chunked kernel takes one gate per head");
+    if dims.gate_width > 1 {
+        return super::channels::backward(dims, block, q, k, v, g, beta, saved, dy);
+    }
     let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
     let (n, bh) = (dims.chunks(), dims.bh);
     let mut out = Grads {

@@ -33,9 +33,11 @@ struct Case {
 }
 
 /// Unit keys (as the layer's L2 norm makes them), log gates `−scale·(0..2)`, `β` in
-/// `[lo, hi)`.
+/// `[lo, hi)`. Per-channel gates (`gate_width = d_k`) take channel `c`'s scale times
+/// `(c mod 3)/2`: no decay, half and full side by side.
 fn case(dims: Dims, scale: f32, (lo, hi): (f32, f32), seed: u64) -> Case {
-    let (n, dk, dv) = (dims.bh * dims.seq, dims.dk, dims.dv);
+    let (n, dk, dv, gw) = (dims.bh * dims.seq, dims.dk, dims.dv, dims.gate_width);
+    let channel = |i: usize| if gw == 1 { 1.0 } else { (i % gw % 3) as f32 / 2.0 };
     let mut k = normal(n * dk, seed + 1);
     for row in k.chunks_exact_mut(dk) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
@@ -46,7 +48,11 @@ fn case(dims: Dims, scale: f32, (lo, hi): (f32, f32), seed: u64) -> Case {
         q: normal(n * dk, seed),
         k,
         v: normal(n * dv, seed + 2),
-        g: uniform(n, seed + 3).iter().map(|u| -2.0 * scale * u).collect(),
+        g: uniform(n * gw, seed + 3)
+            .iter()
+            .enumerate()
+            .map(|(i, u)| -2.0 * scale * channel(i) * u)
+            .collect(),
         beta: if dims.delta {
             uniform(n, seed + 4).iter().map(|u| lo + (hi - lo) * u).collect()
         } else {
@@ -57,7 +63,7 @@ fn case(dims: Dims, scale: f32, (lo, hi): (f32, f32), seed: u64) -> Case {
 
 /// The recurrence token by token in f64: outputs and the state at every chunk's start.
 fn naive(c: &Case) -> (Vec<f64>, Vec<f64>) {
-    let Dims { bh, seq, dk, dv, chunk, delta, .. } = c.dims;
+    let Dims { bh, seq, dk, dv, chunk, delta, gate_width: gw } = c.dims;
     let (mut y, mut cps) = (Vec::new(), Vec::new());
     for p in 0..bh {
         let mut s = vec![0f64; dk * dv];
@@ -68,8 +74,10 @@ fn naive(c: &Case) -> (Vec<f64>, Vec<f64>) {
             let r = p * seq + t;
             let (q, k) = (&c.q[r * dk..(r + 1) * dk], &c.k[r * dk..(r + 1) * dk]);
             let v = &c.v[r * dv..(r + 1) * dv];
-            let a = (c.g[r] as f64).exp();
-            s.iter_mut().for_each(|e| *e *= a);
+            for (i, row) in s.chunks_exact_mut(dv).enumerate() {
+                let a = (c.g[r * gw + i % gw] as f64).exp();
+                row.iter_mut().for_each(|e| *e *= a);
+            }
             let u: Vec<f64> = (0..dv)
                 .map(|j| {
                     if !delta {
@@ -99,11 +107,21 @@ fn worst(a: &[f32], b: &[f64]) -> f64 {
 /// Lengths that are and are not a multiple of the checkpoint interval, blocks that divide it,
 /// do not, and exceed it, `d_k ≠ d_v`, no gate, weak, moderate and strong decay (`e^{−20}` a
 /// token), `β` near 0, in (0, 1) and near 1, and plain accumulation (`decay`):
-/// `(dims, block, gate scale, β range)`.
-fn cases() -> [(Dims, usize, f32, (f32, f32)); 6] {
+/// `(dims, block, gate scale, β range)`. Then the same with per-channel gates (`delta:kda`,
+/// GLA), where a scale of 10 (down to `e^{−20}` a token) cuts blocks short of `block`.
+fn cases() -> [(Dims, usize, f32, (f32, f32)); 11] {
     let dims =
         |bh, seq, dk, dv, chunk, delta| Dims { bh, seq, dk, dv, gate_width: 1, delta, chunk };
+    let channels = |bh, seq, dk, dv, chunk, delta| Dims {
+        gate_width: dk,
+        ..dims(bh, seq, dk, dv, chunk, delta)
+    };
     [
+        (channels(3, 37, 8, 12, 16, true), 8, 0.3, (0.0, 1.0)),
+        (channels(2, 40, 16, 16, 20, true), 7, 10.0, (0.95, 1.0)),
+        (channels(2, 64, 32, 32, 64, true), 16, 0.05, (0.0, 1.0)),
+        (channels(2, 30, 8, 8, 8, false), 4, 0.3, (0.0, 1.0)),
+        (channels(1, 33, 12, 5, 11, false), 64, 10.0, (0.0, 1.0)),
         (dims(3, 37, 8, 12, 16, true), 8, 0.3, (0.0, 1.0)),
         (dims(2, 40, 16, 16, 20, true), 7, 10.0, (0.95, 1.0)),
         (dims(2, 33, 12, 5, 11, true), 64, 1e-3, (0.0, 0.05)),
@@ -189,10 +207,13 @@ fn chunked_delta_timing() {
         (48, 64, 16, 64),
         (48, 64, 32, 4),
     ];
-    for (delta, (bh, seq, d, chunk)) in
-        shapes.into_iter().map(|s| (true, s)).chain(shapes.into_iter().map(|s| (false, s)))
+    let kinds = [(true, 1), (false, 1), (true, 0), (false, 0)];
+    for ((delta, gates), (bh, seq, d, chunk)) in
+        kinds.into_iter().flat_map(|k| shapes.into_iter().map(move |s| (k, s)))
     {
-        let dims = Dims { bh, seq, dk: d, dv: d, gate_width: 1, delta, chunk };
+        // `gates` 0: one per key channel.
+        let gate_width = if gates == 0 { d } else { gates };
+        let dims = Dims { bh, seq, dk: d, dv: d, gate_width, delta, chunk };
         let c = case(dims, 0.3, (0.0, 1.0), 7);
         let dy = normal(bh * seq * d, 9);
         let (_, saved) = tokens::forward(dims, &c.q, &c.k, &c.v, &c.g, &c.beta);
@@ -201,7 +222,7 @@ fn chunked_delta_timing() {
             drop(tokens::backward(dims, &c.q, &c.k, &c.v, &c.g, &c.beta, &saved, &dy))
         });
         let mut line = format!(
-            "delta {delta} [{bh}, {seq}, {d}, {chunk}]: tokens {fwd:.0} / {bwd:.0} µs; chunked"
+            "delta {delta} gates {gate_width} [{bh}, {seq}, {d}, {chunk}]: tokens {fwd:.0} / {bwd:.0} µs; chunked"
         );
         for block in [8, 12, 16, 32] {
             let f = time(&mut || drop(forward(dims, block, &c.q, &c.k, &c.v, &c.g, &c.beta)));
@@ -212,4 +233,24 @@ fn chunked_delta_timing() {
         }
         eprintln!("{line}");
     }
+}
+
+/// Per-channel blocks: cut where one channel's log decay within the block would pass
+/// `channels::SPAN`, a gate wider than that alone in its block, and full blocks elsewhere.
+#[test]
+fn per_channel_blocks_stop_before_a_factor_could_overflow() {
+    use super::channels::blocks::{SPAN, partition};
+    let dims = Dims { bh: 1, seq: 12, dk: 2, dv: 1, gate_width: 2, delta: true, chunk: 12 };
+    // Channel 1 decays by 7 a token from token 4 on, and by 40 at token 9; channel 0 never.
+    let mut g = vec![0.0; 24];
+    (4..12).for_each(|t| g[2 * t + 1] = -7.0);
+    g[2 * 9 + 1] = -40.0;
+    // From token 0 the decays after the first token add up to 7, 14, 21, 28 (tokens 4-7);
+    // token 8 would make 35 > SPAN: cut. From 8, token 9 alone adds 40: cut again. From 9
+    // (its −40 now in the reference b_0, which the relative factors cancel) 7 and 14 fit.
+    assert_eq!(partition(dims, &g, 0, 12, 16), [(0, 8), (8, 1), (9, 3)]);
+    // A checkpoint boundary and the block size cut too.
+    assert_eq!(partition(dims, &g, 0, 6, 16), [(0, 6)]);
+    assert_eq!(partition(dims, &g, 0, 12, 3), [(0, 3), (3, 3), (6, 3), (9, 3)]);
+    assert!((28.0..35.0).contains(&SPAN) && SPAN < 40.0);
 }

@@ -1,0 +1,98 @@
+//! The chunked kernel for per-channel gates (`gate_width = d_k`: Kimi Delta Attention's
+//! `Diag(α_t)`, GLA's), forward and backward, on the `gemm` crate like the per-head kernel in
+//! the parent (whose header has the scalar-gate form; this one computes the same recurrence,
+//! saves the same checkpoints, and so pairs with either backward pass).
+//!
+//! With a per-channel gate the decay between tokens `j ≤ i` of a block is the vector
+//! `e^{b_i − b_j}` (`b_i = Σ_{m ≤ i} g_m`, one entry per key channel), which no `n × n` matrix
+//! `Γ` can hold. It goes into the factors instead (fla's GLA/KDA intra-chunk form): with the
+//! block's first token as the reference `b_0`,
+//!
+//! `Q^r = Q ⊙ e^{B − b_0}`, `K^r = K ⊙ e^{B − b_0}`, `K^i = K ⊙ e^{b_0 − B}`,
+//! `P = (Q^r K^iᵀ) ⊙ M`, `A = (K^r K^iᵀ) ⊙ M₋`
+//!
+//! (so `P_ij = Σ_c q_ic k_jc e^{b_ic − b_jc}`), and with `Q^e = Q ⊙ e^B`, `K^e = K ⊙ e^B` and
+//! `K^d = K ⊙ e^{b_{n−1} − B}` (all ≤ 1 for decays):
+//!
+//! - delta rule: `R = V − K^e S − A U` row by row (forward substitution), `U = diag(β) R`;
+//!   plain accumulation: `U = V`;
+//! - `Y = Q^e S + P U`;
+//! - `S ← diag(e^{b_{n−1}}) S + K^dᵀ U`.
+//!
+//! `K^i` grows as `e^{b_0 − b_i}`: a block is cut short before any channel's log decay within it
+//! exceeds [`SPAN`], so no factor overflows (one token alone always fits: its factors are 1).
+//! The partition depends only on the gates, so the backward pass replays the forward's.
+//!
+//! Backward, per block from `dS` = ∂L/∂S at its end: `dU = Pᵀ dY + K^d dS`, the delta rule's
+//! backward substitution as in the per-head kernel, `dP = (dY Uᵀ) ⊙ M`, `dA = −(dR Uᵀ) ⊙ M₋`,
+//! then every factor `Z = X ⊙ e^{±(…)}` sends `dZ ⊙ e^{±(…)}` to `dX` and `±dZ ⊙ Z` to the
+//! log gates of its row (`∂L/∂b_i`): `dQ^e = dY Sᵀ`, `dK^e = −dR Sᵀ`, `dQ^r = dP K^i`,
+//! `dK^r = dA K^i`, `dK^i = dPᵀ Q^r + dAᵀ K^r`, `dK^d = U dSᵀ` (whose `b_{n−1}` term, with
+//! `e^{b_{n−1}} ⊙ Σ_v dS ⊙ S`, goes to the last row). The reference `b_0` cancels from `P` and
+//! `A`, so its terms sum to zero and are left out. Then `dS ← diag(e^{b_{n−1}}) dS + Q^eᵀ dY −
+//! K^eᵀ dR` and `dg_i = Σ_{m ≥ i} ∂L/∂b_m` within the block.
+
+use crate::fused::gated_recurrence::{Dims, Saved, Sequence};
+use crate::fused::simd::dispatched;
+use blocks::{Scratch, block_advance, block_internals, block_outputs, partition};
+use rayon::prelude::*;
+
+#[inline(always)]
+// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+fn sequence_forward_body(
+    dims: Dims,
+    block: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    checkpoints: &mut [f32],
+) {
+    let x = Sequence { q, k, v, g, beta };
+    let (dk, dv) = (dims.dk, dims.dv);
+    let block = block.clamp(1, dims.chunk);
+    let mut w = Scratch::new(dims, block);
+    let mut s = vec![0.0; dk * dv];
+    for c in 0..dims.chunks() {
+        checkpoints[c * dk * dv..(c + 1) * dk * dv].copy_from_slice(&s);
+        let (c0, c1) = (c * dims.chunk, ((c + 1) * dims.chunk).min(dims.seq));
+        for (t0, n) in partition(dims, g, c0, c1, block) {
+            block_internals(dims, x, t0, n, &s, &mut w, true);
+            block_outputs(dims, x, t0, n, &s, &mut y[t0 * dv..(t0 + n) * dv], &w);
+            block_advance(dims, x, t0, n, &mut s, &w);
+        }
+    }
+}
+
+dispatched!(sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
+
+/// The forward pass with per-channel gates (`g`: `[bh, seq, d_k]`), blocks of at most `block`.
+pub fn forward(
+    dims: Dims,
+    block: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+) -> (Vec<f32>, Saved) {
+    assert_eq!(dims.gate_width, dims.dk, "per-channel gates: one per key channel");
+    let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
+    let n = dims.chunks();
+    let mut y = vec![0.0; dims.bh * t * dv];
+    let mut checkpoints = vec![0.0; dims.bh * n * dk * dv];
+    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
+        |(p, (y, cp))| {
+            let x = Sequence::of(dims, p, q, k, v, g, beta);
+            sequence_forward(dims, block, x.q, x.k, x.v, x.g, x.beta, y, cp);
+        },
+    );
+    (y, Saved { checkpoints })
+}
+
+mod backward;
+pub(super) mod blocks;
+pub use backward::backward;
