@@ -20,5 +20,8 @@ pub type LinearAttentionInputs = (Tensor<4>, Tensor<4>, Tensor<4>);
 /// The inputs of [`super::gated_recurrence`] (`q, k, v, log_g, beta`).
 pub type GatedRecurrenceInputs = (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>);
 
+/// The inputs of [`super::dplr_recurrence`] (`r, log_w, k, v, alpha, beta`).
+pub type DplrInputs = [Tensor<4>; 6];
+
 /// The inputs of [`super::token_cross_entropy`] (`logits, ids`).
 pub type CrossEntropyInputs = (Tensor<3>, Tensor<2, burn::tensor::Int>);

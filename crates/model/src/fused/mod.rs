@@ -20,6 +20,7 @@
 //! | [`softmax_attention_heads`] | the same on split heads (packs them first) | as above |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32; per-channel gates in `chunked_delta/channels.rs`) |
+//! | [`dplr_recurrence`] | `S_t = diag(w_t) S_{t−1} + β_t (S_{t−1}ᵀα_t)ᵀ + k_t v_tᵀ`, `y_t = S_tᵀ r_t` | `dplr_recurrence.rs` (token by token) |
 //!
 //! Every function takes and returns ordinary tensors. On flex (with or without autodiff) it
 //! runs the fused kernel; on any other backend, or a dtype other than `f32`, it runs the
@@ -32,6 +33,8 @@ mod attention;
 mod chunked_delta;
 #[cfg(feature = "flex")]
 mod cross_entropy;
+#[cfg(feature = "flex")]
+mod dplr_recurrence;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
@@ -53,7 +56,7 @@ use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::tensor::Tensor;
 
 pub use inputs::{
-    AffineInputs, CrossEntropyInputs, GatedRecurrenceInputs, LayerNormInputs,
+    AffineInputs, CrossEntropyInputs, DplrInputs, GatedRecurrenceInputs, LayerNormInputs,
     LinearAttentionInputs, Unfused,
 };
 
@@ -315,6 +318,24 @@ pub fn gated_recurrence(
     {
         let _ = chunk;
         Err(Box::new((q, k, v, log_g, beta)))
+    }
+}
+
+/// fla's diagonal-plus-low-rank recurrence (RWKV-7's state rule) from the zero state:
+/// `S_t = diag(e^{log w_t}) S_{t−1} + β_t (S_{t−1}ᵀ α_t)ᵀ + k_t v_tᵀ`, `y_t = S_tᵀ r_t`, fused
+/// token by token on flex (`chunk` tokens between the backward pass's checkpoints). Returns the
+/// inputs back off flex, where the caller runs its composed form.
+///
+/// # Shapes
+/// - `x = [r, log_w, k, v, alpha, beta]`: `[batch, heads, seq, d_k]` each, `v`
+///   `[batch, heads, seq, d_v]` -> `[batch, heads, seq, d_v]`
+pub fn dplr_recurrence(x: DplrInputs, chunk: usize) -> Result<Tensor<4>, Unfused<DplrInputs>> {
+    #[cfg(feature = "flex")]
+    return flex::dplr_recurrence(x, chunk);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = chunk;
+        Err(Box::new(x))
     }
 }
 

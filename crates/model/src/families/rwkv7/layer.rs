@@ -3,13 +3,17 @@
 //! head norm, bonus and gate, and decoding.
 
 use super::forms::{chunked, head_group_norm, implied_weights, recurrent};
-use crate::fused::affine;
+use crate::fused::{self, affine};
 use crate::heads::sequence_diagnostics;
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
 use burn::module::{Module, Param};
 use burn::nn::{Linear, RotaryEncoding};
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
+
+/// Tokens between the fused kernel's state checkpoints: its backward pass replays at most this
+/// many states at a time (`64·d_k·d_v` floats per thread).
+const FUSED_CHECKPOINT: usize = 64;
 
 /// `e^{−½}`: the largest per-token log decay's magnitude, `log w = −e^{−½}·σ(·)`.
 pub const DECAY_SCALE: f32 = 0.606_530_66;
@@ -158,11 +162,24 @@ impl Rwkv7Attention {
         }
     }
 
+    /// The recurrence's `o` over `f` from the empty state: under the recurrent form the fused
+    /// kernel (flex, `f32`), which computes [`recurrent`]'s numbers with a hand-written backward
+    /// pass instead of a graph of `T` steps; else, and off flex, [`Self::mix`].
+    fn mix_from_empty(&self, f: &Features) -> Tensor<4> {
+        if self.chunk.is_none() {
+            let x = [&f.r, &f.log_w, &f.k, &f.v, &f.alpha, &f.beta].map(|t| t.clone());
+            if let Ok(o) = fused::dplr_recurrence(x, FUSED_CHECKPOINT) {
+                return o;
+            }
+        }
+        self.mix(f, None).0
+    }
+
     /// One causal pass from the empty state: the output and, when asked, the recurrence's
     /// implied weights `[batch, heads, seq, seq]`.
     fn causal(&self, x: Tensor<3>, weights: bool) -> (Tensor<3>, Option<Tensor<4>>) {
         let f = self.features(x, None);
-        let (o, _) = self.mix(&f, None);
+        let o = self.mix_from_empty(&f);
         let w = weights.then(|| {
             let (r, log_w, k) = (f.r.clone(), f.log_w.clone(), f.k.clone());
             implied_weights(r, log_w, k, f.alpha.clone(), f.beta.clone())

@@ -43,6 +43,9 @@
 //! `C × C × d_k` decays cost more than the steps they save), and [`chunked`] (`chunk=16` tokens
 //! per chunk: inside a chunk the removal reads `u_i = α_iᵀ S_{i−1}` come from one unit-lower
 //! triangular solve, between chunks the state is carried), for accelerators and long sequences.
+//! On flex the recurrent form's pass from the empty state (training, evaluation) runs the fused
+//! kernel `fused::dplr_recurrence`, the same recurrence with a hand-written backward pass (tested
+//! equal to [`recurrent`] in outputs and gradients); decoding from a carried state composes it.
 //! Single-token decoding, the implied weights and the tests' reference use the recurrence. A
 //! bidirectional model runs the whole layer forwards and over the reversed sequence (its token
 //! shift then reads the next token) and adds the two outputs.

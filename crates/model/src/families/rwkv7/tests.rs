@@ -208,6 +208,34 @@ fn the_recurrence_matches_explicit_transitions_with_gradients() {
     assert_output_and_grads_close("rwkv7 recurrence", fast, &slow);
 }
 
+/// The fused kernel (flex, what training's recurrent form runs) equals the composed recurrence
+/// in outputs and in the gradients of all six inputs, `d_k ≠ d_v`, with checkpoint intervals of
+/// one token, that do and do not divide the length, and past it.
+#[test]
+fn the_fused_kernel_matches_the_recurrence_with_gradients() {
+    let d = device();
+    let inputs: Vec<Tensor<4>> =
+        (0..6).map(|i| randn([2, 3, 10, if i == 3 { 5 } else { 4 }], 120 + i, &d)).collect();
+    let shaped = |x: Vec<Tensor<4>>| {
+        let log_w = sigmoid(x[1].clone() + 1.0) * (-0.6065);
+        let kappa = x[4].clone() / x[4].clone().powi_scalar(2).sum_dim(3).sqrt();
+        let beta = kappa.clone() * sigmoid(x[5].clone());
+        [x[0].clone(), log_w, x[2].clone(), x[3].clone(), -kappa, beta]
+    };
+    let want = output_and_grads(&inputs, 130, |x| {
+        let [r, w, k, v, a, b] = shaped(x);
+        recurrent(r, w, k, v, a, b, None).0
+    });
+    for chunk in [1, 3, 5, 64] {
+        let got = output_and_grads(&inputs, 130, |x| {
+            crate::fused::dplr_recurrence(shaped(x), chunk)
+                .map_err(|_| "flex")
+                .expect("the fused kernel runs on flex")
+        });
+        assert_output_and_grads_close(&format!("fused, checkpoints every {chunk}"), got, &want);
+    }
+}
+
 /// The chunked form equals the recurrence, outputs, final state and gradients, from a carried
 /// state, for chunks that divide the length, that do not, of one token and past the length.
 #[test]

@@ -7,6 +7,7 @@
 mod affine;
 mod attention;
 mod cross_entropy;
+mod dplr_recurrence;
 mod gated_recurrence;
 mod glue;
 mod linear_attention;
@@ -17,6 +18,7 @@ mod unary;
 pub use affine::affine;
 pub use attention::softmax_attention_packed;
 pub use cross_entropy::token_cross_entropy;
+pub use dplr_recurrence::dplr_recurrence;
 pub use gated_recurrence::gated_recurrence;
 pub use linear_attention::causal_linear_attention;
 pub use norm::layer_norm;
