@@ -121,9 +121,6 @@ pub fn forward(
     g: &[f32],
     beta: &[f32],
 ) -> (Vec<f32>, Saved) {
-    if dims.gate_width > 1 {
-        return channels::forward(dims, block, q, k, v, g, beta);
-    }
     let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
     let n = dims.chunks();
     let mut y = vec![0.0; dims.bh * t * dv];
@@ -131,7 +128,9 @@ pub fn forward(
     y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
         |(p, (y, cp))| {
             let x = Sequence::of(dims, p, q, k, v, g, beta);
-            sequence_forward(dims, block, x.q, x.k, x.v, x.g, x.beta, y, cp);
+            let run =
+                if dims.gate_width == 1 { sequence_forward } else { channels::sequence_forward };
+            run(dims, block, x.q, x.k, x.v, x.g, x.beta, y, cp);
         },
     );
     (y, Saved { checkpoints })

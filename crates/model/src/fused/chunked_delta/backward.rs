@@ -14,7 +14,7 @@
 //!   from `∂L/∂b_j`; `e^{b_i}` adds `q_i·(e^{b_i} S dy_i)` and `k_i·(−e^{b_i} S dr_i)` to
 //!   `∂L/∂b_i`, `e^{b_n}` adds `e^{b_n}⟨dS, S⟩` to `∂L/∂b_n`; then `dg_i = Σ_{m ≥ i} ∂L/∂b_m`.
 
-use super::blocks::{Scratch, block_advance, block_internals, rows};
+use super::blocks::{Scratch, block_advance, block_internals, rows, substitute_backward};
 use crate::fused::gated_recurrence::{Dims, Grads, Saved, Sequence};
 use crate::fused::matmul::matmul_into;
 use crate::fused::simd::{dispatched, dot};
@@ -105,17 +105,8 @@ fn block_backward(
     }
     let dvb = &mut dv_out[t0 * dv..(t0 + n) * dv];
     if dims.delta {
-        for i in (0..n).rev() {
-            let (head, later) = dvb.split_at_mut((i + 1) * dv);
-            let dui = &mut du[i * dv..(i + 1) * dv];
-            for (j, drj) in later.chunks_exact(dv).enumerate() {
-                let c = w.kk[(i + 1 + j) * n + i];
-                dui.iter_mut().zip(drj).for_each(|(d, &r)| *d -= c * r);
-            }
-            let b = x.beta[t0 + i];
-            dbeta[t0 + i] = dot(dui, &w.r[i * dv..(i + 1) * dv]);
-            head[i * dv..].iter_mut().zip(dui.iter()).for_each(|(o, &d)| *o = b * d);
-        }
+        let (beta, dbeta) = (&x.beta[t0..t0 + n], &mut dbeta[t0..t0 + n]);
+        substitute_backward(du, dvb, &w.kk, &w.r, beta, dbeta, dv);
     } else {
         dvb.copy_from_slice(du);
     }
@@ -252,16 +243,13 @@ pub fn backward(
     saved: &Saved,
     dy: &[f32],
 ) -> Grads {
-    if dims.gate_width > 1 {
-        return super::channels::backward(dims, block, q, k, v, g, beta, saved, dy);
-    }
     let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
     let (n, bh) = (dims.chunks(), dims.bh);
     let mut out = Grads {
         dq: vec![0.0; bh * t * dk],
         dk: vec![0.0; bh * t * dk],
         dv: vec![0.0; bh * t * dv],
-        dg: vec![0.0; bh * t],
+        dg: vec![0.0; bh * t * dims.gate_width],
         dbeta: vec![0.0; if dims.delta { bh * t } else { 0 }],
     };
     // Without the delta rule there is no β: hand every sequence an empty slice.
@@ -274,16 +262,19 @@ pub fn backward(
         .par_chunks_mut(t * dk)
         .zip(out.dk.par_chunks_mut(t * dk))
         .zip(out.dv.par_chunks_mut(t * dv))
-        .zip(out.dg.par_chunks_mut(t))
+        .zip(out.dg.par_chunks_mut(t * dims.gate_width))
         .zip(dbeta.into_par_iter())
         .enumerate()
         .for_each(|(p, ((((dq, dkp), dvp), dg), db))| {
             let x = Sequence::of(dims, p, q, k, v, g, beta);
             let cp = &saved.checkpoints[p * n * dk * dv..(p + 1) * n * dk * dv];
             let dy = &dy[p * t * dv..(p + 1) * t * dv];
-            sequence_backward(
-                dims, block, x.q, x.k, x.v, x.g, x.beta, cp, dy, dq, dkp, dvp, dg, db,
-            );
+            let run = if dims.gate_width == 1 {
+                sequence_backward
+            } else {
+                super::channels::backward::sequence_backward
+            };
+            run(dims, block, x.q, x.k, x.v, x.g, x.beta, cp, dy, dq, dkp, dvp, dg, db);
         });
     out
 }

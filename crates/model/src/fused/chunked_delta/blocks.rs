@@ -4,7 +4,7 @@
 
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::{View, matmul_into};
-use crate::fused::simd::exp;
+use crate::fused::simd::{dot, exp};
 
 /// A row-major `rows × cols` matrix over the first `rows·cols` values of `data` from `offset`.
 pub(super) fn rows(data: &[f32], offset: usize, rows: usize, cols: usize) -> View<'_> {
@@ -103,21 +103,54 @@ pub(super) fn block_internals(
     matmul_into(kk, 0, n, k, k.t(), 1.0, false);
     weigh(kk);
     (0..n).for_each(|i| kk[i * n + i] = 0.0);
-    // Each row of R starts as K S; U's rows then follow by forward substitution (row i needs
-    // the rows j < i).
+    // Each row of R starts as K S, then V − e^{b_i} (K S)_i; U's rows follow by substitution.
     let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
     matmul_into(r, 0, dv, k, rows(s, 0, dk, dv), 1.0, false);
-    for i in 0..n {
-        let ri = &mut r[i * dv..(i + 1) * dv];
-        let vi = &x.v[(t0 + i) * dv..(t0 + i + 1) * dv];
-        let e = w.decay[i];
+    let v = &x.v[t0 * dv..(t0 + n) * dv];
+    for ((ri, vi), &e) in r.chunks_exact_mut(dv).zip(v.chunks_exact(dv)).zip(&w.decay[..n]) {
         ri.iter_mut().zip(vi).for_each(|(r, &v)| *r = v - e * *r);
+    }
+    substitute(r, u, kk, &x.beta[t0..t0 + n], dv);
+}
+
+/// The delta rule's forward substitution inside a block of `n = beta.len()` tokens: with `R`'s
+/// rows holding their terms that do not depend on `U`, row by row `R_i −= Σ_{j<i} A_ij U_j`
+/// and `U_i = β_i R_i` (`A` strictly lower, `n × n`; `R`, `U` `n × d_v`). Both kernels' `U`.
+#[inline(always)]
+pub(super) fn substitute(r: &mut [f32], u: &mut [f32], a: &[f32], beta: &[f32], dv: usize) {
+    let n = beta.len();
+    for (i, &b) in beta.iter().enumerate() {
+        let ri = &mut r[i * dv..(i + 1) * dv];
         let (done, rest) = u.split_at_mut(i * dv);
-        for (uj, &c) in done.chunks_exact(dv).zip(&kk[i * n..i * n + i]) {
+        for (uj, &c) in done.chunks_exact(dv).zip(&a[i * n..i * n + i]) {
             ri.iter_mut().zip(uj).for_each(|(r, &u)| *r -= c * u);
         }
-        let b = x.beta[t0 + i];
         rest[..dv].iter_mut().zip(ri.iter()).for_each(|(u, &r)| *u = b * r);
+    }
+}
+
+/// [`substitute`] backward, rows from the last: from `∂L/∂U` in `du`, `dU_i −= Σ_{j>i} A_ji dR_j`,
+/// `dR_i = β_i dU_i` (into `dr`; `∂L/∂V` as well, since `R = V − …`), `dβ_i = dU_i · R_i`.
+#[inline(always)]
+pub(super) fn substitute_backward(
+    du: &mut [f32],
+    dr: &mut [f32],
+    a: &[f32],
+    r: &[f32],
+    beta: &[f32],
+    dbeta: &mut [f32],
+    dv: usize,
+) {
+    let n = beta.len();
+    for i in (0..n).rev() {
+        let (head, later) = dr.split_at_mut((i + 1) * dv);
+        let dui = &mut du[i * dv..(i + 1) * dv];
+        for (j, drj) in later.chunks_exact(dv).enumerate() {
+            let c = a[(i + 1 + j) * n + i];
+            dui.iter_mut().zip(drj).for_each(|(d, &r)| *d -= c * r);
+        }
+        dbeta[i] = dot(dui, &r[i * dv..(i + 1) * dv]);
+        head[i * dv..].iter_mut().zip(dui.iter()).for_each(|(o, &d)| *o = beta[i] * d);
     }
 }
 

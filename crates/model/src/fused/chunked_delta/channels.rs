@@ -32,10 +32,9 @@
 //! `A`, so its terms sum to zero and are left out. Then `dS ← diag(e^{b_{n−1}}) dS + Q^eᵀ dY −
 //! K^eᵀ dR` and `dg_i = Σ_{m ≥ i} ∂L/∂b_m` within the block.
 
-use crate::fused::gated_recurrence::{Dims, Saved, Sequence};
+use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::simd::dispatched;
 use blocks::{Scratch, block_advance, block_internals, block_outputs, partition};
-use rayon::prelude::*;
 
 #[inline(always)]
 // A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
@@ -67,32 +66,10 @@ fn sequence_forward_body(
     }
 }
 
-dispatched!(sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
+dispatched!(
+    /// The forward pass of one (batch, head) with per-channel gates (the parent's `forward`
+    /// runs it per sequence).
+    sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
 
-/// The forward pass with per-channel gates (`g`: `[bh, seq, d_k]`), blocks of at most `block`.
-pub fn forward(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-) -> (Vec<f32>, Saved) {
-    assert_eq!(dims.gate_width, dims.dk, "per-channel gates: one per key channel");
-    let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
-    let n = dims.chunks();
-    let mut y = vec![0.0; dims.bh * t * dv];
-    let mut checkpoints = vec![0.0; dims.bh * n * dk * dv];
-    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
-        |(p, (y, cp))| {
-            let x = Sequence::of(dims, p, q, k, v, g, beta);
-            sequence_forward(dims, block, x.q, x.k, x.v, x.g, x.beta, y, cp);
-        },
-    );
-    (y, Saved { checkpoints })
-}
-
-mod backward;
+pub(super) mod backward;
 pub(super) mod blocks;
-pub use backward::backward;

@@ -2,11 +2,10 @@
 //! by block in reverse from the forward's checkpoints, replaying its block partition.
 
 use super::blocks::{Scratch, block_advance, block_internals, partition};
-use crate::fused::chunked_delta::blocks::rows;
-use crate::fused::gated_recurrence::{Dims, Grads, Saved, Sequence};
+use crate::fused::chunked_delta::blocks::{rows, substitute_backward};
+use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
 use crate::fused::simd::{dispatched, dot};
-use rayon::prelude::*;
 
 /// The backward pass's buffers for a block of at most `n` tokens.
 struct Adjoints {
@@ -74,17 +73,8 @@ fn block_backward(
     }
     let dvb = &mut dv_out[t0 * dv..(t0 + n) * dv];
     if dims.delta {
-        for i in (0..n).rev() {
-            let (head, later) = dvb.split_at_mut((i + 1) * dv);
-            let dui = &mut du[i * dv..(i + 1) * dv];
-            for (j, drj) in later.chunks_exact(dv).enumerate() {
-                let c = w.a[(i + 1 + j) * n + i];
-                dui.iter_mut().zip(drj).for_each(|(d, &r)| *d -= c * r);
-            }
-            dbeta[t0 + i] = dot(dui, &w.r[i * dv..(i + 1) * dv]);
-            let b = x.beta[t0 + i];
-            head[i * dv..].iter_mut().zip(dui.iter()).for_each(|(o, &d)| *o = b * d);
-        }
+        let (beta, dbeta) = (&x.beta[t0..t0 + n], &mut dbeta[t0..t0 + n]);
+        substitute_backward(du, dvb, &w.a, &w.r, beta, dbeta, dv);
     } else {
         dvb.copy_from_slice(du);
     }
@@ -189,56 +179,11 @@ fn sequence_backward_body(
     }
 }
 
-dispatched!(sequence_backward => sequence_backward_body(
+dispatched!(
+    /// The backward pass of one (batch, head) with per-channel gates (the parent's `backward`
+    /// runs it per sequence).
+    sequence_backward => sequence_backward_body(
     dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32],
     checkpoints: &[f32], dy: &[f32], dq: &mut [f32], dk_out: &mut [f32], dv_out: &mut [f32],
     dg: &mut [f32], dbeta: &mut [f32]
 ));
-
-/// The backward pass with per-channel gates, from either forward pass's checkpoints.
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    saved: &Saved,
-    dy: &[f32],
-) -> Grads {
-    assert_eq!(dims.gate_width, dims.dk, "per-channel gates: one per key channel");
-    let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
-    let (n, bh) = (dims.chunks(), dims.bh);
-    let mut out = Grads {
-        dq: vec![0.0; bh * t * dk],
-        dk: vec![0.0; bh * t * dk],
-        dv: vec![0.0; bh * t * dv],
-        dg: vec![0.0; bh * t * dk],
-        dbeta: vec![0.0; if dims.delta { bh * t } else { 0 }],
-    };
-    // Without the delta rule there is no β: hand every sequence an empty slice.
-    let dbeta: Vec<&mut [f32]> = if dims.delta {
-        out.dbeta.chunks_mut(t).collect()
-    } else {
-        (0..bh).map(|_| <&mut [f32]>::default()).collect()
-    };
-    out.dq
-        .par_chunks_mut(t * dk)
-        .zip(out.dk.par_chunks_mut(t * dk))
-        .zip(out.dv.par_chunks_mut(t * dv))
-        .zip(out.dg.par_chunks_mut(t * dk))
-        .zip(dbeta.into_par_iter())
-        .enumerate()
-        .for_each(|(p, ((((dq, dkp), dvp), dg), db))| {
-            let x = Sequence::of(dims, p, q, k, v, g, beta);
-            let cp = &saved.checkpoints[p * n * dk * dv..(p + 1) * n * dk * dv];
-            let dy = &dy[p * t * dv..(p + 1) * t * dv];
-            sequence_backward(
-                dims, block, x.q, x.k, x.v, x.g, x.beta, cp, dy, dq, dkp, dvp, dg, db,
-            );
-        });
-    out
-}

@@ -2,7 +2,7 @@
 //! partition, the factors and products, the outputs and the state's advance (formulas in the
 //! parent's header).
 
-use crate::fused::chunked_delta::blocks::rows;
+use crate::fused::chunked_delta::blocks::{rows, substitute};
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
 use crate::fused::simd::exp;
@@ -161,20 +161,11 @@ pub(super) fn block_internals(
     for (i, row) in a.chunks_exact_mut(n).enumerate() {
         row[i..].fill(0.0);
     }
-    // R starts as K^e S; then row i of U follows from the rows j < i.
+    // R starts as K^e S, then V − K^e S; U's rows follow by substitution.
     let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
     matmul_into(r, 0, dv, rows(&w.ke, 0, n, dk), rows(s, 0, dk, dv), 1.0, false);
-    for i in 0..n {
-        let ri = &mut r[i * dv..(i + 1) * dv];
-        let vi = &x.v[(t0 + i) * dv..(t0 + i + 1) * dv];
-        ri.iter_mut().zip(vi).for_each(|(r, &v)| *r = v - *r);
-        let (done, rest) = u.split_at_mut(i * dv);
-        for (uj, &c) in done.chunks_exact(dv).zip(&a[i * n..i * n + i]) {
-            ri.iter_mut().zip(uj).for_each(|(r, &u)| *r -= c * u);
-        }
-        let b = x.beta[t0 + i];
-        rest[..dv].iter_mut().zip(ri.iter()).for_each(|(u, &r)| *u = b * r);
-    }
+    r.iter_mut().zip(&x.v[t0 * dv..(t0 + n) * dv]).for_each(|(r, &v)| *r = v - *r);
+    substitute(r, u, a, &x.beta[t0..t0 + n], dv);
 }
 
 /// `Y = Q^e S + P U` into `y` (`n × d_v`).
