@@ -181,13 +181,16 @@ fn sequence_backward_body(
     let state = dk * dv;
     // states[m] is the state before token c0 + m of the chunk being undone.
     let mut states = vec![0.0; (dims.chunk + 1) * state];
-    let (mut ds, mut u, mut du) = (vec![0.0; state], vec![0.0; dv], vec![0.0; dv]);
+    // The replay's removal reads u_t, and each token's decays w_t, kept for the reverse pass.
+    let (mut us, mut w) = (vec![0.0; dims.chunk * dv], vec![0.0; dk]);
+    let (mut ds, mut du) = (vec![0.0; state], vec![0.0; dv]);
     for c in (0..dims.chunks()).rev() {
         let (c0, c1) = (c * dims.chunk, ((c + 1) * dims.chunk).min(dims.seq));
         states[..state].copy_from_slice(&checkpoints[c * state..(c + 1) * state]);
         for m in 0..c1 - c0 {
             let (done, rest) = states.split_at_mut((m + 1) * state);
-            step(dims, x, c0 + m, &done[m * state..], &mut rest[..state], &mut u);
+            let u = &mut us[m * dv..(m + 1) * dv];
+            step(dims, x, c0 + m, &done[m * state..], &mut rest[..state], u);
         }
         for t in (c0..c1).rev() {
             let m = t - c0;
@@ -200,7 +203,8 @@ fn sequence_backward_body(
                 Sequence::row(x.beta, t, dk),
             );
             let (vt, dyt) = (Sequence::row(x.v, t, dv), Sequence::row(dy, t, dv));
-            removal(prev, at, &mut u);
+            let u = &us[m * dv..(m + 1) * dv];
+            w.iter_mut().zip(Sequence::row(x.log_w, t, dk)).for_each(|(w, &l)| *w = l.exp());
             // dS += r dyᵀ, and what reads dS before the decay: dr, dk, dβ, d log w, du, dv.
             du.fill(0.0);
             let dvt = &mut dv_out[t * dv..(t + 1) * dv];
@@ -210,18 +214,16 @@ fn sequence_backward_body(
                 row.iter_mut().zip(dyt).for_each(|(d, &g)| *d += rt[i] * g);
                 dr[t * dk + i] = dot(&now[i * dv..(i + 1) * dv], dyt);
                 dk_out[t * dk + i] = dot(row, vt);
-                dbeta[t * dk + i] = dot(row, &u);
-                let w = x.log_w[t * dk + i].exp();
-                dlog_w[t * dk + i] = w * dot(row, &prev[i * dv..(i + 1) * dv]);
+                dbeta[t * dk + i] = dot(row, u);
+                dlog_w[t * dk + i] = w[i] * dot(row, &prev[i * dv..(i + 1) * dv]);
                 du.iter_mut().zip(row.iter()).for_each(|(d, &e)| *d += bt[i] * e);
                 dvt.iter_mut().zip(row.iter()).for_each(|(d, &e)| *d += kt[i] * e);
             }
             // dα = S_{t−1} du; dS ← diag(w) dS + α duᵀ.
             for i in 0..dk {
                 dalpha[t * dk + i] = dot(&prev[i * dv..(i + 1) * dv], &du);
-                let w = x.log_w[t * dk + i].exp();
                 let row = &mut ds[i * dv..(i + 1) * dv];
-                row.iter_mut().zip(&du).for_each(|(d, &g)| *d = w * *d + at[i] * g);
+                row.iter_mut().zip(&du).for_each(|(d, &g)| *d = w[i] * *d + at[i] * g);
             }
         }
     }
