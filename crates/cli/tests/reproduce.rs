@@ -175,7 +175,7 @@ fn mad_softmax_recalls_where_linear_blurs_and_memorization_ignores_the_mixer() {
     // Ranks 1, 2 and 3 (or shared means of them) on every task: the mean ranks sum to 6.
     assert!((rank_sum - 6.0).abs() < 1e-9, "{rank_sum}");
     for task in tasks {
-        let runs = r["tasks"][task]["0"]["runs"].as_array().unwrap();
+        let runs = r["tasks"][task]["baseline"]["0"]["runs"].as_array().unwrap();
         assert_eq!(runs.len(), 3, "{task}: 3 arms x 1 seed at weight decay 0");
     }
 }
@@ -207,9 +207,17 @@ fn every_paper_size_plans_without_training() {
         ("linearize", Some((9, 2 * (4 * 2000 + 2000)))),
         // 5 problems x 11 arms x 3 seeds x 3 lrs of 20 000 steps (configs/state-tracking-paper.toml).
         ("state-tracking", Some((495, 495 * 20_000))),
-        // MAD's grid (3 lrs x 2 weight decays, one seed) for 5 arms on 6 tasks: 20 000 steps
-        // each, memorization's 400 (200 epochs of its 256 sequences).
-        ("mad", Some((180, 150 * 20_000 + 30 * 400))),
+        // MAD's grid (3 lrs x 2 weight decays, one seed) for 5 arms and GLA at equal params
+        // on MAD's 66 difficulty settings, each 200 epochs of its training set: 20 000 steps
+        // for 12 800 sequences; the smaller sets of five tasks 10 000, 5 000, 2 600 and 1 400;
+        // memorization's six vocabularies 400.
+        (
+            "mad",
+            Some((
+                6 * 6 * 66,
+                6 * 6 * (40 * 20_000 + 5 * (10_000 + 5_000 + 2_600 + 1_400) + 6 * 400),
+            )),
+        ),
     ];
     for (name, expected) in expected {
         let o = Command::new(env!("CARGO_BIN_EXE_attnlab"))

@@ -260,6 +260,15 @@ fn check_fits(config: &RunConfig, task: &dyn Task, device: &Device) -> Result<()
     })
 }
 
+/// The number of parameters the model `config` trains, read off a freshly built model on the
+/// default CPU device (its task is built for the input and output sizes; nothing is written).
+/// What a comparison needs to match arms' sizes before any run starts.
+pub fn parameter_count(config: &RunConfig) -> Result<usize, TrainError> {
+    let io = task::build(config, None)?.io();
+    let model = config.model.init(&io, config.seed, &Device::default())?;
+    Ok(params::count(&model))
+}
+
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.
 pub fn train(
     config: &RunConfig,

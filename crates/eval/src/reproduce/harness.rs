@@ -39,6 +39,9 @@ pub enum ReproduceError {
     /// The linearisation reproduction's teacher or one of its arms (the message names which).
     #[error("{0}")]
     Linearize(String),
+    /// An arm could not be brought to the baseline's parameter count (the message says why).
+    #[error("equal parameter count: {0}")]
+    EqualParams(String),
 }
 
 /// How big a reproduction runs.

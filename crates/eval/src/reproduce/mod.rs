@@ -12,6 +12,7 @@
 //! and the runner says so.
 
 mod docs;
+mod equal_params;
 mod frontier;
 mod gaps;
 mod harness;
