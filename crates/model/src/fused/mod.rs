@@ -30,6 +30,8 @@
 #[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
+mod block_attention;
+#[cfg(feature = "flex")]
 mod chunked_delta;
 #[cfg(feature = "flex")]
 mod cross_entropy;
@@ -318,6 +320,44 @@ pub fn gated_recurrence(
     {
         let _ = chunk;
         Err(Box::new((q, k, v, log_g, beta)))
+    }
+}
+
+/// Softmax attention of each query over its own block of keys (up to itself when causal) and
+/// the key blocks `chosen` lists for it (MoBA's attention), fused on flex in `O(T·(slots + 1)·
+/// block·d)`: `chosen` is `[batch, heads, seq, slots]` block indices, `u32::MAX` for an unused
+/// entry. Returns the inputs back off flex, where the caller runs its masked dense form.
+///
+/// # Shapes
+/// - `x = [q, k, v]`: `[batch, heads, seq, d]`, `v` `[batch, heads, seq, d_v]`
+///   -> `[batch, heads, seq, d_v]`
+pub fn block_attention(
+    x: [Tensor<4>; 3],
+    chosen: Vec<u32>,
+    (block, slots, causal): (usize, usize, bool),
+) -> Result<Tensor<4>, Unfused<[Tensor<4>; 3]>> {
+    #[cfg(feature = "flex")]
+    {
+        let [b, h, t, d] = x[0].dims();
+        let dims = block_attention::Dims {
+            bh: b * h,
+            seq: t,
+            d,
+            dv: x[2].dims()[3],
+            block,
+            slots,
+            causal,
+            scale: (d as f32).sqrt().recip(),
+        };
+        if t == 0 || b * h == 0 || chosen.len() != b * h * t * slots {
+            return Err(Box::new(x));
+        }
+        flex::block_attention(x, chosen, dims)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (chosen, block, slots, causal);
+        Err(Box::new(x))
     }
 }
 

@@ -116,6 +116,41 @@ fn attend(
     (weights.clone().matmul(v), weights, hidden)
 }
 
+/// [`moba_attention`]'s output from position 0 by the fused block kernel: each query's own and
+/// chosen blocks' keys only, `O(T·(topk + 1)·block)` instead of `O(T²)`. The choice is
+/// [`selected_blocks`]', read back as each query's list of blocks. Off flex, the dense form.
+///
+/// # Shapes
+/// - `q`, `k`: `[batch, heads, seq, d]`, `v`: `[batch, heads, seq, d_v]` -> `[batch, heads, seq, d_v]`
+pub fn moba_attention_blocks(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    block: usize,
+    topk: usize,
+    causal: bool,
+) -> Tensor<4> {
+    let [b, h, t, _] = q.dims();
+    let n_blocks = t.div_ceil(block);
+    let slots = topk.min(n_blocks.saturating_sub(1));
+    let selected = selected_blocks(q.clone(), k.clone(), block, topk, causal, 0);
+    let flags: Vec<f32> =
+        selected.float().into_data().convert::<f32>().try_to_vec().expect("converted to f32");
+    let mut chosen = Vec::with_capacity(b * h * t * slots);
+    for row in flags.chunks(n_blocks.max(1)).take(b * h * t) {
+        let start = chosen.len();
+        chosen.extend((0..n_blocks).filter(|&j| row[j] > 0.5).map(|j| j as u32).take(slots));
+        chosen.resize(start + slots, u32::MAX);
+    }
+    match crate::fused::block_attention([q, k, v], chosen, (block, slots, causal)) {
+        Ok(y) => y,
+        Err(x) => {
+            let [q, k, v] = *x;
+            moba_attention(q, k, v, block, topk, causal, 0).0
+        }
+    }
+}
+
 /// Multi-head MoBA: softmax's projections, a block-sparse mask chosen per query.
 #[derive(Module, Debug)]
 pub struct MobaAttention {
@@ -155,6 +190,10 @@ impl SequenceMixer for MobaAttention {
 
     fn forward(&self, x: Tensor<3>, ctx: MixContext<'_>) -> MixOutput {
         let (q, k, v) = self.heads.split_rotated(x, ctx.rope, 0);
+        if !ctx.diagnostics {
+            let y = moba_attention_blocks(q, k, v, self.block, self.topk, ctx.causal);
+            return MixOutput { output: self.heads.merge(y), diagnostics: None };
+        }
         let (y, weights, hidden) = attend(q, k, v, self.block, self.topk, ctx.causal, 0);
         // The keys each row reads, averaged over batch and heads (exact when causal, where
         // every row of a position reads the same number).

@@ -20,10 +20,18 @@
 //! (as in the paper). A bidirectional model's query sees its whole own block and chooses among
 //! every other block (the last one's mean over the keys it has).
 //!
-//! **Form.** Dense softmax with the MoBA mask, `O(T²)` memory: the obviously-right form at the
-//! lengths attnlab trains at, not the paper's varlen flash kernel. Decoding keeps softmax's KV
-//! cache (`2·d·L` floats) and recomputes the block means over it, which is exact: a query's
-//! candidate blocks are complete and never change.
+//! **Forms.** Training (no diagnostics asked) runs the fused block kernel
+//! (`fused::block_attention`, via [`moba_attention_blocks`]): each query's softmax over its own
+//! and chosen blocks' keys only, `O(T·(topk + 1)·block)` time and memory (the gate's
+//! `q·mean(K_j)` stays `O(T²/block)`), its block means and top-k choice computed as tensors and
+//! read back as each query's block list. The dense form,
+//! softmax under the MoBA mask (`O(T²)`), is the obviously-right one the kernel is tested
+//! against, and what runs with diagnostics (which need every weight), off flex, and when
+//! decoding. A form gathering each query's keys with Burn's `gather` was measured too and lost to
+//! the dense form below T = 2048 (its gathers and scatter-add backward cost more than the masked
+//! products they save), so it was not kept. Decoding keeps softmax's KV cache (`2·d·L` floats)
+//! and recomputes the block means over it, which is exact: a query's candidate blocks are
+//! complete and never change.
 //!
 //! **Defaults.** `block=8`, `topk=2`: a 64-token sequence has 8 blocks and a query in the last
 //! reads 3 of them, about 40% of the keys a causal query sees on average.
@@ -35,7 +43,7 @@ mod layer;
 #[cfg(test)]
 mod tests;
 
-pub use layer::{MobaAttention, moba_attention, moba_mask, selected_blocks};
+pub use layer::{MobaAttention, moba_attention, moba_attention_blocks, moba_mask, selected_blocks};
 
 use crate::heads::{HeadProjection, KvCache};
 use crate::mixer::{Convention, MixerDims, MixerFamily, SpecError, VariantInfo};

@@ -204,6 +204,44 @@ fn the_kernel_matches_the_naive_oracle_in_choice_outputs_and_gradients() {
     assert!(routed_away >= 5, "the gate skipped the most recent block only {routed_away} times");
 }
 
+/// The fused block kernel (the training forward's form) against the dense masked kernel on fresh
+/// inputs: outputs and the gradients of q, k and v, causal and bidirectional, a short last
+/// block, more blocks asked for than exist, and no past block at all.
+#[test]
+fn the_block_kernel_equals_the_dense_masked_kernel() {
+    let cases = [
+        // (causal, block, topk, length)
+        (true, 4, 2, 13),
+        (true, 3, 1, 13),
+        (true, 2, 3, 16),
+        (false, 4, 1, 13),
+        (false, 3, 2, 12),
+        (true, 4, 0, 13),
+        (true, 4, 9, 13),
+        (true, 8, 2, 40),
+    ];
+    for (n, (causal, block, topk, t)) in cases.into_iter().enumerate() {
+        let what = format!("causal={causal} block={block} topk={topk} t={t}");
+        let seed = 1700 + 10 * n as u64;
+        let inputs = qkv(t, t, seed);
+        let (dense, dg) = output_and_grads(&inputs, seed + 3, |x| {
+            moba_attention(x[0].clone(), x[1].clone(), x[2].clone(), block, topk, causal, 0).0
+        });
+        let (blocks, bg) = output_and_grads(&inputs, seed + 3, |x| {
+            moba_attention_blocks(x[0].clone(), x[1].clone(), x[2].clone(), block, topk, causal)
+        });
+        assert_close(blocks, dense, 1e-5, &format!("{what}: output"));
+        for (i, (g, d)) in bg.into_iter().zip(dg).enumerate() {
+            assert_close(g, d, 1e-5, &format!("{what}: gradient {i}"));
+        }
+        // Without autodiff too (evaluation).
+        let [q, k, v] = inputs.clone();
+        let plain = moba_attention_blocks(q.clone(), k.clone(), v.clone(), block, topk, causal);
+        let dense = moba_attention(q, k, v, block, topk, causal, 0).0;
+        assert_close(plain, dense, 1e-5, &format!("{what}: plain output"));
+    }
+}
+
 /// By hand, `block=2`, one head of width 2: block 0's keys are `(1, 0)`, block 1's `(0, 1)`.
 /// Query 4 `= (0, 2)` scores them 0 and 2 and takes block 1; query 5 `= (1, 1)` scores 1 and 1
 /// and takes block 0, the lower of the tie; queries 2 and 3 have block 0 only, 0 and 1 none.
@@ -346,4 +384,49 @@ fn specs_parse_print_and_size() {
     let dims = MixerDims { n_kv_heads: 1, ..MixerDims::new(16, 2, 16) };
     let config = MobaAttentionConfig::default();
     assert_eq!(config.decode_state_floats(&dims, 10), 2 * 10 * 8);
+}
+
+/// Not a check: forward + backward of the dense masked kernel against the fused block kernel at
+/// the lengths training and `bench --only scaling` meet, for choosing the module's form. Run with
+/// `cargo test --release -p attnlab-model --lib moba_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn moba_timing() {
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            f();
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        best * 1e3
+    };
+    for (b, h, t, d, block, topk) in [
+        (8, 4, 64, 32, 8, 2),
+        (8, 4, 128, 32, 8, 2),
+        (4, 4, 256, 32, 8, 2),
+        (1, 4, 1024, 32, 8, 2),
+        (1, 4, 4096, 32, 8, 2),
+        (1, 4, 1024, 32, 64, 3),
+        (1, 4, 4096, 32, 64, 3),
+    ] {
+        let ad = ad_device();
+        let inputs: Vec<Tensor<4>> =
+            (0..3).map(|i| randn([b, h, t, d], 50 + i, &ad).require_grad()).collect();
+        let run = |fused: bool| {
+            let [q, k, v] = [0, 1, 2].map(|i| inputs[i].clone());
+            let y = if fused {
+                moba_attention_blocks(q, k, v, block, topk, true)
+            } else {
+                moba_attention(q, k, v, block, topk, true, 0).0
+            };
+            drop(y.sum().backward());
+        };
+        let dense = time(&mut || run(false));
+        let fused = time(&mut || run(true));
+        println!(
+            "[{b}, {h}, {t}, {d}] block {block} topk {topk}: dense {dense:.2} ms, blocks {fused:.2} ms"
+        );
+    }
 }

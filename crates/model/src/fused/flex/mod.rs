@@ -6,6 +6,7 @@
 
 mod affine;
 mod attention;
+mod block_attention;
 mod cross_entropy;
 mod dplr_recurrence;
 mod gated_recurrence;
@@ -17,6 +18,7 @@ mod unary;
 
 pub use affine::affine;
 pub use attention::softmax_attention_packed;
+pub use block_attention::block_attention;
 pub use cross_entropy::token_cross_entropy;
 pub use dplr_recurrence::dplr_recurrence;
 pub use gated_recurrence::gated_recurrence;
