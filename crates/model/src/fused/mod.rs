@@ -30,8 +30,6 @@
 #[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
-mod block_attention;
-#[cfg(feature = "flex")]
 mod chunked_delta;
 #[cfg(feature = "flex")]
 mod cross_entropy;
@@ -51,6 +49,8 @@ mod norm;
 #[cfg(feature = "flex")]
 mod rope;
 pub(crate) mod simd;
+#[cfg(feature = "flex")]
+mod span_attention;
 #[cfg(feature = "flex")]
 mod tiled_attention;
 
@@ -323,40 +323,40 @@ pub fn gated_recurrence(
     }
 }
 
-/// Softmax attention of each query over its own block of keys (up to itself when causal) and
-/// the key blocks `chosen` lists for it (MoBA's attention), fused on flex in `O(T·(slots + 1)·
-/// block·d)`: `chosen` is `[batch, heads, seq, slots]` block indices, `u32::MAX` for an unused
-/// entry. Returns the inputs back off flex, where the caller runs its masked dense form.
+/// Softmax attention of each query over the key spans listed for it (the sparse attention of
+/// MoBA and of NSA's selected and window branches), fused on flex in `O(T·|spans|·d)`: `spans`
+/// is `[batch, heads, seq, n_spans, 2]` key positions `(start, end)`, disjoint per query, an
+/// unused one empty; a query with no key gets zero. Returns the inputs back off flex, where the
+/// caller runs its masked dense form.
 ///
 /// # Shapes
 /// - `x = [q, k, v]`: `[batch, heads, seq, d]`, `v` `[batch, heads, seq, d_v]`
 ///   -> `[batch, heads, seq, d_v]`
-pub fn block_attention(
+pub fn span_attention(
     x: [Tensor<4>; 3],
-    chosen: Vec<u32>,
-    (block, slots, causal): (usize, usize, bool),
+    spans: Vec<u32>,
+    n_spans: usize,
 ) -> Result<Tensor<4>, Unfused<[Tensor<4>; 3]>> {
     #[cfg(feature = "flex")]
     {
         let [b, h, t, d] = x[0].dims();
-        let dims = block_attention::Dims {
+        let dims = span_attention::Dims {
             bh: b * h,
             seq: t,
             d,
             dv: x[2].dims()[3],
-            block,
-            slots,
-            causal,
+            spans: n_spans,
             scale: (d as f32).sqrt().recip(),
         };
-        if t == 0 || b * h == 0 || chosen.len() != b * h * t * slots {
+        let in_range = spans.iter().all(|&p| p as usize <= t);
+        if t == 0 || b * h == 0 || spans.len() != b * h * t * n_spans * 2 || !in_range {
             return Err(Box::new(x));
         }
-        flex::block_attention(x, chosen, dims)
+        flex::span_attention(x, spans, dims)
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (chosen, block, slots, causal);
+        let _ = (spans, n_spans);
         Err(Box::new(x))
     }
 }

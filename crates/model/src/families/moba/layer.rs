@@ -116,9 +116,10 @@ fn attend(
     (weights.clone().matmul(v), weights, hidden)
 }
 
-/// [`moba_attention`]'s output from position 0 by the fused block kernel: each query's own and
-/// chosen blocks' keys only, `O(T·(topk + 1)·block)` instead of `O(T²)`. The choice is
-/// [`selected_blocks`]', read back as each query's list of blocks. Off flex, the dense form.
+/// [`moba_attention`]'s output from position 0 by the fused span kernel: each query's own block
+/// (up to itself when causal) and chosen blocks as key spans, `O(T·(topk + 1)·block)` instead of
+/// `O(T²)`. The choice is [`selected_blocks`]', read back as each query's list of blocks. Off
+/// flex, the dense form.
 ///
 /// # Shapes
 /// - `q`, `k`: `[batch, heads, seq, d]`, `v`: `[batch, heads, seq, d_v]` -> `[batch, heads, seq, d_v]`
@@ -136,13 +137,17 @@ pub fn moba_attention_blocks(
     let selected = selected_blocks(q.clone(), k.clone(), block, topk, causal, 0);
     let flags: Vec<f32> =
         selected.float().into_data().convert::<f32>().try_to_vec().expect("converted to f32");
-    let mut chosen = Vec::with_capacity(b * h * t * slots);
-    for row in flags.chunks(n_blocks.max(1)).take(b * h * t) {
-        let start = chosen.len();
-        chosen.extend((0..n_blocks).filter(|&j| row[j] > 0.5).map(|j| j as u32).take(slots));
-        chosen.resize(start + slots, u32::MAX);
+    let span_of = |j: usize| [(j * block) as u32, ((j + 1) * block).min(t) as u32];
+    let mut spans = Vec::with_capacity(b * h * t * (slots + 1) * 2);
+    for (r, row) in flags.chunks(n_blocks).enumerate() {
+        let i = r % t;
+        let own = span_of(i / block);
+        spans.extend([own[0], if causal { i as u32 + 1 } else { own[1] }]);
+        let start = spans.len();
+        spans.extend((0..n_blocks).filter(|&j| row[j] > 0.5).take(slots).flat_map(span_of));
+        spans.resize(start + 2 * slots, 0);
     }
-    match crate::fused::block_attention([q, k, v], chosen, (block, slots, causal)) {
+    match crate::fused::span_attention([q, k, v], spans, slots + 1) {
         Ok(y) => y,
         Err(x) => {
             let [q, k, v] = *x;

@@ -20,8 +20,8 @@
 //! (as in the paper). A bidirectional model's query sees its whole own block and chooses among
 //! every other block (the last one's mean over the keys it has).
 //!
-//! **Forms.** Training (no diagnostics asked) runs the fused block kernel
-//! (`fused::block_attention`, via [`moba_attention_blocks`]): each query's softmax over its own
+//! **Forms.** Training (no diagnostics asked) runs the fused span kernel
+//! (`fused::span_attention`, via [`moba_attention_blocks`]): each query's softmax over its own
 //! and chosen blocks' keys only, `O(T·(topk + 1)·block)` time and memory (the gate's
 //! `q·mean(K_j)` stays `O(T²/block)`), its block means and top-k choice computed as tensors and
 //! read back as each query's block list. The dense form,

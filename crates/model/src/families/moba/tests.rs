@@ -204,11 +204,11 @@ fn the_kernel_matches_the_naive_oracle_in_choice_outputs_and_gradients() {
     assert!(routed_away >= 5, "the gate skipped the most recent block only {routed_away} times");
 }
 
-/// The fused block kernel (the training forward's form) against the dense masked kernel on fresh
+/// The fused span kernel (the training forward's form) against the dense masked kernel on fresh
 /// inputs: outputs and the gradients of q, k and v, causal and bidirectional, a short last
 /// block, more blocks asked for than exist, and no past block at all.
 #[test]
-fn the_block_kernel_equals_the_dense_masked_kernel() {
+fn the_span_kernel_equals_the_dense_masked_kernel() {
     let cases = [
         // (causal, block, topk, length)
         (true, 4, 2, 13),
@@ -386,7 +386,7 @@ fn specs_parse_print_and_size() {
     assert_eq!(config.decode_state_floats(&dims, 10), 2 * 10 * 8);
 }
 
-/// Not a check: forward + backward of the dense masked kernel against the fused block kernel at
+/// Not a check: forward + backward of the dense masked kernel against the fused span kernel at
 /// the lengths training and `bench --only scaling` meet, for choosing the module's form. Run with
 /// `cargo test --release -p attnlab-model --lib moba_timing -- --ignored --nocapture`.
 #[test]

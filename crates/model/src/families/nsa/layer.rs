@@ -38,21 +38,18 @@ pub struct NsaBranches {
     pub weights: [Tensor<4>; 3],
 }
 
-/// NSA's three branches on already-projected heads (keys and values repeated to every query
-/// head, `group` query heads per key/value head). Queries sit at absolute positions
-/// `q_offset..`, keys at `0..seq_k` (`seq_k ≥ q_offset + seq_q`); causal.
-///
-/// # Shapes
-/// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`, `v`: `[batch, heads, seq_k, d_v]`
-pub fn nsa_branches(
+/// NSA's compressed branch and the selection its probabilities make: the compressed output,
+/// its probabilities over the complete blocks (`None` when no block is complete yet) and the
+/// blocks each query's selected branch reads, its own among them.
+fn compress_and_select(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     pattern: NsaPattern,
     group: usize,
     q_offset: usize,
-) -> NsaBranches {
-    let NsaPattern { block, topk, window } = pattern;
+) -> (Tensor<4>, Option<Tensor<4>>, Tensor<4, Bool>) {
+    let NsaPattern { block, topk, .. } = pattern;
     let [b, h, seq_q, d] = q.dims();
     let [_, _, seq_k, dv] = v.dims();
     let device = q.device();
@@ -62,28 +59,27 @@ pub fn nsa_branches(
     let at = |i: usize| q_offset + i;
 
     // Compressed: a query sees block j once it is complete, (j + 1)·block ≤ t + 1.
-    let (compressed, cmp_probs, cmp_weights) = if complete == 0 {
-        let zeros = Tensor::<4>::zeros([b, h, seq_q, dv], &device);
-        (zeros, None, Tensor::<4>::zeros([b, h, seq_q, seq_k], &device))
+    let (compressed, cmp_probs) = if complete == 0 {
+        (Tensor::<4>::zeros([b, h, seq_q, dv], &device), None)
     } else {
         let pool = block_pool(complete, seq_k, block, &device)
             .unsqueeze::<4>()
             .expand([b, h, complete, seq_k]);
-        let (k_cmp, v_cmp) = (pool.clone().matmul(k.clone()), pool.clone().matmul(v.clone()));
+        let (k_cmp, v_cmp) = (pool.clone().matmul(k), pool.matmul(v));
         let unseen = mask_of([b, h, seq_q, complete], |i, j| (j + 1) * block > at(i) + 1, &device);
-        let scores = q.clone().matmul(k_cmp.swap_dims(2, 3)) * scale;
+        let scores = q.matmul(k_cmp.swap_dims(2, 3)) * scale;
         // A row with no complete block is all −∞; masked_softmax makes it all zero.
         let probs = masked_softmax(scores.mask_fill(unseen, f32::NEG_INFINITY), None);
-        let weights = probs.clone().matmul(pool);
-        (probs.clone().matmul(v_cmp), Some(probs), weights)
+        (probs.clone().matmul(v_cmp), Some(probs))
     };
 
     // Importance: the compressed probabilities, summed over a key/value head's query heads.
     let own = mask_of([b, h, seq_q, n_blocks], |i, j| j == at(i) / block, &device);
-    let selection = match cmp_probs {
+    let selection = match &cmp_probs {
         Some(probs) => {
             let kv = h / group;
             let summed = probs
+                .clone()
                 .detach()
                 .reshape([b, kv, group, seq_q, complete])
                 .sum_dim(2)
@@ -101,6 +97,41 @@ pub fn nsa_branches(
         }
         None => own,
     };
+    (compressed, cmp_probs, selection)
+}
+
+/// NSA's three branches on already-projected heads (keys and values repeated to every query
+/// head, `group` query heads per key/value head). Queries sit at absolute positions
+/// `q_offset..`, keys at `0..seq_k` (`seq_k ≥ q_offset + seq_q`); causal.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq_q, d]`, `k`: `[batch, heads, seq_k, d]`, `v`: `[batch, heads, seq_k, d_v]`
+pub fn nsa_branches(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    pattern: NsaPattern,
+    group: usize,
+    q_offset: usize,
+) -> NsaBranches {
+    let NsaPattern { block, window, .. } = pattern;
+    let [b, h, seq_q, d] = q.dims();
+    let seq_k = v.dims()[2];
+    let device = q.device();
+    let scale = (d as f32).sqrt().recip();
+    let at = |i: usize| q_offset + i;
+    let (compressed, cmp_probs, selection) =
+        compress_and_select(q.clone(), k.clone(), v.clone(), pattern, group, q_offset);
+    let cmp_weights = match cmp_probs {
+        Some(probs) => {
+            let complete = seq_k / block;
+            let pool = block_pool(complete, seq_k, block, &device)
+                .unsqueeze::<4>()
+                .expand([b, h, complete, seq_k]);
+            probs.matmul(pool)
+        }
+        None => Tensor::<4>::zeros([b, h, seq_q, seq_k], &device),
+    };
 
     let scores = q.matmul(k.swap_dims(2, 3)) * scale;
     let future = mask_of([b, h, seq_q, seq_k], |i, l| l > at(i), &device);
@@ -114,6 +145,53 @@ pub fn nsa_branches(
         window: win_weights.clone().matmul(v),
         selection,
         weights: [cmp_weights, slc_weights, win_weights],
+    }
+}
+
+/// [`nsa_attention`]'s output from position 0 with the selected and window branches on the fused
+/// span kernel: each query reads its selected blocks (its own up to itself) and its last
+/// `window` keys only, `O(T·(topk·block + window))` instead of `O(T²)`; the compressed branch
+/// and the selection are [`nsa_branches`]' own. Off flex, the dense form.
+///
+/// # Shapes
+/// - as [`nsa_attention`] with `q_offset = 0` -> `[batch, heads, seq, d_v]`
+pub fn nsa_attention_spans(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    gates: Tensor<4>,
+    pattern: NsaPattern,
+    group: usize,
+) -> Tensor<4> {
+    let NsaPattern { block, topk, window } = pattern;
+    let [_, _, t, _] = q.dims();
+    let (compressed, _, selection) =
+        compress_and_select(q.clone(), k.clone(), v.clone(), pattern, group, 0);
+    let n_blocks = t.div_ceil(block);
+    let flags: Vec<f32> =
+        selection.float().into_data().convert::<f32>().try_to_vec().expect("converted to f32");
+    // Selected: at most `topk` blocks a query, the own one cut at the query.
+    let mut selected = Vec::with_capacity(flags.len() / n_blocks * topk * 2);
+    let mut windowed = Vec::with_capacity(flags.len() / n_blocks * 2);
+    for (r, row) in flags.chunks(n_blocks).enumerate() {
+        let i = r % t;
+        let start = selected.len();
+        for j in (0..n_blocks).filter(|&j| row[j] > 0.5).take(topk) {
+            let end = if j == i / block { i + 1 } else { ((j + 1) * block).min(t) };
+            selected.extend([(j * block) as u32, end as u32]);
+        }
+        selected.resize(start + 2 * topk, 0);
+        windowed.extend([(i + 1).saturating_sub(window) as u32, i as u32 + 1]);
+    }
+    let branch = |spans: Vec<u32>, n: usize| {
+        fused::span_attention([q.clone(), k.clone(), v.clone()], spans, n).ok()
+    };
+    match (branch(selected, topk), branch(windowed, 1)) {
+        (Some(slc), Some(win)) => {
+            let g = |branch: usize| gates.clone().narrow(3, branch, 1);
+            compressed * g(0) + slc * g(1) + win * g(2)
+        }
+        _ => nsa_attention(q, k, v, gates, pattern, group, 0).0,
     }
 }
 
@@ -204,6 +282,10 @@ impl SequenceMixer for NsaAttention {
         assert!(ctx.causal, "nsa has no bidirectional form");
         let gates = self.gates(x.clone());
         let (q, k, v) = self.heads.split_rotated(x, ctx.rope, 0);
+        if !ctx.diagnostics {
+            let y = nsa_attention_spans(q, k, v, gates, self.pattern(), self.group());
+            return MixOutput { output: self.heads.merge(y), diagnostics: None };
+        }
         let (y, weights, _) = nsa_attention(q, k, v, gates, self.pattern(), self.group(), 0);
         let diagnostics = ctx.diagnostics.then(|| sequence_diagnostics(weights, true));
         MixOutput { output: self.heads.merge(y), diagnostics }

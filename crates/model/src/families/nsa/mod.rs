@@ -37,8 +37,12 @@
 //! softmaxes (and the compressed keys' means). `W_g` has no bias, as in the reference. `window`
 //! at least the length is causal softmax. NSA is causal: a bidirectional model is refused.
 //!
-//! **Form.** Three dense softmaxes under masks, `O(T²)` memory, the obviously-right form at
-//! attnlab's lengths (not the paper's kernel). Decoding keeps softmax's KV cache (`2·d·L` floats)
+//! **Forms.** Training (no diagnostics asked) runs the selected and window branches on the
+//! fused span kernel (`fused::span_attention`, via [`nsa_attention_spans`]): a query reads its
+//! `topk` blocks (its own up to itself) and its last `window` keys only, `O(T·(topk·block +
+//! window))`; the compressed branch and the selection stay tensors (`O(T²/block)`). Three dense
+//! softmaxes under masks (`O(T²)`) are the obviously-right form the kernel is tested against,
+//! and what runs with diagnostics, off flex, and when decoding. Decoding keeps softmax's KV cache (`2·d·L` floats)
 //! and recomputes the block means over it, which is exact: a complete block never changes. The
 //! paper's decoding state is smaller only because a learned compression lets it drop the keys a
 //! query no longer selects or windows; with mean pooling every key stays a candidate.
@@ -53,7 +57,9 @@ mod layer;
 #[cfg(test)]
 mod tests;
 
-pub use layer::{NsaAttention, NsaBranches, NsaPattern, nsa_attention, nsa_branches};
+pub use layer::{
+    NsaAttention, NsaBranches, NsaPattern, nsa_attention, nsa_attention_spans, nsa_branches,
+};
 
 use crate::heads::{HeadProjection, KvCache};
 use crate::mixer::{Convention, MixerDims, MixerError, MixerFamily, SpecError, VariantInfo};

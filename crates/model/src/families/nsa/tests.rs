@@ -280,6 +280,39 @@ fn the_kernel_matches_the_naive_oracle_in_selection_outputs_and_gradients() {
     );
 }
 
+/// The span-kernel form (training's) against the dense kernel on fresh inputs: outputs and the
+/// gradients of q, k, v and the gates; a short last block, shared selections, a window wider
+/// than the sequence and one narrower than a block.
+#[test]
+fn the_span_kernel_form_equals_the_dense_kernel() {
+    let cases = [
+        // (block, topk, window, heads, group, length)
+        (4, 2, 5, 2, 1, 13),
+        (3, 2, 3, 2, 1, 13),
+        (2, 3, 4, 4, 2, 16),
+        (4, 1, 16, 2, 1, 13),
+        (8, 3, 2, 2, 2, 40),
+    ];
+    for (n, (block, topk, window, heads, group, t)) in cases.into_iter().enumerate() {
+        let pattern = NsaPattern { block, topk, window };
+        let what = format!("{pattern:?} heads={heads} group={group} t={t}");
+        let x = inputs(heads, group, t, t, 1900 + 10 * n as u64);
+        let seed = 1905 + 10 * n as u64;
+        let (dense, dg) = output_and_grads(&x, seed, |x| {
+            let [q, k, v, g] = [0, 1, 2, 3].map(|n| x[n].clone());
+            nsa_attention(q, k, v, g, pattern, group, 0).0
+        });
+        let (spans, sg) = output_and_grads(&x, seed, |x| {
+            let [q, k, v, g] = [0, 1, 2, 3].map(|n| x[n].clone());
+            nsa_attention_spans(q, k, v, g, pattern, group)
+        });
+        assert_close(spans, dense, 1e-5, &format!("{what}: output"));
+        for (i, (s, d)) in sg.into_iter().zip(dg).enumerate() {
+            assert_close(s, d, 1e-5, &format!("{what}: gradient {i}"));
+        }
+    }
+}
+
 /// By hand, `block=2`, `topk=2`, one head: keys 0..4 are equal, so blocks 0 and 1 have the same
 /// mean, the same compressed probability and tie: queries 4 and 5 take block 0, the lower.
 /// Queries 0 and 1 have no past block (own block only), 2 and 3 block 0. Query 0 sees no

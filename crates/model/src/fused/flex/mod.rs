@@ -6,7 +6,6 @@
 
 mod affine;
 mod attention;
-mod block_attention;
 mod cross_entropy;
 mod dplr_recurrence;
 mod gated_recurrence;
@@ -14,17 +13,18 @@ mod glue;
 mod linear_attention;
 mod norm;
 mod rope;
+mod span_attention;
 mod unary;
 
 pub use affine::affine;
 pub use attention::softmax_attention_packed;
-pub use block_attention::block_attention;
 pub use cross_entropy::token_cross_entropy;
 pub use dplr_recurrence::dplr_recurrence;
 pub use gated_recurrence::gated_recurrence;
 pub use linear_attention::causal_linear_attention;
 pub use norm::layer_norm;
 pub use rope::rope_packed;
+pub use span_attention::span_attention;
 pub use unary::{elu_plus_one, gelu, log_sigmoid, silu};
 
 /// Whether `x` is an `f32` flex tensor (with or without autodiff), the kind the kernels take.

@@ -1,9 +1,9 @@
-//! Softmax over chosen key blocks (the kernel of `fused::block_attention`), forward and
+//! Softmax over each query's key spans (the kernel of `fused::span_attention`), forward and
 //! backward, on flex tensors with or without autodiff.
 
 use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
-use crate::fused::block_attention as kernel;
 use crate::fused::inputs::Unfused;
+use crate::fused::span_attention as kernel;
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -13,29 +13,29 @@ use burn::tensor::Tensor;
 use std::sync::Arc;
 
 #[derive(Debug)]
-struct BlockAttentionBackward;
+struct SpanAttentionBackward;
 
 #[derive(Clone, Debug)]
-struct BlockAttentionState {
+struct SpanAttentionState {
     dims: kernel::Dims,
     /// Contiguous `q, k, v`.
     inputs: [FlexTensor; 3],
-    chosen: Arc<Vec<u32>>,
+    spans: Arc<Vec<u32>>,
     lse: Arc<Vec<f32>>,
 }
 
-impl Backward<Flex, 3> for BlockAttentionBackward {
-    type State = BlockAttentionState;
+impl Backward<Flex, 3> for SpanAttentionBackward {
+    type State = SpanAttentionState;
 
     fn backward(
         self,
-        ops: Ops<BlockAttentionState, 3>,
+        ops: Ops<SpanAttentionState, 3>,
         grads: &mut Gradients,
         _: &mut Checkpointer,
     ) {
         run_backward(ops, grads, |st, dy, _| {
             let [q, k, v] = st.inputs.each_ref().map(slice);
-            let g = kernel::backward(st.dims, (q, k, v), &st.chosen, &st.lse, slice(dy));
+            let g = kernel::backward(st.dims, (q, k, v), &st.spans, &st.lse, slice(dy));
             let mut i = 0;
             g.map(|g| {
                 let shape = st.inputs[i].layout().shape().clone();
@@ -46,19 +46,19 @@ impl Backward<Flex, 3> for BlockAttentionBackward {
     }
 }
 
-/// The fused block attention, or the inputs back when they are not all f32 flex tensors of one
+/// The fused span attention, or the inputs back when they are not all f32 flex tensors of one
 /// kind.
-pub fn block_attention(
+pub fn span_attention(
     x: [Tensor<4>; 3],
-    chosen: Vec<u32>,
+    spans: Vec<u32>,
     dims: kernel::Dims,
 ) -> Result<Tensor<4>, Unfused<[Tensor<4>; 3]>> {
     let [b, h, t, _] = x[0].dims();
     let dv = dims.dv;
-    let chosen = Arc::new(chosen);
+    let spans = Arc::new(spans);
     let run = |inputs: &[FlexTensor; 3]| {
         let [q, k, v] = inputs.each_ref().map(slice);
-        let (y, lse) = kernel::forward(dims, q, k, v, &chosen);
+        let (y, lse) = kernel::forward(dims, q, k, v, &spans);
         (from_vec(y, [b, h, t, dv].into()), lse)
     };
     let classified = x.clone().map(classify);
@@ -76,8 +76,8 @@ pub fn block_attention(
         });
         let inputs = tracked.each_ref().map(|t| contiguous(t.primitive()));
         let (y, lse) = run(&inputs);
-        let state = BlockAttentionState { dims, inputs, chosen, lse: Arc::new(lse) };
-        return Ok(record(BlockAttentionBackward, tracked.each_ref(), state, y));
+        let state = SpanAttentionState { dims, inputs, spans, lse: Arc::new(lse) };
+        return Ok(record(SpanAttentionBackward, tracked.each_ref(), state, y));
     }
     Err(Box::new(x))
 }

@@ -1,7 +1,8 @@
-//! Softmax attention over blocks of keys chosen per query (MoBA's attention, Lu et al. 2025,
-//! arXiv 2502.13189), forward and backward, parallel over (batch, head). Keys are cut into
-//! blocks of `block` positions; query `i` reads its own block (up to itself when causal) and the
-//! blocks listed for it:
+//! Softmax attention of each query over a few spans of keys listed for it, forward and backward,
+//! parallel over (batch, head): the sparse attention of MoBA (Lu et al. 2025, arXiv 2502.13189:
+//! a query's own block and the blocks its gate chose) and of NSA's selected and sliding-window
+//! branches (Yuan et al. 2025, arXiv 2502.11089). With `keys(i)` the union of query `i`'s spans
+//! (disjoint by the caller's construction):
 //!
 //! `y_i = Σ_{l ∈ keys(i)} p_il v_l`, `p_il = e^{s_il − m_i}`, `s_il = scale·q_i·k_l`,
 //! `m_i = ln Σ_{l ∈ keys(i)} e^{s_il}` (kept for the backward pass).
@@ -9,8 +10,9 @@
 //! Backward, per query: `dp_l = dy_i·v_l`, `D_i = Σ_l p_il dp_l`, `ds_l = p_il (dp_l − D_i)`;
 //! `dq_i = scale Σ_l ds_l k_l`, `dk_l += scale ds_l q_i`, `dv_l += p_il dy_i`.
 //!
-//! Time and memory are `O(T·(slots + 1)·block·d)`, against `O(T²·d)` for dense softmax under the
-//! block mask; the choice of blocks is an input (no gradient flows through it, as in MoBA).
+//! Time and memory are `O(T·|keys(i)|·d)`, against `O(T²·d)` for dense softmax under a mask; the
+//! spans are an input (no gradient flows through their choice, as in MoBA and NSA). A query with
+//! no key gets a zero output.
 
 use super::simd::{dot, exp};
 use rayon::prelude::*;
@@ -23,28 +25,15 @@ pub struct Dims {
     pub seq: usize,
     pub d: usize,
     pub dv: usize,
-    pub block: usize,
-    /// Chosen blocks listed per query (the list's unused entries are [`NONE`]).
-    pub slots: usize,
-    pub causal: bool,
+    /// Spans listed per query (an unused one is empty: start = end).
+    pub spans: usize,
     /// Multiplies `q·k` (usually `1/√d`).
     pub scale: f32,
 }
 
-/// An unused entry of a query's list of chosen blocks.
-pub const NONE: u32 = u32::MAX;
-
-/// The key ranges query `i` reads: its own block (up to `i` when causal), then each chosen block.
-fn ranges(dims: Dims, i: usize, chosen: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let (t, block) = (dims.seq, dims.block);
-    let start = i / block * block;
-    let own_end = if dims.causal { i + 1 } else { (start + block).min(t) };
-    std::iter::once((start, own_end)).chain(
-        chosen
-            .iter()
-            .filter(|&&j| j != NONE)
-            .map(move |&j| (j as usize * block, ((j as usize + 1) * block).min(t))),
-    )
+/// Query `i`'s key ranges, from its `spans` pairs `(start, end)`.
+fn ranges(spans: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    spans.chunks_exact(2).map(|s| (s[0] as usize, s[1] as usize)).filter(|(a, b)| a < b)
 }
 
 fn row(x: &[f32], l: usize, d: usize) -> &[f32] {
@@ -52,33 +41,27 @@ fn row(x: &[f32], l: usize, d: usize) -> &[f32] {
 }
 
 /// `y` (`[bh, seq, d_v]`) and each query's log-sum-exp (`[bh, seq]`). `q`, `k`: `[bh, seq, d]`,
-/// `v`: `[bh, seq, d_v]`, `chosen`: `[bh, seq, slots]`.
-pub fn forward(
-    dims: Dims,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    chosen: &[u32],
-) -> (Vec<f32>, Vec<f32>) {
-    let Dims { seq: t, d, dv, slots, .. } = dims;
+/// `v`: `[bh, seq, d_v]`, `spans`: `[bh, seq, spans, 2]` key positions `(start, end)`.
+pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], spans: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let Dims { seq: t, d, dv, spans: r, .. } = dims;
     let mut y = vec![0.0; dims.bh * t * dv];
     let mut lse = vec![0.0; dims.bh * t];
     y.par_chunks_mut(t * dv).zip(lse.par_chunks_mut(t)).enumerate().for_each(|(p, (y, lse))| {
         let (q, k, v) = (&q[p * t * d..], &k[p * t * d..], &v[p * t * dv..]);
-        let chosen = &chosen[p * t * slots..(p + 1) * t * slots];
-        let mut scores = Vec::with_capacity((slots + 1) * dims.block);
+        let spans = &spans[p * t * r * 2..(p + 1) * t * r * 2];
+        let mut scores = Vec::new();
         for i in 0..t {
             let qi = row(q, i, d);
-            let mine = &chosen[i * slots..(i + 1) * slots];
+            let mine = &spans[i * r * 2..(i + 1) * r * 2];
             scores.clear();
-            for (a, b) in ranges(dims, i, mine) {
+            for (a, b) in ranges(mine) {
                 scores.extend((a..b).map(|l| dims.scale * dot(qi, row(k, l, d))));
             }
             let m = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
             let yi = &mut y[i * dv..(i + 1) * dv];
             let mut total = 0.0;
             let mut n = 0;
-            for (a, b) in ranges(dims, i, mine) {
+            for (a, b) in ranges(mine) {
                 for l in a..b {
                     let w = exp(scores[n] - m);
                     n += 1;
@@ -87,6 +70,11 @@ pub fn forward(
                         *o += w * x;
                     }
                 }
+            }
+            if n == 0 {
+                // No key: a zero output, and an lse that gives no weight in the backward pass.
+                lse[i] = f32::INFINITY;
+                continue;
             }
             yi.iter_mut().for_each(|o| *o /= total);
             lse[i] = m + total.ln();
@@ -99,11 +87,11 @@ pub fn forward(
 pub fn backward(
     dims: Dims,
     (q, k, v): (&[f32], &[f32], &[f32]),
-    chosen: &[u32],
+    spans: &[u32],
     lse: &[f32],
     dy: &[f32],
 ) -> [Vec<f32>; 3] {
-    let Dims { seq: t, d, dv, slots, scale, .. } = dims;
+    let Dims { seq: t, d, dv, spans: r, scale, .. } = dims;
     let mut dq = vec![0.0; dims.bh * t * d];
     let mut dk = vec![0.0; dims.bh * t * d];
     let mut dvv = vec![0.0; dims.bh * t * dv];
@@ -114,16 +102,15 @@ pub fn backward(
         .for_each(|(p, ((dq, dk), dvv))| {
             let (q, k, v) = (&q[p * t * d..], &k[p * t * d..], &v[p * t * dv..]);
             let (dy, lse) = (&dy[p * t * dv..], &lse[p * t..]);
-            let chosen = &chosen[p * t * slots..(p + 1) * t * slots];
-            let mut probs = Vec::with_capacity((slots + 1) * dims.block);
-            let mut dps = Vec::with_capacity((slots + 1) * dims.block);
+            let spans = &spans[p * t * r * 2..(p + 1) * t * r * 2];
+            let (mut probs, mut dps) = (Vec::new(), Vec::new());
             for i in 0..t {
                 let (qi, dyi) = (row(q, i, d), row(dy, i, dv));
-                let mine = &chosen[i * slots..(i + 1) * slots];
+                let mine = &spans[i * r * 2..(i + 1) * r * 2];
                 probs.clear();
                 dps.clear();
                 let mut big_d = 0.0;
-                for (a, b) in ranges(dims, i, mine) {
+                for (a, b) in ranges(mine) {
                     for l in a..b {
                         let pl = exp(scale * dot(qi, row(k, l, d)) - lse[i]);
                         let dp = dot(dyi, row(v, l, dv));
@@ -134,7 +121,7 @@ pub fn backward(
                 }
                 let dqi = &mut dq[i * d..(i + 1) * d];
                 let mut n = 0;
-                for (a, b) in ranges(dims, i, mine) {
+                for (a, b) in ranges(mine) {
                     for l in a..b {
                         let (pl, ds) = (probs[n], probs[n] * (dps[n] - big_d) * scale);
                         n += 1;
@@ -168,19 +155,16 @@ mod tests {
             .collect()
     }
 
-    /// The keys of query `i`, listed from the rule: own block (up to `i` when causal) and every
-    /// chosen block, in f64.
-    fn naive_forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], chosen: &[u32]) -> Vec<f64> {
-        let Dims { bh, seq: t, d, dv, block, slots, causal, scale } = dims;
+    /// Query `i`'s keys, every position inside one of its spans, and the softmax over them in
+    /// f64 (zero without keys).
+    fn naive_forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], spans: &[u32]) -> Vec<f64> {
+        let Dims { bh, seq: t, d, dv, spans: r, scale } = dims;
         let mut y = vec![0.0; bh * t * dv];
         for p in 0..bh {
             for i in 0..t {
-                let mine = &chosen[(p * t + i) * slots..(p * t + i + 1) * slots];
+                let mine = &spans[(p * t + i) * r * 2..(p * t + i + 1) * r * 2];
                 let keys: Vec<usize> = (0..t)
-                    .filter(|&l| {
-                        let own = l / block == i / block && (!causal || l <= i);
-                        own || mine.contains(&((l / block) as u32))
-                    })
+                    .filter(|&l| mine.chunks(2).any(|s| s[0] as usize <= l && l < s[1] as usize))
                     .collect();
                 let s: Vec<f64> = keys
                     .iter()
@@ -204,39 +188,38 @@ mod tests {
         y
     }
 
-    /// Chosen past blocks per query from a fixed pseudo-random rule (distinct, below the own
-    /// block when causal, any other block otherwise; some lists short).
-    fn choices(dims: Dims, seed: u64) -> Vec<u32> {
-        let n_blocks = dims.seq.div_ceil(dims.block);
-        let r = normal(dims.bh * dims.seq * n_blocks, seed);
-        let mut out = vec![NONE; dims.bh * dims.seq * dims.slots];
-        for p in 0..dims.bh {
-            for i in 0..dims.seq {
-                let own = i / dims.block;
-                let mut cands: Vec<(f32, u32)> = (0..n_blocks)
-                    .filter(|&j| if dims.causal { j < own } else { j != own })
-                    .map(|j| (r[(p * dims.seq + i) * n_blocks + j], j as u32))
-                    .collect();
-                cands.sort_by(|a, b| b.0.total_cmp(&a.0));
-                for (s, (_, j)) in cands.into_iter().take(dims.slots).enumerate() {
-                    out[(p * dims.seq + i) * dims.slots + s] = j;
-                }
+    /// `r` disjoint spans per query from a fixed pseudo-random rule: cut `0..seq` at `2r` sorted
+    /// random points and keep every other piece, so some spans are empty; the last query of
+    /// each (batch, head) gets none at all.
+    fn random_spans(dims: Dims, seed: u64) -> Vec<u32> {
+        let (t, r) = (dims.seq, dims.spans);
+        let u = normal(dims.bh * t * 2 * r, seed);
+        let mut out = vec![0u32; dims.bh * t * r * 2];
+        for row in 0..dims.bh * t {
+            if row % t == t - 1 {
+                continue;
             }
+            let mut cuts: Vec<u32> = u[row * 2 * r..(row + 1) * 2 * r]
+                .iter()
+                .map(|x| ((x + 1.0) / 2.0 * t as f32) as u32)
+                .collect();
+            cuts.sort();
+            out[row * r * 2..(row + 1) * r * 2].copy_from_slice(&cuts);
         }
         out
     }
 
     #[test]
     fn forward_matches_the_naive_rule_in_f64() {
-        for (causal, block, slots, seq) in [(true, 4, 2, 13), (false, 3, 2, 11), (true, 8, 1, 40)] {
-            let dims = Dims { bh: 3, seq, d: 5, dv: 6, block, slots, causal, scale: 0.7 };
+        for (r, seq) in [(1, 13), (2, 11), (3, 40)] {
+            let dims = Dims { bh: 3, seq, d: 5, dv: 6, spans: r, scale: 0.7 };
             let q = normal(3 * seq * 5, 1);
             let k = normal(3 * seq * 5, 2);
             let v = normal(3 * seq * 6, 3);
-            let chosen = choices(dims, 4);
-            let (y, _) = forward(dims, &q, &k, &v, &chosen);
-            for (a, b) in y.iter().zip(naive_forward(dims, &q, &k, &v, &chosen)) {
-                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b} ({causal}, {block}, {slots})");
+            let spans = random_spans(dims, 4 + r as u64);
+            let (y, _) = forward(dims, &q, &k, &v, &spans);
+            for (a, b) in y.iter().zip(naive_forward(dims, &q, &k, &v, &spans)) {
+                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b} (spans {r}, seq {seq})");
             }
         }
     }
@@ -244,22 +227,22 @@ mod tests {
     /// Each gradient against central differences of the f64 oracle's `Σ dy·y`.
     #[test]
     fn backward_matches_finite_differences_of_the_oracle() {
-        for (causal, block, slots, seq) in [(true, 3, 2, 10), (false, 4, 1, 9)] {
-            let dims = Dims { bh: 2, seq, d: 4, dv: 3, block, slots, causal, scale: 0.5 };
+        for (r, seq) in [(2, 10), (3, 9)] {
+            let dims = Dims { bh: 2, seq, d: 4, dv: 3, spans: r, scale: 0.5 };
             let mut x = [normal(2 * seq * 4, 11), normal(2 * seq * 4, 12), normal(2 * seq * 3, 13)];
             let dy = normal(2 * seq * 3, 14);
-            let chosen = choices(dims, 15);
-            let (_, lse) = forward(dims, &x[0], &x[1], &x[2], &chosen);
-            let g = backward(dims, (&x[0], &x[1], &x[2]), &chosen, &lse, &dy);
+            let spans = random_spans(dims, 15 + r as u64);
+            let (_, lse) = forward(dims, &x[0], &x[1], &x[2], &spans);
+            let g = backward(dims, (&x[0], &x[1], &x[2]), &spans, &lse, &dy);
             let loss = |x: &[Vec<f32>; 3]| -> f64 {
-                naive_forward(dims, &x[0], &x[1], &x[2], &chosen)
+                naive_forward(dims, &x[0], &x[1], &x[2], &spans)
                     .iter()
                     .zip(&dy)
                     .map(|(y, g)| y * *g as f64)
                     .sum()
             };
             for which in 0..3 {
-                for e in (0..x[which].len()).step_by(5) {
+                for e in (0..x[which].len()).step_by(3) {
                     let h = 1e-3;
                     let keep = x[which][e];
                     x[which][e] = keep + h;
