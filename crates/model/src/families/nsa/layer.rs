@@ -39,8 +39,9 @@ pub struct NsaBranches {
 }
 
 /// NSA's compressed branch and the selection its probabilities make: the compressed output,
-/// its probabilities over the complete blocks (`None` when no block is complete yet) and the
-/// blocks each query's selected branch reads, its own among them.
+/// its probabilities over the complete blocks with the pooling matrix that made their means
+/// (`None` when no block is complete yet), and the blocks each query's selected branch reads,
+/// its own among them.
 fn compress_and_select(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -48,7 +49,7 @@ fn compress_and_select(
     pattern: NsaPattern,
     group: usize,
     q_offset: usize,
-) -> (Tensor<4>, Option<Tensor<4>>, Tensor<4, Bool>) {
+) -> (Tensor<4>, Option<(Tensor<4>, Tensor<4>)>, Tensor<4, Bool>) {
     let NsaPattern { block, topk, .. } = pattern;
     let [b, h, seq_q, d] = q.dims();
     let [_, _, seq_k, dv] = v.dims();
@@ -65,18 +66,18 @@ fn compress_and_select(
         let pool = block_pool(complete, seq_k, block, &device)
             .unsqueeze::<4>()
             .expand([b, h, complete, seq_k]);
-        let (k_cmp, v_cmp) = (pool.clone().matmul(k), pool.matmul(v));
+        let (k_cmp, v_cmp) = (pool.clone().matmul(k), pool.clone().matmul(v));
         let unseen = mask_of([b, h, seq_q, complete], |i, j| (j + 1) * block > at(i) + 1, &device);
         let scores = q.matmul(k_cmp.swap_dims(2, 3)) * scale;
         // A row with no complete block is all −∞; masked_softmax makes it all zero.
         let probs = masked_softmax(scores.mask_fill(unseen, f32::NEG_INFINITY), None);
-        (probs.clone().matmul(v_cmp), Some(probs))
+        (probs.clone().matmul(v_cmp), Some((probs, pool)))
     };
 
     // Importance: the compressed probabilities, summed over a key/value head's query heads.
     let own = mask_of([b, h, seq_q, n_blocks], |i, j| j == at(i) / block, &device);
     let selection = match &cmp_probs {
-        Some(probs) => {
+        Some((probs, _)) => {
             let kv = h / group;
             let summed = probs
                 .clone()
@@ -123,13 +124,7 @@ pub fn nsa_branches(
     let (compressed, cmp_probs, selection) =
         compress_and_select(q.clone(), k.clone(), v.clone(), pattern, group, q_offset);
     let cmp_weights = match cmp_probs {
-        Some(probs) => {
-            let complete = seq_k / block;
-            let pool = block_pool(complete, seq_k, block, &device)
-                .unsqueeze::<4>()
-                .expand([b, h, complete, seq_k]);
-            probs.matmul(pool)
-        }
+        Some((probs, pool)) => probs.matmul(pool),
         None => Tensor::<4>::zeros([b, h, seq_q, seq_k], &device),
     };
 

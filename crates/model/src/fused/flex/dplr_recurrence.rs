@@ -1,7 +1,7 @@
 //! The diagonal-plus-low-rank recurrence (the kernel of `fused::dplr_recurrence`), forward and
 //! backward, on flex tensors with or without autodiff.
 
-use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
+use super::glue::{from_vec, fused, run_backward, slice};
 use crate::fused::dplr_recurrence as dplr;
 use crate::fused::inputs::{DplrInputs, Unfused};
 use burn::backend::Flex;
@@ -52,23 +52,9 @@ pub fn dplr_recurrence(x: DplrInputs, chunk: usize) -> Result<Tensor<4>, Unfused
         let (y, saved) = dplr::forward(dims, std::array::from_fn(|i| slice(&inputs[i])));
         (from_vec(y, [b, h, t, dv].into()), saved)
     };
-    let classified = x.clone().map(classify);
-    if classified.iter().all(|c| matches!(c, Input::Plain(_))) {
-        let inputs = classified.map(|c| match c {
-            Input::Plain(t) => contiguous(&t),
-            _ => unreachable!("all plain"),
-        });
-        return Ok(Tensor::from_primitive::<Flex>(run(&inputs).0));
-    }
-    if classified.iter().all(|c| matches!(c, Input::Tracked(_))) {
-        let tracked = classified.map(|c| match c {
-            Input::Tracked(t) => t,
-            _ => unreachable!("all tracked"),
-        });
-        let inputs = tracked.each_ref().map(|t| contiguous(t.primitive()));
-        let (y, saved) = run(&inputs);
-        let state = DplrState { dims, inputs, saved: std::sync::Arc::new(saved) };
-        return Ok(record(DplrBackward, tracked.each_ref(), state, y));
-    }
-    Err(Box::new(x))
+    fused(x, run, DplrBackward, |inputs, saved| DplrState {
+        dims,
+        inputs,
+        saved: std::sync::Arc::new(saved),
+    })
 }

@@ -68,6 +68,38 @@ where
     Tensor::from_primitive::<FlexAd>(out)
 }
 
+/// A fused op over `N` same-kind inputs: on plain flex tensors `forward` alone; under autodiff
+/// `forward`, then `op` recorded with the state `state` builds from the contiguous inputs and
+/// what `forward` saved; on anything else (another backend, a mix of kinds) the inputs back.
+pub(super) fn fused<O, S, const N: usize, const D: usize, const E: usize>(
+    x: [Tensor<D>; N],
+    forward: impl Fn(&[FlexTensor; N]) -> (FlexTensor, S),
+    op: O,
+    state: impl FnOnce([FlexTensor; N], S) -> O::State,
+) -> Result<Tensor<E>, Box<[Tensor<D>; N]>>
+where
+    O: Backward<Flex, N>,
+{
+    let classified = x.clone().map(classify);
+    if classified.iter().all(|c| matches!(c, Input::Plain(_))) {
+        let inputs = classified.map(|c| match c {
+            Input::Plain(t) => contiguous(&t),
+            _ => unreachable!("all plain"),
+        });
+        return Ok(Tensor::from_primitive::<Flex>(forward(&inputs).0));
+    }
+    if classified.iter().all(|c| matches!(c, Input::Tracked(_))) {
+        let tracked = classified.map(|c| match c {
+            Input::Tracked(t) => t,
+            _ => unreachable!("all tracked"),
+        });
+        let inputs = tracked.each_ref().map(|t| contiguous(t.primitive()));
+        let (y, saved) = forward(&inputs);
+        return Ok(record(op, tracked.each_ref(), state(inputs, saved), y));
+    }
+    Err(Box::new(x))
+}
+
 /// Every backward pass here: `grads_of(state, dy, wanted)` returns each input's gradient (`dy`
 /// made contiguous; `None` where the input wants none), and each is registered with its input.
 pub(super) fn run_backward<S, const N: usize>(

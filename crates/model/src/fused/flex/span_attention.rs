@@ -1,7 +1,7 @@
 //! Softmax over each query's key spans (the kernel of `fused::span_attention`), forward and
 //! backward, on flex tensors with or without autodiff.
 
-use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
+use super::glue::{from_vec, fused, run_backward, slice};
 use crate::fused::inputs::Unfused;
 use crate::fused::span_attention as kernel;
 use burn::backend::Flex;
@@ -61,23 +61,10 @@ pub fn span_attention(
         let (y, lse) = kernel::forward(dims, q, k, v, &spans);
         (from_vec(y, [b, h, t, dv].into()), lse)
     };
-    let classified = x.clone().map(classify);
-    if classified.iter().all(|c| matches!(c, Input::Plain(_))) {
-        let inputs = classified.map(|c| match c {
-            Input::Plain(t) => contiguous(&t),
-            _ => unreachable!("all plain"),
-        });
-        return Ok(Tensor::from_primitive::<Flex>(run(&inputs).0));
-    }
-    if classified.iter().all(|c| matches!(c, Input::Tracked(_))) {
-        let tracked = classified.map(|c| match c {
-            Input::Tracked(t) => t,
-            _ => unreachable!("all tracked"),
-        });
-        let inputs = tracked.each_ref().map(|t| contiguous(t.primitive()));
-        let (y, lse) = run(&inputs);
-        let state = SpanAttentionState { dims, inputs, spans, lse: Arc::new(lse) };
-        return Ok(record(SpanAttentionBackward, tracked.each_ref(), state, y));
-    }
-    Err(Box::new(x))
+    fused(x, run, SpanAttentionBackward, |inputs, lse| SpanAttentionState {
+        dims,
+        inputs,
+        spans: spans.clone(),
+        lse: Arc::new(lse),
+    })
 }
