@@ -27,10 +27,7 @@
 //! which kernel wins depends on the shape ([`block_size`]). Per-channel gates
 //! (`gate_width = d_k`) run the variant in `channels.rs`, whose decay goes into the factors.
 
-use super::gated_recurrence::{Dims, Saved, Sequence};
-use super::simd::dispatched;
-use blocks::{Scratch, block_advance, block_internals, block_outputs};
-use rayon::prelude::*;
+use super::gated_recurrence::Dims;
 
 /// Heads at least this wide (both `d_k` and `d_v`) run the chunked kernels.
 ///
@@ -72,74 +69,12 @@ pub fn block_size(dims: Dims) -> Option<usize> {
     (gates && dims.dk.min(dims.dv) >= CHUNKED_FROM).then_some(BLOCK)
 }
 
-/// The forward pass of one (batch, head) in blocks of at most `block` tokens that never cross
-/// a checkpoint: outputs into `y`, the state at the start of every `dims.chunk` tokens into
-/// `checkpoints`.
-#[inline(always)]
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn sequence_forward_body(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    checkpoints: &mut [f32],
-) {
-    let x = Sequence { q, k, v, g, beta };
-    let (dk, dv) = (dims.dk, dims.dv);
-    let block = block.clamp(1, dims.chunk);
-    let mut w = Scratch::new(dims, block);
-    let mut s = vec![0.0; dk * dv];
-    for c in 0..dims.chunks() {
-        checkpoints[c * dk * dv..(c + 1) * dk * dv].copy_from_slice(&s);
-        let end = ((c + 1) * dims.chunk).min(dims.seq);
-        let mut t0 = c * dims.chunk;
-        while t0 < end {
-            let n = block.min(end - t0);
-            block_internals(dims, x, t0, n, &s, &mut w, true);
-            block_outputs(dims, x, t0, n, &s, &mut y[t0 * dv..(t0 + n) * dv], &w);
-            block_advance(dims, x, t0, n, &mut s, &w);
-            t0 += n;
-        }
-    }
-}
-
-dispatched!(sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
-
-/// [`super::gated_recurrence::forward`] in blocks of `block` tokens: the same `y`
-/// (`[bh, seq, dv]`) and checkpoints, up to rounding, per-head or per-channel gates.
-pub fn forward(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-) -> (Vec<f32>, Saved) {
-    let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
-    let n = dims.chunks();
-    let mut y = vec![0.0; dims.bh * t * dv];
-    let mut checkpoints = vec![0.0; dims.bh * n * dk * dv];
-    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
-        |(p, (y, cp))| {
-            let x = Sequence::of(dims, p, q, k, v, g, beta);
-            let run =
-                if dims.gate_width == 1 { sequence_forward } else { channels::sequence_forward };
-            run(dims, block, x.q, x.k, x.v, x.g, x.beta, y, cp);
-        },
-    );
-    (y, Saved { checkpoints })
-}
-
 mod backward;
 mod blocks;
-pub(super) mod channels;
-pub use backward::backward;
+mod channels;
+mod driver;
+mod form;
+pub use driver::{backward, forward};
 
 #[cfg(test)]
 mod tests;

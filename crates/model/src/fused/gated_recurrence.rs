@@ -173,16 +173,30 @@ pub fn forward(
     g: &[f32],
     beta: &[f32],
 ) -> (Vec<f32>, Saved) {
+    forward_each(dims, (q, k, v, g, beta), |x, y, cp| {
+        sequence_forward(dims, x.q, x.k, x.v, x.g, x.beta, y, cp)
+    })
+}
+
+/// The inputs of a call, each `[bh, seq, ·]`: `q, k, v, g, beta`.
+pub(super) type Inputs<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+
+/// A forward pass of every (batch, head) in parallel: `run(x, y, checkpoints)` fills one
+/// sequence's outputs (`seq × d_v`) and state checkpoints. Both the token and the chunked
+/// kernels run this way.
+pub(super) fn forward_each(
+    dims: Dims,
+    (q, k, v, g, beta): Inputs<'_>,
+    run: impl Fn(Sequence<'_>, &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f32>, Saved) {
     let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
     let n = dims.chunks();
     let mut y = vec![0.0; dims.bh * t * dv];
     let mut checkpoints = vec![0.0; dims.bh * n * dk * dv];
-    y.par_chunks_mut(t * dv).zip(checkpoints.par_chunks_mut(n * dk * dv)).enumerate().for_each(
-        |(p, (y, cp))| {
-            let x = Sequence::of(dims, p, q, k, v, g, beta);
-            sequence_forward(dims, x.q, x.k, x.v, x.g, x.beta, y, cp);
-        },
-    );
+    y.par_chunks_mut(t * dv)
+        .zip(checkpoints.par_chunks_mut(n * dk * dv))
+        .enumerate()
+        .for_each(|(p, (y, cp))| run(Sequence::of(dims, p, q, k, v, g, beta), y, cp));
     (y, Saved { checkpoints })
 }
 
@@ -294,9 +308,27 @@ pub fn backward(
     saved: &Saved,
     dy: &[f32],
 ) -> Grads {
+    backward_each(dims, (q, k, v, g, beta), saved, dy, |x, cp, dy, (dq, dk, dv, dg, db)| {
+        sequence_backward(dims, x.q, x.k, x.v, x.g, x.beta, cp, dy, dq, dk, dv, dg, db)
+    })
+}
+
+/// One sequence's gradient slices: `dq`, `dk`, `dv`, `dg`, `dβ` (empty without the delta rule).
+pub(super) type GradSlices<'a> =
+    (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+/// A backward pass of every (batch, head) in parallel: `run(x, checkpoints, dy, grads)` writes
+/// one sequence's gradients from its checkpoints and output gradient. Both the token and the
+/// chunked kernels run this way.
+pub(super) fn backward_each(
+    dims: Dims,
+    (q, k, v, g, beta): Inputs<'_>,
+    saved: &Saved,
+    dy: &[f32],
+    run: impl Fn(Sequence<'_>, &[f32], &[f32], GradSlices<'_>) + Sync,
+) -> Grads {
     let (t, dk, dv, gw) = (dims.seq, dims.dk, dims.dv, dims.gate_width);
-    let n = dims.chunks();
-    let bh = dims.bh;
+    let (n, bh) = (dims.chunks(), dims.bh);
     let mut out = Grads {
         dq: vec![0.0; bh * t * dk],
         dk: vec![0.0; bh * t * dk],
@@ -305,9 +337,11 @@ pub fn backward(
         dbeta: vec![0.0; if dims.delta { bh * t } else { 0 }],
     };
     // Without the delta rule there is no β: hand every sequence an empty slice.
-    let mut no_beta: Vec<&mut [f32]> = (0..bh).map(|_| <&mut [f32]>::default()).collect();
-    let dbeta: Vec<&mut [f32]> =
-        if dims.delta { out.dbeta.chunks_mut(t).collect() } else { std::mem::take(&mut no_beta) };
+    let dbeta: Vec<&mut [f32]> = if dims.delta {
+        out.dbeta.chunks_mut(t).collect()
+    } else {
+        (0..bh).map(|_| <&mut [f32]>::default()).collect()
+    };
     out.dq
         .par_chunks_mut(t * dk)
         .zip(out.dk.par_chunks_mut(t * dk))
@@ -318,21 +352,7 @@ pub fn backward(
         .for_each(|(p, ((((dq, dkp), dvp), dg), db))| {
             let x = Sequence::of(dims, p, q, k, v, g, beta);
             let cp = &saved.checkpoints[p * n * dk * dv..(p + 1) * n * dk * dv];
-            sequence_backward(
-                dims,
-                x.q,
-                x.k,
-                x.v,
-                x.g,
-                x.beta,
-                cp,
-                &dy[p * t * dv..(p + 1) * t * dv],
-                dq,
-                dkp,
-                dvp,
-                dg,
-                db,
-            );
+            run(x, cp, &dy[p * t * dv..(p + 1) * t * dv], (dq, dkp, dvp, dg, db));
         });
     out
 }

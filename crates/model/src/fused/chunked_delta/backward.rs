@@ -14,14 +14,14 @@
 //!   from `∂L/∂b_j`; `e^{b_i}` adds `q_i·(e^{b_i} S dy_i)` and `k_i·(−e^{b_i} S dr_i)` to
 //!   `∂L/∂b_i`, `e^{b_n}` adds `e^{b_n}⟨dS, S⟩` to `∂L/∂b_n`; then `dg_i = Σ_{m ≥ i} ∂L/∂b_m`.
 
-use super::blocks::{Scratch, block_advance, block_internals, rows, substitute_backward};
-use crate::fused::gated_recurrence::{Dims, Grads, Saved, Sequence};
+use super::blocks::{PerHead, Scratch, rows, substitute_backward};
+use super::form::{BlockBackward, Grads};
+use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
-use crate::fused::simd::{dispatched, dot};
-use rayon::prelude::*;
+use crate::fused::simd::dot;
 
 /// The backward pass's own buffers for a block of at most `n` tokens.
-struct Adjoints {
+pub(super) struct Adjoints {
     /// `∂L/∂U`, `n × d_v`.
     du: Vec<f32>,
     /// `diag(e^b) dY` and `−diag(e^b) dR`, `n × d_v`.
@@ -61,220 +61,115 @@ fn through_gamma(
     }
 }
 
-/// Gradients of one block of `n` tokens from `t0` (internals in `w`, start state `s`), written
-/// into the sequence's gradient slices; `ds` goes from ∂L/∂S at the block's end to its start.
-#[inline(always)]
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn block_backward(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &[f32],
-    ds: &mut [f32],
-    dy: &[f32],
-    w: &Scratch,
-    a: &mut Adjoints,
-    dq: &mut [f32],
-    dk_out: &mut [f32],
-    dv_out: &mut [f32],
-    dg: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
-    let dyb = rows(dy, t0 * dv, n, dv);
-    let (state, dstate) = (rows(s, 0, dk, dv), rows(ds, 0, dk, dv));
-    let u = rows(w.values(dims, x, t0, n), 0, n, dv);
-    let (gamma, decay) = (&w.gamma[..n * n], &w.decay[..n]);
-    let (du, db) = (&mut a.du[..n * dv], &mut a.db[..n]);
-    db.fill(0.0);
-    // The state update: U and K through S_n, and e^{b_n}.
-    matmul_into(du, 0, dv, rows(&w.qk, 0, n, n).t(), dyb, 1.0, false);
-    matmul_into(du, 0, dv, rows(&w.kd, 0, n, dk), dstate, 1.0, true);
-    let dks = &mut a.dks[..n * dk];
-    matmul_into(dks, 0, dk, u, dstate.t(), 1.0, false);
-    db[n - 1] += decay[n - 1] * dot(ds, s);
-    for (j, row) in dks.chunks_exact_mut(dk).enumerate() {
-        let f = (w.cum[n - 1] - w.cum[j]).exp();
-        row.iter_mut().for_each(|d| *d *= f);
-        let h = dot(row, &x.k[(t0 + j) * dk..(t0 + j + 1) * dk]);
-        db[n - 1] += h;
-        db[j] -= h;
+impl BlockBackward for PerHead {
+    type Adjoints = Adjoints;
+
+    fn adjoints(dims: Dims, block: usize) -> Adjoints {
+        let nn = block * block;
+        Adjoints {
+            du: vec![0.0; block * dims.dv],
+            ey: vec![0.0; block * dims.dv],
+            er: vec![0.0; block * dims.dv],
+            dqk: vec![0.0; nn],
+            dkk: vec![0.0; nn],
+            dks: vec![0.0; block * dims.dk],
+            db: vec![0.0; block],
+        }
     }
-    let dvb = &mut dv_out[t0 * dv..(t0 + n) * dv];
-    if dims.delta {
-        let (beta, dbeta) = (&x.beta[t0..t0 + n], &mut dbeta[t0..t0 + n]);
-        substitute_backward(du, dvb, &w.kk, &w.r, beta, dbeta, dv);
-    } else {
-        dvb.copy_from_slice(du);
-    }
-    let dr = rows(dvb, 0, n, dv);
-    // The scores: dP, and its gate terms.
-    let dqk = &mut a.dqk[..n * n];
-    matmul_into(dqk, 0, n, dyb, u.t(), 1.0, false);
-    through_gamma(dqk, &w.qk, gamma, n, true, db);
-    let (ey, er) = (&mut a.ey[..n * dv], &mut a.er[..n * dv]);
-    for (i, &e) in decay.iter().enumerate() {
-        let dyi = &dy[(t0 + i) * dv..(t0 + i + 1) * dv];
-        ey[i * dv..(i + 1) * dv].iter_mut().zip(dyi).for_each(|(o, &d)| *o = e * d);
-    }
-    // dQ: the state's part first, whose dot with q_i is e^{b_i}'s gate term.
-    matmul_into(dq, t0 * dk, dk, rows(ey, 0, n, dv), state.t(), 1.0, false);
-    for i in 0..n {
-        db[i] += dot(&x.q[(t0 + i) * dk..(t0 + i + 1) * dk], &dq[(t0 + i) * dk..(t0 + i + 1) * dk]);
-    }
-    matmul_into(dq, t0 * dk, dk, rows(dqk, 0, n, n), k, 1.0, true);
-    let dkb = &mut dk_out[t0 * dk..(t0 + n) * dk];
-    if dims.delta {
+
+    /// Gradients of one block of `n` tokens from `t0` (internals in `w`, start state `s`), written
+    /// into the sequence's gradient slices; `ds` goes from ∂L/∂S at the block's end to its start.
+    #[inline(always)]
+    // A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        dims: Dims,
+        x: Sequence<'_>,
+        t0: usize,
+        n: usize,
+        s: &[f32],
+        ds: &mut [f32],
+        dy: &[f32],
+        w: &Scratch,
+        a: &mut Adjoints,
+        (dq, dk_out, dv_out, dg, dbeta): Grads<'_>,
+    ) {
+        let (dk, dv) = (dims.dk, dims.dv);
+        let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
+        let dyb = rows(dy, t0 * dv, n, dv);
+        let (state, dstate) = (rows(s, 0, dk, dv), rows(ds, 0, dk, dv));
+        let u = rows(w.values(dims, x, t0, n), 0, n, dv);
+        let (gamma, decay) = (&w.gamma[..n * n], &w.decay[..n]);
+        let (du, db) = (&mut a.du[..n * dv], &mut a.db[..n]);
+        db.fill(0.0);
+        // The state update: U and K through S_n, and e^{b_n}.
+        matmul_into(du, 0, dv, rows(&w.qk, 0, n, n).t(), dyb, 1.0, false);
+        matmul_into(du, 0, dv, rows(&w.kd, 0, n, dk), dstate, 1.0, true);
+        let dks = &mut a.dks[..n * dk];
+        matmul_into(dks, 0, dk, u, dstate.t(), 1.0, false);
+        db[n - 1] += decay[n - 1] * dot(ds, s);
+        for (j, row) in dks.chunks_exact_mut(dk).enumerate() {
+            let f = (w.cum[n - 1] - w.cum[j]).exp();
+            row.iter_mut().for_each(|d| *d *= f);
+            let h = dot(row, &x.k[(t0 + j) * dk..(t0 + j + 1) * dk]);
+            db[n - 1] += h;
+            db[j] -= h;
+        }
+        let dvb = &mut dv_out[t0 * dv..(t0 + n) * dv];
+        if dims.delta {
+            let (beta, dbeta) = (&x.beta[t0..t0 + n], &mut dbeta[t0..t0 + n]);
+            substitute_backward(du, dvb, &w.kk, &w.r, beta, dbeta, dv);
+        } else {
+            dvb.copy_from_slice(du);
+        }
+        let dr = rows(dvb, 0, n, dv);
+        // The scores: dP, and its gate terms.
+        let dqk = &mut a.dqk[..n * n];
+        matmul_into(dqk, 0, n, dyb, u.t(), 1.0, false);
+        through_gamma(dqk, &w.qk, gamma, n, true, db);
+        let (ey, er) = (&mut a.ey[..n * dv], &mut a.er[..n * dv]);
         for (i, &e) in decay.iter().enumerate() {
-            let dri = &dvb[i * dv..(i + 1) * dv];
-            er[i * dv..(i + 1) * dv].iter_mut().zip(dri).for_each(|(o, &d)| *o = -e * d);
+            let dyi = &dy[(t0 + i) * dv..(t0 + i + 1) * dv];
+            ey[i * dv..(i + 1) * dv].iter_mut().zip(dyi).for_each(|(o, &d)| *o = e * d);
         }
-        matmul_into(dkb, 0, dk, rows(er, 0, n, dv), state.t(), 1.0, false);
-        for (i, row) in dkb.chunks_exact_mut(dk).enumerate() {
-            db[i] += dot(&x.k[(t0 + i) * dk..(t0 + i + 1) * dk], row);
-            row.iter_mut().zip(&dks[i * dk..(i + 1) * dk]).for_each(|(o, &d)| *o += d);
+        // dQ: the state's part first, whose dot with q_i is e^{b_i}'s gate term.
+        matmul_into(dq, t0 * dk, dk, rows(ey, 0, n, dv), state.t(), 1.0, false);
+        for i in 0..n {
+            db[i] +=
+                dot(&x.q[(t0 + i) * dk..(t0 + i + 1) * dk], &dq[(t0 + i) * dk..(t0 + i + 1) * dk]);
         }
-        let dkk = &mut a.dkk[..n * n];
-        matmul_into(dkk, 0, n, dr, u.t(), -1.0, false);
-        through_gamma(dkk, &w.kk, gamma, n, false, db);
-        matmul_into(dkb, 0, dk, rows(dkk, 0, n, n), k, 1.0, true);
-        matmul_into(dkb, 0, dk, rows(dkk, 0, n, n).t(), k, 1.0, true);
-    } else {
-        dkb.copy_from_slice(dks);
-    }
-    matmul_into(dkb, 0, dk, rows(dqk, 0, n, n).t(), q, 1.0, true);
-    // ∂L/∂S at the block's start.
-    let carry = decay[n - 1];
-    ds.iter_mut().for_each(|d| *d *= carry);
-    matmul_into(ds, 0, dv, q.t(), rows(ey, 0, n, dv), 1.0, true);
-    if dims.delta {
-        matmul_into(ds, 0, dv, k.t(), rows(er, 0, n, dv), 1.0, true);
-    }
-    let mut acc = 0.0;
-    for i in (0..n).rev() {
-        acc += db[i];
-        dg[t0 + i] = acc;
-    }
-}
-
-/// Gradients of one (batch, head), written into the `d*` slices.
-#[inline(always)]
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn sequence_backward_body(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    checkpoints: &[f32],
-    dy: &[f32],
-    dq: &mut [f32],
-    dk_out: &mut [f32],
-    dv_out: &mut [f32],
-    dg: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let x = Sequence { q, k, v, g, beta };
-    let (dk, dv) = (dims.dk, dims.dv);
-    let state = dk * dv;
-    let block = block.clamp(1, dims.chunk);
-    let mut w = Scratch::new(dims, block);
-    let nn = block * block;
-    let mut a = Adjoints {
-        du: vec![0.0; block * dv],
-        ey: vec![0.0; block * dv],
-        er: vec![0.0; block * dv],
-        dqk: vec![0.0; nn],
-        dkk: vec![0.0; nn],
-        dks: vec![0.0; block * dk],
-        db: vec![0.0; block],
-    };
-    let mut ds = vec![0.0; state];
-    // The state at the start of each block of the chunk being undone.
-    let mut starts = vec![0.0; dims.chunk.div_ceil(block) * state];
-    for c in (0..dims.chunks()).rev() {
-        let (c0, c1) = (c * dims.chunk, ((c + 1) * dims.chunk).min(dims.seq));
-        let blocks = (c1 - c0).div_ceil(block);
-        starts[..state].copy_from_slice(&checkpoints[c * state..(c + 1) * state]);
-        for m in 1..blocks {
-            let (done, next) = starts.split_at_mut(m * state);
-            let s = &mut next[..state];
-            s.copy_from_slice(&done[(m - 1) * state..]);
-            let t0 = c0 + (m - 1) * block;
-            block_internals(dims, x, t0, block, s, &mut w, false);
-            block_advance(dims, x, t0, block, s, &w);
+        matmul_into(dq, t0 * dk, dk, rows(dqk, 0, n, n), k, 1.0, true);
+        let dkb = &mut dk_out[t0 * dk..(t0 + n) * dk];
+        if dims.delta {
+            for (i, &e) in decay.iter().enumerate() {
+                let dri = &dvb[i * dv..(i + 1) * dv];
+                er[i * dv..(i + 1) * dv].iter_mut().zip(dri).for_each(|(o, &d)| *o = -e * d);
+            }
+            matmul_into(dkb, 0, dk, rows(er, 0, n, dv), state.t(), 1.0, false);
+            for (i, row) in dkb.chunks_exact_mut(dk).enumerate() {
+                db[i] += dot(&x.k[(t0 + i) * dk..(t0 + i + 1) * dk], row);
+                row.iter_mut().zip(&dks[i * dk..(i + 1) * dk]).for_each(|(o, &d)| *o += d);
+            }
+            let dkk = &mut a.dkk[..n * n];
+            matmul_into(dkk, 0, n, dr, u.t(), -1.0, false);
+            through_gamma(dkk, &w.kk, gamma, n, false, db);
+            matmul_into(dkb, 0, dk, rows(dkk, 0, n, n), k, 1.0, true);
+            matmul_into(dkb, 0, dk, rows(dkk, 0, n, n).t(), k, 1.0, true);
+        } else {
+            dkb.copy_from_slice(dks);
         }
-        for m in (0..blocks).rev() {
-            let t0 = c0 + m * block;
-            let n = block.min(c1 - t0);
-            let s = &starts[m * state..(m + 1) * state];
-            block_internals(dims, x, t0, n, s, &mut w, true);
-            block_backward(
-                dims, x, t0, n, s, &mut ds, dy, &w, &mut a, dq, dk_out, dv_out, dg, dbeta,
-            );
+        matmul_into(dkb, 0, dk, rows(dqk, 0, n, n).t(), q, 1.0, true);
+        // ∂L/∂S at the block's start.
+        let carry = decay[n - 1];
+        ds.iter_mut().for_each(|d| *d *= carry);
+        matmul_into(ds, 0, dv, q.t(), rows(ey, 0, n, dv), 1.0, true);
+        if dims.delta {
+            matmul_into(ds, 0, dv, k.t(), rows(er, 0, n, dv), 1.0, true);
+        }
+        let mut acc = 0.0;
+        for i in (0..n).rev() {
+            acc += db[i];
+            dg[t0 + i] = acc;
         }
     }
-}
-
-dispatched!(sequence_backward => sequence_backward_body(
-    dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32],
-    checkpoints: &[f32], dy: &[f32], dq: &mut [f32], dk_out: &mut [f32], dv_out: &mut [f32],
-    dg: &mut [f32], dbeta: &mut [f32]
-));
-
-/// [`crate::fused::gated_recurrence::backward`] in blocks of `block` tokens: the same
-/// gradients, up to rounding, from the same checkpoints, per-head or per-channel gates.
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    saved: &Saved,
-    dy: &[f32],
-) -> Grads {
-    let (t, dk, dv) = (dims.seq, dims.dk, dims.dv);
-    let (n, bh) = (dims.chunks(), dims.bh);
-    let mut out = Grads {
-        dq: vec![0.0; bh * t * dk],
-        dk: vec![0.0; bh * t * dk],
-        dv: vec![0.0; bh * t * dv],
-        dg: vec![0.0; bh * t * dims.gate_width],
-        dbeta: vec![0.0; if dims.delta { bh * t } else { 0 }],
-    };
-    // Without the delta rule there is no β: hand every sequence an empty slice.
-    let dbeta: Vec<&mut [f32]> = if dims.delta {
-        out.dbeta.chunks_mut(t).collect()
-    } else {
-        (0..bh).map(|_| <&mut [f32]>::default()).collect()
-    };
-    out.dq
-        .par_chunks_mut(t * dk)
-        .zip(out.dk.par_chunks_mut(t * dk))
-        .zip(out.dv.par_chunks_mut(t * dv))
-        .zip(out.dg.par_chunks_mut(t * dims.gate_width))
-        .zip(dbeta.into_par_iter())
-        .enumerate()
-        .for_each(|(p, ((((dq, dkp), dvp), dg), db))| {
-            let x = Sequence::of(dims, p, q, k, v, g, beta);
-            let cp = &saved.checkpoints[p * n * dk * dv..(p + 1) * n * dk * dv];
-            let dy = &dy[p * t * dv..(p + 1) * t * dv];
-            let run = if dims.gate_width == 1 {
-                sequence_backward
-            } else {
-                super::channels::backward::sequence_backward
-            };
-            run(dims, block, x.q, x.k, x.v, x.g, x.beta, cp, dy, dq, dkp, dvp, dg, db);
-        });
-    out
 }

@@ -32,44 +32,5 @@
 //! `A`, so its terms sum to zero and are left out. Then `dS ← diag(e^{b_{n−1}}) dS + Q^eᵀ dY −
 //! K^eᵀ dR` and `dg_i = Σ_{m ≥ i} ∂L/∂b_m` within the block.
 
-use crate::fused::gated_recurrence::{Dims, Sequence};
-use crate::fused::simd::dispatched;
-use blocks::{Scratch, block_advance, block_internals, block_outputs, partition};
-
-#[inline(always)]
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn sequence_forward_body(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    checkpoints: &mut [f32],
-) {
-    let x = Sequence { q, k, v, g, beta };
-    let (dk, dv) = (dims.dk, dims.dv);
-    let block = block.clamp(1, dims.chunk);
-    let mut w = Scratch::new(dims, block);
-    let mut s = vec![0.0; dk * dv];
-    for c in 0..dims.chunks() {
-        checkpoints[c * dk * dv..(c + 1) * dk * dv].copy_from_slice(&s);
-        let (c0, c1) = (c * dims.chunk, ((c + 1) * dims.chunk).min(dims.seq));
-        for (t0, n) in partition(dims, g, c0, c1, block) {
-            block_internals(dims, x, t0, n, &s, &mut w, true);
-            block_outputs(dims, x, t0, n, &s, &mut y[t0 * dv..(t0 + n) * dv], &w);
-            block_advance(dims, x, t0, n, &mut s, &w);
-        }
-    }
-}
-
-dispatched!(
-    /// The forward pass of one (batch, head) with per-channel gates (the parent's `forward`
-    /// runs it per sequence).
-    sequence_forward => sequence_forward_body(dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32], y: &mut [f32], checkpoints: &mut [f32]));
-
 pub(super) mod backward;
 pub(super) mod blocks;

@@ -1,14 +1,15 @@
 //! The backward pass of the per-channel chunked kernel (formulas in the parent's header), block
 //! by block in reverse from the forward's checkpoints, replaying its block partition.
 
-use super::blocks::{Scratch, block_advance, block_internals, partition};
+use super::blocks::{PerChannel, Scratch};
 use crate::fused::chunked_delta::blocks::{rows, substitute_backward};
+use crate::fused::chunked_delta::form::{BlockBackward, Grads};
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
-use crate::fused::simd::{dispatched, dot};
+use crate::fused::simd::dot;
 
 /// The backward pass's buffers for a block of at most `n` tokens.
-struct Adjoints {
+pub struct Adjoints {
     /// `∂L/∂U`, `n × d_v`.
     du: Vec<f32>,
     /// `dP`, `dA`, `n × n`.
@@ -29,161 +30,109 @@ fn through_factor(dz: &[f32], f: &[f32], z: &[f32], sign: f32, dx: &mut [f32], d
     }
 }
 
-/// Gradients of one block (internals in `w`, start state `s`) into the sequence's slices; `ds`
-/// goes from ∂L/∂S at the block's end to its start.
-#[inline(always)]
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn block_backward(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &[f32],
-    ds: &mut [f32],
-    dy: &[f32],
-    w: &Scratch,
-    a: &mut Adjoints,
-    dq: &mut [f32],
-    dk_out: &mut [f32],
-    dv_out: &mut [f32],
-    dg: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    let nk = n * dk;
-    let dyb = rows(dy, t0 * dv, n, dv);
-    let (state, dstate) = (rows(s, 0, dk, dv), rows(ds, 0, dk, dv));
-    let u = rows(w.values(dims, x, t0, n), 0, n, dv);
-    let (du, dz, db) = (&mut a.du[..n * dv], &mut a.dz[..nk], &mut a.db[..nk]);
-    let (dqb, dkb) = (&mut dq[t0 * dk..(t0 + n) * dk], &mut dk_out[t0 * dk..(t0 + n) * dk]);
-    db.fill(0.0);
-    // Through the state update: U, K^d and e^{b_{n−1}}.
-    matmul_into(du, 0, dv, rows(&w.p, 0, n, n).t(), dyb, 1.0, false);
-    matmul_into(du, 0, dv, rows(&w.kd, 0, n, dk), dstate, 1.0, true);
-    matmul_into(dz, 0, dk, u, dstate.t(), 1.0, false);
-    through_factor(dz, &w.ed[..nk], &w.kd[..nk], -1.0, dkb, db);
-    let last = (n - 1) * dk;
-    for i in 0..n {
-        let (zi, kdi) = (&dz[i * dk..(i + 1) * dk], &w.kd[i * dk..(i + 1) * dk]);
-        db[last..last + dk].iter_mut().zip(zi).zip(kdi).for_each(|((b, &d), &z)| *b += d * z);
-    }
-    for (c, (srow, dsrow)) in s.chunks_exact(dv).zip(ds.chunks_exact(dv)).enumerate() {
-        db[last + c] += w.eb[last + c] * dot(srow, dsrow);
-    }
-    let dvb = &mut dv_out[t0 * dv..(t0 + n) * dv];
-    if dims.delta {
-        let (beta, dbeta) = (&x.beta[t0..t0 + n], &mut dbeta[t0..t0 + n]);
-        substitute_backward(du, dvb, &w.a, &w.r, beta, dbeta, dv);
-    } else {
-        dvb.copy_from_slice(du);
-    }
-    let dr = rows(dvb, 0, n, dv);
-    let dp = &mut a.dp[..n * n];
-    matmul_into(dp, 0, n, dyb, u.t(), 1.0, false);
-    for (i, row) in dp.chunks_exact_mut(n).enumerate() {
-        row[i + 1..].fill(0.0);
-    }
-    // The queries: Q^e through the state, Q^r through P.
-    matmul_into(dz, 0, dk, dyb, state.t(), 1.0, false);
-    through_factor(dz, &w.eb[..nk], &w.qe[..nk], 1.0, dqb, db);
-    matmul_into(dz, 0, dk, rows(dp, 0, n, n), rows(&w.ki, 0, n, dk), 1.0, false);
-    through_factor(dz, &w.er[..nk], &w.qr[..nk], 1.0, dqb, db);
-    // The keys: K^i through P (and A), then under the delta rule K^e and K^r.
-    matmul_into(dz, 0, dk, rows(dp, 0, n, n).t(), rows(&w.qr, 0, n, dk), 1.0, false);
-    if dims.delta {
-        let da = &mut a.da[..n * n];
-        matmul_into(da, 0, n, dr, u.t(), -1.0, false);
-        for (i, row) in da.chunks_exact_mut(n).enumerate() {
-            row[i..].fill(0.0);
-        }
-        matmul_into(dz, 0, dk, rows(da, 0, n, n).t(), rows(&w.kr, 0, n, dk), 1.0, true);
-        through_factor(dz, &w.ei[..nk], &w.ki[..nk], -1.0, dkb, db);
-        matmul_into(dz, 0, dk, rows(da, 0, n, n), rows(&w.ki, 0, n, dk), 1.0, false);
-        through_factor(dz, &w.er[..nk], &w.kr[..nk], 1.0, dkb, db);
-        matmul_into(dz, 0, dk, dr, state.t(), -1.0, false);
-        through_factor(dz, &w.eb[..nk], &w.ke[..nk], 1.0, dkb, db);
-    } else {
-        through_factor(dz, &w.ei[..nk], &w.ki[..nk], -1.0, dkb, db);
-    }
-    // ∂L/∂S at the block's start.
-    for (row, &c) in ds.chunks_exact_mut(dv).zip(&w.eb[last..last + dk]) {
-        row.iter_mut().for_each(|d| *d *= c);
-    }
-    matmul_into(ds, 0, dv, rows(&w.qe, 0, n, dk).t(), dyb, 1.0, true);
-    if dims.delta {
-        matmul_into(ds, 0, dv, rows(&w.ke, 0, n, dk).t(), dr, -1.0, true);
-    }
-    let dgb = &mut dg[t0 * dk..(t0 + n) * dk];
-    dgb[last..].copy_from_slice(&db[last..]);
-    for i in (0..n - 1).rev() {
-        let (here, after) = dgb.split_at_mut((i + 1) * dk);
-        let acc = &mut here[i * dk..];
-        acc.iter_mut().zip(&after[..dk]).zip(&db[i * dk..]).for_each(|((o, &a), &d)| *o = a + d);
-    }
-}
+impl BlockBackward for PerChannel {
+    type Adjoints = Adjoints;
 
-#[inline(always)]
-// A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-fn sequence_backward_body(
-    dims: Dims,
-    block: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    checkpoints: &[f32],
-    dy: &[f32],
-    dq: &mut [f32],
-    dk_out: &mut [f32],
-    dv_out: &mut [f32],
-    dg: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    let x = Sequence { q, k, v, g, beta };
-    let (dk, dv) = (dims.dk, dims.dv);
-    let state = dk * dv;
-    let block = block.clamp(1, dims.chunk);
-    let mut w = Scratch::new(dims, block);
-    let mut a = Adjoints {
-        du: vec![0.0; block * dv],
-        dp: vec![0.0; block * block],
-        da: vec![0.0; block * block],
-        dz: vec![0.0; block * dk],
-        db: vec![0.0; block * dk],
-    };
-    let mut ds = vec![0.0; state];
-    let mut starts = Vec::new();
-    for c in (0..dims.chunks()).rev() {
-        let (c0, c1) = (c * dims.chunk, ((c + 1) * dims.chunk).min(dims.seq));
-        let blocks = partition(dims, g, c0, c1, block);
-        // The state at the start of each block of the chunk being undone.
-        starts.resize(blocks.len() * state, 0.0);
-        starts[..state].copy_from_slice(&checkpoints[c * state..(c + 1) * state]);
-        for (m, &(t0, n)) in blocks.iter().enumerate().take(blocks.len() - 1) {
-            let (done, next) = starts.split_at_mut((m + 1) * state);
-            let s = &mut next[..state];
-            s.copy_from_slice(&done[m * state..]);
-            block_internals(dims, x, t0, n, s, &mut w, false);
-            block_advance(dims, x, t0, n, s, &w);
+    fn adjoints(dims: Dims, block: usize) -> Adjoints {
+        Adjoints {
+            du: vec![0.0; block * dims.dv],
+            dp: vec![0.0; block * block],
+            da: vec![0.0; block * block],
+            dz: vec![0.0; block * dims.dk],
+            db: vec![0.0; block * dims.dk],
         }
-        for (m, &(t0, n)) in blocks.iter().enumerate().rev() {
-            let s = &starts[m * state..(m + 1) * state];
-            block_internals(dims, x, t0, n, s, &mut w, true);
-            block_backward(
-                dims, x, t0, n, s, &mut ds, dy, &w, &mut a, dq, dk_out, dv_out, dg, dbeta,
-            );
+    }
+
+    /// Gradients of one block (internals in `w`, start state `s`) into the sequence's slices; `ds`
+    /// goes from ∂L/∂S at the block's end to its start.
+    #[inline(always)]
+    // A kernel takes its slices and sizes as plain arguments; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        dims: Dims,
+        x: Sequence<'_>,
+        t0: usize,
+        n: usize,
+        s: &[f32],
+        ds: &mut [f32],
+        dy: &[f32],
+        w: &Scratch,
+        a: &mut Adjoints,
+        (dq, dk_out, dv_out, dg, dbeta): Grads<'_>,
+    ) {
+        let (dk, dv) = (dims.dk, dims.dv);
+        let nk = n * dk;
+        let dyb = rows(dy, t0 * dv, n, dv);
+        let (state, dstate) = (rows(s, 0, dk, dv), rows(ds, 0, dk, dv));
+        let u = rows(w.values(dims, x, t0, n), 0, n, dv);
+        let (du, dz, db) = (&mut a.du[..n * dv], &mut a.dz[..nk], &mut a.db[..nk]);
+        let (dqb, dkb) = (&mut dq[t0 * dk..(t0 + n) * dk], &mut dk_out[t0 * dk..(t0 + n) * dk]);
+        db.fill(0.0);
+        // Through the state update: U, K^d and e^{b_{n−1}}.
+        matmul_into(du, 0, dv, rows(&w.p, 0, n, n).t(), dyb, 1.0, false);
+        matmul_into(du, 0, dv, rows(&w.kd, 0, n, dk), dstate, 1.0, true);
+        matmul_into(dz, 0, dk, u, dstate.t(), 1.0, false);
+        through_factor(dz, &w.ed[..nk], &w.kd[..nk], -1.0, dkb, db);
+        let last = (n - 1) * dk;
+        for i in 0..n {
+            let (zi, kdi) = (&dz[i * dk..(i + 1) * dk], &w.kd[i * dk..(i + 1) * dk]);
+            db[last..last + dk].iter_mut().zip(zi).zip(kdi).for_each(|((b, &d), &z)| *b += d * z);
+        }
+        for (c, (srow, dsrow)) in s.chunks_exact(dv).zip(ds.chunks_exact(dv)).enumerate() {
+            db[last + c] += w.eb[last + c] * dot(srow, dsrow);
+        }
+        let dvb = &mut dv_out[t0 * dv..(t0 + n) * dv];
+        if dims.delta {
+            let (beta, dbeta) = (&x.beta[t0..t0 + n], &mut dbeta[t0..t0 + n]);
+            substitute_backward(du, dvb, &w.a, &w.r, beta, dbeta, dv);
+        } else {
+            dvb.copy_from_slice(du);
+        }
+        let dr = rows(dvb, 0, n, dv);
+        let dp = &mut a.dp[..n * n];
+        matmul_into(dp, 0, n, dyb, u.t(), 1.0, false);
+        for (i, row) in dp.chunks_exact_mut(n).enumerate() {
+            row[i + 1..].fill(0.0);
+        }
+        // The queries: Q^e through the state, Q^r through P.
+        matmul_into(dz, 0, dk, dyb, state.t(), 1.0, false);
+        through_factor(dz, &w.eb[..nk], &w.qe[..nk], 1.0, dqb, db);
+        matmul_into(dz, 0, dk, rows(dp, 0, n, n), rows(&w.ki, 0, n, dk), 1.0, false);
+        through_factor(dz, &w.er[..nk], &w.qr[..nk], 1.0, dqb, db);
+        // The keys: K^i through P (and A), then under the delta rule K^e and K^r.
+        matmul_into(dz, 0, dk, rows(dp, 0, n, n).t(), rows(&w.qr, 0, n, dk), 1.0, false);
+        if dims.delta {
+            let da = &mut a.da[..n * n];
+            matmul_into(da, 0, n, dr, u.t(), -1.0, false);
+            for (i, row) in da.chunks_exact_mut(n).enumerate() {
+                row[i..].fill(0.0);
+            }
+            matmul_into(dz, 0, dk, rows(da, 0, n, n).t(), rows(&w.kr, 0, n, dk), 1.0, true);
+            through_factor(dz, &w.ei[..nk], &w.ki[..nk], -1.0, dkb, db);
+            matmul_into(dz, 0, dk, rows(da, 0, n, n), rows(&w.ki, 0, n, dk), 1.0, false);
+            through_factor(dz, &w.er[..nk], &w.kr[..nk], 1.0, dkb, db);
+            matmul_into(dz, 0, dk, dr, state.t(), -1.0, false);
+            through_factor(dz, &w.eb[..nk], &w.ke[..nk], 1.0, dkb, db);
+        } else {
+            through_factor(dz, &w.ei[..nk], &w.ki[..nk], -1.0, dkb, db);
+        }
+        // ∂L/∂S at the block's start.
+        for (row, &c) in ds.chunks_exact_mut(dv).zip(&w.eb[last..last + dk]) {
+            row.iter_mut().for_each(|d| *d *= c);
+        }
+        matmul_into(ds, 0, dv, rows(&w.qe, 0, n, dk).t(), dyb, 1.0, true);
+        if dims.delta {
+            matmul_into(ds, 0, dv, rows(&w.ke, 0, n, dk).t(), dr, -1.0, true);
+        }
+        let dgb = &mut dg[t0 * dk..(t0 + n) * dk];
+        dgb[last..].copy_from_slice(&db[last..]);
+        for i in (0..n - 1).rev() {
+            let (here, after) = dgb.split_at_mut((i + 1) * dk);
+            let acc = &mut here[i * dk..];
+            acc.iter_mut()
+                .zip(&after[..dk])
+                .zip(&db[i * dk..])
+                .for_each(|((o, &a), &d)| *o = a + d);
         }
     }
 }
-
-dispatched!(
-    /// The backward pass of one (batch, head) with per-channel gates (the parent's `backward`
-    /// runs it per sequence).
-    sequence_backward => sequence_backward_body(
-    dims: Dims, block: usize, q: &[f32], k: &[f32], v: &[f32], g: &[f32], beta: &[f32],
-    checkpoints: &[f32], dy: &[f32], dq: &mut [f32], dk_out: &mut [f32], dv_out: &mut [f32],
-    dg: &mut [f32], dbeta: &mut [f32]
-));

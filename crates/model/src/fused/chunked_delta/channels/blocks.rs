@@ -3,6 +3,7 @@
 //! parent's header).
 
 use crate::fused::chunked_delta::blocks::{rows, substitute};
+use crate::fused::chunked_delta::form::BlockForward;
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
 use crate::fused::simd::exp;
@@ -45,7 +46,7 @@ pub fn partition(dims: Dims, g: &[f32], c0: usize, c1: usize, block: usize) -> V
 
 /// One block's factors and products, for blocks of at most `block` tokens (`n` below); the
 /// `n × d_k` matrices are row-major.
-pub(super) struct Scratch {
+pub struct Scratch {
     /// `b_i` (block-relative cumulative log gates), then the factors `e^B`, `e^{B − b_0}`,
     /// `e^{b_0 − B}`, `e^{b_{n−1} − B}`.
     pub(super) cum: Vec<f32>,
@@ -110,96 +111,106 @@ fn scaled(out: &mut [f32], x: &[f32], f: &[f32]) {
     out.iter_mut().zip(x).zip(f).for_each(|((o, &x), &f)| *o = x * f);
 }
 
-/// The block's internals from start state `s`: factors, products, and under the delta rule `A`,
-/// `R`, `U`; with `scores` also the query-side factors and `P` (the state replay skips them).
-#[inline(always)]
-pub(super) fn block_internals(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &[f32],
-    w: &mut Scratch,
-    scores: bool,
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    let nk = n * dk;
-    let g = &x.g[t0 * dk..(t0 + n) * dk];
-    w.cum[..dk].copy_from_slice(&g[..dk]);
-    for i in 1..n {
-        let (done, row) = w.cum.split_at_mut(i * dk);
-        let prev = &done[(i - 1) * dk..];
-        row[..dk].iter_mut().zip(prev).zip(&g[i * dk..]).for_each(|((b, &p), &g)| *b = p + g);
+/// The per-channel form (one log gate per key channel and token, the decay in the factors) for
+/// the drivers.
+pub struct PerChannel;
+
+impl BlockForward for PerChannel {
+    type Scratch = Scratch;
+
+    fn scratch(dims: Dims, block: usize) -> Scratch {
+        Scratch::new(dims, block)
     }
-    let (cum, first, last) = (&w.cum[..nk], &w.cum[..dk], &w.cum[(n - 1) * dk..nk]);
-    for (i, b) in cum.chunks_exact(dk).enumerate() {
-        let at = i * dk..(i + 1) * dk;
-        w.eb[at.clone()].iter_mut().zip(b).for_each(|(e, &b)| *e = exp(b));
-        w.er[at.clone()].iter_mut().zip(b).zip(first).for_each(|((e, &b), &f)| *e = exp(b - f));
-        w.ei[at.clone()].iter_mut().zip(b).zip(first).for_each(|((e, &b), &f)| *e = exp(f - b));
-        w.ed[at].iter_mut().zip(b).zip(last).for_each(|((e, &b), &l)| *e = exp(l - b));
+
+    /// Blocks cut short where a channel's log decay would pass [`SPAN`].
+    fn partition(dims: Dims, g: &[f32], c0: usize, c1: usize, block: usize) -> Vec<(usize, usize)> {
+        partition(dims, g, c0, c1, block)
     }
-    let (q, k) = (&x.q[t0 * dk..(t0 + n) * dk], &x.k[t0 * dk..(t0 + n) * dk]);
-    scaled(&mut w.ki[..nk], k, &w.ei[..nk]);
-    scaled(&mut w.kd[..nk], k, &w.ed[..nk]);
-    if scores {
-        scaled(&mut w.qe[..nk], q, &w.eb[..nk]);
-        scaled(&mut w.qr[..nk], q, &w.er[..nk]);
-        let p = &mut w.p[..n * n];
-        matmul_into(p, 0, n, rows(&w.qr, 0, n, dk), rows(&w.ki, 0, n, dk).t(), 1.0, false);
-        for (i, row) in p.chunks_exact_mut(n).enumerate() {
-            row[i + 1..].fill(0.0);
+
+    /// The block's internals from start state `s`: factors, products, and under the delta rule `A`,
+    /// `R`, `U`; with `scores` also the query-side factors and `P` (the state replay skips them).
+    #[inline(always)]
+    fn internals(
+        dims: Dims,
+        x: Sequence<'_>,
+        t0: usize,
+        n: usize,
+        s: &[f32],
+        w: &mut Scratch,
+        scores: bool,
+    ) {
+        let (dk, dv) = (dims.dk, dims.dv);
+        let nk = n * dk;
+        let g = &x.g[t0 * dk..(t0 + n) * dk];
+        w.cum[..dk].copy_from_slice(&g[..dk]);
+        for i in 1..n {
+            let (done, row) = w.cum.split_at_mut(i * dk);
+            let prev = &done[(i - 1) * dk..];
+            row[..dk].iter_mut().zip(prev).zip(&g[i * dk..]).for_each(|((b, &p), &g)| *b = p + g);
         }
+        let (cum, first, last) = (&w.cum[..nk], &w.cum[..dk], &w.cum[(n - 1) * dk..nk]);
+        for (i, b) in cum.chunks_exact(dk).enumerate() {
+            let at = i * dk..(i + 1) * dk;
+            w.eb[at.clone()].iter_mut().zip(b).for_each(|(e, &b)| *e = exp(b));
+            w.er[at.clone()].iter_mut().zip(b).zip(first).for_each(|((e, &b), &f)| *e = exp(b - f));
+            w.ei[at.clone()].iter_mut().zip(b).zip(first).for_each(|((e, &b), &f)| *e = exp(f - b));
+            w.ed[at].iter_mut().zip(b).zip(last).for_each(|((e, &b), &l)| *e = exp(l - b));
+        }
+        let (q, k) = (&x.q[t0 * dk..(t0 + n) * dk], &x.k[t0 * dk..(t0 + n) * dk]);
+        scaled(&mut w.ki[..nk], k, &w.ei[..nk]);
+        scaled(&mut w.kd[..nk], k, &w.ed[..nk]);
+        if scores {
+            scaled(&mut w.qe[..nk], q, &w.eb[..nk]);
+            scaled(&mut w.qr[..nk], q, &w.er[..nk]);
+            let p = &mut w.p[..n * n];
+            matmul_into(p, 0, n, rows(&w.qr, 0, n, dk), rows(&w.ki, 0, n, dk).t(), 1.0, false);
+            for (i, row) in p.chunks_exact_mut(n).enumerate() {
+                row[i + 1..].fill(0.0);
+            }
+        }
+        if !dims.delta {
+            return;
+        }
+        scaled(&mut w.ke[..nk], k, &w.eb[..nk]);
+        scaled(&mut w.kr[..nk], k, &w.er[..nk]);
+        let a = &mut w.a[..n * n];
+        matmul_into(a, 0, n, rows(&w.kr, 0, n, dk), rows(&w.ki, 0, n, dk).t(), 1.0, false);
+        for (i, row) in a.chunks_exact_mut(n).enumerate() {
+            row[i..].fill(0.0);
+        }
+        // R starts as K^e S, then V − K^e S; U's rows follow by substitution.
+        let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
+        matmul_into(r, 0, dv, rows(&w.ke, 0, n, dk), rows(s, 0, dk, dv), 1.0, false);
+        r.iter_mut().zip(&x.v[t0 * dv..(t0 + n) * dv]).for_each(|(r, &v)| *r = v - *r);
+        substitute(r, u, a, &x.beta[t0..t0 + n], dv);
     }
-    if !dims.delta {
-        return;
-    }
-    scaled(&mut w.ke[..nk], k, &w.eb[..nk]);
-    scaled(&mut w.kr[..nk], k, &w.er[..nk]);
-    let a = &mut w.a[..n * n];
-    matmul_into(a, 0, n, rows(&w.kr, 0, n, dk), rows(&w.ki, 0, n, dk).t(), 1.0, false);
-    for (i, row) in a.chunks_exact_mut(n).enumerate() {
-        row[i..].fill(0.0);
-    }
-    // R starts as K^e S, then V − K^e S; U's rows follow by substitution.
-    let (r, u) = (&mut w.r[..n * dv], &mut w.u[..n * dv]);
-    matmul_into(r, 0, dv, rows(&w.ke, 0, n, dk), rows(s, 0, dk, dv), 1.0, false);
-    r.iter_mut().zip(&x.v[t0 * dv..(t0 + n) * dv]).for_each(|(r, &v)| *r = v - *r);
-    substitute(r, u, a, &x.beta[t0..t0 + n], dv);
-}
 
-/// `Y = Q^e S + P U` into `y` (`n × d_v`).
-#[inline(always)]
-pub(super) fn block_outputs(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &[f32],
-    y: &mut [f32],
-    w: &Scratch,
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    matmul_into(y, 0, dv, rows(&w.qe, 0, n, dk), rows(s, 0, dk, dv), 1.0, false);
-    let u = w.values(dims, x, t0, n);
-    matmul_into(y, 0, dv, rows(&w.p, 0, n, n), rows(u, 0, n, dv), 1.0, true);
-}
-
-/// `S ← diag(e^{b_{n−1}}) S + K^dᵀ U`.
-#[inline(always)]
-pub(super) fn block_advance(
-    dims: Dims,
-    x: Sequence<'_>,
-    t0: usize,
-    n: usize,
-    s: &mut [f32],
-    w: &Scratch,
-) {
-    let (dk, dv) = (dims.dk, dims.dv);
-    let carry = &w.eb[(n - 1) * dk..n * dk];
-    for (row, &c) in s.chunks_exact_mut(dv).zip(carry) {
-        row.iter_mut().for_each(|e| *e *= c);
+    /// `Y = Q^e S + P U` into `y` (`n × d_v`).
+    #[inline(always)]
+    fn outputs(
+        dims: Dims,
+        x: Sequence<'_>,
+        t0: usize,
+        n: usize,
+        s: &[f32],
+        y: &mut [f32],
+        w: &Scratch,
+    ) {
+        let (dk, dv) = (dims.dk, dims.dv);
+        matmul_into(y, 0, dv, rows(&w.qe, 0, n, dk), rows(s, 0, dk, dv), 1.0, false);
+        let u = w.values(dims, x, t0, n);
+        matmul_into(y, 0, dv, rows(&w.p, 0, n, n), rows(u, 0, n, dv), 1.0, true);
     }
-    let u = w.values(dims, x, t0, n);
-    matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
+
+    /// `S ← diag(e^{b_{n−1}}) S + K^dᵀ U`.
+    #[inline(always)]
+    fn advance(dims: Dims, x: Sequence<'_>, t0: usize, n: usize, s: &mut [f32], w: &Scratch) {
+        let (dk, dv) = (dims.dk, dims.dv);
+        let carry = &w.eb[(n - 1) * dk..n * dk];
+        for (row, &c) in s.chunks_exact_mut(dv).zip(carry) {
+            row.iter_mut().for_each(|e| *e *= c);
+        }
+        let u = w.values(dims, x, t0, n);
+        matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
+    }
 }
