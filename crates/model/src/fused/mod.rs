@@ -19,8 +19,9 @@
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` (probabilities kept), `tiled_attention.rs` (from 128 tokens: blocks of queries, memory linear in T) |
 //! | [`softmax_attention_heads`] | the same on split heads (packs them first) | as above |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
-//! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32; per-channel gates in `chunked_delta/channels.rs`) |
+//! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32, one driver over the per-head and per-channel (`chunked_delta/channels/`) block forms) |
 //! | [`dplr_recurrence`] | `S_t = diag(w_t) S_{t−1} + β_t (S_{t−1}ᵀα_t)ᵀ + k_t v_tᵀ`, `y_t = S_tᵀ r_t` | `dplr_recurrence.rs` (token by token) |
+//! | [`span_attention`] | `softmax(c·q_i·k_l) v_l` over the key spans listed per query (MoBA's blocks, NSA's selection and window) | `span_attention.rs` |
 //!
 //! Every function takes and returns ordinary tensors. On flex (with or without autodiff) it
 //! runs the fused kernel; on any other backend, or a dtype other than `f32`, it runs the
