@@ -2,6 +2,7 @@
 //! softmax under it) and the module: its full-sequence forward and KV-cache decoding.
 
 use crate::block_select::{block_pool, keys_of_blocks, mask_of, top_k_candidates};
+use crate::fused::simd::dot;
 use crate::heads::{HeadProjection, KvCache, diagnostics, masked_softmax};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
 use burn::module::Module;
@@ -116,10 +117,65 @@ fn attend(
     (weights.clone().matmul(v), weights, hidden)
 }
 
+/// Each query's key spans for the span kernel, its own block's first (up to itself when
+/// causal), then its chosen blocks: the gate of [`selected_blocks`] computed on the host, per
+/// (batch, head) in parallel: block means, `q·mean(K_j)` over the candidate blocks, the `slots`
+/// highest (ties to the lower block). `q`, `k`: `[bh, t, d]` row-major.
+fn gate_spans(
+    q: &[f32],
+    k: &[f32],
+    [bh, t, d]: [usize; 3],
+    block: usize,
+    topk: usize,
+    causal: bool,
+) -> (Vec<u32>, usize) {
+    use rayon::prelude::*;
+    let n_blocks = t.div_ceil(block);
+    let slots = topk.min(n_blocks.saturating_sub(1));
+    let width = (slots + 1) * 2;
+    let mut spans = vec![0u32; bh * t * width];
+    let span_of = |j: usize| [(j * block) as u32, ((j + 1) * block).min(t) as u32];
+    spans.par_chunks_mut(t * width).enumerate().for_each(|(p, spans)| {
+        let (q, k) = (&q[p * t * d..(p + 1) * t * d], &k[p * t * d..(p + 1) * t * d]);
+        let mut means = vec![0.0f32; n_blocks * d];
+        for (j, mean) in means.chunks_exact_mut(d).enumerate() {
+            let keys = &k[j * block * d..((j + 1) * block).min(t) * d];
+            for row in keys.chunks_exact(d) {
+                mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x);
+            }
+            let size = (keys.len() / d) as f32;
+            mean.iter_mut().for_each(|m| *m /= size);
+        }
+        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(n_blocks);
+        for (i, row) in spans.chunks_exact_mut(width).enumerate() {
+            let own = i / block;
+            let [start, end] = span_of(own);
+            row[..2].copy_from_slice(&[start, if causal { i as u32 + 1 } else { end }]);
+            if slots == 0 {
+                continue;
+            }
+            let qi = &q[i * d..(i + 1) * d];
+            scored.clear();
+            let candidates = (0..n_blocks).filter(|&j| if causal { j < own } else { j != own });
+            scored.extend(candidates.map(|j| (dot(qi, &means[j * d..(j + 1) * d]), j)));
+            // The `slots` best: the highest score first, the lower block first among equals.
+            let keep = slots.min(scored.len());
+            if keep < scored.len() {
+                scored.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            }
+            let mut chosen: Vec<usize> = scored[..keep].iter().map(|&(_, j)| j).collect();
+            chosen.sort_unstable();
+            for (slot, j) in chosen.into_iter().enumerate() {
+                row[2 + 2 * slot..4 + 2 * slot].copy_from_slice(&span_of(j));
+            }
+        }
+    });
+    (spans, slots + 1)
+}
+
 /// [`moba_attention`]'s output from position 0 by the fused span kernel: each query's own block
 /// (up to itself when causal) and chosen blocks as key spans, `O(T·(topk + 1)·block)` instead of
-/// `O(T²)`. The choice is [`selected_blocks`]', read back as each query's list of blocks. Off
-/// flex, the dense form.
+/// `O(T²)`, the gate computed on the host ([`gate_spans`]). Off flex, the dense form.
 ///
 /// # Shapes
 /// - `q`, `k`: `[batch, heads, seq, d]`, `v`: `[batch, heads, seq, d_v]` -> `[batch, heads, seq, d_v]`
@@ -131,23 +187,15 @@ pub fn moba_attention_blocks(
     topk: usize,
     causal: bool,
 ) -> Tensor<4> {
-    let [b, h, t, _] = q.dims();
-    let n_blocks = t.div_ceil(block);
-    let slots = topk.min(n_blocks.saturating_sub(1));
-    let selected = selected_blocks(q.clone(), k.clone(), block, topk, causal, 0);
-    let flags: Vec<f32> =
-        selected.float().into_data().convert::<f32>().try_to_vec().expect("converted to f32");
-    let span_of = |j: usize| [(j * block) as u32, ((j + 1) * block).min(t) as u32];
-    let mut spans = Vec::with_capacity(b * h * t * (slots + 1) * 2);
-    for (r, row) in flags.chunks(n_blocks).enumerate() {
-        let i = r % t;
-        let own = span_of(i / block);
-        spans.extend([own[0], if causal { i as u32 + 1 } else { own[1] }]);
-        let start = spans.len();
-        spans.extend((0..n_blocks).filter(|&j| row[j] > 0.5).take(slots).flat_map(span_of));
-        spans.resize(start + 2 * slots, 0);
+    if !crate::fused::fusable(&q) {
+        return moba_attention(q, k, v, block, topk, causal, 0).0;
     }
-    match crate::fused::span_attention([q, k, v], spans, slots + 1) {
+    let [b, h, t, d] = q.dims();
+    let host = |x: &Tensor<4>| -> Vec<f32> {
+        x.clone().detach().into_data().convert::<f32>().try_to_vec().expect("converted to f32")
+    };
+    let (spans, n_spans) = gate_spans(&host(&q), &host(&k), [b * h, t, d], block, topk, causal);
+    match crate::fused::span_attention([q, k, v], spans, n_spans) {
         Ok(y) => y,
         Err(x) => {
             let [q, k, v] = *x;

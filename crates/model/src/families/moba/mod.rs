@@ -22,9 +22,10 @@
 //!
 //! **Forms.** Training (no diagnostics asked) runs the fused span kernel
 //! (`fused::span_attention`, via [`moba_attention_blocks`]): each query's softmax over its own
-//! and chosen blocks' keys only, `O(T·(topk + 1)·block)` time and memory (the gate's
-//! `q·mean(K_j)` stays `O(T²/block)`), its block means and top-k choice computed as tensors and
-//! read back as each query's block list. The dense form,
+//! and chosen blocks' keys only, `O(T·(topk + 1)·block)` time and memory. Its gate (block means,
+//! `q·mean(K_j)` over the candidates, the top `topk`) runs on the host per (batch, head), `O(T²/
+//! block)` time but only `O(T/block)` memory, and hands the kernel each query's spans. The dense
+//! form,
 //! softmax under the MoBA mask (`O(T²)`), is the obviously-right one the kernel is tested
 //! against, and what runs with diagnostics (which need every weight), off flex, and when
 //! decoding. A form gathering each query's keys with Burn's `gather` was measured too and lost to
