@@ -343,8 +343,8 @@ pub fn fusable<const D: usize>(x: &Tensor<D>) -> bool {
 /// caller runs its masked dense form.
 ///
 /// # Shapes
-/// - `x = [q, k, v]`: `[batch, heads, seq, d]`, `v` `[batch, heads, seq, d_v]`
-///   -> `[batch, heads, seq, d_v]`
+/// - `x = [q, k, v]`: `q` `[batch, heads, seq, d]`, `k` `[batch, heads, seq_k, d]`, `v`
+///   `[batch, heads, seq_k, d_v]` -> `[batch, heads, seq, d_v]`
 pub fn span_attention(
     x: [Tensor<4>; 3],
     spans: Vec<u32>,
@@ -353,15 +353,17 @@ pub fn span_attention(
     #[cfg(feature = "flex")]
     {
         let [b, h, t, d] = x[0].dims();
+        let seq_k = x[1].dims()[2];
         let dims = span_attention::Dims {
             bh: b * h,
             seq: t,
+            seq_k,
             d,
             dv: x[2].dims()[3],
             spans: n_spans,
             scale: (d as f32).sqrt().recip(),
         };
-        let in_range = spans.iter().all(|&p| p as usize <= t);
+        let in_range = spans.iter().all(|&p| p as usize <= seq_k);
         if t == 0 || b * h == 0 || spans.len() != b * h * t * n_spans * 2 || !in_range {
             return Err(Box::new(x));
         }

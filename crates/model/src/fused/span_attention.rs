@@ -22,7 +22,10 @@ use rayon::prelude::*;
 pub struct Dims {
     /// Batch × heads.
     pub bh: usize,
+    /// Queries per (batch, head).
     pub seq: usize,
+    /// Keys (and values) per (batch, head).
+    pub seq_k: usize,
     pub d: usize,
     pub dv: usize,
     /// Spans listed per query (an unused one is empty: start = end).
@@ -40,14 +43,15 @@ fn row(x: &[f32], l: usize, d: usize) -> &[f32] {
     &x[l * d..(l + 1) * d]
 }
 
-/// `y` (`[bh, seq, d_v]`) and each query's log-sum-exp (`[bh, seq]`). `q`, `k`: `[bh, seq, d]`,
-/// `v`: `[bh, seq, d_v]`, `spans`: `[bh, seq, spans, 2]` key positions `(start, end)`.
+/// `y` (`[bh, seq, d_v]`) and each query's log-sum-exp (`[bh, seq]`). `q`: `[bh, seq, d]`, `k`:
+/// `[bh, seq_k, d]`, `v`: `[bh, seq_k, d_v]`, `spans`: `[bh, seq, spans, 2]` key positions
+/// `(start, end)`.
 pub fn forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], spans: &[u32]) -> (Vec<f32>, Vec<f32>) {
-    let Dims { seq: t, d, dv, spans: r, .. } = dims;
+    let Dims { seq: t, seq_k: tk, d, dv, spans: r, .. } = dims;
     let mut y = vec![0.0; dims.bh * t * dv];
     let mut lse = vec![0.0; dims.bh * t];
     y.par_chunks_mut(t * dv).zip(lse.par_chunks_mut(t)).enumerate().for_each(|(p, (y, lse))| {
-        let (q, k, v) = (&q[p * t * d..], &k[p * t * d..], &v[p * t * dv..]);
+        let (q, k, v) = (&q[p * t * d..], &k[p * tk * d..], &v[p * tk * dv..]);
         let spans = &spans[p * t * r * 2..(p + 1) * t * r * 2];
         let mut scores = Vec::new();
         for i in 0..t {
@@ -91,16 +95,16 @@ pub fn backward(
     lse: &[f32],
     dy: &[f32],
 ) -> [Vec<f32>; 3] {
-    let Dims { seq: t, d, dv, spans: r, scale, .. } = dims;
+    let Dims { seq: t, seq_k: tk, d, dv, spans: r, scale, .. } = dims;
     let mut dq = vec![0.0; dims.bh * t * d];
-    let mut dk = vec![0.0; dims.bh * t * d];
-    let mut dvv = vec![0.0; dims.bh * t * dv];
+    let mut dk = vec![0.0; dims.bh * tk * d];
+    let mut dvv = vec![0.0; dims.bh * tk * dv];
     dq.par_chunks_mut(t * d)
-        .zip(dk.par_chunks_mut(t * d))
-        .zip(dvv.par_chunks_mut(t * dv))
+        .zip(dk.par_chunks_mut(tk * d))
+        .zip(dvv.par_chunks_mut(tk * dv))
         .enumerate()
         .for_each(|(p, ((dq, dk), dvv))| {
-            let (q, k, v) = (&q[p * t * d..], &k[p * t * d..], &v[p * t * dv..]);
+            let (q, k, v) = (&q[p * t * d..], &k[p * tk * d..], &v[p * tk * dv..]);
             let (dy, lse) = (&dy[p * t * dv..], &lse[p * t..]);
             let spans = &spans[p * t * r * 2..(p + 1) * t * r * 2];
             let (mut probs, mut dps) = (Vec::new(), Vec::new());
@@ -158,19 +162,19 @@ mod tests {
     /// Query `i`'s keys, every position inside one of its spans, and the softmax over them in
     /// f64 (zero without keys).
     fn naive_forward(dims: Dims, q: &[f32], k: &[f32], v: &[f32], spans: &[u32]) -> Vec<f64> {
-        let Dims { bh, seq: t, d, dv, spans: r, scale } = dims;
+        let Dims { bh, seq: t, seq_k: tk, d, dv, spans: r, scale } = dims;
         let mut y = vec![0.0; bh * t * dv];
         for p in 0..bh {
             for i in 0..t {
                 let mine = &spans[(p * t + i) * r * 2..(p * t + i + 1) * r * 2];
-                let keys: Vec<usize> = (0..t)
+                let keys: Vec<usize> = (0..tk)
                     .filter(|&l| mine.chunks(2).any(|s| s[0] as usize <= l && l < s[1] as usize))
                     .collect();
                 let s: Vec<f64> = keys
                     .iter()
                     .map(|&l| {
                         (0..d)
-                            .map(|c| q[(p * t + i) * d + c] as f64 * k[(p * t + l) * d + c] as f64)
+                            .map(|c| q[(p * t + i) * d + c] as f64 * k[(p * tk + l) * d + c] as f64)
                             .sum::<f64>()
                             * scale as f64
                     })
@@ -180,7 +184,7 @@ mod tests {
                 for (n, &l) in keys.iter().enumerate() {
                     let w = (s[n] - m).exp() / z;
                     for c in 0..dv {
-                        y[(p * t + i) * dv + c] += w * v[(p * t + l) * dv + c] as f64;
+                        y[(p * t + i) * dv + c] += w * v[(p * tk + l) * dv + c] as f64;
                     }
                 }
             }
@@ -188,11 +192,11 @@ mod tests {
         y
     }
 
-    /// `r` disjoint spans per query from a fixed pseudo-random rule: cut `0..seq` at `2r` sorted
+    /// `r` disjoint spans per query from a fixed pseudo-random rule: cut `0..seq_k` at `2r` sorted
     /// random points and keep every other piece, so some spans are empty; the last query of
     /// each (batch, head) gets none at all.
     fn random_spans(dims: Dims, seed: u64) -> Vec<u32> {
-        let (t, r) = (dims.seq, dims.spans);
+        let (t, tk, r) = (dims.seq, dims.seq_k, dims.spans);
         let u = normal(dims.bh * t * 2 * r, seed);
         let mut out = vec![0u32; dims.bh * t * r * 2];
         for row in 0..dims.bh * t {
@@ -201,7 +205,7 @@ mod tests {
             }
             let mut cuts: Vec<u32> = u[row * 2 * r..(row + 1) * 2 * r]
                 .iter()
-                .map(|x| ((x + 1.0) / 2.0 * t as f32) as u32)
+                .map(|x| ((x + 1.0) / 2.0 * tk as f32) as u32)
                 .collect();
             cuts.sort();
             out[row * r * 2..(row + 1) * r * 2].copy_from_slice(&cuts);
@@ -211,11 +215,11 @@ mod tests {
 
     #[test]
     fn forward_matches_the_naive_rule_in_f64() {
-        for (r, seq) in [(1, 13), (2, 11), (3, 40)] {
-            let dims = Dims { bh: 3, seq, d: 5, dv: 6, spans: r, scale: 0.7 };
+        for (r, seq, seq_k) in [(1, 13, 13), (2, 11, 11), (3, 40, 40), (2, 12, 5)] {
+            let dims = Dims { bh: 3, seq, seq_k, d: 5, dv: 6, spans: r, scale: 0.7 };
             let q = normal(3 * seq * 5, 1);
-            let k = normal(3 * seq * 5, 2);
-            let v = normal(3 * seq * 6, 3);
+            let k = normal(3 * seq_k * 5, 2);
+            let v = normal(3 * seq_k * 6, 3);
             let spans = random_spans(dims, 4 + r as u64);
             let (y, _) = forward(dims, &q, &k, &v, &spans);
             for (a, b) in y.iter().zip(naive_forward(dims, &q, &k, &v, &spans)) {
@@ -227,9 +231,10 @@ mod tests {
     /// Each gradient against central differences of the f64 oracle's `Σ dy·y`.
     #[test]
     fn backward_matches_finite_differences_of_the_oracle() {
-        for (r, seq) in [(2, 10), (3, 9)] {
-            let dims = Dims { bh: 2, seq, d: 4, dv: 3, spans: r, scale: 0.5 };
-            let mut x = [normal(2 * seq * 4, 11), normal(2 * seq * 4, 12), normal(2 * seq * 3, 13)];
+        for (r, seq, seq_k) in [(2, 10, 10), (3, 9, 9), (2, 8, 3)] {
+            let dims = Dims { bh: 2, seq, seq_k, d: 4, dv: 3, spans: r, scale: 0.5 };
+            let mut x =
+                [normal(2 * seq * 4, 11), normal(2 * seq_k * 4, 12), normal(2 * seq_k * 3, 13)];
             let dy = normal(2 * seq * 3, 14);
             let spans = random_spans(dims, 15 + r as u64);
             let (_, lse) = forward(dims, &x[0], &x[1], &x[2], &spans);

@@ -4,6 +4,7 @@
 
 use crate::block_select::{block_pool, keys_of_blocks, mask_of, top_k_candidates};
 use crate::fused;
+use crate::fused::simd::dot;
 use crate::heads::{HeadProjection, KvCache, masked_softmax, sequence_diagnostics};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
 use burn::module::Module;
@@ -143,10 +144,70 @@ pub fn nsa_branches(
     }
 }
 
-/// [`nsa_attention`]'s output from position 0 with the selected and window branches on the fused
-/// span kernel: each query reads its selected blocks (its own up to itself) and its last
-/// `window` keys only, `O(T·(topk·block + window))` instead of `O(T²)`; the compressed branch
-/// and the selection are [`nsa_branches`]' own. Off flex, the dense form.
+/// The selected branch's blocks from the compressed probabilities, on the host: for each query,
+/// `p_j = softmax_j(scale·q·mean(K_j))` over its complete blocks, summed over the query heads
+/// of a key/value head, the `topk − 1` highest past blocks (ties to the lower block) and its own.
+/// Returns each query's `topk` spans, the own block cut at the query. `q`, `k_cmp`: `[bh, t, d]`
+/// and `[bh, complete, d]` row-major, heads in groups of `group` sharing a key/value head.
+fn selected_spans(
+    q: &[f32],
+    k_cmp: &[f32],
+    [bh, t, d, complete]: [usize; 4],
+    pattern: NsaPattern,
+    group: usize,
+) -> Vec<u32> {
+    use rayon::prelude::*;
+    let NsaPattern { block, topk, .. } = pattern;
+    let scale = (d as f32).sqrt().recip();
+    let mut spans = vec![0u32; bh * t * topk * 2];
+    // One key/value head's queries at a time: their heads' probabilities are summed.
+    spans.par_chunks_mut(group * t * topk * 2).enumerate().for_each(|(kv, spans)| {
+        let mut importance = vec![0.0f32; complete];
+        let mut scores = vec![0.0f32; complete];
+        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(complete);
+        for i in 0..t {
+            let own = i / block;
+            let visible = ((i + 1) / block).min(complete);
+            importance.fill(0.0);
+            for g in 0..group {
+                let p = kv * group + g;
+                let qi = &q[(p * t + i) * d..(p * t + i + 1) * d];
+                let keys = &k_cmp[p * complete * d..(p + 1) * complete * d];
+                let s = &mut scores[..visible];
+                for (j, x) in s.iter_mut().enumerate() {
+                    *x = scale * dot(qi, &keys[j * d..(j + 1) * d]);
+                }
+                let m = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                s.iter_mut().for_each(|x| *x = (*x - m).exp());
+                let z: f32 = s.iter().sum();
+                importance.iter_mut().zip(s.iter()).for_each(|(w, &x)| *w += x / z);
+            }
+            scored.clear();
+            scored.extend((0..own).map(|j| (importance[j], j)));
+            let keep = (topk - 1).min(scored.len());
+            if keep < scored.len() {
+                scored.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            }
+            let mut chosen: Vec<usize> = scored[..keep].iter().map(|&(_, j)| j).collect();
+            chosen.push(own);
+            chosen.sort_unstable();
+            for g in 0..group {
+                let row = &mut spans[(g * t + i) * topk * 2..(g * t + i + 1) * topk * 2];
+                for (slot, &j) in chosen.iter().enumerate() {
+                    let end = if j == own { i + 1 } else { ((j + 1) * block).min(t) };
+                    row[2 * slot..2 * slot + 2].copy_from_slice(&[(j * block) as u32, end as u32]);
+                }
+            }
+        }
+    });
+    spans
+}
+
+/// [`nsa_attention`]'s output from position 0 with all three branches on the fused span kernel:
+/// the compressed branch over the block means (a query reads its complete blocks), the selected
+/// branch over its `topk` blocks (its own up to itself), the window over its last `window` keys;
+/// the selection from the compressed probabilities on the host ([`selected_spans`]). Time
+/// `O(T·(T/block + topk·block + window))`, memory `O(T)`. Off flex, the dense form.
 ///
 /// # Shapes
 /// - as [`nsa_attention`] with `q_offset = 0` -> `[batch, heads, seq, d_v]`
@@ -158,33 +219,48 @@ pub fn nsa_attention_spans(
     pattern: NsaPattern,
     group: usize,
 ) -> Tensor<4> {
-    let NsaPattern { block, topk, window } = pattern;
-    let [_, _, t, _] = q.dims();
-    let (compressed, _, selection) =
-        compress_and_select(q.clone(), k.clone(), v.clone(), pattern, group, 0);
-    let n_blocks = t.div_ceil(block);
-    let flags: Vec<f32> =
-        selection.float().into_data().convert::<f32>().try_to_vec().expect("converted to f32");
-    // Selected: at most `topk` blocks a query, the own one cut at the query.
-    let mut selected = Vec::with_capacity(flags.len() / n_blocks * topk * 2);
-    let mut windowed = Vec::with_capacity(flags.len() / n_blocks * 2);
-    for (r, row) in flags.chunks(n_blocks).enumerate() {
-        let i = r % t;
-        let start = selected.len();
-        for j in (0..n_blocks).filter(|&j| row[j] > 0.5).take(topk) {
-            let end = if j == i / block { i + 1 } else { ((j + 1) * block).min(t) };
-            selected.extend([(j * block) as u32, end as u32]);
-        }
-        selected.resize(start + 2 * topk, 0);
-        windowed.extend([(i + 1).saturating_sub(window) as u32, i as u32 + 1]);
+    if !fused::fusable(&q) {
+        return nsa_attention(q, k, v, gates, pattern, group, 0).0;
     }
-    let branch = |spans: Vec<u32>, n: usize| {
-        fused::span_attention([q.clone(), k.clone(), v.clone()], spans, n).ok()
+    let NsaPattern { block, topk, window } = pattern;
+    let [b, h, t, d] = q.dims();
+    let dv = v.dims()[3];
+    let complete = t / block;
+    let host = |x: &Tensor<4>| -> Vec<f32> {
+        x.clone().detach().into_data().convert::<f32>().try_to_vec().expect("converted to f32")
     };
-    match (branch(selected, topk), branch(windowed, 1)) {
-        (Some(slc), Some(win)) => {
+    let mean = |x: &Tensor<4>, w: usize| {
+        x.clone().narrow(2, 0, complete * block).reshape([b, h, complete, block, w]).mean_dim(3)
+    };
+    // The block means by a reshape (`O(T·d)`), none before the first block is complete.
+    let means = (complete > 0).then(|| {
+        (mean(&k, d).reshape([b, h, complete, d]), mean(&v, dv).reshape([b, h, complete, dv]))
+    });
+    let k_host = means.as_ref().map_or_else(Vec::new, |(k_cmp, _)| host(k_cmp));
+    let selected = selected_spans(&host(&q), &k_host, [b * h, t, d, complete], pattern, group);
+    let (compressed_spans, windowed): (Vec<u32>, Vec<u32>) = (0..b * h * t)
+        .map(|r| {
+            let i = r % t;
+            let seen = ((i + 1) / block).min(complete) as u32;
+            ([0, seen], [(i + 1).saturating_sub(window) as u32, i as u32 + 1])
+        })
+        .fold((Vec::new(), Vec::new()), |(mut c, mut w), (a, b)| {
+            c.extend(a);
+            w.extend(b);
+            (c, w)
+        });
+    let branch =
+        |x: [Tensor<4>; 3], spans: Vec<u32>, n: usize| fused::span_attention(x, spans, n).ok();
+    let compressed = match means {
+        Some((k_cmp, v_cmp)) => branch([q.clone(), k_cmp, v_cmp], compressed_spans, 1),
+        None => Some(Tensor::<4>::zeros([b, h, t, dv], &q.device())),
+    };
+    let slc = branch([q.clone(), k.clone(), v.clone()], selected, topk);
+    let win = branch([q.clone(), k.clone(), v.clone()], windowed, 1);
+    match (compressed, slc, win) {
+        (Some(cmp), Some(slc), Some(win)) => {
             let g = |branch: usize| gates.clone().narrow(3, branch, 1);
-            compressed * g(0) + slc * g(1) + win * g(2)
+            cmp * g(0) + slc * g(1) + win * g(2)
         }
         _ => nsa_attention(q, k, v, gates, pattern, group, 0).0,
     }

@@ -37,10 +37,11 @@
 //! softmaxes (and the compressed keys' means). `W_g` has no bias, as in the reference. `window`
 //! at least the length is causal softmax. NSA is causal: a bidirectional model is refused.
 //!
-//! **Forms.** Training (no diagnostics asked) runs the selected and window branches on the
-//! fused span kernel (`fused::span_attention`, via [`nsa_attention_spans`]): a query reads its
-//! `topk` blocks (its own up to itself) and its last `window` keys only, `O(T·(topk·block +
-//! window))`; the compressed branch and the selection stay tensors (`O(T²/block)`). Three dense
+//! **Forms.** Training (no diagnostics asked) runs all three branches on the fused span kernel
+//! (`fused::span_attention`, via [`nsa_attention_spans`]): a query reads its complete blocks'
+//! means, its `topk` blocks (its own up to itself) and its last `window` keys only,
+//! `O(T·(T/block + topk·block + window))` time and `O(T)` memory, with the selection computed on
+//! the host from the compressed probabilities. Three dense
 //! softmaxes under masks (`O(T²)`) are the obviously-right form the kernel is tested against,
 //! and what runs with diagnostics, off flex, and when decoding. Decoding keeps softmax's KV cache (`2·d·L` floats)
 //! and recomputes the block means over it, which is exact: a complete block never changes. The

@@ -280,9 +280,10 @@ fn the_kernel_matches_the_naive_oracle_in_selection_outputs_and_gradients() {
     );
 }
 
-/// The span-kernel form (training's) against the dense kernel on fresh inputs: outputs and the
-/// gradients of q, k, v and the gates; a short last block, shared selections, a window wider
-/// than the sequence and one narrower than a block.
+/// The span-kernel form (training's: all three branches on the kernel, the selection on the
+/// host) against the dense kernel on fresh inputs: outputs and the gradients of q, k, v and the
+/// gates; a short last block, shared selections, a window wider than the sequence and one
+/// narrower than a block, no complete block.
 #[test]
 fn the_span_kernel_form_equals_the_dense_kernel() {
     let cases = [
@@ -292,6 +293,8 @@ fn the_span_kernel_form_equals_the_dense_kernel() {
         (2, 3, 4, 4, 2, 16),
         (4, 1, 16, 2, 1, 13),
         (8, 3, 2, 2, 2, 40),
+        // No block complete yet: the compressed branch is zero.
+        (16, 2, 4, 2, 1, 13),
     ];
     for (n, (block, topk, window, heads, group, t)) in cases.into_iter().enumerate() {
         let pattern = NsaPattern { block, topk, window };
