@@ -324,18 +324,6 @@ pub fn gated_recurrence(
     }
 }
 
-/// Whether this module's kernels run on `x` (an `f32` flex tensor, with or without autodiff)
-/// rather than the composed formulas: for callers that prepare a kernel's inputs on the host.
-pub fn fusable<const D: usize>(x: &Tensor<D>) -> bool {
-    #[cfg(feature = "flex")]
-    return flex::is_flex(x);
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = x;
-        false
-    }
-}
-
 /// Softmax attention of each query over the key spans listed for it (the sparse attention of
 /// MoBA and of NSA's selected and window branches), fused on flex in `O(T·|spans|·d)`: `spans`
 /// is `[batch, heads, seq, n_spans, 2]` key positions `(start, end)`, disjoint per query, an

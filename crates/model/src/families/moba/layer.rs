@@ -187,7 +187,7 @@ pub fn moba_attention_blocks(
     topk: usize,
     causal: bool,
 ) -> Tensor<4> {
-    if !crate::fused::fusable(&q) {
+    if !crate::fused::runs_fused(&q) {
         return moba_attention(q, k, v, block, topk, causal, 0).0;
     }
     let [b, h, t, d] = q.dims();

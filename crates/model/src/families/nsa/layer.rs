@@ -219,7 +219,7 @@ pub fn nsa_attention_spans(
     pattern: NsaPattern,
     group: usize,
 ) -> Tensor<4> {
-    if !fused::fusable(&q) {
+    if !fused::runs_fused(&q) {
         return nsa_attention(q, k, v, gates, pattern, group, 0).0;
     }
     let NsaPattern { block, topk, window } = pattern;

@@ -36,11 +36,6 @@ pub(super) fn classify<const D: usize>(x: Tensor<D>) -> Input<D> {
     }
 }
 
-/// Whether the fused kernels run on `x`: an `f32` flex tensor, with or without autodiff.
-pub fn is_flex<const D: usize>(x: &Tensor<D>) -> bool {
-    !matches!(classify(x.clone()), Input::Other(_))
-}
-
 /// The tensor's elements in row-major order (copied only when it is a strided view).
 pub(super) fn contiguous(t: &FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() { t.clone() } else { t.to_contiguous() }
