@@ -74,12 +74,12 @@ pub struct Saved {
     pub checkpoints: Vec<f32>,
 }
 
-/// `u = Sᵀ α` into `u` (`d_v`).
+/// `out = Sᵀ x` (`d_v`): the removal read `u = Sᵀ α` and the output `y = Sᵀ r`.
 #[inline(always)]
-fn removal(s: &[f32], alpha: &[f32], u: &mut [f32]) {
-    u.fill(0.0);
-    for (row, &a) in s.chunks_exact(u.len()).zip(alpha) {
-        u.iter_mut().zip(row).for_each(|(u, &e)| *u += a * e);
+fn transposed_times(s: &[f32], x: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (row, &a) in s.chunks_exact(out.len()).zip(x) {
+        out.iter_mut().zip(row).for_each(|(o, &e)| *o += a * e);
     }
 }
 
@@ -87,7 +87,7 @@ fn removal(s: &[f32], alpha: &[f32], u: &mut [f32]) {
 #[inline(always)]
 fn step(dims: Dims, x: Sequence<'_>, t: usize, prev: &[f32], next: &mut [f32], u: &mut [f32]) {
     let (dk, dv) = (dims.dk, dims.dv);
-    removal(prev, Sequence::row(x.alpha, t, dk), u);
+    transposed_times(prev, Sequence::row(x.alpha, t, dk), u);
     let (lw, b, k) =
         (Sequence::row(x.log_w, t, dk), Sequence::row(x.beta, t, dk), Sequence::row(x.k, t, dk));
     let v = Sequence::row(x.v, t, dv);
@@ -96,15 +96,6 @@ fn step(dims: Dims, x: Sequence<'_>, t: usize, prev: &[f32], next: &mut [f32], u
         for (((o, &e), &u), &v) in out.iter_mut().zip(row).zip(u.iter()).zip(v) {
             *o = w * e + bi * u + ki * v;
         }
-    }
-}
-
-/// `y = Sᵀ r` into `y` (`d_v`).
-#[inline(always)]
-fn read(s: &[f32], r: &[f32], y: &mut [f32]) {
-    y.fill(0.0);
-    for (row, &ri) in s.chunks_exact(y.len()).zip(r) {
-        y.iter_mut().zip(row).for_each(|(y, &e)| *y += ri * e);
     }
 }
 
@@ -132,7 +123,7 @@ fn sequence_forward_body(
         }
         step(dims, x, t, &s, &mut next, &mut u);
         std::mem::swap(&mut s, &mut next);
-        read(&s, Sequence::row(x.r, t, dk), &mut y[t * dv..(t + 1) * dv]);
+        transposed_times(&s, Sequence::row(x.r, t, dk), &mut y[t * dv..(t + 1) * dv]);
     }
 }
 
