@@ -14,7 +14,7 @@
 //!   from `∂L/∂b_j`; `e^{b_i}` adds `q_i·(e^{b_i} S dy_i)` and `k_i·(−e^{b_i} S dr_i)` to
 //!   `∂L/∂b_i`, `e^{b_n}` adds `e^{b_n}⟨dS, S⟩` to `∂L/∂b_n`; then `dg_i = Σ_{m ≥ i} ∂L/∂b_m`.
 
-use super::blocks::{PerHead, Scratch, rows, substitute_backward};
+use super::blocks::{PerHead, Scratch, block_values, rows, substitute_backward};
 use super::form::{BlockBackward, Grads};
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
@@ -98,7 +98,7 @@ impl BlockBackward for PerHead {
         let (q, k) = (rows(x.q, t0 * dk, n, dk), rows(x.k, t0 * dk, n, dk));
         let dyb = rows(dy, t0 * dv, n, dv);
         let (state, dstate) = (rows(s, 0, dk, dv), rows(ds, 0, dk, dv));
-        let u = rows(w.values(dims, x, t0, n), 0, n, dv);
+        let u = rows(block_values(&w.u, dims, x, t0, n), 0, n, dv);
         let (gamma, decay) = (&w.gamma[..n * n], &w.decay[..n]);
         let (du, db) = (&mut a.du[..n * dv], &mut a.db[..n]);
         db.fill(0.0);

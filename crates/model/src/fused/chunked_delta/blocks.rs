@@ -43,17 +43,19 @@ impl Scratch {
             kd: vec![0.0; block * dims.dk],
         }
     }
+}
 
-    /// `U` of the block of `n` tokens from `t0`: the computed one, or `V` without the delta rule.
-    pub(super) fn values<'a>(
-        &'a self,
-        dims: Dims,
-        x: Sequence<'a>,
-        t0: usize,
-        n: usize,
-    ) -> &'a [f32] {
-        if dims.delta { &self.u[..n * dims.dv] } else { &x.v[t0 * dims.dv..(t0 + n) * dims.dv] }
-    }
+/// `U` of the block of `n` tokens from `t0`: the computed `u` under the delta rule, `V` itself
+/// without it. Both forms' scratch reads its values through this.
+#[inline(always)]
+pub(super) fn block_values<'a>(
+    u: &'a [f32],
+    dims: Dims,
+    x: Sequence<'a>,
+    t0: usize,
+    n: usize,
+) -> &'a [f32] {
+    if dims.delta { &u[..n * dims.dv] } else { &x.v[t0 * dims.dv..(t0 + n) * dims.dv] }
 }
 
 /// The delta rule's forward substitution inside a block of `n = beta.len()` tokens: with `R`'s
@@ -187,7 +189,7 @@ impl BlockForward for PerHead {
         for (row, &e) in y.chunks_exact_mut(dv).zip(&w.decay[..n]) {
             row.iter_mut().for_each(|x| *x *= e);
         }
-        let u = w.values(dims, x, t0, n);
+        let u = block_values(&w.u, dims, x, t0, n);
         matmul_into(y, 0, dv, rows(&w.qk, 0, n, n), rows(u, 0, n, dv), 1.0, true);
     }
 
@@ -197,7 +199,7 @@ impl BlockForward for PerHead {
         let (dk, dv) = (dims.dk, dims.dv);
         let carry = w.decay[n - 1];
         s.iter_mut().for_each(|e| *e *= carry);
-        let u = w.values(dims, x, t0, n);
+        let u = block_values(&w.u, dims, x, t0, n);
         matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
     }
 }

@@ -2,7 +2,7 @@
 //! by block in reverse from the forward's checkpoints, replaying its block partition.
 
 use super::blocks::{PerChannel, Scratch};
-use crate::fused::chunked_delta::blocks::{rows, substitute_backward};
+use crate::fused::chunked_delta::blocks::{block_values, rows, substitute_backward};
 use crate::fused::chunked_delta::form::{BlockBackward, Grads};
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
@@ -64,7 +64,7 @@ impl BlockBackward for PerChannel {
         let nk = n * dk;
         let dyb = rows(dy, t0 * dv, n, dv);
         let (state, dstate) = (rows(s, 0, dk, dv), rows(ds, 0, dk, dv));
-        let u = rows(w.values(dims, x, t0, n), 0, n, dv);
+        let u = rows(block_values(&w.u, dims, x, t0, n), 0, n, dv);
         let (du, dz, db) = (&mut a.du[..n * dv], &mut a.dz[..nk], &mut a.db[..nk]);
         let (dqb, dkb) = (&mut dq[t0 * dk..(t0 + n) * dk], &mut dk_out[t0 * dk..(t0 + n) * dk]);
         db.fill(0.0);

@@ -2,7 +2,7 @@
 //! partition, the factors and products, the outputs and the state's advance (formulas in the
 //! parent's header).
 
-use crate::fused::chunked_delta::blocks::{rows, substitute};
+use crate::fused::chunked_delta::blocks::{block_values, rows, substitute};
 use crate::fused::chunked_delta::form::BlockForward;
 use crate::fused::gated_recurrence::{Dims, Sequence};
 use crate::fused::matmul::matmul_into;
@@ -91,17 +91,6 @@ impl Scratch {
             r: vec![0.0; nv],
             u: vec![0.0; nv],
         }
-    }
-
-    /// `U` of the block of `n` tokens from `t0`: the computed one, or `V` without the delta rule.
-    pub(super) fn values<'a>(
-        &'a self,
-        dims: Dims,
-        x: Sequence<'a>,
-        t0: usize,
-        n: usize,
-    ) -> &'a [f32] {
-        if dims.delta { &self.u[..n * dims.dv] } else { &x.v[t0 * dims.dv..(t0 + n) * dims.dv] }
     }
 }
 
@@ -198,7 +187,7 @@ impl BlockForward for PerChannel {
     ) {
         let (dk, dv) = (dims.dk, dims.dv);
         matmul_into(y, 0, dv, rows(&w.qe, 0, n, dk), rows(s, 0, dk, dv), 1.0, false);
-        let u = w.values(dims, x, t0, n);
+        let u = block_values(&w.u, dims, x, t0, n);
         matmul_into(y, 0, dv, rows(&w.p, 0, n, n), rows(u, 0, n, dv), 1.0, true);
     }
 
@@ -210,7 +199,7 @@ impl BlockForward for PerChannel {
         for (row, &c) in s.chunks_exact_mut(dv).zip(carry) {
             row.iter_mut().for_each(|e| *e *= c);
         }
-        let u = w.values(dims, x, t0, n);
+        let u = block_values(&w.u, dims, x, t0, n);
         matmul_into(s, 0, dv, rows(&w.kd, 0, n, dk).t(), rows(u, 0, n, dv), 1.0, true);
     }
 }
