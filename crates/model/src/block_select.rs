@@ -1,6 +1,7 @@
 //! What the block-sparse families (`moba`, `nsa`) share: masks from a rule over (row, column),
 //! the pooling matrix that averages keys block by block, the top-k choice among candidate blocks
-//! with ties to the lower index, and a choice of blocks widened to their keys.
+//! with ties to the lower index (as tensors, and on the host for the span kernels' gates), and a
+//! choice of blocks widened to their keys.
 //!
 //! Keys are cut into blocks of `block` positions: block `j` holds keys `j·block .. (j + 1)·block`
 //! (the last one shorter when `block` does not divide the length).
@@ -74,4 +75,22 @@ pub fn keys_of_blocks(chosen: Tensor<4, Bool>, seq_k: usize, block: usize) -> Te
     let block_of: Vec<i64> = (0..seq_k).map(|l| (l / block) as i64).collect();
     let block_of = Tensor::<1, Int>::from_data(TensorData::new(block_of, [seq_k]), &device);
     chosen.float().select(3, block_of).greater_elem(0.5)
+}
+
+/// The `keep` best of `scored` (`(score, block)` pairs): the highest score first, the lower block
+/// among equals, as [`top_k_candidates`] chooses; returned in ascending block order. `scored` is
+/// reordered.
+pub fn top_blocks(scored: &mut [(f32, usize)], keep: usize) -> Vec<usize> {
+    let keep = keep.min(scored.len());
+    if keep < scored.len() {
+        scored.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    let mut chosen: Vec<usize> = scored[..keep].iter().map(|&(_, j)| j).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// A tensor's values, row-major, without gradient: what a gate computed on the host reads.
+pub fn host_values(x: &Tensor<4>) -> Vec<f32> {
+    x.clone().detach().into_data().convert::<f32>().try_to_vec().expect("converted to f32")
 }

@@ -1,7 +1,9 @@
 //! The MoBA kernel on projected heads (the gate, the top-k block choice, the mask it makes and
 //! softmax under it) and the module: its full-sequence forward and KV-cache decoding.
 
-use crate::block_select::{block_pool, keys_of_blocks, mask_of, top_k_candidates};
+use crate::block_select::{
+    block_pool, host_values, keys_of_blocks, mask_of, top_blocks, top_k_candidates,
+};
 use crate::fused::simd::dot;
 use crate::heads::{HeadProjection, KvCache, diagnostics, masked_softmax};
 use crate::mixer::{MixContext, MixOutput, SequenceMixer};
@@ -158,14 +160,7 @@ fn gate_spans(
             scored.clear();
             let candidates = (0..n_blocks).filter(|&j| if causal { j < own } else { j != own });
             scored.extend(candidates.map(|j| (dot(qi, &means[j * d..(j + 1) * d]), j)));
-            // The `slots` best: the highest score first, the lower block first among equals.
-            let keep = slots.min(scored.len());
-            if keep < scored.len() {
-                scored.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            }
-            let mut chosen: Vec<usize> = scored[..keep].iter().map(|&(_, j)| j).collect();
-            chosen.sort_unstable();
-            for (slot, j) in chosen.into_iter().enumerate() {
+            for (slot, j) in top_blocks(&mut scored, slots).into_iter().enumerate() {
                 row[2 + 2 * slot..4 + 2 * slot].copy_from_slice(&span_of(j));
             }
         }
@@ -191,10 +186,8 @@ pub fn moba_attention_blocks(
         return moba_attention(q, k, v, block, topk, causal, 0).0;
     }
     let [b, h, t, d] = q.dims();
-    let host = |x: &Tensor<4>| -> Vec<f32> {
-        x.clone().detach().into_data().convert::<f32>().try_to_vec().expect("converted to f32")
-    };
-    let (spans, n_spans) = gate_spans(&host(&q), &host(&k), [b * h, t, d], block, topk, causal);
+    let (spans, n_spans) =
+        gate_spans(&host_values(&q), &host_values(&k), [b * h, t, d], block, topk, causal);
     match crate::fused::span_attention([q, k, v], spans, n_spans) {
         Ok(y) => y,
         Err(x) => {

@@ -2,7 +2,9 @@
 //! selection it makes, the three masked softmaxes and their gated sum) and the module: its
 //! full-sequence forward and KV-cache decoding.
 
-use crate::block_select::{block_pool, keys_of_blocks, mask_of, top_k_candidates};
+use crate::block_select::{
+    block_pool, host_values, keys_of_blocks, mask_of, top_blocks, top_k_candidates,
+};
 use crate::fused;
 use crate::fused::simd::dot;
 use crate::heads::{HeadProjection, KvCache, masked_softmax, sequence_diagnostics};
@@ -184,13 +186,9 @@ fn selected_spans(
             }
             scored.clear();
             scored.extend((0..own).map(|j| (importance[j], j)));
-            let keep = (topk - 1).min(scored.len());
-            if keep < scored.len() {
-                scored.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            }
-            let mut chosen: Vec<usize> = scored[..keep].iter().map(|&(_, j)| j).collect();
+            // The past blocks chosen all lie below the own one, so it stays last in order.
+            let mut chosen = top_blocks(&mut scored, topk - 1);
             chosen.push(own);
-            chosen.sort_unstable();
             for g in 0..group {
                 let row = &mut spans[(g * t + i) * topk * 2..(g * t + i + 1) * topk * 2];
                 for (slot, &j) in chosen.iter().enumerate() {
@@ -226,9 +224,6 @@ pub fn nsa_attention_spans(
     let [b, h, t, d] = q.dims();
     let dv = v.dims()[3];
     let complete = t / block;
-    let host = |x: &Tensor<4>| -> Vec<f32> {
-        x.clone().detach().into_data().convert::<f32>().try_to_vec().expect("converted to f32")
-    };
     let mean = |x: &Tensor<4>, w: usize| {
         x.clone().narrow(2, 0, complete * block).reshape([b, h, complete, block, w]).mean_dim(3)
     };
@@ -236,19 +231,15 @@ pub fn nsa_attention_spans(
     let means = (complete > 0).then(|| {
         (mean(&k, d).reshape([b, h, complete, d]), mean(&v, dv).reshape([b, h, complete, dv]))
     });
-    let k_host = means.as_ref().map_or_else(Vec::new, |(k_cmp, _)| host(k_cmp));
-    let selected = selected_spans(&host(&q), &k_host, [b * h, t, d, complete], pattern, group);
-    let (compressed_spans, windowed): (Vec<u32>, Vec<u32>) = (0..b * h * t)
-        .map(|r| {
-            let i = r % t;
-            let seen = ((i + 1) / block).min(complete) as u32;
-            ([0, seen], [(i + 1).saturating_sub(window) as u32, i as u32 + 1])
-        })
-        .fold((Vec::new(), Vec::new()), |(mut c, mut w), (a, b)| {
-            c.extend(a);
-            w.extend(b);
-            (c, w)
-        });
+    let k_host = means.as_ref().map_or_else(Vec::new, |(k_cmp, _)| host_values(k_cmp));
+    let selected =
+        selected_spans(&host_values(&q), &k_host, [b * h, t, d, complete], pattern, group);
+    // Per query: the complete blocks' means it sees, and its last `window` keys.
+    let positions = (0..b * h * t).map(|r| r % t);
+    let compressed_spans: Vec<u32> =
+        positions.clone().flat_map(|i| [0, ((i + 1) / block).min(complete) as u32]).collect();
+    let windowed: Vec<u32> =
+        positions.flat_map(|i| [(i + 1).saturating_sub(window) as u32, i as u32 + 1]).collect();
     let branch =
         |x: [Tensor<4>; 3], spans: Vec<u32>, n: usize| fused::span_attention(x, spans, n).ok();
     let compressed = match means {
