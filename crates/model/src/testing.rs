@@ -19,6 +19,20 @@ pub fn randn<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> T
     })
 }
 
+/// Seeded values in `[lo, hi)` from an xorshift: fresh inputs for the kernels that work on raw
+/// `f32` slices, without a tensor backend.
+pub fn uniform_values(n: usize, seed: u64, (lo, hi): (f32, f32)) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }

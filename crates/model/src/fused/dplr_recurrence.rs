@@ -257,15 +257,7 @@ mod tests {
 
     /// Seeded values in `[-1, 1)`.
     fn uniform(n: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                2.0 * ((x >> 40) as f32 / (1u64 << 24) as f32) - 1.0
-            })
-            .collect()
+        crate::testing::uniform_values(n, seed, (-1.0, 1.0))
     }
 
     /// The recurrence in f64, token by token, straight from the formula.

@@ -149,14 +149,9 @@ pub fn backward(
 mod tests {
     use super::*;
 
-    fn normal(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
+    /// Seeded values in `[-1, 1)`.
+    fn uniform(n: usize, seed: u64) -> Vec<f32> {
+        crate::testing::uniform_values(n, seed, (-1.0, 1.0))
     }
 
     /// Query `i`'s keys, every position inside one of its spans, and the softmax over them in
@@ -197,7 +192,7 @@ mod tests {
     /// each (batch, head) gets none at all.
     fn random_spans(dims: Dims, seed: u64) -> Vec<u32> {
         let (t, tk, r) = (dims.seq, dims.seq_k, dims.spans);
-        let u = normal(dims.bh * t * 2 * r, seed);
+        let u = uniform(dims.bh * t * 2 * r, seed);
         let mut out = vec![0u32; dims.bh * t * r * 2];
         for row in 0..dims.bh * t {
             if row % t == t - 1 {
@@ -217,9 +212,9 @@ mod tests {
     fn forward_matches_the_naive_rule_in_f64() {
         for (r, seq, seq_k) in [(1, 13, 13), (2, 11, 11), (3, 40, 40), (2, 12, 5)] {
             let dims = Dims { bh: 3, seq, seq_k, d: 5, dv: 6, spans: r, scale: 0.7 };
-            let q = normal(3 * seq * 5, 1);
-            let k = normal(3 * seq_k * 5, 2);
-            let v = normal(3 * seq_k * 6, 3);
+            let q = uniform(3 * seq * 5, 1);
+            let k = uniform(3 * seq_k * 5, 2);
+            let v = uniform(3 * seq_k * 6, 3);
             let spans = random_spans(dims, 4 + r as u64);
             let (y, _) = forward(dims, &q, &k, &v, &spans);
             for (a, b) in y.iter().zip(naive_forward(dims, &q, &k, &v, &spans)) {
@@ -234,8 +229,8 @@ mod tests {
         for (r, seq, seq_k) in [(2, 10, 10), (3, 9, 9), (2, 8, 3)] {
             let dims = Dims { bh: 2, seq, seq_k, d: 4, dv: 3, spans: r, scale: 0.5 };
             let mut x =
-                [normal(2 * seq * 4, 11), normal(2 * seq_k * 4, 12), normal(2 * seq_k * 3, 13)];
-            let dy = normal(2 * seq * 3, 14);
+                [uniform(2 * seq * 4, 11), uniform(2 * seq_k * 4, 12), uniform(2 * seq_k * 3, 13)];
+            let dy = uniform(2 * seq * 3, 14);
             let spans = random_spans(dims, 15 + r as u64);
             let (_, lse) = forward(dims, &x[0], &x[1], &x[2], &spans);
             let g = backward(dims, (&x[0], &x[1], &x[2]), &spans, &lse, &dy);

@@ -3,18 +3,11 @@
 
 use super::super::gated_recurrence as tokens;
 use super::*;
+use crate::testing::uniform_values;
 
-/// Uniform values in `[0, 1)` from a seeded xorshift: fresh inputs without a tensor backend.
+/// Uniform values in `[0, 1)`.
 fn uniform(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect()
+    uniform_values(n, seed, (0.0, 1.0))
 }
 
 /// Roughly normal values (a sum of four uniforms, centred and scaled to unit variance).
