@@ -47,7 +47,7 @@ pub use progress::Verbosity;
 pub use run_dir::RunDir;
 pub use run_meta::RunMeta;
 pub use task::{Batch, MainMetric, Target, Task, TaskError};
-pub use trainer::{TrainError, TrainOutcome, parameter_count, train};
+pub use trainer::{TrainError, TrainOutcome, model_io, parameter_count, parameter_count_of, train};
 
 /// The Burn release this build is pinned to (recorded in `meta.json`).
 pub const BURN_VERSION: &str = "0.22.1";

@@ -18,7 +18,7 @@ use crate::run_meta::{InitialisedFrom, RunMeta};
 use crate::runs::LoadRunError;
 use crate::seed;
 use crate::task::{self, Batch, Task, TaskError};
-use attnlab_model::{BackendError, Model, ModelConfigError};
+use attnlab_model::{BackendError, Model, ModelConfig, ModelConfigError, ModelIo};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
@@ -264,9 +264,22 @@ fn check_fits(config: &RunConfig, task: &dyn Task, device: &Device) -> Result<()
 /// default CPU device (its task is built for the input and output sizes; nothing is written).
 /// What a comparison needs to match arms' sizes before any run starts.
 pub fn parameter_count(config: &RunConfig) -> Result<usize, TrainError> {
-    let io = task::build(config, None)?.io();
-    let model = config.model.init(&io, config.seed, &Device::default())?;
-    Ok(params::count(&model))
+    parameter_count_of(&config.model, &model_io(config)?, config.seed)
+}
+
+/// The input and output sizes of the model `config` trains: its task, built without a run
+/// directory. They depend on the task alone, so one serves every model size tried on it.
+pub fn model_io(config: &RunConfig) -> Result<ModelIo, TrainError> {
+    Ok(task::build(config, None)?.io())
+}
+
+/// [`parameter_count`] of `model` for a task's `io` ([`model_io`]), without building the task.
+pub fn parameter_count_of(
+    model: &ModelConfig,
+    io: &ModelIo,
+    seed: u64,
+) -> Result<usize, TrainError> {
+    Ok(params::count(&model.init(io, seed, &Device::default())?))
 }
 
 /// Trains a new run in `run` (created, empty) or continues the newest checkpoint in it.

@@ -8,14 +8,16 @@
 //! (heads dividing it, rotary pairs), which also changes the mixer's state.
 
 use super::harness::ReproduceError;
+use attnlab_model::ModelIo;
 use attnlab_train::RunConfig;
 
 /// Within this fraction of the baseline's count an arm is already at equal parameters.
 pub(super) const TOLERANCE: f64 = 0.03;
 
-fn count(config: &RunConfig) -> Option<usize> {
+/// `config`'s parameter count on the task whose sizes are `io`; `None` for a config it refuses.
+fn count(config: &RunConfig, io: &ModelIo) -> Option<usize> {
     config.validate().ok()?;
-    attnlab_train::parameter_count(config).ok()
+    attnlab_train::parameter_count_of(&config.model, io, config.seed).ok()
 }
 
 fn off_by(count: usize, target: usize) -> f64 {
@@ -28,7 +30,10 @@ pub(super) fn matched(
     config: &RunConfig,
     target: usize,
 ) -> Result<(RunConfig, usize), ReproduceError> {
-    let own = attnlab_train::parameter_count(config)
+    // The task is built once: a model's width or hidden size does not change its sizes.
+    let io =
+        attnlab_train::model_io(config).map_err(|e| ReproduceError::EqualParams(e.to_string()))?;
+    let own = attnlab_train::parameter_count_of(&config.model, &io, config.seed)
         .map_err(|e| ReproduceError::EqualParams(e.to_string()))?;
     if off_by(own, target) <= TOLERANCE {
         return Ok((config.clone(), own));
@@ -38,7 +43,7 @@ pub(super) fn matched(
         // The count is affine in the hidden width: two points give the width that meets it.
         let mut probe = config.clone();
         probe.model.mlp_hidden = hidden + 1;
-        let slope = count(&probe).map_or(0, |c| c.saturating_sub(own)).max(1);
+        let slope = count(&probe, &io).map_or(0, |c| c.saturating_sub(own)).max(1);
         let step = (target as f64 - own as f64) / slope as f64;
         let centre = (hidden as f64 + step).round().max(1.0) as usize;
         (centre.saturating_sub(1).max(1)..=centre + 1)
@@ -60,7 +65,7 @@ pub(super) fn matched(
     };
     candidates
         .into_iter()
-        .filter_map(|c| count(&c).map(|n| (c, n)))
+        .filter_map(|c| count(&c, &io).map(|n| (c, n)))
         .min_by(|a, b| off_by(a.1, target).total_cmp(&off_by(b.1, target)))
         .ok_or_else(|| {
             ReproduceError::EqualParams(format!(
@@ -97,7 +102,7 @@ mod tests {
         for w in [m.model.d_model - 1, m.model.d_model + 1] {
             let mut c = m.clone();
             c.model.d_model = w;
-            if let Some(other) = count(&c) {
+            if let Some(other) = count(&c, &attnlab_train::model_io(&c).unwrap()) {
                 assert!(off_by(other, target) >= off_by(n, target), "width {w}: {other}");
             }
         }
