@@ -25,3 +25,14 @@ pub type DplrInputs = [Tensor<4>; 6];
 
 /// The inputs of [`super::token_cross_entropy`] (`logits, ids`).
 pub type CrossEntropyInputs = (Tensor<3>, Tensor<2, burn::tensor::Int>);
+
+/// The pointwise feature maps [`super::causal_linear_attention_packed`] applies itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointMap {
+    /// `φ(x) = x`.
+    Identity,
+    /// `φ(x) = elu(x) + 1`.
+    Elu1,
+    /// `φ(x) = max(x, 0)`.
+    Relu,
+}

@@ -19,6 +19,7 @@
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` (probabilities kept), `tiled_attention.rs` (from 128 tokens: blocks of queries, memory linear in T) |
 //! | [`softmax_attention_heads`] | the same on split heads (packs them first) | as above |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
+//! | [`causal_linear_attention_packed`] | the same on `[q|k|v]` rows, a pointwise φ applied inside | `packed_linear_attention.rs` (over `linear_attention.rs`) |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32, one driver over the per-head and per-channel (`chunked_delta/channels/`) block forms) |
 //! | [`dplr_recurrence`] | `S_t = diag(w_t) S_{t−1} + β_t (S_{t−1}ᵀα_t)ᵀ + k_t v_tᵀ`, `y_t = S_tᵀ r_t` | `dplr_recurrence.rs` (token by token) |
 //! | [`span_attention`] | `softmax(c·q_i·k_l) v_l` over the key spans listed per query (MoBA's blocks, NSA's selection and window) | `span_attention.rs` |
@@ -48,6 +49,8 @@ mod matmul;
 #[cfg(feature = "flex")]
 mod norm;
 #[cfg(feature = "flex")]
+mod packed_linear_attention;
+#[cfg(feature = "flex")]
 mod rope;
 pub(crate) mod simd;
 #[cfg(feature = "flex")]
@@ -60,7 +63,7 @@ use burn::tensor::Tensor;
 
 pub use inputs::{
     AffineInputs, CrossEntropyInputs, DplrInputs, GatedRecurrenceInputs, LayerNormInputs,
-    LinearAttentionInputs, Unfused,
+    LinearAttentionInputs, PointMap, Unfused,
 };
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
@@ -292,6 +295,32 @@ pub fn causal_linear_attention(
     {
         let _ = (chunk, normalize, eps);
         Err(Box::new((q, k, v)))
+    }
+}
+
+/// [`causal_linear_attention`] on packed `[q | k | v]` rows (`heads` of each, queries and keys
+/// `d_qk` wide), the pointwise feature map `map` applied to queries and keys inside the kernel;
+/// returns the heads side by side, as the output projection takes them. Returns `qkv` back
+/// off flex, where the caller splits the heads and runs the composed formula (the linear family's
+/// test compares the two).
+///
+/// # Shapes
+/// - `qkv`: `[batch, seq, heads·(2·d_qk + d_v)]` -> `[batch, seq, heads·d_v]`
+pub fn causal_linear_attention_packed(
+    qkv: Tensor<3>,
+    heads: usize,
+    d_qk: usize,
+    map: PointMap,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
+    #[cfg(feature = "flex")]
+    return flex::causal_linear_attention_packed(qkv, heads, d_qk, map, chunk, normalize, eps);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (heads, d_qk, map, chunk, normalize, eps);
+        Err(Box::new(qkv))
     }
 }
 

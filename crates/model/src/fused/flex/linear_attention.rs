@@ -1,9 +1,9 @@
 //! Chunked causal linear attention (the kernel of `fused::linear_attention`), forward and
-//! backward.
+//! backward, on split heads and on packed `[q | k | v]` rows (`fused::packed_linear_attention`).
 
-use super::glue::{Input, classify, contiguous, from_vec, record, run_backward, slice};
-use crate::fused::inputs::{LinearAttentionInputs, Unfused};
-use crate::fused::linear_attention;
+use super::glue::{Input, classify, contiguous, from_vec, fused, record, run_backward, slice};
+use crate::fused::inputs::{LinearAttentionInputs, PointMap, Unfused};
+use crate::fused::{linear_attention, packed_linear_attention};
 use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -102,4 +102,72 @@ pub fn causal_linear_attention(
         }
         _ => Err(Box::new((q, k, v))),
     }
+}
+
+#[derive(Debug)]
+struct PackedLinearAttentionBackward;
+
+#[derive(Clone, Debug)]
+struct PackedLinearAttentionState {
+    dims: linear_attention::Dims,
+    packing: packed_linear_attention::Packing,
+    heads: std::sync::Arc<packed_linear_attention::Heads>,
+    shape: burn::tensor::Shape,
+}
+
+impl Backward<Flex, 1> for PackedLinearAttentionBackward {
+    type State = PackedLinearAttentionState;
+
+    fn backward(
+        self,
+        ops: Ops<PackedLinearAttentionState, 1>,
+        grads: &mut Gradients,
+        _: &mut Checkpointer,
+    ) {
+        run_backward(ops, grads, |st, dy, _| {
+            let dqkv = packed_linear_attention::backward(st.dims, st.packing, &st.heads, slice(dy));
+            [Some(from_vec(dqkv, st.shape))]
+        });
+    }
+}
+
+/// Fused chunked causal linear attention on packed `[q | k | v]` rows with a pointwise feature
+/// map, or the input back when it is not an f32 flex tensor.
+pub fn causal_linear_attention_packed(
+    qkv: Tensor<3>,
+    heads: usize,
+    d_qk: usize,
+    map: PointMap,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> Result<Tensor<3>, Unfused<Tensor<3>>> {
+    let forward = |[qkv]: &[FlexTensor; 1]| {
+        let [batch, seq, width] = qkv.layout().shape().dims::<3>();
+        let per_head = width / heads.max(1);
+        assert!(
+            heads > 0 && width.is_multiple_of(heads) && per_head > 2 * d_qk,
+            "packed qkv width {width} is not {heads} heads of 2 x {d_qk} + d_v"
+        );
+        let dims = linear_attention::Dims {
+            bh: batch * heads,
+            seq,
+            f: d_qk,
+            dv: per_head - 2 * d_qk,
+            chunk: chunk.clamp(1, seq.max(1)),
+            normalize,
+            eps,
+        };
+        let packing = packed_linear_attention::Packing { batch, heads, map };
+        let (y, saved) = packed_linear_attention::forward(dims, packing, slice(qkv));
+        let y = from_vec(y, [batch, seq, heads * dims.dv].into());
+        (y, (dims, packing, saved, qkv.layout().shape().clone()))
+    };
+    fused([qkv], forward, PackedLinearAttentionBackward, |_, (dims, packing, saved, shape)| {
+        PackedLinearAttentionState { dims, packing, heads: std::sync::Arc::new(saved), shape }
+    })
+    .map_err(|inputs| {
+        let [qkv] = *inputs;
+        Box::new(qkv)
+    })
 }

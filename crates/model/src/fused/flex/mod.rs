@@ -21,7 +21,7 @@ pub use attention::softmax_attention_packed;
 pub use cross_entropy::token_cross_entropy;
 pub use dplr_recurrence::dplr_recurrence;
 pub use gated_recurrence::gated_recurrence;
-pub use linear_attention::causal_linear_attention;
+pub use linear_attention::{causal_linear_attention, causal_linear_attention_packed};
 pub use norm::layer_norm;
 pub use rope::rope_packed;
 pub use span_attention::span_attention;
