@@ -12,6 +12,7 @@
 //! [`sample::SampleError`] and [`export::ExportError`]. An OS or parser error is part of the
 //! message, not its `source`, so a printed chain says it once.
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod checksum;
 pub mod config;

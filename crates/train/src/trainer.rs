@@ -20,7 +20,7 @@ use crate::seed;
 use crate::task::{self, Batch, Task, TaskError};
 use attnlab_model::{BackendError, Model, ModelConfig, ModelConfigError, ModelIo};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,13 +117,14 @@ pub fn learning_rate(t: &crate::config::TrainConfig, step: usize) -> f64 {
     t.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (t.lr - t.min_lr)
 }
 
-/// The run's AdamW (nanoGPT's: ε = 1e-8, decoupled weight decay).
-pub fn adamw(t: &crate::config::TrainConfig) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_beta_1(t.beta1 as f32)
-        .with_beta_2(t.beta2 as f32)
-        .with_epsilon(1e-8)
-        .with_weight_decay(t.weight_decay as f32)
+/// The run's AdamW (nanoGPT's: ε = 1e-8, decoupled weight decay), fused on the CPU backend.
+pub fn adamw(t: &crate::config::TrainConfig) -> crate::adamw::AdamWSettings {
+    crate::adamw::AdamWSettings {
+        beta_1: t.beta1 as f32,
+        beta_2: t.beta2 as f32,
+        epsilon: 1e-8,
+        weight_decay: t.weight_decay as f32,
+    }
 }
 
 /// Wall time of the phases of one optimizer step, in ms. On an asynchronous (GPU) backend a

@@ -1,6 +1,6 @@
 //! What a fused function hands back when it does not run (off flex, or not `f32`): the caller's
-//! own inputs, boxed, for its composed formula. A leaf, so the flex glue and [`super`]'s wrappers
-//! share these types without importing each other.
+//! own inputs, boxed, for its composed formula; and the small option types the kernels take. A
+//! leaf, so the flex glue and [`super`]'s wrappers share these types without importing each other.
 
 use burn::tensor::Tensor;
 
@@ -35,4 +35,20 @@ pub enum PointMap {
     Elu1,
     /// `φ(x) = max(x, 0)`.
     Relu,
+}
+
+/// The inputs of [`super::adamw_step`] (`param, grad, (m, v)`).
+pub type AdamWInputs<const D: usize> = (Tensor<D>, Tensor<D>, Option<(Tensor<D>, Tensor<D>)>);
+
+/// The scalars of one [`super::adamw_step`].
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    /// `1 − lr·λ`, the weight-decay factor.
+    pub decay: f32,
+    /// The step's number, from 1 (the bias corrections' `t`).
+    pub time: i32,
 }

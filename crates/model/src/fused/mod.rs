@@ -22,6 +22,7 @@
 //! | [`causal_linear_attention_packed`] | the same on `[q|k|v]` rows, a pointwise φ applied inside | `packed_linear_attention.rs` (over `linear_attention.rs`) |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32, one driver over the per-head and per-channel (`chunked_delta/channels/`) block forms) |
 //! | [`dplr_recurrence`] | `S_t = diag(w_t) S_{t−1} + β_t (S_{t−1}ᵀα_t)ᵀ + k_t v_tᵀ`, `y_t = S_tᵀ r_t` | `dplr_recurrence.rs` (token by token) |
+//! | [`adamw_step`] | `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `p ← p(1−lr·λ) − lr·m̂/(√v̂ + ε)` (no gradient) | `adamw.rs` |
 //! | [`span_attention`] | `softmax(c·q_i·k_l) v_l` over the key spans listed per query (MoBA's blocks, NSA's selection and window) | `span_attention.rs` |
 //!
 //! Every function takes and returns ordinary tensors. On flex (with or without autodiff) it
@@ -29,6 +30,8 @@
 //! composed formula, which is also what the tests compare the kernels against (outputs and
 //! gradients on fresh random inputs).
 
+#[cfg(feature = "flex")]
+mod adamw;
 #[cfg(feature = "flex")]
 mod attention;
 #[cfg(feature = "flex")]
@@ -62,8 +65,8 @@ use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::tensor::Tensor;
 
 pub use inputs::{
-    AffineInputs, CrossEntropyInputs, DplrInputs, GatedRecurrenceInputs, LayerNormInputs,
-    LinearAttentionInputs, PointMap, Unfused,
+    AdamWInputs, AdamWStep, AffineInputs, CrossEntropyInputs, DplrInputs, GatedRecurrenceInputs,
+    LayerNormInputs, LinearAttentionInputs, PointMap, Unfused,
 };
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
@@ -104,6 +107,27 @@ pub fn rope_packed(
     {
         let _ = (rope, offset, rotated, d);
         Err(Box::new(qkv))
+    }
+}
+
+/// One AdamW step on a parameter, its gradient and its moments (zero when `None`), as
+/// burn-optim's `AdamW` computes it, in one pass and in place on flex. Returns the inputs back
+/// off flex, where the caller runs burn's optimizer (the trainer's test compares the two).
+///
+/// # Shapes
+/// - `param`, `grad`, each moment: the same shape -> the new `(param, m, v)`
+pub fn adamw_step<const D: usize>(
+    h: AdamWStep,
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+) -> Result<(Tensor<D>, Tensor<D>, Tensor<D>), Unfused<AdamWInputs<D>>> {
+    #[cfg(feature = "flex")]
+    return flex::adamw_step(h, param, grad, moments);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = h;
+        Err(Box::new((param, grad, moments)))
     }
 }
 

@@ -4,6 +4,7 @@
 //! tensors of one kind. What every file shares (classifying a tensor, recording an op) is
 //! [`glue`].
 
+mod adamw;
 mod affine;
 mod attention;
 mod cross_entropy;
@@ -16,6 +17,7 @@ mod rope;
 mod span_attention;
 mod unary;
 
+pub use adamw::adamw_step;
 pub use affine::affine;
 pub use attention::softmax_attention_packed;
 pub use cross_entropy::token_cross_entropy;
