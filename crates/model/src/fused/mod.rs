@@ -18,6 +18,7 @@
 //! | [`rope_packed`] | RoPE on the `q`, `k` of `[q|k|v]` rows: `(x₀cos − x₁sin, x₁cos + x₀sin)` per pair | `rope.rs` |
 //! | [`softmax_attention_packed`] | `softmax(c·q·kᵀ) v` on `[q|k|v]` rows | `attention.rs` (probabilities kept), `tiled_attention.rs` (from 128 tokens: blocks of queries, memory linear in T) |
 //! | [`softmax_attention_heads`] | the same on split heads (packs them first) | as above |
+//! | [`l2_normalize_heads`] | heads off `[.., H·d]` rows, `c·x/√(‖x‖² + ε)` each (the delta rule's q, k) | `l2_heads.rs` |
 //! | [`causal_linear_attention`] | chunked `φ(q)·Σφ(k)vᵀ / φ(q)·Σφ(k)` | `linear_attention.rs` |
 //! | [`causal_linear_attention_packed`] | the same on `[q|k|v]` rows, a pointwise φ applied inside | `packed_linear_attention.rs` (over `linear_attention.rs`) |
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32, one driver over the per-head and per-channel (`chunked_delta/channels/`) block forms) |
@@ -46,6 +47,8 @@ mod flex;
 mod gated_recurrence;
 mod inputs;
 #[cfg(feature = "flex")]
+mod l2_heads;
+#[cfg(feature = "flex")]
 mod linear_attention;
 #[cfg(feature = "flex")]
 mod matmul;
@@ -53,6 +56,7 @@ mod matmul;
 mod norm;
 #[cfg(feature = "flex")]
 mod packed_linear_attention;
+mod pointwise;
 #[cfg(feature = "flex")]
 mod rope;
 pub(crate) mod simd;
@@ -68,6 +72,7 @@ pub use inputs::{
     AdamWInputs, AdamWStep, AffineInputs, CrossEntropyInputs, DplrInputs, GatedRecurrenceInputs,
     LayerNormInputs, LinearAttentionInputs, PointMap, Unfused,
 };
+pub use pointwise::{elu_plus_one, gelu, log_sigmoid, silu};
 
 /// `x · w + b` over the last axis, as `burn::nn::Linear::forward` computes it, fused on flex.
 ///
@@ -195,51 +200,6 @@ pub fn softmax_attention_heads(
     softmax_attention_packed(qkv, h, kv, scale, causal, None).ok()
 }
 
-/// `elu(x) + 1` (`x + 1` for `x > 0`, `e^x` otherwise), the feature map of Katharopoulos et al.,
-/// fused on flex.
-///
-/// # Shapes
-/// - any; the output has the input's shape
-pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::elu_plus_one(x) {
-        Ok(y) => return y,
-        Err(x) => *x,
-    };
-    elu_plus_one_composed(x)
-}
-
-fn elu_plus_one_composed<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp()
-}
-
-/// `ln σ(x)`, as `burn::tensor::activation::log_sigmoid` but fused on flex (GLA's and FoX's
-/// gates).
-///
-/// # Shapes
-/// - any; the output has the input's shape
-pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::log_sigmoid(x) {
-        Ok(y) => return y,
-        Err(x) => *x,
-    };
-    burn::tensor::activation::log_sigmoid(x)
-}
-
-/// SiLU, `x·σ(x)`, as `burn::tensor::activation::silu` but fused on flex.
-///
-/// # Shapes
-/// - any; the output has the input's shape
-pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::silu(x) {
-        Ok(y) => return y,
-        Err(x) => *x,
-    };
-    burn::tensor::activation::silu(x)
-}
-
 /// Layer norm over the last axis, `γ ⊙ (x − μ)/√(σ² + ε) + β`, as `burn::nn::LayerNorm`
 /// computes it, fused on flex. `epsilon` must be the one the layer was configured with (Burn
 /// keeps it private).
@@ -294,6 +254,28 @@ pub fn rms_norm_with<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, epsilon: f6
 fn rms_norm_composed<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, epsilon: f64) -> Tensor<D> {
     let rms = (x.clone().square().mean_dim(D - 1) + epsilon).sqrt();
     x / rms * gamma.unsqueeze()
+}
+
+/// Splits `heads` heads off each row and L2-normalises each, scaled by `c`: `c·x/√(‖x‖² + ε)`,
+/// fused on flex (reading a narrowed view of a packed projection in place). Returns `x` back off
+/// flex, where the caller splits and normalises by tensor ops (the delta family's test compares
+/// the two).
+///
+/// # Shapes
+/// - `x`: `[batch, seq, heads·d]` -> `[batch, heads, seq, d]`
+pub fn l2_normalize_heads(
+    x: Tensor<3>,
+    heads: usize,
+    c: f32,
+    eps: f32,
+) -> Result<Tensor<4>, Unfused<Tensor<3>>> {
+    #[cfg(feature = "flex")]
+    return flex::l2_normalize_heads(x, heads, c, eps);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (heads, c, eps);
+        Err(Box::new(x))
+    }
 }
 
 /// Causal linear attention by chunks of `chunk` tokens from a zero state, fused on flex: the
@@ -470,19 +452,6 @@ fn token_cross_entropy_composed(
 /// linear attention.
 pub fn affine<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     affine_map(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()))
-}
-
-/// Exact GELU, `x·Φ(x)`, as `burn::tensor::activation::gelu` but fused on flex.
-///
-/// # Shapes
-/// - any; the output has the input's shape
-pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::gelu(x) {
-        Ok(y) => return y,
-        Err(x) => *x,
-    };
-    burn::tensor::activation::gelu(x)
 }
 
 #[cfg(test)]

@@ -163,10 +163,12 @@ impl RecurrentLayer for DeltaAttention {
         let heads = |start: usize, count: usize, d: usize| {
             qkv.clone().narrow(2, start, count * d).reshape([b, t, count, d]).swap_dims(1, 2)
         };
-        let (q, k, v) =
-            (heads(0, h, d_k), heads(h * d_k, n * h, d_k), heads((1 + n) * h * d_k, n * h, d_v));
-        let (q, k) = apply_rope(l2_normalize(q), l2_normalize(k), rope, offset);
-        (q / (d_k as f64).sqrt(), interleave_substeps(k, n), interleave_substeps(v, n))
+        let v = heads((1 + n) * h * d_k, n * h, d_v);
+        // RoPE is linear, so q's 1/√d_k may come before it, inside the norm.
+        let q = normalized_heads(&qkv, 0, h, d_k, 1.0 / (d_k as f64).sqrt());
+        let k = normalized_heads(&qkv, h * d_k, n * h, d_k, 1.0);
+        let (q, k) = apply_rope(q, k, rope, offset);
+        (q, interleave_substeps(k, n), interleave_substeps(v, n))
     }
 
     fn recurrent_from(
@@ -193,6 +195,30 @@ impl RecurrentLayer for DeltaAttention {
         let n = self.householders;
         let (y, s) = chunked(queries_on_last_substep(q, n), k, v, beta, log_g, self.chunk, state);
         (last_substeps(y, n), s)
+    }
+}
+
+/// `count` heads `d` wide from column `start` of `qkv`'s rows, each `c · x/√(‖x‖² + ε)`: one
+/// fused op on flex, [`l2_normalize`] on split heads elsewhere (the same numbers up to rounding:
+/// `fused_normalized_heads_are_the_composed_ones`).
+///
+/// # Shapes
+/// - `qkv`: `[batch, seq, width]` -> `[batch, count, seq, d]`
+pub fn normalized_heads(
+    qkv: &Tensor<3>,
+    start: usize,
+    count: usize,
+    d: usize,
+    c: f64,
+) -> Tensor<4> {
+    let part = qkv.clone().narrow(2, start, count * d);
+    match crate::fused::l2_normalize_heads(part, count, c as f32, L2_EPS) {
+        Ok(heads) => heads,
+        Err(part) => {
+            let [b, t, _] = part.dims();
+            let heads = l2_normalize(part.reshape([b, t, count, d]).swap_dims(1, 2));
+            if c == 1.0 { heads } else { heads * c }
+        }
     }
 }
 

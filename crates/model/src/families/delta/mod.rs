@@ -101,7 +101,7 @@ pub use forms::{
     chunked, flip_tokens, gate_on_first_substep, interleave_substeps, last_substeps, parallel,
     product_weights, queries_on_last_substep, recurrent, weights,
 };
-pub use layer::{DeltaAttention, L2_EPS, l2_normalize};
+pub use layer::{DeltaAttention, L2_EPS, l2_normalize, normalized_heads};
 
 use crate::feature_map::{DEFAULT_CHUNK, LinearForm};
 use crate::gates::{family_rng, ssm_channel_decay_params, ssm_decay_params, uniform_linear};

@@ -138,3 +138,28 @@ fn diagnostics_are_the_implied_weights() {
         );
     }
 }
+
+/// The fused heads-and-norm is the composed `c · x/√(‖x‖² + ε)` on split heads: outputs and the
+/// packed input's gradient on fresh random rows (a narrowed view, read in place, and a whole
+/// tensor), with rows near zero (where ε matters) among them.
+#[test]
+fn fused_normalized_heads_are_the_composed_ones() {
+    use crate::testing::output_and_grads;
+    let cases = [(0, 2, 32, 0.125, 7), (64, 3, 16, 1.0, 7), (5, 2, 5, 2.0, 3), (0, 4, 8, 1.0, 0)];
+    for (seed, (start, count, d, c, after)) in cases.into_iter().enumerate() {
+        let width = start + count * d + after;
+        let rows = randn([2, 6, width], 2700 + seed as u64, &device());
+        let tiny = rows.clone().narrow(1, 0, 1) * 1e-4;
+        let inputs = [Tensor::cat(vec![tiny, rows.narrow(1, 1, 5)], 1)];
+        let probe = 2710 + seed as u64;
+        let what = format!("start={start} count={count} d={d} c={c}");
+        let (fast, fast_g) =
+            output_and_grads(&inputs, probe, |x| normalized_heads(&x[0], start, count, d, c));
+        let (slow, slow_g) = output_and_grads(&inputs, probe, |x| {
+            let part = x[0].clone().narrow(2, start, count * d);
+            l2_normalize(part.reshape([2, 6, count, d]).swap_dims(1, 2)) * c
+        });
+        assert_close(fast, slow, 1e-5, &format!("{what}: output"));
+        assert_close(fast_g[0].clone(), slow_g[0].clone(), 1e-4, &format!("{what}: gradient"));
+    }
+}

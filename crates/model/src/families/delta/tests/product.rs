@@ -287,8 +287,11 @@ fn one_householder_is_the_delta_rule_op_for_op() {
             Some(conv) => conv.continue_from(qkv, &mut None),
             None => crate::fused::silu(qkv),
         };
-        let (q, k, v) = m.heads.split_packed(qkv);
-        let (q, k) = (l2_normalize(q) / 4f64.sqrt(), l2_normalize(k));
+        let (_, _, v) = m.heads.split_packed(qkv.clone());
+        let (q, k) = (
+            normalized_heads(&qkv, 0, 2, 4, 1.0 / 4f64.sqrt()),
+            normalized_heads(&qkv, 8, 2, 4, 1.0),
+        );
         let beta = sigmoid(crate::fused::affine(&m.beta, x.clone()));
         let beta = if m.neg_eigval { beta * 2.0 } else { beta };
         let beta = beta.swap_dims(1, 2).reshape([2, 2, 7, 1]);
