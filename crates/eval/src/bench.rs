@@ -243,6 +243,11 @@ pub struct MatmulPoint {
     pub ms_median: f64,
     /// `2·m·k·n` floating-point operations over the median time.
     pub gflops: f64,
+    /// The product with both gradients as training runs it (`y = x·w`, then `dx = dy·wᵀ` and
+    /// `dw = xᵀ·dy` through autodiff, `dy` fixed): median ms.
+    pub train_ms_median: f64,
+    /// `6·m·k·n` over [`Self::train_ms_median`].
+    pub train_gflops: f64,
 }
 
 /// The forward matrix products of one layer and the head of `config`'s model at its batch
@@ -277,9 +282,10 @@ pub fn matmul_table(
         "\nmatrix products of the model's linear maps (median of {steps} after {warmup} warm-up)"
     ));
     emit(format!(
-        "{:<20} {:>6} {:>6} {:>6} {:>10} {:>9}",
-        "product", "m", "k", "n", "ms", "GFLOP/s"
+        "{:<20} {:>6} {:>6} {:>6} {:>10} {:>9} {:>16} {:>16}",
+        "product", "m", "k", "n", "ms", "GFLOP/s", "with grads, ms", "with grads, GF/s"
     ));
+    let tracked = device.clone().autodiff();
     let mut points = Vec::new();
     for (name, m, k, n) in shapes {
         let (m, k, n) = (*m, *k, *n);
@@ -297,8 +303,36 @@ pub fn matmul_table(
         }
         let ms = median(&times);
         let gflops = 2.0 * (m * k * n) as f64 / (ms * 1e6);
-        emit(format!("{name:<20} {m:>6} {k:>6} {n:>6} {ms:>10.3} {gflops:>9.1}"));
-        points.push(MatmulPoint { name: name.clone(), m, k, n, ms_median: ms, gflops });
+        // The same product under autodiff: forward, then both gradients for a fixed `dy`.
+        let leaf = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &tracked).require_grad();
+        let (xt, wt) = (leaf(&x), leaf(&w));
+        let dy = Tensor::<2>::random([m, n], Distribution::Normal(0.0, 1.0), &tracked);
+        let mut train_times = Vec::with_capacity(steps);
+        for rep in 0..warmup + steps {
+            let started = Instant::now();
+            let y = attnlab_model::fused::affine_map(xt.clone(), wt.clone(), None);
+            let grads = (y * dy.clone()).sum().backward();
+            let _ =
+                wt.grad(&grads).expect("w has a gradient").slice([0..1, 0..1]).into_scalar::<f32>();
+            if rep >= warmup {
+                train_times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let train_ms = median(&train_times);
+        let train_gflops = 6.0 * (m * k * n) as f64 / (train_ms * 1e6);
+        emit(format!(
+            "{name:<20} {m:>6} {k:>6} {n:>6} {ms:>10.3} {gflops:>9.1} {train_ms:>16.3} {train_gflops:>16.1}"
+        ));
+        points.push(MatmulPoint {
+            name: name.clone(),
+            m,
+            k,
+            n,
+            ms_median: ms,
+            gflops,
+            train_ms_median: train_ms,
+            train_gflops,
+        });
     }
     points
 }
@@ -579,6 +613,11 @@ mod tests {
         for p in &points {
             let want = 2.0 * (p.m * p.k * p.n) as f64 / (p.ms_median * 1e6);
             assert!(p.ms_median > 0.0 && (p.gflops - want).abs() < 1e-9 * want, "{p:?}");
+            let want = 6.0 * (p.m * p.k * p.n) as f64 / (p.train_ms_median * 1e6);
+            assert!(
+                p.train_ms_median > 0.0 && (p.train_gflops - want).abs() < 1e-9 * want,
+                "{p:?}"
+            );
         }
     }
 
