@@ -102,6 +102,33 @@ pub fn causal_conv(
     w: Tensor<2>,
     history: Option<Tensor<3>>,
 ) -> (Tensor<3>, Tensor<3>) {
+    if history.is_some() || !crate::fused::runs_fused(&x) {
+        return causal_conv_composed(x, w, history);
+    }
+    // From a zero history (training; decoding's first call) the fused kernel runs, and the next
+    // history is the last K − 1 inputs, zeros first when fewer came.
+    let [b, t, c] = x.dims();
+    let k = w.dims()[0];
+    let next = if t >= k - 1 {
+        x.clone().narrow(1, t - (k - 1), k - 1)
+    } else {
+        Tensor::cat(vec![Tensor::zeros([b, k - 1 - t, c], &x.device()), x.clone()], 1)
+    };
+    match crate::fused::causal_depthwise_conv(x, w) {
+        Ok(y) => (y, next),
+        Err(inputs) => {
+            let (x, w) = *inputs;
+            causal_conv_composed(x, w, None)
+        }
+    }
+}
+
+/// [`causal_conv`] by tensor ops: every backend, any history, and the fused kernel's reference.
+pub fn causal_conv_composed(
+    x: Tensor<3>,
+    w: Tensor<2>,
+    history: Option<Tensor<3>>,
+) -> (Tensor<3>, Tensor<3>) {
     let [b, t, c] = x.dims();
     let k = w.dims()[0];
     let past = history.unwrap_or_else(|| Tensor::zeros([b, k - 1, c], &x.device()));
@@ -176,6 +203,35 @@ mod tests {
         assert_close(got, want, 1e-6, "output");
         for (i, (g, w)) in got_grads.into_iter().zip(want_grads).enumerate() {
             assert_close(g, w, 1e-6, &format!("gradient {i}"));
+        }
+    }
+    /// The fused kernel equals the composed convolution from a zero history, outputs, the next
+    /// history, and the gradients of input and weight, for kernels shorter and longer than the
+    /// sequence.
+    #[test]
+    fn fused_convolution_matches_the_composed_one() {
+        let dev = device();
+        for (seed, (b, t, c, k)) in
+            [(2, 9, 6, 4), (1, 3, 5, 4), (3, 7, 33, 2)].into_iter().enumerate()
+        {
+            let seed = 40 + 3 * seed as u64;
+            let inputs = [randn([b, t, c], seed, &dev), randn([1, k, c], seed + 1, &dev)];
+            let weight = |w: &Tensor<3>| w.clone().reshape([k, c]);
+            let what = format!("b{b} t{t} c{c} k{k}");
+            let (fast, fast_g) = output_and_grads(&inputs, seed + 2, |x| {
+                causal_conv(x[0].clone(), weight(&x[1]), None).0
+            });
+            let (slow, slow_g) = output_and_grads(&inputs, seed + 2, |x| {
+                causal_conv_composed(x[0].clone(), weight(&x[1]), None).0
+            });
+            assert_close(fast, slow, 1e-5, &format!("{what}: output"));
+            for (i, (f, s)) in fast_g.into_iter().zip(slow_g).enumerate() {
+                assert_close(f, s, 1e-5, &format!("{what}: gradient {i}"));
+            }
+            let w = weight(&inputs[1]);
+            let (_, fused_next) = causal_conv(inputs[0].clone(), w.clone(), None);
+            let (_, composed_next) = causal_conv_composed(inputs[0].clone(), w, None);
+            assert_close(fused_next, composed_next, 0.0, &format!("{what}: next history"));
         }
     }
 }

@@ -24,6 +24,7 @@
 //! | [`gated_recurrence`] | `S_t = a_t ⊙ S_{t−1} + k_t u_tᵀ`, `u_t = v_t` or `β_t(v_t − (a_t ⊙ S_{t−1})ᵀk_t)`, `y_t = S_tᵀq_t` | `gated_recurrence.rs` (token by token), `chunked_delta.rs` (blocks on the gemm from head width 32, one driver over the per-head and per-channel (`chunked_delta/channels/`) block forms) |
 //! | [`dplr_recurrence`] | `S_t = diag(w_t) S_{t−1} + β_t (S_{t−1}ᵀα_t)ᵀ + k_t v_tᵀ`, `y_t = S_tᵀ r_t` | `dplr_recurrence.rs` (token by token) |
 //! | [`adamw_step`] | `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `p ← p(1−lr·λ) − lr·m̂/(√v̂ + ε)` (no gradient) | `adamw.rs` |
+//! | [`causal_depthwise_conv`] | `y_t = Σ_i w_i ⊙ x_{t−K+1+i}` per channel, zero history (`conv=K`, Canon) | `depthwise_conv.rs` |
 //! | [`span_attention`] | `softmax(c·q_i·k_l) v_l` over the key spans listed per query (MoBA's blocks, NSA's selection and window) | `span_attention.rs` |
 //!
 //! Every function takes and returns ordinary tensors. On flex (with or without autodiff) it
@@ -39,6 +40,8 @@ mod attention;
 mod chunked_delta;
 #[cfg(feature = "flex")]
 mod cross_entropy;
+#[cfg(feature = "flex")]
+mod depthwise_conv;
 #[cfg(feature = "flex")]
 mod dplr_recurrence;
 #[cfg(feature = "flex")]
@@ -134,6 +137,30 @@ pub fn adamw_step<const D: usize>(
         let _ = h;
         Err(Box::new((param, grad, moments)))
     }
+}
+
+/// Causal depthwise convolution over time from a zero history, `y_t = Σ_i w_i ⊙ x_{t−K+1+i}`
+/// per channel, fused on flex. Returns the inputs back off flex, where the caller runs the
+/// composed formula (`short_conv::causal_conv`, whose test compares the two).
+///
+/// # Shapes
+/// - `x`: `[batch, seq, channels]`, `w`: `[K, channels]` -> `[batch, seq, channels]`
+pub fn causal_depthwise_conv(
+    x: Tensor<3>,
+    w: Tensor<2>,
+) -> Result<Tensor<3>, Unfused<(Tensor<3>, Tensor<2>)>> {
+    #[cfg(feature = "flex")]
+    let (x, w) = {
+        let [k, c] = w.dims();
+        match flex::causal_depthwise_conv(x, w.clone().reshape([1, k, c])) {
+            Ok(y) => return Ok(y),
+            Err(inputs) => {
+                let [x, _] = *inputs;
+                (x, w)
+            }
+        }
+    };
+    Err(Box::new((x, w)))
 }
 
 /// Whether the fused kernels run on `x`'s backend and dtype (`f32` on flex): a caller that must
