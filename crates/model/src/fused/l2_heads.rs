@@ -30,25 +30,62 @@ pub struct Dims {
     pub eps: f32,
 }
 
+/// One batch element's forward: `y` (`[heads, seq, d]`) and `r` (`[heads, seq]`) from the
+/// rows at `at0` in `data`.
+#[inline(always)]
+fn batch_forward_body(
+    dims: Dims,
+    data: &[f32],
+    at0: usize,
+    row_stride: usize,
+    y: &mut [f32],
+    r: &mut [f32],
+) {
+    let Dims { seq, d, scale, eps, .. } = dims;
+    for (h, (y, r)) in y.chunks_exact_mut(seq * d).zip(r.chunks_exact_mut(seq)).enumerate() {
+        for (t, (y, r)) in y.chunks_exact_mut(d).zip(r.iter_mut()).enumerate() {
+            let at = at0 + t * row_stride + h * d;
+            let x = &data[at..at + d];
+            *r = 1.0 / (simd::dot(x, x) + eps).sqrt();
+            let c = scale * *r;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = c * x;
+            }
+        }
+    }
+}
+
+/// One batch element's backward: `dx` (`[seq, heads·d]`) from its `y`, `r` and `dy`.
+#[inline(always)]
+fn batch_backward_body(dims: Dims, y: &[f32], r: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let Dims { seq, heads, d, scale, .. } = dims;
+    for h in 0..heads {
+        for t in 0..seq {
+            let row = h * seq + t;
+            let (y, dy) = (&y[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+            // ŷ·dy = (y·dy)/c, and c·r·ŷ(ŷ·dy) = r·y·(ŷ·dy).
+            let along = simd::dot(y, dy) / scale;
+            let rr = r[row];
+            let dx = &mut dx[(t * heads + h) * d..(t * heads + h + 1) * d];
+            for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                *dx = rr * (scale * g - y * along);
+            }
+        }
+    }
+}
+
+simd::dispatched!(batch_forward => batch_forward_body(dims: Dims, data: &[f32], at0: usize, row_stride: usize, y: &mut [f32], r: &mut [f32]));
+simd::dispatched!(batch_backward => batch_backward_body(dims: Dims, y: &[f32], r: &[f32], dy: &[f32], dx: &mut [f32]));
+
 /// Returns `y` (`[batch, heads, seq, d]`) and `r` (`[batch, heads, seq]`).
 pub fn forward(dims: Dims, data: &[f32], rows: Rows) -> (Vec<f32>, Vec<f32>) {
-    let Dims { batch, seq, heads, d, scale, eps } = dims;
+    let Dims { batch, seq, heads, d, .. } = dims;
     let mut y = vec![0.0; batch * heads * seq * d];
     let mut r = vec![0.0; batch * heads * seq];
     y.par_chunks_mut(heads * seq * d).zip(r.par_chunks_mut(heads * seq)).enumerate().for_each(
         |(b, (y, r))| {
-            for (h, (y, r)) in y.chunks_exact_mut(seq * d).zip(r.chunks_exact_mut(seq)).enumerate()
-            {
-                for (t, (y, r)) in y.chunks_exact_mut(d).zip(r.iter_mut()).enumerate() {
-                    let at = rows.offset + b * rows.batch_stride + t * rows.row_stride + h * d;
-                    let x = &data[at..at + d];
-                    *r = 1.0 / (simd::dot(x, x) + eps).sqrt();
-                    let c = scale * *r;
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = c * x;
-                    }
-                }
-            }
+            let at0 = rows.offset + b * rows.batch_stride;
+            batch_forward(dims, data, at0, rows.row_stride, y, r)
         },
     );
     (y, r)
@@ -56,22 +93,12 @@ pub fn forward(dims: Dims, data: &[f32], rows: Rows) -> (Vec<f32>, Vec<f32>) {
 
 /// The rows' gradient, `[batch, seq, heads·d]` (contiguous), from the output's `dy`.
 pub fn backward(dims: Dims, y: &[f32], r: &[f32], dy: &[f32]) -> Vec<f32> {
-    let Dims { batch, seq, heads, d, scale, .. } = dims;
-    let mut dx = vec![0.0; batch * seq * heads * d];
-    dx.par_chunks_mut(seq * heads * d).enumerate().for_each(|(b, dx)| {
-        for h in 0..heads {
-            for t in 0..seq {
-                let row = (b * heads + h) * seq + t;
-                let (y, dy) = (&y[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                // ŷ·dy = (y·dy)/c, and c·r·ŷ(ŷ·dy) = r·y·(ŷ·dy).
-                let along = simd::dot(y, dy) / scale;
-                let rr = r[row];
-                let dx = &mut dx[(t * heads + h) * d..(t * heads + h + 1) * d];
-                for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-                    *dx = rr * (scale * g - y * along);
-                }
-            }
-        }
+    let Dims { batch, seq, heads, d, .. } = dims;
+    let (n, rows) = (seq * heads * d, heads * seq);
+    let mut dx = vec![0.0; batch * n];
+    dx.par_chunks_mut(n).enumerate().for_each(|(b, dx)| {
+        let span = b * n..(b + 1) * n;
+        batch_backward(dims, &y[span.clone()], &r[b * rows..(b + 1) * rows], &dy[span], dx)
     });
     dx
 }
