@@ -62,6 +62,8 @@ mod packed_linear_attention;
 mod pointwise;
 #[cfg(feature = "flex")]
 mod rope;
+// Off flex only the MoBA and NSA gates' `dot` is used.
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 pub(crate) mod simd;
 #[cfg(feature = "flex")]
 mod span_attention;
