@@ -35,7 +35,7 @@ impl AdamWSettings {
     }
 
     pub fn init(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(FusedAdamW { settings: *self, composed: self.composed().build() })
+        ModuleOptimizer::from(FusedAdamW { settings: *self })
     }
 }
 
@@ -43,7 +43,6 @@ impl AdamWSettings {
 #[derive(Clone)]
 pub struct FusedAdamW {
     settings: AdamWSettings,
-    composed: AdamW,
 }
 
 impl Optimizer for FusedAdamW {
@@ -84,7 +83,8 @@ impl Optimizer for FusedAdamW {
                         max_moment_2: None,
                     },
                 });
-                self.composed.step(lr, tensor, grad, state)
+                // Off flex (rare, and a plain struct to build): burn's optimizer.
+                s.composed().build().step(lr, tensor, grad, state)
             }
         }
     }

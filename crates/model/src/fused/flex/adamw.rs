@@ -1,14 +1,15 @@
 //! The AdamW step (`fused::adamw`) on plain flex tensors, updating the parameter and the moments
 //! in place when nothing else holds their buffers (copy-on-write otherwise).
 
-use super::glue::{Input, classify};
+use super::glue::{Input, classify, contiguous, slice};
 use crate::fused::adamw;
 use crate::fused::inputs::{AdamWInputs, AdamWStep, Unfused};
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Tensor};
 
-/// A plain f32 flex tensor's own row-major buffer.
+/// A plain f32 flex tensor whose whole buffer is its elements from the start, as `storage_mut`
+/// hands it out (glue's `contiguous` also keeps views that start further in).
 fn owned(t: FlexTensor) -> FlexTensor {
     if t.is_contiguous() && t.layout().start_offset() == 0 { t } else { t.to_contiguous() }
 }
@@ -40,11 +41,11 @@ pub fn adamw_step<const D: usize>(
     };
     // Drop the caller's handles so the buffers are ours alone and update in place.
     drop((param, grad, moments));
-    let (mut p, g, mut m, mut v) = (owned(p), owned(g), owned(m), owned(v));
+    let (mut p, g, mut m, mut v) = (owned(p), contiguous(&g), owned(m), owned(v));
     adamw::step(
         h,
         p.storage_mut::<f32>(),
-        g.as_slice::<f32>().expect("contiguous f32"),
+        slice(&g),
         m.storage_mut::<f32>(),
         v.storage_mut::<f32>(),
     );
